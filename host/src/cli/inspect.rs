@@ -1,0 +1,74 @@
+//! `greentic-host inspect FILE`: what a component is, without running it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use greentic_interfaces::{ComponentReport, Contracts, inspect_component};
+
+/// Show a component's world, imports, exports, digest and embedded manifest, after the same
+/// load-time checks the host runs (manifest valid, world compatible, manifest truthful).
+///
+/// Exits 1 and says what is wrong if any check fails.
+#[derive(Debug, Args)]
+pub struct Inspect {
+    /// The component file (`.wasm`).
+    file: PathBuf,
+    /// Print the report as JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Inspect {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        let bytes = std::fs::read(&self.file)
+            .with_context(|| format!("reading {}", self.file.display()))?;
+        let contracts = Contracts::embedded().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let name = self.file.display().to_string();
+        let report = inspect_component(contracts, &name, &bytes)?;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&to_json(&report))?);
+        } else {
+            print!("{}", to_text(&report));
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn to_json(r: &ComponentReport) -> serde_json::Value {
+    serde_json::json!({
+        "file": r.file,
+        "digest": r.digest,
+        "size": r.size,
+        "world": r.host_world,
+        "imports": r.world.imports.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
+        "exports": r.world.exports.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
+        "manifest": r.manifest,
+    })
+}
+
+fn to_text(r: &ComponentReport) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("component  {}\n", r.file));
+    out.push_str(&format!("digest     {}\n", r.digest));
+    out.push_str(&format!("size       {} bytes\n", r.size));
+    out.push_str(&format!(
+        "provider   {} {} ({})\n",
+        r.manifest.name, r.manifest.version, r.manifest.domain
+    ));
+    out.push_str(&format!("world      {}\n", r.host_world));
+    out.push_str("imports\n");
+    for item in &r.world.imports {
+        out.push_str(&format!("  {item}\n"));
+    }
+    out.push_str("exports\n");
+    for item in &r.world.exports {
+        out.push_str(&format!("  {item}\n"));
+    }
+    out.push_str("manifest\n");
+    for line in r.manifest.to_json_pretty().lines() {
+        out.push_str(&format!("  {line}\n"));
+    }
+    out
+}
