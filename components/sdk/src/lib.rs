@@ -1,0 +1,184 @@
+//! Guest SDK for greentic provider components.
+//!
+//! A provider is a Rust `cdylib` built for `wasm32-wasip2` (`cargo build --target wasm32-wasip2`
+//! or `cargo component build`). This crate gives it:
+//!
+//! - the generated bindings of every greentic world: [`messaging`] (`greentic:messaging/provider`)
+//!   and [`webhook`] (`greentic:webhook/handler`), each with its export macro; the imports they
+//!   share (secrets, telemetry, config, types) are generated once, in [`imports`];
+//! - [`provider_manifest!`], which embeds the crate's `provider.json` in the component, so its
+//!   digest and signature cover it;
+//! - helpers: [`telemetry`] (logs, a span guard, metrics), [`secrets`] (zeroized values,
+//!   errors mapped to provider errors), [`config`] (typed configuration), [`errors`] (HTTP
+//!   status to provider error), [`http`] (a blocking outbound HTTP client for messaging
+//!   providers) and [`incoming`] (request/response helpers for webhook providers).
+//!
+//! ```no_run
+//! use greentic_provider_sdk::messaging::exports::greentic::messaging::outbound::{Guest, Message, SendResult};
+//! use greentic_provider_sdk::types::{ProviderError, TenantCtx};
+//!
+//! // In a provider crate, also: greentic_provider_sdk::provider_manifest!();
+//! struct Echo;
+//! impl Guest for Echo {
+//!     fn send(ctx: TenantCtx, msg: Message) -> Result<SendResult, ProviderError> {
+//!         let span = greentic_provider_sdk::telemetry::SpanGuard::start("echo");
+//!         span.attr("to", &msg.to);
+//!         Ok(SendResult { id: format!("{}:{}", ctx.tenant, msg.to), delivered_at_ms: 0 })
+//!     }
+//! }
+//! greentic_provider_sdk::export_messaging_provider!(Echo);
+//! ```
+
+#![allow(missing_docs)] // generated bindings carry the WIT docs; hand-written modules are documented.
+
+/// Imports every greentic world shares: `greentic:secrets/store`,
+/// `greentic:telemetry/*` and `greentic:config/config`. The world-specific modules reuse
+/// these bindings, so helpers and types are the same whatever world a provider targets.
+pub mod imports {
+    wit_bindgen::generate!({
+        inline: "
+            package greentic:provider-sdk@1.0.0;
+
+            world imports {
+                include greentic:secrets/imports@1.0.0;
+                include greentic:telemetry/imports@1.0.0;
+                include greentic:config/imports@1.0.0;
+            }
+        ",
+        world: "greentic:provider-sdk/imports@1.0.0",
+        path: [
+            "../../wit/deps/io.wit",
+            "../../wit/deps/clocks.wit",
+            "../../wit/deps/random.wit",
+            "../../wit/deps/filesystem.wit",
+            "../../wit/deps/sockets.wit",
+            "../../wit/deps/cli.wit",
+            "../../wit/deps/http.wit",
+            "../../wit/types.wit",
+            "../../wit/secrets.wit",
+            "../../wit/telemetry.wit",
+            "../../wit/config.wit",
+        ],
+        generate_all,
+    });
+}
+
+/// Bindings of `greentic:messaging/provider@1.0.0`. Implement
+/// [`messaging::exports::greentic::messaging::outbound::Guest`] and register it with
+/// [`export_messaging_provider!`].
+pub mod messaging {
+    wit_bindgen::generate!({
+        world: "greentic:messaging/provider@1.0.0",
+        path: [
+            "../../wit/deps/io.wit",
+            "../../wit/deps/clocks.wit",
+            "../../wit/deps/random.wit",
+            "../../wit/deps/filesystem.wit",
+            "../../wit/deps/sockets.wit",
+            "../../wit/deps/cli.wit",
+            "../../wit/deps/http.wit",
+            "../../wit/types.wit",
+            "../../wit/secrets.wit",
+            "../../wit/telemetry.wit",
+            "../../wit/config.wit",
+            "../../wit/messaging.wit",
+        ],
+        with: {
+            "greentic:secrets/store@1.0.0": crate::imports::greentic::secrets::store,
+            "greentic:telemetry/types@1.0.0": crate::imports::greentic::telemetry::types,
+            "greentic:telemetry/logs@1.0.0": crate::imports::greentic::telemetry::logs,
+            "greentic:telemetry/tracing@1.0.0": crate::imports::greentic::telemetry::tracing,
+            "greentic:telemetry/metrics@1.0.0": crate::imports::greentic::telemetry::metrics,
+            "greentic:config/config@1.0.0": crate::imports::greentic::config::config,
+        },
+        generate_all,
+        pub_export_macro: true,
+        export_macro_name: "export_messaging_provider",
+        default_bindings_module: "greentic_provider_sdk::messaging",
+    });
+}
+
+/// Bindings of `greentic:webhook/handler@1.0.0`. Implement
+/// [`webhook::exports::wasi::http::incoming_handler::Guest`] and register it with
+/// [`export_webhook_handler!`].
+pub mod webhook {
+    wit_bindgen::generate!({
+        world: "greentic:webhook/handler@1.0.0",
+        path: [
+            "../../wit/deps/io.wit",
+            "../../wit/deps/clocks.wit",
+            "../../wit/deps/random.wit",
+            "../../wit/deps/filesystem.wit",
+            "../../wit/deps/sockets.wit",
+            "../../wit/deps/cli.wit",
+            "../../wit/deps/http.wit",
+            "../../wit/types.wit",
+            "../../wit/secrets.wit",
+            "../../wit/telemetry.wit",
+            "../../wit/config.wit",
+            "../../wit/webhook.wit",
+        ],
+        with: {
+            "greentic:secrets/store@1.0.0": crate::imports::greentic::secrets::store,
+            "greentic:telemetry/types@1.0.0": crate::imports::greentic::telemetry::types,
+            "greentic:telemetry/logs@1.0.0": crate::imports::greentic::telemetry::logs,
+            "greentic:telemetry/tracing@1.0.0": crate::imports::greentic::telemetry::tracing,
+            "greentic:telemetry/metrics@1.0.0": crate::imports::greentic::telemetry::metrics,
+            "greentic:config/config@1.0.0": crate::imports::greentic::config::config,
+        },
+        generate_all,
+        pub_export_macro: true,
+        export_macro_name: "export_webhook_handler",
+        default_bindings_module: "greentic_provider_sdk::webhook",
+    });
+}
+
+pub mod config;
+pub mod errors;
+pub mod http;
+pub mod incoming;
+pub mod secrets;
+pub mod telemetry;
+
+/// The shared greentic types: tenant and deployment context, and the provider error.
+pub mod types {
+    pub use crate::messaging::greentic::types::types::{
+        Cloud, DeploymentCtx, Platform, ProviderError, RateLimit, TenantCtx, UnavailableInfo,
+    };
+}
+
+/// The name of the custom section that carries `provider.json` (see [`provider_manifest!`]).
+pub const MANIFEST_SECTION: &str = "greentic:provider-manifest";
+
+/// Embeds the provider's manifest in the component, so that its digest and signature cover it.
+///
+/// With no argument it embeds `provider.json` next to the crate's `Cargo.toml`; a path literal
+/// (relative to the crate root) embeds another file. Invoke it exactly once per provider:
+///
+/// ```text
+/// greentic_provider_sdk::provider_manifest!();              // embeds ./provider.json
+/// greentic_provider_sdk::provider_manifest!("manifest.json"); // or another file
+/// ```
+///
+/// The host reads the section without running the component, validates the manifest against
+/// the component's real world, and refuses a component without one.
+#[macro_export]
+macro_rules! provider_manifest {
+    () => {
+        $crate::provider_manifest!("provider.json");
+    };
+    ($path:literal) => {
+        const _: () = {
+            #[unsafe(link_section = "greentic:provider-manifest")]
+            pub static GREENTIC_PROVIDER_MANIFEST: [u8; include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/",
+                $path
+            ))
+            .len()] = *include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/", $path));
+        };
+    };
+}
+
+pub use messaging::export_messaging_provider;
+pub use webhook::export_webhook_handler;
