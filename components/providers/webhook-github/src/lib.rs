@@ -1,0 +1,95 @@
+//! `webhook-github`: receives GitHub webhook deliveries over `wasi:http`.
+//!
+//! Each delivery must carry `X-Hub-Signature-256: sha256=<hex>`, the HMAC-SHA256 of the raw body
+//! under the tenant's `GITHUB_WEBHOOK_SECRET`, compared in constant time. Answers:
+//! 202 accepted, 401 missing/bad signature, 400 malformed JSON, 405 not a POST, 413 too large,
+//! 500 when the tenant has no secret bound. It logs the event type and delivery id — never the
+//! secret or the body.
+
+pub mod logic;
+
+use greentic_provider_sdk::incoming::{self, ReadError, Request};
+use greentic_provider_sdk::telemetry::{self, SpanGuard};
+use greentic_provider_sdk::webhook::exports::wasi::http::incoming_handler::Guest;
+use greentic_provider_sdk::webhook::wasi::http::types::{IncomingRequest, ResponseOutparam};
+use greentic_provider_sdk::{config, secrets};
+
+use logic::{Config, Outcome};
+
+greentic_provider_sdk::provider_manifest!();
+
+/// The secret that signs deliveries.
+pub const SECRET: &str = "GITHUB_WEBHOOK_SECRET";
+
+struct GithubWebhook;
+
+impl Guest for GithubWebhook {
+    fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
+        let span = SpanGuard::start("webhook-github.delivery");
+        let outcome = process(request, &span);
+        let (status, message) = outcome.response();
+        span.attr("http.status", &status.to_string());
+        span.attr("outcome", outcome.code());
+        telemetry::counter_add(
+            "webhook_github.deliveries",
+            1,
+            &[("outcome", outcome.code())],
+        );
+        match &outcome {
+            Outcome::Accepted { event, delivery } => {
+                telemetry::info(
+                    "github delivery accepted",
+                    &[("event", event), ("delivery", delivery)],
+                );
+                span.ok();
+            }
+            other => {
+                telemetry::warn("github delivery refused", &[("outcome", other.code())]);
+                span.fail(other.code());
+            }
+        }
+        incoming::respond_json(response_out, status, &message);
+    }
+}
+
+fn process(request: IncomingRequest, span: &SpanGuard) -> Outcome {
+    let config: Config = match config::load() {
+        Ok(config) => config,
+        Err(_) => return Outcome::Misconfigured,
+    };
+    let request = match Request::read(request, config.max_body_bytes) {
+        Ok(request) => request,
+        Err(ReadError::TooLarge(limit)) => return Outcome::TooLarge(limit),
+        Err(ReadError::Stream(_)) => {
+            return Outcome::Malformed("the body could not be read".into());
+        }
+    };
+    if request.method != "POST" {
+        return Outcome::WrongMethod;
+    }
+    let event = request
+        .header("x-github-event")
+        .unwrap_or("unknown")
+        .to_string();
+    let delivery = request
+        .header("x-github-delivery")
+        .unwrap_or("unknown")
+        .to_string();
+    span.attr("github.event", &event);
+    span.attr("github.delivery", &delivery);
+    let secret = match secrets::get(SECRET) {
+        Ok(secret) => secret,
+        Err(_) => return Outcome::Misconfigured,
+    };
+    if let Err(e) = logic::verify_signature(
+        secret.expose(),
+        &request.body,
+        request.header("x-hub-signature-256"),
+    ) {
+        return Outcome::BadSignature(e);
+    }
+    drop(secret);
+    logic::check_payload(&request.body, event, delivery)
+}
+
+greentic_provider_sdk::export_webhook_handler!(GithubWebhook);

@@ -1,0 +1,217 @@
+//! The provider's pure logic: signature verification and outcomes. Unit-tested on the host.
+
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use sha2::Sha256;
+
+/// The tenant's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Largest body accepted.
+    #[serde(default = "default_max")]
+    pub max_body_bytes: usize,
+}
+
+fn default_max() -> usize {
+    1 << 20
+}
+
+/// Why a signature was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureError {
+    /// No `X-Hub-Signature-256` header.
+    Missing,
+    /// Not `sha256=` followed by 64 hex digits.
+    Malformed,
+    /// Well-formed but wrong.
+    Mismatch,
+}
+
+/// Verifies `X-Hub-Signature-256` over `body` with `secret` (constant-time comparison).
+pub fn verify_signature(
+    secret: &[u8],
+    body: &[u8],
+    header: Option<&str>,
+) -> Result<(), SignatureError> {
+    let header = header.ok_or(SignatureError::Missing)?;
+    let hex = header
+        .trim()
+        .strip_prefix("sha256=")
+        .ok_or(SignatureError::Malformed)?;
+    let expected = decode_hex(hex).ok_or(SignatureError::Malformed)?;
+    if expected.len() != 32 {
+        return Err(SignatureError::Malformed);
+    }
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| SignatureError::Mismatch)?;
+    mac.update(body);
+    // `verify_slice` compares in constant time.
+    mac.verify_slice(&expected)
+        .map_err(|_| SignatureError::Mismatch)
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// What happened to a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Signed and well-formed.
+    Accepted {
+        /// `X-GitHub-Event`.
+        event: String,
+        /// `X-GitHub-Delivery`.
+        delivery: String,
+    },
+    /// Signature missing, malformed or wrong.
+    BadSignature(SignatureError),
+    /// The body is not a JSON object.
+    Malformed(String),
+    /// Not a POST.
+    WrongMethod,
+    /// Larger than the configured limit.
+    TooLarge(usize),
+    /// The tenant's secret or configuration is missing.
+    Misconfigured,
+}
+
+impl Outcome {
+    /// Stable code for logs, spans and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Outcome::Accepted { .. } => "accepted",
+            Outcome::BadSignature(SignatureError::Missing) => "signature-missing",
+            Outcome::BadSignature(SignatureError::Malformed) => "signature-malformed",
+            Outcome::BadSignature(SignatureError::Mismatch) => "signature-mismatch",
+            Outcome::Malformed(_) => "malformed-body",
+            Outcome::WrongMethod => "method-not-allowed",
+            Outcome::TooLarge(_) => "too-large",
+            Outcome::Misconfigured => "misconfigured",
+        }
+    }
+
+    /// The HTTP status and message to answer with. Messages never include the body or secret.
+    pub fn response(&self) -> (u16, String) {
+        match self {
+            Outcome::Accepted { event, delivery } => {
+                (202, format!("accepted {event} delivery {delivery}"))
+            }
+            Outcome::BadSignature(SignatureError::Missing) => {
+                (401, "missing X-Hub-Signature-256".into())
+            }
+            Outcome::BadSignature(_) => (401, "invalid X-Hub-Signature-256".into()),
+            Outcome::Malformed(why) => (400, format!("malformed delivery: {why}")),
+            Outcome::WrongMethod => (405, "deliveries must be POSTed".into()),
+            Outcome::TooLarge(limit) => (413, format!("delivery larger than {limit} bytes")),
+            Outcome::Misconfigured => (
+                500,
+                "webhook secret or configuration not available for this tenant".into(),
+            ),
+        }
+    }
+}
+
+/// Checks that a (verified) body is a JSON object.
+pub fn check_payload(body: &[u8], event: String, delivery: String) -> Outcome {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(_)) => Outcome::Accepted { event, delivery },
+        Ok(_) => Outcome::Malformed("the body is not a JSON object".into()),
+        Err(e) => Outcome::Malformed(format!(
+            "invalid JSON at line {}, column {}",
+            e.line(),
+            e.column()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The example from GitHub's documentation on validating webhook deliveries.
+    const SECRET: &[u8] = b"It's a Secret to Everybody";
+    const BODY: &[u8] = b"Hello, World!";
+    const SIGNATURE: &str =
+        "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+
+    #[test]
+    fn accepts_githubs_documented_example() {
+        assert_eq!(verify_signature(SECRET, BODY, Some(SIGNATURE)), Ok(()));
+    }
+
+    #[test]
+    fn refuses_missing_malformed_and_wrong_signatures() {
+        assert_eq!(
+            verify_signature(SECRET, BODY, None),
+            Err(SignatureError::Missing)
+        );
+        for bad in [
+            "757107ea",
+            "sha1=757107ea",
+            "sha256=zz",
+            "sha256=7571",
+            "sha256=",
+        ] {
+            assert_eq!(
+                verify_signature(SECRET, BODY, Some(bad)),
+                Err(SignatureError::Malformed),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            verify_signature(b"another secret", BODY, Some(SIGNATURE)),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_signature(SECRET, b"Hello, World?", Some(SIGNATURE)),
+            Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn payload_must_be_a_json_object() {
+        let ok = check_payload(br#"{"action":"opened"}"#, "issues".into(), "d-1".into());
+        assert_eq!(
+            ok,
+            Outcome::Accepted {
+                event: "issues".into(),
+                delivery: "d-1".into()
+            }
+        );
+        assert_eq!(ok.response().0, 202);
+        let bad = check_payload(b"{not json", "issues".into(), "d-1".into());
+        assert_eq!(bad.response().0, 400);
+        assert_eq!(
+            check_payload(b"[1]", "e".into(), "d".into()).code(),
+            "malformed-body"
+        );
+    }
+
+    #[test]
+    fn responses_never_echo_the_secret_or_body() {
+        let outcomes = [
+            Outcome::BadSignature(SignatureError::Mismatch),
+            Outcome::Malformed("x".into()),
+            Outcome::Misconfigured,
+        ];
+        for o in outcomes {
+            let (status, message) = o.response();
+            assert!(status >= 400);
+            assert!(!message.contains("Secret to Everybody"));
+            assert!(!message.contains("Hello, World"));
+        }
+    }
+
+    #[test]
+    fn config_defaults() {
+        let c: Config = serde_json::from_str("{}").unwrap();
+        assert_eq!(c.max_body_bytes, 1 << 20);
+    }
+}
