@@ -26,7 +26,9 @@ fn main() {
     println!("cargo:rerun-if-changed={}", wit.display());
     let mut files = Vec::new();
     collect(&wit, &wit, &mut files);
-    let mut code = String::from("/// Every `.wit` file under `wit/`: (path relative to `wit/`, contents).\npub const WIT_FILES: &[(&str, &str)] = &[\n");
+    let mut code = String::from(
+        "/// Every `.wit` file under `wit/`: (path relative to `wit/`, contents).\npub const WIT_FILES: &[(&str, &str)] = &[\n",
+    );
     for file in &files {
         let rel = file.to_string_lossy().replace('\\', "/");
         let abs = wit.join(file);

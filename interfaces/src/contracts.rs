@@ -18,7 +18,9 @@ pub enum WitError {
         rendered: String,
     },
     /// The packages parse but do not resolve (unknown package, unknown interface, cycle...).
-    #[error("WIT does not resolve: {message}\nfix the reference named above (is a package missing from wit/deps/?)")]
+    #[error(
+        "WIT does not resolve: {message}\nfix the reference named above (is a package missing from wit/deps/?)"
+    )]
     Resolve {
         /// The resolver's message.
         message: String,
@@ -169,10 +171,11 @@ impl Contracts {
             let Some(version) = package.name.version.clone() else {
                 continue;
             };
-            same_name.push(format!("{}@{version}", target.package_name() + "/" + &target.world));
-            if target.range.matches(&version)
-                && best.as_ref().is_none_or(|(v, _)| version > *v)
-            {
+            same_name.push(format!(
+                "{}@{version}",
+                target.package_name() + "/" + &target.world
+            ));
+            if target.range.matches(&version) && best.as_ref().is_none_or(|(v, _)| version > *v) {
                 best = Some((version, world));
             }
         }

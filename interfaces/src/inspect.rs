@@ -57,7 +57,10 @@ pub enum InspectError {
         problems: Vec<CompatProblem>,
     },
     /// The manifest disagrees with what the component really imports.
-    #[error("{file}: the embedded manifest disagrees with the component:\n{}", list(problems))]
+    #[error(
+        "{file}: the embedded manifest disagrees with the component:\n{}",
+        list(problems)
+    )]
     Disagrees {
         /// The file.
         file: String,
@@ -82,12 +85,13 @@ pub fn inspect_component(
 ) -> Result<ComponentReport, InspectError> {
     let manifest = extract_manifest(file, wasm)?;
     let world = ComponentWorld::decode(file, wasm)?;
-    let world_id = contracts
-        .select(&manifest.compat.wit)
-        .map_err(|source| InspectError::NoWorld {
-            file: file.to_string(),
-            source,
-        })?;
+    let world_id =
+        contracts
+            .select(&manifest.compat.wit)
+            .map_err(|source| InspectError::NoWorld {
+                file: file.to_string(),
+                source,
+            })?;
     let host_world = contracts
         .world_id_string(world_id)
         .unwrap_or_else(|| manifest.compat.wit.to_string());

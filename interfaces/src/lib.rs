@@ -28,9 +28,12 @@ mod world;
 
 pub use contracts::{Contracts, TargetError, WitError};
 pub use inspect::{
-    ComponentReport, InspectError, OUTGOING_HANDLER, SECRETS_STORE, disagreements, inspect_component,
+    ComponentReport, InspectError, OUTGOING_HANDLER, SECRETS_STORE, disagreements,
+    inspect_component,
 };
-pub use world::{CompatProblem, ComponentWorld, DecodeError, Item, ItemKind, check_compat, version_satisfies};
+pub use world::{
+    CompatProblem, ComponentWorld, DecodeError, Item, ItemKind, check_compat, version_satisfies,
+};
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/wit_files.rs"));

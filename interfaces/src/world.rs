@@ -232,11 +232,18 @@ impl fmt::Display for CompatProblem {
                 f,
                 "imports `{import}`, which the host does not provide in this world; remove the import (or the dependency that pulls it in)"
             ),
-            CompatProblem::ImportVersion { name, needed, provided } => write!(
+            CompatProblem::ImportVersion {
+                name,
+                needed,
+                provided,
+            } => write!(
                 f,
                 "imports `{name}@{needed}`, but the host implements `{name}@{provided}`, which is not semver-compatible; rebuild the component against `{name}@{provided}`"
             ),
-            CompatProblem::MissingFunction { interface, function } => write!(
+            CompatProblem::MissingFunction {
+                interface,
+                function,
+            } => write!(
                 f,
                 "imports function `{function}` of `{interface}`, which the host's version of that interface does not have"
             ),
@@ -244,11 +251,18 @@ impl fmt::Display for CompatProblem {
                 f,
                 "does not export `{export}`, which the world requires; implement and export it (was the component built against another world?)"
             ),
-            CompatProblem::ExportVersion { name, found, expected } => write!(
+            CompatProblem::ExportVersion {
+                name,
+                found,
+                expected,
+            } => write!(
                 f,
                 "exports `{name}@{found}`, but the host calls `{name}@{expected}`, which is not semver-compatible; rebuild against `{name}@{expected}`"
             ),
-            CompatProblem::MissingExportFunction { interface, function } => write!(
+            CompatProblem::MissingExportFunction {
+                interface,
+                function,
+            } => write!(
                 f,
                 "its export `{interface}` lacks function `{function}`, which the host calls"
             ),
@@ -309,8 +323,10 @@ pub fn check_compat(host: &ComponentWorld, component: &ComponentWorld) -> Vec<Co
             });
             continue;
         }
-        if let (ItemKind::Interface { functions: needed }, ItemKind::Interface { functions: have }) =
-            (&required.kind, &export.kind)
+        if let (
+            ItemKind::Interface { functions: needed },
+            ItemKind::Interface { functions: have },
+        ) = (&required.kind, &export.kind)
         {
             for function in needed.iter().filter(|f| !have.contains(f)) {
                 problems.push(CompatProblem::MissingExportFunction {

@@ -1,5 +1,7 @@
 //! The WIT contracts under `wit/` parse, resolve, and say what the documentation says.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
 use std::path::{Path, PathBuf};
 
 use greentic_interfaces::{Contracts, ItemKind, WitError};
@@ -20,7 +22,10 @@ fn embedded_contracts_resolve_and_have_the_domain_worlds() {
         "greentic:telemetry/imports@1.0.0",
         "greentic:config/imports@1.0.0",
     ] {
-        assert!(worlds.iter().any(|w| w == world), "{world} missing from {worlds:?}");
+        assert!(
+            worlds.iter().any(|w| w == world),
+            "{world} missing from {worlds:?}"
+        );
     }
 }
 
@@ -38,10 +43,21 @@ fn every_greentic_package_is_versioned_1_0_0() {
     names.sort();
     assert_eq!(
         names,
-        ["config", "messaging", "secrets", "telemetry", "types", "webhook"]
+        [
+            "config",
+            "messaging",
+            "secrets",
+            "telemetry",
+            "types",
+            "webhook"
+        ]
     );
     for (name, version) in greentic {
-        assert_eq!(version, Some(semver::Version::new(1, 0, 0)), "greentic:{name}");
+        assert_eq!(
+            version,
+            Some(semver::Version::new(1, 0, 0)),
+            "greentic:{name}"
+        );
     }
 }
 
@@ -56,8 +72,15 @@ fn messaging_world_has_the_documented_shape() {
     let contracts = Contracts::embedded().unwrap();
     let target = "greentic:messaging/provider@1.0.x".parse().unwrap();
     let world = contracts.describe(contracts.select(&target).unwrap());
-    let outbound = world.export("greentic:messaging/outbound").expect("exports outbound");
-    assert_eq!(outbound.kind, ItemKind::Interface { functions: vec!["send".into()] });
+    let outbound = world
+        .export("greentic:messaging/outbound")
+        .expect("exports outbound");
+    assert_eq!(
+        outbound.kind,
+        ItemKind::Interface {
+            functions: vec!["send".into()]
+        }
+    );
     for import in [
         "greentic:secrets/store",
         "greentic:telemetry/logs",
@@ -66,7 +89,10 @@ fn messaging_world_has_the_documented_shape() {
         "greentic:config/config",
         "wasi:http/outgoing-handler",
     ] {
-        assert!(world.import(import).is_some(), "messaging world lacks {import}");
+        assert!(
+            world.import(import).is_some(),
+            "messaging world lacks {import}"
+        );
     }
     // The store takes no tenant argument: the tenant is ambient.
     let store = contracts
@@ -101,7 +127,8 @@ fn a_range_the_host_lacks_lists_what_it_has() {
 
 #[test]
 fn vendored_wasi_matches_its_lock() {
-    let lock: toml::Table = toml::from_str(&std::fs::read_to_string(wit_dir().join("deps.lock")).unwrap()).unwrap();
+    let lock: toml::Table =
+        toml::from_str(&std::fs::read_to_string(wit_dir().join("deps.lock")).unwrap()).unwrap();
     let files = lock["files"].as_table().unwrap();
     let mut on_disk: Vec<String> = std::fs::read_dir(wit_dir().join("deps"))
         .unwrap()
@@ -110,7 +137,10 @@ fn vendored_wasi_matches_its_lock() {
     on_disk.sort();
     let mut locked: Vec<String> = files.keys().cloned().collect();
     locked.sort();
-    assert_eq!(on_disk, locked, "wit/deps/ and wit/deps.lock list different files");
+    assert_eq!(
+        on_disk, locked,
+        "wit/deps/ and wit/deps.lock list different files"
+    );
     for (file, hash) in files {
         let bytes = std::fs::read(wit_dir().join("deps").join(file)).unwrap();
         let actual = format!("sha256:{:x}", Sha256::digest(&bytes));

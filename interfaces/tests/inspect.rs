@@ -1,6 +1,8 @@
 //! Load-time checks on real (synthesised) components: a component is built from WIT with
 //! `wit-component` for each case, with a manifest section appended to its core module.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
 use greentic_interfaces::{CompatProblem, Contracts, InspectError, inspect_component};
 use greentic_manifest::MANIFEST_SECTION;
 use wit_component::{ComponentEncoder, StringEncoding, dummy_module, embed_component_metadata};
@@ -36,11 +38,20 @@ fn manifest(compat: &str, secrets: &str, hosts: &str) -> String {
     )
 }
 
-const FULL: &str = "package test:cases@1.0.0;\nworld full { include greentic:messaging/provider@1.0.0; }\n";
+const FULL: &str =
+    "package test:cases@1.0.0;\nworld full { include greentic:messaging/provider@1.0.0; }\n";
 
 #[test]
 fn a_component_of_the_messaging_world_passes() {
-    let wasm = component(FULL, "full", Some(&manifest("greentic:messaging/provider@1.0.x", r#"["TOKEN"]"#, r#"["*"]"#)));
+    let wasm = component(
+        FULL,
+        "full",
+        Some(&manifest(
+            "greentic:messaging/provider@1.0.x",
+            r#"["TOKEN"]"#,
+            r#"["*"]"#,
+        )),
+    );
     let report = inspect_component(Contracts::embedded().unwrap(), "full.wasm", &wasm).unwrap();
     assert_eq!(report.host_world, "greentic:messaging/provider@1.0.0");
     assert_eq!(report.manifest.name, "case");
@@ -52,7 +63,10 @@ fn a_component_of_the_messaging_world_passes() {
 fn a_component_without_a_manifest_is_refused() {
     let wasm = component(FULL, "full", None);
     let e = inspect_component(Contracts::embedded().unwrap(), "bare.wasm", &wasm).unwrap_err();
-    assert!(e.to_string().contains("no embedded provider manifest"), "{e}");
+    assert!(
+        e.to_string().contains("no embedded provider manifest"),
+        "{e}"
+    );
     assert!(e.to_string().contains("bare.wasm"), "{e}");
 }
 
@@ -61,12 +75,20 @@ fn an_import_the_host_does_not_offer_is_named() {
     let wit = "package test:cases@1.0.0;\n\
         package acme:evil@1.0.0 { interface backdoor { open: func(); } }\n\
         world w { import acme:evil/backdoor@1.0.0; export greentic:messaging/outbound@1.0.0; }\n";
-    let wasm = component(wit, "w", Some(&manifest("greentic:messaging/provider@1.0.x", "[]", "[]")));
+    let wasm = component(
+        wit,
+        "w",
+        Some(&manifest("greentic:messaging/provider@1.0.x", "[]", "[]")),
+    );
     let e = inspect_component(Contracts::embedded().unwrap(), "evil.wasm", &wasm).unwrap_err();
-    let InspectError::Incompatible { problems, .. } = &e else { panic!("{e}") };
+    let InspectError::Incompatible { problems, .. } = &e else {
+        panic!("{e}")
+    };
     assert_eq!(
         problems,
-        &[CompatProblem::UnknownImport { import: "acme:evil/backdoor@1.0.0".into() }]
+        &[CompatProblem::UnknownImport {
+            import: "acme:evil/backdoor@1.0.0".into()
+        }]
     );
     assert!(e.to_string().contains("evil.wasm"), "{e}");
 }
@@ -79,15 +101,26 @@ fn a_major_version_mismatch_is_refused_with_both_versions() {
         }\n\
         world w { export greentic:messaging/outbound@2.0.0; }\n";
     // The manifest claims 1.0.x but the component exports 2.0.0.
-    let wasm = component(wit, "w", Some(&manifest("greentic:messaging/provider@1.0.x", "[]", "[]")));
+    let wasm = component(
+        wit,
+        "w",
+        Some(&manifest("greentic:messaging/provider@1.0.x", "[]", "[]")),
+    );
     let e = inspect_component(Contracts::embedded().unwrap(), "v2.wasm", &wasm).unwrap_err();
     let text = e.to_string();
-    assert!(text.contains("exports `greentic:messaging/outbound@2.0.0`"), "{text}");
+    assert!(
+        text.contains("exports `greentic:messaging/outbound@2.0.0`"),
+        "{text}"
+    );
     assert!(text.contains("greentic:messaging/outbound@1.0.0"), "{text}");
     assert!(text.contains("not semver-compatible"), "{text}");
 
     // A manifest that asks for 2.x names the worlds the host has.
-    let wasm = component(wit, "w", Some(&manifest("greentic:messaging/provider@2.x", "[]", "[]")));
+    let wasm = component(
+        wit,
+        "w",
+        Some(&manifest("greentic:messaging/provider@2.x", "[]", "[]")),
+    );
     let e = inspect_component(Contracts::embedded().unwrap(), "v2.wasm", &wasm).unwrap_err();
     assert!(matches!(e, InspectError::NoWorld { .. }), "{e}");
     assert!(e.to_string().contains("/compat/wit"), "{e}");
@@ -96,32 +129,66 @@ fn a_major_version_mismatch_is_refused_with_both_versions() {
 #[test]
 fn a_missing_export_is_named() {
     let wit = "package test:cases@1.0.0;\nworld w { import greentic:secrets/store@1.0.0; }\n";
-    let wasm = component(wit, "w", Some(&manifest("greentic:messaging/provider@1.0.x", r#"["A"]"#, "[]")));
+    let wasm = component(
+        wit,
+        "w",
+        Some(&manifest(
+            "greentic:messaging/provider@1.0.x",
+            r#"["A"]"#,
+            "[]",
+        )),
+    );
     let e = inspect_component(Contracts::embedded().unwrap(), "w.wasm", &wasm).unwrap_err();
-    let InspectError::Incompatible { problems, .. } = &e else { panic!("{e}") };
+    let InspectError::Incompatible { problems, .. } = &e else {
+        panic!("{e}")
+    };
     assert_eq!(
         problems,
-        &[CompatProblem::MissingExport { export: "greentic:messaging/outbound@1.0.0".into() }]
+        &[CompatProblem::MissingExport {
+            export: "greentic:messaging/outbound@1.0.0".into()
+        }]
     );
 }
 
 #[test]
 fn a_manifest_that_lies_about_its_imports_is_refused() {
     // Reads secrets and calls out, but declares neither.
-    let wasm = component(FULL, "full", Some(&manifest("greentic:messaging/provider@1.0.x", "[]", "[]")));
+    let wasm = component(
+        FULL,
+        "full",
+        Some(&manifest("greentic:messaging/provider@1.0.x", "[]", "[]")),
+    );
     let e = inspect_component(Contracts::embedded().unwrap(), "liar.wasm", &wasm).unwrap_err();
-    let InspectError::Disagrees { problems, .. } = &e else { panic!("{e}") };
+    let InspectError::Disagrees { problems, .. } = &e else {
+        panic!("{e}")
+    };
     assert_eq!(problems.len(), 2, "{problems:?}");
     assert!(problems[0].contains("/secrets"));
     assert!(problems[1].contains("/outbound_hosts"));
 
     // Declares both, but imports neither.
     let wit = "package test:cases@1.0.0;\nworld w { export greentic:messaging/outbound@1.0.0; }\n";
-    let wasm = component(wit, "w", Some(&manifest("greentic:messaging/provider@1.0.x", r#"["A"]"#, r#"["api.example.com"]"#)));
+    let wasm = component(
+        wit,
+        "w",
+        Some(&manifest(
+            "greentic:messaging/provider@1.0.x",
+            r#"["A"]"#,
+            r#"["api.example.com"]"#,
+        )),
+    );
     let e = inspect_component(Contracts::embedded().unwrap(), "liar.wasm", &wasm).unwrap_err();
-    let InspectError::Disagrees { problems, .. } = &e else { panic!("{e}") };
-    assert!(problems[0].contains("never imports `greentic:secrets/store`"), "{problems:?}");
-    assert!(problems[1].contains("never imports `wasi:http/outgoing-handler`"), "{problems:?}");
+    let InspectError::Disagrees { problems, .. } = &e else {
+        panic!("{e}")
+    };
+    assert!(
+        problems[0].contains("never imports `greentic:secrets/store`"),
+        "{problems:?}"
+    );
+    assert!(
+        problems[1].contains("never imports `wasi:http/outgoing-handler`"),
+        "{problems:?}"
+    );
 }
 
 #[test]
@@ -137,5 +204,8 @@ fn an_older_wasi_patch_release_is_accepted_but_a_newer_one_is_not() {
     inspect_component(Contracts::embedded().unwrap(), "old.wasm", &old).unwrap();
     let new = component(wit, "new", Some(&m));
     let e = inspect_component(Contracts::embedded().unwrap(), "new.wasm", &new).unwrap_err();
-    assert!(e.to_string().contains("wasi:clocks/monotonic-clock@0.2.99"), "{e}");
+    assert!(
+        e.to_string().contains("wasi:clocks/monotonic-clock@0.2.99"),
+        "{e}"
+    );
 }

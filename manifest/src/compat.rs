@@ -27,7 +27,9 @@ impl WitTarget {
 
 /// Why a `compat.wit` string is not a valid world target.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{input}` is not `namespace:package/world@RANGE` ({reason}); example: `greentic:messaging/provider@1.0.x`")]
+#[error(
+    "`{input}` is not `namespace:package/world@RANGE` ({reason}); example: `greentic:messaging/provider@1.0.x`"
+)]
 pub struct WitTargetError {
     input: String,
     reason: String,
@@ -134,7 +136,10 @@ mod tests {
             ("greentic:messaging/provider", "missing `@RANGE`"),
             ("greentic:messaging@1.0.0", "missing `/world`"),
             ("messaging/provider@1.0.0", "missing `namespace:`"),
-            ("greentic:Messaging/provider@1", "package `Messaging` is not kebab-case"),
+            (
+                "greentic:Messaging/provider@1",
+                "package `Messaging` is not kebab-case",
+            ),
             ("greentic:messaging/provider@one", "not a semver range"),
         ] {
             let e = input.parse::<WitTarget>().unwrap_err().to_string();

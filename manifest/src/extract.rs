@@ -12,7 +12,9 @@ pub const MANIFEST_SECTION: &str = "greentic:provider-manifest";
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
     /// The bytes are not a WebAssembly binary at all.
-    #[error("{file}: not a WebAssembly file ({reason}); pass a `.wasm` component built for wasm32-wasip2")]
+    #[error(
+        "{file}: not a WebAssembly file ({reason}); pass a `.wasm` component built for wasm32-wasip2"
+    )]
     NotWasm {
         /// The file.
         file: String,
@@ -184,7 +186,10 @@ mod tests {
     fn invalid_embedded_manifest_names_the_component() {
         let e = extract_manifest("c.wasm", &component_with(&["{\"name\": 1}"])).unwrap_err();
         let text = e.to_string();
-        assert!(text.contains("c.wasm (embedded greentic:provider-manifest)"), "{text}");
+        assert!(
+            text.contains("c.wasm (embedded greentic:provider-manifest)"),
+            "{text}"
+        );
         assert!(text.contains("/name"), "{text}");
     }
 }

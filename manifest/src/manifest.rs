@@ -133,14 +133,13 @@ impl ProviderManifest {
         if !problems.is_empty() {
             return Err(invalid(problems));
         }
-        let manifest: ProviderManifest =
-            serde_json::from_value(doc.clone()).map_err(|e| {
-                invalid(vec![FieldProblem {
-                    field: String::new(),
-                    problem: e.to_string(),
-                    fix: "make the manifest match schemas/provider.schema.json".into(),
-                }])
-            })?;
+        let manifest: ProviderManifest = serde_json::from_value(doc.clone()).map_err(|e| {
+            invalid(vec![FieldProblem {
+                field: String::new(),
+                problem: e.to_string(),
+                fix: "make the manifest match schemas/provider.schema.json".into(),
+            }])
+        })?;
 
         // 2 and 3. The embedded config schema and the semantics.
         let problems = manifest.semantic_problems();
@@ -203,14 +202,14 @@ impl ProviderManifest {
 
         // config_schema: a JSON Schema 2020-12 document that compiles.
         let schema = &self.config_schema;
-        if let Some(dialect) = schema.get("$schema") {
-            if dialect.as_str() != Some(DRAFT_2020_12) {
-                push(
-                    "/config_schema/$schema",
-                    format!("dialect {dialect} is not JSON Schema 2020-12"),
-                    format!("set `$schema` to \"{DRAFT_2020_12}\" or remove it"),
-                );
-            }
+        if let Some(dialect) = schema.get("$schema")
+            && dialect.as_str() != Some(DRAFT_2020_12)
+        {
+            push(
+                "/config_schema/$schema",
+                format!("dialect {dialect} is not JSON Schema 2020-12"),
+                format!("set `$schema` to \"{DRAFT_2020_12}\" or remove it"),
+            );
         }
         match jsonschema::draft202012::meta::validate(schema) {
             Err(e) => push(
@@ -283,10 +282,10 @@ fn check_host_pattern(pattern: &str) -> Result<(), &'static str> {
         Some((host, port)) => (host, Some(port)),
         None => (pattern, None),
     };
-    if let Some(port) = port {
-        if port.parse::<u16>().map_or(true, |p| p == 0) {
-            return Err("the port is not a number from 1 to 65535");
-        }
+    if let Some(port) = port
+        && !port.parse::<u16>().is_ok_and(|p| p != 0)
+    {
+        return Err("the port is not a number from 1 to 65535");
     }
     let host = host.strip_prefix("*.").unwrap_or(host);
     if host.is_empty() || host.contains('*') {
@@ -306,7 +305,11 @@ fn check_host_pattern(pattern: &str) -> Result<(), &'static str> {
 }
 
 fn shape_fix(pointer: &str) -> String {
-    let field = pointer.trim_start_matches('/').split('/').next().unwrap_or("");
+    let field = pointer
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or("");
     match field {
         "" => "add the missing field, or remove the unknown one; see schemas/provider.schema.json"
             .into(),
@@ -403,7 +406,10 @@ mod tests {
         let mut doc = minimal();
         doc["compat"]["wit"] = json!("greentic:messaging/provider@not-a-range");
         let problems = problems_of(doc);
-        assert!(problems[0].problem.contains("not a semver range"), "{problems:?}");
+        assert!(
+            problems[0].problem.contains("not a semver range"),
+            "{problems:?}"
+        );
     }
 
     #[test]
@@ -411,7 +417,10 @@ mod tests {
         let mut doc = minimal();
         doc["config_schema"] = json!({"type": "object", "properties": {"url": {"type": "strnig"}}});
         let problems = problems_of(doc);
-        assert!(problems[0].field.starts_with("/config_schema"), "{problems:?}");
+        assert!(
+            problems[0].field.starts_with("/config_schema"),
+            "{problems:?}"
+        );
         assert!(problems[0].problem.contains("2020-12"), "{problems:?}");
 
         let mut doc = minimal();
@@ -425,7 +434,10 @@ mod tests {
         let mut doc = minimal();
         doc["config_schema"] = json!({"type": "string", "pattern": "(unclosed"});
         let problems = problems_of(doc);
-        assert!(problems[0].field.starts_with("/config_schema"), "{problems:?}");
+        assert!(
+            problems[0].field.starts_with("/config_schema"),
+            "{problems:?}"
+        );
     }
 
     #[test]
@@ -441,10 +453,19 @@ mod tests {
     fn duplicate_secrets_and_bad_hosts_are_refused() {
         let mut doc = minimal();
         doc["secrets"] = json!(["A", {"name": "A"}]);
-        doc["outbound_hosts"] = json!(["https://api.example.com/x", "api.*.com", "ok.example.com:443", "*.example.com", "*"]);
+        doc["outbound_hosts"] = json!([
+            "https://api.example.com/x",
+            "api.*.com",
+            "ok.example.com:443",
+            "*.example.com",
+            "*"
+        ]);
         let problems = problems_of(doc);
         let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
-        assert_eq!(fields, ["/secrets/1", "/outbound_hosts/0", "/outbound_hosts/1"]);
+        assert_eq!(
+            fields,
+            ["/secrets/1", "/outbound_hosts/0", "/outbound_hosts/1"]
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The command line: one module per verb.
 
 mod inspect;
+mod manifest;
 
 use std::process::ExitCode;
 
@@ -17,6 +18,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Inspect(inspect::Inspect),
+    Manifest(manifest::Manifest),
 }
 
 impl Cli {
@@ -24,6 +26,7 @@ impl Cli {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
             Command::Inspect(cmd) => cmd.run(),
+            Command::Manifest(cmd) => cmd.run(),
         }
     }
 }

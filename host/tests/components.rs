@@ -1,0 +1,224 @@
+//! The components in `components/`, built both with `cargo build --target wasm32-wasip2` and with
+//! `cargo component build`, are valid components of the expected greentic world, carry their
+//! manifest, and pass the host's load-time checks; tampered ones are refused with a clear error.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+mod common;
+
+use common::{component, run_host, text};
+use greentic_interfaces::{Contracts, inspect_component};
+use sha2::{Digest, Sha256};
+
+const FLAVOURS: [&str; 2] = ["wasip2", "cargo-component"];
+
+/// (crate, expected host world, manifest name)
+const EXPECTED: &[(&str, &str, &str)] = &[
+    (
+        "messaging-webhook",
+        "greentic:messaging/provider@1.0.0",
+        "messaging-webhook",
+    ),
+    (
+        "webhook-github",
+        "greentic:webhook/handler@1.0.0",
+        "webhook-github",
+    ),
+    ("echo", "greentic:messaging/provider@1.0.0", "test-echo"),
+    (
+        "infinite-loop",
+        "greentic:messaging/provider@1.0.0",
+        "test-infinite-loop",
+    ),
+    (
+        "memory-grower",
+        "greentic:messaging/provider@1.0.0",
+        "test-memory-grower",
+    ),
+    (
+        "recursion",
+        "greentic:messaging/provider@1.0.0",
+        "test-recursion",
+    ),
+    (
+        "undeclared-secret",
+        "greentic:messaging/provider@1.0.0",
+        "test-undeclared-secret",
+    ),
+    (
+        "panicker",
+        "greentic:messaging/provider@1.0.0",
+        "test-panicker",
+    ),
+];
+
+#[test]
+fn both_build_paths_produce_components_of_the_expected_world() {
+    let contracts = Contracts::embedded().unwrap();
+    for (name, world, manifest_name) in EXPECTED {
+        let mut reports = Vec::new();
+        for flavour in FLAVOURS {
+            let path = component(flavour, name);
+            let bytes = std::fs::read(&path).unwrap();
+            let report = inspect_component(contracts, &path.display().to_string(), &bytes)
+                .unwrap_or_else(|e| panic!("{flavour} {name}: {e}"));
+            assert_eq!(report.host_world, *world, "{flavour} {name}");
+            assert_eq!(report.manifest.name, *manifest_name, "{flavour} {name}");
+            reports.push(report);
+        }
+        // Same manifest and same exports whichever way it was built.
+        assert_eq!(reports[0].manifest, reports[1].manifest, "{name}");
+        assert_eq!(reports[0].world.exports, reports[1].world.exports, "{name}");
+    }
+}
+
+#[test]
+fn the_manifest_is_embedded_once_and_nowhere_else() {
+    // A copy in a data segment would cost memory in every instance and could drift from the
+    // section the host reads.
+    for flavour in FLAVOURS {
+        let bytes = std::fs::read(component(flavour, "messaging-webhook")).unwrap();
+        let needle = br#""name": "messaging-webhook""#;
+        let count = bytes.windows(needle.len()).filter(|w| w == needle).count();
+        assert_eq!(
+            count, 1,
+            "{flavour}: the manifest text appears {count} times"
+        );
+    }
+}
+
+#[test]
+fn providers_import_what_their_job_needs_and_nothing_ungranted() {
+    let contracts = Contracts::embedded().unwrap();
+    let report = |name: &str| {
+        let path = component("wasip2", name);
+        inspect_component(contracts, name, &std::fs::read(path).unwrap()).unwrap()
+    };
+    let messaging = report("messaging-webhook");
+    for import in [
+        "wasi:http/outgoing-handler",
+        "greentic:secrets/store",
+        "greentic:config/config",
+    ] {
+        assert!(
+            messaging.world.import(import).is_some(),
+            "messaging-webhook lacks {import}"
+        );
+    }
+    let github = report("webhook-github");
+    assert!(github.world.export("wasi:http/incoming-handler").is_some());
+    assert!(github.world.import("wasi:http/outgoing-handler").is_none());
+    assert!(github.world.import("greentic:secrets/store").is_some());
+    // Hostile guests that need nothing import no secrets and no network.
+    let spin = report("infinite-loop");
+    assert!(spin.world.import("greentic:secrets/store").is_none());
+    assert!(spin.world.import("wasi:http/outgoing-handler").is_none());
+    assert!(spin.world.import("wasi:sockets/tcp").is_none());
+}
+
+#[test]
+fn inspect_prints_world_imports_exports_digest_and_manifest() {
+    let path = component("wasip2", "messaging-webhook");
+    let out = run_host(&["inspect", "--json", path.to_str().unwrap()]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let digest = format!("sha256:{:x}", Sha256::digest(std::fs::read(&path).unwrap()));
+    assert_eq!(json["digest"], digest.as_str());
+    assert_eq!(json["world"], "greentic:messaging/provider@1.0.0");
+    assert_eq!(json["manifest"]["name"], "messaging-webhook");
+    assert!(
+        json["exports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "greentic:messaging/outbound@1.0.0")
+    );
+    assert!(
+        json["imports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "wasi:http/outgoing-handler@0.2.12")
+    );
+
+    let out = run_host(&["inspect", path.to_str().unwrap()]);
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.contains("world      greentic:messaging/provider@1.0.0"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\"compat\""), "{stdout}");
+}
+
+/// Copies a built component, replacing `from` with `to` (same length) in its embedded manifest.
+fn tampered(from: &str, to: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    assert_eq!(from.len(), to.len());
+    let mut bytes = std::fs::read(component("wasip2", "messaging-webhook")).unwrap();
+    let at = bytes
+        .windows(from.len())
+        .position(|w| w == from.as_bytes())
+        .unwrap_or_else(|| panic!("`{from}` not found in the component"));
+    bytes[at..at + to.len()].copy_from_slice(to.as_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tampered.wasm");
+    std::fs::write(&path, bytes).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn an_invalid_embedded_manifest_names_file_field_and_fix() {
+    let (_dir, path) = tampered(
+        r#""name": "messaging-webhook""#,
+        r#""name": "Messaging_Webhook""#,
+    );
+    let out = run_host(&["inspect", path.to_str().unwrap()]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("tampered.wasm"), "{stderr}");
+    assert!(stderr.contains("field `/name`"), "{stderr}");
+    assert!(stderr.contains("fix: use kebab-case"), "{stderr}");
+}
+
+#[test]
+fn a_manifest_that_hides_outbound_http_is_refused() {
+    let (_dir, path) = tampered(r#""outbound_hosts": ["*"]"#, r#""outbound_hosts": [   ]"#);
+    let out = run_host(&["inspect", path.to_str().unwrap()]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("disagrees with the component"), "{stderr}");
+    assert!(stderr.contains("/outbound_hosts"), "{stderr}");
+}
+
+#[test]
+fn non_components_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        ("notes.txt", b"hello".to_vec(), "not a WebAssembly file"),
+        (
+            "core.wasm",
+            b"\0asm\x01\0\0\0".to_vec(),
+            "core wasm module, not a component",
+        ),
+        (
+            "truncated.wasm",
+            {
+                let b = std::fs::read(component("wasip2", "echo")).unwrap();
+                b[..b.len() / 2].to_vec()
+            },
+            "malformed component",
+        ),
+    ];
+    for (name, bytes, expected) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let out = run_host(&["inspect", path.to_str().unwrap()]);
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert!(stderr.contains(name), "{name}: {stderr}");
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+    }
+    let out = run_host(&["inspect", dir.path().join("absent.wasm").to_str().unwrap()]);
+    assert!(text(&out).1.contains("absent.wasm"));
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -1,0 +1,103 @@
+//! `greentic-host manifest`: every provider.json in the repository validates, and broken ones
+//! are reported with file, field and fix.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{run_host, text};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn provider_jsons() -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for group in ["providers", "test-components"] {
+        for entry in std::fs::read_dir(repo().join("components").join(group)).unwrap() {
+            let path = entry.unwrap().path().join("provider.json");
+            if path.is_file() {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn every_provider_json_in_the_repository_is_valid() {
+    let files = provider_jsons();
+    assert_eq!(files.len(), 8, "{files:?}");
+    let mut args = vec!["manifest"];
+    args.extend(files.iter().map(|f| f.to_str().unwrap()));
+    let out = run_host(&args);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("ok ")).count(),
+        8,
+        "{stdout}"
+    );
+}
+
+#[test]
+fn broken_manifests_name_file_field_and_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = std::fs::read_to_string(
+        repo().join("components/providers/messaging-webhook/provider.json"),
+    )
+    .unwrap();
+    let cases = [
+        (
+            "syntax.json",
+            good.replacen("\"name\":", "\"name\"", 1),
+            "not valid JSON at line 3",
+        ),
+        (
+            "field.json",
+            good.replacen("\"1.0.0\"", "\"one\"", 1),
+            "field `/version`",
+        ),
+        (
+            "schema.json",
+            good.replacen("\"type\": \"integer\"", "\"type\": \"int\"", 1),
+            "field `/config_schema",
+        ),
+        (
+            "compat.json",
+            good.replacen("provider@1.0.x", "provider", 1),
+            "field `/compat/wit`",
+        ),
+    ];
+    let mut args = vec!["manifest".to_string()];
+    for (name, body, _) in &cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, body).unwrap();
+        args.push(path.display().to_string());
+    }
+    let out = run_host(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    for (name, _, expected) in cases {
+        let line = stderr
+            .lines()
+            .position(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("{name} not reported: {stderr}"));
+        let report: String = stderr
+            .lines()
+            .skip(line)
+            .take(3)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            report.contains(expected),
+            "{name}: expected `{expected}` in\n{report}"
+        );
+        if !name.starts_with("syntax") {
+            assert!(report.contains("fix:"), "{name}: no fix in\n{report}");
+        }
+    }
+}
