@@ -1,0 +1,21 @@
+# Recipes for greentic-host. The scripts they call install what they need.
+
+# Build the components and show what the host sees in each (the demo).
+demo:
+    scripts/demo.sh
+
+# Every check and test (formatting, lints, both component builds, all tests).
+test:
+    scripts/test.sh
+
+# Build every component both ways into $CARGO_TARGET_DIR/greentic-components.
+components:
+    scripts/build-components.sh
+
+# Re-vendor the WASI WIT packages from the pinned Wasmtime release.
+vendor-wit:
+    scripts/vendor-wit.sh
+
+# Inspect one component.
+inspect FILE:
+    cargo run -q -p greentic-host -- inspect {{FILE}}

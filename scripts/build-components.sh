@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Builds every provider and test component in components/ twice and collects the results:
+#
+#   $GREENTIC_COMPONENTS_DIR/wasip2/NAME.wasm           cargo build --release --target wasm32-wasip2
+#   $GREENTIC_COMPONENTS_DIR/cargo-component/NAME.wasm  cargo component build --release
+#
+# GREENTIC_COMPONENTS_DIR defaults to $CARGO_TARGET_DIR/greentic-components, which is where the
+# tests look for them. Installs the wasm target and cargo-component when missing.
+#
+#   --wasip2-only   skip the cargo-component build (no cargo-component install needed)
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+with_cargo_component=1
+[ "${1:-}" = "--wasip2-only" ] && with_cargo_component=0
+
+ensure_toolchain
+[ "$with_cargo_component" = 1 ] && ensure_cargo_component
+
+cd "$ROOT/components"
+log "building components with cargo build --target wasm32-wasip2"
+cargo build --release --locked --target wasm32-wasip2
+if [ "$with_cargo_component" = 1 ]; then
+  log "building components with cargo component build"
+  cargo component build --release --locked
+fi
+
+names="$(cargo metadata --format-version 1 --no-deps --locked | python3 -c '
+import json, sys
+for p in json.load(sys.stdin)["packages"]:
+    for t in p["targets"]:
+        if "cdylib" in t["crate_types"]:
+            print(t["name"].replace("-", "_"))
+')"
+
+# Copy into a fresh directory, then swap it in, so a failed build never leaves a mixed set.
+staging="$(mktemp -d "${COMPONENTS_OUT%/}.tmp.XXXXXX")"
+trap 'rm -rf "$staging"' EXIT
+mkdir -p "$staging/wasip2"
+[ "$with_cargo_component" = 1 ] && mkdir -p "$staging/cargo-component"
+for name in $names; do
+  cp "$CARGO_TARGET_DIR/wasm32-wasip2/release/$name.wasm" "$staging/wasip2/"
+  if [ "$with_cargo_component" = 1 ]; then
+    cp "$CARGO_TARGET_DIR/wasm32-wasip1/release/$name.wasm" "$staging/cargo-component/"
+  fi
+done
+rm -rf "$COMPONENTS_OUT"
+mv "$staging" "$COMPONENTS_OUT"
+trap - EXIT
+log "components in $COMPONENTS_OUT: $(echo $names | tr '\n' ' ')"

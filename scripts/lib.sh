@@ -1,0 +1,34 @@
+# Shared by the scripts in this directory: paths and idempotent installs.
+# shellcheck shell=bash
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+COMPONENTS_OUT="${GREENTIC_COMPONENTS_DIR:-$CARGO_TARGET_DIR/greentic-components}"
+export GREENTIC_COMPONENTS_DIR="$COMPONENTS_OUT"
+
+# Pinned tool versions.
+CARGO_COMPONENT_VERSION="0.21.1"
+
+log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
+
+# The toolchain pinned by rust-toolchain.toml, with the wasm32-wasip2 target.
+ensure_toolchain() {
+  command -v rustup >/dev/null || { echo "error: rustup is required (https://rustup.rs)" >&2; exit 1; }
+  (cd "$ROOT" && rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install)
+  local toolchain
+  toolchain="$(cd "$ROOT" && rustup show active-toolchain | cut -d' ' -f1)"
+  if ! rustup target list --installed --toolchain "$toolchain" | grep -qx wasm32-wasip2; then
+    log "adding the wasm32-wasip2 target to $toolchain"
+    rustup target add --toolchain "$toolchain" wasm32-wasip2
+  fi
+}
+
+# cargo-component, at the pinned version (built from crates.io once; ~10 min on 2 cores).
+ensure_cargo_component() {
+  if command -v cargo-component >/dev/null &&
+    cargo-component --version 2>/dev/null | grep -q " $CARGO_COMPONENT_VERSION"; then
+    return
+  fi
+  log "installing cargo-component $CARGO_COMPONENT_VERSION (one-time, takes a while)"
+  (cd "$ROOT" && cargo install --locked cargo-component --version "$CARGO_COMPONENT_VERSION")
+}

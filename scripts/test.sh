@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs every check and test: formatting, lints, the vendored WIT, both component builds, the
+# host workspace's tests (which use the built components) and the components' unit tests.
+# Installs what it needs (wasm target, cargo-component) when missing; safe to re-run.
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+ensure_toolchain
+ensure_cargo_component
+
+log "checking wit/deps against the Wasmtime release it is vendored from"
+"$ROOT/scripts/vendor-wit.sh" --check
+
+log "cargo fmt --check"
+(cd "$ROOT" && cargo fmt --all -- --check)
+(cd "$ROOT/components" && cargo fmt --all -- --check)
+
+"$ROOT/scripts/build-components.sh"
+
+log "clippy (host workspace)"
+(cd "$ROOT" && cargo clippy --locked --workspace --all-targets -- -D warnings)
+log "clippy (components, wasm32-wasip2 and native unit tests)"
+(cd "$ROOT/components" && cargo clippy --locked --workspace --target wasm32-wasip2 -- -D warnings)
+(cd "$ROOT/components" && cargo clippy --locked --workspace --all-targets -- -D warnings)
+
+log "tests (host workspace)"
+(cd "$ROOT" && cargo test --locked --workspace)
+log "unit tests (components, native)"
+(cd "$ROOT/components" && cargo test --locked --workspace)
+log "all checks passed"
