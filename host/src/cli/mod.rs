@@ -1,7 +1,11 @@
 //! The command line: one module per verb.
 
+mod check;
+mod common;
 mod inspect;
 mod manifest;
+mod run;
+mod token;
 
 use std::process::ExitCode;
 
@@ -17,16 +21,22 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Run(run::Run),
+    Check(check::Check),
     Inspect(inspect::Inspect),
     Manifest(manifest::Manifest),
+    Token(token::Token),
 }
 
 impl Cli {
     /// Runs the chosen verb.
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
+            Command::Run(cmd) => cmd.run(),
+            Command::Check(cmd) => cmd.run(),
             Command::Inspect(cmd) => cmd.run(),
             Command::Manifest(cmd) => cmd.run(),
+            Command::Token(cmd) => cmd.run(),
         }
     }
 }

@@ -22,7 +22,7 @@ pub fn components_dir() -> PathBuf {
             .join("greentic-components"),
     };
     assert!(
-        dir.join("wasip2").is_dir() && dir.join("cargo-component").is_dir(),
+        dir.join("wasip2").is_dir(),
         "built components not found in {}: run scripts/build-components.sh (or scripts/test.sh) first",
         dir.display()
     );
@@ -56,4 +56,374 @@ pub fn text(output: &Output) -> (String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The HS256 secret test bundles use.
+pub const JWT_SECRET: &str = "test-secret-0123456789-0123456789-abcdef";
+
+/// Compiled components are cached here across tests (concurrent writers are safe).
+pub fn shared_cache() -> PathBuf {
+    host_bin()
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("greentic-test-cache")
+}
+
+/// A bundle directory written for a test.
+pub struct TestBundle {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestBundle {
+    /// Writes `greentic.toml` (with `{components}`, `{cache}` substituted), the JWT secret file
+    /// and the given secret files (`tenant/NAME` → value).
+    pub fn new(toml: &str, secrets: &[(&str, &str)]) -> TestBundle {
+        let dir = tempfile::tempdir().unwrap();
+        let text = toml
+            .replace(
+                "{components}",
+                &components_dir().join("wasip2").display().to_string(),
+            )
+            .replace("{cache}", &shared_cache().display().to_string());
+        std::fs::write(dir.path().join("greentic.toml"), text).unwrap();
+        std::fs::write(dir.path().join("jwt.secret"), JWT_SECRET).unwrap();
+        for (path, value) in secrets {
+            let full = dir.path().join("secrets").join(path);
+            std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+            std::fs::write(full, value).unwrap();
+        }
+        TestBundle { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Mints a token with `greentic-host token`.
+    pub fn token(&self, tenant: &str, team: Option<&str>) -> String {
+        let mut args = vec![
+            "token",
+            "--bundle",
+            self.path().to_str().unwrap(),
+            "--tenant",
+            tenant,
+        ];
+        if let Some(team) = team {
+            args.extend(["--team", team]);
+        }
+        let out = run_host(&args);
+        assert!(out.status.success(), "token: {}", text(&out).1);
+        text(&out).0.trim().to_string()
+    }
+}
+
+/// A running `greentic-host run`.
+pub struct Host {
+    child: Child,
+    pub addr: String,
+    pub stdout: Arc<Mutex<Vec<String>>>,
+}
+
+impl Host {
+    /// Starts the host on a free loopback port and waits until it listens.
+    pub fn start(bundle: &Path) -> Host {
+        Self::start_with_env(bundle, &[])
+    }
+
+    pub fn start_with_env(bundle: &Path, env: &[(&str, &str)]) -> Host {
+        let mut cmd = Command::new(host_bin());
+        cmd.args(["run", bundle.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("greentic-host starts");
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let err_sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                err_sink.lock().unwrap().push(line);
+            }
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("greentic-host listening on http://") {
+                    let _ = tx.send(addr.to_string());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(addr) => Host {
+                child,
+                addr,
+                stdout: lines,
+            },
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "the host did not start:\n{}",
+                    lines.lock().unwrap().join("\n")
+                );
+            }
+        }
+    }
+
+    /// Sends a request; returns status, headers (lower-case names) and body.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
+        http(&self.addr, method, path, headers, body)
+    }
+
+    /// `POST /v1/invoke/send` with a bearer token.
+    pub fn send(&self, token: &str, body: serde_json::Value) -> Reply {
+        self.request(
+            "POST",
+            "/v1/invoke/send",
+            &[
+                ("authorization", &format!("Bearer {token}")),
+                ("content-type", "application/json"),
+            ],
+            body.to_string().as_bytes(),
+        )
+    }
+
+    /// Everything the host printed so far.
+    pub fn output(&self) -> String {
+        self.stdout.lock().unwrap().join("\n")
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the host did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP response.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: BTreeMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A minimal HTTP/1.1 client (one request per connection).
+pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> Reply {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a header block");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: BTreeMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v == "chunked")
+    {
+        body = dechunk(&body);
+    }
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(end) = data.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&data[..end]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&data[end + 2..end + 2 + size]);
+        data = &data[end + 2 + size + 2..];
+    }
+    out
+}
+
+/// One request an [`Upstream`] received.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: BTreeMap<String, String>,
+    pub body: Vec<u8>,
+    pub at: Instant,
+}
+
+/// A scripted HTTP server on loopback: answers each request with the next scripted response
+/// (the last one repeats) and records what it received.
+pub struct Upstream {
+    pub addr: String,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+/// A scripted response: status, extra headers, body.
+pub type Scripted = (u16, Vec<(String, String)>, String);
+
+impl Upstream {
+    pub fn start(script: Vec<Scripted>) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for (i, stream) in listener.incoming().enumerate() {
+                let Ok(mut stream) = stream else { continue };
+                let Some(req) = read_request(&mut stream) else {
+                    continue;
+                };
+                log.lock().unwrap().push(req);
+                let (status, headers, body) = script[i.min(script.len() - 1)].clone();
+                let mut resp = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n",
+                    body.len()
+                );
+                for (k, v) in headers {
+                    resp.push_str(&format!("{k}: {v}\r\n"));
+                }
+                resp.push_str("\r\n");
+                resp.push_str(&body);
+                let _ = stream.write_all(resp.as_bytes());
+            }
+        });
+        Upstream { addr, seen }
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Reads one HTTP/1.1 request with a Content-Length body.
+pub fn read_request(stream: &mut TcpStream) -> Option<Seen> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let split = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p;
+        }
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let mut lines = head.lines();
+    let first = lines.next()?;
+    let mut parts = first.split(' ');
+    let method = parts.next()?.to_string();
+    let path = parts.next()?.to_string();
+    let headers: BTreeMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let len: usize = headers
+        .get("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = buf[split + 4..].to_vec();
+    while body.len() < len {
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    Some(Seen {
+        method,
+        path,
+        headers,
+        body,
+        at: Instant::now(),
+    })
 }

@@ -1,7 +1,9 @@
 //! Test provider: echoes what it is sent, so tests can see exactly what a call carried.
 //!
-//! The id is `{tenant}/{team}/{user}:{to}:{text}`; the delivery time is the host's wall clock.
+//! The id is `{tenant}/{team}/{user}:{to}:{text}`, followed by `@{label}` when the tenant's
+//! configuration has a `label`; the delivery time is the host's wall clock.
 
+use greentic_provider_sdk::config;
 use greentic_provider_sdk::messaging::exports::greentic::messaging::outbound::{
     Guest, Message, SendResult,
 };
@@ -21,7 +23,11 @@ impl Guest for Echo {
             span.finish::<(), _>(&Err(&e));
             return Err(e);
         }
-        let id = echo_id(&ctx, &msg);
+        let mut id = echo_id(&ctx, &msg);
+        if let Some(label) = config::get::<String>("/label")? {
+            id.push('@');
+            id.push_str(&label);
+        }
         info("echoed", &[("to", &msg.to)]);
         span.ok();
         Ok(SendResult {

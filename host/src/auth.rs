@@ -1,0 +1,187 @@
+//! Caller authentication: JWT bearer tokens (HS256 or ES256) with issuer, audience and expiry
+//! checks. The tenant, team and user come from the verified claims only.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::bundle::{Bundle, JwtAlgorithm};
+use crate::runtime::Caller;
+
+/// The claims a caller's token carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Subject (who the token was issued to).
+    pub sub: String,
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+    /// Expiry (seconds since the epoch).
+    pub exp: u64,
+    /// Issued at.
+    pub iat: u64,
+    /// Tenant id.
+    pub tenant: String,
+    /// Team.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    /// User.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// Why a caller was not authenticated.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization: Bearer` header.
+    #[error("missing bearer token: send `Authorization: Bearer <jwt>`")]
+    Missing,
+    /// The token did not verify.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    /// The key material could not be loaded.
+    #[error("auth configuration: {0}")]
+    Config(String),
+}
+
+/// Verifies (and, with the dev key, mints) tokens.
+pub struct Authenticator {
+    algorithm: Algorithm,
+    decoding: DecodingKey,
+    encoding: Option<EncodingKey>,
+    validation: Validation,
+    issuer: String,
+    audience: String,
+}
+
+impl Authenticator {
+    /// Loads the keys named in the bundle's `[auth]`.
+    pub fn from_bundle(bundle: &Bundle) -> Result<Authenticator, AuthError> {
+        let a = &bundle.file.auth;
+        let read = |path: &std::path::Path| {
+            let full = bundle.path(path);
+            std::fs::read(&full)
+                .map_err(|e| AuthError::Config(format!("reading {}: {e}", full.display())))
+        };
+        let (algorithm, decoding, encoding) = match a.algorithm {
+            JwtAlgorithm::HS256 => {
+                let secret = match (&a.secret_env, &a.secret_file) {
+                    (Some(var), _) => std::env::var(var)
+                        .map_err(|_| {
+                            AuthError::Config(format!(
+                                "environment variable {var} (auth.secret_env) is not set"
+                            ))
+                        })?
+                        .into_bytes(),
+                    (None, Some(file)) => read(file)?,
+                    (None, None) => {
+                        return Err(AuthError::Config(
+                            "HS256 needs secret_env or secret_file".into(),
+                        ));
+                    }
+                };
+                let secret: Vec<u8> = String::from_utf8_lossy(&secret)
+                    .trim_end()
+                    .as_bytes()
+                    .to_vec();
+                if secret.len() < 32 {
+                    return Err(AuthError::Config(format!(
+                        "the HS256 secret is {} bytes; use at least 32 random bytes",
+                        secret.len()
+                    )));
+                }
+                (
+                    Algorithm::HS256,
+                    DecodingKey::from_secret(&secret),
+                    Some(EncodingKey::from_secret(&secret)),
+                )
+            }
+            JwtAlgorithm::ES256 => {
+                let public = a
+                    .public_key_file
+                    .as_ref()
+                    .ok_or_else(|| AuthError::Config("ES256 needs public_key_file".into()))?;
+                let decoding = DecodingKey::from_ec_pem(&read(public)?)
+                    .map_err(|e| AuthError::Config(format!("public_key_file: {e}")))?;
+                let encoding = match &a.dev_private_key_file {
+                    Some(p) => Some(
+                        EncodingKey::from_ec_pem(&read(p)?)
+                            .map_err(|e| AuthError::Config(format!("dev_private_key_file: {e}")))?,
+                    ),
+                    None => None,
+                };
+                (Algorithm::ES256, decoding, encoding)
+            }
+        };
+        let mut validation = Validation::new(algorithm);
+        validation.set_issuer(&[&a.issuer]);
+        validation.set_audience(&[&a.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.leeway = a.leeway_secs;
+        Ok(Authenticator {
+            algorithm,
+            decoding,
+            encoding,
+            validation,
+            issuer: a.issuer.clone(),
+            audience: a.audience.clone(),
+        })
+    }
+
+    /// Verifies an `Authorization` header value and returns the caller.
+    pub fn verify_header(&self, header: Option<&str>) -> Result<Caller, AuthError> {
+        let token = header
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(AuthError::Missing)?;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let c = data.claims;
+        if c.tenant.is_empty() {
+            return Err(AuthError::Invalid("the token names no tenant".into()));
+        }
+        Ok(Caller {
+            tenant: c.tenant,
+            team: c.team,
+            user: c.user,
+        })
+    }
+
+    /// Mints a token with the bundle's dev key (HS256 secret or ES256 `dev_private_key_file`).
+    pub fn mint(
+        &self,
+        tenant: &str,
+        team: Option<&str>,
+        user: Option<&str>,
+        ttl_secs: u64,
+    ) -> Result<String, AuthError> {
+        let key = self.encoding.as_ref().ok_or_else(|| {
+            AuthError::Config(
+                "no signing key: ES256 bundles need auth.dev_private_key_file to mint tokens"
+                    .into(),
+            )
+        })?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let claims = Claims {
+            sub: user.unwrap_or(tenant).to_string(),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            exp: now + ttl_secs,
+            iat: now,
+            tenant: tenant.to_string(),
+            team: team.map(str::to_string),
+            user: user.map(str::to_string),
+        };
+        jsonwebtoken::encode(&Header::new(self.algorithm), &claims, key)
+            .map_err(|e| AuthError::Config(e.to_string()))
+    }
+}

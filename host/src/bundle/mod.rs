@@ -1,0 +1,669 @@
+//! The bundle: `greentic.toml` (written by people) and `greentic.lock` (written by the host).
+//!
+//! A bundle names the providers and where they come from, what each is granted, the tenants
+//! with their limits, secret bindings and per-provider configuration, the routes, how callers
+//! authenticate, and where telemetry goes. Unknown keys are errors; the JSON Schema in
+//! `schemas/greentic.schema.json` describes the same format for editors.
+
+mod lock;
+mod source;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use lock::{Lock, LockEntry, LockError};
+pub use source::{ComponentSource, Fetched, FileSource, SourceError, SourceRef, resolve_source};
+
+/// The JSON Schema of `greentic.toml`.
+pub const BUNDLE_SCHEMA: &str = include_str!("../../../schemas/greentic.schema.json");
+
+/// Why a bundle could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}; pass the bundle directory that contains greentic.toml")]
+    Io {
+        /// The path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, or not the bundle's shape.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The path.
+        path: String,
+        /// What is wrong, where, and what to do.
+        message: String,
+    },
+}
+
+/// `greentic.toml`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleFile {
+    /// Server settings.
+    #[serde(default)]
+    pub host: HostSection,
+    /// Caller authentication.
+    pub auth: AuthSection,
+    /// Telemetry export.
+    #[serde(default)]
+    pub telemetry: TelemetrySection,
+    /// Where secret values come from.
+    #[serde(default)]
+    pub secrets: SecretsSection,
+    /// Providers by name.
+    pub providers: BTreeMap<String, ProviderSection>,
+    /// Tenants by id.
+    pub tenants: BTreeMap<String, TenantSection>,
+    /// Routes from `{tenant, team, user, cloud, capability}` to a provider.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+/// `[host]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostSection {
+    /// Address to listen on (`--listen` overrides).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Compiled-artifact cache, relative to the bundle (default `.greentic/cache`).
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+    /// Largest request body accepted, in bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Where this host runs; passed to providers in `tenant-ctx.deployment`.
+    #[serde(default)]
+    pub deployment: Deployment,
+    /// Seconds in-flight calls may take to finish on SIGTERM.
+    #[serde(default = "default_grace")]
+    pub shutdown_grace_secs: u64,
+    /// Largest component accepted, in bytes.
+    #[serde(default = "default_max_component")]
+    pub max_component_bytes: usize,
+}
+
+impl Default for HostSection {
+    fn default() -> Self {
+        HostSection {
+            listen: default_listen(),
+            cache_dir: None,
+            max_body_bytes: default_max_body(),
+            deployment: Deployment::default(),
+            shutdown_grace_secs: default_grace(),
+            max_component_bytes: default_max_component(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_max_body() -> usize {
+    1 << 20
+}
+fn default_grace() -> u64 {
+    10
+}
+fn default_max_component() -> usize {
+    64 << 20
+}
+
+/// `[host.deployment]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deployment {
+    /// aws, gcp, azure, hetzner, local, or anything else.
+    #[serde(default = "default_cloud")]
+    pub cloud: String,
+    /// Region, if any.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// k8s, nomad, systemd, cf-workers, lambda, baremetal, or anything else.
+    #[serde(default = "default_platform")]
+    pub platform: String,
+}
+
+impl Default for Deployment {
+    fn default() -> Self {
+        Deployment {
+            cloud: default_cloud(),
+            region: None,
+            platform: default_platform(),
+        }
+    }
+}
+
+fn default_cloud() -> String {
+    "local".into()
+}
+fn default_platform() -> String {
+    "baremetal".into()
+}
+
+/// `[auth]`: how callers' bearer tokens are verified.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// `HS256` (shared secret) or `ES256` (ECDSA P-256 public key).
+    pub algorithm: JwtAlgorithm,
+    /// Required `iss` claim.
+    pub issuer: String,
+    /// Required `aud` claim.
+    pub audience: String,
+    /// HS256: environment variable holding the shared secret.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// HS256: file holding the shared secret (relative to the bundle).
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// ES256: PEM public key file (relative to the bundle).
+    #[serde(default)]
+    pub public_key_file: Option<PathBuf>,
+    /// ES256: PEM private key file used only by `greentic-host token` (demos and tests).
+    #[serde(default)]
+    pub dev_private_key_file: Option<PathBuf>,
+    /// Clock skew tolerated on `exp`/`nbf`, in seconds.
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+}
+
+fn default_leeway() -> u64 {
+    30
+}
+
+/// Supported token algorithms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum JwtAlgorithm {
+    /// HMAC-SHA256 with a shared secret.
+    HS256,
+    /// ECDSA P-256 with SHA-256.
+    ES256,
+}
+
+/// `[telemetry]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySection {
+    /// OTLP/HTTP endpoint (e.g. `http://127.0.0.1:4318`); `OTEL_EXPORTER_OTLP_ENDPOINT` wins.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` resource attribute.
+    #[serde(default)]
+    pub service_name: Option<String>,
+}
+
+/// `[secrets]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsSection {
+    /// `file` (a directory per tenant, like a Kubernetes secret mount) or `env`.
+    #[serde(default)]
+    pub backend: SecretBackendKind,
+    /// `file`: the directory holding `<tenant>/<NAME>` files (relative to the bundle).
+    #[serde(default = "default_secrets_dir")]
+    pub dir: PathBuf,
+    /// `env`: variables are named `<prefix>_<TENANT>_<NAME>` (upper-cased, `-`/`.` → `_`).
+    #[serde(default = "default_env_prefix")]
+    pub env_prefix: String,
+}
+
+impl Default for SecretsSection {
+    fn default() -> Self {
+        SecretsSection {
+            backend: SecretBackendKind::default(),
+            dir: default_secrets_dir(),
+            env_prefix: default_env_prefix(),
+        }
+    }
+}
+
+fn default_secrets_dir() -> PathBuf {
+    PathBuf::from("secrets")
+}
+fn default_env_prefix() -> String {
+    "GREENTIC_SECRET".into()
+}
+
+/// Secret backends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretBackendKind {
+    /// Files under a directory per tenant.
+    #[default]
+    File,
+    /// Environment variables.
+    Env,
+}
+
+/// `[providers.NAME]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSection {
+    /// A file path (relative to the bundle), `oci:DIR:TAG`, or `HOST/REPO:TAG`.
+    pub source: String,
+    /// Expected `sha256:<hex>` of the component; a mismatch refuses it.
+    #[serde(default)]
+    pub digest: Option<String>,
+    /// What the provider may use.
+    #[serde(default)]
+    pub grants: Grants,
+}
+
+/// `[providers.NAME.grants]`: zero trust — nothing not listed here is linked.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    /// Secret names the provider may read (must also be declared in its manifest).
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Hosts it may call over `wasi:http` (`host`, `host:port`, `*.domain`).
+    #[serde(default)]
+    pub outbound_hosts: Vec<String>,
+    /// Whether it may read its tenant configuration (`greentic:config`).
+    #[serde(default = "yes")]
+    pub config: bool,
+    /// Whether it may emit telemetry (`greentic:telemetry`).
+    #[serde(default = "yes")]
+    pub telemetry: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Grants {
+    fn default() -> Self {
+        Grants {
+            secrets: Vec::new(),
+            outbound_hosts: Vec::new(),
+            config: true,
+            telemetry: true,
+        }
+    }
+}
+
+/// `[tenants.ID]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSection {
+    /// Resource limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Names of the secrets bound for this tenant (values come from the secrets backend).
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Configuration per provider name.
+    #[serde(default)]
+    pub config: BTreeMap<String, serde_json::Value>,
+}
+
+/// `[tenants.ID.limits]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Fuel (roughly, wasm instructions) one call may use.
+    #[serde(default = "default_fuel")]
+    pub fuel_per_call: u64,
+    /// Wall-clock deadline of one call, in milliseconds.
+    #[serde(default = "default_deadline")]
+    pub deadline_ms: u64,
+    /// Bytes of linear memory (all memories together) and table space one instance may use.
+    #[serde(default = "default_memory")]
+    pub memory_bytes: u64,
+    /// Calls running at once; more wait in a queue.
+    #[serde(default = "default_concurrency")]
+    pub max_concurrent: u32,
+    /// How long an excess call waits for a slot (or fuel) before a 429.
+    #[serde(default = "default_queue")]
+    pub queue_timeout_ms: u64,
+    /// Fuel the tenant may use per second across all its calls (token bucket).
+    #[serde(default = "default_fuel_rate")]
+    pub fuel_per_second: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            fuel_per_call: default_fuel(),
+            deadline_ms: default_deadline(),
+            memory_bytes: default_memory(),
+            max_concurrent: default_concurrency(),
+            queue_timeout_ms: default_queue(),
+            fuel_per_second: default_fuel_rate(),
+        }
+    }
+}
+
+fn default_fuel() -> u64 {
+    500_000_000
+}
+fn default_deadline() -> u64 {
+    5_000
+}
+fn default_memory() -> u64 {
+    64 << 20
+}
+fn default_concurrency() -> u32 {
+    8
+}
+fn default_queue() -> u64 {
+    1_000
+}
+fn default_fuel_rate() -> u64 {
+    4_000_000_000
+}
+
+/// `[[routes]]`: the most specific matching route wins.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Tenant id, or `*`.
+    pub tenant: String,
+    /// Team, if the route is team-specific.
+    #[serde(default)]
+    pub team: Option<String>,
+    /// User, if the route is user-specific.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Cloud, if the route is cloud-specific.
+    #[serde(default)]
+    pub cloud: Option<String>,
+    /// The capability (e.g. `send`).
+    pub capability: String,
+    /// The provider name.
+    pub provider: String,
+}
+
+/// A loaded bundle: the parsed `greentic.toml` and the directory it lives in.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// The directory.
+    pub dir: PathBuf,
+    /// The parsed file.
+    pub file: BundleFile,
+}
+
+impl Bundle {
+    /// Reads `DIR/greentic.toml` (or the file itself if `path` is a file).
+    pub fn load(path: &Path) -> Result<Bundle, BundleError> {
+        let (dir, file) = if path.is_dir() {
+            (path.to_path_buf(), path.join("greentic.toml"))
+        } else {
+            (
+                path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+                path.to_path_buf(),
+            )
+        };
+        let text = std::fs::read_to_string(&file).map_err(|source| BundleError::Io {
+            path: file.display().to_string(),
+            source,
+        })?;
+        let parsed = Self::parse(&file.display().to_string(), &text)?;
+        Ok(Bundle { dir, file: parsed })
+    }
+
+    /// Parses and checks the text of a `greentic.toml`.
+    pub fn parse(name: &str, text: &str) -> Result<BundleFile, BundleError> {
+        let invalid = |message: String| BundleError::Invalid {
+            path: name.to_string(),
+            message,
+        };
+        let file: BundleFile = toml::from_str(text).map_err(|e| {
+            invalid(format!(
+                "{}; see schemas/greentic.schema.json for the format",
+                e.to_string().trim_end()
+            ))
+        })?;
+        let problems = file.problems();
+        if !problems.is_empty() {
+            return Err(invalid(format!(
+                "invalid bundle:\n{}",
+                problems
+                    .iter()
+                    .map(|p| format!("  - {p}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )));
+        }
+        Ok(file)
+    }
+
+    /// A path from the bundle, resolved against its directory.
+    pub fn path(&self, relative: &Path) -> PathBuf {
+        if relative.is_absolute() {
+            relative.to_path_buf()
+        } else {
+            self.dir.join(relative)
+        }
+    }
+
+    /// The compiled-artifact cache directory.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.path(
+            self.file
+                .host
+                .cache_dir
+                .as_deref()
+                .unwrap_or(Path::new(".greentic/cache")),
+        )
+    }
+}
+
+fn kebab(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('-').all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        })
+}
+
+fn tenant_id_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+impl BundleFile {
+    /// Cross-field checks that TOML types cannot express.
+    fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let a = &self.auth;
+        match a.algorithm {
+            JwtAlgorithm::HS256 => {
+                if a.secret_env.is_none() == a.secret_file.is_none() {
+                    out.push(
+                        "auth: HS256 needs exactly one of `secret_env` or `secret_file`".into(),
+                    );
+                }
+                if a.public_key_file.is_some() || a.dev_private_key_file.is_some() {
+                    out.push("auth: `public_key_file`/`dev_private_key_file` are for ES256; remove them or set algorithm = \"ES256\"".into());
+                }
+            }
+            JwtAlgorithm::ES256 => {
+                if a.public_key_file.is_none() {
+                    out.push("auth: ES256 needs `public_key_file` (PEM)".into());
+                }
+                if a.secret_env.is_some() || a.secret_file.is_some() {
+                    out.push("auth: `secret_env`/`secret_file` are for HS256; remove them or set algorithm = \"HS256\"".into());
+                }
+            }
+        }
+        if self.providers.is_empty() {
+            out.push(
+                "providers: the bundle names no providers; add a [providers.NAME] table".into(),
+            );
+        }
+        for (name, p) in &self.providers {
+            if !kebab(name) {
+                out.push(format!("providers.{name}: provider names are kebab-case"));
+            }
+            if let Some(d) = &p.digest
+                && !is_digest(d)
+            {
+                out.push(format!(
+                    "providers.{name}.digest: `{d}` is not `sha256:` followed by 64 lower-case hex digits"
+                ));
+            }
+            for host in &p.grants.outbound_hosts {
+                if host.contains("://") || host.contains('/') || host.is_empty() {
+                    out.push(format!(
+                        "providers.{name}.grants.outbound_hosts: `{host}` is not a host pattern; use `api.example.com`, `host:port` or `*.example.com`"
+                    ));
+                }
+            }
+        }
+        if self.tenants.is_empty() {
+            out.push("tenants: the bundle names no tenants; add a [tenants.ID] table".into());
+        }
+        for (id, t) in &self.tenants {
+            if !tenant_id_ok(id) {
+                out.push(format!(
+                    "tenants.{id}: tenant ids are 1-64 letters, digits, `-` or `_`"
+                ));
+            }
+            let l = &t.limits;
+            for (field, value) in [
+                ("fuel_per_call", l.fuel_per_call),
+                ("deadline_ms", l.deadline_ms),
+                ("memory_bytes", l.memory_bytes),
+                ("max_concurrent", u64::from(l.max_concurrent)),
+                ("fuel_per_second", l.fuel_per_second),
+            ] {
+                if value == 0 {
+                    out.push(format!(
+                        "tenants.{id}.limits.{field}: must be greater than 0"
+                    ));
+                }
+            }
+            if l.fuel_per_second < l.fuel_per_call {
+                out.push(format!(
+                    "tenants.{id}.limits: fuel_per_second ({}) is below fuel_per_call ({}), so no call could ever start; raise fuel_per_second",
+                    l.fuel_per_second, l.fuel_per_call
+                ));
+            }
+            for provider in t.config.keys() {
+                if !self.providers.contains_key(provider) {
+                    out.push(format!(
+                        "tenants.{id}.config.{provider}: no provider named `{provider}`"
+                    ));
+                }
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            if r.tenant != "*" && !self.tenants.contains_key(&r.tenant) {
+                out.push(format!(
+                    "routes[{i}]: tenant `{}` is not defined under [tenants]",
+                    r.tenant
+                ));
+            }
+            if !self.providers.contains_key(&r.provider) {
+                out.push(format!(
+                    "routes[{i}]: provider `{}` is not defined under [providers]",
+                    r.provider
+                ));
+            }
+            let key = (&r.tenant, &r.team, &r.user, &r.cloud, &r.capability);
+            if !seen.insert(key) {
+                out.push(format!(
+                    "routes[{i}]: duplicates an earlier route for the same tenant/team/user/cloud/capability; remove one"
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// Whether `s` is `sha256:<64 lower-case hex>`.
+pub fn is_digest(s: &str) -> bool {
+    s.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [auth]
+        algorithm = "HS256"
+        issuer = "i"
+        audience = "a"
+        secret_env = "JWT"
+
+        [providers.echo]
+        source = "echo.wasm"
+
+        [tenants.acme]
+
+        [[routes]]
+        tenant = "acme"
+        capability = "send"
+        provider = "echo"
+    "#;
+
+    #[test]
+    fn minimal_bundle_gets_defaults() {
+        let b = Bundle::parse("greentic.toml", MINIMAL).unwrap();
+        assert_eq!(b.host.listen, "127.0.0.1:8080");
+        assert_eq!(b.tenants["acme"].limits, Limits::default());
+        assert!(b.providers["echo"].grants.config);
+        assert!(b.providers["echo"].grants.secrets.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_the_location() {
+        let text = MINIMAL.replace("[tenants.acme]", "[tenants.acme]\nlimts = {}");
+        let e = Bundle::parse("greentic.toml", &text)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("greentic.toml"), "{e}");
+        assert!(e.contains("unknown field `limts`"), "{e}");
+        assert!(e.contains("line"), "{e}");
+    }
+
+    #[test]
+    fn cross_field_problems_are_all_reported() {
+        let text = MINIMAL
+            .replace("secret_env = \"JWT\"", "")
+            .replace("provider = \"echo\"", "provider = \"nope\"")
+            .replace(
+                "[tenants.acme]",
+                "[tenants.acme]\nlimits = { fuel_per_call = 10, fuel_per_second = 5 }",
+            );
+        let e = Bundle::parse("greentic.toml", &text)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("HS256 needs exactly one"), "{e}");
+        assert!(e.contains("provider `nope` is not defined"), "{e}");
+        assert!(
+            e.contains("fuel_per_second (5) is below fuel_per_call (10)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn digests_are_checked() {
+        assert!(is_digest(&format!("sha256:{}", "a".repeat(64))));
+        assert!(!is_digest("sha256:ABC"));
+        let text = MINIMAL.replace(
+            "source = \"echo.wasm\"",
+            "source = \"echo.wasm\"\ndigest = \"md5:x\"",
+        );
+        let e = Bundle::parse("greentic.toml", &text)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("providers.echo.digest"), "{e}");
+    }
+}

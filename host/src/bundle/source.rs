@@ -1,0 +1,255 @@
+//! Where a provider's component comes from.
+//!
+//! Every source implements only [`ComponentSource::fetch_unverified`]; callers use the provided
+//! [`ComponentSource::fetch`], which checks the size cap and the expected digest, so no source
+//! can skip verification.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// A component's bytes and their digest.
+#[derive(Clone)]
+pub struct Fetched {
+    /// The component.
+    pub bytes: Vec<u8>,
+    /// `sha256:<hex>` of `bytes`.
+    pub digest: String,
+}
+
+impl std::fmt::Debug for Fetched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetched")
+            .field("len", &self.bytes.len())
+            .field("digest", &self.digest)
+            .finish()
+    }
+}
+
+/// Why a component could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Larger than the bundle allows.
+    #[error(
+        "{source_name} is {size} bytes, over the bundle's max_component_bytes ({limit}); raise [host].max_component_bytes if this is expected"
+    )]
+    TooLarge {
+        /// The source.
+        source_name: String,
+        /// Its size.
+        size: u64,
+        /// The cap.
+        limit: usize,
+    },
+    /// The bytes do not have the expected digest.
+    #[error(
+        "{source_name}: digest is {actual}, but {expected} was expected ({why}); the component changed — check where it came from, then update the pin"
+    )]
+    DigestMismatch {
+        /// The source.
+        source_name: String,
+        /// What it should be.
+        expected: String,
+        /// What it is.
+        actual: String,
+        /// Where the expectation came from.
+        why: String,
+    },
+    /// OCI sources need the registry support.
+    #[error(
+        "{source_name}: this source needs the registry feature (OCI layouts and registries), which this build does not have yet; use a file path"
+    )]
+    NeedsRegistry {
+        /// The source.
+        source_name: String,
+    },
+}
+
+/// Where a component comes from.
+pub trait ComponentSource: Send + Sync {
+    /// A human-readable name for messages.
+    fn name(&self) -> String;
+
+    /// Fetches the bytes without any verification. Implement this; call [`Self::fetch`].
+    fn fetch_unverified(&self, max_bytes: usize) -> Result<Vec<u8>, SourceError>;
+
+    /// Fetches the bytes, refuses more than `max_bytes`, and checks `expected` digests (each
+    /// `(digest, why)` must match).
+    fn fetch(&self, max_bytes: usize, expected: &[(&str, &str)]) -> Result<Fetched, SourceError> {
+        let bytes = self.fetch_unverified(max_bytes)?;
+        if bytes.len() > max_bytes {
+            return Err(SourceError::TooLarge {
+                source_name: self.name(),
+                size: bytes.len() as u64,
+                limit: max_bytes,
+            });
+        }
+        let digest = format!("sha256:{:x}", Sha256::digest(&bytes));
+        for (want, why) in expected {
+            if *want != digest {
+                return Err(SourceError::DigestMismatch {
+                    source_name: self.name(),
+                    expected: (*want).to_string(),
+                    actual: digest,
+                    why: (*why).to_string(),
+                });
+            }
+        }
+        Ok(Fetched { bytes, digest })
+    }
+}
+
+/// A component file on disk.
+#[derive(Debug, Clone)]
+pub struct FileSource {
+    path: PathBuf,
+}
+
+impl FileSource {
+    /// A file source for `path`.
+    pub fn new(path: PathBuf) -> FileSource {
+        FileSource { path }
+    }
+}
+
+impl ComponentSource for FileSource {
+    fn name(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn fetch_unverified(&self, max_bytes: usize) -> Result<Vec<u8>, SourceError> {
+        let io = |source| SourceError::Io {
+            path: self.name(),
+            source,
+        };
+        let size = std::fs::metadata(&self.path).map_err(io)?.len();
+        if size > max_bytes as u64 {
+            return Err(SourceError::TooLarge {
+                source_name: self.name(),
+                size,
+                limit: max_bytes,
+            });
+        }
+        std::fs::read(&self.path).map_err(io)
+    }
+}
+
+/// A source that cannot be used in this build.
+#[derive(Debug, Clone)]
+struct Unsupported {
+    reference: String,
+}
+
+impl ComponentSource for Unsupported {
+    fn name(&self) -> String {
+        self.reference.clone()
+    }
+
+    fn fetch_unverified(&self, _: usize) -> Result<Vec<u8>, SourceError> {
+        Err(SourceError::NeedsRegistry {
+            source_name: self.reference.clone(),
+        })
+    }
+}
+
+/// What a `source = "…"` string names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceRef {
+    /// A file, relative to the bundle.
+    File(PathBuf),
+    /// `oci:DIR:TAG`, a local OCI image layout.
+    OciLayout(String),
+    /// `HOST[:PORT]/REPO:TAG` or `HOST/REPO@sha256:…`.
+    Registry(String),
+}
+
+impl SourceRef {
+    /// Classifies a source string.
+    pub fn parse(bundle_dir: &Path, source: &str) -> SourceRef {
+        if source.starts_with("oci:") {
+            return SourceRef::OciLayout(source.to_string());
+        }
+        let looks_like_registry = source.split_once('/').is_some_and(|(host, _)| {
+            host.contains('.') || host.contains(':') || host == "localhost"
+        }) && !source.ends_with(".wasm")
+            && !bundle_dir.join(source).exists();
+        if looks_like_registry {
+            SourceRef::Registry(source.to_string())
+        } else {
+            SourceRef::File(bundle_dir.join(source))
+        }
+    }
+}
+
+/// The source for a `source = "…"` string of a bundle in `bundle_dir`.
+pub fn resolve_source(bundle_dir: &Path, source: &str) -> Box<dyn ComponentSource> {
+    match SourceRef::parse(bundle_dir, source) {
+        SourceRef::File(path) => Box::new(FileSource::new(path)),
+        SourceRef::OciLayout(r) | SourceRef::Registry(r) => Box::new(Unsupported { reference: r }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_sources() {
+        let dir = Path::new("/nonexistent-bundle");
+        assert_eq!(
+            SourceRef::parse(dir, "echo.wasm"),
+            SourceRef::File(dir.join("echo.wasm"))
+        );
+        assert_eq!(
+            SourceRef::parse(dir, "oci:layout:v1"),
+            SourceRef::OciLayout("oci:layout:v1".into())
+        );
+        assert_eq!(
+            SourceRef::parse(dir, "127.0.0.1:5000/providers/echo:1.0"),
+            SourceRef::Registry("127.0.0.1:5000/providers/echo:1.0".into())
+        );
+        assert_eq!(
+            SourceRef::parse(dir, "components/x.wasm"),
+            SourceRef::File(dir.join("components/x.wasm"))
+        );
+    }
+
+    #[test]
+    fn fetch_checks_size_and_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.wasm");
+        std::fs::write(&path, b"abc").unwrap();
+        let src = FileSource::new(path);
+        let ok = src.fetch(10, &[]).unwrap();
+        assert_eq!(
+            ok.digest,
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert!(matches!(
+            src.fetch(2, &[]),
+            Err(SourceError::TooLarge { .. })
+        ));
+        let e = src
+            .fetch(
+                10,
+                &[(
+                    &format!("sha256:{}", "0".repeat(64)),
+                    "pinned in greentic.toml",
+                )],
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("pinned in greentic.toml"), "{e}");
+        let e = resolve_source(dir.path(), "oci:x:y")
+            .fetch(10, &[])
+            .unwrap_err();
+        assert!(e.to_string().contains("needs the registry feature"), "{e}");
+    }
+}

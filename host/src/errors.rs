@@ -1,0 +1,217 @@
+//! The stable errors a call can end with, and how they map to HTTP.
+
+use serde_json::json;
+
+/// A provider error as the host sees it (mirror of `greentic:types/provider-error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderFailure {
+    /// `invalid-input`.
+    InvalidInput(String),
+    /// `unauthorized`.
+    Unauthorized(String),
+    /// `not-found`.
+    NotFound(String),
+    /// `rate-limited`.
+    RateLimited {
+        /// Delay the upstream asked for.
+        retry_after_ms: u64,
+    },
+    /// `unavailable`.
+    Unavailable {
+        /// Delay the upstream asked for, if any.
+        retry_after_ms: Option<u64>,
+        /// What failed.
+        message: String,
+    },
+    /// `timeout`.
+    Timeout,
+    /// `internal`.
+    Internal(String),
+}
+
+/// Why a call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The provider returned an error.
+    #[error("provider error: {0:?}")]
+    Provider(ProviderFailure),
+    /// The call used its fuel budget.
+    #[error(
+        "the call used all of its fuel ({0} units); the provider is looping or the tenant's fuel_per_call is too low"
+    )]
+    FuelExhausted(u64),
+    /// The call ran past its deadline.
+    #[error("the call ran past its {0} ms deadline")]
+    DeadlineExceeded(u64),
+    /// The instance tried to grow memory or tables past the cap.
+    #[error("the instance tried to use more than {0} bytes of memory and tables")]
+    MemoryLimit(u64),
+    /// The tenant is at its concurrency or fuel-rate limit.
+    #[error("tenant `{tenant}` is at its limit ({why}); retry later")]
+    TenantBusy {
+        /// The tenant.
+        tenant: String,
+        /// Which limit.
+        why: String,
+        /// Suggested delay.
+        retry_after_ms: u64,
+    },
+    /// The guest trapped (panic, stack overflow, ...).
+    #[error("the provider trapped: {0}")]
+    GuestTrap(String),
+    /// No route for the capability.
+    #[error("no route for capability `{capability}` for this tenant/team/user/cloud")]
+    NoRoute {
+        /// The capability.
+        capability: String,
+    },
+    /// The request body is wrong.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The circuit breaker for this tenant and provider is open.
+    #[error(
+        "provider `{provider}` is failing for this tenant; calls are paused for {retry_after_ms} ms"
+    )]
+    CircuitOpen {
+        /// The provider.
+        provider: String,
+        /// Until it half-opens.
+        retry_after_ms: u64,
+    },
+    /// A host-side failure.
+    #[error("internal host error: {0}")]
+    Internal(String),
+}
+
+impl CallError {
+    /// The stable error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CallError::Provider(p) => match p {
+                ProviderFailure::InvalidInput(_) => "invalid-input",
+                ProviderFailure::Unauthorized(_) => "unauthorized",
+                ProviderFailure::NotFound(_) => "not-found",
+                ProviderFailure::RateLimited { .. } => "rate-limited",
+                ProviderFailure::Unavailable { .. } => "unavailable",
+                ProviderFailure::Timeout => "timeout",
+                ProviderFailure::Internal(_) => "internal",
+            },
+            CallError::FuelExhausted(_) => "fuel-exhausted",
+            CallError::DeadlineExceeded(_) => "deadline-exceeded",
+            CallError::MemoryLimit(_) => "memory-limit",
+            CallError::TenantBusy { .. } => "tenant-busy",
+            CallError::GuestTrap(_) => "guest-trap",
+            CallError::NoRoute { .. } => "no-route",
+            CallError::BadRequest(_) => "bad-request",
+            CallError::CircuitOpen { .. } => "circuit-open",
+            CallError::Internal(_) => "host-internal",
+        }
+    }
+
+    /// The HTTP status for the error.
+    pub fn status(&self) -> u16 {
+        match self {
+            CallError::Provider(p) => match p {
+                ProviderFailure::InvalidInput(_) => 400,
+                ProviderFailure::Unauthorized(_) => 403,
+                ProviderFailure::NotFound(_) => 404,
+                ProviderFailure::RateLimited { .. } => 429,
+                ProviderFailure::Unavailable { .. } => 503,
+                ProviderFailure::Timeout => 504,
+                ProviderFailure::Internal(_) => 500,
+            },
+            CallError::FuelExhausted(_) | CallError::MemoryLimit(_) | CallError::GuestTrap(_) => {
+                500
+            }
+            CallError::DeadlineExceeded(_) => 504,
+            CallError::TenantBusy { .. } => 429,
+            CallError::NoRoute { .. } => 404,
+            CallError::BadRequest(_) => 400,
+            CallError::CircuitOpen { .. } => 503,
+            CallError::Internal(_) => 500,
+        }
+    }
+
+    /// Whether retrying later may succeed.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            CallError::Provider(
+                ProviderFailure::RateLimited { .. }
+                    | ProviderFailure::Unavailable { .. }
+                    | ProviderFailure::Timeout
+            ) | CallError::TenantBusy { .. }
+                | CallError::CircuitOpen { .. }
+                | CallError::DeadlineExceeded(_)
+        )
+    }
+
+    /// The delay to wait before retrying, if known.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            CallError::Provider(ProviderFailure::RateLimited { retry_after_ms }) => {
+                Some(*retry_after_ms)
+            }
+            CallError::Provider(ProviderFailure::Unavailable { retry_after_ms, .. }) => {
+                *retry_after_ms
+            }
+            CallError::TenantBusy { retry_after_ms, .. }
+            | CallError::CircuitOpen { retry_after_ms, .. } => Some(*retry_after_ms),
+            _ => None,
+        }
+    }
+
+    /// A human-readable message (never contains secrets: providers' messages are theirs).
+    pub fn message(&self) -> String {
+        match self {
+            CallError::Provider(p) => match p {
+                ProviderFailure::InvalidInput(m)
+                | ProviderFailure::Unauthorized(m)
+                | ProviderFailure::NotFound(m)
+                | ProviderFailure::Internal(m) => m.clone(),
+                ProviderFailure::RateLimited { retry_after_ms } => {
+                    format!("rate limited upstream; retry after {retry_after_ms} ms")
+                }
+                ProviderFailure::Unavailable { message, .. } => message.clone(),
+                ProviderFailure::Timeout => "the upstream timed out".into(),
+            },
+            other => other.to_string(),
+        }
+    }
+
+    /// The stable error body `{code, message, retryable, retry_after_ms?}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut body = json!({
+            "code": self.code(),
+            "message": self.message(),
+            "retryable": self.retryable(),
+        });
+        if let Some(ms) = self.retry_after_ms() {
+            body["retry_after_ms"] = json!(ms);
+        }
+        body
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_are_stable() {
+        let e = CallError::Provider(ProviderFailure::RateLimited {
+            retry_after_ms: 1500,
+        });
+        assert_eq!(e.status(), 429);
+        assert_eq!(
+            e.to_json(),
+            json!({"code": "rate-limited", "message": "rate limited upstream; retry after 1500 ms", "retryable": true, "retry_after_ms": 1500})
+        );
+        let e = CallError::FuelExhausted(10);
+        assert_eq!(
+            (e.code(), e.status(), e.retryable()),
+            ("fuel-exhausted", 500, false)
+        );
+        assert!(e.to_json().get("retry_after_ms").is_none());
+    }
+}

@@ -1,0 +1,59 @@
+//! The host's implementations of the greentic imports, one module per interface.
+
+pub mod config;
+pub mod secrets;
+pub mod telemetry;
+
+use wasmtime::component::{HasSelf, Linker};
+
+use crate::bindings::messaging::greentic;
+use crate::state::CallState;
+
+/// The imports a provider is granted; only these are linked (zero trust).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Linked {
+    /// `greentic:secrets/store`.
+    pub secrets: bool,
+    /// `greentic:config/config`.
+    pub config: bool,
+    /// `greentic:telemetry/*`.
+    pub telemetry: bool,
+    /// `wasi:http/outgoing-handler`.
+    pub outgoing_http: bool,
+}
+
+/// Adds WASI, `wasi:http/types` and the granted greentic imports to `linker`.
+pub fn add_to_linker(linker: &mut Linker<CallState>, linked: Linked) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    let options = wasmtime_wasi_http::p2::bindings::LinkOptions::default();
+    wasmtime_wasi_http::p2::bindings::http::types::add_to_linker::<_, wasmtime_wasi_http::WasiHttp>(
+        linker,
+        &options.into(),
+        <CallState as wasmtime_wasi_http::WasiHttpView>::http,
+    )?;
+    if linked.outgoing_http {
+        wasmtime_wasi_http::p2::bindings::http::outgoing_handler::add_to_linker::<
+            _,
+            wasmtime_wasi_http::WasiHttp,
+        >(
+            linker,
+            <CallState as wasmtime_wasi_http::WasiHttpView>::http,
+        )?;
+    }
+    greentic::types::types::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
+    if linked.secrets {
+        greentic::secrets::store::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
+    }
+    if linked.config {
+        greentic::config::config::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
+    }
+    if linked.telemetry {
+        greentic::telemetry::types::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
+        greentic::telemetry::logs::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
+        greentic::telemetry::tracing::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
+        greentic::telemetry::metrics::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
+    }
+    Ok(())
+}
+
+impl greentic::types::types::Host for CallState {}

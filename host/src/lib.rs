@@ -1,0 +1,42 @@
+//! The greentic host: runs provider components for many tenants.
+//!
+//! A [`bundle`] names providers, grants, tenants and routes. [`loader::load`] checks every
+//! provider before anything runs — embedded manifest, WIT compatibility, grants against real
+//! imports, tenant configuration and secret bindings — and pre-instantiates it on the
+//! [`engine`]. The [`runtime`] routes each call to a provider and runs it in a fresh instance
+//! under the calling tenant's [`limits`] (fuel, deadline, memory, concurrency, fuel rate), with
+//! only that tenant's secrets and config and host-stamped telemetry ([`imports`]); the
+//! [`server`] exposes it over HTTP with JWT authentication ([`auth`]).
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use std::sync::Arc;
+//! use greentic_host::{bundle::Bundle, engine::{HostEngine, PoolSizing}, loader, runtime::{Caller, Runtime}, secrets::FileBackend};
+//!
+//! let bundle = Bundle::load(std::path::Path::new("examples/demo"))?;
+//! let engine = HostEngine::new(PoolSizing { instances: 16, max_memory_bytes: 64 << 20 })?;
+//! let backend = Arc::new(FileBackend::new(bundle.path(&bundle.file.secrets.dir)));
+//! let loaded = loader::load(&bundle, &engine, backend.as_ref(), false)?;
+//! let runtime = Runtime::new(&bundle, engine, loaded.providers, backend);
+//! let caller = Caller { tenant: "acme".into(), team: None, user: None };
+//! let result = runtime.invoke(&caller, "send", serde_json::json!({"to": "#ops", "text": "hi"}), None).await;
+//! # let _ = result; Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod bindings;
+pub mod bundle;
+pub mod engine;
+pub mod errors;
+pub mod imports;
+pub mod limits;
+pub mod loader;
+pub mod metrics;
+pub mod resilience;
+pub mod runtime;
+pub mod secrets;
+pub mod server;
+pub mod state;
+pub mod telemetry;

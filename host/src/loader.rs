@@ -1,0 +1,328 @@
+//! Loading a bundle: every check runs before anything is instantiated.
+//!
+//! For each provider: fetch (size cap, pinned and locked digests), read the embedded manifest,
+//! check the component against the host world its manifest names (semver) and the manifest
+//! against the component, check the bundle's grants against what the component imports (an
+//! ungranted import refuses the provider; only granted imports are linked), compile through the
+//! cache, and pre-instantiate. For each tenant routed to it: the configuration validates against
+//! the manifest's `config_schema`, and every required secret is bound. Every problem is
+//! collected, each naming the provider (and tenant), what was expected and what was found.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use greentic_interfaces::{Contracts, OUTGOING_HANDLER, SECRETS_STORE, inspect_component};
+use greentic_manifest::ProviderManifest;
+use wasmtime::component::Linker;
+
+use crate::bindings::{messaging, webhook};
+use crate::bundle::{Bundle, Lock, LockEntry, resolve_source};
+use crate::engine::{CacheOutcome, CompileCache, HostEngine};
+use crate::imports::{self, Linked};
+use crate::secrets::SecretBackend;
+use crate::state::{CallState, OutboundPolicy};
+
+/// The world a provider implements, pre-instantiated.
+pub enum ProviderKind {
+    /// `greentic:messaging/provider`.
+    Messaging(messaging::ProviderPre<CallState>),
+    /// `greentic:webhook/handler`.
+    Webhook(webhook::HandlerPre<CallState>),
+}
+
+/// A provider that passed every check.
+pub struct LoadedProvider {
+    /// Bundle name.
+    pub name: String,
+    /// Where it came from.
+    pub source: String,
+    /// `sha256:<hex>` of the component.
+    pub digest: String,
+    /// The embedded manifest.
+    pub manifest: ProviderManifest,
+    /// The host world it runs in.
+    pub world: String,
+    /// Pre-instantiated component.
+    pub kind: ProviderKind,
+    /// Outbound hosts it may call.
+    pub outbound: OutboundPolicy,
+    /// Secrets it declares and is granted.
+    pub granted_secrets: Arc<BTreeSet<String>>,
+    /// What was linked.
+    pub linked: Linked,
+    /// Whether compiled code came from the cache.
+    pub cache: CacheOutcome,
+}
+
+/// Why a bundle did not load.
+#[derive(Debug, thiserror::Error)]
+#[error("the bundle does not load:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct LoadError {
+    /// Every problem found.
+    pub problems: Vec<String>,
+}
+
+/// What loading produced.
+pub struct Loaded {
+    /// Providers by name.
+    pub providers: BTreeMap<String, Arc<LoadedProvider>>,
+    /// The lock as it should now be.
+    pub lock: Lock,
+    /// Whether the lock changed.
+    pub lock_changed: bool,
+}
+
+/// Loads and checks every provider of `bundle`.
+pub fn load(
+    bundle: &Bundle,
+    engine: &HostEngine,
+    backend: &dyn SecretBackend,
+    update_lock: bool,
+) -> Result<Loaded, LoadError> {
+    let contracts = Contracts::embedded().map_err(|e| LoadError {
+        problems: vec![format!("the host's own WIT does not load: {e}")],
+    })?;
+    let mut problems = Vec::new();
+    let old_lock = match Lock::load(&bundle.dir) {
+        Ok(lock) => lock,
+        Err(e) => {
+            return Err(LoadError {
+                problems: vec![e.to_string()],
+            });
+        }
+    };
+    let mut lock = Lock::default();
+    let cache = CompileCache::new(bundle.cache_dir());
+    let mut providers = BTreeMap::new();
+    for (name, section) in &bundle.file.providers {
+        match load_one(
+            bundle,
+            engine,
+            contracts,
+            &cache,
+            &old_lock,
+            update_lock,
+            name,
+            section,
+        ) {
+            Ok(p) => {
+                lock.providers.insert(
+                    name.clone(),
+                    LockEntry {
+                        source: section.source.clone(),
+                        digest: p.digest.clone(),
+                    },
+                );
+                providers.insert(name.clone(), Arc::new(p));
+            }
+            Err(mut e) => problems.append(&mut e),
+        }
+    }
+    check_tenants(bundle, &providers, backend, &mut problems);
+    if !problems.is_empty() {
+        return Err(LoadError { problems });
+    }
+    let lock_changed = lock.providers != old_lock.providers;
+    Ok(Loaded {
+        providers,
+        lock,
+        lock_changed,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn load_one(
+    bundle: &Bundle,
+    engine: &HostEngine,
+    contracts: &Contracts,
+    cache: &CompileCache,
+    old_lock: &Lock,
+    update_lock: bool,
+    name: &str,
+    section: &crate::bundle::ProviderSection,
+) -> Result<LoadedProvider, Vec<String>> {
+    let fail = |msg: String| vec![format!("provider `{name}`: {msg}")];
+    let source = resolve_source(&bundle.dir, &section.source);
+    let mut expected: Vec<(&str, &str)> = Vec::new();
+    if let Some(d) = &section.digest {
+        expected.push((d, "pinned by `digest` in greentic.toml"));
+    }
+    if let Some(locked) = old_lock.providers.get(name)
+        && locked.source == section.source
+        && !update_lock
+    {
+        expected.push((
+            &locked.digest,
+            "recorded in greentic.lock; run with --update-lock to accept the new component",
+        ));
+    }
+    let fetched = source
+        .fetch(bundle.file.host.max_component_bytes, &expected)
+        .map_err(|e| fail(e.to_string()))?;
+    let report = inspect_component(contracts, &source.name(), &fetched.bytes)
+        .map_err(|e| fail(e.to_string()))?;
+
+    // Grants against needs: zero trust.
+    let grants = &section.grants;
+    let mut problems = Vec::new();
+    let needs = |import: &str| report.world.import(import).is_some();
+    let needs_prefix = |prefix: &str| {
+        report
+            .world
+            .imports
+            .iter()
+            .any(|i| i.name.starts_with(prefix))
+    };
+    let linked = Linked {
+        secrets: !grants.secrets.is_empty(),
+        config: grants.config,
+        telemetry: grants.telemetry,
+        outgoing_http: !grants.outbound_hosts.is_empty(),
+    };
+    if needs(SECRETS_STORE) && !linked.secrets {
+        problems.push(format!(
+            "imports `{SECRETS_STORE}` but the bundle grants it no secrets; add `grants.secrets = [{}]` to [providers.{name}] or use a provider that needs none",
+            report.manifest.secrets.iter().map(|s| format!("\"{}\"", s.name())).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if needs(OUTGOING_HANDLER) && !linked.outgoing_http {
+        problems.push(format!(
+            "imports `{OUTGOING_HANDLER}` (outbound HTTP) but the bundle grants it no outbound hosts; add `grants.outbound_hosts = [\"api.example.com\"]` to [providers.{name}]"
+        ));
+    }
+    if needs("greentic:config/config") && !linked.config {
+        problems.push(format!(
+            "imports `greentic:config/config` but [providers.{name}].grants.config is false"
+        ));
+    }
+    if needs_prefix("greentic:telemetry/") && !linked.telemetry {
+        problems.push(format!(
+            "imports `greentic:telemetry` but [providers.{name}].grants.telemetry is false"
+        ));
+    }
+    for secret in &grants.secrets {
+        if !report.manifest.declares_secret(secret) {
+            problems.push(format!(
+                "grants secret `{secret}`, which its manifest does not declare (declared: {}); remove it from grants.secrets",
+                report.manifest.secrets.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems
+            .into_iter()
+            .map(|p| format!("provider `{name}`: {p}"))
+            .collect());
+    }
+
+    let (component, cache_outcome) = cache
+        .load(engine, &fetched.digest, &fetched.bytes)
+        .map_err(|e| fail(format!("{e:#}")))?;
+    let mut linker = Linker::<CallState>::new(&engine.engine);
+    imports::add_to_linker(&mut linker, linked).map_err(|e| fail(format!("linking: {e:#}")))?;
+    let pre = linker
+        .instantiate_pre(&component)
+        .map_err(|e| fail(format!("cannot be linked with the granted imports: {e:#}")))?;
+    let kind = if report
+        .host_world
+        .starts_with("greentic:messaging/provider@")
+    {
+        ProviderKind::Messaging(
+            messaging::ProviderPre::new(pre).map_err(|e| fail(format!("{e:#}")))?,
+        )
+    } else if report.host_world.starts_with("greentic:webhook/handler@") {
+        ProviderKind::Webhook(webhook::HandlerPre::new(pre).map_err(|e| fail(format!("{e:#}")))?)
+    } else {
+        return Err(fail(format!(
+            "targets `{}`, which this host cannot run yet",
+            report.host_world
+        )));
+    };
+    let granted_secrets: BTreeSet<String> = grants
+        .secrets
+        .iter()
+        .filter(|s| report.manifest.declares_secret(s))
+        .cloned()
+        .collect();
+    tracing::info!(
+        provider = name, digest = %fetched.digest, world = %report.host_world,
+        cache = ?cache_outcome, "provider loaded"
+    );
+    Ok(LoadedProvider {
+        name: name.to_string(),
+        source: section.source.clone(),
+        digest: fetched.digest,
+        world: report.host_world,
+        manifest: report.manifest,
+        kind,
+        outbound: OutboundPolicy {
+            allowed: Arc::new(grants.outbound_hosts.clone()),
+        },
+        granted_secrets: Arc::new(granted_secrets),
+        linked,
+        cache: cache_outcome,
+    })
+}
+
+/// Tenants routed to each provider: config validates, required secrets are bound, routes name
+/// capabilities the provider has.
+fn check_tenants(
+    bundle: &Bundle,
+    providers: &BTreeMap<String, Arc<LoadedProvider>>,
+    backend: &dyn SecretBackend,
+    problems: &mut Vec<String>,
+) {
+    for (i, route) in bundle.file.routes.iter().enumerate() {
+        if let Some(p) = providers.get(&route.provider)
+            && !p.manifest.capabilities.contains(&route.capability)
+        {
+            problems.push(format!(
+                "routes[{i}]: provider `{}` does not offer capability `{}` (it offers: {})",
+                route.provider,
+                route.capability,
+                p.manifest.capabilities.join(", ")
+            ));
+        }
+    }
+    for (tenant_id, tenant) in &bundle.file.tenants {
+        for (name, provider) in providers {
+            let routed = bundle
+                .file
+                .routes
+                .iter()
+                .any(|r| r.provider == *name && (r.tenant == *tenant_id || r.tenant == "*"));
+            if !routed {
+                continue;
+            }
+            let config = tenant
+                .config
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| serde_json::json!({}));
+            for p in provider.manifest.check_config(&config) {
+                problems.push(format!(
+                    "tenant `{tenant_id}`, provider `{name}`: config{} {}; fix [tenants.{tenant_id}.config.{name}]",
+                    if p.field.is_empty() { String::new() } else { format!(" field `{}`", p.field) },
+                    p.problem
+                ));
+            }
+            for secret in provider.manifest.required_secrets() {
+                let listed = tenant.secrets.iter().any(|s| s == secret);
+                let granted = provider.granted_secrets.contains(secret);
+                let present = matches!(backend.get(tenant_id, secret), Ok(Some(_)));
+                if !granted {
+                    problems.push(format!(
+                        "provider `{name}`: requires secret `{secret}`, which [providers.{name}].grants.secrets does not grant"
+                    ));
+                } else if !listed || !present {
+                    problems.push(format!(
+                        "tenant `{tenant_id}`, provider `{name}`: required secret `{secret}` is not bound ({}{}); add it to [tenants.{tenant_id}].secrets and provide {}",
+                        if listed { "listed" } else { "not listed in the tenant's secrets" },
+                        if present { "" } else { ", no value found" },
+                        backend.locate(tenant_id, secret)
+                    ));
+                }
+            }
+        }
+    }
+}

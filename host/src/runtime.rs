@@ -1,0 +1,583 @@
+//! The runtime: routes calls to providers and runs each in a fresh instance under the calling
+//! tenant's limits, with retries and a circuit breaker.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use opentelemetry::trace::{Span as _, Status, TraceContextExt, Tracer};
+use opentelemetry::{KeyValue, global};
+use serde::Deserialize;
+use wasmtime::{Store, Trap};
+
+use crate::bindings::messaging::exports::greentic::messaging::outbound::{Message, SendResult};
+use crate::bindings::messaging::greentic::types::types::{
+    Cloud, DeploymentCtx, Platform, ProviderError, TenantCtx,
+};
+use crate::bundle::{Bundle, Deployment, Limits, Route};
+use crate::engine::HostEngine;
+use crate::errors::{CallError, ProviderFailure};
+use crate::imports::telemetry::host_attributes;
+use crate::limits::TenantGate;
+use crate::loader::{LoadedProvider, ProviderKind};
+use crate::metrics::Metrics;
+use crate::resilience::{BreakerPolicy, BreakerState, Breakers, RetryPolicy, counts_as_failure};
+use crate::secrets::SecretBackend;
+use crate::state::{CallScope, CallState, MemoryLimitHit};
+
+/// A tenant's run-time state.
+pub struct TenantRuntime {
+    /// Limits and admission.
+    pub gate: Arc<TenantGate>,
+    /// Secret names bound for the tenant.
+    pub bound_secrets: Arc<BTreeSet<String>>,
+    /// Validated configuration per provider.
+    pub config: BTreeMap<String, Arc<serde_json::Value>>,
+}
+
+/// Who is calling, from the verified token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// Tenant id.
+    pub tenant: String,
+    /// Team.
+    pub team: Option<String>,
+    /// User.
+    pub user: Option<String>,
+}
+
+/// The input of the `send` capability.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendInput {
+    to: String,
+    text: String,
+    #[serde(default)]
+    thread: Option<String>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+/// The runtime.
+pub struct Runtime {
+    /// The engine.
+    pub engine: HostEngine,
+    /// Providers by name.
+    pub providers: BTreeMap<String, Arc<LoadedProvider>>,
+    /// Tenants by id.
+    pub tenants: BTreeMap<String, TenantRuntime>,
+    routes: Vec<Route>,
+    deployment: Deployment,
+    backend: Arc<dyn SecretBackend>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    breakers: Breakers,
+    retry: RetryPolicy,
+    /// False while shutting down.
+    pub ready: AtomicBool,
+}
+
+impl Runtime {
+    /// Assembles the runtime from a loaded bundle.
+    pub fn new(
+        bundle: &Bundle,
+        engine: HostEngine,
+        providers: BTreeMap<String, Arc<LoadedProvider>>,
+        backend: Arc<dyn SecretBackend>,
+    ) -> Runtime {
+        let tenants = bundle
+            .file
+            .tenants
+            .iter()
+            .map(|(id, t)| {
+                let config = t
+                    .config
+                    .iter()
+                    .map(|(p, v)| (p.clone(), Arc::new(v.clone())))
+                    .collect();
+                (
+                    id.clone(),
+                    TenantRuntime {
+                        gate: TenantGate::new(id, t.limits),
+                        bound_secrets: Arc::new(t.secrets.iter().cloned().collect()),
+                        config,
+                    },
+                )
+            })
+            .collect();
+        Runtime {
+            engine,
+            providers,
+            tenants,
+            routes: bundle.file.routes.clone(),
+            deployment: bundle.file.host.deployment.clone(),
+            backend,
+            metrics: Arc::new(Metrics::default()),
+            breakers: Breakers::new(BreakerPolicy::default()),
+            retry: RetryPolicy::default(),
+            ready: AtomicBool::new(true),
+        }
+    }
+
+    /// Replaces the retry and breaker policies (tests, tuning).
+    pub fn with_policies(mut self, retry: RetryPolicy, breaker: BreakerPolicy) -> Runtime {
+        self.retry = retry;
+        self.breakers = Breakers::new(breaker);
+        self
+    }
+
+    /// The provider the most specific matching route picks.
+    pub fn route(&self, caller: &Caller, capability: &str) -> Option<&Arc<LoadedProvider>> {
+        let matches = |want: &Option<String>, have: &Option<String>| {
+            want.as_ref().is_none_or(|w| have.as_ref() == Some(w))
+        };
+        let cloud = Some(self.deployment.cloud.clone());
+        self.routes
+            .iter()
+            .filter(|r| r.capability == capability)
+            .filter(|r| r.tenant == "*" || r.tenant == caller.tenant)
+            .filter(|r| matches(&r.team, &caller.team) && matches(&r.user, &caller.user))
+            .filter(|r| matches(&r.cloud, &cloud))
+            .max_by_key(|r| {
+                (r.tenant != "*") as u8
+                    + r.team.is_some() as u8
+                    + r.user.is_some() as u8
+                    + r.cloud.is_some() as u8
+            })
+            .and_then(|r| self.providers.get(&r.provider))
+    }
+
+    /// Whether `provider` is routed to `tenant` (for webhooks).
+    pub fn routed_to(&self, tenant: &str, provider: &str) -> bool {
+        self.routes
+            .iter()
+            .any(|r| r.provider == provider && (r.tenant == tenant || r.tenant == "*"))
+    }
+
+    fn scope(
+        &self,
+        caller: &Caller,
+        provider: &LoadedProvider,
+        capability: &str,
+        tenant: &TenantRuntime,
+        cx: opentelemetry::Context,
+        trace_id: &str,
+    ) -> Arc<CallScope> {
+        Arc::new(CallScope {
+            tenant: caller.tenant.clone(),
+            team: caller.team.clone(),
+            user: caller.user.clone(),
+            provider: provider.name.clone(),
+            capability: capability.to_string(),
+            trace_id: trace_id.to_string(),
+            granted_secrets: provider.granted_secrets.clone(),
+            bound_secrets: tenant.bound_secrets.clone(),
+            secret_backend: self.backend.clone(),
+            config: tenant
+                .config
+                .get(&provider.name)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(serde_json::json!({}))),
+            otel_cx: cx,
+            metrics: self.metrics.clone(),
+        })
+    }
+
+    fn tenant_ctx(&self, caller: &Caller, trace_id: &str, key: Option<String>) -> TenantCtx {
+        TenantCtx {
+            tenant: caller.tenant.clone(),
+            team: caller.team.clone(),
+            user: caller.user.clone(),
+            deployment: DeploymentCtx {
+                cloud: match self.deployment.cloud.as_str() {
+                    "aws" => Cloud::Aws,
+                    "gcp" => Cloud::Gcp,
+                    "azure" => Cloud::Azure,
+                    "hetzner" => Cloud::Hetzner,
+                    "local" => Cloud::Local,
+                    other => Cloud::Other(other.to_string()),
+                },
+                region: self.deployment.region.clone(),
+                platform: match self.deployment.platform.as_str() {
+                    "k8s" => Platform::K8s,
+                    "nomad" => Platform::Nomad,
+                    "systemd" => Platform::Systemd,
+                    "cf-workers" => Platform::CfWorkers,
+                    "lambda" => Platform::Lambda,
+                    "baremetal" => Platform::Baremetal,
+                    other => Platform::Other(other.to_string()),
+                },
+                runtime: Some("wasmtime-48 (greentic-host)".into()),
+            },
+            trace_id: Some(trace_id.to_string()),
+            idempotency_key: key,
+        }
+    }
+
+    /// Invokes `capability` for `caller` with a JSON `input`.
+    pub async fn invoke(
+        &self,
+        caller: &Caller,
+        capability: &str,
+        input: serde_json::Value,
+        header_key: Option<String>,
+    ) -> Result<serde_json::Value, CallError> {
+        let started = Instant::now();
+        let tenant = self.tenants.get(&caller.tenant).ok_or_else(|| {
+            CallError::BadRequest(format!(
+                "tenant `{}` is not served by this host",
+                caller.tenant
+            ))
+        })?;
+        let provider = self
+            .route(caller, capability)
+            .ok_or_else(|| CallError::NoRoute {
+                capability: capability.to_string(),
+            })?;
+        let tracer = global::tracer("greentic-host");
+        let mut span = tracer
+            .span_builder(format!("invoke {capability}"))
+            .with_kind(opentelemetry::trace::SpanKind::Server)
+            .start(&tracer);
+        let trace_id = span.span_context().trace_id().to_string();
+        let cx =
+            opentelemetry::Context::current().with_remote_span_context(span.span_context().clone());
+        let scope = self.scope(caller, provider, capability, tenant, cx, &trace_id);
+        for kv in host_attributes(&scope) {
+            span.set_attribute(kv);
+        }
+
+        let result = self
+            .invoke_inner(
+                caller, capability, input, header_key, tenant, provider, &scope, &trace_id,
+            )
+            .await;
+        let code = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.code(),
+        };
+        let elapsed = started.elapsed();
+        match &result {
+            Ok(_) => span.set_status(Status::Ok),
+            Err(e) => {
+                span.set_attribute(KeyValue::new("greentic.error.code", e.code()));
+                span.set_status(Status::error(e.message()));
+            }
+        }
+        span.end();
+        let labels = [
+            ("tenant", caller.tenant.as_str()),
+            ("provider", provider.name.as_str()),
+            ("capability", capability),
+            ("code", code),
+        ];
+        self.metrics.inc("greentic_calls_total", &labels);
+        self.metrics.observe(
+            "greentic_call_duration_seconds",
+            &labels[..3],
+            elapsed.as_secs_f64(),
+        );
+        tracing::info!(
+            target: "greentic::call",
+            tenant = %caller.tenant, team = caller.team.as_deref().unwrap_or(""),
+            user = caller.user.as_deref().unwrap_or(""), provider = %provider.name,
+            capability, code, trace_id = %trace_id, duration_ms = elapsed.as_millis() as u64,
+            "call finished"
+        );
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn invoke_inner(
+        &self,
+        caller: &Caller,
+        capability: &str,
+        input: serde_json::Value,
+        header_key: Option<String>,
+        tenant: &TenantRuntime,
+        provider: &Arc<LoadedProvider>,
+        scope: &Arc<CallScope>,
+        trace_id: &str,
+    ) -> Result<serde_json::Value, CallError> {
+        let ProviderKind::Messaging(pre) = &provider.kind else {
+            return Err(CallError::BadRequest(format!(
+                "provider `{}` is a webhook provider; send deliveries to /webhooks/{}/{}/",
+                provider.name, caller.tenant, provider.name
+            )));
+        };
+        let input: SendInput = serde_json::from_value(input).map_err(|e| {
+            CallError::BadRequest(format!(
+                "the body of `{capability}` must be {{\"to\", \"text\", \"thread\"?, \"idempotency_key\"?}}: {e}"
+            ))
+        })?;
+        let key = input.idempotency_key.clone().or(header_key);
+        let msg = Message {
+            to: input.to,
+            text: input.text,
+            thread: input.thread,
+            idempotency_key: input.idempotency_key,
+        };
+        let ctx = self.tenant_ctx(caller, trace_id, key.clone());
+        let limits = *tenant.gate.limits();
+        let deadline = Instant::now() + Duration::from_millis(limits.deadline_ms);
+
+        self.breakers.admit(&caller.tenant, &provider.name)?;
+        let mut attempt = 1;
+        let outcome = loop {
+            let permit = tenant.gate.acquire().await?;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let (result, fuel) = self
+                .send_once(
+                    pre,
+                    scope,
+                    &provider.outbound,
+                    &limits,
+                    remaining,
+                    &ctx,
+                    &msg,
+                )
+                .await;
+            permit.settle(fuel);
+            self.metrics.add(
+                "greentic_fuel_consumed_total",
+                &[("tenant", &caller.tenant), ("provider", &provider.name)],
+                fuel as f64,
+            );
+            match result {
+                Err(e)
+                    if attempt < self.retry.max_attempts
+                        && RetryPolicy::retryable(&e, key.is_some()) =>
+                {
+                    let delay = self.retry.delay(attempt, &e);
+                    if Instant::now() + delay >= deadline {
+                        break Err(e);
+                    }
+                    self.metrics.inc(
+                        "greentic_retries_total",
+                        &[
+                            ("tenant", &caller.tenant),
+                            ("provider", &provider.name),
+                            ("code", e.code()),
+                        ],
+                    );
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                other => break other,
+            }
+        };
+        let failed = outcome.as_ref().err().is_some_and(counts_as_failure);
+        let state = self.breakers.record(&caller.tenant, &provider.name, failed);
+        self.metrics.set(
+            "greentic_circuit_open",
+            &[("tenant", &caller.tenant), ("provider", &provider.name)],
+            if state == BreakerState::Closed {
+                0.0
+            } else {
+                1.0
+            },
+        );
+        let result = outcome?;
+        Ok(serde_json::json!({
+            "id": result.id,
+            "delivered_at_ms": result.delivered_at_ms,
+            "provider": provider.name,
+            "trace_id": trace_id,
+            "attempts": attempt,
+        }))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send_once(
+        &self,
+        pre: &crate::bindings::messaging::ProviderPre<CallState>,
+        scope: &Arc<CallScope>,
+        outbound: &crate::state::OutboundPolicy,
+        limits: &Limits,
+        remaining: Duration,
+        ctx: &TenantCtx,
+        msg: &Message,
+    ) -> (Result<SendResult, CallError>, u64) {
+        let mut store = Store::new(
+            &self.engine.engine,
+            CallState::new(scope.clone(), outbound.clone(), limits.memory_bytes),
+        );
+        store.limiter(|s| &mut s.limiter);
+        if let Err(e) = store.set_fuel(limits.fuel_per_call) {
+            return (Err(CallError::Internal(e.to_string())), 0);
+        }
+        store.set_epoch_deadline(HostEngine::ticks_for(remaining.as_millis() as u64));
+        store.epoch_deadline_trap();
+        let run = async {
+            let provider = pre.instantiate_async(&mut store).await?;
+            provider
+                .greentic_messaging_outbound()
+                .call_send(&mut store, ctx, msg)
+                .await
+        };
+        let result = tokio::time::timeout(remaining, run).await;
+        let fuel = limits
+            .fuel_per_call
+            .saturating_sub(store.get_fuel().unwrap_or(0));
+        let mapped = match result {
+            Err(_elapsed) => Err(CallError::DeadlineExceeded(limits.deadline_ms)),
+            Ok(Ok(Ok(sent))) => Ok(sent),
+            Ok(Ok(Err(provider_error))) => {
+                Err(CallError::Provider(map_provider_error(provider_error)))
+            }
+            Ok(Err(e)) => Err(classify(&e, store.data().limiter.hit, limits)),
+        };
+        // The store (and the instance) is dropped here: nothing survives the call.
+        (mapped, fuel)
+    }
+
+    /// Hands a webhook delivery to `provider`'s `wasi:http/incoming-handler` for `tenant`.
+    pub async fn webhook(
+        &self,
+        tenant_id: &str,
+        provider_name: &str,
+        request: hyper::Request<Bytes>,
+    ) -> Result<hyper::Response<Bytes>, CallError> {
+        let tenant = self.tenants.get(tenant_id).ok_or_else(|| {
+            CallError::BadRequest(format!("tenant `{tenant_id}` is not served by this host"))
+        })?;
+        let provider = self
+            .providers
+            .get(provider_name)
+            .filter(|_| self.routed_to(tenant_id, provider_name))
+            .ok_or_else(|| CallError::NoRoute {
+                capability: format!("webhook {provider_name}"),
+            })?;
+        let ProviderKind::Webhook(pre) = &provider.kind else {
+            return Err(CallError::BadRequest(format!(
+                "provider `{provider_name}` is not a webhook provider"
+            )));
+        };
+        let caller = Caller {
+            tenant: tenant_id.to_string(),
+            team: None,
+            user: None,
+        };
+        let tracer = global::tracer("greentic-host");
+        let mut span = tracer
+            .span_builder("webhook")
+            .with_kind(opentelemetry::trace::SpanKind::Server)
+            .start(&tracer);
+        let trace_id = span.span_context().trace_id().to_string();
+        let cx =
+            opentelemetry::Context::current().with_remote_span_context(span.span_context().clone());
+        let scope = self.scope(&caller, provider, "webhook", tenant, cx, &trace_id);
+        for kv in host_attributes(&scope) {
+            span.set_attribute(kv);
+        }
+        self.breakers.admit(tenant_id, provider_name)?;
+        let permit = tenant.gate.acquire().await?;
+        let limits = *tenant.gate.limits();
+        let mut store = Store::new(
+            &self.engine.engine,
+            CallState::new(scope, provider.outbound.clone(), limits.memory_bytes),
+        );
+        store.limiter(|s| &mut s.limiter);
+        let _ = store.set_fuel(limits.fuel_per_call);
+        store.set_epoch_deadline(HostEngine::ticks_for(limits.deadline_ms));
+        store.epoch_deadline_trap();
+        let deadline = Duration::from_millis(limits.deadline_ms);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let run = async {
+            use wasmtime_wasi_http::WasiHttpView;
+            let (parts, body) = request.into_parts();
+            let body = http_body_util::Full::new(body).map_err(
+                |never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} },
+            );
+            let req = hyper::Request::from_parts(parts, body);
+            let req = store.data_mut().http().new_incoming_request(
+                wasmtime_wasi_http::p2::bindings::http::types::Scheme::Http,
+                req,
+            )?;
+            let out = store.data_mut().http().new_response_outparam(tx)?;
+            let handler = pre.instantiate_async(&mut store).await?;
+            handler
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, req, out)
+                .await?;
+            let response = match rx.await {
+                Ok(Ok(response)) => response,
+                Ok(Err(code)) => wasmtime::bail!("the provider answered with error {code:?}"),
+                Err(_) => wasmtime::bail!("the provider returned without setting a response"),
+            };
+            let (parts, body) = response.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| wasmtime::format_err!("reading the provider's response body: {e:?}"))?
+                .to_bytes();
+            Ok(hyper::Response::from_parts(parts, body))
+        };
+        let result = tokio::time::timeout(deadline, run).await;
+        let fuel = limits
+            .fuel_per_call
+            .saturating_sub(store.get_fuel().unwrap_or(0));
+        permit.settle(fuel);
+        let mapped = match result {
+            Err(_) => Err(CallError::DeadlineExceeded(limits.deadline_ms)),
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(classify(&e, store.data().limiter.hit, &limits)),
+        };
+        let failed = mapped.as_ref().err().is_some_and(counts_as_failure);
+        self.breakers.record(tenant_id, provider_name, failed);
+        let status = match &mapped {
+            Ok(r) => r.status().as_u16().to_string(),
+            Err(e) => e.code().to_string(),
+        };
+        self.metrics.inc(
+            "greentic_webhook_requests_total",
+            &[
+                ("tenant", tenant_id),
+                ("provider", provider_name),
+                ("status", &status),
+            ],
+        );
+        match &mapped {
+            Ok(_) => span.set_status(Status::Ok),
+            Err(e) => span.set_status(Status::error(e.message())),
+        }
+        span.end();
+        mapped
+    }
+}
+
+fn map_provider_error(e: ProviderError) -> ProviderFailure {
+    match e {
+        ProviderError::InvalidInput(m) => ProviderFailure::InvalidInput(m),
+        ProviderError::Unauthorized(m) => ProviderFailure::Unauthorized(m),
+        ProviderError::NotFound(m) => ProviderFailure::NotFound(m),
+        ProviderError::RateLimited(r) => ProviderFailure::RateLimited {
+            retry_after_ms: r.retry_after_ms,
+        },
+        ProviderError::Unavailable(u) => ProviderFailure::Unavailable {
+            retry_after_ms: u.retry_after_ms,
+            message: u.message,
+        },
+        ProviderError::Timeout => ProviderFailure::Timeout,
+        ProviderError::Internal(m) => ProviderFailure::Internal(m),
+    }
+}
+
+/// Maps a wasmtime error (trap or limit) to a call error.
+fn classify(e: &wasmtime::Error, limiter_hit: bool, limits: &Limits) -> CallError {
+    if limiter_hit || e.downcast_ref::<MemoryLimitHit>().is_some() {
+        return CallError::MemoryLimit(limits.memory_bytes);
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => CallError::FuelExhausted(limits.fuel_per_call),
+        Some(Trap::Interrupt) => CallError::DeadlineExceeded(limits.deadline_ms),
+        Some(Trap::StackOverflow) => {
+            CallError::GuestTrap("stack overflow (unbounded recursion?)".into())
+        }
+        Some(trap) => CallError::GuestTrap(trap.to_string()),
+        None => CallError::GuestTrap(format!("{e:#}")),
+    }
+}

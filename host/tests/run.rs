@@ -1,0 +1,333 @@
+//! End to end: the real `greentic-host run` binary, real components, two tenants.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Host, JWT_SECRET, TestBundle};
+use serde_json::json;
+
+const BUNDLE: &str = r#"
+[host]
+cache_dir = "{cache}"
+
+[auth]
+algorithm = "HS256"
+issuer = "greentic-test"
+audience = "greentic-host"
+secret_file = "jwt.secret"
+
+[providers.echo]
+source = "{components}/echo.wasm"
+
+[providers.spin]
+source = "{components}/infinite_loop.wasm"
+
+[providers.grow]
+source = "{components}/memory_grower.wasm"
+
+[providers.deep]
+source = "{components}/recursion.wasm"
+
+[providers.snoop]
+source = "{components}/undeclared_secret.wasm"
+grants = { secrets = ["DECLARED_TOKEN"] }
+
+[providers.panic]
+source = "{components}/panicker.wasm"
+
+[tenants.acme]
+secrets = ["DECLARED_TOKEN"]
+limits = { fuel_per_call = 200000000, deadline_ms = 10000, memory_bytes = 33554432, fuel_per_second = 4000000000 }
+config.echo = { label = "acme-label" }
+
+[tenants.globex]
+secrets = ["DECLARED_TOKEN"]
+limits = { fuel_per_call = 1000000000000, deadline_ms = 400, fuel_per_second = 10000000000000, max_concurrent = 1, queue_timeout_ms = 100 }
+config.echo = { label = "globex-label" }
+
+[[routes]]
+tenant = "*"
+capability = "send"
+provider = "echo"
+
+[[routes]]
+tenant = "*"
+team = "loop"
+capability = "send"
+provider = "spin"
+
+[[routes]]
+tenant = "acme"
+team = "grow"
+capability = "send"
+provider = "grow"
+
+[[routes]]
+tenant = "acme"
+team = "deep"
+capability = "send"
+provider = "deep"
+
+[[routes]]
+tenant = "*"
+team = "snoop"
+capability = "send"
+provider = "snoop"
+
+[[routes]]
+tenant = "acme"
+team = "panic"
+capability = "send"
+provider = "panic"
+"#;
+
+const SECRETS: &[(&str, &str)] = &[
+    ("acme/DECLARED_TOKEN", "acme-secret-1"),
+    ("globex/DECLARED_TOKEN", "globex-secret-22"),
+    ("acme/OTHER_TENANT_TOKEN", "should-never-be-read"),
+];
+
+fn msg(to: &str, text: &str) -> serde_json::Value {
+    json!({"to": to, "text": text})
+}
+
+#[test]
+fn two_tenants_are_isolated_and_limits_contain_hostile_guests() {
+    let bundle = TestBundle::new(BUNDLE, SECRETS);
+    let host = Host::start(bundle.path());
+    let acme = bundle.token("acme", None);
+    let globex = bundle.token("globex", None);
+
+    // Each tenant's call carries its own context and sees only its own config.
+    let r = host.send(&acme, msg("#ops", "hi"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["id"], "acme/-/-:#ops:hi@acme-label");
+    let r = host.send(&globex, msg("#ops", "hi"));
+    assert_eq!(r.json()["id"], "globex/-/-:#ops:hi@globex-label");
+
+    // Each tenant reads only its own secret (the guest reports the length, never the value).
+    let r = host.send(
+        &bundle.token("acme", Some("snoop")),
+        msg("x", "DECLARED_TOKEN"),
+    );
+    assert_eq!(
+        r.json()["id"],
+        "read 13 bytes of DECLARED_TOKEN",
+        "{}",
+        r.text()
+    );
+    let r = host.send(
+        &bundle.token("globex", Some("snoop")),
+        msg("x", "DECLARED_TOKEN"),
+    );
+    assert_eq!(
+        r.json()["id"],
+        "read 16 bytes of DECLARED_TOKEN",
+        "{}",
+        r.text()
+    );
+    // A name the manifest does not declare is denied, even though a value exists on disk.
+    let r = host.send(
+        &bundle.token("acme", Some("snoop")),
+        msg("x", "OTHER_TENANT_TOKEN"),
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["code"], "unauthorized");
+    assert!(r.text().contains("not granted"), "{}", r.text());
+
+    // An infinite loop for acme ends with fuel-exhausted while globex keeps being served.
+    let spin_token = bundle.token("acme", Some("loop"));
+    let addr = host.addr.clone();
+    let spinner = std::thread::spawn(move || {
+        let started = Instant::now();
+        let r = common::http(
+            &addr,
+            "POST",
+            "/v1/invoke/send",
+            &[("authorization", &format!("Bearer {spin_token}"))],
+            msg("x", "spin").to_string().as_bytes(),
+        );
+        (r, started.elapsed())
+    });
+    let mut served = 0;
+    while !spinner.is_finished() || served < 5 {
+        let r = host.send(&globex, msg("#b", "still here"));
+        assert_eq!(r.status, 200, "globex was affected: {}", r.text());
+        served += 1;
+    }
+    let (r, took) = spinner.join().unwrap();
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert_eq!(r.json()["code"], "fuel-exhausted", "{}", r.text());
+    assert!(
+        took < Duration::from_secs(10),
+        "fuel should stop the loop well before the deadline"
+    );
+
+    // Memory growth stops at the cap; unbounded recursion and panics trap cleanly.
+    let r = host.send(&bundle.token("acme", Some("grow")), msg("x", "grow"));
+    assert_eq!(r.json()["code"], "memory-limit", "{}", r.text());
+    let r = host.send(&bundle.token("acme", Some("deep")), msg("x", "deep"));
+    assert_eq!(r.json()["code"], "guest-trap", "{}", r.text());
+    // Rust keeps its stack in linear memory: overflowing it is an out-of-bounds access
+    // (or, for the wasm call stack, a stack overflow). Either way a clean trap.
+    let trap = r.json()["message"].as_str().unwrap().to_string();
+    assert!(
+        trap.contains("out of bounds") || trap.contains("stack overflow"),
+        "{trap}"
+    );
+    let r = host.send(&bundle.token("acme", Some("panic")), msg("x", "boom"));
+    assert_eq!(r.json()["code"], "guest-trap", "{}", r.text());
+
+    // After all that, acme's next call runs in a fresh instance and succeeds.
+    let r = host.send(&acme, msg("#ops", "again"));
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // globex: a loop with plenty of fuel hits the 400 ms deadline instead; a second call
+    // while it runs exceeds max_concurrent = 1 and gets 429 after the 100 ms queue timeout.
+    let loop_token = bundle.token("globex", Some("loop"));
+    let addr = host.addr.clone();
+    let slow = std::thread::spawn(move || {
+        common::http(
+            &addr,
+            "POST",
+            "/v1/invoke/send",
+            &[("authorization", &format!("Bearer {loop_token}"))],
+            msg("x", "spin").to_string().as_bytes(),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(150));
+    let busy = host.send(&globex, msg("#b", "queued"));
+    let r = slow.join().unwrap();
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(r.json()["code"], "deadline-exceeded");
+    assert_eq!(busy.status, 429, "{}", busy.text());
+    assert_eq!(busy.json()["code"], "tenant-busy");
+    assert!(busy.headers.contains_key("retry-after"));
+
+    // Metrics count calls by tenant, provider and code.
+    let metrics = host.request("GET", "/metrics", &[], b"").text();
+    assert!(metrics.contains(r#"greentic_calls_total{tenant="acme",provider="spin",capability="send",code="fuel-exhausted"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"greentic_calls_total{tenant="globex",provider="spin",capability="send",code="deadline-exceeded"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains("greentic_call_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("greentic_fuel_consumed_total"),
+        "{metrics}"
+    );
+    assert_eq!(host.request("GET", "/healthz", &[], b"").status, 200);
+    let ready = host.request("GET", "/readyz", &[], b"").json();
+    assert_eq!(ready["ready"], true);
+    assert_eq!(ready["providers"].as_array().unwrap().len(), 6);
+
+    // No secret value ever reached the logs.
+    let out = host.output();
+    for value in ["acme-secret-1", "globex-secret-22", "should-never-be-read"] {
+        assert!(!out.contains(value), "a secret value was logged");
+    }
+}
+
+#[test]
+fn callers_must_present_a_valid_token_and_cannot_claim_another_tenant() {
+    let bundle = TestBundle::new(BUNDLE, SECRETS);
+    let host = Host::start(bundle.path());
+    let body = msg("#ops", "hi").to_string();
+    let post = |headers: &[(&str, &str)]| {
+        host.request("POST", "/v1/invoke/send", headers, body.as_bytes())
+    };
+
+    let r = post(&[]);
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (401, Some("unauthenticated"))
+    );
+
+    let forge = |secret: &str, claims: serde_json::Value| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = |exp: u64, aud: &str| json!({"sub": "x", "iss": "greentic-test", "aud": aud, "exp": exp, "iat": now, "tenant": "acme"});
+    let cases = [
+        (
+            "bad signature",
+            forge(
+                "another-secret-that-is-long-enough-000",
+                claims(now + 600, "greentic-host"),
+            ),
+        ),
+        (
+            "expired",
+            forge(JWT_SECRET, claims(now - 3600, "greentic-host")),
+        ),
+        (
+            "wrong audience",
+            forge(JWT_SECRET, claims(now + 600, "someone-else")),
+        ),
+        ("garbage", "not.a.jwt".to_string()),
+    ];
+    for (what, token) in cases {
+        let r = post(&[("authorization", &format!("Bearer {token}"))]);
+        assert_eq!(r.status, 401, "{what}: {}", r.text());
+        assert_eq!(r.json()["code"], "unauthenticated", "{what}");
+    }
+
+    // A correctly signed token works; a header claiming another tenant is refused.
+    let acme = bundle.token("acme", None);
+    let r = post(&[("authorization", &format!("Bearer {acme}"))]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = post(&[
+        ("authorization", &format!("Bearer {acme}")),
+        ("x-greentic-tenant", "globex"),
+    ]);
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["code"], "tenant-mismatch");
+
+    // Malformed JSON and unknown capabilities are 4xx and never reach a guest.
+    let r = host.request(
+        "POST",
+        "/v1/invoke/send",
+        &[("authorization", &format!("Bearer {acme}"))],
+        b"{nope",
+    );
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (400, Some("bad-request"))
+    );
+    let r = host.request(
+        "POST",
+        "/v1/invoke/teleport",
+        &[("authorization", &format!("Bearer {acme}"))],
+        body.as_bytes(),
+    );
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (404, Some("no-route"))
+    );
+    let r = host.request(
+        "POST",
+        "/v1/invoke/send",
+        &[("authorization", &format!("Bearer {acme}"))],
+        br#"{"to": 1}"#,
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+}
+
+#[test]
+fn sigterm_stops_the_host_cleanly() {
+    let bundle = TestBundle::new(BUNDLE, SECRETS);
+    let host = Host::start(bundle.path());
+    let status = host.terminate();
+    assert!(status.success(), "{status:?}");
+}
