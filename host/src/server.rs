@@ -31,6 +31,7 @@ pub fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/v1/invoke/{capability}", post(invoke))
         .route("/webhooks/{tenant}/{provider}", any(webhook_root))
+        .route("/webhooks/{tenant}/{provider}/", any(webhook_root))
         .route("/webhooks/{tenant}/{provider}/{*path}", any(webhook))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))

@@ -186,11 +186,23 @@ fn method(name: &str) -> Method {
 /// Sends `req` and reads the whole response.
 pub fn send(req: &Request) -> Result<Response, HttpError> {
     let url = parse_url(&req.url)?;
-    let entries: Vec<(String, Vec<u8>)> = req
+    let mut entries: Vec<(String, Vec<u8>)> = req
         .headers
         .iter()
         .map(|(n, v)| (n.clone(), v.clone().into_bytes()))
         .collect();
+    // A known length: many webhook endpoints refuse chunked bodies.
+    if !req.body.is_empty()
+        && !req
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+    {
+        entries.push((
+            "content-length".into(),
+            req.body.len().to_string().into_bytes(),
+        ));
+    }
     let headers = Fields::from_list(&entries)
         .map_err(|e| HttpError::InvalidRequest(format!("header rejected: {e:?}")))?;
     let request = OutgoingRequest::new(headers);
@@ -222,24 +234,40 @@ pub fn send(req: &Request) -> Result<Response, HttpError> {
 
     let body = request.body().map_err(|()| invalid("body"))?;
     let pending = outgoing_handler::handle(request, Some(options)).map_err(|e| classify(&e))?;
+    // If writing fails (e.g. the host refused the request), the response future carries the
+    // real reason; prefer it over the write error.
+    let mut write_error = None;
     {
         let stream = body.write().map_err(|()| invalid("body stream"))?;
         for chunk in req.body.chunks(4096) {
-            stream
-                .blocking_write_and_flush(chunk)
-                .map_err(|e| HttpError::Connection(format!("writing the request body: {e:?}")))?;
+            if let Err(e) = stream.blocking_write_and_flush(chunk) {
+                write_error = Some(HttpError::Connection(format!(
+                    "writing the request body: {e:?}"
+                )));
+                break;
+            }
         }
     }
-    OutgoingBody::finish(body, None).map_err(|e| classify(&e))?;
+    if write_error.is_none() {
+        if let Err(e) = OutgoingBody::finish(body, None) {
+            write_error = Some(classify(&e));
+        }
+    } else {
+        drop(body);
+    }
 
     pending.subscribe().block();
     let response = match pending.get() {
         Some(Ok(Ok(response))) => response,
         Some(Ok(Err(code))) => return Err(classify(&code)),
         Some(Err(())) | None => {
-            return Err(HttpError::Connection("response already taken".into()));
+            return Err(write_error
+                .unwrap_or_else(|| HttpError::Connection("response already taken".into())));
         }
     };
+    if let Some(e) = write_error {
+        return Err(e);
+    }
     let status = response.status();
     let headers = response.headers().entries();
     let incoming = response

@@ -1,0 +1,274 @@
+//! `greentic-host check`: load-time refusals, each naming the provider, what was expected and
+//! what was found — before anything is instantiated.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+mod common;
+
+use common::{TestBundle, run_host, text};
+use greentic_manifest::MANIFEST_SECTION;
+
+fn bundle(providers: &str, tenants: &str, routes: &str) -> String {
+    format!(
+        r#"
+[host]
+cache_dir = "{{cache}}"
+
+[auth]
+algorithm = "HS256"
+issuer = "greentic-test"
+audience = "greentic-host"
+secret_file = "jwt.secret"
+
+{providers}
+
+{tenants}
+
+{routes}
+"#
+    )
+}
+
+fn check(b: &TestBundle) -> (bool, String, String) {
+    let out = run_host(&["check", b.path().to_str().unwrap()]);
+    let (stdout, stderr) = text(&out);
+    (out.status.success(), stdout, stderr)
+}
+
+const ECHO_ROUTE: &str = "[[routes]]\ntenant = \"acme\"\ncapability = \"send\"\nprovider = \"p\"\n";
+
+#[test]
+fn a_valid_bundle_checks_and_reports_each_provider() {
+    let b = TestBundle::new(
+        &bundle(
+            "[providers.p]\nsource = \"{components}/echo.wasm\"",
+            "[tenants.acme]",
+            ECHO_ROUTE,
+        ),
+        &[],
+    );
+    let (ok, stdout, stderr) = check(&b);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("greentic:messaging/provider@1.0.0"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+    assert!(
+        !b.path().join("greentic.lock").exists(),
+        "check must not write the lock"
+    );
+}
+
+#[test]
+fn an_ungranted_import_is_refused_at_load() {
+    // undeclared-secret imports greentic:secrets/store; the bundle grants no secrets.
+    let b = TestBundle::new(
+        &bundle(
+            "[providers.p]\nsource = \"{components}/undeclared_secret.wasm\"",
+            "[tenants.acme]",
+            ECHO_ROUTE,
+        ),
+        &[],
+    );
+    let (ok, _, stderr) = check(&b);
+    assert!(!ok);
+    assert!(stderr.contains("provider `p`"), "{stderr}");
+    assert!(
+        stderr.contains("imports `greentic:secrets/store` but the bundle grants it no secrets"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("grants.secrets = [\"DECLARED_TOKEN\"]"),
+        "{stderr}"
+    );
+
+    // Outbound HTTP likewise.
+    let b = TestBundle::new(
+        &bundle(
+            "[providers.p]\nsource = \"{components}/messaging_webhook.wasm\"",
+            "[tenants.acme]\nconfig.p = { url = \"http://127.0.0.1:9/x\" }",
+            ECHO_ROUTE,
+        ),
+        &[],
+    );
+    let (ok, _, stderr) = check(&b);
+    assert!(!ok);
+    assert!(stderr.contains("imports `wasi:http/outgoing-handler` (outbound HTTP) but the bundle grants it no outbound hosts"), "{stderr}");
+}
+
+/// A component of `greentic:messaging@2.0.0`, built from WIT, with a manifest claiming 2.x.
+fn v2_component() -> Vec<u8> {
+    use wit_component::{ComponentEncoder, StringEncoding, dummy_module, embed_component_metadata};
+    let mut resolve = greentic_interfaces::Contracts::embedded()
+        .unwrap()
+        .resolve()
+        .clone();
+    let pkg = resolve
+        .push_str(
+            "v2.wit",
+            "package greentic:messaging@2.0.0;\n\
+             interface outbound { use greentic:types/types@1.0.0.{tenant-ctx}; send: func(ctx: tenant-ctx) -> string; }\n\
+             world provider { export outbound; }\n",
+        )
+        .unwrap();
+    let world = resolve.select_world(&[pkg], Some("provider")).unwrap();
+    let mut module = dummy_module(&resolve, world, wit_parser::ManglingAndAbi::Standard32);
+    embed_component_metadata(&mut module, &resolve, world, StringEncoding::UTF8).unwrap();
+    let manifest = r#"{"name":"v2","version":"2.0.0","domain":"messaging","capabilities":["send"],"compat":{"wit":"greentic:messaging/provider@2.x"}}"#;
+    wasm_encoder::Section::append_to(
+        &wasm_encoder::CustomSection {
+            name: MANIFEST_SECTION.into(),
+            data: manifest.as_bytes().into(),
+        },
+        &mut module,
+    );
+    ComponentEncoder::default()
+        .module(&module)
+        .unwrap()
+        .validate(true)
+        .encode()
+        .unwrap()
+}
+
+#[test]
+fn a_wit_major_version_mismatch_is_refused_with_a_readable_message() {
+    let b = TestBundle::new(
+        &bundle(
+            "[providers.p]\nsource = \"v2.wasm\"",
+            "[tenants.acme]",
+            ECHO_ROUTE,
+        ),
+        &[],
+    );
+    std::fs::write(b.path().join("v2.wasm"), v2_component()).unwrap();
+    let (ok, _, stderr) = check(&b);
+    assert!(!ok);
+    assert!(stderr.contains("provider `p`"), "{stderr}");
+    assert!(
+        stderr.contains("no host world matches `greentic:messaging/provider@2.x`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("greentic:messaging/provider@1.0.0"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn tenant_config_and_secret_bindings_are_checked_per_tenant() {
+    let b = TestBundle::new(
+        &bundle(
+            "[providers.p]\nsource = \"{components}/echo.wasm\"\n\n[providers.s]\nsource = \"{components}/undeclared_secret.wasm\"\ngrants = { secrets = [\"DECLARED_TOKEN\"] }",
+            "[tenants.acme]\nconfig.p = { label = 42 }\n\n[tenants.globex]\nsecrets = [\"DECLARED_TOKEN\"]",
+            "[[routes]]\ntenant = \"*\"\ncapability = \"send\"\nprovider = \"p\"\n\n[[routes]]\ntenant = \"*\"\nteam = \"s\"\ncapability = \"send\"\nprovider = \"s\"\n",
+        ),
+        &[],
+    );
+    let (ok, _, stderr) = check(&b);
+    assert!(!ok);
+    assert!(
+        stderr.contains("tenant `acme`, provider `p`: config field `/label`"),
+        "{stderr}"
+    );
+    // acme does not list the secret; globex lists it but no value exists.
+    assert!(
+        stderr.contains(
+            "tenant `acme`, provider `s`: required secret `DECLARED_TOKEN` is not bound (not listed"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("tenant `globex`, provider `s`: required secret `DECLARED_TOKEN` is not bound (listed, no value found)"), "{stderr}");
+    assert!(stderr.contains("secrets/globex/DECLARED_TOKEN"), "{stderr}");
+}
+
+#[test]
+fn bad_bundles_name_the_key_and_the_fix() {
+    let b = TestBundle::new(
+        &bundle(
+            "[providers.p]\nsource = \"{components}/echo.wasm\"\ncolour = \"red\"",
+            "[tenants.acme]",
+            ECHO_ROUTE,
+        ),
+        &[],
+    );
+    let (ok, _, stderr) = check(&b);
+    assert!(!ok);
+    assert!(stderr.contains("greentic.toml"), "{stderr}");
+    assert!(stderr.contains("unknown field `colour`"), "{stderr}");
+
+    let b = TestBundle::new(
+        &bundle(
+            "[providers.p]\nsource = \"{components}/echo.wasm\"",
+            "[tenants.acme]",
+            "[[routes]]\ntenant = \"acme\"\ncapability = \"fly\"\nprovider = \"p\"\n",
+        ),
+        &[],
+    );
+    let (ok, _, stderr) = check(&b);
+    assert!(!ok);
+    assert!(
+        stderr.contains("does not offer capability `fly` (it offers: send)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_component_that_changed_after_locking_is_refused() {
+    let b = TestBundle::new(
+        &bundle(
+            "[providers.p]\nsource = \"p.wasm\"",
+            "[tenants.acme]",
+            ECHO_ROUTE,
+        ),
+        &[],
+    );
+    let dir = common::components_dir().join("wasip2");
+    std::fs::copy(dir.join("echo.wasm"), b.path().join("p.wasm")).unwrap();
+    // `run` writes the lock on its first start.
+    let host = common::Host::start(b.path());
+    drop(host);
+    let lock = std::fs::read_to_string(b.path().join("greentic.lock")).unwrap();
+    assert!(lock.contains("sha256:"), "{lock}");
+    // Swap the component under the same path.
+    std::fs::copy(dir.join("panicker.wasm"), b.path().join("p.wasm")).unwrap();
+    let (ok, _, stderr) = check(&b);
+    assert!(!ok);
+    assert!(stderr.contains("recorded in greentic.lock"), "{stderr}");
+    assert!(stderr.contains("--update-lock"), "{stderr}");
+}
+
+#[test]
+fn a_corrupt_cache_entry_is_discarded_and_recompiled() {
+    let cache = tempfile::tempdir().unwrap();
+    let toml = bundle(
+        "[providers.p]\nsource = \"{components}/echo.wasm\"",
+        "[tenants.acme]",
+        ECHO_ROUTE,
+    )
+    .replace("{cache}", cache.path().to_str().unwrap());
+    let b = TestBundle::new(&toml, &[]);
+    let (ok, stdout, stderr) = check(&b);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("cache: Compiled"), "{stdout}");
+    let (_, stdout, _) = check(&b);
+    assert!(stdout.contains("cache: Hit"), "{stdout}");
+    // Flip a byte in the middle of every entry.
+    for entry in std::fs::read_dir(cache.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let (ok, stdout, stderr) = check(&b);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("cache: Recompiled"), "{stdout}");
+    let (_, stdout, _) = check(&b);
+    assert!(stdout.contains("cache: Hit"), "{stdout}");
+    // No temporary files are left behind.
+    for entry in std::fs::read_dir(cache.path()).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(name.ends_with(".cwasm"), "stray file {name}");
+    }
+}
