@@ -1,0 +1,189 @@
+//! Spans reach a real OTLP/HTTP receiver on loopback (protobuf decoded with the OpenTelemetry
+//! protocol types) carrying the host-stamped tenant attributes; an unreachable collector does
+//! not slow calls down.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Host, TestBundle, run_host, text};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+use serde_json::json;
+
+const BUNDLE: &str = r#"
+[host]
+cache_dir = "{cache}"
+
+[auth]
+algorithm = "HS256"
+issuer = "greentic-test"
+audience = "greentic-host"
+secret_file = "jwt.secret"
+
+[telemetry]
+otlp_endpoint = "ENDPOINT"
+service_name = "greentic-test-host"
+
+[providers.echo]
+source = "{components}/echo.wasm"
+
+[tenants.acme]
+
+[[routes]]
+tenant = "acme"
+capability = "send"
+provider = "echo"
+"#;
+
+/// An OTLP/HTTP trace receiver: decodes every export request and keeps the spans.
+fn receiver() -> (String, Arc<Mutex<Vec<Span>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let spans = Arc::new(Mutex::new(Vec::new()));
+    let sink = spans.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let Some(req) = common::read_request(&mut stream) else {
+                continue;
+            };
+            if req.path == "/v1/traces" {
+                let export = ExportTraceServiceRequest::decode(req.body.as_slice()).unwrap();
+                for rs in export.resource_spans {
+                    for ss in rs.scope_spans {
+                        sink.lock().unwrap().extend(ss.spans);
+                    }
+                }
+            }
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (addr, spans)
+}
+
+fn attr(span: &Span, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| match &kv.value.as_ref()?.value {
+            Some(Value::StringValue(s)) => Some(s.clone()),
+            Some(Value::BoolValue(b)) => Some(b.to_string()),
+            _ => None,
+        })
+}
+
+#[test]
+fn spans_carry_tenant_attributes_and_reach_the_collector() {
+    let (addr, spans) = receiver();
+    let b = TestBundle::new(&BUNDLE.replace("ENDPOINT", &format!("http://{addr}")), &[]);
+    let host = Host::start_with_env(b.path(), &[("OTEL_BSP_SCHEDULE_DELAY", "100")]);
+    let out = run_host(&[
+        "token",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        "--tenant",
+        "acme",
+        "--team",
+        "ops",
+        "--user",
+        "alice",
+    ]);
+    let token = text(&out).0.trim().to_string();
+    let r = host.send(&token, json!({"to": "#ops", "text": "traced"}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let trace_id = r.json()["trace_id"].as_str().unwrap().to_string();
+    let r = host.send(&token, json!({"to": "", "text": "fails"}));
+    assert_eq!(r.json()["code"], "invalid-input", "{}", r.text());
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (host_span, guest_span, failed) = loop {
+        let got = spans.lock().unwrap().clone();
+        let find = |pred: &dyn Fn(&Span) -> bool| got.iter().find(|s| pred(s)).cloned();
+        let host_span = find(&|s| s.name == "invoke send" && hex(&s.trace_id) == trace_id);
+        let guest_span = find(&|s| s.name == "echo.send" && hex(&s.trace_id) == trace_id);
+        let failed = find(&|s| {
+            s.name == "invoke send"
+                && attr(s, "greentic.error.code").as_deref() == Some("invalid-input")
+        });
+        if let (Some(h), Some(g), Some(f)) = (&host_span, &guest_span, &failed) {
+            break (h.clone(), g.clone(), f.clone());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spans did not arrive: {:?}",
+            got.iter().map(|s| &s.name).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for span in [&host_span, &guest_span] {
+        assert_eq!(
+            attr(span, "greentic.tenant").as_deref(),
+            Some("acme"),
+            "{}",
+            span.name
+        );
+        assert_eq!(
+            attr(span, "greentic.team").as_deref(),
+            Some("ops"),
+            "{}",
+            span.name
+        );
+        assert_eq!(
+            attr(span, "greentic.user").as_deref(),
+            Some("alice"),
+            "{}",
+            span.name
+        );
+        assert_eq!(
+            attr(span, "greentic.provider").as_deref(),
+            Some("echo"),
+            "{}",
+            span.name
+        );
+        assert_eq!(
+            attr(span, "greentic.capability").as_deref(),
+            Some("send"),
+            "{}",
+            span.name
+        );
+    }
+    // The guest's span is a child of the host's span for the call, with its own attribute.
+    assert_eq!(guest_span.parent_span_id, host_span.span_id);
+    assert_eq!(attr(&guest_span, "to").as_deref(), Some("#ops"));
+    // Errors set the span status.
+    let status = failed.status.unwrap();
+    assert_eq!(status.code, 2, "STATUS_CODE_ERROR");
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn an_unreachable_collector_does_not_slow_calls() {
+    // Reserve a port and close it: nothing listens there.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let b = TestBundle::new(&BUNDLE.replace("ENDPOINT", &format!("http://{dead}")), &[]);
+    let host = Host::start_with_env(b.path(), &[("OTEL_BSP_SCHEDULE_DELAY", "50")]);
+    let token = b.token("acme", None);
+    for _ in 0..20 {
+        let started = Instant::now();
+        let r = host.send(&token, json!({"to": "#ops", "text": "x"}));
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a call waited on telemetry export"
+        );
+    }
+}
