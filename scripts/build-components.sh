@@ -44,6 +44,10 @@ for name in $names; do
     cp "$CARGO_TARGET_DIR/wasm32-wasip1/release/$name.wasm" "$staging/cargo-component/"
   fi
 done
+if [ "$with_cargo_component" = 0 ] && [ -d "$COMPONENTS_OUT/cargo-component" ]; then
+  # Keep the last cargo-component build; only a full build replaces it.
+  mv "$COMPONENTS_OUT/cargo-component" "$staging/cargo-component"
+fi
 rm -rf "$COMPONENTS_OUT"
 mv "$staging" "$COMPONENTS_OUT"
 trap - EXIT

@@ -1,26 +1,66 @@
 #!/usr/bin/env bash
-# The demo: builds the provider components and shows, for each, what the host sees before
-# running it — its world, imports, exports, digest and embedded manifest — after the host's
-# load-time checks. Installs the wasm32-wasip2 target when missing; safe to re-run.
+# The demo: builds the provider components, shows what the host checks in each, then runs the
+# example bundle (examples/demo) end to end — two tenants, messaging-webhook delivering to a
+# local receiver, webhook-github receiving a signed delivery, and cross-tenant access refused.
+# Installs the wasm32-wasip2 target when missing; safe to re-run.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ensure_toolchain
+command -v python3 >/dev/null || { echo "error: the demo needs python3 (for its receiver)" >&2; exit 1; }
 "$ROOT/scripts/build-components.sh" --wasip2-only
 log "building greentic-host"
 (cd "$ROOT" && cargo build --locked -q -p greentic-host)
 host="$CARGO_TARGET_DIR/debug/greentic-host"
 
-log "validating the provider manifests in components/"
-"$host" manifest "$ROOT"/components/providers/*/provider.json "$ROOT"/components/test-components/*/provider.json
-
-for name in messaging_webhook webhook_github echo; do
-  echo
-  log "greentic-host inspect $name.wasm"
-  "$host" inspect "$COMPONENTS_OUT/wasip2/$name.wasm"
-done
-echo
-log "the hostile test components (infinite loop, memory grower, ...) pass the same checks:"
+log "what the host sees in each provider before running it (greentic-host inspect)"
 for wasm in "$COMPONENTS_OUT"/wasip2/*.wasm; do
-  "$host" inspect --json "$wasm" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(f"  {r[\"manifest\"][\"name\"]:<24} {r[\"world\"]:<36} {r[\"size\"]:>7} bytes  {r[\"digest\"][:19]}…")'
+  "$host" inspect --json "$wasm" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+print("  %-24s %-36s %7d bytes  %s" % (r["manifest"]["name"], r["world"], r["size"], r["digest"][:19] + "..."))'
 done
+
+# A working copy of the example bundle with the built components and free ports.
+demo="$CARGO_TARGET_DIR/greentic-demo"
+rm -rf "$demo"
+mkdir -p "$demo/components"
+cp -r "$ROOT/examples/demo/." "$demo/"
+cp "$COMPONENTS_OUT"/wasip2/{messaging_webhook,webhook_github,undeclared_secret}.wasm "$demo/components/"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+receiver_port="$(free_port)"
+sed -i "s/RECEIVER/127.0.0.1:$receiver_port/" "$demo/greentic.toml"
+
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+log "starting the demo receiver on 127.0.0.1:$receiver_port"
+python3 "$demo/receiver.py" "$receiver_port" &
+pids+=($!)
+
+log "greentic-host check $demo"
+"$host" check "$demo"
+
+log "greentic-host run $demo"
+"$host" run "$demo" --listen 127.0.0.1:0 >"$demo/host.log" 2>&1 &
+host_pid=$!
+pids+=("$host_pid")
+addr=""
+for _ in $(seq 1 600); do
+  addr="$(sed -n 's/^greentic-host listening on http:\/\///p' "$demo/host.log" | head -n1)"
+  [ -n "$addr" ] && break
+  kill -0 "$host_pid" 2>/dev/null || { cat "$demo/host.log" >&2; exit 1; }
+  sleep 0.1
+done
+[ -n "$addr" ] || { echo "error: the host did not start" >&2; cat "$demo/host.log" >&2; exit 1; }
+log "serving on http://$addr (logs: $demo/host.log)"
+
+status=0
+python3 "$demo/drive.py" "$host" "$demo" "$addr" || status=$?
+sleep 0.3
+log "stopping the host (SIGTERM: in-flight calls finish)"
+kill -TERM "$host_pid"
+wait "$host_pid" || true
+if [ "$status" = 0 ]; then log "demo finished: every step behaved as expected"; else log "demo: a step did not behave as expected"; fi
+exit "$status"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test: formatting, lints, the vendored WIT, both component builds, the
-# host workspace's tests (which use the built components) and the components' unit tests.
+# demo end to end, the host workspace's tests (which start the real host on loopback with the
+# built components) and the components' unit tests.
 # Installs what it needs (wasm target, cargo-component) when missing; safe to re-run.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -22,6 +23,9 @@ log "clippy (host workspace)"
 log "clippy (components, wasm32-wasip2 and native unit tests)"
 (cd "$ROOT/components" && cargo clippy --locked --workspace --target wasm32-wasip2 -- -D warnings)
 (cd "$ROOT/components" && cargo clippy --locked --workspace --all-targets -- -D warnings)
+
+log "the demo, end to end"
+"$ROOT/scripts/demo.sh"
 
 log "tests (host workspace)"
 (cd "$ROOT" && cargo test --locked --workspace)

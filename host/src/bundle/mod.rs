@@ -653,6 +653,34 @@ mod tests {
         );
     }
 
+    fn schema_errors(text: &str) -> Vec<String> {
+        let schema: serde_json::Value = serde_json::from_str(BUNDLE_SCHEMA).unwrap();
+        let validator = jsonschema::draft202012::new(&schema).unwrap();
+        let doc: toml::Value = toml::from_str(text).unwrap();
+        let doc = serde_json::to_value(doc).unwrap();
+        validator
+            .iter_errors(&doc)
+            .map(|e| format!("{} {e}", e.instance_path()))
+            .collect()
+    }
+
+    #[test]
+    fn the_shipped_schema_accepts_the_example_bundles_and_catches_unknown_keys() {
+        let schema: serde_json::Value = serde_json::from_str(BUNDLE_SCHEMA).unwrap();
+        jsonschema::draft202012::meta::validate(&schema).unwrap();
+        let example = include_str!("../../../examples/demo/greentic.toml");
+        assert_eq!(schema_errors(example), Vec::<String>::new());
+        assert_eq!(schema_errors(MINIMAL), Vec::<String>::new());
+        Bundle::parse("examples/demo/greentic.toml", example).unwrap();
+        let bad = MINIMAL.replace("[tenants.acme]", "[tenants.acme]\nlimts = {}");
+        let errors = schema_errors(&bad);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("/tenants/acme") && errors[0].contains("limts"),
+            "{errors:?}"
+        );
+    }
+
     #[test]
     fn digests_are_checked() {
         assert!(is_digest(&format!("sha256:{}", "a".repeat(64))));

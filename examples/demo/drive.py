@@ -1,0 +1,72 @@
+"""Drives the demo host: sends messages for two tenants, delivers a signed GitHub webhook,
+and shows the host refusing cross-tenant access."""
+import hashlib
+import hmac
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+host_bin, bundle, addr = sys.argv[1], sys.argv[2], sys.argv[3]
+
+
+def token(tenant, team=None):
+    args = [host_bin, "token", "--bundle", bundle, "--tenant", tenant]
+    if team:
+        args += ["--team", team]
+    return subprocess.check_output(args, text=True).strip()
+
+
+def request(method, path, body=b"", headers=None):
+    req = urllib.request.Request(f"http://{addr}{path}", data=body or None, method=method,
+                                 headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def send(tok, payload, extra=None):
+    headers = {"authorization": f"Bearer {tok}", "content-type": "application/json"}
+    headers.update(extra or {})
+    return request("POST", "/v1/invoke/send", json.dumps(payload).encode(), headers)
+
+
+def show(title, result):
+    status, body = result
+    print(f"\n>>> {title}\n    HTTP {status} {body.strip()}", flush=True)
+    return status
+
+
+acme, globex = token("acme"), token("globex")
+ok = True
+ok &= show("acme sends a message (delivered to the receiver with acme's token)",
+           send(acme, {"to": "#ops", "text": "deploy finished", "idempotency_key": "demo-1"})) == 200
+ok &= show("globex sends a message (its own config, its own token)",
+           send(globex, {"to": "#alerts", "text": "disk at 91%"})) == 200
+
+delivery = json.dumps({"action": "opened", "pull_request": {"number": 7}}).encode()
+sig = "sha256=" + hmac.new(b"acme-demo-github-secret", delivery, hashlib.sha256).hexdigest()
+gh = {"x-github-event": "pull_request", "x-github-delivery": "demo-delivery-1",
+      "content-type": "application/json"}
+ok &= show("GitHub delivers a signed webhook to acme",
+           request("POST", "/webhooks/acme/webhook-github/", delivery,
+                   {**gh, "x-hub-signature-256": sig})) == 202
+ok &= show("…and a delivery with a forged signature is refused",
+           request("POST", "/webhooks/acme/webhook-github/", delivery,
+                   {**gh, "x-hub-signature-256": "sha256=" + "0" * 64})) == 401
+ok &= show("globex's token with a header claiming to be acme is refused",
+           send(globex, {"to": "#ops", "text": "hi"}, {"x-greentic-tenant": "acme"})) == 403
+ok &= show("globex's snoop provider asks for acme's GITHUB_WEBHOOK_SECRET: denied",
+           send(token("globex", "snoop"), {"to": "x", "text": "GITHUB_WEBHOOK_SECRET"})) == 403
+ok &= show("a call without a token is refused",
+           request("POST", "/v1/invoke/send", b"{}")) == 401
+
+status, metrics = request("GET", "/metrics")
+print("\n>>> /metrics (calls by tenant, provider and outcome)")
+for line in metrics.splitlines():
+    if line.startswith("greentic_calls_total"):
+        print("    " + line)
+sys.exit(0 if ok else 1)
