@@ -185,3 +185,79 @@ impl Authenticator {
             .map_err(|e| AuthError::Config(e.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A P-256 key pair generated for these tests only.
+    const PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgucrvJ2E4HnuLFTLx
+FiQT9Fb+vqpJiFlVDRndsxo0N/mhRANCAATFxtLu4ehflZHP22j4a6im+k6NOiIW
+FvenK0qAREe1Zm9lBJzv246buXznEb3xQ0PQlr6VUed1j8jTfYyDw5sB
+-----END PRIVATE KEY-----
+";
+    const PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAExcbS7uHoX5WRz9to+GuopvpOjToi
+Fhb3pytKgERHtWZvZQSc79uOm7l85xG98UND0Ja+lVHndY/I032Mg8ObAQ==
+-----END PUBLIC KEY-----
+";
+
+    fn bundle(dir: &std::path::Path, auth: &str) -> Bundle {
+        let text = format!(
+            "{auth}\n[providers.p]\nsource = \"p.wasm\"\n[tenants.acme]\n[tenants.globex]\n"
+        );
+        std::fs::write(dir.join("greentic.toml"), text).unwrap();
+        Bundle::load(dir).unwrap()
+    }
+
+    #[test]
+    fn es256_tokens_round_trip_and_carry_the_claims() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("es.pub"), PUBLIC).unwrap();
+        std::fs::write(dir.path().join("es.key"), PRIVATE).unwrap();
+        let b = bundle(
+            dir.path(),
+            "[auth]\nalgorithm = \"ES256\"\nissuer = \"i\"\naudience = \"a\"\npublic_key_file = \"es.pub\"\ndev_private_key_file = \"es.key\"",
+        );
+        let auth = Authenticator::from_bundle(&b).unwrap();
+        let token = auth.mint("acme", Some("ops"), Some("alice"), 60).unwrap();
+        let caller = auth
+            .verify_header(Some(&format!("Bearer {token}")))
+            .unwrap();
+        assert_eq!(
+            caller,
+            Caller {
+                tenant: "acme".into(),
+                team: Some("ops".into()),
+                user: Some("alice".into())
+            }
+        );
+        // A token signed with HS256 is refused by an ES256 host (no algorithm confusion).
+        let hs = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &serde_json::json!({"iss": "i", "aud": "a", "exp": u64::MAX / 2, "tenant": "acme", "sub": "x", "iat": 0}),
+            &EncodingKey::from_secret(PUBLIC.as_bytes()),
+        )
+        .unwrap();
+        assert!(auth.verify_header(Some(&format!("Bearer {hs}"))).is_err());
+    }
+
+    #[test]
+    fn short_hs256_secrets_and_missing_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("short"), "tooshort").unwrap();
+        let b = bundle(
+            dir.path(),
+            "[auth]\nalgorithm = \"HS256\"\nissuer = \"i\"\naudience = \"a\"\nsecret_file = \"short\"",
+        );
+        let e = Authenticator::from_bundle(&b).err().unwrap().to_string();
+        assert!(e.contains("at least 32"), "{e}");
+        let b = bundle(
+            dir.path(),
+            "[auth]\nalgorithm = \"ES256\"\nissuer = \"i\"\naudience = \"a\"\npublic_key_file = \"missing.pub\"",
+        );
+        let e = Authenticator::from_bundle(&b).err().unwrap().to_string();
+        assert!(e.contains("missing.pub"), "{e}");
+    }
+}

@@ -325,9 +325,30 @@ fn callers_must_present_a_valid_token_and_cannot_claim_another_tenant() {
 }
 
 #[test]
-fn sigterm_stops_the_host_cleanly() {
+fn sigterm_lets_in_flight_calls_finish_then_stops() {
     let bundle = TestBundle::new(BUNDLE, SECRETS);
     let host = Host::start(bundle.path());
+    // globex's loop runs until its 400 ms deadline; SIGTERM arrives while it is in flight.
+    let token = bundle.token("globex", Some("loop"));
+    let addr = host.addr.clone();
+    let in_flight = std::thread::spawn(move || {
+        common::http(
+            &addr,
+            "POST",
+            "/v1/invoke/send",
+            &[("authorization", &format!("Bearer {token}"))],
+            msg("x", "spin").to_string().as_bytes(),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(100));
     let status = host.terminate();
     assert!(status.success(), "{status:?}");
+    let r = in_flight.join().unwrap();
+    assert_eq!(
+        r.status,
+        504,
+        "the in-flight call was cut off: {}",
+        r.text()
+    );
+    assert_eq!(r.json()["code"], "deadline-exceeded");
 }
