@@ -56,6 +56,10 @@ fn help(name: &str) -> (&'static str, &'static str) {
             "gauge",
             "1 while the circuit of a tenant/provider is open or half-open.",
         ),
+        "greentic_calls_in_flight" => (
+            "gauge",
+            "Calls being served (including those queued for their tenant's limits).",
+        ),
         "greentic_secret_reads_total" => (
             "counter",
             "Secret reads by result (values are never recorded).",
@@ -97,6 +101,19 @@ impl Metrics {
             .entry(name.to_string())
             .or_insert_with(|| help(name));
         inner.gauges.insert((name.to_string(), labels(l)), value);
+    }
+
+    /// Adds `delta` (which may be negative) to gauge `name`.
+    pub fn gauge_add(&self, name: &str, l: &[(&str, &str)], delta: f64) {
+        let mut inner = self.inner.lock().expect("metrics lock");
+        inner
+            .help
+            .entry(name.to_string())
+            .or_insert_with(|| help(name));
+        *inner
+            .gauges
+            .entry((name.to_string(), labels(l)))
+            .or_default() += delta;
     }
 
     /// Records `value` in histogram `name`.

@@ -250,11 +250,14 @@ impl Runtime {
             span.set_attribute(kv);
         }
 
+        // Counted down on drop, so a call whose client went away is not left counted.
+        let in_flight = InFlight::enter(&self.metrics, &caller.tenant);
         let result = self
             .invoke_inner(
                 caller, capability, input, header_key, tenant, provider, &scope, &trace_id,
             )
             .await;
+        drop(in_flight);
         let code = match &result {
             Ok(_) => "ok",
             Err(e) => e.code(),
@@ -546,6 +549,26 @@ impl Runtime {
         }
         span.end();
         mapped
+    }
+}
+
+/// One call in `greentic_calls_in_flight`, for as long as it lives.
+struct InFlight<'a> {
+    metrics: &'a Metrics,
+    tenant: &'a str,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(metrics: &'a Metrics, tenant: &'a str) -> InFlight<'a> {
+        metrics.gauge_add("greentic_calls_in_flight", &[("tenant", tenant)], 1.0);
+        InFlight { metrics, tenant }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.metrics
+            .gauge_add("greentic_calls_in_flight", &[("tenant", self.tenant)], -1.0);
     }
 }
 

@@ -11,14 +11,6 @@ use greentic_manifest::MANIFEST_SECTION;
 fn bundle(providers: &str, tenants: &str, routes: &str) -> String {
     format!(
         r#"
-[host]
-cache_dir = "{{cache}}"
-
-[auth]
-algorithm = "HS256"
-issuer = "greentic-test"
-audience = "greentic-host"
-secret_file = "jwt.secret"
 
 {providers}
 
@@ -245,9 +237,15 @@ fn a_corrupt_cache_entry_is_discarded_and_recompiled() {
         "[providers.p]\nsource = \"{components}/echo.wasm\"",
         "[tenants.acme]",
         ECHO_ROUTE,
-    )
-    .replace("{cache}", cache.path().to_str().unwrap());
+    );
     let b = TestBundle::new(&toml, &[]);
+    // This test needs a cache of its own.
+    let file = b.path().join("greentic.toml");
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        &common::shared_cache().display().to_string(),
+        &cache.path().display().to_string(),
+    );
+    std::fs::write(&file, text).unwrap();
     let (ok, stdout, stderr) = check(&b);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("cache: Compiled"), "{stdout}");

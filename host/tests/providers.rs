@@ -15,14 +15,6 @@ use sha2::{Digest, Sha256};
 fn bundle(url_acme: &str, deadline_ms: u64) -> String {
     format!(
         r#"
-[host]
-cache_dir = "{{cache}}"
-
-[auth]
-algorithm = "HS256"
-issuer = "greentic-test"
-audience = "greentic-host"
-secret_file = "jwt.secret"
 
 [providers.hook]
 source = "{{components}}/messaging_webhook.wasm"
@@ -197,7 +189,10 @@ fn retry_after_is_honoured_and_retries_stay_inside_the_deadline() {
     );
     assert_eq!(r.json()["code"], "unavailable", "{}", r.text());
     assert_eq!(r.json()["retry_after_ms"], 30_000);
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "waited for a retry-after past the deadline"
+    );
     assert_eq!(upstream.requests().len(), 1);
 }
 

@@ -4,20 +4,12 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Host, JWT_SECRET, TestBundle};
 use serde_json::json;
 
 const BUNDLE: &str = r#"
-[host]
-cache_dir = "{cache}"
-
-[auth]
-algorithm = "HS256"
-issuer = "greentic-test"
-audience = "greentic-host"
-secret_file = "jwt.secret"
 
 [providers.echo]
 source = "{components}/echo.wasm"
@@ -45,7 +37,7 @@ config.echo = { label = "acme-label" }
 
 [tenants.globex]
 secrets = ["DECLARED_TOKEN"]
-limits = { fuel_per_call = 1000000000000, deadline_ms = 400, fuel_per_second = 10000000000000, max_concurrent = 1, queue_timeout_ms = 100 }
+limits = { fuel_per_call = 1000000000000, deadline_ms = 1500, fuel_per_second = 10000000000000, max_concurrent = 1, queue_timeout_ms = 100 }
 config.echo = { label = "globex-label" }
 
 [[routes]]
@@ -139,19 +131,7 @@ fn two_tenants_are_isolated_and_limits_contain_hostile_guests() {
     assert!(r.text().contains("not granted"), "{}", r.text());
 
     // An infinite loop for acme ends with fuel-exhausted while globex keeps being served.
-    let spin_token = bundle.token("acme", Some("loop"));
-    let addr = host.addr.clone();
-    let spinner = std::thread::spawn(move || {
-        let started = Instant::now();
-        let r = common::http(
-            &addr,
-            "POST",
-            "/v1/invoke/send",
-            &[("authorization", &format!("Bearer {spin_token}"))],
-            msg("x", "spin").to_string().as_bytes(),
-        );
-        (r, started.elapsed())
-    });
+    let spinner = host.spawn_send(bundle.token("acme", Some("loop")), msg("x", "spin"));
     let mut served = 0;
     while !spinner.is_finished() || served < 5 {
         let r = host.send(&globex, msg("#b", "still here"));
@@ -185,22 +165,12 @@ fn two_tenants_are_isolated_and_limits_contain_hostile_guests() {
     let r = host.send(&acme, msg("#ops", "again"));
     assert_eq!(r.status, 200, "{}", r.text());
 
-    // globex: a loop with plenty of fuel hits the 400 ms deadline instead; a second call
+    // globex: a loop with plenty of fuel hits the 1.5 s deadline instead; a second call
     // while it runs exceeds max_concurrent = 1 and gets 429 after the 100 ms queue timeout.
-    let loop_token = bundle.token("globex", Some("loop"));
-    let addr = host.addr.clone();
-    let slow = std::thread::spawn(move || {
-        common::http(
-            &addr,
-            "POST",
-            "/v1/invoke/send",
-            &[("authorization", &format!("Bearer {loop_token}"))],
-            msg("x", "spin").to_string().as_bytes(),
-        )
-    });
-    std::thread::sleep(Duration::from_millis(150));
+    let slow = host.spawn_send(bundle.token("globex", Some("loop")), msg("x", "spin"));
+    host.wait_in_flight("globex", 1);
     let busy = host.send(&globex, msg("#b", "queued"));
-    let r = slow.join().unwrap();
+    let (r, _) = slow.join().unwrap();
     assert_eq!(r.status, 504, "{}", r.text());
     assert_eq!(r.json()["code"], "deadline-exceeded");
     assert_eq!(busy.status, 429, "{}", busy.text());
@@ -328,22 +298,12 @@ fn callers_must_present_a_valid_token_and_cannot_claim_another_tenant() {
 fn sigterm_lets_in_flight_calls_finish_then_stops() {
     let bundle = TestBundle::new(BUNDLE, SECRETS);
     let host = Host::start(bundle.path());
-    // globex's loop runs until its 400 ms deadline; SIGTERM arrives while it is in flight.
-    let token = bundle.token("globex", Some("loop"));
-    let addr = host.addr.clone();
-    let in_flight = std::thread::spawn(move || {
-        common::http(
-            &addr,
-            "POST",
-            "/v1/invoke/send",
-            &[("authorization", &format!("Bearer {token}"))],
-            msg("x", "spin").to_string().as_bytes(),
-        )
-    });
-    std::thread::sleep(Duration::from_millis(100));
+    // globex's loop runs until its 1.5 s deadline; SIGTERM arrives while it is in flight.
+    let in_flight = host.spawn_send(bundle.token("globex", Some("loop")), msg("x", "spin"));
+    host.wait_in_flight("globex", 1);
     let status = host.terminate();
     assert!(status.success(), "{status:?}");
-    let r = in_flight.join().unwrap();
+    let (r, _) = in_flight.join().unwrap();
     assert_eq!(
         r.status,
         504,

@@ -19,14 +19,6 @@ use prost::Message;
 use serde_json::json;
 
 const BUNDLE: &str = r#"
-[host]
-cache_dir = "{cache}"
-
-[auth]
-algorithm = "HS256"
-issuer = "greentic-test"
-audience = "greentic-host"
-secret_file = "jwt.secret"
 
 [telemetry]
 otlp_endpoint = "ENDPOINT"
@@ -177,7 +169,7 @@ fn an_unreachable_collector_does_not_slow_calls() {
     let b = TestBundle::new(&BUNDLE.replace("ENDPOINT", &format!("http://{dead}")), &[]);
     let host = Host::start_with_env(b.path(), &[("OTEL_BSP_SCHEDULE_DELAY", "50")]);
     let token = b.token("acme", None);
-    for _ in 0..20 {
+    for _ in 0..10 {
         let started = Instant::now();
         let r = host.send(&token, json!({"to": "#ops", "text": "x"}));
         assert_eq!(r.status, 200, "{}", r.text());

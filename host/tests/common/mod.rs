@@ -65,6 +65,18 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The `[host]` and `[auth]` sections every test bundle starts with.
+pub const HEADER: &str = r#"
+[host]
+cache_dir = "{cache}"
+
+[auth]
+algorithm = "HS256"
+issuer = "greentic-test"
+audience = "greentic-host"
+secret_file = "jwt.secret"
+"#;
+
 /// The HS256 secret test bundles use.
 pub const JWT_SECRET: &str = "test-secret-0123456789-0123456789-abcdef";
 
@@ -83,11 +95,11 @@ pub struct TestBundle {
 }
 
 impl TestBundle {
-    /// Writes `greentic.toml` (with `{components}`, `{cache}` substituted), the JWT secret file
-    /// and the given secret files (`tenant/NAME` → value).
+    /// Writes `greentic.toml` ([`HEADER`] followed by `toml`, with `{components}` and `{cache}`
+    /// substituted), the JWT secret file and the given secret files (`tenant/NAME` → value).
     pub fn new(toml: &str, secrets: &[(&str, &str)]) -> TestBundle {
         let dir = tempfile::tempdir().unwrap();
-        let text = toml
+        let text = format!("{HEADER}\n{toml}")
             .replace(
                 "{components}",
                 &components_dir().join("wasip2").display().to_string(),
@@ -207,6 +219,40 @@ impl Host {
             ],
             body.to_string().as_bytes(),
         )
+    }
+
+    /// `send` on another thread; the handle yields the reply and how long it took.
+    pub fn spawn_send(
+        &self,
+        token: String,
+        body: serde_json::Value,
+    ) -> std::thread::JoinHandle<(Reply, Duration)> {
+        let addr = self.addr.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let reply = http(
+                &addr,
+                "POST",
+                "/v1/invoke/send",
+                &[("authorization", &format!("Bearer {token}"))],
+                body.to_string().as_bytes(),
+            );
+            (reply, started.elapsed())
+        })
+    }
+
+    /// Waits until `/metrics` shows `n` calls in flight for `tenant`.
+    pub fn wait_in_flight(&self, tenant: &str, n: u32) {
+        let line = format!("greentic_calls_in_flight{{tenant=\"{tenant}\"}} {n}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self
+            .request("GET", "/metrics", &[], b"")
+            .text()
+            .contains(&line)
+        {
+            assert!(Instant::now() < deadline, "never saw `{line}`");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Everything the host printed so far.
