@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-/// How often the epoch advances; deadlines are rounded up to this.
+/// How often the epoch advances: guests yield to the executor at each tick.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// How instances are allocated.
@@ -106,11 +106,6 @@ impl HostEngine {
             allocation,
             stop,
         })
-    }
-
-    /// Epoch ticks for a deadline of `ms` milliseconds (at least one).
-    pub fn ticks_for(ms: u64) -> u64 {
-        ms.div_ceil(EPOCH_TICK.as_millis() as u64).max(1)
     }
 
     /// A fingerprint of everything that makes compiled code valid for this engine.

@@ -412,8 +412,7 @@ impl Runtime {
         if let Err(e) = store.set_fuel(limits.fuel_per_call) {
             return (Err(CallError::Internal(e.to_string())), 0);
         }
-        store.set_epoch_deadline(HostEngine::ticks_for(remaining.as_millis() as u64));
-        store.epoch_deadline_trap();
+        yield_every_tick(&mut store);
         let run = async {
             let provider = pre.instantiate_async(&mut store).await?;
             provider
@@ -485,8 +484,7 @@ impl Runtime {
         );
         store.limiter(|s| &mut s.limiter);
         let _ = store.set_fuel(limits.fuel_per_call);
-        store.set_epoch_deadline(HostEngine::ticks_for(limits.deadline_ms));
-        store.epoch_deadline_trap();
+        yield_every_tick(&mut store);
         let deadline = Duration::from_millis(limits.deadline_ms);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let run = async {
@@ -550,6 +548,16 @@ impl Runtime {
         span.end();
         mapped
     }
+}
+
+/// Makes the guest yield to the async executor at every epoch tick.
+///
+/// A CPU-bound guest then never holds an executor thread for more than one tick, so other
+/// tenants' calls (and health checks) keep being served; the call's deadline is enforced by the
+/// `tokio::time::timeout` around it, which drops the call at its next yield.
+fn yield_every_tick(store: &mut Store<CallState>) {
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_async_yield_and_update(1);
 }
 
 /// One call in `greentic_calls_in_flight`, for as long as it lives.
