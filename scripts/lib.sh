@@ -32,3 +32,16 @@ ensure_cargo_component() {
   log "installing cargo-component $CARGO_COMPONENT_VERSION (one-time, takes a while)"
   (cd "$ROOT" && cargo install --locked cargo-component --version "$CARGO_COMPONENT_VERSION")
 }
+
+# Debian packages the registry tests use: docker-registry (OCI distribution 2.8) and skopeo.
+ensure_registry_tools() {
+  local missing=()
+  [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
+  command -v skopeo >/dev/null || missing+=(skopeo)
+  [ "${#missing[@]}" = 0 ] && return
+  log "installing ${missing[*]} (apt-get)"
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}

@@ -2,12 +2,14 @@
 # Runs every check and test: formatting, lints, the vendored WIT, both component builds, the
 # demo end to end, the host workspace's tests (which start the real host on loopback with the
 # built components) and the components' unit tests.
-# Installs what it needs (wasm target, cargo-component) when missing; safe to re-run.
+# Installs what it needs (wasm target, cargo-component, docker-registry and skopeo) when
+# missing; safe to re-run.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ensure_toolchain
 ensure_cargo_component
+ensure_registry_tools
 
 log "checking wit/deps against the Wasmtime release it is vendored from"
 "$ROOT/scripts/vendor-wit.sh" --check

@@ -4,6 +4,7 @@ mod check;
 mod common;
 mod inspect;
 mod manifest;
+mod push;
 mod run;
 mod token;
 
@@ -26,6 +27,8 @@ enum Command {
     Inspect(inspect::Inspect),
     Manifest(manifest::Manifest),
     Token(token::Token),
+    Push(push::Push),
+    Pull(push::Pull),
 }
 
 impl Cli {
@@ -37,6 +40,8 @@ impl Cli {
             Command::Inspect(cmd) => cmd.run(),
             Command::Manifest(cmd) => cmd.run(),
             Command::Token(cmd) => cmd.run(),
+            Command::Push(cmd) => cmd.run(),
+            Command::Pull(cmd) => cmd.run(),
         }
     }
 }

@@ -1,0 +1,66 @@
+/// Why a registry operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The reference does not parse.
+    #[error(
+        "`{reference}` is not a reference: {why}; use HOST[:PORT]/REPO:TAG, HOST/REPO@sha256:…, or oci:DIR:TAG"
+    )]
+    BadReference {
+        /// The input.
+        reference: String,
+        /// Why.
+        why: String,
+    },
+    /// Bytes did not match their digest. Nothing was cached.
+    #[error(
+        "{what} from {source_name} does not match its digest: expected {expected}, got {actual}; the registry or layout returned tampered or corrupt data"
+    )]
+    DigestMismatch {
+        /// Manifest, config or layer.
+        what: String,
+        /// Where from.
+        source_name: String,
+        /// The digest asked for.
+        expected: String,
+        /// The digest of what came back.
+        actual: String,
+    },
+    /// The artifact is not a single-component CNCF Wasm artifact.
+    #[error("{reference}: not a Wasm component artifact: {why}")]
+    NotAComponentArtifact {
+        /// The reference.
+        reference: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The tag or digest does not exist.
+    #[error("{reference}: not found ({why})")]
+    NotFound {
+        /// The reference.
+        reference: String,
+        /// Details.
+        why: String,
+    },
+    /// The registry failed (after retries) or could not be reached.
+    #[error("{registry}: {why}")]
+    Registry {
+        /// The registry.
+        registry: String,
+        /// What failed.
+        why: String,
+    },
+    /// A local file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Offline mode and the blob is not cached.
+    #[error("{digest} is not in the cache and the pull is offline; pull it once online")]
+    Offline {
+        /// The digest.
+        digest: String,
+    },
+}

@@ -1,0 +1,266 @@
+use std::time::Duration;
+
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+
+use crate::error::RegistryError;
+
+/// How to reach a registry.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteOptions {
+    /// Hosts (`host[:port]`) that may be reached over plain HTTP besides loopback ones.
+    pub insecure: Vec<String>,
+    /// Basic-auth user; otherwise `GREENTIC_REGISTRY_USERNAME`, then the docker `config.json`.
+    pub username: Option<String>,
+    /// Basic-auth password; otherwise `GREENTIC_REGISTRY_PASSWORD`, then the docker `config.json`.
+    pub password: Option<String>,
+    /// Extra CA certificates (PEM) to trust.
+    pub ca_certificates: Vec<Vec<u8>>,
+    /// Attempts per request for 5xx and connection errors (default 4).
+    pub max_attempts: Option<u32>,
+}
+
+/// A registry speaking the OCI distribution API.
+pub struct RemoteRegistry {
+    client: Client,
+    auth: RegistryAuth,
+    registry: String,
+    attempts: u32,
+}
+
+fn is_loopback(host: &str) -> bool {
+    let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    name == "localhost" || name.starts_with("127.") || name == "[::1]"
+}
+
+/// Credentials from the docker `config.json` (`auths.<host>.auth`, base64 `user:password`).
+fn docker_config_auth(registry: &str) -> Option<(String, String)> {
+    use base64::Engine;
+    let dir = std::env::var_os("DOCKER_CONFIG")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".docker"))
+        })?;
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).ok()?).ok()?;
+    let encoded = config["auths"][registry]["auth"].as_str()?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, pass) = text.split_once(':')?;
+    Some((user.to_string(), pass.to_string()))
+}
+
+impl RemoteRegistry {
+    /// A client for `registry` (`host[:port]`).
+    pub fn new(registry: &str, options: &RemoteOptions) -> RemoteRegistry {
+        let mut plain: Vec<String> = options.insecure.clone();
+        if is_loopback(registry) {
+            plain.push(registry.to_string());
+        }
+        let config = ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(plain),
+            extra_root_certificates: options
+                .ca_certificates
+                .iter()
+                .map(|pem| Certificate {
+                    encoding: CertificateEncoding::Pem,
+                    data: pem.clone(),
+                })
+                .collect(),
+            connect_timeout: Some(Duration::from_secs(5)),
+            read_timeout: Some(Duration::from_secs(60)),
+            ..ClientConfig::default()
+        };
+        let username = options
+            .username
+            .clone()
+            .or_else(|| std::env::var("GREENTIC_REGISTRY_USERNAME").ok());
+        let password = options
+            .password
+            .clone()
+            .or_else(|| std::env::var("GREENTIC_REGISTRY_PASSWORD").ok());
+        let auth = match (username, password) {
+            (Some(u), Some(p)) => RegistryAuth::Basic(u, p),
+            _ => match docker_config_auth(registry) {
+                Some((u, p)) => RegistryAuth::Basic(u, p),
+                None => RegistryAuth::Anonymous,
+            },
+        };
+        RemoteRegistry {
+            client: Client::new(config),
+            auth,
+            registry: registry.to_string(),
+            attempts: options.max_attempts.unwrap_or(4).max(1),
+        }
+    }
+
+    fn fail(&self, what: &str, e: &OciDistributionError) -> RegistryError {
+        match e {
+            OciDistributionError::ImageManifestNotFoundError(m) => RegistryError::NotFound {
+                reference: self.registry.clone(),
+                why: m.clone(),
+            },
+            OciDistributionError::RegistryError { envelope, url } => {
+                let codes: Vec<String> = envelope
+                    .errors
+                    .iter()
+                    .map(|e| format!("{:?}", e.code))
+                    .collect();
+                if codes.iter().any(|c| c.contains("Unknown")) {
+                    RegistryError::NotFound {
+                        reference: url.clone(),
+                        why: codes.join(", "),
+                    }
+                } else {
+                    RegistryError::Registry {
+                        registry: self.registry.clone(),
+                        why: format!("{what}: {e}"),
+                    }
+                }
+            }
+            _ => RegistryError::Registry {
+                registry: self.registry.clone(),
+                why: format!("{what}: {e}"),
+            },
+        }
+    }
+
+    fn retryable(e: &OciDistributionError) -> bool {
+        match e {
+            OciDistributionError::ServerError { code, .. } => *code >= 500,
+            OciDistributionError::RequestError(r) => {
+                r.is_connect()
+                    || r.is_timeout()
+                    || r.is_request()
+                    || r.status().is_some_and(|s| s.is_server_error())
+            }
+            OciDistributionError::IoError(_) => true,
+            _ => false,
+        }
+    }
+
+    async fn retry<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, RegistryError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, OciDistributionError>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match op().await {
+                Ok(v) => return Ok(v),
+                Err(e) if attempt < self.attempts && Self::retryable(&e) => {
+                    let delay = Duration::from_millis(100 * (1 << (attempt - 1)));
+                    tracing::warn!(registry = %self.registry, attempt, error = %e, "{what} failed; retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    let err = self.fail(what, &e);
+                    return Err(match err {
+                        RegistryError::Registry { registry, why } if attempt > 1 => {
+                            RegistryError::Registry {
+                                registry,
+                                why: format!("{why} (after {attempt} attempts)"),
+                            }
+                        }
+                        other => other,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The digest a tag points at (a digest reference resolves to itself).
+    pub async fn resolve(&self, reference: &Reference) -> Result<String, RegistryError> {
+        if let Some(d) = reference.digest() {
+            return Ok(d.to_string());
+        }
+        self.retry("resolving the tag", || {
+            self.client.fetch_manifest_digest(reference, &self.auth)
+        })
+        .await
+    }
+
+    /// The manifest stored under `digest`, not yet verified.
+    pub async fn manifest_unverified(
+        &self,
+        reference: &Reference,
+        digest: &str,
+        accepted: &[&str],
+    ) -> Result<Vec<u8>, RegistryError> {
+        let pinned = Reference::with_digest(
+            reference.registry().to_string(),
+            reference.repository().to_string(),
+            digest.to_string(),
+        );
+        let (bytes, _) = self
+            .retry("fetching the manifest", || {
+                self.client.pull_manifest_raw(&pinned, &self.auth, accepted)
+            })
+            .await?;
+        Ok(bytes.to_vec())
+    }
+
+    /// The blob stored under `digest`, not yet verified by us (the client checks it too).
+    pub async fn blob_unverified(
+        &self,
+        reference: &Reference,
+        digest: &str,
+    ) -> Result<Vec<u8>, RegistryError> {
+        self.client
+            .store_auth_if_needed(reference.resolve_registry(), &self.auth)
+            .await;
+        self.retry("fetching a blob", || async {
+            let mut out = Vec::new();
+            self.client.pull_blob(reference, digest, &mut out).await?;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Uploads a blob.
+    pub async fn put_blob(
+        &self,
+        reference: &Reference,
+        digest: &str,
+        bytes: &[u8],
+    ) -> Result<(), RegistryError> {
+        self.client
+            .store_auth_if_needed(reference.resolve_registry(), &self.auth)
+            .await;
+        self.retry("uploading a blob", || {
+            self.client.push_blob(reference, bytes.to_vec(), digest)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Uploads a manifest under the reference's tag (or digest).
+    pub async fn put_manifest(
+        &self,
+        reference: &Reference,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<(), RegistryError> {
+        self.client
+            .store_auth_if_needed(reference.resolve_registry(), &self.auth)
+            .await;
+        let content_type = media_type.parse().map_err(|_| RegistryError::Registry {
+            registry: self.registry.clone(),
+            why: format!("bad media type {media_type}"),
+        })?;
+        self.retry("uploading the manifest", || {
+            self.client.push_manifest_raw(
+                reference,
+                bytes.to_vec(),
+                std::clone::Clone::clone(&content_type),
+            )
+        })
+        .await
+        .map(|_| ())
+    }
+}

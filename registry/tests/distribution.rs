@@ -1,0 +1,385 @@
+//! Against a real registry (Debian's `docker-registry`, distribution 2.8) started on loopback
+//! by the tests, and `skopeo` as an independent client.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use greentic_registry::{
+    ArtifactRef, BlobCache, OCI_MANIFEST_MEDIA_TYPE, RegistryError, RemoteOptions, Target,
+    WASM_CONFIG_MEDIA_TYPE, WASM_LAYER_MEDIA_TYPE, pull_component, push_component, sha256_digest,
+};
+use serde_json::json;
+
+/// The components built by scripts/build-components.sh.
+fn component(name: &str) -> Vec<u8> {
+    let dir = match std::env::var_os("GREENTIC_COMPONENTS_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => std::env::current_exe()
+            .unwrap()
+            .ancestors()
+            .nth(3)
+            .unwrap()
+            .join("greentic-components"),
+    };
+    let path = dir.join("wasip2").join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run scripts/build-components.sh first",
+            path.display()
+        )
+    })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `docker-registry` on 127.0.0.1 with storage in a temp dir; stopped on drop.
+struct Registry {
+    child: Option<Child>,
+    pub addr: String,
+    pub storage: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let bin = Path::new("/usr/bin/docker-registry");
+        assert!(
+            bin.exists(),
+            "docker-registry is not installed: run scripts/test.sh (it installs it)"
+        );
+        let storage = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = storage.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                storage.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(bin)
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "docker-registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Registry {
+            child: Some(child),
+            addr,
+            storage,
+        }
+    }
+
+    fn reference(&self, repo_tag: &str) -> ArtifactRef {
+        format!("{}/{repo_tag}", self.addr).parse().unwrap()
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Path of a blob in the registry's storage.
+    fn blob_data(&self, digest: &str) -> PathBuf {
+        let hex = &digest[7..];
+        self.storage
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn skopeo(args: &[&str]) -> String {
+    let out = Command::new("skopeo")
+        .args(args)
+        .output()
+        .expect("skopeo is installed (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "skopeo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn push_then_pull_is_byte_identical_and_describes_the_component() {
+    let registry = Registry::start();
+    let echo = component("echo");
+    let r = registry.reference("providers/echo:1.0.0");
+    let rt = rt();
+    let target = Target::open(&r, &RemoteOptions::default()).unwrap();
+    let pushed = rt.block_on(push_component(&target, &r, &echo)).unwrap();
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = BlobCache::new(cache_dir.path().to_path_buf());
+    let pulled = rt
+        .block_on(pull_component(&target, &r, Some(&cache)))
+        .unwrap();
+    assert_eq!(pulled.component, echo);
+    assert_eq!(pulled.component_digest, sha256_digest(&echo));
+    assert_eq!(pulled.manifest_digest, pushed.digest);
+    assert_eq!(pulled.manifest["mediaType"], OCI_MANIFEST_MEDIA_TYPE);
+    assert_eq!(
+        pulled.manifest["config"]["mediaType"],
+        WASM_CONFIG_MEDIA_TYPE
+    );
+    assert_eq!(
+        pulled.manifest["layers"][0]["mediaType"],
+        WASM_LAYER_MEDIA_TYPE
+    );
+    assert_eq!(
+        pulled.manifest["annotations"]["org.opencontainers.image.title"],
+        "test-echo"
+    );
+    assert_eq!(
+        pulled.manifest["annotations"]["org.opencontainers.image.version"],
+        "1.0.0"
+    );
+    assert_eq!(pulled.config["architecture"], "wasm");
+    assert_eq!(pulled.config["os"], "wasip2");
+    assert_eq!(pulled.config["layerDigests"][0], pulled.component_digest);
+    let exports = pulled.config["component"]["exports"].as_array().unwrap();
+    assert!(
+        exports
+            .iter()
+            .any(|e| e == "greentic:messaging/outbound@1.0.0"),
+        "{exports:?}"
+    );
+    assert_eq!(
+        pulled.config["component"]["target"],
+        "greentic:messaging/provider@1.0.x"
+    );
+    assert_eq!(cache.len(), 3, "manifest, config and layer are cached");
+
+    // With everything cached, a pull by digest needs no registry at all.
+    let mut registry = registry;
+    registry.stop();
+    let pinned: ArtifactRef = pushed.reference.parse().unwrap();
+    let again = rt
+        .block_on(pull_component(&target, &pinned, Some(&cache)))
+        .unwrap();
+    assert_eq!(again.component, echo);
+}
+
+#[test]
+fn skopeo_reads_what_we_push_and_we_read_what_skopeo_copies() {
+    let registry = Registry::start();
+    let echo = component("echo");
+    let rt = rt();
+    let r = registry.reference("providers/echo:1.0.0");
+    let target = Target::open(&r, &RemoteOptions::default()).unwrap();
+    let pushed = rt.block_on(push_component(&target, &r, &echo)).unwrap();
+
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{}/providers/echo:1.0.0", registry.addr),
+    ]);
+    assert_eq!(
+        sha256_digest(raw.as_bytes()),
+        pushed.digest,
+        "skopeo sees the exact manifest we pushed"
+    );
+
+    // Registry -> OCI layout with skopeo; we pull from the layout.
+    let layout = tempfile::tempdir().unwrap();
+    let dir = layout.path().join("copy");
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{}/providers/echo:1.0.0", registry.addr),
+        &format!("oci:{}:v1", dir.display()),
+    ]);
+    let from_layout: ArtifactRef = format!("oci:{}:v1", dir.display()).parse().unwrap();
+    let lt = Target::open(&from_layout, &RemoteOptions::default()).unwrap();
+    let pulled = rt
+        .block_on(pull_component(&lt, &from_layout, None))
+        .unwrap();
+    assert_eq!(pulled.component, echo);
+    assert_eq!(pulled.manifest_digest, pushed.digest);
+
+    // We write an OCI layout; skopeo copies it into the registry; we pull it from there.
+    let ours: ArtifactRef = format!("oci:{}:v2", layout.path().join("ours").display())
+        .parse()
+        .unwrap();
+    let ot = Target::open(&ours, &RemoteOptions::default()).unwrap();
+    let github = component("webhook_github");
+    rt.block_on(push_component(&ot, &ours, &github)).unwrap();
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:v2", layout.path().join("ours").display()),
+        &format!("docker://{}/providers/github:2.0.0", registry.addr),
+    ]);
+    let r2 = registry.reference("providers/github:2.0.0");
+    let pulled = rt.block_on(pull_component(&target, &r2, None)).unwrap();
+    assert_eq!(pulled.component, github);
+}
+
+#[test]
+fn a_tampered_blob_is_refused_and_nothing_is_cached() {
+    let registry = Registry::start();
+    let echo = component("echo");
+    let rt = rt();
+    let r = registry.reference("providers/echo:1.0.0");
+    let target = Target::open(&r, &RemoteOptions::default()).unwrap();
+    rt.block_on(push_component(&target, &r, &echo)).unwrap();
+    // Flip one byte of the component layer in the registry's own storage.
+    let data = registry.blob_data(&sha256_digest(&echo));
+    let mut bytes = std::fs::read(&data).unwrap();
+    bytes[1000] ^= 0x01;
+    std::fs::write(&data, bytes).unwrap();
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = BlobCache::new(cache_dir.path().to_path_buf());
+    let e = rt
+        .block_on(pull_component(&target, &r, Some(&cache)))
+        .unwrap_err();
+    assert!(matches!(e, RegistryError::DigestMismatch { .. }), "{e}");
+    assert!(e.to_string().contains("component layer"), "{e}");
+    assert!(cache.is_empty(), "nothing may be cached from a failed pull");
+}
+
+#[test]
+fn artifacts_that_are_not_one_component_are_refused() {
+    let registry = Registry::start();
+    let rt = rt();
+    let target = Target::open(&registry.reference("x/y:z"), &RemoteOptions::default()).unwrap();
+    let echo = component("echo");
+    let core = b"\0asm\x01\0\0\0".to_vec();
+    let config = br#"{"architecture":"wasm","os":"wasip2"}"#.to_vec();
+    let push = |tag: &str, layers: Vec<(&str, Vec<u8>)>| {
+        let r = registry.reference(&format!("bad/artifact:{tag}"));
+        rt.block_on(target.put_blob(&r, &sha256_digest(&config), &config))
+            .unwrap();
+        let mut descs = Vec::new();
+        for (media, bytes) in &layers {
+            rt.block_on(target.put_blob(&r, &sha256_digest(bytes), bytes))
+                .unwrap();
+            descs.push(
+                json!({"mediaType": media, "digest": sha256_digest(bytes), "size": bytes.len()}),
+            );
+        }
+        let manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST_MEDIA_TYPE,
+            "config": {"mediaType": WASM_CONFIG_MEDIA_TYPE, "digest": sha256_digest(&config), "size": config.len()},
+            "layers": descs,
+        }))
+        .unwrap();
+        rt.block_on(target.put_manifest(&r, &manifest, OCI_MANIFEST_MEDIA_TYPE))
+            .unwrap();
+        rt.block_on(pull_component(&target, &r, None))
+            .unwrap_err()
+            .to_string()
+    };
+    let two = push(
+        "two",
+        vec![
+            (WASM_LAYER_MEDIA_TYPE, echo.clone()),
+            (WASM_LAYER_MEDIA_TYPE, component("panicker")),
+        ],
+    );
+    assert!(two.contains("2 wasm layers"), "{two}");
+    let odd = push(
+        "odd",
+        vec![("application/vnd.oci.image.layer.v1.tar", echo.clone())],
+    );
+    assert!(odd.contains("unknown layer media type"), "{odd}");
+    let core_module = push("core", vec![(WASM_LAYER_MEDIA_TYPE, core)]);
+    assert!(
+        core_module.contains("not a WebAssembly component"),
+        "{core_module}"
+    );
+}
+
+#[test]
+fn a_registry_that_is_down_or_failing_gives_a_clear_error_after_bounded_retries() {
+    let rt = rt();
+    // Down: nothing listens.
+    let port = free_port();
+    let r: ArtifactRef = format!("127.0.0.1:{port}/providers/echo:1.0.0")
+        .parse()
+        .unwrap();
+    let target = Target::open(&r, &RemoteOptions::default()).unwrap();
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = BlobCache::new(cache_dir.path().to_path_buf());
+    let started = Instant::now();
+    let e = rt
+        .block_on(pull_component(&target, &r, Some(&cache)))
+        .unwrap_err();
+    assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
+    assert!(e.to_string().contains("after 4 attempts"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(cache.is_empty());
+
+    // Failing: every request answers 500.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            if buf.starts_with(b"GET /v2/ ") {
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+                );
+                continue;
+            }
+            counter.fetch_add(1, Ordering::SeqCst);
+            let _ = s.write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    let r: ArtifactRef = format!("{addr}/providers/echo:1.0.0").parse().unwrap();
+    let target = Target::open(&r, &RemoteOptions::default()).unwrap();
+    let e = rt
+        .block_on(pull_component(&target, &r, Some(&cache)))
+        .unwrap_err();
+    assert!(e.to_string().contains("after 4 attempts"), "{e}");
+    // 4 attempts; the client resolves a tag with HEAD and falls back to GET, so 2 requests each.
+    let hits = hits.load(Ordering::SeqCst);
+    assert!(
+        (4..=8).contains(&hits),
+        "retries must be bounded: {hits} requests"
+    );
+    assert!(cache.is_empty());
+}
