@@ -142,7 +142,11 @@ fn load_one(
     section: &crate::bundle::ProviderSection,
 ) -> Result<LoadedProvider, Vec<String>> {
     let fail = |msg: String| vec![format!("provider `{name}`: {msg}")];
-    let source = resolve_source(&bundle.dir, &section.source);
+    let source = resolve_source(
+        &bundle.dir,
+        &section.source,
+        &bundle.cache_dir().join("blobs"),
+    );
     let mut expected: Vec<(&str, &str)> = Vec::new();
     if let Some(d) = &section.digest {
         expected.push((d, "pinned by `digest` in greentic.toml"));

@@ -35,3 +35,35 @@ fn push_and_pull_through_an_oci_layout() {
         text(&out).1
     );
 }
+
+#[test]
+fn bundles_run_providers_from_an_oci_layout_and_refuse_a_moved_tag() {
+    let b = common::TestBundle::new(
+        "[providers.echo]\nsource = \"oci:layout:v1\"\n\n[tenants.acme]\n\n[[routes]]\ntenant = \"acme\"\ncapability = \"send\"\nprovider = \"echo\"\n",
+        &[],
+    );
+    let layout = format!("oci:{}:v1", b.path().join("layout").display());
+    let push = |name: &str| {
+        let out = run_host(&["push", component("wasip2", name).to_str().unwrap(), &layout]);
+        assert!(out.status.success(), "{}", text(&out).1);
+    };
+    push("echo");
+    let host = common::Host::start(b.path());
+    let r = host.send(
+        &b.token("acme", None),
+        serde_json::json!({"to": "#a", "text": "from a layout"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["id"], "acme/-/-:#a:from a layout");
+    drop(host);
+    let lock = std::fs::read_to_string(b.path().join("greentic.lock")).unwrap();
+    assert!(lock.contains("oci:layout:v1"), "{lock}");
+
+    // The tag now points at another component: refused until the lock is updated.
+    push("panicker");
+    let out = run_host(&["check", b.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out).1;
+    assert!(stderr.contains("provider `echo`"), "{stderr}");
+    assert!(stderr.contains("recorded in greentic.lock"), "{stderr}");
+}

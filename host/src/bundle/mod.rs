@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use lock::{Lock, LockEntry, LockError};
-pub use source::{ComponentSource, Fetched, FileSource, SourceError, SourceRef, resolve_source};
+pub use source::{
+    ComponentSource, Fetched, FileSource, RegistrySource, SourceError, SourceRef, resolve_source,
+};
 
 /// The JSON Schema of `greentic.toml`.
 pub const BUNDLE_SCHEMA: &str = include_str!("../../../schemas/greentic.schema.json");

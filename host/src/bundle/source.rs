@@ -63,13 +63,13 @@ pub enum SourceError {
         /// Where the expectation came from.
         why: String,
     },
-    /// OCI sources need the registry support.
-    #[error(
-        "{source_name}: this source needs the registry feature (OCI layouts and registries), which this build does not have yet; use a file path"
-    )]
-    NeedsRegistry {
+    /// Pulling from a registry or OCI layout failed.
+    #[error("{message}")]
+    Registry {
         /// The source.
         source_name: String,
+        /// What failed (names the reference and the reason).
+        message: String,
     },
 }
 
@@ -142,20 +142,78 @@ impl ComponentSource for FileSource {
     }
 }
 
-/// A source that cannot be used in this build.
-#[derive(Debug, Clone)]
-struct Unsupported {
-    reference: String,
+/// A component in a registry or a local OCI layout, pulled through a content-addressed cache.
+///
+/// The pull resolves the reference to a manifest digest once, fetches everything by digest and
+/// verifies every byte (see `greentic-registry`); the loader then checks the component digest
+/// against the bundle's pin and the lock.
+pub struct RegistrySource {
+    reference: greentic_registry::ArtifactRef,
+    cache: greentic_registry::BlobCache,
 }
 
-impl ComponentSource for Unsupported {
+impl RegistrySource {
+    /// A registry source for `reference`, caching blobs under `cache_dir`.
+    pub fn new(reference: greentic_registry::ArtifactRef, cache_dir: PathBuf) -> RegistrySource {
+        RegistrySource {
+            reference,
+            cache: greentic_registry::BlobCache::new(cache_dir),
+        }
+    }
+}
+
+impl ComponentSource for RegistrySource {
+    fn name(&self) -> String {
+        self.reference.to_string()
+    }
+
+    fn fetch_unverified(&self, _max_bytes: usize) -> Result<Vec<u8>, SourceError> {
+        let pull = || -> Result<Vec<u8>, greentic_registry::RegistryError> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|source| greentic_registry::RegistryError::Io {
+                    path: "(async runtime)".into(),
+                    source,
+                })?;
+            let target = greentic_registry::Target::open(&self.reference, &Default::default())?;
+            let pulled = rt.block_on(greentic_registry::pull_component(
+                &target,
+                &self.reference,
+                Some(&self.cache),
+            ))?;
+            Ok(pulled.component)
+        };
+        // The loader may run inside an async runtime; pull on a thread of our own.
+        std::thread::scope(|s| s.spawn(pull).join())
+            .unwrap_or_else(|_| {
+                Err(greentic_registry::RegistryError::Registry {
+                    registry: self.name(),
+                    why: "the pull panicked".into(),
+                })
+            })
+            .map_err(|e| SourceError::Registry {
+                source_name: self.name(),
+                message: e.to_string(),
+            })
+    }
+}
+
+/// A source string that names nothing usable.
+struct Invalid {
+    reference: String,
+    why: String,
+}
+
+impl ComponentSource for Invalid {
     fn name(&self) -> String {
         self.reference.clone()
     }
 
     fn fetch_unverified(&self, _: usize) -> Result<Vec<u8>, SourceError> {
-        Err(SourceError::NeedsRegistry {
+        Err(SourceError::Registry {
             source_name: self.reference.clone(),
+            message: self.why.clone(),
         })
     }
 }
@@ -189,11 +247,31 @@ impl SourceRef {
     }
 }
 
-/// The source for a `source = "…"` string of a bundle in `bundle_dir`.
-pub fn resolve_source(bundle_dir: &Path, source: &str) -> Box<dyn ComponentSource> {
+/// The source for a `source = "…"` string of a bundle in `bundle_dir`; registry and layout
+/// pulls cache verified blobs under `blob_cache`.
+pub fn resolve_source(
+    bundle_dir: &Path,
+    source: &str,
+    blob_cache: &Path,
+) -> Box<dyn ComponentSource> {
     match SourceRef::parse(bundle_dir, source) {
         SourceRef::File(path) => Box::new(FileSource::new(path)),
-        SourceRef::OciLayout(r) | SourceRef::Registry(r) => Box::new(Unsupported { reference: r }),
+        SourceRef::OciLayout(r) | SourceRef::Registry(r) => {
+            // Relative layout directories are relative to the bundle.
+            let r = match r.strip_prefix("oci:") {
+                Some(rest) if !Path::new(rest).is_absolute() => {
+                    format!("oci:{}", bundle_dir.join(rest).display())
+                }
+                _ => r,
+            };
+            match r.parse::<greentic_registry::ArtifactRef>() {
+                Ok(reference) => Box::new(RegistrySource::new(reference, blob_cache.to_path_buf())),
+                Err(e) => Box::new(Invalid {
+                    reference: r,
+                    why: e.to_string(),
+                }),
+            }
+        }
     }
 }
 
@@ -247,9 +325,9 @@ mod tests {
             )
             .unwrap_err();
         assert!(e.to_string().contains("pinned in greentic.toml"), "{e}");
-        let e = resolve_source(dir.path(), "oci:x:y")
+        let e = resolve_source(dir.path(), "oci:x:y", &dir.path().join("cache"))
             .fetch(10, &[])
             .unwrap_err();
-        assert!(e.to_string().contains("needs the registry feature"), "{e}");
+        assert!(e.to_string().contains("not an OCI image layout"), "{e}");
     }
 }
