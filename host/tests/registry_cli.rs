@@ -67,3 +67,74 @@ fn bundles_run_providers_from_an_oci_layout_and_refuse_a_moved_tag() {
     assert!(stderr.contains("provider `echo`"), "{stderr}");
     assert!(stderr.contains("recorded in greentic.lock"), "{stderr}");
 }
+
+fn run_in(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(common::host_bin())
+        .args(args)
+        .current_dir(dir)
+        .env("COSIGN_PASSWORD", "correct horse")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn keygen_sign_and_verify_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = format!("oci:{}:1.0.0", dir.path().join("layout").display());
+    assert!(run_in(dir.path(), &["keygen"]).status.success());
+    assert!(
+        run_in(dir.path(), &["keygen", "--output-key-prefix", "other"])
+            .status
+            .success()
+    );
+    let key = std::fs::read_to_string(dir.path().join("cosign.key")).unwrap();
+    assert!(
+        key.starts_with("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----"),
+        "{key}"
+    );
+    // keygen never overwrites a private key.
+    assert!(!run_in(dir.path(), &["keygen"]).status.success());
+
+    let echo = component("wasip2", "echo");
+    assert!(
+        run_in(dir.path(), &["push", echo.to_str().unwrap(), &layout])
+            .status
+            .success()
+    );
+    let unsigned = run_in(dir.path(), &["verify", "--key", "cosign.pub", &layout]);
+    assert_eq!(unsigned.status.code(), Some(1));
+    assert!(
+        text(&unsigned).1.contains("is not signed"),
+        "{}",
+        text(&unsigned).1
+    );
+
+    let out = run_in(dir.path(), &["sign", "--key", "cosign.key", &layout]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let out = run_in(dir.path(), &["verify", "--key", "cosign.pub", &layout]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("verified oci:"), "{stdout}");
+    assert!(
+        stdout.contains("cosign container image signature"),
+        "{stdout}"
+    );
+
+    let wrong = run_in(dir.path(), &["verify", "--key", "other.pub", &layout]);
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(
+        text(&wrong).1.contains("not signed by a trusted key"),
+        "{}",
+        text(&wrong).1
+    );
+
+    // A wrong password cannot sign.
+    let out = std::process::Command::new(common::host_bin())
+        .args(["sign", "--key", "cosign.key", &layout])
+        .current_dir(dir.path())
+        .env("COSIGN_PASSWORD", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).1.contains("wrong password"), "{}", text(&out).1);
+}

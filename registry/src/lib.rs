@@ -35,6 +35,7 @@ mod layout;
 mod reference;
 mod remote;
 mod target;
+pub mod testing;
 
 pub use artifact::{
     ANNOTATION_DESCRIPTION, ANNOTATION_TITLE, ANNOTATION_VERSION, Pulled, Pushed,

@@ -5,12 +5,13 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use greentic_registry::testing::{Registry, free_port};
 use greentic_registry::{
     ArtifactRef, BlobCache, OCI_MANIFEST_MEDIA_TYPE, RegistryError, RemoteOptions, Target,
     WASM_CONFIG_MEDIA_TYPE, WASM_LAYER_MEDIA_TYPE, pull_component, push_component, sha256_digest,
@@ -35,88 +36,6 @@ fn component(name: &str) -> Vec<u8> {
             path.display()
         )
     })
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A `docker-registry` on 127.0.0.1 with storage in a temp dir; stopped on drop.
-struct Registry {
-    child: Option<Child>,
-    pub addr: String,
-    pub storage: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start() -> Registry {
-        let bin = Path::new("/usr/bin/docker-registry");
-        assert!(
-            bin.exists(),
-            "docker-registry is not installed: run scripts/test.sh (it installs it)"
-        );
-        let storage = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let config = storage.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
-                storage.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(bin)
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(Instant::now() < deadline, "docker-registry did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Registry {
-            child: Some(child),
-            addr,
-            storage,
-        }
-    }
-
-    fn reference(&self, repo_tag: &str) -> ArtifactRef {
-        format!("{}/{repo_tag}", self.addr).parse().unwrap()
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Path of a blob in the registry's storage.
-    fn blob_data(&self, digest: &str) -> PathBuf {
-        let hex = &digest[7..];
-        self.storage
-            .path()
-            .join("data/docker/registry/v2/blobs/sha256")
-            .join(&hex[..2])
-            .join(hex)
-            .join("data")
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 fn rt() -> tokio::runtime::Runtime {

@@ -1,6 +1,40 @@
-//! Cosign-compatible signing and verification — **not implemented yet**.
+//! Cosign-compatible, key-based signatures over component digests.
 //!
-//! This crate will create and verify cosign key-based signatures (simple-signing payloads,
-//! `sha256-<hex>.sig` manifests) over component digests, and evaluate a bundle's trust policy,
-//! failing closed on unsigned artifacts, untrusted keys and empty key sets. Until then it
-//! exports nothing.
+//! - [`KeyPair::generate`] and [`KeyPair::to_encrypted_pem`] write cosign's encrypted private key
+//!   format (`ENCRYPTED SIGSTORE PRIVATE KEY`: scrypt N=32768 r=8 p=1, NaCl secretbox over the
+//!   PKCS#8 key), and [`KeyPair::public_pem`] the PEM public key (`cosign.pub`).
+//! - [`sign`] writes cosign's simple-signing payload for a manifest digest, signs it with ECDSA
+//!   P-256/SHA-256, and stores it the way cosign does: a layer
+//!   `application/vnd.dev.cosign.simplesigning.v1+json` with the
+//!   `dev.cosignproject.cosign/signature` annotation in the manifest tagged `sha256-<hex>.sig`,
+//!   appended to what other signers already put there.
+//! - [`verify`] resolves the reference to a digest once, reads the signature manifest and every
+//!   payload by digest, and accepts only a payload of type `cosign container image signature`
+//!   for exactly that digest, signed by a trusted key. Every constraint must hold; an empty key
+//!   set is an error, never "trust everything".
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use greentic_registry::{ArtifactRef, Target};
+//! use greentic_signing::{KeyPair, TrustedKeys, sign, verify};
+//!
+//! let key = KeyPair::generate();
+//! let reference: ArtifactRef = "127.0.0.1:5000/providers/echo:1.0.0".parse()?;
+//! let target = Target::open(&reference, &Default::default())?;
+//! sign(&target, &reference, &key).await?;
+//! let trusted = TrustedKeys::from_pems(&[key.public_pem()])?;
+//! let verified = verify(&target, &reference, &trusted, None).await?;
+//! println!("verified {}", verified.digest);
+//! # Ok(()) }
+//! ```
+
+mod keys;
+mod payload;
+mod sigstore_oci;
+
+pub use keys::{KeyError, KeyPair, TrustedKeys};
+pub use payload::{SIGNATURE_TYPE, SimpleSigning};
+pub use sigstore_oci::{
+    SIGNATURE_ANNOTATION, SIMPLESIGNING_MEDIA_TYPE, SignError, Verified, sign, signature_tag,
+    verify,
+};

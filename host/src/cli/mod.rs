@@ -6,6 +6,7 @@ mod inspect;
 mod manifest;
 mod push;
 mod run;
+mod sign;
 mod token;
 
 use std::process::ExitCode;
@@ -29,6 +30,9 @@ enum Command {
     Token(token::Token),
     Push(push::Push),
     Pull(push::Pull),
+    Keygen(sign::Keygen),
+    Sign(sign::Sign),
+    Verify(sign::Verify),
 }
 
 impl Cli {
@@ -42,6 +46,9 @@ impl Cli {
             Command::Token(cmd) => cmd.run(),
             Command::Push(cmd) => cmd.run(),
             Command::Pull(cmd) => cmd.run(),
+            Command::Keygen(cmd) => cmd.run(),
+            Command::Sign(cmd) => cmd.run(),
+            Command::Verify(cmd) => cmd.run(),
         }
     }
 }

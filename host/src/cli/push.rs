@@ -27,7 +27,7 @@ pub struct RegistryArgs {
 }
 
 impl RegistryArgs {
-    fn options(&self) -> anyhow::Result<RemoteOptions> {
+    pub fn options(&self) -> anyhow::Result<RemoteOptions> {
         let password = if self.password_stdin {
             let mut p = String::new();
             std::io::stdin()

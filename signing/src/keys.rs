@@ -1,0 +1,254 @@
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use crypto_secretbox::aead::{Aead, KeyInit};
+use crypto_secretbox::{Nonce, XSalsa20Poly1305};
+use p256::ecdsa::signature::{Signer, Verifier};
+use p256::ecdsa::{DerSignature, SigningKey, VerifyingKey};
+use p256::pkcs8::{
+    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
+};
+use rand_core::{OsRng, RngCore};
+use serde_json::json;
+use zeroize::Zeroizing;
+
+/// The PEM label cosign writes for encrypted private keys.
+pub const ENCRYPTED_KEY_LABEL: &str = "ENCRYPTED SIGSTORE PRIVATE KEY";
+/// The label older cosign releases wrote; still accepted on read.
+pub const LEGACY_ENCRYPTED_KEY_LABEL: &str = "ENCRYPTED COSIGN PRIVATE KEY";
+
+/// Why a key could not be read or used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// Not a PEM of the expected kind.
+    #[error("{0}")]
+    Format(String),
+    /// Wrong password (or corrupted key).
+    #[error(
+        "the private key does not decrypt: wrong password (COSIGN_PASSWORD) or a corrupted key file"
+    )]
+    Decrypt,
+    /// No trusted keys.
+    #[error("no trusted public keys: an empty key set would verify nothing; add at least one key")]
+    NoTrustedKeys,
+}
+
+/// An ECDSA P-256 key pair.
+pub struct KeyPair {
+    signing: SigningKey,
+}
+
+impl std::fmt::Debug for KeyPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyPair(<private>)")
+    }
+}
+
+fn pem_body(pem: &str, labels: &[&str]) -> Result<Vec<u8>, KeyError> {
+    for label in labels {
+        let begin = format!("-----BEGIN {label}-----");
+        let end = format!("-----END {label}-----");
+        if let (Some(b), Some(e)) = (pem.find(&begin), pem.find(&end)) {
+            let body: String = pem[b + begin.len()..e]
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .collect();
+            return B64
+                .decode(body)
+                .map_err(|e| KeyError::Format(format!("the PEM body is not base64: {e}")));
+        }
+    }
+    Err(KeyError::Format(format!(
+        "not a PEM with label {}",
+        labels.join(" or ")
+    )))
+}
+
+fn to_pem(label: &str, der: &[u8]) -> String {
+    let b64 = B64.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+const SCRYPT_LOG_N: u8 = 15; // N = 32768, cosign's default
+const SCRYPT_R: u32 = 8;
+const SCRYPT_P: u32 = 1;
+
+fn derive(
+    password: &[u8],
+    salt: &[u8],
+    log_n: u8,
+    r: u32,
+    p: u32,
+) -> Result<Zeroizing<[u8; 32]>, KeyError> {
+    let params = scrypt::Params::new(log_n, r, p, 32)
+        .map_err(|e| KeyError::Format(format!("scrypt parameters: {e}")))?;
+    let mut key = Zeroizing::new([0u8; 32]);
+    scrypt::scrypt(password, salt, &params, key.as_mut())
+        .map_err(|e| KeyError::Format(format!("scrypt: {e}")))?;
+    Ok(key)
+}
+
+impl KeyPair {
+    /// A fresh key pair from the OS random number generator.
+    pub fn generate() -> KeyPair {
+        KeyPair {
+            signing: SigningKey::random(&mut OsRng),
+        }
+    }
+
+    /// The public key as PEM (`cosign.pub`).
+    pub fn public_pem(&self) -> String {
+        VerifyingKey::from(&self.signing)
+            .to_public_key_pem(LineEnding::LF)
+            .expect("a P-256 public key encodes")
+    }
+
+    /// The private key in cosign's encrypted format (`cosign.key`).
+    pub fn to_encrypted_pem(&self, password: &[u8]) -> Result<String, KeyError> {
+        let der = self
+            .signing
+            .to_pkcs8_der()
+            .map_err(|e| KeyError::Format(format!("encoding the private key: {e}")))?;
+        let mut salt = [0u8; 32];
+        OsRng.fill_bytes(&mut salt);
+        let mut nonce = [0u8; 24];
+        OsRng.fill_bytes(&mut nonce);
+        let key = derive(password, &salt, SCRYPT_LOG_N, SCRYPT_R, SCRYPT_P)?;
+        let cipher = XSalsa20Poly1305::new(key.as_ref().into());
+        let ciphertext = cipher
+            .encrypt(Nonce::from_slice(&nonce), der.as_bytes())
+            .map_err(|_| KeyError::Format("encrypting the private key failed".into()))?;
+        let body = json!({
+            "kdf": {"name": "scrypt", "params": {"N": 1u64 << SCRYPT_LOG_N, "r": SCRYPT_R, "p": SCRYPT_P}, "salt": B64.encode(salt)},
+            "cipher": {"name": "nacl/secretbox", "nonce": B64.encode(nonce)},
+            "ciphertext": B64.encode(ciphertext),
+        });
+        Ok(to_pem(ENCRYPTED_KEY_LABEL, body.to_string().as_bytes()))
+    }
+
+    /// Reads a private key in cosign's encrypted format.
+    pub fn from_encrypted_pem(pem: &str, password: &[u8]) -> Result<KeyPair, KeyError> {
+        let body = pem_body(pem, &[ENCRYPTED_KEY_LABEL, LEGACY_ENCRYPTED_KEY_LABEL])?;
+        let v: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| KeyError::Format(format!("the key body is not JSON: {e}")))?;
+        if v["kdf"]["name"] != "scrypt" || v["cipher"]["name"] != "nacl/secretbox" {
+            return Err(KeyError::Format(
+                "unsupported key encryption (expected scrypt + nacl/secretbox)".into(),
+            ));
+        }
+        let field = |p: &serde_json::Value, what: &str| {
+            p.as_str()
+                .and_then(|s| B64.decode(s).ok())
+                .ok_or_else(|| KeyError::Format(format!("the key has no valid {what}")))
+        };
+        let salt = field(&v["kdf"]["salt"], "salt")?;
+        let nonce = field(&v["cipher"]["nonce"], "nonce")?;
+        let ciphertext = field(&v["ciphertext"], "ciphertext")?;
+        let n = v["kdf"]["params"]["N"].as_u64().unwrap_or(0);
+        if !n.is_power_of_two() || n < 2 {
+            return Err(KeyError::Format("scrypt N is not a power of two".into()));
+        }
+        let r = v["kdf"]["params"]["r"].as_u64().unwrap_or(0) as u32;
+        let p = v["kdf"]["params"]["p"].as_u64().unwrap_or(0) as u32;
+        if nonce.len() != 24 {
+            return Err(KeyError::Format("the nonce is not 24 bytes".into()));
+        }
+        let key = derive(password, &salt, n.trailing_zeros() as u8, r, p)?;
+        let cipher = XSalsa20Poly1305::new(key.as_ref().into());
+        let der = Zeroizing::new(
+            cipher
+                .decrypt(Nonce::from_slice(&nonce), ciphertext.as_slice())
+                .map_err(|_| KeyError::Decrypt)?,
+        );
+        let signing = SigningKey::from_pkcs8_der(&der).map_err(|e| {
+            KeyError::Format(format!("the decrypted key is not a P-256 PKCS#8 key: {e}"))
+        })?;
+        Ok(KeyPair { signing })
+    }
+
+    /// Signs `payload` (ECDSA P-256, SHA-256), returning the ASN.1 DER signature.
+    pub fn sign(&self, payload: &[u8]) -> Vec<u8> {
+        let sig: DerSignature = self.signing.sign(payload);
+        sig.as_bytes().to_vec()
+    }
+}
+
+/// The public keys signatures are checked against.
+#[derive(Debug, Clone)]
+pub struct TrustedKeys {
+    keys: Vec<VerifyingKey>,
+}
+
+impl TrustedKeys {
+    /// Parses PEM public keys; an empty list is an error.
+    pub fn from_pems(pems: &[String]) -> Result<TrustedKeys, KeyError> {
+        if pems.is_empty() {
+            return Err(KeyError::NoTrustedKeys);
+        }
+        let keys = pems
+            .iter()
+            .map(|pem| {
+                VerifyingKey::from_public_key_pem(pem)
+                    .map_err(|e| KeyError::Format(format!("not a P-256 PEM public key: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(TrustedKeys { keys })
+    }
+
+    /// Whether any trusted key verifies `signature` (DER) over `payload`.
+    pub fn verifies(&self, payload: &[u8], signature: &[u8]) -> bool {
+        let Ok(sig) = p256::ecdsa::DerSignature::try_from(signature) else {
+            return false;
+        };
+        self.keys.iter().any(|k| k.verify(payload, &sig).is_ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encrypted_keys_round_trip_and_need_the_password() {
+        let key = KeyPair::generate();
+        let pem = key.to_encrypted_pem(b"hunter2").unwrap();
+        assert!(
+            pem.starts_with("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n"),
+            "{pem}"
+        );
+        let body = pem_body(&pem, &[ENCRYPTED_KEY_LABEL]).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["kdf"]["params"]["N"], 32768);
+        assert_eq!(v["cipher"]["name"], "nacl/secretbox");
+        let again = KeyPair::from_encrypted_pem(&pem, b"hunter2").unwrap();
+        assert_eq!(again.public_pem(), key.public_pem());
+        assert!(matches!(
+            KeyPair::from_encrypted_pem(&pem, b"wrong"),
+            Err(KeyError::Decrypt)
+        ));
+    }
+
+    #[test]
+    fn signatures_verify_only_with_the_right_key_and_payload() {
+        let key = KeyPair::generate();
+        let other = KeyPair::generate();
+        let sig = key.sign(b"payload");
+        let trusted = TrustedKeys::from_pems(&[key.public_pem()]).unwrap();
+        assert!(trusted.verifies(b"payload", &sig));
+        assert!(!trusted.verifies(b"payloaD", &sig));
+        assert!(
+            !TrustedKeys::from_pems(&[other.public_pem()])
+                .unwrap()
+                .verifies(b"payload", &sig)
+        );
+        assert!(matches!(
+            TrustedKeys::from_pems(&[]),
+            Err(KeyError::NoTrustedKeys)
+        ));
+    }
+}

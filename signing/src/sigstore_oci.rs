@@ -1,0 +1,237 @@
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use greentic_registry::{
+    ArtifactRef, OCI_MANIFEST_MEDIA_TYPE, RegistryError, Target, sha256_digest,
+};
+use serde_json::{Value, json};
+
+use crate::keys::{KeyError, KeyPair, TrustedKeys};
+use crate::payload::{SIGNATURE_TYPE, SimpleSigning};
+
+/// Media type of cosign signature payload layers.
+pub const SIMPLESIGNING_MEDIA_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+/// The annotation holding the base64 signature.
+pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+const OCI_CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
+
+/// Why signing or verification failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    /// Talking to the registry or layout failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// Key material problem.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// No signature manifest exists for the digest.
+    #[error(
+        "{reference} is not signed (no {tag} in the repository); sign it with `greentic-host sign`"
+    )]
+    Unsigned {
+        /// The pinned reference.
+        reference: String,
+        /// The signature tag looked for.
+        tag: String,
+    },
+    /// Signatures exist but none satisfies every constraint.
+    #[error("{reference}: no valid signature by a trusted key:\n{}", reasons.iter().map(|r| format!("  - {r}")).collect::<Vec<_>>().join("\n"))]
+    NoValidSignature {
+        /// The pinned reference.
+        reference: String,
+        /// Why each signature was rejected.
+        reasons: Vec<String>,
+    },
+}
+
+/// The tag cosign stores signatures of `digest` under: `sha256-<hex>.sig`.
+pub fn signature_tag(digest: &str) -> String {
+    format!("{}.sig", digest.replace(':', "-"))
+}
+
+/// A verified signature.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// The manifest digest the reference resolved to; fetch by this digest.
+    pub digest: String,
+    /// The verified payload.
+    pub payload: SimpleSigning,
+}
+
+async fn signature_manifest(
+    target: &Target,
+    sig_ref: &ArtifactRef,
+) -> Result<Option<Value>, SignError> {
+    let digest = match target.resolve(sig_ref).await {
+        Ok(d) => d,
+        Err(RegistryError::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let bytes = target
+        .fetch_manifest(
+            &sig_ref.with_digest(&digest),
+            &digest,
+            &[OCI_MANIFEST_MEDIA_TYPE],
+        )
+        .await?;
+    let manifest: Value =
+        serde_json::from_slice(&bytes).map_err(|e| RegistryError::NotAComponentArtifact {
+            reference: sig_ref.to_string(),
+            why: format!("the signature manifest is not JSON: {e}"),
+        })?;
+    Ok(Some(manifest))
+}
+
+/// Signs the artifact `reference` resolves to, appending to existing signatures.
+/// Returns the signed manifest digest.
+pub async fn sign(
+    target: &Target,
+    reference: &ArtifactRef,
+    key: &KeyPair,
+) -> Result<String, SignError> {
+    let digest = target.resolve(reference).await?;
+    let payload =
+        serde_json::to_vec(&SimpleSigning::new(&reference.repository(), &digest)).expect("JSON");
+    let signature = B64.encode(key.sign(&payload));
+    let payload_digest = sha256_digest(&payload);
+    let sig_ref = reference.with_tag(&signature_tag(&digest));
+
+    let mut layers: Vec<Value> = match signature_manifest(target, &sig_ref).await? {
+        Some(m) => m["layers"].as_array().cloned().unwrap_or_default(),
+        None => Vec::new(),
+    };
+    // Keep other signers' layers; ours replaces an identical earlier one.
+    layers.retain(|l| {
+        !(l["digest"] == payload_digest && l["annotations"][SIGNATURE_ANNOTATION] == signature)
+    });
+    target.put_blob(&sig_ref, &payload_digest, &payload).await?;
+    layers.push(json!({
+        "mediaType": SIMPLESIGNING_MEDIA_TYPE,
+        "digest": payload_digest,
+        "size": payload.len(),
+        "annotations": { SIGNATURE_ANNOTATION: signature },
+    }));
+    let diff_ids: Vec<Value> = layers.iter().map(|l| l["digest"].clone()).collect();
+    let config = serde_json::to_vec(&json!({
+        "architecture": "",
+        "config": {},
+        "created": "0001-01-01T00:00:00Z",
+        "history": [{"created": "0001-01-01T00:00:00Z"}],
+        "os": "",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .expect("JSON");
+    let config_digest = sha256_digest(&config);
+    target.put_blob(&sig_ref, &config_digest, &config).await?;
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST_MEDIA_TYPE,
+        "config": {"mediaType": OCI_CONFIG_MEDIA_TYPE, "digest": config_digest, "size": config.len()},
+        "layers": layers,
+    }))
+    .expect("JSON");
+    target
+        .put_manifest(&sig_ref, &manifest, OCI_MANIFEST_MEDIA_TYPE)
+        .await?;
+    Ok(digest)
+}
+
+/// Verifies the artifact `reference` resolves to. Resolves once; every constraint must hold for
+/// at least one signature: payload blob matches its digest, a trusted key verifies the
+/// signature, the type is cosign's, the signed digest is the resolved digest, and (if given)
+/// the identity is `expected_repository`. Fetch the artifact by the returned digest.
+pub async fn verify(
+    target: &Target,
+    reference: &ArtifactRef,
+    keys: &TrustedKeys,
+    expected_repository: Option<&str>,
+) -> Result<Verified, SignError> {
+    let digest = target.resolve(reference).await?;
+    let pinned = reference.with_digest(&digest).to_string();
+    let sig_ref = reference.with_tag(&signature_tag(&digest));
+    let Some(manifest) = signature_manifest(target, &sig_ref).await? else {
+        return Err(SignError::Unsigned {
+            reference: pinned,
+            tag: signature_tag(&digest),
+        });
+    };
+    let mut reasons = Vec::new();
+    for (i, layer) in manifest["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if layer["mediaType"] != SIMPLESIGNING_MEDIA_TYPE {
+            reasons.push(format!("layer {i}: not a simple-signing payload"));
+            continue;
+        }
+        let Some(layer_digest) = layer["digest"].as_str() else {
+            reasons.push(format!("layer {i}: no digest"));
+            continue;
+        };
+        let Some(signature) = layer["annotations"][SIGNATURE_ANNOTATION]
+            .as_str()
+            .and_then(|s| B64.decode(s).ok())
+        else {
+            reasons.push(format!("layer {i}: no base64 signature annotation"));
+            continue;
+        };
+        let payload = match target
+            .fetch_blob(&sig_ref, layer_digest, "a signature payload")
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                reasons.push(format!("layer {i}: {e}"));
+                continue;
+            }
+        };
+        if !keys.verifies(&payload, &signature) {
+            reasons.push(format!("layer {i}: not signed by a trusted key"));
+            continue;
+        }
+        let parsed: SimpleSigning = match serde_json::from_slice(&payload) {
+            Ok(p) => p,
+            Err(e) => {
+                reasons.push(format!(
+                    "layer {i}: the payload is not a simple-signing document: {e}"
+                ));
+                continue;
+            }
+        };
+        if parsed.critical.kind != SIGNATURE_TYPE {
+            reasons.push(format!(
+                "layer {i}: payload type is `{}`",
+                parsed.critical.kind
+            ));
+            continue;
+        }
+        if parsed.critical.image.docker_manifest_digest != digest {
+            reasons.push(format!(
+                "layer {i}: the signature is for {}, not {digest} (copied from another artifact?)",
+                parsed.critical.image.docker_manifest_digest
+            ));
+            continue;
+        }
+        if let Some(repo) = expected_repository
+            && parsed.critical.identity.docker_reference != repo
+        {
+            reasons.push(format!(
+                "layer {i}: signed for repository {}, expected {repo}",
+                parsed.critical.identity.docker_reference
+            ));
+            continue;
+        }
+        return Ok(Verified {
+            digest,
+            payload: parsed,
+        });
+    }
+    if reasons.is_empty() {
+        reasons.push("the signature manifest has no layers".into());
+    }
+    Err(SignError::NoValidSignature {
+        reference: pinned,
+        reasons,
+    })
+}

@@ -1,0 +1,185 @@
+//! Signing and verification against a real registry on loopback, and in an OCI layout.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+use std::path::PathBuf;
+
+use greentic_registry::testing::Registry;
+use greentic_registry::{
+    ArtifactRef, OCI_MANIFEST_MEDIA_TYPE, RemoteOptions, Target, push_component,
+};
+use greentic_signing::{
+    KeyPair, SIGNATURE_ANNOTATION, SignError, TrustedKeys, sign, signature_tag, verify,
+};
+
+fn component(name: &str) -> Vec<u8> {
+    let dir = match std::env::var_os("GREENTIC_COMPONENTS_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => std::env::current_exe()
+            .unwrap()
+            .ancestors()
+            .nth(3)
+            .unwrap()
+            .join("greentic-components"),
+    };
+    std::fs::read(dir.join("wasip2").join(format!("{name}.wasm")))
+        .expect("run scripts/build-components.sh first")
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn sign_then_verify_and_every_forgery_fails() {
+    let registry = Registry::start();
+    let rt = rt();
+    let echo_ref = registry.reference("providers/echo:1.0.0");
+    let target = Target::open(&echo_ref, &RemoteOptions::default()).unwrap();
+    let echo = rt
+        .block_on(push_component(&target, &echo_ref, &component("echo")))
+        .unwrap();
+    let key = KeyPair::generate();
+    let trusted = TrustedKeys::from_pems(&[key.public_pem()]).unwrap();
+
+    // Unsigned.
+    let e = rt
+        .block_on(verify(&target, &echo_ref, &trusted, None))
+        .unwrap_err();
+    assert!(matches!(e, SignError::Unsigned { .. }), "{e}");
+
+    // Signed: verifies, and names the digest to fetch.
+    rt.block_on(sign(&target, &echo_ref, &key)).unwrap();
+    let v = rt
+        .block_on(verify(
+            &target,
+            &echo_ref,
+            &trusted,
+            Some(&echo_ref.repository()),
+        ))
+        .unwrap();
+    assert_eq!(v.digest, echo.digest);
+    assert_eq!(v.payload.critical.image.docker_manifest_digest, echo.digest);
+    assert_eq!(v.payload.critical.kind, "cosign container image signature");
+
+    // The wrong key.
+    let stranger = TrustedKeys::from_pems(&[KeyPair::generate().public_pem()]).unwrap();
+    let e = rt
+        .block_on(verify(&target, &echo_ref, &stranger, None))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not signed by a trusted key"), "{e}");
+
+    // The wrong repository identity, when one is expected.
+    let e = rt
+        .block_on(verify(&target, &echo_ref, &trusted, Some("elsewhere/echo")))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("expected elsewhere/echo"), "{e}");
+
+    // A second signer appends; both verify.
+    let second = KeyPair::generate();
+    rt.block_on(sign(&target, &echo_ref, &second)).unwrap();
+    for k in [&key, &second] {
+        let t = TrustedKeys::from_pems(&[k.public_pem()]).unwrap();
+        rt.block_on(verify(&target, &echo_ref, &t, None)).unwrap();
+    }
+
+    // A signature manifest copied from another artifact's .sig tag does not verify this one.
+    let panic_ref = registry.reference("providers/panicker:1.0.0");
+    let panicker = rt
+        .block_on(push_component(&target, &panic_ref, &component("panicker")))
+        .unwrap();
+    let sig_manifest = rt
+        .block_on(
+            target.fetch_manifest(
+                &echo_ref.with_tag(&signature_tag(&echo.digest)),
+                &rt.block_on(target.resolve(&echo_ref.with_tag(&signature_tag(&echo.digest))))
+                    .unwrap(),
+                &[OCI_MANIFEST_MEDIA_TYPE],
+            ),
+        )
+        .unwrap();
+    let copied = panic_ref.with_tag(&signature_tag(&panicker.digest));
+    let manifest: serde_json::Value = serde_json::from_slice(&sig_manifest).unwrap();
+    // Copy the blobs across repositories, then the manifest.
+    for layer in manifest["layers"].as_array().unwrap() {
+        let d = layer["digest"].as_str().unwrap();
+        let blob = rt
+            .block_on(target.fetch_blob(&echo_ref, d, "payload"))
+            .unwrap();
+        rt.block_on(target.put_blob(&copied, d, &blob)).unwrap();
+    }
+    let cd = manifest["config"]["digest"].as_str().unwrap();
+    let config = rt
+        .block_on(target.fetch_blob(&echo_ref, cd, "config"))
+        .unwrap();
+    rt.block_on(target.put_blob(&copied, cd, &config)).unwrap();
+    rt.block_on(target.put_manifest(&copied, &sig_manifest, OCI_MANIFEST_MEDIA_TYPE))
+        .unwrap();
+    let e = rt
+        .block_on(verify(&target, &panic_ref, &trusted, None))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("copied from another artifact"), "{e}");
+
+    // A tampered payload blob in the registry's storage is refused.
+    let payload_digest = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let data = registry.blob_data(&payload_digest);
+    let mut bytes = std::fs::read(&data).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x01;
+    std::fs::write(&data, bytes).unwrap();
+    let only_first = TrustedKeys::from_pems(&[key.public_pem()]).unwrap();
+    let e = rt
+        .block_on(verify(&target, &echo_ref, &only_first, None))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("does not match its digest") || e.contains("digest"),
+        "{e}"
+    );
+}
+
+#[test]
+fn signatures_work_inside_an_oci_layout_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let r: ArtifactRef = format!("oci:{}:v1", dir.path().join("layout").display())
+        .parse()
+        .unwrap();
+    let rt = rt();
+    let target = Target::open(&r, &RemoteOptions::default()).unwrap();
+    let pushed = rt
+        .block_on(push_component(&target, &r, &component("echo")))
+        .unwrap();
+    let key = KeyPair::generate();
+    rt.block_on(sign(&target, &r, &key)).unwrap();
+    let index = std::fs::read_to_string(dir.path().join("layout/index.json")).unwrap();
+    assert!(index.contains(&signature_tag(&pushed.digest)), "{index}");
+    let trusted = TrustedKeys::from_pems(&[key.public_pem()]).unwrap();
+    assert_eq!(
+        rt.block_on(verify(&target, &r, &trusted, None))
+            .unwrap()
+            .digest,
+        pushed.digest
+    );
+    // The layer carries the signature annotation the way cosign writes it.
+    let sig = r.with_tag(&signature_tag(&pushed.digest));
+    let d = rt.block_on(target.resolve(&sig)).unwrap();
+    let m: serde_json::Value = serde_json::from_slice(
+        &rt.block_on(target.fetch_manifest(&sig, &d, &[OCI_MANIFEST_MEDIA_TYPE]))
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(m["layers"][0]["annotations"][SIGNATURE_ANNOTATION].is_string());
+    assert_eq!(
+        m["layers"][0]["mediaType"],
+        "application/vnd.dev.cosign.simplesigning.v1+json"
+    );
+}
