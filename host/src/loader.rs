@@ -16,7 +16,10 @@ use greentic_manifest::ProviderManifest;
 use wasmtime::component::Linker;
 
 use crate::bindings::{messaging, webhook};
-use crate::bundle::{Bundle, Lock, LockEntry, resolve_source};
+use crate::bundle::{
+    Bundle, ComponentSource, Lock, LockEntry, RegistrySource, SourceRef, artifact_reference,
+    resolve_source,
+};
 use crate::engine::{CacheOutcome, CompileCache, HostEngine};
 use crate::imports::{self, Linked};
 use crate::secrets::SecretBackend;
@@ -142,11 +145,33 @@ fn load_one(
     section: &crate::bundle::ProviderSection,
 ) -> Result<LoadedProvider, Vec<String>> {
     let fail = |msg: String| vec![format!("provider `{name}`: {msg}")];
-    let source = resolve_source(
-        &bundle.dir,
-        &section.source,
-        &bundle.cache_dir().join("blobs"),
-    );
+    let blob_cache = bundle.cache_dir().join("blobs");
+    let source: Box<dyn ComponentSource> = if section.allow_unsigned {
+        tracing::warn!(
+            provider = name,
+            "running without a verified signature (allow_unsigned = true)"
+        );
+        resolve_source(&bundle.dir, &section.source, &blob_cache)
+    } else {
+        match SourceRef::parse(&bundle.dir, &section.source) {
+            SourceRef::File(_) => {
+                return Err(fail(format!(
+                    "source `{}` is a file, which cannot carry a signature; push it to a registry and sign it (greentic-host push, greentic-host sign), or set `allow_unsigned = true` in [providers.{name}] to run it unsigned",
+                    section.source
+                )));
+            }
+            SourceRef::OciLayout(_) | SourceRef::Registry(_) => {
+                let reference = artifact_reference(&bundle.dir, &section.source)
+                    .map_err(|e| fail(e.to_string()))?;
+                let digest = verify_signature(bundle, name, section, &reference).map_err(fail)?;
+                // Fetch exactly what was verified: by digest, never by tag again.
+                Box::new(RegistrySource::new(
+                    reference.with_digest(&digest),
+                    blob_cache,
+                ))
+            }
+        }
+    };
     let mut expected: Vec<(&str, &str)> = Vec::new();
     if let Some(d) = &section.digest {
         expected.push((d, "pinned by `digest` in greentic.toml"));
@@ -266,6 +291,50 @@ fn load_one(
         linked,
         cache: cache_outcome,
     })
+}
+
+/// Verifies the provider's signature with the keys the bundle trusts for it; returns the
+/// verified manifest digest. Fails closed: no keys, no signature, or no valid signature.
+fn verify_signature(
+    bundle: &Bundle,
+    name: &str,
+    section: &crate::bundle::ProviderSection,
+    reference: &greentic_registry::ArtifactRef,
+) -> Result<String, String> {
+    let key_names: Vec<&String> = if section.trusted_keys.is_empty() {
+        bundle.file.trust.keys.keys().collect()
+    } else {
+        section.trusted_keys.iter().collect()
+    };
+    if key_names.is_empty() {
+        return Err(format!(
+            "no trusted keys to verify `{}` with; add [trust.keys] (cosign public keys) or set `allow_unsigned = true` in [providers.{name}]",
+            section.source
+        ));
+    }
+    let mut pems = Vec::new();
+    for key in key_names {
+        let path = bundle.path(&bundle.file.trust.keys[key]);
+        pems.push(
+            std::fs::read_to_string(&path)
+                .map_err(|e| format!("trust key `{key}` ({}): {e}", path.display()))?,
+        );
+    }
+    let keys = greentic_signing::TrustedKeys::from_pems(&pems).map_err(|e| e.to_string())?;
+    let verify = || -> Result<String, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let target = greentic_registry::Target::open(reference, &Default::default())
+            .map_err(|e| e.to_string())?;
+        let verified = rt
+            .block_on(greentic_signing::verify(&target, reference, &keys, None))
+            .map_err(|e| format!("signature check failed: {e}"))?;
+        Ok(verified.digest)
+    };
+    std::thread::scope(|s| s.spawn(verify).join())
+        .unwrap_or_else(|_| Err("the signature check panicked".into()))
 }
 
 /// Tenants routed to each provider: config validates, required secrets are bound, routes name

@@ -33,7 +33,7 @@ const ECHO_ROUTE: &str = "[[routes]]\ntenant = \"acme\"\ncapability = \"send\"\n
 fn a_valid_bundle_checks_and_reports_each_provider() {
     let b = TestBundle::new(
         &bundle(
-            "[providers.p]\nsource = \"{components}/echo.wasm\"",
+            "[providers.p]\nsource = \"{components}/echo.wasm\"\nallow_unsigned = true",
             "[tenants.acme]",
             ECHO_ROUTE,
         ),
@@ -57,7 +57,7 @@ fn an_ungranted_import_is_refused_at_load() {
     // undeclared-secret imports greentic:secrets/store; the bundle grants no secrets.
     let b = TestBundle::new(
         &bundle(
-            "[providers.p]\nsource = \"{components}/undeclared_secret.wasm\"",
+            "[providers.p]\nsource = \"{components}/undeclared_secret.wasm\"\nallow_unsigned = true",
             "[tenants.acme]",
             ECHO_ROUTE,
         ),
@@ -78,7 +78,7 @@ fn an_ungranted_import_is_refused_at_load() {
     // Outbound HTTP likewise.
     let b = TestBundle::new(
         &bundle(
-            "[providers.p]\nsource = \"{components}/messaging_webhook.wasm\"",
+            "[providers.p]\nsource = \"{components}/messaging_webhook.wasm\"\nallow_unsigned = true",
             "[tenants.acme]\nconfig.p = { url = \"http://127.0.0.1:9/x\" }",
             ECHO_ROUTE,
         ),
@@ -127,7 +127,7 @@ fn v2_component() -> Vec<u8> {
 fn a_wit_major_version_mismatch_is_refused_with_a_readable_message() {
     let b = TestBundle::new(
         &bundle(
-            "[providers.p]\nsource = \"v2.wasm\"",
+            "[providers.p]\nsource = \"v2.wasm\"\nallow_unsigned = true",
             "[tenants.acme]",
             ECHO_ROUTE,
         ),
@@ -151,7 +151,7 @@ fn a_wit_major_version_mismatch_is_refused_with_a_readable_message() {
 fn tenant_config_and_secret_bindings_are_checked_per_tenant() {
     let b = TestBundle::new(
         &bundle(
-            "[providers.p]\nsource = \"{components}/echo.wasm\"\n\n[providers.s]\nsource = \"{components}/undeclared_secret.wasm\"\ngrants = { secrets = [\"DECLARED_TOKEN\"] }",
+            "[providers.p]\nsource = \"{components}/echo.wasm\"\nallow_unsigned = true\n\n[providers.s]\nsource = \"{components}/undeclared_secret.wasm\"\nallow_unsigned = true\ngrants = { secrets = [\"DECLARED_TOKEN\"] }",
             "[tenants.acme]\nconfig.p = { label = 42 }\n\n[tenants.globex]\nsecrets = [\"DECLARED_TOKEN\"]",
             "[[routes]]\ntenant = \"*\"\ncapability = \"send\"\nprovider = \"p\"\n\n[[routes]]\ntenant = \"*\"\nteam = \"s\"\ncapability = \"send\"\nprovider = \"s\"\n",
         ),
@@ -178,7 +178,7 @@ fn tenant_config_and_secret_bindings_are_checked_per_tenant() {
 fn bad_bundles_name_the_key_and_the_fix() {
     let b = TestBundle::new(
         &bundle(
-            "[providers.p]\nsource = \"{components}/echo.wasm\"\ncolour = \"red\"",
+            "[providers.p]\nsource = \"{components}/echo.wasm\"\nallow_unsigned = true\ncolour = \"red\"",
             "[tenants.acme]",
             ECHO_ROUTE,
         ),
@@ -191,7 +191,7 @@ fn bad_bundles_name_the_key_and_the_fix() {
 
     let b = TestBundle::new(
         &bundle(
-            "[providers.p]\nsource = \"{components}/echo.wasm\"",
+            "[providers.p]\nsource = \"{components}/echo.wasm\"\nallow_unsigned = true",
             "[tenants.acme]",
             "[[routes]]\ntenant = \"acme\"\ncapability = \"fly\"\nprovider = \"p\"\n",
         ),
@@ -209,7 +209,7 @@ fn bad_bundles_name_the_key_and_the_fix() {
 fn a_component_that_changed_after_locking_is_refused() {
     let b = TestBundle::new(
         &bundle(
-            "[providers.p]\nsource = \"p.wasm\"",
+            "[providers.p]\nsource = \"p.wasm\"\nallow_unsigned = true",
             "[tenants.acme]",
             ECHO_ROUTE,
         ),
@@ -234,7 +234,7 @@ fn a_component_that_changed_after_locking_is_refused() {
 fn a_corrupt_cache_entry_is_discarded_and_recompiled() {
     let cache = tempfile::tempdir().unwrap();
     let toml = bundle(
-        "[providers.p]\nsource = \"{components}/echo.wasm\"",
+        "[providers.p]\nsource = \"{components}/echo.wasm\"\nallow_unsigned = true",
         "[tenants.acme]",
         ECHO_ROUTE,
     );

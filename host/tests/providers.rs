@@ -18,10 +18,12 @@ fn bundle(url_acme: &str, deadline_ms: u64) -> String {
 
 [providers.hook]
 source = "{{components}}/messaging_webhook.wasm"
+allow_unsigned = true
 grants = {{ outbound_hosts = ["127.0.0.1"], secrets = ["WEBHOOK_BEARER_TOKEN"] }}
 
 [providers.github]
 source = "{{components}}/webhook_github.wasm"
+allow_unsigned = true
 grants = {{ secrets = ["GITHUB_WEBHOOK_SECRET"] }}
 
 [tenants.acme]

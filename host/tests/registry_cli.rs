@@ -37,35 +37,79 @@ fn push_and_pull_through_an_oci_layout() {
 }
 
 #[test]
-fn bundles_run_providers_from_an_oci_layout_and_refuse_a_moved_tag() {
+fn bundles_run_only_signed_providers_from_an_oci_layout() {
     let b = common::TestBundle::new(
-        "[providers.echo]\nsource = \"oci:layout:v1\"\n\n[tenants.acme]\n\n[[routes]]\ntenant = \"acme\"\ncapability = \"send\"\nprovider = \"echo\"\n",
+        "[trust.keys]\ndev = \"cosign.pub\"\n\n[providers.echo]\nsource = \"oci:layout:v1\"\n\n[tenants.acme]\n\n[[routes]]\ntenant = \"acme\"\ncapability = \"send\"\nprovider = \"echo\"\n",
         &[],
     );
-    let layout = format!("oci:{}:v1", b.path().join("layout").display());
+    let dir = b.path();
+    let layout = format!("oci:{}:v1", dir.join("layout").display());
+    assert!(run_in(dir, &["keygen"]).status.success());
+    assert!(
+        run_in(dir, &["keygen", "--output-key-prefix", "stranger"])
+            .status
+            .success()
+    );
     let push = |name: &str| {
-        let out = run_host(&["push", component("wasip2", name).to_str().unwrap(), &layout]);
+        let out = run_in(
+            dir,
+            &["push", component("wasip2", name).to_str().unwrap(), &layout],
+        );
         assert!(out.status.success(), "{}", text(&out).1);
     };
+    let check = || {
+        let out = run_host(&["check", dir.to_str().unwrap()]);
+        (out.status.success(), text(&out).1)
+    };
+
     push("echo");
-    let host = common::Host::start(b.path());
+    let (ok, stderr) = check();
+    assert!(!ok, "an unsigned provider must be refused");
+    assert!(
+        stderr.contains("provider `echo`: signature check failed")
+            && stderr.contains("is not signed"),
+        "{stderr}"
+    );
+
+    assert!(
+        run_in(dir, &["sign", "--key", "cosign.key", &layout])
+            .status
+            .success()
+    );
+    let (ok, stderr) = check();
+    assert!(ok, "{stderr}");
+    let host = common::Host::start(dir);
     let r = host.send(
         &b.token("acme", None),
-        serde_json::json!({"to": "#a", "text": "from a layout"}),
+        serde_json::json!({"to": "#a", "text": "signed"}),
     );
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json()["id"], "acme/-/-:#a:from a layout");
+    assert_eq!(r.json()["id"], "acme/-/-:#a:signed");
     drop(host);
-    let lock = std::fs::read_to_string(b.path().join("greentic.lock")).unwrap();
-    assert!(lock.contains("oci:layout:v1"), "{lock}");
 
-    // The tag now points at another component: refused until the lock is updated.
+    // The tag moves to a component signed by a key the bundle does not trust.
     push("panicker");
+    assert!(
+        run_in(dir, &["sign", "--key", "stranger.key", &layout])
+            .status
+            .success()
+    );
+    let (ok, stderr) = check();
+    assert!(!ok);
+    assert!(stderr.contains("not signed by a trusted key"), "{stderr}");
+}
+
+#[test]
+fn a_file_source_must_be_explicitly_allowed_to_run_unsigned() {
+    let b = common::TestBundle::new(
+        "[providers.echo]\nsource = \"{components}/echo.wasm\"\n\n[tenants.acme]\n\n[[routes]]\ntenant = \"acme\"\ncapability = \"send\"\nprovider = \"echo\"\n",
+        &[],
+    );
     let out = run_host(&["check", b.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out).1;
-    assert!(stderr.contains("provider `echo`"), "{stderr}");
-    assert!(stderr.contains("recorded in greentic.lock"), "{stderr}");
+    assert!(stderr.contains("cannot carry a signature"), "{stderr}");
+    assert!(stderr.contains("allow_unsigned = true"), "{stderr}");
 }
 
 fn run_in(dir: &std::path::Path, args: &[&str]) -> std::process::Output {

@@ -13,22 +13,28 @@ const BUNDLE: &str = r#"
 
 [providers.echo]
 source = "{components}/echo.wasm"
+allow_unsigned = true
 
 [providers.spin]
 source = "{components}/infinite_loop.wasm"
+allow_unsigned = true
 
 [providers.grow]
 source = "{components}/memory_grower.wasm"
+allow_unsigned = true
 
 [providers.deep]
 source = "{components}/recursion.wasm"
+allow_unsigned = true
 
 [providers.snoop]
 source = "{components}/undeclared_secret.wasm"
+allow_unsigned = true
 grants = { secrets = ["DECLARED_TOKEN"] }
 
 [providers.panic]
 source = "{components}/panicker.wasm"
+allow_unsigned = true
 
 [tenants.acme]
 secrets = ["DECLARED_TOKEN"]

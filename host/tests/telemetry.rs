@@ -26,6 +26,7 @@ service_name = "greentic-test-host"
 
 [providers.echo]
 source = "{components}/echo.wasm"
+allow_unsigned = true
 
 [tenants.acme]
 

@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 
 pub use lock::{Lock, LockEntry, LockError};
 pub use source::{
-    ComponentSource, Fetched, FileSource, RegistrySource, SourceError, SourceRef, resolve_source,
+    ComponentSource, Fetched, FileSource, RegistrySource, SourceError, SourceRef,
+    artifact_reference, resolve_source,
 };
 
 /// The JSON Schema of `greentic.toml`.
@@ -57,6 +58,9 @@ pub struct BundleFile {
     /// Where secret values come from.
     #[serde(default)]
     pub secrets: SecretsSection,
+    /// Public keys providers may be signed with.
+    #[serde(default)]
+    pub trust: TrustSection,
     /// Providers by name.
     pub providers: BTreeMap<String, ProviderSection>,
     /// Tenants by id.
@@ -243,6 +247,15 @@ pub enum SecretBackendKind {
     Env,
 }
 
+/// `[trust]`: named cosign public keys (PEM files, relative to the bundle).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustSection {
+    /// Key name → PEM public key file.
+    #[serde(default)]
+    pub keys: BTreeMap<String, PathBuf>,
+}
+
 /// `[providers.NAME]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -255,6 +268,12 @@ pub struct ProviderSection {
     /// What the provider may use.
     #[serde(default)]
     pub grants: Grants,
+    /// Names of `[trust]` keys that may sign this provider (default: every key in `[trust]`).
+    #[serde(default)]
+    pub trusted_keys: Vec<String>,
+    /// Run it without a verified signature. Required for file sources, which cannot carry one.
+    #[serde(default)]
+    pub allow_unsigned: bool,
 }
 
 /// `[providers.NAME.grants]`: zero trust — nothing not listed here is linked.
@@ -514,6 +533,13 @@ impl BundleFile {
                     "providers.{name}.digest: `{d}` is not `sha256:` followed by 64 lower-case hex digits"
                 ));
             }
+            for key in &p.trusted_keys {
+                if !self.trust.keys.contains_key(key) {
+                    out.push(format!(
+                        "providers.{name}.trusted_keys: no key named `{key}` under [trust.keys]"
+                    ));
+                }
+            }
             for host in &p.grants.outbound_hosts {
                 if host.contains("://") || host.contains('/') || host.is_empty() {
                     out.push(format!(
@@ -606,6 +632,7 @@ mod tests {
 
         [providers.echo]
         source = "echo.wasm"
+        allow_unsigned = true
 
         [tenants.acme]
 

@@ -247,6 +247,21 @@ impl SourceRef {
     }
 }
 
+/// The artifact reference of a registry or layout source (layout directories are relative to
+/// the bundle).
+pub fn artifact_reference(
+    bundle_dir: &Path,
+    source: &str,
+) -> Result<greentic_registry::ArtifactRef, greentic_registry::RegistryError> {
+    let r = match source.strip_prefix("oci:") {
+        Some(rest) if !Path::new(rest).is_absolute() => {
+            format!("oci:{}", bundle_dir.join(rest).display())
+        }
+        _ => source.to_string(),
+    };
+    r.parse()
+}
+
 /// The source for a `source = "…"` string of a bundle in `bundle_dir`; registry and layout
 /// pulls cache verified blobs under `blob_cache`.
 pub fn resolve_source(
@@ -257,14 +272,7 @@ pub fn resolve_source(
     match SourceRef::parse(bundle_dir, source) {
         SourceRef::File(path) => Box::new(FileSource::new(path)),
         SourceRef::OciLayout(r) | SourceRef::Registry(r) => {
-            // Relative layout directories are relative to the bundle.
-            let r = match r.strip_prefix("oci:") {
-                Some(rest) if !Path::new(rest).is_absolute() => {
-                    format!("oci:{}", bundle_dir.join(rest).display())
-                }
-                _ => r,
-            };
-            match r.parse::<greentic_registry::ArtifactRef>() {
+            match artifact_reference(bundle_dir, &r) {
                 Ok(reference) => Box::new(RegistrySource::new(reference, blob_cache.to_path_buf())),
                 Err(e) => Box::new(Invalid {
                     reference: r,
