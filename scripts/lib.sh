@@ -33,11 +33,14 @@ ensure_cargo_component() {
   (cd "$ROOT" && cargo install --locked cargo-component --version "$CARGO_COMPONENT_VERSION")
 }
 
-# Debian packages the registry tests use: docker-registry (OCI distribution 2.8) and skopeo.
+# Debian packages the registry tests use: docker-registry (OCI distribution 2.8), skopeo,
+# htpasswd (bcrypt entries for basic auth) and openssl (a test CA for TLS).
 ensure_registry_tools() {
   local missing=()
   [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
   command -v skopeo >/dev/null || missing+=(skopeo)
+  command -v htpasswd >/dev/null || missing+=(apache2-utils)
+  command -v openssl >/dev/null || missing+=(openssl)
   [ "${#missing[@]}" = 0 ] && return
   log "installing ${missing[*]} (apt-get)"
   local sudo=""

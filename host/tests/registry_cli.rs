@@ -164,6 +164,18 @@ fn keygen_sign_and_verify_from_the_command_line() {
         "{stdout}"
     );
 
+    // inspect REF shows the artifact and the signatures found for it.
+    let out = run_in(dir.path(), &["inspect", &layout]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["config"]["architecture"], "wasm");
+    assert_eq!(
+        report["annotations"]["org.opencontainers.image.title"],
+        "test-echo"
+    );
+    assert_eq!(report["signatures"]["count"], 1);
+
     let wrong = run_in(dir.path(), &["verify", "--key", "other.pub", &layout]);
     assert_eq!(wrong.status.code(), Some(1));
     assert!(

@@ -11,6 +11,7 @@ use crate::error::RegistryError;
 #[derive(Debug, Clone, Default)]
 pub struct RemoteOptions {
     /// Hosts (`host[:port]`) that may be reached over plain HTTP besides loopback ones.
+    /// Loopback registries are reached over plain HTTP unless CA certificates are given.
     pub insecure: Vec<String>,
     /// Basic-auth user; otherwise `GREENTIC_REGISTRY_USERNAME`, then the docker `config.json`.
     pub username: Option<String>,
@@ -20,6 +21,8 @@ pub struct RemoteOptions {
     pub ca_certificates: Vec<Vec<u8>>,
     /// Attempts per request for 5xx and connection errors (default 4).
     pub max_attempts: Option<u32>,
+    /// Use TLS even for loopback registries.
+    pub require_tls: bool,
 }
 
 /// A registry speaking the OCI distribution API.
@@ -58,7 +61,7 @@ impl RemoteRegistry {
     /// A client for `registry` (`host[:port]`).
     pub fn new(registry: &str, options: &RemoteOptions) -> RemoteRegistry {
         let mut plain: Vec<String> = options.insecure.clone();
-        if is_loopback(registry) {
+        if is_loopback(registry) && options.ca_certificates.is_empty() && !options.require_tls {
             plain.push(registry.to_string());
         }
         let config = ClientConfig {

@@ -31,8 +31,14 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Starts a registry; panics (with what to install) if it cannot.
+    /// Starts a plain-HTTP registry; panics (with what to install) if it cannot.
     pub fn start() -> Registry {
+        Self::start_with("")
+    }
+
+    /// Starts a registry with extra `config.yml` text (e.g. `auth:` or `http: tls:` sections,
+    /// indented for the top level; `http.addr` is set by this function).
+    pub fn start_with(extra_http_and_auth: &str) -> Registry {
         let bin = Path::new("/usr/bin/docker-registry");
         assert!(
             bin.exists(),
@@ -45,7 +51,7 @@ impl Registry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{extra_http_and_auth}",
                 storage.path().join("data").display()
             ),
         )

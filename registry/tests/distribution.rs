@@ -302,3 +302,82 @@ fn a_registry_that_is_down_or_failing_gives_a_clear_error_after_bounded_retries(
     );
     assert!(cache.is_empty());
 }
+
+fn sh(dir: &std::path::Path, cmd: &str) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn basic_auth_and_tls_with_a_ca_the_test_creates() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A CA (keyCertSign) and a server certificate for 127.0.0.1 with a SAN, as Go clients need.
+    sh(
+        d,
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=greentic-test-ca -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign",
+    );
+    sh(
+        d,
+        "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1",
+    );
+    sh(
+        d,
+        "printf 'subjectAltName=IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > ext && openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile ext",
+    );
+    sh(d, "htpasswd -Bbn alice s3cret-pass > htpasswd");
+    let registry = Registry::start_with(&format!(
+        "  tls:\n    certificate: {0}/server.crt\n    key: {0}/server.key\nauth:\n  htpasswd:\n    realm: greentic-test\n    path: {0}/htpasswd\n",
+        d.display()
+    ));
+    let ca = std::fs::read(d.join("ca.crt")).unwrap();
+    let options = |user: &str, pass: &str, ca: Option<&Vec<u8>>| RemoteOptions {
+        username: Some(user.into()),
+        password: Some(pass.into()),
+        ca_certificates: ca.into_iter().cloned().collect(),
+        max_attempts: Some(1),
+        ..RemoteOptions::default()
+    };
+    let rt = rt();
+    let r = registry.reference("private/echo:1.0.0");
+    let echo = component("echo");
+    let target = Target::open(&r, &options("alice", "s3cret-pass", Some(&ca))).unwrap();
+    rt.block_on(push_component(&target, &r, &echo)).unwrap();
+    let pulled = rt.block_on(pull_component(&target, &r, None)).unwrap();
+    assert_eq!(pulled.component, echo);
+
+    // A wrong password is refused.
+    let wrong = Target::open(&r, &options("alice", "nope", Some(&ca))).unwrap();
+    let e = rt
+        .block_on(pull_component(&wrong, &r, None))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.to_lowercase().contains("auth") || e.contains("401"),
+        "{e}"
+    );
+
+    // Without the CA, the server's certificate is not trusted.
+    let untrusted = Target::open(
+        &r,
+        &RemoteOptions {
+            require_tls: true,
+            ..options("alice", "s3cret-pass", None)
+        },
+    )
+    .unwrap();
+    let e = rt
+        .block_on(pull_component(&untrusted, &r, None))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(&registry.addr), "{e}");
+}

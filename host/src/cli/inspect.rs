@@ -9,11 +9,13 @@ use greentic_interfaces::{ComponentReport, Contracts, inspect_component};
 
 /// Show a component's world, imports, exports, digest and embedded manifest, after the same
 /// load-time checks the host runs (manifest valid, world compatible, manifest truthful).
+/// Given a reference (`HOST[:PORT]/REPO:TAG`, `…@sha256:…`, `oci:DIR:TAG`) instead of a file,
+/// show the artifact's manifest, config, annotations and the signatures found for it.
 ///
 /// Exits 1 and says what is wrong if any check fails.
 #[derive(Debug, Args)]
 pub struct Inspect {
-    /// The component file (`.wasm`).
+    /// The component file (`.wasm`) or an artifact reference.
     file: PathBuf,
     /// Print the report as JSON instead of text.
     #[arg(long)]
@@ -22,6 +24,12 @@ pub struct Inspect {
 
 impl Inspect {
     pub fn run(self) -> anyhow::Result<ExitCode> {
+        let arg = self.file.display().to_string();
+        if !self.file.exists()
+            && let Ok(reference) = arg.parse::<greentic_registry::ArtifactRef>()
+        {
+            return inspect_reference(&reference);
+        }
         let bytes = std::fs::read(&self.file)
             .with_context(|| format!("reading {}", self.file.display()))?;
         let contracts = Contracts::embedded().map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -71,4 +79,55 @@ fn to_text(r: &ComponentReport) -> String {
         out.push_str(&format!("  {line}\n"));
     }
     out
+}
+
+fn inspect_reference(reference: &greentic_registry::ArtifactRef) -> anyhow::Result<ExitCode> {
+    use greentic_registry::{OCI_MANIFEST_MEDIA_TYPE, RegistryError, Target, validate_manifest};
+    let target = Target::open(reference, &Default::default())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let digest = target.resolve(reference).await?;
+        let pinned = reference.with_digest(&digest);
+        let manifest_bytes = target
+            .fetch_manifest(&pinned, &digest, &[OCI_MANIFEST_MEDIA_TYPE])
+            .await?;
+        let (manifest, descriptors) = validate_manifest(&pinned.to_string(), &manifest_bytes)?;
+        let config: serde_json::Value = serde_json::from_slice(
+            &target
+                .fetch_blob(&pinned, &descriptors.config, "the config")
+                .await?,
+        )?;
+        let sig_ref = reference.with_tag(&greentic_signing::signature_tag(&digest));
+        let signatures = match target.resolve(&sig_ref).await {
+            Ok(sig_digest) => {
+                let sig: serde_json::Value = serde_json::from_slice(
+                    &target
+                        .fetch_manifest(&sig_ref, &sig_digest, &[OCI_MANIFEST_MEDIA_TYPE])
+                        .await?,
+                )?;
+                sig["layers"].as_array().map_or(0, Vec::len)
+            }
+            Err(RegistryError::NotFound { .. }) => 0,
+            Err(e) => return Err(anyhow::Error::from(e)),
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "reference": pinned.to_string(),
+                "digest": digest,
+                "manifest": manifest,
+                "config": config,
+                "annotations": manifest["annotations"],
+                "signatures": {
+                    "tag": greentic_signing::signature_tag(&digest),
+                    "count": signatures,
+                    "verified": false,
+                    "note": "verify with `greentic-host verify --key cosign.pub REF`",
+                },
+            }))?
+        );
+        Ok(ExitCode::SUCCESS)
+    })
 }

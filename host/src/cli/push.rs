@@ -21,9 +21,13 @@ pub struct RegistryArgs {
     /// Extra CA certificate (PEM) to trust; repeatable.
     #[arg(long = "ca-cert")]
     ca_certs: Vec<PathBuf>,
-    /// Allow plain HTTP to this registry host (loopback hosts always are); repeatable.
+    /// Allow plain HTTP to this registry host (loopback hosts always are, unless --tls or
+    /// --ca-cert is given); repeatable.
     #[arg(long)]
     insecure: Vec<String>,
+    /// Use TLS even for a loopback registry.
+    #[arg(long)]
+    tls: bool,
 }
 
 impl RegistryArgs {
@@ -48,6 +52,7 @@ impl RegistryArgs {
             password,
             ca_certificates,
             max_attempts: None,
+            require_tls: self.tls,
         })
     }
 }
