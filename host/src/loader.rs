@@ -41,6 +41,8 @@ pub struct LoadedProvider {
     pub source: String,
     /// `sha256:<hex>` of the component.
     pub digest: String,
+    /// The OCI manifest digest it was fetched by (registry and layout sources).
+    pub manifest_digest: Option<String>,
     /// The embedded manifest.
     pub manifest: ProviderManifest,
     /// The host world it runs in.
@@ -114,6 +116,7 @@ pub fn load(
                     LockEntry {
                         source: section.source.clone(),
                         digest: p.digest.clone(),
+                        manifest_digest: p.manifest_digest.clone(),
                     },
                 );
                 providers.insert(name.clone(), Arc::new(p));
@@ -146,40 +149,53 @@ fn load_one(
 ) -> Result<LoadedProvider, Vec<String>> {
     let fail = |msg: String| vec![format!("provider `{name}`: {msg}")];
     let blob_cache = bundle.cache_dir().join("blobs");
-    let source: Box<dyn ComponentSource> = if section.allow_unsigned {
-        tracing::warn!(
-            provider = name,
-            "running without a verified signature (allow_unsigned = true)"
-        );
-        resolve_source(&bundle.dir, &section.source, &blob_cache)
-    } else {
-        match SourceRef::parse(&bundle.dir, &section.source) {
-            SourceRef::File(_) => {
+    let locked = old_lock
+        .providers
+        .get(name)
+        .filter(|l| l.source == section.source && !update_lock);
+    let mut manifest_digest = None;
+    let source: Box<dyn ComponentSource> = match SourceRef::parse(&bundle.dir, &section.source) {
+        SourceRef::File(_) if !section.allow_unsigned => {
+            return Err(fail(format!(
+                "source `{}` is a file, which cannot carry a signature; push it to a registry and sign it (greentic-host push, greentic-host sign), or set `allow_unsigned = true` in [providers.{name}] to run it unsigned",
+                section.source
+            )));
+        }
+        SourceRef::File(_) => resolve_source(&bundle.dir, &section.source, &blob_cache),
+        SourceRef::OciLayout(_) | SourceRef::Registry(_) => {
+            let reference = artifact_reference(&bundle.dir, &section.source)
+                .map_err(|e| fail(e.to_string()))?;
+            // Resolve the reference once (verifying the signature for that digest).
+            let digest = if section.allow_unsigned {
+                tracing::warn!(
+                    provider = name,
+                    "running without a verified signature (allow_unsigned = true)"
+                );
+                resolve_digest(&reference).map_err(fail)?
+            } else {
+                verify_signature(bundle, name, section, &reference).map_err(fail)?
+            };
+            if let Some(pinned) = locked.and_then(|l| l.manifest_digest.as_deref())
+                && pinned != digest
+            {
                 return Err(fail(format!(
-                    "source `{}` is a file, which cannot carry a signature; push it to a registry and sign it (greentic-host push, greentic-host sign), or set `allow_unsigned = true` in [providers.{name}] to run it unsigned",
+                    "`{}` now resolves to {digest}, but greentic.lock pins {pinned} (the tag moved); check the new artifact, then run with --update-lock to accept it",
                     section.source
                 )));
             }
-            SourceRef::OciLayout(_) | SourceRef::Registry(_) => {
-                let reference = artifact_reference(&bundle.dir, &section.source)
-                    .map_err(|e| fail(e.to_string()))?;
-                let digest = verify_signature(bundle, name, section, &reference).map_err(fail)?;
-                // Fetch exactly what was verified: by digest, never by tag again.
-                Box::new(RegistrySource::new(
-                    reference.with_digest(&digest),
-                    blob_cache,
-                ))
-            }
+            manifest_digest = Some(digest.clone());
+            // Fetch exactly what was resolved and verified: by digest, never by tag again.
+            Box::new(RegistrySource::new(
+                reference.with_digest(&digest),
+                blob_cache,
+            ))
         }
     };
     let mut expected: Vec<(&str, &str)> = Vec::new();
     if let Some(d) = &section.digest {
         expected.push((d, "pinned by `digest` in greentic.toml"));
     }
-    if let Some(locked) = old_lock.providers.get(name)
-        && locked.source == section.source
-        && !update_lock
-    {
+    if let Some(locked) = locked {
         expected.push((
             &locked.digest,
             "recorded in greentic.lock; run with --update-lock to accept the new component",
@@ -281,6 +297,7 @@ fn load_one(
         name: name.to_string(),
         source: section.source.clone(),
         digest: fetched.digest,
+        manifest_digest,
         world: report.host_world,
         manifest: report.manifest,
         kind,
@@ -291,6 +308,22 @@ fn load_one(
         linked,
         cache: cache_outcome,
     })
+}
+
+/// Resolves a registry or layout reference to its manifest digest (no signature check).
+fn resolve_digest(reference: &greentic_registry::ArtifactRef) -> Result<String, String> {
+    let resolve = || -> Result<String, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let target = greentic_registry::Target::open(reference, &Default::default())
+            .map_err(|e| e.to_string())?;
+        rt.block_on(target.resolve(reference))
+            .map_err(|e| e.to_string())
+    };
+    std::thread::scope(|s| s.spawn(resolve).join())
+        .unwrap_or_else(|_| Err("resolving panicked".into()))
 }
 
 /// Verifies the provider's signature with the keys the bundle trusts for it; returns the

@@ -12,8 +12,11 @@ use serde::{Deserialize, Serialize};
 pub struct LockEntry {
     /// The source string as written in `greentic.toml`.
     pub source: String,
-    /// `sha256:<hex>` it resolved to.
+    /// `sha256:<hex>` of the component it resolved to.
     pub digest: String,
+    /// The OCI manifest digest, for registry and layout sources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_digest: Option<String>,
 }
 
 /// The lock file.
@@ -113,6 +116,7 @@ mod tests {
             LockEntry {
                 source: "echo.wasm".into(),
                 digest: format!("sha256:{}", "a".repeat(64)),
+                manifest_digest: None,
             },
         );
         lock.save(dir.path()).unwrap();
