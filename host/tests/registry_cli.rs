@@ -101,7 +101,11 @@ fn bundles_run_only_signed_providers_from_an_oci_layout() {
     // Even validly signed, a tag that moved after locking is refused: the lock pins the digest.
     let lock = std::fs::read_to_string(dir.join("greentic.lock")).unwrap();
     assert!(lock.contains("manifest_digest"), "{lock}");
-    assert!(run_in(dir, &["sign", "--key", "cosign.key", &layout]).status.success());
+    assert!(
+        run_in(dir, &["sign", "--key", "cosign.key", &layout])
+            .status
+            .success()
+    );
     let (ok, stderr) = check();
     assert!(!ok);
     assert!(stderr.contains("(the tag moved)"), "{stderr}");

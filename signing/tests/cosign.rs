@@ -183,3 +183,54 @@ fn signatures_work_inside_an_oci_layout_too() {
         "application/vnd.dev.cosign.simplesigning.v1+json"
     );
 }
+
+#[test]
+fn skopeo_mirrors_our_signatures_as_sigstore_attachments() {
+    // containers/image reads cosign's `.sig` scheme when use-sigstore-attachments is on; if our
+    // signature manifest were not in cosign's format, skopeo would not carry it across.
+    let a = Registry::start();
+    let b = Registry::start();
+    let rt = rt();
+    let src = a.reference("providers/echo:1.0.0");
+    let target_a = Target::open(&src, &RemoteOptions::default()).unwrap();
+    rt.block_on(push_component(&target_a, &src, &component("echo")))
+        .unwrap();
+    let key = KeyPair::generate();
+    rt.block_on(sign(&target_a, &src, &key)).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("default.yaml"),
+        "default-docker:\n  use-sigstore-attachments: true\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new("skopeo")
+        .args([
+            "copy",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            "--registries.d",
+        ])
+        .arg(dir.path())
+        .arg(format!("docker://{}/providers/echo:1.0.0", a.addr))
+        .arg(format!("docker://{}/mirror/echo:1.0.0", b.addr))
+        .output()
+        .expect("skopeo is installed (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let dst = b.reference("mirror/echo:1.0.0");
+    let target_b = Target::open(&dst, &RemoteOptions::default()).unwrap();
+    let trusted = TrustedKeys::from_pems(&[key.public_pem()]).unwrap();
+    let verified = rt
+        .block_on(verify(&target_b, &dst, &trusted, None))
+        .unwrap();
+    // The identity is still the repository it was signed in.
+    assert_eq!(
+        verified.payload.critical.identity.docker_reference,
+        src.repository()
+    );
+}
