@@ -206,3 +206,58 @@ fn keygen_sign_and_verify_from_the_command_line() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).1.contains("wrong password"), "{}", text(&out).1);
 }
+
+#[test]
+fn registry_credentials_come_from_a_docker_credential_helper() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = std::process::Command::new("htpasswd")
+        .args(["-Bbn", "ci-user", "ci-pass"])
+        .output()
+        .unwrap();
+    std::fs::write(d.join("htpasswd"), out.stdout).unwrap();
+    let registry = greentic_registry::testing::Registry::start_with(&format!(
+        "auth:\n  htpasswd:\n    realm: greentic-test\n    path: {}/htpasswd\n",
+        d.display()
+    ));
+    // A credential helper, as `docker login` with credHelpers would use.
+    let bin = d.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-greentic-test");
+    std::fs::write(&helper, "#!/bin/sh\nread registry\necho \"{\\\"ServerURL\\\":\\\"$registry\\\",\\\"Username\\\":\\\"ci-user\\\",\\\"Secret\\\":\\\"ci-pass\\\"}\"\n").unwrap();
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&helper)
+        .status()
+        .unwrap();
+    let config = d.join("docker");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("config.json"),
+        serde_json::json!({"credHelpers": {registry.addr.clone(): "greentic-test"}}).to_string(),
+    )
+    .unwrap();
+    let reference = format!("{}/private/echo:1.0.0", registry.addr);
+    let echo = component("wasip2", "echo");
+    let push = |docker_config: &std::path::Path| {
+        std::process::Command::new(common::host_bin())
+            .args(["push", echo.to_str().unwrap(), &reference])
+            .env("DOCKER_CONFIG", docker_config)
+            .env(
+                "PATH",
+                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+            )
+            .env_remove("GREENTIC_REGISTRY_USERNAME")
+            .env_remove("GREENTIC_REGISTRY_PASSWORD")
+            .output()
+            .unwrap()
+    };
+    let without = push(&d.join("no-docker-config"));
+    assert!(
+        !without.status.success(),
+        "pushing without credentials must fail"
+    );
+    let with = push(&config);
+    assert!(with.status.success(), "{}", text(&with).1);
+    assert!(text(&with).0.contains("@sha256:"), "{}", text(&with).0);
+}

@@ -38,7 +38,32 @@ fn is_loopback(host: &str) -> bool {
     name == "localhost" || name.starts_with("127.") || name == "[::1]"
 }
 
-/// Credentials from the docker `config.json` (`auths.<host>.auth`, base64 `user:password`).
+/// Credentials from a docker credential helper: `docker-credential-<helper> get` with the
+/// registry on stdin, answering `{"Username": …, "Secret": …}`.
+fn credential_helper(helper: &str, registry: &str) -> Option<(String, String)> {
+    use std::io::Write;
+    let mut child = std::process::Command::new(format!("docker-credential-{helper}"))
+        .arg("get")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| tracing::warn!(helper, error = %e, "credential helper not runnable"))
+        .ok()?;
+    child.stdin.take()?.write_all(registry.as_bytes()).ok()?;
+    let out = child.wait_with_output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some((
+        v["Username"].as_str()?.to_string(),
+        v["Secret"].as_str()?.to_string(),
+    ))
+}
+
+/// Credentials from the docker `config.json`: `credHelpers.<host>`, then `auths.<host>.auth`
+/// (base64 `user:password`), then `credsStore`.
 fn docker_config_auth(registry: &str) -> Option<(String, String)> {
     use base64::Engine;
     let dir = std::env::var_os("DOCKER_CONFIG")
@@ -48,7 +73,14 @@ fn docker_config_auth(registry: &str) -> Option<(String, String)> {
         })?;
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("config.json")).ok()?).ok()?;
-    let encoded = config["auths"][registry]["auth"].as_str()?;
+    if let Some(helper) = config["credHelpers"][registry].as_str() {
+        return credential_helper(helper, registry);
+    }
+    let Some(encoded) = config["auths"][registry]["auth"].as_str() else {
+        return config["credsStore"]
+            .as_str()
+            .and_then(|h| credential_helper(h, registry));
+    };
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded)
         .ok()?;
