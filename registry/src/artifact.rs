@@ -157,6 +157,8 @@ pub struct Descriptors {
     pub config: String,
     /// Component layer digest.
     pub layer: String,
+    /// Component layer size, as the manifest states it.
+    pub layer_size: Option<u64>,
 }
 
 /// Checks that a manifest is a single-component CNCF Wasm artifact.
@@ -220,6 +222,7 @@ pub fn validate_manifest(
     let descriptors = Descriptors {
         config: digest(&m["config"], "config")?,
         layer: digest(layer, "layer")?,
+        layer_size: layer["size"].as_u64(),
     };
     Ok((m, descriptors))
 }
@@ -291,7 +294,7 @@ pub async fn pull_component(
         Some(b) => b,
         None => {
             target
-                .fetch_blob(&pinned, &d.layer, "the component layer")
+                .fetch_blob_sized(&pinned, &d.layer, "the component layer", d.layer_size)
                 .await?
         }
     };

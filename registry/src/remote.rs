@@ -7,6 +7,60 @@ use oci_client::{Client, Reference};
 
 use crate::error::RegistryError;
 
+/// Blobs at least this large get a progress bar (when stderr is a terminal).
+const PROGRESS_THRESHOLD: u64 = 1 << 20;
+
+fn progress_bar(len: Option<u64>, what: &str) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    let len = len?;
+    if !std::io::stderr().is_terminal() || len < PROGRESS_THRESHOLD {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(len).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    Some(bar)
+}
+
+/// An `AsyncWrite` that advances a progress bar.
+struct ProgressWriter<'a> {
+    inner: &'a mut Vec<u8>,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl tokio::io::AsyncWrite for ProgressWriter<'_> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.inner.extend_from_slice(buf);
+        if let Some(bar) = &self.bar {
+            bar.inc(buf.len() as u64);
+        }
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
 /// How to reach a registry.
 #[derive(Debug, Clone, Default)]
 pub struct RemoteOptions {
@@ -241,23 +295,34 @@ impl RemoteRegistry {
     }
 
     /// The blob stored under `digest`, not yet verified by us (the client checks it too).
+    /// `size` (from the manifest) sizes the progress bar shown on a terminal.
     pub async fn blob_unverified(
         &self,
         reference: &Reference,
         digest: &str,
+        size: Option<u64>,
     ) -> Result<Vec<u8>, RegistryError> {
         self.client
             .store_auth_if_needed(reference.resolve_registry(), &self.auth)
             .await;
+        let short = &digest[..digest.len().min(19)];
         self.retry("fetching a blob", || async {
             let mut out = Vec::new();
-            self.client.pull_blob(reference, digest, &mut out).await?;
-            Ok(out)
+            let bar = progress_bar(size, &format!("pulling {short}"));
+            let writer = ProgressWriter {
+                inner: &mut out,
+                bar: bar.clone(),
+            };
+            let result = self.client.pull_blob(reference, digest, writer).await;
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            result.map(|()| out)
         })
         .await
     }
 
-    /// Uploads a blob.
+    /// Uploads a blob (with a spinner on a terminal for large blobs).
     pub async fn put_blob(
         &self,
         reference: &Reference,
@@ -267,11 +332,26 @@ impl RemoteRegistry {
         self.client
             .store_auth_if_needed(reference.resolve_registry(), &self.auth)
             .await;
-        self.retry("uploading a blob", || {
-            self.client.push_blob(reference, bytes.to_vec(), digest)
-        })
-        .await
-        .map(|_| ())
+        let bar = progress_bar(Some(bytes.len() as u64), "").map(|_| {
+            let spinner = indicatif::ProgressBar::new_spinner();
+            spinner.set_message(format!(
+                "pushing {} ({} bytes)",
+                &digest[..digest.len().min(19)],
+                bytes.len()
+            ));
+            spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+            spinner
+        });
+        let result = self
+            .retry("uploading a blob", || {
+                self.client.push_blob(reference, bytes.to_vec(), digest)
+            })
+            .await
+            .map(|_| ());
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        result
     }
 
     /// Uploads a manifest under the reference's tag (or digest).

@@ -87,8 +87,20 @@ impl Target {
         digest: &str,
         what: &str,
     ) -> Result<Vec<u8>, RegistryError> {
+        self.fetch_blob_sized(reference, digest, what, None).await
+    }
+
+    /// The blob with `digest` and (from its descriptor) `size`, verified; large blobs show a
+    /// progress bar when stderr is a terminal.
+    pub async fn fetch_blob_sized(
+        &self,
+        reference: &ArtifactRef,
+        digest: &str,
+        what: &str,
+        size: Option<u64>,
+    ) -> Result<Vec<u8>, RegistryError> {
         let bytes = match self {
-            Target::Remote(r) => match r.blob_unverified(remote(reference), digest).await {
+            Target::Remote(r) => match r.blob_unverified(remote(reference), digest, size).await {
                 Err(RegistryError::Registry { why, .. })
                     if why.contains("Digest") || why.contains("digest") =>
                 {
