@@ -27,6 +27,7 @@
 
 pub mod auth;
 pub mod bindings;
+pub mod blocking;
 pub mod bundle;
 pub mod engine;
 pub mod errors;

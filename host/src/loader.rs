@@ -312,18 +312,12 @@ fn load_one(
 
 /// Resolves a registry or layout reference to its manifest digest (no signature check).
 fn resolve_digest(reference: &greentic_registry::ArtifactRef) -> Result<String, String> {
-    let resolve = || -> Result<String, String> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
+    crate::blocking::run("resolving the reference", |rt| {
         let target = greentic_registry::Target::open(reference, &Default::default())
             .map_err(|e| e.to_string())?;
         rt.block_on(target.resolve(reference))
             .map_err(|e| e.to_string())
-    };
-    std::thread::scope(|s| s.spawn(resolve).join())
-        .unwrap_or_else(|_| Err("resolving panicked".into()))
+    })
 }
 
 /// Verifies the provider's signature with the keys the bundle trusts for it; returns the
@@ -354,20 +348,14 @@ fn verify_signature(
         );
     }
     let keys = greentic_signing::TrustedKeys::from_pems(&pems).map_err(|e| e.to_string())?;
-    let verify = || -> Result<String, String> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
+    crate::blocking::run("the signature check", |rt| {
         let target = greentic_registry::Target::open(reference, &Default::default())
             .map_err(|e| e.to_string())?;
         let verified = rt
             .block_on(greentic_signing::verify(&target, reference, &keys, None))
             .map_err(|e| format!("signature check failed: {e}"))?;
         Ok(verified.digest)
-    };
-    std::thread::scope(|s| s.spawn(verify).join())
-        .unwrap_or_else(|_| Err("the signature check panicked".into()))
+    })
 }
 
 /// Tenants routed to each provider: config validates, required secrets are bound, routes name

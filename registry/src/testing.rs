@@ -105,3 +105,25 @@ impl Drop for Registry {
         self.stop();
     }
 }
+
+/// A component built by `scripts/build-components.sh` (`wasip2/<name>.wasm` in
+/// `$GREENTIC_COMPONENTS_DIR`, or `greentic-components/` in the target directory the calling
+/// test binary was built in).
+pub fn component(name: &str) -> Vec<u8> {
+    let dir = match std::env::var_os("GREENTIC_COMPONENTS_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => std::env::current_exe()
+            .unwrap()
+            .ancestors()
+            .nth(3)
+            .unwrap()
+            .join("greentic-components"),
+    };
+    let path = dir.join("wasip2").join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run scripts/build-components.sh first",
+            path.display()
+        )
+    })
+}

@@ -5,38 +5,18 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::PathBuf;
+
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use greentic_registry::testing::{Registry, free_port};
+use greentic_registry::testing::{Registry, component, free_port};
 use greentic_registry::{
     ArtifactRef, BlobCache, OCI_MANIFEST_MEDIA_TYPE, RegistryError, RemoteOptions, Target,
     WASM_CONFIG_MEDIA_TYPE, WASM_LAYER_MEDIA_TYPE, pull_component, push_component, sha256_digest,
 };
 use serde_json::json;
-
-/// The components built by scripts/build-components.sh.
-fn component(name: &str) -> Vec<u8> {
-    let dir = match std::env::var_os("GREENTIC_COMPONENTS_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => std::env::current_exe()
-            .unwrap()
-            .ancestors()
-            .nth(3)
-            .unwrap()
-            .join("greentic-components"),
-    };
-    let path = dir.join("wasip2").join(format!("{name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; run scripts/build-components.sh first",
-            path.display()
-        )
-    })
-}
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()

@@ -2,29 +2,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
-use std::path::PathBuf;
-
-use greentic_registry::testing::Registry;
+use greentic_registry::testing::{Registry, component};
 use greentic_registry::{
     ArtifactRef, OCI_MANIFEST_MEDIA_TYPE, RemoteOptions, Target, push_component,
 };
 use greentic_signing::{
     KeyPair, SIGNATURE_ANNOTATION, SignError, TrustedKeys, sign, signature_tag, verify,
 };
-
-fn component(name: &str) -> Vec<u8> {
-    let dir = match std::env::var_os("GREENTIC_COMPONENTS_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => std::env::current_exe()
-            .unwrap()
-            .ancestors()
-            .nth(3)
-            .unwrap()
-            .join("greentic-components"),
-    };
-    std::fs::read(dir.join("wasip2").join(format!("{name}.wasm")))
-        .expect("run scripts/build-components.sh first")
-}
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()

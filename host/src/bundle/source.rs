@@ -168,34 +168,21 @@ impl ComponentSource for RegistrySource {
     }
 
     fn fetch_unverified(&self, _max_bytes: usize) -> Result<Vec<u8>, SourceError> {
-        let pull = || -> Result<Vec<u8>, greentic_registry::RegistryError> {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|source| greentic_registry::RegistryError::Io {
-                    path: "(async runtime)".into(),
-                    source,
-                })?;
-            let target = greentic_registry::Target::open(&self.reference, &Default::default())?;
-            let pulled = rt.block_on(greentic_registry::pull_component(
+        crate::blocking::run("the pull", |rt| {
+            let target = greentic_registry::Target::open(&self.reference, &Default::default())
+                .map_err(|e| e.to_string())?;
+            rt.block_on(greentic_registry::pull_component(
                 &target,
                 &self.reference,
                 Some(&self.cache),
-            ))?;
-            Ok(pulled.component)
-        };
-        // The loader may run inside an async runtime; pull on a thread of our own.
-        std::thread::scope(|s| s.spawn(pull).join())
-            .unwrap_or_else(|_| {
-                Err(greentic_registry::RegistryError::Registry {
-                    registry: self.name(),
-                    why: "the pull panicked".into(),
-                })
-            })
-            .map_err(|e| SourceError::Registry {
-                source_name: self.name(),
-                message: e.to_string(),
-            })
+            ))
+            .map(|pulled| pulled.component)
+            .map_err(|e| e.to_string())
+        })
+        .map_err(|message| SourceError::Registry {
+            source_name: self.name(),
+            message,
+        })
     }
 }
 
