@@ -16,7 +16,7 @@
 //! let bundle = Bundle::load(std::path::Path::new("examples/demo"))?;
 //! let engine = HostEngine::new(PoolSizing { instances: 16, max_memory_bytes: 64 << 20 })?;
 //! let backend = Arc::new(FileBackend::new(bundle.path(&bundle.file.secrets.dir)));
-//! let loaded = loader::load(&bundle, &engine, backend.as_ref(), false)?;
+//! let loaded = loader::load(&bundle, &engine, backend.as_ref(), Default::default())?;
 //! let runtime = Runtime::new(&bundle, engine, loaded.providers, backend);
 //! let caller = Caller { tenant: "acme".into(), team: None, user: None };
 //! let result = runtime.invoke(&caller, "send", serde_json::json!({"to": "#ops", "text": "hi"}), None).await;

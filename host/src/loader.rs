@@ -77,12 +77,22 @@ pub struct Loaded {
     pub lock_changed: bool,
 }
 
+/// How to load.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    /// Accept components whose digest differs from the lock, and re-lock them.
+    pub update_lock: bool,
+    /// Use only the local cache for registry and layout providers: the digest pinned in the
+    /// lock, and the artifact and signatures cached by an earlier online load.
+    pub offline: bool,
+}
+
 /// Loads and checks every provider of `bundle`.
 pub fn load(
     bundle: &Bundle,
     engine: &HostEngine,
     backend: &dyn SecretBackend,
-    update_lock: bool,
+    options: LoadOptions,
 ) -> Result<Loaded, LoadError> {
     let contracts = Contracts::embedded().map_err(|e| LoadError {
         problems: vec![format!("the host's own WIT does not load: {e}")],
@@ -101,14 +111,7 @@ pub fn load(
     let mut providers = BTreeMap::new();
     for (name, section) in &bundle.file.providers {
         match load_one(
-            bundle,
-            engine,
-            contracts,
-            &cache,
-            &old_lock,
-            update_lock,
-            name,
-            section,
+            bundle, engine, contracts, &cache, &old_lock, options, name, section,
         ) {
             Ok(p) => {
                 lock.providers.insert(
@@ -143,7 +146,7 @@ fn load_one(
     contracts: &Contracts,
     cache: &CompileCache,
     old_lock: &Lock,
-    update_lock: bool,
+    options: LoadOptions,
     name: &str,
     section: &crate::bundle::ProviderSection,
 ) -> Result<LoadedProvider, Vec<String>> {
@@ -152,7 +155,7 @@ fn load_one(
     let locked = old_lock
         .providers
         .get(name)
-        .filter(|l| l.source == section.source && !update_lock);
+        .filter(|l| l.source == section.source && !options.update_lock);
     let mut manifest_digest = None;
     let source: Box<dyn ComponentSource> = match SourceRef::parse(&bundle.dir, &section.source) {
         SourceRef::File(_) if !section.allow_unsigned => {
@@ -163,17 +166,37 @@ fn load_one(
         }
         SourceRef::File(_) => resolve_source(&bundle.dir, &section.source, &blob_cache),
         SourceRef::OciLayout(_) | SourceRef::Registry(_) => {
-            let reference = artifact_reference(&bundle.dir, &section.source)
+            let mut reference = artifact_reference(&bundle.dir, &section.source)
                 .map_err(|e| fail(e.to_string()))?;
+            if options.offline {
+                // Offline, the lock's digest is the only resolution there is.
+                match locked.and_then(|l| l.manifest_digest.as_deref()) {
+                    Some(d) => reference = reference.with_digest(d),
+                    None => {
+                        return Err(fail(format!(
+                            "offline, but greentic.lock pins no digest for `{}`; run once online first",
+                            section.source
+                        )));
+                    }
+                }
+            }
             // Resolve the reference once (verifying the signature for that digest).
             let digest = if section.allow_unsigned {
                 tracing::warn!(
                     provider = name,
                     "running without a verified signature (allow_unsigned = true)"
                 );
-                resolve_digest(&reference).map_err(fail)?
+                resolve_digest(&reference, &blob_cache, options.offline).map_err(fail)?
             } else {
-                verify_signature(bundle, name, section, &reference).map_err(fail)?
+                verify_signature(
+                    bundle,
+                    name,
+                    section,
+                    &reference,
+                    &blob_cache,
+                    options.offline,
+                )
+                .map_err(fail)?
             };
             if let Some(pinned) = locked.and_then(|l| l.manifest_digest.as_deref())
                 && pinned != digest
@@ -188,6 +211,7 @@ fn load_one(
             Box::new(RegistrySource::new(
                 reference.with_digest(&digest),
                 blob_cache,
+                options.offline,
             ))
         }
     };
@@ -311,10 +335,13 @@ fn load_one(
 }
 
 /// Resolves a registry or layout reference to its manifest digest (no signature check).
-fn resolve_digest(reference: &greentic_registry::ArtifactRef) -> Result<String, String> {
+fn resolve_digest(
+    reference: &greentic_registry::ArtifactRef,
+    blob_cache: &std::path::Path,
+    offline: bool,
+) -> Result<String, String> {
     crate::blocking::run("resolving the reference", |rt| {
-        let target = greentic_registry::Target::open(reference, &Default::default())
-            .map_err(|e| e.to_string())?;
+        let target = crate::bundle::open_target(reference, blob_cache, offline)?;
         rt.block_on(target.resolve(reference))
             .map_err(|e| e.to_string())
     })
@@ -327,6 +354,8 @@ fn verify_signature(
     name: &str,
     section: &crate::bundle::ProviderSection,
     reference: &greentic_registry::ArtifactRef,
+    blob_cache: &std::path::Path,
+    offline: bool,
 ) -> Result<String, String> {
     let key_names: Vec<&String> = if section.trusted_keys.is_empty() {
         bundle.file.trust.keys.keys().collect()
@@ -349,8 +378,7 @@ fn verify_signature(
     }
     let keys = greentic_signing::TrustedKeys::from_pems(&pems).map_err(|e| e.to_string())?;
     crate::blocking::run("the signature check", |rt| {
-        let target = greentic_registry::Target::open(reference, &Default::default())
-            .map_err(|e| e.to_string())?;
+        let target = crate::bundle::open_target(reference, blob_cache, offline)?;
         let verified = rt
             .block_on(greentic_signing::verify(&target, reference, &keys, None))
             .map_err(|e| format!("signature check failed: {e}"))?;

@@ -87,6 +87,16 @@ fn bundles_run_only_signed_providers_from_an_oci_layout() {
     assert_eq!(r.json()["id"], "acme/-/-:#a:signed");
     drop(host);
 
+    // Offline: with the source gone, the lock's digest and the cache (artifact and signature)
+    // are enough; online, the same bundle fails.
+    std::fs::rename(dir.join("layout"), dir.join("layout.away")).unwrap();
+    let out = run_host(&["check", "--offline", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let (ok, stderr) = check();
+    assert!(!ok, "without --offline the missing layout must fail");
+    assert!(stderr.contains("provider `echo`"), "{stderr}");
+    std::fs::rename(dir.join("layout.away"), dir.join("layout")).unwrap();
+
     // The tag moves to a component signed by a key the bundle does not trust.
     push("panicker");
     assert!(

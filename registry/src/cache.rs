@@ -68,6 +68,39 @@ impl BlobCache {
         Ok(())
     }
 
+    fn tag_path(&self, repository: &str, tag: &str) -> PathBuf {
+        let key = sha256_digest(format!("{repository}\n{tag}").as_bytes());
+        self.dir.join("tags").join(&key[7..])
+    }
+
+    /// Records that `tag` of `repository` resolved to `digest` (for offline use).
+    pub fn put_tag(&self, repository: &str, tag: &str, digest: &str) -> Result<(), RegistryError> {
+        if hex_of(digest).is_none() {
+            return Err(RegistryError::BadReference {
+                reference: digest.to_string(),
+                why: "not a sha256 digest".into(),
+            });
+        }
+        let path = self.tag_path(repository, tag);
+        let dir = path.parent().expect("a tag path has a parent");
+        let io = |source| RegistryError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+        tmp.write_all(digest.as_bytes()).map_err(io)?;
+        tmp.as_file().sync_all().map_err(io)?;
+        tmp.persist(&path).map_err(|e| io(e.error))?;
+        Ok(())
+    }
+
+    /// The digest `tag` of `repository` last resolved to, if recorded.
+    pub fn tag(&self, repository: &str, tag: &str) -> Option<String> {
+        let digest = std::fs::read_to_string(self.tag_path(repository, tag)).ok()?;
+        hex_of(digest.trim()).map(|_| digest.trim().to_string())
+    }
+
     /// Number of cached blobs (for tests and diagnostics).
     pub fn len(&self) -> usize {
         std::fs::read_dir(self.dir.join("sha256"))

@@ -58,7 +58,7 @@ pub enum RegistryError {
         source: std::io::Error,
     },
     /// Offline mode and the blob is not cached.
-    #[error("{digest} is not in the cache and the pull is offline; pull it once online")]
+    #[error("{digest} is not in the cache and this run is offline; run once online first")]
     Offline {
         /// The digest.
         digest: String,

@@ -1,3 +1,4 @@
+use crate::cache::BlobCache;
 use crate::digest::sha256_digest;
 use crate::error::RegistryError;
 use crate::layout::OciLayout;
@@ -14,6 +15,11 @@ pub enum Target {
     Remote(RemoteRegistry),
     /// A local OCI image layout.
     Layout(OciLayout),
+    /// Another target, with every verified manifest and blob and every resolved tag written
+    /// to a cache, and cached blobs served from it.
+    Cached(Box<Target>, BlobCache),
+    /// Only the cache: no network. Tags resolve to what they resolved to when last online.
+    Offline(BlobCache),
 }
 
 fn remote(reference: &ArtifactRef) -> &oci_client::Reference {
@@ -39,10 +45,29 @@ impl Target {
         if let Some(d) = reference.digest() {
             return Ok(d.to_string());
         }
+        let tag = reference.tag().unwrap_or("latest");
         match self {
             Target::Remote(r) => r.resolve(remote(reference)).await,
-            Target::Layout(l) => l.resolve(reference.tag().unwrap_or("latest")),
+            Target::Layout(l) => l.resolve(tag),
+            Target::Cached(inner, cache) => {
+                let digest = Box::pin(inner.resolve(reference)).await?;
+                cache.put_tag(&reference.repository(), tag, &digest)?;
+                Ok(digest)
+            }
+            Target::Offline(cache) => {
+                cache
+                    .tag(&reference.repository(), tag)
+                    .ok_or_else(|| RegistryError::NotFound {
+                        reference: reference.to_string(),
+                        why: "offline, and the tag was never resolved online".into(),
+                    })
+            }
         }
+    }
+
+    /// This target with a write-through cache.
+    pub fn cached(self, cache: BlobCache) -> Target {
+        Target::Cached(Box::new(self), cache)
     }
 
     fn check(
@@ -76,6 +101,17 @@ impl Target {
                     .await?
             }
             Target::Layout(l) => l.blob_unverified(digest)?,
+            Target::Cached(inner, cache) => {
+                if let Some(bytes) = cache.get(digest) {
+                    return Ok(bytes);
+                }
+                let bytes = Box::pin(inner.fetch_manifest(reference, digest, accepted)).await?;
+                cache.put(digest, &bytes)?;
+                return Ok(bytes);
+            }
+            Target::Offline(cache) => cache.get(digest).ok_or_else(|| RegistryError::Offline {
+                digest: digest.to_string(),
+            })?,
         };
         Self::check(reference, "the manifest", digest, bytes)
     }
@@ -114,6 +150,17 @@ impl Target {
                 other => other?,
             },
             Target::Layout(l) => l.blob_unverified(digest)?,
+            Target::Cached(inner, cache) => {
+                if let Some(bytes) = cache.get(digest) {
+                    return Ok(bytes);
+                }
+                let bytes = Box::pin(inner.fetch_blob_sized(reference, digest, what, size)).await?;
+                cache.put(digest, &bytes)?;
+                return Ok(bytes);
+            }
+            Target::Offline(cache) => cache.get(digest).ok_or_else(|| RegistryError::Offline {
+                digest: digest.to_string(),
+            })?,
         };
         Self::check(reference, what, digest, bytes)
     }
@@ -128,6 +175,10 @@ impl Target {
         match self {
             Target::Remote(r) => r.put_blob(remote(reference), digest, bytes).await,
             Target::Layout(l) => l.put_blob(digest, bytes),
+            Target::Cached(inner, _) => Box::pin(inner.put_blob(reference, digest, bytes)).await,
+            Target::Offline(_) => Err(RegistryError::Offline {
+                digest: digest.to_string(),
+            }),
         }
     }
 
@@ -147,6 +198,10 @@ impl Target {
                     l.tag(tag, &digest, bytes.len(), media_type)?;
                 }
             }
+            Target::Cached(inner, _) => {
+                Box::pin(inner.put_manifest(reference, bytes, media_type)).await?;
+            }
+            Target::Offline(_) => return Err(RegistryError::Offline { digest }),
         }
         Ok(digest)
     }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 pub use lock::{Lock, LockEntry, LockError};
 pub use source::{
     ComponentSource, Fetched, FileSource, RegistrySource, SourceError, SourceRef,
-    artifact_reference, resolve_source,
+    artifact_reference, open_target, resolve_source,
 };
 
 /// The JSON Schema of `greentic.toml`.

@@ -149,15 +149,40 @@ impl ComponentSource for FileSource {
 /// against the bundle's pin and the lock.
 pub struct RegistrySource {
     reference: greentic_registry::ArtifactRef,
-    cache: greentic_registry::BlobCache,
+    cache_dir: PathBuf,
+    offline: bool,
+}
+
+/// The target for a registry or layout reference: write-through cached online, the cache
+/// alone offline.
+pub fn open_target(
+    reference: &greentic_registry::ArtifactRef,
+    cache_dir: &Path,
+    offline: bool,
+) -> Result<greentic_registry::Target, String> {
+    let cache = greentic_registry::BlobCache::new(cache_dir.to_path_buf());
+    if offline {
+        return Ok(greentic_registry::Target::Offline(cache));
+    }
+    Ok(
+        greentic_registry::Target::open(reference, &Default::default())
+            .map_err(|e| e.to_string())?
+            .cached(cache),
+    )
 }
 
 impl RegistrySource {
-    /// A registry source for `reference`, caching blobs under `cache_dir`.
-    pub fn new(reference: greentic_registry::ArtifactRef, cache_dir: PathBuf) -> RegistrySource {
+    /// A registry source for `reference`, caching blobs under `cache_dir` (or, `offline`,
+    /// reading only from there).
+    pub fn new(
+        reference: greentic_registry::ArtifactRef,
+        cache_dir: PathBuf,
+        offline: bool,
+    ) -> RegistrySource {
         RegistrySource {
             reference,
-            cache: greentic_registry::BlobCache::new(cache_dir),
+            cache_dir,
+            offline,
         }
     }
 }
@@ -169,12 +194,11 @@ impl ComponentSource for RegistrySource {
 
     fn fetch_unverified(&self, _max_bytes: usize) -> Result<Vec<u8>, SourceError> {
         crate::blocking::run("the pull", |rt| {
-            let target = greentic_registry::Target::open(&self.reference, &Default::default())
-                .map_err(|e| e.to_string())?;
+            let target = open_target(&self.reference, &self.cache_dir, self.offline)?;
             rt.block_on(greentic_registry::pull_component(
                 &target,
                 &self.reference,
-                Some(&self.cache),
+                None,
             ))
             .map(|pulled| pulled.component)
             .map_err(|e| e.to_string())
@@ -260,7 +284,11 @@ pub fn resolve_source(
         SourceRef::File(path) => Box::new(FileSource::new(path)),
         SourceRef::OciLayout(r) | SourceRef::Registry(r) => {
             match artifact_reference(bundle_dir, &r) {
-                Ok(reference) => Box::new(RegistrySource::new(reference, blob_cache.to_path_buf())),
+                Ok(reference) => Box::new(RegistrySource::new(
+                    reference,
+                    blob_cache.to_path_buf(),
+                    false,
+                )),
                 Err(e) => Box::new(Invalid {
                     reference: r,
                     why: e.to_string(),

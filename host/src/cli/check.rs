@@ -13,11 +13,20 @@ use clap::Args;
 pub struct Check {
     /// The bundle directory (with greentic.toml) or the greentic.toml file.
     bundle: PathBuf,
+    /// No network: registry and layout providers come from the lock's digests and the cache.
+    #[arg(long)]
+    offline: bool,
 }
 
 impl Check {
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        let loaded = match super::common::load_bundle(&self.bundle, false) {
+        let loaded = match super::common::load_bundle(
+            &self.bundle,
+            greentic_host::loader::LoadOptions {
+                update_lock: false,
+                offline: self.offline,
+            },
+        ) {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("error: {e:#}");

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use greentic_host::bundle::{Bundle, SecretBackendKind};
 use greentic_host::engine::{HostEngine, PoolSizing};
-use greentic_host::loader::{self, Loaded};
+use greentic_host::loader::{self, LoadOptions, Loaded};
 use greentic_host::secrets::{EnvBackend, FileBackend, SecretBackend};
 
 /// A bundle with its providers loaded and checked.
@@ -17,7 +17,7 @@ pub struct LoadedBundle {
     pub backend: Arc<dyn SecretBackend>,
 }
 
-pub fn load_bundle(path: &Path, update_lock: bool) -> anyhow::Result<LoadedBundle> {
+pub fn load_bundle(path: &Path, options: LoadOptions) -> anyhow::Result<LoadedBundle> {
     let bundle = Bundle::load(path)?;
     let backend: Arc<dyn SecretBackend> = match bundle.file.secrets.backend {
         SecretBackendKind::File => {
@@ -39,7 +39,7 @@ pub fn load_bundle(path: &Path, update_lock: bool) -> anyhow::Result<LoadedBundl
             .unwrap_or(64 << 20),
     };
     let engine = HostEngine::new(sizing).context("creating the Wasmtime engine")?;
-    let loaded = loader::load(&bundle, &engine, backend.as_ref(), update_lock)?;
+    let loaded = loader::load(&bundle, &engine, backend.as_ref(), options)?;
     Ok(LoadedBundle {
         bundle,
         engine,

@@ -28,6 +28,10 @@ pub struct Run {
     /// Accept components whose digest differs from greentic.lock, and re-lock them.
     #[arg(long)]
     update_lock: bool,
+    /// No network: registry and layout providers come from the lock's digests and the cache
+    /// filled by an earlier online run (signatures included).
+    #[arg(long, conflicts_with = "update_lock")]
+    offline: bool,
 }
 
 impl Run {
@@ -41,7 +45,13 @@ impl Run {
     }
 
     async fn serve(self) -> anyhow::Result<ExitCode> {
-        let loaded = super::common::load_bundle(&self.bundle, self.update_lock)?;
+        let loaded = super::common::load_bundle(
+            &self.bundle,
+            greentic_host::loader::LoadOptions {
+                update_lock: self.update_lock,
+                offline: self.offline,
+            },
+        )?;
         let bundle = loaded.bundle;
         if loaded.loaded.lock_changed {
             loaded.loaded.lock.save(&bundle.dir)?;
