@@ -271,3 +271,52 @@ fn registry_credentials_come_from_a_docker_credential_helper() {
     assert!(with.status.success(), "{}", text(&with).1);
     assert!(text(&with).0.contains("@sha256:"), "{}", text(&with).0);
 }
+
+#[test]
+fn a_signed_provider_from_a_real_registry_runs_and_a_moved_tag_is_refused() {
+    let registry = greentic_registry::testing::Registry::start();
+    let reference = format!("{}/providers/echo:1.0.0", registry.addr);
+    let b = common::TestBundle::new(
+        &format!(
+            "[trust.keys]\nci = \"cosign.pub\"\n\n[providers.echo]\nsource = \"{reference}\"\ntrusted_keys = [\"ci\"]\n\n[tenants.acme]\n\n[[routes]]\ntenant = \"acme\"\ncapability = \"send\"\nprovider = \"echo\"\n"
+        ),
+        &[],
+    );
+    let dir = b.path();
+    assert!(run_in(dir, &["keygen"]).status.success());
+    let push = |name: &str| {
+        let out = run_in(
+            dir,
+            &[
+                "push",
+                component("wasip2", name).to_str().unwrap(),
+                &reference,
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out).1);
+    };
+    push("echo");
+    assert!(
+        run_in(dir, &["sign", "--key", "cosign.key", &reference])
+            .status
+            .success()
+    );
+    let host = common::Host::start(dir);
+    let r = host.send(
+        &b.token("acme", None),
+        serde_json::json!({"to": "#r", "text": "from a registry"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    drop(host);
+
+    // Someone re-tags and signs another component: the lock's digest no longer matches.
+    push("panicker");
+    assert!(
+        run_in(dir, &["sign", "--key", "cosign.key", &reference])
+            .status
+            .success()
+    );
+    let out = run_host(&["check", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).1.contains("(the tag moved)"), "{}", text(&out).1);
+}
