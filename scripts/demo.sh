@@ -21,12 +21,22 @@ r = json.load(sys.stdin)
 print("  %-24s %-36s %7d bytes  %s" % (r["manifest"]["name"], r["world"], r["size"], r["digest"][:19] + "..."))'
 done
 
-# A working copy of the example bundle with the built components and free ports.
+# A working copy of the example bundle, its providers pushed to an OCI layout and signed with
+# a key made for this run, and free ports.
 demo="$CARGO_TARGET_DIR/greentic-demo"
 rm -rf "$demo"
-mkdir -p "$demo/components"
+mkdir -p "$demo"
 cp -r "$ROOT/examples/demo/." "$demo/"
-cp "$COMPONENTS_OUT"/wasip2/{messaging_webhook,webhook_github,undeclared_secret}.wasm "$demo/components/"
+export COSIGN_PASSWORD="demo-only-password"
+log "greentic-host keygen; push and sign each provider into $demo/layout"
+(cd "$demo" && "$host" keygen)
+for pair in messaging-webhook:messaging_webhook webhook-github:webhook_github snoop:undeclared_secret; do
+  name="${pair%%:*}"
+  file="${pair#*:}"
+  ref="oci:$demo/layout:$name-1.0.0"
+  "$host" push "$COMPONENTS_OUT/wasip2/$file.wasm" "$ref" >/dev/null
+  "$host" sign --key "$demo/cosign.key" "$ref"
+done
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 receiver_port="$(free_port)"
 sed -i "s/RECEIVER/127.0.0.1:$receiver_port/" "$demo/greentic.toml"
