@@ -13,3 +13,8 @@ pub(crate) fn hex_of(digest: &str) -> Option<&str> {
                 .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
     })
 }
+
+/// Whether `s` is `sha256:` followed by 64 lower-case hex digits.
+pub fn is_sha256_digest(s: &str) -> bool {
+    hex_of(s).is_some()
+}

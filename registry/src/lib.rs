@@ -43,7 +43,7 @@ pub use artifact::{
     validate_manifest,
 };
 pub use cache::BlobCache;
-pub use digest::sha256_digest;
+pub use digest::{is_sha256_digest, sha256_digest};
 pub use error::RegistryError;
 pub use layout::OciLayout;
 pub use reference::ArtifactRef;

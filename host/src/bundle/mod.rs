@@ -527,7 +527,7 @@ impl BundleFile {
                 out.push(format!("providers.{name}: provider names are kebab-case"));
             }
             if let Some(d) = &p.digest
-                && !is_digest(d)
+                && !greentic_registry::is_sha256_digest(d)
             {
                 out.push(format!(
                     "providers.{name}.digest: `{d}` is not `sha256:` followed by 64 lower-case hex digits"
@@ -608,15 +608,6 @@ impl BundleFile {
         }
         out
     }
-}
-
-/// Whether `s` is `sha256:<64 lower-case hex>`.
-pub fn is_digest(s: &str) -> bool {
-    s.strip_prefix("sha256:").is_some_and(|h| {
-        h.len() == 64
-            && h.chars()
-                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
-    })
 }
 
 #[cfg(test)]
@@ -712,8 +703,11 @@ mod tests {
 
     #[test]
     fn digests_are_checked() {
-        assert!(is_digest(&format!("sha256:{}", "a".repeat(64))));
-        assert!(!is_digest("sha256:ABC"));
+        assert!(greentic_registry::is_sha256_digest(&format!(
+            "sha256:{}",
+            "a".repeat(64)
+        )));
+        assert!(!greentic_registry::is_sha256_digest("sha256:ABC"));
         let text = MINIMAL.replace(
             "source = \"echo.wasm\"",
             "source = \"echo.wasm\"\ndigest = \"md5:x\"",

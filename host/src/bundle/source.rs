@@ -6,8 +6,6 @@
 
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 /// A component's bytes and their digest.
 #[derive(Clone)]
 pub struct Fetched {
@@ -92,7 +90,7 @@ pub trait ComponentSource: Send + Sync {
                 limit: max_bytes,
             });
         }
-        let digest = format!("sha256:{:x}", Sha256::digest(&bytes));
+        let digest = greentic_registry::sha256_digest(&bytes);
         for (want, why) in expected {
             if *want != digest {
                 return Err(SourceError::DigestMismatch {
