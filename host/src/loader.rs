@@ -9,6 +9,7 @@
 //! collected, each naming the provider (and tenant), what was expected and what was found.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::sync::Arc;
 
 use greentic_interfaces::{Contracts, OUTGOING_HANDLER, SECRETS_STORE, inspect_component};
@@ -16,14 +17,17 @@ use greentic_manifest::ProviderManifest;
 use wasmtime::component::Linker;
 
 use crate::bindings::{messaging, webhook};
+use crate::bundle::SecretBackendKind;
 use crate::bundle::{
     Bundle, ComponentSource, Lock, LockEntry, RegistrySource, SourceRef, artifact_reference,
     resolve_source,
 };
+use crate::engine::PoolSizing;
 use crate::engine::{CacheOutcome, CompileCache, HostEngine};
 use crate::imports::{self, Linked};
-use crate::secrets::SecretBackend;
+use crate::secrets::{EnvBackend, FileBackend, SecretBackend};
 use crate::state::{CallState, OutboundPolicy};
+use anyhow::Context as _;
 
 /// The world a provider implements, pre-instantiated.
 pub enum ProviderKind {
@@ -327,6 +331,7 @@ fn load_one(
         kind,
         outbound: OutboundPolicy {
             allowed: Arc::new(grants.outbound_hosts.clone()),
+            redirect: None,
         },
         granted_secrets: Arc::new(granted_secrets),
         linked,
@@ -447,4 +452,49 @@ fn check_tenants(
             }
         }
     }
+}
+
+/// A bundle with its providers loaded and checked.
+pub struct LoadedBundle {
+    /// The bundle.
+    pub bundle: Bundle,
+    /// The engine, its pool sized from the tenants' limits.
+    pub engine: HostEngine,
+    /// The checked providers.
+    pub loaded: Loaded,
+    /// Where secrets come from.
+    pub backend: Arc<dyn SecretBackend>,
+}
+
+/// Reads the bundle at `path`, opens its secret backend, sizes the engine's pool from the
+/// tenants' limits, and [`load`]s every provider.
+pub fn load_bundle(path: &Path, options: LoadOptions) -> anyhow::Result<LoadedBundle> {
+    let bundle = Bundle::load(path)?;
+    let backend: Arc<dyn SecretBackend> = match bundle.file.secrets.backend {
+        SecretBackendKind::File => {
+            Arc::new(FileBackend::new(bundle.path(&bundle.file.secrets.dir)))
+        }
+        SecretBackendKind::Env => Arc::new(EnvBackend::new(bundle.file.secrets.env_prefix.clone())),
+    };
+    let tenants = &bundle.file.tenants;
+    let sizing = PoolSizing {
+        instances: tenants
+            .values()
+            .map(|t| t.limits.max_concurrent)
+            .sum::<u32>()
+            + 8,
+        max_memory_bytes: tenants
+            .values()
+            .map(|t| t.limits.memory_bytes)
+            .max()
+            .unwrap_or(64 << 20),
+    };
+    let engine = HostEngine::new(sizing).context("creating the Wasmtime engine")?;
+    let loaded = load(&bundle, &engine, backend.as_ref(), options)?;
+    Ok(LoadedBundle {
+        bundle,
+        engine,
+        loaded,
+        backend,
+    })
 }

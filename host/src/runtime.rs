@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -78,6 +78,16 @@ pub struct Runtime {
     retry: RetryPolicy,
     /// False while shutting down.
     pub ready: AtomicBool,
+    /// Whether messaging calls reuse one instance per provider (see [`Runtime::share_instances`]).
+    shared: AtomicBool,
+    /// The instances kept while `shared` is on.
+    pool: tokio::sync::Mutex<BTreeMap<String, SharedInstance>>,
+}
+
+/// One instance kept across calls when instances are shared.
+struct SharedInstance {
+    store: Store<CallState>,
+    provider: crate::bindings::messaging::Provider,
 }
 
 impl Runtime {
@@ -119,6 +129,20 @@ impl Runtime {
             breakers: Breakers::new(BreakerPolicy::default()),
             retry: RetryPolicy::default(),
             ready: AtomicBool::new(true),
+            shared: AtomicBool::new(false),
+            pool: tokio::sync::Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Makes consecutive messaging calls of *every* tenant run in one kept instance per
+    /// provider (serialised), instead of a fresh instance per call; `false` drops the kept ones.
+    ///
+    /// This is how instance-pooling hosts run providers. `run` never enables it: the conformance
+    /// suite does, to prove that a provider keeps no tenant's data from one call to the next.
+    pub async fn share_instances(&self, on: bool) {
+        self.shared.store(on, Ordering::SeqCst);
+        if !on {
+            self.pool.lock().await.clear();
         }
     }
 
@@ -404,6 +428,11 @@ impl Runtime {
         ctx: &TenantCtx,
         msg: &Message,
     ) -> (Result<SendResult, CallError>, u64) {
+        if self.shared.load(Ordering::SeqCst) {
+            return self
+                .send_shared(pre, scope, outbound, limits, remaining, ctx, msg)
+                .await;
+        }
         let mut store = Store::new(
             &self.engine.engine,
             CallState::new(scope.clone(), outbound.clone(), limits.memory_bytes),
@@ -433,6 +462,68 @@ impl Runtime {
             Ok(Err(e)) => Err(classify(&e, store.data().limiter.hit, limits)),
         };
         // The store (and the instance) is dropped here: nothing survives the call.
+        (mapped, fuel)
+    }
+
+    /// [`Runtime::send_once`] in the provider's kept instance, which only this call's scope
+    /// (tenant, secrets, config) and outbound policy are swapped into.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_shared(
+        &self,
+        pre: &crate::bindings::messaging::ProviderPre<CallState>,
+        scope: &Arc<CallScope>,
+        outbound: &crate::state::OutboundPolicy,
+        limits: &Limits,
+        remaining: Duration,
+        ctx: &TenantCtx,
+        msg: &Message,
+    ) -> (Result<SendResult, CallError>, u64) {
+        let mut pool = self.pool.lock().await;
+        let mut kept = match pool.remove(&scope.provider) {
+            Some(kept) => kept,
+            None => {
+                let mut store = Store::new(
+                    &self.engine.engine,
+                    CallState::new(scope.clone(), outbound.clone(), limits.memory_bytes),
+                );
+                store.limiter(|s| &mut s.limiter);
+                if let Err(e) = store.set_fuel(limits.fuel_per_call) {
+                    return (Err(CallError::Internal(e.to_string())), 0);
+                }
+                yield_every_tick(&mut store);
+                match pre.instantiate_async(&mut store).await {
+                    Ok(provider) => SharedInstance { store, provider },
+                    Err(e) => return (Err(classify(&e, false, limits)), 0),
+                }
+            }
+        };
+        kept.store.data_mut().scope = scope.clone();
+        kept.store.data_mut().outbound = outbound.clone();
+        kept.store.data_mut().spans_started = 0;
+        if let Err(e) = kept.store.set_fuel(limits.fuel_per_call) {
+            return (Err(CallError::Internal(e.to_string())), 0);
+        }
+        yield_every_tick(&mut kept.store);
+        let call = kept
+            .provider
+            .greentic_messaging_outbound()
+            .call_send(&mut kept.store, ctx, msg);
+        let result = tokio::time::timeout(remaining, call).await;
+        let fuel = limits
+            .fuel_per_call
+            .saturating_sub(kept.store.get_fuel().unwrap_or(0));
+        let mapped = match result {
+            Err(_elapsed) => Err(CallError::DeadlineExceeded(limits.deadline_ms)),
+            Ok(Ok(Ok(sent))) => Ok(sent),
+            Ok(Ok(Err(provider_error))) => {
+                Err(CallError::Provider(map_provider_error(provider_error)))
+            }
+            Ok(Err(e)) => Err(classify(&e, kept.store.data().limiter.hit, limits)),
+        };
+        // A trapped or interrupted instance is not reused; a provider error leaves it intact.
+        if matches!(mapped, Ok(_) | Err(CallError::Provider(_))) {
+            pool.insert(scope.provider.clone(), kept);
+        }
         (mapped, fuel)
     }
 

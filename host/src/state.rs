@@ -126,6 +126,12 @@ impl wasmtime::ResourceLimiter for InstanceLimiter {
 pub struct OutboundPolicy {
     /// Granted patterns: `host`, `host:port`, `*.domain`, `*`.
     pub allowed: Arc<Vec<String>>,
+    /// Where granted requests really go (`host:port`, plain HTTP), if not where they name.
+    ///
+    /// The conformance suite points every request of a provider at its scripted upstream this
+    /// way, so providers with fixed API hosts can be tested; the grant is still checked against
+    /// the host the provider named, and the upstream sees that name in `Host`.
+    pub redirect: Option<Arc<str>>,
 }
 
 impl OutboundPolicy {
@@ -179,6 +185,13 @@ impl WasiHttpHooks for OutboundPolicy {
             tracing::warn!(host = %host, port, "outbound request to a host not granted to this provider refused");
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
+        let request = match &self.redirect {
+            Some(to) => match redirect(request, to) {
+                Ok(r) => r,
+                Err(e) => return Box::new(async move { Err(e) }),
+            },
+            None => request,
+        };
         Box::new(async move {
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
             Ok((
@@ -187,6 +200,33 @@ impl WasiHttpHooks for OutboundPolicy {
             ))
         })
     }
+}
+
+/// Sends `request` to `to` over plain HTTP, keeping its path, and its authority as `Host`.
+fn redirect(
+    request: hyper::Request<wasmtime_wasi_http::WasiBody>,
+    to: &str,
+) -> Result<hyper::Request<wasmtime_wasi_http::WasiBody>, wasmtime_wasi_http::Error> {
+    let (mut parts, body) = request.into_parts();
+    let named = parts.uri.authority().map(|a| a.to_string());
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    parts.uri = hyper::Uri::builder()
+        .scheme("http")
+        .authority(to)
+        .path_and_query(path)
+        .build()
+        .map_err(|_| wasmtime_wasi_http::Error::HttpRequestUriInvalid)?;
+    if let Some(named) = named
+        && !parts.headers.contains_key(hyper::header::HOST)
+        && let Ok(v) = hyper::header::HeaderValue::from_str(&named)
+    {
+        parts.headers.insert(hyper::header::HOST, v);
+    }
+    Ok(hyper::Request::from_parts(parts, body))
 }
 
 /// The data of one instance's `Store`.
@@ -253,6 +293,7 @@ mod tests {
                 "127.0.0.1:8080".into(),
                 "*.slack.com".into(),
             ]),
+            redirect: None,
         };
         assert!(p.allows("hooks.example.com", 443));
         assert!(p.allows("HOOKS.example.com.", 80));

@@ -20,7 +20,7 @@ pub struct Check {
 
 impl Check {
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        let loaded = match super::common::load_bundle(
+        let loaded = match greentic_host::loader::load_bundle(
             &self.bundle,
             greentic_host::loader::LoadOptions {
                 update_lock: false,

@@ -45,7 +45,7 @@ impl Run {
     }
 
     async fn serve(self) -> anyhow::Result<ExitCode> {
-        let loaded = super::common::load_bundle(
+        let loaded = greentic_host::loader::load_bundle(
             &self.bundle,
             greentic_host::loader::LoadOptions {
                 update_lock: self.update_lock,
