@@ -29,6 +29,7 @@ pub mod auth;
 pub mod bindings;
 pub mod blocking;
 pub mod bundle;
+pub mod conformance;
 pub mod engine;
 pub mod errors;
 pub mod imports;

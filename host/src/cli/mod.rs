@@ -1,7 +1,7 @@
 //! The command line: one module per verb.
 
 mod check;
-mod common;
+mod conformance;
 mod inspect;
 mod manifest;
 mod push;
@@ -33,6 +33,7 @@ enum Command {
     Keygen(sign::Keygen),
     Sign(sign::Sign),
     Verify(sign::Verify),
+    Conformance(conformance::Conformance),
 }
 
 impl Cli {
@@ -49,6 +50,7 @@ impl Cli {
             Command::Keygen(cmd) => cmd.run(),
             Command::Sign(cmd) => cmd.run(),
             Command::Verify(cmd) => cmd.run(),
+            Command::Conformance(cmd) => cmd.run(),
         }
     }
 }

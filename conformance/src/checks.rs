@@ -1,0 +1,644 @@
+//! The evaluators the cases name.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use base64::Engine as _;
+use greentic_interfaces::{ComponentWorld, disagreements};
+use serde_json::Value;
+
+use crate::cases::{Case, Check, Signature};
+use crate::suite::{CallOutcome, Ctx};
+use crate::{CapturedSpan, SpanStatus};
+
+/// A case's verdict.
+pub(crate) struct Verdict {
+    pub passed: bool,
+    pub detail: String,
+}
+
+fn pass(detail: impl Into<String>) -> Verdict {
+    Verdict {
+        passed: true,
+        detail: detail.into(),
+    }
+}
+
+fn fail(detail: impl Into<String>) -> Verdict {
+    Verdict {
+        passed: false,
+        detail: detail.into(),
+    }
+}
+
+/// Runs `case`.
+pub(crate) async fn evaluate(ctx: &mut Ctx, case: &Case) -> Verdict {
+    ctx.begin(case);
+    let messaging_only = matches!(
+        case.check,
+        Check::UpstreamAnswer | Check::Retry | Check::Idempotency | Check::Tenancy
+    );
+    if messaging_only && ctx.domain != "messaging" {
+        return fail(format!(
+            "`{:?}` cases drive the messaging capability; this provider's domain is {}",
+            case.check, ctx.domain
+        ));
+    }
+    let verdict = match case.check {
+        Check::UpstreamAnswer => upstream_answer(ctx, case).await,
+        Check::Retry => retry(ctx, case).await,
+        Check::Idempotency => idempotency(ctx, case).await,
+        Check::Tenancy => tenancy(ctx, case).await,
+        Check::Telemetry => telemetry(ctx, case).await,
+        Check::SecretsResolve => secrets_resolve(ctx, case).await,
+        Check::SecretsUnbound => secrets_unbound(ctx, case).await,
+        Check::SecretsNotEmitted => secrets_not_emitted(ctx),
+        Check::ManifestImports => manifest_imports(ctx),
+        Check::ManifestBehaviour => manifest_behaviour(ctx),
+        Check::Delivery => delivery(ctx, case).await,
+        Check::DeliveryReplay => delivery_replay(ctx, case).await,
+    };
+    // Let spans and logs of the case's last call land before the next case starts.
+    ctx.collect();
+    verdict
+}
+
+fn describe(o: &CallOutcome) -> String {
+    let mut s = format!("got `{}`", o.code);
+    if let Some(ms) = o.retry_after_ms {
+        s.push_str(&format!(" (retry after {ms} ms)"));
+    }
+    if o.code != "ok" && !o.message.is_empty() {
+        s.push_str(&format!(": {}", clip(&o.message, 160)));
+    }
+    s
+}
+
+fn clip(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(n).collect::<String>())
+    }
+}
+
+fn new_key() -> String {
+    format!("conformance-key-{:016x}", fastrand::u64(..))
+}
+
+async fn upstream_answer(ctx: &mut Ctx, case: &Case) -> Verdict {
+    let key = case.idempotency_key.then(new_key);
+    let outcome = ctx.invoke(&case.id, "a", key.as_deref()).await;
+    let seen = ctx.upstream.take();
+    let want = case.expect.code.clone().unwrap_or_else(|| "ok".into());
+    if seen.is_empty() {
+        return fail(format!(
+            "the provider never called the upstream ({}); its configuration must lead it there",
+            describe(&outcome)
+        ));
+    }
+    if outcome.code != want {
+        return fail(format!("expected `{want}`, {}", describe(&outcome)));
+    }
+    if let Some(ms) = case.expect.retry_after_ms
+        && outcome.retry_after_ms != Some(ms)
+    {
+        return fail(format!(
+            "expected `{want}` with retry-after {ms} ms, {}",
+            describe(&outcome)
+        ));
+    }
+    pass(describe(&outcome))
+}
+
+async fn retry(ctx: &mut Ctx, case: &Case) -> Verdict {
+    let key = case.idempotency_key.then(new_key);
+    let outcome = ctx.invoke(&case.id, "a", key.as_deref()).await;
+    let seen = ctx.upstream.take();
+    let want = case.expect.code.clone().unwrap_or_else(|| "ok".into());
+    let mut problems = Vec::new();
+    if outcome.code != want {
+        problems.push(format!("expected `{want}`, {}", describe(&outcome)));
+    }
+    if let Some(n) = case.expect.attempts
+        && seen.len() != n
+    {
+        problems.push(format!(
+            "the upstream saw {} attempt(s), expected {n}",
+            seen.len()
+        ));
+    }
+    if let (Some(gap), [first, second, ..]) = (case.expect.min_gap_ms, seen.as_slice()) {
+        let took = second.at.duration_since(first.at);
+        if took < Duration::from_millis(gap) {
+            problems.push(format!(
+                "the retry came {} ms after the first attempt; the upstream asked for {gap} ms",
+                took.as_millis()
+            ));
+        }
+    }
+    if let Some(key) = &key {
+        let missing = seen.iter().filter(|s| !s.contains(key)).count();
+        if missing > 0 {
+            problems.push(format!(
+                "{missing} of {} attempt(s) did not carry the call's idempotency key",
+                seen.len()
+            ));
+        }
+    }
+    let limit = Duration::from_millis(ctx.deadline_ms + 500);
+    if outcome.elapsed > limit {
+        problems.push(format!(
+            "the call took {} ms, past its {} ms deadline",
+            outcome.elapsed.as_millis(),
+            ctx.deadline_ms
+        ));
+    }
+    if problems.is_empty() {
+        pass(format!(
+            "{}; {} attempt(s) in {} ms",
+            describe(&outcome),
+            seen.len(),
+            outcome.elapsed.as_millis()
+        ))
+    } else {
+        fail(problems.join("; "))
+    }
+}
+
+async fn idempotency(ctx: &mut Ctx, case: &Case) -> Verdict {
+    let key = new_key();
+    let first = ctx.invoke(&case.id, "a", Some(&key)).await;
+    let second = ctx.invoke(&case.id, "a", Some(&key)).await;
+    let seen = ctx.upstream.take();
+    let mut problems = Vec::new();
+    for (n, o) in [(1, &first), (2, &second)] {
+        if o.code != "ok" {
+            problems.push(format!("call {n}: {}", describe(o)));
+        }
+    }
+    if seen.len() != 2 {
+        problems.push(format!(
+            "the upstream saw {} request(s) for two calls",
+            seen.len()
+        ));
+    }
+    let carried = seen.iter().filter(|s| s.contains(&key)).count();
+    if carried != seen.len() {
+        problems.push(format!(
+            "{} of {} upstream request(s) carried the idempotency key",
+            carried,
+            seen.len()
+        ));
+    }
+    if first.id != second.id {
+        problems.push(format!(
+            "the two calls reported different result ids ({:?} and {:?})",
+            first.id, second.id
+        ));
+    }
+    if problems.is_empty() {
+        pass(format!(
+            "both calls reached the upstream with the key and reported id {:?}",
+            first.id.unwrap_or_default()
+        ))
+    } else {
+        fail(problems.join("; "))
+    }
+}
+
+/// Strings that identify `tenant`: its secret values and its id.
+fn markers(ctx: &Ctx, which: &str) -> Vec<(String, String)> {
+    let t = ctx.tenant(which);
+    let mut m: Vec<(String, String)> = t
+        .secrets
+        .iter()
+        .map(|(name, value)| (format!("secret {name}"), value.clone()))
+        .collect();
+    m.push(("tenant id".into(), t.id.clone()));
+    m
+}
+
+async fn tenancy(ctx: &mut Ctx, case: &Case) -> Verdict {
+    ctx.host.share_instances(true).await;
+    let mut problems = Vec::new();
+    let mut calls = 0;
+    let mut own_seen = 0;
+    for round in 0..case.rounds.unwrap_or(3) {
+        for (me, other) in [("a", "b"), ("b", "a")] {
+            let outcome = ctx.invoke(&case.id, me, None).await;
+            calls += 1;
+            if outcome.code != "ok" {
+                problems.push(format!(
+                    "round {}, tenant {me}: {}",
+                    round + 1,
+                    describe(&outcome)
+                ));
+            }
+            let seen = ctx.upstream.take();
+            for request in &seen {
+                for (what, value) in markers(ctx, other) {
+                    if request.contains(&value) {
+                        problems.push(format!(
+                            "round {}: tenant {me}'s request carried tenant {other}'s {what}",
+                            round + 1
+                        ));
+                    }
+                }
+                own_seen += markers(ctx, me)
+                    .iter()
+                    .filter(|(_, v)| request.contains(v))
+                    .count();
+            }
+        }
+    }
+    ctx.host.share_instances(false).await;
+    problems.dedup();
+    if problems.is_empty() {
+        pass(format!(
+            "{calls} interleaved calls through one instance; each request carried only its own tenant's data ({own_seen} of its own markers seen)"
+        ))
+    } else {
+        fail(problems.join("; "))
+    }
+}
+
+fn is_guest(span: &CapturedSpan) -> bool {
+    span.attributes.get("greentic.origin").map(String::as_str) == Some("guest")
+}
+
+async fn telemetry(ctx: &mut Ctx, case: &Case) -> Verdict {
+    let (ok, what) = if ctx.domain == "webhook" {
+        let Some(d) = case.delivery.clone() else {
+            return fail("the case has no delivery");
+        };
+        let id = format!("conformance-delivery-{:016x}", fastrand::u64(..));
+        let o = ctx.deliver(&case.id, "a", d.signature, &d.body, &id).await;
+        (
+            (200..300).contains(&o.status),
+            format!("answer {}", o.status),
+        )
+    } else {
+        let o = ctx.invoke(&case.id, "a", None).await;
+        (o.code == "ok", describe(&o))
+    };
+    ctx.collect();
+    let want_error = case.expect.span_status.as_deref() == Some("error");
+    if ok == want_error {
+        return fail(format!(
+            "the call should have {}: {what}",
+            if want_error { "failed" } else { "succeeded" }
+        ));
+    }
+    let tenant = ctx.tenant("a").clone();
+    let mut expected = vec![
+        ("greentic.tenant", Some(tenant.id.clone())),
+        ("greentic.provider", Some(ctx.manifest.name.clone())),
+    ];
+    if ctx.domain == "webhook" {
+        expected.push(("greentic.capability", Some("webhook".into())));
+    } else {
+        expected.push(("greentic.capability", Some(ctx.capability())));
+        expected.push(("greentic.team", tenant.team.clone()));
+        expected.push(("greentic.user", tenant.user.clone()));
+    }
+    let guest: Vec<&CapturedSpan> = ctx.case_spans.iter().filter(|s| is_guest(s)).collect();
+    let host: Vec<&CapturedSpan> = ctx.case_spans.iter().filter(|s| !is_guest(s)).collect();
+    if guest.is_empty() {
+        return fail(format!(
+            "the provider emitted no span for the call ({} host span(s) seen); start one with the telemetry import",
+            host.len()
+        ));
+    }
+    let mut problems = Vec::new();
+    for span in guest.iter().chain(host.iter()) {
+        for (key, value) in &expected {
+            if span.attributes.get(*key) != value.as_ref() {
+                problems.push(format!(
+                    "span `{}` has {key} = {:?}, expected {:?}",
+                    span.name,
+                    span.attributes.get(*key),
+                    value
+                ));
+            }
+        }
+    }
+    if let Some(host_span) = host.first()
+        && guest.iter().any(|g| g.trace_id != host_span.trace_id)
+    {
+        problems.push("a provider span is not in the call's trace".into());
+    }
+    let errors = guest
+        .iter()
+        .filter(|s| matches!(s.status, SpanStatus::Error(_)))
+        .count();
+    if want_error && errors == 0 {
+        problems.push(format!(
+            "the call failed but none of the provider's {} span(s) has the error status",
+            guest.len()
+        ));
+    }
+    if !want_error && errors > 0 {
+        problems.push(format!(
+            "the call succeeded but {errors} of the provider's spans have the error status"
+        ));
+    }
+    problems.dedup();
+    if problems.is_empty() {
+        pass(format!(
+            "{what}; {} provider span(s) ({}) with the call's attributes{}",
+            guest.len(),
+            guest
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            if want_error {
+                " and the error status"
+            } else {
+                ""
+            }
+        ))
+    } else {
+        fail(problems.join("; "))
+    }
+}
+
+/// `(tenant, secret, result)` of each secret read the host logged.
+fn secret_reads(logs: &[String]) -> Vec<(String, String, String)> {
+    logs.iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "secret read")
+        .map(|v| {
+            let f = |k: &str| v["fields"][k].as_str().unwrap_or_default().to_string();
+            (f("tenant"), f("secret"), f("result"))
+        })
+        .collect()
+}
+
+async fn secrets_resolve(ctx: &mut Ctx, case: &Case) -> Verdict {
+    let outcome = ctx.invoke(&case.id, "a", None).await;
+    ctx.collect();
+    if outcome.code != "ok" {
+        return fail(format!(
+            "with every declared secret bound the call should succeed: {}",
+            describe(&outcome)
+        ));
+    }
+    let reads = secret_reads(&ctx.case_logs);
+    let refused: Vec<String> = reads
+        .iter()
+        .filter(|(_, _, result)| result != "ok")
+        .map(|(_, name, result)| format!("{name} ({result})"))
+        .collect();
+    if !refused.is_empty() {
+        return fail(format!(
+            "secret reads were refused: {}; a provider reads only the secrets it declares",
+            refused.join(", ")
+        ));
+    }
+    let names: BTreeSet<&str> = reads.iter().map(|(_, n, _)| n.as_str()).collect();
+    pass(if names.is_empty() {
+        "the call succeeded; it read no secret".to_string()
+    } else {
+        format!(
+            "the call succeeded; read {}",
+            names.into_iter().collect::<Vec<_>>().join(", ")
+        )
+    })
+}
+
+async fn secrets_unbound(ctx: &mut Ctx, case: &Case) -> Verdict {
+    let outcome = ctx.invoke(&case.id, "c", None).await;
+    if case.expect.codes.contains(&outcome.code) {
+        pass(format!("secrets revoked: {}", describe(&outcome)))
+    } else {
+        fail(format!(
+            "secrets revoked: expected one of {}, {}",
+            case.expect.codes.join(", "),
+            describe(&outcome)
+        ))
+    }
+}
+
+fn secrets_not_emitted(ctx: &mut Ctx) -> Verdict {
+    let mut needles = Vec::new();
+    for t in &ctx.tenants {
+        for (name, value) in &t.secrets {
+            let forms = [
+                ("", value.clone()),
+                (
+                    " (base64)",
+                    base64::engine::general_purpose::STANDARD.encode(value),
+                ),
+                (
+                    " (base64url)",
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value),
+                ),
+                (" (hex)", hex::encode(value)),
+            ];
+            for (form, v) in forms {
+                needles.push((format!("{}'s {name}{form}", t.id), v));
+            }
+        }
+    }
+    let mut found = BTreeSet::new();
+    for (what, needle) in &needles {
+        for line in &ctx.logs {
+            if line.contains(needle.as_str()) {
+                let target = serde_json::from_str::<Value>(line)
+                    .ok()
+                    .and_then(|v| v["target"].as_str().map(str::to_string))
+                    .unwrap_or_default();
+                found.insert(format!("{what} in a log line (target {target})"));
+            }
+        }
+        for span in &ctx.spans {
+            let text = format!("{:?} {:?} {:?}", span.attributes, span.events, span.status);
+            if text.contains(needle.as_str()) {
+                found.insert(format!("{what} in span `{}`", span.name));
+            }
+        }
+        for (case, answer) in &ctx.answers {
+            if answer.contains(needle.as_str()) {
+                found.insert(format!("{what} in the answer to {case}"));
+            }
+        }
+    }
+    if found.is_empty() {
+        pass(format!(
+            "{} secret value(s) in 4 encodings checked against {} log line(s), {} span(s), {} answer(s)",
+            needles.len() / 4,
+            ctx.logs.len(),
+            ctx.spans.len(),
+            ctx.answers.len()
+        ))
+    } else {
+        fail(found.into_iter().collect::<Vec<_>>().join("; "))
+    }
+}
+
+fn manifest_imports(ctx: &mut Ctx) -> Verdict {
+    let world = match ComponentWorld::decode(&ctx.manifest.name, &ctx.wasm) {
+        Ok(w) => w,
+        Err(e) => return fail(format!("the component's world cannot be read: {e}")),
+    };
+    let mut problems = disagreements(&ctx.manifest, &world);
+    let (export, capabilities): (&str, &[&str]) = match ctx.domain.as_str() {
+        "messaging" => ("greentic:messaging/outbound", &["send"]),
+        _ => ("wasi:http/incoming-handler", &["receive"]),
+    };
+    if world.export(export).is_none() {
+        problems.push(format!(
+            "the component does not export `{export}`, which the {} domain requires",
+            ctx.domain
+        ));
+    }
+    for c in &ctx.manifest.capabilities {
+        if !capabilities.contains(&c.as_str()) {
+            problems.push(format!(
+                "capability `{c}` is not one the {} domain offers ({})",
+                ctx.domain,
+                capabilities.join(", ")
+            ));
+        }
+    }
+    if problems.is_empty() {
+        pass(format!(
+            "{} import(s), {} export(s); secrets, outbound hosts and capabilities agree",
+            world.imports.len(),
+            world.exports.len()
+        ))
+    } else {
+        fail(problems.join("; "))
+    }
+}
+
+fn manifest_behaviour(ctx: &mut Ctx) -> Verdict {
+    let mut problems = BTreeSet::new();
+    let reads = secret_reads(&ctx.logs);
+    for (_, name, _) in &reads {
+        if !ctx.manifest.declares_secret(name) {
+            problems.insert(format!("read secret `{name}`, which it does not declare"));
+        }
+    }
+    let mut refused = 0;
+    for line in &ctx.logs {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        if v["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("outbound request to a host not granted"))
+        {
+            refused += 1;
+            problems.insert(format!(
+                "called {}:{}, which its outbound_hosts do not list",
+                v["fields"]["host"].as_str().unwrap_or("?"),
+                v["fields"]["port"]
+            ));
+        }
+    }
+    if problems.is_empty() {
+        pass(format!(
+            "{} secret read(s), all declared; {refused} outbound refusals",
+            reads.len()
+        ))
+    } else {
+        fail(problems.into_iter().collect::<Vec<_>>().join("; "))
+    }
+}
+
+async fn delivery(ctx: &mut Ctx, case: &Case) -> Verdict {
+    let Some(d) = case.delivery.clone() else {
+        return fail("the case has no delivery");
+    };
+    let which = d.tenant.clone().unwrap_or_else(|| "a".into());
+    let id = format!("conformance-delivery-{:016x}", fastrand::u64(..));
+    let o = ctx
+        .deliver(&case.id, &which, d.signature, &d.body, &id)
+        .await;
+    if let Some(code) = &o.host_error {
+        return fail(format!(
+            "the host answered {} ({code}) instead of the provider",
+            o.status
+        ));
+    }
+    if case.expect.status.contains(&o.status) {
+        pass(format!("answered {}", o.status))
+    } else {
+        fail(format!(
+            "answered {}, expected one of {:?}",
+            o.status, case.expect.status
+        ))
+    }
+}
+
+async fn delivery_replay(ctx: &mut Ctx, case: &Case) -> Verdict {
+    let Some(d) = case.delivery.clone() else {
+        return fail("the case has no delivery");
+    };
+    if d.signature != Signature::Good {
+        return fail("a replay case needs a good signature");
+    }
+    let id = format!("conformance-delivery-{:016x}", fastrand::u64(..));
+    let first = ctx.deliver(&case.id, "a", d.signature, &d.body, &id).await;
+    ctx.collect();
+    let first_mentions = mentions(ctx, &id);
+    let second = ctx.deliver(&case.id, "a", d.signature, &d.body, &id).await;
+    ctx.collect();
+    let both_mentions = mentions(ctx, &id);
+    let mut problems = Vec::new();
+    for (n, o) in [(1, &first), (2, &second)] {
+        if let Some(code) = &o.host_error {
+            problems.push(format!(
+                "delivery {n}: the host answered {} ({code})",
+                o.status
+            ));
+        } else if !case.expect.status.contains(&o.status) {
+            problems.push(format!(
+                "delivery {n}: answered {}, expected one of {:?}",
+                o.status, case.expect.status
+            ));
+        }
+    }
+    if first.status != second.status {
+        problems.push(format!(
+            "the replay was answered {} where the first delivery got {}",
+            second.status, first.status
+        ));
+    }
+    if ctx
+        .profile
+        .webhook
+        .as_ref()
+        .and_then(|w| w.delivery_id_header.as_ref())
+        .is_some()
+        && (first_mentions == 0 || both_mentions <= first_mentions)
+    {
+        problems.push(
+            "the delivery id is not in the provider's spans or logs for both deliveries, so a replay cannot be recognised".into(),
+        );
+    }
+    if problems.is_empty() {
+        pass(format!(
+            "both answered {}; the delivery id is in the provider's telemetry each time",
+            first.status
+        ))
+    } else {
+        fail(problems.join("; "))
+    }
+}
+
+/// How many provider spans and log lines of this case mention `needle`.
+fn mentions(ctx: &Ctx, needle: &str) -> usize {
+    ctx.case_spans
+        .iter()
+        .filter(|s| is_guest(s) && s.attributes.values().any(|v| v.contains(needle)))
+        .count()
+        + ctx
+            .case_logs
+            .iter()
+            .filter(|l| l.contains("greentic::guest") && l.contains(needle))
+            .count()
+}

@@ -1,0 +1,266 @@
+//! A provider's conformance profile: the configuration template, the message to send, and how
+//! webhook deliveries are signed. Optional for messaging providers whose configuration the
+//! suite can derive from the schema; required for webhook providers (signatures are theirs).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use greentic_manifest::ProviderManifest;
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The profile (`conformance.json` by convention).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// The tenant configuration; strings may use `{{upstream}}` (the scripted upstream's base
+    /// URL, `http://127.0.0.1:PORT`) and `{{tenant}}` (the tenant's id).
+    #[serde(default)]
+    pub config: Option<Value>,
+    /// The message a messaging call sends.
+    #[serde(default)]
+    pub message: Option<Message>,
+    /// How webhook deliveries are made.
+    #[serde(default)]
+    pub webhook: Option<WebhookProfile>,
+}
+
+/// The message of a messaging call.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Message {
+    /// Destination.
+    pub to: String,
+    /// Text.
+    pub text: String,
+}
+
+impl Default for Message {
+    fn default() -> Message {
+        Message {
+            to: "#conformance".into(),
+            text: "greentic conformance check".into(),
+        }
+    }
+}
+
+/// How deliveries reach a webhook provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookProfile {
+    /// Path under the provider's webhook URL (default `/`).
+    #[serde(default = "root")]
+    pub path: String,
+    /// Headers every delivery carries (event type, content type, ...).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The header carrying a delivery's unique id, if the sender sets one.
+    #[serde(default)]
+    pub delivery_id_header: Option<String>,
+    /// How deliveries are signed.
+    pub signature: SignatureScheme,
+}
+
+fn root() -> String {
+    "/".into()
+}
+
+/// An HMAC signature over the raw body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureScheme {
+    /// `hmac-sha256` (the only one so far).
+    pub algorithm: String,
+    /// The header carrying it.
+    pub header: String,
+    /// Text before the encoded MAC, e.g. `sha256=`.
+    #[serde(default)]
+    pub prefix: String,
+    /// `hex` (default) or `base64`.
+    #[serde(default = "hex_encoding")]
+    pub encoding: String,
+    /// The declared secret holding the key.
+    pub secret: String,
+}
+
+fn hex_encoding() -> String {
+    "hex".into()
+}
+
+impl SignatureScheme {
+    /// The header value signing `body` with `key`.
+    pub fn sign(&self, key: &[u8], body: &[u8]) -> String {
+        use base64::Engine as _;
+        // HMAC accepts keys of any length, so this cannot fail.
+        let mut mac = match Hmac::<sha2::Sha256>::new_from_slice(key) {
+            Ok(mac) => mac,
+            Err(_) => return String::new(),
+        };
+        mac.update(body);
+        let tag = mac.finalize().into_bytes();
+        let encoded = if self.encoding == "base64" {
+            base64::engine::general_purpose::STANDARD.encode(tag)
+        } else {
+            hex::encode(tag)
+        };
+        format!("{}{encoded}", self.prefix)
+    }
+}
+
+impl Profile {
+    /// Reads a profile file.
+    pub fn load(path: &Path) -> anyhow::Result<Profile> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading the profile {}: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is not a conformance profile ({e}); see the README's \"Conformance\" section for its fields",
+                path.display()
+            )
+        })
+    }
+
+    /// Checks the profile against the provider it is for.
+    pub fn check(&self, manifest: &ProviderManifest, domain: &str) -> anyhow::Result<()> {
+        if domain == "webhook" {
+            let Some(webhook) = &self.webhook else {
+                anyhow::bail!(
+                    "webhook providers sign deliveries their own way: pass --profile FILE with a `webhook.signature` section (see the README's \"Conformance\" section)"
+                );
+            };
+            let s = &webhook.signature;
+            if s.algorithm != "hmac-sha256" {
+                anyhow::bail!(
+                    "profile: webhook.signature.algorithm `{}` is not supported; use `hmac-sha256`",
+                    s.algorithm
+                );
+            }
+            if !["hex", "base64"].contains(&s.encoding.as_str()) {
+                anyhow::bail!(
+                    "profile: webhook.signature.encoding must be `hex` or `base64`, not `{}`",
+                    s.encoding
+                );
+            }
+            if !manifest.declares_secret(&s.secret) {
+                anyhow::bail!(
+                    "profile: webhook.signature.secret `{}` is not a secret the manifest declares ({})",
+                    s.secret,
+                    manifest
+                        .secrets
+                        .iter()
+                        .map(|s| s.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The configuration template: the profile's, or one derived from the manifest's schema.
+    pub fn config_template(&self, manifest: &ProviderManifest) -> anyhow::Result<Value> {
+        if let Some(config) = &self.config {
+            return Ok(config.clone());
+        }
+        derive_config(&manifest.config_schema)
+    }
+}
+
+/// A configuration for `schema`: every required property from its `default`, or — for strings
+/// that name a URL or endpoint — the scripted upstream.
+pub fn derive_config(schema: &Value) -> anyhow::Result<Value> {
+    let mut config = serde_json::Map::new();
+    let required = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let properties = schema.get("properties").and_then(Value::as_object);
+    for name in required.iter().filter_map(Value::as_str) {
+        let property = properties.and_then(|p| p.get(name));
+        let value = match property {
+            Some(p) if p.get("default").is_some() => p["default"].clone(),
+            Some(p)
+                if p.get("type").and_then(Value::as_str) == Some("string")
+                    && (p.get("format").and_then(Value::as_str) == Some("uri")
+                        || ["url", "endpoint", "base"]
+                            .iter()
+                            .any(|w| name.to_ascii_lowercase().contains(w))) =>
+            {
+                Value::String(format!("{{{{upstream}}}}/{name}/{{{{tenant}}}}"))
+            }
+            _ => anyhow::bail!(
+                "the configuration schema requires `{name}` and the suite cannot choose a value for it; pass --profile FILE with a `config` (strings may use {{{{upstream}}}} and {{{{tenant}}}})"
+            ),
+        };
+        config.insert(name.to_string(), value);
+    }
+    Ok(Value::Object(config))
+}
+
+/// Replaces `{{upstream}}` and `{{tenant}}` in every string of `template`.
+pub fn instantiate(template: &Value, upstream: &str, tenant: &str) -> Value {
+    match template {
+        Value::String(s) => Value::String(
+            s.replace("{{upstream}}", upstream)
+                .replace("{{tenant}}", tenant),
+        ),
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|v| instantiate(v, upstream, tenant))
+                .collect(),
+        ),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), instantiate(v, upstream, tenant)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn derives_urls_and_defaults_and_names_what_it_cannot() {
+        let schema = json!({
+            "type": "object",
+            "required": ["url", "retries"],
+            "properties": {
+                "url": {"type": "string"},
+                "retries": {"type": "integer", "default": 2},
+                "optional": {"type": "string"}
+            }
+        });
+        let config = derive_config(&schema).unwrap();
+        assert_eq!(
+            instantiate(&config, "http://127.0.0.1:9", "t1"),
+            json!({"url": "http://127.0.0.1:9/url/t1", "retries": 2})
+        );
+        let schema =
+            json!({"required": ["channel"], "properties": {"channel": {"type": "string"}}});
+        let e = derive_config(&schema).unwrap_err().to_string();
+        assert!(e.contains("`channel`") && e.contains("--profile"), "{e}");
+    }
+
+    #[test]
+    fn signs_like_github() {
+        // GitHub's documented example: secret "It's a Secret to Everybody", body "Hello, World!".
+        let scheme = SignatureScheme {
+            algorithm: "hmac-sha256".into(),
+            header: "x-hub-signature-256".into(),
+            prefix: "sha256=".into(),
+            encoding: "hex".into(),
+            secret: "S".into(),
+        };
+        assert_eq!(
+            scheme.sign(b"It's a Secret to Everybody", b"Hello, World!"),
+            "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+        );
+    }
+}
