@@ -12,6 +12,10 @@ test:
 components:
     scripts/build-components.sh
 
+# The conformance suite against every provider in components/providers (or the given dirs).
+conformance *DIRS:
+    scripts/conformance.sh {{DIRS}}
+
 # Re-vendor the WASI WIT packages from the pinned Wasmtime release.
 vendor-wit:
     scripts/vendor-wit.sh

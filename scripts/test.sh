@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test: formatting, lints, the vendored WIT, both component builds, the
-# demo end to end, the host workspace's tests (which start the real host on loopback with the
-# built components) and the components' unit tests.
+# demo end to end, the conformance suite against every provider, the host workspace's tests
+# (which start the real host on loopback with the built components) and the components' unit
+# tests.
 # Installs what it needs (wasm target, cargo-component, docker-registry and skopeo) when
 # missing; safe to re-run.
 set -euo pipefail
@@ -28,6 +29,9 @@ log "clippy (components, wasm32-wasip2 and native unit tests)"
 
 log "the demo, end to end"
 "$ROOT/scripts/demo.sh"
+
+log "the conformance suite, against every provider in components/providers"
+"$ROOT/scripts/conformance.sh"
 
 log "tests (host workspace)"
 (cd "$ROOT" && cargo test --locked --workspace)

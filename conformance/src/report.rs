@@ -76,7 +76,7 @@ impl Report {
         }
         let failed = self.failed().len();
         out.push_str(&format!(
-            "\n{} case(s): {} passed, {failed} failed, in {:.1} s\n",
+            "\n{} case(s): {} passed, {failed} failed, in {:.2} s\n",
             self.results.len(),
             self.results.len() - failed,
             self.duration_ms as f64 / 1000.0

@@ -1,0 +1,91 @@
+//! The delivery every broken provider shares: a correct incoming-webhook sender (config `url`,
+//! optional bearer token, idempotency key, SDK error mapping) with one [`Flaw`] switched in.
+//! Each broken crate includes this file and names its flaw; the conformance suite must fail
+//! exactly the case that catches it.
+
+use greentic_provider_sdk::messaging::exports::greentic::messaging::outbound::{
+    Message, SendResult,
+};
+use greentic_provider_sdk::telemetry::{self, SpanGuard};
+use greentic_provider_sdk::types::{ProviderError, TenantCtx};
+use greentic_provider_sdk::{config, errors, http, secrets};
+
+/// The secret holding the bearer token.
+pub const TOKEN_SECRET: &str = "WEBHOOK_BEARER_TOKEN";
+
+/// The one thing a broken provider gets wrong.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Flaw {
+    /// Reports an upstream 429 as `internal`, dropping the retry-after.
+    RateLimitAsInternal,
+    /// Keeps the first bearer token it reads in a static and sends it on every later call.
+    CachesFirstToken,
+    /// Logs the bearer token.
+    LogsToken,
+}
+
+#[derive(serde::Deserialize)]
+struct Config {
+    url: String,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u64,
+}
+
+fn default_timeout_ms() -> u64 {
+    10_000
+}
+
+static CACHED_TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Sends `msg` as `{"text": …, "channel": …}` to the configured URL, with `flaw`.
+pub fn deliver(ctx: &TenantCtx, msg: &Message, flaw: Flaw) -> Result<SendResult, ProviderError> {
+    let span = SpanGuard::start("broken.send");
+    let result = attempt(ctx, msg, flaw);
+    span.finish(&result);
+    result
+}
+
+fn attempt(ctx: &TenantCtx, msg: &Message, flaw: Flaw) -> Result<SendResult, ProviderError> {
+    let config: Config = config::load()?;
+    let body = serde_json::json!({"text": msg.text, "channel": msg.to}).to_string();
+    let mut request = http::Request::post_json(&config.url, body.into_bytes());
+    request.timeout_ms = config.timeout_ms;
+    let key = msg
+        .idempotency_key
+        .as_deref()
+        .or(ctx.idempotency_key.as_deref());
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    if let Some(secret) = secrets::optional(TOKEN_SECRET)? {
+        let mut token = secret.expose_str()?.to_string();
+        if flaw == Flaw::CachesFirstToken {
+            token = CACHED_TOKEN.get_or_init(|| token.clone()).clone();
+        }
+        if flaw == Flaw::LogsToken {
+            telemetry::info("sending with bearer token", &[("token", &token)]);
+        }
+        request = request.header("authorization", &format!("Bearer {token}"));
+    }
+    let response = http::send(&request)?;
+    if flaw == Flaw::RateLimitAsInternal && response.status == 429 {
+        return Err(ProviderError::Internal(
+            "the upstream refused the message".into(),
+        ));
+    }
+    let now = now_ms();
+    if let Some(e) = errors::from_status(response.status, response.header("retry-after"), now, "") {
+        return Err(e);
+    }
+    Ok(SendResult {
+        id: key.map_or_else(|| format!("sent-{now}"), str::to_string),
+        delivered_at_ms: now,
+    })
+}

@@ -1,0 +1,247 @@
+//! The conformance suite through `greentic-host conformance`: every provider in `components/`
+//! passes; each deliberately broken provider fails exactly the case that catches its flaw; a
+//! provider is certified from a registry reference as from a file; bad invocations are named.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{component, run_host, text};
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs the suite; returns (exit code, stdout, stderr, JSON report, JUnit text).
+fn conformance(
+    target: &str,
+    profile: Option<&Path>,
+    extra: &[&str],
+) -> (i32, String, String, Value, String) {
+    let out = tempfile::tempdir().unwrap();
+    let json = out.path().join("report.json");
+    let junit = out.path().join("report.xml");
+    let cache = common::shared_cache();
+    let mut args = vec![
+        "conformance".to_string(),
+        target.to_string(),
+        "--json".into(),
+        json.display().to_string(),
+        "--junit".into(),
+        junit.display().to_string(),
+        "--cache-dir".into(),
+        cache.display().to_string(),
+    ];
+    if let Some(p) = profile {
+        args.push("--profile".into());
+        args.push(p.display().to_string());
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = run_host(&args);
+    let (stdout, stderr) = text(&output);
+    let report = std::fs::read_to_string(&json)
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap_or(Value::Null);
+    let junit = std::fs::read_to_string(&junit).unwrap_or_default();
+    (
+        output.status.code().unwrap_or(-1),
+        stdout,
+        stderr,
+        report,
+        junit,
+    )
+}
+
+fn failed(report: &Value) -> Vec<String> {
+    report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["passed"] == false)
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn groups(report: &Value) -> Vec<String> {
+    let mut g: Vec<String> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["group"].as_str().unwrap().to_string())
+        .collect();
+    g.sort();
+    g.dedup();
+    g
+}
+
+#[test]
+fn messaging_webhook_passes_every_case() {
+    let profile = repo().join("components/providers/messaging-webhook/conformance.json");
+    let wasm = component("wasip2", "messaging-webhook");
+    let (code, stdout, stderr, report, junit) =
+        conformance(wasm.to_str().unwrap(), Some(&profile), &[]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_eq!(failed(&report), Vec::<String>::new(), "{stdout}");
+    assert_eq!(report["passed"], true);
+    assert_eq!(report["provider"], "messaging-webhook");
+    assert_eq!(
+        groups(&report),
+        [
+            "error-mapping",
+            "idempotency",
+            "manifest-truth",
+            "retry",
+            "secrets",
+            "telemetry",
+            "tenancy"
+        ]
+    );
+    assert!(stdout.contains("error-mapping.429-retry-after") && stdout.contains("pass"));
+    let cases = report["results"].as_array().unwrap().len();
+    assert!(
+        junit.contains(&format!("tests=\"{cases}\" failures=\"0\"")),
+        "{junit}"
+    );
+}
+
+#[test]
+fn webhook_github_passes_every_case() {
+    let profile = repo().join("components/providers/webhook-github/conformance.json");
+    let wasm = component("wasip2", "webhook-github");
+    let (code, stdout, stderr, report, _) =
+        conformance(wasm.to_str().unwrap(), Some(&profile), &[]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_eq!(report["domain"], "webhook");
+    assert_eq!(failed(&report), Vec::<String>::new(), "{stdout}");
+    for id in [
+        "webhook.signature-missing",
+        "webhook.replayed-delivery",
+        "tenancy.other-tenant-signature",
+        "secrets.never-emitted",
+    ] {
+        assert!(stdout.contains(id), "{id} did not run:\n{stdout}");
+    }
+}
+
+/// Each broken provider fails the one case that catches its flaw, and nothing else.
+#[test]
+fn broken_providers_fail_exactly_their_case() {
+    let profile = repo().join("components/test-components/broken/conformance.json");
+    for (name, case) in [
+        ("broken-rate-limit", "error-mapping.429-retry-after"),
+        ("broken-token-cache", "tenancy.interleaved"),
+        ("broken-secret-log", "secrets.never-emitted"),
+    ] {
+        let wasm = component("wasip2", name);
+        let (code, stdout, stderr, report, junit) =
+            conformance(wasm.to_str().unwrap(), Some(&profile), &[]);
+        assert_eq!(code, 1, "{name} must fail the suite:\n{stdout}\n{stderr}");
+        assert_eq!(failed(&report), vec![case.to_string()], "{name}:\n{stdout}");
+        assert!(junit.contains("failures=\"1\""), "{junit}");
+        assert!(stdout.contains(case) && stdout.contains("FAIL"));
+        // The report names the leak without repeating the secret.
+        if name == "broken-secret-log" {
+            let detail = report["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["id"] == case)
+                .unwrap()["detail"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            assert!(detail.contains("WEBHOOK_BEARER_TOKEN"), "{detail}");
+            assert!(
+                !detail.contains("gcsa"),
+                "the report repeats a secret: {detail}"
+            );
+        }
+    }
+}
+
+/// A provider whose configuration names a fixed HTTPS host still reaches the suite's upstream:
+/// the host redirects its requests (grants checked against the named host).
+#[test]
+fn fixed_upstream_hosts_are_redirected_to_the_scripted_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("profile.json");
+    std::fs::write(
+        &profile,
+        r#"{"config": {"url": "https://hooks.example.invalid/services/{{tenant}}", "timeout_ms": 1000}}"#,
+    )
+    .unwrap();
+    let wasm = component("wasip2", "messaging-webhook");
+    let (code, stdout, stderr, report, _) =
+        conformance(wasm.to_str().unwrap(), Some(&profile), &[]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_eq!(failed(&report), Vec::<String>::new());
+}
+
+/// `conformance REF` pulls from a real registry and verifies by digest before running.
+#[test]
+fn a_registry_reference_is_certified_like_a_file() {
+    let registry = greentic_registry::testing::Registry::start();
+    let reference = format!("{}/providers/messaging-webhook:1.0.0", registry.addr);
+    let wasm = component("wasip2", "messaging-webhook");
+    let push = run_host(&["push", wasm.to_str().unwrap(), &reference]);
+    assert!(push.status.success(), "{:?}", text(&push));
+    let profile = repo().join("components/providers/messaging-webhook/conformance.json");
+    let (code, stdout, stderr, report, _) = conformance(&reference, Some(&profile), &[]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let file = report["file"].as_str().unwrap();
+    assert!(
+        file.starts_with(&format!(
+            "{}/providers/messaging-webhook@sha256:",
+            registry.addr
+        )),
+        "the report should name the pinned digest: {file}"
+    );
+    assert_eq!(
+        report["digest"].as_str().unwrap(),
+        format!(
+            "sha256:{:x}",
+            <sha2::Sha256 as sha2::Digest>::digest(std::fs::read(&wasm).unwrap())
+        )
+    );
+}
+
+#[test]
+fn bad_invocations_say_what_to_do() {
+    let github = component("wasip2", "webhook-github");
+    let (code, _, stderr, _, _) = conformance(github.to_str().unwrap(), None, &[]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("--profile") && stderr.contains("webhook.signature"),
+        "{stderr}"
+    );
+
+    let hook = component("wasip2", "messaging-webhook");
+    let (code, _, stderr, _, _) = conformance(
+        hook.to_str().unwrap(),
+        None,
+        &["--domain", "carrier-pigeon"],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("carrier-pigeon") && stderr.contains("messaging, webhook"),
+        "{stderr}"
+    );
+
+    let (code, _, stderr, _, _) = conformance("/no/such/provider.wasm", None, &[]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("/no/such/provider.wasm"), "{stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("profile.json");
+    std::fs::write(&profile, r#"{"config": {}, "colour": "blue"}"#).unwrap();
+    let (code, _, stderr, _, _) = conformance(hook.to_str().unwrap(), Some(&profile), &[]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("colour") && stderr.contains("profile.json"),
+        "{stderr}"
+    );
+}
