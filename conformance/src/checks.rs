@@ -52,7 +52,7 @@ pub(crate) async fn evaluate(ctx: &mut Ctx, case: &Case) -> Verdict {
         Check::Telemetry => telemetry(ctx, case).await,
         Check::SecretsResolve => secrets_resolve(ctx, case).await,
         Check::SecretsUnbound => secrets_unbound(ctx, case).await,
-        Check::SecretsNotEmitted => secrets_not_emitted(ctx),
+        Check::SecretsNotEmitted => secrets_not_emitted(ctx).await,
         Check::ManifestImports => manifest_imports(ctx),
         Check::ManifestBehaviour => manifest_behaviour(ctx),
         Check::Delivery => delivery(ctx, case).await,
@@ -421,7 +421,17 @@ async fn secrets_unbound(ctx: &mut Ctx, case: &Case) -> Verdict {
     }
 }
 
-fn secrets_not_emitted(ctx: &mut Ctx) -> Verdict {
+async fn secrets_not_emitted(ctx: &mut Ctx) -> Verdict {
+    // Metric names and labels are something a guest can make the host emit too.
+    let metrics = match ctx
+        .client
+        .get(format!("{}/metrics", ctx.host.base_url()))
+        .send()
+        .await
+    {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(e) => return fail(format!("the host's /metrics could not be read: {e}")),
+    };
     let mut needles = Vec::new();
     for t in &ctx.tenants {
         for (name, value) in &t.secrets {
@@ -464,14 +474,18 @@ fn secrets_not_emitted(ctx: &mut Ctx) -> Verdict {
                 found.insert(format!("{what} in the answer to {case}"));
             }
         }
+        if metrics.contains(needle.as_str()) {
+            found.insert(format!("{what} in /metrics"));
+        }
     }
     if found.is_empty() {
         pass(format!(
-            "{} secret value(s) in 4 encodings checked against {} log line(s), {} span(s), {} answer(s)",
+            "{} secret value(s) in 4 encodings checked against {} log line(s), {} span(s), {} answer(s) and {} line(s) of /metrics",
             needles.len() / 4,
             ctx.logs.len(),
             ctx.spans.len(),
-            ctx.answers.len()
+            ctx.answers.len(),
+            metrics.lines().count()
         ))
     } else {
         fail(found.into_iter().collect::<Vec<_>>().join("; "))
