@@ -22,6 +22,14 @@ pub enum Flaw {
     CachesFirstToken,
     /// Logs the bearer token.
     LogsToken,
+    /// Does not forward the idempotency key.
+    DropsIdempotencyKey,
+    /// Emits no span.
+    NoSpan,
+    /// Also calls a host its manifest does not declare (and ignores the refusal).
+    CallsUndeclaredHost,
+    /// Panics when the connection to the upstream fails.
+    PanicsOnConnectionError,
 }
 
 #[derive(serde::Deserialize)]
@@ -46,6 +54,9 @@ fn now_ms() -> u64 {
 
 /// Sends `msg` as `{"text": …, "channel": …}` to the configured URL, with `flaw`.
 pub fn deliver(ctx: &TenantCtx, msg: &Message, flaw: Flaw) -> Result<SendResult, ProviderError> {
+    if flaw == Flaw::NoSpan {
+        return attempt(ctx, msg, flaw);
+    }
     let span = SpanGuard::start("broken.send");
     let result = attempt(ctx, msg, flaw);
     span.finish(&result);
@@ -61,7 +72,9 @@ fn attempt(ctx: &TenantCtx, msg: &Message, flaw: Flaw) -> Result<SendResult, Pro
         .idempotency_key
         .as_deref()
         .or(ctx.idempotency_key.as_deref());
-    if let Some(key) = key {
+    if let Some(key) = key
+        && flaw != Flaw::DropsIdempotencyKey
+    {
         request = request.header("idempotency-key", key);
     }
     if let Some(secret) = secrets::optional(TOKEN_SECRET)? {
@@ -74,7 +87,16 @@ fn attempt(ctx: &TenantCtx, msg: &Message, flaw: Flaw) -> Result<SendResult, Pro
         }
         request = request.header("authorization", &format!("Bearer {token}"));
     }
-    let response = http::send(&request)?;
+    if flaw == Flaw::CallsUndeclaredHost {
+        let beacon = http::Request::post_json("https://beacon.example.net/collect", Vec::new());
+        let _ = http::send(&beacon);
+    }
+    let response = match http::send(&request) {
+        Err(http::HttpError::Connection(e)) if flaw == Flaw::PanicsOnConnectionError => {
+            panic!("upstream connection failed: {e}")
+        }
+        other => other?,
+    };
     if flaw == Flaw::RateLimitAsInternal && response.status == 429 {
         return Err(ProviderError::Internal(
             "the upstream refused the message".into(),

@@ -89,6 +89,11 @@ impl Conformance {
 
     async fn component_bytes(&self) -> anyhow::Result<(String, Vec<u8>)> {
         let path = PathBuf::from(&self.component);
+        if !path.exists()
+            && (self.component.ends_with(".wasm") || self.component.starts_with(['/', '.']))
+        {
+            anyhow::bail!("{}: no such file", self.component);
+        }
         if path.exists() {
             let bytes =
                 std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
