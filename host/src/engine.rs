@@ -1,6 +1,12 @@
 //! The Wasmtime engine: component model, async, pooling allocator (or on-demand where the
-//! machine cannot reserve the pool), fuel, and epoch interruption driven by a ticker thread;
-//! plus the compiled-artifact cache on disk.
+//! machine cannot reserve the pool) and fuel, with guests yielding to the executor every
+//! [`YIELD_FUEL`] units; plus the compiled-artifact cache on disk.
+//!
+//! Epoch interruption is available ([`EngineOptions::epoch`], with a ticker thread) but off:
+//! measured on CPU-bound workloads it cost +8% on its own and +38% together with fuel
+//! (geometric means, `BENCHMARKS.md`), while fuel alone — which per-call budgets and fuel
+//! rates need anyway — also drives the yields that let a call's deadline (a timeout around the
+//! call) fire and keep one tenant's spinning guest from holding an executor thread.
 
 use std::hash::{Hash, Hasher};
 use std::io::Write;
@@ -13,8 +19,16 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-/// How often the epoch advances: guests yield to the executor at each tick.
+/// How often the epoch advances, when epochs are on.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Bytes of each memory and table slot reset in place rather than returned to the kernel.
+pub const KEEP_RESIDENT: usize = 2 << 20;
+
+/// Fuel between a guest's yields to the executor: 0.1–0.5 ms of guest code on a current x86
+/// core (one unit per Wasm operator, and several operators retire per cycle). Shorter slices
+/// cost measurably more (BENCHMARKS.md); longer ones let a spinning tenant delay others.
+pub const YIELD_FUEL: u64 = 1_000_000;
 
 /// How instances are allocated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,14 +54,39 @@ pub struct HostEngine {
     pub engine: Engine,
     /// How instances are allocated.
     pub allocation: Allocation,
+    /// What it was built with.
+    pub options: EngineOptions,
     stop: Arc<AtomicBool>,
 }
 
-fn config(pool: Option<PoolSizing>) -> Config {
+/// What an engine is built with. The host runs with [`EngineOptions::host`]; the others exist
+/// to measure what each part costs (see `BENCHMARKS.md`).
+#[derive(Debug, Clone, Copy)]
+pub struct EngineOptions {
+    /// Pooling allocator sizing; `None` allocates each instance on demand.
+    pub pool: Option<PoolSizing>,
+    /// Count fuel (per-call fuel budgets and the tenants' fuel rate need it).
+    pub fuel: bool,
+    /// Epoch interruption, with the ticker thread (guests yield at each tick).
+    pub epoch: bool,
+}
+
+impl EngineOptions {
+    /// The host's configuration: pooling sized by `pool`, fuel on, epochs off.
+    pub fn host(pool: PoolSizing) -> EngineOptions {
+        EngineOptions {
+            pool: Some(pool),
+            fuel: true,
+            epoch: false,
+        }
+    }
+}
+
+fn config(pool: Option<PoolSizing>, fuel: bool, epoch: bool) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
-    config.consume_fuel(true);
-    config.epoch_interruption(true);
+    config.consume_fuel(fuel);
+    config.epoch_interruption(epoch);
     config.max_wasm_stack(1 << 20);
     if let Some(p) = pool {
         let mut pooling = PoolingAllocationConfig::default();
@@ -63,7 +102,11 @@ fn config(pool: Option<PoolSizing>) -> Config {
             .max_memory_size(p.max_memory_bytes as usize)
             .table_elements(100_000)
             .max_component_instance_size(1 << 20)
-            .max_core_instance_size(1 << 20);
+            .max_core_instance_size(1 << 20)
+            // Reset a freed slot's first pages with memset instead of madvise: fewer
+            // syscalls and TLB-shootdown IPIs per call (BENCHMARKS.md, HTTP hello).
+            .linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(KEEP_RESIDENT);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
     }
     config
@@ -73,21 +116,40 @@ impl HostEngine {
     /// Builds the engine with a pool sized by `pool`, falling back to on-demand allocation (with
     /// a warning) if the pool cannot be reserved.
     pub fn new(pool: PoolSizing) -> anyhow::Result<HostEngine> {
-        let (engine, allocation) = match Engine::new(&config(Some(pool))) {
-            Ok(engine) => (engine, Allocation::Pooling),
-            Err(e) => {
-                tracing::warn!(
-                    error = %e,
-                    "could not reserve the pooling allocator ({} instances, {} byte memories); falling back to on-demand allocation",
-                    pool.instances, pool.max_memory_bytes
-                );
-                (
-                    Engine::new(&config(None)).map_err(|e| anyhow::anyhow!("{e}"))?,
-                    Allocation::OnDemand,
-                )
-            }
+        HostEngine::with_options(EngineOptions::host(pool))
+    }
+
+    /// Builds an engine with `options` (pooling falls back to on-demand with a warning).
+    pub fn with_options(options: EngineOptions) -> anyhow::Result<HostEngine> {
+        let EngineOptions { pool, fuel, epoch } = options;
+        let on_demand = || {
+            Engine::new(&config(None, fuel, epoch))
+                .map(|e| (e, Allocation::OnDemand))
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        };
+        let (engine, allocation) = match pool {
+            None => on_demand()?,
+            Some(pool) => match Engine::new(&config(Some(pool), fuel, epoch)) {
+                Ok(engine) => (engine, Allocation::Pooling),
+                Err(e) => {
+                    tracing::warn!(
+                        error = %e,
+                        "could not reserve the pooling allocator ({} instances, {} byte memories); falling back to on-demand allocation",
+                        pool.instances, pool.max_memory_bytes
+                    );
+                    on_demand()?
+                }
+            },
         };
         let stop = Arc::new(AtomicBool::new(false));
+        if !epoch {
+            return Ok(HostEngine {
+                engine,
+                allocation,
+                options,
+                stop,
+            });
+        }
         let ticker = engine.weak();
         let stop_flag = stop.clone();
         std::thread::Builder::new()
@@ -104,6 +166,7 @@ impl HostEngine {
         Ok(HostEngine {
             engine,
             allocation,
+            options,
             stop,
         })
     }

@@ -469,6 +469,15 @@ pub struct LoadedBundle {
 /// Reads the bundle at `path`, opens its secret backend, sizes the engine's pool from the
 /// tenants' limits, and [`load`]s every provider.
 pub fn load_bundle(path: &Path, options: LoadOptions) -> anyhow::Result<LoadedBundle> {
+    load_bundle_with(path, options, HostEngine::new)
+}
+
+/// [`load_bundle`] on an engine `make_engine` builds from the pool sizing the tenants need.
+pub fn load_bundle_with(
+    path: &Path,
+    options: LoadOptions,
+    make_engine: impl FnOnce(PoolSizing) -> anyhow::Result<HostEngine>,
+) -> anyhow::Result<LoadedBundle> {
     let bundle = Bundle::load(path)?;
     let backend: Arc<dyn SecretBackend> = match bundle.file.secrets.backend {
         SecretBackendKind::File => {
@@ -489,7 +498,7 @@ pub fn load_bundle(path: &Path, options: LoadOptions) -> anyhow::Result<LoadedBu
             .max()
             .unwrap_or(64 << 20),
     };
-    let engine = HostEngine::new(sizing).context("creating the Wasmtime engine")?;
+    let engine = make_engine(sizing).context("creating the Wasmtime engine")?;
     let loaded = load(&bundle, &engine, backend.as_ref(), options)?;
     Ok(LoadedBundle {
         bundle,

@@ -18,7 +18,7 @@ use crate::bindings::messaging::greentic::types::types::{
     Cloud, DeploymentCtx, Platform, ProviderError, TenantCtx,
 };
 use crate::bundle::{Bundle, Deployment, Limits, Route};
-use crate::engine::HostEngine;
+use crate::engine::{EngineOptions, HostEngine, YIELD_FUEL};
 use crate::errors::{CallError, ProviderFailure};
 use crate::imports::telemetry::host_attributes;
 use crate::limits::TenantGate;
@@ -126,7 +126,7 @@ impl Runtime {
             deployment: bundle.file.host.deployment.clone(),
             backend,
             metrics: Arc::new(Metrics::default()),
-            breakers: Breakers::new(BreakerPolicy::default()),
+            breakers: Breakers::new(BreakerPolicy::from(bundle.file.host.breaker)),
             retry: RetryPolicy::default(),
             ready: AtomicBool::new(true),
             shared: AtomicBool::new(false),
@@ -441,7 +441,7 @@ impl Runtime {
         if let Err(e) = store.set_fuel(limits.fuel_per_call) {
             return (Err(CallError::Internal(e.to_string())), 0);
         }
-        yield_every_tick(&mut store);
+        yield_regularly(&mut store, &self.engine.options);
         let run = async {
             let provider = pre.instantiate_async(&mut store).await?;
             provider
@@ -490,7 +490,7 @@ impl Runtime {
                 if let Err(e) = store.set_fuel(limits.fuel_per_call) {
                     return (Err(CallError::Internal(e.to_string())), 0);
                 }
-                yield_every_tick(&mut store);
+                yield_regularly(&mut store, &self.engine.options);
                 match pre.instantiate_async(&mut store).await {
                     Ok(provider) => SharedInstance { store, provider },
                     Err(e) => return (Err(classify(&e, false, limits)), 0),
@@ -503,7 +503,7 @@ impl Runtime {
         if let Err(e) = kept.store.set_fuel(limits.fuel_per_call) {
             return (Err(CallError::Internal(e.to_string())), 0);
         }
-        yield_every_tick(&mut kept.store);
+        yield_regularly(&mut kept.store, &self.engine.options);
         let call = kept
             .provider
             .greentic_messaging_outbound()
@@ -575,7 +575,7 @@ impl Runtime {
         );
         store.limiter(|s| &mut s.limiter);
         let _ = store.set_fuel(limits.fuel_per_call);
-        yield_every_tick(&mut store);
+        yield_regularly(&mut store, &self.engine.options);
         let deadline = Duration::from_millis(limits.deadline_ms);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let run = async {
@@ -641,14 +641,21 @@ impl Runtime {
     }
 }
 
-/// Makes the guest yield to the async executor at every epoch tick.
+/// Makes the guest yield to the async executor every [`YIELD_FUEL`] units of fuel (and at
+/// every epoch tick on engines built with epochs).
 ///
-/// A CPU-bound guest then never holds an executor thread for more than one tick, so other
-/// tenants' calls (and health checks) keep being served; the call's deadline is enforced by the
+/// A CPU-bound guest then never holds an executor thread for long, so other tenants' calls
+/// (and health checks) keep being served; the call's deadline is enforced by the
 /// `tokio::time::timeout` around it, which drops the call at its next yield.
-fn yield_every_tick(store: &mut Store<CallState>) {
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_async_yield_and_update(1);
+fn yield_regularly(store: &mut Store<CallState>, options: &EngineOptions) {
+    if options.fuel {
+        // Only fails when fuel is off, which `options.fuel` rules out.
+        let _ = store.fuel_async_yield_interval(Some(YIELD_FUEL));
+    }
+    if options.epoch {
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+    }
 }
 
 /// One call in `greentic_calls_in_flight`, for as long as it lives.

@@ -137,8 +137,8 @@ fn two_tenants_are_isolated_and_limits_contain_hostile_guests() {
     assert!(r.text().contains("not granted"), "{}", r.text());
 
     // Infinite loops for acme — more of them than this machine has cores — end with
-    // fuel-exhausted while globex keeps being served: guests yield at every epoch tick, so
-    // spinning guests never hold all executor threads.
+    // fuel-exhausted while globex keeps being served: guests yield every few milliseconds of
+    // fuel, so spinning guests never hold all executor threads.
     let spinners: Vec<_> = (0..3)
         .map(|_| host.spawn_send(bundle.token("acme", Some("loop")), msg("x", "spin")))
         .collect();

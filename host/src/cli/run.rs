@@ -37,7 +37,12 @@ pub struct Run {
 impl Run {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         telemetry::init_logging();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        // Check for I/O readiness after every task poll (tokio's default is every 61): while
+        // guests keep the workers busy, a new request is otherwise noticed only after dozens
+        // of guest time slices. Measured in BENCHMARKS.md (noisy neighbour).
+        builder.event_interval(1);
+        let runtime = builder
             .enable_all()
             .build()
             .context("starting the async runtime")?;
