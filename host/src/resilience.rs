@@ -65,6 +65,19 @@ pub struct BreakerPolicy {
     pub cool_down: Duration,
 }
 
+impl From<crate::bundle::BreakerSection> for BreakerPolicy {
+    fn from(b: crate::bundle::BreakerSection) -> Self {
+        BreakerPolicy {
+            failure_threshold: if b.failure_threshold == 0 {
+                u32::MAX
+            } else {
+                b.failure_threshold
+            },
+            cool_down: Duration::from_millis(b.cool_down_ms),
+        }
+    }
+}
+
 impl Default for BreakerPolicy {
     fn default() -> Self {
         BreakerPolicy {

@@ -92,6 +92,38 @@ pub struct HostSection {
     /// Largest component accepted, in bytes.
     #[serde(default = "default_max_component")]
     pub max_component_bytes: usize,
+    /// The circuit breaker per tenant and provider.
+    #[serde(default)]
+    pub breaker: BreakerSection,
+}
+
+/// `[host.breaker]`: when a tenant's calls of a provider stop being made for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSection {
+    /// Consecutive failed calls (unavailable, timeouts, traps, exhausted limits) that open the
+    /// circuit; `0` never opens it.
+    #[serde(default = "default_failure_threshold")]
+    pub failure_threshold: u32,
+    /// Milliseconds it stays open before one probe call is let through.
+    #[serde(default = "default_cool_down_ms")]
+    pub cool_down_ms: u64,
+}
+
+impl Default for BreakerSection {
+    fn default() -> Self {
+        BreakerSection {
+            failure_threshold: default_failure_threshold(),
+            cool_down_ms: default_cool_down_ms(),
+        }
+    }
+}
+
+fn default_failure_threshold() -> u32 {
+    5
+}
+fn default_cool_down_ms() -> u64 {
+    5_000
 }
 
 impl Default for HostSection {
@@ -103,6 +135,7 @@ impl Default for HostSection {
             deployment: Deployment::default(),
             shutdown_grace_secs: default_grace(),
             max_component_bytes: default_max_component(),
+            breaker: BreakerSection::default(),
         }
     }
 }
@@ -640,6 +673,20 @@ mod tests {
         assert_eq!(b.tenants["acme"].limits, Limits::default());
         assert!(b.providers["echo"].grants.config);
         assert!(b.providers["echo"].grants.secrets.is_empty());
+    }
+
+    #[test]
+    fn breaker_settings_default_and_zero_never_opens() {
+        let b = Bundle::parse("greentic.toml", MINIMAL).unwrap();
+        assert_eq!(b.host.breaker, BreakerSection::default());
+        let policy = crate::resilience::BreakerPolicy::from(b.host.breaker);
+        assert_eq!(policy.failure_threshold, 5);
+        let text =
+            format!("[host]\nbreaker = {{ failure_threshold = 0, cool_down_ms = 250 }}\n{MINIMAL}");
+        let b = Bundle::parse("greentic.toml", &text).unwrap();
+        let policy = crate::resilience::BreakerPolicy::from(b.host.breaker);
+        assert_eq!(policy.failure_threshold, u32::MAX);
+        assert_eq!(policy.cool_down, std::time::Duration::from_millis(250));
     }
 
     #[test]
