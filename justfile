@@ -16,6 +16,14 @@ components:
 conformance *DIRS:
     scripts/conformance.sh {{DIRS}}
 
+# Criterion benchmarks (all, or the named ones: invoke, engine, verify); see BENCHMARKS.md.
+bench *BENCHES:
+    scripts/bench.sh {{BENCHES}}
+
+# HTTP load vs wasmtime serve, and the noisy-neighbour run.
+bench-load SECONDS="10" CONNECTIONS="16":
+    scripts/bench-load.sh {{SECONDS}} {{CONNECTIONS}}
+
 # Re-vendor the WASI WIT packages from the pinned Wasmtime release.
 vendor-wit:
     scripts/vendor-wit.sh

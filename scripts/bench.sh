@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs the criterion benchmarks (invoke, engine, verify; or the ones named) after building the
+# components they load. Numbers and method: BENCHMARKS.md.
+#   scripts/bench.sh [invoke|engine|verify ...] [-- CRITERION_ARGS]
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+ensure_toolchain
+if [ ! -f "$COMPONENTS_OUT/wasip2/workloads.wasm" ]; then
+  ensure_cargo_component
+  "$ROOT/scripts/build-components.sh"
+fi
+benches=()
+while [ $# -gt 0 ] && [ "$1" != "--" ]; do benches+=(--bench "$1"); shift; done
+[ $# -gt 0 ] && shift
+cd "$ROOT"
+exec cargo bench --locked -p greentic-host "${benches[@]}" -- "$@"
