@@ -237,11 +237,12 @@ pub async fn start(setup: Setup, capture: &Capture, cache_dir: PathBuf) -> anyho
         runtime: runtime.clone(),
         auth: Authenticator::from_bundle(&loaded.bundle)?,
     });
-    let router = server::router(app, loaded.bundle.file.host.max_body_bytes);
+    let limits = server::RequestLimits::from_host(&loaded.bundle.file.host);
+    let router = server::router(app, limits);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
+        server::serve(listener, router, limits, std::future::pending()).await;
     });
     Ok(Harness {
         addr,

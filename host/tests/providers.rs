@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::{Host, TestBundle, Upstream};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 fn bundle(url_acme: &str, deadline_ms: u64) -> String {
     format!(
@@ -248,25 +247,12 @@ fn outbound_calls_reach_only_granted_hosts() {
     assert!(upstream.requests().is_empty());
 }
 
-fn hmac_sha256(key: &[u8], message: &[u8]) -> String {
-    let mut k = [0u8; 64];
-    if key.len() > 64 {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let pad = |b: u8| k.iter().map(|x| x ^ b).collect::<Vec<u8>>();
-    let inner = Sha256::digest([pad(0x36).as_slice(), message].concat());
-    let outer = Sha256::digest([pad(0x5c).as_slice(), inner.as_slice()].concat());
-    format!("sha256={outer:x}")
-}
-
 #[test]
 fn webhook_github_verifies_deliveries_for_the_routed_tenant() {
     let upstream = scripted(&[(200, &[], "{}")]);
     let (_b, host) = start(&upstream, 5000);
     let body = br#"{"action":"opened","number":7}"#;
-    let good = hmac_sha256(b"It's a Secret to Everybody", body);
+    let good = common::github_signature(b"It's a Secret to Everybody", body);
     let deliver = |tenant: &str, sig: Option<&str>, body: &[u8]| {
         let mut headers = vec![
             ("x-github-event", "pull_request"),
@@ -288,14 +274,22 @@ fn webhook_github_verifies_deliveries_for_the_routed_tenant() {
     assert!(r.text().contains("d-42"), "{}", r.text());
     assert_eq!(deliver("acme", None, body).status, 401);
     assert_eq!(
-        deliver("acme", Some(&hmac_sha256(b"wrong", body)), body).status,
+        deliver(
+            "acme",
+            Some(&common::github_signature(b"wrong", body)),
+            body
+        )
+        .status,
         401
     );
     let junk = b"{not json";
     assert_eq!(
         deliver(
             "acme",
-            Some(&hmac_sha256(b"It's a Secret to Everybody", junk)),
+            Some(&common::github_signature(
+                b"It's a Secret to Everybody",
+                junk
+            )),
             junk
         )
         .status,

@@ -95,6 +95,19 @@ pub struct HostSection {
     /// The circuit breaker per tenant and provider.
     #[serde(default)]
     pub breaker: BreakerSection,
+    /// Milliseconds a client has to send a request's headers; slower connections are closed.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_ms: u64,
+    /// Milliseconds a client has to send a request's body, once its headers arrived (408).
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout_ms: u64,
+}
+
+fn default_header_timeout() -> u64 {
+    10_000
+}
+fn default_body_timeout() -> u64 {
+    30_000
 }
 
 /// `[host.breaker]`: when a tenant's calls of a provider stop being made for a while.
@@ -136,6 +149,8 @@ impl Default for HostSection {
             shutdown_grace_secs: default_grace(),
             max_component_bytes: default_max_component(),
             breaker: BreakerSection::default(),
+            header_timeout_ms: default_header_timeout(),
+            body_timeout_ms: default_body_timeout(),
         }
     }
 }

@@ -84,7 +84,8 @@ impl Run {
             runtime: runtime.clone(),
             auth,
         });
-        let router = server::router(app, bundle.file.host.max_body_bytes);
+        let limits = server::RequestLimits::from_host(&bundle.file.host);
+        let router = server::router(app, limits);
         println!("greentic-host listening on http://{local}");
         tracing::info!(%local, providers = runtime.providers.len(), tenants = runtime.tenants.len(), "serving");
 
@@ -97,7 +98,7 @@ impl Run {
         let grace = Duration::from_secs(bundle.file.host.shutdown_grace_secs);
         let server_stop = stop.clone();
         let ready = runtime.clone();
-        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+        let serve = server::serve(listener, router, limits, async move {
             server_stop.notified().await;
             ready.ready.store(false, Ordering::SeqCst);
             tracing::info!("shutting down: no new requests; in-flight calls may finish");
@@ -105,7 +106,7 @@ impl Run {
         let stopped = stop.notified();
         tokio::pin!(stopped);
         tokio::select! {
-            result = serve => result?,
+            () = serve => {}
             _ = async { (&mut stopped).await; tokio::time::sleep(grace).await } => {
                 tracing::warn!(grace_secs = grace.as_secs(), "in-flight calls did not finish within the grace period");
             }

@@ -473,3 +473,18 @@ pub fn read_request(stream: &mut TcpStream) -> Option<Seen> {
         at: Instant::now(),
     })
 }
+
+/// GitHub's `X-Hub-Signature-256` value: `sha256=` and the hex HMAC-SHA256 of `message`.
+pub fn github_signature(key: &[u8], message: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let pad = |b: u8| k.iter().map(|x| x ^ b).collect::<Vec<u8>>();
+    let inner = Sha256::digest([pad(0x36).as_slice(), message].concat());
+    let outer = Sha256::digest([pad(0x5c).as_slice(), inner.as_slice()].concat());
+    format!("sha256={outer:x}")
+}
