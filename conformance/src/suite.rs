@@ -201,6 +201,7 @@ pub(crate) const HOST_CODES: &[&str] = &[
     "bad-request",
     "circuit-open",
     "host-internal",
+    "result-too-large",
     "unauthenticated",
 ];
 

@@ -81,6 +81,14 @@ pub enum CallError {
     /// A host-side failure.
     #[error("internal host error: {0}")]
     Internal(String),
+    /// The provider returned more than the host passes on.
+    #[error("the provider returned a {bytes}-byte result; at most {limit} bytes are passed on")]
+    ResultTooLarge {
+        /// What it returned.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 impl CallError {
@@ -105,6 +113,7 @@ impl CallError {
             CallError::BadRequest(_) => "bad-request",
             CallError::CircuitOpen { .. } => "circuit-open",
             CallError::Internal(_) => "host-internal",
+            CallError::ResultTooLarge { .. } => "result-too-large",
         }
     }
 
@@ -129,6 +138,7 @@ impl CallError {
             CallError::BadRequest(_) => 400,
             CallError::CircuitOpen { .. } => 503,
             CallError::Internal(_) => 500,
+            CallError::ResultTooLarge { .. } => 502,
         }
     }
 

@@ -28,6 +28,10 @@ use crate::resilience::{BreakerPolicy, BreakerState, Breakers, RetryPolicy, coun
 use crate::secrets::SecretBackend;
 use crate::state::{CallScope, CallState, MemoryLimitHit};
 
+/// The longest result id passed on to a caller; a provider returning more gets
+/// `result-too-large` (its memory cap bounds what the host copies out of it).
+pub const MAX_RESULT_ID_BYTES: usize = 4096;
+
 /// A tenant's run-time state.
 pub struct TenantRuntime {
     /// Limits and admission.
@@ -455,7 +459,7 @@ impl Runtime {
             .saturating_sub(store.get_fuel().unwrap_or(0));
         let mapped = match result {
             Err(_elapsed) => Err(CallError::DeadlineExceeded(limits.deadline_ms)),
-            Ok(Ok(Ok(sent))) => Ok(sent),
+            Ok(Ok(Ok(sent))) => bounded(sent),
             Ok(Ok(Err(provider_error))) => {
                 Err(CallError::Provider(map_provider_error(provider_error)))
             }
@@ -514,7 +518,7 @@ impl Runtime {
             .saturating_sub(kept.store.get_fuel().unwrap_or(0));
         let mapped = match result {
             Err(_elapsed) => Err(CallError::DeadlineExceeded(limits.deadline_ms)),
-            Ok(Ok(Ok(sent))) => Ok(sent),
+            Ok(Ok(Ok(sent))) => bounded(sent),
             Ok(Ok(Err(provider_error))) => {
                 Err(CallError::Provider(map_provider_error(provider_error)))
             }
@@ -676,6 +680,17 @@ impl Drop for InFlight<'_> {
         self.metrics
             .gauge_add("greentic_calls_in_flight", &[("tenant", self.tenant)], -1.0);
     }
+}
+
+/// Refuses results larger than the host passes on.
+fn bounded(sent: SendResult) -> Result<SendResult, CallError> {
+    if sent.id.len() > MAX_RESULT_ID_BYTES {
+        return Err(CallError::ResultTooLarge {
+            bytes: sent.id.len(),
+            limit: MAX_RESULT_ID_BYTES,
+        });
+    }
+    Ok(sent)
 }
 
 fn map_provider_error(e: ProviderError) -> ProviderFailure {
