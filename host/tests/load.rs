@@ -89,25 +89,17 @@ fn an_ungranted_import_is_refused_at_load() {
     assert!(stderr.contains("imports `wasi:http/outgoing-handler` (outbound HTTP) but the bundle grants it no outbound hosts"), "{stderr}");
 }
 
-/// A component of `greentic:messaging@2.0.0`, built from WIT, with a manifest claiming 2.x.
-fn v2_component() -> Vec<u8> {
+/// A component built from `wit` (its world `provider`) with `manifest` embedded.
+fn synth_component(wit: &str, manifest: &str) -> Vec<u8> {
     use wit_component::{ComponentEncoder, StringEncoding, dummy_module, embed_component_metadata};
     let mut resolve = greentic_interfaces::Contracts::embedded()
         .unwrap()
         .resolve()
         .clone();
-    let pkg = resolve
-        .push_str(
-            "v2.wit",
-            "package greentic:messaging@2.0.0;\n\
-             interface outbound { use greentic:types/types@1.0.0.{tenant-ctx}; send: func(ctx: tenant-ctx) -> string; }\n\
-             world provider { export outbound; }\n",
-        )
-        .unwrap();
+    let pkg = resolve.push_str("synth.wit", wit).unwrap();
     let world = resolve.select_world(&[pkg], Some("provider")).unwrap();
     let mut module = dummy_module(&resolve, world, wit_parser::ManglingAndAbi::Standard32);
     embed_component_metadata(&mut module, &resolve, world, StringEncoding::UTF8).unwrap();
-    let manifest = r#"{"name":"v2","version":"2.0.0","domain":"messaging","capabilities":["send"],"compat":{"wit":"greentic:messaging/provider@2.x"}}"#;
     wasm_encoder::Section::append_to(
         &wasm_encoder::CustomSection {
             name: MANIFEST_SECTION.into(),
@@ -121,6 +113,110 @@ fn v2_component() -> Vec<u8> {
         .validate(true)
         .encode()
         .unwrap()
+}
+
+/// A component of `greentic:messaging@2.0.0`, built from WIT, with a manifest claiming 2.x.
+fn v2_component() -> Vec<u8> {
+    synth_component(
+        "package greentic:messaging@2.0.0;\n\
+         interface outbound { use greentic:types/types@1.0.0.{tenant-ctx}; send: func(ctx: tenant-ctx) -> string; }\n\
+         world provider { export outbound; }\n",
+        r#"{"name":"v2","version":"2.0.0","domain":"messaging","capabilities":["send"],"compat":{"wit":"greentic:messaging/provider@2.x"}}"#,
+    )
+}
+
+/// Bytes that are not a loadable component, each refused at load with a reason and no panic.
+#[test]
+fn malformed_artifacts_are_refused_at_load_with_a_reason() {
+    let echo = std::fs::read(common::component("wasip2", "echo")).unwrap();
+    let mut giant = echo.clone();
+    // Valid, but over the bundle's cap: a custom section of 300 kB.
+    giant.push(0);
+    let payload = 300_000usize;
+    let name = b"padding";
+    let mut size = Vec::new();
+    let mut v = (1 + name.len() + payload) as u64;
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            size.push(byte);
+            break;
+        }
+        size.push(byte | 0x80);
+    }
+    giant.extend_from_slice(&size);
+    giant.push(name.len() as u8);
+    giant.extend_from_slice(name);
+    giant.extend(std::iter::repeat_n(7u8, payload));
+    let unknown_import = synth_component(
+        "package acme:evil@1.0.0;\n\
+         interface backdoor { open: func() -> string; }\n\
+         world provider { import backdoor; export greentic:messaging/outbound@1.0.0; }\n",
+        r#"{"name":"evil","version":"1.0.0","domain":"messaging","capabilities":["send"],"compat":{"wit":"greentic:messaging/provider@1.0.x"}}"#,
+    );
+    let cases: Vec<(&str, Vec<u8>, &[&str])> = vec![
+        (
+            "empty file",
+            Vec::new(),
+            &["provider `p`", "not a WebAssembly file"],
+        ),
+        (
+            "random bytes",
+            (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect(),
+            &["provider `p`", "not a WebAssembly file"],
+        ),
+        (
+            "truncated component",
+            echo[..echo.len() / 2].to_vec(),
+            &["provider `p`", "malformed component"],
+        ),
+        (
+            "core module",
+            b"\0asm\x01\0\0\0".to_vec(),
+            &["provider `p`", "core wasm module, not a component"],
+        ),
+        (
+            "unknown import",
+            unknown_import,
+            &["provider `p`", "acme:evil/backdoor"],
+        ),
+        (
+            "over max_component_bytes",
+            giant,
+            &[
+                "provider `p`",
+                "over the bundle's max_component_bytes (200000)",
+            ],
+        ),
+    ];
+    for (what, bytes, needles) in cases {
+        let b = TestBundle::new(
+            &bundle(
+                "[providers.p]\nsource = \"p.wasm\"\nallow_unsigned = true",
+                "[tenants.acme]",
+                ECHO_ROUTE,
+            ),
+            &[],
+        );
+        let path = b.path().join("greentic.toml");
+        let text = std::fs::read_to_string(&path).unwrap().replacen(
+            "[host]\n",
+            "[host]\nmax_component_bytes = 200000\n",
+            1,
+        );
+        std::fs::write(&path, text).unwrap();
+        std::fs::write(b.path().join("p.wasm"), &bytes).unwrap();
+        let (ok, _, stderr) = check(&b);
+        assert!(!ok, "{what} was accepted");
+        assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+        for needle in needles {
+            assert!(
+                stderr.contains(needle),
+                "{what}: no `{needle}` in: {stderr}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -268,5 +364,52 @@ fn a_corrupt_cache_entry_is_discarded_and_recompiled() {
     for entry in std::fs::read_dir(cache.path()).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().into_owned();
         assert!(name.ends_with(".cwasm"), "stray file {name}");
+    }
+}
+
+#[test]
+fn huge_bundle_values_are_refused_with_bounded_messages() {
+    for (what, tenants, needle) in [
+        (
+            "a 100 000-character tenant id",
+            format!("[tenants.{}]", "a".repeat(100_000)),
+            "tenant ids are 1-64",
+        ),
+        (
+            "a fuel budget beyond u64",
+            "[tenants.acme]\nlimits = { fuel_per_call = 99999999999999999999999 }".to_string(),
+            "fuel_per_call",
+        ),
+        (
+            "a limit of the wrong type",
+            "[tenants.acme]\nlimits = { deadline_ms = \"soon\" }".to_string(),
+            "deadline_ms",
+        ),
+        (
+            "a megabyte string where a number belongs",
+            format!(
+                "[tenants.acme]\nlimits = {{ deadline_ms = \"{}\" }}",
+                "s".repeat(1_000_000)
+            ),
+            "characters cut",
+        ),
+    ] {
+        let b = TestBundle::new(
+            &bundle(
+                "[providers.p]\nsource = \"{components}/echo.wasm\"\nallow_unsigned = true",
+                &tenants,
+                "",
+            ),
+            &[],
+        );
+        let (ok, _, stderr) = check(&b);
+        assert!(!ok, "{what} was accepted");
+        assert!(stderr.contains(needle), "{what}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+        assert!(
+            stderr.lines().all(|l| l.len() < 1024),
+            "{what}: a {}-byte line",
+            stderr.lines().map(str::len).max().unwrap_or(0)
+        );
     }
 }

@@ -106,3 +106,43 @@ fn broken_manifests_name_file_field_and_fix() {
         }
     }
 }
+
+#[test]
+fn huge_and_mistyped_values_are_refused_with_bounded_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let good: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            repo().join("components/providers/messaging-webhook/provider.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut cases = Vec::new();
+    let mut huge = good.clone();
+    huge["description"] = serde_json::Value::String("d".repeat(2_000_000));
+    cases.push(("huge.json", huge, "/description"));
+    let mut name = good.clone();
+    name["name"] = serde_json::Value::String("n".repeat(5_000));
+    cases.push(("name.json", name, "/name"));
+    let mut typed = good.clone();
+    typed["capabilities"] = serde_json::json!("send");
+    cases.push(("typed.json", typed, "/capabilities"));
+    let mut unknown = good;
+    unknown["colour"] = serde_json::json!("blue");
+    cases.push(("unknown.json", unknown, "colour"));
+    for (file, doc, field) in cases {
+        let path = dir.path().join(file);
+        std::fs::write(&path, doc.to_string()).unwrap();
+        let out = run_host(&["manifest", path.to_str().unwrap()]);
+        let (stdout, stderr) = text(&out);
+        assert!(!out.status.success(), "{file} was accepted");
+        let all = format!("{stdout}{stderr}");
+        assert!(all.contains(field), "{file}: {all}");
+        assert!(!all.contains("panicked"), "{file}: {all}");
+        assert!(
+            all.lines().all(|l| l.len() < 1024),
+            "{file}: a {}-byte line",
+            all.lines().map(str::len).max().unwrap_or(0)
+        );
+    }
+}

@@ -66,3 +66,35 @@ fn list(problems: &[FieldProblem]) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// `text` shortened to about `max` characters by cutting out its middle (the start names the
+/// value, the end usually says what is wrong with it), noting how long it was. Error messages
+/// quote offending values; a multi-megabyte value must not become a multi-megabyte message.
+pub fn clip_middle(text: &str, max: usize) -> String {
+    let chars = text.chars().count();
+    if chars <= max {
+        return text.to_string();
+    }
+    let head: String = text.chars().take(max / 3).collect();
+    let tail: String = text.chars().skip(chars - (max - max / 3)).collect();
+    format!("{head}… ({} characters cut) …{tail}", chars - max)
+}
+
+#[cfg(test)]
+mod clip_tests {
+    use super::clip_middle;
+
+    #[test]
+    fn long_values_are_cut_in_the_middle() {
+        assert_eq!(clip_middle("short", 10), "short");
+        let long = format!(
+            "\"{}\" is longer than 200 characters",
+            "d".repeat(1_000_000)
+        );
+        let clipped = clip_middle(&long, 240);
+        assert!(clipped.len() < 400, "{}", clipped.len());
+        assert!(clipped.starts_with("\"ddd"));
+        assert!(clipped.ends_with("is longer than 200 characters"));
+        assert!(clipped.contains("characters cut"));
+    }
+}

@@ -35,7 +35,7 @@ mod extract;
 mod manifest;
 
 pub use compat::{WitTarget, WitTargetError};
-pub use error::{FieldProblem, ManifestError};
+pub use error::{FieldProblem, ManifestError, clip_middle};
 pub use extract::{ExtractError, MANIFEST_SECTION, extract_manifest, extract_manifest_bytes};
 pub use manifest::{Compat, ProviderManifest, SecretSpec};
 

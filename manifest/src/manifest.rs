@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::compat::WitTarget;
-use crate::error::{FieldProblem, ManifestError};
+use crate::error::{FieldProblem, ManifestError, clip_middle};
 
 /// A provider's self-description, as written in `provider.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,8 +125,8 @@ impl ProviderManifest {
         let problems: Vec<FieldProblem> = manifest_validator()
             .iter_errors(doc)
             .map(|e| FieldProblem {
-                field: e.instance_path().to_string(),
-                problem: e.to_string(),
+                field: clip_middle(&e.instance_path().to_string(), 120),
+                problem: clip_middle(&e.to_string(), 240),
                 fix: shape_fix(e.instance_path().as_str()),
             })
             .collect();
@@ -136,7 +136,7 @@ impl ProviderManifest {
         let manifest: ProviderManifest = serde_json::from_value(doc.clone()).map_err(|e| {
             invalid(vec![FieldProblem {
                 field: String::new(),
-                problem: e.to_string(),
+                problem: clip_middle(&e.to_string(), 240),
                 fix: "make the manifest match schemas/provider.schema.json".into(),
             }])
         })?;
@@ -180,8 +180,8 @@ impl ProviderManifest {
         validator
             .iter_errors(config)
             .map(|e| FieldProblem {
-                field: e.instance_path().to_string(),
-                problem: e.to_string(),
+                field: clip_middle(&e.instance_path().to_string(), 120),
+                problem: clip_middle(&e.to_string(), 240),
                 fix: format!(
                     "change the tenant's configuration of `{}` to satisfy its config_schema",
                     self.name

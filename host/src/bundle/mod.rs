@@ -484,9 +484,16 @@ impl Bundle {
             message,
         };
         let file: BundleFile = toml::from_str(text).map_err(|e| {
+            // The parser quotes the offending line; a huge value must not become a huge message.
+            let message = e
+                .to_string()
+                .trim_end()
+                .lines()
+                .map(|l| greentic_manifest::clip_middle(l, 240))
+                .collect::<Vec<_>>()
+                .join("\n");
             invalid(format!(
-                "{}; see schemas/greentic.schema.json for the format",
-                e.to_string().trim_end()
+                "{message}; see schemas/greentic.schema.json for the format"
             ))
         })?;
         let problems = file.problems();
@@ -572,7 +579,10 @@ impl BundleFile {
         }
         for (name, p) in &self.providers {
             if !kebab(name) {
-                out.push(format!("providers.{name}: provider names are kebab-case"));
+                out.push(format!(
+                    "providers.{}: provider names are kebab-case",
+                    greentic_manifest::clip_middle(name, 80)
+                ));
             }
             if let Some(d) = &p.digest
                 && !greentic_registry::is_sha256_digest(d)
@@ -602,7 +612,8 @@ impl BundleFile {
         for (id, t) in &self.tenants {
             if !tenant_id_ok(id) {
                 out.push(format!(
-                    "tenants.{id}: tenant ids are 1-64 letters, digits, `-` or `_`"
+                    "tenants.{}: tenant ids are 1-64 letters, digits, `-` or `_`",
+                    greentic_manifest::clip_middle(id, 80)
                 ));
             }
             let l = &t.limits;
