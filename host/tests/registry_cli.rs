@@ -320,3 +320,129 @@ fn a_signed_provider_from_a_real_registry_runs_and_a_moved_tag_is_refused() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).1.contains("(the tag moved)"), "{}", text(&out).1);
 }
+
+/// A TCP proxy in front of `upstream` that cuts every connection once it has passed
+/// `cut_after` bytes towards the client (manifests and configs pass; a component blob does
+/// not). Returns its address and a counter of the connections it accepted.
+fn cutting_proxy(
+    upstream: String,
+    cut_after: usize,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::atomic::Ordering;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = connections.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { continue };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let Ok(mut server) = TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c2, &mut s2);
+                let _ = s2.shutdown(Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let mut sent = 0;
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = server.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let n = n.min(cut_after.saturating_sub(sent));
+                    if n == 0 || client.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    sent += n;
+                }
+                let _ = client.shutdown(Shutdown::Both);
+                let _ = server.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    (addr, connections)
+}
+
+/// A connection cut half-way through the component blob: the pull fails after a bounded
+/// number of retries, says what failed, and leaves neither a cache entry nor an output file.
+#[test]
+fn a_blob_cut_half_way_is_retried_a_bounded_number_of_times_and_nothing_is_kept() {
+    let registry = greentic_registry::testing::Registry::start();
+    let wasm = component("wasip2", "messaging-webhook");
+    let size = std::fs::metadata(&wasm).unwrap().len() as usize;
+    let direct = format!("{}/providers/cut:1.0.0", registry.addr);
+    let out = run_host(&["push", wasm.to_str().unwrap(), &direct]);
+    assert!(out.status.success(), "{}", text(&out).1);
+
+    let (proxy, connections) = cutting_proxy(registry.addr.clone(), size / 2);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let output = dir.path().join("cut.wasm");
+    let through_proxy = format!("{proxy}/providers/cut:1.0.0");
+    let out = run_host(&[
+        "pull",
+        &through_proxy,
+        "-o",
+        output.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+    ]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.to_lowercase().contains("blob"), "{stderr}");
+    // Retried, but not forever: a handful of connections, not one per byte of patience.
+    let used = connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((2..=12).contains(&used), "{used} connections");
+    assert!(!output.exists(), "a partial component was written");
+    let digest = format!(
+        "{:x}",
+        <sha2::Sha256 as sha2::Digest>::digest(std::fs::read(&wasm).unwrap())
+    );
+    let kept: Vec<_> = walk(&cache)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(&digest))
+        .collect();
+    assert!(kept.is_empty(), "the cut blob was cached: {kept:?}");
+    assert!(
+        walk(dir.path())
+            .iter()
+            .all(|p| !p.to_string_lossy().ends_with(".partial")),
+        "a partial file was left behind"
+    );
+
+    // The same pull straight from the registry succeeds and fills the cache.
+    let out = run_host(&[
+        "pull",
+        &direct,
+        "-o",
+        output.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert_eq!(
+        std::fs::read(&output).unwrap(),
+        std::fs::read(&wasm).unwrap()
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

@@ -225,6 +225,9 @@ impl RemoteRegistry {
                 r.is_connect()
                     || r.is_timeout()
                     || r.is_request()
+                    // A connection cut while the body streams in.
+                    || r.is_body()
+                    || r.is_decode()
                     || r.status().is_some_and(|s| s.is_server_error())
             }
             OciDistributionError::IoError(_) => true,
