@@ -24,6 +24,10 @@ bench *BENCHES:
 bench-load SECONDS="10" CONNECTIONS="16":
     scripts/bench-load.sh {{SECONDS}} {{CONNECTIONS}}
 
+# Mixed well-behaved and hostile calls for a while; reports errors by code and host RSS.
+soak SECONDS="60":
+    scripts/soak.sh {{SECONDS}}
+
 # Re-vendor the WASI WIT packages from the pinned Wasmtime release.
 vendor-wit:
     scripts/vendor-wit.sh
