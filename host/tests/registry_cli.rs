@@ -446,3 +446,70 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A cache write that cannot finish (the file-size limit stands in for a full disk: with
+/// SIGXFSZ ignored, writes past it fail with EFBIG as they would with ENOSPC): the pull fails
+/// once, clearly, and neither the cache nor the output keeps a partial file; once there is room
+/// the same pull succeeds.
+#[test]
+fn a_full_disk_during_a_cache_write_loses_nothing() {
+    let registry = greentic_registry::testing::Registry::start();
+    let wasm = component("wasip2", "messaging-webhook");
+    let reference = format!("{}/providers/full:1.0.0", registry.addr);
+    let out = run_host(&["push", wasm.to_str().unwrap(), &reference]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let output = dir.path().join("full.wasm");
+    let host = common::host_bin();
+    let script = format!(
+        "trap '' XFSZ; exec prlimit --fsize=65536 '{}' pull '{reference}' -o '{}' --cache '{}'",
+        host.display(),
+        output.display(),
+        cache.display()
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("File too large"), "{stderr}");
+    assert_eq!(
+        stderr.matches("File too large").count(),
+        1,
+        "the reason should be said once: {stderr}"
+    );
+    assert!(!output.exists(), "a partial component was written");
+    let digest = format!(
+        "{:x}",
+        <sha2::Sha256 as sha2::Digest>::digest(std::fs::read(&wasm).unwrap())
+    );
+    let files = walk(dir.path());
+    assert!(
+        files.iter().all(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            !name.contains(&digest) && !name.starts_with(".tmp") && !name.ends_with(".partial")
+        }),
+        "something partial was kept: {files:?}"
+    );
+
+    let out = run_host(&[
+        "pull",
+        &reference,
+        "-o",
+        output.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert_eq!(
+        std::fs::read(&output).unwrap(),
+        std::fs::read(&wasm).unwrap()
+    );
+    assert!(
+        walk(&cache)
+            .iter()
+            .any(|p| p.to_string_lossy().contains(&digest))
+    );
+}

@@ -56,9 +56,9 @@ impl BlobCache {
                 why: "not a sha256 digest".into(),
             })?;
         let dir = path.parent().expect("a digest path has a parent");
-        let io = |source| RegistryError::Io {
+        let io = |error| RegistryError::Io {
             path: path.display().to_string(),
-            source,
+            error,
         };
         std::fs::create_dir_all(dir).map_err(io)?;
         let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
@@ -83,9 +83,9 @@ impl BlobCache {
         }
         let path = self.tag_path(repository, tag);
         let dir = path.parent().expect("a tag path has a parent");
-        let io = |source| RegistryError::Io {
+        let io = |error| RegistryError::Io {
             path: path.display().to_string(),
-            source,
+            error,
         };
         std::fs::create_dir_all(dir).map_err(io)?;
         let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;

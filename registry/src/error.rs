@@ -50,12 +50,12 @@ pub enum RegistryError {
         why: String,
     },
     /// A local file operation failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The path.
         path: String,
-        /// Why.
-        source: std::io::Error,
+        /// Why (in the message itself, so it is said once).
+        error: std::io::Error,
     },
     /// Offline mode and the blob is not cached.
     #[error("{digest} is not in the cache and this run is offline; run once online first")]

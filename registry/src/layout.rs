@@ -18,9 +18,9 @@ pub struct OciLayout {
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> RegistryError + '_ {
-    move |source| RegistryError::Io {
+    move |error| RegistryError::Io {
         path: path.display().to_string(),
-        source,
+        error,
     }
 }
 

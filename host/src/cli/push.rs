@@ -116,9 +116,17 @@ impl Pull {
             PathBuf::from(format!("{name}.wasm"))
         });
         let tmp = output.with_extension("wasm.partial");
-        std::fs::write(&tmp, &pulled.component)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &output).with_context(|| format!("writing {}", output.display()))?;
+        let written = std::fs::write(&tmp, &pulled.component)
+            .with_context(|| format!("writing {}", tmp.display()))
+            .and_then(|()| {
+                std::fs::rename(&tmp, &output)
+                    .with_context(|| format!("writing {}", output.display()))
+            });
+        if written.is_err() {
+            // Never leave half a component behind.
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written?;
         println!(
             "{} {} -> {}",
             reference.with_digest(&pulled.manifest_digest),
