@@ -328,6 +328,16 @@ fn cutting_proxy(
     upstream: String,
     cut_after: usize,
 ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    cutting_proxy_then(upstream, cut_after, || {})
+}
+
+/// [`cutting_proxy`] that also calls `on_cut` the first time it cuts a connection.
+fn cutting_proxy_then(
+    upstream: String,
+    cut_after: usize,
+    on_cut: impl Fn() + Send + Sync + 'static,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let on_cut = std::sync::Arc::new(on_cut);
     use std::io::{Read, Write};
     use std::net::{Shutdown, TcpListener, TcpStream};
     use std::sync::atomic::Ordering;
@@ -343,6 +353,7 @@ fn cutting_proxy(
                 continue;
             };
             let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let on_cut = on_cut.clone();
             std::thread::spawn(move || {
                 let _ = std::io::copy(&mut c2, &mut s2);
                 let _ = s2.shutdown(Shutdown::Write);
@@ -355,7 +366,11 @@ fn cutting_proxy(
                         break;
                     }
                     let n = n.min(cut_after.saturating_sub(sent));
-                    if n == 0 || client.write_all(&buf[..n]).is_err() {
+                    if n == 0 {
+                        on_cut();
+                        break;
+                    }
+                    if client.write_all(&buf[..n]).is_err() {
                         break;
                     }
                     sent += n;
@@ -512,4 +527,83 @@ fn a_full_disk_during_a_cache_write_loses_nothing() {
             .iter()
             .any(|p| p.to_string_lossy().contains(&digest))
     );
+}
+
+/// The registry goes away in the middle of a pull (killed as the component blob starts to
+/// flow): the pull fails after bounded retries with a clear error and keeps nothing partial; a
+/// host that already loaded its providers keeps serving them, and `check --offline` still
+/// loads them from the lock and the verified cache, while an online check says the registry is
+/// unreachable.
+#[test]
+fn a_registry_that_stops_mid_pull_fails_cleanly_and_running_hosts_keep_serving() {
+    let registry = std::sync::Arc::new(std::sync::Mutex::new(
+        greentic_registry::testing::Registry::start(),
+    ));
+    let addr = registry.lock().unwrap().addr.clone();
+    let reference = format!("{addr}/providers/echo:1.0.0");
+    let b = common::TestBundle::new(
+        &format!(
+            "[trust.keys]\nci = \"cosign.pub\"\n\n[providers.echo]\nsource = \"{reference}\"\ntrusted_keys = [\"ci\"]\n\n[tenants.acme]\n\n[[routes]]\ntenant = \"acme\"\ncapability = \"send\"\nprovider = \"echo\"\n"
+        ),
+        &[],
+    );
+    let dir = b.path();
+    assert!(run_in(dir, &["keygen"]).status.success());
+    let wasm = component("wasip2", "echo");
+    let out = run_in(dir, &["push", wasm.to_str().unwrap(), &reference]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert!(
+        run_in(dir, &["sign", "--key", "cosign.key", &reference])
+            .status
+            .success()
+    );
+    let host = common::Host::start(dir);
+    let token = b.token("acme", None);
+
+    // A pull through a proxy that kills the registry as the blob starts to flow.
+    let size = std::fs::metadata(&wasm).unwrap().len() as usize;
+    let killer = registry.clone();
+    let (proxy, connections) = cutting_proxy_then(addr.clone(), size / 2, move || {
+        killer.lock().unwrap().stop();
+    });
+    let pulled = tempfile::tempdir().unwrap();
+    let output = pulled.path().join("echo.wasm");
+    let cache = pulled.path().join("cache");
+    let out = run_host(&[
+        "pull",
+        &format!("{proxy}/providers/echo:1.0.0"),
+        "-o",
+        output.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+    ]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("attempts"), "{stderr}");
+    let used = connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((2..=12).contains(&used), "{used} connections");
+    assert!(!output.exists());
+    let digest = format!(
+        "{:x}",
+        <sha2::Sha256 as sha2::Digest>::digest(std::fs::read(&wasm).unwrap())
+    );
+    assert!(
+        walk(pulled.path())
+            .iter()
+            .all(|p| !p.to_string_lossy().contains(&digest)),
+        "the blob was cached"
+    );
+
+    // The running host does not need the registry for what it loaded.
+    let r = host.send(
+        &token,
+        serde_json::json!({"to": "#r", "text": "registry gone"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    drop(host);
+    let out = run_host(&["check", "--offline", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let out = run_host(&["check", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).1.contains(&addr), "{}", text(&out).1);
 }
