@@ -437,15 +437,10 @@ impl Runtime {
                 .send_shared(pre, scope, outbound, limits, remaining, ctx, msg)
                 .await;
         }
-        let mut store = Store::new(
-            &self.engine.engine,
-            CallState::new(scope.clone(), outbound.clone(), limits.memory_bytes),
-        );
-        store.limiter(|s| &mut s.limiter);
-        if let Err(e) = store.set_fuel(limits.fuel_per_call) {
-            return (Err(CallError::Internal(e.to_string())), 0);
-        }
-        yield_regularly(&mut store, &self.engine.options);
+        let mut store = match self.call_store(scope.clone(), outbound, limits) {
+            Ok(store) => store,
+            Err(e) => return (Err(e), 0),
+        };
         let run = async {
             let provider = pre.instantiate_async(&mut store).await?;
             provider
@@ -454,19 +449,8 @@ impl Runtime {
                 .await
         };
         let result = tokio::time::timeout(remaining, run).await;
-        let fuel = limits
-            .fuel_per_call
-            .saturating_sub(store.get_fuel().unwrap_or(0));
-        let mapped = match result {
-            Err(_elapsed) => Err(CallError::DeadlineExceeded(limits.deadline_ms)),
-            Ok(Ok(Ok(sent))) => bounded(sent),
-            Ok(Ok(Err(provider_error))) => {
-                Err(CallError::Provider(map_provider_error(provider_error)))
-            }
-            Ok(Err(e)) => Err(classify(&e, store.data().limiter.hit, limits)),
-        };
         // The store (and the instance) is dropped here: nothing survives the call.
-        (mapped, fuel)
+        send_outcome(result, &store, limits)
     }
 
     /// [`Runtime::send_once`] in the provider's kept instance, which only this call's scope
@@ -486,15 +470,10 @@ impl Runtime {
         let mut kept = match pool.remove(&scope.provider) {
             Some(kept) => kept,
             None => {
-                let mut store = Store::new(
-                    &self.engine.engine,
-                    CallState::new(scope.clone(), outbound.clone(), limits.memory_bytes),
-                );
-                store.limiter(|s| &mut s.limiter);
-                if let Err(e) = store.set_fuel(limits.fuel_per_call) {
-                    return (Err(CallError::Internal(e.to_string())), 0);
-                }
-                yield_regularly(&mut store, &self.engine.options);
+                let mut store = match self.call_store(scope.clone(), outbound, limits) {
+                    Ok(store) => store,
+                    Err(e) => return (Err(e), 0),
+                };
                 match pre.instantiate_async(&mut store).await {
                     Ok(provider) => SharedInstance { store, provider },
                     Err(e) => return (Err(classify(&e, false, limits)), 0),
@@ -513,17 +492,7 @@ impl Runtime {
             .greentic_messaging_outbound()
             .call_send(&mut kept.store, ctx, msg);
         let result = tokio::time::timeout(remaining, call).await;
-        let fuel = limits
-            .fuel_per_call
-            .saturating_sub(kept.store.get_fuel().unwrap_or(0));
-        let mapped = match result {
-            Err(_elapsed) => Err(CallError::DeadlineExceeded(limits.deadline_ms)),
-            Ok(Ok(Ok(sent))) => bounded(sent),
-            Ok(Ok(Err(provider_error))) => {
-                Err(CallError::Provider(map_provider_error(provider_error)))
-            }
-            Ok(Err(e)) => Err(classify(&e, kept.store.data().limiter.hit, limits)),
-        };
+        let (mapped, fuel) = send_outcome(result, &kept.store, limits);
         // A trapped or interrupted instance is not reused; a provider error leaves it intact.
         if matches!(mapped, Ok(_) | Err(CallError::Provider(_))) {
             pool.insert(scope.provider.clone(), kept);
@@ -573,13 +542,7 @@ impl Runtime {
         self.breakers.admit(tenant_id, provider_name)?;
         let permit = tenant.gate.acquire().await?;
         let limits = *tenant.gate.limits();
-        let mut store = Store::new(
-            &self.engine.engine,
-            CallState::new(scope, provider.outbound.clone(), limits.memory_bytes),
-        );
-        store.limiter(|s| &mut s.limiter);
-        let _ = store.set_fuel(limits.fuel_per_call);
-        yield_regularly(&mut store, &self.engine.options);
+        let mut store = self.call_store(scope, &provider.outbound, &limits)?;
         let deadline = Duration::from_millis(limits.deadline_ms);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let run = async {
@@ -643,6 +606,49 @@ impl Runtime {
         span.end();
         mapped
     }
+}
+
+impl Runtime {
+    /// A fresh store for one call: the call's scope and outbound policy, the tenant's memory
+    /// cap and fuel, and regular yields.
+    fn call_store(
+        &self,
+        scope: Arc<CallScope>,
+        outbound: &crate::state::OutboundPolicy,
+        limits: &Limits,
+    ) -> Result<Store<CallState>, CallError> {
+        let mut store = Store::new(
+            &self.engine.engine,
+            CallState::new(scope, outbound.clone(), limits.memory_bytes),
+        );
+        store.limiter(|s| &mut s.limiter);
+        store
+            .set_fuel(limits.fuel_per_call)
+            .map_err(|e| CallError::Internal(e.to_string()))?;
+        yield_regularly(&mut store, &self.engine.options);
+        Ok(store)
+    }
+}
+
+/// What one `send` in `store` came to, and the fuel it used.
+fn send_outcome(
+    result: Result<
+        wasmtime::Result<Result<SendResult, ProviderError>>,
+        tokio::time::error::Elapsed,
+    >,
+    store: &Store<CallState>,
+    limits: &Limits,
+) -> (Result<SendResult, CallError>, u64) {
+    let fuel = limits
+        .fuel_per_call
+        .saturating_sub(store.get_fuel().unwrap_or(0));
+    let mapped = match result {
+        Err(_elapsed) => Err(CallError::DeadlineExceeded(limits.deadline_ms)),
+        Ok(Ok(Ok(sent))) => bounded(sent),
+        Ok(Ok(Err(provider_error))) => Err(CallError::Provider(map_provider_error(provider_error))),
+        Ok(Err(e)) => Err(classify(&e, store.data().limiter.hit, limits)),
+    };
+    (mapped, fuel)
 }
 
 /// Makes the guest yield to the async executor every [`YIELD_FUEL`] units of fuel (and at
