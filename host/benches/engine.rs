@@ -16,10 +16,7 @@ use std::sync::Arc;
 use common::Bare;
 use criterion::{BenchmarkId, Criterion};
 use greentic_host::bindings::messaging::ProviderPre;
-use greentic_host::bindings::messaging::exports::greentic::messaging::outbound::Message;
-use greentic_host::bindings::messaging::greentic::types::types::{
-    self as gtypes, Cloud, DeploymentCtx, Platform, TenantCtx,
-};
+use greentic_host::bindings::messaging::greentic::types::types::{self as gtypes};
 use greentic_host::engine::{CompileCache, EngineOptions, HostEngine, PoolSizing, YIELD_FUEL};
 use greentic_host::loader::{LoadOptions, LoadedBundle, ProviderKind, load_bundle_with};
 use greentic_host::metrics::Metrics;
@@ -144,22 +141,6 @@ fn workload_pre(fuel: bool, epoch: bool) -> (HostEngine, ProviderPre<Bare>) {
     (engine, pre)
 }
 
-fn ctx() -> TenantCtx {
-    TenantCtx {
-        tenant: "acme".into(),
-        team: None,
-        user: None,
-        deployment: DeploymentCtx {
-            cloud: Cloud::Local,
-            region: None,
-            platform: Platform::Baremetal,
-            runtime: None,
-        },
-        trace_id: None,
-        idempotency_key: None,
-    }
-}
-
 /// How a store is set up.
 #[derive(Clone, Copy)]
 struct Interrupt {
@@ -187,15 +168,10 @@ async fn run_workload(pre: &ProviderPre<Bare>, how: Interrupt, to: &str, size: &
         store.epoch_deadline_async_yield_and_update(1);
     }
     let provider = pre.instantiate_async(&mut store).await.unwrap();
-    let msg = Message {
-        to: to.into(),
-        text: size.into(),
-        thread: None,
-        idempotency_key: None,
-    };
+    let msg = common::message(to, size);
     let out = provider
         .greentic_messaging_outbound()
-        .call_send(&mut store, &ctx(), &msg)
+        .call_send(&mut store, &common::ctx(), &msg)
         .await
         .unwrap()
         .unwrap();

@@ -16,9 +16,7 @@ use greentic_host::bindings::messaging::ProviderPre;
 use greentic_host::bindings::messaging::exports::greentic::messaging::outbound::{
     Message, SendResult,
 };
-use greentic_host::bindings::messaging::greentic::types::types::{
-    self as gtypes, Cloud, DeploymentCtx, Platform, TenantCtx,
-};
+use greentic_host::bindings::messaging::greentic::types::types::{self as gtypes, TenantCtx};
 use greentic_host::loader::{LoadOptions, load_bundle};
 use greentic_host::runtime::{Caller, Runtime};
 use wasmtime::Store;
@@ -65,31 +63,6 @@ fn setup() -> Setup {
     }
 }
 
-fn ctx() -> TenantCtx {
-    TenantCtx {
-        tenant: "acme".into(),
-        team: None,
-        user: None,
-        deployment: DeploymentCtx {
-            cloud: Cloud::Local,
-            region: None,
-            platform: Platform::Baremetal,
-            runtime: None,
-        },
-        trace_id: None,
-        idempotency_key: None,
-    }
-}
-
-fn message() -> Message {
-    Message {
-        to: "#ops".into(),
-        text: "hello".into(),
-        thread: None,
-        idempotency_key: None,
-    }
-}
-
 async fn full(runtime: &Runtime) {
     let caller = Caller {
         tenant: "acme".into(),
@@ -124,7 +97,7 @@ fn native(_ctx: &TenantCtx, msg: &Message) -> SendResult {
 }
 
 fn invoke(c: &mut Criterion, s: &Setup) {
-    let (ctx, msg) = (ctx(), message());
+    let (ctx, msg) = (common::ctx(), common::message("#ops", "hello"));
     let mut group = c.benchmark_group("invoke");
     group.bench_function("host-full-path", |b| {
         b.to_async(&s.rt).iter(|| full(&s.runtime))
@@ -144,7 +117,7 @@ fn main() {
     invoke(&mut c, &s);
     c.final_summary();
 
-    let (ctx, msg) = (ctx(), message());
+    let (ctx, msg) = (common::ctx(), common::message("#ops", "hello"));
     let n = 5_000;
     let host = common::percentiles(n, || s.rt.block_on(full(&s.runtime)));
     let bare_t = common::percentiles(n, || s.rt.block_on(bare(&s.bare, &ctx, &msg)));

@@ -17,37 +17,18 @@ use sha2::{Digest, Sha256};
 /// The `noop` component grown to `size` bytes with a custom section (still a valid component).
 fn big_component(size: usize) -> Vec<u8> {
     let mut wasm = std::fs::read(common::component("noop")).unwrap();
-    let name = b"bench-padding";
-    let payload = size.saturating_sub(wasm.len() + name.len() + 16);
-    let mut section = Vec::new();
-    leb(
-        &mut section,
-        (leb_len(name.len()) + name.len() + payload) as u64,
+    let padding = size.saturating_sub(wasm.len() + 32);
+    wasm_encoder::Section::append_to(
+        &wasm_encoder::CustomSection {
+            name: "bench-padding".into(),
+            data: (0..padding)
+                .map(|i| (i * 31 % 251) as u8)
+                .collect::<Vec<u8>>()
+                .into(),
+        },
+        &mut wasm,
     );
-    wasm.push(0); // custom section id
-    wasm.extend_from_slice(&section);
-    leb(&mut wasm, name.len() as u64);
-    wasm.extend_from_slice(name);
-    wasm.extend((0..payload).map(|i| (i * 31 % 251) as u8));
     wasm
-}
-
-fn leb(out: &mut Vec<u8>, mut v: u64) {
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-fn leb_len(v: usize) -> usize {
-    let mut out = Vec::new();
-    leb(&mut out, v as u64);
-    out.len()
 }
 
 fn main() {

@@ -129,26 +129,15 @@ fn v2_component() -> Vec<u8> {
 #[test]
 fn malformed_artifacts_are_refused_at_load_with_a_reason() {
     let echo = std::fs::read(common::component("wasip2", "echo")).unwrap();
-    let mut giant = echo.clone();
     // Valid, but over the bundle's cap: a custom section of 300 kB.
-    giant.push(0);
-    let payload = 300_000usize;
-    let name = b"padding";
-    let mut size = Vec::new();
-    let mut v = (1 + name.len() + payload) as u64;
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            size.push(byte);
-            break;
-        }
-        size.push(byte | 0x80);
-    }
-    giant.extend_from_slice(&size);
-    giant.push(name.len() as u8);
-    giant.extend_from_slice(name);
-    giant.extend(std::iter::repeat_n(7u8, payload));
+    let mut giant = echo.clone();
+    wasm_encoder::Section::append_to(
+        &wasm_encoder::CustomSection {
+            name: "padding".into(),
+            data: vec![7u8; 300_000].into(),
+        },
+        &mut giant,
+    );
     let unknown_import = synth_component(
         "package acme:evil@1.0.0;\n\
          interface backdoor { open: func() -> string; }\n\

@@ -5,6 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use greentic_host::bindings::messaging::exports::greentic::messaging::outbound::Message;
+use greentic_host::bindings::messaging::greentic::types::types::{
+    Cloud, DeploymentCtx, Platform, TenantCtx,
+};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -117,4 +121,31 @@ pub fn median(n: usize, mut f: impl FnMut()) -> Duration {
 /// `d` in microseconds, for tables.
 pub fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
+}
+
+/// The tenant context the bare-Wasmtime baselines pass (tenant `acme`, local, bare metal).
+pub fn ctx() -> TenantCtx {
+    TenantCtx {
+        tenant: "acme".into(),
+        team: None,
+        user: None,
+        deployment: DeploymentCtx {
+            cloud: Cloud::Local,
+            region: None,
+            platform: Platform::Baremetal,
+            runtime: None,
+        },
+        trace_id: None,
+        idempotency_key: None,
+    }
+}
+
+/// A message to `to` with `text`.
+pub fn message(to: &str, text: &str) -> Message {
+    Message {
+        to: to.into(),
+        text: text.into(),
+        thread: None,
+        idempotency_key: None,
+    }
 }
