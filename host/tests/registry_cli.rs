@@ -399,14 +399,7 @@ fn a_blob_cut_half_way_is_retried_a_bounded_number_of_times_and_nothing_is_kept(
     let cache = dir.path().join("cache");
     let output = dir.path().join("cut.wasm");
     let through_proxy = format!("{proxy}/providers/cut:1.0.0");
-    let out = run_host(&[
-        "pull",
-        &through_proxy,
-        "-o",
-        output.to_str().unwrap(),
-        "--cache",
-        cache.to_str().unwrap(),
-    ]);
+    let out = pull(&through_proxy, &output, &cache);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -415,10 +408,7 @@ fn a_blob_cut_half_way_is_retried_a_bounded_number_of_times_and_nothing_is_kept(
     let used = connections.load(std::sync::atomic::Ordering::SeqCst);
     assert!((2..=12).contains(&used), "{used} connections");
     assert!(!output.exists(), "a partial component was written");
-    let digest = format!(
-        "{:x}",
-        <sha2::Sha256 as sha2::Digest>::digest(std::fs::read(&wasm).unwrap())
-    );
+    let digest = sha256_hex(&wasm);
     let kept: Vec<_> = walk(&cache)
         .into_iter()
         .filter(|p| p.to_string_lossy().contains(&digest))
@@ -432,14 +422,7 @@ fn a_blob_cut_half_way_is_retried_a_bounded_number_of_times_and_nothing_is_kept(
     );
 
     // The same pull straight from the registry succeeds and fills the cache.
-    let out = run_host(&[
-        "pull",
-        &direct,
-        "-o",
-        output.to_str().unwrap(),
-        "--cache",
-        cache.to_str().unwrap(),
-    ]);
+    let out = pull(&direct, &output, &cache);
     assert!(out.status.success(), "{}", text(&out).1);
     assert_eq!(
         std::fs::read(&output).unwrap(),
@@ -496,10 +479,7 @@ fn a_full_disk_during_a_cache_write_loses_nothing() {
         "the reason should be said once: {stderr}"
     );
     assert!(!output.exists(), "a partial component was written");
-    let digest = format!(
-        "{:x}",
-        <sha2::Sha256 as sha2::Digest>::digest(std::fs::read(&wasm).unwrap())
-    );
+    let digest = sha256_hex(&wasm);
     let files = walk(dir.path());
     assert!(
         files.iter().all(|p| {
@@ -509,14 +489,7 @@ fn a_full_disk_during_a_cache_write_loses_nothing() {
         "something partial was kept: {files:?}"
     );
 
-    let out = run_host(&[
-        "pull",
-        &reference,
-        "-o",
-        output.to_str().unwrap(),
-        "--cache",
-        cache.to_str().unwrap(),
-    ]);
+    let out = pull(&reference, &output, &cache);
     assert!(out.status.success(), "{}", text(&out).1);
     assert_eq!(
         std::fs::read(&output).unwrap(),
@@ -569,24 +542,14 @@ fn a_registry_that_stops_mid_pull_fails_cleanly_and_running_hosts_keep_serving()
     let pulled = tempfile::tempdir().unwrap();
     let output = pulled.path().join("echo.wasm");
     let cache = pulled.path().join("cache");
-    let out = run_host(&[
-        "pull",
-        &format!("{proxy}/providers/echo:1.0.0"),
-        "-o",
-        output.to_str().unwrap(),
-        "--cache",
-        cache.to_str().unwrap(),
-    ]);
+    let out = pull(&format!("{proxy}/providers/echo:1.0.0"), &output, &cache);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("attempts"), "{stderr}");
     let used = connections.load(std::sync::atomic::Ordering::SeqCst);
     assert!((2..=12).contains(&used), "{used} connections");
     assert!(!output.exists());
-    let digest = format!(
-        "{:x}",
-        <sha2::Sha256 as sha2::Digest>::digest(std::fs::read(&wasm).unwrap())
-    );
+    let digest = sha256_hex(&wasm);
     assert!(
         walk(pulled.path())
             .iter()
@@ -606,4 +569,28 @@ fn a_registry_that_stops_mid_pull_fails_cleanly_and_running_hosts_keep_serving()
     let out = run_host(&["check", dir.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).1.contains(&addr), "{}", text(&out).1);
+}
+
+/// `greentic-host pull REFERENCE -o OUTPUT --cache CACHE`.
+fn pull(
+    reference: &str,
+    output: &std::path::Path,
+    cache: &std::path::Path,
+) -> std::process::Output {
+    run_host(&[
+        "pull",
+        reference,
+        "-o",
+        output.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+    ])
+}
+
+/// Lower-case hex SHA-256 of a file.
+fn sha256_hex(path: &std::path::Path) -> String {
+    format!(
+        "{:x}",
+        <sha2::Sha256 as sha2::Digest>::digest(std::fs::read(path).unwrap())
+    )
 }
