@@ -141,8 +141,7 @@ impl Drop for Capture {
 /// The host under test; stops serving when dropped.
 pub struct Harness {
     addr: std::net::SocketAddr,
-    runtime: Arc<Runtime>,
-    auth: Authenticator,
+    app: Arc<App>,
     logs: Arc<Mutex<Vec<u8>>>,
     spans: Arc<Mutex<Vec<CapturedSpan>>>,
     server: tokio::task::JoinHandle<()>,
@@ -223,7 +222,6 @@ pub async fn start(setup: Setup, capture: &Capture, cache_dir: PathBuf) -> anyho
             .ok_or_else(|| anyhow::anyhow!("the loaded provider is shared unexpectedly"))?;
         p.outbound.redirect = Some(Arc::from(setup.upstream.as_str()));
     }
-    let auth = Authenticator::from_bundle(&loaded.bundle)?;
     // The suite checks providers, not the breaker: it must not open between error cases.
     let breaker = BreakerPolicy {
         failure_threshold: u32::MAX,
@@ -234,11 +232,11 @@ pub async fn start(setup: Setup, capture: &Capture, cache_dir: PathBuf) -> anyho
             .with_policies(RetryPolicy::default(), breaker),
     );
     let app = Arc::new(App {
-        runtime: runtime.clone(),
+        runtime,
         auth: Authenticator::from_bundle(&loaded.bundle)?,
     });
     let limits = server::RequestLimits::from_host(&loaded.bundle.file.host);
-    let router = server::router(app, limits);
+    let router = server::router(app.clone(), limits);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(async move {
@@ -246,8 +244,7 @@ pub async fn start(setup: Setup, capture: &Capture, cache_dir: PathBuf) -> anyho
     });
     Ok(Harness {
         addr,
-        runtime,
-        auth,
+        app,
         logs: capture.logs.clone(),
         spans: capture.spans.clone(),
         server,
@@ -261,7 +258,7 @@ impl HostUnderTest for Harness {
     }
 
     fn token(&self, tenant: &TenantSetup) -> anyhow::Result<String> {
-        Ok(self.auth.mint(
+        Ok(self.app.auth.mint(
             &tenant.id,
             tenant.team.as_deref(),
             tenant.user.as_deref(),
@@ -270,7 +267,7 @@ impl HostUnderTest for Harness {
     }
 
     fn share_instances(&self, on: bool) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(self.runtime.share_instances(on))
+        Box::pin(self.app.runtime.share_instances(on))
     }
 
     fn take_logs(&self) -> Vec<String> {

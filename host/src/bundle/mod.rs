@@ -551,6 +551,16 @@ impl BundleFile {
     /// Cross-field checks that TOML types cannot express.
     fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
+        for (key, value) in [
+            ("header_timeout_ms", self.host.header_timeout_ms),
+            ("body_timeout_ms", self.host.body_timeout_ms),
+        ] {
+            if value == 0 {
+                out.push(format!(
+                    "host.{key}: must be greater than 0 (0 would cut off every request)"
+                ));
+            }
+        }
         let a = &self.auth;
         match a.algorithm {
             JwtAlgorithm::HS256 => {
@@ -713,6 +723,27 @@ mod tests {
         let policy = crate::resilience::BreakerPolicy::from(b.host.breaker);
         assert_eq!(policy.failure_threshold, u32::MAX);
         assert_eq!(policy.cool_down, std::time::Duration::from_millis(250));
+    }
+
+    #[test]
+    fn zero_client_timeouts_are_refused() {
+        let text = format!("[host]\nheader_timeout_ms = 0\nbody_timeout_ms = 0\n{MINIMAL}");
+        let e = Bundle::parse("greentic.toml", &text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("host.header_timeout_ms: must be greater than 0"),
+            "{e}"
+        );
+        assert!(
+            e.contains("host.body_timeout_ms: must be greater than 0"),
+            "{e}"
+        );
+        let b = Bundle::parse("greentic.toml", MINIMAL).unwrap();
+        assert_eq!(
+            (b.host.header_timeout_ms, b.host.body_timeout_ms),
+            (10_000, 30_000)
+        );
     }
 
     #[test]
