@@ -18,16 +18,8 @@ use sha2::{Digest, Sha256};
 fn big_component(size: usize) -> Vec<u8> {
     let mut wasm = std::fs::read(common::component("noop")).unwrap();
     let padding = size.saturating_sub(wasm.len() + 32);
-    wasm_encoder::Section::append_to(
-        &wasm_encoder::CustomSection {
-            name: "bench-padding".into(),
-            data: (0..padding)
-                .map(|i| (i * 31 % 251) as u8)
-                .collect::<Vec<u8>>()
-                .into(),
-        },
-        &mut wasm,
-    );
+    let data: Vec<u8> = (0..padding).map(|i| (i * 31 % 251) as u8).collect();
+    greentic_interfaces::synth::append_custom_section(&mut wasm, "bench-padding", &data);
     wasm
 }
 

@@ -6,7 +6,6 @@
 mod common;
 
 use common::{TestBundle, run_host, text};
-use greentic_manifest::MANIFEST_SECTION;
 
 fn bundle(providers: &str, tenants: &str, routes: &str) -> String {
     format!(
@@ -91,27 +90,10 @@ fn an_ungranted_import_is_refused_at_load() {
 
 /// A component built from `wit` (its world `provider`) with `manifest` embedded.
 fn synth_component(wit: &str, manifest: &str) -> Vec<u8> {
-    use wit_component::{ComponentEncoder, StringEncoding, dummy_module, embed_component_metadata};
-    let mut resolve = greentic_interfaces::Contracts::embedded()
-        .unwrap()
-        .resolve()
-        .clone();
-    let pkg = resolve.push_str("synth.wit", wit).unwrap();
-    let world = resolve.select_world(&[pkg], Some("provider")).unwrap();
-    let mut module = dummy_module(&resolve, world, wit_parser::ManglingAndAbi::Standard32);
-    embed_component_metadata(&mut module, &resolve, world, StringEncoding::UTF8).unwrap();
-    wasm_encoder::Section::append_to(
-        &wasm_encoder::CustomSection {
-            name: MANIFEST_SECTION.into(),
-            data: manifest.as_bytes().into(),
-        },
-        &mut module,
-    );
-    ComponentEncoder::default()
-        .module(&module)
-        .unwrap()
-        .validate(true)
-        .encode()
+    use greentic_interfaces::{Contracts, synth};
+    let world = synth::World::extra(Contracts::embedded().unwrap(), wit, "provider").unwrap();
+    world
+        .componentize(world.dummy_module(), Some(manifest))
         .unwrap()
 }
 
@@ -131,13 +113,7 @@ fn malformed_artifacts_are_refused_at_load_with_a_reason() {
     let echo = std::fs::read(common::component("wasip2", "echo")).unwrap();
     // Valid, but over the bundle's cap: a custom section of 300 kB.
     let mut giant = echo.clone();
-    wasm_encoder::Section::append_to(
-        &wasm_encoder::CustomSection {
-            name: "padding".into(),
-            data: vec![7u8; 300_000].into(),
-        },
-        &mut giant,
-    );
+    greentic_interfaces::synth::append_custom_section(&mut giant, "padding", &[7u8; 300_000]);
     let unknown_import = synth_component(
         "package acme:evil@1.0.0;\n\
          interface backdoor { open: func() -> string; }\n\

@@ -24,6 +24,8 @@
 
 mod contracts;
 mod inspect;
+#[cfg(feature = "synth")]
+pub mod synth;
 mod world;
 
 pub use contracts::{Contracts, TargetError, WitError};

@@ -3,32 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
-use greentic_interfaces::{CompatProblem, Contracts, InspectError, inspect_component};
-use greentic_manifest::MANIFEST_SECTION;
-use wit_component::{ComponentEncoder, StringEncoding, dummy_module, embed_component_metadata};
-use wit_parser::ManglingAndAbi;
+use greentic_interfaces::{CompatProblem, Contracts, InspectError, inspect_component, synth};
 
 /// Builds a component whose world is `world` of the test package `wit` (resolved against the
 /// host's contracts), with `manifest` embedded the way the guest SDK embeds it.
 fn component(wit: &str, world: &str, manifest: Option<&str>) -> Vec<u8> {
-    let mut resolve = Contracts::embedded().unwrap().resolve().clone();
-    let pkg = resolve.push_str("test.wit", wit).unwrap();
-    let world = resolve.select_world(&[pkg], Some(world)).unwrap();
-    let mut module = dummy_module(&resolve, world, ManglingAndAbi::Standard32);
-    embed_component_metadata(&mut module, &resolve, world, StringEncoding::UTF8).unwrap();
-    if let Some(manifest) = manifest {
-        let section = wasm_encoder::CustomSection {
-            name: MANIFEST_SECTION.into(),
-            data: manifest.as_bytes().into(),
-        };
-        wasm_encoder::Section::append_to(&section, &mut module);
-    }
-    ComponentEncoder::default()
-        .module(&module)
-        .unwrap()
-        .validate(true)
-        .encode()
-        .unwrap()
+    let world = synth::World::extra(Contracts::embedded().unwrap(), wit, world).unwrap();
+    world.componentize(world.dummy_module(), manifest).unwrap()
 }
 
 fn manifest(compat: &str, secrets: &str, hosts: &str) -> String {
