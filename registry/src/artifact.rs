@@ -227,6 +227,36 @@ pub fn validate_manifest(
     Ok((m, descriptors))
 }
 
+/// Checks a component artifact's config: a JSON object whose `layerDigests`, when present, name
+/// the manifest's layer (a config describing another component is refused).
+pub fn validate_config(
+    reference: &str,
+    bytes: &[u8],
+    descriptors: &Descriptors,
+) -> Result<Value, RegistryError> {
+    let bad = |why: String| RegistryError::NotAComponentArtifact {
+        reference: reference.to_string(),
+        why,
+    };
+    let config: Value =
+        serde_json::from_slice(bytes).map_err(|e| bad(format!("the config is not JSON: {e}")))?;
+    if !config.is_object() {
+        return Err(bad("the config is not a JSON object".into()));
+    }
+    match &config["layerDigests"] {
+        Value::Null => {}
+        Value::Array(digests) if digests.iter().any(|d| d == &descriptors.layer[..]) => {}
+        Value::Array(_) => {
+            return Err(bad(format!(
+                "the config's layerDigests do not include the layer {}",
+                descriptors.layer
+            )));
+        }
+        _ => return Err(bad("the config's layerDigests is not a list".into())),
+    }
+    Ok(config)
+}
+
 fn ensure_component(reference: &str, bytes: &[u8]) -> Result<(), RegistryError> {
     match wasmparser::Parser::new(0).parse_all(bytes).next() {
         Some(Ok(wasmparser::Payload::Version {
@@ -284,12 +314,7 @@ pub async fn pull_component(
         Some(b) => b,
         None => target.fetch_blob(&pinned, &d.config, "the config").await?,
     };
-    let config: Value = serde_json::from_slice(&config_bytes).map_err(|e| {
-        RegistryError::NotAComponentArtifact {
-            reference: name.clone(),
-            why: format!("the config is not JSON: {e}"),
-        }
-    })?;
+    let config = validate_config(&name, &config_bytes, &d)?;
     let component = match cached(&d.layer) {
         Some(b) => b,
         None => {
@@ -329,6 +354,31 @@ mod tests {
 
     fn layer(media: &str) -> Value {
         json!({"mediaType": media, "digest": format!("sha256:{}", "a".repeat(64)), "size": 1})
+    }
+
+    #[test]
+    fn a_config_describing_another_layer_is_refused() {
+        let (_, d) = validate_manifest(
+            "r",
+            &manifest(
+                json!([layer(WASM_LAYER_MEDIA_TYPE)]),
+                WASM_CONFIG_MEDIA_TYPE,
+            ),
+        )
+        .unwrap();
+        let ours = json!({"layerDigests": [d.layer.clone()]}).to_string();
+        validate_config("r", ours.as_bytes(), &d).unwrap();
+        validate_config("r", b"{}", &d).unwrap();
+        let other = json!({"layerDigests": [format!("sha256:{}", "b".repeat(64))]}).to_string();
+        for (bytes, expected) in [
+            (other.as_bytes(), "do not include the layer"),
+            (&b"{\"layerDigests\": 7}"[..], "is not a list"),
+            (b"[1, 2]", "not a JSON object"),
+            (b"{", "not JSON"),
+        ] {
+            let e = validate_config("r", bytes, &d).unwrap_err().to_string();
+            assert!(e.contains(expected), "{expected}: {e}");
+        }
     }
 
     #[test]

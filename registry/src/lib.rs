@@ -38,9 +38,9 @@ mod target;
 pub mod testing;
 
 pub use artifact::{
-    ANNOTATION_DESCRIPTION, ANNOTATION_TITLE, ANNOTATION_VERSION, Pulled, Pushed,
+    ANNOTATION_DESCRIPTION, ANNOTATION_TITLE, ANNOTATION_VERSION, Descriptors, Pulled, Pushed,
     WASM_CONFIG_MEDIA_TYPE, WASM_LAYER_MEDIA_TYPE, build_artifact, pull_component, push_component,
-    validate_manifest,
+    validate_config, validate_manifest,
 };
 pub use cache::BlobCache;
 pub use digest::{is_sha256_digest, sha256_digest};

@@ -35,6 +35,6 @@ mod sigstore_oci;
 pub use keys::{KeyError, KeyPair, TrustedKeys};
 pub use payload::{SIGNATURE_TYPE, SimpleSigning};
 pub use sigstore_oci::{
-    SIGNATURE_ANNOTATION, SIMPLESIGNING_MEDIA_TYPE, SignError, Verified, sign, signature_tag,
-    verify,
+    SIGNATURE_ANNOTATION, SIMPLESIGNING_MEDIA_TYPE, SignError, SignatureLayer, Verified, sign,
+    signature_layers, signature_tag, verify,
 };

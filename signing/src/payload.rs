@@ -56,4 +56,63 @@ impl SimpleSigning {
             optional: None,
         }
     }
+
+    /// Parses a signature payload (the bytes a signature layer points at).
+    pub fn parse(payload: &[u8]) -> Result<SimpleSigning, String> {
+        serde_json::from_slice(payload)
+            .map_err(|e| format!("the payload is not a simple-signing document: {e}"))
+    }
+
+    /// Checks that the payload is cosign's, signs `digest`, and (if given) names
+    /// `expected_repository`; the reason names what differs.
+    pub fn check(&self, digest: &str, expected_repository: Option<&str>) -> Result<(), String> {
+        let clip = |s: &str| greentic_manifest::clip_middle(s, 160);
+        if self.critical.kind != SIGNATURE_TYPE {
+            return Err(format!("payload type is `{}`", clip(&self.critical.kind)));
+        }
+        let signed = &self.critical.image.docker_manifest_digest;
+        if signed != digest {
+            return Err(format!(
+                "the signature is for {}, not {digest} (copied from another artifact?)",
+                clip(signed)
+            ));
+        }
+        if let Some(repo) = expected_repository
+            && self.critical.identity.docker_reference != repo
+        {
+            return Err(format!(
+                "signed for repository {}, expected {repo}",
+                clip(&self.critical.identity.docker_reference)
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payload_is_checked_against_digest_type_and_repository() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let bytes = serde_json::to_vec(&SimpleSigning::new("reg/acme/x", &digest)).unwrap();
+        let payload = SimpleSigning::parse(&bytes).unwrap();
+        payload.check(&digest, Some("reg/acme/x")).unwrap();
+        payload.check(&digest, None).unwrap();
+        let other = format!("sha256:{}", "b".repeat(64));
+        let e = payload.check(&other, None).unwrap_err();
+        assert!(e.contains("copied from another artifact"), "{e}");
+        let e = payload.check(&digest, Some("reg/evil/x")).unwrap_err();
+        assert!(e.contains("expected reg/evil/x"), "{e}");
+        let mut wrong = payload.clone();
+        wrong.critical.kind = "x".repeat(10_000);
+        let e = wrong.check(&digest, None).unwrap_err();
+        assert!(
+            e.len() < 400,
+            "the reason quotes the whole value: {} bytes",
+            e.len()
+        );
+        assert!(SimpleSigning::parse(b"{}").is_err());
+    }
 }

@@ -6,7 +6,7 @@ use greentic_registry::{
 use serde_json::{Value, json};
 
 use crate::keys::{KeyError, KeyPair, TrustedKeys};
-use crate::payload::{SIGNATURE_TYPE, SimpleSigning};
+use crate::payload::SimpleSigning;
 
 /// Media type of cosign signature payload layers.
 pub const SIMPLESIGNING_MEDIA_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
@@ -41,6 +41,43 @@ pub enum SignError {
         /// Why each signature was rejected.
         reasons: Vec<String>,
     },
+}
+
+/// A layer of a cosign signature manifest that may hold a signature: where its payload is, and
+/// the signature over it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureLayer {
+    /// Digest of the payload blob.
+    pub digest: String,
+    /// The signature (ASN.1 DER), decoded from the layer's annotation.
+    pub signature: Vec<u8>,
+}
+
+/// The layers of a signature manifest, each a [`SignatureLayer`] or why it is not one. Nothing
+/// is fetched or verified here.
+pub fn signature_layers(manifest: &Value) -> Vec<Result<SignatureLayer, String>> {
+    manifest["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|layer| {
+            if layer["mediaType"] != SIMPLESIGNING_MEDIA_TYPE {
+                return Err("not a simple-signing payload".to_string());
+            }
+            let digest = layer["digest"]
+                .as_str()
+                .filter(|d| greentic_registry::is_sha256_digest(d))
+                .ok_or("no sha256 digest")?;
+            let signature = layer["annotations"][SIGNATURE_ANNOTATION]
+                .as_str()
+                .and_then(|s| B64.decode(s).ok())
+                .ok_or("no base64 signature annotation")?;
+            Ok(SignatureLayer {
+                digest: digest.to_string(),
+                signature,
+            })
+        })
+        .collect()
 }
 
 /// The tag cosign stores signatures of `digest` under: `sha256-<hex>.sig`.
@@ -155,29 +192,16 @@ pub async fn verify(
         });
     };
     let mut reasons = Vec::new();
-    for (i, layer) in manifest["layers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        if layer["mediaType"] != SIMPLESIGNING_MEDIA_TYPE {
-            reasons.push(format!("layer {i}: not a simple-signing payload"));
-            continue;
-        }
-        let Some(layer_digest) = layer["digest"].as_str() else {
-            reasons.push(format!("layer {i}: no digest"));
-            continue;
-        };
-        let Some(signature) = layer["annotations"][SIGNATURE_ANNOTATION]
-            .as_str()
-            .and_then(|s| B64.decode(s).ok())
-        else {
-            reasons.push(format!("layer {i}: no base64 signature annotation"));
-            continue;
+    for (i, layer) in signature_layers(&manifest).into_iter().enumerate() {
+        let layer = match layer {
+            Ok(layer) => layer,
+            Err(why) => {
+                reasons.push(format!("layer {i}: {why}"));
+                continue;
+            }
         };
         let payload = match target
-            .fetch_blob(&sig_ref, layer_digest, "a signature payload")
+            .fetch_blob(&sig_ref, &layer.digest, "a signature payload")
             .await
         {
             Ok(p) => p,
@@ -186,46 +210,16 @@ pub async fn verify(
                 continue;
             }
         };
-        if !keys.verifies(&payload, &signature) {
+        if !keys.verifies(&payload, &layer.signature) {
             reasons.push(format!("layer {i}: not signed by a trusted key"));
             continue;
         }
-        let parsed: SimpleSigning = match serde_json::from_slice(&payload) {
-            Ok(p) => p,
-            Err(e) => {
-                reasons.push(format!(
-                    "layer {i}: the payload is not a simple-signing document: {e}"
-                ));
-                continue;
-            }
-        };
-        if parsed.critical.kind != SIGNATURE_TYPE {
-            reasons.push(format!(
-                "layer {i}: payload type is `{}`",
-                parsed.critical.kind
-            ));
-            continue;
+        let checked = SimpleSigning::parse(&payload)
+            .and_then(|parsed| parsed.check(&digest, expected_repository).map(|()| parsed));
+        match checked {
+            Ok(payload) => return Ok(Verified { digest, payload }),
+            Err(why) => reasons.push(format!("layer {i}: {why}")),
         }
-        if parsed.critical.image.docker_manifest_digest != digest {
-            reasons.push(format!(
-                "layer {i}: the signature is for {}, not {digest} (copied from another artifact?)",
-                parsed.critical.image.docker_manifest_digest
-            ));
-            continue;
-        }
-        if let Some(repo) = expected_repository
-            && parsed.critical.identity.docker_reference != repo
-        {
-            reasons.push(format!(
-                "layer {i}: signed for repository {}, expected {repo}",
-                parsed.critical.identity.docker_reference
-            ));
-            continue;
-        }
-        return Ok(Verified {
-            digest,
-            payload: parsed,
-        });
     }
     if reasons.is_empty() {
         reasons.push("the signature manifest has no layers".into());
