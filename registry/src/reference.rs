@@ -90,7 +90,7 @@ impl FromStr for ArtifactRef {
         if let Some(rest) = s.strip_prefix("oci:") {
             let (dir, tag, digest) = if let Some((dir, digest)) = rest.split_once('@') {
                 if hex_of(digest).is_none() {
-                    return Err(bad("the digest is not sha256:<64 hex>"));
+                    return Err(bad("the digest is not sha256:<64 lowercase hex>"));
                 }
                 (dir, None, Some(digest.to_string()))
             } else if let Some((dir, tag)) = rest.rsplit_once(':') {
@@ -124,6 +124,11 @@ impl FromStr for ArtifactRef {
             return Err(bad("add :TAG or @sha256:… (no implicit `latest`)"));
         }
         let r: oci_client::Reference = s.parse().map_err(|e| bad(&format!("{e}")))?;
+        // The distribution spec's parser takes any hex; digests are compared as strings
+        // (pins, locks, signatures), so only the canonical lowercase form is accepted.
+        if r.digest().is_some_and(|d| hex_of(d).is_none()) {
+            return Err(bad("the digest is not sha256:<64 lowercase hex>"));
+        }
         Ok(ArtifactRef::Remote(r))
     }
 }
@@ -183,5 +188,9 @@ mod tests {
             let e = bad.parse::<ArtifactRef>().unwrap_err().to_string();
             assert!(e.contains(bad), "{bad}: {e}");
         }
+        // Found by the `oci` fuzz target: an upper-case digest parsed, then matched nothing.
+        let upper = format!("registry.example.com/p/echo@sha256:{}", "A".repeat(64));
+        let e = upper.parse::<ArtifactRef>().unwrap_err().to_string();
+        assert!(e.contains("64 lowercase hex"), "{e}");
     }
 }

@@ -47,11 +47,13 @@ fn pem_body(pem: &str, labels: &[&str]) -> Result<Vec<u8>, KeyError> {
     for label in labels {
         let begin = format!("-----BEGIN {label}-----");
         let end = format!("-----END {label}-----");
-        if let (Some(b), Some(e)) = (pem.find(&begin), pem.find(&end)) {
-            let body: String = pem[b + begin.len()..e]
-                .chars()
-                .filter(|c| !c.is_whitespace())
-                .collect();
+        // The END marker is looked for after BEGIN: a file with them the other way round used to
+        // panic slicing backwards (found by the `signature` fuzz target).
+        let after_begin = pem.find(&begin).map(|b| &pem[b + begin.len()..]);
+        if let Some(rest) = after_begin
+            && let Some(e) = rest.find(&end)
+        {
+            let body: String = rest[..e].chars().filter(|c| !c.is_whitespace()).collect();
             return B64
                 .decode(body)
                 .map_err(|e| KeyError::Format(format!("the PEM body is not base64: {e}")));
@@ -77,6 +79,10 @@ fn to_pem(label: &str, der: &[u8]) -> String {
 const SCRYPT_LOG_N: u8 = 15; // N = 32768, cosign's default
 const SCRYPT_R: u32 = 8;
 const SCRYPT_P: u32 = 1;
+/// The most memory a key file may make scrypt use (128·N·r bytes): 8× cosign's 32 MiB.
+const MAX_SCRYPT_BYTES: u64 = 256 << 20;
+/// The most scrypt passes a key file may ask for.
+const MAX_SCRYPT_P: u64 = 16;
 
 fn derive(
     password: &[u8],
@@ -149,12 +155,23 @@ impl KeyPair {
         let salt = field(&v["kdf"]["salt"], "salt")?;
         let nonce = field(&v["cipher"]["nonce"], "nonce")?;
         let ciphertext = field(&v["ciphertext"], "ciphertext")?;
-        let n = v["kdf"]["params"]["N"].as_u64().unwrap_or(0);
+        let param = |name: &str| v["kdf"]["params"][name].as_u64().unwrap_or(0);
+        let (n, r, p) = (param("N"), param("r"), param("p"));
         if !n.is_power_of_two() || n < 2 {
             return Err(KeyError::Format("scrypt N is not a power of two".into()));
         }
-        let r = v["kdf"]["params"]["r"].as_u64().unwrap_or(0) as u32;
-        let p = v["kdf"]["params"]["p"].as_u64().unwrap_or(0) as u32;
+        // The file chooses how much work decrypting it takes: bound it before doing any.
+        if r == 0
+            || p == 0
+            || p > MAX_SCRYPT_P
+            || n.saturating_mul(r).saturating_mul(128) > MAX_SCRYPT_BYTES
+        {
+            return Err(KeyError::Format(format!(
+                "scrypt parameters N={n}, r={r}, p={p} ask for more than this host allows (128·N·r ≤ {} MiB, 1 ≤ p ≤ {MAX_SCRYPT_P}); cosign writes N=32768, r=8, p=1",
+                MAX_SCRYPT_BYTES >> 20
+            )));
+        }
+        let (r, p) = (r as u32, p as u32);
         if nonce.len() != 24 {
             return Err(KeyError::Format("the nonce is not 24 bytes".into()));
         }
@@ -231,6 +248,47 @@ mod tests {
             KeyPair::from_encrypted_pem(&pem, b"wrong"),
             Err(KeyError::Decrypt)
         ));
+    }
+
+    #[test]
+    fn pem_markers_out_of_order_are_an_error_not_a_panic() {
+        let label = ENCRYPTED_KEY_LABEL;
+        for pem in [
+            format!("-----END {label}-----\n-----BEGIN {label}-----\n"),
+            format!("-----BEGIN {label}-----"),
+            format!("-----BEGIN {label}-----END {label}-----"),
+        ] {
+            assert!(KeyPair::from_encrypted_pem(&pem, b"pw").is_err(), "{pem}");
+        }
+        assert!(
+            TrustedKeys::from_pems(&["-----END PUBLIC KEY----------BEGIN PUBLIC KEY-----".into()])
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_key_file_cannot_ask_for_unbounded_scrypt_work() {
+        let pem = KeyPair::generate().to_encrypted_pem(b"pw").unwrap();
+        let body = pem_body(&pem, &[ENCRYPTED_KEY_LABEL]).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        for (n, r, p) in [
+            (1u64 << 40, 8, 1),
+            (32768, 1u64 << 33, 1),
+            (32768, 8, 1u64 << 20),
+            (32768, 0, 1),
+        ] {
+            let mut hostile = v.clone();
+            hostile["kdf"]["params"] = serde_json::json!({"N": n, "r": r, "p": p});
+            let pem = to_pem(ENCRYPTED_KEY_LABEL, hostile.to_string().as_bytes());
+            // Before the bound, the first of these aborted the process allocating 1 PiB.
+            let e = KeyPair::from_encrypted_pem(&pem, b"pw")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("ask for more than this host allows"),
+                "{n} {r} {p}: {e}"
+            );
+        }
     }
 
     #[test]
