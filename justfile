@@ -16,6 +16,10 @@ components:
 conformance *DIRS:
     scripts/conformance.sh {{DIRS}}
 
+# The cargo-fuzz targets, SECONDS each (all, or the named ones); see SECURITY.md.
+fuzz SECONDS="60" *TARGETS:
+    scripts/fuzz.sh {{SECONDS}} {{TARGETS}}
+
 # Criterion benchmarks (all, or the named ones: invoke, engine, verify); see BENCHMARKS.md.
 bench *BENCHES:
     scripts/bench.sh {{BENCHES}}

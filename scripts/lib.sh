@@ -8,6 +8,9 @@ export GREENTIC_COMPONENTS_DIR="$COMPONENTS_OUT"
 
 # Pinned tool versions.
 CARGO_COMPONENT_VERSION="0.21.1"
+CARGO_FUZZ_VERSION="0.13.2"
+# cargo fuzz needs a nightly compiler (sanitizer and coverage flags); this one, pinned.
+FUZZ_TOOLCHAIN="nightly-2026-05-19"
 
 log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
 
@@ -47,4 +50,18 @@ ensure_registry_tools() {
   [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# The pinned nightly and cargo-fuzz, for scripts/fuzz.sh.
+ensure_cargo_fuzz() {
+  if ! rustup run "$FUZZ_TOOLCHAIN" rustc --version >/dev/null 2>&1; then
+    log "installing the $FUZZ_TOOLCHAIN toolchain (for cargo fuzz)"
+    rustup toolchain install "$FUZZ_TOOLCHAIN" --profile minimal
+  fi
+  if command -v cargo-fuzz >/dev/null &&
+    cargo-fuzz --version 2>/dev/null | grep -q " $CARGO_FUZZ_VERSION"; then
+    return
+  fi
+  log "installing cargo-fuzz $CARGO_FUZZ_VERSION (one-time)"
+  (cd "$ROOT" && cargo install --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION")
 }
