@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Runs the cargo-fuzz targets (fuzz/fuzz_targets/) for SECONDS each (default 10: the short run CI
 # makes), starting from the committed seeds (fuzz/seeds/<target>/) plus whatever corpus earlier
-# runs on this machine grew ($CARGO_TARGET_DIR/fuzz/corpus/<target>/).
+# runs of a minute or more on this machine grew ($CARGO_TARGET_DIR/fuzz/corpus/<target>/).
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
 #
-# Environment: FUZZ_SANITIZER (default address; `none` builds faster). A crash stops the run and leaves its input in
-# $CARGO_TARGET_DIR/fuzz/artifacts/<target>/: copy it to fuzz/regressions/<target>/ with a
-# name that says what it found, fix the bug, and `cargo test -p greentic-fuzzing` replays it
-# on every run from then on. See SECURITY.md ("Fuzzing").
+# Environment: FUZZ_SANITIZER (default address; `none` builds faster). A crash stops the run
+# and leaves its input in $CARGO_TARGET_DIR/fuzz/artifacts/<target>/: copy it to
+# fuzz/regressions/<target>/ with a name that says what it found, fix the bug, and
+# `cargo test -p greentic-fuzzing` replays it on every run from then on. See SECURITY.md
+# ("Fuzzing").
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -28,7 +29,15 @@ log "building the fuzz targets ($FUZZ_TOOLCHAIN, sanitizer: $SANITIZER)"
 cargo "+$FUZZ_TOOLCHAIN" fuzz build --fuzz-dir . --sanitizer "$SANITIZER" --target-dir "$OUT/target"
 
 for target in "${TARGETS[@]}"; do
-  corpus="$OUT/corpus/$target"
+  # libFuzzer runs every corpus input before the clock starts, and the component target takes
+  # about two seconds an input: a short run starts from the seeds alone, so it stays short
+  # however large the corpus of longer runs has grown.
+  if [ "$SECONDS_EACH" -lt 60 ]; then
+    corpus="$OUT/corpus-short/$target"
+    rm -rf "$corpus"
+  else
+    corpus="$OUT/corpus/$target"
+  fi
   mkdir -p "$corpus" "$OUT/artifacts/$target"
   rm -f "$OUT/artifacts/$target"/*
   log "fuzzing $target for ${SECONDS_EACH}s"
