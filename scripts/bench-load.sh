@@ -24,13 +24,7 @@ if ! wasmtime --version 2>/dev/null | grep -q " $WASMTIME_VERSION"; then
   log "installing wasmtime-cli $WASMTIME_VERSION (one-time, takes a while)"
   cargo install --locked wasmtime-cli --version "$WASMTIME_VERSION"
 fi
-if [ ! -f "$COMPONENTS_OUT/wasip2/http_hello.wasm" ]; then
-  ensure_cargo_component
-  "$ROOT/scripts/build-components.sh"
-fi
-(cd "$ROOT" && cargo build --locked --release -q -p greentic-host)
-HOST="$CARGO_TARGET_DIR/release/greentic-host"
-W="$COMPONENTS_OUT/wasip2"
+ensure_release_host http_hello
 WORK="$(mktemp -d)"
 RAW="$CARGO_TARGET_DIR/bench-load" # every wrk output, for inspection
 mkdir -p "$RAW"

@@ -65,3 +65,15 @@ ensure_cargo_fuzz() {
   log "installing cargo-fuzz $CARGO_FUZZ_VERSION (one-time)"
   (cd "$ROOT" && cargo install --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION")
 }
+
+# The release greentic-host ($HOST) and the built components ($W), building the components
+# first if COMPONENT (a crate name with underscores) is not among them.
+ensure_release_host() {
+  if [ ! -f "$COMPONENTS_OUT/wasip2/$1.wasm" ]; then
+    ensure_cargo_component
+    "$ROOT/scripts/build-components.sh"
+  fi
+  (cd "$ROOT" && cargo build --locked --release -q -p greentic-host)
+  HOST="$CARGO_TARGET_DIR/release/greentic-host"
+  W="$COMPONENTS_OUT/wasip2"
+}

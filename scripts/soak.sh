@@ -14,13 +14,7 @@ if ! command -v wrk >/dev/null; then
   log "installing wrk"
   if [ "$(id -u)" = 0 ]; then apt-get install -y -q wrk >/dev/null; else sudo apt-get install -y -q wrk >/dev/null; fi
 fi
-if [ ! -f "$COMPONENTS_OUT/wasip2/hostile.wasm" ]; then
-  ensure_cargo_component
-  "$ROOT/scripts/build-components.sh"
-fi
-(cd "$ROOT" && cargo build --locked --release -q -p greentic-host)
-HOST="$CARGO_TARGET_DIR/release/greentic-host"
-W="$COMPONENTS_OUT/wasip2"
+ensure_release_host hostile
 WORK="$(mktemp -d)"
 HPID=""
 cleanup() { [ -n "$HPID" ] && kill "$HPID" 2>/dev/null; rm -rf "$WORK"; }
