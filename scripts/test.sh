@@ -2,9 +2,10 @@
 # Runs every check and test: formatting, lints, the vendored WIT, both component builds, the
 # demo end to end, the conformance suite against every provider, the host workspace's tests
 # (which start the real host on loopback with the built components) and the components' unit
-# tests, and a short run of every fuzz target.
-# Installs what it needs (wasm target, cargo-component, the pinned nightly and cargo-fuzz,
-# docker-registry and skopeo) when missing; safe to re-run.
+# tests. The host workspace's tests replay every fuzz seed and every past crash on stable
+# (`greentic-fuzzing`); timed coverage-guided fuzzing is scripts/fuzz.sh, run on its own.
+# Installs what it needs (wasm target, cargo-component, docker-registry and skopeo) when
+# missing; safe to re-run.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -37,6 +38,4 @@ log "tests (host workspace)"
 (cd "$ROOT" && cargo test --locked --workspace)
 log "unit tests (components, native)"
 (cd "$ROOT/components" && cargo test --locked --workspace)
-log "a short run of every fuzz target"
-"$ROOT/scripts/fuzz.sh" "${FUZZ_SECONDS:-10}"
 log "all checks passed"
