@@ -263,7 +263,7 @@ impl ProviderManifest {
                 push(
                     &format!("/outbound_hosts/{i}"),
                     format!("`{host}` is not a host pattern: {why}"),
-                    "use `api.example.com`, `api.example.com:8443`, `*.example.com` or `*`".into(),
+                    "use `api.example.com`, `api.example.com:8443`, `*.example.com`, `*`, `http://10.0.0.0/8:*` (plain HTTP and addresses need saying)".into(),
                 );
             }
         }
@@ -272,36 +272,7 @@ impl ProviderManifest {
 }
 
 fn check_host_pattern(pattern: &str) -> Result<(), &'static str> {
-    if pattern == "*" {
-        return Ok(());
-    }
-    if pattern.contains("://") || pattern.contains('/') {
-        return Err("give a host, not a URL");
-    }
-    let (host, port) = match pattern.rsplit_once(':') {
-        Some((host, port)) => (host, Some(port)),
-        None => (pattern, None),
-    };
-    if let Some(port) = port
-        && !port.parse::<u16>().is_ok_and(|p| p != 0)
-    {
-        return Err("the port is not a number from 1 to 65535");
-    }
-    let host = host.strip_prefix("*.").unwrap_or(host);
-    if host.is_empty() || host.contains('*') {
-        return Err("a wildcard may only be a leading `*.`");
-    }
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    if !host.split('.').all(label_ok) {
-        return Err("labels are letters, digits and inner hyphens, separated by dots");
-    }
-    Ok(())
+    pattern.parse::<crate::HostPattern>().map(|_| ())
 }
 
 fn shape_fix(pointer: &str) -> String {
@@ -319,7 +290,7 @@ fn shape_fix(pointer: &str) -> String {
         "version" => "use a semver version such as `1.0.0`".into(),
         "compat" => "set compat.wit to `namespace:package/world@RANGE`, e.g. `greentic:messaging/provider@1.0.x`".into(),
         "secrets" => "list secret names (`[A-Za-z0-9_.-]`, up to 128) or {\"name\", \"required\", \"description\"} objects".into(),
-        "outbound_hosts" => "list host patterns such as `api.example.com` or `*.example.com`".into(),
+        "outbound_hosts" => "list host patterns such as `api.example.com`, `*.example.com` or `http://127.0.0.1:8080`".into(),
         other => format!("see the `{other}` property in schemas/provider.schema.json"),
     }
 }
