@@ -44,8 +44,22 @@ pub fn run(data: &[u8]) {
                 // Only a payload naming this very digest can pass the digest check.
                 assert_eq!(parsed.critical.image.docker_manifest_digest, digest);
             }
+            if parsed
+                .check(&digest, Some(&["registry.example/other"]))
+                .is_ok()
+            {
+                // Only a payload naming an accepted identity passes the identity check.
+                assert_eq!(
+                    parsed.critical.identity.docker_reference,
+                    "registry.example/other"
+                );
+            }
             for reason in [
-                parsed.check(&digest, Some("registry.example/other")),
+                parsed.check(
+                    &digest,
+                    Some(&["registry.example/other", "mirror.example/x"]),
+                ),
+                parsed.check(&digest, Some(&[])),
                 parsed.check("sha256:0", None),
             ]
             .into_iter()

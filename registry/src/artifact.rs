@@ -285,13 +285,32 @@ pub struct Pulled {
     pub component_digest: String,
 }
 
-/// Pulls a component: resolves the reference to a digest once, fetches everything by digest,
-/// verifies every byte, validates the artifact, and only then caches it. With a cache, blobs
-/// already there are not fetched again.
+/// The largest artifact config read.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// The largest component [`pull_component`] reads (what a bundle's `max_component_bytes`
+/// defaults to).
+pub const DEFAULT_MAX_COMPONENT_BYTES: u64 = 64 << 20;
+
+/// [`pull_component_capped`] with [`DEFAULT_MAX_COMPONENT_BYTES`].
 pub async fn pull_component(
     target: &Target,
     reference: &ArtifactRef,
     cache: Option<&BlobCache>,
+) -> Result<Pulled, RegistryError> {
+    pull_component_capped(target, reference, cache, DEFAULT_MAX_COMPONENT_BYTES).await
+}
+
+/// Pulls a component: resolves the reference to a digest once, fetches everything by digest,
+/// verifies every byte, validates the artifact, and only then caches it. With a cache, blobs
+/// already there are not fetched again. Nothing larger than its cap is read past the cap —
+/// the manifest [`MAX_MANIFEST_BYTES`](crate::MAX_MANIFEST_BYTES), the config
+/// [`MAX_CONFIG_BYTES`], the component `max_component_bytes` (a layer whose descriptor states
+/// more is refused before it is fetched) — and nothing from a refused pull is cached.
+pub async fn pull_component_capped(
+    target: &Target,
+    reference: &ArtifactRef,
+    cache: Option<&BlobCache>,
+    max_component_bytes: u64,
 ) -> Result<Pulled, RegistryError> {
     let digest = target.resolve(reference).await?;
     let pinned = reference.with_digest(&digest);
@@ -310,16 +329,26 @@ pub async fn pull_component(
         }
     };
     let (manifest, d) = validate_manifest(&name, &manifest_bytes)?;
-    let config_bytes = match cached(&d.config) {
-        Some(b) => b,
-        None => target.fetch_blob(&pinned, &d.config, "the config").await?,
-    };
-    let config = validate_config(&name, &config_bytes, &d)?;
-    let component = match cached(&d.layer) {
+    let config_bytes = match cached(&d.config).filter(|b| b.len() as u64 <= MAX_CONFIG_BYTES) {
         Some(b) => b,
         None => {
             target
-                .fetch_blob_sized(&pinned, &d.layer, "the component layer", d.layer_size)
+                .fetch_blob(&pinned, &d.config, "the config", MAX_CONFIG_BYTES)
+                .await?
+        }
+    };
+    let config = validate_config(&name, &config_bytes, &d)?;
+    let component = match cached(&d.layer).filter(|b| b.len() as u64 <= max_component_bytes) {
+        Some(b) => b,
+        None => {
+            target
+                .fetch_blob_sized(
+                    &pinned,
+                    &d.layer,
+                    "the component layer",
+                    d.layer_size,
+                    max_component_bytes,
+                )
                 .await?
         }
     };

@@ -57,6 +57,25 @@ pub enum RegistryError {
         /// Why (in the message itself, so it is said once).
         error: std::io::Error,
     },
+    /// A manifest or blob is larger than the caller accepts; the transfer was stopped at the
+    /// cap and nothing was kept.
+    #[error(
+        "{what} of {source_name} is larger than {limit} bytes{}; nothing was kept{}",
+        stated.map(|s| format!(" (it states {s})")).unwrap_or_default(),
+        hint.as_deref().map(|h| format!("; {h}")).unwrap_or_default()
+    )]
+    TooLarge {
+        /// Manifest, config, layer or signature payload.
+        what: String,
+        /// Where from.
+        source_name: String,
+        /// The cap.
+        limit: u64,
+        /// The size its descriptor states, when that is what gave it away.
+        stated: Option<u64>,
+        /// What to do about it, when there is a setting.
+        hint: Option<String>,
+    },
     /// Offline mode and the blob is not cached.
     #[error("{digest} is not in the cache and this run is offline; run once online first")]
     Offline {

@@ -84,10 +84,17 @@ impl OciLayout {
             })
     }
 
-    /// The bytes stored under `digest`, not yet verified.
-    pub fn blob_unverified(&self, digest: &str) -> Result<Vec<u8>, RegistryError> {
+    /// The bytes stored under `digest`, not yet verified, if at most `max` of them (larger
+    /// files are refused before they are read).
+    pub fn blob_unverified(
+        &self,
+        digest: &str,
+        max: u64,
+        what: &str,
+    ) -> Result<Vec<u8>, RegistryError> {
+        use std::io::Read;
         let path = self.blob_path(digest)?;
-        std::fs::read(&path).map_err(|e| {
+        let missing = |e: std::io::Error| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 RegistryError::NotFound {
                     reference: format!("{}@{digest}", self.name()),
@@ -96,7 +103,27 @@ impl OciLayout {
             } else {
                 io(&path)(e)
             }
-        })
+        };
+        let file = std::fs::File::open(&path).map_err(missing)?;
+        let too_large = || RegistryError::TooLarge {
+            what: what.to_string(),
+            source_name: format!("{}@{digest}", self.name()),
+            limit: max,
+            stated: None,
+            hint: None,
+        };
+        if file.metadata().map_err(io(&path))?.len() > max {
+            return Err(too_large());
+        }
+        // Read at most one byte past the cap, in case the file grows meanwhile.
+        let mut bytes = Vec::new();
+        file.take(max.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(io(&path))?;
+        if bytes.len() as u64 > max {
+            return Err(too_large());
+        }
+        Ok(bytes)
     }
 
     /// Stores a blob (verified against `digest`).

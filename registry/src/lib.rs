@@ -38,9 +38,10 @@ mod target;
 pub mod testing;
 
 pub use artifact::{
-    ANNOTATION_DESCRIPTION, ANNOTATION_TITLE, ANNOTATION_VERSION, Descriptors, Pulled, Pushed,
-    WASM_CONFIG_MEDIA_TYPE, WASM_LAYER_MEDIA_TYPE, build_artifact, pull_component, push_component,
-    validate_config, validate_manifest,
+    ANNOTATION_DESCRIPTION, ANNOTATION_TITLE, ANNOTATION_VERSION, DEFAULT_MAX_COMPONENT_BYTES,
+    Descriptors, MAX_CONFIG_BYTES, Pulled, Pushed, WASM_CONFIG_MEDIA_TYPE, WASM_LAYER_MEDIA_TYPE,
+    build_artifact, pull_component, pull_component_capped, push_component, validate_config,
+    validate_manifest,
 };
 pub use cache::BlobCache;
 pub use digest::{is_sha256_digest, sha256_digest};
@@ -48,7 +49,7 @@ pub use error::RegistryError;
 pub use layout::OciLayout;
 pub use reference::ArtifactRef;
 pub use remote::{RemoteOptions, RemoteRegistry};
-pub use target::Target;
+pub use target::{MAX_MANIFEST_BYTES, Target};
 
 /// `application/vnd.oci.image.manifest.v1+json`.
 pub const OCI_MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";

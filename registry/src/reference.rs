@@ -70,11 +70,15 @@ impl ArtifactRef {
         }
     }
 
-    /// `registry/repository` (or `oci:DIR`), the name signatures bind to.
+    /// `registry/repository` (or `oci:DIR`, the directory's canonical path when it exists),
+    /// the name signatures bind to.
     pub fn repository(&self) -> String {
         match self {
             ArtifactRef::Remote(r) => format!("{}/{}", r.registry(), r.repository()),
-            ArtifactRef::Layout { dir, .. } => format!("oci:{}", dir.display()),
+            ArtifactRef::Layout { dir, .. } => {
+                let dir = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+                format!("oci:{}", dir.display())
+            }
         }
     }
 }

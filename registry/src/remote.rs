@@ -27,10 +27,13 @@ fn progress_bar(len: Option<u64>, what: &str) -> Option<indicatif::ProgressBar> 
     Some(bar)
 }
 
-/// An `AsyncWrite` that advances a progress bar.
+/// An `AsyncWrite` that collects at most `max` bytes and advances a progress bar; one byte
+/// more fails the transfer (and sets `exceeded`).
 struct ProgressWriter<'a> {
     inner: &'a mut Vec<u8>,
     bar: Option<indicatif::ProgressBar>,
+    max: u64,
+    exceeded: &'a mut bool,
 }
 
 impl tokio::io::AsyncWrite for ProgressWriter<'_> {
@@ -39,6 +42,12 @@ impl tokio::io::AsyncWrite for ProgressWriter<'_> {
         _cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.inner.len() as u64 + buf.len() as u64 > self.max {
+            *self.exceeded = true;
+            return std::task::Poll::Ready(Err(std::io::Error::other(
+                "the blob is larger than accepted",
+            )));
+        }
         self.inner.extend_from_slice(buf);
         if let Some(bar) = &self.bar {
             bar.inc(buf.len() as u64);
@@ -277,7 +286,8 @@ impl RemoteRegistry {
         .await
     }
 
-    /// The manifest stored under `digest`, not yet verified.
+    /// The manifest stored under `digest`, not yet verified (the client reads manifests
+    /// whole; the caller checks the size before using or caching one).
     pub async fn manifest_unverified(
         &self,
         reference: &Reference,
@@ -297,32 +307,55 @@ impl RemoteRegistry {
         Ok(bytes.to_vec())
     }
 
-    /// The blob stored under `digest`, not yet verified by us (the client checks it too).
-    /// `size` (from the manifest) sizes the progress bar shown on a terminal.
+    /// The blob stored under `digest`, not yet verified by us (the client checks it too),
+    /// read while it streams in and abandoned past `max` bytes (never retried then). `size`
+    /// (from the manifest) sizes the progress bar shown on a terminal.
     pub async fn blob_unverified(
         &self,
         reference: &Reference,
         digest: &str,
         size: Option<u64>,
+        max: u64,
+        what: &str,
     ) -> Result<Vec<u8>, RegistryError> {
         self.client
             .store_auth_if_needed(reference.resolve_registry(), &self.auth)
             .await;
         let short = &digest[..digest.len().min(19)];
-        self.retry("fetching a blob", || async {
-            let mut out = Vec::new();
-            let bar = progress_bar(size, &format!("pulling {short}"));
-            let writer = ProgressWriter {
-                inner: &mut out,
-                bar: bar.clone(),
-            };
-            let result = self.client.pull_blob(reference, digest, writer).await;
-            if let Some(bar) = bar {
-                bar.finish_and_clear();
-            }
-            result.map(|()| out)
+        let exceeded = std::sync::atomic::AtomicBool::new(false);
+        let result = self
+            .retry("fetching a blob", || async {
+                if exceeded.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Past the cap once: not worth another attempt.
+                    return Ok(None);
+                }
+                let mut out = Vec::new();
+                let mut over = false;
+                let bar = progress_bar(size, &format!("pulling {short}"));
+                let writer = ProgressWriter {
+                    inner: &mut out,
+                    bar: bar.clone(),
+                    max,
+                    exceeded: &mut over,
+                };
+                let result = self.client.pull_blob(reference, digest, writer).await;
+                if let Some(bar) = bar {
+                    bar.finish_and_clear();
+                }
+                if over {
+                    exceeded.store(true, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(None);
+                }
+                result.map(|()| Some(out))
+            })
+            .await?;
+        result.ok_or_else(|| RegistryError::TooLarge {
+            what: what.to_string(),
+            source_name: format!("{}/{}@{digest}", self.registry, reference.repository()),
+            limit: max,
+            stated: None,
+            hint: None,
         })
-        .await
     }
 
     /// Uploads a blob (with a spinner on a terminal for large blobs).

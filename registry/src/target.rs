@@ -5,6 +5,9 @@ use crate::layout::OciLayout;
 use crate::reference::ArtifactRef;
 use crate::remote::{RemoteOptions, RemoteRegistry};
 
+/// The largest manifest read (the OCI distribution reference registry's own limit is 4 MiB).
+pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+
 /// A place artifacts are pushed to and pulled from.
 ///
 /// Reads through a `Target` are always verified: the stores only return unverified bytes, and
@@ -88,7 +91,7 @@ impl Target {
         Ok(bytes)
     }
 
-    /// The manifest with `digest`, verified.
+    /// The manifest with `digest`, verified, at most [`MAX_MANIFEST_BYTES`].
     pub async fn fetch_manifest(
         &self,
         reference: &ArtifactRef,
@@ -97,10 +100,21 @@ impl Target {
     ) -> Result<Vec<u8>, RegistryError> {
         let bytes = match self {
             Target::Remote(r) => {
-                r.manifest_unverified(remote(reference), digest, accepted)
-                    .await?
+                let bytes = r
+                    .manifest_unverified(remote(reference), digest, accepted)
+                    .await?;
+                if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+                    return Err(RegistryError::TooLarge {
+                        what: "the manifest".into(),
+                        source_name: reference.to_string(),
+                        limit: MAX_MANIFEST_BYTES,
+                        stated: None,
+                        hint: None,
+                    });
+                }
+                bytes
             }
-            Target::Layout(l) => l.blob_unverified(digest)?,
+            Target::Layout(l) => l.blob_unverified(digest, MAX_MANIFEST_BYTES, "the manifest")?,
             Target::Cached(inner, cache) => {
                 if let Some(bytes) = cache.get(digest) {
                     return Ok(bytes);
@@ -116,27 +130,44 @@ impl Target {
         Self::check(reference, "the manifest", digest, bytes)
     }
 
-    /// The blob with `digest`, verified.
+    /// The blob with `digest`, verified, if at most `max` bytes (the transfer stops at the cap,
+    /// before anything is verified or cached).
     pub async fn fetch_blob(
         &self,
         reference: &ArtifactRef,
         digest: &str,
         what: &str,
+        max: u64,
     ) -> Result<Vec<u8>, RegistryError> {
-        self.fetch_blob_sized(reference, digest, what, None).await
+        self.fetch_blob_sized(reference, digest, what, None, max)
+            .await
     }
 
-    /// The blob with `digest` and (from its descriptor) `size`, verified; large blobs show a
-    /// progress bar when stderr is a terminal.
+    /// The blob with `digest` and (from its descriptor) `size`, verified, if at most `max`
+    /// bytes: a descriptor stating more is refused before any transfer, and a transfer is
+    /// stopped at the cap. Large blobs show a progress bar when stderr is a terminal.
     pub async fn fetch_blob_sized(
         &self,
         reference: &ArtifactRef,
         digest: &str,
         what: &str,
         size: Option<u64>,
+        max: u64,
     ) -> Result<Vec<u8>, RegistryError> {
+        if let Some(stated) = size.filter(|s| *s > max) {
+            return Err(RegistryError::TooLarge {
+                what: what.to_string(),
+                source_name: reference.to_string(),
+                limit: max,
+                stated: Some(stated),
+                hint: None,
+            });
+        }
         let bytes = match self {
-            Target::Remote(r) => match r.blob_unverified(remote(reference), digest, size).await {
+            Target::Remote(r) => match r
+                .blob_unverified(remote(reference), digest, size, max, what)
+                .await
+            {
                 Err(RegistryError::Registry { why, .. })
                     if why.contains("Digest") || why.contains("digest") =>
                 {
@@ -149,18 +180,33 @@ impl Target {
                 }
                 other => other?,
             },
-            Target::Layout(l) => l.blob_unverified(digest)?,
+            Target::Layout(l) => l.blob_unverified(digest, max, what)?,
             Target::Cached(inner, cache) => {
-                if let Some(bytes) = cache.get(digest) {
+                if let Some(bytes) = cache.get(digest).filter(|b| b.len() as u64 <= max) {
                     return Ok(bytes);
                 }
-                let bytes = Box::pin(inner.fetch_blob_sized(reference, digest, what, size)).await?;
+                let bytes =
+                    Box::pin(inner.fetch_blob_sized(reference, digest, what, size, max)).await?;
                 cache.put(digest, &bytes)?;
                 return Ok(bytes);
             }
-            Target::Offline(cache) => cache.get(digest).ok_or_else(|| RegistryError::Offline {
-                digest: digest.to_string(),
-            })?,
+            Target::Offline(cache) => match cache.get(digest) {
+                Some(bytes) if bytes.len() as u64 > max => {
+                    return Err(RegistryError::TooLarge {
+                        what: what.to_string(),
+                        source_name: reference.to_string(),
+                        limit: max,
+                        stated: None,
+                        hint: None,
+                    });
+                }
+                Some(bytes) => bytes,
+                None => {
+                    return Err(RegistryError::Offline {
+                        digest: digest.to_string(),
+                    });
+                }
+            },
         };
         Self::check(reference, what, digest, bytes)
     }

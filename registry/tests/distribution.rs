@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use greentic_registry::testing::{Registry, component, free_port};
 use greentic_registry::{
     ArtifactRef, BlobCache, OCI_MANIFEST_MEDIA_TYPE, RegistryError, RemoteOptions, Target,
-    WASM_CONFIG_MEDIA_TYPE, WASM_LAYER_MEDIA_TYPE, pull_component, push_component, sha256_digest,
+    WASM_CONFIG_MEDIA_TYPE, WASM_LAYER_MEDIA_TYPE, pull_component, pull_component_capped,
+    push_component, sha256_digest,
 };
 use serde_json::json;
 
@@ -226,6 +227,104 @@ fn artifacts_that_are_not_one_component_are_refused() {
         core_module.contains("not a WebAssembly component"),
         "{core_module}"
     );
+}
+
+#[test]
+fn size_caps_hold_while_streaming_and_nothing_oversized_is_cached() {
+    let registry = Registry::start();
+    let rt = rt();
+    let echo = component("echo");
+    let r = registry.reference("providers/echo:1.0.0");
+    let target = Target::open(&r, &RemoteOptions::default()).unwrap();
+    rt.block_on(push_component(&target, &r, &echo)).unwrap();
+    let layer = sha256_digest(&echo);
+
+    // The descriptor states more than the cap: refused before the layer is fetched, through
+    // the write-through cache the host uses, which keeps nothing of the layer.
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = BlobCache::new(cache_dir.path().to_path_buf());
+    let cached = Target::open(&r, &RemoteOptions::default())
+        .unwrap()
+        .cached(cache.clone());
+    let cap = echo.len() as u64 - 1;
+    let e = rt
+        .block_on(pull_component_capped(&cached, &r, Some(&cache), cap))
+        .unwrap_err();
+    assert!(
+        matches!(&e, RegistryError::TooLarge { limit, stated: Some(s), .. } if *limit == cap && *s == echo.len() as u64),
+        "{e}"
+    );
+    assert!(e.to_string().contains("nothing was kept"), "{e}");
+    assert!(
+        cache.get(&layer).is_none(),
+        "the oversized layer was cached"
+    );
+
+    // A manifest that understates its layer: the transfer is stopped at the cap as it
+    // streams in, not read whole and refused after.
+    let config = br#"{"architecture":"wasm","os":"wasip2"}"#.to_vec();
+    let liar = registry.reference("providers/liar:1.0.0");
+    rt.block_on(target.put_blob(&liar, &sha256_digest(&config), &config))
+        .unwrap();
+    rt.block_on(target.put_blob(&liar, &layer, &echo)).unwrap();
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST_MEDIA_TYPE,
+        "config": {"mediaType": WASM_CONFIG_MEDIA_TYPE, "digest": sha256_digest(&config), "size": config.len()},
+        "layers": [{"mediaType": WASM_LAYER_MEDIA_TYPE, "digest": layer, "size": 100}],
+    }))
+    .unwrap();
+    let pushed = rt.block_on(target.put_manifest(&liar, &manifest, OCI_MANIFEST_MEDIA_TYPE));
+    if pushed.is_ok() {
+        let e = rt
+            .block_on(pull_component_capped(&cached, &liar, Some(&cache), 4096))
+            .unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                RegistryError::TooLarge {
+                    limit: 4096,
+                    stated: None,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(
+            cache.get(&layer).is_none(),
+            "the oversized layer was cached"
+        );
+    } else {
+        // The registry checks descriptors against what it stores; the stream cap is then
+        // shown on an OCI layout, which we can make lie.
+        let dir = tempfile::tempdir().unwrap();
+        let layout: ArtifactRef = format!("oci:{}:liar", dir.path().display())
+            .parse()
+            .unwrap();
+        let lt = Target::open(&layout, &RemoteOptions::default()).unwrap();
+        rt.block_on(lt.put_blob(&layout, &sha256_digest(&config), &config))
+            .unwrap();
+        rt.block_on(lt.put_blob(&layout, &layer, &echo)).unwrap();
+        rt.block_on(lt.put_manifest(&layout, &manifest, OCI_MANIFEST_MEDIA_TYPE))
+            .unwrap();
+        let e = rt
+            .block_on(pull_component_capped(&lt, &layout, None, 4096))
+            .unwrap_err();
+        assert!(
+            matches!(&e, RegistryError::TooLarge { limit: 4096, .. }),
+            "{e}"
+        );
+    }
+
+    // Under the cap, the same pull succeeds.
+    let ok = rt
+        .block_on(pull_component_capped(
+            &cached,
+            &r,
+            Some(&cache),
+            echo.len() as u64,
+        ))
+        .unwrap();
+    assert_eq!(ok.component, echo);
 }
 
 #[test]

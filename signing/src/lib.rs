@@ -35,6 +35,7 @@ mod sigstore_oci;
 pub use keys::{KeyError, KeyPair, TrustedKeys};
 pub use payload::{SIGNATURE_TYPE, SimpleSigning};
 pub use sigstore_oci::{
-    SIGNATURE_ANNOTATION, SIMPLESIGNING_MEDIA_TYPE, SignError, SignatureLayer, Verified, sign,
-    signature_layers, signature_tag, verify,
+    MAX_SIGNATURE_LAYERS, MAX_SIGNATURE_PAYLOAD_BYTES, SIGNATURE_ANNOTATION,
+    SIMPLESIGNING_MEDIA_TYPE, SignError, SignatureLayer, Verified, sign, signature_layers,
+    signature_tag, verify,
 };

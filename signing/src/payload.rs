@@ -63,9 +63,9 @@ impl SimpleSigning {
             .map_err(|e| format!("the payload is not a simple-signing document: {e}"))
     }
 
-    /// Checks that the payload is cosign's, signs `digest`, and (if given) names
-    /// `expected_repository`; the reason names what differs.
-    pub fn check(&self, digest: &str, expected_repository: Option<&str>) -> Result<(), String> {
+    /// Checks that the payload is cosign's, signs `digest`, and (if given) names one of
+    /// `identities` (an empty list accepts none); the reason names what differs.
+    pub fn check(&self, digest: &str, identities: Option<&[&str]>) -> Result<(), String> {
         let clip = |s: &str| greentic_manifest::clip_middle(s, 160);
         if self.critical.kind != SIGNATURE_TYPE {
             return Err(format!("payload type is `{}`", clip(&self.critical.kind)));
@@ -77,12 +77,23 @@ impl SimpleSigning {
                 clip(signed)
             ));
         }
-        if let Some(repo) = expected_repository
-            && self.critical.identity.docker_reference != repo
+        if let Some(accepted) = identities
+            && !accepted
+                .iter()
+                .any(|r| self.critical.identity.docker_reference == *r)
         {
             return Err(format!(
-                "signed for repository {}, expected {repo}",
-                clip(&self.critical.identity.docker_reference)
+                "signed for repository {}, expected {} (copied from another repository? a mirror's identity must be accepted explicitly)",
+                clip(&self.critical.identity.docker_reference),
+                if accepted.is_empty() {
+                    "none".to_string()
+                } else {
+                    accepted
+                        .iter()
+                        .map(|r| clip(r))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                }
             ));
         }
         Ok(())
@@ -98,12 +109,19 @@ mod tests {
         let digest = format!("sha256:{}", "a".repeat(64));
         let bytes = serde_json::to_vec(&SimpleSigning::new("reg/acme/x", &digest)).unwrap();
         let payload = SimpleSigning::parse(&bytes).unwrap();
-        payload.check(&digest, Some("reg/acme/x")).unwrap();
+        payload.check(&digest, Some(&["reg/acme/x"])).unwrap();
+        payload
+            .check(&digest, Some(&["mirror/acme/x", "reg/acme/x"]))
+            .unwrap();
+        assert!(
+            payload.check(&digest, Some(&[])).is_err(),
+            "an empty list accepts none"
+        );
         payload.check(&digest, None).unwrap();
         let other = format!("sha256:{}", "b".repeat(64));
         let e = payload.check(&other, None).unwrap_err();
         assert!(e.contains("copied from another artifact"), "{e}");
-        let e = payload.check(&digest, Some("reg/evil/x")).unwrap_err();
+        let e = payload.check(&digest, Some(&["reg/evil/x"])).unwrap_err();
         assert!(e.contains("expected reg/evil/x"), "{e}");
         let mut wrong = payload.clone();
         wrong.critical.kind = "x".repeat(10_000);

@@ -8,6 +8,11 @@ use serde_json::{Value, json};
 use crate::keys::{KeyError, KeyPair, TrustedKeys};
 use crate::payload::SimpleSigning;
 
+/// The largest signature payload read (cosign's are a few hundred bytes).
+pub const MAX_SIGNATURE_PAYLOAD_BYTES: u64 = 64 << 10;
+/// Signature layers examined per artifact; past these a manifest's layers are not read.
+pub const MAX_SIGNATURE_LAYERS: usize = 32;
+
 /// Media type of cosign signature payload layers.
 pub const SIMPLESIGNING_MEDIA_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 /// The annotation holding the base64 signature.
@@ -175,12 +180,13 @@ pub async fn sign(
 /// Verifies the artifact `reference` resolves to. Resolves once; every constraint must hold for
 /// at least one signature: payload blob matches its digest, a trusted key verifies the
 /// signature, the type is cosign's, the signed digest is the resolved digest, and (if given)
-/// the identity is `expected_repository`. Fetch the artifact by the returned digest.
+/// the signed identity (`docker-reference`) is one of `identities`. Fetch the artifact by the
+/// returned digest.
 pub async fn verify(
     target: &Target,
     reference: &ArtifactRef,
     keys: &TrustedKeys,
-    expected_repository: Option<&str>,
+    identities: Option<&[&str]>,
 ) -> Result<Verified, SignError> {
     let digest = target.resolve(reference).await?;
     let pinned = reference.with_digest(&digest).to_string();
@@ -192,7 +198,14 @@ pub async fn verify(
         });
     };
     let mut reasons = Vec::new();
-    for (i, layer) in signature_layers(&manifest).into_iter().enumerate() {
+    let layers = signature_layers(&manifest);
+    if layers.len() > MAX_SIGNATURE_LAYERS {
+        reasons.push(format!(
+            "the signature manifest has {} layers; only the first {MAX_SIGNATURE_LAYERS} were examined",
+            layers.len()
+        ));
+    }
+    for (i, layer) in layers.into_iter().take(MAX_SIGNATURE_LAYERS).enumerate() {
         let layer = match layer {
             Ok(layer) => layer,
             Err(why) => {
@@ -201,7 +214,12 @@ pub async fn verify(
             }
         };
         let payload = match target
-            .fetch_blob(&sig_ref, &layer.digest, "a signature payload")
+            .fetch_blob(
+                &sig_ref,
+                &layer.digest,
+                "a signature payload",
+                MAX_SIGNATURE_PAYLOAD_BYTES,
+            )
             .await
         {
             Ok(p) => p,
@@ -215,7 +233,7 @@ pub async fn verify(
             continue;
         }
         let checked = SimpleSigning::parse(&payload)
-            .and_then(|parsed| parsed.check(&digest, expected_repository).map(|()| parsed));
+            .and_then(|parsed| parsed.check(&digest, identities).map(|()| parsed));
         match checked {
             Ok(payload) => return Ok(Verified { digest, payload }),
             Err(why) => reasons.push(format!("layer {i}: {why}")),

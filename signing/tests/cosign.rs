@@ -42,7 +42,7 @@ fn sign_then_verify_and_every_forgery_fails() {
             &target,
             &echo_ref,
             &trusted,
-            Some(&echo_ref.repository()),
+            Some(&[echo_ref.repository().as_str()]),
         ))
         .unwrap();
     assert_eq!(v.digest, echo.digest);
@@ -59,7 +59,12 @@ fn sign_then_verify_and_every_forgery_fails() {
 
     // The wrong repository identity, when one is expected.
     let e = rt
-        .block_on(verify(&target, &echo_ref, &trusted, Some("elsewhere/echo")))
+        .block_on(verify(
+            &target,
+            &echo_ref,
+            &trusted,
+            Some(&["elsewhere/echo"]),
+        ))
         .unwrap_err()
         .to_string();
     assert!(e.contains("expected elsewhere/echo"), "{e}");
@@ -93,13 +98,13 @@ fn sign_then_verify_and_every_forgery_fails() {
     for layer in manifest["layers"].as_array().unwrap() {
         let d = layer["digest"].as_str().unwrap();
         let blob = rt
-            .block_on(target.fetch_blob(&echo_ref, d, "payload"))
+            .block_on(target.fetch_blob(&echo_ref, d, "payload", 1 << 20))
             .unwrap();
         rt.block_on(target.put_blob(&copied, d, &blob)).unwrap();
     }
     let cd = manifest["config"]["digest"].as_str().unwrap();
     let config = rt
-        .block_on(target.fetch_blob(&echo_ref, cd, "config"))
+        .block_on(target.fetch_blob(&echo_ref, cd, "config", 1 << 20))
         .unwrap();
     rt.block_on(target.put_blob(&copied, cd, &config)).unwrap();
     rt.block_on(target.put_manifest(&copied, &sig_manifest, OCI_MANIFEST_MEDIA_TYPE))
@@ -216,5 +221,69 @@ fn skopeo_mirrors_our_signatures_as_sigstore_attachments() {
     assert_eq!(
         verified.payload.critical.identity.docker_reference,
         src.repository()
+    );
+}
+
+#[test]
+fn oversized_payloads_and_too_many_layers_are_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let r: ArtifactRef = format!("oci:{}:v1", dir.path().join("layout").display())
+        .parse()
+        .unwrap();
+    let rt = rt();
+    let target = Target::open(&r, &RemoteOptions::default()).unwrap();
+    let pushed = rt
+        .block_on(push_component(&target, &r, &component("echo")))
+        .unwrap();
+    let sig = r.with_tag(&signature_tag(&pushed.digest));
+    // Every layer points at a payload just over the cap, and there are more layers than are
+    // read: no payload is read past the cap, and only the first layers are examined.
+    let key = KeyPair::generate();
+    let big = vec![b' '; (greentic_signing::MAX_SIGNATURE_PAYLOAD_BYTES + 1) as usize];
+    let big_digest = greentic_registry::sha256_digest(&big);
+    rt.block_on(target.put_blob(&sig, &big_digest, &big))
+        .unwrap();
+    let layer = |digest: &str, size: usize| {
+        serde_json::json!({
+            "mediaType": greentic_signing::SIMPLESIGNING_MEDIA_TYPE,
+            "digest": digest,
+            "size": size,
+            "annotations": { SIGNATURE_ANNOTATION: "MEUCIQ==" },
+        })
+    };
+    let mut layers = vec![layer(&big_digest, big.len())];
+    for _ in 0..greentic_signing::MAX_SIGNATURE_LAYERS + 5 {
+        layers.push(layer(&big_digest, big.len()));
+    }
+    let config = b"{}".to_vec();
+    let config_digest = greentic_registry::sha256_digest(&config);
+    rt.block_on(target.put_blob(&sig, &config_digest, &config))
+        .unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST_MEDIA_TYPE,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": layers,
+    }))
+    .unwrap();
+    rt.block_on(target.put_manifest(&sig, &manifest, OCI_MANIFEST_MEDIA_TYPE))
+        .unwrap();
+    let trusted = TrustedKeys::from_pems(&[key.public_pem()]).unwrap();
+    let e = rt
+        .block_on(verify(&target, &r, &trusted, None))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("larger than 65536 bytes"), "{e}");
+    assert!(
+        e.contains(&format!(
+            "has {} layers; only the first {} were examined",
+            greentic_signing::MAX_SIGNATURE_LAYERS + 6,
+            greentic_signing::MAX_SIGNATURE_LAYERS
+        )),
+        "{e}"
+    );
+    assert!(
+        e.matches("layer ").count() <= greentic_signing::MAX_SIGNATURE_LAYERS + 1,
+        "{e}"
     );
 }

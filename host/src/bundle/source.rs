@@ -190,16 +190,23 @@ impl ComponentSource for RegistrySource {
         self.reference.to_string()
     }
 
-    fn fetch_unverified(&self, _max_bytes: usize) -> Result<Vec<u8>, SourceError> {
+    fn fetch_unverified(&self, max_bytes: usize) -> Result<Vec<u8>, SourceError> {
         crate::blocking::run("the pull", |rt| {
             let target = open_target(&self.reference, &self.cache_dir, self.offline)?;
-            rt.block_on(greentic_registry::pull_component(
+            // The cap applies while the layer streams in, before anything is cached.
+            rt.block_on(greentic_registry::pull_component_capped(
                 &target,
                 &self.reference,
                 None,
+                max_bytes as u64,
             ))
             .map(|pulled| pulled.component)
-            .map_err(|e| e.to_string())
+            .map_err(|e| match e {
+                greentic_registry::RegistryError::TooLarge { .. } => format!(
+                    "{e}; raise [host].max_component_bytes ({max_bytes}) if this is expected"
+                ),
+                e => e.to_string(),
+            })
         })
         .map_err(|message| SourceError::Registry {
             source_name: self.name(),

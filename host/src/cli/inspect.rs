@@ -96,7 +96,12 @@ fn inspect_reference(reference: &greentic_registry::ArtifactRef) -> anyhow::Resu
         let (manifest, descriptors) = validate_manifest(&pinned.to_string(), &manifest_bytes)?;
         let config: serde_json::Value = serde_json::from_slice(
             &target
-                .fetch_blob(&pinned, &descriptors.config, "the config")
+                .fetch_blob(
+                    &pinned,
+                    &descriptors.config,
+                    "the config",
+                    greentic_registry::MAX_CONFIG_BYTES,
+                )
                 .await?,
         )?;
         let sig_ref = reference.with_tag(&greentic_signing::signature_tag(&digest));

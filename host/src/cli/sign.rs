@@ -110,15 +110,20 @@ impl Sign {
 }
 
 /// Verify a reference's signatures with trusted public keys; prints the verified digest and
-/// payload. Exits 1 if no signature by a trusted key holds for exactly that digest.
+/// payload. Exits 1 unless a signature by a trusted key holds for exactly that digest and names
+/// the reference's own repository (or one given with --repository) as its identity.
 #[derive(Debug, Args)]
 pub struct Verify {
     /// Trusted public key (PEM); repeatable.
     #[arg(long = "key", required = true)]
     keys: Vec<PathBuf>,
-    /// Also require the signed identity to be this repository (`registry/repo`).
+    /// Accept this signed identity (`registry/repo`, cosign's `docker-reference`) instead of
+    /// the reference's own repository — for mirrors; repeatable.
     #[arg(long)]
-    repository: Option<String>,
+    repository: Vec<String>,
+    /// Do not check the signed identity at all (a signature made for any repository holds).
+    #[arg(long, conflicts_with = "repository")]
+    any_identity: bool,
     /// The reference.
     reference: String,
     #[command(flatten)]
@@ -138,11 +143,15 @@ impl Verify {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
+        let own = reference.repository();
+        let accepted: Vec<&str> = if self.repository.is_empty() {
+            vec![own.as_str()]
+        } else {
+            self.repository.iter().map(String::as_str).collect()
+        };
+        let identities = (!self.any_identity).then_some(accepted.as_slice());
         let verified = rt.block_on(greentic_signing::verify(
-            &target,
-            &reference,
-            &keys,
-            self.repository.as_deref(),
+            &target, &reference, &keys, identities,
         ))?;
         println!("verified {}", reference.with_digest(&verified.digest));
         println!("{}", serde_json::to_string_pretty(&verified.payload)?);
