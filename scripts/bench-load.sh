@@ -103,7 +103,8 @@ printf 'bench-secret-0123456789abcdef0123' > "$WORK/jwt.secret"
 
 log "HTTP hello: greentic-host run, wrk -c$CONNECTIONS -d${DURATION}s"
 PORT="$(free_port)"
-RUST_LOG=warn "$HOST" run "$WORK" --listen "127.0.0.1:$PORT" >"$WORK/host.log" 2>&1 &
+APORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+RUST_LOG=warn "$HOST" run "$WORK" --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$APORT" >"$WORK/host.log" 2>&1 &
 PIDS+=($!)
 wait_http "http://127.0.0.1:$PORT/healthz"
 URL="http://127.0.0.1:$PORT/webhooks/web/hello/"

@@ -53,21 +53,23 @@ log "greentic-host check $demo"
 "$host" check "$demo"
 
 log "greentic-host run $demo"
-"$host" run "$demo" --listen 127.0.0.1:0 >"$demo/host.log" 2>&1 &
+"$host" run "$demo" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 >"$demo/host.log" 2>&1 &
 host_pid=$!
 pids+=("$host_pid")
 addr=""
+admin=""
 for _ in $(seq 1 600); do
   addr="$(sed -n 's/^greentic-host listening on http:\/\///p' "$demo/host.log" | head -n1)"
-  [ -n "$addr" ] && break
+  admin="$(sed -n 's/^greentic-host admin on http:\/\///p' "$demo/host.log" | head -n1)"
+  [ -n "$addr" ] && [ -n "$admin" ] && break
   kill -0 "$host_pid" 2>/dev/null || { cat "$demo/host.log" >&2; exit 1; }
   sleep 0.1
 done
 [ -n "$addr" ] || { echo "error: the host did not start" >&2; cat "$demo/host.log" >&2; exit 1; }
-log "serving on http://$addr (logs: $demo/host.log)"
+log "serving on http://$addr, admin (readiness, metrics) on http://$admin (logs: $demo/host.log)"
 
 status=0
-python3 "$demo/drive.py" "$host" "$demo" "$addr" || status=$?
+python3 "$demo/drive.py" "$host" "$demo" "$addr" "$admin" || status=$?
 sleep 0.3
 log "stopping the host (SIGTERM: in-flight calls finish)"
 kill -TERM "$host_pid"

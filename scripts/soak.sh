@@ -37,7 +37,7 @@ allow_unsigned = true
 [providers.hostile]
 source = "$W/hostile.wasm"
 allow_unsigned = true
-grants = { secrets = ["HOSTILE_TOKEN"] }
+grants = { secrets = ["HOSTILE_TOKEN"], outbound_hosts = ["http://127.0.0.1:*"] }
 
 [providers.spin]
 source = "$W/infinite_loop.wasm"
@@ -69,7 +69,8 @@ printf 'soak-secret-0123456789abcdef0123456' > "$WORK/jwt.secret"
 mkdir -p "$WORK/secrets/bad" && printf 'soak-hostile-token' > "$WORK/secrets/bad/HOSTILE_TOKEN"
 
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-RUST_LOG=warn "$HOST" run "$WORK" --listen "127.0.0.1:$PORT" >"$WORK/host.log" 2>&1 &
+APORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+RUST_LOG=warn "$HOST" run "$WORK" --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$APORT" >"$WORK/host.log" 2>&1 &
 HPID=$!
 for _ in $(seq 200); do curl -fs -o /dev/null "http://127.0.0.1:$PORT/healthz" && break; sleep 0.05; done
 tok() { "$HOST" token --bundle "$WORK" --tenant "$1"; }
@@ -80,7 +81,7 @@ local bad = "Bearer $(tok bad)"
 local spin = "Bearer $(tok spin)"
 local mix = {}
 for i = 1, 6 do mix[#mix + 1] = {good, "#ops"} end
-for _, m in ipairs({"small-allocs", "huge-return", "huge-telemetry", "unended-spans", "secret-loop", "host-call-loop"}) do
+for _, m in ipairs({"small-allocs", "huge-return", "huge-telemetry", "unended-spans", "secret-loop", "host-call-loop", "http-hoard", "handle-hoard", "telemetry-flood", "huge-error"}) do
   mix[#mix + 1] = {bad, m}
 end
 mix[#mix + 1] = {spin, "x"}
@@ -100,7 +101,7 @@ wrk -t2 -c"$CONNECTIONS" -d"${WARM}s" -s "$WORK/mix.lua" "http://127.0.0.1:$PORT
 START_RSS="$(rss)"
 wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -s "$WORK/mix.lua" "http://127.0.0.1:$PORT" >"$WORK/wrk.txt"
 END_RSS="$(rss)"
-curl -fs "http://127.0.0.1:$PORT/metrics" >"$WORK/metrics.txt"
+curl -fs "http://127.0.0.1:$APORT/metrics" >"$WORK/metrics.txt"
 curl -fs -o /dev/null "http://127.0.0.1:$PORT/healthz"
 
 python3 - "$WORK/metrics.txt" "$START_RSS" "$END_RSS" "$DURATION" <<'PY'

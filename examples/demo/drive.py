@@ -8,7 +8,7 @@ import sys
 import urllib.error
 import urllib.request
 
-host_bin, bundle, addr = sys.argv[1], sys.argv[2], sys.argv[3]
+host_bin, bundle, addr, admin = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 
 
 def token(tenant, team=None):
@@ -18,8 +18,8 @@ def token(tenant, team=None):
     return subprocess.check_output(args, text=True).strip()
 
 
-def request(method, path, body=b"", headers=None):
-    req = urllib.request.Request(f"http://{addr}{path}", data=body or None, method=method,
+def request(method, path, body=b"", headers=None, at=None):
+    req = urllib.request.Request(f"http://{at or addr}{path}", data=body or None, method=method,
                                  headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
@@ -64,8 +64,10 @@ ok &= show("globex's snoop provider asks for acme's GITHUB_WEBHOOK_SECRET: denie
 ok &= show("a call without a token is refused",
            request("POST", "/v1/invoke/send", b"{}")) == 401
 
-status, metrics = request("GET", "/metrics")
-print("\n>>> /metrics (calls by tenant, provider and outcome)")
+ok &= show("/metrics is not served beside the public endpoints",
+           request("GET", "/metrics")) == 404
+status, metrics = request("GET", "/metrics", at=admin)
+print("\n>>> /metrics on the admin listener (calls by tenant, provider and outcome)")
 for line in metrics.splitlines():
     if line.startswith("greentic_calls_total"):
         print("    " + line)

@@ -15,9 +15,13 @@
 //! | [`oci`] | OCI manifests, artifact configs and artifact references |
 //! | [`signature`] | cosign signature manifests, simple-signing payloads, signatures and key files |
 //! | [`component`] | `wasm-smith` guests made messaging components (and raw bytes) to the loader, then one call |
+//! | [`breaker`] | sequences of admitted, settled and abandoned calls and passing time to the circuit breaker |
+//! | [`connection`] | any bytes, in pieces, to one connection of the real server on a paused clock |
 
+pub mod breaker;
 pub mod bundle;
 pub mod component;
+pub mod connection;
 pub mod oci;
 pub mod provider_manifest;
 pub mod signature;
@@ -32,6 +36,8 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("oci", oci::run),
     ("signature", signature::run),
     ("component", component::run),
+    ("breaker", breaker::run),
+    ("connection", connection::run),
 ];
 
 /// Longest line an error message may have: values are quoted cut in the middle, never whole.

@@ -17,10 +17,14 @@ use common::Bare;
 use criterion::{BenchmarkId, Criterion};
 use greentic_host::bindings::messaging::ProviderPre;
 use greentic_host::bindings::messaging::greentic::types::types::{self as gtypes};
-use greentic_host::engine::{CompileCache, EngineOptions, HostEngine, PoolSizing, YIELD_FUEL};
+use greentic_host::bundle::Limits;
+use greentic_host::engine::{
+    CacheKey, CompileCache, EngineOptions, HostEngine, PoolSizing, YIELD_FUEL,
+};
 use greentic_host::loader::{LoadOptions, LoadedBundle, ProviderKind, load_bundle_with};
 use greentic_host::metrics::Metrics;
-use greentic_host::state::{CallScope, CallState, OutboundPolicy};
+use greentic_host::outbound::OutboundPolicy;
+use greentic_host::state::{CallScope, CallState};
 use wasmtime::Store;
 use wasmtime::component::{Component, HasSelf, Linker};
 
@@ -83,7 +87,12 @@ fn messaging_pre(loaded: &LoadedBundle, name: &str) -> ProviderPre<CallState> {
 async fn instantiate(pre: &ProviderPre<CallState>, scope: &Arc<CallScope>) {
     let mut store = Store::new(
         pre.engine(),
-        CallState::new(scope.clone(), OutboundPolicy::default(), 64 << 20),
+        CallState::new(
+            scope.clone(),
+            OutboundPolicy::default(),
+            Limits::default(),
+            std::time::Instant::now() + std::time::Duration::from_secs(60),
+        ),
     );
     store.limiter(|s| &mut s.limiter);
     store.set_fuel(u64::MAX).unwrap();
@@ -196,7 +205,7 @@ fn interruption(c: &mut Criterion, pres: &[(&str, Interrupt, ProviderPre<Bare>)]
 fn compile_cache(c: &mut Criterion) {
     let engine = HostEngine::new(POOL).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let cache = CompileCache::new(dir.path().to_path_buf());
+    let cache = CompileCache::new(dir.path().to_path_buf(), CacheKey::ephemeral());
     for name in ["noop", "messaging-webhook", "webhook-github", "workloads"] {
         let bytes = std::fs::read(common::component(name)).unwrap();
         let digest = format!("bench-{name}");

@@ -54,6 +54,27 @@ pub struct Authenticator {
     validation: Validation,
     issuer: String,
     audience: String,
+    max_lifetime_secs: u64,
+    leeway_secs: u64,
+}
+
+/// The HS256 key in a secret file or variable: its raw bytes, without the trailing line break
+/// or spaces an editor adds (nothing else is changed: a binary key stays as it is).
+fn hs256_secret(mut raw: Vec<u8>) -> Vec<u8> {
+    while raw.last().is_some_and(|b| b.is_ascii_whitespace()) {
+        if let Some(b) = raw.last_mut() {
+            *b = 0;
+        }
+        raw.pop();
+    }
+    raw
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl Authenticator {
@@ -67,14 +88,14 @@ impl Authenticator {
         };
         let (algorithm, decoding, encoding) = match a.algorithm {
             JwtAlgorithm::HS256 => {
-                let secret = match (&a.secret_env, &a.secret_file) {
-                    (Some(var), _) => std::env::var(var)
-                        .map_err(|_| {
+                let raw = match (&a.secret_env, &a.secret_file) {
+                    (Some(var), _) => std::env::var_os(var)
+                        .ok_or_else(|| {
                             AuthError::Config(format!(
                                 "environment variable {var} (auth.secret_env) is not set"
                             ))
                         })?
-                        .into_bytes(),
+                        .into_encoded_bytes(),
                     (None, Some(file)) => read(file)?,
                     (None, None) => {
                         return Err(AuthError::Config(
@@ -82,10 +103,7 @@ impl Authenticator {
                         ));
                     }
                 };
-                let secret: Vec<u8> = String::from_utf8_lossy(&secret)
-                    .trim_end()
-                    .as_bytes()
-                    .to_vec();
+                let secret = zeroize::Zeroizing::new(hs256_secret(raw));
                 if secret.len() < 32 {
                     return Err(AuthError::Config(format!(
                         "the HS256 secret is {} bytes; use at least 32 random bytes",
@@ -119,6 +137,7 @@ impl Authenticator {
         validation.set_issuer(&[&a.issuer]);
         validation.set_audience(&[&a.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.validate_nbf = true;
         validation.leeway = a.leeway_secs;
         Ok(Authenticator {
             algorithm,
@@ -127,7 +146,14 @@ impl Authenticator {
             validation,
             issuer: a.issuer.clone(),
             audience: a.audience.clone(),
+            max_lifetime_secs: a.max_token_lifetime_secs,
+            leeway_secs: a.leeway_secs,
         })
+    }
+
+    /// The longest lifetime (`exp - iat`) a token may have, in seconds.
+    pub fn max_lifetime_secs(&self) -> u64 {
+        self.max_lifetime_secs
     }
 
     /// Verifies an `Authorization` header value and returns the caller.
@@ -145,6 +171,18 @@ impl Authenticator {
         let c = data.claims;
         if c.tenant.is_empty() {
             return Err(AuthError::Invalid("the token names no tenant".into()));
+        }
+        if c.iat > now_secs().saturating_add(self.leeway_secs) {
+            return Err(AuthError::Invalid(
+                "the token was issued in the future (iat)".into(),
+            ));
+        }
+        let lifetime = c.exp.saturating_sub(c.iat);
+        if lifetime > self.max_lifetime_secs {
+            return Err(AuthError::Invalid(format!(
+                "the token is valid for {lifetime} s (exp - iat), longer than this host accepts ({} s, auth.max_token_lifetime_secs); issue shorter-lived tokens",
+                self.max_lifetime_secs
+            )));
         }
         Ok(Caller {
             tenant: c.tenant,
@@ -167,10 +205,13 @@ impl Authenticator {
                     .into(),
             )
         })?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        if ttl_secs > self.max_lifetime_secs {
+            return Err(AuthError::Config(format!(
+                "a {ttl_secs} s token would be refused: the bundle's auth.max_token_lifetime_secs is {}",
+                self.max_lifetime_secs
+            )));
+        }
+        let now = now_secs();
         let claims = Claims {
             sub: user.unwrap_or(tenant).to_string(),
             iss: self.issuer.clone(),
@@ -241,6 +282,95 @@ Fhb3pytKgERHtWZvZQSc79uOm7l85xG98UND0Ja+lVHndY/I032Mg8ObAQ==
         )
         .unwrap();
         assert!(auth.verify_header(Some(&format!("Bearer {hs}"))).is_err());
+    }
+
+    fn hs256(dir: &std::path::Path, extra: &str) -> Authenticator {
+        std::fs::write(dir.join("secret"), "0123456789abcdef0123456789abcdef\n").unwrap();
+        let b = bundle(
+            dir,
+            &format!(
+                "[auth]\nalgorithm = \"HS256\"\nissuer = \"i\"\naudience = \"a\"\nsecret_file = \"secret\"\nleeway_secs = 5\n{extra}"
+            ),
+        );
+        Authenticator::from_bundle(&b).unwrap()
+    }
+
+    fn signed(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn not_before_and_the_longest_lifetime_are_enforced() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = hs256(dir.path(), "max_token_lifetime_secs = 3600");
+        let now = now_secs();
+        let claims = |iat: u64, exp: u64, nbf: Option<u64>| {
+            let mut c = serde_json::json!({"iss": "i", "aud": "a", "sub": "s", "tenant": "acme", "iat": iat, "exp": exp});
+            if let Some(nbf) = nbf {
+                c["nbf"] = nbf.into();
+            }
+            format!("Bearer {}", signed(c))
+        };
+        auth.verify_header(Some(&claims(now, now + 600, None)))
+            .unwrap();
+        auth.verify_header(Some(&claims(now, now + 600, Some(now))))
+            .unwrap();
+        let e = auth
+            .verify_header(Some(&claims(now, now + 600, Some(now + 300))))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ImmatureSignature"), "not yet valid: {e}");
+        let e = auth
+            .verify_header(Some(&claims(now, now + 7200, None)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("valid for 7200 s") && e.contains("3600"), "{e}");
+        let e = auth
+            .verify_header(Some(&claims(now + 600, now + 900, None)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("issued in the future"), "{e}");
+        // Minting past the limit is refused up front, naming the setting.
+        let e = auth.mint("acme", None, None, 7200).unwrap_err().to_string();
+        assert!(e.contains("max_token_lifetime_secs"), "{e}");
+        auth.mint("acme", None, None, 3600).unwrap();
+    }
+
+    #[test]
+    fn an_hs256_secret_file_is_measured_on_its_raw_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        // Eleven bytes that are not UTF-8: read lossily they became 33 bytes and passed.
+        std::fs::write(dir.path().join("short"), [0xffu8; 11]).unwrap();
+        let b = bundle(
+            dir.path(),
+            "[auth]\nalgorithm = \"HS256\"\nissuer = \"i\"\naudience = \"a\"\nsecret_file = \"short\"",
+        );
+        let e = Authenticator::from_bundle(&b).err().unwrap().to_string();
+        assert!(e.contains("is 11 bytes"), "{e}");
+        // A binary key of 32 bytes is used as it is (a trailing newline is not part of it).
+        let key: Vec<u8> = (0u8..32).map(|i| i.wrapping_mul(37) | 0x80).collect();
+        let mut file = key.clone();
+        file.push(b'\n');
+        std::fs::write(dir.path().join("binary"), &file).unwrap();
+        let b = bundle(
+            dir.path(),
+            "[auth]\nalgorithm = \"HS256\"\nissuer = \"i\"\naudience = \"a\"\nsecret_file = \"binary\"",
+        );
+        let auth = Authenticator::from_bundle(&b).unwrap();
+        let now = now_secs();
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &serde_json::json!({"iss": "i", "aud": "a", "sub": "s", "tenant": "acme", "iat": now, "exp": now + 60}),
+            &EncodingKey::from_secret(&key),
+        )
+        .unwrap();
+        auth.verify_header(Some(&format!("Bearer {token}")))
+            .unwrap();
     }
 
     #[test]

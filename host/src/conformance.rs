@@ -174,6 +174,12 @@ pub fn bundle_toml(setup: &Setup, cache_dir: &Path) -> anyhow::Result<String> {
         .iter()
         .map(|c| json!({"tenant": "*", "capability": c, "provider": m.name}))
         .collect();
+    // The provider's own hosts, and the suite's upstream, which `{{upstream}}` in a config
+    // names (plain HTTP on loopback: only an address pattern reaches it).
+    let mut outbound_hosts = m.outbound_hosts.clone();
+    if !outbound_hosts.is_empty() {
+        outbound_hosts.push(format!("http://{}", setup.upstream));
+    }
     let doc = json!({
         "host": {"listen": "127.0.0.1:0", "cache_dir": cache_dir},
         "auth": {
@@ -186,7 +192,7 @@ pub fn bundle_toml(setup: &Setup, cache_dir: &Path) -> anyhow::Result<String> {
         "providers": {m.name.clone(): {
             "source": "provider.wasm",
             "allow_unsigned": true,
-            "grants": {"secrets": secrets, "outbound_hosts": m.outbound_hosts},
+            "grants": {"secrets": secrets, "outbound_hosts": outbound_hosts},
         }},
         "tenants": tenants,
         "routes": routes,
@@ -236,11 +242,21 @@ pub async fn start(setup: Setup, capture: &Capture, cache_dir: PathBuf) -> anyho
         auth: Authenticator::from_bundle(&loaded.bundle)?,
     });
     let limits = server::RequestLimits::from_host(&loaded.bundle.file.host);
-    let router = server::router(app.clone(), limits);
+    // One listener for the suite: public routes and the admin ones (the secret sweep reads
+    // `/metrics`).
+    let router = server::combined_router(app.clone(), limits);
+    let connections = server::ConnectionLimits::from_host(&loaded.bundle.file.host);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(async move {
-        server::serve(listener, router, limits, std::future::pending()).await;
+        server::serve(
+            listener,
+            router,
+            limits,
+            connections,
+            std::future::pending(),
+        )
+        .await;
     });
     Ok(Harness {
         addr,

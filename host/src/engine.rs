@@ -190,7 +190,9 @@ fn wasmtime_version() -> &'static str {
 }
 
 /// Magic at the start of every cache entry.
-const MAGIC: &[u8; 8] = b"GTCWASM1";
+const MAGIC: &[u8; 8] = b"GTCWASM2";
+/// Bytes of the MAC after the magic.
+const MAC_LEN: usize = 32;
 
 /// Where a compiled component came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,21 +201,218 @@ pub enum CacheOutcome {
     Hit,
     /// Compiled (and stored).
     Compiled,
-    /// A corrupt entry was found, discarded, and the component recompiled.
+    /// An entry was found that this host did not write (or that is corrupt), discarded, and the
+    /// component recompiled.
     Recompiled,
 }
 
+/// The key compiled-artifact cache entries are authenticated with: only a host holding it can
+/// write an entry this host will load as native code.
+#[derive(Clone)]
+pub struct CacheKey {
+    key: ring::hmac::Key,
+    /// Where it is kept (`None`: this process only).
+    pub path: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheKey")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CacheKey {
+    /// A key for this process only (nothing written; entries it writes are useless to the
+    /// next process).
+    pub fn ephemeral() -> CacheKey {
+        let mut bytes = [0u8; 32];
+        // The system's randomness failing leaves an all-zero key only in this process's
+        // memory; entries written with it would still be checked against it.
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+        CacheKey {
+            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes),
+            path: None,
+        }
+    }
+
+    /// The default place for the key: `$GREENTIC_CACHE_KEY_FILE`, else
+    /// `$XDG_STATE_HOME/greentic-host/cache.key`, else `~/.local/state/greentic-host/cache.key`.
+    pub fn default_path() -> Option<PathBuf> {
+        let env = |name: &str| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        env("GREENTIC_CACHE_KEY_FILE")
+            .or_else(|| env("XDG_STATE_HOME").map(|d| d.join("greentic-host/cache.key")))
+            .or_else(|| env("HOME").map(|d| d.join(".local/state/greentic-host/cache.key")))
+    }
+
+    /// Loads the key at `path`, creating it (32 random bytes; the file mode 0600 in a
+    /// directory of mode 0700) when missing. A key file other users could read or write, or
+    /// owned by another user, is refused: its key could sign entries this host would run.
+    pub fn load_or_create(path: &Path) -> Result<CacheKey, String> {
+        let describe = |e: std::io::Error| format!("cache key {}: {e}", path.display());
+        if let Some(dir) = path.parent() {
+            create_private_dir(dir).map_err(describe)?;
+        }
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => {
+                check_private(path)?;
+                bytes
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut bytes = vec![0u8; 32];
+                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+                    .map_err(|_| "the system's random number generator failed".to_string())?;
+                write_private(path, &bytes).map_err(describe)?;
+                bytes
+            }
+            Err(e) => return Err(describe(e)),
+        };
+        if bytes.len() < 32 {
+            return Err(format!(
+                "cache key {} holds {} bytes; delete it and a new one is made",
+                path.display(),
+                bytes.len()
+            ));
+        }
+        Ok(CacheKey {
+            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes),
+            path: Some(path.to_path_buf()),
+        })
+    }
+
+    /// The key at `configured` (or [`CacheKey::default_path`]); on any problem, a key for this
+    /// process only, with a warning that says why (the cache then only helps within a run).
+    pub fn open(configured: Option<&Path>) -> CacheKey {
+        let path = configured
+            .map(Path::to_path_buf)
+            .or_else(CacheKey::default_path);
+        let Some(path) = path else {
+            tracing::warn!(
+                "no place for the compiled-artifact cache key (set GREENTIC_CACHE_KEY_FILE or [host].cache_key_file); compiled code is cached for this process only"
+            );
+            return CacheKey::ephemeral();
+        };
+        match CacheKey::load_or_create(&path) {
+            Ok(key) => key,
+            Err(why) => {
+                tracing::warn!(%why, "compiled-artifact cache key unusable; compiled code is cached for this process only");
+                CacheKey::ephemeral()
+            }
+        }
+    }
+
+    fn mac(&self, label: &[u8], payload: &[u8]) -> ring::hmac::Tag {
+        let mut ctx = ring::hmac::Context::with_key(&self.key);
+        ctx.update(&(label.len() as u64).to_le_bytes());
+        ctx.update(label);
+        ctx.update(payload);
+        ctx.sign()
+    }
+
+    fn verify(&self, label: &[u8], payload: &[u8], tag: &[u8]) -> bool {
+        let expected = self.mac(label, payload);
+        // Compared in constant time.
+        expected.as_ref().len() == tag.len()
+            && expected
+                .as_ref()
+                .iter()
+                .zip(tag)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+}
+
+#[cfg(unix)]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    // Another host process may have made the key meanwhile: keep theirs.
+    match tmp.persist_noclobber(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e.error),
+    }
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
+}
+
+#[cfg(unix)]
+fn check_private(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cache key {}: {e}", path.display()))?;
+    if meta.mode() & 0o077 != 0 {
+        return Err(format!(
+            "cache key {} is readable or writable by other users (mode {:o}); `chmod 600` it, or delete it and a new one is made",
+            path.display(),
+            meta.mode() & 0o777
+        ));
+    }
+    // The owner of /proc/self is this process's user.
+    if let Ok(me) = std::fs::metadata("/proc/self")
+        && me.uid() != meta.uid()
+    {
+        return Err(format!(
+            "cache key {} belongs to user {}, not to this host's user {}",
+            path.display(),
+            meta.uid(),
+            me.uid()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private(_: &Path) -> Result<(), String> {
+    Ok(())
+}
+
 /// The compiled-artifact cache: `<dir>/<sha256(digest, fingerprint)>.cwasm`, each entry
-/// `MAGIC || sha256(payload) || payload`, written to a temporary file, fsynced, then renamed.
+/// `MAGIC || HMAC-SHA256(key; digest, fingerprint, payload) || payload`, written to a temporary
+/// file, fsynced, then renamed.
+///
+/// An entry is native code: loading one runs whatever it holds. So an entry is loaded only if
+/// its MAC, under a key only this host's user holds ([`CacheKey`]), covers the component
+/// digest, the engine fingerprint and the payload: whoever can write the cache directory but not
+/// read the key cannot make the host run their code, and an entry moved between digests does
+/// not verify. Anything else is discarded and the component recompiled.
 #[derive(Debug, Clone)]
 pub struct CompileCache {
     dir: PathBuf,
+    key: CacheKey,
 }
 
 impl CompileCache {
-    /// A cache in `dir` (created on first store).
-    pub fn new(dir: PathBuf) -> CompileCache {
-        CompileCache { dir }
+    /// A cache in `dir` (created, mode 0700, on first store), its entries authenticated with
+    /// `key`.
+    pub fn new(dir: PathBuf, key: CacheKey) -> CompileCache {
+        CompileCache { dir, key }
     }
 
     /// The entry path for a component digest under an engine fingerprint.
@@ -229,13 +428,15 @@ impl CompileCache {
         digest: &str,
         bytes: &[u8],
     ) -> anyhow::Result<(Component, CacheOutcome)> {
-        let path = self.entry(digest, &engine.fingerprint());
+        let fingerprint = engine.fingerprint();
+        let label = format!("{digest}\n{fingerprint}");
+        let path = self.entry(digest, &fingerprint);
         let mut outcome = CacheOutcome::Compiled;
         if let Ok(entry) = std::fs::read(&path) {
-            match Self::deserialize(&engine.engine, &entry) {
+            match self.deserialize(&engine.engine, label.as_bytes(), &entry) {
                 Ok(component) => return Ok((component, CacheOutcome::Hit)),
                 Err(why) => {
-                    tracing::warn!(entry = %path.display(), %why, "discarding corrupt compiled-artifact cache entry");
+                    tracing::warn!(entry = %path.display(), %why, "discarding a compiled-artifact cache entry");
                     let _ = std::fs::remove_file(&path);
                     outcome = CacheOutcome::Recompiled;
                 }
@@ -245,42 +446,52 @@ impl CompileCache {
             .engine
             .precompile_component(bytes)
             .map_err(|e| anyhow::anyhow!("compiling: {e}"))?;
-        if let Err(e) = self.store(&path, &compiled) {
+        let framed = self.frame(label.as_bytes(), &compiled);
+        if let Err(e) = self.store(&path, &framed) {
             tracing::warn!(entry = %path.display(), error = %e, "could not write the compiled-artifact cache; continuing without it");
         }
-        let component = Self::deserialize(&engine.engine, &Self::frame(&compiled))
+        let component = self
+            .deserialize(&engine.engine, label.as_bytes(), &framed)
             .map_err(|why| anyhow::anyhow!("loading freshly compiled code: {why}"))?;
         Ok((component, outcome))
     }
 
-    fn frame(payload: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(payload.len() + 40);
+    fn frame(&self, label: &[u8], payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(payload.len() + MAGIC.len() + MAC_LEN);
         out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&Sha256::digest(payload));
+        out.extend_from_slice(self.key.mac(label, payload).as_ref());
         out.extend_from_slice(payload);
         out
     }
 
-    fn deserialize(engine: &Engine, entry: &[u8]) -> Result<Component, String> {
-        if entry.len() < 40 || &entry[..8] != MAGIC {
-            return Err("bad header".into());
+    fn deserialize(
+        &self,
+        engine: &Engine,
+        label: &[u8],
+        entry: &[u8],
+    ) -> Result<Component, String> {
+        if entry.len() < MAGIC.len() + MAC_LEN || &entry[..MAGIC.len()] != MAGIC {
+            return Err("not an entry of this cache format".into());
         }
-        let (sum, payload) = entry[8..].split_at(32);
-        if Sha256::digest(payload).as_slice() != sum {
-            return Err("checksum mismatch".into());
+        let (tag, payload) = entry[MAGIC.len()..].split_at(MAC_LEN);
+        if !self.key.verify(label, payload, tag) {
+            return Err(
+                "its MAC does not verify under this host's cache key (written by someone else, for another component, or corrupt)"
+                    .into(),
+            );
         }
         // SAFETY: `payload` was produced by `Engine::precompile_component` of an engine with the
-        // same fingerprint (the fingerprint is part of the entry's name), and its checksum
-        // matches, so it is the bytes we wrote; the cache directory is trusted host state.
+        // same fingerprint, for this component digest: its MAC, under a key only this host's
+        // user holds, covers both and the bytes.
         #[allow(unsafe_code)]
         let component = unsafe { Component::deserialize(engine, payload) };
         component.map_err(|e| e.to_string())
     }
 
-    fn store(&self, path: &Path, payload: &[u8]) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
+    fn store(&self, path: &Path, framed: &[u8]) -> std::io::Result<()> {
+        create_private_dir(&self.dir)?;
         let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
-        tmp.write_all(&Self::frame(payload))?;
+        tmp.write_all(framed)?;
         tmp.as_file().sync_all()?;
         tmp.persist(path).map_err(|e| e.error)?;
         Ok(())

@@ -2,6 +2,45 @@
 
 use serde_json::json;
 
+/// The longest guest-supplied string the host passes anywhere — an answer, a span, a log line,
+/// a metric label — in bytes. Longer ones are cut at a character boundary; result ids, which
+/// must arrive whole, are refused instead (`result-too-large`).
+pub const MAX_GUEST_TEXT: usize = 4096;
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+pub fn clip(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// `s` cut to [`MAX_GUEST_TEXT`] bytes, control characters other than tab and newline replaced
+/// with U+FFFD (so its JSON or log form stays within a small multiple of its length).
+pub fn clip_guest(mut s: String) -> String {
+    let keep = clip(&s, MAX_GUEST_TEXT).len();
+    s.truncate(keep);
+    if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        let cleaned: String = s
+            .chars()
+            .map(|c| {
+                if c.is_control() && c != '\n' && c != '\t' {
+                    char::REPLACEMENT_CHARACTER
+                } else {
+                    c
+                }
+            })
+            .collect();
+        return clip(&cleaned, MAX_GUEST_TEXT).to_string();
+    }
+    s.shrink_to_fit();
+    s
+}
+
 /// A provider error as the host sees it (mirror of `greentic:types/provider-error`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProviderFailure {
@@ -46,6 +85,10 @@ pub enum CallError {
     /// The instance tried to grow memory or tables past the cap.
     #[error("the instance tried to use more than {0} bytes of memory and tables")]
     MemoryLimit(u64),
+    /// The call tried to make the host hold more for it than its budgets allow (host memory,
+    /// resources); the message names which.
+    #[error("{0}")]
+    ResourceLimit(String),
     /// The tenant is at its concurrency or fuel-rate limit.
     #[error("tenant `{tenant}` is at its limit ({why}); retry later")]
     TenantBusy {
@@ -107,6 +150,7 @@ impl CallError {
             CallError::FuelExhausted(_) => "fuel-exhausted",
             CallError::DeadlineExceeded(_) => "deadline-exceeded",
             CallError::MemoryLimit(_) => "memory-limit",
+            CallError::ResourceLimit(_) => "resource-limit",
             CallError::TenantBusy { .. } => "tenant-busy",
             CallError::GuestTrap(_) => "guest-trap",
             CallError::NoRoute { .. } => "no-route",
@@ -129,9 +173,10 @@ impl CallError {
                 ProviderFailure::Timeout => 504,
                 ProviderFailure::Internal(_) => 500,
             },
-            CallError::FuelExhausted(_) | CallError::MemoryLimit(_) | CallError::GuestTrap(_) => {
-                500
-            }
+            CallError::FuelExhausted(_)
+            | CallError::MemoryLimit(_)
+            | CallError::ResourceLimit(_)
+            | CallError::GuestTrap(_) => 500,
             CallError::DeadlineExceeded(_) => 504,
             CallError::TenantBusy { .. } => 429,
             CallError::NoRoute { .. } => 404,
@@ -206,6 +251,17 @@ impl CallError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guest_text_is_clipped_and_its_control_characters_replaced() {
+        let e = CallError::Provider(ProviderFailure::Internal(clip_guest("\0".repeat(1 << 20))));
+        let body = e.to_json().to_string();
+        assert!(body.len() < 2 * MAX_GUEST_TEXT, "{} bytes", body.len());
+        assert!(!body.contains("\\u0000"));
+        let text = clip_guest("é".repeat(MAX_GUEST_TEXT));
+        assert!(text.len() <= MAX_GUEST_TEXT && text.len() > MAX_GUEST_TEXT - 2);
+        assert_eq!(clip_guest("line\nnext\ttab".into()), "line\nnext\ttab");
+    }
 
     #[test]
     fn error_bodies_are_stable() {

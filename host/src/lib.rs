@@ -28,6 +28,7 @@
 pub mod auth;
 pub mod bindings;
 pub mod blocking;
+pub mod budget;
 pub mod bundle;
 pub mod conformance;
 pub mod engine;
@@ -36,6 +37,7 @@ pub mod imports;
 pub mod limits;
 pub mod loader;
 pub mod metrics;
+pub mod outbound;
 pub mod resilience;
 pub mod runtime;
 pub mod secrets;

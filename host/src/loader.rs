@@ -23,10 +23,11 @@ use crate::bundle::{
     resolve_source,
 };
 use crate::engine::PoolSizing;
-use crate::engine::{CacheOutcome, CompileCache, HostEngine};
+use crate::engine::{CacheKey, CacheOutcome, CompileCache, HostEngine};
 use crate::imports::{self, Linked};
+use crate::outbound::OutboundPolicy;
 use crate::secrets::{EnvBackend, FileBackend, SecretBackend};
-use crate::state::{CallState, OutboundPolicy};
+use crate::state::CallState;
 use anyhow::Context as _;
 
 /// The world a provider implements, pre-instantiated.
@@ -111,7 +112,13 @@ pub fn load(
         }
     };
     let mut lock = Lock::default();
-    let cache = CompileCache::new(bundle.cache_dir());
+    let key_file = bundle
+        .file
+        .host
+        .cache_key_file
+        .as_deref()
+        .map(|p| bundle.path(p));
+    let cache = CompileCache::new(bundle.cache_dir(), CacheKey::open(key_file.as_deref()));
     let mut providers = BTreeMap::new();
     for (name, section) in &bundle.file.providers {
         match load_one(
@@ -281,6 +288,13 @@ fn load_one(
             ));
         }
     }
+    let outbound = match OutboundPolicy::new(&grants.outbound_hosts) {
+        Ok(policy) => policy,
+        Err(why) => {
+            problems.push(format!("grants.outbound_hosts: {why}"));
+            OutboundPolicy::default()
+        }
+    };
     if !problems.is_empty() {
         return Err(problems
             .into_iter()
@@ -329,10 +343,7 @@ fn load_one(
         world: report.host_world,
         manifest: report.manifest,
         kind,
-        outbound: OutboundPolicy {
-            allowed: Arc::new(grants.outbound_hosts.clone()),
-            redirect: None,
-        },
+        outbound,
         granted_secrets: Arc::new(granted_secrets),
         linked,
         cache: cache_outcome,
@@ -382,10 +393,21 @@ fn verify_signature(
         );
     }
     let keys = greentic_signing::TrustedKeys::from_pems(&pems).map_err(|e| e.to_string())?;
+    // The signature must name this source's repository (or a mirror the bundle accepts): a
+    // validly signed artifact of another provider, copied under this one's tag, is refused.
+    let own = reference.repository();
+    let accepted: Vec<&str> = std::iter::once(own.as_str())
+        .chain(section.identities.iter().map(String::as_str))
+        .collect();
     crate::blocking::run("the signature check", |rt| {
         let target = crate::bundle::open_target(reference, blob_cache, offline)?;
         let verified = rt
-            .block_on(greentic_signing::verify(&target, reference, &keys, None))
+            .block_on(greentic_signing::verify(
+                &target,
+                reference,
+                &keys,
+                Some(&accepted),
+            ))
             .map_err(|e| format!("signature check failed: {e}"))?;
         Ok(verified.digest)
     })
@@ -486,10 +508,22 @@ pub fn load_bundle_with(
         SecretBackendKind::Env => Arc::new(EnvBackend::new(bundle.file.secrets.env_prefix.clone())),
     };
     let tenants = &bundle.file.tenants;
+    // Every slot a call may hold: each tenant's invokes, and its webhook deliveries per
+    // provider routed to it (which of them are webhook providers is known only after loading).
+    let routed = |tenant: &str| {
+        bundle
+            .file
+            .routes
+            .iter()
+            .filter(|r| r.tenant == tenant || r.tenant == "*")
+            .map(|r| r.provider.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len() as u32
+    };
     let sizing = PoolSizing {
         instances: tenants
-            .values()
-            .map(|t| t.limits.max_concurrent)
+            .iter()
+            .map(|(id, t)| t.limits.max_concurrent + t.limits.webhook_max_concurrent * routed(id))
             .sum::<u32>()
             + 8,
         max_memory_bytes: tenants

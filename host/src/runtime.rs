@@ -17,25 +17,30 @@ use crate::bindings::messaging::exports::greentic::messaging::outbound::{Message
 use crate::bindings::messaging::greentic::types::types::{
     Cloud, DeploymentCtx, Platform, ProviderError, TenantCtx,
 };
+use crate::budget::ResourceLimitHit;
 use crate::bundle::{Bundle, Deployment, Limits, Route};
 use crate::engine::{EngineOptions, HostEngine, YIELD_FUEL};
-use crate::errors::{CallError, ProviderFailure};
+use crate::errors::{CallError, MAX_GUEST_TEXT, ProviderFailure, clip_guest};
 use crate::imports::telemetry::host_attributes;
 use crate::limits::TenantGate;
 use crate::loader::{LoadedProvider, ProviderKind};
 use crate::metrics::Metrics;
+use crate::outbound::OutboundPolicy;
 use crate::resilience::{BreakerPolicy, BreakerState, Breakers, RetryPolicy, counts_as_failure};
 use crate::secrets::SecretBackend;
-use crate::state::{CallScope, CallState, MemoryLimitHit};
+use crate::state::{CallScope, CallState, DeadlineHit, MemoryLimitHit};
 
 /// The longest result id passed on to a caller; a provider returning more gets
 /// `result-too-large` (its memory cap bounds what the host copies out of it).
-pub const MAX_RESULT_ID_BYTES: usize = 4096;
+pub const MAX_RESULT_ID_BYTES: usize = MAX_GUEST_TEXT;
 
 /// A tenant's run-time state.
 pub struct TenantRuntime {
-    /// Limits and admission.
+    /// Limits and admission of invokes.
     pub gate: Arc<TenantGate>,
+    /// Admission of webhook deliveries, per provider: apart from invokes, so deliveries
+    /// nobody has authenticated yet cannot take the slots or fuel the tenant's calls need.
+    pub webhook_gates: BTreeMap<String, Arc<TenantGate>>,
     /// Secret names bound for the tenant.
     pub bound_secrets: Arc<BTreeSet<String>>,
     /// Validated configuration per provider.
@@ -86,6 +91,8 @@ pub struct Runtime {
     shared: AtomicBool,
     /// The instances kept while `shared` is on.
     pool: tokio::sync::Mutex<BTreeMap<String, SharedInstance>>,
+    /// The largest webhook response body passed on (`[host].max_body_bytes`).
+    max_response_bytes: usize,
 }
 
 /// One instance kept across calls when instances are shared.
@@ -112,10 +119,20 @@ impl Runtime {
                     .iter()
                     .map(|(p, v)| (p.clone(), Arc::new(v.clone())))
                     .collect();
+                let webhook_limits = Limits {
+                    max_concurrent: t.limits.webhook_max_concurrent,
+                    ..t.limits
+                };
+                let webhook_gates = providers
+                    .iter()
+                    .filter(|(_, p)| matches!(p.kind, ProviderKind::Webhook(_)))
+                    .map(|(name, _)| (name.clone(), TenantGate::new(id, webhook_limits)))
+                    .collect();
                 (
                     id.clone(),
                     TenantRuntime {
                         gate: TenantGate::new(id, t.limits),
+                        webhook_gates,
                         bound_secrets: Arc::new(t.secrets.iter().cloned().collect()),
                         config,
                     },
@@ -135,6 +152,7 @@ impl Runtime {
             ready: AtomicBool::new(true),
             shared: AtomicBool::new(false),
             pool: tokio::sync::Mutex::new(BTreeMap::new()),
+            max_response_bytes: bundle.file.host.max_body_bytes,
         }
     }
 
@@ -355,18 +373,19 @@ impl Runtime {
         let limits = *tenant.gate.limits();
         let deadline = Instant::now() + Duration::from_millis(limits.deadline_ms);
 
-        self.breakers.admit(&caller.tenant, &provider.name)?;
+        // Settled below; if this future is dropped first (the client went away) or returns
+        // early (tenant-busy), dropping the admission gives a half-open probe back.
+        let admission = self.breakers.admit(&caller.tenant, &provider.name)?;
         let mut attempt = 1;
         let outcome = loop {
             let permit = tenant.gate.acquire().await?;
-            let remaining = deadline.saturating_duration_since(Instant::now());
             let (result, fuel) = self
                 .send_once(
                     pre,
                     scope,
                     &provider.outbound,
                     &limits,
-                    remaining,
+                    deadline,
                     &ctx,
                     &msg,
                 )
@@ -401,7 +420,7 @@ impl Runtime {
             }
         };
         let failed = outcome.as_ref().err().is_some_and(counts_as_failure);
-        let state = self.breakers.record(&caller.tenant, &provider.name, failed);
+        let state = admission.settle(failed);
         self.metrics.set(
             "greentic_circuit_open",
             &[("tenant", &caller.tenant), ("provider", &provider.name)],
@@ -426,18 +445,18 @@ impl Runtime {
         &self,
         pre: &crate::bindings::messaging::ProviderPre<CallState>,
         scope: &Arc<CallScope>,
-        outbound: &crate::state::OutboundPolicy,
+        outbound: &OutboundPolicy,
         limits: &Limits,
-        remaining: Duration,
+        deadline: Instant,
         ctx: &TenantCtx,
         msg: &Message,
     ) -> (Result<SendResult, CallError>, u64) {
         if self.shared.load(Ordering::SeqCst) {
             return self
-                .send_shared(pre, scope, outbound, limits, remaining, ctx, msg)
+                .send_shared(pre, scope, outbound, limits, deadline, ctx, msg)
                 .await;
         }
-        let mut store = match self.call_store(scope.clone(), outbound, limits) {
+        let mut store = match self.call_store(scope.clone(), outbound, limits, deadline) {
             Ok(store) => store,
             Err(e) => return (Err(e), 0),
         };
@@ -448,7 +467,7 @@ impl Runtime {
                 .call_send(&mut store, ctx, msg)
                 .await
         };
-        let result = tokio::time::timeout(remaining, run).await;
+        let result = tokio::time::timeout_at(deadline.into(), run).await;
         // The store (and the instance) is dropped here: nothing survives the call.
         send_outcome(result, &store, limits)
     }
@@ -460,9 +479,9 @@ impl Runtime {
         &self,
         pre: &crate::bindings::messaging::ProviderPre<CallState>,
         scope: &Arc<CallScope>,
-        outbound: &crate::state::OutboundPolicy,
+        outbound: &OutboundPolicy,
         limits: &Limits,
-        remaining: Duration,
+        deadline: Instant,
         ctx: &TenantCtx,
         msg: &Message,
     ) -> (Result<SendResult, CallError>, u64) {
@@ -470,19 +489,21 @@ impl Runtime {
         let mut kept = match pool.remove(&scope.provider) {
             Some(kept) => kept,
             None => {
-                let mut store = match self.call_store(scope.clone(), outbound, limits) {
+                let mut store = match self.call_store(scope.clone(), outbound, limits, deadline) {
                     Ok(store) => store,
                     Err(e) => return (Err(e), 0),
                 };
                 match pre.instantiate_async(&mut store).await {
                     Ok(provider) => SharedInstance { store, provider },
-                    Err(e) => return (Err(classify(&e, false, limits)), 0),
+                    Err(e) => return (Err(classify(&e, store.data())), 0),
                 }
             }
         };
-        kept.store.data_mut().scope = scope.clone();
-        kept.store.data_mut().outbound = outbound.clone();
-        kept.store.data_mut().spans_started = 0;
+        let data = kept.store.data_mut();
+        data.scope = scope.clone();
+        data.outbound.policy = outbound.clone();
+        data.telemetry = Default::default();
+        data.deadline = deadline;
         if let Err(e) = kept.store.set_fuel(limits.fuel_per_call) {
             return (Err(CallError::Internal(e.to_string())), 0);
         }
@@ -491,7 +512,7 @@ impl Runtime {
             .provider
             .greentic_messaging_outbound()
             .call_send(&mut kept.store, ctx, msg);
-        let result = tokio::time::timeout(remaining, call).await;
+        let result = tokio::time::timeout_at(deadline.into(), call).await;
         let (mapped, fuel) = send_outcome(result, &kept.store, limits);
         // A trapped or interrupted instance is not reused; a provider error leaves it intact.
         if matches!(mapped, Ok(_) | Err(CallError::Provider(_))) {
@@ -501,26 +522,29 @@ impl Runtime {
     }
 
     /// Hands a webhook delivery to `provider`'s `wasi:http/incoming-handler` for `tenant`.
+    ///
+    /// An unknown tenant and a provider not routed to the tenant get the same answer, so the
+    /// answer does not tell a caller which tenants exist.
     pub async fn webhook(
         &self,
         tenant_id: &str,
         provider_name: &str,
         request: hyper::Request<Bytes>,
     ) -> Result<hyper::Response<Bytes>, CallError> {
-        let tenant = self.tenants.get(tenant_id).ok_or_else(|| {
-            CallError::BadRequest(format!("tenant `{tenant_id}` is not served by this host"))
-        })?;
+        let max_response_bytes = self.max_response_bytes;
+        let no_route = || CallError::NoRoute {
+            capability: format!("webhook {}", crate::errors::clip(provider_name, 128)),
+        };
+        let tenant = self.tenants.get(tenant_id).ok_or_else(no_route)?;
         let provider = self
             .providers
             .get(provider_name)
             .filter(|_| self.routed_to(tenant_id, provider_name))
-            .ok_or_else(|| CallError::NoRoute {
-                capability: format!("webhook {provider_name}"),
-            })?;
-        let ProviderKind::Webhook(pre) = &provider.kind else {
-            return Err(CallError::BadRequest(format!(
-                "provider `{provider_name}` is not a webhook provider"
-            )));
+            .ok_or_else(no_route)?;
+        let (ProviderKind::Webhook(pre), Some(gate)) =
+            (&provider.kind, tenant.webhook_gates.get(provider_name))
+        else {
+            return Err(no_route());
         };
         let caller = Caller {
             tenant: tenant_id.to_string(),
@@ -539,11 +563,45 @@ impl Runtime {
         for kv in host_attributes(&scope) {
             span.set_attribute(kv);
         }
-        self.breakers.admit(tenant_id, provider_name)?;
-        let permit = tenant.gate.acquire().await?;
-        let limits = *tenant.gate.limits();
-        let mut store = self.call_store(scope, &provider.outbound, &limits)?;
-        let deadline = Duration::from_millis(limits.deadline_ms);
+        let mapped = self
+            .deliver(pre, gate, provider, scope, request, max_response_bytes)
+            .await;
+        let status = match &mapped {
+            Ok(r) => r.status().as_u16().to_string(),
+            Err(e) => e.code().to_string(),
+        };
+        self.metrics.inc(
+            "greentic_webhook_requests_total",
+            &[
+                ("tenant", tenant_id),
+                ("provider", provider_name),
+                ("status", &status),
+            ],
+        );
+        match &mapped {
+            Ok(_) => span.set_status(Status::Ok),
+            Err(e) => span.set_status(Status::error(e.message())),
+        }
+        span.end();
+        mapped
+    }
+
+    /// Runs one delivery: breaker, the provider's webhook gate, a fresh instance under the
+    /// tenant's limits, and the response read back within `max_response_bytes`.
+    async fn deliver(
+        &self,
+        pre: &crate::bindings::webhook::HandlerPre<CallState>,
+        gate: &Arc<TenantGate>,
+        provider: &LoadedProvider,
+        scope: Arc<CallScope>,
+        request: hyper::Request<Bytes>,
+        max_response_bytes: usize,
+    ) -> Result<hyper::Response<Bytes>, CallError> {
+        let admission = self.breakers.admit(&scope.tenant, &provider.name)?;
+        let permit = gate.acquire().await?;
+        let limits = *gate.limits();
+        let deadline = Instant::now() + Duration::from_millis(limits.deadline_ms);
+        let mut store = self.call_store(scope.clone(), &provider.outbound, &limits, deadline)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let run = async {
             use wasmtime_wasi_http::WasiHttpView;
@@ -568,60 +626,57 @@ impl Runtime {
                 Err(_) => wasmtime::bail!("the provider returned without setting a response"),
             };
             let (parts, body) = response.into_parts();
-            let body = body
+            let body = match http_body_util::Limited::new(body, max_response_bytes)
                 .collect()
                 .await
-                .map_err(|e| wasmtime::format_err!("reading the provider's response body: {e:?}"))?
-                .to_bytes();
-            Ok(hyper::Response::from_parts(parts, body))
+            {
+                Ok(collected) => collected.to_bytes(),
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                    return Ok(Err(CallError::ResultTooLarge {
+                        bytes: max_response_bytes + 1,
+                        limit: max_response_bytes,
+                    }));
+                }
+                Err(e) => wasmtime::bail!("reading the provider's response body: {e}"),
+            };
+            Ok(Ok(hyper::Response::from_parts(parts, body)))
         };
-        let result = tokio::time::timeout(deadline, run).await;
+        let result = tokio::time::timeout_at(deadline.into(), run).await;
         let fuel = limits
             .fuel_per_call
             .saturating_sub(store.get_fuel().unwrap_or(0));
         permit.settle(fuel);
+        store.data().telemetry.report(&store.data().scope);
         let mapped = match result {
             Err(_) => Err(CallError::DeadlineExceeded(limits.deadline_ms)),
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => Err(classify(&e, store.data().limiter.hit, &limits)),
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => Err(classify(&e, store.data())),
         };
-        let failed = mapped.as_ref().err().is_some_and(counts_as_failure);
-        self.breakers.record(tenant_id, provider_name, failed);
-        let status = match &mapped {
-            Ok(r) => r.status().as_u16().to_string(),
-            Err(e) => e.code().to_string(),
-        };
-        self.metrics.inc(
-            "greentic_webhook_requests_total",
-            &[
-                ("tenant", tenant_id),
-                ("provider", provider_name),
-                ("status", &status),
-            ],
-        );
-        match &mapped {
-            Ok(_) => span.set_status(Status::Ok),
-            Err(e) => span.set_status(Status::error(e.message())),
-        }
-        span.end();
+        admission.settle(mapped.as_ref().err().is_some_and(counts_as_failure));
         mapped
     }
 }
 
 impl Runtime {
-    /// A fresh store for one call: the call's scope and outbound policy, the tenant's memory
-    /// cap and fuel, and regular yields.
+    /// A fresh store for one call: the call's scope and outbound policy, the tenant's limits
+    /// (memory cap, host budgets, fuel), regular yields, and the deadline checked on every
+    /// call into the host.
     fn call_store(
         &self,
         scope: Arc<CallScope>,
-        outbound: &crate::state::OutboundPolicy,
+        outbound: &OutboundPolicy,
         limits: &Limits,
+        deadline: Instant,
     ) -> Result<Store<CallState>, CallError> {
         let mut store = Store::new(
             &self.engine.engine,
-            CallState::new(scope, outbound.clone(), limits.memory_bytes),
+            CallState::new(scope, outbound.clone(), *limits, deadline),
         );
         store.limiter(|s| &mut s.limiter);
+        store.call_hook(|cx, hook| match hook {
+            wasmtime::CallHook::CallingHost => cx.data().check_deadline(),
+            _ => Ok(()),
+        });
         store
             .set_fuel(limits.fuel_per_call)
             .map_err(|e| CallError::Internal(e.to_string()))?;
@@ -642,11 +697,12 @@ fn send_outcome(
     let fuel = limits
         .fuel_per_call
         .saturating_sub(store.get_fuel().unwrap_or(0));
+    store.data().telemetry.report(&store.data().scope);
     let mapped = match result {
         Err(_elapsed) => Err(CallError::DeadlineExceeded(limits.deadline_ms)),
         Ok(Ok(Ok(sent))) => bounded(sent),
         Ok(Ok(Err(provider_error))) => Err(CallError::Provider(map_provider_error(provider_error))),
-        Ok(Err(e)) => Err(classify(&e, store.data().limiter.hit, limits)),
+        Ok(Err(e)) => Err(classify(&e, store.data())),
     };
     (mapped, fuel)
 }
@@ -699,27 +755,58 @@ fn bounded(sent: SendResult) -> Result<SendResult, CallError> {
     Ok(sent)
 }
 
+/// The host's view of a provider's error; every message is cut at [`MAX_GUEST_TEXT`] before it
+/// goes anywhere (answer, span, log).
 fn map_provider_error(e: ProviderError) -> ProviderFailure {
     match e {
-        ProviderError::InvalidInput(m) => ProviderFailure::InvalidInput(m),
-        ProviderError::Unauthorized(m) => ProviderFailure::Unauthorized(m),
-        ProviderError::NotFound(m) => ProviderFailure::NotFound(m),
+        ProviderError::InvalidInput(m) => ProviderFailure::InvalidInput(clip_guest(m)),
+        ProviderError::Unauthorized(m) => ProviderFailure::Unauthorized(clip_guest(m)),
+        ProviderError::NotFound(m) => ProviderFailure::NotFound(clip_guest(m)),
         ProviderError::RateLimited(r) => ProviderFailure::RateLimited {
             retry_after_ms: r.retry_after_ms,
         },
         ProviderError::Unavailable(u) => ProviderFailure::Unavailable {
             retry_after_ms: u.retry_after_ms,
-            message: u.message,
+            message: clip_guest(u.message),
         },
         ProviderError::Timeout => ProviderFailure::Timeout,
-        ProviderError::Internal(m) => ProviderFailure::Internal(m),
+        ProviderError::Internal(m) => ProviderFailure::Internal(clip_guest(m)),
     }
 }
 
-/// Maps a wasmtime error (trap or limit) to a call error.
-fn classify(e: &wasmtime::Error, limiter_hit: bool, limits: &Limits) -> CallError {
-    if limiter_hit || e.downcast_ref::<MemoryLimitHit>().is_some() {
+/// Maps a wasmtime error (trap or limit) of the call in `state` to a call error.
+fn classify(e: &wasmtime::Error, state: &CallState) -> CallError {
+    let limits = &state.limits;
+    if state.limiter.hit || e.downcast_ref::<MemoryLimitHit>().is_some() {
         return CallError::MemoryLimit(limits.memory_bytes);
+    }
+    if let Some(hit) = e.downcast_ref::<ResourceLimitHit>() {
+        return CallError::ResourceLimit(hit.to_string());
+    }
+    if state.budget.was_hit() {
+        return CallError::ResourceLimit(
+            ResourceLimitHit::HostMemory {
+                limit: limits.host_memory_bytes,
+                what: "wasi:http resources",
+            }
+            .to_string(),
+        );
+    }
+    if e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<wasmtime::component::ResourceTableError>(),
+            Some(wasmtime::component::ResourceTableError::Full)
+        )
+    }) {
+        return CallError::ResourceLimit(
+            ResourceLimitHit::Resources {
+                limit: limits.max_resources as usize,
+            }
+            .to_string(),
+        );
+    }
+    if e.downcast_ref::<DeadlineHit>().is_some() {
+        return CallError::DeadlineExceeded(limits.deadline_ms);
     }
     match e.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => CallError::FuelExhausted(limits.fuel_per_call),
@@ -728,6 +815,6 @@ fn classify(e: &wasmtime::Error, limiter_hit: bool, limits: &Limits) -> CallErro
             CallError::GuestTrap("stack overflow (unbounded recursion?)".into())
         }
         Some(trap) => CallError::GuestTrap(trap.to_string()),
-        None => CallError::GuestTrap(format!("{e:#}")),
+        None => CallError::GuestTrap(clip_guest(format!("{e:#}"))),
     }
 }

@@ -6,13 +6,18 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Instant;
 
-use http_body_util::BodyExt;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::budget::HostBudget;
+use crate::bundle::Limits;
+use crate::imports::telemetry::TelemetryUsage;
 use crate::metrics::Metrics;
+use crate::outbound::{NextInFlight, OutboundCall, OutboundPolicy};
 use crate::secrets::SecretBackend;
 
 /// Who a call is for and what it may touch. Shared by every instance of one call.
@@ -121,144 +126,80 @@ impl wasmtime::ResourceLimiter for InstanceLimiter {
     }
 }
 
-/// Outbound HTTP policy: only hosts the bundle granted the provider.
-#[derive(Debug, Clone, Default)]
-pub struct OutboundPolicy {
-    /// Granted patterns: `host`, `host:port`, `*.domain`, `*`.
-    pub allowed: Arc<Vec<String>>,
-    /// Where granted requests really go (`host:port`, plain HTTP), if not where they name.
-    ///
-    /// The conformance suite points every request of a provider at its scripted upstream this
-    /// way, so providers with fixed API hosts can be tested; the grant is still checked against
-    /// the host the provider named, and the upstream sees that name in `Host`.
-    pub redirect: Option<Arc<str>>,
-}
-
-impl OutboundPolicy {
-    /// Whether `host` (and `port`) matches a granted pattern. A pattern without a port allows
-    /// any port; `*.example.com` allows subdomains of example.com only.
-    pub fn allows(&self, host: &str, port: u16) -> bool {
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
-        self.allowed.iter().any(|pattern| {
-            if pattern == "*" {
-                return true;
-            }
-            let (p_host, p_port) = match pattern.rsplit_once(':') {
-                Some((h, p)) if !h.contains(':') => (h, p.parse::<u16>().ok()),
-                _ => (pattern.as_str(), None),
-            };
-            if p_port.is_some_and(|p| p != port) {
-                return false;
-            }
-            let p_host = p_host.to_ascii_lowercase();
-            match p_host.strip_prefix("*.") {
-                Some(suffix) => host.ends_with(&format!(".{suffix}")),
-                None => host == p_host,
-            }
-        })
-    }
-}
-
-impl WasiHttpHooks for OutboundPolicy {
-    fn send_request(
-        &mut self,
-        request: hyper::Request<wasmtime_wasi_http::WasiBody>,
-        options: Option<wasmtime_wasi_http::RequestOptions>,
-        fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = Result<
-                    (
-                        hyper::Response<wasmtime_wasi_http::WasiBody>,
-                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                    ),
-                    wasmtime_wasi_http::Error,
-                >,
-            > + Send,
-    > {
-        drop(fut);
-        let uri = request.uri();
-        let https = uri.scheme_str() == Some("https");
-        let host = uri.host().unwrap_or_default().to_string();
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        if !self.allows(&host, port) {
-            tracing::warn!(host = %host, port, "outbound request to a host not granted to this provider refused");
-            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
-        }
-        let request = match &self.redirect {
-            Some(to) => match redirect(request, to) {
-                Ok(r) => r,
-                Err(e) => return Box::new(async move { Err(e) }),
-            },
-            None => request,
-        };
-        Box::new(async move {
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
-        })
-    }
-}
-
-/// Sends `request` to `to` over plain HTTP, keeping its path, and its authority as `Host`.
-fn redirect(
-    request: hyper::Request<wasmtime_wasi_http::WasiBody>,
-    to: &str,
-) -> Result<hyper::Request<wasmtime_wasi_http::WasiBody>, wasmtime_wasi_http::Error> {
-    let (mut parts, body) = request.into_parts();
-    let named = parts.uri.authority().map(|a| a.to_string());
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    parts.uri = hyper::Uri::builder()
-        .scheme("http")
-        .authority(to)
-        .path_and_query(path)
-        .build()
-        .map_err(|_| wasmtime_wasi_http::Error::HttpRequestUriInvalid)?;
-    if let Some(named) = named
-        && !parts.headers.contains_key(hyper::header::HOST)
-        && let Ok(v) = hyper::header::HeaderValue::from_str(&named)
-    {
-        parts.headers.insert(hyper::header::HOST, v);
-    }
-    Ok(hyper::Request::from_parts(parts, body))
-}
-
 /// The data of one instance's `Store`.
 pub struct CallState {
     /// WASI: no files, no sockets, no environment, no arguments.
     pub wasi: WasiCtx,
-    /// Resources of this instance.
+    /// Resources of this instance, at most the tenant's `max_resources` at once.
     pub table: ResourceTable,
     /// `wasi:http` state.
     pub http: WasiHttpCtx,
-    /// Outbound policy.
-    pub outbound: OutboundPolicy,
+    /// Outbound grant and hooks.
+    pub outbound: OutboundCall,
+    /// Outgoing requests of this call in flight.
+    pub in_flight: Arc<AtomicUsize>,
+    /// The in-flight guard of the request `outgoing-handler.handle` is sending.
+    pub next_in_flight: NextInFlight,
+    /// Host memory held for this call.
+    pub budget: HostBudget,
+    /// The calling tenant's limits.
+    pub limits: Limits,
     /// Memory and table cap.
     pub limiter: InstanceLimiter,
     /// Who the call is for.
     pub scope: Arc<CallScope>,
-    /// Guest spans started in this call.
-    pub spans_started: u32,
+    /// Telemetry emitted by this call, against its budgets.
+    pub telemetry: TelemetryUsage,
+    /// When the call must end; host calls past it trap (see [`CallState::check_deadline`]).
+    pub deadline: Instant,
 }
 
+/// A call ran past its deadline while making host calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the call ran past its deadline")]
+pub struct DeadlineHit;
+
 impl CallState {
-    /// Fresh state for one instance.
-    pub fn new(scope: Arc<CallScope>, outbound: OutboundPolicy, memory_cap: u64) -> CallState {
+    /// Fresh state for one call of a provider with `outbound` policy, under `limits`, ending at
+    /// `deadline`.
+    pub fn new(
+        scope: Arc<CallScope>,
+        outbound: OutboundPolicy,
+        limits: Limits,
+        deadline: Instant,
+    ) -> CallState {
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(limits.max_resources as usize);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(crate::imports::http::FIELDS_LIMIT_BYTES);
+        let next_in_flight = NextInFlight::default();
         CallState {
             wasi: WasiCtx::builder().build(),
-            table: ResourceTable::new(),
-            http: WasiHttpCtx::new(),
-            outbound,
-            limiter: InstanceLimiter::new(memory_cap),
+            table,
+            http,
+            outbound: OutboundCall {
+                policy: outbound,
+                next: next_in_flight.clone(),
+            },
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            next_in_flight,
+            budget: HostBudget::new(limits.host_memory_bytes),
+            limits,
+            limiter: InstanceLimiter::new(limits.memory_bytes),
             scope,
-            spans_started: 0,
+            telemetry: TelemetryUsage::default(),
+            deadline,
         }
+    }
+
+    /// Fails once the call's deadline has passed. Installed as the store's call hook, it runs
+    /// on every call into the host, so a guest that keeps the host busy (host calls in a loop)
+    /// is stopped at its deadline even when it consumes little fuel between them.
+    pub fn check_deadline(&self) -> wasmtime::Result<()> {
+        if Instant::now() >= self.deadline {
+            return Err(wasmtime::Error::new(DeadlineHit));
+        }
+        Ok(())
     }
 }
 
@@ -284,27 +225,6 @@ impl WasiHttpView for CallState {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn outbound_patterns() {
-        let p = OutboundPolicy {
-            allowed: Arc::new(vec![
-                "hooks.example.com".into(),
-                "127.0.0.1:8080".into(),
-                "*.slack.com".into(),
-            ]),
-            redirect: None,
-        };
-        assert!(p.allows("hooks.example.com", 443));
-        assert!(p.allows("HOOKS.example.com.", 80));
-        assert!(p.allows("127.0.0.1", 8080));
-        assert!(!p.allows("127.0.0.1", 8081));
-        assert!(p.allows("api.slack.com", 443));
-        assert!(!p.allows("slack.com", 443));
-        assert!(!p.allows("evilslack.com", 443));
-        assert!(!p.allows("example.com", 443));
-        assert!(!OutboundPolicy::default().allows("anything", 80));
-    }
 
     #[test]
     fn limiter_caps_memory_and_tables_together() {

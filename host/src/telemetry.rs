@@ -1,25 +1,51 @@
 //! Host telemetry: structured JSON logs on stdout, and spans exported over OTLP/HTTP when an
 //! endpoint is configured (`OTEL_EXPORTER_OTLP_ENDPOINT` or `[telemetry].otlp_endpoint`).
-//! Export runs on a background batch processor, so calls never wait for (or fail because of)
-//! an unreachable collector.
+//!
+//! Neither waits on its destination while a call runs: log lines go through a bounded queue to
+//! a writer thread (lines past [`LOG_QUEUE_LINES`] are dropped rather than block an executor
+//! thread on a slow stdout), and spans through a batch processor with a bounded queue
+//! ([`SPAN_QUEUE`]), so an unreachable collector costs nothing but the spans it would have
+//! received. OpenTelemetry's per-span limits are set explicitly ([`SPAN_LIMITS`]).
 
 use opentelemetry::global;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
 
 use crate::bundle::TelemetrySection;
+pub use crate::imports::telemetry::SPAN_LIMITS;
 
-/// Installs the JSON log subscriber (level from `RUST_LOG`, default `info`).
-pub fn init_logging() {
+/// Log lines queued for the writer thread before new ones are dropped.
+pub const LOG_QUEUE_LINES: usize = 16_384;
+/// Spans queued for export before new ones are dropped. With the per-call span budgets
+/// (`imports::telemetry::BUDGETS`), what waits for a slow collector stays within a few MiB.
+pub const SPAN_QUEUE: usize = 512;
+
+/// Keeps the log writer thread alive; flushes what is queued on drop.
+pub struct LoggingGuard {
+    _writer: Option<tracing_appender::non_blocking::WorkerGuard>,
+}
+
+/// Installs the JSON log subscriber (level from `RUST_LOG`, default `info`), writing through a
+/// bounded queue to stdout. Keep the guard until the process ends.
+pub fn init_logging() -> LoggingGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name("greentic-log")
+        .finish(std::io::stdout());
+    let installed = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)
         .with_current_span(false)
-        .with_writer(std::io::stdout)
-        .try_init();
+        .with_writer(writer)
+        .try_init()
+        .is_ok();
+    LoggingGuard {
+        _writer: installed.then_some(guard),
+    }
 }
 
 /// Keeps the tracer provider alive; flushes on drop.
@@ -46,14 +72,27 @@ pub fn init_tracing(section: &TelemetrySection) -> anyhow::Result<TelemetryGuard
         .clone()
         .unwrap_or_else(|| "greentic-host".into());
     let resource = Resource::builder().with_service_name(service).build();
-    let mut builder = SdkTracerProvider::builder().with_resource(resource);
+    let (events, attributes, event_attributes, links) = SPAN_LIMITS;
+    let mut builder = SdkTracerProvider::builder()
+        .with_resource(resource)
+        .with_max_events_per_span(events)
+        .with_max_attributes_per_span(attributes)
+        .with_max_attributes_per_event(event_attributes)
+        .with_max_links_per_span(links);
     if let Some(endpoint) = &endpoint {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
             .with_timeout(std::time::Duration::from_secs(3))
             .build()?;
-        builder = builder.with_batch_exporter(exporter);
+        let batch = BatchSpanProcessor::builder(exporter)
+            .with_batch_config(
+                BatchConfigBuilder::default()
+                    .with_max_queue_size(SPAN_QUEUE)
+                    .build(),
+            )
+            .build();
+        builder = builder.with_span_processor(batch);
     }
     let provider = builder.build();
     global::set_tracer_provider(provider.clone());

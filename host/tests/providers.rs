@@ -18,7 +18,7 @@ fn bundle(url_acme: &str, deadline_ms: u64) -> String {
 [providers.hook]
 source = "{{components}}/messaging_webhook.wasm"
 allow_unsigned = true
-grants = {{ outbound_hosts = ["127.0.0.1"], secrets = ["WEBHOOK_BEARER_TOKEN"] }}
+grants = {{ outbound_hosts = ["http://127.0.0.1:*"], secrets = ["WEBHOOK_BEARER_TOKEN"] }}
 
 [providers.github]
 source = "{{components}}/webhook_github.wasm"
@@ -221,7 +221,7 @@ fn the_circuit_opens_after_repeated_failures_for_that_tenant_only() {
         5,
         "an open circuit must not reach the upstream"
     );
-    let metrics = host.request("GET", "/metrics", &[], b"").text();
+    let metrics = host.admin("GET", "/metrics").text();
     assert!(
         metrics.contains(r#"greentic_circuit_open{tenant="acme",provider="hook"} 1"#),
         "{metrics}"
@@ -244,6 +244,63 @@ fn outbound_calls_reach_only_granted_hosts() {
     let r = host.send(&b.token("acme", None), json!({"to": "#a", "text": "x"}));
     assert_eq!(r.json()["code"], "unauthorized", "{}", r.text());
     assert!(r.text().contains("refused by the host"), "{}", r.text());
+    assert!(upstream.requests().is_empty());
+}
+
+#[test]
+fn wildcard_grants_reach_no_loopback_private_or_metadata_address() {
+    // `*` and even `http://*:*` name every host, but not a restricted address: whatever name
+    // leads there (`localhost`), or an address literal (`127.0.0.1`, the metadata service).
+    let upstream = scripted(&[(200, &[], "{}")]);
+    let port = upstream.addr.rsplit(':').next().unwrap().to_string();
+    for url in [
+        format!("http://localhost:{port}/hook"),
+        format!("http://127.0.0.1:{port}/hook"),
+        format!("http://[::ffff:127.0.0.1]:{port}/hook"),
+        "http://169.254.169.254/latest/meta-data/".to_string(),
+        "http://10.0.0.1:9/internal".to_string(),
+    ] {
+        let text = bundle(&url, 5000).replace(
+            r#"outbound_hosts = ["http://127.0.0.1:*"]"#,
+            r#"outbound_hosts = ["*", "http://*:*"]"#,
+        );
+        let b = TestBundle::new(&text, SECRETS);
+        let host = Host::start(b.path());
+        let r = host.send(&b.token("acme", None), json!({"to": "#a", "text": "x"}));
+        assert_eq!(r.json()["code"], "unauthorized", "{url}: {}", r.text());
+        assert!(
+            r.text().contains("refused by the host"),
+            "{url}: {}",
+            r.text()
+        );
+        assert!(
+            host.output()
+                .contains("outbound request to a restricted address refused"),
+            "{url}: {}",
+            host.output()
+        );
+    }
+    assert!(
+        upstream.requests().is_empty(),
+        "a refused request reached the upstream"
+    );
+
+    // A port-less name grant is HTTPS on 443 only: plain HTTP to another port is refused
+    // by name, before any address is looked at.
+    let text = bundle(&format!("http://localhost:{port}/hook"), 5000).replace(
+        r#"outbound_hosts = ["http://127.0.0.1:*"]"#,
+        r#"outbound_hosts = ["localhost"]"#,
+    );
+    let b = TestBundle::new(&text, SECRETS);
+    let host = Host::start(b.path());
+    let r = host.send(&b.token("acme", None), json!({"to": "#a", "text": "x"}));
+    assert_eq!(r.json()["code"], "unauthorized", "{}", r.text());
+    assert!(
+        host.output()
+            .contains("outbound request to a host not granted to this provider refused"),
+        "{}",
+        host.output()
+    );
     assert!(upstream.requests().is_empty());
 }
 

@@ -321,6 +321,194 @@ fn a_signed_provider_from_a_real_registry_runs_and_a_moved_tag_is_refused() {
     assert!(text(&out).1.contains("(the tag moved)"), "{}", text(&out).1);
 }
 
+#[test]
+fn a_signed_component_copied_under_another_providers_name_is_refused() {
+    // Write access to the registry, no key: skopeo copies provider `debug-tool`'s validly
+    // signed component, signature attachments included, under `payments`' tag.
+    let registry = greentic_registry::testing::Registry::start();
+    let tool = format!("{}/providers/debug-tool:1.0.0", registry.addr);
+    let payments = format!("{}/providers/payments:1.0.0", registry.addr);
+    let bundle = |extra: &str| {
+        format!(
+            "[trust.keys]
+ci = \"cosign.pub\"\n\n[providers.payments]\nsource = \"{payments}\"\n{extra}\n[tenants.acme]\n\n[[routes]]\ntenant = \"acme\"\ncapability = \"send\"\nprovider = \"payments\"\n"
+        )
+    };
+    let b = common::TestBundle::new(&bundle(""), &[]);
+    let dir = b.path();
+    assert!(run_in(dir, &["keygen"]).status.success());
+    let out = run_in(
+        dir,
+        &["push", component("wasip2", "echo").to_str().unwrap(), &tool],
+    );
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert!(
+        run_in(dir, &["sign", "--key", "cosign.key", &tool])
+            .status
+            .success()
+    );
+    std::fs::write(
+        dir.join("registries.yaml"),
+        "default-docker:\n  use-sigstore-attachments: true\n",
+    )
+    .unwrap();
+    let copy = std::process::Command::new("skopeo")
+        .args([
+            "copy",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            "--registries.d",
+        ])
+        .arg(dir)
+        .arg(format!("docker://{tool}"))
+        .arg(format!("docker://{payments}"))
+        .output()
+        .expect("skopeo is installed (scripts/test.sh installs it)");
+    assert!(
+        copy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copy.stderr)
+    );
+
+    // The signature is valid, by a trusted key, for exactly that digest — but it names
+    // debug-tool's repository, not the one payments comes from.
+    let out = run_host(&["check", dir.to_str().unwrap()]);
+    let stderr = text(&out).1;
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("signed for repository")
+            && stderr.contains("providers/debug-tool")
+            && stderr.contains("providers/payments"),
+        "{stderr}"
+    );
+    // `verify` says the same unless told which identity to accept.
+    let out = run_in(dir, &["verify", "--key", "cosign.pub", &payments]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out).0);
+    let tool_repo = tool.rsplit_once(':').unwrap().0;
+    let out = run_in(
+        dir,
+        &[
+            "verify",
+            "--key",
+            "cosign.pub",
+            "--repository",
+            tool_repo,
+            &payments,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out).1);
+
+    // A bundle that accepts the identity explicitly (a mirror it trusts) runs it.
+    std::fs::write(
+        dir.join("greentic.toml"),
+        format!(
+            "{}{}",
+            common::HEADER.replace("{cache}", &common::shared_cache().display().to_string()),
+            bundle(&format!("identities = [\"{tool_repo}\"]\n"))
+        ),
+    )
+    .unwrap();
+    let out = run_host(&["check", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out).1);
+}
+
+#[test]
+fn a_compiled_cache_entry_written_by_someone_else_is_not_run() {
+    // Whoever can write the cache directory replaces echo's compiled code with panicker's,
+    // framed with a correct checksum: without the host's key its MAC cannot verify.
+    let b = common::TestBundle::new(
+        "[host.breaker]\nfailure_threshold = 0\n[providers.echo]\nsource = \"{components}/echo.wasm\"\nallow_unsigned = true\n\n[tenants.acme]\n\n[[routes]]\ntenant = \"acme\"\ncapability = \"send\"\nprovider = \"echo\"\n",
+        &[],
+    );
+    let dir = b.path();
+    let cache = dir.join("cache");
+    let toml = std::fs::read_to_string(dir.join("greentic.toml"))
+        .unwrap()
+        .replace(
+            &format!("cache_dir = \"{}\"", common::shared_cache().display()),
+            &format!("cache_dir = \"{}\"", cache.display()),
+        );
+    std::fs::write(dir.join("greentic.toml"), toml).unwrap();
+    let out = run_host(&["check", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let entries: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let entry = &entries[0];
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&cache).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the cache directory is private: {mode:o}");
+    }
+
+    // Compile panicker with the same engine settings: a second bundle, its own cache.
+    let other = common::TestBundle::new(
+        "[providers.p]\nsource = \"{components}/panicker.wasm\"\nallow_unsigned = true\n\n[tenants.acme]\n\n[[routes]]\ntenant = \"acme\"\ncapability = \"send\"\nprovider = \"p\"\n",
+        &[],
+    );
+    let other_cache = other.path().join("cache");
+    let toml = std::fs::read_to_string(other.path().join("greentic.toml"))
+        .unwrap()
+        .replace(
+            &format!("cache_dir = \"{}\"", common::shared_cache().display()),
+            &format!("cache_dir = \"{}\"", other_cache.display()),
+        );
+    std::fs::write(other.path().join("greentic.toml"), toml).unwrap();
+    assert!(
+        run_host(&["check", other.path().to_str().unwrap()])
+            .status
+            .success()
+    );
+    let foreign = std::fs::read_dir(&other_cache)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .unwrap();
+    // Re-frame panicker's code with a correct SHA-256 where the MAC goes, as an attacker
+    // who can write but not read the key would.
+    let bytes = std::fs::read(&foreign).unwrap();
+    let payload = &bytes[40..];
+    let mut swapped = bytes[..8].to_vec();
+    swapped.extend_from_slice(&sha256_raw(payload));
+    swapped.extend_from_slice(payload);
+    std::fs::write(entry, &swapped).unwrap();
+
+    // The host discards it, recompiles echo, and echo answers as echo.
+    let host = common::Host::start(dir);
+    let r = host.send(
+        &b.token("acme", None),
+        serde_json::json!({"to": "#x", "text": "me"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.json()["id"].as_str().unwrap().ends_with(":#x:me"),
+        "{}",
+        r.text()
+    );
+    assert!(
+        host.output()
+            .contains("discarding a compiled-artifact cache entry"),
+        "{}",
+        host.output()
+    );
+    assert_ne!(
+        std::fs::read(entry).unwrap(),
+        swapped,
+        "the swapped entry was kept"
+    );
+}
+
+fn sha256_raw(bytes: &[u8]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).to_vec()
+}
+
 /// A TCP proxy in front of `upstream` that cuts every connection once it has passed
 /// `cut_after` bytes towards the client (manifests and configs pass; a component blob does
 /// not). Returns its address and a counter of the connections it accepted.

@@ -64,7 +64,7 @@ fn start() -> (TestBundle, Host) {
 /// Work guests did, from `/metrics`: fuel burnt by invocations plus webhook deliveries handled.
 /// It only grows when a guest runs.
 fn guest_work(host: &Host) -> f64 {
-    let metrics = host.request("GET", "/metrics", &[], b"").text();
+    let metrics = host.admin("GET", "/metrics").text();
     metrics
         .lines()
         .filter(|l| {

@@ -190,7 +190,7 @@ fn two_tenants_are_isolated_and_limits_contain_hostile_guests() {
     assert!(busy.headers.contains_key("retry-after"));
 
     // Metrics count calls by tenant, provider and code.
-    let metrics = host.request("GET", "/metrics", &[], b"").text();
+    let metrics = host.admin("GET", "/metrics").text();
     assert!(metrics.contains(r#"greentic_calls_total{tenant="acme",provider="spin",capability="send",code="fuel-exhausted"} 3"#), "{metrics}");
     assert!(metrics.contains(r#"greentic_calls_total{tenant="globex",provider="spin",capability="send",code="deadline-exceeded"} 1"#), "{metrics}");
     assert!(
@@ -202,7 +202,7 @@ fn two_tenants_are_isolated_and_limits_contain_hostile_guests() {
         "{metrics}"
     );
     assert_eq!(host.request("GET", "/healthz", &[], b"").status, 200);
-    let ready = host.request("GET", "/readyz", &[], b"").json();
+    let ready = host.admin("GET", "/readyz").json();
     assert_eq!(ready["ready"], true);
     assert_eq!(ready["providers"].as_array().unwrap().len(), 6);
 

@@ -80,6 +80,11 @@ pub struct HostSection {
     /// Compiled-artifact cache, relative to the bundle (default `.greentic/cache`).
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
+    /// The key compiled-artifact cache entries are authenticated with, relative to the bundle
+    /// (default `$GREENTIC_CACHE_KEY_FILE`, else `~/.local/state/greentic-host/cache.key`);
+    /// created mode 0600 when missing. Keep it where only the host's user can read it.
+    #[serde(default)]
+    pub cache_key_file: Option<PathBuf>,
     /// Largest request body accepted, in bytes.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
@@ -101,6 +106,17 @@ pub struct HostSection {
     /// Milliseconds a client has to send a request's body, once its headers arrived (408).
     #[serde(default = "default_body_timeout")]
     pub body_timeout_ms: u64,
+    /// Milliseconds a connection that has served requests may stay without one.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_ms: u64,
+    /// Connections open at once (public listener). At the cap the connection idle longest is
+    /// closed to make room.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Address of the admin listener: `/healthz`, `/readyz`, `/metrics` (`--admin-listen`
+    /// overrides). Keep it off public networks.
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: String,
 }
 
 fn default_header_timeout() -> u64 {
@@ -108,6 +124,15 @@ fn default_header_timeout() -> u64 {
 }
 fn default_body_timeout() -> u64 {
     30_000
+}
+fn default_idle_timeout() -> u64 {
+    60_000
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_admin_listen() -> String {
+    "127.0.0.1:9464".into()
 }
 
 /// `[host.breaker]`: when a tenant's calls of a provider stop being made for a while.
@@ -121,6 +146,10 @@ pub struct BreakerSection {
     /// Milliseconds it stays open before one probe call is let through.
     #[serde(default = "default_cool_down_ms")]
     pub cool_down_ms: u64,
+    /// Milliseconds a probe may stay unsettled before another is let through (a probe is
+    /// settled when its call ends, however it ends; this bounds a call that never does).
+    #[serde(default = "default_probe_timeout_ms")]
+    pub probe_timeout_ms: u64,
 }
 
 impl Default for BreakerSection {
@@ -128,6 +157,7 @@ impl Default for BreakerSection {
         BreakerSection {
             failure_threshold: default_failure_threshold(),
             cool_down_ms: default_cool_down_ms(),
+            probe_timeout_ms: default_probe_timeout_ms(),
         }
     }
 }
@@ -138,12 +168,16 @@ fn default_failure_threshold() -> u32 {
 fn default_cool_down_ms() -> u64 {
     5_000
 }
+fn default_probe_timeout_ms() -> u64 {
+    30_000
+}
 
 impl Default for HostSection {
     fn default() -> Self {
         HostSection {
             listen: default_listen(),
             cache_dir: None,
+            cache_key_file: None,
             max_body_bytes: default_max_body(),
             deployment: Deployment::default(),
             shutdown_grace_secs: default_grace(),
@@ -151,6 +185,9 @@ impl Default for HostSection {
             breaker: BreakerSection::default(),
             header_timeout_ms: default_header_timeout(),
             body_timeout_ms: default_body_timeout(),
+            idle_timeout_ms: default_idle_timeout(),
+            max_connections: default_max_connections(),
+            admin_listen: default_admin_listen(),
         }
     }
 }
@@ -222,9 +259,17 @@ pub struct AuthSection {
     /// ES256: PEM private key file used only by `greentic-host token` (demos and tests).
     #[serde(default)]
     pub dev_private_key_file: Option<PathBuf>,
-    /// Clock skew tolerated on `exp`/`nbf`, in seconds.
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
     #[serde(default = "default_leeway")]
     pub leeway_secs: u64,
+    /// The longest lifetime (`exp - iat`) a token may have, in seconds; longer-lived tokens
+    /// are refused, however they were signed.
+    #[serde(default = "default_max_token_lifetime")]
+    pub max_token_lifetime_secs: u64,
+}
+
+fn default_max_token_lifetime() -> u64 {
+    24 * 3600
 }
 
 fn default_leeway() -> u64 {
@@ -316,9 +361,15 @@ pub struct ProviderSection {
     /// What the provider may use.
     #[serde(default)]
     pub grants: Grants,
-    /// Names of `[trust]` keys that may sign this provider (default: every key in `[trust]`).
+    /// Names of `[trust]` keys that may sign this provider. Empty (the default) means every
+    /// key in `[trust.keys]`; list names to narrow it.
     #[serde(default)]
     pub trusted_keys: Vec<String>,
+    /// Signed identities (cosign's `docker-reference`, `registry/repository`) accepted besides
+    /// the source's own repository: for mirrors and copies, whose signatures name where the
+    /// artifact was signed. Without it, a signature made for another repository is refused.
+    #[serde(default)]
+    pub identities: Vec<String>,
     /// Run it without a verified signature. Required for file sources, which cannot carry one.
     #[serde(default)]
     pub allow_unsigned: bool,
@@ -331,7 +382,10 @@ pub struct Grants {
     /// Secret names the provider may read (must also be declared in its manifest).
     #[serde(default)]
     pub secrets: Vec<String>,
-    /// Hosts it may call over `wasi:http` (`host`, `host:port`, `*.domain`).
+    /// Hosts it may call over `wasi:http`: `[http://|https://]HOST[:PORT|:*]`, HOST a name,
+    /// `*.domain`, `*`, an IP address or a network (see `greentic_manifest::HostPattern`). No
+    /// scheme means HTTPS, no port the scheme's; loopback, private and link-local addresses are
+    /// reached only through patterns that name them as addresses.
     #[serde(default)]
     pub outbound_hosts: Vec<String>,
     /// Whether it may read its tenant configuration (`greentic:config`).
@@ -394,6 +448,22 @@ pub struct Limits {
     /// Fuel the tenant may use per second across all its calls (token bucket).
     #[serde(default = "default_fuel_rate")]
     pub fuel_per_second: u64,
+    /// Bytes of host memory one call may make the host hold on its behalf: `wasi:http`
+    /// requests, responses, headers, buffered bodies and connections in flight.
+    #[serde(default = "default_host_memory")]
+    pub host_memory_bytes: u64,
+    /// Host resources (handles: requests, streams, spans, …) one call may hold at once.
+    #[serde(default = "default_max_resources")]
+    pub max_resources: u32,
+    /// Outgoing HTTP requests one call may have in flight at once; more get
+    /// `connection-limit-reached`.
+    #[serde(default = "default_max_outgoing")]
+    pub max_outgoing_requests: u32,
+    /// Webhook deliveries being handled at once, per provider (admitted apart from invokes, so
+    /// unauthenticated deliveries cannot take the slots the tenant's calls need); more wait up to
+    /// `queue_timeout_ms`, then 429.
+    #[serde(default = "default_webhook_concurrency")]
+    pub webhook_max_concurrent: u32,
 }
 
 impl Default for Limits {
@@ -405,6 +475,10 @@ impl Default for Limits {
             max_concurrent: default_concurrency(),
             queue_timeout_ms: default_queue(),
             fuel_per_second: default_fuel_rate(),
+            host_memory_bytes: default_host_memory(),
+            max_resources: default_max_resources(),
+            max_outgoing_requests: default_max_outgoing(),
+            webhook_max_concurrent: default_webhook_concurrency(),
         }
     }
 }
@@ -426,6 +500,18 @@ fn default_queue() -> u64 {
 }
 fn default_fuel_rate() -> u64 {
     4_000_000_000
+}
+fn default_host_memory() -> u64 {
+    16 << 20
+}
+fn default_max_resources() -> u32 {
+    1024
+}
+fn default_max_outgoing() -> u32 {
+    8
+}
+fn default_webhook_concurrency() -> u32 {
+    4
 }
 
 /// `[[routes]]`: the most specific matching route wins.
@@ -548,20 +634,64 @@ fn tenant_id_ok(s: &str) -> bool {
 }
 
 impl BundleFile {
+    /// With the `env` backend, tenants and secret names that map to the same variable
+    /// (names are upper-cased and `-`/`.` become `_`): each would read the other's values.
+    fn env_collisions(&self) -> Vec<String> {
+        let prefix = &self.secrets.env_prefix;
+        let norm = |s: &str| s.to_ascii_uppercase().replace(['-', '.'], "_");
+        let mut out = Vec::new();
+        let mut tenants: BTreeMap<String, &str> = BTreeMap::new();
+        for id in self.tenants.keys() {
+            if let Some(other) = tenants.insert(norm(id), id) {
+                out.push(format!(
+                    "tenants `{other}` and `{id}` read the same environment variables ({prefix}_{}_…) with the env secret backend; rename one of them, or use the file backend",
+                    norm(id)
+                ));
+            }
+        }
+        let mut vars: BTreeMap<String, (&str, &str)> = BTreeMap::new();
+        for (id, t) in &self.tenants {
+            for name in &t.secrets {
+                let var = format!("{prefix}_{}_{}", norm(id), norm(name));
+                let Some((ot, on)) = vars.insert(var.clone(), (id, name)) else {
+                    continue;
+                };
+                // Tenants that are one another's alias were named above.
+                let aliases = ot != id && norm(ot) == norm(id);
+                if !aliases && (ot, on) != (id.as_str(), name.as_str()) {
+                    out.push(format!(
+                        "tenant `{ot}`'s secret `{on}` and tenant `{id}`'s secret `{name}` are both read from {var} with the env secret backend; rename a tenant or a secret, or use the file backend"
+                    ));
+                }
+            }
+        }
+        out
+    }
+
     /// Cross-field checks that TOML types cannot express.
     fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
         for (key, value) in [
             ("header_timeout_ms", self.host.header_timeout_ms),
             ("body_timeout_ms", self.host.body_timeout_ms),
+            (
+                "breaker.probe_timeout_ms",
+                self.host.breaker.probe_timeout_ms,
+            ),
+            ("idle_timeout_ms", self.host.idle_timeout_ms),
+            ("max_connections", self.host.max_connections as u64),
         ] {
             if value == 0 {
-                out.push(format!(
-                    "host.{key}: must be greater than 0 (0 would cut off every request)"
-                ));
+                out.push(format!("host.{key}: must be greater than 0"));
             }
         }
         let a = &self.auth;
+        if a.max_token_lifetime_secs == 0 {
+            out.push(
+                "auth.max_token_lifetime_secs: must be greater than 0 (0 would refuse every token)"
+                    .into(),
+            );
+        }
         match a.algorithm {
             JwtAlgorithm::HS256 => {
                 if a.secret_env.is_none() == a.secret_file.is_none() {
@@ -609,9 +739,10 @@ impl BundleFile {
                 }
             }
             for host in &p.grants.outbound_hosts {
-                if host.contains("://") || host.contains('/') || host.is_empty() {
+                if let Err(why) = host.parse::<greentic_manifest::HostPattern>() {
                     out.push(format!(
-                        "providers.{name}.grants.outbound_hosts: `{host}` is not a host pattern; use `api.example.com`, `host:port` or `*.example.com`"
+                        "providers.{name}.grants.outbound_hosts: `{}` is not a host pattern ({why}); use `api.example.com` (HTTPS, port 443), `api.example.com:8443`, `*.example.com`, `*`, or `http://10.0.0.5:8080` — plain HTTP, and loopback or private addresses, only where a pattern names them",
+                        greentic_manifest::clip_middle(host, 120)
                     ));
                 }
             }
@@ -633,6 +764,13 @@ impl BundleFile {
                 ("memory_bytes", l.memory_bytes),
                 ("max_concurrent", u64::from(l.max_concurrent)),
                 ("fuel_per_second", l.fuel_per_second),
+                ("host_memory_bytes", l.host_memory_bytes),
+                ("max_resources", u64::from(l.max_resources)),
+                ("max_outgoing_requests", u64::from(l.max_outgoing_requests)),
+                (
+                    "webhook_max_concurrent",
+                    u64::from(l.webhook_max_concurrent),
+                ),
             ] {
                 if value == 0 {
                     out.push(format!(
@@ -653,6 +791,9 @@ impl BundleFile {
                     ));
                 }
             }
+        }
+        if self.secrets.backend == SecretBackendKind::Env {
+            out.extend(self.env_collisions());
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, r) in self.routes.iter().enumerate() {
@@ -803,6 +944,25 @@ mod tests {
             errors[0].contains("/tenants/acme") && errors[0].contains("limts"),
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn env_backend_names_that_collide_are_refused() {
+        let text = MINIMAL.replace(
+            "[tenants.acme]",
+            "[secrets]\nbackend = \"env\"\nenv_prefix = \"S\"\n\n[tenants.acme]\nsecrets = [\"PROD_TOKEN\"]\n[tenants.acme_prod]\nsecrets = [\"TOKEN\"]\n[tenants.acme-eu]\n[tenants.ACME_EU]",
+        );
+        let e = Bundle::parse("greentic.toml", &text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tenant `acme`'s secret `PROD_TOKEN` and tenant `acme_prod`'s secret `TOKEN` are both read from S_ACME_PROD_TOKEN"),
+            "{e}"
+        );
+        assert!(e.contains("tenants `ACME_EU` and `acme-eu`"), "{e}");
+        // The file backend keeps them apart: no problem there.
+        let file = text.replace("backend = \"env\"", "backend = \"file\"");
+        Bundle::parse("greentic.toml", &file).unwrap();
     }
 
     #[test]

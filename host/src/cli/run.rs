@@ -15,9 +15,9 @@ use greentic_host::server::{self, App};
 use greentic_host::telemetry;
 
 /// Load a bundle (every load-time check runs first), write greentic.lock, and serve
-/// `POST /v1/invoke/{capability}`, `/webhooks/{tenant}/{provider}/…`, `/healthz`, `/readyz` and
-/// `/metrics`. SIGTERM or Ctrl-C stops accepting requests and lets in-flight calls finish
-/// (up to `[host].shutdown_grace_secs`).
+/// `POST /v1/invoke/{capability}`, `/webhooks/{tenant}/{provider}/…` and `/healthz`; `/readyz`,
+/// `/metrics` and `/healthz` on the admin listener. SIGTERM or Ctrl-C stops accepting requests
+/// and lets in-flight calls finish (up to `[host].shutdown_grace_secs`).
 #[derive(Debug, Args)]
 pub struct Run {
     /// The bundle directory (with greentic.toml) or the greentic.toml file.
@@ -25,6 +25,10 @@ pub struct Run {
     /// Address to listen on (overrides [host].listen); port 0 picks a free port.
     #[arg(long)]
     listen: Option<String>,
+    /// Address of the admin listener, for /readyz and /metrics (overrides [host].admin_listen);
+    /// port 0 picks a free port.
+    #[arg(long)]
+    admin_listen: Option<String>,
     /// Accept components whose digest differs from greentic.lock, and re-lock them.
     #[arg(long)]
     update_lock: bool,
@@ -36,7 +40,7 @@ pub struct Run {
 
 impl Run {
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        telemetry::init_logging();
+        let _logging = telemetry::init_logging();
         let mut builder = tokio::runtime::Builder::new_multi_thread();
         // Check for I/O readiness after every task poll (tokio's default is every 61): while
         // guests keep the workers busy, a new request is otherwise noticed only after dozens
@@ -70,24 +74,21 @@ impl Run {
             loaded.loaded.providers,
             loaded.backend,
         ));
-        let listen = self
-            .listen
-            .unwrap_or_else(|| bundle.file.host.listen.clone());
-        let addr: SocketAddr = listen
-            .parse()
-            .with_context(|| format!("`{listen}` is not an address such as 127.0.0.1:8080"))?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("listening on {addr}"))?;
+        let listener = bind(self.listen.as_deref(), &bundle.file.host.listen).await?;
+        let admin = bind(self.admin_listen.as_deref(), &bundle.file.host.admin_listen).await?;
         let local = listener.local_addr()?;
+        let admin_local = admin.local_addr()?;
         let app = Arc::new(App {
             runtime: runtime.clone(),
             auth,
         });
         let limits = server::RequestLimits::from_host(&bundle.file.host);
-        let router = server::router(app, limits);
+        let connections = server::ConnectionLimits::from_host(&bundle.file.host);
+        let router = server::router(app.clone(), limits);
+        let admin_router = server::admin_router(app, limits);
         println!("greentic-host listening on http://{local}");
-        tracing::info!(%local, providers = runtime.providers.len(), tenants = runtime.tenants.len(), "serving");
+        println!("greentic-host admin on http://{admin_local}");
+        tracing::info!(%local, admin = %admin_local, providers = runtime.providers.len(), tenants = runtime.tenants.len(), "serving");
 
         let stop = Arc::new(tokio::sync::Notify::new());
         let signal_stop = stop.clone();
@@ -98,11 +99,25 @@ impl Run {
         let grace = Duration::from_secs(bundle.file.host.shutdown_grace_secs);
         let server_stop = stop.clone();
         let ready = runtime.clone();
-        let serve = server::serve(listener, router, limits, async move {
+        let serve = server::serve(listener, router, limits, connections, async move {
             server_stop.notified().await;
             ready.ready.store(false, Ordering::SeqCst);
             tracing::info!("shutting down: no new requests; in-flight calls may finish");
         });
+        // The admin side keeps answering (readiness false) until the public side has drained.
+        let admin_stop = Arc::new(tokio::sync::Notify::new());
+        let admin_stopped = admin_stop.clone();
+        let admin_connections = server::ConnectionLimits {
+            max_connections: 64,
+            ..connections
+        };
+        let admin_serve = tokio::spawn(server::serve(
+            admin,
+            admin_router,
+            limits,
+            admin_connections,
+            async move { admin_stopped.notified().await },
+        ));
         let stopped = stop.notified();
         tokio::pin!(stopped);
         tokio::select! {
@@ -111,9 +126,22 @@ impl Run {
                 tracing::warn!(grace_secs = grace.as_secs(), "in-flight calls did not finish within the grace period");
             }
         }
+        admin_stop.notify_waiters();
+        let _ = tokio::time::timeout(Duration::from_secs(1), admin_serve).await;
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// Binds `flag` (from the command line) or else `configured` (from the bundle).
+async fn bind(flag: Option<&str>, configured: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let listen = flag.unwrap_or(configured);
+    let addr: SocketAddr = listen
+        .parse()
+        .with_context(|| format!("`{listen}` is not an address such as 127.0.0.1:8080"))?;
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))
 }
 
 async fn shutdown_signal() {

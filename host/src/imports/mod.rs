@@ -1,6 +1,7 @@
 //! The host's implementations of the greentic imports, one module per interface.
 
 pub mod config;
+pub mod http;
 pub mod secrets;
 pub mod telemetry;
 
@@ -22,27 +23,13 @@ pub struct Linked {
     pub outgoing_http: bool,
 }
 
-/// Adds WASI, `wasi:http/types` and the granted greentic imports to `linker`.
+/// Adds WASI, `wasi:http/types` (metered) and the granted greentic imports to `linker`.
 pub fn add_to_linker(linker: &mut Linker<CallState>, linked: Linked) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
-    let options = wasmtime_wasi_http::p2::bindings::LinkOptions::default();
-    wasmtime_wasi_http::p2::bindings::http::types::add_to_linker::<_, wasmtime_wasi_http::WasiHttp>(
-        linker,
-        &options.into(),
-        <CallState as wasmtime_wasi_http::WasiHttpView>::http,
-    )?;
-    if linked.outgoing_http {
-        wasmtime_wasi_http::p2::bindings::http::outgoing_handler::add_to_linker::<
-            _,
-            wasmtime_wasi_http::WasiHttp,
-        >(
-            linker,
-            <CallState as wasmtime_wasi_http::WasiHttpView>::http,
-        )?;
-    }
+    http::add_to_linker(linker, linked.outgoing_http)?;
     greentic::types::types::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
     if linked.secrets {
-        greentic::secrets::store::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
+        secrets::add_to_linker(linker)?;
     }
     if linked.config {
         greentic::config::config::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;

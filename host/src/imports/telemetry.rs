@@ -1,9 +1,16 @@
 //! `greentic:telemetry`: guest logs, spans and metrics.
 //!
 //! The host stamps tenant, team, user, provider, capability and trace id on everything; keys
-//! with the reserved `greentic.` prefix from the guest are dropped. Everything a guest can make
-//! the host allocate is bounded: message and attribute sizes, attributes per record, spans per
-//! call, distinct metric names per provider.
+//! with the reserved `greentic.` prefix from the guest are dropped. What a guest can make the
+//! host keep is bounded per call, not per item, whatever its fuel: every string is cut at
+//! [`MAX_GUEST_TEXT`]; each record keeps at most [`MAX_ATTRIBUTES`] attributes; and a call
+//! has budgets of log bytes, spans, events, attributes and attribute bytes
+//! ([`CallBudgets`]). What exceeds them is dropped and counted
+//! (`greentic_telemetry_dropped_total`), with one rate-limited warning.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use opentelemetry::trace::{Span as _, Status, TraceContextExt, Tracer};
 use opentelemetry::{KeyValue, global};
@@ -12,48 +19,157 @@ use wasmtime::component::Resource;
 use crate::bindings::messaging::greentic::telemetry::tracing::{HostSpan, SpanStatus};
 use crate::bindings::messaging::greentic::telemetry::types::{Attribute, Level};
 use crate::bindings::messaging::greentic::telemetry::{logs, metrics, tracing as gtracing, types};
+use crate::errors::{MAX_GUEST_TEXT, clip};
+use crate::metrics::Metrics;
 use crate::state::{CallScope, CallState};
 
-/// Longest log message or span name kept, in bytes.
-pub const MAX_MESSAGE: usize = 8 * 1024;
-/// Longest attribute key kept.
-pub const MAX_KEY: usize = 128;
-/// Longest attribute value kept.
-pub const MAX_VALUE: usize = 1024;
-/// Attributes kept per record.
+/// Attributes kept per record (a log line, a span's `set-attribute` calls, an event).
 pub const MAX_ATTRIBUTES: usize = 32;
-/// Spans a call may start; more are silently not recorded.
-pub const MAX_SPANS: u32 = 256;
 
-/// A guest span: an OpenTelemetry span, or nothing once over the limit or ended.
+/// What one call may emit. Anything past a budget is dropped and counted.
+///
+/// Log lines are written as they come (through a bounded queue), so only their bytes are
+/// budgeted. Spans live in memory until exported; their bound is the span budgets per call
+/// times the export queue ([`SPAN_QUEUE`](crate::telemetry::SPAN_QUEUE) spans).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallBudgets {
+    /// Bytes of log lines (message and attributes, plus [`LOG_LINE_OVERHEAD`] per line).
+    pub log_bytes: u64,
+    /// Spans started.
+    pub spans: u32,
+    /// Span events.
+    pub events: u32,
+    /// Attributes of spans and events.
+    pub attributes: u32,
+    /// Bytes of span and event attribute keys and values, and event names.
+    pub attribute_bytes: u64,
+    /// Counter and histogram points.
+    pub metric_points: u32,
+}
+
+/// The budgets every call has.
+pub const BUDGETS: CallBudgets = CallBudgets {
+    log_bytes: 64 << 10,
+    spans: 32,
+    events: 128,
+    attributes: 256,
+    attribute_bytes: 16 << 10,
+    metric_points: 1024,
+};
+
+/// What each log line is charged besides its message and attributes (the host's own fields).
+pub const LOG_LINE_OVERHEAD: u64 = 256;
+
+/// OpenTelemetry's own limits per span, set on the tracer provider (`telemetry::init_tracing`):
+/// events per span, attributes per span, attributes per event, links per span.
+pub const SPAN_LIMITS: (u32, u32, u32, u32) = (128, 64, 32, 0);
+
+/// What a call emitted so far, and what it dropped.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TelemetryUsage {
+    /// Log bytes charged.
+    pub log_bytes: u64,
+    /// Spans started.
+    pub spans: u32,
+    /// Events added.
+    pub events: u32,
+    /// Attributes kept.
+    pub attributes: u32,
+    /// Attribute bytes kept.
+    pub attribute_bytes: u64,
+    /// Metric points recorded.
+    pub metric_points: u32,
+    /// Dropped: log lines, spans, events, attributes, metric points.
+    pub dropped: [u32; 5],
+}
+
+const DROPPED_KINDS: [&str; 5] = ["log", "span", "event", "attribute", "metric"];
+
+impl TelemetryUsage {
+    fn drop_one(&mut self, kind: usize) {
+        self.dropped[kind] = self.dropped[kind].saturating_add(1);
+    }
+
+    /// Keeps the attributes of one span record that fit the call's budgets (`greentic.` keys
+    /// are the host's and never kept), each key and value cut at [`MAX_GUEST_TEXT`].
+    fn attributes(&mut self, attrs: &[Attribute]) -> Vec<KeyValue> {
+        let mut kept = Vec::new();
+        for a in attrs.iter().filter(|a| !a.key.starts_with("greentic.")) {
+            let key = clip(&a.key, MAX_GUEST_TEXT);
+            let value = clip(&a.value, MAX_GUEST_TEXT);
+            let bytes = (key.len() + value.len()) as u64;
+            if kept.len() >= MAX_ATTRIBUTES
+                || self.attributes >= BUDGETS.attributes
+                || self.attribute_bytes + bytes > BUDGETS.attribute_bytes
+            {
+                self.drop_one(3);
+                continue;
+            }
+            self.attributes += 1;
+            self.attribute_bytes += bytes;
+            kept.push(KeyValue::new(key.to_string(), value.to_string()));
+        }
+        kept
+    }
+
+    /// Reports what the call dropped: counted per kind, and at most one warning per tenant and
+    /// provider every ten seconds (naming what was dropped since the last one).
+    pub fn report(&self, scope: &CallScope) {
+        if self.dropped.iter().all(|n| *n == 0) {
+            return;
+        }
+        report_dropped(
+            &scope.metrics,
+            &scope.tenant,
+            &scope.provider,
+            &self.dropped,
+        );
+    }
+}
+
+/// When each tenant and provider was last warned about, and what it dropped since.
+type Warned = HashMap<(String, String), (Instant, [u64; 5])>;
+
+fn report_dropped(metrics: &Metrics, tenant: &str, provider: &str, dropped: &[u32; 5]) {
+    static WARNED: Mutex<Option<Warned>> = Mutex::new(None);
+    for (kind, n) in DROPPED_KINDS.iter().zip(dropped) {
+        if *n > 0 {
+            metrics.add(
+                "greentic_telemetry_dropped_total",
+                &[("tenant", tenant), ("provider", provider), ("kind", kind)],
+                f64::from(*n),
+            );
+        }
+    }
+    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    let map = warned.get_or_insert_with(HashMap::new);
+    let now = Instant::now();
+    let entry = map
+        .entry((tenant.to_string(), provider.to_string()))
+        .or_insert((now - Duration::from_secs(3600), [0; 5]));
+    for (total, n) in entry.1.iter_mut().zip(dropped) {
+        *total += u64::from(*n);
+    }
+    if now.duration_since(entry.0) >= Duration::from_secs(10) {
+        let [logs, spans, events, attributes, points] = entry.1;
+        tracing::warn!(
+            tenant,
+            provider,
+            logs,
+            spans,
+            events,
+            attributes,
+            metric_points = points,
+            "a provider's telemetry went over its per-call budget; what exceeded it was dropped (counted in greentic_telemetry_dropped_total)"
+        );
+        *entry = (now, [0; 5]);
+    }
+}
+
+/// A guest span: an OpenTelemetry span, or nothing once over the budget or ended.
 pub struct GuestSpan {
     span: Option<global::BoxedSpan>,
     cx: opentelemetry::Context,
-}
-
-fn clip(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
-fn guest_attributes(attrs: &[Attribute]) -> Vec<KeyValue> {
-    attrs
-        .iter()
-        .filter(|a| !a.key.starts_with("greentic."))
-        .take(MAX_ATTRIBUTES)
-        .map(|a| {
-            KeyValue::new(
-                clip(&a.key, MAX_KEY).to_string(),
-                clip(&a.value, MAX_VALUE).to_string(),
-            )
-        })
-        .collect()
 }
 
 /// The attributes the host stamps; guests cannot set these keys.
@@ -82,13 +198,32 @@ impl logs::Host for CallState {
         message: String,
         attributes: Vec<Attribute>,
     ) -> wasmtime::Result<()> {
-        let s = &self.scope;
-        let message = clip(&message, MAX_MESSAGE);
-        let attrs: Vec<(String, String)> = guest_attributes(&attributes)
-            .into_iter()
-            .map(|kv| (kv.key.to_string(), kv.value.to_string()))
-            .collect();
+        let message = clip(&message, MAX_GUEST_TEXT);
+        let usage = &mut self.telemetry;
+        // Charge the line as it will be written: the message first (a line that does not fit
+        // is dropped), then each attribute while the budget lasts.
+        let cost = message.len() as u64 + LOG_LINE_OVERHEAD;
+        if usage.log_bytes + cost > BUDGETS.log_bytes {
+            usage.drop_one(0);
+            return Ok(());
+        }
+        usage.log_bytes += cost;
+        let mut attrs: Vec<(&str, &str)> = Vec::new();
+        for a in attributes
+            .iter()
+            .filter(|a| !a.key.starts_with("greentic."))
+        {
+            let (key, value) = (clip(&a.key, MAX_GUEST_TEXT), clip(&a.value, MAX_GUEST_TEXT));
+            let bytes = (key.len() + value.len()) as u64;
+            if attrs.len() >= MAX_ATTRIBUTES || usage.log_bytes + bytes > BUDGETS.log_bytes {
+                usage.drop_one(3);
+                continue;
+            }
+            usage.log_bytes += bytes;
+            attrs.push((key, value));
+        }
         let attrs = serde_json::to_string(&attrs).unwrap_or_default();
+        let s = &self.scope;
         let team = s.team.as_deref().unwrap_or("");
         let user = s.user.as_deref().unwrap_or("");
         macro_rules! emit {
@@ -124,13 +259,19 @@ impl HostSpan for CallState {
             Some(p) => self.table.get(p)?.cx.clone(),
             None => self.scope.otel_cx.clone(),
         };
-        self.spans_started += 1;
-        let span = if self.spans_started > MAX_SPANS {
+        let name = clip(&name, MAX_GUEST_TEXT);
+        let usage = &mut self.telemetry;
+        let span = if usage.spans >= BUDGETS.spans
+            || usage.attribute_bytes + name.len() as u64 > BUDGETS.attribute_bytes
+        {
+            usage.drop_one(1);
             None
         } else {
+            usage.spans += 1;
+            usage.attribute_bytes += name.len() as u64;
             let tracer = global::tracer("greentic-guest");
             let mut span = tracer
-                .span_builder(clip(&name, MAX_MESSAGE).to_string())
+                .span_builder(name.to_string())
                 .with_attributes(host_attributes(&self.scope))
                 .start_with_context(&tracer, &parent_cx);
             span.set_attribute(KeyValue::new("greentic.origin", "guest"));
@@ -149,13 +290,12 @@ impl HostSpan for CallState {
         key: String,
         value: String,
     ) -> wasmtime::Result<()> {
-        if let Some(s) = self.table.get_mut(&span)?.span.as_mut()
-            && !key.starts_with("greentic.")
-        {
-            s.set_attribute(KeyValue::new(
-                clip(&key, MAX_KEY).to_string(),
-                clip(&value, MAX_VALUE).to_string(),
-            ));
+        let guest = self.table.get_mut(&span)?;
+        if let Some(s) = guest.span.as_mut() {
+            let kept = self.telemetry.attributes(&[Attribute { key, value }]);
+            for kv in kept {
+                s.set_attribute(kv);
+            }
         }
         Ok(())
     }
@@ -166,12 +306,22 @@ impl HostSpan for CallState {
         name: String,
         attributes: Vec<Attribute>,
     ) -> wasmtime::Result<()> {
-        if let Some(s) = self.table.get_mut(&span)?.span.as_mut() {
-            s.add_event(
-                clip(&name, MAX_KEY).to_string(),
-                guest_attributes(&attributes),
-            );
+        let guest = self.table.get_mut(&span)?;
+        let Some(s) = guest.span.as_mut() else {
+            return Ok(());
+        };
+        let usage = &mut self.telemetry;
+        let name = clip(&name, MAX_GUEST_TEXT);
+        if usage.events >= BUDGETS.events
+            || usage.attribute_bytes + name.len() as u64 > BUDGETS.attribute_bytes
+        {
+            usage.drop_one(2);
+            return Ok(());
         }
+        usage.events += 1;
+        usage.attribute_bytes += name.len() as u64;
+        let attrs = usage.attributes(&attributes);
+        s.add_event(name.to_string(), attrs);
         Ok(())
     }
 
@@ -184,7 +334,7 @@ impl HostSpan for CallState {
             s.set_status(match status {
                 SpanStatus::Unset => Status::Unset,
                 SpanStatus::Ok => Status::Ok,
-                SpanStatus::Error(m) => Status::error(clip(&m, MAX_VALUE).to_string()),
+                SpanStatus::Error(m) => Status::error(clip(&m, MAX_GUEST_TEXT).to_string()),
             });
         }
         Ok(())
@@ -207,6 +357,17 @@ impl HostSpan for CallState {
     }
 }
 
+impl CallState {
+    fn metric_point(&mut self) -> bool {
+        if self.telemetry.metric_points >= BUDGETS.metric_points {
+            self.telemetry.drop_one(4);
+            return false;
+        }
+        self.telemetry.metric_points += 1;
+        true
+    }
+}
+
 impl metrics::Host for CallState {
     fn counter_add(
         &mut self,
@@ -214,9 +375,11 @@ impl metrics::Host for CallState {
         value: u64,
         _attributes: Vec<Attribute>,
     ) -> wasmtime::Result<()> {
-        let s = &self.scope;
-        s.metrics
-            .guest_counter(&s.tenant, &s.provider, &name, value);
+        if self.metric_point() {
+            let s = &self.scope;
+            s.metrics
+                .guest_counter(&s.tenant, &s.provider, &name, value);
+        }
         Ok(())
     }
 
@@ -226,9 +389,62 @@ impl metrics::Host for CallState {
         value: f64,
         _attributes: Vec<Attribute>,
     ) -> wasmtime::Result<()> {
-        let s = &self.scope;
-        s.metrics
-            .guest_histogram(&s.tenant, &s.provider, &name, value);
+        if self.metric_point() {
+            let s = &self.scope;
+            s.metrics
+                .guest_histogram(&s.tenant, &s.provider, &name, value);
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attr(k: &str, v: &str) -> Attribute {
+        Attribute {
+            key: k.into(),
+            value: v.into(),
+        }
+    }
+
+    #[test]
+    fn attributes_are_bounded_per_record_and_per_call() {
+        let mut usage = TelemetryUsage::default();
+        let big = "v".repeat(3 * MAX_GUEST_TEXT);
+        let kept = usage.attributes(&[attr("greentic.tenant", "x"), attr("k", &big)]);
+        assert_eq!(kept.len(), 1, "host keys are never kept");
+        assert_eq!(kept[0].value.as_str().len(), MAX_GUEST_TEXT);
+        let many: Vec<Attribute> = (0..100).map(|i| attr(&format!("k{i}"), "v")).collect();
+        assert_eq!(usage.attributes(&many).len(), MAX_ATTRIBUTES);
+        assert_eq!(usage.dropped[3], 100 - MAX_ATTRIBUTES as u32);
+        // The call's attribute bytes run out whatever the records.
+        let mut total = 0;
+        for _ in 0..100 {
+            total += usage.attributes(&[attr("k", &big)]).len();
+        }
+        assert!(
+            usage.attribute_bytes <= BUDGETS.attribute_bytes,
+            "{}",
+            usage.attribute_bytes
+        );
+        assert!(total < 20, "{total} big attributes kept");
+    }
+
+    #[test]
+    fn dropped_telemetry_is_counted_per_kind() {
+        let m = Metrics::default();
+        report_dropped(&m, "t-warn", "p", &[1, 0, 0, 2, 0]);
+        report_dropped(&m, "t-warn", "p", &[3, 0, 0, 0, 0]);
+        let c = |kind| {
+            m.counter(
+                "greentic_telemetry_dropped_total",
+                &[("tenant", "t-warn"), ("provider", "p"), ("kind", kind)],
+            )
+        };
+        assert_eq!(c("log"), 4.0);
+        assert_eq!(c("attribute"), 2.0);
+        assert_eq!(c("span"), 0.0);
     }
 }

@@ -46,8 +46,20 @@ pub fn component(flavour: &str, name: &str) -> PathBuf {
 pub fn run_host(args: &[&str]) -> Output {
     Command::new(host_bin())
         .args(args)
+        .env("GREENTIC_CACHE_KEY_FILE", cache_key_file())
         .output()
         .expect("greentic-host runs")
+}
+
+/// The compiled-artifact cache key the tests' hosts share (beside [`shared_cache`]), so the
+/// tests never write to the user's home.
+pub fn cache_key_file() -> PathBuf {
+    host_bin()
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("greentic-test-cache-key")
+        .join("cache.key")
 }
 
 /// Stdout and stderr of an output, as text.
@@ -140,7 +152,10 @@ impl TestBundle {
 /// A running `greentic-host run`.
 pub struct Host {
     child: Child,
+    /// The public listener.
     pub addr: String,
+    /// The admin listener (`/readyz`, `/metrics`).
+    pub admin_addr: String,
     pub stdout: Arc<Mutex<Vec<String>>>,
 }
 
@@ -152,10 +167,18 @@ impl Host {
 
     pub fn start_with_env(bundle: &Path, env: &[(&str, &str)]) -> Host {
         let mut cmd = Command::new(host_bin());
-        cmd.args(["run", bundle.to_str().unwrap(), "--listen", "127.0.0.1:0"])
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "run",
+            bundle.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env("GREENTIC_CACHE_KEY_FILE", cache_key_file())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -172,17 +195,24 @@ impl Host {
         let (tx, rx) = std::sync::mpsc::channel();
         let sink = lines.clone();
         std::thread::spawn(move || {
+            let mut public = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(addr) = line.strip_prefix("greentic-host listening on http://") {
-                    let _ = tx.send(addr.to_string());
+                    public = Some(addr.to_string());
+                }
+                if let (Some(p), Some(admin)) =
+                    (&public, line.strip_prefix("greentic-host admin on http://"))
+                {
+                    let _ = tx.send((p.clone(), admin.to_string()));
                 }
                 sink.lock().unwrap().push(line);
             }
         });
         match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(addr) => Host {
+            Ok((addr, admin_addr)) => Host {
                 child,
                 addr,
+                admin_addr,
                 stdout: lines,
             },
             Err(_) => {
@@ -195,6 +225,11 @@ impl Host {
                 );
             }
         }
+    }
+
+    /// The host's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The host's resident memory in bytes (`VmRSS`).
@@ -217,6 +252,11 @@ impl Host {
         body: &[u8],
     ) -> Reply {
         http(&self.addr, method, path, headers, body)
+    }
+
+    /// A request to the admin listener (`/readyz`, `/metrics`).
+    pub fn admin(&self, method: &str, path: &str) -> Reply {
+        http(&self.admin_addr, method, path, &[], b"")
     }
 
     /// `POST /v1/invoke/send` with a bearer token.
@@ -256,11 +296,7 @@ impl Host {
     pub fn wait_in_flight(&self, tenant: &str, n: u32) {
         let line = format!("greentic_calls_in_flight{{tenant=\"{tenant}\"}} {n}");
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !self
-            .request("GET", "/metrics", &[], b"")
-            .text()
-            .contains(&line)
-        {
+        while !self.admin("GET", "/metrics").text().contains(&line) {
             assert!(Instant::now() < deadline, "never saw `{line}`");
             std::thread::sleep(Duration::from_millis(10));
         }

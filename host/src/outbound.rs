@@ -1,0 +1,535 @@
+//! Outbound HTTP: which hosts and addresses a provider may reach, how many requests one call
+//! may have in flight, and the connections themselves.
+//!
+//! A request is sent only when the host it names matches one of the provider's granted
+//! [`HostPattern`]s (scheme and port included) *and* the address the host then connects to is
+//! public or named by an address pattern of the grant. The name is resolved here and the
+//! connection made to the checked address itself, so there is no window in which DNS could
+//! answer differently (rebinding): a `*` grant, or a granted name whose DNS its owner controls,
+//! cannot reach loopback, private ranges, link-local metadata services or the host's own ports.
+//! Each call may have at most `max_outgoing_requests` requests in flight; each in-flight
+//! request carries a charge against the call's host-memory budget until its connection ends.
+
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use greentic_manifest::HostPattern;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+use crate::budget::Charge;
+
+/// Bytes of a request body the host buffers per write (`check-write` answers at most this).
+pub const OUTGOING_CHUNK_BYTES: usize = 64 << 10;
+/// Most bytes one outgoing (request or response) body holds in the host at once.
+pub const OUTGOING_BODY_BUFFER_BYTES: u64 = 2 * OUTGOING_CHUNK_BYTES as u64;
+/// Largest response head (status line and headers) read from an upstream.
+pub const RESPONSE_HEAD_BYTES: usize = 64 << 10;
+/// What one request in flight is charged against the call's host-memory budget: its
+/// connection's read and write buffers and TLS state (besides its request's own charge).
+pub const CONNECTION_BYTES: u64 = 192 << 10;
+/// Longest host name written into a log line.
+const MAX_LOGGED_HOST: usize = 253;
+
+/// The outbound grant of one provider: host patterns, and where requests are redirected.
+#[derive(Debug, Clone, Default)]
+pub struct OutboundPolicy {
+    patterns: Arc<Vec<HostPattern>>,
+    /// Where granted requests really go (`host:port`, plain HTTP), if not where they name.
+    ///
+    /// The conformance suite points every request of a provider at its scripted upstream this
+    /// way, so providers with fixed API hosts can be tested; the grant is still checked against
+    /// the host the provider named, and the upstream sees that name in `Host`.
+    pub redirect: Option<Arc<str>>,
+}
+
+impl OutboundPolicy {
+    /// A policy of `patterns` (see [`HostPattern`]); the error names the first bad one.
+    pub fn new(patterns: &[String]) -> Result<OutboundPolicy, String> {
+        let parsed = patterns
+            .iter()
+            .map(|p| {
+                p.parse::<HostPattern>()
+                    .map_err(|why| format!("`{p}` is not a host pattern: {why}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(OutboundPolicy {
+            patterns: Arc::new(parsed),
+            redirect: None,
+        })
+    }
+
+    /// Whether a request naming `host` on `port` over HTTPS (`https`) or plain HTTP matches
+    /// a granted pattern.
+    pub fn allows(&self, https: bool, host: &str, port: u16) -> bool {
+        self.patterns
+            .iter()
+            .any(|p| p.admits_name(https, host, port))
+    }
+
+    /// Whether a connection may go to `ip`: a public address, or one a granted address
+    /// pattern names.
+    pub fn allows_address(&self, https: bool, ip: IpAddr, port: u16) -> bool {
+        !greentic_manifest::is_restricted(ip)
+            || self
+                .patterns
+                .iter()
+                .any(|p| p.admits_address(https, ip, port))
+    }
+}
+
+/// One request in flight: counted against the call's cap, and its host memory against the
+/// call's budget, until its connection ends (dropped on whichever thread ends it).
+#[derive(Debug)]
+pub struct InFlight {
+    count: Arc<AtomicUsize>,
+    _charge: Option<Charge>,
+}
+
+impl InFlight {
+    /// Counts one more request in `count` (holding `charge` while it lives).
+    pub fn enter(count: &Arc<AtomicUsize>, charge: Option<Charge>) -> InFlight {
+        count.fetch_add(1, Ordering::AcqRel);
+        InFlight {
+            count: count.clone(),
+            _charge: charge,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The guard `outgoing-handler.handle` prepared for the request it hands to
+/// [`WasiHttpHooks::send_request`] (both run on the call's thread, one inside the other).
+pub type NextInFlight = Arc<Mutex<Option<InFlight>>>;
+
+/// The outbound side of one call: the provider's policy, and where `outgoing-handler.handle`
+/// leaves the in-flight guard of the request being sent. It is the `wasi:http` hooks of the
+/// call's store.
+#[derive(Debug, Clone, Default)]
+pub struct OutboundCall {
+    /// The provider's grant.
+    pub policy: OutboundPolicy,
+    /// The guard of the request being sent.
+    pub next: NextInFlight,
+}
+
+fn clip_host(host: &str) -> &str {
+    crate::errors::clip(host, MAX_LOGGED_HOST)
+}
+
+type SendFuture = Box<
+    dyn Future<
+            Output = Result<
+                (
+                    hyper::Response<WasiBody>,
+                    Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+                ),
+                HttpError,
+            >,
+        > + Send,
+>;
+
+impl WasiHttpHooks for OutboundCall {
+    fn send_request(
+        &mut self,
+        request: hyper::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> SendFuture {
+        drop(fut);
+        let guard = self.next.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let uri = request.uri();
+        let https = uri.scheme_str() == Some("https");
+        let host = uri
+            .host()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        if !self.policy.allows(https, &host, port) {
+            tracing::warn!(host = %clip_host(&host), port, https, "outbound request to a host not granted to this provider refused");
+            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+        }
+        let policy = self.policy.clone();
+        Box::new(async move {
+            let guard = guard.map(Arc::new);
+            let (request, target) = match &policy.redirect {
+                Some(to) => (redirect(request, to)?, Target::Redirect(to.to_string())),
+                None => (request, Target::Direct { host, port, https }),
+            };
+            let (response, io) = send(request, options, target, &policy).await?;
+            let body_guard = guard.clone();
+            let response = response.map(|body| {
+                GuardedBody {
+                    inner: body,
+                    _guard: body_guard,
+                }
+                .boxed_unsync()
+            });
+            let io = async move {
+                let result = Pin::from(io).await;
+                drop(guard);
+                result
+            };
+            Ok((
+                response,
+                Box::new(io) as Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+            ))
+        })
+    }
+
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        1
+    }
+
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        OUTGOING_CHUNK_BYTES
+    }
+}
+
+/// A response body that keeps its request's [`InFlight`] guard alive.
+struct GuardedBody {
+    inner: WasiBody,
+    _guard: Option<Arc<InFlight>>,
+}
+
+impl Body for GuardedBody {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Where a request's connection goes.
+enum Target {
+    /// Where it names, after the address check.
+    Direct {
+        host: String,
+        port: u16,
+        https: bool,
+    },
+    /// To the policy's redirect target (plain HTTP; configured by the operator, not checked).
+    Redirect(String),
+}
+
+/// Sends `request` to `to` over plain HTTP, keeping its path, and its authority as `Host`.
+fn redirect(
+    request: hyper::Request<WasiBody>,
+    to: &str,
+) -> Result<hyper::Request<WasiBody>, HttpError> {
+    let (mut parts, body) = request.into_parts();
+    let named = parts.uri.authority().map(|a| a.to_string());
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    parts.uri = hyper::Uri::builder()
+        .scheme("http")
+        .authority(to)
+        .path_and_query(path)
+        .build()
+        .map_err(|_| HttpError::HttpRequestUriInvalid)?;
+    if let Some(named) = named
+        && !parts.headers.contains_key(hyper::header::HOST)
+        && let Ok(v) = hyper::header::HeaderValue::from_str(&named)
+    {
+        parts.headers.insert(hyper::header::HOST, v);
+    }
+    Ok(hyper::Request::from_parts(parts, body))
+}
+
+/// The addresses a connection may go to, in the order the resolver gave them.
+async fn addresses(
+    target: &Target,
+    policy: &OutboundPolicy,
+    timeout: Duration,
+) -> Result<Vec<SocketAddr>, HttpError> {
+    let (host, port) = match target {
+        Target::Redirect(to) => {
+            let resolved = tokio::time::timeout(timeout, tokio::net::lookup_host(to.as_str()))
+                .await
+                .map_err(|_| HttpError::DnsTimeout)?
+                .map_err(|_| HttpError::DestinationNotFound)?;
+            return Ok(resolved.collect());
+        }
+        Target::Direct { host, port, .. } => (host.as_str(), *port),
+    };
+    let resolved: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => tokio::time::timeout(timeout, tokio::net::lookup_host((host, port)))
+            .await
+            .map_err(|_| HttpError::DnsTimeout)?
+            .map_err(|e| HttpError::DnsError {
+                rcode: Some(e.to_string()),
+                info_code: None,
+            })?
+            .collect(),
+    };
+    let Target::Direct { https, .. } = target else {
+        return Ok(resolved);
+    };
+    let (allowed, refused): (Vec<SocketAddr>, Vec<SocketAddr>) = resolved
+        .into_iter()
+        .partition(|a| policy.allows_address(*https, a.ip(), a.port()));
+    if allowed.is_empty() {
+        if let Some(first) = refused.first() {
+            tracing::warn!(
+                host = %clip_host(host), port, address = %first.ip(),
+                "outbound request to a restricted address refused: the grant names no address pattern for it"
+            );
+            return Err(HttpError::DestinationIpProhibited);
+        }
+        return Err(HttpError::DestinationNotFound);
+    }
+    Ok(allowed)
+}
+
+fn tls_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+            };
+            let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            Arc::new(config)
+        })
+        .clone()
+}
+
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+impl<T> Stream for T where T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+
+type Connection = (
+    hyper::Response<WasiBody>,
+    Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+);
+
+/// Connects to the first reachable allowed address of `target` and sends `request`.
+async fn send(
+    mut request: hyper::Request<WasiBody>,
+    options: Option<RequestOptions>,
+    target: Target,
+    policy: &OutboundPolicy,
+) -> Result<Connection, HttpError> {
+    const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+    let connect_timeout = options
+        .and_then(|o| o.connect_timeout)
+        .unwrap_or(DEFAULT_TIMEOUT);
+    let first_byte_timeout = options
+        .and_then(|o| o.first_byte_timeout)
+        .unwrap_or(DEFAULT_TIMEOUT);
+    let between_bytes_timeout = options
+        .and_then(|o| o.between_bytes_timeout)
+        .unwrap_or(DEFAULT_TIMEOUT)
+        .max(Duration::from_nanos(1));
+
+    let addrs = addresses(&target, policy, connect_timeout).await?;
+    let mut last = HttpError::ConnectionRefused;
+    let mut tcp = None;
+    for addr in addrs {
+        match tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                tcp = Some(s);
+                break;
+            }
+            Ok(Err(e)) => last = HttpError::Connect(e),
+            Err(_) => last = HttpError::ConnectionTimeout,
+        }
+    }
+    let tcp = tcp.ok_or(last)?;
+    let _ = tcp.set_nodelay(true);
+    let stream: Box<dyn Stream> = match &target {
+        Target::Direct {
+            host, https: true, ..
+        } => {
+            let name = match host.parse::<IpAddr>() {
+                Ok(ip) => rustls::pki_types::ServerName::from(ip),
+                Err(_) => rustls::pki_types::ServerName::try_from(host.clone())
+                    .map_err(HttpError::InvalidDnsNameError)?,
+            };
+            let tls = tokio_rustls::TlsConnector::from(tls_config())
+                .connect(name, tcp)
+                .await
+                .map_err(HttpError::Tls)?;
+            Box::new(tls)
+        }
+        _ => Box::new(tcp),
+    };
+    let (mut sender, conn) = tokio::time::timeout(
+        connect_timeout,
+        hyper::client::conn::http1::Builder::new()
+            .max_buf_size(RESPONSE_HEAD_BYTES)
+            .handshake(hyper_util::rt::TokioIo::new(stream)),
+    )
+    .await
+    .map_err(|_| HttpError::ConnectionTimeout)??;
+
+    // The request line carries the path only (the authority is in `Host`).
+    *request.uri_mut() = hyper::Uri::builder()
+        .path_and_query(request.uri().path_and_query().map_or("/", |p| p.as_str()))
+        .build()
+        .map_err(|_| HttpError::HttpRequestUriInvalid)?;
+
+    let mut conn = Box::pin(conn);
+    let mut response = Box::pin(tokio::time::timeout(
+        first_byte_timeout,
+        sender.send_request(request),
+    ));
+    let mut conn_done = false;
+    // Wait for the response while driving the connection.
+    let response = std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = response.as_mut().poll(cx) {
+            return Poll::Ready(r);
+        }
+        if !conn_done {
+            let r = ready!(conn.as_mut().poll(cx));
+            conn_done = true;
+            if let Err(e) = r {
+                return Poll::Ready(Ok(Err(e)));
+            }
+            return response.as_mut().poll(cx);
+        }
+        Poll::Pending
+    })
+    .await
+    .map_err(|_| HttpError::ConnectionReadTimeout)?
+    .map_err(HttpError::from)?;
+
+    let mut timer = tokio::time::interval(between_bytes_timeout);
+    timer.reset();
+    let response = response.map(|incoming| TimedBody { incoming, timer }.boxed_unsync());
+    let io = async move {
+        if conn_done {
+            return Ok(());
+        }
+        conn.await.map_err(|e| {
+            if e.is_timeout() {
+                HttpError::HttpResponseTimeout
+            } else {
+                HttpError::from(e)
+            }
+        })
+    };
+    Ok((response, Box::new(io)))
+}
+
+/// A response body that fails when the upstream pauses longer than the between-bytes timeout.
+struct TimedBody {
+    incoming: hyper::body::Incoming,
+    timer: tokio::time::Interval,
+}
+
+impl Body for TimedBody {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        match Pin::new(&mut self.incoming).poll_frame(cx) {
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(if e.is_timeout() {
+                HttpError::HttpResponseTimeout
+            } else {
+                HttpError::from(e)
+            }))),
+            Poll::Ready(Some(Ok(frame))) => {
+                self.timer.reset();
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Pending => {
+                ready!(self.timer.poll_tick(cx));
+                Poll::Ready(Some(Err(HttpError::ConnectionReadTimeout)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.incoming.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.incoming.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(patterns: &[&str]) -> OutboundPolicy {
+        OutboundPolicy::new(&patterns.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn names_and_addresses_are_both_checked() {
+        let p = policy(&["*", "http://127.0.0.1:8080"]);
+        assert!(p.allows(true, "api.example.com", 443));
+        assert!(!p.allows(false, "api.example.com", 80), "`*` is https only");
+        assert!(p.allows(true, "localhost", 443), "the name matches `*` ...");
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        assert!(
+            !p.allows_address(true, lo, 443),
+            "... but its address is restricted"
+        );
+        assert!(
+            p.allows_address(false, lo, 8080),
+            "named by an address pattern"
+        );
+        assert!(!p.allows_address(false, lo, 8081));
+        let metadata: IpAddr = "169.254.169.254".parse().unwrap();
+        assert!(!policy(&["metadata.example"]).allows_address(false, metadata, 80));
+        assert!(p.allows_address(true, "93.184.216.34".parse().unwrap(), 443));
+        assert!(!OutboundPolicy::default().allows(true, "anything", 443));
+        let e = OutboundPolicy::new(&["https://x/y".into()]).unwrap_err();
+        assert!(e.contains("`https://x/y`"), "{e}");
+    }
+
+    #[test]
+    fn in_flight_guards_count_and_give_back() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let budget = crate::budget::HostBudget::new(1000);
+        let a = InFlight::enter(&count, Some(budget.shared().try_charge(600, "x").unwrap()));
+        let b = InFlight::enter(&count, None);
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+        assert_eq!(budget.used(), 600);
+        drop(a);
+        std::thread::spawn(move || drop(b)).join().unwrap();
+        assert_eq!(count.load(Ordering::SeqCst), 0);
+        assert_eq!(budget.used(), 0);
+    }
+}
