@@ -5,6 +5,9 @@
 #     load generator (wrk), same concurrency and duration.
 #  2. Noisy neighbour: tenant B's `noop` calls alone, then while tenant A floods the host with
 #     infinite-loop calls at its concurrency cap.
+#  3. Telemetry at every budget: tenant B's `noop` calls alone, then while tenant T calls the
+#     `hostile` component's `telemetry-flood` back to back (every per-call telemetry budget
+#     several times over), on one connection.
 #   scripts/bench-load.sh [DURATION_SECS] [CONNECTIONS]
 # Installs wrk (apt) and wasmtime-cli 48.0.8 (cargo install, once) when missing.
 set -euo pipefail
@@ -74,6 +77,11 @@ allow_unsigned = true
 source = "$W/infinite_loop.wasm"
 allow_unsigned = true
 
+[providers.hostile]
+source = "$W/hostile.wasm"
+allow_unsigned = true
+grants = { secrets = ["HOSTILE_TOKEN"], outbound_hosts = ["http://127.0.0.1:*"] }
+
 [tenants.web]
 limits = { max_concurrent = 256, queue_timeout_ms = 10000 }
 
@@ -83,6 +91,10 @@ limits = { max_concurrent = $A_CAP, deadline_ms = 1000, queue_timeout_ms = 10000
 
 [tenants.b]
 limits = { max_concurrent = 64 }
+
+# Fuel no call could use up: only the telemetry budgets bound what a call emits.
+[tenants.t]
+limits = { fuel_per_call = 100000000000, fuel_per_second = 1000000000000, deadline_ms = 20000 }
 
 [[routes]]
 tenant = "web"
@@ -98,6 +110,11 @@ provider = "spin"
 tenant = "b"
 capability = "send"
 provider = "noop"
+
+[[routes]]
+tenant = "t"
+capability = "send"
+provider = "hostile"
 TOML
 printf 'bench-secret-0123456789abcdef0123' > "$WORK/jwt.secret"
 
@@ -150,12 +167,36 @@ wait "$FLOOD" || true
 cp "$WORK/flood.txt" "$RAW/a-flood.txt"
 A_CALLS="$(summary < "$WORK/flood.txt" | cut -d' ' -f1)"
 
+log "telemetry at every budget: tenant b alone, then while tenant t floods telemetry"
+TOKEN_T="$("$HOST" token --bundle "$WORK" --tenant t)"
+cat > "$WORK/post_t.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '{"to": "telemetry-flood", "text": "x"}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $TOKEN_T"
+LUA
+rss() { awk '/VmRSS/ {print int($2 / 1024)}' "/proc/$1/status"; }
+HOST_PID="${PIDS[0]}"
+read -r TS_RPS TS_P50 TS_P99 TS_ERR < <($PRIO wrk -t1 -c2 -d"${DURATION}s" --latency -s "$WORK/post_b.lua" "$INVOKE" | tee "$RAW/b-alone-2.txt" | summary)
+RSS_BEFORE="$(rss "$HOST_PID")"
+wrk -t1 -c1 -d"$((DURATION + 4))s" --latency -s "$WORK/post_t.lua" "$INVOKE" >"$WORK/tflood.txt" 2>&1 &
+TFLOOD=$!
+sleep 2
+read -r TN_RPS TN_P50 TN_P99 TN_ERR < <($PRIO wrk -t1 -c2 -d"${DURATION}s" --latency -s "$WORK/post_b.lua" "$INVOKE" | tee "$RAW/b-telemetry.txt" | summary)
+wait "$TFLOOD" || true
+RSS_AFTER="$(rss "$HOST_PID")"
+cp "$WORK/tflood.txt" "$RAW/t-flood.txt"
+T_CALLS="$(summary < "$WORK/tflood.txt" | cut -d' ' -f1)"
+
 python3 - "$G_RPS" "$G_P50" "$G_P99" "$G_ERR" "$W_RPS" "$W_P50" "$W_P99" "$W_ERR" \
-  "$S_RPS" "$S_P50" "$S_P99" "$S_ERR" "$N_RPS" "$N_P50" "$N_P99" "$N_ERR" "$A_CALLS" "$CONNECTIONS" "$DURATION" "$A_CAP" <<'PY'
+  "$S_RPS" "$S_P50" "$S_P99" "$S_ERR" "$N_RPS" "$N_P50" "$N_P99" "$N_ERR" "$A_CALLS" "$CONNECTIONS" "$DURATION" "$A_CAP" \
+  "$TS_RPS" "$TS_P50" "$TS_P99" "$TS_ERR" "$TN_RPS" "$TN_P50" "$TN_P99" "$TN_ERR" "$T_CALLS" "$RSS_BEFORE" "$RSS_AFTER" <<'PY'
 import sys
 v = sys.argv[1:]
 g, w, s, n = [list(map(float, v[i:i + 4])) for i in (0, 4, 8, 12)]
 a_rps, conns, dur, cap = float(v[16]), v[17], v[18], v[19]
+ts, tn = [list(map(float, v[i:i + 4])) for i in (20, 24)]
+t_rps, rss0, rss1 = float(v[28]), v[29], v[30]
 print(f"\nHTTP hello, wrk -t2 -c{conns} -d{dur}s on loopback")
 print(f"{'server':<22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}")
 for name, r in (("greentic-host run", g), ("wasmtime serve", w)):
@@ -166,4 +207,9 @@ print(f"{'tenant b':<22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}
 for name, r in (("alone", s), ("with a flooding", n)):
     print(f"{name:<22}{r[0]:>10.0f}{r[1]:>10.3f}{r[2]:>10.3f}{r[3]:>10.0f}")
 print(f"ratio: p50 {n[1] / s[1]:.2f}x, p99 {n[2] / s[2]:.2f}x")
+print(f"\ntelemetry at every budget: tenant b alone vs while tenant t calls telemetry-flood back to back ({t_rps:.1f} calls/s); host RSS {rss0} -> {rss1} MiB")
+print(f"{'tenant b':<22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}")
+for name, r in (("alone", ts), ("with t flooding", tn)):
+    print(f"{name:<22}{r[0]:>10.0f}{r[1]:>10.3f}{r[2]:>10.3f}{r[3]:>10.0f}")
+print(f"ratio: p50 {tn[1] / ts[1]:.2f}x, p99 {tn[2] / ts[2]:.2f}x")
 PY
