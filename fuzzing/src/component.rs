@@ -157,6 +157,7 @@ pub fn reach(data: &[u8]) -> Reached {
             | CallError::FuelExhausted(_)
             | CallError::DeadlineExceeded(_)
             | CallError::MemoryLimit(_)
+            | CallError::ResourceLimit(_)
             | CallError::GuestTrap(_)
             | CallError::ResultTooLarge { .. },
         ) => {}
