@@ -26,12 +26,12 @@ use crate::state::{CallScope, CallState};
 /// Attributes kept per record (a log line, a span's `set-attribute` calls, an event).
 pub const MAX_ATTRIBUTES: usize = 32;
 
-/// What one call may emit. Anything past a budget is dropped and counted.
+/// Telemetry of one call, counted: what a call may emit ([`BUDGETS`]) and what it did.
 ///
 /// Log lines are written as they come (through a bounded queue), so only their bytes are
 /// budgeted. Spans live in memory until exported; their bound is the span budgets per call
 /// times the export queue ([`SPAN_QUEUE`](crate::telemetry::SPAN_QUEUE) spans).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CallBudgets {
     /// Bytes of log lines (message and attributes, plus [`LOG_LINE_OVERHEAD`] per line).
     pub log_bytes: u64,
@@ -67,18 +67,8 @@ pub const SPAN_LIMITS: (u32, u32, u32, u32) = (128, 64, 32, 0);
 /// What a call emitted so far, and what it dropped.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TelemetryUsage {
-    /// Log bytes charged.
-    pub log_bytes: u64,
-    /// Spans started.
-    pub spans: u32,
-    /// Events added.
-    pub events: u32,
-    /// Attributes kept.
-    pub attributes: u32,
-    /// Attribute bytes kept.
-    pub attribute_bytes: u64,
-    /// Metric points recorded.
-    pub metric_points: u32,
+    /// Emitted, against [`BUDGETS`].
+    pub used: CallBudgets,
     /// Dropped: log lines, spans, events, attributes, metric points.
     pub dropped: [u32; 5],
 }
@@ -99,14 +89,14 @@ impl TelemetryUsage {
             let value = clip(&a.value, MAX_GUEST_TEXT);
             let bytes = (key.len() + value.len()) as u64;
             if kept.len() >= MAX_ATTRIBUTES
-                || self.attributes >= BUDGETS.attributes
-                || self.attribute_bytes + bytes > BUDGETS.attribute_bytes
+                || self.used.attributes >= BUDGETS.attributes
+                || self.used.attribute_bytes + bytes > BUDGETS.attribute_bytes
             {
                 self.drop_one(3);
                 continue;
             }
-            self.attributes += 1;
-            self.attribute_bytes += bytes;
+            self.used.attributes += 1;
+            self.used.attribute_bytes += bytes;
             kept.push(KeyValue::new(key.to_string(), value.to_string()));
         }
         kept
@@ -203,11 +193,11 @@ impl logs::Host for CallState {
         // Charge the line as it will be written: the message first (a line that does not fit
         // is dropped), then each attribute while the budget lasts.
         let cost = message.len() as u64 + LOG_LINE_OVERHEAD;
-        if usage.log_bytes + cost > BUDGETS.log_bytes {
+        if usage.used.log_bytes + cost > BUDGETS.log_bytes {
             usage.drop_one(0);
             return Ok(());
         }
-        usage.log_bytes += cost;
+        usage.used.log_bytes += cost;
         let mut attrs: Vec<(&str, &str)> = Vec::new();
         for a in attributes
             .iter()
@@ -215,11 +205,11 @@ impl logs::Host for CallState {
         {
             let (key, value) = (clip(&a.key, MAX_GUEST_TEXT), clip(&a.value, MAX_GUEST_TEXT));
             let bytes = (key.len() + value.len()) as u64;
-            if attrs.len() >= MAX_ATTRIBUTES || usage.log_bytes + bytes > BUDGETS.log_bytes {
+            if attrs.len() >= MAX_ATTRIBUTES || usage.used.log_bytes + bytes > BUDGETS.log_bytes {
                 usage.drop_one(3);
                 continue;
             }
-            usage.log_bytes += bytes;
+            usage.used.log_bytes += bytes;
             attrs.push((key, value));
         }
         let attrs = serde_json::to_string(&attrs).unwrap_or_default();
@@ -261,14 +251,14 @@ impl HostSpan for CallState {
         };
         let name = clip(&name, MAX_GUEST_TEXT);
         let usage = &mut self.telemetry;
-        let span = if usage.spans >= BUDGETS.spans
-            || usage.attribute_bytes + name.len() as u64 > BUDGETS.attribute_bytes
+        let span = if usage.used.spans >= BUDGETS.spans
+            || usage.used.attribute_bytes + name.len() as u64 > BUDGETS.attribute_bytes
         {
             usage.drop_one(1);
             None
         } else {
-            usage.spans += 1;
-            usage.attribute_bytes += name.len() as u64;
+            usage.used.spans += 1;
+            usage.used.attribute_bytes += name.len() as u64;
             let tracer = global::tracer("greentic-guest");
             let mut span = tracer
                 .span_builder(name.to_string())
@@ -312,14 +302,14 @@ impl HostSpan for CallState {
         };
         let usage = &mut self.telemetry;
         let name = clip(&name, MAX_GUEST_TEXT);
-        if usage.events >= BUDGETS.events
-            || usage.attribute_bytes + name.len() as u64 > BUDGETS.attribute_bytes
+        if usage.used.events >= BUDGETS.events
+            || usage.used.attribute_bytes + name.len() as u64 > BUDGETS.attribute_bytes
         {
             usage.drop_one(2);
             return Ok(());
         }
-        usage.events += 1;
-        usage.attribute_bytes += name.len() as u64;
+        usage.used.events += 1;
+        usage.used.attribute_bytes += name.len() as u64;
         let attrs = usage.attributes(&attributes);
         s.add_event(name.to_string(), attrs);
         Ok(())
@@ -359,11 +349,11 @@ impl HostSpan for CallState {
 
 impl CallState {
     fn metric_point(&mut self) -> bool {
-        if self.telemetry.metric_points >= BUDGETS.metric_points {
+        if self.telemetry.used.metric_points >= BUDGETS.metric_points {
             self.telemetry.drop_one(4);
             return false;
         }
-        self.telemetry.metric_points += 1;
+        self.telemetry.used.metric_points += 1;
         true
     }
 }
@@ -425,9 +415,9 @@ mod tests {
             total += usage.attributes(&[attr("k", &big)]).len();
         }
         assert!(
-            usage.attribute_bytes <= BUDGETS.attribute_bytes,
+            usage.used.attribute_bytes <= BUDGETS.attribute_bytes,
             "{}",
-            usage.attribute_bytes
+            usage.used.attribute_bytes
         );
         assert!(total < 20, "{total} big attributes kept");
     }
