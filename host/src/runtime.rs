@@ -673,10 +673,7 @@ impl Runtime {
             CallState::new(scope, outbound.clone(), *limits, deadline),
         );
         store.limiter(|s| &mut s.limiter);
-        store.call_hook(|cx, hook| match hook {
-            wasmtime::CallHook::CallingHost => cx.data().check_deadline(),
-            _ => Ok(()),
-        });
+        store.call_hook_async(crate::state::HostCalls);
         store
             .set_fuel(limits.fuel_per_call)
             .map_err(|e| CallError::Internal(e.to_string()))?;

@@ -152,6 +152,41 @@ pub struct CallState {
     pub telemetry: TelemetryUsage,
     /// When the call must end; host calls past it trap (see [`CallState::check_deadline`]).
     pub deadline: Instant,
+    /// When the call last gave its executor thread back from a host call (see [`HostCalls`]).
+    pub last_yield: Instant,
+}
+
+/// How long a guest may keep its executor thread busy across host calls before the next
+/// host call yields first: the same order as a fuel slice of guest code.
+pub const HOST_SLICE: std::time::Duration = std::time::Duration::from_micros(500);
+
+/// The store's call hook: on every call into the host it checks the deadline, and yields to
+/// the executor when the call has held its thread for [`HOST_SLICE`].
+///
+/// Fuel-driven yields only come while the guest runs Wasm; a guest that spends its time in
+/// host calls (copying large arguments in, logging) consumes little fuel between them and
+/// would otherwise hold an executor thread until it finished, delaying every other tenant's
+/// call on that thread, and its deadline with them.
+pub struct HostCalls;
+
+#[async_trait::async_trait]
+impl wasmtime::CallHookHandler<CallState> for HostCalls {
+    async fn handle_call_event(
+        &self,
+        mut cx: wasmtime::StoreContextMut<'_, CallState>,
+        hook: wasmtime::CallHook,
+    ) -> wasmtime::Result<()> {
+        if !matches!(hook, wasmtime::CallHook::CallingHost) {
+            return Ok(());
+        }
+        let state = cx.data_mut();
+        state.check_deadline()?;
+        if state.last_yield.elapsed() >= HOST_SLICE {
+            tokio::task::yield_now().await;
+            cx.data_mut().last_yield = Instant::now();
+        }
+        Ok(())
+    }
 }
 
 /// A call ran past its deadline while making host calls.
@@ -189,6 +224,7 @@ impl CallState {
             scope,
             telemetry: TelemetryUsage::default(),
             deadline,
+            last_yield: Instant::now(),
         }
     }
 

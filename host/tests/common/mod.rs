@@ -307,6 +307,40 @@ impl Host {
         self.stdout.lock().unwrap().join("\n")
     }
 
+    /// Everything the host printed, once `needle` is among it (log lines are written by a
+    /// writer thread, shortly after the call that logged them); panics after 10 s without it.
+    pub fn output_with(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = self.output();
+            if out.contains(needle) {
+                return out;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "`{needle}` never appeared in:\n{out}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the host printed, once it has printed nothing new for 300 ms (at most 10 s):
+    /// for checking what it must *not* have written.
+    pub fn settled_output(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = self.stdout.lock().unwrap().len();
+        let mut quiet_since = Instant::now();
+        while Instant::now() < deadline && quiet_since.elapsed() < Duration::from_millis(300) {
+            std::thread::sleep(Duration::from_millis(20));
+            let now = self.stdout.lock().unwrap().len();
+            if now != seen {
+                seen = now;
+                quiet_since = Instant::now();
+            }
+        }
+        self.output()
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
