@@ -187,16 +187,24 @@ wait "$TFLOOD" || true
 RSS_AFTER="$(rss "$HOST_PID")"
 cp "$WORK/tflood.txt" "$RAW/t-flood.txt"
 T_CALLS="$(summary < "$WORK/tflood.txt" | cut -d' ' -f1)"
+# The control: the same one connection keeping a core busy, with a guest that emits nothing.
+wrk -t1 -c1 -d"$((DURATION + 4))s" --latency -s "$WORK/post_a.lua" "$INVOKE" >"$WORK/spin1.txt" 2>&1 &
+SPIN1=$!
+sleep 2
+read -r TC_RPS TC_P50 TC_P99 TC_ERR < <($PRIO wrk -t1 -c2 -d"${DURATION}s" --latency -s "$WORK/post_b.lua" "$INVOKE" | tee "$RAW/b-spin1.txt" | summary)
+wait "$SPIN1" || true
 
 python3 - "$G_RPS" "$G_P50" "$G_P99" "$G_ERR" "$W_RPS" "$W_P50" "$W_P99" "$W_ERR" \
   "$S_RPS" "$S_P50" "$S_P99" "$S_ERR" "$N_RPS" "$N_P50" "$N_P99" "$N_ERR" "$A_CALLS" "$CONNECTIONS" "$DURATION" "$A_CAP" \
-  "$TS_RPS" "$TS_P50" "$TS_P99" "$TS_ERR" "$TN_RPS" "$TN_P50" "$TN_P99" "$TN_ERR" "$T_CALLS" "$RSS_BEFORE" "$RSS_AFTER" <<'PY'
+  "$TS_RPS" "$TS_P50" "$TS_P99" "$TS_ERR" "$TN_RPS" "$TN_P50" "$TN_P99" "$TN_ERR" "$T_CALLS" "$RSS_BEFORE" "$RSS_AFTER" \
+  "$TC_RPS" "$TC_P50" "$TC_P99" "$TC_ERR" <<'PY'
 import sys
 v = sys.argv[1:]
 g, w, s, n = [list(map(float, v[i:i + 4])) for i in (0, 4, 8, 12)]
 a_rps, conns, dur, cap = float(v[16]), v[17], v[18], v[19]
 ts, tn = [list(map(float, v[i:i + 4])) for i in (20, 24)]
 t_rps, rss0, rss1 = float(v[28]), v[29], v[30]
+tc = list(map(float, v[31:35]))
 print(f"\nHTTP hello, wrk -t2 -c{conns} -d{dur}s on loopback")
 print(f"{'server':<22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}")
 for name, r in (("greentic-host run", g), ("wasmtime serve", w)):
@@ -209,7 +217,8 @@ for name, r in (("alone", s), ("with a flooding", n)):
 print(f"ratio: p50 {n[1] / s[1]:.2f}x, p99 {n[2] / s[2]:.2f}x")
 print(f"\ntelemetry at every budget: tenant b alone vs while tenant t calls telemetry-flood back to back ({t_rps:.1f} calls/s); host RSS {rss0} -> {rss1} MiB")
 print(f"{'tenant b':<22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}")
-for name, r in (("alone", ts), ("with t flooding", tn)):
+for name, r in (("alone", ts), ("with t flooding", tn), ("with one spinning call", tc)):
     print(f"{name:<22}{r[0]:>10.0f}{r[1]:>10.3f}{r[2]:>10.3f}{r[3]:>10.0f}")
-print(f"ratio: p50 {tn[1] / ts[1]:.2f}x, p99 {tn[2] / ts[2]:.2f}x")
+print(f"ratio to alone: p99 {tn[2] / ts[2]:.2f}x flooding telemetry, {tc[2] / ts[2]:.2f}x spinning (a core kept busy, no telemetry)")
+print(f"telemetry flood / spinning control: p50 {tn[1] / tc[1]:.2f}x, p99 {tn[2] / tc[2]:.2f}x")
 PY
