@@ -32,10 +32,12 @@ pub fn run(data: &[u8]) {
     });
     let start = Instant::now();
     let mut now = start;
-    // Calls in flight: which circuit, when admitted, the admission.
-    let mut flight: Vec<(usize, Instant, Admission<'_>)> = Vec::new();
-    // When each circuit last left the closed state (None while closed).
-    let mut opened: [Option<Instant>; 2] = [None, None];
+    // Calls in flight: which circuit, when admitted, in which of its openings (if it was not
+    // closed then), the admission.
+    let mut flight: Vec<(usize, Instant, Option<u32>, Admission<'_>)> = Vec::new();
+    // Each circuit's current opening (None while closed), counted from 1.
+    let mut opened: [Option<u32>; 2] = [None, None];
+    let mut openings = [0u32; 2];
     let mut bytes = data.iter().copied();
     while let Some(b) = bytes.next() {
         let circuit = usize::from(b >> 7);
@@ -49,7 +51,7 @@ pub fn run(data: &[u8]) {
                         if admission.is_probe() {
                             assert_ne!(before, BreakerState::Closed, "a closed circuit probed");
                         }
-                        flight.push((circuit, now, admission));
+                        flight.push((circuit, now, opened[circuit], admission));
                     }
                     Err(e) => {
                         assert_ne!(
@@ -62,7 +64,7 @@ pub fn run(data: &[u8]) {
                 }
             }
             1 | 2 if !flight.is_empty() => {
-                let (_, _, admission) = flight.remove(usize::from(arg) % flight.len());
+                let (_, _, _, admission) = flight.remove(usize::from(arg) % flight.len());
                 if b & 0x3 == 1 {
                     admission.settle_at(arg & 0x80 != 0, now);
                 } else {
@@ -72,22 +74,22 @@ pub fn run(data: &[u8]) {
             _ => now += Duration::from_millis(u64::from(arg) * 5),
         }
         for (c, tenant) in TENANTS.iter().enumerate() {
-            let Some(since) = opened[c] else {
-                if breakers.state(tenant, "p") != BreakerState::Closed {
-                    opened[c] = Some(now);
+            let closed = breakers.state(tenant, "p") == BreakerState::Closed;
+            match (opened[c], closed) {
+                (_, true) => opened[c] = None,
+                (None, false) => {
+                    openings[c] += 1;
+                    opened[c] = Some(openings[c]);
                 }
-                continue;
-            };
-            if breakers.state(tenant, "p") == BreakerState::Closed {
-                opened[c] = None;
-                continue;
+                (Some(_), false) => {}
             }
+            let Some(opening) = opened[c] else { continue };
             let live_probes = flight
                 .iter()
-                .filter(|(fc, at, a)| {
+                .filter(|(fc, at, during, a)| {
                     *fc == c
                         && a.is_probe()
-                        && *at >= since
+                        && *during == Some(opening)
                         && now.duration_since(*at) < PROBE_TIMEOUT
                 })
                 .count();
@@ -99,7 +101,7 @@ pub fn run(data: &[u8]) {
     }
     // Every call ends, one way or another; after the cool-down and the probe timeout, every
     // circuit lets a call through again.
-    for (i, (_, _, admission)) in flight.drain(..).enumerate() {
+    for (i, (_, _, _, admission)) in flight.drain(..).enumerate() {
         if i % 2 == 0 {
             admission.abandon_at(now);
         } else {
