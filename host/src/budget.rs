@@ -98,11 +98,6 @@ impl SharedBudget {
         self.used.load(Ordering::Relaxed)
     }
 
-    /// The budget.
-    pub fn limit(&self) -> u64 {
-        self.limit
-    }
-
     /// Whether a charge was ever refused.
     pub fn was_hit(&self) -> bool {
         self.hit.load(Ordering::Relaxed)
@@ -159,11 +154,6 @@ impl HostBudget {
         let bytes = self.charges.remove(&rep).unwrap_or(0);
         self.shared.used.fetch_sub(bytes, Ordering::Relaxed);
         bytes
-    }
-
-    /// The charge `rep` carries.
-    pub fn charge_of(&self, rep: u32) -> u64 {
-        self.charges.get(&rep).copied().unwrap_or(0)
     }
 
     /// Bytes held now.

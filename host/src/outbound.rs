@@ -164,29 +164,11 @@ impl WasiHttpHooks for OutboundCall {
         }
         let policy = self.policy.clone();
         Box::new(async move {
-            let guard = guard.map(Arc::new);
             let (request, target) = match &policy.redirect {
                 Some(to) => (redirect(request, to)?, Target::Redirect(to.to_string())),
                 None => (request, Target::Direct { host, port, https }),
             };
-            let (response, io) = send(request, options, target, &policy).await?;
-            let body_guard = guard.clone();
-            let response = response.map(|body| {
-                GuardedBody {
-                    inner: body,
-                    _guard: body_guard,
-                }
-                .boxed_unsync()
-            });
-            let io = async move {
-                let result = Pin::from(io).await;
-                drop(guard);
-                result
-            };
-            Ok((
-                response,
-                Box::new(io) as Box<dyn Future<Output = Result<(), HttpError>> + Send>,
-            ))
+            send(request, options, target, &policy, guard.map(Arc::new)).await
         })
     }
 
@@ -196,32 +178,6 @@ impl WasiHttpHooks for OutboundCall {
 
     fn p2_outgoing_body_chunk_size(&mut self) -> usize {
         OUTGOING_CHUNK_BYTES
-    }
-}
-
-/// A response body that keeps its request's [`InFlight`] guard alive.
-struct GuardedBody {
-    inner: WasiBody,
-    _guard: Option<Arc<InFlight>>,
-}
-
-impl Body for GuardedBody {
-    type Data = Bytes;
-    type Error = HttpError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 
@@ -337,12 +293,14 @@ type Connection = (
     Box<dyn Future<Output = Result<(), HttpError>> + Send>,
 );
 
-/// Connects to the first reachable allowed address of `target` and sends `request`.
+/// Connects to the first reachable allowed address of `target` and sends `request`; `guard`
+/// (the request's place in flight) lives until both the response body and the connection end.
 async fn send(
     mut request: hyper::Request<WasiBody>,
     options: Option<RequestOptions>,
     target: Target,
     policy: &OutboundPolicy,
+    guard: Option<Arc<InFlight>>,
 ) -> Result<Connection, HttpError> {
     const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
     let connect_timeout = options
@@ -430,8 +388,17 @@ async fn send(
 
     let mut timer = tokio::time::interval(between_bytes_timeout);
     timer.reset();
-    let response = response.map(|incoming| TimedBody { incoming, timer }.boxed_unsync());
+    let body_guard = guard.clone();
+    let response = response.map(|incoming| {
+        TimedBody {
+            incoming,
+            timer,
+            _guard: body_guard,
+        }
+        .boxed_unsync()
+    });
     let io = async move {
+        let _guard = guard;
         if conn_done {
             return Ok(());
         }
@@ -446,10 +413,12 @@ async fn send(
     Ok((response, Box::new(io)))
 }
 
-/// A response body that fails when the upstream pauses longer than the between-bytes timeout.
+/// A response body that fails when the upstream pauses longer than the between-bytes timeout,
+/// and keeps its request's [`InFlight`] guard alive.
 struct TimedBody {
     incoming: hyper::body::Incoming,
     timer: tokio::time::Interval,
+    _guard: Option<Arc<InFlight>>,
 }
 
 impl Body for TimedBody {

@@ -151,11 +151,6 @@ impl Breakers {
         }
     }
 
-    /// The policy.
-    pub fn policy(&self) -> BreakerPolicy {
-        self.policy
-    }
-
     fn circuits(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Circuit>> {
         // A panic while holding the lock cannot leave a circuit inconsistent (every update is
         // a few plain assignments), so a poisoned lock is used as is.

@@ -531,7 +531,6 @@ impl Runtime {
         provider_name: &str,
         request: hyper::Request<Bytes>,
     ) -> Result<hyper::Response<Bytes>, CallError> {
-        let max_response_bytes = self.max_response_bytes;
         let no_route = || CallError::NoRoute {
             capability: format!("webhook {}", crate::errors::clip(provider_name, 128)),
         };
@@ -563,9 +562,7 @@ impl Runtime {
         for kv in host_attributes(&scope) {
             span.set_attribute(kv);
         }
-        let mapped = self
-            .deliver(pre, gate, provider, scope, request, max_response_bytes)
-            .await;
+        let mapped = self.deliver(pre, gate, provider, scope, request).await;
         let status = match &mapped {
             Ok(r) => r.status().as_u16().to_string(),
             Err(e) => e.code().to_string(),
@@ -587,7 +584,7 @@ impl Runtime {
     }
 
     /// Runs one delivery: breaker, the provider's webhook gate, a fresh instance under the
-    /// tenant's limits, and the response read back within `max_response_bytes`.
+    /// tenant's limits, and the response read back within `[host].max_body_bytes`.
     async fn deliver(
         &self,
         pre: &crate::bindings::webhook::HandlerPre<CallState>,
@@ -595,8 +592,8 @@ impl Runtime {
         provider: &LoadedProvider,
         scope: Arc<CallScope>,
         request: hyper::Request<Bytes>,
-        max_response_bytes: usize,
     ) -> Result<hyper::Response<Bytes>, CallError> {
+        let max_response_bytes = self.max_response_bytes;
         let admission = self.breakers.admit(&scope.tenant, &provider.name)?;
         let permit = gate.acquire().await?;
         let limits = *gate.limits();

@@ -172,6 +172,7 @@ struct Activity {
 }
 
 impl Activity {
+    /// A connection accepted now.
     fn new() -> Arc<Activity> {
         Arc::new(Activity {
             epoch: Instant::now(),
@@ -326,22 +327,16 @@ pub async fn serve(
                     }
                 };
                 let activity = Activity::new();
-                activity.touch();
                 let close = Arc::new(Notify::new());
                 next_id += 1;
                 let id = next_id;
                 registry.lock().insert(id, (activity.clone(), close.clone()));
-                let service = Tracked {
-                    inner: hyper_util::service::TowerToHyperService::new(router.clone()),
-                    activity: activity.clone(),
-                };
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .into_owned();
-                let registry = registry.clone();
-                let stopping = stopping.clone();
+                let (builder, router, registry, stopping) =
+                    (builder.clone(), router.clone(), registry.clone(), stopping.clone());
                 tokio::spawn(async move {
-                    drive(conn, &activity, &close, &stopping, &connections).await;
+                    let io = TokioIo::new(stream);
+                    run_connection(&builder, io, router, &activity, &close, &stopping, &connections)
+                        .await;
                     registry.lock().remove(&id);
                     registry.closed.notify_waiters();
                 });
@@ -365,9 +360,7 @@ pub async fn serve(
 }
 
 /// The HTTP/1 and HTTP/2 settings every connection is served with.
-fn http_builder(
-    limits: &RequestLimits,
-) -> hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor> {
+fn http_builder(limits: &RequestLimits) -> HttpBuilder {
     use hyper_util::rt::{TokioExecutor, TokioTimer};
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
@@ -396,23 +389,41 @@ pub async fn serve_connection<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
     let builder = http_builder(&limits);
-    let activity = Activity::new();
-    activity.touch();
+    let io = hyper_util::rt::TokioIo::new(io);
+    let (close, stopping) = (Notify::new(), Notify::new());
+    run_connection(
+        &builder,
+        io,
+        router,
+        &Activity::new(),
+        &close,
+        &stopping,
+        &connections,
+    )
+    .await;
+}
+
+type HttpBuilder = hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>;
+
+/// Serves `router` on `io`, its requests counted in `activity`, until the connection ends, is
+/// idle past its allowance, is asked to `close`, or the server is `stopping`.
+async fn run_connection<I>(
+    builder: &HttpBuilder,
+    io: hyper_util::rt::TokioIo<I>,
+    router: Router,
+    activity: &Arc<Activity>,
+    close: &Notify,
+    stopping: &Notify,
+    connections: &ConnectionLimits,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     let service = Tracked {
         inner: hyper_util::service::TowerToHyperService::new(router),
         activity: activity.clone(),
     };
-    let conn = builder
-        .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(io), service)
-        .into_owned();
-    drive(
-        conn,
-        &activity,
-        &Notify::new(),
-        &Notify::new(),
-        &connections,
-    )
-    .await;
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    drive(conn, activity, close, stopping, connections).await;
 }
 
 /// Drives one connection until it ends, is idle past its allowance, is evicted, or the server

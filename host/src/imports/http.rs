@@ -172,11 +172,6 @@ impl MeteredHttp<'_> {
     }
 }
 
-/// Charges what `result` made of fields, or traps; the HeaderResult-returning functions share it.
-fn header_trap(e: wasmtime::Error) -> HeaderError {
-    HeaderError::trap(e)
-}
-
 impl types::Host for MeteredHttp<'_> {
     fn convert_error_code(&mut self, err: HttpError) -> wasmtime::Result<types::ErrorCode> {
         types::Host::convert_error_code(&mut self.view, err)
@@ -203,7 +198,7 @@ impl types::HostFields for MeteredHttp<'_> {
 
     fn from_list(&mut self, entries: Vec<(String, Vec<u8>)>) -> HeaderResult<Resource<FieldMap>> {
         let fields = types::HostFields::from_list(&mut self.view, entries)?;
-        self.charge_fields(&fields).map_err(header_trap)?;
+        self.charge_fields(&fields).map_err(HeaderError::trap)?;
         Ok(fields)
     }
 
@@ -228,13 +223,13 @@ impl types::HostFields for MeteredHttp<'_> {
     ) -> HeaderResult<()> {
         let rep = Resource::<FieldMap>::new_borrow(fields.rep());
         types::HostFields::set(&mut self.view, fields, name, values)?;
-        self.charge_fields(&rep).map_err(header_trap)
+        self.charge_fields(&rep).map_err(HeaderError::trap)
     }
 
     fn delete(&mut self, fields: Resource<FieldMap>, name: String) -> HeaderResult<()> {
         let rep = Resource::<FieldMap>::new_borrow(fields.rep());
         types::HostFields::delete(&mut self.view, fields, name)?;
-        self.charge_fields(&rep).map_err(header_trap)
+        self.charge_fields(&rep).map_err(HeaderError::trap)
     }
 
     fn append(
@@ -245,7 +240,7 @@ impl types::HostFields for MeteredHttp<'_> {
     ) -> HeaderResult<()> {
         let rep = Resource::<FieldMap>::new_borrow(fields.rep());
         types::HostFields::append(&mut self.view, fields, name, value)?;
-        self.charge_fields(&rep).map_err(header_trap)
+        self.charge_fields(&rep).map_err(HeaderError::trap)
     }
 
     fn entries(&mut self, fields: Resource<FieldMap>) -> wasmtime::Result<Vec<(String, Vec<u8>)>> {
