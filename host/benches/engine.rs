@@ -15,13 +15,14 @@ use std::sync::Arc;
 
 use common::Bare;
 use criterion::{BenchmarkId, Criterion};
-use greentic_host::bindings::messaging::ProviderPre;
-use greentic_host::bindings::messaging::greentic::types::types::{self as gtypes};
+use greentic_host::bindings::greentic::types::types::{self as gtypes};
 use greentic_host::bundle::Limits;
+use greentic_host::domain::messaging::Messaging;
+use greentic_host::domain::messaging::ProviderPre;
 use greentic_host::engine::{
     CacheKey, CompileCache, EngineOptions, HostEngine, PoolSizing, YIELD_FUEL,
 };
-use greentic_host::loader::{LoadOptions, LoadedBundle, ProviderKind, load_bundle_with};
+use greentic_host::loader::{LoadOptions, LoadedBundle, load_bundle_with};
 use greentic_host::metrics::Metrics;
 use greentic_host::outbound::OutboundPolicy;
 use greentic_host::state::{CallScope, CallState};
@@ -78,10 +79,10 @@ fn scope(loaded: &LoadedBundle) -> Arc<CallScope> {
 }
 
 fn messaging_pre(loaded: &LoadedBundle, name: &str) -> ProviderPre<CallState> {
-    match &loaded.loaded.providers[name].kind {
-        ProviderKind::Messaging(pre) => pre.clone(),
-        _ => panic!("{name} is not a messaging provider"),
-    }
+    loaded.loaded.providers[name]
+        .pre::<Messaging>()
+        .unwrap_or_else(|| panic!("{name} is not a messaging provider"))
+        .clone()
 }
 
 async fn instantiate(pre: &ProviderPre<CallState>, scope: &Arc<CallScope>) {

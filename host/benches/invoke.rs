@@ -12,11 +12,9 @@ use std::sync::Arc;
 
 use common::Bare;
 use criterion::Criterion;
-use greentic_host::bindings::messaging::ProviderPre;
-use greentic_host::bindings::messaging::exports::greentic::messaging::outbound::{
-    Message, SendResult,
-};
-use greentic_host::bindings::messaging::greentic::types::types::{self as gtypes, TenantCtx};
+use greentic_host::bindings::greentic::types::types::{self as gtypes, TenantCtx};
+use greentic_host::domain::messaging::ProviderPre;
+use greentic_host::domain::messaging::{Message, SendResult};
 use greentic_host::loader::{LoadOptions, load_bundle};
 use greentic_host::runtime::{Caller, Runtime};
 use wasmtime::Store;

@@ -1,14 +1,22 @@
-//! Host-side bindings of the greentic worlds: one `bindgen!` per world, in private modules.
-//!
-//! The imports both worlds share (secrets, telemetry, config) are generated once, with the
-//! messaging world, so the host implements each `Host` trait once.
+//! Host-side bindings of what every domain shares: the greentic imports (types, secrets,
+//! telemetry, config), generated once from one synthesized world, so the host implements each
+//! `Host` trait once. A domain's own world is generated in its module by [`domain_bindgen!`],
+//! with these imports mapped onto this module.
 
 #![allow(missing_docs)]
 
-/// `greentic:messaging/provider@1.0.0`.
-pub mod messaging {
+mod shared {
     wasmtime::component::bindgen!({
-        world: "greentic:messaging/provider@1.0.0",
+        inline: "
+            package greentic:host;
+
+            world imports {
+                import greentic:types/types@1.0.0;
+                include greentic:secrets/imports@1.0.0;
+                include greentic:telemetry/imports@1.0.0;
+                include greentic:config/imports@1.0.0;
+            }
+        ",
         path: [
             "../wit/deps/io.wit",
             "../wit/deps/clocks.wit",
@@ -21,54 +29,64 @@ pub mod messaging {
             "../wit/secrets.wit",
             "../wit/telemetry.wit",
             "../wit/config.wit",
-            "../wit/messaging.wit",
         ],
+        world: "greentic:host/imports",
         imports: { default: trappable },
-        exports: { default: async },
         with: {
-            "wasi:io": wasmtime_wasi::p2::bindings::io,
-            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
-            "wasi:random": wasmtime_wasi::p2::bindings::random,
-            "wasi:filesystem": wasmtime_wasi::p2::bindings::filesystem,
-            "wasi:sockets": wasmtime_wasi::p2::bindings::sockets,
-            "wasi:cli": wasmtime_wasi::p2::bindings::cli,
-            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
             "greentic:telemetry/tracing.span": crate::imports::telemetry::GuestSpan,
         },
     });
 }
 
-/// `greentic:webhook/handler@1.0.0`.
-pub mod webhook {
-    wasmtime::component::bindgen!({
-        world: "greentic:webhook/handler@1.0.0",
-        path: [
-            "../wit/deps/io.wit",
-            "../wit/deps/clocks.wit",
-            "../wit/deps/random.wit",
-            "../wit/deps/filesystem.wit",
-            "../wit/deps/sockets.wit",
-            "../wit/deps/cli.wit",
-            "../wit/deps/http.wit",
-            "../wit/types.wit",
-            "../wit/secrets.wit",
-            "../wit/telemetry.wit",
-            "../wit/config.wit",
-            "../wit/webhook.wit",
-        ],
-        imports: { default: trappable },
-        exports: { default: async },
-        with: {
-            "wasi:io": wasmtime_wasi::p2::bindings::io,
-            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
-            "wasi:random": wasmtime_wasi::p2::bindings::random,
-            "wasi:filesystem": wasmtime_wasi::p2::bindings::filesystem,
-            "wasi:sockets": wasmtime_wasi::p2::bindings::sockets,
-            "wasi:cli": wasmtime_wasi::p2::bindings::cli,
-            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
-            "greentic:secrets": crate::bindings::messaging::greentic::secrets,
-            "greentic:telemetry": crate::bindings::messaging::greentic::telemetry,
-            "greentic:config": crate::bindings::messaging::greentic::config,
-        },
-    });
+pub use shared::greentic;
+
+/// Generates the host bindings of one domain's world from `wit/` plus the domain's own WIT
+/// file: WASI and the shared greentic imports are mapped onto Wasmtime's and this module's
+/// types, so only what the domain adds (its exports) is generated anew. A world whose exports
+/// use `greentic:types` maps it too (`"greentic:types": crate::bindings::greentic::types`).
+///
+/// ```text
+/// crate::bindings::domain_bindgen!("greentic:timer/provider@1.0.0", "../wit/timer.wit");
+/// ```
+macro_rules! domain_bindgen {
+    ($world:literal, $wit:literal $(, $key:literal: $value:path)* $(,)?) => {
+        #[allow(missing_docs)]
+        mod generated {
+        wasmtime::component::bindgen!({
+            world: $world,
+            path: [
+                "../wit/deps/io.wit",
+                "../wit/deps/clocks.wit",
+                "../wit/deps/random.wit",
+                "../wit/deps/filesystem.wit",
+                "../wit/deps/sockets.wit",
+                "../wit/deps/cli.wit",
+                "../wit/deps/http.wit",
+                "../wit/types.wit",
+                "../wit/secrets.wit",
+                "../wit/telemetry.wit",
+                "../wit/config.wit",
+                $wit,
+            ],
+            imports: { default: trappable },
+            exports: { default: async },
+            with: {
+                "wasi:io": wasmtime_wasi::p2::bindings::io,
+                "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+                "wasi:random": wasmtime_wasi::p2::bindings::random,
+                "wasi:filesystem": wasmtime_wasi::p2::bindings::filesystem,
+                "wasi:sockets": wasmtime_wasi::p2::bindings::sockets,
+                "wasi:cli": wasmtime_wasi::p2::bindings::cli,
+                "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+                "greentic:secrets": crate::bindings::greentic::secrets,
+                "greentic:telemetry": crate::bindings::greentic::telemetry,
+                "greentic:config": crate::bindings::greentic::config,
+                $($key: $value,)*
+            },
+        });
+        }
+        pub use generated::*;
+    };
 }
+
+pub(crate) use domain_bindgen;

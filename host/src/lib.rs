@@ -31,6 +31,7 @@ pub mod blocking;
 pub mod budget;
 pub mod bundle;
 pub mod conformance;
+pub mod domain;
 pub mod engine;
 pub mod errors;
 pub mod imports;

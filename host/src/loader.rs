@@ -16,12 +16,12 @@ use greentic_interfaces::{Contracts, OUTGOING_HANDLER, SECRETS_STORE, inspect_co
 use greentic_manifest::ProviderManifest;
 use wasmtime::component::Linker;
 
-use crate::bindings::{messaging, webhook};
 use crate::bundle::SecretBackendKind;
 use crate::bundle::{
     Bundle, ComponentSource, Lock, LockEntry, RegistrySource, SourceRef, artifact_reference,
     resolve_source,
 };
+use crate::domain::{Domain, Prepared, Typed};
 use crate::engine::PoolSizing;
 use crate::engine::{CacheKey, CacheOutcome, CompileCache, HostEngine};
 use crate::imports::{self, Linked};
@@ -29,14 +29,6 @@ use crate::outbound::OutboundPolicy;
 use crate::secrets::{EnvBackend, FileBackend, SecretBackend};
 use crate::state::CallState;
 use anyhow::Context as _;
-
-/// The world a provider implements, pre-instantiated.
-pub enum ProviderKind {
-    /// `greentic:messaging/provider`.
-    Messaging(messaging::ProviderPre<CallState>),
-    /// `greentic:webhook/handler`.
-    Webhook(webhook::HandlerPre<CallState>),
-}
 
 /// A provider that passed every check.
 pub struct LoadedProvider {
@@ -52,8 +44,8 @@ pub struct LoadedProvider {
     pub manifest: ProviderManifest,
     /// The host world it runs in.
     pub world: String,
-    /// Pre-instantiated component.
-    pub kind: ProviderKind,
+    /// The component, pre-instantiated for its domain.
+    pub prepared: Arc<dyn Prepared>,
     /// Outbound hosts it may call.
     pub outbound: OutboundPolicy,
     /// Secrets it declares and is granted.
@@ -62,6 +54,16 @@ pub struct LoadedProvider {
     pub linked: Linked,
     /// Whether compiled code came from the cache.
     pub cache: CacheOutcome,
+}
+
+impl LoadedProvider {
+    /// The typed `*Pre` of the provider, if it is a provider of domain `D`.
+    pub fn pre<D: Domain>(&self) -> Option<&D::Pre> {
+        self.prepared
+            .as_any()
+            .downcast_ref::<Typed<D>>()
+            .map(|typed| &typed.pre)
+    }
 }
 
 /// Why a bundle did not load.
@@ -310,21 +312,10 @@ fn load_one(
     let pre = linker
         .instantiate_pre(&component)
         .map_err(|e| fail(format!("cannot be linked with the granted imports: {e:#}")))?;
-    let kind = if report
-        .host_world
-        .starts_with("greentic:messaging/provider@")
-    {
-        ProviderKind::Messaging(
-            messaging::ProviderPre::new(pre).map_err(|e| fail(format!("{e:#}")))?,
-        )
-    } else if report.host_world.starts_with("greentic:webhook/handler@") {
-        ProviderKind::Webhook(webhook::HandlerPre::new(pre).map_err(|e| fail(format!("{e:#}")))?)
-    } else {
-        return Err(fail(format!(
-            "targets `{}`, which this host cannot run yet",
-            report.host_world
-        )));
-    };
+    let prepared = crate::domain::by_world(&report.host_world)
+        .map_err(fail)?
+        .prepare(pre)
+        .map_err(|e| fail(format!("{e:#}")))?;
     let granted_secrets: BTreeSet<String> = grants
         .secrets
         .iter()
@@ -342,7 +333,7 @@ fn load_one(
         manifest_digest,
         world: report.host_world,
         manifest: report.manifest,
-        kind,
+        prepared,
         outbound,
         granted_secrets: Arc::new(granted_secrets),
         linked,

@@ -47,7 +47,7 @@ fn help(name: &str) -> (&'static str, &'static str) {
     match name {
         "greentic_calls_total" => (
             "counter",
-            "Calls by tenant, provider, capability and outcome code.",
+            "Calls of every domain by tenant, provider, capability (a delivery's is its domain) and outcome code.",
         ),
         "greentic_call_duration_seconds" => ("histogram", "Call latency, including retries."),
         "greentic_fuel_consumed_total" => ("counter", "Fuel consumed by calls."),
@@ -66,10 +66,6 @@ fn help(name: &str) -> (&'static str, &'static str) {
         ),
         "greentic_guest_counter_total" => ("counter", "Counters emitted by providers."),
         "greentic_guest_histogram" => ("histogram", "Histograms emitted by providers."),
-        "greentic_webhook_requests_total" => (
-            "counter",
-            "Webhook deliveries by tenant, provider and status.",
-        ),
         _ => ("untyped", "greentic metric."),
     }
 }

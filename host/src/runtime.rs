@@ -7,32 +7,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use opentelemetry::trace::{Span as _, Status, TraceContextExt, Tracer};
 use opentelemetry::{KeyValue, global};
-use serde::Deserialize;
 use wasmtime::{Store, Trap};
 
-use crate::bindings::messaging::exports::greentic::messaging::outbound::{Message, SendResult};
-use crate::bindings::messaging::greentic::types::types::{
-    Cloud, DeploymentCtx, Platform, ProviderError, TenantCtx,
-};
+use crate::bindings::greentic::types::types::{Cloud, DeploymentCtx, Platform, TenantCtx};
 use crate::budget::ResourceLimitHit;
 use crate::bundle::{Bundle, Deployment, Limits, Route};
+use crate::domain::{CallCx, Decoded, Domain, Entry, Input, Kept, Output, Typed};
 use crate::engine::{EngineOptions, HostEngine, YIELD_FUEL};
-use crate::errors::{CallError, MAX_GUEST_TEXT, ProviderFailure, clip_guest};
+use crate::errors::{CallError, clip_guest};
 use crate::imports::telemetry::host_attributes;
 use crate::limits::TenantGate;
-use crate::loader::{LoadedProvider, ProviderKind};
+use crate::loader::LoadedProvider;
 use crate::metrics::Metrics;
 use crate::outbound::OutboundPolicy;
 use crate::resilience::{BreakerPolicy, BreakerState, Breakers, RetryPolicy, counts_as_failure};
 use crate::secrets::SecretBackend;
 use crate::state::{CallScope, CallState, DeadlineHit, MemoryLimitHit};
-
-/// The longest result id passed on to a caller; a provider returning more gets
-/// `result-too-large` (its memory cap bounds what the host copies out of it).
-pub const MAX_RESULT_ID_BYTES: usize = MAX_GUEST_TEXT;
 
 /// A tenant's run-time state.
 pub struct TenantRuntime {
@@ -58,18 +50,6 @@ pub struct Caller {
     pub user: Option<String>,
 }
 
-/// The input of the `send` capability.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SendInput {
-    to: String,
-    text: String,
-    #[serde(default)]
-    thread: Option<String>,
-    #[serde(default)]
-    idempotency_key: Option<String>,
-}
-
 /// The runtime.
 pub struct Runtime {
     /// The engine.
@@ -87,18 +67,10 @@ pub struct Runtime {
     retry: RetryPolicy,
     /// False while shutting down.
     pub ready: AtomicBool,
-    /// Whether messaging calls reuse one instance per provider (see [`Runtime::share_instances`]).
+    /// Whether calls reuse one instance per provider (see [`Runtime::share_instances`]).
     shared: AtomicBool,
-    /// The instances kept while `shared` is on.
-    pool: tokio::sync::Mutex<BTreeMap<String, SharedInstance>>,
     /// The largest webhook response body passed on (`[host].max_body_bytes`).
     max_response_bytes: usize,
-}
-
-/// One instance kept across calls when instances are shared.
-struct SharedInstance {
-    store: Store<CallState>,
-    provider: crate::bindings::messaging::Provider,
 }
 
 impl Runtime {
@@ -125,7 +97,7 @@ impl Runtime {
                 };
                 let webhook_gates = providers
                     .iter()
-                    .filter(|(_, p)| matches!(p.kind, ProviderKind::Webhook(_)))
+                    .filter(|(_, p)| p.prepared.info().entry == Entry::Http)
                     .map(|(name, _)| (name.clone(), TenantGate::new(id, webhook_limits)))
                     .collect();
                 (
@@ -151,20 +123,21 @@ impl Runtime {
             retry: RetryPolicy::default(),
             ready: AtomicBool::new(true),
             shared: AtomicBool::new(false),
-            pool: tokio::sync::Mutex::new(BTreeMap::new()),
             max_response_bytes: bundle.file.host.max_body_bytes,
         }
     }
 
-    /// Makes consecutive messaging calls of *every* tenant run in one kept instance per
-    /// provider (serialised), instead of a fresh instance per call; `false` drops the kept ones.
+    /// Makes consecutive calls of *every* tenant run in one kept instance per provider
+    /// (serialised), instead of a fresh instance per call; `false` drops the kept ones.
     ///
     /// This is how instance-pooling hosts run providers. `run` never enables it: the conformance
     /// suite does, to prove that a provider keeps no tenant's data from one call to the next.
     pub async fn share_instances(&self, on: bool) {
         self.shared.store(on, Ordering::SeqCst);
         if !on {
-            self.pool.lock().await.clear();
+            for provider in self.providers.values() {
+                provider.prepared.release().await;
+            }
         }
     }
 
@@ -263,7 +236,8 @@ impl Runtime {
         }
     }
 
-    /// Invokes `capability` for `caller` with a JSON `input`.
+    /// Invokes `capability` for `caller` with a JSON `input` (`header_key`: the
+    /// `Idempotency-Key` header), on the provider the routes pick.
     pub async fn invoke(
         &self,
         caller: &Caller,
@@ -271,7 +245,6 @@ impl Runtime {
         input: serde_json::Value,
         header_key: Option<String>,
     ) -> Result<serde_json::Value, CallError> {
-        let started = Instant::now();
         let tenant = self.tenants.get(&caller.tenant).ok_or_else(|| {
             CallError::BadRequest(format!(
                 "tenant `{}` is not served by this host",
@@ -283,9 +256,97 @@ impl Runtime {
             .ok_or_else(|| CallError::NoRoute {
                 capability: capability.to_string(),
             })?;
+        let domain = provider.prepared.info();
+        if domain.entry != Entry::Invoke {
+            return Err(domain.wrong_entry(&caller.tenant, &provider.name));
+        }
+        let input = Input::Invoke {
+            capability: capability.to_string(),
+            body: input,
+            idempotency_key: header_key,
+        };
+        match self
+            .call(caller, tenant, provider, capability, &tenant.gate, input)
+            .await?
+        {
+            Output::Json(result) => Ok(result),
+            Output::Http(_) => Err(CallError::Internal(format!(
+                "provider `{}` answered an invoke with an HTTP response",
+                provider.name
+            ))),
+        }
+    }
+
+    /// Hands an HTTP delivery to `provider` (a provider of an [`Entry::Http`] domain) for
+    /// `tenant`.
+    ///
+    /// An unknown tenant and a provider not routed to the tenant get the same answer, so the
+    /// answer does not tell a caller which tenants exist.
+    pub async fn webhook(
+        &self,
+        tenant_id: &str,
+        provider_name: &str,
+        request: hyper::Request<Bytes>,
+    ) -> Result<hyper::Response<Bytes>, CallError> {
+        let no_route = || CallError::NoRoute {
+            capability: format!("webhook {}", crate::errors::clip(provider_name, 128)),
+        };
+        let tenant = self.tenants.get(tenant_id).ok_or_else(no_route)?;
+        let provider = self
+            .providers
+            .get(provider_name)
+            .filter(|_| self.routed_to(tenant_id, provider_name))
+            .ok_or_else(no_route)?;
+        // Only providers of HTTP domains have a delivery gate.
+        let gate = tenant
+            .webhook_gates
+            .get(provider_name)
+            .ok_or_else(no_route)?;
+        let caller = Caller {
+            tenant: tenant_id.to_string(),
+            team: None,
+            user: None,
+        };
+        let capability = provider.prepared.info().name;
+        match self
+            .call(
+                &caller,
+                tenant,
+                provider,
+                capability,
+                gate,
+                Input::Http(request),
+            )
+            .await?
+        {
+            Output::Http(response) => Ok(response),
+            Output::Json(_) => Err(CallError::Internal(format!(
+                "provider `{provider_name}` answered a delivery with JSON"
+            ))),
+        }
+    }
+
+    /// The call envelope every domain shares: the host's span, the call's scope, the
+    /// in-flight gauge, the domain's decoding and attempts (see [`Runtime::attempts`]), and
+    /// one set of metrics and one log line for every call, whatever its domain.
+    async fn call(
+        &self,
+        caller: &Caller,
+        tenant: &TenantRuntime,
+        provider: &Arc<LoadedProvider>,
+        capability: &str,
+        gate: &Arc<TenantGate>,
+        input: Input,
+    ) -> Result<Output, CallError> {
+        let started = Instant::now();
+        let domain = provider.prepared.info();
         let tracer = global::tracer("greentic-host");
+        let name = match domain.entry {
+            Entry::Invoke => format!("invoke {capability}"),
+            Entry::Http | Entry::Trigger => capability.to_string(),
+        };
         let mut span = tracer
-            .span_builder(format!("invoke {capability}"))
+            .span_builder(name)
             .with_kind(opentelemetry::trace::SpanKind::Server)
             .start(&tracer);
         let trace_id = span.span_context().trace_id().to_string();
@@ -298,12 +359,24 @@ impl Runtime {
 
         // Counted down on drop, so a call whose client went away is not left counted.
         let in_flight = InFlight::enter(&self.metrics, &caller.tenant);
-        let result = self
-            .invoke_inner(
-                caller, capability, input, header_key, tenant, provider, &scope, &trace_id,
-            )
-            .await;
+        let call = Call {
+            caller,
+            provider,
+            scope: &scope,
+            gate,
+            trace_id: &trace_id,
+        };
+        let result = provider.prepared.run(self, call, input).await;
         drop(in_flight);
+        let result = result.map(|(output, attempts)| match output {
+            Output::Json(serde_json::Value::Object(mut fields)) => {
+                fields.insert("provider".into(), provider.name.clone().into());
+                fields.insert("trace_id".into(), trace_id.clone().into());
+                fields.insert("attempts".into(), attempts.into());
+                Output::Json(serde_json::Value::Object(fields))
+            }
+            other => other,
+        });
         let code = match &result {
             Ok(_) => "ok",
             Err(e) => e.code(),
@@ -333,73 +406,53 @@ impl Runtime {
             target: "greentic::call",
             tenant = %caller.tenant, team = caller.team.as_deref().unwrap_or(""),
             user = caller.user.as_deref().unwrap_or(""), provider = %provider.name,
-            capability, code, trace_id = %trace_id, duration_ms = elapsed.as_millis() as u64,
+            domain = domain.name, capability, code, trace_id = %trace_id,
+            duration_ms = elapsed.as_millis() as u64,
             "call finished"
         );
         result
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn invoke_inner(
+    /// A decoded call of domain `D`: the breaker's admission, then attempts — each under a
+    /// slot of `call.gate` and in a fresh instance — retried while the retry policy and the
+    /// deadline allow; returns the output and the number of attempts.
+    pub(crate) async fn attempts<D: Domain>(
         &self,
-        caller: &Caller,
-        capability: &str,
-        input: serde_json::Value,
-        header_key: Option<String>,
-        tenant: &TenantRuntime,
-        provider: &Arc<LoadedProvider>,
-        scope: &Arc<CallScope>,
-        trace_id: &str,
-    ) -> Result<serde_json::Value, CallError> {
-        let ProviderKind::Messaging(pre) = &provider.kind else {
-            return Err(CallError::BadRequest(format!(
-                "provider `{}` is a webhook provider; send deliveries to /webhooks/{}/{}/",
-                provider.name, caller.tenant, provider.name
-            )));
+        typed: &Typed<D>,
+        call: Call<'_>,
+        decoded: Decoded<D::Request>,
+    ) -> Result<(Output, u32), CallError> {
+        let tenant = call.caller.tenant.as_str();
+        let provider = call.provider.name.as_str();
+        let keyed = decoded.idempotency_key.is_some();
+        let ctx = self.tenant_ctx(call.caller, call.trace_id, decoded.idempotency_key);
+        let cx = CallCx {
+            ctx: &ctx,
+            max_response_bytes: self.max_response_bytes,
         };
-        let input: SendInput = serde_json::from_value(input).map_err(|e| {
-            CallError::BadRequest(format!(
-                "the body of `{capability}` must be {{\"to\", \"text\", \"thread\"?, \"idempotency_key\"?}}: {e}"
-            ))
-        })?;
-        let key = input.idempotency_key.clone().or(header_key);
-        let msg = Message {
-            to: input.to,
-            text: input.text,
-            thread: input.thread,
-            idempotency_key: input.idempotency_key,
-        };
-        let ctx = self.tenant_ctx(caller, trace_id, key.clone());
-        let limits = *tenant.gate.limits();
+        let limits = *call.gate.limits();
         let deadline = Instant::now() + Duration::from_millis(limits.deadline_ms);
 
         // Settled below; if this future is dropped first (the client went away) or returns
         // early (tenant-busy), dropping the admission gives a half-open probe back.
-        let admission = self.breakers.admit(&caller.tenant, &provider.name)?;
+        let admission = self.breakers.admit(tenant, provider)?;
         let mut attempt = 1;
         let outcome = loop {
-            let permit = tenant.gate.acquire().await?;
+            let permit = call.gate.acquire().await?;
             let (result, fuel) = self
-                .send_once(
-                    pre,
-                    scope,
-                    &provider.outbound,
-                    &limits,
-                    deadline,
-                    &ctx,
-                    &msg,
-                )
+                .attempt(typed, &call, &limits, deadline, &cx, &decoded.request)
                 .await;
             permit.settle(fuel);
             self.metrics.add(
                 "greentic_fuel_consumed_total",
-                &[("tenant", &caller.tenant), ("provider", &provider.name)],
+                &[("tenant", tenant), ("provider", provider)],
                 fuel as f64,
             );
             match result {
                 Err(e)
-                    if attempt < self.retry.max_attempts
-                        && RetryPolicy::retryable(&e, key.is_some()) =>
+                    if decoded.retry
+                        && attempt < self.retry.max_attempts
+                        && RetryPolicy::retryable(&e, keyed) =>
                 {
                     let delay = self.retry.delay(attempt, &e);
                     if Instant::now() + delay >= deadline {
@@ -408,8 +461,8 @@ impl Runtime {
                     self.metrics.inc(
                         "greentic_retries_total",
                         &[
-                            ("tenant", &caller.tenant),
-                            ("provider", &provider.name),
+                            ("tenant", tenant),
+                            ("provider", provider),
                             ("code", e.code()),
                         ],
                     );
@@ -423,235 +476,107 @@ impl Runtime {
         let state = admission.settle(failed);
         self.metrics.set(
             "greentic_circuit_open",
-            &[("tenant", &caller.tenant), ("provider", &provider.name)],
+            &[("tenant", tenant), ("provider", provider)],
             if state == BreakerState::Closed {
                 0.0
             } else {
                 1.0
             },
         );
-        let result = outcome?;
-        Ok(serde_json::json!({
-            "id": result.id,
-            "delivered_at_ms": result.delivered_at_ms,
-            "provider": provider.name,
-            "trace_id": trace_id,
-            "attempts": attempt,
-        }))
+        outcome.map(|output| (output, attempt))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn send_once(
+    /// One attempt in a fresh instance, dropped with its store when the attempt ends; the
+    /// outcome and the fuel it used.
+    async fn attempt<D: Domain>(
         &self,
-        pre: &crate::bindings::messaging::ProviderPre<CallState>,
-        scope: &Arc<CallScope>,
-        outbound: &OutboundPolicy,
+        typed: &Typed<D>,
+        call: &Call<'_>,
         limits: &Limits,
         deadline: Instant,
-        ctx: &TenantCtx,
-        msg: &Message,
-    ) -> (Result<SendResult, CallError>, u64) {
+        cx: &CallCx<'_>,
+        request: &D::Request,
+    ) -> (Result<Output, CallError>, u64) {
         if self.shared.load(Ordering::SeqCst) {
             return self
-                .send_shared(pre, scope, outbound, limits, deadline, ctx, msg)
+                .attempt_shared(typed, call, limits, deadline, cx, request)
                 .await;
         }
-        let mut store = match self.call_store(scope.clone(), outbound, limits, deadline) {
+        let mut store = match self.call_store(
+            call.scope.clone(),
+            &call.provider.outbound,
+            limits,
+            deadline,
+        ) {
             Ok(store) => store,
             Err(e) => return (Err(e), 0),
         };
         let run = async {
-            let provider = pre.instantiate_async(&mut store).await?;
-            provider
-                .greentic_messaging_outbound()
-                .call_send(&mut store, ctx, msg)
-                .await
+            let instance = D::instantiate(&typed.pre, &mut store).await?;
+            D::call(&instance, &mut store, cx, request).await
         };
         let result = tokio::time::timeout_at(deadline.into(), run).await;
         // The store (and the instance) is dropped here: nothing survives the call.
-        send_outcome(result, &store, limits)
+        outcome(result, &store, limits)
     }
 
-    /// [`Runtime::send_once`] in the provider's kept instance, which only this call's scope
+    /// [`Runtime::attempt`] in the provider's kept instance, which only this call's scope
     /// (tenant, secrets, config) and outbound policy are swapped into.
-    #[allow(clippy::too_many_arguments)]
-    async fn send_shared(
+    async fn attempt_shared<D: Domain>(
         &self,
-        pre: &crate::bindings::messaging::ProviderPre<CallState>,
-        scope: &Arc<CallScope>,
-        outbound: &OutboundPolicy,
+        typed: &Typed<D>,
+        call: &Call<'_>,
         limits: &Limits,
         deadline: Instant,
-        ctx: &TenantCtx,
-        msg: &Message,
-    ) -> (Result<SendResult, CallError>, u64) {
-        let mut pool = self.pool.lock().await;
-        let mut kept = match pool.remove(&scope.provider) {
+        cx: &CallCx<'_>,
+        request: &D::Request,
+    ) -> (Result<Output, CallError>, u64) {
+        let mut slot = typed.kept.lock().await;
+        let mut kept = match slot.take() {
             Some(kept) => kept,
             None => {
-                let mut store = match self.call_store(scope.clone(), outbound, limits, deadline) {
+                let mut store = match self.call_store(
+                    call.scope.clone(),
+                    &call.provider.outbound,
+                    limits,
+                    deadline,
+                ) {
                     Ok(store) => store,
                     Err(e) => return (Err(e), 0),
                 };
-                match pre.instantiate_async(&mut store).await {
-                    Ok(provider) => SharedInstance { store, provider },
+                match D::instantiate(&typed.pre, &mut store).await {
+                    Ok(instance) => Kept { store, instance },
                     Err(e) => return (Err(classify(&e, store.data())), 0),
                 }
             }
         };
         let data = kept.store.data_mut();
-        data.scope = scope.clone();
-        data.outbound.policy = outbound.clone();
+        data.scope = call.scope.clone();
+        data.outbound.policy = call.provider.outbound.clone();
         data.telemetry = Default::default();
         data.deadline = deadline;
         if let Err(e) = kept.store.set_fuel(limits.fuel_per_call) {
             return (Err(CallError::Internal(e.to_string())), 0);
         }
         yield_regularly(&mut kept.store, &self.engine.options);
-        let call = kept
-            .provider
-            .greentic_messaging_outbound()
-            .call_send(&mut kept.store, ctx, msg);
-        let result = tokio::time::timeout_at(deadline.into(), call).await;
-        let (mapped, fuel) = send_outcome(result, &kept.store, limits);
+        let run = D::call(&kept.instance, &mut kept.store, cx, request);
+        let result = tokio::time::timeout_at(deadline.into(), run).await;
+        let (mapped, fuel) = outcome(result, &kept.store, limits);
         // A trapped or interrupted instance is not reused; a provider error leaves it intact.
         if matches!(mapped, Ok(_) | Err(CallError::Provider(_))) {
-            pool.insert(scope.provider.clone(), kept);
+            *slot = Some(kept);
         }
         (mapped, fuel)
     }
+}
 
-    /// Hands a webhook delivery to `provider`'s `wasi:http/incoming-handler` for `tenant`.
-    ///
-    /// An unknown tenant and a provider not routed to the tenant get the same answer, so the
-    /// answer does not tell a caller which tenants exist.
-    pub async fn webhook(
-        &self,
-        tenant_id: &str,
-        provider_name: &str,
-        request: hyper::Request<Bytes>,
-    ) -> Result<hyper::Response<Bytes>, CallError> {
-        let no_route = || CallError::NoRoute {
-            capability: format!("webhook {}", crate::errors::clip(provider_name, 128)),
-        };
-        let tenant = self.tenants.get(tenant_id).ok_or_else(no_route)?;
-        let provider = self
-            .providers
-            .get(provider_name)
-            .filter(|_| self.routed_to(tenant_id, provider_name))
-            .ok_or_else(no_route)?;
-        let (ProviderKind::Webhook(pre), Some(gate)) =
-            (&provider.kind, tenant.webhook_gates.get(provider_name))
-        else {
-            return Err(no_route());
-        };
-        let caller = Caller {
-            tenant: tenant_id.to_string(),
-            team: None,
-            user: None,
-        };
-        let tracer = global::tracer("greentic-host");
-        let mut span = tracer
-            .span_builder("webhook")
-            .with_kind(opentelemetry::trace::SpanKind::Server)
-            .start(&tracer);
-        let trace_id = span.span_context().trace_id().to_string();
-        let cx =
-            opentelemetry::Context::current().with_remote_span_context(span.span_context().clone());
-        let scope = self.scope(&caller, provider, "webhook", tenant, cx, &trace_id);
-        for kv in host_attributes(&scope) {
-            span.set_attribute(kv);
-        }
-        let mapped = self.deliver(pre, gate, provider, scope, request).await;
-        let status = match &mapped {
-            Ok(r) => r.status().as_u16().to_string(),
-            Err(e) => e.code().to_string(),
-        };
-        self.metrics.inc(
-            "greentic_webhook_requests_total",
-            &[
-                ("tenant", tenant_id),
-                ("provider", provider_name),
-                ("status", &status),
-            ],
-        );
-        match &mapped {
-            Ok(_) => span.set_status(Status::Ok),
-            Err(e) => span.set_status(Status::error(e.message())),
-        }
-        span.end();
-        mapped
-    }
-
-    /// Runs one delivery: breaker, the provider's webhook gate, a fresh instance under the
-    /// tenant's limits, and the response read back within `[host].max_body_bytes`.
-    async fn deliver(
-        &self,
-        pre: &crate::bindings::webhook::HandlerPre<CallState>,
-        gate: &Arc<TenantGate>,
-        provider: &LoadedProvider,
-        scope: Arc<CallScope>,
-        request: hyper::Request<Bytes>,
-    ) -> Result<hyper::Response<Bytes>, CallError> {
-        let max_response_bytes = self.max_response_bytes;
-        let admission = self.breakers.admit(&scope.tenant, &provider.name)?;
-        let permit = gate.acquire().await?;
-        let limits = *gate.limits();
-        let deadline = Instant::now() + Duration::from_millis(limits.deadline_ms);
-        let mut store = self.call_store(scope.clone(), &provider.outbound, &limits, deadline)?;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let run = async {
-            use wasmtime_wasi_http::WasiHttpView;
-            let (parts, body) = request.into_parts();
-            let body = http_body_util::Full::new(body).map_err(
-                |never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} },
-            );
-            let req = hyper::Request::from_parts(parts, body);
-            let req = store.data_mut().http().new_incoming_request(
-                wasmtime_wasi_http::p2::bindings::http::types::Scheme::Http,
-                req,
-            )?;
-            let out = store.data_mut().http().new_response_outparam(tx)?;
-            let handler = pre.instantiate_async(&mut store).await?;
-            handler
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, req, out)
-                .await?;
-            let response = match rx.await {
-                Ok(Ok(response)) => response,
-                Ok(Err(code)) => wasmtime::bail!("the provider answered with error {code:?}"),
-                Err(_) => wasmtime::bail!("the provider returned without setting a response"),
-            };
-            let (parts, body) = response.into_parts();
-            let body = match http_body_util::Limited::new(body, max_response_bytes)
-                .collect()
-                .await
-            {
-                Ok(collected) => collected.to_bytes(),
-                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                    return Ok(Err(CallError::ResultTooLarge {
-                        bytes: max_response_bytes + 1,
-                        limit: max_response_bytes,
-                    }));
-                }
-                Err(e) => wasmtime::bail!("reading the provider's response body: {e}"),
-            };
-            Ok(Ok(hyper::Response::from_parts(parts, body)))
-        };
-        let result = tokio::time::timeout_at(deadline.into(), run).await;
-        let fuel = limits
-            .fuel_per_call
-            .saturating_sub(store.get_fuel().unwrap_or(0));
-        permit.settle(fuel);
-        store.data().telemetry.report(&store.data().scope);
-        let mapped = match result {
-            Err(_) => Err(CallError::DeadlineExceeded(limits.deadline_ms)),
-            Ok(Ok(answer)) => answer,
-            Ok(Err(e)) => Err(classify(&e, store.data())),
-        };
-        admission.settle(mapped.as_ref().err().is_some_and(counts_as_failure));
-        mapped
-    }
+/// One call as the envelope hands it to a domain's attempts.
+pub struct Call<'a> {
+    caller: &'a Caller,
+    provider: &'a LoadedProvider,
+    scope: &'a Arc<CallScope>,
+    gate: &'a Arc<TenantGate>,
+    trace_id: &'a str,
 }
 
 impl Runtime {
@@ -679,23 +604,19 @@ impl Runtime {
     }
 }
 
-/// What one `send` in `store` came to, and the fuel it used.
-fn send_outcome(
-    result: Result<
-        wasmtime::Result<Result<SendResult, ProviderError>>,
-        tokio::time::error::Elapsed,
-    >,
+/// What one attempt in `store` came to, and the fuel it used.
+fn outcome(
+    result: Result<wasmtime::Result<Result<Output, CallError>>, tokio::time::error::Elapsed>,
     store: &Store<CallState>,
     limits: &Limits,
-) -> (Result<SendResult, CallError>, u64) {
+) -> (Result<Output, CallError>, u64) {
     let fuel = limits
         .fuel_per_call
         .saturating_sub(store.get_fuel().unwrap_or(0));
     store.data().telemetry.report(&store.data().scope);
     let mapped = match result {
         Err(_elapsed) => Err(CallError::DeadlineExceeded(limits.deadline_ms)),
-        Ok(Ok(Ok(sent))) => bounded(sent),
-        Ok(Ok(Err(provider_error))) => Err(CallError::Provider(map_provider_error(provider_error))),
+        Ok(Ok(answer)) => answer,
         Ok(Err(e)) => Err(classify(&e, store.data())),
     };
     (mapped, fuel)
@@ -735,36 +656,6 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.metrics
             .gauge_add("greentic_calls_in_flight", &[("tenant", self.tenant)], -1.0);
-    }
-}
-
-/// Refuses results larger than the host passes on.
-fn bounded(sent: SendResult) -> Result<SendResult, CallError> {
-    if sent.id.len() > MAX_RESULT_ID_BYTES {
-        return Err(CallError::ResultTooLarge {
-            bytes: sent.id.len(),
-            limit: MAX_RESULT_ID_BYTES,
-        });
-    }
-    Ok(sent)
-}
-
-/// The host's view of a provider's error; every message is cut at [`MAX_GUEST_TEXT`] before it
-/// goes anywhere (answer, span, log).
-fn map_provider_error(e: ProviderError) -> ProviderFailure {
-    match e {
-        ProviderError::InvalidInput(m) => ProviderFailure::InvalidInput(clip_guest(m)),
-        ProviderError::Unauthorized(m) => ProviderFailure::Unauthorized(clip_guest(m)),
-        ProviderError::NotFound(m) => ProviderFailure::NotFound(clip_guest(m)),
-        ProviderError::RateLimited(r) => ProviderFailure::RateLimited {
-            retry_after_ms: r.retry_after_ms,
-        },
-        ProviderError::Unavailable(u) => ProviderFailure::Unavailable {
-            retry_after_ms: u.retry_after_ms,
-            message: clip_guest(u.message),
-        },
-        ProviderError::Timeout => ProviderFailure::Timeout,
-        ProviderError::Internal(m) => ProviderFailure::Internal(clip_guest(m)),
     }
 }
 

@@ -5,10 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use greentic_host::bindings::messaging::exports::greentic::messaging::outbound::Message;
-use greentic_host::bindings::messaging::greentic::types::types::{
-    Cloud, DeploymentCtx, Platform, TenantCtx,
-};
+use greentic_host::bindings::greentic::types::types::{Cloud, DeploymentCtx, Platform, TenantCtx};
+use greentic_host::domain::messaging::Message;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 

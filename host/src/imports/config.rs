@@ -1,6 +1,6 @@
 //! `greentic:config/config`: the tenant's configuration of this provider, validated at load.
 
-use crate::bindings::messaging::greentic::config::config::{ConfigError, Host};
+use crate::bindings::greentic::config::config::{ConfigError, Host};
 use crate::state::CallState;
 
 impl Host for CallState {

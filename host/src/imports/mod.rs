@@ -7,7 +7,7 @@ pub mod telemetry;
 
 use wasmtime::component::{HasSelf, Linker};
 
-use crate::bindings::messaging::greentic;
+use crate::bindings::greentic;
 use crate::state::CallState;
 
 /// The imports a provider is granted; only these are linked (zero trust).

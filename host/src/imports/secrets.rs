@@ -8,7 +8,7 @@ use wasmtime::StoreContextMut;
 use wasmtime::component::Linker;
 use zeroize::Zeroizing;
 
-use crate::bindings::messaging::greentic::secrets::store::SecretError;
+use crate::bindings::greentic::secrets::store::SecretError;
 use crate::errors::{MAX_GUEST_TEXT, clip};
 use crate::secrets::valid_name;
 use crate::state::CallState;

@@ -16,9 +16,9 @@ use opentelemetry::trace::{Span as _, Status, TraceContextExt, Tracer};
 use opentelemetry::{KeyValue, global};
 use wasmtime::component::Resource;
 
-use crate::bindings::messaging::greentic::telemetry::tracing::{HostSpan, SpanStatus};
-use crate::bindings::messaging::greentic::telemetry::types::{Attribute, Level};
-use crate::bindings::messaging::greentic::telemetry::{logs, metrics, tracing as gtracing, types};
+use crate::bindings::greentic::telemetry::tracing::{HostSpan, SpanStatus};
+use crate::bindings::greentic::telemetry::types::{Attribute, Level};
+use crate::bindings::greentic::telemetry::{logs, metrics, tracing as gtracing, types};
 use crate::errors::{MAX_GUEST_TEXT, clip};
 use crate::metrics::Metrics;
 use crate::state::{CallScope, CallState};

@@ -1,0 +1,110 @@
+//! `greentic:messaging/provider`: providers that deliver a message, invoked as `send`.
+
+use serde::Deserialize;
+use wasmtime::Store;
+use wasmtime::component::InstancePre;
+
+use super::{CallCx, Decoded, Domain, Entry, Input, Output, provider_failure};
+use crate::errors::{CallError, MAX_GUEST_TEXT};
+use crate::state::CallState;
+
+crate::bindings::domain_bindgen!(
+    "greentic:messaging/provider@1.0.0",
+    "../wit/messaging.wit",
+    "greentic:types": crate::bindings::greentic::types,
+);
+
+pub use exports::greentic::messaging::outbound::{Message, SendResult};
+
+/// The longest result id passed on to a caller; a provider returning more gets
+/// `result-too-large` (its memory cap bounds what the host copies out of it).
+pub const MAX_RESULT_ID_BYTES: usize = MAX_GUEST_TEXT;
+
+/// The messaging domain.
+pub struct Messaging;
+
+/// The body of an invoke of a messaging capability.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendInput {
+    to: String,
+    text: String,
+    #[serde(default)]
+    thread: Option<String>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+impl Domain for Messaging {
+    const NAME: &'static str = "messaging";
+    const WORLD: &'static str = "greentic:messaging/provider";
+    const ENTRY: Entry = Entry::Invoke;
+    type Pre = ProviderPre<CallState>;
+    type Instance = Provider;
+    type Request = Message;
+
+    fn pre(pre: InstancePre<CallState>) -> wasmtime::Result<ProviderPre<CallState>> {
+        ProviderPre::new(pre)
+    }
+
+    fn decode(input: Input) -> Result<Decoded<Message>, CallError> {
+        let Input::Invoke {
+            capability,
+            body,
+            idempotency_key: header_key,
+        } = input
+        else {
+            return Err(CallError::BadRequest(
+                "messaging providers are invoked through POST /v1/invoke/{capability}".into(),
+            ));
+        };
+        let input: SendInput = serde_json::from_value(body).map_err(|e| {
+            CallError::BadRequest(format!(
+                "the body of `{capability}` must be {{\"to\", \"text\", \"thread\"?, \"idempotency_key\"?}}: {e}"
+            ))
+        })?;
+        // The body's key wins over the header's; the provider sees the one that applies in
+        // its tenant-ctx, and the body's in the message.
+        let key = input.idempotency_key.clone().or(header_key);
+        Ok(Decoded {
+            request: Message {
+                to: input.to,
+                text: input.text,
+                thread: input.thread,
+                idempotency_key: input.idempotency_key,
+            },
+            retry: true,
+            idempotency_key: key,
+        })
+    }
+
+    async fn instantiate(
+        pre: &ProviderPre<CallState>,
+        store: &mut Store<CallState>,
+    ) -> wasmtime::Result<Provider> {
+        pre.instantiate_async(store).await
+    }
+
+    async fn call(
+        instance: &Provider,
+        store: &mut Store<CallState>,
+        cx: &CallCx<'_>,
+        msg: &Message,
+    ) -> wasmtime::Result<Result<Output, CallError>> {
+        let sent = instance
+            .greentic_messaging_outbound()
+            .call_send(store, cx.ctx, msg)
+            .await?;
+        Ok(match sent {
+            Err(e) => Err(CallError::Provider(provider_failure(e))),
+            Ok(sent) if sent.id.len() > MAX_RESULT_ID_BYTES => Err(CallError::ResultTooLarge {
+                bytes: sent.id.len(),
+                limit: MAX_RESULT_ID_BYTES,
+            }),
+            Ok(sent) => Ok(Output::Json(serde_json::json!({
+                "id": sent.id,
+                "delivered_at_ms": sent.delivered_at_ms,
+            }))),
+        })
+    }
+}
