@@ -150,6 +150,9 @@ pub struct Expect {
     /// Acceptable HTTP statuses of a delivery.
     #[serde(default)]
     pub status: Vec<u16>,
+    /// Acceptable statuses of a replayed delivery, from a provider that keeps state.
+    #[serde(default)]
+    pub replay_status: Vec<u16>,
     /// `ok` or `error`: the provider span's status.
     pub span_status: Option<String>,
 }

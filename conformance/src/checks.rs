@@ -602,19 +602,44 @@ async fn delivery_replay(ctx: &mut Ctx, case: &Case) -> Verdict {
     let second = ctx.deliver(&case.id, "a", d.signature, &d.body, &id).await;
     ctx.collect();
     let both_mentions = mentions(ctx, &id);
+    // A provider that keeps state can recognise the replay itself, so it must refuse it.
+    let keeps_state = ComponentWorld::decode(&ctx.manifest.name, &ctx.wasm).is_ok_and(|w| {
+        w.imports
+            .iter()
+            .any(|i| i.name.starts_with("greentic:state/"))
+    });
     let mut problems = Vec::new();
     for (n, o) in [(1, &first), (2, &second)] {
+        let expected = if n == 2 && keeps_state {
+            &case.expect.replay_status
+        } else {
+            &case.expect.status
+        };
         if let Some(code) = &o.host_error {
             problems.push(format!(
                 "delivery {n}: the host answered {} ({code})",
                 o.status
             ));
-        } else if !case.expect.status.contains(&o.status) {
+        } else if !expected.contains(&o.status) {
             problems.push(format!(
-                "delivery {n}: answered {}, expected one of {:?}",
-                o.status, case.expect.status
+                "delivery {n}: answered {}, expected one of {expected:?}{}",
+                o.status,
+                if n == 2 && keeps_state {
+                    " (the provider imports greentic:state, so it must refuse a replayed delivery id)"
+                } else {
+                    ""
+                }
             ));
         }
+    }
+    if keeps_state {
+        if problems.is_empty() {
+            return pass(format!(
+                "the first delivery was answered {}, its replay refused with {}",
+                first.status, second.status
+            ));
+        }
+        return fail(problems.join("; "));
     }
     if first.status != second.status {
         problems.push(format!(

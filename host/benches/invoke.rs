@@ -45,7 +45,7 @@ fn setup() -> Setup {
         &loaded.bundle,
         loaded.engine,
         loaded.loaded.providers,
-        loaded.backend,
+        loaded.capabilities,
     ));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

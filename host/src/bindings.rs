@@ -1,5 +1,5 @@
 //! Host-side bindings of what every domain shares: the greentic imports (types, secrets,
-//! telemetry, config), generated once from one synthesized world, so the host implements each
+//! telemetry, config, state), generated once from one synthesized world, so the host implements each
 //! `Host` trait once. A domain's own world is generated in its module by [`domain_bindgen!`],
 //! with these imports mapped onto this module.
 
@@ -15,6 +15,7 @@ mod shared {
                 include greentic:secrets/imports@1.0.0;
                 include greentic:telemetry/imports@1.0.0;
                 include greentic:config/imports@1.0.0;
+                include greentic:state/imports@1.0.0;
             }
         ",
         path: [
@@ -29,9 +30,10 @@ mod shared {
             "../wit/secrets.wit",
             "../wit/telemetry.wit",
             "../wit/config.wit",
+            "../wit/state.wit",
         ],
         world: "greentic:host/imports",
-        imports: { default: trappable },
+        imports: { "greentic:state": async | trappable, default: trappable },
         with: {
             "greentic:telemetry/tracing.span": crate::imports::telemetry::GuestSpan,
         },
@@ -66,6 +68,7 @@ macro_rules! domain_bindgen {
                 "../wit/secrets.wit",
                 "../wit/telemetry.wit",
                 "../wit/config.wit",
+                "../wit/state.wit",
                 $wit,
             ],
             imports: { default: trappable },
@@ -81,6 +84,7 @@ macro_rules! domain_bindgen {
                 "greentic:secrets": crate::bindings::greentic::secrets,
                 "greentic:telemetry": crate::bindings::greentic::telemetry,
                 "greentic:config": crate::bindings::greentic::config,
+                "greentic:state": crate::bindings::greentic::state,
                 $($key: $value,)*
             },
         });

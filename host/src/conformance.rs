@@ -180,6 +180,14 @@ pub fn bundle_toml(setup: &Setup, cache_dir: &Path) -> anyhow::Result<String> {
     if !outbound_hosts.is_empty() {
         outbound_hosts.push(format!("http://{}", setup.upstream));
     }
+    // The state a provider keeps (if it imports greentic:state) lives in the suite's own
+    // temporary bundle directory.
+    let keeps_state =
+        greentic_interfaces::ComponentWorld::decode(&m.name, &setup.wasm).is_ok_and(|w| {
+            w.imports
+                .iter()
+                .any(|i| i.name.starts_with("greentic:state/"))
+        });
     let doc = json!({
         "host": {"listen": "127.0.0.1:0", "cache_dir": cache_dir},
         "auth": {
@@ -192,7 +200,7 @@ pub fn bundle_toml(setup: &Setup, cache_dir: &Path) -> anyhow::Result<String> {
         "providers": {m.name.clone(): {
             "source": "provider.wasm",
             "allow_unsigned": true,
-            "grants": {"secrets": secrets, "outbound_hosts": outbound_hosts},
+            "grants": {"secrets": secrets, "outbound_hosts": outbound_hosts, "state": keeps_state},
         }},
         "tenants": tenants,
         "routes": routes,
@@ -234,8 +242,13 @@ pub async fn start(setup: Setup, capture: &Capture, cache_dir: PathBuf) -> anyho
         ..BreakerPolicy::default()
     };
     let runtime = Arc::new(
-        Runtime::new(&loaded.bundle, loaded.engine, providers, loaded.backend)
-            .with_policies(RetryPolicy::default(), breaker),
+        Runtime::new(
+            &loaded.bundle,
+            loaded.engine,
+            providers,
+            loaded.capabilities,
+        )
+        .with_policies(RetryPolicy::default(), breaker),
     );
     let app = Arc::new(App {
         runtime,

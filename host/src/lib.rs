@@ -10,14 +10,13 @@
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
-//! use std::sync::Arc;
-//! use greentic_host::{bundle::Bundle, engine::{HostEngine, PoolSizing}, loader, runtime::{Caller, Runtime}, secrets::FileBackend};
+//! use greentic_host::{bundle::Bundle, engine::{HostEngine, PoolSizing}, imports::Capabilities, loader, runtime::{Caller, Runtime}};
 //!
 //! let bundle = Bundle::load(std::path::Path::new("examples/demo"))?;
 //! let engine = HostEngine::new(PoolSizing { instances: 16, max_memory_bytes: 64 << 20 })?;
-//! let backend = Arc::new(FileBackend::new(bundle.path(&bundle.file.secrets.dir)));
-//! let loaded = loader::load(&bundle, &engine, backend.as_ref(), Default::default())?;
-//! let runtime = Runtime::new(&bundle, engine, loaded.providers, backend);
+//! let capabilities = Capabilities::open(&bundle)?;
+//! let loaded = loader::load(&bundle, &engine, capabilities.secrets.as_ref(), Default::default())?;
+//! let runtime = Runtime::new(&bundle, engine, loaded.providers, capabilities);
 //! let caller = Caller { tenant: "acme".into(), team: None, user: None };
 //! let result = runtime.invoke(&caller, "send", serde_json::json!({"to": "#ops", "text": "hi"}), None).await;
 //! # let _ = result; Ok(()) }

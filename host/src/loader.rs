@@ -16,7 +16,6 @@ use greentic_interfaces::{Contracts, OUTGOING_HANDLER, SECRETS_STORE, inspect_co
 use greentic_manifest::ProviderManifest;
 use wasmtime::component::Linker;
 
-use crate::bundle::SecretBackendKind;
 use crate::bundle::{
     Bundle, ComponentSource, Lock, LockEntry, RegistrySource, SourceRef, artifact_reference,
     resolve_source,
@@ -24,9 +23,9 @@ use crate::bundle::{
 use crate::domain::{Domain, Prepared, Typed};
 use crate::engine::PoolSizing;
 use crate::engine::{CacheKey, CacheOutcome, CompileCache, HostEngine};
-use crate::imports::{self, Linked};
+use crate::imports::{self, Capabilities, Linked};
 use crate::outbound::OutboundPolicy;
-use crate::secrets::{EnvBackend, FileBackend, SecretBackend};
+use crate::secrets::SecretBackend;
 use crate::state::CallState;
 use anyhow::Context as _;
 
@@ -260,6 +259,7 @@ fn load_one(
         config: grants.config,
         telemetry: grants.telemetry,
         outgoing_http: !grants.outbound_hosts.is_empty(),
+        state: grants.state,
     };
     if needs(SECRETS_STORE) && !linked.secrets {
         problems.push(format!(
@@ -275,6 +275,11 @@ fn load_one(
     if needs("greentic:config/config") && !linked.config {
         problems.push(format!(
             "imports `greentic:config/config` but [providers.{name}].grants.config is false"
+        ));
+    }
+    if needs_prefix("greentic:state/") && !linked.state {
+        problems.push(format!(
+            "imports `greentic:state/store` but [providers.{name}].grants.state is false; set `grants.state = true` to let it keep state (scoped to each tenant and this provider)"
         ));
     }
     if needs_prefix("greentic:telemetry/") && !linked.telemetry {
@@ -475,11 +480,11 @@ pub struct LoadedBundle {
     pub engine: HostEngine,
     /// The checked providers.
     pub loaded: Loaded,
-    /// Where secrets come from.
-    pub backend: Arc<dyn SecretBackend>,
+    /// The host-provided capabilities (secrets, state), opened from the bundle.
+    pub capabilities: Capabilities,
 }
 
-/// Reads the bundle at `path`, opens its secret backend, sizes the engine's pool from the
+/// Reads the bundle at `path`, opens its capabilities (secrets, state), sizes the engine's pool from the
 /// tenants' limits, and [`load`]s every provider.
 pub fn load_bundle(path: &Path, options: LoadOptions) -> anyhow::Result<LoadedBundle> {
     load_bundle_with(path, options, HostEngine::new)
@@ -492,12 +497,7 @@ pub fn load_bundle_with(
     make_engine: impl FnOnce(PoolSizing) -> anyhow::Result<HostEngine>,
 ) -> anyhow::Result<LoadedBundle> {
     let bundle = Bundle::load(path)?;
-    let backend: Arc<dyn SecretBackend> = match bundle.file.secrets.backend {
-        SecretBackendKind::File => {
-            Arc::new(FileBackend::new(bundle.path(&bundle.file.secrets.dir)))
-        }
-        SecretBackendKind::Env => Arc::new(EnvBackend::new(bundle.file.secrets.env_prefix.clone())),
-    };
+    let capabilities = Capabilities::open(&bundle)?;
     let tenants = &bundle.file.tenants;
     // Every slot a call may hold: each tenant's invokes, and its webhook deliveries per
     // provider routed to it (which of them are webhook providers is known only after loading).
@@ -524,11 +524,11 @@ pub fn load_bundle_with(
             .unwrap_or(64 << 20),
     };
     let engine = make_engine(sizing).context("creating the Wasmtime engine")?;
-    let loaded = load(&bundle, &engine, backend.as_ref(), options)?;
+    let loaded = load(&bundle, &engine, capabilities.secrets.as_ref(), options)?;
     Ok(LoadedBundle {
         bundle,
         engine,
         loaded,
-        backend,
+        capabilities,
     })
 }

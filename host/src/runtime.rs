@@ -17,13 +17,13 @@ use crate::bundle::{Bundle, Deployment, Limits, Route};
 use crate::domain::{CallCx, Decoded, Domain, Entry, Input, Kept, Output, Typed};
 use crate::engine::{EngineOptions, HostEngine, YIELD_FUEL};
 use crate::errors::{CallError, clip_guest};
+use crate::imports::Capabilities;
 use crate::imports::telemetry::host_attributes;
 use crate::limits::TenantGate;
 use crate::loader::LoadedProvider;
 use crate::metrics::Metrics;
 use crate::outbound::OutboundPolicy;
 use crate::resilience::{BreakerPolicy, BreakerState, Breakers, RetryPolicy, counts_as_failure};
-use crate::secrets::SecretBackend;
 use crate::state::{CallScope, CallState, DeadlineHit, MemoryLimitHit};
 
 /// A tenant's run-time state.
@@ -60,7 +60,7 @@ pub struct Runtime {
     pub tenants: BTreeMap<String, TenantRuntime>,
     routes: Vec<Route>,
     deployment: Deployment,
-    backend: Arc<dyn SecretBackend>,
+    capabilities: Capabilities,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     breakers: Breakers,
@@ -79,7 +79,7 @@ impl Runtime {
         bundle: &Bundle,
         engine: HostEngine,
         providers: BTreeMap<String, Arc<LoadedProvider>>,
-        backend: Arc<dyn SecretBackend>,
+        capabilities: Capabilities,
     ) -> Runtime {
         let tenants = bundle
             .file
@@ -117,7 +117,7 @@ impl Runtime {
             tenants,
             routes: bundle.file.routes.clone(),
             deployment: bundle.file.host.deployment.clone(),
-            backend,
+            capabilities,
             metrics: Arc::new(Metrics::default()),
             breakers: Breakers::new(BreakerPolicy::from(bundle.file.host.breaker)),
             retry: RetryPolicy::default(),
@@ -194,7 +194,8 @@ impl Runtime {
             trace_id: trace_id.to_string(),
             granted_secrets: provider.granted_secrets.clone(),
             bound_secrets: tenant.bound_secrets.clone(),
-            secret_backend: self.backend.clone(),
+            secret_backend: self.capabilities.secrets.clone(),
+            state: self.capabilities.state.clone(),
             config: tenant
                 .config
                 .get(&provider.name)

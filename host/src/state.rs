@@ -46,6 +46,8 @@ pub struct CallScope {
     pub otel_cx: opentelemetry::Context,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
+    /// The state capability (used only when the provider is granted it).
+    pub state: Arc<crate::imports::state::StateCtx>,
 }
 
 /// Why a resource limit stopped an instance.

@@ -109,6 +109,9 @@ fn providers_import_what_their_job_needs_and_nothing_ungranted() {
     assert!(github.world.export("wasi:http/incoming-handler").is_some());
     assert!(github.world.import("wasi:http/outgoing-handler").is_none());
     assert!(github.world.import("greentic:secrets/store").is_some());
+    // It keeps delivery ids in state; a provider that keeps none does not import it.
+    assert!(github.world.import("greentic:state/store").is_some());
+    assert!(messaging.world.import("greentic:state/store").is_none());
     // Hostile guests that need nothing import no secrets and no network.
     let spin = report("infinite-loop");
     assert!(spin.world.import("greentic:secrets/store").is_none());

@@ -23,7 +23,7 @@ grants = {{ outbound_hosts = ["http://127.0.0.1:*"], secrets = ["WEBHOOK_BEARER_
 [providers.github]
 source = "{{components}}/webhook_github.wasm"
 allow_unsigned = true
-grants = {{ secrets = ["GITHUB_WEBHOOK_SECRET"] }}
+grants = {{ secrets = ["GITHUB_WEBHOOK_SECRET"], state = true }}
 
 [tenants.acme]
 secrets = ["WEBHOOK_BEARER_TOKEN", "GITHUB_WEBHOOK_SECRET"]
@@ -319,6 +319,11 @@ fn webhook_github_verifies_deliveries_for_the_routed_tenant() {
     let r = deliver("acme", Some(&good), body);
     assert_eq!(r.status, 202, "{}", r.text());
     assert!(r.text().contains("d-42"), "{}", r.text());
+    // The same delivery again is a replay: the provider remembers the id (greentic:state)
+    // and refuses it rather than processing it twice.
+    let r = deliver("acme", Some(&good), body);
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("already received"), "{}", r.text());
     assert_eq!(deliver("acme", None, body).status, 401);
     assert_eq!(
         deliver(

@@ -22,7 +22,7 @@ allow_unsigned = true
 [providers.github]
 source = "{components}/webhook_github.wasm"
 allow_unsigned = true
-grants = { secrets = ["GITHUB_WEBHOOK_SECRET"] }
+grants = { secrets = ["GITHUB_WEBHOOK_SECRET"], state = true }
 
 [tenants.acme]
 secrets = ["GITHUB_WEBHOOK_SECRET"]
@@ -240,6 +240,7 @@ fn a_tenants_token_opens_nothing_on_another_tenants_webhook() {
                 &common::github_signature(b"globex-hook-secret", body),
             ),
             ("x-github-event", "push"),
+            ("x-github-delivery", "globex-1"),
         ],
         body,
     );

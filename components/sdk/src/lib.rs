@@ -5,11 +5,12 @@
 //!
 //! - the generated bindings of every greentic world: [`messaging`] (`greentic:messaging/provider`)
 //!   and [`webhook`] (`greentic:webhook/handler`), each with its export macro; the imports they
-//!   share (secrets, telemetry, config, types) are generated once, in [`imports`];
+//!   share (secrets, telemetry, config, state, types) are generated once, in [`imports`];
 //! - [`provider_manifest!`], which embeds the crate's `provider.json` in the component, so its
 //!   digest and signature cover it;
 //! - helpers: [`telemetry`] (logs, a span guard, metrics), [`secrets`] (zeroized values,
-//!   errors mapped to provider errors), [`config`] (typed configuration), [`errors`] (HTTP
+//!   errors mapped to provider errors), [`config`] (typed configuration), [`state`] (the
+//!   tenant-scoped key-value store, de-duplication), [`errors`] (HTTP
 //!   status to provider error), [`http`] (a blocking outbound HTTP client for messaging
 //!   providers) and [`incoming`] (request/response helpers for webhook providers).
 //!
@@ -43,6 +44,7 @@ pub mod imports {
                 include greentic:secrets/imports@1.0.0;
                 include greentic:telemetry/imports@1.0.0;
                 include greentic:config/imports@1.0.0;
+                include greentic:state/imports@1.0.0;
             }
         ",
         world: "greentic:provider-sdk/imports@1.0.0",
@@ -58,6 +60,7 @@ pub mod imports {
             "../../wit/secrets.wit",
             "../../wit/telemetry.wit",
             "../../wit/config.wit",
+            "../../wit/state.wit",
         ],
         generate_all,
     });
@@ -81,6 +84,7 @@ pub mod messaging {
             "../../wit/secrets.wit",
             "../../wit/telemetry.wit",
             "../../wit/config.wit",
+            "../../wit/state.wit",
             "../../wit/messaging.wit",
         ],
         with: {
@@ -90,6 +94,7 @@ pub mod messaging {
             "greentic:telemetry/tracing@1.0.0": crate::imports::greentic::telemetry::tracing,
             "greentic:telemetry/metrics@1.0.0": crate::imports::greentic::telemetry::metrics,
             "greentic:config/config@1.0.0": crate::imports::greentic::config::config,
+            "greentic:state/store@1.0.0": crate::imports::greentic::state::store,
         },
         generate_all,
         pub_export_macro: true,
@@ -116,6 +121,7 @@ pub mod webhook {
             "../../wit/secrets.wit",
             "../../wit/telemetry.wit",
             "../../wit/config.wit",
+            "../../wit/state.wit",
             "../../wit/webhook.wit",
         ],
         with: {
@@ -125,6 +131,7 @@ pub mod webhook {
             "greentic:telemetry/tracing@1.0.0": crate::imports::greentic::telemetry::tracing,
             "greentic:telemetry/metrics@1.0.0": crate::imports::greentic::telemetry::metrics,
             "greentic:config/config@1.0.0": crate::imports::greentic::config::config,
+            "greentic:state/store@1.0.0": crate::imports::greentic::state::store,
         },
         generate_all,
         pub_export_macro: true,
@@ -138,6 +145,7 @@ pub mod errors;
 pub mod http;
 pub mod incoming;
 pub mod secrets;
+pub mod state;
 pub mod telemetry;
 
 /// The shared greentic types: tenant and deployment context, and the provider error.

@@ -58,6 +58,9 @@ pub struct BundleFile {
     /// Where secret values come from.
     #[serde(default)]
     pub secrets: SecretsSection,
+    /// Where provider state (`greentic:state`) is kept, and its bounds.
+    #[serde(default)]
+    pub state: crate::imports::state::StateSection,
     /// Public keys providers may be signed with.
     #[serde(default)]
     pub trust: TrustSection,
@@ -394,6 +397,9 @@ pub struct Grants {
     /// Whether it may emit telemetry (`greentic:telemetry`).
     #[serde(default = "yes")]
     pub telemetry: bool,
+    /// Whether it may keep state (`greentic:state`), scoped to each tenant and this provider.
+    #[serde(default)]
+    pub state: bool,
 }
 
 fn yes() -> bool {
@@ -407,6 +413,7 @@ impl Default for Grants {
             outbound_hosts: Vec::new(),
             config: true,
             telemetry: true,
+            state: false,
         }
     }
 }
@@ -670,7 +677,7 @@ impl BundleFile {
 
     /// Cross-field checks that TOML types cannot express.
     fn problems(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out = self.state.problems();
         for (key, value) in [
             ("header_timeout_ms", self.host.header_timeout_ms),
             ("body_timeout_ms", self.host.body_timeout_ms),

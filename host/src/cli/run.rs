@@ -72,7 +72,7 @@ impl Run {
             &bundle,
             loaded.engine,
             loaded.loaded.providers,
-            loaded.backend,
+            loaded.capabilities,
         ));
         let listener = bind(self.listen.as_deref(), &bundle.file.host.listen).await?;
         let admin = bind(self.admin_listen.as_deref(), &bundle.file.host.admin_listen).await?;

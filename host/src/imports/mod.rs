@@ -3,11 +3,16 @@
 pub mod config;
 pub mod http;
 pub mod secrets;
+pub mod state;
 pub mod telemetry;
+
+use std::sync::Arc;
 
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::greentic;
+use crate::bundle::{Bundle, SecretBackendKind};
+use crate::secrets::{EnvBackend, FileBackend, SecretBackend};
 use crate::state::CallState;
 
 /// The imports a provider is granted; only these are linked (zero trust).
@@ -21,6 +26,33 @@ pub struct Linked {
     pub telemetry: bool,
     /// `wasi:http/outgoing-handler`.
     pub outgoing_http: bool,
+    /// `greentic:state/store`.
+    pub state: bool,
+}
+
+/// The host-provided capabilities of one runtime, each opened from its bundle section.
+#[derive(Clone)]
+pub struct Capabilities {
+    /// Where secret values come from (`[secrets]`).
+    pub secrets: Arc<dyn SecretBackend>,
+    /// Where provider state is kept (`[state]`).
+    pub state: Arc<state::StateCtx>,
+}
+
+impl Capabilities {
+    /// Opens every capability's backend as `bundle` configures it.
+    pub fn open(bundle: &Bundle) -> anyhow::Result<Capabilities> {
+        let secrets: Arc<dyn SecretBackend> = match bundle.file.secrets.backend {
+            SecretBackendKind::File => {
+                Arc::new(FileBackend::new(bundle.path(&bundle.file.secrets.dir)))
+            }
+            SecretBackendKind::Env => {
+                Arc::new(EnvBackend::new(bundle.file.secrets.env_prefix.clone()))
+            }
+        };
+        let state = Arc::new(state::StateCtx::open(&bundle.file.state, &bundle.dir)?);
+        Ok(Capabilities { secrets, state })
+    }
 }
 
 /// Adds WASI, `wasi:http/types` (metered) and the granted greentic imports to `linker`.
@@ -33,6 +65,9 @@ pub fn add_to_linker(linker: &mut Linker<CallState>, linked: Linked) -> wasmtime
     }
     if linked.config {
         greentic::config::config::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
+    }
+    if linked.state {
+        state::add_to_linker(linker)?;
     }
     if linked.telemetry {
         greentic::telemetry::types::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;

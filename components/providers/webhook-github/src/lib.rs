@@ -2,9 +2,15 @@
 //!
 //! Each delivery must carry `X-Hub-Signature-256: sha256=<hex>`, the HMAC-SHA256 of the raw body
 //! under the tenant's `GITHUB_WEBHOOK_SECRET`, compared in constant time. Answers:
-//! 202 accepted, 401 missing/bad signature, 400 malformed JSON, 405 not a POST, 413 too large,
-//! 500 when the tenant has no secret bound. It logs the event type and delivery id — never the
-//! secret or the body.
+//! 202 accepted, 401 missing/bad signature, 400 malformed JSON or no `X-GitHub-Delivery`,
+//! 405 not a POST, 409 a delivery id received before, 413 too large, 500 when the tenant has no
+//! secret bound, 503 when the delivery cannot be recorded. It logs the event type and delivery
+//! id — never the secret or the body.
+//!
+//! Each accepted delivery id is recorded in `greentic:state` (scoped by the host to the tenant)
+//! for `replay_window_secs`, so a replayed delivery is refused rather than processed twice.
+//! GitHub's signature covers the body, not the headers: the record stops redeliveries and
+//! replays of a captured request, not a replay whose sender also changed the id.
 
 pub mod logic;
 
@@ -12,7 +18,7 @@ use greentic_provider_sdk::incoming::{self, ReadError, Request};
 use greentic_provider_sdk::telemetry::{self, SpanGuard};
 use greentic_provider_sdk::webhook::exports::wasi::http::incoming_handler::Guest;
 use greentic_provider_sdk::webhook::wasi::http::types::{IncomingRequest, ResponseOutparam};
-use greentic_provider_sdk::{config, secrets};
+use greentic_provider_sdk::{config, secrets, state};
 
 use logic::{Config, Outcome};
 
@@ -89,7 +95,18 @@ fn process(request: IncomingRequest, span: &SpanGuard) -> Outcome {
         return Outcome::BadSignature(e);
     }
     drop(secret);
-    logic::check_payload(&request.body, event, delivery)
+    match logic::check_payload(&request.body, event, delivery) {
+        Outcome::Accepted { delivery, .. } if delivery == "unknown" => Outcome::MissingDeliveryId,
+        Outcome::Accepted { event, delivery } => {
+            let window = std::time::Duration::from_secs(config.replay_window_secs);
+            match state::first_time(&format!("delivery/{delivery}"), Some(window)) {
+                Ok(true) => Outcome::Accepted { event, delivery },
+                Ok(false) => Outcome::Replayed(delivery),
+                Err(_) => Outcome::StateUnavailable,
+            }
+        }
+        other => other,
+    }
 }
 
 greentic_provider_sdk::export_webhook_handler!(GithubWebhook);

@@ -11,10 +11,17 @@ pub struct Config {
     /// Largest body accepted.
     #[serde(default = "default_max")]
     pub max_body_bytes: usize,
+    /// How long a delivery id is remembered, so its replay is refused.
+    #[serde(default = "default_replay_window")]
+    pub replay_window_secs: u64,
 }
 
 fn default_max() -> usize {
     1 << 20
+}
+
+fn default_replay_window() -> u64 {
+    7 * 24 * 3600
 }
 
 /// Why a signature was refused.
@@ -80,6 +87,12 @@ pub enum Outcome {
     TooLarge(usize),
     /// The tenant's secret or configuration is missing.
     Misconfigured,
+    /// No `X-GitHub-Delivery` id, so a replay could not be recognised.
+    MissingDeliveryId,
+    /// This delivery id was received before (within the replay window).
+    Replayed(String),
+    /// The delivery could not be recorded; GitHub should redeliver later.
+    StateUnavailable,
 }
 
 impl Outcome {
@@ -94,6 +107,9 @@ impl Outcome {
             Outcome::WrongMethod => "method-not-allowed",
             Outcome::TooLarge(_) => "too-large",
             Outcome::Misconfigured => "misconfigured",
+            Outcome::MissingDeliveryId => "delivery-id-missing",
+            Outcome::Replayed(_) => "replayed",
+            Outcome::StateUnavailable => "state-unavailable",
         }
     }
 
@@ -113,6 +129,14 @@ impl Outcome {
             Outcome::Misconfigured => (
                 500,
                 "webhook secret or configuration not available for this tenant".into(),
+            ),
+            Outcome::MissingDeliveryId => (400, "missing X-GitHub-Delivery".into()),
+            Outcome::Replayed(delivery) => {
+                (409, format!("delivery {delivery} was already received"))
+            }
+            Outcome::StateUnavailable => (
+                503,
+                "the delivery could not be recorded; redeliver it later".into(),
             ),
         }
     }
@@ -213,5 +237,15 @@ mod tests {
     fn config_defaults() {
         let c: Config = serde_json::from_str("{}").unwrap();
         assert_eq!(c.max_body_bytes, 1 << 20);
+        assert_eq!(c.replay_window_secs, 7 * 24 * 3600);
+    }
+
+    #[test]
+    fn replays_and_missing_ids_are_refused_with_their_own_status() {
+        assert_eq!(Outcome::Replayed("d-1".into()).response().0, 409);
+        assert_eq!(Outcome::Replayed("d-1".into()).code(), "replayed");
+        assert_eq!(Outcome::MissingDeliveryId.response().0, 400);
+        // A failure to record asks GitHub to redeliver rather than dropping the delivery.
+        assert_eq!(Outcome::StateUnavailable.response().0, 503);
     }
 }

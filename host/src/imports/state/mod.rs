@@ -1,0 +1,409 @@
+//! `greentic:state/store`: a key-value store each provider keeps across calls, scoped by the
+//! host to (tenant, provider), bounded by the bundle's `[state]` section.
+//!
+//! The capability is this module: its bundle section ([`StateSection`]), its context
+//! ([`StateCtx`], one per runtime), the import's implementation over the call's scope, and
+//! the backends behind the async [`StateBackend`] trait, chosen by `[state].type`:
+//!
+//! - `redb` (default): an embedded database file on local disk ([`redb`](self::redb)).
+//!
+//! A new backend is one file implementing [`StateBackend`] and one arm in [`open`].
+
+pub mod redb;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::bindings::greentic::state::store::{Entry, Host, Page, StateError};
+use crate::errors::clip;
+use crate::state::CallState;
+
+/// The WIT interface this module implements.
+pub const INTERFACE: &str = "greentic:state/store@1.0.0";
+
+/// `[state]`: where provider state is kept and how much of it there may be.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSection {
+    /// The backend: `redb` (an embedded database on local disk; the default).
+    #[serde(rename = "type", default = "default_type")]
+    pub backend: String,
+    /// `redb`: the database file, relative to the bundle (default `.greentic/state.redb`).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Longest key, in bytes.
+    #[serde(default = "default_max_key")]
+    pub max_key_bytes: usize,
+    /// Largest value, in bytes.
+    #[serde(default = "default_max_value")]
+    pub max_value_bytes: usize,
+    /// Most bytes (keys and values) one tenant may keep, over all its providers.
+    #[serde(default = "default_max_tenant")]
+    pub max_tenant_bytes: u64,
+    /// Most keys one `list` returns.
+    #[serde(default = "default_max_page")]
+    pub max_page: u32,
+}
+
+fn default_type() -> String {
+    "redb".into()
+}
+fn default_max_key() -> usize {
+    512
+}
+fn default_max_value() -> usize {
+    64 << 10
+}
+fn default_max_tenant() -> u64 {
+    16 << 20
+}
+fn default_max_page() -> u32 {
+    1000
+}
+
+impl Default for StateSection {
+    fn default() -> StateSection {
+        StateSection {
+            backend: default_type(),
+            path: None,
+            max_key_bytes: default_max_key(),
+            max_value_bytes: default_max_value(),
+            max_tenant_bytes: default_max_tenant(),
+            max_page: default_max_page(),
+        }
+    }
+}
+
+impl StateSection {
+    /// Problems with the section, each naming the key and what to do.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !BACKENDS.contains(&self.backend.as_str()) {
+            problems.push(format!(
+                "[state].type `{}` is not a state backend this host has; use one of: {}",
+                self.backend,
+                BACKENDS.join(", ")
+            ));
+        }
+        for (key, zero) in [
+            ("max_key_bytes", self.max_key_bytes == 0),
+            ("max_value_bytes", self.max_value_bytes == 0),
+            ("max_tenant_bytes", self.max_tenant_bytes == 0),
+            ("max_page", self.max_page == 0),
+        ] {
+            if zero {
+                problems.push(format!(
+                    "[state].{key} is 0, which refuses every write; remove it for the default or set a positive value"
+                ));
+            }
+        }
+        problems
+    }
+}
+
+/// The backends [`open`] knows, by `[state].type`.
+pub const BACKENDS: &[&str] = &["redb"];
+
+/// Opens the backend `section` names, for a bundle at `bundle_dir`.
+pub fn open(section: &StateSection, bundle_dir: &Path) -> anyhow::Result<Arc<dyn StateBackend>> {
+    match section.backend.as_str() {
+        "redb" => {
+            let path = bundle_dir.join(
+                section
+                    .path
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(".greentic/state.redb")),
+            );
+            Ok(Arc::new(redb::RedbBackend::open(&path)?))
+        }
+        other => anyhow::bail!(
+            "[state].type `{other}` is not a state backend this host has; use one of: {}",
+            BACKENDS.join(", ")
+        ),
+    }
+}
+
+/// Whose keys an operation touches: the host sets it from the call, never the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace {
+    /// The calling tenant.
+    pub tenant: String,
+    /// The provider called.
+    pub provider: String,
+}
+
+/// A value as a backend stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The value.
+    pub value: Vec<u8>,
+    /// Its revision.
+    pub revision: u64,
+}
+
+/// A write to make.
+#[derive(Debug, Clone)]
+pub struct Write {
+    /// The value.
+    pub value: Vec<u8>,
+    /// Expires after this long, if given.
+    pub ttl: Option<Duration>,
+    /// Only if the current revision is this (0: absent); `None` writes unconditionally.
+    pub expected: Option<u64>,
+    /// The tenant's total the write may not take it beyond, in bytes.
+    pub max_tenant_bytes: u64,
+}
+
+/// What a write came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Written, with this new revision.
+    Ok(u64),
+    /// Not written: the current revision differs (0: absent).
+    Conflict(u64),
+    /// Not written: the tenant would keep more than its bound.
+    OverQuota {
+        /// What the tenant would keep with the write.
+        would_be: u64,
+    },
+}
+
+/// A state store: keys per [`Namespace`], revisions that are never reused, expiry.
+///
+/// Every method may be called concurrently from many calls; implementations do their I/O
+/// without blocking the async executor.
+#[async_trait::async_trait]
+pub trait StateBackend: Send + Sync {
+    /// The live (unexpired) value of `key`.
+    async fn get(&self, ns: &Namespace, key: &str) -> anyhow::Result<Option<Stored>>;
+    /// Writes `key` as `write` says.
+    async fn put(&self, ns: &Namespace, key: &str, write: Write) -> anyhow::Result<Written>;
+    /// Removes `key`; whether a live value was there.
+    async fn delete(&self, ns: &Namespace, key: &str) -> anyhow::Result<bool>;
+    /// Up to `limit` live keys starting with `prefix`, after `after`, in order; and whether
+    /// there are more.
+    async fn list(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> anyhow::Result<(Vec<String>, bool)>;
+}
+
+/// The state capability of one runtime: the backend and the bundle's bounds.
+pub struct StateCtx {
+    /// Where state is kept.
+    pub backend: Arc<dyn StateBackend>,
+    /// The bounds.
+    pub section: StateSection,
+}
+
+impl StateCtx {
+    /// Opens the backend of `section`.
+    pub fn open(section: &StateSection, bundle_dir: &Path) -> anyhow::Result<StateCtx> {
+        Ok(StateCtx {
+            backend: open(section, bundle_dir)?,
+            section: section.clone(),
+        })
+    }
+
+    fn check_key(&self, key: &str) -> Result<(), StateError> {
+        let why = if key.is_empty() {
+            "is empty"
+        } else if key.len() > self.section.max_key_bytes {
+            "is longer than [state].max_key_bytes"
+        } else if key.chars().any(char::is_control) {
+            "contains a control character"
+        } else {
+            return Ok(());
+        };
+        Err(StateError::InvalidKey(format!(
+            "key `{}` {why} (keys are 1 to {} bytes of printable UTF-8)",
+            clip(key, 128),
+            self.section.max_key_bytes
+        )))
+    }
+}
+
+/// Adds `greentic:state/store` to `linker`.
+pub fn add_to_linker(linker: &mut wasmtime::component::Linker<CallState>) -> wasmtime::Result<()> {
+    crate::bindings::greentic::state::store::add_to_linker::<
+        _,
+        wasmtime::component::HasSelf<CallState>,
+    >(linker, |s| s)
+}
+
+impl CallState {
+    fn state_call(&self) -> (Arc<StateCtx>, Namespace) {
+        (
+            self.scope.state.clone(),
+            Namespace {
+                tenant: self.scope.tenant.clone(),
+                provider: self.scope.provider.clone(),
+            },
+        )
+    }
+
+    fn state_outcome<T>(&self, op: &str, result: &Result<T, StateError>) {
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(StateError::InvalidKey(_)) => "invalid-key",
+            Err(StateError::TooLarge(_)) => "too-large",
+            Err(StateError::Conflict(_)) => "conflict",
+            Err(StateError::Unavailable(_)) => "unavailable",
+        };
+        self.scope.metrics.inc(
+            "greentic_state_ops_total",
+            &[
+                ("tenant", &self.scope.tenant),
+                ("provider", &self.scope.provider),
+                ("op", op),
+                ("result", outcome),
+            ],
+        );
+    }
+}
+
+/// A backend failure as the guest sees it (logged in full, answered briefly).
+fn unavailable(ns: &Namespace, op: &str, e: anyhow::Error) -> StateError {
+    tracing::error!(
+        tenant = %ns.tenant, provider = %ns.provider, op, error = %format!("{e:#}"),
+        "state backend failed"
+    );
+    StateError::Unavailable(format!("the state backend failed during {op}; retry later"))
+}
+
+fn ttl(ms: Option<u64>) -> Option<Duration> {
+    ms.map(Duration::from_millis)
+}
+
+impl CallState {
+    async fn state_write(
+        &mut self,
+        op: &'static str,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+        expected: Option<u64>,
+    ) -> Result<u64, StateError> {
+        let (ctx, ns) = self.state_call();
+        ctx.check_key(&key)?;
+        if value.len() > ctx.section.max_value_bytes {
+            return Err(StateError::TooLarge(format!(
+                "a value of {} bytes is over [state].max_value_bytes ({})",
+                value.len(),
+                ctx.section.max_value_bytes
+            )));
+        }
+        let write = Write {
+            value,
+            ttl: ttl(ttl_ms),
+            expected,
+            max_tenant_bytes: ctx.section.max_tenant_bytes,
+        };
+        match ctx.backend.put(&ns, &key, write).await {
+            Ok(Written::Ok(revision)) => Ok(revision),
+            Ok(Written::Conflict(current)) => Err(StateError::Conflict(current)),
+            Ok(Written::OverQuota { would_be }) => Err(StateError::TooLarge(format!(
+                "the tenant would keep {would_be} bytes of state, over [state].max_tenant_bytes ({})",
+                ctx.section.max_tenant_bytes
+            ))),
+            Err(e) => Err(unavailable(&ns, op, e)),
+        }
+    }
+}
+
+impl Host for CallState {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Entry>, StateError>> {
+        let (ctx, ns) = self.state_call();
+        let result = match ctx.check_key(&key) {
+            Err(e) => Err(e),
+            Ok(()) => match ctx.backend.get(&ns, &key).await {
+                Ok(found) => Ok(found.map(|s| Entry {
+                    value: s.value,
+                    revision: s.revision,
+                })),
+                Err(e) => Err(unavailable(&ns, "get", e)),
+            },
+        };
+        self.state_outcome("get", &result);
+        Ok(result)
+    }
+
+    async fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> wasmtime::Result<Result<u64, StateError>> {
+        let result = self.state_write("set", key, value, ttl_ms, None).await;
+        self.state_outcome("set", &result);
+        Ok(result)
+    }
+
+    async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, StateError>> {
+        let (ctx, ns) = self.state_call();
+        let result = match ctx.check_key(&key) {
+            Err(e) => Err(e),
+            Ok(()) => ctx
+                .backend
+                .delete(&ns, &key)
+                .await
+                .map_err(|e| unavailable(&ns, "delete", e)),
+        };
+        self.state_outcome("delete", &result);
+        Ok(result)
+    }
+
+    async fn compare_and_swap(
+        &mut self,
+        key: String,
+        expected: u64,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> wasmtime::Result<Result<u64, StateError>> {
+        let result = self
+            .state_write("compare-and-swap", key, value, ttl_ms, Some(expected))
+            .await;
+        self.state_outcome("compare-and-swap", &result);
+        Ok(result)
+    }
+
+    async fn list_keys(
+        &mut self,
+        prefix: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> wasmtime::Result<Result<Page, StateError>> {
+        let (ctx, ns) = self.state_call();
+        let result = if prefix.len() > ctx.section.max_key_bytes
+            || after
+                .as_ref()
+                .is_some_and(|a| a.len() > ctx.section.max_key_bytes)
+        {
+            Err(StateError::InvalidKey(format!(
+                "a prefix or `after` key is longer than [state].max_key_bytes ({})",
+                ctx.section.max_key_bytes
+            )))
+        } else {
+            let limit = limit.clamp(1, ctx.section.max_page) as usize;
+            match ctx
+                .backend
+                .list(&ns, &prefix, after.as_deref(), limit)
+                .await
+            {
+                Ok((keys, more)) => Ok(Page {
+                    next: if more { keys.last().cloned() } else { None },
+                    keys,
+                }),
+                Err(e) => Err(unavailable(&ns, "list-keys", e)),
+            }
+        };
+        self.state_outcome("list-keys", &result);
+        Ok(result)
+    }
+}

@@ -1,0 +1,391 @@
+//! The embedded state backend: one `redb` database file on local disk.
+//!
+//! Entries are keyed `tenant NUL provider NUL key` (tenant and provider names and keys never
+//! contain NUL), each stored with its revision and expiry; revisions come from one counter in
+//! the database, so a revision is never reused, even after a delete. Each tenant's total
+//! (key and value bytes) is kept beside the entries and updated in the same transaction.
+//! Expired entries read as absent and are removed when a write needs the room. Every commit
+//! is durable (fsync) before the guest sees its revision. redb's I/O is blocking, so every
+//! operation runs on tokio's blocking pool.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{Namespace, StateBackend, Stored, Write, Written};
+
+const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
+const USAGE: TableDefinition<&str, u64> = TableDefinition::new("tenant_bytes");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const REVISION: &str = "revision";
+/// Bytes of revision and expiry before each stored value.
+const HEADER: usize = 16;
+
+/// A `redb` database holding every tenant's state.
+#[derive(Clone)]
+pub struct RedbBackend {
+    db: Arc<Database>,
+}
+
+impl RedbBackend {
+    /// Opens (creating if missing) the database at `path`.
+    pub fn open(path: &Path) -> anyhow::Result<RedbBackend> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the state directory {}", dir.display()))?;
+        }
+        let db = Database::create(path).with_context(|| {
+            format!(
+                "opening the state database {} (is another host using it? set [state].path)",
+                path.display()
+            )
+        })?;
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(ENTRIES)?;
+            txn.open_table(USAGE)?;
+            txn.open_table(META)?;
+        }
+        txn.commit()?;
+        Ok(RedbBackend { db: Arc::new(db) })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .context("the state task panicked")?
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn tenant_prefix(tenant: &str) -> Vec<u8> {
+    let mut k = tenant.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+fn ns_prefix(ns: &Namespace) -> Vec<u8> {
+    let mut k = tenant_prefix(&ns.tenant);
+    k.extend_from_slice(ns.provider.as_bytes());
+    k.push(0);
+    k
+}
+
+fn full_key(ns: &Namespace, key: &str) -> Vec<u8> {
+    let mut k = ns_prefix(ns);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+/// A decoded stored value: revision, expiry (0: none), value.
+fn decode(raw: &[u8]) -> (u64, u64, &[u8]) {
+    let revision = u64::from_be_bytes(raw[..8].try_into().unwrap_or_default());
+    let expires = u64::from_be_bytes(raw[8..HEADER].try_into().unwrap_or_default());
+    (revision, expires, &raw[HEADER..])
+}
+
+fn live(expires: u64, now: u64) -> bool {
+    expires == 0 || expires > now
+}
+
+/// What an entry counts against its tenant's total.
+fn weight(full_key_len: usize, raw_len: usize) -> u64 {
+    (full_key_len + raw_len) as u64
+}
+
+#[async_trait::async_trait]
+impl StateBackend for RedbBackend {
+    async fn get(&self, ns: &Namespace, key: &str) -> anyhow::Result<Option<Stored>> {
+        let k = full_key(ns, key);
+        self.blocking(move |db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(ENTRIES)?;
+            let Some(raw) = table.get(k.as_slice())? else {
+                return Ok(None);
+            };
+            let raw = raw.value();
+            let (revision, expires, value) = decode(raw);
+            Ok(live(expires, now_ms()).then(|| Stored {
+                value: value.to_vec(),
+                revision,
+            }))
+        })
+        .await
+    }
+
+    async fn put(&self, ns: &Namespace, key: &str, write: Write) -> anyhow::Result<Written> {
+        let k = full_key(ns, key);
+        let tenant = ns.tenant.clone();
+        self.blocking(move |db| {
+            let now = now_ms();
+            let txn = db.begin_write()?;
+            let outcome = {
+                let mut entries = txn.open_table(ENTRIES)?;
+                let mut usage = txn.open_table(USAGE)?;
+                let mut meta = txn.open_table(META)?;
+                let old = entries.get(k.as_slice())?.map(|raw| {
+                    let raw = raw.value();
+                    let (revision, expires, _) = decode(raw);
+                    (revision, live(expires, now), raw.len())
+                });
+                let current = match old {
+                    Some((revision, true, _)) => revision,
+                    _ => 0,
+                };
+                if let Some(expected) = write.expected
+                    && expected != current
+                {
+                    Written::Conflict(current)
+                } else {
+                    let new_len = HEADER + write.value.len();
+                    let old_weight = old.map_or(0, |(_, _, len)| weight(k.len(), len));
+                    let mut used = usage.get(tenant.as_str())?.map_or(0, |v| v.value());
+                    let mut would_be = used - old_weight.min(used) + weight(k.len(), new_len);
+                    if would_be > write.max_tenant_bytes {
+                        used -= purge_expired(&mut entries, &tenant, now)?.min(used);
+                        would_be = used - old_weight.min(used) + weight(k.len(), new_len);
+                    }
+                    if would_be > write.max_tenant_bytes {
+                        Written::OverQuota { would_be }
+                    } else {
+                        let revision = meta.get(REVISION)?.map_or(0, |v| v.value()) + 1;
+                        meta.insert(REVISION, revision)?;
+                        let expires = write
+                            .ttl
+                            .map_or(0, |ttl| now.saturating_add(ttl.as_millis() as u64).max(1));
+                        let mut raw = Vec::with_capacity(new_len);
+                        raw.extend_from_slice(&revision.to_be_bytes());
+                        raw.extend_from_slice(&expires.to_be_bytes());
+                        raw.extend_from_slice(&write.value);
+                        entries.insert(k.as_slice(), raw.as_slice())?;
+                        usage.insert(tenant.as_str(), would_be)?;
+                        Written::Ok(revision)
+                    }
+                }
+            };
+            if matches!(outcome, Written::Ok(_)) {
+                txn.commit()?;
+            } else {
+                txn.abort()?;
+            }
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn delete(&self, ns: &Namespace, key: &str) -> anyhow::Result<bool> {
+        let k = full_key(ns, key);
+        let tenant = ns.tenant.clone();
+        self.blocking(move |db| {
+            let now = now_ms();
+            let txn = db.begin_write()?;
+            let was_live = {
+                let mut entries = txn.open_table(ENTRIES)?;
+                let mut usage = txn.open_table(USAGE)?;
+                let removed = entries.remove(k.as_slice())?.map(|raw| {
+                    let raw = raw.value();
+                    (live(decode(raw).1, now), raw.len())
+                });
+                match removed {
+                    None => false,
+                    Some((was_live, len)) => {
+                        let used = usage.get(tenant.as_str())?.map_or(0, |v| v.value());
+                        usage.insert(tenant.as_str(), used - weight(k.len(), len).min(used))?;
+                        was_live
+                    }
+                }
+            };
+            txn.commit()?;
+            Ok(was_live)
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> anyhow::Result<(Vec<String>, bool)> {
+        let base = ns_prefix(ns);
+        let mut start = full_key(ns, prefix);
+        if let Some(after) = after {
+            let after = full_key(ns, after);
+            if after > start {
+                start = after;
+                start.push(0); // the first key after `after`
+            }
+        }
+        let stop = full_key(ns, prefix);
+        self.blocking(move |db| {
+            let now = now_ms();
+            let txn = db.begin_read()?;
+            let table = txn.open_table(ENTRIES)?;
+            let mut keys = Vec::new();
+            for item in table.range(start.as_slice()..)? {
+                let (k, raw) = item?;
+                let k = k.value();
+                if !k.starts_with(&stop) {
+                    break;
+                }
+                if !live(decode(raw.value()).1, now) {
+                    continue;
+                }
+                if keys.len() == limit {
+                    return Ok((keys, true));
+                }
+                keys.push(String::from_utf8_lossy(&k[base.len()..]).into_owned());
+            }
+            Ok((keys, false))
+        })
+        .await
+    }
+}
+
+/// Removes the tenant's expired entries; the bytes freed.
+fn purge_expired(
+    entries: &mut redb::Table<&[u8], &[u8]>,
+    tenant: &str,
+    now: u64,
+) -> anyhow::Result<u64> {
+    let prefix = tenant_prefix(tenant);
+    let mut expired = Vec::new();
+    for item in entries.range(prefix.as_slice()..)? {
+        let (k, raw) = item?;
+        let k = k.value();
+        if !k.starts_with(&prefix) {
+            break;
+        }
+        let raw = raw.value();
+        if !live(decode(raw).1, now) {
+            expired.push((k.to_vec(), weight(k.len(), raw.len())));
+        }
+    }
+    let mut freed = 0;
+    for (k, w) in expired {
+        entries.remove(k.as_slice())?;
+        freed += w;
+    }
+    Ok(freed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn ns(tenant: &str, provider: &str) -> Namespace {
+        Namespace {
+            tenant: tenant.into(),
+            provider: provider.into(),
+        }
+    }
+
+    fn write(value: &[u8]) -> Write {
+        Write {
+            value: value.to_vec(),
+            ttl: None,
+            expected: None,
+            max_tenant_bytes: 1 << 20,
+        }
+    }
+
+    #[tokio::test]
+    async fn keys_are_scoped_revisions_never_reused_and_cas_checks_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = RedbBackend::open(&dir.path().join("s.redb")).unwrap();
+        let (a, b, other) = (ns("acme", "p"), ns("globex", "p"), ns("acme", "q"));
+        let Written::Ok(r1) = db.put(&a, "k", write(b"1")).await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(db.get(&b, "k").await.unwrap(), None, "another tenant");
+        assert_eq!(db.get(&other, "k").await.unwrap(), None, "another provider");
+        assert_eq!(db.get(&a, "k").await.unwrap().unwrap().value, b"1");
+        // Compare-and-swap: absent (0) fails now, the current revision succeeds.
+        let cas = |expected| Write {
+            expected: Some(expected),
+            ..write(b"2")
+        };
+        assert_eq!(
+            db.put(&a, "k", cas(0)).await.unwrap(),
+            Written::Conflict(r1)
+        );
+        let Written::Ok(r2) = db.put(&a, "k", cas(r1)).await.unwrap() else {
+            panic!()
+        };
+        assert!(r2 > r1);
+        assert_eq!(
+            db.put(&a, "k", cas(r1)).await.unwrap(),
+            Written::Conflict(r2)
+        );
+        // Delete and re-create: the old revision does not come back (no ABA).
+        assert!(db.delete(&a, "k").await.unwrap());
+        assert!(!db.delete(&a, "k").await.unwrap());
+        let Written::Ok(r3) = db.put(&a, "k", cas(0)).await.unwrap() else {
+            panic!()
+        };
+        assert!(r3 > r2);
+    }
+
+    #[tokio::test]
+    async fn expiry_paging_and_the_tenant_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let db = RedbBackend::open(&path).unwrap();
+        let a = ns("acme", "p");
+        for i in 0..5 {
+            db.put(&a, &format!("item/{i}"), write(b"v")).await.unwrap();
+        }
+        db.put(&a, "other", write(b"v")).await.unwrap();
+        let (page, more) = db.list(&a, "item/", None, 2).await.unwrap();
+        assert_eq!(page, ["item/0", "item/1"]);
+        assert!(more);
+        let (page, more) = db.list(&a, "item/", Some("item/1"), 10).await.unwrap();
+        assert_eq!(page, ["item/2", "item/3", "item/4"]);
+        assert!(!more);
+
+        let short = Write {
+            ttl: Some(Duration::from_millis(1)),
+            ..write(b"gone soon")
+        };
+        db.put(&a, "ttl", short).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(db.get(&a, "ttl").await.unwrap(), None);
+
+        // The bound counts every provider of the tenant; expired entries make room.
+        let big = |n: usize| Write {
+            max_tenant_bytes: 400,
+            ..write(&vec![7; n])
+        };
+        assert!(matches!(
+            db.put(&ns("acme", "q"), "big", big(400)).await.unwrap(),
+            Written::OverQuota { .. }
+        ));
+        assert!(matches!(
+            db.put(&ns("acme", "q"), "fits", big(100)).await.unwrap(),
+            Written::Ok(_)
+        ));
+        // Another tenant's bound is its own.
+        assert!(matches!(
+            db.put(&ns("globex", "q"), "big", big(300)).await.unwrap(),
+            Written::Ok(_)
+        ));
+        // State survives a restart.
+        drop(db);
+        let db = RedbBackend::open(&path).unwrap();
+        assert_eq!(db.get(&a, "item/3").await.unwrap().unwrap().value, b"v");
+    }
+}
