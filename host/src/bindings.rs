@@ -48,7 +48,7 @@ pub use shared::greentic;
 /// use `greentic:types` maps it too (`"greentic:types": crate::bindings::greentic::types`).
 ///
 /// ```text
-/// crate::bindings::domain_bindgen!("greentic:timer/provider@1.0.0", "../wit/timer.wit");
+/// crate::bindings::domain_bindgen!("greentic:timer/scheduled@1.0.0", "../wit/timer.wit");
 /// ```
 macro_rules! domain_bindgen {
     ($world:literal, $wit:literal $(, $key:literal: $value:path)* $(,)?) => {

@@ -431,45 +431,66 @@ fn check_tenants(
     }
     for (tenant_id, tenant) in &bundle.file.tenants {
         for (name, provider) in providers {
-            let routed = bundle
-                .file
-                .routes
-                .iter()
-                .any(|r| r.provider == *name && (r.tenant == *tenant_id || r.tenant == "*"));
-            if !routed {
-                continue;
-            }
-            let config = tenant
-                .config
-                .get(name)
-                .cloned()
-                .unwrap_or_else(|| serde_json::json!({}));
-            for p in provider.manifest.check_config(&config) {
-                problems.push(format!(
-                    "tenant `{tenant_id}`, provider `{name}`: config{} {}; fix [tenants.{tenant_id}.config.{name}]",
-                    if p.field.is_empty() { String::new() } else { format!(" field `{}`", p.field) },
-                    p.problem
-                ));
-            }
-            for secret in provider.manifest.required_secrets() {
-                let listed = tenant.secrets.iter().any(|s| s == secret);
-                let granted = provider.granted_secrets.contains(secret);
-                let present = matches!(backend.get(tenant_id, secret), Ok(Some(_)));
-                if !granted {
-                    problems.push(format!(
-                        "provider `{name}`: requires secret `{secret}`, which [providers.{name}].grants.secrets does not grant"
-                    ));
-                } else if !listed || !present {
-                    problems.push(format!(
-                        "tenant `{tenant_id}`, provider `{name}`: required secret `{secret}` is not bound ({}{}); add it to [tenants.{tenant_id}].secrets and provide {}",
-                        if listed { "listed" } else { "not listed in the tenant's secrets" },
-                        if present { "" } else { ", no value found" },
-                        backend.locate(tenant_id, secret)
-                    ));
-                }
+            if routed(bundle, tenant_id, name) {
+                problems.extend(check_binding(tenant_id, tenant, name, provider, backend));
             }
         }
     }
+    // What each domain checks of the bundle (e.g. the timer domain's schedules).
+    for domain in crate::domain::DOMAINS {
+        problems.extend(domain.check(bundle, providers, backend));
+    }
+}
+
+/// Whether a route reaches provider `name` for tenant `tenant_id`.
+pub(crate) fn routed(bundle: &Bundle, tenant_id: &str, name: &str) -> bool {
+    bundle
+        .file
+        .routes
+        .iter()
+        .any(|r| r.provider == name && (r.tenant == tenant_id || r.tenant == "*"))
+}
+
+/// Whether `provider` can serve `tenant_id`: the tenant's configuration of it validates against
+/// its manifest's `config_schema`, and every secret it requires is granted and bound.
+pub(crate) fn check_binding(
+    tenant_id: &str,
+    tenant: &crate::bundle::TenantSection,
+    name: &str,
+    provider: &LoadedProvider,
+    backend: &dyn SecretBackend,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let config = tenant
+        .config
+        .get(name)
+        .cloned()
+        .unwrap_or_else(|| serde_json::json!({}));
+    for p in provider.manifest.check_config(&config) {
+        problems.push(format!(
+            "tenant `{tenant_id}`, provider `{name}`: config{} {}; fix [tenants.{tenant_id}.config.{name}]",
+            if p.field.is_empty() { String::new() } else { format!(" field `{}`", p.field) },
+            p.problem
+        ));
+    }
+    for secret in provider.manifest.required_secrets() {
+        let listed = tenant.secrets.iter().any(|s| s == secret);
+        let granted = provider.granted_secrets.contains(secret);
+        let present = matches!(backend.get(tenant_id, secret), Ok(Some(_)));
+        if !granted {
+            problems.push(format!(
+                "provider `{name}`: requires secret `{secret}`, which [providers.{name}].grants.secrets does not grant"
+            ));
+        } else if !listed || !present {
+            problems.push(format!(
+                "tenant `{tenant_id}`, provider `{name}`: required secret `{secret}` is not bound ({}{}); add it to [tenants.{tenant_id}].secrets and provide {}",
+                if listed { "listed" } else { "not listed in the tenant's secrets" },
+                if present { "" } else { ", no value found" },
+                backend.locate(tenant_id, secret)
+            ));
+        }
+    }
+    problems
 }
 
 /// A bundle with its providers loaded and checked.

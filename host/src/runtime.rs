@@ -327,6 +327,42 @@ impl Runtime {
         }
     }
 
+    /// Fires `name` (a schedule) of `provider` for `tenant_id`: a call the host makes itself,
+    /// to a provider of an [`Entry::Trigger`] domain, under the tenant's limits.
+    pub async fn trigger(
+        &self,
+        tenant_id: &str,
+        provider_name: &str,
+        name: &str,
+        input: Input,
+    ) -> Result<Output, CallError> {
+        let tenant = self.tenants.get(tenant_id).ok_or_else(|| {
+            CallError::BadRequest(format!("tenant `{tenant_id}` is not served by this host"))
+        })?;
+        let provider = self
+            .providers
+            .get(provider_name)
+            .ok_or_else(|| CallError::NoRoute {
+                capability: name.to_string(),
+            })?;
+        let domain = provider.prepared.info();
+        if domain.entry != Entry::Trigger {
+            return Err(domain.wrong_entry(tenant_id, provider_name));
+        }
+        let caller = Caller {
+            tenant: tenant_id.to_string(),
+            team: None,
+            user: None,
+        };
+        self.call(&caller, tenant, provider, name, &tenant.gate, input)
+            .await
+    }
+
+    /// The host-provided capabilities (secrets, state) calls are given.
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
     /// The call envelope every domain shares: the host's span, the call's scope, the
     /// in-flight gauge, the domain's decoding and attempts (see [`Runtime::attempts`]), and
     /// one set of metrics and one log line for every call, whatever its domain.
@@ -344,7 +380,8 @@ impl Runtime {
         let tracer = global::tracer("greentic-host");
         let name = match domain.entry {
             Entry::Invoke => format!("invoke {capability}"),
-            Entry::Http | Entry::Trigger => capability.to_string(),
+            Entry::Http => capability.to_string(),
+            Entry::Trigger => format!("fire {capability}"),
         };
         let mut span = tracer
             .span_builder(name)

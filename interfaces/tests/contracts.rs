@@ -50,7 +50,10 @@ fn every_greentic_package_is_versioned_1_0_0() {
         "types",
         "webhook",
     ] {
-        assert!(names.contains(&core), "greentic:{core} is missing: {names:?}");
+        assert!(
+            names.contains(&core),
+            "greentic:{core} is missing: {names:?}"
+        );
     }
     for (name, version) in greentic {
         assert_eq!(

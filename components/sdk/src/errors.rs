@@ -117,6 +117,31 @@ pub fn is_retryable(e: &ProviderError) -> bool {
     )
 }
 
+/// The stable code of a provider error, for span attributes and metrics (the same codes the
+/// host reports).
+pub fn code(e: &ProviderError) -> &'static str {
+    match e {
+        ProviderError::InvalidInput(_) => "invalid-input",
+        ProviderError::Unauthorized(_) => "unauthorized",
+        ProviderError::NotFound(_) => "not-found",
+        ProviderError::RateLimited(_) => "rate-limited",
+        ProviderError::Unavailable(_) => "unavailable",
+        ProviderError::Timeout => "timeout",
+        ProviderError::Internal(_) => "internal",
+    }
+}
+
+/// A short, single-line excerpt of an upstream body for error messages.
+pub fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(200)
+        .collect();
+    flat.trim().to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,8 +3,9 @@
 //! A provider is a Rust `cdylib` built for `wasm32-wasip2` (`cargo build --target wasm32-wasip2`
 //! or `cargo component build`). This crate gives it:
 //!
-//! - the generated bindings of every greentic world: [`messaging`] (`greentic:messaging/provider`)
-//!   and [`webhook`] (`greentic:webhook/handler`), each with its export macro; the imports they
+//! - the generated bindings of every greentic world: [`messaging`] (`greentic:messaging/provider`),
+//!   [`webhook`] (`greentic:webhook/handler`) and [`timer`] (`greentic:timer/scheduled`), each
+//!   with its export macro; the imports they
 //!   share (secrets, telemetry, config, state, types) are generated once, in [`imports`];
 //! - [`provider_manifest!`], which embeds the crate's `provider.json` in the component, so its
 //!   digest and signature cover it;
@@ -140,6 +141,52 @@ pub mod webhook {
     });
 }
 
+/// Bindings of `greentic:timer/scheduled@1.0.0`. Implement
+/// [`timer::exports::greentic::timer::schedule::Guest`] and register it with
+/// [`export_timer_provider!`]. Types, WASI and outbound HTTP are the messaging world's, so
+/// [`http`] and [`types`] serve timer providers too.
+pub mod timer {
+    wit_bindgen::generate!({
+        world: "greentic:timer/scheduled@1.0.0",
+        path: [
+            "../../wit/deps/io.wit",
+            "../../wit/deps/clocks.wit",
+            "../../wit/deps/random.wit",
+            "../../wit/deps/filesystem.wit",
+            "../../wit/deps/sockets.wit",
+            "../../wit/deps/cli.wit",
+            "../../wit/deps/http.wit",
+            "../../wit/types.wit",
+            "../../wit/secrets.wit",
+            "../../wit/telemetry.wit",
+            "../../wit/config.wit",
+            "../../wit/state.wit",
+            "../../wit/timer.wit",
+        ],
+        with: {
+            "greentic:types/types@1.0.0": crate::messaging::greentic::types::types,
+            "greentic:secrets/store@1.0.0": crate::imports::greentic::secrets::store,
+            "greentic:telemetry/types@1.0.0": crate::imports::greentic::telemetry::types,
+            "greentic:telemetry/logs@1.0.0": crate::imports::greentic::telemetry::logs,
+            "greentic:telemetry/tracing@1.0.0": crate::imports::greentic::telemetry::tracing,
+            "greentic:telemetry/metrics@1.0.0": crate::imports::greentic::telemetry::metrics,
+            "greentic:config/config@1.0.0": crate::imports::greentic::config::config,
+            "greentic:state/store@1.0.0": crate::imports::greentic::state::store,
+            "wasi:http/types@0.2.12": crate::messaging::wasi::http::types,
+            "wasi:http/outgoing-handler@0.2.12": crate::messaging::wasi::http::outgoing_handler,
+            "wasi:io/error@0.2.12": crate::messaging::wasi::io::error,
+            "wasi:io/poll@0.2.12": crate::messaging::wasi::io::poll,
+            "wasi:io/streams@0.2.12": crate::messaging::wasi::io::streams,
+            "wasi:clocks/monotonic-clock@0.2.12": crate::messaging::wasi::clocks::monotonic_clock,
+            "wasi:clocks/wall-clock@0.2.12": crate::messaging::wasi::clocks::wall_clock,
+        },
+        generate_all,
+        pub_export_macro: true,
+        export_macro_name: "export_timer_provider",
+        default_bindings_module: "greentic_provider_sdk::timer",
+    });
+}
+
 pub mod config;
 pub mod errors;
 pub mod http;
@@ -153,6 +200,13 @@ pub mod types {
     pub use crate::messaging::greentic::types::types::{
         Cloud, DeploymentCtx, Platform, ProviderError, RateLimit, TenantCtx, UnavailableInfo,
     };
+}
+
+/// Milliseconds since the Unix epoch (the host's wall clock).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The name of the custom section that carries `provider.json` (see [`provider_manifest!`]).
@@ -190,3 +244,4 @@ macro_rules! provider_manifest {
 
 pub use messaging::export_messaging_provider;
 pub use webhook::export_webhook_handler;
+pub use timer::export_timer_provider;

@@ -71,6 +71,9 @@ pub struct BundleFile {
     /// Routes from `{tenant, team, user, cloud, capability}` to a provider.
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// Slots the host fires to timer providers (`[[schedules]]`).
+    #[serde(default)]
+    pub schedules: Vec<crate::domain::timer::Schedule>,
 }
 
 /// `[host]`.

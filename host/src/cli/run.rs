@@ -90,10 +90,14 @@ impl Run {
         println!("greentic-host admin on http://{admin_local}");
         tracing::info!(%local, admin = %admin_local, providers = runtime.providers.len(), tenants = runtime.tenants.len(), "serving");
 
+        // What the host fires itself (schedules) runs beside the listeners until shutdown.
+        let (stop_triggers, triggers_stop) = tokio::sync::watch::channel(false);
+        let triggers = greentic_host::domain::start_triggers(&runtime, &bundle, &triggers_stop);
         let stop = Arc::new(tokio::sync::Notify::new());
         let signal_stop = stop.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
+            let _ = stop_triggers.send(true);
             signal_stop.notify_waiters();
         });
         let grace = Duration::from_secs(bundle.file.host.shutdown_grace_secs);
@@ -125,6 +129,11 @@ impl Run {
             _ = async { (&mut stopped).await; tokio::time::sleep(grace).await } => {
                 tracing::warn!(grace_secs = grace.as_secs(), "in-flight calls did not finish within the grace period");
             }
+        }
+        // A fire in progress finishes within what is left of the grace period.
+        let until = tokio::time::Instant::now() + grace;
+        for task in triggers {
+            let _ = tokio::time::timeout_at(until, task).await;
         }
         admin_stop.notify_waiters();
         let _ = tokio::time::timeout(Duration::from_secs(1), admin_serve).await;

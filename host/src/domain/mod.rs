@@ -9,9 +9,11 @@
 //! envelope the runtime wraps around every domain ([`crate::runtime::Runtime::call`]).
 
 pub mod messaging;
+pub mod timer;
 pub mod webhook;
 
 use std::any::Any;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -19,14 +21,21 @@ use bytes::Bytes;
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
+use tokio::task::JoinHandle;
+
 use crate::bindings::greentic::types::types::{ProviderError, TenantCtx};
+use crate::bundle::Bundle;
 use crate::errors::{CallError, ProviderFailure, clip_guest};
+use crate::loader::LoadedProvider;
+use crate::runtime::Runtime;
+use crate::secrets::SecretBackend;
 use crate::state::CallState;
 
 /// Every domain this host runs: a new domain is one module and one line here.
 pub const DOMAINS: &[DomainInfo] = &[
     DomainInfo::of::<messaging::Messaging>(),
     DomainInfo::of::<webhook::Webhook>(),
+    DomainInfo::of::<timer::Timer>(),
 ];
 
 /// How calls reach a domain's providers.
@@ -65,6 +74,23 @@ pub enum Input {
     },
     /// An HTTP request, its body already read in full within the host's limits.
     Http(hyper::Request<Bytes>),
+    /// A slot of a schedule, fired by the host.
+    Fire(Fire),
+}
+
+/// A slot the host fires (see [`Entry::Trigger`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fire {
+    /// The schedule's name.
+    pub schedule: String,
+    /// The slot's planned time, in milliseconds since the Unix epoch.
+    pub scheduled_at_ms: u64,
+    /// When the host fired it.
+    pub fired_at_ms: u64,
+    /// Slots not fired since the previous fire.
+    pub missed: u32,
+    /// The schedule's payload, as JSON text.
+    pub payload: String,
 }
 
 /// What a call produced.
@@ -131,6 +157,35 @@ pub trait Domain: Send + Sync + 'static {
         cx: &CallCx<'_>,
         request: &Self::Request,
     ) -> impl Future<Output = wasmtime::Result<Result<Output, CallError>>> + Send;
+
+    /// Problems with the parts of the bundle that concern this domain, once its providers are
+    /// loaded (the timer domain checks its schedules here). None by default.
+    fn check(
+        bundle: &Bundle,
+        providers: &BTreeMap<String, Arc<LoadedProvider>>,
+        secrets: &dyn SecretBackend,
+    ) -> Vec<String> {
+        let _ = (bundle, providers, secrets);
+        Vec::new()
+    }
+
+    /// Starts what fires this domain's calls (a trigger domain's schedules), until `stop`
+    /// turns true; a task finishes the call it is in before it ends. None by default.
+    fn start(runtime: &Arc<Runtime>, bundle: &Bundle, stop: &Stop) -> Vec<JoinHandle<()>> {
+        let _ = (runtime, bundle, stop);
+        Vec::new()
+    }
+}
+
+/// Turns true when the host stops.
+pub type Stop = tokio::sync::watch::Receiver<bool>;
+
+/// Starts every domain's triggers (see [`Domain::start`]).
+pub fn start_triggers(runtime: &Arc<Runtime>, bundle: &Bundle, stop: &Stop) -> Vec<JoinHandle<()>> {
+    DOMAINS
+        .iter()
+        .flat_map(|d| (d.start)(runtime, bundle, stop))
+        .collect()
 }
 
 /// Wraps a linked component as a provider of a domain.
@@ -151,7 +206,13 @@ pub struct DomainInfo {
     /// [`Domain::ENTRY`].
     pub entry: Entry,
     prepare: PrepareFn,
+    check: CheckFn,
+    start: StartFn,
 }
+
+type CheckFn =
+    fn(&Bundle, &BTreeMap<String, Arc<LoadedProvider>>, &dyn SecretBackend) -> Vec<String>;
+type StartFn = fn(&Arc<Runtime>, &Bundle, &Stop) -> Vec<JoinHandle<()>>;
 
 impl DomainInfo {
     /// The registry entry of `D`.
@@ -161,7 +222,19 @@ impl DomainInfo {
             world: D::WORLD,
             entry: D::ENTRY,
             prepare: prepare::<D>,
+            check: D::check,
+            start: D::start,
         }
+    }
+
+    /// Problems of the bundle's parts that concern this domain (see [`Domain::check`]).
+    pub fn check(
+        &self,
+        bundle: &Bundle,
+        providers: &BTreeMap<String, Arc<LoadedProvider>>,
+        secrets: &dyn SecretBackend,
+    ) -> Vec<String> {
+        (self.check)(bundle, providers, secrets)
     }
 
     /// The error for a call that reaches provider `provider` of this domain the wrong way

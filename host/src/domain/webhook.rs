@@ -36,8 +36,9 @@ impl Domain for Webhook {
                 idempotency_key: None,
                 retry: false,
             }),
-            Input::Invoke { .. } => Err(CallError::BadRequest(
-                "webhook providers receive HTTP deliveries at /webhooks/{tenant}/{provider}/, not invokes".into(),
+            Input::Invoke { .. } | Input::Fire(_) => Err(CallError::BadRequest(
+                "webhook providers receive HTTP deliveries at /webhooks/{tenant}/{provider}/ only"
+                    .into(),
             )),
         }
     }

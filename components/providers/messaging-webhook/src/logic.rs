@@ -88,37 +88,8 @@ pub fn result_id(response: &Response, key: Option<&str>, now_ms: u64) -> String 
     }
 }
 
-/// A short, single-line excerpt of an upstream body for error messages.
-pub fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let flat: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(200)
-        .collect();
-    flat.trim().to_string()
-}
-
-/// The stable code of a provider error, for span attributes and metrics.
-pub fn error_code(e: &ProviderError) -> &'static str {
-    match e {
-        ProviderError::InvalidInput(_) => "invalid-input",
-        ProviderError::Unauthorized(_) => "unauthorized",
-        ProviderError::NotFound(_) => "not-found",
-        ProviderError::RateLimited(_) => "rate-limited",
-        ProviderError::Unavailable(_) => "unavailable",
-        ProviderError::Timeout => "timeout",
-        ProviderError::Internal(_) => "internal",
-    }
-}
-
-/// Milliseconds since the Unix epoch (the host's wall clock).
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use greentic_provider_sdk::errors::{code as error_code, excerpt};
+pub use greentic_provider_sdk::now_ms;
 
 #[cfg(test)]
 mod tests {

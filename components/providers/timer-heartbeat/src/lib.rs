@@ -1,0 +1,92 @@
+//! `timer-heartbeat`: on every slot the host fires, POSTs a heartbeat to the tenant's URL.
+//!
+//! The JSON body names the tenant, schedule, slot (`scheduled_at_ms`), when it fired, how many
+//! slots were missed, the schedule's payload, and `sequence`: a per-tenant counter kept in
+//! `greentic:state` (compare-and-swap, so concurrent fires never reuse a number). The slot's
+//! idempotency key (`schedule:NAME:SLOT`) is sent as `Idempotency-Key`, so a retried fire is
+//! recognised upstream. Upstream failures map onto `provider-error` as in every provider.
+
+pub mod logic;
+
+use greentic_provider_sdk::telemetry::{self, SpanGuard};
+use greentic_provider_sdk::timer::exports::greentic::timer::schedule::{FireInfo, Guest};
+use greentic_provider_sdk::types::{ProviderError, TenantCtx};
+use greentic_provider_sdk::{config, errors, http, secrets, state};
+
+use logic::Config;
+
+greentic_provider_sdk::provider_manifest!();
+
+/// The secret holding the optional bearer token.
+pub const TOKEN_SECRET: &str = "HEARTBEAT_TOKEN";
+
+struct Heartbeat;
+
+impl Guest for Heartbeat {
+    fn on_fire(ctx: TenantCtx, info: FireInfo) -> Result<(), ProviderError> {
+        let span = SpanGuard::start("timer-heartbeat.fire");
+        span.attr("schedule", &info.schedule);
+        span.attr("slot", &info.scheduled_at_ms.to_string());
+        let result = beat(&ctx, &info, &span);
+        let outcome = match &result {
+            Ok(()) => "sent",
+            Err(e) => logic::error_code(e),
+        };
+        span.attr("outcome", outcome);
+        telemetry::counter_add("timer_heartbeat.beats", 1, &[("outcome", outcome)]);
+        span.finish(&result);
+        result
+    }
+}
+
+fn beat(ctx: &TenantCtx, info: &FireInfo, span: &SpanGuard) -> Result<(), ProviderError> {
+    let config: Config = config::load()?;
+    let sequence = next_sequence()?;
+    span.attr("sequence", &sequence.to_string());
+    let body = logic::payload(ctx, info, sequence).to_string().into_bytes();
+    let mut request = http::Request::post_json(&config.url, body);
+    request.timeout_ms = config.timeout_ms;
+    if let Some(key) = &ctx.idempotency_key {
+        request = request.header("idempotency-key", key);
+    }
+    if let Some(token) = secrets::optional(TOKEN_SECRET)? {
+        request = request.header("authorization", &format!("Bearer {}", token.expose_str()?));
+    }
+    let response = http::send(&request)?;
+    span.attr("http.status", &response.status.to_string());
+    match errors::from_status(
+        response.status,
+        response.header("retry-after"),
+        logic::now_ms(),
+        &logic::excerpt(&response.body),
+    ) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// The tenant's next heartbeat number: compare-and-swap on the stored one, retried when
+/// another fire took a number in between.
+fn next_sequence() -> Result<u64, ProviderError> {
+    for _ in 0..16 {
+        let (current, revision) = match state::get(logic::SEQUENCE_KEY) {
+            Ok(Some(entry)) => (logic::decode_sequence(&entry.value), entry.revision),
+            Ok(None) => (0, 0),
+            Err(e) => return Err(state::provider_error(e)),
+        };
+        let next = current + 1;
+        match state::compare_and_swap(logic::SEQUENCE_KEY, revision, &next.to_be_bytes(), None) {
+            Ok(_) => return Ok(next),
+            Err(state::StateError::Conflict(_)) => continue,
+            Err(e) => return Err(state::provider_error(e)),
+        }
+    }
+    Err(ProviderError::Unavailable(
+        greentic_provider_sdk::types::UnavailableInfo {
+            retry_after_ms: Some(100),
+            message: "the heartbeat sequence is contended; retry".into(),
+        },
+    ))
+}
+
+greentic_provider_sdk::export_timer_provider!(Heartbeat);

@@ -1,0 +1,563 @@
+//! `greentic:timer/scheduled`: providers the host fires on the bundle's schedules.
+//!
+//! A `[[schedules]]` entry names a tenant, a timer provider, a cron expression (`cron`, five
+//! or six fields, UTC) or an interval (`every`, e.g. `30s`, `5m`, `1h`; slots at multiples of
+//! it since the Unix epoch), a payload and a missed-slot policy. One task per schedule
+//! sleeps until its next slot, *claims* it — compare-and-swap of the last fired slot in the
+//! state backend, in a namespace no provider can reach — and only then fires it, so a slot is
+//! fired at most once even by hosts sharing a state backend, and a restart neither repeats a
+//! slot nor forgets where it was. Slots that passed while no host ran are *missed*: with
+//! `missed = "skip"` (the default) they are not fired, and the next fire counts them in
+//! `fire-info.missed`; with `missed = "once"` the latest of them is fired once, at start, with
+//! the others counted. A slot more than `grace_ms` late counts as missed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use wasmtime::Store;
+use wasmtime::component::InstancePre;
+
+use super::{CallCx, Decoded, Domain, Entry, Input, Output, Stop, provider_failure};
+use crate::bundle::Bundle;
+use crate::errors::CallError;
+use crate::imports::state::{Namespace, Write, Written};
+use crate::loader::LoadedProvider;
+use crate::runtime::Runtime;
+use crate::secrets::SecretBackend;
+use crate::state::CallState;
+
+crate::bindings::domain_bindgen!(
+    "greentic:timer/scheduled@1.0.0",
+    "../wit/timer.wit",
+    "greentic:types": crate::bindings::greentic::types,
+);
+
+pub use exports::greentic::timer::schedule::FireInfo;
+
+/// The timer domain.
+pub struct Timer;
+
+/// What a schedule does with slots that passed while no host ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Missed {
+    /// Do not fire them; the next fire counts them.
+    #[default]
+    Skip,
+    /// Fire the latest of them once, counting the others.
+    Once,
+}
+
+/// `[[schedules]]`: a slot series the host fires to a timer provider for a tenant.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// Unique name; providers see it in `fire-info.schedule`.
+    pub name: String,
+    /// The tenant the provider is fired for (its limits, secrets, config).
+    pub tenant: String,
+    /// The timer provider.
+    pub provider: String,
+    /// A cron expression (UTC): five fields, or six with seconds first.
+    #[serde(default)]
+    pub cron: Option<String>,
+    /// An interval: a number and a unit (`ms`, `s`, `m`, `h`, `d`), at least one second.
+    #[serde(default)]
+    pub every: Option<String>,
+    /// Passed to the provider as JSON text.
+    #[serde(default)]
+    pub payload: Option<serde_json::Value>,
+    /// What to do with slots missed while no host ran.
+    #[serde(default)]
+    pub missed: Missed,
+    /// How late a slot may fire before it counts as missed, in milliseconds.
+    #[serde(default = "default_grace")]
+    pub grace_ms: u64,
+}
+
+fn default_grace() -> u64 {
+    30_000
+}
+
+/// When a schedule's slots are.
+#[derive(Debug, Clone)]
+pub enum Slots {
+    /// Every so many milliseconds since the Unix epoch.
+    Every(u64),
+    /// A cron expression, in UTC.
+    Cron(Box<croner::Cron>),
+}
+
+impl Slots {
+    /// The slots `schedule` names, or what is wrong with them.
+    pub fn of(schedule: &Schedule) -> Result<Slots, String> {
+        match (&schedule.cron, &schedule.every) {
+            (Some(cron), None) => croner::parser::CronParser::builder()
+                .seconds(croner::parser::Seconds::Optional)
+                .build()
+                .parse(cron)
+                .map(|c| Slots::Cron(Box::new(c)))
+                .map_err(|e| format!("cron `{cron}` does not parse: {e}")),
+            (None, Some(every)) => parse_every(every).map(Slots::Every),
+            _ => Err("set exactly one of `cron` and `every`".into()),
+        }
+    }
+
+    /// The first slot after `t_ms`.
+    pub fn next_after(&self, t_ms: u64) -> Option<u64> {
+        match self {
+            Slots::Every(every) => (t_ms / every).checked_add(1)?.checked_mul(*every),
+            Slots::Cron(cron) => {
+                let t = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(
+                    i64::try_from(t_ms).ok()?,
+                )?;
+                let next = cron.find_next_occurrence(&t, false).ok()?;
+                u64::try_from(next.timestamp_millis()).ok()
+            }
+        }
+    }
+}
+
+/// `30s`, `5m`, `250ms`… in milliseconds; at least one second.
+fn parse_every(every: &str) -> Result<u64, String> {
+    let split = every
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(every.len());
+    let (number, unit) = every.split_at(split);
+    let number: u64 = number.parse().map_err(|_| {
+        format!("every `{every}` is not a number and a unit such as `30s`, `5m` or `1h`")
+    })?;
+    let unit_ms = match unit.trim() {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        other => {
+            return Err(format!(
+                "every `{every}`: unknown unit `{other}`; use ms, s, m, h or d"
+            ));
+        }
+    };
+    let ms = number
+        .checked_mul(unit_ms)
+        .ok_or_else(|| format!("every `{every}` is too long"))?;
+    if ms < 1_000 {
+        return Err(format!("every `{every}` is shorter than one second"));
+    }
+    Ok(ms)
+}
+
+impl Domain for Timer {
+    const NAME: &'static str = "timer";
+    const WORLD: &'static str = "greentic:timer/scheduled";
+    const ENTRY: Entry = Entry::Trigger;
+    type Pre = ScheduledPre<CallState>;
+    type Instance = Scheduled;
+    type Request = FireInfo;
+
+    fn pre(pre: InstancePre<CallState>) -> wasmtime::Result<ScheduledPre<CallState>> {
+        ScheduledPre::new(pre)
+    }
+
+    fn decode(input: Input) -> Result<Decoded<FireInfo>, CallError> {
+        let Input::Fire(fire) = input else {
+            return Err(CallError::BadRequest(
+                "timer providers are fired by the host on the bundle's [[schedules]] only".into(),
+            ));
+        };
+        Ok(Decoded {
+            idempotency_key: Some(format!(
+                "schedule:{}:{}",
+                fire.schedule, fire.scheduled_at_ms
+            )),
+            retry: true,
+            request: FireInfo {
+                schedule: fire.schedule,
+                scheduled_at_ms: fire.scheduled_at_ms,
+                fired_at_ms: fire.fired_at_ms,
+                missed: fire.missed,
+                payload: fire.payload,
+            },
+        })
+    }
+
+    async fn instantiate(
+        pre: &ScheduledPre<CallState>,
+        store: &mut Store<CallState>,
+    ) -> wasmtime::Result<Scheduled> {
+        pre.instantiate_async(store).await
+    }
+
+    async fn call(
+        instance: &Scheduled,
+        store: &mut Store<CallState>,
+        cx: &CallCx<'_>,
+        info: &FireInfo,
+    ) -> wasmtime::Result<Result<Output, CallError>> {
+        let fired = instance
+            .greentic_timer_schedule()
+            .call_on_fire(store, cx.ctx, info)
+            .await?;
+        Ok(match fired {
+            Ok(()) => Ok(Output::Json(serde_json::json!({
+                "schedule": info.schedule,
+                "scheduled_at_ms": info.scheduled_at_ms,
+            }))),
+            Err(e) => Err(CallError::Provider(provider_failure(e))),
+        })
+    }
+
+    fn check(
+        bundle: &Bundle,
+        providers: &BTreeMap<String, Arc<LoadedProvider>>,
+        secrets: &dyn SecretBackend,
+    ) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut names = std::collections::BTreeSet::new();
+        for (i, s) in bundle.file.schedules.iter().enumerate() {
+            let at = format!("schedules[{i}] (`{}`)", s.name);
+            if s.name.is_empty() || s.name.len() > 128 || s.name.chars().any(char::is_control) {
+                problems.push(format!(
+                    "{at}: `name` must be 1 to 128 printable characters"
+                ));
+            }
+            if !names.insert(s.name.as_str()) {
+                problems.push(format!(
+                    "{at}: another schedule has this name; names are unique"
+                ));
+            }
+            if let Err(why) = Slots::of(s) {
+                problems.push(format!("{at}: {why}"));
+            }
+            let Some(tenant) = bundle.file.tenants.get(&s.tenant) else {
+                problems.push(format!("{at}: tenant `{}` is not in [tenants]", s.tenant));
+                continue;
+            };
+            match providers.get(&s.provider) {
+                None if !bundle.file.providers.contains_key(&s.provider) => {
+                    problems.push(format!(
+                        "{at}: provider `{}` is not in [providers]",
+                        s.provider
+                    ));
+                }
+                None => {} // It did not load; its own problems say why.
+                Some(p) if p.prepared.info().name != Timer::NAME => problems.push(format!(
+                    "{at}: provider `{}` is a `{}` provider; schedules fire `timer` providers (greentic:timer/scheduled)",
+                    s.provider,
+                    p.prepared.info().name
+                )),
+                Some(p) if !crate::loader::routed(bundle, &s.tenant, &s.provider) => {
+                    // Routed pairs are checked with the routes; a scheduled one is checked here.
+                    problems.extend(crate::loader::check_binding(
+                        &s.tenant, tenant, &s.provider, p, secrets,
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        problems
+    }
+
+    fn start(runtime: &Arc<Runtime>, bundle: &Bundle, stop: &Stop) -> Vec<JoinHandle<()>> {
+        bundle
+            .file
+            .schedules
+            .iter()
+            .filter_map(|s| Some((s.clone(), Slots::of(s).ok()?)))
+            .map(|(schedule, slots)| {
+                let runtime = runtime.clone();
+                let stop = stop.clone();
+                tokio::spawn(run_schedule(runtime, schedule, slots, stop))
+            })
+            .collect()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Where the host keeps a schedule's last claimed slot: beside the provider's own state, in
+/// a namespace no provider name can reach (provider names never contain `#`).
+fn bookkeeping(schedule: &Schedule) -> Namespace {
+    Namespace {
+        tenant: schedule.tenant.clone(),
+        provider: format!("{}#schedules", schedule.provider),
+    }
+}
+
+/// What to do at `now`, given the last claimed slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// Nothing yet: sleep until this slot.
+    Wait(u64),
+    /// Claim slot `claim`; fire it unless `fire` is false; `missed` slots went unfired.
+    Claim {
+        /// The slot to record as the last one.
+        claim: u64,
+        /// Whether to fire it.
+        fire: bool,
+        /// Slots skipped before it (or, when `fire` is false, including it).
+        missed: u32,
+    },
+    /// The schedule has no slot after `last` (a cron expression that never matches again).
+    Done,
+}
+
+/// The decision of one turn of a schedule's task (pure, for tests).
+pub fn due(slots: &Slots, schedule: &Schedule, last: u64, now: u64) -> Due {
+    let Some(next) = slots.next_after(last) else {
+        return Due::Done;
+    };
+    if next > now {
+        return Due::Wait(next);
+    }
+    let (mut latest, mut count) = (next, 1u32);
+    while let Some(n) = slots.next_after(latest) {
+        if n > now || count == u32::MAX {
+            break;
+        }
+        latest = n;
+        count += 1;
+    }
+    let on_time = now - latest <= schedule.grace_ms;
+    match (on_time, schedule.missed) {
+        (true, _) | (false, Missed::Once) => Due::Claim {
+            claim: latest,
+            fire: true,
+            missed: count - 1,
+        },
+        (false, Missed::Skip) => Due::Claim {
+            claim: latest,
+            fire: false,
+            missed: count,
+        },
+    }
+}
+
+/// One schedule's task: sleep, claim, fire, until `stop`.
+async fn run_schedule(runtime: Arc<Runtime>, schedule: Schedule, slots: Slots, mut stop: Stop) {
+    let backend = runtime.capabilities().state.backend.clone();
+    let ns = bookkeeping(&schedule);
+    let payload = schedule
+        .payload
+        .as_ref()
+        .map_or_else(|| "{}".to_string(), |p| p.to_string());
+    let mut carried_missed = 0u32;
+    let labels = [
+        ("tenant", schedule.tenant.as_str()),
+        ("schedule", schedule.name.as_str()),
+    ];
+    tracing::info!(tenant = %schedule.tenant, provider = %schedule.provider, schedule = %schedule.name, "schedule started");
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let (last, revision) = match backend.get(&ns, &schedule.name).await {
+            Ok(Some(stored)) => (
+                std::str::from_utf8(&stored.value)
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok()),
+                stored.revision,
+            ),
+            Ok(None) => (None, 0),
+            Err(e) => {
+                tracing::warn!(schedule = %schedule.name, error = %format!("{e:#}"), "reading the schedule's last slot failed; retrying in 1 s");
+                if sleep_or_stop(&mut stop, Duration::from_secs(1)).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let now = now_ms();
+        let decision = match last {
+            // First start: slots before now are not this schedule's to fire.
+            None => Due::Claim {
+                claim: now,
+                fire: false,
+                missed: 0,
+            },
+            Some(last) => due(&slots, &schedule, last, now),
+        };
+        let (claim, fire, missed) = match decision {
+            Due::Done => {
+                tracing::info!(schedule = %schedule.name, "the schedule has no further slots");
+                return;
+            }
+            Due::Wait(next) => {
+                let wait = Duration::from_millis(next.saturating_sub(now_ms()));
+                if sleep_or_stop(&mut stop, wait).await {
+                    return;
+                }
+                continue;
+            }
+            Due::Claim {
+                claim,
+                fire,
+                missed,
+            } => (claim, fire, missed),
+        };
+        let write = Write {
+            value: claim.to_string().into_bytes(),
+            ttl: None,
+            expected: Some(revision),
+            // The host's bookkeeping is not the provider's state: not bounded by its quota.
+            max_tenant_bytes: u64::MAX,
+        };
+        match backend.put(&ns, &schedule.name, write).await {
+            Ok(Written::Ok(_)) => {}
+            // Another host claimed it (or the record moved): look again.
+            Ok(Written::Conflict(_) | Written::OverQuota { .. }) => continue,
+            Err(e) => {
+                tracing::warn!(schedule = %schedule.name, error = %format!("{e:#}"), "claiming a slot failed; retrying in 1 s");
+                if sleep_or_stop(&mut stop, Duration::from_secs(1)).await {
+                    return;
+                }
+                continue;
+            }
+        }
+        if missed > 0 {
+            runtime.metrics.add(
+                "greentic_timer_missed_slots_total",
+                &labels,
+                f64::from(missed),
+            );
+        }
+        carried_missed = carried_missed.saturating_add(missed);
+        if !fire {
+            continue;
+        }
+        let fire = super::Fire {
+            schedule: schedule.name.clone(),
+            scheduled_at_ms: claim,
+            fired_at_ms: now_ms(),
+            missed: std::mem::take(&mut carried_missed),
+            payload: payload.clone(),
+        };
+        let lag = fire.fired_at_ms.saturating_sub(claim) as f64 / 1000.0;
+        runtime
+            .metrics
+            .observe("greentic_timer_lag_seconds", &labels, lag);
+        let outcome = runtime
+            .trigger(
+                &schedule.tenant,
+                &schedule.provider,
+                &schedule.name,
+                Input::Fire(fire),
+            )
+            .await;
+        if let Err(e) = outcome {
+            tracing::warn!(
+                tenant = %schedule.tenant, provider = %schedule.provider, schedule = %schedule.name,
+                slot = claim, code = e.code(), error = %e.message(), "a fire failed"
+            );
+        }
+    }
+}
+
+/// Sleeps for `wait`; true if the host is stopping.
+async fn sleep_or_stop(stop: &mut Stop, wait: Duration) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(wait) => *stop.borrow(),
+        changed = stop.changed() => changed.is_err() || *stop.borrow(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schedule(every: &str, missed: Missed) -> Schedule {
+        Schedule {
+            name: "beat".into(),
+            tenant: "acme".into(),
+            provider: "p".into(),
+            cron: None,
+            every: Some(every.into()),
+            payload: None,
+            missed,
+            grace_ms: 500,
+        }
+    }
+
+    #[test]
+    fn intervals_and_cron_give_the_next_slot() {
+        let s = schedule("10s", Missed::Skip);
+        let slots = Slots::of(&s).unwrap();
+        assert_eq!(slots.next_after(0), Some(10_000));
+        assert_eq!(slots.next_after(10_000), Some(20_000));
+        assert_eq!(slots.next_after(12_345), Some(20_000));
+        let cron = Schedule {
+            cron: Some("0 3 * * *".into()),
+            every: None,
+            ..s.clone()
+        };
+        let slots = Slots::of(&cron).unwrap();
+        // 1970-01-01T00:00:00Z → 03:00 the same day.
+        assert_eq!(slots.next_after(0), Some(3 * 3_600_000));
+        assert_eq!(slots.next_after(3 * 3_600_000), Some(27 * 3_600_000));
+        for (bad, why) in [
+            ("500ms", "shorter than one second"),
+            ("5 parsecs", "unknown unit"),
+            ("fast", "not a number"),
+        ] {
+            let e = Slots::of(&schedule(bad, Missed::Skip)).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let both = Schedule {
+            cron: Some("* * * * *".into()),
+            ..s
+        };
+        assert!(Slots::of(&both).unwrap_err().contains("exactly one"));
+    }
+
+    #[test]
+    fn each_slot_is_claimed_once_and_missed_ones_follow_the_policy() {
+        let skip = schedule("1s", Missed::Skip);
+        let once = schedule("1s", Missed::Once);
+        let slots = Slots::of(&skip).unwrap();
+        // Before the next slot: wait for it.
+        assert_eq!(due(&slots, &skip, 5_000, 5_400), Due::Wait(6_000));
+        // On time: fire it, nothing missed.
+        let on_time = Due::Claim {
+            claim: 6_000,
+            fire: true,
+            missed: 0,
+        };
+        assert_eq!(due(&slots, &skip, 5_000, 6_100), on_time);
+        // Claimed: the same slot is never due again.
+        assert_eq!(due(&slots, &skip, 6_000, 6_100), Due::Wait(7_000));
+        // Three slots passed, the latest within grace: fire it, two missed.
+        assert_eq!(
+            due(&slots, &skip, 5_000, 8_200),
+            Due::Claim {
+                claim: 8_000,
+                fire: true,
+                missed: 2
+            }
+        );
+        // The host was down past the grace: skip fires nothing; once fires the latest.
+        assert_eq!(
+            due(&slots, &skip, 5_000, 9_900),
+            Due::Claim {
+                claim: 9_000,
+                fire: false,
+                missed: 4
+            }
+        );
+        assert_eq!(
+            due(&slots, &once, 5_000, 9_900),
+            Due::Claim {
+                claim: 9_000,
+                fire: true,
+                missed: 3
+            }
+        );
+    }
+}

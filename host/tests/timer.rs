@@ -1,0 +1,189 @@
+//! The timer domain end to end: the real host fires `timer-heartbeat` on the bundle's
+//! schedules, per tenant, each slot once, and picks up where it was after a restart.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::{Host, TestBundle, Upstream, run_host, text};
+use serde_json::Value;
+
+fn bundle(upstream: &str) -> String {
+    format!(
+        r#"
+[providers.beat]
+source = "{{components}}/timer_heartbeat.wasm"
+allow_unsigned = true
+grants = {{ outbound_hosts = ["http://127.0.0.1:*"], secrets = ["HEARTBEAT_TOKEN"], state = true }}
+
+[tenants.acme]
+config.beat = {{ url = "http://{upstream}/beats/acme", timeout_ms = 2000 }}
+
+[tenants.globex]
+config.beat = {{ url = "http://{upstream}/beats/globex", timeout_ms = 2000 }}
+
+[[schedules]]
+name = "acme-beat"
+tenant = "acme"
+provider = "beat"
+every = "1s"
+missed = "once"
+
+[[schedules]]
+name = "globex-beat"
+tenant = "globex"
+provider = "beat"
+every = "1s"
+payload = {{ service = "billing" }}
+"#
+    )
+}
+
+/// The heartbeats `upstream` received for `tenant`, in arrival order.
+fn beats(upstream: &Upstream, tenant: &str) -> Vec<(Value, Option<String>)> {
+    upstream
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == format!("/beats/{tenant}"))
+        .map(|r| {
+            (
+                serde_json::from_slice(&r.body).unwrap(),
+                r.headers.get("idempotency-key").cloned(),
+            )
+        })
+        .collect()
+}
+
+fn wait_for(upstream: &Upstream, tenant: &str, n: usize) -> Vec<(Value, Option<String>)> {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = beats(upstream, tenant);
+        if got.len() >= n || Instant::now() > until {
+            assert!(
+                got.len() >= n,
+                "{tenant}: {} beats of {n}: {got:?}",
+                got.len()
+            );
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every beat is for its tenant and schedule, names its slot in the idempotency key, and no
+/// slot comes twice; sequences (kept in each tenant's own state) count up from 1 by one.
+fn check(beats: &[(Value, Option<String>)], tenant: &str, schedule: &str) {
+    let mut slots = BTreeSet::new();
+    for (i, (beat, key)) in beats.iter().enumerate() {
+        assert_eq!(beat["tenant"], tenant, "{beat}");
+        assert_eq!(beat["schedule"], schedule, "{beat}");
+        let slot = beat["scheduled_at_ms"].as_u64().unwrap();
+        assert_eq!(
+            slot % 1000,
+            0,
+            "slots of `every = 1s` are whole seconds: {beat}"
+        );
+        assert!(slots.insert(slot), "slot {slot} fired twice: {beats:?}");
+        assert_eq!(
+            key.as_deref(),
+            Some(format!("schedule:{schedule}:{slot}").as_str())
+        );
+        assert_eq!(beat["sequence"], i as u64 + 1, "{beats:?}");
+    }
+}
+
+#[test]
+fn schedules_fire_each_slot_once_per_tenant_and_a_restart_resumes() {
+    let upstream = Upstream::start(vec![(200, vec![], "{}".into())]);
+    let b = TestBundle::new(&bundle(&upstream.addr), &[]);
+    let host = Host::start(b.path());
+    wait_for(&upstream, "acme", 3);
+    let globex = wait_for(&upstream, "globex", 2);
+    assert_eq!(globex[0].0["payload"]["service"], "billing");
+    let metrics = host.admin("GET", "/metrics").text();
+    assert!(
+        metrics.contains(r#"greentic_calls_total{tenant="acme",provider="beat",capability="acme-beat",code="ok"}"#),
+        "{metrics}"
+    );
+    assert!(host.terminate().success());
+
+    // Down for several slots; restarted on the same bundle (and so the same state file).
+    let before = beats(&upstream, "acme").len();
+    let last_slot = beats(&upstream, "acme")
+        .iter()
+        .map(|(b, _)| b["scheduled_at_ms"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(3500));
+    let host = Host::start(b.path());
+    let acme = wait_for(&upstream, "acme", before + 2);
+    let globex = wait_for(&upstream, "globex", globex.len() + 2);
+    check(&acme, "acme", "acme-beat");
+    check(&globex, "globex", "globex-beat");
+    // The first fire after the restart is a later slot, and counts the ones missed meanwhile.
+    let resumed = &acme[before].0;
+    assert!(resumed["scheduled_at_ms"].as_u64().unwrap() > last_slot);
+    assert!(resumed["missed"].as_u64().unwrap() >= 2, "{resumed}");
+    let metrics = host.admin("GET", "/metrics").text();
+    assert!(
+        metrics
+            .contains(r#"greentic_timer_missed_slots_total{tenant="acme",schedule="acme-beat"}"#),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn schedules_that_cannot_fire_are_refused_at_load_naming_each_problem() {
+    let toml = r#"
+[providers.beat]
+source = "{components}/timer_heartbeat.wasm"
+allow_unsigned = true
+grants = { outbound_hosts = ["http://127.0.0.1:*"], secrets = ["HEARTBEAT_TOKEN"], state = true }
+
+[providers.echo]
+source = "{components}/echo.wasm"
+allow_unsigned = true
+
+[tenants.acme]
+config.beat = { url = "http://127.0.0.1:9/beats" }
+
+[[schedules]]
+name = "to-a-messaging-provider"
+tenant = "acme"
+provider = "echo"
+every = "1m"
+
+[[schedules]]
+name = "unknown-tenant"
+tenant = "initech"
+provider = "beat"
+every = "1m"
+
+[[schedules]]
+name = "bad-cron"
+tenant = "acme"
+provider = "beat"
+cron = "every tuesday"
+
+[[schedules]]
+name = "too-fast"
+tenant = "acme"
+provider = "beat"
+every = "10ms"
+"#;
+    let b = TestBundle::new(toml, &[]);
+    let out = run_host(&["check", b.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    let (_, err) = text(&out);
+    for needle in [
+        "`to-a-messaging-provider`): provider `echo` is a `messaging` provider",
+        "`unknown-tenant`): tenant `initech` is not in [tenants]",
+        "`bad-cron`): cron `every tuesday` does not parse",
+        "`too-fast`): every `10ms` is shorter than one second",
+    ] {
+        assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
+    }
+}
