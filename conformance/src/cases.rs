@@ -4,15 +4,13 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// The case files compiled into the suite: `(file name, text)`.
-pub const CASE_FILES: &[(&str, &str)] = &[
-    ("messaging.toml", include_str!("../cases/messaging.toml")),
-    ("webhook.toml", include_str!("../cases/webhook.toml")),
-    ("common.toml", include_str!("../cases/common.toml")),
-];
+/// The cases every domain runs after its own.
+const COMMON: &str = include_str!("../cases/common.toml");
 
-/// The domains the suite has cases for.
-pub const DOMAINS: &[&str] = &["messaging", "webhook"];
+/// The domains the suite has cases for (each a module of `crate::domains`).
+pub fn domains() -> Vec<&'static str> {
+    crate::domains::SUITES.iter().map(|s| s.name).collect()
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -157,25 +155,49 @@ pub struct Expect {
     pub span_status: Option<String>,
 }
 
-/// The cases for `domain`, in run order: the domain's, then the common ones.
+/// The cases for `domain`, in run order: the domain's, then the common ones. A case whose
+/// evaluator is neither common nor the domain's own is an error naming it.
 pub fn for_domain(domain: &str) -> anyhow::Result<Vec<Case>> {
-    if !DOMAINS.contains(&domain) {
+    let Some(suite) = crate::domains::suite(domain) else {
         anyhow::bail!(
             "the suite has no cases for domain `{domain}`; it knows {}",
-            DOMAINS.join(", ")
+            domains().join(", ")
         );
-    }
+    };
     let mut cases = Vec::new();
-    for file in [format!("{domain}.toml"), "common.toml".to_string()] {
-        let (name, text) = CASE_FILES
-            .iter()
-            .find(|(name, _)| *name == file)
-            .ok_or_else(|| anyhow::anyhow!("case file {file} is missing"))?;
+    for (name, text) in [
+        (format!("{domain}.toml"), suite.cases),
+        ("common.toml".into(), COMMON),
+    ] {
         let parsed: CaseFile = toml::from_str(text)
             .map_err(|e| anyhow::anyhow!("conformance/cases/{name} is not valid: {e}"))?;
+        for case in &parsed.cases {
+            if !case.check.is_common() && !suite.checks.contains(&case.check) {
+                anyhow::bail!(
+                    "conformance/cases/{name}: case `{}` uses `{:?}`, which the {domain} domain has no evaluator for",
+                    case.id,
+                    case.check
+                );
+            }
+        }
         cases.extend(parsed.cases);
     }
     Ok(cases)
+}
+
+impl Check {
+    /// Whether every domain evaluates it (through the domain's way of making a call).
+    pub fn is_common(self) -> bool {
+        matches!(
+            self,
+            Check::Telemetry
+                | Check::SecretsResolve
+                | Check::SecretsUnbound
+                | Check::SecretsNotEmitted
+                | Check::ManifestImports
+                | Check::ManifestBehaviour
+        )
+    }
 }
 
 #[cfg(test)]
@@ -185,7 +207,7 @@ mod tests {
 
     #[test]
     fn every_case_file_parses_and_ids_are_unique() {
-        for domain in DOMAINS {
+        for domain in domains() {
             let cases = for_domain(domain).unwrap_or_else(|e| panic!("{e}"));
             assert!(cases.len() > 5, "{domain} has {} cases", cases.len());
             let ids: BTreeSet<_> = cases.iter().map(|c| c.id.as_str()).collect();

@@ -1,13 +1,13 @@
 //! The evaluators the cases name.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use base64::Engine as _;
 use greentic_interfaces::{ComponentWorld, disagreements};
 use serde_json::Value;
 
-use crate::cases::{Case, Check, Signature};
+use crate::cases::{Case, Check};
+use crate::domains::{self, Drive};
 use crate::suite::{CallOutcome, Ctx};
 use crate::{CapturedSpan, SpanStatus};
 
@@ -17,37 +17,31 @@ pub(crate) struct Verdict {
     pub detail: String,
 }
 
-fn pass(detail: impl Into<String>) -> Verdict {
+pub(crate) fn pass(detail: impl Into<String>) -> Verdict {
     Verdict {
         passed: true,
         detail: detail.into(),
     }
 }
 
-fn fail(detail: impl Into<String>) -> Verdict {
+pub(crate) fn fail(detail: impl Into<String>) -> Verdict {
     Verdict {
         passed: false,
         detail: detail.into(),
     }
 }
 
-/// Runs `case`.
+/// Runs `case`: the common evaluators here, a domain's own in its module.
 pub(crate) async fn evaluate(ctx: &mut Ctx, case: &Case) -> Verdict {
     ctx.begin(case);
-    let messaging_only = matches!(
-        case.check,
-        Check::UpstreamAnswer | Check::Retry | Check::Idempotency | Check::Tenancy
-    );
-    if messaging_only && ctx.domain != "messaging" {
+    if !case.check.is_common() && !ctx.suite.checks.contains(&case.check) {
         return fail(format!(
-            "`{:?}` cases drive the messaging capability; this provider's domain is {}",
-            case.check, ctx.domain
+            "`{:?}` cases do not apply to the {} domain",
+            case.check, ctx.suite.name
         ));
     }
     let verdict = match case.check {
         Check::UpstreamAnswer => upstream_answer(ctx, case).await,
-        Check::Retry => retry(ctx, case).await,
-        Check::Idempotency => idempotency(ctx, case).await,
         Check::Tenancy => tenancy(ctx, case).await,
         Check::Telemetry => telemetry(ctx, case).await,
         Check::SecretsResolve => secrets_resolve(ctx, case).await,
@@ -55,15 +49,17 @@ pub(crate) async fn evaluate(ctx: &mut Ctx, case: &Case) -> Verdict {
         Check::SecretsNotEmitted => secrets_not_emitted(ctx).await,
         Check::ManifestImports => manifest_imports(ctx),
         Check::ManifestBehaviour => manifest_behaviour(ctx),
-        Check::Delivery => delivery(ctx, case).await,
-        Check::DeliveryReplay => delivery_replay(ctx, case).await,
+        Check::Retry => domains::messaging::retry(ctx, case).await,
+        Check::Idempotency => domains::messaging::idempotency(ctx, case).await,
+        Check::Delivery => domains::webhook::delivery(ctx, case).await,
+        Check::DeliveryReplay => domains::webhook::delivery_replay(ctx, case).await,
     };
     // Let spans and logs of the case's last call land before the next case starts.
     ctx.collect();
     verdict
 }
 
-fn describe(o: &CallOutcome) -> String {
+pub(crate) fn describe(o: &CallOutcome) -> String {
     let mut s = format!("got `{}`", o.code);
     if let Some(ms) = o.retry_after_ms {
         s.push_str(&format!(" (retry after {ms} ms)"));
@@ -82,13 +78,13 @@ fn clip(s: &str, n: usize) -> String {
     }
 }
 
-fn new_key() -> String {
+pub(crate) fn new_key() -> String {
     format!("conformance-key-{:016x}", fastrand::u64(..))
 }
 
 async fn upstream_answer(ctx: &mut Ctx, case: &Case) -> Verdict {
     let key = case.idempotency_key.then(new_key);
-    let outcome = ctx.invoke(&case.id, "a", key.as_deref()).await;
+    let outcome = ctx.drive(case, "a", key.as_deref()).await;
     let seen = ctx.upstream.take();
     let want = case.expect.code.clone().unwrap_or_else(|| "ok".into());
     if seen.is_empty() {
@@ -111,102 +107,6 @@ async fn upstream_answer(ctx: &mut Ctx, case: &Case) -> Verdict {
     pass(describe(&outcome))
 }
 
-async fn retry(ctx: &mut Ctx, case: &Case) -> Verdict {
-    let key = case.idempotency_key.then(new_key);
-    let outcome = ctx.invoke(&case.id, "a", key.as_deref()).await;
-    let seen = ctx.upstream.take();
-    let want = case.expect.code.clone().unwrap_or_else(|| "ok".into());
-    let mut problems = Vec::new();
-    if outcome.code != want {
-        problems.push(format!("expected `{want}`, {}", describe(&outcome)));
-    }
-    if let Some(n) = case.expect.attempts
-        && seen.len() != n
-    {
-        problems.push(format!(
-            "the upstream saw {} attempt(s), expected {n}",
-            seen.len()
-        ));
-    }
-    if let (Some(gap), [first, second, ..]) = (case.expect.min_gap_ms, seen.as_slice()) {
-        let took = second.at.duration_since(first.at);
-        if took < Duration::from_millis(gap) {
-            problems.push(format!(
-                "the retry came {} ms after the first attempt; the upstream asked for {gap} ms",
-                took.as_millis()
-            ));
-        }
-    }
-    if let Some(key) = &key {
-        let missing = seen.iter().filter(|s| !s.contains(key)).count();
-        if missing > 0 {
-            problems.push(format!(
-                "{missing} of {} attempt(s) did not carry the call's idempotency key",
-                seen.len()
-            ));
-        }
-    }
-    let limit = Duration::from_millis(ctx.deadline_ms + 500);
-    if outcome.elapsed > limit {
-        problems.push(format!(
-            "the call took {} ms, past its {} ms deadline",
-            outcome.elapsed.as_millis(),
-            ctx.deadline_ms
-        ));
-    }
-    if problems.is_empty() {
-        pass(format!(
-            "{}; {} attempt(s) in {} ms",
-            describe(&outcome),
-            seen.len(),
-            outcome.elapsed.as_millis()
-        ))
-    } else {
-        fail(problems.join("; "))
-    }
-}
-
-async fn idempotency(ctx: &mut Ctx, case: &Case) -> Verdict {
-    let key = new_key();
-    let first = ctx.invoke(&case.id, "a", Some(&key)).await;
-    let second = ctx.invoke(&case.id, "a", Some(&key)).await;
-    let seen = ctx.upstream.take();
-    let mut problems = Vec::new();
-    for (n, o) in [(1, &first), (2, &second)] {
-        if o.code != "ok" {
-            problems.push(format!("call {n}: {}", describe(o)));
-        }
-    }
-    if seen.len() != 2 {
-        problems.push(format!(
-            "the upstream saw {} request(s) for two calls",
-            seen.len()
-        ));
-    }
-    let carried = seen.iter().filter(|s| s.contains(&key)).count();
-    if carried != seen.len() {
-        problems.push(format!(
-            "{} of {} upstream request(s) carried the idempotency key",
-            carried,
-            seen.len()
-        ));
-    }
-    if first.id != second.id {
-        problems.push(format!(
-            "the two calls reported different result ids ({:?} and {:?})",
-            first.id, second.id
-        ));
-    }
-    if problems.is_empty() {
-        pass(format!(
-            "both calls reached the upstream with the key and reported id {:?}",
-            first.id.unwrap_or_default()
-        ))
-    } else {
-        fail(problems.join("; "))
-    }
-}
-
 /// Strings that identify `tenant`: its secret values and its id.
 fn markers(ctx: &Ctx, which: &str) -> Vec<(String, String)> {
     let t = ctx.tenant(which);
@@ -226,7 +126,7 @@ async fn tenancy(ctx: &mut Ctx, case: &Case) -> Verdict {
     let mut own_seen = 0;
     for round in 0..case.rounds.unwrap_or(3) {
         for (me, other) in [("a", "b"), ("b", "a")] {
-            let outcome = ctx.invoke(&case.id, me, None).await;
+            let outcome = ctx.drive(case, me, None).await;
             calls += 1;
             if outcome.code != "ok" {
                 problems.push(format!(
@@ -263,25 +163,13 @@ async fn tenancy(ctx: &mut Ctx, case: &Case) -> Verdict {
     }
 }
 
-fn is_guest(span: &CapturedSpan) -> bool {
+pub(crate) fn is_guest(span: &CapturedSpan) -> bool {
     span.attributes.get("greentic.origin").map(String::as_str) == Some("guest")
 }
 
 async fn telemetry(ctx: &mut Ctx, case: &Case) -> Verdict {
-    let (ok, what) = if ctx.domain == "webhook" {
-        let Some(d) = case.delivery.clone() else {
-            return fail("the case has no delivery");
-        };
-        let id = format!("conformance-delivery-{:016x}", fastrand::u64(..));
-        let o = ctx.deliver(&case.id, "a", d.signature, &d.body, &id).await;
-        (
-            (200..300).contains(&o.status),
-            format!("answer {}", o.status),
-        )
-    } else {
-        let o = ctx.invoke(&case.id, "a", None).await;
-        (o.code == "ok", describe(&o))
-    };
+    let o = ctx.drive(case, "a", None).await;
+    let (ok, what) = (o.code == "ok", describe(&o));
     ctx.collect();
     let want_error = case.expect.span_status.as_deref() == Some("error");
     if ok == want_error {
@@ -295,10 +183,9 @@ async fn telemetry(ctx: &mut Ctx, case: &Case) -> Verdict {
         ("greentic.tenant", Some(tenant.id.clone())),
         ("greentic.provider", Some(ctx.manifest.name.clone())),
     ];
-    if ctx.domain == "webhook" {
-        expected.push(("greentic.capability", Some("webhook".into())));
-    } else {
-        expected.push(("greentic.capability", Some(ctx.capability())));
+    expected.push(("greentic.capability", Some(ctx.capability())));
+    // Only an invoke carries a caller's token, and with it a team and a user.
+    if ctx.suite.drive == Drive::Invoke {
         expected.push(("greentic.team", tenant.team.clone()));
         expected.push(("greentic.user", tenant.user.clone()));
     }
@@ -377,7 +264,7 @@ fn secret_reads(logs: &[String]) -> Vec<(String, String, String)> {
 }
 
 async fn secrets_resolve(ctx: &mut Ctx, case: &Case) -> Verdict {
-    let outcome = ctx.invoke(&case.id, "a", None).await;
+    let outcome = ctx.drive(case, "a", None).await;
     ctx.collect();
     if outcome.code != "ok" {
         return fail(format!(
@@ -409,7 +296,7 @@ async fn secrets_resolve(ctx: &mut Ctx, case: &Case) -> Verdict {
 }
 
 async fn secrets_unbound(ctx: &mut Ctx, case: &Case) -> Verdict {
-    let outcome = ctx.invoke(&case.id, "c", None).await;
+    let outcome = ctx.drive(case, "c", None).await;
     if case.expect.codes.contains(&outcome.code) {
         pass(format!("secrets revoked: {}", describe(&outcome)))
     } else {
@@ -498,10 +385,7 @@ fn manifest_imports(ctx: &mut Ctx) -> Verdict {
         Err(e) => return fail(format!("the component's world cannot be read: {e}")),
     };
     let mut problems = disagreements(&ctx.manifest, &world);
-    let (export, capabilities): (&str, &[&str]) = match ctx.domain.as_str() {
-        "messaging" => ("greentic:messaging/outbound", &["send"]),
-        _ => ("wasi:http/incoming-handler", &["receive"]),
-    };
+    let export = ctx.suite.export;
     if world.export(export).is_none() {
         problems.push(format!(
             "the component does not export `{export}`, which the {} domain requires",
@@ -509,7 +393,9 @@ fn manifest_imports(ctx: &mut Ctx) -> Verdict {
         ));
     }
     for c in &ctx.manifest.capabilities {
-        if !capabilities.contains(&c.as_str()) {
+        if let Some(capabilities) = ctx.suite.capabilities
+            && !capabilities.contains(&c.as_str())
+        {
             problems.push(format!(
                 "capability `{c}` is not one the {} domain offers ({})",
                 ctx.domain,
@@ -561,123 +447,4 @@ fn manifest_behaviour(ctx: &mut Ctx) -> Verdict {
     } else {
         fail(problems.into_iter().collect::<Vec<_>>().join("; "))
     }
-}
-
-async fn delivery(ctx: &mut Ctx, case: &Case) -> Verdict {
-    let Some(d) = case.delivery.clone() else {
-        return fail("the case has no delivery");
-    };
-    let which = d.tenant.clone().unwrap_or_else(|| "a".into());
-    let id = format!("conformance-delivery-{:016x}", fastrand::u64(..));
-    let o = ctx
-        .deliver(&case.id, &which, d.signature, &d.body, &id)
-        .await;
-    if let Some(code) = &o.host_error {
-        return fail(format!(
-            "the host answered {} ({code}) instead of the provider",
-            o.status
-        ));
-    }
-    if case.expect.status.contains(&o.status) {
-        pass(format!("answered {}", o.status))
-    } else {
-        fail(format!(
-            "answered {}, expected one of {:?}",
-            o.status, case.expect.status
-        ))
-    }
-}
-
-async fn delivery_replay(ctx: &mut Ctx, case: &Case) -> Verdict {
-    let Some(d) = case.delivery.clone() else {
-        return fail("the case has no delivery");
-    };
-    if d.signature != Signature::Good {
-        return fail("a replay case needs a good signature");
-    }
-    let id = format!("conformance-delivery-{:016x}", fastrand::u64(..));
-    let first = ctx.deliver(&case.id, "a", d.signature, &d.body, &id).await;
-    ctx.collect();
-    let first_mentions = mentions(ctx, &id);
-    let second = ctx.deliver(&case.id, "a", d.signature, &d.body, &id).await;
-    ctx.collect();
-    let both_mentions = mentions(ctx, &id);
-    // A provider that keeps state can recognise the replay itself, so it must refuse it.
-    let keeps_state = ComponentWorld::decode(&ctx.manifest.name, &ctx.wasm).is_ok_and(|w| {
-        w.imports
-            .iter()
-            .any(|i| i.name.starts_with("greentic:state/"))
-    });
-    let mut problems = Vec::new();
-    for (n, o) in [(1, &first), (2, &second)] {
-        let expected = if n == 2 && keeps_state {
-            &case.expect.replay_status
-        } else {
-            &case.expect.status
-        };
-        if let Some(code) = &o.host_error {
-            problems.push(format!(
-                "delivery {n}: the host answered {} ({code})",
-                o.status
-            ));
-        } else if !expected.contains(&o.status) {
-            problems.push(format!(
-                "delivery {n}: answered {}, expected one of {expected:?}{}",
-                o.status,
-                if n == 2 && keeps_state {
-                    " (the provider imports greentic:state, so it must refuse a replayed delivery id)"
-                } else {
-                    ""
-                }
-            ));
-        }
-    }
-    if keeps_state {
-        if problems.is_empty() {
-            return pass(format!(
-                "the first delivery was answered {}, its replay refused with {}",
-                first.status, second.status
-            ));
-        }
-        return fail(problems.join("; "));
-    }
-    if first.status != second.status {
-        problems.push(format!(
-            "the replay was answered {} where the first delivery got {}",
-            second.status, first.status
-        ));
-    }
-    if ctx
-        .profile
-        .webhook
-        .as_ref()
-        .and_then(|w| w.delivery_id_header.as_ref())
-        .is_some()
-        && (first_mentions == 0 || both_mentions <= first_mentions)
-    {
-        problems.push(
-            "the delivery id is not in the provider's spans or logs for both deliveries, so a replay cannot be recognised".into(),
-        );
-    }
-    if problems.is_empty() {
-        pass(format!(
-            "both answered {}; the delivery id is in the provider's telemetry each time",
-            first.status
-        ))
-    } else {
-        fail(problems.join("; "))
-    }
-}
-
-/// How many provider spans and log lines of this case mention `needle`.
-fn mentions(ctx: &Ctx, needle: &str) -> usize {
-    ctx.case_spans
-        .iter()
-        .filter(|s| is_guest(s) && s.attributes.values().any(|v| v.contains(needle)))
-        .count()
-        + ctx
-            .case_logs
-            .iter()
-            .filter(|l| l.contains("greentic::guest") && l.contains(needle))
-            .count()
 }

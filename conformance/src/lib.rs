@@ -4,7 +4,8 @@
 //! behaviour every provider of its domain must show — error mapping, tenancy scoping,
 //! idempotency, retries, telemetry, secret resolution, manifest truth, and for webhook
 //! providers signature checks and replays. The cases are data (`conformance/cases/*.toml`); the
-//! evaluators they name are in this crate.
+//! evaluators they name are in this crate: the common ones in one module, each domain's own
+//! (and how the suite makes one call of that domain: invoke, deliver or fire) in its module.
 //!
 //! The suite talks to the host only over HTTP and through [`HostUnderTest`], so it does not
 //! depend on a host implementation: `greentic-host conformance` provides one that runs the real
@@ -13,6 +14,7 @@
 
 pub mod cases;
 mod checks;
+mod domains;
 pub mod profile;
 pub mod report;
 mod suite;
@@ -103,4 +105,42 @@ pub trait HostUnderTest: Send + Sync {
     fn take_logs(&self) -> Vec<String>;
     /// The spans ended since the last call.
     fn take_spans(&self) -> Vec<CapturedSpan>;
+    /// Fires a slot of a schedule for `tenant` (trigger domains such as timer). Hosts that
+    /// fire nothing need not implement it.
+    fn fire(
+        &self,
+        tenant: &TenantSetup,
+        fire: FireRequest,
+    ) -> Pin<Box<dyn Future<Output = FireOutcome> + Send + '_>> {
+        let _ = (tenant, fire);
+        Box::pin(async {
+            FireOutcome {
+                code: "unsupported".into(),
+                message: "this host cannot fire schedules".into(),
+                retry_after_ms: None,
+            }
+        })
+    }
+}
+
+/// A slot the suite asks the host to fire.
+#[derive(Debug, Clone)]
+pub struct FireRequest {
+    /// The schedule's name.
+    pub schedule: String,
+    /// The slot, in milliseconds since the Unix epoch.
+    pub scheduled_at_ms: u64,
+    /// The payload, as JSON text.
+    pub payload: String,
+}
+
+/// How a fired slot ended.
+#[derive(Debug, Clone)]
+pub struct FireOutcome {
+    /// `ok`, or the host's error code.
+    pub code: String,
+    /// The error's message.
+    pub message: String,
+    /// The retry-after an error carried.
+    pub retry_after_ms: Option<u64>,
 }

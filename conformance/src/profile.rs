@@ -24,6 +24,9 @@ pub struct Profile {
     /// How webhook deliveries are made.
     #[serde(default)]
     pub webhook: Option<WebhookProfile>,
+    /// The payload of fired slots (trigger domains), as a schedule would carry it.
+    #[serde(default)]
+    pub payload: Option<serde_json::Value>,
 }
 
 /// The message of a messaging call.

@@ -9,10 +9,14 @@ use serde_json::Value;
 
 use crate::cases::{self, Case, Signature};
 use crate::checks;
+use crate::domains::Drive;
 use crate::profile::{Profile, instantiate};
 use crate::report::{CaseResult, Report};
 use crate::upstream::Upstream;
-use crate::{CapturedSpan, HostUnderTest, Setup, TenantSetup};
+use crate::{CapturedSpan, FireRequest, HostUnderTest, Setup, TenantSetup};
+
+/// The schedule the suite fires slots of (trigger domains).
+pub(crate) const SCHEDULE: &str = "conformance";
 
 /// How to run the suite.
 #[derive(Debug, Clone)]
@@ -75,6 +79,8 @@ where
             .build()?,
         manifest: manifest.clone(),
         wasm: wasm.to_vec(),
+        suite: crate::domains::suite(&domain)
+            .ok_or_else(|| anyhow::anyhow!("the suite has no cases for domain `{domain}`"))?,
         domain: domain.clone(),
         tenants,
         profile: options.profile.clone(),
@@ -155,6 +161,8 @@ pub(crate) struct Ctx {
     pub manifest: ProviderManifest,
     pub wasm: Vec<u8>,
     pub domain: String,
+    /// What the suite knows of the domain.
+    pub suite: &'static crate::domains::DomainSuite,
     pub tenants: Vec<TenantSetup>,
     pub profile: Profile,
     pub deadline_ms: u64,
@@ -232,8 +240,14 @@ impl Ctx {
             .unwrap_or(&self.tenants[0])
     }
 
-    /// The capability messaging calls invoke.
+    /// The capability a call is recorded under: the invoked one, the domain's name for a
+    /// delivery, the schedule's name for a fire.
     pub fn capability(&self) -> String {
+        match self.suite.drive {
+            Drive::Invoke => {}
+            Drive::Deliver => return self.suite.name.to_string(),
+            Drive::Fire => return SCHEDULE.to_string(),
+        }
         if self.manifest.capabilities.iter().any(|c| c == "send") {
             "send".into()
         } else {
@@ -242,6 +256,67 @@ impl Ctx {
                 .first()
                 .cloned()
                 .unwrap_or_else(|| "send".into())
+        }
+    }
+
+    /// One call of the provider as `which`, the domain's way (see [`Drive`]): an invoke (with
+    /// `key`), the case's signed delivery, or a fired slot.
+    pub async fn drive(&mut self, case: &Case, which: &str, key: Option<&str>) -> CallOutcome {
+        match self.suite.drive {
+            Drive::Invoke => self.invoke(&case.id, which, key).await,
+            Drive::Fire => self.fire(&case.id, which).await,
+            Drive::Deliver => {
+                let started = Instant::now();
+                let Some(d) = case.delivery.clone() else {
+                    return failed("the case has no delivery".into(), started);
+                };
+                let id = format!("conformance-delivery-{:016x}", fastrand::u64(..));
+                let o = self
+                    .deliver(&case.id, which, d.signature, &d.body, &id)
+                    .await;
+                CallOutcome {
+                    code: match (&o.host_error, o.status) {
+                        (Some(code), _) => code.clone(),
+                        (None, 200..=299) => "ok".into(),
+                        (None, status) => format!("http-{status}"),
+                    },
+                    retry_after_ms: None,
+                    id: None,
+                    message: format!("answer {}", o.status),
+                    elapsed: started.elapsed(),
+                }
+            }
+        }
+    }
+
+    /// One slot of the suite's schedule fired for `which`.
+    pub async fn fire(&mut self, case: &str, which: &str) -> CallOutcome {
+        let tenant = self.tenant(which).clone();
+        let started = Instant::now();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let request = FireRequest {
+            schedule: SCHEDULE.into(),
+            // A fresh slot each time, as a schedule's are.
+            scheduled_at_ms: now,
+            payload: self
+                .profile
+                .payload
+                .as_ref()
+                .map_or_else(|| "{}".to_string(), |p| p.to_string()),
+        };
+        let outcome = self.host.fire(&tenant, request).await;
+        self.answers.push((
+            case.to_string(),
+            format!("{} {}", outcome.code, outcome.message),
+        ));
+        CallOutcome {
+            code: outcome.code,
+            retry_after_ms: outcome.retry_after_ms,
+            id: None,
+            message: outcome.message,
+            elapsed: started.elapsed(),
         }
     }
 

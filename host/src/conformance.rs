@@ -16,13 +16,16 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
-use greentic_conformance::{CapturedSpan, HostUnderTest, Setup, SpanStatus, TenantSetup};
+use greentic_conformance::{
+    CapturedSpan, FireOutcome, FireRequest, HostUnderTest, Setup, SpanStatus, TenantSetup,
+};
 use opentelemetry::global;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use serde_json::json;
 
 use crate::auth::Authenticator;
+use crate::domain::{Fire, Input};
 use crate::loader::{LoadOptions, load_bundle};
 use crate::resilience::{BreakerPolicy, RetryPolicy};
 use crate::runtime::Runtime;
@@ -141,6 +144,7 @@ impl Drop for Capture {
 /// The host under test; stops serving when dropped.
 pub struct Harness {
     addr: std::net::SocketAddr,
+    provider: String,
     app: Arc<App>,
     logs: Arc<Mutex<Vec<u8>>>,
     spans: Arc<Mutex<Vec<CapturedSpan>>>,
@@ -273,6 +277,7 @@ pub async fn start(setup: Setup, capture: &Capture, cache_dir: PathBuf) -> anyho
     });
     Ok(Harness {
         addr,
+        provider: setup.manifest.name.clone(),
         app,
         logs: capture.logs.clone(),
         spans: capture.spans.clone(),
@@ -297,6 +302,43 @@ impl HostUnderTest for Harness {
 
     fn share_instances(&self, on: bool) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(self.app.runtime.share_instances(on))
+    }
+
+    fn fire(
+        &self,
+        tenant: &TenantSetup,
+        fire: FireRequest,
+    ) -> Pin<Box<dyn Future<Output = FireOutcome> + Send + '_>> {
+        let tenant = tenant.id.clone();
+        Box::pin(async move {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let input = Input::Fire(Fire {
+                schedule: fire.schedule.clone(),
+                scheduled_at_ms: fire.scheduled_at_ms,
+                fired_at_ms: now,
+                missed: 0,
+                payload: fire.payload,
+            });
+            match self
+                .app
+                .runtime
+                .trigger(&tenant, &self.provider, &fire.schedule, input)
+                .await
+            {
+                Ok(_) => FireOutcome {
+                    code: "ok".into(),
+                    message: String::new(),
+                    retry_after_ms: None,
+                },
+                Err(e) => FireOutcome {
+                    code: e.code().into(),
+                    message: e.message(),
+                    retry_after_ms: e.retry_after_ms(),
+                },
+            }
+        })
     }
 
     fn take_logs(&self) -> Vec<String> {

@@ -127,6 +127,26 @@ fn webhook_github_passes_every_case() {
     }
 }
 
+#[test]
+fn timer_heartbeat_passes_every_case_fired_by_the_host() {
+    let profile = repo().join("components/providers/timer-heartbeat/conformance.json");
+    let wasm = component("wasip2", "timer-heartbeat");
+    let (code, stdout, stderr, report, _) =
+        conformance(wasm.to_str().unwrap(), Some(&profile), &[]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_eq!(report["domain"], "timer");
+    assert_eq!(failed(&report), Vec::<String>::new(), "{stdout}");
+    for id in [
+        "fire.reaches-upstream",
+        "error-mapping.429-retry-after",
+        "tenancy.interleaved",
+        "telemetry.fire-span",
+        "manifest-truth.imports",
+    ] {
+        assert!(stdout.contains(id), "{id} did not run:\n{stdout}");
+    }
+}
+
 /// Each broken provider fails the cases that catch its flaw, and nothing else.
 #[test]
 fn broken_providers_fail_exactly_their_cases() {
