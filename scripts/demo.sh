@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo: builds the provider components, shows what the host checks in each, then runs the
 # example bundle (examples/demo) end to end — two tenants, messaging-webhook delivering to a
-# local receiver, webhook-github receiving a signed delivery, and cross-tenant access refused.
+# local receiver, webhook-github receiving a signed delivery (and refusing its replay),
+# timer-heartbeat fired by the host on a schedule, and cross-tenant access refused.
 # Installs the wasm32-wasip2 target when missing; safe to re-run.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -30,7 +31,7 @@ cp -r "$ROOT/examples/demo/." "$demo/"
 export COSIGN_PASSWORD="demo-only-password"
 log "greentic-host keygen; push and sign each provider into $demo/layout"
 (cd "$demo" && "$host" keygen)
-for pair in messaging-webhook:messaging_webhook webhook-github:webhook_github snoop:undeclared_secret; do
+for pair in messaging-webhook:messaging_webhook webhook-github:webhook_github timer-heartbeat:timer_heartbeat snoop:undeclared_secret; do
   name="${pair%%:*}"
   file="${pair#*:}"
   ref="oci:$demo/layout:$name-1.0.0"

@@ -1,10 +1,12 @@
-"""Drives the demo host: sends messages for two tenants, delivers a signed GitHub webhook,
-and shows the host refusing cross-tenant access."""
+"""Drives the demo host: sends messages for two tenants, delivers a signed GitHub webhook (and
+replays it), watches the host fire acme's heartbeat schedule, and shows the host refusing
+cross-tenant access."""
 import hashlib
 import hmac
 import json
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 
@@ -54,6 +56,9 @@ gh = {"x-github-event": "pull_request", "x-github-delivery": "demo-delivery-1",
 ok &= show("GitHub delivers a signed webhook to acme",
            request("POST", "/webhooks/acme/webhook-github/", delivery,
                    {**gh, "x-hub-signature-256": sig})) == 202
+ok &= show("…the same delivery replayed is refused: webhook-github remembers ids in greentic:state",
+           request("POST", "/webhooks/acme/webhook-github/", delivery,
+                   {**gh, "x-hub-signature-256": sig})) == 409
 ok &= show("…and a delivery with a forged signature is refused",
            request("POST", "/webhooks/acme/webhook-github/", delivery,
                    {**gh, "x-hub-signature-256": "sha256=" + "0" * 64})) == 401
@@ -63,6 +68,25 @@ ok &= show("globex's snoop provider asks for acme's GITHUB_WEBHOOK_SECRET: denie
            send(token("globex", "snoop"), {"to": "x", "text": "GITHUB_WEBHOOK_SECRET"})) == 403
 ok &= show("a call without a token is refused",
            request("POST", "/v1/invoke/send", b"{}")) == 401
+
+
+
+def fires():
+    _, text = request("GET", "/metrics", at=admin)
+    for line in text.splitlines():
+        if line.startswith('greentic_calls_total{tenant="acme",provider="timer-heartbeat",'
+                           'capability="acme-heartbeat",code="ok"}'):
+            return int(float(line.rsplit(" ", 1)[1]))
+    return 0
+
+
+deadline = time.monotonic() + 15
+while fires() < 2 and time.monotonic() < deadline:
+    time.sleep(0.2)
+beats = fires()
+print(f"\n>>> the host fires acme's heartbeat schedule every 2 s (timer-heartbeat posts to the "
+      f"receiver, numbering beats in greentic:state)\n    {beats} fires so far", flush=True)
+ok &= beats >= 2
 
 ok &= show("/metrics is not served beside the public endpoints",
            request("GET", "/metrics")) == 404
