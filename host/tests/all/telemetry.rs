@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::net::TcpListener;

@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
-mod common;
+use crate::common;
 
 use common::{Host, TestBundle};
 use serde_json::json;

@@ -1,0 +1,20 @@
+//! The host's integration tests, in one test binary (each binary would link the host and
+//! Wasmtime again): the real `greentic-host` on loopback with the built components, a real
+//! registry, real signatures. `cargo test -p greentic-host --test all MODULE::` runs one part.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+mod common;
+
+mod components;
+mod conformance;
+mod hostile;
+mod ingress;
+mod load;
+mod manifest_cli;
+mod providers;
+mod registry_cli;
+mod requests;
+mod run;
+mod telemetry;
+mod timer;
