@@ -40,7 +40,8 @@ pub mod metrics;
 pub mod outbound;
 pub mod resilience;
 pub mod runtime;
-pub mod secrets;
+/// The secrets capability (`imports::secrets`), where it has always been reachable.
+pub use imports::secrets;
 pub mod server;
 pub mod state;
 pub mod telemetry;

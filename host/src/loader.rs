@@ -23,9 +23,9 @@ use crate::bundle::{
 use crate::domain::{Domain, Prepared, Typed};
 use crate::engine::PoolSizing;
 use crate::engine::{CacheKey, CacheOutcome, CompileCache, HostEngine};
+use crate::imports::secrets::SecretBackend;
 use crate::imports::{self, Capabilities, Linked};
 use crate::outbound::OutboundPolicy;
-use crate::secrets::SecretBackend;
 use crate::state::CallState;
 use anyhow::Context as _;
 
@@ -476,7 +476,7 @@ pub(crate) fn check_binding(
     for secret in provider.manifest.required_secrets() {
         let listed = tenant.secrets.iter().any(|s| s == secret);
         let granted = provider.granted_secrets.contains(secret);
-        let present = matches!(backend.get(tenant_id, secret), Ok(Some(_)));
+        let present = crate::imports::secrets::present(backend, tenant_id, secret);
         if !granted {
             problems.push(format!(
                 "provider `{name}`: requires secret `{secret}`, which [providers.{name}].grants.secrets does not grant"

@@ -15,10 +15,10 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::budget::HostBudget;
 use crate::bundle::Limits;
+use crate::imports::secrets::SecretBackend;
 use crate::imports::telemetry::TelemetryUsage;
 use crate::metrics::Metrics;
 use crate::outbound::{NextInFlight, OutboundCall, OutboundPolicy};
-use crate::secrets::SecretBackend;
 
 /// Who a call is for and what it may touch. Shared by every instance of one call.
 pub struct CallScope {

@@ -57,7 +57,7 @@ pub struct BundleFile {
     pub telemetry: TelemetrySection,
     /// Where secret values come from.
     #[serde(default)]
-    pub secrets: SecretsSection,
+    pub secrets: crate::imports::secrets::SecretsSection,
     /// Where provider state (`greentic:state`) is kept, and its bounds.
     #[serde(default)]
     pub state: crate::imports::state::StateSection,
@@ -301,49 +301,6 @@ pub struct TelemetrySection {
     /// `service.name` resource attribute.
     #[serde(default)]
     pub service_name: Option<String>,
-}
-
-/// `[secrets]`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct SecretsSection {
-    /// `file` (a directory per tenant, like a Kubernetes secret mount) or `env`.
-    #[serde(default)]
-    pub backend: SecretBackendKind,
-    /// `file`: the directory holding `<tenant>/<NAME>` files (relative to the bundle).
-    #[serde(default = "default_secrets_dir")]
-    pub dir: PathBuf,
-    /// `env`: variables are named `<prefix>_<TENANT>_<NAME>` (upper-cased, `-`/`.` → `_`).
-    #[serde(default = "default_env_prefix")]
-    pub env_prefix: String,
-}
-
-impl Default for SecretsSection {
-    fn default() -> Self {
-        SecretsSection {
-            backend: SecretBackendKind::default(),
-            dir: default_secrets_dir(),
-            env_prefix: default_env_prefix(),
-        }
-    }
-}
-
-fn default_secrets_dir() -> PathBuf {
-    PathBuf::from("secrets")
-}
-fn default_env_prefix() -> String {
-    "GREENTIC_SECRET".into()
-}
-
-/// Secret backends.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SecretBackendKind {
-    /// Files under a directory per tenant.
-    #[default]
-    File,
-    /// Environment variables.
-    Env,
 }
 
 /// `[trust]`: named cosign public keys (PEM files, relative to the bundle).
@@ -802,7 +759,7 @@ impl BundleFile {
                 }
             }
         }
-        if self.secrets.backend == SecretBackendKind::Env {
+        if self.secrets.backend == crate::imports::secrets::SecretBackendKind::Env {
             out.extend(self.env_collisions());
         }
         let mut seen = std::collections::BTreeSet::new();

@@ -26,9 +26,9 @@ use tokio::task::JoinHandle;
 use crate::bindings::greentic::types::types::{ProviderError, TenantCtx};
 use crate::bundle::Bundle;
 use crate::errors::{CallError, ProviderFailure, clip_guest};
+use crate::imports::secrets::SecretBackend;
 use crate::loader::LoadedProvider;
 use crate::runtime::Runtime;
-use crate::secrets::SecretBackend;
 use crate::state::CallState;
 
 /// Every domain this host runs: a new domain is one module and one line here.

@@ -23,10 +23,10 @@ use wasmtime::component::InstancePre;
 use super::{CallCx, Decoded, Domain, Entry, Input, Output, Stop, provider_failure};
 use crate::bundle::Bundle;
 use crate::errors::CallError;
+use crate::imports::secrets::SecretBackend;
 use crate::imports::state::{Namespace, Write, Written};
 use crate::loader::LoadedProvider;
 use crate::runtime::Runtime;
-use crate::secrets::SecretBackend;
 use crate::state::CallState;
 
 crate::bindings::domain_bindgen!(

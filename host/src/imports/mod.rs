@@ -11,9 +11,9 @@ use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::greentic;
-use crate::bundle::{Bundle, SecretBackendKind};
-use crate::secrets::{EnvBackend, FileBackend, SecretBackend};
+use crate::bundle::Bundle;
 use crate::state::CallState;
+use secrets::SecretBackend;
 
 /// The imports a provider is granted; only these are linked (zero trust).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,14 +42,7 @@ pub struct Capabilities {
 impl Capabilities {
     /// Opens every capability's backend as `bundle` configures it.
     pub fn open(bundle: &Bundle) -> anyhow::Result<Capabilities> {
-        let secrets: Arc<dyn SecretBackend> = match bundle.file.secrets.backend {
-            SecretBackendKind::File => {
-                Arc::new(FileBackend::new(bundle.path(&bundle.file.secrets.dir)))
-            }
-            SecretBackendKind::Env => {
-                Arc::new(EnvBackend::new(bundle.file.secrets.env_prefix.clone()))
-            }
-        };
+        let secrets = secrets::open(bundle);
         let state = Arc::new(state::StateCtx::open(&bundle.file.state, &bundle.dir)?);
         Ok(Capabilities { secrets, state })
     }

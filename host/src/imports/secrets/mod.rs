@@ -2,6 +2,21 @@
 //! ones. Values are never logged, and no copy the host makes outlives the call unzeroized: the
 //! backend's buffer is zeroized when dropped, and the value is handed to the guest from a
 //! buffer that is zeroized as soon as it has been written into the guest's memory.
+//!
+//! The capability is this module: its bundle section ([`SecretsSection`]), the import, and the
+//! backends behind the async [`SecretBackend`] trait, chosen by `[secrets].backend` (`file`,
+//! `env`). A backend that reaches a remote store (Vault, a cloud secret manager) is one file
+//! implementing [`SecretBackend`] and one arm in [`open`]; lookups are awaited, so a slow store
+//! never blocks an executor thread.
+
+mod backends;
+
+pub use backends::{EnvBackend, FileBackend};
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
 
 use bytes::Bytes;
 use wasmtime::StoreContextMut;
@@ -9,9 +24,92 @@ use wasmtime::component::Linker;
 use zeroize::Zeroizing;
 
 use crate::bindings::greentic::secrets::store::SecretError;
+use crate::bundle::Bundle;
 use crate::errors::{MAX_GUEST_TEXT, clip};
-use crate::secrets::valid_name;
 use crate::state::CallState;
+
+/// A source of secret values, keyed by tenant and name.
+#[async_trait::async_trait]
+pub trait SecretBackend: Send + Sync {
+    /// The value of `name` for `tenant`, if there is one.
+    async fn get(&self, tenant: &str, name: &str) -> std::io::Result<Option<Zeroizing<Vec<u8>>>>;
+    /// Describes where `name` would be found for `tenant` (for error messages; no values).
+    fn locate(&self, tenant: &str, name: &str) -> String;
+}
+
+/// Whether `name` is a valid secret name: `[A-Za-z0-9_.-]{1,128}`, not starting with `.`.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// `[secrets]`: where secret values come from.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsSection {
+    /// `file` (a directory per tenant, like a Kubernetes secret mount) or `env`.
+    #[serde(default, alias = "type")]
+    pub backend: SecretBackendKind,
+    /// `file`: the directory holding `<tenant>/<NAME>` files (relative to the bundle).
+    #[serde(default = "default_secrets_dir")]
+    pub dir: PathBuf,
+    /// `env`: variables are named `<prefix>_<TENANT>_<NAME>` (upper-cased, `-`/`.` → `_`).
+    #[serde(default = "default_env_prefix")]
+    pub env_prefix: String,
+}
+
+impl Default for SecretsSection {
+    fn default() -> Self {
+        SecretsSection {
+            backend: SecretBackendKind::default(),
+            dir: default_secrets_dir(),
+            env_prefix: default_env_prefix(),
+        }
+    }
+}
+
+fn default_secrets_dir() -> PathBuf {
+    PathBuf::from("secrets")
+}
+fn default_env_prefix() -> String {
+    "GREENTIC_SECRET".into()
+}
+
+/// Secret backends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretBackendKind {
+    /// Files under a directory per tenant.
+    #[default]
+    File,
+    /// Environment variables.
+    Env,
+}
+
+/// Opens the backend `bundle`'s `[secrets]` names.
+pub fn open(bundle: &Bundle) -> Arc<dyn SecretBackend> {
+    let section = &bundle.file.secrets;
+    match section.backend {
+        SecretBackendKind::File => Arc::new(FileBackend::new(bundle.path(&section.dir))),
+        SecretBackendKind::Env => Arc::new(EnvBackend::new(section.env_prefix.clone())),
+    }
+}
+
+/// Whether `tenant` has a value for `name`, from synchronous load code (the lookup itself is
+/// async and may run inside a runtime).
+pub fn present(backend: &dyn SecretBackend, tenant: &str, name: &str) -> bool {
+    crate::blocking::run("looking up a secret", |rt| {
+        Ok(matches!(
+            rt.block_on(backend.get(tenant, name)),
+            Ok(Some(_))
+        ))
+    })
+    .unwrap_or(false)
+}
 
 /// The WIT interface this module implements.
 pub const INTERFACE: &str = "greentic:secrets/store@1.0.0";
@@ -24,18 +122,18 @@ pub const INTERFACE: &str = "greentic:secrets/store@1.0.0";
 /// drops it, which zeroizes it.
 pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     let mut store = linker.instance(INTERFACE)?;
-    store.func_wrap(
+    store.func_wrap_async(
         "get",
-        |mut cx: StoreContextMut<'_, CallState>, (name,): (String,)| {
-            Ok((get(cx.data_mut(), name),))
+        |cx: StoreContextMut<'_, CallState>, (name,): (String,)| {
+            let scope = cx.data().scope.clone();
+            Box::new(async move { Ok((get(&scope, name).await,)) })
         },
     )?;
     Ok(())
 }
 
-/// Resolves secret `name` for the call in `state`: the outcome the guest sees.
-pub fn get(state: &mut CallState, name: String) -> Result<Bytes, SecretError> {
-    let scope = &state.scope;
+/// Resolves secret `name` for the call in `scope`: the outcome the guest sees.
+pub async fn get(scope: &crate::state::CallScope, name: String) -> Result<Bytes, SecretError> {
     let outcome = if !valid_name(&name) {
         Err(SecretError::InvalidName(
             clip(&name, MAX_GUEST_TEXT).to_string(),
@@ -45,7 +143,7 @@ pub fn get(state: &mut CallState, name: String) -> Result<Bytes, SecretError> {
     } else if !scope.bound_secrets.contains(&name) {
         Err(SecretError::NotFound(name.clone()))
     } else {
-        match scope.secret_backend.get(&scope.tenant, &name) {
+        match scope.secret_backend.get(&scope.tenant, &name).await {
             Ok(Some(value)) => Ok(Bytes::from_owner(ZeroizingBuffer(value))),
             Ok(None) => Err(SecretError::NotFound(name.clone())),
             Err(e) => {
