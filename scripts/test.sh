@@ -4,14 +4,15 @@
 # (which start the real host on loopback with the built components) and the components' unit
 # tests. The host workspace's tests replay every fuzz seed and every past crash on stable
 # (`greentic-fuzzing`); timed coverage-guided fuzzing is scripts/fuzz.sh, run on its own.
-# Installs what it needs (wasm target, cargo-component, docker-registry and skopeo) when
-# missing; safe to re-run.
+# Installs what it needs (wasm target, cargo-component, docker-registry and skopeo, nats-server)
+# when missing; safe to re-run.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ensure_toolchain
 ensure_cargo_component
 ensure_registry_tools
+ensure_nats_server
 
 log "checking wit/deps against the Wasmtime release it is vendored from"
 "$ROOT/scripts/vendor-wit.sh" --check

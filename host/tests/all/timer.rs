@@ -8,7 +8,7 @@ use crate::common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{Host, TestBundle, Upstream, run_host, text};
+use common::{Host, Nats, TestBundle, Upstream, run_host, text};
 use serde_json::Value;
 
 fn bundle(upstream: &str) -> String {
@@ -133,6 +133,35 @@ fn schedules_fire_each_slot_once_per_tenant_and_a_restart_resumes() {
             .contains(r#"greentic_timer_missed_slots_total{tenant="acme",schedule="acme-beat"}"#),
         "{metrics}"
     );
+}
+
+#[test]
+fn two_hosts_sharing_nats_state_fire_each_slot_once_between_them() {
+    let nats = Nats::start();
+    let upstream = Upstream::start(vec![(200, vec![], "{}".into())]);
+    let toml = format!(
+        "[state]\ntype = \"nats\"\nurl = \"{}\"\nbucket = \"fleet-test\"\n{}",
+        nats.url,
+        bundle(&upstream.addr)
+    );
+    let b = TestBundle::new(&toml, &[]);
+    let one = Host::start(b.path());
+    let two = Host::start(b.path());
+    let acme = wait_for(&upstream, "acme", 5);
+    // Every slot once, and one sequence: both hosts claim slots and number beats in the same
+    // JetStream bucket.
+    check(&acme, "acme", "acme-beat");
+    let fired = |host: &Host| {
+        host.admin("GET", "/metrics")
+            .text()
+            .lines()
+            .filter(|l| l.starts_with(r#"greentic_calls_total{tenant="acme",provider="beat""#))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let (a, b) = (fired(&one), fired(&two));
+    assert!(a + b >= 5.0, "{a} + {b}");
+    drop((one, two));
 }
 
 #[test]

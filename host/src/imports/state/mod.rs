@@ -5,10 +5,13 @@
 //! ([`StateCtx`], one per runtime), the import's implementation over the call's scope, and
 //! the backends behind the async [`StateBackend`] trait, chosen by `[state].type`:
 //!
-//! - `redb` (default): an embedded database file on local disk ([`redb`](self::redb)).
+//! - `redb` (default): an embedded database file on local disk ([`redb`](self::redb));
+//! - `nats`: a NATS JetStream key-value bucket, shared by every host of a fleet
+//!   ([`nats`](self::nats)).
 //!
 //! A new backend is one file implementing [`StateBackend`] and one arm in [`open`].
 
+pub mod nats;
 pub mod redb;
 
 use std::path::{Path, PathBuf};
@@ -28,12 +31,22 @@ pub const INTERFACE: &str = "greentic:state/store@1.0.0";
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StateSection {
-    /// The backend: `redb` (an embedded database on local disk; the default).
+    /// The backend: `redb` (an embedded database on local disk; the default) or `nats` (a
+    /// JetStream key-value bucket).
     #[serde(rename = "type", default = "default_type")]
     pub backend: String,
     /// `redb`: the database file, relative to the bundle (default `.greentic/state.redb`).
     #[serde(default)]
     pub path: Option<PathBuf>,
+    /// `nats`: the server (`nats://HOST:PORT`, `tls://HOST:PORT`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `nats`: the key-value bucket (default `greentic-state`).
+    #[serde(default)]
+    pub bucket: Option<String>,
+    /// `nats`: a `.creds` file (JWT and NKey), relative to the bundle.
+    #[serde(default)]
+    pub credentials: Option<PathBuf>,
     /// Longest key, in bytes.
     #[serde(default = "default_max_key")]
     pub max_key_bytes: usize,
@@ -69,6 +82,9 @@ impl Default for StateSection {
         StateSection {
             backend: default_type(),
             path: None,
+            url: None,
+            bucket: None,
+            credentials: None,
             max_key_bytes: default_max_key(),
             max_value_bytes: default_max_value(),
             max_tenant_bytes: default_max_tenant(),
@@ -88,6 +104,21 @@ impl StateSection {
                 BACKENDS.join(", ")
             ));
         }
+        if self.backend == "nats" && self.url.is_none() {
+            problems.push(
+                "[state].type is `nats` but [state].url is missing; set it, e.g. `url = \"nats://127.0.0.1:4222\"`".into(),
+            );
+        }
+        if let Some(bucket) = &self.bucket
+            && (bucket.is_empty()
+                || !bucket
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        {
+            problems.push(format!(
+                "[state].bucket `{bucket}` is not a JetStream bucket name (letters, digits, `-` and `_`)"
+            ));
+        }
         for (key, zero) in [
             ("max_key_bytes", self.max_key_bytes == 0),
             ("max_value_bytes", self.max_value_bytes == 0),
@@ -105,7 +136,7 @@ impl StateSection {
 }
 
 /// The backends [`open`] knows, by `[state].type`.
-pub const BACKENDS: &[&str] = &["redb"];
+pub const BACKENDS: &[&str] = &["redb", "nats"];
 
 /// Opens the backend `section` names, for a bundle at `bundle_dir`.
 pub fn open(section: &StateSection, bundle_dir: &Path) -> anyhow::Result<Arc<dyn StateBackend>> {
@@ -118,6 +149,22 @@ pub fn open(section: &StateSection, bundle_dir: &Path) -> anyhow::Result<Arc<dyn
                     .unwrap_or_else(|| PathBuf::from(".greentic/state.redb")),
             );
             Ok(Arc::new(redb::RedbBackend::open(&path)?))
+        }
+        "nats" => {
+            let url = section.url.as_deref().ok_or_else(|| {
+                anyhow::anyhow!("[state].type is `nats` but [state].url is missing")
+            })?;
+            let backend = nats::NatsBackend::new(
+                url,
+                section.bucket.as_deref().unwrap_or("greentic-state"),
+                section.credentials.as_ref().map(|c| bundle_dir.join(c)),
+            );
+            // Reachable, with JetStream, before anything is served.
+            crate::blocking::run("reaching the NATS state backend", |rt| {
+                rt.block_on(backend.probe()).map_err(|e| format!("{e:#}"))
+            })
+            .map_err(|e| anyhow::anyhow!("[state]: {e}"))?;
+            Ok(Arc::new(backend))
         }
         other => anyhow::bail!(
             "[state].type `{other}` is not a state backend this host has; use one of: {}",
@@ -405,5 +452,129 @@ impl Host for CallState {
         };
         self.state_outcome("list-keys", &result);
         Ok(result)
+    }
+}
+
+/// What every backend must do: run against each backend by its own tests.
+#[cfg(test)]
+pub(crate) mod contract {
+    use std::time::Duration;
+
+    use super::{Namespace, StateBackend, Write, Written};
+
+    fn ns(tenant: &str, provider: &str) -> Namespace {
+        Namespace {
+            tenant: tenant.into(),
+            provider: provider.into(),
+        }
+    }
+
+    fn write(value: &[u8]) -> Write {
+        Write {
+            value: value.to_vec(),
+            ttl: None,
+            expected: None,
+            max_tenant_bytes: 1 << 20,
+        }
+    }
+
+    async fn written(db: &dyn StateBackend, ns: &Namespace, key: &str, w: Write) -> u64 {
+        match db.put(ns, key, w).await.unwrap() {
+            Written::Ok(revision) => revision,
+            other => panic!("{key}: {other:?}"),
+        }
+    }
+
+    /// Keys are scoped by tenant and provider; revisions grow and are never reused;
+    /// compare-and-swap checks them, also across a delete and re-create.
+    pub async fn scoping_revisions_and_cas(db: &dyn StateBackend) {
+        let (a, b, other) = (ns("acme", "p"), ns("globex", "p"), ns("acme", "q"));
+        let r1 = written(db, &a, "k", write(b"1")).await;
+        assert_eq!(db.get(&b, "k").await.unwrap(), None, "another tenant");
+        assert_eq!(db.get(&other, "k").await.unwrap(), None, "another provider");
+        assert_eq!(db.get(&a, "k").await.unwrap().unwrap().value, b"1");
+        let cas = |expected| Write {
+            expected: Some(expected),
+            ..write(b"2")
+        };
+        assert_eq!(
+            db.put(&a, "k", cas(0)).await.unwrap(),
+            Written::Conflict(r1)
+        );
+        let r2 = written(db, &a, "k", cas(r1)).await;
+        assert!(r2 > r1);
+        assert_eq!(
+            db.put(&a, "k", cas(r1)).await.unwrap(),
+            Written::Conflict(r2)
+        );
+        assert!(db.delete(&a, "k").await.unwrap());
+        assert!(!db.delete(&a, "k").await.unwrap());
+        assert_eq!(db.get(&a, "k").await.unwrap(), None);
+        let r3 = written(db, &a, "k", cas(0)).await;
+        assert!(r3 > r2, "a re-created key gets a new revision");
+        // Keys are any printable text, and a host-only namespace is apart from the provider's.
+        let odd = "delivery/ä ö.#*>";
+        written(db, &a, odd, write(b"x")).await;
+        assert_eq!(db.get(&a, odd).await.unwrap().unwrap().value, b"x");
+        assert_eq!(db.get(&ns("acme", "p#schedules"), odd).await.unwrap(), None);
+    }
+
+    /// Expired values read as absent; listing pages by prefix in order; the tenant bound
+    /// counts every provider of the tenant, and expired values make room.
+    pub async fn expiry_paging_and_the_tenant_bound(db: &dyn StateBackend) {
+        let a = ns("acme", "lists");
+        for i in 0..5 {
+            written(db, &a, &format!("item/{i}"), write(b"v")).await;
+        }
+        written(db, &a, "other", write(b"v")).await;
+        let (page, more) = db.list(&a, "item/", None, 2).await.unwrap();
+        assert_eq!(page, ["item/0", "item/1"]);
+        assert!(more);
+        let (page, more) = db.list(&a, "item/", Some("item/1"), 10).await.unwrap();
+        assert_eq!(page, ["item/2", "item/3", "item/4"]);
+        assert!(!more);
+
+        let short = Write {
+            ttl: Some(Duration::from_millis(1)),
+            ..write(&[1; 300])
+        };
+        written(db, &ns("bounded", "p"), "ttl", short).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(db.get(&ns("bounded", "p"), "ttl").await.unwrap(), None);
+        let (page, _) = db.list(&ns("bounded", "p"), "", None, 10).await.unwrap();
+        assert!(page.is_empty(), "expired keys are not listed: {page:?}");
+
+        let big = |n: usize| Write {
+            max_tenant_bytes: 400,
+            ..write(&vec![7; n])
+        };
+        assert!(matches!(
+            db.put(&ns("bounded", "q"), "big", big(400)).await.unwrap(),
+            Written::OverQuota { .. }
+        ));
+        // 300 expired bytes do not count: this fits.
+        assert!(matches!(
+            db.put(&ns("bounded", "q"), "fits", big(200)).await.unwrap(),
+            Written::Ok(_)
+        ));
+        assert!(matches!(
+            db.put(&ns("bounded", "p"), "more", big(200)).await.unwrap(),
+            Written::OverQuota { .. }
+        ));
+        // Another tenant's bound is its own.
+        assert!(matches!(
+            db.put(&ns("roomy", "q"), "big", big(300)).await.unwrap(),
+            Written::Ok(_)
+        ));
+    }
+
+    /// What the two tests above wrote, read through a backend opened anew.
+    pub async fn still_there_after_a_restart(db: &dyn StateBackend) {
+        let a = ns("acme", "lists");
+        assert_eq!(db.get(&a, "item/3").await.unwrap().unwrap().value, b"v");
+        assert_eq!(
+            db.get(&ns("acme", "p"), "k").await.unwrap().unwrap().value,
+            b"2"
+        );
     }
 }

@@ -285,107 +285,17 @@ fn purge_expired(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    fn ns(tenant: &str, provider: &str) -> Namespace {
-        Namespace {
-            tenant: tenant.into(),
-            provider: provider.into(),
-        }
-    }
-
-    fn write(value: &[u8]) -> Write {
-        Write {
-            value: value.to_vec(),
-            ttl: None,
-            expected: None,
-            max_tenant_bytes: 1 << 20,
-        }
-    }
+    use crate::imports::state::contract;
 
     #[tokio::test]
-    async fn keys_are_scoped_revisions_never_reused_and_cas_checks_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = RedbBackend::open(&dir.path().join("s.redb")).unwrap();
-        let (a, b, other) = (ns("acme", "p"), ns("globex", "p"), ns("acme", "q"));
-        let Written::Ok(r1) = db.put(&a, "k", write(b"1")).await.unwrap() else {
-            panic!()
-        };
-        assert_eq!(db.get(&b, "k").await.unwrap(), None, "another tenant");
-        assert_eq!(db.get(&other, "k").await.unwrap(), None, "another provider");
-        assert_eq!(db.get(&a, "k").await.unwrap().unwrap().value, b"1");
-        // Compare-and-swap: absent (0) fails now, the current revision succeeds.
-        let cas = |expected| Write {
-            expected: Some(expected),
-            ..write(b"2")
-        };
-        assert_eq!(
-            db.put(&a, "k", cas(0)).await.unwrap(),
-            Written::Conflict(r1)
-        );
-        let Written::Ok(r2) = db.put(&a, "k", cas(r1)).await.unwrap() else {
-            panic!()
-        };
-        assert!(r2 > r1);
-        assert_eq!(
-            db.put(&a, "k", cas(r1)).await.unwrap(),
-            Written::Conflict(r2)
-        );
-        // Delete and re-create: the old revision does not come back (no ABA).
-        assert!(db.delete(&a, "k").await.unwrap());
-        assert!(!db.delete(&a, "k").await.unwrap());
-        let Written::Ok(r3) = db.put(&a, "k", cas(0)).await.unwrap() else {
-            panic!()
-        };
-        assert!(r3 > r2);
-    }
-
-    #[tokio::test]
-    async fn expiry_paging_and_the_tenant_bound() {
+    async fn keeps_the_state_contract_and_survives_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
         let db = RedbBackend::open(&path).unwrap();
-        let a = ns("acme", "p");
-        for i in 0..5 {
-            db.put(&a, &format!("item/{i}"), write(b"v")).await.unwrap();
-        }
-        db.put(&a, "other", write(b"v")).await.unwrap();
-        let (page, more) = db.list(&a, "item/", None, 2).await.unwrap();
-        assert_eq!(page, ["item/0", "item/1"]);
-        assert!(more);
-        let (page, more) = db.list(&a, "item/", Some("item/1"), 10).await.unwrap();
-        assert_eq!(page, ["item/2", "item/3", "item/4"]);
-        assert!(!more);
-
-        let short = Write {
-            ttl: Some(Duration::from_millis(1)),
-            ..write(b"gone soon")
-        };
-        db.put(&a, "ttl", short).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        assert_eq!(db.get(&a, "ttl").await.unwrap(), None);
-
-        // The bound counts every provider of the tenant; expired entries make room.
-        let big = |n: usize| Write {
-            max_tenant_bytes: 400,
-            ..write(&vec![7; n])
-        };
-        assert!(matches!(
-            db.put(&ns("acme", "q"), "big", big(400)).await.unwrap(),
-            Written::OverQuota { .. }
-        ));
-        assert!(matches!(
-            db.put(&ns("acme", "q"), "fits", big(100)).await.unwrap(),
-            Written::Ok(_)
-        ));
-        // Another tenant's bound is its own.
-        assert!(matches!(
-            db.put(&ns("globex", "q"), "big", big(300)).await.unwrap(),
-            Written::Ok(_)
-        ));
-        // State survives a restart.
+        contract::scoping_revisions_and_cas(&db).await;
+        contract::expiry_paging_and_the_tenant_bound(&db).await;
         drop(db);
         let db = RedbBackend::open(&path).unwrap();
-        assert_eq!(db.get(&a, "item/3").await.unwrap().unwrap().value, b"v");
+        contract::still_there_after_a_restart(&db).await;
     }
 }

@@ -1,0 +1,478 @@
+//! The distributed state backend: a NATS JetStream key-value bucket, shared by every host of a
+//! fleet.
+//!
+//! Keys are `hex(tenant).hex(provider).hex(key)` (JetStream keys allow few characters, and hex
+//! keeps both prefixes and byte order). A value is stored after 8 bytes of expiry (0: none);
+//! a write with a TTL also carries `Nats-TTL`, so the server removes the entry once it expires
+//! (the bucket is created with per-message TTLs on). Revisions are the stream's sequence
+//! numbers — never reused — and compare-and-swap is a publish expecting the key's last
+//! sequence, so it holds across hosts. Each tenant's total is a counter entry beside its keys,
+//! moved by compare-and-swap after each write; writes racing on one tenant can overshoot the
+//! bound by at most their own sizes, and entries the server expired are subtracted when a
+//! write finds the counter over the bound and recounts. Acknowledged writes are durable as
+//! JetStream makes them (fsync every `sync_interval`, 2 min by default: a power loss of every
+//! replica inside that window loses them).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use tokio::sync::OnceCell;
+
+use super::{Namespace, StateBackend, Stored, Write, Written};
+
+/// Bytes of expiry before each stored value.
+const HEADER: usize = 8;
+/// How many times a usage counter update is retried against concurrent writers.
+const COUNTER_RETRIES: usize = 32;
+
+/// A connection: the client (for inboxes), its JetStream context, the bucket.
+type Conn = (async_nats::Client, jetstream::Context, kv::Store);
+
+/// A JetStream key-value bucket holding every tenant's state.
+pub struct NatsBackend {
+    url: String,
+    bucket: String,
+    credentials: Option<std::path::PathBuf>,
+    /// Connected on first use, in the runtime that serves calls (the client's connection
+    /// task lives there).
+    conn: OnceCell<Conn>,
+}
+
+impl NatsBackend {
+    /// A backend for `bucket` on the server at `url` (`nats://HOST:PORT`, `tls://…`), with an
+    /// optional `.creds` file; nothing connects until first use (see [`NatsBackend::probe`]).
+    pub fn new(url: &str, bucket: &str, credentials: Option<std::path::PathBuf>) -> NatsBackend {
+        NatsBackend {
+            url: url.to_string(),
+            bucket: bucket.to_string(),
+            credentials,
+            conn: OnceCell::new(),
+        }
+    }
+
+    async fn connect(&self) -> anyhow::Result<Conn> {
+        let mut options = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            .name("greentic-host");
+        if let Some(creds) = &self.credentials {
+            options = options
+                .credentials_file(creds)
+                .await
+                .with_context(|| format!("reading NATS credentials {}", creds.display()))?;
+        }
+        let client = options
+            .connect(&self.url)
+            .await
+            .with_context(|| format!("connecting to NATS at {}", self.url))?;
+        let js = jetstream::new(client.clone());
+        let store = js
+            .create_or_update_key_value(kv::Config {
+                bucket: self.bucket.clone(),
+                description: "greentic provider state, per tenant and provider".into(),
+                history: 1,
+                // Entries written with a TTL are removed by the server when it passes.
+                limit_markers: Some(Duration::from_secs(60)),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| {
+                format!(
+                    "opening the JetStream key-value bucket `{}` at {} (is JetStream enabled?)",
+                    self.bucket, self.url
+                )
+            })?;
+        Ok((client, js, store))
+    }
+
+    async fn conn(&self) -> anyhow::Result<&Conn> {
+        self.conn.get_or_try_init(|| self.connect()).await
+    }
+
+    /// Connects once and opens the bucket, then lets the connection go: a load-time check that
+    /// the server is reachable and has JetStream.
+    pub async fn probe(&self) -> anyhow::Result<()> {
+        self.connect().await.map(drop)
+    }
+
+    /// Publishes `value` at `key`, expecting `last` as the key's last sequence (0: none) if
+    /// given; `Ok(None)` when another revision was there.
+    async fn publish(
+        &self,
+        key: &str,
+        value: Bytes,
+        last: Option<u64>,
+        ttl: Option<Duration>,
+    ) -> anyhow::Result<Option<u64>> {
+        let (_, js, store) = self.conn().await?;
+        let mut headers = HeaderMap::new();
+        if let Some(last) = last {
+            headers.insert(
+                async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                last.to_string(),
+            );
+        }
+        if let Some(ttl) = ttl {
+            // Whole seconds, rounded up, at least one: the server's granularity.
+            let secs = ttl.as_millis().div_ceil(1000).max(1) as u64;
+            headers.insert(async_nats::header::NATS_MESSAGE_TTL, secs.to_string());
+        }
+        let subject = format!(
+            "{}{key}",
+            store.put_prefix.as_ref().unwrap_or(&store.prefix)
+        );
+        let ack = js.publish_with_headers(subject, headers, value).await?;
+        match ack.await {
+            Ok(ack) => Ok(Some(ack.sequence)),
+            Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
+                Ok(None)
+            }
+            Err(e) => Err(e).context("publishing to JetStream"),
+        }
+    }
+
+    /// The live entry at `key`: its value (after the expiry bytes) and revision; and the
+    /// revision of whatever is there, live or expired (0: nothing).
+    async fn read(&self, key: &str) -> anyhow::Result<(Option<Stored>, u64, usize)> {
+        let (_, _, store) = self.conn().await?;
+        let Some(entry) = store.entry(key).await? else {
+            return Ok((None, 0, 0));
+        };
+        if entry.operation != kv::Operation::Put {
+            // A delete marker: absent, but the next write must expect its sequence.
+            return Ok((None, entry.revision, 0));
+        }
+        let (expires, value) = split(&entry.value);
+        if !live(expires, now_ms()) {
+            return Ok((None, entry.revision, entry.value.len()));
+        }
+        Ok((
+            Some(Stored {
+                value: value.to_vec(),
+                revision: entry.revision,
+            }),
+            entry.revision,
+            entry.value.len(),
+        ))
+    }
+
+    /// Adds `delta` bytes to `tenant`'s counter (compare-and-swap, retried).
+    async fn add_usage(&self, tenant: &str, delta: i64) -> anyhow::Result<u64> {
+        let key = usage_key(tenant);
+        for _ in 0..COUNTER_RETRIES {
+            let (_, _, store) = self.conn().await?;
+            let (current, revision) = match store.entry(key.as_str()).await? {
+                Some(e) if e.operation == kv::Operation::Put => (decode_u64(&e.value), e.revision),
+                Some(e) => (0, e.revision),
+                None => (0, 0),
+            };
+            let next = current.saturating_add_signed(delta);
+            let value = Bytes::copy_from_slice(&next.to_be_bytes());
+            if self
+                .publish(&key, value, Some(revision), None)
+                .await?
+                .is_some()
+            {
+                return Ok(next);
+            }
+        }
+        anyhow::bail!("the usage counter of tenant `{tenant}` is contended; retry")
+    }
+
+    /// What `tenant` keeps now, counting live entries only; resets the counter to it.
+    async fn recount(&self, tenant: &str) -> anyhow::Result<u64> {
+        let entries = self.scan(&format!("{}.", hex::encode(tenant))).await?;
+        let now = now_ms();
+        let used: u64 = entries
+            .iter()
+            .filter(|(key, value)| key.matches('.').count() == 2 && live(split(value).0, now))
+            .map(|(key, value)| weight(key, value.len()))
+            .sum();
+        let current = self.add_usage(tenant, 0).await?;
+        self.add_usage(tenant, used as i64 - current as i64).await?;
+        Ok(used)
+    }
+
+    /// Every current (put) entry whose key starts with `prefix` (ending with `.`).
+    async fn scan(&self, prefix: &str) -> anyhow::Result<Vec<(String, Bytes)>> {
+        let (client, _, store) = self.conn().await?;
+        let filter = format!("{}{prefix}>", store.prefix);
+        let consumer = store
+            .stream
+            .create_consumer(jetstream::consumer::push::OrderedConfig {
+                deliver_subject: client.new_inbox(),
+                filter_subject: filter,
+                deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
+                replay_policy: jetstream::consumer::ReplayPolicy::Instant,
+                ..Default::default()
+            })
+            .await
+            .context("listing keys")?;
+        let mut out = Vec::new();
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(out);
+        }
+        let mut messages = consumer.messages().await.context("listing keys")?;
+        while let Some(message) = messages.next().await {
+            let message = message.context("listing keys")?;
+            let pending = message.info().map(|i| i.pending).unwrap_or(0);
+            let deleted = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("KV-Operation"))
+                .is_some_and(|op| op.as_str() != "PUT");
+            if let Some(key) = message.subject.as_str().strip_prefix(store.prefix.as_str())
+                && !deleted
+            {
+                out.push((key.to_string(), message.payload.clone()));
+            }
+            if pending == 0 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn live(expires: u64, now: u64) -> bool {
+    expires == 0 || expires > now
+}
+
+fn split(raw: &[u8]) -> (u64, &[u8]) {
+    if raw.len() < HEADER {
+        return (0, raw);
+    }
+    (decode_u64(&raw[..HEADER]), &raw[HEADER..])
+}
+
+fn decode_u64(bytes: &[u8]) -> u64 {
+    bytes.try_into().map_or(0, u64::from_be_bytes)
+}
+
+fn ns_prefix(ns: &Namespace) -> String {
+    format!("{}.{}.", hex::encode(&ns.tenant), hex::encode(&ns.provider))
+}
+
+fn full_key(ns: &Namespace, key: &str) -> String {
+    format!("{}{}", ns_prefix(ns), hex::encode(key))
+}
+
+fn usage_key(tenant: &str) -> String {
+    format!("{}.usage", hex::encode(tenant))
+}
+
+/// What an entry counts against its tenant's total (the key as the caller wrote it, roughly
+/// half its hex form, and the stored value).
+fn weight(full_key: &str, raw_len: usize) -> u64 {
+    (full_key.len() / 2 + raw_len) as u64
+}
+
+#[async_trait::async_trait]
+impl StateBackend for NatsBackend {
+    async fn get(&self, ns: &Namespace, key: &str) -> anyhow::Result<Option<Stored>> {
+        Ok(self.read(&full_key(ns, key)).await?.0)
+    }
+
+    async fn put(&self, ns: &Namespace, key: &str, write: Write) -> anyhow::Result<Written> {
+        let k = full_key(ns, key);
+        for _ in 0..COUNTER_RETRIES {
+            let (live_entry, last, old_len) = self.read(&k).await?;
+            let current = live_entry.as_ref().map_or(0, |s| s.revision);
+            if let Some(expected) = write.expected
+                && expected != current
+            {
+                return Ok(Written::Conflict(current));
+            }
+            let now = now_ms();
+            let expires = write
+                .ttl
+                .map_or(0, |ttl| now.saturating_add(ttl.as_millis() as u64).max(1));
+            let mut raw = Vec::with_capacity(HEADER + write.value.len());
+            raw.extend_from_slice(&expires.to_be_bytes());
+            raw.extend_from_slice(&write.value);
+            let old_weight = if old_len > 0 { weight(&k, old_len) } else { 0 };
+            let new_weight = weight(&k, raw.len());
+            let bounded = write.max_tenant_bytes < u64::MAX;
+            if bounded {
+                let used = self.add_usage(&ns.tenant, 0).await?;
+                let mut would_be = used.saturating_sub(old_weight) + new_weight;
+                if would_be > write.max_tenant_bytes {
+                    would_be =
+                        self.recount(&ns.tenant).await?.saturating_sub(old_weight) + new_weight;
+                }
+                if would_be > write.max_tenant_bytes {
+                    return Ok(Written::OverQuota { would_be });
+                }
+            }
+            // Expect exactly what was read: a racing writer makes this a conflict (or, for a
+            // plain set, another round), never a lost update.
+            match self
+                .publish(&k, Bytes::from(raw), Some(last), write.ttl)
+                .await?
+            {
+                Some(revision) => {
+                    if bounded {
+                        self.add_usage(&ns.tenant, new_weight as i64 - old_weight as i64)
+                            .await?;
+                    }
+                    return Ok(Written::Ok(revision));
+                }
+                None if write.expected.is_some() => {
+                    let now_current = self.read(&k).await?.0.map_or(0, |s| s.revision);
+                    return Ok(Written::Conflict(now_current));
+                }
+                None => continue,
+            }
+        }
+        anyhow::bail!("key `{key}` is contended; retry")
+    }
+
+    async fn delete(&self, ns: &Namespace, key: &str) -> anyhow::Result<bool> {
+        let k = full_key(ns, key);
+        let (live_entry, _, old_len) = self.read(&k).await?;
+        if old_len == 0 {
+            return Ok(false);
+        }
+        let (_, _, store) = self.conn().await?;
+        store.delete(k.as_str()).await.context("deleting a key")?;
+        self.add_usage(&ns.tenant, -(weight(&k, old_len) as i64))
+            .await?;
+        Ok(live_entry.is_some())
+    }
+
+    async fn list(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> anyhow::Result<(Vec<String>, bool)> {
+        let base = ns_prefix(ns);
+        let entries = self.scan(&base).await?;
+        let now = now_ms();
+        let mut keys: Vec<String> = entries
+            .into_iter()
+            .filter(|(_, value)| live(split(value).0, now))
+            .filter_map(|(k, _)| {
+                let raw = hex::decode(k.strip_prefix(&base)?).ok()?;
+                String::from_utf8(raw).ok()
+            })
+            .filter(|k| k.starts_with(prefix) && after.is_none_or(|a| k.as_str() > a))
+            .collect();
+        keys.sort();
+        let more = keys.len() > limit;
+        keys.truncate(limit);
+        Ok((keys, more))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::imports::state::contract;
+
+    /// A real `nats-server -js` on a free loopback port, stopped on drop.
+    struct Server {
+        child: std::process::Child,
+        url: String,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn start() -> Server {
+        let bin = std::env::var("GREENTIC_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(&bin)
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("starting `{bin}`: {e}; run scripts/test.sh (it installs nats-server) or set GREENTIC_NATS_SERVER")
+            });
+        let until = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < until,
+                "nats-server did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Server {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            _dir: dir,
+        }
+    }
+
+    #[tokio::test]
+    async fn keeps_the_state_contract_on_a_real_jetstream_server() {
+        let server = start();
+        let db = NatsBackend::new(&server.url, "contract", None);
+        db.probe().await.unwrap();
+        contract::scoping_revisions_and_cas(&db).await;
+        contract::expiry_paging_and_the_tenant_bound(&db).await;
+        // Another host (another connection) sees the same state.
+        let other = NatsBackend::new(&server.url, "contract", None);
+        contract::still_there_after_a_restart(&other).await;
+    }
+
+    #[tokio::test]
+    async fn two_hosts_racing_on_one_key_never_both_win() {
+        let server = start();
+        let a = NatsBackend::new(&server.url, "race", None);
+        let b = NatsBackend::new(&server.url, "race", None);
+        let ns = Namespace {
+            tenant: "acme".into(),
+            provider: "p".into(),
+        };
+        let claim = |expected| Write {
+            value: b"mine".to_vec(),
+            ttl: None,
+            expected: Some(expected),
+            max_tenant_bytes: 1 << 20,
+        };
+        for round in 0..20u64 {
+            let key = format!("slot/{round}");
+            let (x, y) = tokio::join!(a.put(&ns, &key, claim(0)), b.put(&ns, &key, claim(0)));
+            let wins = [x.unwrap(), y.unwrap()]
+                .iter()
+                .filter(|w| matches!(w, Written::Ok(_)))
+                .count();
+            assert_eq!(wins, 1, "round {round}: exactly one claim wins");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_a_clear_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let db = NatsBackend::new(&format!("nats://127.0.0.1:{port}"), "x", None);
+        let e = format!("{:#}", db.probe().await.unwrap_err());
+        assert!(e.contains("connecting to NATS at nats://127.0.0.1:"), "{e}");
+    }
+}
