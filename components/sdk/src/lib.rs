@@ -243,5 +243,5 @@ macro_rules! provider_manifest {
 }
 
 pub use messaging::export_messaging_provider;
-pub use webhook::export_webhook_handler;
 pub use timer::export_timer_provider;
+pub use webhook::export_webhook_handler;
