@@ -27,6 +27,42 @@ pub struct Profile {
     /// The payload of fired slots (trigger domains), as a schedule would carry it.
     #[serde(default)]
     pub payload: Option<serde_json::Value>,
+    /// How the provider keeps a keyed call at most once (default: it forwards the key).
+    #[serde(default)]
+    pub idempotency: Idempotency,
+}
+
+/// How a provider achieves idempotency, which decides what the idempotency and keyed retry
+/// cases demand.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub enum Idempotency {
+    /// It forwards the key to an upstream that de-duplicates, in this header
+    /// (`{"header": "Idempotency-Key"}`): every attempt must carry the key there.
+    Header(String),
+    /// The upstream has no such thing, so it de-duplicates itself through `greentic:state`
+    /// (`"state"`): two sends of one key reach the upstream once and report the same id, and a
+    /// call retried to success is never delivered again.
+    State,
+    /// It forwards the key somewhere in the request (the default): every attempt must carry it.
+    #[default]
+    #[serde(skip)]
+    Forwarded,
+}
+
+impl Idempotency {
+    /// Whether the provider de-duplicates through state.
+    pub fn through_state(&self) -> bool {
+        *self == Idempotency::State
+    }
+
+    /// The header the key travels in, if the profile names one.
+    pub fn header(&self) -> Option<&str> {
+        match self {
+            Idempotency::Header(h) => Some(h),
+            _ => None,
+        }
+    }
 }
 
 /// The message of a messaging call.
@@ -126,6 +162,11 @@ impl Profile {
 
     /// Checks the profile against the provider it is for.
     pub fn check(&self, manifest: &ProviderManifest, domain: &str) -> anyhow::Result<()> {
+        if self.idempotency != Idempotency::Forwarded && domain != "messaging" {
+            anyhow::bail!(
+                "profile: `idempotency` is about keyed invokes, which the {domain} domain does not have; remove it"
+            );
+        }
         if domain == "webhook" {
             let Some(webhook) = &self.webhook else {
                 anyhow::bail!(
@@ -249,6 +290,18 @@ mod tests {
             json!({"required": ["channel"], "properties": {"channel": {"type": "string"}}});
         let e = derive_config(&schema).unwrap_err().to_string();
         assert!(e.contains("`channel`") && e.contains("--profile"), "{e}");
+    }
+
+    #[test]
+    fn idempotency_is_forwarded_unless_the_profile_says_otherwise() {
+        let parse = |text: &str| serde_json::from_str::<Profile>(text).unwrap().idempotency;
+        assert_eq!(parse("{}"), Idempotency::Forwarded);
+        assert!(parse(r#"{"idempotency": "state"}"#).through_state());
+        assert_eq!(
+            parse(r#"{"idempotency": {"header": "Idempotency-Key"}}"#).header(),
+            Some("Idempotency-Key")
+        );
+        assert!(serde_json::from_str::<Profile>(r#"{"idempotency": "telepathy"}"#).is_err());
     }
 
     #[test]

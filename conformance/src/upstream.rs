@@ -30,6 +30,14 @@ pub struct Seen {
 }
 
 impl Seen {
+    /// The value of header `name` (case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
     /// Whether `needle` appears anywhere in the request (path, a header value, the body).
     pub fn contains(&self, needle: &str) -> bool {
         !needle.is_empty()

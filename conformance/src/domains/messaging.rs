@@ -49,12 +49,32 @@ pub(crate) async fn retry(ctx: &mut Ctx, case: &Case) -> Verdict {
             ));
         }
     }
-    if let Some(key) = &key {
-        let missing = seen.iter().filter(|s| !s.contains(key)).count();
-        if missing > 0 {
+    let via_state = ctx.profile.idempotency.through_state();
+    if let Some(key) = &key
+        && !via_state
+    {
+        problems.extend(carried(&seen, key, ctx.profile.idempotency.header()));
+    }
+    // A provider that de-duplicates itself must never deliver a key twice: the same call
+    // again, after it succeeded through retries, must not reach the upstream.
+    if let Some(key) = &key
+        && via_state
+        && outcome.code == "ok"
+    {
+        let again = ctx.invoke(&case.id, "a", Some(key)).await;
+        let more = ctx.upstream.take();
+        if !more.is_empty() {
             problems.push(format!(
-                "{missing} of {} attempt(s) did not carry the call's idempotency key",
-                seen.len()
+                "the same key sent again after the retried call succeeded reached the upstream {} more time(s)",
+                more.len()
+            ));
+        }
+        if again.code != "ok" || again.id != outcome.id {
+            problems.push(format!(
+                "the same key sent again reported {} with id {:?}, not the first call's id {:?}",
+                describe(&again),
+                again.id,
+                outcome.id
             ));
         }
     }
@@ -89,19 +109,21 @@ pub(crate) async fn idempotency(ctx: &mut Ctx, case: &Case) -> Verdict {
             problems.push(format!("call {n}: {}", describe(o)));
         }
     }
-    if seen.len() != 2 {
+    let via_state = ctx.profile.idempotency.through_state();
+    let expected = if via_state { 1 } else { 2 };
+    if seen.len() != expected {
         problems.push(format!(
-            "the upstream saw {} request(s) for two calls",
-            seen.len()
+            "the upstream saw {} request(s) for two calls with one key, expected {expected}{}",
+            seen.len(),
+            if via_state {
+                " (the profile says the provider de-duplicates through greentic:state)"
+            } else {
+                ""
+            }
         ));
     }
-    let carried = seen.iter().filter(|s| s.contains(&key)).count();
-    if carried != seen.len() {
-        problems.push(format!(
-            "{} of {} upstream request(s) carried the idempotency key",
-            carried,
-            seen.len()
-        ));
+    if !via_state {
+        problems.extend(carried(&seen, &key, ctx.profile.idempotency.header()));
     }
     if first.id != second.id {
         problems.push(format!(
@@ -110,11 +132,37 @@ pub(crate) async fn idempotency(ctx: &mut Ctx, case: &Case) -> Verdict {
         ));
     }
     if problems.is_empty() {
-        pass(format!(
-            "both calls reached the upstream with the key and reported id {:?}",
-            first.id.unwrap_or_default()
-        ))
+        pass(if via_state {
+            format!(
+                "the key reached the upstream once; both calls reported id {:?}",
+                first.id.unwrap_or_default()
+            )
+        } else {
+            format!(
+                "both calls reached the upstream with the key and reported id {:?}",
+                first.id.unwrap_or_default()
+            )
+        })
     } else {
         fail(problems.join("; "))
     }
+}
+
+/// Problems if any of `seen` lacks `key` (in `header`, when the profile names one).
+fn carried(seen: &[crate::upstream::Seen], key: &str, header: Option<&str>) -> Vec<String> {
+    let missing = seen
+        .iter()
+        .filter(|s| match header {
+            Some(h) => s.header(h) != Some(key),
+            None => !s.contains(key),
+        })
+        .count();
+    if missing == 0 {
+        return Vec::new();
+    }
+    vec![format!(
+        "{missing} of {} attempt(s) did not carry the call's idempotency key{}",
+        seen.len(),
+        header.map(|h| format!(" in `{h}`")).unwrap_or_default()
+    )]
 }

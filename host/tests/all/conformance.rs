@@ -147,6 +147,60 @@ fn timer_heartbeat_passes_every_case_fired_by_the_host() {
     }
 }
 
+/// A chat API with no idempotency header: messaging-telegram de-duplicates keyed sends in
+/// greentic:state, and passes every case once its profile says so. Judged as if it forwarded
+/// keys, it fails exactly the three keyed cases; and a provider that forwards keys (and keeps
+/// no state) fails the state profile's demands.
+#[test]
+fn idempotency_is_checked_the_way_the_profile_says_the_provider_achieves_it() {
+    let telegram = component("wasip2", "messaging-telegram");
+    let own = repo().join("components/providers/messaging-telegram/conformance.json");
+    let (code, stdout, stderr, report, _) =
+        conformance(telegram.to_str().unwrap(), Some(&own), &[]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_eq!(failed(&report), Vec::<String>::new(), "{stdout}");
+    assert!(
+        stdout.contains("the key reached the upstream once"),
+        "{stdout}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let forwarded = dir.path().join("forwarded.json");
+    std::fs::write(
+        &forwarded,
+        r#"{"config": {"timeout_ms": 1000}, "message": {"to": "-100", "text": "t"}}"#,
+    )
+    .unwrap();
+    let (_, stdout, _, report, _) = conformance(telegram.to_str().unwrap(), Some(&forwarded), &[]);
+    assert_eq!(
+        failed(&report),
+        [
+            "idempotency.same-key",
+            "retry.with-key-honours-retry-after",
+            "retry.stays-inside-deadline"
+        ],
+        "{stdout}"
+    );
+
+    let hook = component("wasip2", "messaging-webhook");
+    let stateful = dir.path().join("stateful.json");
+    let mut profile: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            repo().join("components/providers/messaging-webhook/conformance.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    profile["idempotency"] = "state".into();
+    std::fs::write(&stateful, profile.to_string()).unwrap();
+    let (_, stdout, _, report, _) = conformance(hook.to_str().unwrap(), Some(&stateful), &[]);
+    assert_eq!(
+        failed(&report),
+        ["idempotency.same-key", "retry.with-key-honours-retry-after"],
+        "{stdout}"
+    );
+}
+
 /// Each broken provider fails the cases that catch its flaw, and nothing else.
 #[test]
 fn broken_providers_fail_exactly_their_cases() {
