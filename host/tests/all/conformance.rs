@@ -201,16 +201,27 @@ fn idempotency_is_checked_the_way_the_profile_says_the_provider_achieves_it() {
     );
 }
 
-/// Each broken provider fails the cases that catch its flaw, and nothing else.
+/// The broken provider passes every case without a flaw, and with each flaw its
+/// configuration switches in fails the cases that catch it, and nothing else.
 #[test]
-fn broken_providers_fail_exactly_their_cases() {
-    let shared = repo().join("components/test-components/broken/conformance.json");
-    for (name, cases) in [
-        ("broken-rate-limit", &["error-mapping.429-retry-after"][..]),
-        ("broken-token-cache", &["tenancy.interleaved"]),
-        ("broken-secret-log", &["secrets.never-emitted"]),
+fn the_broken_provider_fails_exactly_the_cases_of_its_flaw() {
+    let base: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("components/test-components/broken/conformance.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let wasm = component("wasip2", "broken");
+    let dir = tempfile::tempdir().unwrap();
+    for (flaw, cases) in [
+        ("none", &[][..]),
         (
-            "broken-key-drop",
+            "rate-limit-as-internal",
+            &["error-mapping.429-retry-after"][..],
+        ),
+        ("caches-first-token", &["tenancy.interleaved"]),
+        ("logs-token", &["secrets.never-emitted"]),
+        (
+            "drops-idempotency-key",
             &[
                 "idempotency.same-key",
                 "retry.with-key-honours-retry-after",
@@ -218,25 +229,27 @@ fn broken_providers_fail_exactly_their_cases() {
             ],
         ),
         (
-            "broken-no-span",
+            "no-span",
             &["telemetry.success-span", "telemetry.error-span"],
         ),
-        ("broken-undeclared-host", &["manifest-truth.behaviour"]),
+        ("calls-undeclared-host", &["manifest-truth.behaviour"]),
         (
-            "broken-connection-panic",
+            "panics-on-connection-error",
             &["error-mapping.connection-dropped"],
         ),
     ] {
-        let own = repo()
-            .join("components/test-components")
-            .join(name)
-            .join("conformance.json");
-        let profile = if own.is_file() { own } else { shared.clone() };
-        let wasm = component("wasip2", name);
+        let mut profile = base.clone();
+        profile["config"]["flaw"] = flaw.into();
+        let path = dir.path().join(format!("{flaw}.json"));
+        std::fs::write(&path, profile.to_string()).unwrap();
         let (code, stdout, stderr, report, junit) =
-            conformance(wasm.to_str().unwrap(), Some(&profile), &[]);
-        assert_eq!(code, 1, "{name} must fail the suite:\n{stdout}\n{stderr}");
-        assert_eq!(failed(&report), cases, "{name}:\n{stdout}");
+            conformance(wasm.to_str().unwrap(), Some(&path), &[]);
+        assert_eq!(
+            code,
+            i32::from(!cases.is_empty()),
+            "flaw {flaw}:\n{stdout}\n{stderr}"
+        );
+        assert_eq!(failed(&report), cases, "flaw {flaw}:\n{stdout}");
         assert!(
             junit.contains(&format!("failures=\"{}\"", cases.len())),
             "{junit}"
@@ -250,7 +263,7 @@ fn broken_providers_fail_exactly_their_cases() {
             );
         }
         // The report names the leak without repeating the secret.
-        if name == "broken-secret-log" {
+        if flaw == "logs-token" {
             let detail = report["results"]
                 .as_array()
                 .unwrap()

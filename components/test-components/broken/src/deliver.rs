@@ -1,7 +1,6 @@
-//! The delivery every broken provider shares: a correct incoming-webhook sender (config `url`,
-//! optional bearer token, idempotency key, SDK error mapping) with one [`Flaw`] switched in.
-//! Each broken crate includes this file and names its flaw; the conformance suite must fail
-//! exactly the case that catches it.
+//! A correct incoming-webhook sender (config `url`, optional bearer token, idempotency key, SDK
+//! error mapping) with the one [`Flaw`] its configuration names switched in; the conformance
+//! suite must fail exactly the cases that catch it.
 
 use greentic_provider_sdk::messaging::exports::greentic::messaging::outbound::{
     Message, SendResult,
@@ -14,8 +13,11 @@ use greentic_provider_sdk::{config, errors, http, secrets};
 pub const TOKEN_SECRET: &str = "WEBHOOK_BEARER_TOKEN";
 
 /// The one thing a broken provider gets wrong.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Flaw {
+    /// Nothing: a correct provider.
+    None,
     /// Reports an upstream 429 as `internal`, dropping the retry-after.
     RateLimitAsInternal,
     /// Keeps the first bearer token it reads in a static and sends it on every later call.
@@ -37,6 +39,7 @@ struct Config {
     url: String,
     #[serde(default = "default_timeout_ms")]
     timeout_ms: u64,
+    flaw: Flaw,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -52,19 +55,20 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Sends `msg` as `{"text": …, "channel": …}` to the configured URL, with `flaw`.
-pub fn deliver(ctx: &TenantCtx, msg: &Message, flaw: Flaw) -> Result<SendResult, ProviderError> {
-    if flaw == Flaw::NoSpan {
-        return attempt(ctx, msg, flaw);
+/// Sends `msg` as `{"text": …, "channel": …}` to the configured URL, with the configured flaw.
+pub fn deliver(ctx: &TenantCtx, msg: &Message) -> Result<SendResult, ProviderError> {
+    let config: Config = config::load()?;
+    if config.flaw == Flaw::NoSpan {
+        return attempt(ctx, msg, &config);
     }
     let span = SpanGuard::start("broken.send");
-    let result = attempt(ctx, msg, flaw);
+    let result = attempt(ctx, msg, &config);
     span.finish(&result);
     result
 }
 
-fn attempt(ctx: &TenantCtx, msg: &Message, flaw: Flaw) -> Result<SendResult, ProviderError> {
-    let config: Config = config::load()?;
+fn attempt(ctx: &TenantCtx, msg: &Message, config: &Config) -> Result<SendResult, ProviderError> {
+    let flaw = config.flaw;
     let body = serde_json::json!({"text": msg.text, "channel": msg.to}).to_string();
     let mut request = http::Request::post_json(&config.url, body.into_bytes());
     request.timeout_ms = config.timeout_ms;

@@ -1,6 +1,7 @@
-//! Broken test provider: reports an upstream 429 as internal (the conformance suite's error-mapping.429-retry-after must fail).
+//! Broken test provider: a correct incoming-webhook sender with one flaw — chosen by the
+//! tenant's configuration (`flaw`) — switched in; with `flaw = "none"` it passes every case.
+//! The conformance suite must fail exactly the cases that catch each flaw (see `deliver::Flaw`).
 
-#[path = "../../broken/deliver.rs"]
 mod deliver;
 
 use greentic_provider_sdk::messaging::exports::greentic::messaging::outbound::{
@@ -14,7 +15,7 @@ struct Broken;
 
 impl Guest for Broken {
     fn send(ctx: TenantCtx, msg: Message) -> Result<SendResult, ProviderError> {
-        deliver::deliver(&ctx, &msg, deliver::Flaw::RateLimitAsInternal)
+        deliver::deliver(&ctx, &msg)
     }
 }
 
