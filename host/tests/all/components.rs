@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
 use crate::common;
+use crate::common::built;
 
 use common::{component, run_host, text};
 use greentic_interfaces::{Contracts, inspect_component};
@@ -12,45 +13,106 @@ use sha2::{Digest, Sha256};
 
 const FLAVOURS: [&str; 2] = ["wasip2", "cargo-component"];
 
-/// (crate, expected host world, manifest name)
+/// (component, expected host world, manifest name)
 const EXPECTED: &[(&str, &str, &str)] = &[
     (
-        "messaging-webhook",
+        built::MESSAGING_WEBHOOK,
         "greentic:messaging/provider@1.0.0",
         "messaging-webhook",
     ),
     (
-        "webhook-github",
+        built::MESSAGING_TELEGRAM,
+        "greentic:messaging/provider@1.0.0",
+        "messaging-telegram",
+    ),
+    (
+        built::WEBHOOK_GITHUB,
         "greentic:webhook/handler@1.0.0",
         "webhook-github",
     ),
-    ("echo", "greentic:messaging/provider@1.0.0", "test-echo"),
     (
-        "infinite-loop",
+        built::TIMER_HEARTBEAT,
+        "greentic:timer/scheduled@1.0.0",
+        "timer-heartbeat",
+    ),
+    (
+        built::ECHO,
+        "greentic:messaging/provider@1.0.0",
+        "test-echo",
+    ),
+    (
+        built::INFINITE_LOOP,
         "greentic:messaging/provider@1.0.0",
         "test-infinite-loop",
     ),
     (
-        "memory-grower",
+        built::MEMORY_GROWER,
         "greentic:messaging/provider@1.0.0",
         "test-memory-grower",
     ),
     (
-        "recursion",
+        built::RECURSION,
         "greentic:messaging/provider@1.0.0",
         "test-recursion",
     ),
     (
-        "undeclared-secret",
+        built::UNDECLARED_SECRET,
         "greentic:messaging/provider@1.0.0",
         "test-undeclared-secret",
     ),
     (
-        "panicker",
+        built::PANICKER,
         "greentic:messaging/provider@1.0.0",
         "test-panicker",
     ),
+    (
+        built::BROKEN,
+        "greentic:messaging/provider@1.0.0",
+        "test-broken",
+    ),
 ];
+
+/// Every component `components/` builds is built both ways and used by a test or a
+/// benchmark, and every one a bundle of a test names is built: a component nobody runs, or a
+/// test running one that no longer exists, fails here.
+#[test]
+fn every_built_component_has_a_test_and_every_named_one_is_built() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut sources = String::new();
+    for dir in ["tests/all", "tests/all/common", "benches", "benches/common"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "rs") {
+                sources.push_str(&std::fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+    let mut untested = Vec::new();
+    for name in built::ALL {
+        for flavour in FLAVOURS {
+            assert!(component(flavour, name).is_file());
+        }
+        let constant = format!("built::{}", name.to_uppercase());
+        let in_bundle = format!("/{name}.wasm");
+        let by_name = format!("\"{}\"", name.replace('_', "-"));
+        if !(sources.contains(&constant)
+            || sources.contains(&in_bundle)
+            || sources.contains(&by_name))
+        {
+            untested.push(*name);
+        }
+    }
+    assert!(
+        untested.is_empty(),
+        "built components no test or benchmark runs: {untested:?}"
+    );
+    for named in common::named_components(&sources.replace("{{components}}", "{components}")) {
+        assert!(
+            built::ALL.contains(&named.as_str()),
+            "a test names `{named}.wasm`, which components/ does not build"
+        );
+    }
+}
 
 #[test]
 fn both_build_paths_produce_components_of_the_expected_world() {
@@ -77,7 +139,7 @@ fn the_manifest_is_embedded_once_and_nowhere_else() {
     // A copy in a data segment would cost memory in every instance and could drift from the
     // section the host reads.
     for flavour in FLAVOURS {
-        let bytes = std::fs::read(component(flavour, "messaging-webhook")).unwrap();
+        let bytes = std::fs::read(component(flavour, built::MESSAGING_WEBHOOK)).unwrap();
         let needle = br#""name": "messaging-webhook""#;
         let count = bytes.windows(needle.len()).filter(|w| w == needle).count();
         assert_eq!(
@@ -94,7 +156,7 @@ fn providers_import_what_their_job_needs_and_nothing_ungranted() {
         let path = component("wasip2", name);
         inspect_component(contracts, name, &std::fs::read(path).unwrap()).unwrap()
     };
-    let messaging = report("messaging-webhook");
+    let messaging = report(built::MESSAGING_WEBHOOK);
     for import in [
         "wasi:http/outgoing-handler",
         "greentic:secrets/store",
@@ -105,7 +167,7 @@ fn providers_import_what_their_job_needs_and_nothing_ungranted() {
             "messaging-webhook lacks {import}"
         );
     }
-    let github = report("webhook-github");
+    let github = report(built::WEBHOOK_GITHUB);
     assert!(github.world.export("wasi:http/incoming-handler").is_some());
     assert!(github.world.import("wasi:http/outgoing-handler").is_none());
     assert!(github.world.import("greentic:secrets/store").is_some());
@@ -113,7 +175,7 @@ fn providers_import_what_their_job_needs_and_nothing_ungranted() {
     assert!(github.world.import("greentic:state/store").is_some());
     assert!(messaging.world.import("greentic:state/store").is_none());
     // Hostile guests that need nothing import no secrets and no network.
-    let spin = report("infinite-loop");
+    let spin = report(built::INFINITE_LOOP);
     assert!(spin.world.import("greentic:secrets/store").is_none());
     assert!(spin.world.import("wasi:http/outgoing-handler").is_none());
     assert!(spin.world.import("wasi:sockets/tcp").is_none());
@@ -121,7 +183,7 @@ fn providers_import_what_their_job_needs_and_nothing_ungranted() {
 
 #[test]
 fn inspect_prints_world_imports_exports_digest_and_manifest() {
-    let path = component("wasip2", "messaging-webhook");
+    let path = component("wasip2", built::MESSAGING_WEBHOOK);
     let out = run_host(&["inspect", "--json", path.to_str().unwrap()]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
@@ -157,7 +219,7 @@ fn inspect_prints_world_imports_exports_digest_and_manifest() {
 /// Copies a built component, replacing `from` with `to` (same length) in its embedded manifest.
 fn tampered(from: &str, to: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     assert_eq!(from.len(), to.len());
-    let mut bytes = std::fs::read(component("wasip2", "messaging-webhook")).unwrap();
+    let mut bytes = std::fs::read(component("wasip2", built::MESSAGING_WEBHOOK)).unwrap();
     let at = bytes
         .windows(from.len())
         .position(|w| w == from.as_bytes())
@@ -206,7 +268,7 @@ fn non_components_are_refused_with_the_reason() {
         (
             "truncated.wasm",
             {
-                let b = std::fs::read(component("wasip2", "echo")).unwrap();
+                let b = std::fs::read(component("wasip2", built::ECHO)).unwrap();
                 b[..b.len() / 2].to_vec()
             },
             "malformed component",

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
 use crate::common;
+use crate::common::built;
 
 use std::path::{Path, PathBuf};
 
@@ -81,7 +82,7 @@ fn groups(report: &Value) -> Vec<String> {
 #[test]
 fn messaging_webhook_passes_every_case() {
     let profile = repo().join("components/providers/messaging-webhook/conformance.json");
-    let wasm = component("wasip2", "messaging-webhook");
+    let wasm = component("wasip2", built::MESSAGING_WEBHOOK);
     let (code, stdout, stderr, report, junit) =
         conformance(wasm.to_str().unwrap(), Some(&profile), &[]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
@@ -111,7 +112,7 @@ fn messaging_webhook_passes_every_case() {
 #[test]
 fn webhook_github_passes_every_case() {
     let profile = repo().join("components/providers/webhook-github/conformance.json");
-    let wasm = component("wasip2", "webhook-github");
+    let wasm = component("wasip2", built::WEBHOOK_GITHUB);
     let (code, stdout, stderr, report, _) =
         conformance(wasm.to_str().unwrap(), Some(&profile), &[]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
@@ -130,7 +131,7 @@ fn webhook_github_passes_every_case() {
 #[test]
 fn timer_heartbeat_passes_every_case_fired_by_the_host() {
     let profile = repo().join("components/providers/timer-heartbeat/conformance.json");
-    let wasm = component("wasip2", "timer-heartbeat");
+    let wasm = component("wasip2", built::TIMER_HEARTBEAT);
     let (code, stdout, stderr, report, _) =
         conformance(wasm.to_str().unwrap(), Some(&profile), &[]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
@@ -153,7 +154,7 @@ fn timer_heartbeat_passes_every_case_fired_by_the_host() {
 /// no state) fails the state profile's demands.
 #[test]
 fn idempotency_is_checked_the_way_the_profile_says_the_provider_achieves_it() {
-    let telegram = component("wasip2", "messaging-telegram");
+    let telegram = component("wasip2", built::MESSAGING_TELEGRAM);
     let own = repo().join("components/providers/messaging-telegram/conformance.json");
     let (code, stdout, stderr, report, _) =
         conformance(telegram.to_str().unwrap(), Some(&own), &[]);
@@ -182,7 +183,7 @@ fn idempotency_is_checked_the_way_the_profile_says_the_provider_achieves_it() {
         "{stdout}"
     );
 
-    let hook = component("wasip2", "messaging-webhook");
+    let hook = component("wasip2", built::MESSAGING_WEBHOOK);
     let stateful = dir.path().join("stateful.json");
     let mut profile: Value = serde_json::from_str(
         &std::fs::read_to_string(
@@ -210,7 +211,7 @@ fn the_broken_provider_fails_exactly_the_cases_of_its_flaw() {
             .unwrap(),
     )
     .unwrap();
-    let wasm = component("wasip2", "broken");
+    let wasm = component("wasip2", built::BROKEN);
     let dir = tempfile::tempdir().unwrap();
     for (flaw, cases) in [
         ("none", &[][..]),
@@ -293,7 +294,7 @@ fn fixed_upstream_hosts_are_redirected_to_the_scripted_upstream() {
         r#"{"config": {"url": "https://hooks.example.invalid/services/{{tenant}}", "timeout_ms": 1000}}"#,
     )
     .unwrap();
-    let wasm = component("wasip2", "messaging-webhook");
+    let wasm = component("wasip2", built::MESSAGING_WEBHOOK);
     let (code, stdout, stderr, report, _) =
         conformance(wasm.to_str().unwrap(), Some(&profile), &[]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
@@ -305,7 +306,7 @@ fn fixed_upstream_hosts_are_redirected_to_the_scripted_upstream() {
 fn a_registry_reference_is_certified_like_a_file() {
     let registry = greentic_registry::testing::Registry::start();
     let reference = format!("{}/providers/messaging-webhook:1.0.0", registry.addr);
-    let wasm = component("wasip2", "messaging-webhook");
+    let wasm = component("wasip2", built::MESSAGING_WEBHOOK);
     let push = run_host(&["push", wasm.to_str().unwrap(), &reference]);
     assert!(push.status.success(), "{:?}", text(&push));
     let profile = repo().join("components/providers/messaging-webhook/conformance.json");
@@ -330,7 +331,7 @@ fn a_registry_reference_is_certified_like_a_file() {
 
 #[test]
 fn bad_invocations_say_what_to_do() {
-    let github = component("wasip2", "webhook-github");
+    let github = component("wasip2", built::WEBHOOK_GITHUB);
     let (code, _, stderr, _, _) = conformance(github.to_str().unwrap(), None, &[]);
     assert_eq!(code, 1);
     assert!(
@@ -338,7 +339,7 @@ fn bad_invocations_say_what_to_do() {
         "{stderr}"
     );
 
-    let hook = component("wasip2", "messaging-webhook");
+    let hook = component("wasip2", built::MESSAGING_WEBHOOK);
     let (code, _, stderr, _, _) = conformance(
         hook.to_str().unwrap(),
         None,

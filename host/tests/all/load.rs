@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
 use crate::common;
+use crate::common::built;
 
 use common::{TestBundle, run_host, text};
 
@@ -110,7 +111,7 @@ fn v2_component() -> Vec<u8> {
 /// Bytes that are not a loadable component, each refused at load with a reason and no panic.
 #[test]
 fn malformed_artifacts_are_refused_at_load_with_a_reason() {
-    let echo = std::fs::read(common::component("wasip2", "echo")).unwrap();
+    let echo = std::fs::read(common::component("wasip2", built::ECHO)).unwrap();
     // Valid, but over the bundle's cap: a custom section of 300 kB.
     let mut giant = echo.clone();
     greentic_interfaces::synth::append_custom_section(&mut giant, "padding", &[7u8; 300_000]);

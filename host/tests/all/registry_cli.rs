@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
 use crate::common;
+use crate::common::built;
 
 use common::{component, run_host, text};
 
@@ -10,7 +11,7 @@ use common::{component, run_host, text};
 fn push_and_pull_through_an_oci_layout() {
     let dir = tempfile::tempdir().unwrap();
     let layout = format!("oci:{}:1.0.0", dir.path().join("layout").display());
-    let echo = component("wasip2", "echo");
+    let echo = component("wasip2", built::ECHO);
     let out = run_host(&["push", echo.to_str().unwrap(), &layout]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
@@ -161,7 +162,7 @@ fn keygen_sign_and_verify_from_the_command_line() {
     // keygen never overwrites a private key.
     assert!(!run_in(dir.path(), &["keygen"]).status.success());
 
-    let echo = component("wasip2", "echo");
+    let echo = component("wasip2", built::ECHO);
     assert!(
         run_in(dir.path(), &["push", echo.to_str().unwrap(), &layout])
             .status
@@ -248,7 +249,7 @@ fn registry_credentials_come_from_a_docker_credential_helper() {
     )
     .unwrap();
     let reference = format!("{}/private/echo:1.0.0", registry.addr);
-    let echo = component("wasip2", "echo");
+    let echo = component("wasip2", built::ECHO);
     let push = |docker_config: &std::path::Path| {
         std::process::Command::new(common::host_bin())
             .args(["push", echo.to_str().unwrap(), &reference])
@@ -339,7 +340,11 @@ ci = \"cosign.pub\"\n\n[providers.payments]\nsource = \"{payments}\"\n{extra}\n[
     assert!(run_in(dir, &["keygen"]).status.success());
     let out = run_in(
         dir,
-        &["push", component("wasip2", "echo").to_str().unwrap(), &tool],
+        &[
+            "push",
+            component("wasip2", built::ECHO).to_str().unwrap(),
+            &tool,
+        ],
     );
     assert!(out.status.success(), "{}", text(&out).1);
     assert!(
@@ -571,7 +576,7 @@ fn cutting_proxy_then(
 #[test]
 fn a_blob_cut_half_way_is_retried_a_bounded_number_of_times_and_nothing_is_kept() {
     let registry = greentic_registry::testing::Registry::start();
-    let wasm = component("wasip2", "messaging-webhook");
+    let wasm = component("wasip2", built::MESSAGING_WEBHOOK);
     let size = std::fs::metadata(&wasm).unwrap().len() as usize;
     let direct = format!("{}/providers/cut:1.0.0", registry.addr);
     let out = run_host(&["push", wasm.to_str().unwrap(), &direct]);
@@ -635,7 +640,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn a_full_disk_during_a_cache_write_loses_nothing() {
     let registry = greentic_registry::testing::Registry::start();
-    let wasm = component("wasip2", "messaging-webhook");
+    let wasm = component("wasip2", built::MESSAGING_WEBHOOK);
     let reference = format!("{}/providers/full:1.0.0", registry.addr);
     let out = run_host(&["push", wasm.to_str().unwrap(), &reference]);
     assert!(out.status.success(), "{}", text(&out).1);
@@ -705,7 +710,7 @@ fn a_registry_that_stops_mid_pull_fails_cleanly_and_running_hosts_keep_serving()
     );
     let dir = b.path();
     assert!(run_in(dir, &["keygen"]).status.success());
-    let wasm = component("wasip2", "echo");
+    let wasm = component("wasip2", built::ECHO);
     let out = run_in(dir, &["push", wasm.to_str().unwrap(), &reference]);
     assert!(out.status.success(), "{}", text(&out).1);
     assert!(

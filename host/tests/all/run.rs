@@ -324,3 +324,30 @@ fn sigterm_lets_in_flight_calls_finish_then_stops() {
     );
     assert_eq!(r.json()["code"], "deadline-exceeded");
 }
+
+/// The benchmark handler (`http-hello`, what `scripts/bench.sh` serves under `wasmtime serve`
+/// too) answers through the host as a webhook provider: same status, same body.
+#[test]
+fn the_benchmark_http_handler_answers_through_the_host() {
+    let b = TestBundle::new(
+        r#"
+[providers.hello]
+source = "{components}/http_hello.wasm"
+allow_unsigned = true
+
+[tenants.acme]
+
+[[routes]]
+tenant = "acme"
+capability = "receive"
+provider = "hello"
+"#,
+        &[],
+    );
+    let host = Host::start(b.path());
+    let r = host.request("GET", "/webhooks/acme/hello/", &[], b"");
+    assert_eq!((r.status, r.text().trim()), (200, "hello"), "{}", r.text());
+    // Not routed to another tenant: nothing reaches the guest.
+    let r = host.request("GET", "/webhooks/globex/hello/", &[], b"");
+    assert_eq!(r.status, 404, "{}", r.text());
+}
