@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
@@ -24,7 +24,7 @@ use super::{CallCx, Decoded, Domain, Entry, Input, Output, Stop, provider_failur
 use crate::bundle::Bundle;
 use crate::errors::CallError;
 use crate::imports::secrets::SecretBackend;
-use crate::imports::state::{Namespace, Write, Written};
+use crate::imports::state::{Namespace, Write, Written, now_ms};
 use crate::loader::LoadedProvider;
 use crate::runtime::Runtime;
 use crate::state::CallState;
@@ -275,12 +275,6 @@ impl Domain for Timer {
             })
             .collect()
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Where the host keeps a schedule's last claimed slot: beside the provider's own state, in

@@ -173,6 +173,18 @@ pub fn open(section: &StateSection, bundle_dir: &Path) -> anyhow::Result<Arc<dyn
     }
 }
 
+/// Milliseconds since the Unix epoch: the clock expiries and schedule slots are kept in.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Whether a value expiring at `expires` (0: never) is live at `now`.
+pub(crate) fn live(expires: u64, now: u64) -> bool {
+    expires == 0 || expires > now
+}
+
 /// Whose keys an operation touches: the host sets it from the call, never the guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Namespace {

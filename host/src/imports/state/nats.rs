@@ -13,7 +13,7 @@
 //! JetStream makes them (fsync every `sync_interval`, 2 min by default: a power loss of every
 //! replica inside that window loses them).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::HeaderMap;
@@ -22,7 +22,7 @@ use bytes::Bytes;
 use futures_util::StreamExt as _;
 use tokio::sync::OnceCell;
 
-use super::{Namespace, StateBackend, Stored, Write, Written};
+use super::{Namespace, StateBackend, Stored, Write, Written, live, now_ms};
 
 /// Bytes of expiry before each stored value.
 const HEADER: usize = 8;
@@ -235,16 +235,6 @@ impl NatsBackend {
         }
         Ok(out)
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn live(expires: u64, now: u64) -> bool {
-    expires == 0 || expires > now
 }
 
 fn split(raw: &[u8]) -> (u64, &[u8]) {

@@ -10,12 +10,11 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{Namespace, StateBackend, Stored, Write, Written};
+use super::{Namespace, StateBackend, Stored, Write, Written, live, now_ms};
 
 const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
 const USAGE: TableDefinition<&str, u64> = TableDefinition::new("tenant_bytes");
@@ -64,12 +63,6 @@ impl RedbBackend {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 fn tenant_prefix(tenant: &str) -> Vec<u8> {
     let mut k = tenant.as_bytes().to_vec();
     k.push(0);
@@ -94,10 +87,6 @@ fn decode(raw: &[u8]) -> (u64, u64, &[u8]) {
     let revision = u64::from_be_bytes(raw[..8].try_into().unwrap_or_default());
     let expires = u64::from_be_bytes(raw[8..HEADER].try_into().unwrap_or_default());
     (revision, expires, &raw[HEADER..])
-}
-
-fn live(expires: u64, now: u64) -> bool {
-    expires == 0 || expires > now
 }
 
 /// What an entry counts against its tenant's total.
