@@ -68,6 +68,15 @@ impl Run {
         }
         let _telemetry = telemetry::init_tracing(&bundle.file.telemetry)?;
         let auth = Authenticator::from_bundle(&bundle)?;
+        // The state backend opens (or is reached) now, in the runtime that serves calls: one
+        // that cannot be stops the host before it listens.
+        loaded
+            .capabilities
+            .state
+            .backend
+            .open()
+            .await
+            .context("[state]: the state backend cannot be opened")?;
         let runtime = Arc::new(Runtime::new(
             &bundle,
             loaded.engine,
@@ -92,12 +101,18 @@ impl Run {
 
         // What the host fires itself (schedules) runs beside the listeners until shutdown.
         let (stop_triggers, triggers_stop) = tokio::sync::watch::channel(false);
+        let stop_triggers = Arc::new(stop_triggers);
         let triggers = greentic_host::domain::start_triggers(&runtime, &bundle, &triggers_stop);
         let stop = Arc::new(tokio::sync::Notify::new());
         let signal_stop = stop.clone();
+        // When the signal came: the grace period counts from it, for calls and fires alike.
+        let signalled = Arc::new(std::sync::OnceLock::new());
+        let signal_time = signalled.clone();
+        let signal_triggers = stop_triggers.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
-            let _ = stop_triggers.send(true);
+            let _ = signal_time.set(tokio::time::Instant::now());
+            let _ = signal_triggers.send(true);
             signal_stop.notify_waiters();
         });
         let grace = Duration::from_secs(bundle.file.host.shutdown_grace_secs);
@@ -131,7 +146,12 @@ impl Run {
             }
         }
         // A fire in progress finishes within what is left of the grace period.
-        let until = tokio::time::Instant::now() + grace;
+        let _ = stop_triggers.send(true);
+        let until = signalled
+            .get()
+            .copied()
+            .unwrap_or_else(tokio::time::Instant::now)
+            + grace;
         for task in triggers {
             let _ = tokio::time::timeout_at(until, task).await;
         }

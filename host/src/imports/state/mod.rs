@@ -47,6 +47,9 @@ pub struct StateSection {
     /// `nats`: a `.creds` file (JWT and NKey), relative to the bundle.
     #[serde(default)]
     pub credentials: Option<PathBuf>,
+    /// `nats`: copies of a bucket the host creates (an existing bucket is used as it is).
+    #[serde(default = "default_replicas")]
+    pub replicas: usize,
     /// Longest key, in bytes.
     #[serde(default = "default_max_key")]
     pub max_key_bytes: usize,
@@ -61,6 +64,9 @@ pub struct StateSection {
     pub max_page: u32,
 }
 
+fn default_replicas() -> usize {
+    1
+}
 fn default_type() -> String {
     "redb".into()
 }
@@ -85,6 +91,7 @@ impl Default for StateSection {
             url: None,
             bucket: None,
             credentials: None,
+            replicas: default_replicas(),
             max_key_bytes: default_max_key(),
             max_value_bytes: default_max_value(),
             max_tenant_bytes: default_max_tenant(),
@@ -138,7 +145,9 @@ impl StateSection {
 /// The backends [`open`] knows, by `[state].type`.
 pub const BACKENDS: &[&str] = &["redb", "nats"];
 
-/// Opens the backend `section` names, for a bundle at `bundle_dir`.
+/// The backend `section` names, for a bundle at `bundle_dir`. Nothing is opened or reached
+/// until [`StateBackend::open`] or the first operation: `check` never touches a database
+/// or server a running host uses.
 pub fn open(section: &StateSection, bundle_dir: &Path) -> anyhow::Result<Arc<dyn StateBackend>> {
     match section.backend.as_str() {
         "redb" => {
@@ -148,23 +157,20 @@ pub fn open(section: &StateSection, bundle_dir: &Path) -> anyhow::Result<Arc<dyn
                     .clone()
                     .unwrap_or_else(|| PathBuf::from(".greentic/state.redb")),
             );
-            Ok(Arc::new(redb::RedbBackend::open(&path)?))
+            Ok(Arc::new(redb::RedbBackend::new(&path)))
         }
         "nats" => {
             let url = section.url.as_deref().ok_or_else(|| {
                 anyhow::anyhow!("[state].type is `nats` but [state].url is missing")
             })?;
-            let backend = nats::NatsBackend::new(
-                url,
-                section.bucket.as_deref().unwrap_or("greentic-state"),
-                section.credentials.as_ref().map(|c| bundle_dir.join(c)),
-            );
-            // Reachable, with JetStream, before anything is served.
-            crate::blocking::run("reaching the NATS state backend", |rt| {
-                rt.block_on(backend.probe()).map_err(|e| format!("{e:#}"))
-            })
-            .map_err(|e| anyhow::anyhow!("[state]: {e}"))?;
-            Ok(Arc::new(backend))
+            Ok(Arc::new(
+                nats::NatsBackend::new(
+                    url,
+                    section.bucket.as_deref().unwrap_or("greentic-state"),
+                    section.credentials.as_ref().map(|c| bundle_dir.join(c)),
+                )
+                .with_replicas(section.replicas),
+            ))
         }
         other => anyhow::bail!(
             "[state].type `{other}` is not a state backend this host has; use one of: {}",
@@ -212,7 +218,8 @@ pub struct Write {
     pub ttl: Option<Duration>,
     /// Only if the current revision is this (0: absent); `None` writes unconditionally.
     pub expected: Option<u64>,
-    /// The tenant's total the write may not take it beyond, in bytes.
+    /// The tenant's total the write may not take it beyond, in bytes; `u64::MAX` for the
+    /// host's own records, which are neither bounded nor counted.
     pub max_tenant_bytes: u64,
 }
 
@@ -236,6 +243,11 @@ pub enum Written {
 /// without blocking the async executor.
 #[async_trait::async_trait]
 pub trait StateBackend: Send + Sync {
+    /// Opens the database or connects now (a host does before it serves, so a backend it
+    /// cannot reach stops it at start); the operations open it on first use otherwise.
+    async fn open(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
     /// The live (unexpired) value of `key`.
     async fn get(&self, ns: &Namespace, key: &str) -> anyhow::Result<Option<Stored>>;
     /// Writes `key` as `write` says.
@@ -262,7 +274,7 @@ pub struct StateCtx {
 }
 
 impl StateCtx {
-    /// Opens the backend of `section`.
+    /// The backend of `section` (not yet opened: see [`StateBackend::open`]).
     pub fn open(section: &StateSection, bundle_dir: &Path) -> anyhow::Result<StateCtx> {
         Ok(StateCtx {
             backend: open(section, bundle_dir)?,

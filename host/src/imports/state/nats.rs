@@ -7,9 +7,12 @@
 //! (the bucket is created with per-message TTLs on). Revisions are the stream's sequence
 //! numbers — never reused — and compare-and-swap is a publish expecting the key's last
 //! sequence, so it holds across hosts. Each tenant's total is a counter entry beside its keys,
-//! moved by compare-and-swap after each write; writes racing on one tenant can overshoot the
-//! bound by at most their own sizes, and entries the server expired are subtracted when a
-//! write finds the counter over the bound and recounts. Acknowledged writes are durable as
+//! moved by compare-and-swap after each write (best effort: a write that happened is never
+//! reported failed for its counter); writes racing on one tenant can overshoot the bound by at
+//! most their own sizes, and the counter is recounted from the live entries when a write finds
+//! it over the bound. The bucket is created when missing (per-message TTLs on, `replicas`
+//! from `[state]`) and never changed when it exists — an operator's R3 bucket stays R3 — but
+//! one without per-message TTLs is refused. Acknowledged writes are durable as
 //! JetStream makes them (fsync every `sync_interval`, 2 min by default: a power loss of every
 //! replica inside that window loses them).
 
@@ -36,6 +39,7 @@ type Conn = (async_nats::Client, jetstream::Context, kv::Store);
 pub struct NatsBackend {
     url: String,
     bucket: String,
+    replicas: usize,
     credentials: Option<std::path::PathBuf>,
     /// Connected on first use, in the runtime that serves calls (the client's connection
     /// task lives there).
@@ -44,11 +48,12 @@ pub struct NatsBackend {
 
 impl NatsBackend {
     /// A backend for `bucket` on the server at `url` (`nats://HOST:PORT`, `tls://…`), with an
-    /// optional `.creds` file; nothing connects until first use (see [`NatsBackend::probe`]).
+    /// optional `.creds` file; nothing connects until first use (see [`StateBackend::open`]).
     pub fn new(url: &str, bucket: &str, credentials: Option<std::path::PathBuf>) -> NatsBackend {
         NatsBackend {
             url: url.to_string(),
             bucket: bucket.to_string(),
+            replicas: 1,
             credentials,
             conn: OnceCell::new(),
         }
@@ -69,33 +74,43 @@ impl NatsBackend {
             .await
             .with_context(|| format!("connecting to NATS at {}", self.url))?;
         let js = jetstream::new(client.clone());
-        let store = js
-            .create_or_update_key_value(kv::Config {
-                bucket: self.bucket.clone(),
-                description: "greentic provider state, per tenant and provider".into(),
-                history: 1,
-                // Entries written with a TTL are removed by the server when it passes.
-                limit_markers: Some(Duration::from_secs(60)),
-                ..Default::default()
-            })
-            .await
-            .with_context(|| {
-                format!(
-                    "opening the JetStream key-value bucket `{}` at {} (is JetStream enabled?)",
-                    self.bucket, self.url
-                )
-            })?;
+        let opening = || {
+            format!(
+                "opening the JetStream key-value bucket `{}` at {} (is JetStream enabled?)",
+                self.bucket, self.url
+            )
+        };
+        // An existing bucket is the operator's: used as it is, never reconfigured.
+        let store = match js.get_key_value(&self.bucket).await {
+            Ok(store) => store,
+            Err(e) if e.kind() == jetstream::context::KeyValueErrorKind::GetBucket => js
+                .create_key_value(kv::Config {
+                    bucket: self.bucket.clone(),
+                    description: "greentic provider state, per tenant and provider".into(),
+                    history: 1,
+                    num_replicas: self.replicas,
+                    // Entries written with a TTL are removed by the server when it passes.
+                    limit_markers: Some(Duration::from_secs(60)),
+                    ..Default::default()
+                })
+                .await
+                .with_context(opening)?,
+            Err(e) => return Err(e).with_context(opening),
+        };
+        let mut stream = store.stream.clone();
+        let info = stream.info().await.with_context(opening)?;
+        if !info.config.allow_message_ttl {
+            anyhow::bail!(
+                "the JetStream bucket `{}` does not allow per-message TTLs, which state expiry needs; create it with them (e.g. `nats kv add {} --marker-ttl 1m`) or name another bucket in [state].bucket",
+                self.bucket,
+                self.bucket
+            );
+        }
         Ok((client, js, store))
     }
 
     async fn conn(&self) -> anyhow::Result<&Conn> {
         self.conn.get_or_try_init(|| self.connect()).await
-    }
-
-    /// Connects once and opens the bucket, then lets the connection go: a load-time check that
-    /// the server is reachable and has JetStream.
-    pub async fn probe(&self) -> anyhow::Result<()> {
-        self.connect().await.map(drop)
     }
 
     /// Publishes `value` at `key`, expecting `last` as the key's last sequence (0: none) if
@@ -159,6 +174,31 @@ impl NatsBackend {
         ))
     }
 
+    /// With `replicas` copies of a bucket it creates (an existing one is left as it is).
+    pub fn with_replicas(mut self, replicas: usize) -> NatsBackend {
+        self.replicas = replicas.max(1);
+        self
+    }
+
+    /// What `tenant`'s counter says (a plain read).
+    async fn usage(&self, tenant: &str) -> anyhow::Result<u64> {
+        let (_, _, store) = self.conn().await?;
+        Ok(match store.entry(usage_key(tenant)).await? {
+            Some(e) if e.operation == kv::Operation::Put => decode_u64(&e.value),
+            _ => 0,
+        })
+    }
+
+    /// Adds `delta` after a write that happened: a counter that cannot be moved is logged
+    /// and left to the next recount, never reported as the write's failure.
+    async fn account(&self, tenant: &str, delta: i64) {
+        if delta != 0
+            && let Err(e) = self.add_usage(tenant, delta).await
+        {
+            tracing::warn!(tenant, error = %format!("{e:#}"), "the state usage counter was not updated; the next write over the bound recounts it");
+        }
+    }
+
     /// Adds `delta` bytes to `tenant`'s counter (compare-and-swap, retried).
     async fn add_usage(&self, tenant: &str, delta: i64) -> anyhow::Result<u64> {
         let key = usage_key(tenant);
@@ -188,10 +228,10 @@ impl NatsBackend {
         let now = now_ms();
         let used: u64 = entries
             .iter()
-            .filter(|(key, value)| key.matches('.').count() == 2 && live(split(value).0, now))
+            .filter(|(key, value)| counted(key) && live(split(value).0, now))
             .map(|(key, value)| weight(key, value.len()))
             .sum();
-        let current = self.add_usage(tenant, 0).await?;
+        let current = self.usage(tenant).await?;
         self.add_usage(tenant, used as i64 - current as i64).await?;
         Ok(used)
     }
@@ -219,11 +259,14 @@ impl NatsBackend {
         while let Some(message) = messages.next().await {
             let message = message.context("listing keys")?;
             let pending = message.info().map(|i| i.pending).unwrap_or(0);
-            let deleted = message
-                .headers
-                .as_ref()
+            // Deletes, purges, and the markers the server leaves where a TTL ran out (which
+            // carry `Nats-Marker-Reason` and no value) are not entries.
+            let headers = message.headers.as_ref();
+            let deleted = headers
                 .and_then(|h| h.get("KV-Operation"))
-                .is_some_and(|op| op.as_str() != "PUT");
+                .is_some_and(|op| op.as_str() != "PUT")
+                || headers.and_then(|h| h.get("Nats-Marker-Reason")).is_some()
+                || message.payload.len() < HEADER;
             if let Some(key) = message.subject.as_str().strip_prefix(store.prefix.as_str())
                 && !deleted
             {
@@ -256,6 +299,18 @@ fn full_key(ns: &Namespace, key: &str) -> String {
     format!("{}{}", ns_prefix(ns), hex::encode(key))
 }
 
+/// Whether an entry counts against its tenant's bound: a provider's, not the host's own
+/// records (their provider part names no provider: it holds a `#`).
+fn counted(full_key: &str) -> bool {
+    let mut parts = full_key.split('.');
+    let (Some(_), Some(provider), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    hex::decode(provider).is_ok_and(|p| !p.contains(&b'#'))
+}
+
 fn usage_key(tenant: &str) -> String {
     format!("{}.usage", hex::encode(tenant))
 }
@@ -268,6 +323,10 @@ fn weight(full_key: &str, raw_len: usize) -> u64 {
 
 #[async_trait::async_trait]
 impl StateBackend for NatsBackend {
+    async fn open(&self) -> anyhow::Result<()> {
+        self.conn().await.map(drop)
+    }
+
     async fn get(&self, ns: &Namespace, key: &str) -> anyhow::Result<Option<Stored>> {
         Ok(self.read(&full_key(ns, key)).await?.0)
     }
@@ -293,7 +352,7 @@ impl StateBackend for NatsBackend {
             let new_weight = weight(&k, raw.len());
             let bounded = write.max_tenant_bytes < u64::MAX;
             if bounded {
-                let used = self.add_usage(&ns.tenant, 0).await?;
+                let used = self.usage(&ns.tenant).await?;
                 let mut would_be = used.saturating_sub(old_weight) + new_weight;
                 if would_be > write.max_tenant_bytes {
                     would_be =
@@ -311,8 +370,8 @@ impl StateBackend for NatsBackend {
             {
                 Some(revision) => {
                     if bounded {
-                        self.add_usage(&ns.tenant, new_weight as i64 - old_weight as i64)
-                            .await?;
+                        self.account(&ns.tenant, new_weight as i64 - old_weight as i64)
+                            .await;
                     }
                     return Ok(Written::Ok(revision));
                 }
@@ -334,8 +393,10 @@ impl StateBackend for NatsBackend {
         }
         let (_, _, store) = self.conn().await?;
         store.delete(k.as_str()).await.context("deleting a key")?;
-        self.add_usage(&ns.tenant, -(weight(&k, old_len) as i64))
-            .await?;
+        if counted(&k) {
+            self.account(&ns.tenant, -(weight(&k, old_len) as i64))
+                .await;
+        }
         Ok(live_entry.is_some())
     }
 
@@ -420,7 +481,7 @@ mod tests {
     async fn keeps_the_state_contract_on_a_real_jetstream_server() {
         let server = start();
         let db = NatsBackend::new(&server.url, "contract", None);
-        db.probe().await.unwrap();
+        db.open().await.unwrap();
         contract::scoping_revisions_and_cas(&db).await;
         contract::expiry_paging_and_the_tenant_bound(&db).await;
         // Another host (another connection) sees the same state.
@@ -455,6 +516,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn entries_the_server_expired_are_neither_listed_nor_counted() {
+        let server = start();
+        let db = NatsBackend::new(&server.url, "expiry", None);
+        let ns = Namespace {
+            tenant: "acme".into(),
+            provider: "p".into(),
+        };
+        let write = |ttl, n| Write {
+            value: vec![1; n],
+            ttl,
+            expected: None,
+            max_tenant_bytes: 1000,
+        };
+        db.put(&ns, "short", write(Some(Duration::from_secs(1)), 600))
+            .await
+            .unwrap();
+        db.put(&ns, "kept", write(None, 10)).await.unwrap();
+        // Past the TTL the server has removed the entry and left a marker in its place.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let (keys, _) = db.list(&ns, "", None, 10).await.unwrap();
+        assert_eq!(keys, ["kept"]);
+        // Its 600 bytes no longer count: 700 more fit under the bound of 1000.
+        assert!(matches!(
+            db.put(&ns, "next", write(None, 700)).await.unwrap(),
+            Written::Ok(_)
+        ));
+    }
+
+    #[tokio::test]
     async fn an_unreachable_server_is_a_clear_error() {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -462,7 +552,7 @@ mod tests {
             .unwrap()
             .port();
         let db = NatsBackend::new(&format!("nats://127.0.0.1:{port}"), "x", None);
-        let e = format!("{:#}", db.probe().await.unwrap_err());
+        let e = format!("{:#}", db.open().await.unwrap_err());
         assert!(e.contains("connecting to NATS at nats://127.0.0.1:"), "{e}");
     }
 }

@@ -8,7 +8,7 @@
 //! is durable (fsync) before the guest sees its revision. redb's I/O is blocking, so every
 //! operation runs on tokio's blocking pool.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -23,40 +23,63 @@ const REVISION: &str = "revision";
 /// Bytes of revision and expiry before each stored value.
 const HEADER: usize = 16;
 
-/// A `redb` database holding every tenant's state.
-#[derive(Clone)]
+/// A `redb` database holding every tenant's state, opened on first use (so `check` never
+/// takes the file's lock from a host serving it).
 pub struct RedbBackend {
-    db: Arc<Database>,
+    path: PathBuf,
+    db: tokio::sync::OnceCell<Arc<Database>>,
 }
 
 impl RedbBackend {
-    /// Opens (creating if missing) the database at `path`.
-    pub fn open(path: &Path) -> anyhow::Result<RedbBackend> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating the state directory {}", dir.display()))?;
+    /// The database at `path`; nothing is opened yet.
+    pub fn new(path: &Path) -> RedbBackend {
+        RedbBackend {
+            path: path.to_path_buf(),
+            db: tokio::sync::OnceCell::new(),
         }
-        let db = Database::create(path).with_context(|| {
-            format!(
-                "opening the state database {} (is another host using it? set [state].path)",
-                path.display()
-            )
-        })?;
-        let txn = db.begin_write()?;
-        {
-            txn.open_table(ENTRIES)?;
-            txn.open_table(USAGE)?;
-            txn.open_table(META)?;
-        }
-        txn.commit()?;
-        Ok(RedbBackend { db: Arc::new(db) })
     }
 
+    async fn db(&self) -> anyhow::Result<Arc<Database>> {
+        let path = self.path.clone();
+        self.db
+            .get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || create(&path))
+                    .await
+                    .context("the state task panicked")?
+            })
+            .await
+            .cloned()
+    }
+}
+
+/// Opens (creating if missing) the database at `path`.
+fn create(path: &Path) -> anyhow::Result<Arc<Database>> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the state directory {}", dir.display()))?;
+    }
+    let db = Database::create(path).with_context(|| {
+        format!(
+            "opening the state database {} (is another host using it? set [state].path)",
+            path.display()
+        )
+    })?;
+    let txn = db.begin_write()?;
+    {
+        txn.open_table(ENTRIES)?;
+        txn.open_table(USAGE)?;
+        txn.open_table(META)?;
+    }
+    txn.commit()?;
+    Ok(Arc::new(db))
+}
+
+impl RedbBackend {
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Database) -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
-        let db = self.db.clone();
+        let db = self.db().await?;
         tokio::task::spawn_blocking(move || f(&db))
             .await
             .context("the state task panicked")?
@@ -96,6 +119,10 @@ fn weight(full_key_len: usize, raw_len: usize) -> u64 {
 
 #[async_trait::async_trait]
 impl StateBackend for RedbBackend {
+    async fn open(&self) -> anyhow::Result<()> {
+        self.db().await.map(drop)
+    }
+
     async fn get(&self, ns: &Namespace, key: &str) -> anyhow::Result<Option<Stored>> {
         let k = full_key(ns, key);
         self.blocking(move |db| {
@@ -139,6 +166,8 @@ impl StateBackend for RedbBackend {
                     Written::Conflict(current)
                 } else {
                     let new_len = HEADER + write.value.len();
+                    // The host's own records (unbounded) are neither bounded nor counted.
+                    let counted = write.max_tenant_bytes < u64::MAX;
                     let old_weight = old.map_or(0, |(_, _, len)| weight(k.len(), len));
                     let mut used = usage.get(tenant.as_str())?.map_or(0, |v| v.value());
                     let mut would_be = used - old_weight.min(used) + weight(k.len(), new_len);
@@ -159,7 +188,9 @@ impl StateBackend for RedbBackend {
                         raw.extend_from_slice(&expires.to_be_bytes());
                         raw.extend_from_slice(&write.value);
                         entries.insert(k.as_slice(), raw.as_slice())?;
-                        usage.insert(tenant.as_str(), would_be)?;
+                        if counted {
+                            usage.insert(tenant.as_str(), would_be)?;
+                        }
                         Written::Ok(revision)
                     }
                 }
@@ -280,11 +311,12 @@ mod tests {
     async fn keeps_the_state_contract_and_survives_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
-        let db = RedbBackend::open(&path).unwrap();
+        let db = RedbBackend::new(&path);
+        db.open().await.unwrap();
         contract::scoping_revisions_and_cas(&db).await;
         contract::expiry_paging_and_the_tenant_bound(&db).await;
         drop(db);
-        let db = RedbBackend::open(&path).unwrap();
+        let db = RedbBackend::new(&path);
         contract::still_there_after_a_restart(&db).await;
     }
 }
