@@ -415,7 +415,14 @@ impl Runtime {
             }
             other => other,
         });
+        // A delivery the provider refused is a success of the call but not of the delivery:
+        // its status is the code (`http-401`), so refusals show apart from answers.
+        let refused;
         let code = match &result {
+            Ok(Output::Http(response)) if response.status().as_u16() >= 400 => {
+                refused = format!("http-{}", response.status().as_u16());
+                refused.as_str()
+            }
             Ok(_) => "ok",
             Err(e) => e.code(),
         };

@@ -106,6 +106,40 @@ impl Slots {
         }
     }
 
+    /// The last slot at or before `t_ms`.
+    pub fn latest_until(&self, t_ms: u64) -> Option<u64> {
+        match self {
+            Slots::Every(every) => Some(t_ms / every * every),
+            Slots::Cron(cron) => {
+                let t = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(
+                    i64::try_from(t_ms).ok()?,
+                )?;
+                let previous = cron.find_previous_occurrence(&t, true).ok()?;
+                u64::try_from(previous.timestamp_millis()).ok()
+            }
+        }
+    }
+
+    /// How many slots lie in `from..=to` (both slots), counting at most [`MAX_COUNTED`].
+    fn count(&self, from: u64, to: u64) -> u32 {
+        match self {
+            Slots::Every(every) => u32::try_from((to - from) / every + 1).unwrap_or(u32::MAX),
+            Slots::Cron(_) => {
+                let (mut at, mut count) = (from, 1);
+                while count < MAX_COUNTED {
+                    match self.next_after(at) {
+                        Some(n) if n <= to => {
+                            at = n;
+                            count += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                count
+            }
+        }
+    }
+
     /// The first slot after `t_ms`.
     pub fn next_after(&self, t_ms: u64) -> Option<u64> {
         match self {
@@ -120,6 +154,10 @@ impl Slots {
         }
     }
 }
+
+/// The most missed slots of a cron schedule counted one by one (after a long outage the
+/// count says "at least this many" rather than walking millions of slots).
+const MAX_COUNTED: u32 = 10_000;
 
 /// `30s`, `5m`, `250ms`… in milliseconds; at least one second.
 fn parse_every(every: &str) -> Result<u64, String> {
@@ -312,14 +350,8 @@ pub fn due(slots: &Slots, schedule: &Schedule, last: u64, now: u64) -> Due {
     if next > now {
         return Due::Wait(next);
     }
-    let (mut latest, mut count) = (next, 1u32);
-    while let Some(n) = slots.next_after(latest) {
-        if n > now || count == u32::MAX {
-            break;
-        }
-        latest = n;
-        count += 1;
-    }
+    let latest = slots.latest_until(now).unwrap_or(next).max(next);
+    let count = slots.count(next, latest);
     let on_time = now - latest <= schedule.grace_ms;
     match (on_time, schedule.missed) {
         (true, _) | (false, Missed::Once) => Due::Claim {

@@ -5,9 +5,10 @@
 //! idempotency key, so this provider de-duplicates keyed sends itself through `greentic:state`
 //! (the host scopes the store to the tenant): a send first claims its key, a delivered key
 //! records the result, and every later send of the key returns that result without calling
-//! Telegram; a failed send gives the claim back so a retry can deliver. A send whose outcome
-//! is unknown (the connection dropped after Telegram received it) may still be delivered
-//! twice — no client of an API without keys can rule that out.
+//! Telegram. A send Telegram refused gives the claim back, so a retry can deliver; a send whose
+//! outcome is unknown (no answer: the connection dropped, a timeout) keeps it until it runs out
+//! (two minutes), so a retry meanwhile is refused rather than delivered twice. Only the holder
+//! of a claim writes the record (compare-and-swap on the claim's revision).
 
 pub mod logic;
 
@@ -16,6 +17,8 @@ use greentic_provider_sdk::messaging::exports::greentic::messaging::outbound::{
 };
 use greentic_provider_sdk::telemetry::{self, SpanGuard};
 use greentic_provider_sdk::types::{ProviderError, TenantCtx, UnavailableInfo};
+use std::time::Duration;
+
 use greentic_provider_sdk::{config, errors, http, now_ms, secrets, state};
 
 use logic::{Claim, Config};
@@ -25,8 +28,9 @@ greentic_provider_sdk::provider_manifest!();
 /// The secret holding the bot token.
 pub const TOKEN_SECRET: &str = "TELEGRAM_BOT_TOKEN";
 
-/// How long a claim on a key lasts if its send never finishes (the instance died).
-const CLAIM_SECS: u64 = 60;
+/// How long a claim on a key lasts if its send never finishes (the instance died, or the
+/// send's outcome is unknown): longer than the longest `timeout_ms` and any tenant deadline.
+const CLAIM_SECS: u64 = 120;
 
 struct Telegram;
 
@@ -53,56 +57,76 @@ fn deliver(ctx: &TenantCtx, msg: &Message, span: &SpanGuard) -> Result<SendResul
         .as_deref()
         .or(ctx.idempotency_key.as_deref())
         .map(logic::state_key);
-    if let Some(key) = &key {
-        match claim(key)? {
-            Claim::Delivered(result) => {
-                span.attr("dedupe", "delivered-before");
-                return Ok(result);
-            }
-            Claim::InFlight => {
-                return Err(ProviderError::Unavailable(UnavailableInfo {
-                    retry_after_ms: Some(1000),
-                    message: "a send with this idempotency key is in progress".into(),
-                }));
-            }
-            Claim::Mine => span.attr("dedupe", "first"),
-        };
-    }
-    let sent = send_once(msg, &config, span);
-    if let Some(key) = &key {
-        let recorded = match &sent {
-            Ok(result) => state::set(
-                key,
-                &logic::encode_result(result),
-                Some(std::time::Duration::from_secs(config.dedupe_window_secs)),
-            )
-            .map(drop),
-            // Not delivered: give the claim back, so a retry can deliver.
-            Err(_) => state::delete(key).map(drop),
-        };
-        if let Err(e) = recorded {
-            telemetry::warn(
-                "the idempotency record could not be written",
-                &[("error", &format!("{e:?}"))],
-            );
+    let Some(key) = key else {
+        return send_once(msg, &config, span).map_err(|(e, _)| e);
+    };
+    let claim_revision = match claim(&key)? {
+        Claim::Delivered(result) => {
+            span.attr("dedupe", "delivered-before");
+            return Ok(result);
         }
+        Claim::Mine(revision) => revision,
+        Claim::InFlight | Claim::Released => {
+            return Err(ProviderError::Unavailable(UnavailableInfo {
+                retry_after_ms: Some(1000),
+                message: "a send with this idempotency key is in progress".into(),
+            }));
+        }
+    };
+    span.attr("dedupe", "first");
+    let sent = send_once(msg, &config, span);
+    // Only the holder of the claim writes the record (compare-and-swap on its revision): a
+    // claim that ran out mid-send is not overwritten under whoever holds it now.
+    let recorded = match &sent {
+        Ok(result) => Some(state::compare_and_swap(
+            &key,
+            claim_revision,
+            &logic::encode_result(result),
+            Some(Duration::from_secs(config.dedupe_window_secs)),
+        )),
+        // Telegram answered with a failure: nothing was delivered, so a retry may deliver.
+        Err((_, Delivery::Refused)) => Some(state::compare_and_swap(
+            &key,
+            claim_revision,
+            logic::RELEASED,
+            Some(Duration::from_secs(CLAIM_SECS)),
+        )),
+        // No answer: Telegram may have delivered it. The claim stays until it runs out, so a
+        // retry within it is refused rather than delivered twice.
+        Err((_, Delivery::Unknown)) => None,
+    };
+    if let Some(Err(e)) = recorded {
+        telemetry::warn(
+            "the idempotency record could not be written",
+            &[("error", &format!("{e:?}"))],
+        );
     }
-    sent
+    sent.map_err(|(e, _)| e)
+}
+
+/// Whether a failed send may have delivered.
+enum Delivery {
+    /// Telegram answered: it did not deliver.
+    Refused,
+    /// No answer (connection lost, timeout): it may have.
+    Unknown,
 }
 
 /// Claims `key` for this send, or finds what an earlier send of it came to.
 fn claim(key: &str) -> Result<Claim, ProviderError> {
+    let pending = Some(Duration::from_secs(CLAIM_SECS));
     for _ in 0..4 {
-        if let Some(entry) = state::get(key).map_err(state::provider_error)? {
-            return Ok(logic::claimed(&entry.value));
-        }
-        match state::compare_and_swap(
-            key,
-            0,
-            logic::PENDING,
-            Some(std::time::Duration::from_secs(CLAIM_SECS)),
-        ) {
-            Ok(_) => return Ok(Claim::Mine),
+        let attempt = match state::get(key).map_err(state::provider_error)? {
+            None => state::compare_and_swap(key, 0, logic::PENDING, pending),
+            Some(entry) => match logic::claimed(&entry.value) {
+                Claim::Released => {
+                    state::compare_and_swap(key, entry.revision, logic::PENDING, pending)
+                }
+                other => return Ok(other),
+            },
+        };
+        match attempt {
+            Ok(revision) => return Ok(Claim::Mine(revision)),
             // Someone claimed it in between: look at what they left.
             Err(state::StateError::Conflict(_)) => continue,
             Err(e) => return Err(state::provider_error(e)),
@@ -115,21 +139,25 @@ fn send_once(
     msg: &Message,
     config: &Config,
     span: &SpanGuard,
-) -> Result<SendResult, ProviderError> {
-    let token = secrets::required(TOKEN_SECRET)?;
+) -> Result<SendResult, (ProviderError, Delivery)> {
+    let refused = |e| (e, Delivery::Refused);
+    let token = secrets::required(TOKEN_SECRET).map_err(refused)?;
     let url = format!(
         "https://api.telegram.org/bot{}/sendMessage",
-        token.expose_str()?
+        token.expose_str().map_err(refused)?
     );
-    let body = logic::payload(msg, config)?.to_string().into_bytes();
+    let body = logic::payload(msg, config)
+        .map_err(refused)?
+        .to_string()
+        .into_bytes();
     let mut request = http::Request::post_json(&url, body);
     request.timeout_ms = config.timeout_ms;
     drop(token);
-    let response = http::send(&request)?;
+    let response = http::send(&request).map_err(|e| (e.into(), Delivery::Unknown))?;
     span.attr("http.status", &response.status.to_string());
     let now = now_ms();
     if let Some(e) = logic::error(&response, now) {
-        return Err(e);
+        return Err(refused(e));
     }
     Ok(logic::result(&msg.to, &response.body, now))
 }

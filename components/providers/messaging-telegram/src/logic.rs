@@ -43,11 +43,16 @@ pub const MAX_TEXT_CHARS: usize = 4096;
 /// What a claimed key holds while its send is in progress.
 pub const PENDING: &[u8] = b"pending";
 
+/// What a key holds after a send that certainly did not deliver gave its claim back.
+pub const RELEASED: &[u8] = b"released";
+
 /// What an earlier send of a key came to.
 #[derive(Debug, Clone)]
 pub enum Claim {
-    /// This send claimed the key: deliver.
-    Mine,
+    /// This send claimed the key (at this revision): deliver.
+    Mine(u64),
+    /// An earlier send gave the key back: it may be claimed again.
+    Released,
     /// Another send of the key is in progress.
     InFlight,
     /// The key was delivered, with this result.
@@ -152,6 +157,9 @@ pub fn claimed(record: &[u8]) -> Claim {
     if record == PENDING {
         return Claim::InFlight;
     }
+    if record == RELEASED {
+        return Claim::Released;
+    }
     let parsed: Value = serde_json::from_slice(record).unwrap_or(Value::Null);
     match (parsed["id"].as_str(), parsed["delivered_at_ms"].as_u64()) {
         (Some(id), Some(at)) => Claim::Delivered(SendResult {
@@ -240,6 +248,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(claimed(PENDING), Claim::InFlight));
+        assert!(matches!(claimed(RELEASED), Claim::Released));
         let k = state_key(&"k".repeat(10_000));
         assert_eq!(k.len(), "sent/".len() + 64);
         assert_ne!(state_key("a"), state_key("b"));

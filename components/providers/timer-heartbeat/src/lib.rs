@@ -2,7 +2,8 @@
 //!
 //! The JSON body names the tenant, schedule, slot (`scheduled_at_ms`), when it fired, how many
 //! slots were missed, the schedule's payload, and `sequence`: a per-tenant counter kept in
-//! `greentic:state` (compare-and-swap, so concurrent fires never reuse a number). The slot's
+//! `greentic:state` (compare-and-swap, so concurrent fires never reuse a number), recorded per
+//! slot so a retried fire sends the same body under the same key. The slot's
 //! idempotency key (`schedule:NAME:SLOT`) is sent as `Idempotency-Key`, so a retried fire is
 //! recognised upstream. Upstream failures map onto `provider-error` as in every provider.
 
@@ -41,7 +42,7 @@ impl Guest for Heartbeat {
 
 fn beat(ctx: &TenantCtx, info: &FireInfo, span: &SpanGuard) -> Result<(), ProviderError> {
     let config: Config = config::load()?;
-    let sequence = next_sequence()?;
+    let sequence = slot_sequence(info)?;
     span.attr("sequence", &sequence.to_string());
     let body = logic::payload(ctx, info, sequence).to_string().into_bytes();
     let mut request = http::Request::post_json(&config.url, body);
@@ -63,6 +64,31 @@ fn beat(ctx: &TenantCtx, info: &FireInfo, span: &SpanGuard) -> Result<(), Provid
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// The slot's heartbeat number: the one a fire of this slot already took (a retry sends the
+/// same body under the same key), else the tenant's next one, recorded for the slot.
+fn slot_sequence(info: &FireInfo) -> Result<u64, ProviderError> {
+    let key = logic::slot_key(info);
+    let day = Some(std::time::Duration::from_secs(86_400));
+    for _ in 0..4 {
+        if let Some(entry) = state::get(&key).map_err(state::provider_error)? {
+            return Ok(logic::decode_sequence(&entry.value));
+        }
+        let next = next_sequence()?;
+        match state::compare_and_swap(&key, 0, &next.to_be_bytes(), day) {
+            Ok(_) => return Ok(next),
+            // Another fire of this slot recorded its number first: use that one.
+            Err(state::StateError::Conflict(_)) => continue,
+            Err(e) => return Err(state::provider_error(e)),
+        }
+    }
+    Err(ProviderError::Unavailable(
+        greentic_provider_sdk::types::UnavailableInfo {
+            retry_after_ms: Some(100),
+            message: "the slot's heartbeat number is contended; retry".into(),
+        },
+    ))
 }
 
 /// The tenant's next heartbeat number: compare-and-swap on the stored one, retried when

@@ -38,6 +38,11 @@ pub fn payload(ctx: &TenantCtx, info: &FireInfo, sequence: u64) -> Value {
     })
 }
 
+/// The state key of a slot's heartbeat number.
+pub fn slot_key(info: &FireInfo) -> String {
+    format!("slot/{}/{}", info.schedule, info.scheduled_at_ms)
+}
+
 /// The stored counter (8 bytes, big-endian); anything else counts as 0.
 pub fn decode_sequence(bytes: &[u8]) -> u64 {
     bytes.try_into().map(u64::from_be_bytes).unwrap_or(0)

@@ -77,12 +77,11 @@ fn process(request: IncomingRequest, span: &SpanGuard) -> Outcome {
         .header("x-github-event")
         .unwrap_or("unknown")
         .to_string();
-    let delivery = request
-        .header("x-github-delivery")
-        .unwrap_or("unknown")
-        .to_string();
+    let delivery = request.header("x-github-delivery").map(str::to_string);
     span.attr("github.event", &event);
-    span.attr("github.delivery", &delivery);
+    if let Some(delivery) = &delivery {
+        span.attr("github.delivery", delivery);
+    }
     let secret = match secrets::get(SECRET) {
         Ok(secret) => secret,
         Err(_) => return Outcome::Misconfigured,
@@ -95,13 +94,21 @@ fn process(request: IncomingRequest, span: &SpanGuard) -> Outcome {
         return Outcome::BadSignature(e);
     }
     drop(secret);
+    let Some(delivery) = delivery else {
+        return Outcome::MissingDeliveryId;
+    };
+    if !logic::valid_delivery_id(&delivery) {
+        return Outcome::Malformed("X-GitHub-Delivery is not a delivery id".into());
+    }
     match logic::check_payload(&request.body, event, delivery) {
-        Outcome::Accepted { delivery, .. } if delivery == "unknown" => Outcome::MissingDeliveryId,
         Outcome::Accepted { event, delivery } => {
-            let window = std::time::Duration::from_secs(config.replay_window_secs);
-            match state::first_time(&format!("delivery/{delivery}"), Some(window)) {
+            let window = Some(std::time::Duration::from_secs(config.replay_window_secs));
+            match state::first_time(&format!("delivery/{delivery}"), window) {
                 Ok(true) => Outcome::Accepted { event, delivery },
                 Ok(false) => Outcome::Replayed(delivery),
+                Err(state::StateError::InvalidKey(_)) => {
+                    Outcome::Malformed("X-GitHub-Delivery is not a delivery id".into())
+                }
                 Err(_) => Outcome::StateUnavailable,
             }
         }

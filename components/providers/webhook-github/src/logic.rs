@@ -142,6 +142,12 @@ impl Outcome {
     }
 }
 
+/// Whether `id` looks like a GitHub delivery id (a GUID; letters, digits and `-`, at most
+/// 128 characters).
+pub fn valid_delivery_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
 /// Checks that a (verified) body is a JSON object.
 pub fn check_payload(body: &[u8], event: String, delivery: String) -> Outcome {
     match serde_json::from_slice::<serde_json::Value>(body) {
@@ -238,6 +244,15 @@ mod tests {
         let c: Config = serde_json::from_str("{}").unwrap();
         assert_eq!(c.max_body_bytes, 1 << 20);
         assert_eq!(c.replay_window_secs, 7 * 24 * 3600);
+    }
+
+    #[test]
+    fn delivery_ids_are_guids() {
+        assert!(valid_delivery_id("72d3162e-cc78-11e3-81ab-4c9367dc0958"));
+        assert!(valid_delivery_id("unknown"));
+        for bad in ["", "a/b", "id with space", &"a".repeat(129), "\u{0}"] {
+            assert!(!valid_delivery_id(bad), "{bad:?}");
+        }
     }
 
     #[test]
