@@ -5,8 +5,34 @@
 
 #![allow(missing_docs)]
 
+/// `wasmtime::component::bindgen!` over the repository's WIT (WASI and the shared greentic
+/// packages) and the files in brackets; the rest of the options follow.
+macro_rules! bindgen_wit {
+    ([$($wit:literal),* $(,)?], $($options:tt)*) => {
+        wasmtime::component::bindgen!({
+            path: [
+                "../wit/deps/io.wit",
+                "../wit/deps/clocks.wit",
+                "../wit/deps/random.wit",
+                "../wit/deps/filesystem.wit",
+                "../wit/deps/sockets.wit",
+                "../wit/deps/cli.wit",
+                "../wit/deps/http.wit",
+                "../wit/types.wit",
+                "../wit/secrets.wit",
+                "../wit/telemetry.wit",
+                "../wit/config.wit",
+                "../wit/state.wit",
+                $($wit,)*
+            ],
+            $($options)*
+        });
+    };
+}
+pub(crate) use bindgen_wit;
+
 mod shared {
-    wasmtime::component::bindgen!({
+    bindgen_wit!([],
         inline: "
             package greentic:host;
 
@@ -18,26 +44,12 @@ mod shared {
                 include greentic:state/imports@1.0.0;
             }
         ",
-        path: [
-            "../wit/deps/io.wit",
-            "../wit/deps/clocks.wit",
-            "../wit/deps/random.wit",
-            "../wit/deps/filesystem.wit",
-            "../wit/deps/sockets.wit",
-            "../wit/deps/cli.wit",
-            "../wit/deps/http.wit",
-            "../wit/types.wit",
-            "../wit/secrets.wit",
-            "../wit/telemetry.wit",
-            "../wit/config.wit",
-            "../wit/state.wit",
-        ],
         world: "greentic:host/imports",
         imports: { "greentic:state": async | trappable, default: trappable },
         with: {
             "greentic:telemetry/tracing.span": crate::imports::telemetry::GuestSpan,
         },
-    });
+    );
 }
 
 pub use shared::greentic;
@@ -54,23 +66,8 @@ macro_rules! domain_bindgen {
     ($world:literal, $wit:literal $(, $key:literal: $value:path)* $(,)?) => {
         #[allow(missing_docs)]
         mod generated {
-        wasmtime::component::bindgen!({
+            crate::bindings::bindgen_wit!([$wit],
             world: $world,
-            path: [
-                "../wit/deps/io.wit",
-                "../wit/deps/clocks.wit",
-                "../wit/deps/random.wit",
-                "../wit/deps/filesystem.wit",
-                "../wit/deps/sockets.wit",
-                "../wit/deps/cli.wit",
-                "../wit/deps/http.wit",
-                "../wit/types.wit",
-                "../wit/secrets.wit",
-                "../wit/telemetry.wit",
-                "../wit/config.wit",
-                "../wit/state.wit",
-                $wit,
-            ],
             imports: { default: trappable },
             exports: { default: async },
             with: {
@@ -87,7 +84,7 @@ macro_rules! domain_bindgen {
                 "greentic:state": crate::bindings::greentic::state,
                 $($key: $value,)*
             },
-        });
+        );
         }
         pub use generated::*;
     };

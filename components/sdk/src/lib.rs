@@ -33,11 +33,60 @@
 
 #![allow(missing_docs)] // generated bindings carry the WIT docs; hand-written modules are documented.
 
+/// `wit_bindgen::generate!` over the repository's WIT (WASI and the shared greentic packages)
+/// and `$wit`, the world's own file; the rest of the options follow.
+macro_rules! generate {
+    ([$($wit:literal),* $(,)?], $($options:tt)*) => {
+        wit_bindgen::generate!({
+            path: [
+                "../../wit/deps/io.wit",
+                "../../wit/deps/clocks.wit",
+                "../../wit/deps/random.wit",
+                "../../wit/deps/filesystem.wit",
+                "../../wit/deps/sockets.wit",
+                "../../wit/deps/cli.wit",
+                "../../wit/deps/http.wit",
+                "../../wit/types.wit",
+                "../../wit/secrets.wit",
+                "../../wit/telemetry.wit",
+                "../../wit/config.wit",
+                "../../wit/state.wit",
+                $($wit,)*
+            ],
+            $($options)*
+        });
+    };
+}
+
+/// A domain world's bindings: [`generate!`] with the shared imports mapped onto [`imports`]
+/// (plus `$with`), every type generated, and a public export macro `$export`.
+macro_rules! domain_world {
+    ($world:literal, $wit:literal, $export:literal, $module:literal $(, $key:literal: $value:path)* $(,)?) => {
+        generate!([$wit],
+            world: $world,
+            with: {
+                "greentic:secrets/store@1.0.0": crate::imports::greentic::secrets::store,
+                "greentic:telemetry/types@1.0.0": crate::imports::greentic::telemetry::types,
+                "greentic:telemetry/logs@1.0.0": crate::imports::greentic::telemetry::logs,
+                "greentic:telemetry/tracing@1.0.0": crate::imports::greentic::telemetry::tracing,
+                "greentic:telemetry/metrics@1.0.0": crate::imports::greentic::telemetry::metrics,
+                "greentic:config/config@1.0.0": crate::imports::greentic::config::config,
+                "greentic:state/store@1.0.0": crate::imports::greentic::state::store,
+                $($key: $value,)*
+            },
+            generate_all,
+            pub_export_macro: true,
+            export_macro_name: $export,
+            default_bindings_module: $module,
+        );
+    };
+}
+
 /// Imports every greentic world shares: `greentic:secrets/store`,
 /// `greentic:telemetry/*` and `greentic:config/config`. The world-specific modules reuse
 /// these bindings, so helpers and types are the same whatever world a provider targets.
 pub mod imports {
-    wit_bindgen::generate!({
+    generate!([],
         inline: "
             package greentic:provider-sdk@1.0.0;
 
@@ -49,96 +98,32 @@ pub mod imports {
             }
         ",
         world: "greentic:provider-sdk/imports@1.0.0",
-        path: [
-            "../../wit/deps/io.wit",
-            "../../wit/deps/clocks.wit",
-            "../../wit/deps/random.wit",
-            "../../wit/deps/filesystem.wit",
-            "../../wit/deps/sockets.wit",
-            "../../wit/deps/cli.wit",
-            "../../wit/deps/http.wit",
-            "../../wit/types.wit",
-            "../../wit/secrets.wit",
-            "../../wit/telemetry.wit",
-            "../../wit/config.wit",
-            "../../wit/state.wit",
-        ],
         generate_all,
-    });
+    );
 }
 
 /// Bindings of `greentic:messaging/provider@1.0.0`. Implement
 /// [`messaging::exports::greentic::messaging::outbound::Guest`] and register it with
 /// [`export_messaging_provider!`].
 pub mod messaging {
-    wit_bindgen::generate!({
-        world: "greentic:messaging/provider@1.0.0",
-        path: [
-            "../../wit/deps/io.wit",
-            "../../wit/deps/clocks.wit",
-            "../../wit/deps/random.wit",
-            "../../wit/deps/filesystem.wit",
-            "../../wit/deps/sockets.wit",
-            "../../wit/deps/cli.wit",
-            "../../wit/deps/http.wit",
-            "../../wit/types.wit",
-            "../../wit/secrets.wit",
-            "../../wit/telemetry.wit",
-            "../../wit/config.wit",
-            "../../wit/state.wit",
-            "../../wit/messaging.wit",
-        ],
-        with: {
-            "greentic:secrets/store@1.0.0": crate::imports::greentic::secrets::store,
-            "greentic:telemetry/types@1.0.0": crate::imports::greentic::telemetry::types,
-            "greentic:telemetry/logs@1.0.0": crate::imports::greentic::telemetry::logs,
-            "greentic:telemetry/tracing@1.0.0": crate::imports::greentic::telemetry::tracing,
-            "greentic:telemetry/metrics@1.0.0": crate::imports::greentic::telemetry::metrics,
-            "greentic:config/config@1.0.0": crate::imports::greentic::config::config,
-            "greentic:state/store@1.0.0": crate::imports::greentic::state::store,
-        },
-        generate_all,
-        pub_export_macro: true,
-        export_macro_name: "export_messaging_provider",
-        default_bindings_module: "greentic_provider_sdk::messaging",
-    });
+    domain_world!(
+        "greentic:messaging/provider@1.0.0",
+        "../../wit/messaging.wit",
+        "export_messaging_provider",
+        "greentic_provider_sdk::messaging",
+    );
 }
 
 /// Bindings of `greentic:webhook/handler@1.0.0`. Implement
 /// [`webhook::exports::wasi::http::incoming_handler::Guest`] and register it with
 /// [`export_webhook_handler!`].
 pub mod webhook {
-    wit_bindgen::generate!({
-        world: "greentic:webhook/handler@1.0.0",
-        path: [
-            "../../wit/deps/io.wit",
-            "../../wit/deps/clocks.wit",
-            "../../wit/deps/random.wit",
-            "../../wit/deps/filesystem.wit",
-            "../../wit/deps/sockets.wit",
-            "../../wit/deps/cli.wit",
-            "../../wit/deps/http.wit",
-            "../../wit/types.wit",
-            "../../wit/secrets.wit",
-            "../../wit/telemetry.wit",
-            "../../wit/config.wit",
-            "../../wit/state.wit",
-            "../../wit/webhook.wit",
-        ],
-        with: {
-            "greentic:secrets/store@1.0.0": crate::imports::greentic::secrets::store,
-            "greentic:telemetry/types@1.0.0": crate::imports::greentic::telemetry::types,
-            "greentic:telemetry/logs@1.0.0": crate::imports::greentic::telemetry::logs,
-            "greentic:telemetry/tracing@1.0.0": crate::imports::greentic::telemetry::tracing,
-            "greentic:telemetry/metrics@1.0.0": crate::imports::greentic::telemetry::metrics,
-            "greentic:config/config@1.0.0": crate::imports::greentic::config::config,
-            "greentic:state/store@1.0.0": crate::imports::greentic::state::store,
-        },
-        generate_all,
-        pub_export_macro: true,
-        export_macro_name: "export_webhook_handler",
-        default_bindings_module: "greentic_provider_sdk::webhook",
-    });
+    domain_world!(
+        "greentic:webhook/handler@1.0.0",
+        "../../wit/webhook.wit",
+        "export_webhook_handler",
+        "greentic_provider_sdk::webhook",
+    );
 }
 
 /// Bindings of `greentic:timer/scheduled@1.0.0`. Implement
@@ -146,45 +131,20 @@ pub mod webhook {
 /// [`export_timer_provider!`]. Types, WASI and outbound HTTP are the messaging world's, so
 /// [`http`] and [`types`] serve timer providers too.
 pub mod timer {
-    wit_bindgen::generate!({
-        world: "greentic:timer/scheduled@1.0.0",
-        path: [
-            "../../wit/deps/io.wit",
-            "../../wit/deps/clocks.wit",
-            "../../wit/deps/random.wit",
-            "../../wit/deps/filesystem.wit",
-            "../../wit/deps/sockets.wit",
-            "../../wit/deps/cli.wit",
-            "../../wit/deps/http.wit",
-            "../../wit/types.wit",
-            "../../wit/secrets.wit",
-            "../../wit/telemetry.wit",
-            "../../wit/config.wit",
-            "../../wit/state.wit",
-            "../../wit/timer.wit",
-        ],
-        with: {
-            "greentic:types/types@1.0.0": crate::messaging::greentic::types::types,
-            "greentic:secrets/store@1.0.0": crate::imports::greentic::secrets::store,
-            "greentic:telemetry/types@1.0.0": crate::imports::greentic::telemetry::types,
-            "greentic:telemetry/logs@1.0.0": crate::imports::greentic::telemetry::logs,
-            "greentic:telemetry/tracing@1.0.0": crate::imports::greentic::telemetry::tracing,
-            "greentic:telemetry/metrics@1.0.0": crate::imports::greentic::telemetry::metrics,
-            "greentic:config/config@1.0.0": crate::imports::greentic::config::config,
-            "greentic:state/store@1.0.0": crate::imports::greentic::state::store,
-            "wasi:http/types@0.2.12": crate::messaging::wasi::http::types,
-            "wasi:http/outgoing-handler@0.2.12": crate::messaging::wasi::http::outgoing_handler,
-            "wasi:io/error@0.2.12": crate::messaging::wasi::io::error,
-            "wasi:io/poll@0.2.12": crate::messaging::wasi::io::poll,
-            "wasi:io/streams@0.2.12": crate::messaging::wasi::io::streams,
-            "wasi:clocks/monotonic-clock@0.2.12": crate::messaging::wasi::clocks::monotonic_clock,
-            "wasi:clocks/wall-clock@0.2.12": crate::messaging::wasi::clocks::wall_clock,
-        },
-        generate_all,
-        pub_export_macro: true,
-        export_macro_name: "export_timer_provider",
-        default_bindings_module: "greentic_provider_sdk::timer",
-    });
+    domain_world!(
+        "greentic:timer/scheduled@1.0.0",
+        "../../wit/timer.wit",
+        "export_timer_provider",
+        "greentic_provider_sdk::timer",
+        "greentic:types/types@1.0.0": crate::messaging::greentic::types::types,
+        "wasi:http/types@0.2.12": crate::messaging::wasi::http::types,
+        "wasi:http/outgoing-handler@0.2.12": crate::messaging::wasi::http::outgoing_handler,
+        "wasi:io/error@0.2.12": crate::messaging::wasi::io::error,
+        "wasi:io/poll@0.2.12": crate::messaging::wasi::io::poll,
+        "wasi:io/streams@0.2.12": crate::messaging::wasi::io::streams,
+        "wasi:clocks/monotonic-clock@0.2.12": crate::messaging::wasi::clocks::monotonic_clock,
+        "wasi:clocks/wall-clock@0.2.12": crate::messaging::wasi::clocks::wall_clock,
+    );
 }
 
 pub mod config;
