@@ -162,6 +162,24 @@ pub mod types {
     };
 }
 
+/// A `tenant-ctx` for providers' unit tests: the tenant `tenant` on a local deployment, with
+/// the idempotency key `key`; what a host would pass, without a host.
+pub fn test_ctx(tenant: &str, key: Option<&str>) -> types::TenantCtx {
+    types::TenantCtx {
+        tenant: tenant.into(),
+        team: None,
+        user: None,
+        deployment: types::DeploymentCtx {
+            cloud: types::Cloud::Local,
+            region: None,
+            platform: types::Platform::Baremetal,
+            runtime: None,
+        },
+        trace_id: None,
+        idempotency_key: key.map(Into::into),
+    }
+}
+
 /// Milliseconds since the Unix epoch (the host's wall clock).
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

@@ -94,7 +94,6 @@ pub use greentic_provider_sdk::now_ms;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use greentic_provider_sdk::types::{Cloud, DeploymentCtx, Platform};
 
     fn msg(to: &str, text: &str) -> Message {
         Message {
@@ -106,19 +105,7 @@ mod tests {
     }
 
     fn ctx(key: Option<&str>) -> TenantCtx {
-        TenantCtx {
-            tenant: "acme".into(),
-            team: None,
-            user: None,
-            deployment: DeploymentCtx {
-                cloud: Cloud::Local,
-                region: None,
-                platform: Platform::Baremetal,
-                runtime: None,
-            },
-            trace_id: None,
-            idempotency_key: key.map(Into::into),
-        }
+        greentic_provider_sdk::test_ctx("acme", key)
     }
 
     fn config() -> Config {

@@ -54,22 +54,9 @@ pub use greentic_provider_sdk::now_ms;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use greentic_provider_sdk::types::{Cloud, DeploymentCtx, Platform};
 
     fn ctx() -> TenantCtx {
-        TenantCtx {
-            tenant: "acme".into(),
-            team: None,
-            user: None,
-            deployment: DeploymentCtx {
-                cloud: Cloud::Local,
-                region: None,
-                platform: Platform::Baremetal,
-                runtime: None,
-            },
-            trace_id: None,
-            idempotency_key: Some("schedule:beat:60000".into()),
-        }
+        greentic_provider_sdk::test_ctx("acme", Some("schedule:beat:60000"))
     }
 
     #[test]
