@@ -246,3 +246,37 @@ fn a_tenants_token_opens_nothing_on_another_tenants_webhook() {
     );
     assert_eq!(r.status, 202, "{}", r.text());
 }
+
+/// One provider's state is each tenant's own: the same delivery id is new to each tenant, and
+/// a replay is refused only where it was seen (the host scopes `greentic:state` by the
+/// tenant of the call, never by anything the guest says).
+#[test]
+fn provider_state_is_scoped_to_the_tenant_of_each_call() {
+    let (_bundle, host) = start();
+    let body = br#"{"zen": "hello"}"#;
+    let deliver = |tenant: &str, secret: &[u8]| {
+        host.request(
+            "POST",
+            &format!("/webhooks/{tenant}/github/"),
+            &[
+                (
+                    "x-hub-signature-256",
+                    &common::github_signature(secret, body),
+                ),
+                ("x-github-event", "push"),
+                ("x-github-delivery", "shared-id-1"),
+            ],
+            body,
+        )
+    };
+    assert_eq!(deliver("acme", b"acme-hook-secret").status, 202);
+    assert_eq!(deliver("globex", b"globex-hook-secret").status, 202);
+    assert_eq!(deliver("acme", b"acme-hook-secret").status, 409);
+    assert_eq!(deliver("globex", b"globex-hook-secret").status, 409);
+    // The refusals are the provider's answers: counted as such, not as host errors.
+    let metrics = host.admin("GET", "/metrics").text();
+    assert!(
+        metrics.contains(r#"greentic_calls_total{tenant="acme",provider="github",capability="webhook",code="http-409"} 1"#),
+        "{metrics}"
+    );
+}
