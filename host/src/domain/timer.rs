@@ -3,10 +3,12 @@
 //! A `[[schedules]]` entry names a tenant, a timer provider, a cron expression (`cron`, five
 //! or six fields, UTC) or an interval (`every`, e.g. `30s`, `5m`, `1h`; slots at multiples of
 //! it since the Unix epoch), a payload and a missed-slot policy. One task per schedule
-//! sleeps until its next slot, *claims* it — compare-and-swap of the last fired slot in the
-//! state backend, in a namespace no provider can reach — and only then fires it, so a slot is
-//! fired at most once even by hosts sharing a state backend, and a restart neither repeats a
-//! slot nor forgets where it was. Slots that passed while no host ran are *missed*: with
+//! sleeps until its next slot, *claims* it — compare-and-swap of the schedule's record in the
+//! state backend, in a namespace no provider can reach, with a lease as long as the fire's
+//! budget — fires it, and marks it done. Hosts sharing a state backend never fire a slot
+//! twice while its fire runs, and a restart resumes where the record says; a claim whose fire
+//! never ended (its host died mid-fire) is fired again once its lease runs out, under the same
+//! idempotency key, so a slot is lost neither to a restart nor to a crash. Slots that passed while no host ran are *missed*: with
 //! `missed = "skip"` (the default) they are not fired, and the next fire counts them in
 //! `fire-info.missed`; with `missed = "once"` the latest of them is fired once, at start, with
 //! the others counted. A slot more than `grace_ms` late counts as missed.
@@ -381,17 +383,19 @@ async fn run_schedule(runtime: Arc<Runtime>, schedule: Schedule, slots: Slots, m
         ("schedule", schedule.name.as_str()),
     ];
     tracing::info!(tenant = %schedule.tenant, provider = %schedule.provider, schedule = %schedule.name, "schedule started");
+    // How long a claim holds while its fire has not ended: the fire's whole budget (queue and
+    // deadline, retries included) and a margin. A claim older than that belongs to a host
+    // that died mid-fire.
+    let lease_ms = runtime.tenants.get(&schedule.tenant).map_or(60_000, |t| {
+        let limits = t.gate.limits();
+        limits.deadline_ms + limits.queue_timeout_ms + 5_000
+    });
     loop {
         if *stop.borrow() {
             return;
         }
-        let (last, revision) = match backend.get(&ns, &schedule.name).await {
-            Ok(Some(stored)) => (
-                std::str::from_utf8(&stored.value)
-                    .ok()
-                    .and_then(|v| v.parse::<u64>().ok()),
-                stored.revision,
-            ),
+        let (record, revision) = match backend.get(&ns, &schedule.name).await {
+            Ok(Some(stored)) => (Record::decode(&stored.value), stored.revision),
             Ok(None) => (None, 0),
             Err(e) => {
                 tracing::warn!(schedule = %schedule.name, error = %format!("{e:#}"), "reading the schedule's last slot failed; retrying in 1 s");
@@ -402,14 +406,33 @@ async fn run_schedule(runtime: Arc<Runtime>, schedule: Schedule, slots: Slots, m
             }
         };
         let now = now_ms();
-        let decision = match last {
+        let decision = match record {
             // First start: slots before now are not this schedule's to fire.
             None => Due::Claim {
                 claim: now,
                 fire: false,
                 missed: 0,
             },
-            Some(last) => due(&slots, &schedule, last, now),
+            // A fire in progress (here or on another host): look again when it may have ended.
+            Some(r) if !r.done && now < r.lease_until => {
+                let wait = Duration::from_millis((r.lease_until - now).min(1_000));
+                if sleep_or_stop(&mut stop, wait).await {
+                    return;
+                }
+                continue;
+            }
+            // A claim whose fire never ended (its host died): that slot fires again, under the
+            // same idempotency key, so the provider can tell.
+            Some(r) if !r.done => {
+                tracing::warn!(schedule = %schedule.name, slot = r.slot, "a fire did not end (its host stopped mid-fire); firing the slot again");
+                runtime.metrics.inc("greentic_timer_refired_total", &labels);
+                Due::Claim {
+                    claim: r.slot,
+                    fire: true,
+                    missed: 0,
+                }
+            }
+            Some(r) => due(&slots, &schedule, r.slot, now),
         };
         let (claim, fire, missed) = match decision {
             Due::Done => {
@@ -429,15 +452,16 @@ async fn run_schedule(runtime: Arc<Runtime>, schedule: Schedule, slots: Slots, m
                 missed,
             } => (claim, fire, missed),
         };
-        let write = Write {
-            value: claim.to_string().into_bytes(),
-            ttl: None,
-            expected: Some(revision),
-            // The host's bookkeeping is not the provider's state: not bounded by its quota.
-            max_tenant_bytes: u64::MAX,
+        let claimed = Record {
+            slot: claim,
+            done: !fire,
+            lease_until: now_ms() + lease_ms,
         };
-        match backend.put(&ns, &schedule.name, write).await {
-            Ok(Written::Ok(_)) => {}
+        let claim_revision = match backend
+            .put(&ns, &schedule.name, bookkeeping_write(claimed, revision))
+            .await
+        {
+            Ok(Written::Ok(revision)) => revision,
             // Another host claimed it (or the record moved): look again.
             Ok(Written::Conflict(_) | Written::OverQuota { .. }) => continue,
             Err(e) => {
@@ -447,7 +471,7 @@ async fn run_schedule(runtime: Arc<Runtime>, schedule: Schedule, slots: Slots, m
                 }
                 continue;
             }
-        }
+        };
         if missed > 0 {
             runtime.metrics.add(
                 "greentic_timer_missed_slots_total",
@@ -484,6 +508,68 @@ async fn run_schedule(runtime: Arc<Runtime>, schedule: Schedule, slots: Slots, m
                 slot = claim, code = e.code(), error = %e.message(), "a fire failed"
             );
         }
+        // The fire ended (whatever its outcome: the host's retries are spent): the slot is
+        // done. A conflict means the lease ran out and another host took the slot over.
+        let done = Record {
+            slot: claim,
+            done: true,
+            lease_until: 0,
+        };
+        if let Err(e) = backend
+            .put(&ns, &schedule.name, bookkeeping_write(done, claim_revision))
+            .await
+        {
+            tracing::warn!(schedule = %schedule.name, error = %format!("{e:#}"), "recording a fired slot failed; it may fire again once its lease runs out");
+        }
+    }
+}
+
+/// A schedule's record in the state backend: the last slot claimed, whether its fire ended,
+/// and until when the claim holds while it has not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record {
+    /// The slot, in milliseconds since the Unix epoch.
+    pub slot: u64,
+    /// Whether its fire ended (or it was not to be fired).
+    pub done: bool,
+    /// Until when an unfinished claim holds.
+    pub lease_until: u64,
+}
+
+impl Record {
+    fn encode(self) -> Vec<u8> {
+        format!("{} {} {}", self.slot, u8::from(self.done), self.lease_until).into_bytes()
+    }
+
+    /// The record in `bytes` (a bare slot is one whose fire ended).
+    pub fn decode(bytes: &[u8]) -> Option<Record> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut parts = text.split(' ');
+        let slot = parts.next()?.parse().ok()?;
+        match (parts.next(), parts.next()) {
+            (None, _) => Some(Record {
+                slot,
+                done: true,
+                lease_until: 0,
+            }),
+            (Some(done), Some(lease)) => Some(Record {
+                slot,
+                done: done == "1",
+                lease_until: lease.parse().ok()?,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// A compare-and-swap of a schedule's record: the host's own bookkeeping, not bounded by the
+/// tenant's state quota.
+fn bookkeeping_write(record: Record, expected: u64) -> Write {
+    Write {
+        value: record.encode(),
+        ttl: None,
+        expected: Some(expected),
+        max_tenant_bytes: u64::MAX,
     }
 }
 
@@ -541,6 +627,25 @@ mod tests {
             ..s
         };
         assert!(Slots::of(&both).unwrap_err().contains("exactly one"));
+    }
+
+    #[test]
+    fn records_round_trip_and_a_bare_slot_is_done() {
+        let r = Record {
+            slot: 60_000,
+            done: false,
+            lease_until: 99,
+        };
+        assert_eq!(Record::decode(&r.encode()), Some(r));
+        let done = Record {
+            done: true,
+            lease_until: 0,
+            ..r
+        };
+        assert_eq!(Record::decode(&done.encode()), Some(done));
+        assert_eq!(Record::decode(b"60000"), Some(done));
+        assert_eq!(Record::decode(b"sixty"), None);
+        assert_eq!(Record::decode(b"1 0"), None);
     }
 
     #[test]

@@ -216,3 +216,99 @@ every = "10ms"
         assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
     }
 }
+
+/// An upstream whose first request never gets an answer (the fire hangs there) and whose
+/// later ones get 200; every request's idempotency key is recorded.
+fn hanging_first_upstream() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::Write as _;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let keys = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = keys.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let Some(request) = common::read_request(&mut stream) else {
+                continue;
+            };
+            let key = request
+                .headers
+                .get("idempotency-key")
+                .cloned()
+                .unwrap_or_default();
+            let first = {
+                let mut keys = seen.lock().unwrap();
+                keys.push(key);
+                keys.len() == 1
+            };
+            if first {
+                held.push(stream); // never answered
+            } else {
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+                );
+            }
+        }
+    });
+    (addr, keys)
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(40);
+    while !done() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A host killed in the middle of a fire leaves its claim unfinished; the next host fires that
+/// slot again once the claim's lease runs out, under the same idempotency key, and then goes
+/// on with later slots, each once.
+#[test]
+fn a_slot_whose_host_died_mid_fire_fires_again_under_the_same_key() {
+    let (addr, keys) = hanging_first_upstream();
+    let toml = format!(
+        r#"
+[providers.beat]
+source = "{{components}}/timer_heartbeat.wasm"
+allow_unsigned = true
+grants = {{ outbound_hosts = ["http://127.0.0.1:*"], secrets = ["HEARTBEAT_TOKEN"], state = true }}
+
+[tenants.acme]
+limits = {{ deadline_ms = 3000, queue_timeout_ms = 500 }}
+config.beat = {{ url = "http://{addr}/beats/acme", timeout_ms = 10000 }}
+
+[[schedules]]
+name = "acme-beat"
+tenant = "acme"
+provider = "beat"
+every = "1s"
+"#
+    );
+    let b = TestBundle::new(&toml, &[]);
+    let host = Host::start(b.path());
+    wait_until("the first fire", || !keys.lock().unwrap().is_empty());
+    let first = keys.lock().unwrap()[0].clone();
+    assert!(first.starts_with("schedule:acme-beat:"), "{first}");
+    // Killed mid-fire: no grace, no record of the fire's end.
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &host.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    drop(host);
+
+    let _host = Host::start(b.path());
+    wait_until("the slot fired again and a later one", || {
+        let keys = keys.lock().unwrap();
+        keys.iter().filter(|k| **k == first).count() == 2 && keys.len() >= 3
+    });
+    let keys = keys.lock().unwrap().clone();
+    let mut others: Vec<&String> = keys.iter().filter(|k| **k != first).collect();
+    let n = others.len();
+    others.sort();
+    others.dedup();
+    assert_eq!(others.len(), n, "a later slot fired twice: {keys:?}");
+    assert_eq!(keys[1], first, "the unfinished slot fires first: {keys:?}");
+}
