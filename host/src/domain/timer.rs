@@ -569,7 +569,7 @@ fn bookkeeping_write(record: Record, expected: u64) -> Write {
         value: record.encode(),
         ttl: None,
         expected: Some(expected),
-        max_tenant_bytes: u64::MAX,
+        bounds: None,
     }
 }
 

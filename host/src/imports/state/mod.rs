@@ -59,6 +59,10 @@ pub struct StateSection {
     /// Most bytes (keys and values) one tenant may keep, over all its providers.
     #[serde(default = "default_max_tenant")]
     pub max_tenant_bytes: u64,
+    /// Most bytes one provider may keep for one tenant: a provider that fills its share
+    /// leaves the tenant's other providers theirs.
+    #[serde(default = "default_max_provider")]
+    pub max_provider_bytes: u64,
     /// Most keys one `list` returns.
     #[serde(default = "default_max_page")]
     pub max_page: u32,
@@ -79,6 +83,9 @@ fn default_max_value() -> usize {
 fn default_max_tenant() -> u64 {
     16 << 20
 }
+fn default_max_provider() -> u64 {
+    4 << 20
+}
 fn default_max_page() -> u32 {
     1000
 }
@@ -95,6 +102,7 @@ impl Default for StateSection {
             max_key_bytes: default_max_key(),
             max_value_bytes: default_max_value(),
             max_tenant_bytes: default_max_tenant(),
+            max_provider_bytes: default_max_provider(),
             max_page: default_max_page(),
         }
     }
@@ -130,6 +138,7 @@ impl StateSection {
             ("max_key_bytes", self.max_key_bytes == 0),
             ("max_value_bytes", self.max_value_bytes == 0),
             ("max_tenant_bytes", self.max_tenant_bytes == 0),
+            ("max_provider_bytes", self.max_provider_bytes == 0),
             ("max_page", self.max_page == 0),
         ] {
             if zero {
@@ -218,9 +227,40 @@ pub struct Write {
     pub ttl: Option<Duration>,
     /// Only if the current revision is this (0: absent); `None` writes unconditionally.
     pub expected: Option<u64>,
-    /// The tenant's total the write may not take it beyond, in bytes; `u64::MAX` for the
+    /// The bounds the write may not take its tenant and provider beyond; `None` for the
     /// host's own records, which are neither bounded nor counted.
-    pub max_tenant_bytes: u64,
+    pub bounds: Option<Bounds>,
+}
+
+/// What a tenant, and one provider of it, may keep, in bytes (keys and values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// Over all the tenant's providers.
+    pub tenant: u64,
+    /// For this provider of the tenant.
+    pub provider: u64,
+}
+
+/// Which bound a write would pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    /// [`Bounds::tenant`].
+    Tenant,
+    /// [`Bounds::provider`].
+    Provider,
+}
+
+impl Bounds {
+    /// Which bound the totals `tenant` and `provider` would pass, if any.
+    pub fn passed(&self, tenant: u64, provider: u64) -> Option<(Bound, u64)> {
+        if tenant > self.tenant {
+            Some((Bound::Tenant, tenant))
+        } else if provider > self.provider {
+            Some((Bound::Provider, provider))
+        } else {
+            None
+        }
+    }
 }
 
 /// What a write came to.
@@ -230,9 +270,11 @@ pub enum Written {
     Ok(u64),
     /// Not written: the current revision differs (0: absent).
     Conflict(u64),
-    /// Not written: the tenant would keep more than its bound.
+    /// Not written: the tenant, or this provider of it, would keep more than its bound.
     OverQuota {
-        /// What the tenant would keep with the write.
+        /// Which bound.
+        bound: Bound,
+        /// What it would keep with the write.
         would_be: u64,
     },
 }
@@ -374,14 +416,27 @@ impl CallState {
             value,
             ttl: ttl(ttl_ms),
             expected,
-            max_tenant_bytes: ctx.section.max_tenant_bytes,
+            bounds: Some(Bounds {
+                tenant: ctx.section.max_tenant_bytes,
+                provider: ctx.section.max_provider_bytes,
+            }),
         };
         match ctx.backend.put(&ns, &key, write).await {
             Ok(Written::Ok(revision)) => Ok(revision),
             Ok(Written::Conflict(current)) => Err(StateError::Conflict(current)),
-            Ok(Written::OverQuota { would_be }) => Err(StateError::TooLarge(format!(
+            Ok(Written::OverQuota {
+                bound: Bound::Tenant,
+                would_be,
+            }) => Err(StateError::TooLarge(format!(
                 "the tenant would keep {would_be} bytes of state, over [state].max_tenant_bytes ({})",
                 ctx.section.max_tenant_bytes
+            ))),
+            Ok(Written::OverQuota {
+                bound: Bound::Provider,
+                would_be,
+            }) => Err(StateError::TooLarge(format!(
+                "this provider would keep {would_be} bytes of the tenant's state, over [state].max_provider_bytes ({})",
+                ctx.section.max_provider_bytes
             ))),
             Err(e) => Err(unavailable(&ns, op, e)),
         }
@@ -484,7 +539,7 @@ impl Host for CallState {
 pub(crate) mod contract {
     use std::time::Duration;
 
-    use super::{Namespace, StateBackend, Write, Written};
+    use super::{Bounds, Namespace, StateBackend, Write, Written};
 
     fn ns(tenant: &str, provider: &str) -> Namespace {
         Namespace {
@@ -498,7 +553,10 @@ pub(crate) mod contract {
             value: value.to_vec(),
             ttl: None,
             expected: None,
-            max_tenant_bytes: 1 << 20,
+            bounds: Some(Bounds {
+                tenant: 1 << 20,
+                provider: 1 << 20,
+            }),
         }
     }
 
@@ -569,7 +627,10 @@ pub(crate) mod contract {
         assert!(page.is_empty(), "expired keys are not listed: {page:?}");
 
         let big = |n: usize| Write {
-            max_tenant_bytes: 400,
+            bounds: Some(Bounds {
+                tenant: 400,
+                provider: 400,
+            }),
             ..write(&vec![7; n])
         };
         assert!(matches!(
@@ -588,6 +649,43 @@ pub(crate) mod contract {
         // Another tenant's bound is its own.
         assert!(matches!(
             db.put(&ns("roomy", "q"), "big", big(300)).await.unwrap(),
+            Written::Ok(_)
+        ));
+        // One provider filling its share leaves the tenant's other providers theirs.
+        let shared = |n: usize| Write {
+            bounds: Some(Bounds {
+                tenant: 1000,
+                provider: 400,
+            }),
+            ..write(&vec![7; n])
+        };
+        assert!(matches!(
+            db.put(&ns("shares", "hog"), "a", shared(300))
+                .await
+                .unwrap(),
+            Written::Ok(_)
+        ));
+        assert!(matches!(
+            db.put(&ns("shares", "hog"), "b", shared(300))
+                .await
+                .unwrap(),
+            Written::OverQuota {
+                bound: super::Bound::Provider,
+                ..
+            }
+        ));
+        assert!(matches!(
+            db.put(&ns("shares", "other"), "a", shared(300))
+                .await
+                .unwrap(),
+            Written::Ok(_)
+        ));
+        // Deleting gives the provider its room back.
+        assert!(db.delete(&ns("shares", "hog"), "a").await.unwrap());
+        assert!(matches!(
+            db.put(&ns("shares", "hog"), "b", shared(300))
+                .await
+                .unwrap(),
             Written::Ok(_)
         ));
     }

@@ -180,10 +180,10 @@ impl NatsBackend {
         self
     }
 
-    /// What `tenant`'s counter says (a plain read).
-    async fn usage(&self, tenant: &str) -> anyhow::Result<u64> {
+    /// What the counter at `key` says (a plain read).
+    async fn usage(&self, key: &str) -> anyhow::Result<u64> {
         let (_, _, store) = self.conn().await?;
-        Ok(match store.entry(usage_key(tenant)).await? {
+        Ok(match store.entry(key).await? {
             Some(e) if e.operation == kv::Operation::Put => decode_u64(&e.value),
             _ => 0,
         })
@@ -191,17 +191,19 @@ impl NatsBackend {
 
     /// Adds `delta` after a write that happened: a counter that cannot be moved is logged
     /// and left to the next recount, never reported as the write's failure.
-    async fn account(&self, tenant: &str, delta: i64) {
-        if delta != 0
-            && let Err(e) = self.add_usage(tenant, delta).await
-        {
-            tracing::warn!(tenant, error = %format!("{e:#}"), "the state usage counter was not updated; the next write over the bound recounts it");
+    async fn account(&self, ns: &Namespace, delta: i64) {
+        for key in [usage_key(&ns.tenant), provider_usage_key(ns)] {
+            if delta != 0
+                && let Err(e) = self.add_usage(&key, delta).await
+            {
+                tracing::warn!(tenant = %ns.tenant, error = %format!("{e:#}"), "a state usage counter was not updated; the next write over the bound recounts it");
+            }
         }
     }
 
-    /// Adds `delta` bytes to `tenant`'s counter (compare-and-swap, retried).
-    async fn add_usage(&self, tenant: &str, delta: i64) -> anyhow::Result<u64> {
-        let key = usage_key(tenant);
+    /// Adds `delta` bytes to the counter at `key` (compare-and-swap, retried).
+    async fn add_usage(&self, key: &str, delta: i64) -> anyhow::Result<u64> {
+        let key = key.to_string();
         for _ in 0..COUNTER_RETRIES {
             let (_, _, store) = self.conn().await?;
             let (current, revision) = match store.entry(key.as_str()).await? {
@@ -219,21 +221,40 @@ impl NatsBackend {
                 return Ok(next);
             }
         }
-        anyhow::bail!("the usage counter of tenant `{tenant}` is contended; retry")
+        anyhow::bail!("the usage counter `{key}` is contended; retry")
     }
 
-    /// What `tenant` keeps now, counting live entries only; resets the counter to it.
-    async fn recount(&self, tenant: &str) -> anyhow::Result<u64> {
-        let entries = self.scan(&format!("{}.", hex::encode(tenant))).await?;
+    /// What the tenant of `ns` keeps now, and `ns`'s provider of it, counting live entries
+    /// only; resets the tenant's and every provider's counter to what was counted.
+    async fn recount(&self, ns: &Namespace) -> anyhow::Result<(u64, u64)> {
+        let tenant_hex = hex::encode(&ns.tenant);
+        let entries = self.scan(&format!("{tenant_hex}.")).await?;
         let now = now_ms();
-        let used: u64 = entries
-            .iter()
-            .filter(|(key, value)| counted(key) && live(split(value).0, now))
-            .map(|(key, value)| weight(key, value.len()))
-            .sum();
-        let current = self.usage(tenant).await?;
-        self.add_usage(tenant, used as i64 - current as i64).await?;
-        Ok(used)
+        let mut per_provider: std::collections::BTreeMap<String, u64> = Default::default();
+        let counters = format!("{tenant_hex}.usage.");
+        for (key, value) in &entries {
+            if let Some(provider) = key.strip_prefix(&counters) {
+                // A provider's counter: reset below, to 0 if it keeps nothing live.
+                per_provider.entry(provider.to_string()).or_default();
+            } else if counted(key) && live(split(value).0, now) {
+                let provider = key.split('.').nth(1).unwrap_or_default();
+                *per_provider.entry(provider.to_string()).or_default() += weight(key, value.len());
+            }
+        }
+        let tenant_total: u64 = per_provider.values().sum();
+        let reset = |key: String, to: u64| async move {
+            let current = self.usage(&key).await?;
+            self.add_usage(&key, to as i64 - current as i64).await
+        };
+        reset(usage_key(&ns.tenant), tenant_total).await?;
+        for (provider_hex, total) in &per_provider {
+            reset(format!("{tenant_hex}.usage.{provider_hex}"), *total).await?;
+        }
+        let mine = per_provider
+            .get(&hex::encode(&ns.provider))
+            .copied()
+            .unwrap_or(0);
+        Ok((tenant_total, mine))
     }
 
     /// Every current (put) entry whose key starts with `prefix` (ending with `.`).
@@ -315,6 +336,16 @@ fn usage_key(tenant: &str) -> String {
     format!("{}.usage", hex::encode(tenant))
 }
 
+/// The counter of one provider's share of a tenant (`usage` is no hex, so this never meets a
+/// provider's entries or listing).
+fn provider_usage_key(ns: &Namespace) -> String {
+    format!(
+        "{}.usage.{}",
+        hex::encode(&ns.tenant),
+        hex::encode(&ns.provider)
+    )
+}
+
 /// What an entry counts against its tenant's total (the key as the caller wrote it, roughly
 /// half its hex form, and the stored value).
 fn weight(full_key: &str, raw_len: usize) -> u64 {
@@ -350,16 +381,18 @@ impl StateBackend for NatsBackend {
             raw.extend_from_slice(&write.value);
             let old_weight = if old_len > 0 { weight(&k, old_len) } else { 0 };
             let new_weight = weight(&k, raw.len());
-            let bounded = write.max_tenant_bytes < u64::MAX;
-            if bounded {
-                let used = self.usage(&ns.tenant).await?;
-                let mut would_be = used.saturating_sub(old_weight) + new_weight;
-                if would_be > write.max_tenant_bytes {
-                    would_be =
-                        self.recount(&ns.tenant).await?.saturating_sub(old_weight) + new_weight;
+            if let Some(bounds) = write.bounds {
+                let after = |used: u64| used.saturating_sub(old_weight) + new_weight;
+                let mut would = (
+                    after(self.usage(&usage_key(&ns.tenant)).await?),
+                    after(self.usage(&provider_usage_key(ns)).await?),
+                );
+                if bounds.passed(would.0, would.1).is_some() {
+                    let (tenant, provider) = self.recount(ns).await?;
+                    would = (after(tenant), after(provider));
                 }
-                if would_be > write.max_tenant_bytes {
-                    return Ok(Written::OverQuota { would_be });
+                if let Some((bound, would_be)) = bounds.passed(would.0, would.1) {
+                    return Ok(Written::OverQuota { bound, would_be });
                 }
             }
             // Expect exactly what was read: a racing writer makes this a conflict (or, for a
@@ -369,8 +402,8 @@ impl StateBackend for NatsBackend {
                 .await?
             {
                 Some(revision) => {
-                    if bounded {
-                        self.account(&ns.tenant, new_weight as i64 - old_weight as i64)
+                    if write.bounds.is_some() {
+                        self.account(ns, new_weight as i64 - old_weight as i64)
                             .await;
                     }
                     return Ok(Written::Ok(revision));
@@ -394,8 +427,7 @@ impl StateBackend for NatsBackend {
         let (_, _, store) = self.conn().await?;
         store.delete(k.as_str()).await.context("deleting a key")?;
         if counted(&k) {
-            self.account(&ns.tenant, -(weight(&k, old_len) as i64))
-                .await;
+            self.account(ns, -(weight(&k, old_len) as i64)).await;
         }
         Ok(live_entry.is_some())
     }
@@ -429,7 +461,7 @@ impl StateBackend for NatsBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::imports::state::contract;
+    use crate::imports::state::{Bounds, contract};
 
     /// A real `nats-server -js` on a free loopback port, stopped on drop.
     struct Server {
@@ -502,7 +534,7 @@ mod tests {
             value: b"mine".to_vec(),
             ttl: None,
             expected: Some(expected),
-            max_tenant_bytes: 1 << 20,
+            bounds: None,
         };
         for round in 0..20u64 {
             let key = format!("slot/{round}");
@@ -527,7 +559,10 @@ mod tests {
             value: vec![1; n],
             ttl,
             expected: None,
-            max_tenant_bytes: 1000,
+            bounds: Some(Bounds {
+                tenant: 1000,
+                provider: 1000,
+            }),
         };
         db.put(&ns, "short", write(Some(Duration::from_secs(1)), 600))
             .await

@@ -2,8 +2,9 @@
 //!
 //! Entries are keyed `tenant NUL provider NUL key` (tenant and provider names and keys never
 //! contain NUL), each stored with its revision and expiry; revisions come from one counter in
-//! the database, so a revision is never reused, even after a delete. Each tenant's total
-//! (key and value bytes) is kept beside the entries and updated in the same transaction.
+//! the database, so a revision is never reused, even after a delete. Each tenant's total, and
+//! each of its providers' (key and value bytes), is kept beside the entries and updated in the
+//! same transaction.
 //! Expired entries read as absent and are removed when a write needs the room. Every commit
 //! is durable (fsync) before the guest sees its revision. redb's I/O is blocking, so every
 //! operation runs on tokio's blocking pool.
@@ -144,6 +145,7 @@ impl StateBackend for RedbBackend {
     async fn put(&self, ns: &Namespace, key: &str, write: Write) -> anyhow::Result<Written> {
         let k = full_key(ns, key);
         let tenant = ns.tenant.clone();
+        let provider = provider_usage_key(ns);
         self.blocking(move |db| {
             let now = now_ms();
             let txn = db.begin_write()?;
@@ -166,17 +168,30 @@ impl StateBackend for RedbBackend {
                     Written::Conflict(current)
                 } else {
                     let new_len = HEADER + write.value.len();
-                    // The host's own records (unbounded) are neither bounded nor counted.
-                    let counted = write.max_tenant_bytes < u64::MAX;
                     let old_weight = old.map_or(0, |(_, _, len)| weight(k.len(), len));
-                    let mut used = usage.get(tenant.as_str())?.map_or(0, |v| v.value());
-                    let mut would_be = used - old_weight.min(used) + weight(k.len(), new_len);
-                    if would_be > write.max_tenant_bytes {
-                        used -= purge_expired(&mut entries, &tenant, now)?.min(used);
-                        would_be = used - old_weight.min(used) + weight(k.len(), new_len);
+                    let new_weight = weight(k.len(), new_len);
+                    // What the tenant and the provider would keep with the write.
+                    let totals = |usage: &redb::Table<&str, u64>| -> anyhow::Result<(u64, u64)> {
+                        let get = |key: &str| -> anyhow::Result<u64> {
+                            Ok(usage.get(key)?.map_or(0, |v| v.value()))
+                        };
+                        let after = |used: u64| used - old_weight.min(used) + new_weight;
+                        Ok((after(get(&tenant)?), after(get(&provider)?)))
+                    };
+                    let mut passed = None;
+                    let mut would = (0, 0);
+                    // The host's own records (no bounds) are neither bounded nor counted.
+                    if let Some(bounds) = write.bounds {
+                        would = totals(&usage)?;
+                        passed = bounds.passed(would.0, would.1);
+                        if passed.is_some() {
+                            purge_expired(&mut entries, &mut usage, &tenant, now)?;
+                            would = totals(&usage)?;
+                            passed = bounds.passed(would.0, would.1);
+                        }
                     }
-                    if would_be > write.max_tenant_bytes {
-                        Written::OverQuota { would_be }
+                    if let Some((bound, would_be)) = passed {
+                        Written::OverQuota { bound, would_be }
                     } else {
                         let revision = meta.get(REVISION)?.map_or(0, |v| v.value()) + 1;
                         meta.insert(REVISION, revision)?;
@@ -188,8 +203,9 @@ impl StateBackend for RedbBackend {
                         raw.extend_from_slice(&expires.to_be_bytes());
                         raw.extend_from_slice(&write.value);
                         entries.insert(k.as_slice(), raw.as_slice())?;
-                        if counted {
-                            usage.insert(tenant.as_str(), would_be)?;
+                        if write.bounds.is_some() {
+                            usage.insert(tenant.as_str(), would.0)?;
+                            usage.insert(provider.as_str(), would.1)?;
                         }
                         Written::Ok(revision)
                     }
@@ -208,6 +224,7 @@ impl StateBackend for RedbBackend {
     async fn delete(&self, ns: &Namespace, key: &str) -> anyhow::Result<bool> {
         let k = full_key(ns, key);
         let tenant = ns.tenant.clone();
+        let provider = provider_usage_key(ns);
         self.blocking(move |db| {
             let now = now_ms();
             let txn = db.begin_write()?;
@@ -221,8 +238,11 @@ impl StateBackend for RedbBackend {
                 match removed {
                     None => false,
                     Some((was_live, len)) => {
-                        let used = usage.get(tenant.as_str())?.map_or(0, |v| v.value());
-                        usage.insert(tenant.as_str(), used - weight(k.len(), len).min(used))?;
+                        let w = weight(k.len(), len);
+                        for key in [tenant.as_str(), provider.as_str()] {
+                            let used = usage.get(key)?.map_or(0, |v| v.value());
+                            usage.insert(key, used - w.min(used))?;
+                        }
                         was_live
                     }
                 }
@@ -275,12 +295,14 @@ impl StateBackend for RedbBackend {
     }
 }
 
-/// Removes the tenant's expired entries; the bytes freed.
+/// Removes the tenant's expired entries, taking their bytes off the tenant's and each
+/// provider's totals.
 fn purge_expired(
     entries: &mut redb::Table<&[u8], &[u8]>,
+    usage: &mut redb::Table<&str, u64>,
     tenant: &str,
     now: u64,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<()> {
     let prefix = tenant_prefix(tenant);
     let mut expired = Vec::new();
     for item in entries.range(prefix.as_slice()..)? {
@@ -294,12 +316,29 @@ fn purge_expired(
             expired.push((k.to_vec(), weight(k.len(), raw.len())));
         }
     }
-    let mut freed = 0;
     for (k, w) in expired {
         entries.remove(k.as_slice())?;
-        freed += w;
+        let provider = k[prefix.len()..]
+            .split(|b| *b == 0)
+            .next()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .unwrap_or_default();
+        let provider_key = provider_usage_key(&Namespace {
+            tenant: tenant.to_string(),
+            provider,
+        });
+        for key in [tenant, provider_key.as_str()] {
+            let used = usage.get(key)?.map_or(0, |v| v.value());
+            usage.insert(key, used - w.min(used))?;
+        }
     }
-    Ok(freed)
+    Ok(())
+}
+
+/// Where a provider's total for a tenant is kept in the usage table (tenant ids hold no NUL,
+/// so this never meets a tenant's own key).
+fn provider_usage_key(ns: &Namespace) -> String {
+    format!("{}\u{0}{}", ns.tenant, ns.provider)
 }
 
 #[cfg(test)]
