@@ -11,8 +11,8 @@ use opentelemetry::global;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
+use serde::{Deserialize, Serialize};
 
-use crate::bundle::TelemetrySection;
 pub use crate::imports::telemetry::SPAN_LIMITS;
 
 /// Log lines queued for the writer thread before new ones are dropped.
@@ -53,6 +53,18 @@ pub struct TelemetryGuard {
     provider: SdkTracerProvider,
     /// The OTLP endpoint in use, if any.
     pub endpoint: Option<String>,
+}
+
+/// `[telemetry]`: where the host's spans go.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySection {
+    /// OTLP/HTTP endpoint (e.g. `http://127.0.0.1:4318`); `OTEL_EXPORTER_OTLP_ENDPOINT` wins.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` resource attribute.
+    #[serde(default)]
+    pub service_name: Option<String>,
 }
 
 impl Drop for TelemetryGuard {

@@ -54,7 +54,7 @@ pub struct BundleFile {
     pub auth: AuthSection,
     /// Telemetry export.
     #[serde(default)]
-    pub telemetry: TelemetrySection,
+    pub telemetry: crate::telemetry::TelemetrySection,
     /// Where secret values come from.
     #[serde(default)]
     pub secrets: crate::imports::secrets::SecretsSection,
@@ -289,18 +289,6 @@ pub enum JwtAlgorithm {
     HS256,
     /// ECDSA P-256 with SHA-256.
     ES256,
-}
-
-/// `[telemetry]`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TelemetrySection {
-    /// OTLP/HTTP endpoint (e.g. `http://127.0.0.1:4318`); `OTEL_EXPORTER_OTLP_ENDPOINT` wins.
-    #[serde(default)]
-    pub otlp_endpoint: Option<String>,
-    /// `service.name` resource attribute.
-    #[serde(default)]
-    pub service_name: Option<String>,
 }
 
 /// `[trust]`: named cosign public keys (PEM files, relative to the bundle).
