@@ -478,7 +478,16 @@ mod tests {
     }
 
     fn start() -> Server {
-        let bin = std::env::var("GREENTIC_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
+        let bin = std::env::var("GREENTIC_NATS_SERVER").unwrap_or_else(|_| {
+            // Where scripts/test.sh installs it, else the PATH.
+            let cached = std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/greentic-host/tools/nats-server-2.15.1/nats-server");
+            if cached.is_file() {
+                cached.display().to_string()
+            } else {
+                "nats-server".into()
+            }
+        });
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
