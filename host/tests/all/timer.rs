@@ -103,6 +103,9 @@ fn schedules_fire_each_slot_once_per_tenant_and_a_restart_resumes() {
     wait_for(&upstream, "acme", 3);
     let globex = wait_for(&upstream, "globex", 2);
     assert_eq!(globex[0].0["payload"]["service"], "billing");
+    // `check` beside the running host: it neither opens nor locks the state the host keeps.
+    let out = run_host(&["check", b.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out).1);
     let metrics = host.admin("GET", "/metrics").text();
     assert!(
         metrics.contains(r#"greentic_calls_total{tenant="acme",provider="beat",capability="acme-beat",code="ok"}"#),
