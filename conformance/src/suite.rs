@@ -392,6 +392,17 @@ impl Ctx {
         .or_else(|| {
             (signature != Signature::Missing).then(|| format!("unbound-{:016x}", fastrand::u64(..)))
         });
+        // Real senders' deliveries differ (ids and times in the body): a JSON object body
+        // carries the delivery id, so two deliveries are never the same bytes — and a replay
+        // (the same id) is.
+        let body = match serde_json::from_str::<Value>(body) {
+            Ok(Value::Object(mut fields)) => {
+                fields.insert("conformance_delivery".into(), delivery_id.into());
+                Value::Object(fields).to_string()
+            }
+            _ => body.to_string(),
+        };
+        let body = body.as_str();
         let path = webhook.path.trim_start_matches('/');
         let mut request = self
             .client

@@ -324,6 +324,19 @@ fn webhook_github_verifies_deliveries_for_the_routed_tenant() {
     let r = deliver("acme", Some(&good), body);
     assert_eq!(r.status, 409, "{}", r.text());
     assert!(r.text().contains("already received"), "{}", r.text());
+    // The same signed body under a fresh id is a replay too: the signature is recorded.
+    let r = host.request(
+        "POST",
+        "/webhooks/acme/github/",
+        &[
+            ("x-github-event", "pull_request"),
+            ("x-github-delivery", "d-43-forged"),
+            ("content-type", "application/json"),
+            ("x-hub-signature-256", &good),
+        ],
+        body,
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
     assert_eq!(deliver("acme", None, body).status, 401);
     assert_eq!(
         deliver(

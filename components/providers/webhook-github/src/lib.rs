@@ -9,8 +9,9 @@
 //!
 //! Each accepted delivery id is recorded in `greentic:state` (scoped by the host to the tenant)
 //! for `replay_window_secs`, so a replayed delivery is refused rather than processed twice.
-//! GitHub's signature covers the body, not the headers: the record stops redeliveries and
-//! replays of a captured request, not a replay whose sender also changed the id.
+//! GitHub's signature covers the body, not the headers, so the signature is recorded beside the
+//! id: a captured delivery replayed under a fresh id is refused too (GitHub's bodies differ
+//! from one delivery to the next).
 
 pub mod logic;
 
@@ -97,13 +98,27 @@ fn process(request: IncomingRequest, span: &SpanGuard) -> Outcome {
     let Some(delivery) = delivery else {
         return Outcome::MissingDeliveryId;
     };
+    let signature = request
+        .header("x-hub-signature-256")
+        .unwrap_or_default()
+        .to_string();
     if !logic::valid_delivery_id(&delivery) {
         return Outcome::Malformed("X-GitHub-Delivery is not a delivery id".into());
     }
     match logic::check_payload(&request.body, event, delivery) {
         Outcome::Accepted { event, delivery } => {
             let window = Some(std::time::Duration::from_secs(config.replay_window_secs));
-            match state::first_time(&format!("delivery/{delivery}"), window) {
+            // The id is not signed, so the (verified) signature, which covers the body, is
+            // recorded too: a captured delivery replayed under a fresh id is refused as well.
+            let first =
+                state::first_time(&format!("delivery/{delivery}"), window).and_then(|new_id| {
+                    if new_id {
+                        state::first_time(&format!("signature/{signature}"), window)
+                    } else {
+                        Ok(false)
+                    }
+                });
+            match first {
                 Ok(true) => Outcome::Accepted { event, delivery },
                 Ok(false) => Outcome::Replayed(delivery),
                 Err(state::StateError::InvalidKey(_)) => {
