@@ -200,6 +200,36 @@ pub(crate) fn live(expires: u64, now: u64) -> bool {
     expires == 0 || expires > now
 }
 
+/// When each tenant's expired entries were last swept out: a tenant at its bound makes every
+/// write of it look for room, and the look (a scan of the tenant) is done at most once per
+/// [`Sweeps::EVERY`]; meanwhile a write over the bound is refused as it stands.
+#[derive(Debug, Default)]
+pub struct Sweeps(std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>);
+
+impl Sweeps {
+    /// The least time between two sweeps of one tenant.
+    pub const EVERY: Duration = Duration::from_secs(5);
+
+    /// Whether `tenant` may be swept now (and if so, counts it as swept).
+    pub fn due(&self, tenant: &str) -> bool {
+        let mut last = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        match last.get(tenant) {
+            Some(at) if now.duration_since(*at) < Self::EVERY => false,
+            _ => {
+                if last.len() > 100_000 {
+                    last.retain(|_, at| now.duration_since(*at) < Self::EVERY);
+                }
+                last.insert(tenant.to_string(), now);
+                true
+            }
+        }
+    }
+}
+
 /// Whose keys an operation touches: the host sets it from the call, never the guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Namespace {

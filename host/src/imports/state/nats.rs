@@ -25,7 +25,7 @@ use bytes::Bytes;
 use futures_util::StreamExt as _;
 use tokio::sync::OnceCell;
 
-use super::{Namespace, StateBackend, Stored, Write, Written, live, now_ms};
+use super::{Namespace, StateBackend, Stored, Sweeps, Write, Written, live, now_ms};
 
 /// Bytes of expiry before each stored value.
 const HEADER: usize = 8;
@@ -44,6 +44,7 @@ pub struct NatsBackend {
     /// Connected on first use, in the runtime that serves calls (the client's connection
     /// task lives there).
     conn: OnceCell<Conn>,
+    sweeps: Sweeps,
 }
 
 impl NatsBackend {
@@ -56,6 +57,7 @@ impl NatsBackend {
             replicas: 1,
             credentials,
             conn: OnceCell::new(),
+            sweeps: Sweeps::default(),
         }
     }
 
@@ -387,7 +389,7 @@ impl StateBackend for NatsBackend {
                     after(self.usage(&usage_key(&ns.tenant)).await?),
                     after(self.usage(&provider_usage_key(ns)).await?),
                 );
-                if bounds.passed(would.0, would.1).is_some() {
+                if bounds.passed(would.0, would.1).is_some() && self.sweeps.due(&ns.tenant) {
                     let (tenant, provider) = self.recount(ns).await?;
                     would = (after(tenant), after(provider));
                 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{Namespace, StateBackend, Stored, Write, Written, live, now_ms};
+use super::{Namespace, StateBackend, Stored, Sweeps, Write, Written, live, now_ms};
 
 const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
 const USAGE: TableDefinition<&str, u64> = TableDefinition::new("tenant_bytes");
@@ -29,6 +29,7 @@ const HEADER: usize = 16;
 pub struct RedbBackend {
     path: PathBuf,
     db: tokio::sync::OnceCell<Arc<Database>>,
+    sweeps: Arc<Sweeps>,
 }
 
 impl RedbBackend {
@@ -37,6 +38,7 @@ impl RedbBackend {
         RedbBackend {
             path: path.to_path_buf(),
             db: tokio::sync::OnceCell::new(),
+            sweeps: Arc::default(),
         }
     }
 
@@ -146,9 +148,12 @@ impl StateBackend for RedbBackend {
         let k = full_key(ns, key);
         let tenant = ns.tenant.clone();
         let provider = provider_usage_key(ns);
+        let sweeps = self.sweeps.clone();
         self.blocking(move |db| {
             let now = now_ms();
             let txn = db.begin_write()?;
+            // Expired entries swept out stay swept, whether or not the write then fits.
+            let mut swept = false;
             let outcome = {
                 let mut entries = txn.open_table(ENTRIES)?;
                 let mut usage = txn.open_table(USAGE)?;
@@ -184,8 +189,9 @@ impl StateBackend for RedbBackend {
                     if let Some(bounds) = write.bounds {
                         would = totals(&usage)?;
                         passed = bounds.passed(would.0, would.1);
-                        if passed.is_some() {
+                        if passed.is_some() && sweeps.due(&tenant) {
                             purge_expired(&mut entries, &mut usage, &tenant, now)?;
+                            swept = true;
                             would = totals(&usage)?;
                             passed = bounds.passed(would.0, would.1);
                         }
@@ -211,7 +217,7 @@ impl StateBackend for RedbBackend {
                     }
                 }
             };
-            if matches!(outcome, Written::Ok(_)) {
+            if matches!(outcome, Written::Ok(_)) || swept {
                 txn.commit()?;
             } else {
                 txn.abort()?;
