@@ -25,6 +25,11 @@ config.beat = {{ url = "http://{upstream}/beats/acme", timeout_ms = 2000 }}
 [tenants.globex]
 config.beat = {{ url = "http://{upstream}/beats/globex", timeout_ms = 2000 }}
 
+[[routes]]
+tenant = "acme"
+capability = "heartbeat"
+provider = "beat"
+
 [[schedules]]
 name = "acme-beat"
 tenant = "acme"
@@ -103,6 +108,24 @@ fn schedules_fire_each_slot_once_per_tenant_and_a_restart_resumes() {
     wait_for(&upstream, "acme", 3);
     let globex = wait_for(&upstream, "globex", 2);
     assert_eq!(globex[0].0["payload"]["service"], "billing");
+    // A timer provider is the host's to fire: a caller invoking it, even through a route, is
+    // told where it is reached instead.
+    let token = b.token("acme", None);
+    let r = host.request(
+        "POST",
+        "/v1/invoke/heartbeat",
+        &[
+            ("authorization", &format!("Bearer {token}")),
+            ("content-type", "application/json"),
+        ],
+        b"{}",
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("`timer` provider") && r.text().contains("schedules"),
+        "{}",
+        r.text()
+    );
     // `check` beside the running host: it neither opens nor locks the state the host keeps.
     let out = run_host(&["check", b.path().to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out).1);

@@ -564,6 +564,30 @@ impl Host for CallState {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_section_that_cannot_work_is_refused_naming_the_key_and_the_fix() {
+        assert!(StateSection::default().problems().is_empty());
+        let section = |text: &str| -> StateSection { toml::from_str(text).unwrap() };
+        let unknown = section("type = \"dynamo\"").problems();
+        assert!(
+            unknown[0].contains("`dynamo`") && unknown[0].contains("redb, nats"),
+            "{unknown:?}"
+        );
+        let no_url = section("type = \"nats\"").problems();
+        assert!(no_url[0].contains("[state].url is missing"), "{no_url:?}");
+        let bucket = section("type = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\nbucket = \"a.b\"")
+            .problems();
+        assert!(bucket[0].contains("`a.b`"), "{bucket:?}");
+        let zero = section("max_provider_bytes = 0").problems();
+        assert!(zero[0].contains("max_provider_bytes is 0"), "{zero:?}");
+        assert!(toml::from_str::<StateSection>("kind = \"redb\"").is_err());
+    }
+}
+
 /// What every backend must do: run against each backend by its own tests.
 #[cfg(test)]
 pub(crate) mod contract {
