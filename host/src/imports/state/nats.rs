@@ -460,64 +460,18 @@ impl StateBackend for NatsBackend {
     }
 }
 
+/// The test server the host's integration tests use too.
+#[cfg(test)]
+#[path = "../../../tests/all/common/nats_server.rs"]
+mod nats_server;
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::imports::state::{Bounds, contract};
 
-    /// A real `nats-server -js` on a free loopback port, stopped on drop.
-    struct Server {
-        child: std::process::Child,
-        url: String,
-        _dir: tempfile::TempDir,
-    }
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    fn start() -> Server {
-        let bin = std::env::var("GREENTIC_NATS_SERVER").unwrap_or_else(|_| {
-            // Where scripts/test.sh installs it, else the PATH.
-            let cached = std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                .join(".cache/greentic-host/tools/nats-server-2.15.1/nats-server");
-            if cached.is_file() {
-                cached.display().to_string()
-            } else {
-                "nats-server".into()
-            }
-        });
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new(&bin)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(dir.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("starting `{bin}`: {e}; run scripts/test.sh (it installs nats-server) or set GREENTIC_NATS_SERVER")
-            });
-        let until = std::time::Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < until,
-                "nats-server did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Server {
-            child,
-            url: format!("nats://127.0.0.1:{port}"),
-            _dir: dir,
-        }
+    fn start() -> super::nats_server::Nats {
+        super::nats_server::Nats::start()
     }
 
     #[tokio::test]

@@ -600,57 +600,5 @@ pub fn github_signature(key: &[u8], message: &[u8]) -> String {
     format!("sha256={outer:x}")
 }
 
-/// A real `nats-server -js` on a free loopback port (`$GREENTIC_NATS_SERVER`, installed by
-/// scripts/test.sh, or `nats-server` on the PATH), stopped on drop.
-pub struct Nats {
-    child: Child,
-    pub url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Nats {
-    pub fn start() -> Nats {
-        let bin = std::env::var("GREENTIC_NATS_SERVER").unwrap_or_else(|_| {
-            // Where scripts/test.sh installs it, else the PATH.
-            let cached = std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                .join(".cache/greentic-host/tools/nats-server-2.15.1/nats-server");
-            if cached.is_file() {
-                cached.display().to_string()
-            } else {
-                "nats-server".into()
-            }
-        });
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(&bin)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("starting `{bin}`: {e}; run scripts/test.sh (it installs nats-server) or set GREENTIC_NATS_SERVER")
-            });
-        let until = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < until, "nats-server did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Nats {
-            child,
-            url: format!("nats://127.0.0.1:{port}"),
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod nats_server;
+pub use nats_server::Nats;
