@@ -64,6 +64,16 @@ pub fn provider_error(e: StateError) -> ProviderError {
     }
 }
 
+/// The error for state a provider kept losing races on (its compare-and-swap retries spent):
+/// `unavailable` with a short retry-after, so the host's retry (for a keyed call) or the
+/// caller tries again.
+pub fn contended(what: &str) -> ProviderError {
+    ProviderError::Unavailable(UnavailableInfo {
+        retry_after_ms: Some(100),
+        message: format!("{what} is contended; retry"),
+    })
+}
+
 fn millis(d: Duration) -> u64 {
     d.as_millis().min(u128::from(u64::MAX)) as u64
 }

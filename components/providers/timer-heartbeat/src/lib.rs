@@ -83,12 +83,7 @@ fn slot_sequence(info: &FireInfo) -> Result<u64, ProviderError> {
             Err(e) => return Err(state::provider_error(e)),
         }
     }
-    Err(ProviderError::Unavailable(
-        greentic_provider_sdk::types::UnavailableInfo {
-            retry_after_ms: Some(100),
-            message: "the slot's heartbeat number is contended; retry".into(),
-        },
-    ))
+    Err(state::contended("the slot's heartbeat number"))
 }
 
 /// The tenant's next heartbeat number: compare-and-swap on the stored one, retried when
@@ -107,12 +102,7 @@ fn next_sequence() -> Result<u64, ProviderError> {
             Err(e) => return Err(state::provider_error(e)),
         }
     }
-    Err(ProviderError::Unavailable(
-        greentic_provider_sdk::types::UnavailableInfo {
-            retry_after_ms: Some(100),
-            message: "the heartbeat sequence is contended; retry".into(),
-        },
-    ))
+    Err(state::contended("the heartbeat sequence"))
 }
 
 greentic_provider_sdk::export_timer_provider!(Heartbeat);
