@@ -311,9 +311,7 @@ impl HostUnderTest for Harness {
     ) -> Pin<Box<dyn Future<Output = FireOutcome> + Send + '_>> {
         let tenant = tenant.id.clone();
         Box::pin(async move {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
+            let now = crate::imports::state::now_ms();
             let input = Input::Fire(Fire {
                 schedule: fire.schedule.clone(),
                 scheduled_at_ms: fire.scheduled_at_ms,
