@@ -11,14 +11,17 @@ use std::time::{Duration, Instant};
 use common::{Host, Nats, TestBundle, Upstream, run_host, text};
 use serde_json::Value;
 
+/// The timer provider every bundle here runs, as granted.
+const BEAT: &str = r#"[providers.beat]
+source = "{components}/timer_heartbeat.wasm"
+allow_unsigned = true
+grants = { outbound_hosts = ["http://127.0.0.1:*"], secrets = ["HEARTBEAT_TOKEN"], state = true }
+"#;
+
 fn bundle(upstream: &str) -> String {
     format!(
         r#"
-[providers.beat]
-source = "{{components}}/timer_heartbeat.wasm"
-allow_unsigned = true
-grants = {{ outbound_hosts = ["http://127.0.0.1:*"], secrets = ["HEARTBEAT_TOKEN"], state = true }}
-
+{BEAT}
 [tenants.acme]
 config.beat = {{ url = "http://{upstream}/beats/acme", timeout_ms = 2000 }}
 
@@ -296,11 +299,7 @@ fn a_slot_whose_host_died_mid_fire_fires_again_under_the_same_key() {
     let (addr, keys) = hanging_first_upstream();
     let toml = format!(
         r#"
-[providers.beat]
-source = "{{components}}/timer_heartbeat.wasm"
-allow_unsigned = true
-grants = {{ outbound_hosts = ["http://127.0.0.1:*"], secrets = ["HEARTBEAT_TOKEN"], state = true }}
-
+{BEAT}
 [tenants.acme]
 limits = {{ deadline_ms = 3000, queue_timeout_ms = 500 }}
 config.beat = {{ url = "http://{addr}/beats/acme", timeout_ms = 10000 }}
