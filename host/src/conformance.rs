@@ -254,10 +254,10 @@ pub async fn start(setup: Setup, capture: &Capture, cache_dir: PathBuf) -> anyho
         )
         .with_policies(RetryPolicy::default(), breaker),
     );
-    let app = Arc::new(App {
+    let app = Arc::new(App::new(
         runtime,
-        auth: Authenticator::from_bundle(&loaded.bundle)?,
-    });
+        Authenticator::from_bundle(&loaded.bundle)?,
+    ));
     let limits = server::RequestLimits::from_host(&loaded.bundle.file.host);
     // One listener for the suite: public routes and the admin ones (the secret sweep reads
     // `/metrics`).
@@ -292,7 +292,7 @@ impl HostUnderTest for Harness {
     }
 
     fn token(&self, tenant: &TenantSetup) -> anyhow::Result<String> {
-        Ok(self.app.auth.mint(
+        Ok(self.app.auth.load().mint(
             &tenant.id,
             tenant.team.as_deref(),
             tenant.user.as_deref(),

@@ -38,7 +38,9 @@ pub mod limits;
 pub mod loader;
 pub mod metrics;
 pub mod outbound;
+pub mod reload;
 pub mod resilience;
+pub mod revision;
 pub mod runtime;
 /// The secrets capability (`imports::secrets`), where it has always been reachable.
 pub use imports::secrets;

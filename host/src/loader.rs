@@ -493,6 +493,35 @@ pub(crate) fn check_binding(
     problems
 }
 
+/// The pool `bundle`'s tenants need: every slot a call may hold — each tenant's invokes, and its
+/// webhook deliveries per provider routed to it (which of them are webhook providers is known
+/// only after loading) — and the largest memory any tenant may use.
+pub fn pool_sizing(bundle: &Bundle) -> PoolSizing {
+    let tenants = &bundle.file.tenants;
+    let routed = |tenant: &str| {
+        bundle
+            .file
+            .routes
+            .iter()
+            .filter(|r| r.tenant == tenant || r.tenant == "*")
+            .map(|r| r.provider.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len() as u32
+    };
+    PoolSizing {
+        instances: tenants
+            .iter()
+            .map(|(id, t)| t.limits.max_concurrent + t.limits.webhook_max_concurrent * routed(id))
+            .sum::<u32>()
+            + 8,
+        max_memory_bytes: tenants
+            .values()
+            .map(|t| t.limits.memory_bytes)
+            .max()
+            .unwrap_or(64 << 20),
+    }
+}
+
 /// A bundle with its providers loaded and checked.
 pub struct LoadedBundle {
     /// The bundle.
@@ -519,31 +548,7 @@ pub fn load_bundle_with(
 ) -> anyhow::Result<LoadedBundle> {
     let bundle = Bundle::load(path)?;
     let capabilities = Capabilities::open(&bundle)?;
-    let tenants = &bundle.file.tenants;
-    // Every slot a call may hold: each tenant's invokes, and its webhook deliveries per
-    // provider routed to it (which of them are webhook providers is known only after loading).
-    let routed = |tenant: &str| {
-        bundle
-            .file
-            .routes
-            .iter()
-            .filter(|r| r.tenant == tenant || r.tenant == "*")
-            .map(|r| r.provider.as_str())
-            .collect::<std::collections::BTreeSet<_>>()
-            .len() as u32
-    };
-    let sizing = PoolSizing {
-        instances: tenants
-            .iter()
-            .map(|(id, t)| t.limits.max_concurrent + t.limits.webhook_max_concurrent * routed(id))
-            .sum::<u32>()
-            + 8,
-        max_memory_bytes: tenants
-            .values()
-            .map(|t| t.limits.memory_bytes)
-            .max()
-            .unwrap_or(64 << 20),
-    };
+    let sizing = pool_sizing(&bundle);
     let engine = make_engine(sizing).context("creating the Wasmtime engine")?;
     let loaded = load(&bundle, &engine, capabilities.secrets.as_ref(), options)?;
     Ok(LoadedBundle {

@@ -1,7 +1,7 @@
 //! The runtime: routes calls to providers and runs each in a fresh instance under the calling
 //! tenant's limits, with retries and a circuit breaker.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -13,31 +13,23 @@ use wasmtime::{Store, Trap};
 
 use crate::bindings::greentic::types::types::{Cloud, DeploymentCtx, Platform, TenantCtx};
 use crate::budget::ResourceLimitHit;
-use crate::bundle::{Bundle, Deployment, Limits, Route};
+use arc_swap::ArcSwap;
+
+use crate::bundle::{Bundle, Limits};
 use crate::domain::{CallCx, Decoded, Domain, Entry, Input, Kept, Output, Typed};
 use crate::engine::{EngineOptions, HostEngine, YIELD_FUEL};
 use crate::errors::{CallError, clip_guest};
 use crate::imports::Capabilities;
+use crate::imports::state::StateCtx;
 use crate::imports::telemetry::host_attributes;
 use crate::limits::TenantGate;
 use crate::loader::LoadedProvider;
 use crate::metrics::Metrics;
 use crate::outbound::OutboundPolicy;
 use crate::resilience::{BreakerPolicy, BreakerState, Breakers, RetryPolicy, counts_as_failure};
+use crate::revision::Revision;
+pub use crate::revision::TenantRuntime;
 use crate::state::{CallScope, CallState, DeadlineHit, MemoryLimitHit};
-
-/// A tenant's run-time state.
-pub struct TenantRuntime {
-    /// Limits and admission of invokes.
-    pub gate: Arc<TenantGate>,
-    /// Admission of webhook deliveries, per provider: apart from invokes, so deliveries
-    /// nobody has authenticated yet cannot take the slots or fuel the tenant's calls need.
-    pub webhook_gates: BTreeMap<String, Arc<TenantGate>>,
-    /// Secret names bound for the tenant.
-    pub bound_secrets: Arc<BTreeSet<String>>,
-    /// Validated configuration per provider.
-    pub config: BTreeMap<String, Arc<serde_json::Value>>,
-}
 
 /// Who is calling, from the verified token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,17 +42,12 @@ pub struct Caller {
     pub user: Option<String>,
 }
 
-/// The runtime.
+/// The runtime: the active [`Revision`] (swapped atomically on reload) and what outlives
+/// revisions — the state backend, metrics, circuit breakers and readiness.
 pub struct Runtime {
-    /// The engine.
-    pub engine: HostEngine,
-    /// Providers by name.
-    pub providers: BTreeMap<String, Arc<LoadedProvider>>,
-    /// Tenants by id.
-    pub tenants: BTreeMap<String, TenantRuntime>,
-    routes: Vec<Route>,
-    deployment: Deployment,
-    capabilities: Capabilities,
+    current: ArcSwap<Revision>,
+    /// Where provider state is kept: one backend for the life of the process.
+    state: Arc<StateCtx>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     breakers: Breakers,
@@ -69,62 +56,68 @@ pub struct Runtime {
     pub ready: AtomicBool,
     /// Whether calls reuse one instance per provider (see [`Runtime::share_instances`]).
     shared: AtomicBool,
-    /// The largest webhook response body passed on (`[host].max_body_bytes`).
-    max_response_bytes: usize,
 }
 
 impl Runtime {
-    /// Assembles the runtime from a loaded bundle.
+    /// Assembles the runtime from a loaded bundle: its first revision.
     pub fn new(
         bundle: &Bundle,
-        engine: HostEngine,
+        engine: impl Into<Arc<HostEngine>>,
         providers: BTreeMap<String, Arc<LoadedProvider>>,
         capabilities: Capabilities,
     ) -> Runtime {
-        let tenants = bundle
-            .file
-            .tenants
-            .iter()
-            .map(|(id, t)| {
-                let config = t
-                    .config
-                    .iter()
-                    .map(|(p, v)| (p.clone(), Arc::new(v.clone())))
-                    .collect();
-                let webhook_limits = Limits {
-                    max_concurrent: t.limits.webhook_max_concurrent,
-                    ..t.limits
-                };
-                let webhook_gates = providers
-                    .iter()
-                    .filter(|(_, p)| p.prepared.info().entry == Entry::Http)
-                    .map(|(name, _)| (name.clone(), TenantGate::new(id, webhook_limits)))
-                    .collect();
-                (
-                    id.clone(),
-                    TenantRuntime {
-                        gate: TenantGate::new(id, t.limits),
-                        webhook_gates,
-                        bound_secrets: Arc::new(t.secrets.iter().cloned().collect()),
-                        config,
-                    },
-                )
-            })
-            .collect();
-        Runtime {
-            engine,
+        let revision = Revision::new(
+            Arc::new(bundle.clone()),
+            engine.into(),
             providers,
-            tenants,
-            routes: bundle.file.routes.clone(),
-            deployment: bundle.file.host.deployment.clone(),
-            capabilities,
-            metrics: Arc::new(Metrics::default()),
+            capabilities.secrets,
+            None,
+        );
+        let metrics = Arc::new(Metrics::default());
+        let runtime = Runtime {
+            current: ArcSwap::from_pointee(revision),
+            state: capabilities.state,
+            metrics,
             breakers: Breakers::new(BreakerPolicy::from(bundle.file.host.breaker)),
             retry: RetryPolicy::default(),
             ready: AtomicBool::new(true),
             shared: AtomicBool::new(false),
-            max_response_bytes: bundle.file.host.max_body_bytes,
-        }
+        };
+        runtime.record_revision(&runtime.revision());
+        runtime
+    }
+
+    /// The active revision. A caller holding it keeps it alive (and serving) until it lets go.
+    pub fn revision(&self) -> Arc<Revision> {
+        self.current.load_full()
+    }
+
+    /// Makes `revision` the active one; calls already running finish on the one they
+    /// started on. Returns the revision replaced.
+    pub fn swap(&self, mut revision: Revision) -> Arc<Revision> {
+        revision.since = std::time::SystemTime::now();
+        let revision = Arc::new(revision);
+        let previous = self.current.swap(revision.clone());
+        self.metrics.set(
+            "greentic_revision_info",
+            &[("digest", previous.digest.as_str())],
+            0.0,
+        );
+        self.record_revision(&revision);
+        previous
+    }
+
+    fn record_revision(&self, revision: &Revision) {
+        self.metrics.set(
+            "greentic_revision_info",
+            &[("digest", revision.digest.as_str())],
+            1.0,
+        );
+        self.metrics.set(
+            "greentic_revision_active_since_seconds",
+            &[],
+            revision.since_secs(),
+        );
     }
 
     /// Makes consecutive calls of *every* tenant run in one kept instance per provider
@@ -135,7 +128,7 @@ impl Runtime {
     pub async fn share_instances(&self, on: bool) {
         self.shared.store(on, Ordering::SeqCst);
         if !on {
-            for provider in self.providers.values() {
+            for provider in self.revision().providers.values() {
                 provider.prepared.release().await;
             }
         }
@@ -148,36 +141,10 @@ impl Runtime {
         self
     }
 
-    /// The provider the most specific matching route picks.
-    pub fn route(&self, caller: &Caller, capability: &str) -> Option<&Arc<LoadedProvider>> {
-        let matches = |want: &Option<String>, have: &Option<String>| {
-            want.as_ref().is_none_or(|w| have.as_ref() == Some(w))
-        };
-        let cloud = Some(self.deployment.cloud.clone());
-        self.routes
-            .iter()
-            .filter(|r| r.capability == capability)
-            .filter(|r| r.tenant == "*" || r.tenant == caller.tenant)
-            .filter(|r| matches(&r.team, &caller.team) && matches(&r.user, &caller.user))
-            .filter(|r| matches(&r.cloud, &cloud))
-            .max_by_key(|r| {
-                (r.tenant != "*") as u8
-                    + r.team.is_some() as u8
-                    + r.user.is_some() as u8
-                    + r.cloud.is_some() as u8
-            })
-            .and_then(|r| self.providers.get(&r.provider))
-    }
-
-    /// Whether `provider` is routed to `tenant` (for webhooks).
-    pub fn routed_to(&self, tenant: &str, provider: &str) -> bool {
-        self.routes
-            .iter()
-            .any(|r| r.provider == provider && (r.tenant == tenant || r.tenant == "*"))
-    }
-
+    #[allow(clippy::too_many_arguments)]
     fn scope(
         &self,
+        revision: &Revision,
         caller: &Caller,
         provider: &LoadedProvider,
         capability: &str,
@@ -194,8 +161,8 @@ impl Runtime {
             trace_id: trace_id.to_string(),
             granted_secrets: provider.granted_secrets.clone(),
             bound_secrets: tenant.bound_secrets.clone(),
-            secret_backend: self.capabilities.secrets.clone(),
-            state: self.capabilities.state.clone(),
+            secret_backend: revision.secrets.clone(),
+            state: self.state.clone(),
             config: tenant
                 .config
                 .get(&provider.name)
@@ -206,13 +173,18 @@ impl Runtime {
         })
     }
 
-    fn tenant_ctx(&self, caller: &Caller, trace_id: &str, key: Option<String>) -> TenantCtx {
+    fn tenant_ctx(
+        revision: &Revision,
+        caller: &Caller,
+        trace_id: &str,
+        key: Option<String>,
+    ) -> TenantCtx {
         TenantCtx {
             tenant: caller.tenant.clone(),
             team: caller.team.clone(),
             user: caller.user.clone(),
             deployment: DeploymentCtx {
-                cloud: match self.deployment.cloud.as_str() {
+                cloud: match revision.deployment.cloud.as_str() {
                     "aws" => Cloud::Aws,
                     "gcp" => Cloud::Gcp,
                     "azure" => Cloud::Azure,
@@ -220,8 +192,8 @@ impl Runtime {
                     "local" => Cloud::Local,
                     other => Cloud::Other(other.to_string()),
                 },
-                region: self.deployment.region.clone(),
-                platform: match self.deployment.platform.as_str() {
+                region: revision.deployment.region.clone(),
+                platform: match revision.deployment.platform.as_str() {
                     "k8s" => Platform::K8s,
                     "nomad" => Platform::Nomad,
                     "systemd" => Platform::Systemd,
@@ -246,13 +218,14 @@ impl Runtime {
         input: serde_json::Value,
         header_key: Option<String>,
     ) -> Result<serde_json::Value, CallError> {
-        let tenant = self.tenants.get(&caller.tenant).ok_or_else(|| {
+        let revision = self.revision();
+        let tenant = revision.tenants.get(&caller.tenant).ok_or_else(|| {
             CallError::BadRequest(format!(
                 "tenant `{}` is not served by this host",
                 caller.tenant
             ))
         })?;
-        let provider = self
+        let provider = revision
             .route(caller, capability)
             .ok_or_else(|| CallError::NoRoute {
                 capability: capability.to_string(),
@@ -267,7 +240,15 @@ impl Runtime {
             idempotency_key: header_key,
         };
         match self
-            .call(caller, tenant, provider, capability, &tenant.gate, input)
+            .call(
+                &revision,
+                caller,
+                tenant,
+                provider,
+                capability,
+                &tenant.gate,
+                input,
+            )
             .await?
         {
             Output::Json(result) => Ok(result),
@@ -292,11 +273,12 @@ impl Runtime {
         let no_route = || CallError::NoRoute {
             capability: format!("webhook {}", crate::errors::clip(provider_name, 128)),
         };
-        let tenant = self.tenants.get(tenant_id).ok_or_else(no_route)?;
-        let provider = self
+        let revision = self.revision();
+        let tenant = revision.tenants.get(tenant_id).ok_or_else(no_route)?;
+        let provider = revision
             .providers
             .get(provider_name)
-            .filter(|_| self.routed_to(tenant_id, provider_name))
+            .filter(|_| revision.routed_to(tenant_id, provider_name))
             .ok_or_else(no_route)?;
         // Only providers of HTTP domains have a delivery gate.
         let gate = tenant
@@ -311,6 +293,7 @@ impl Runtime {
         let capability = provider.prepared.info().name;
         match self
             .call(
+                &revision,
                 &caller,
                 tenant,
                 provider,
@@ -336,10 +319,11 @@ impl Runtime {
         name: &str,
         input: Input,
     ) -> Result<Output, CallError> {
-        let tenant = self.tenants.get(tenant_id).ok_or_else(|| {
+        let revision = self.revision();
+        let tenant = revision.tenants.get(tenant_id).ok_or_else(|| {
             CallError::BadRequest(format!("tenant `{tenant_id}` is not served by this host"))
         })?;
-        let provider = self
+        let provider = revision
             .providers
             .get(provider_name)
             .ok_or_else(|| CallError::NoRoute {
@@ -354,20 +338,30 @@ impl Runtime {
             team: None,
             user: None,
         };
-        self.call(&caller, tenant, provider, name, &tenant.gate, input)
-            .await
+        self.call(
+            &revision,
+            &caller,
+            tenant,
+            provider,
+            name,
+            &tenant.gate,
+            input,
+        )
+        .await
     }
 
-    /// The host-provided capabilities (secrets, state) calls are given.
-    pub fn capabilities(&self) -> &Capabilities {
-        &self.capabilities
+    /// The state capability calls are given (one backend for the life of the process).
+    pub fn state(&self) -> &Arc<StateCtx> {
+        &self.state
     }
 
     /// The call envelope every domain shares: the host's span, the call's scope, the
     /// in-flight gauge, the domain's decoding and attempts (see [`Runtime::attempts`]), and
     /// one set of metrics and one log line for every call, whatever its domain.
+    #[allow(clippy::too_many_arguments)]
     async fn call(
         &self,
+        revision: &Revision,
         caller: &Caller,
         tenant: &TenantRuntime,
         provider: &Arc<LoadedProvider>,
@@ -390,7 +384,9 @@ impl Runtime {
         let trace_id = span.span_context().trace_id().to_string();
         let cx =
             opentelemetry::Context::current().with_remote_span_context(span.span_context().clone());
-        let scope = self.scope(caller, provider, capability, tenant, cx, &trace_id);
+        let scope = self.scope(
+            revision, caller, provider, capability, tenant, cx, &trace_id,
+        );
         for kv in host_attributes(&scope) {
             span.set_attribute(kv);
         }
@@ -398,6 +394,7 @@ impl Runtime {
         // Counted down on drop, so a call whose client went away is not left counted.
         let in_flight = InFlight::enter(&self.metrics, &caller.tenant);
         let call = Call {
+            revision,
             caller,
             provider,
             scope: &scope,
@@ -411,6 +408,7 @@ impl Runtime {
                 fields.insert("provider".into(), provider.name.clone().into());
                 fields.insert("trace_id".into(), trace_id.clone().into());
                 fields.insert("attempts".into(), attempts.into());
+                fields.insert("revision".into(), revision.digest.clone().into());
                 Output::Json(serde_json::Value::Object(fields))
             }
             other => other,
@@ -470,10 +468,15 @@ impl Runtime {
         let tenant = call.caller.tenant.as_str();
         let provider = call.provider.name.as_str();
         let keyed = decoded.idempotency_key.is_some();
-        let ctx = self.tenant_ctx(call.caller, call.trace_id, decoded.idempotency_key);
+        let ctx = Runtime::tenant_ctx(
+            call.revision,
+            call.caller,
+            call.trace_id,
+            decoded.idempotency_key,
+        );
         let cx = CallCx {
             ctx: &ctx,
-            max_response_bytes: self.max_response_bytes,
+            max_response_bytes: call.revision.max_response_bytes,
         };
         let limits = *call.gate.limits();
         let deadline = Instant::now() + Duration::from_millis(limits.deadline_ms);
@@ -547,7 +550,8 @@ impl Runtime {
                 .attempt_shared(typed, call, limits, deadline, cx, request)
                 .await;
         }
-        let mut store = match self.call_store(
+        let mut store = match Runtime::call_store(
+            &call.revision.engine,
             call.scope.clone(),
             &call.provider.outbound,
             limits,
@@ -580,7 +584,8 @@ impl Runtime {
         let mut kept = match slot.take() {
             Some(kept) => kept,
             None => {
-                let mut store = match self.call_store(
+                let mut store = match Runtime::call_store(
+                    &call.revision.engine,
                     call.scope.clone(),
                     &call.provider.outbound,
                     limits,
@@ -603,7 +608,7 @@ impl Runtime {
         if let Err(e) = kept.store.set_fuel(limits.fuel_per_call) {
             return (Err(CallError::Internal(e.to_string())), 0);
         }
-        yield_regularly(&mut kept.store, &self.engine.options);
+        yield_regularly(&mut kept.store, &call.revision.engine.options);
         let run = D::call(&kept.instance, &mut kept.store, cx, request);
         let result = tokio::time::timeout_at(deadline.into(), run).await;
         let (mapped, fuel) = outcome(result, &kept.store, limits);
@@ -617,6 +622,7 @@ impl Runtime {
 
 /// One call as the envelope hands it to a domain's attempts.
 pub struct Call<'a> {
+    revision: &'a Revision,
     caller: &'a Caller,
     provider: &'a LoadedProvider,
     scope: &'a Arc<CallScope>,
@@ -629,14 +635,14 @@ impl Runtime {
     /// (memory cap, host budgets, fuel), regular yields, and the deadline checked on every
     /// call into the host.
     fn call_store(
-        &self,
+        engine: &HostEngine,
         scope: Arc<CallScope>,
         outbound: &OutboundPolicy,
         limits: &Limits,
         deadline: Instant,
     ) -> Result<Store<CallState>, CallError> {
         let mut store = Store::new(
-            &self.engine.engine,
+            &engine.engine,
             CallState::new(scope, outbound.clone(), *limits, deadline),
         );
         store.limiter(|s| &mut s.limiter);
@@ -644,7 +650,7 @@ impl Runtime {
         store
             .set_fuel(limits.fuel_per_call)
             .map_err(|e| CallError::Internal(e.to_string()))?;
-        yield_regularly(&mut store, &self.engine.options);
+        yield_regularly(&mut store, &engine.options);
         Ok(store)
     }
 }

@@ -19,16 +19,32 @@ use serde_json::json;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use arc_swap::ArcSwap;
+
 use crate::auth::Authenticator;
 use crate::errors::CallError;
+use crate::reload::{Outcome, Reloader};
 use crate::runtime::Runtime;
 
 /// Shared server state.
 pub struct App {
     /// The runtime.
     pub runtime: Arc<Runtime>,
-    /// Token verification.
-    pub auth: Authenticator,
+    /// Token verification (swapped with each new revision).
+    pub auth: Arc<ArcSwap<Authenticator>>,
+    /// Live reload (`POST /reload` on the admin listener), when the host serves a bundle file.
+    pub reloader: Option<Arc<Reloader>>,
+}
+
+impl App {
+    /// The server state of `runtime` with callers verified by `auth`, without live reload.
+    pub fn new(runtime: Arc<Runtime>, auth: Authenticator) -> App {
+        App {
+            runtime,
+            auth: Arc::new(ArcSwap::from_pointee(auth)),
+            reloader: None,
+        }
+    }
 }
 
 /// The header a caller might use to claim a tenant; it must agree with the token.
@@ -91,6 +107,7 @@ fn admin_routes() -> Router<Arc<App>> {
     Router::new()
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/reload", post(reload))
 }
 
 fn finish(routes: Router<Arc<App>>, app: Arc<App>, limits: RequestLimits) -> Router {
@@ -517,7 +534,7 @@ async fn invoke(
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let caller = match app.auth.verify_header(auth) {
+    let caller = match app.auth.load().verify_header(auth) {
         Ok(caller) => caller,
         Err(e) => return error(401, "unauthenticated", e.to_string()),
     };
@@ -617,8 +634,8 @@ async fn deliver(
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
     let ready = app.runtime.ready.load(Ordering::SeqCst);
-    let providers: Vec<_> = app
-        .runtime
+    let revision = app.runtime.revision();
+    let providers: Vec<_> = revision
         .providers
         .values()
         .map(|p| json!({"name": p.name, "digest": p.digest, "world": p.world}))
@@ -628,11 +645,35 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let refused = app.reloader.as_ref().and_then(|r| r.last_refused());
     (
         status,
-        axum::Json(json!({"ready": ready, "providers": providers})),
+        axum::Json(json!({
+            "ready": ready,
+            "revision": {"digest": revision.digest, "since": revision.since_secs()},
+            "last_refused": refused,
+            "providers": providers,
+        })),
     )
         .into_response()
+}
+
+/// `POST /reload` (admin listener): reads the bundle file again and applies it; 200 with the
+/// outcome when it is active (or was already), 422 with every problem when it was refused.
+async fn reload(State(app): State<Arc<App>>) -> Response {
+    let Some(reloader) = &app.reloader else {
+        return error(
+            404,
+            "not-found",
+            "this host does not serve a bundle file it could reload".into(),
+        );
+    };
+    let outcome = reloader.reload().await;
+    let status = match outcome {
+        Outcome::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => StatusCode::OK,
+    };
+    (status, axum::Json(outcome)).into_response()
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {

@@ -490,32 +490,51 @@ pub struct Route {
     pub provider: String,
 }
 
-/// A loaded bundle: the parsed `greentic.toml` and the directory it lives in.
+/// A loaded bundle: the parsed `greentic.toml`, the directory it lives in, and the digest of
+/// its text (the identity of the revision it makes).
 #[derive(Debug, Clone)]
 pub struct Bundle {
     /// The directory.
     pub dir: PathBuf,
     /// The parsed file.
     pub file: BundleFile,
+    /// `sha256:<hex>` of the text the file was parsed from.
+    pub digest: String,
 }
 
 impl Bundle {
-    /// Reads `DIR/greentic.toml` (or the file itself if `path` is a file).
-    pub fn load(path: &Path) -> Result<Bundle, BundleError> {
-        let (dir, file) = if path.is_dir() {
+    /// The directory and the file of the bundle at `path` (a directory holding
+    /// `greentic.toml`, or the file itself).
+    pub fn locate(path: &Path) -> (PathBuf, PathBuf) {
+        if path.is_dir() {
             (path.to_path_buf(), path.join("greentic.toml"))
         } else {
             (
                 path.parent().unwrap_or(Path::new(".")).to_path_buf(),
                 path.to_path_buf(),
             )
-        };
+        }
+    }
+
+    /// Reads `DIR/greentic.toml` (or the file itself if `path` is a file).
+    pub fn load(path: &Path) -> Result<Bundle, BundleError> {
+        let (dir, file) = Self::locate(path);
         let text = std::fs::read_to_string(&file).map_err(|source| BundleError::Io {
             path: file.display().to_string(),
             source,
         })?;
-        let parsed = Self::parse(&file.display().to_string(), &text)?;
-        Ok(Bundle { dir, file: parsed })
+        Self::from_text(dir, &file.display().to_string(), &text)
+    }
+
+    /// A bundle from `text` (named `name` in errors) whose relative paths resolve against
+    /// `dir`.
+    pub fn from_text(dir: PathBuf, name: &str, text: &str) -> Result<Bundle, BundleError> {
+        let parsed = Self::parse(name, text)?;
+        Ok(Bundle {
+            dir,
+            file: parsed,
+            digest: crate::revision::digest_of(text.as_bytes()),
+        })
     }
 
     /// Parses and checks the text of a `greentic.toml`.

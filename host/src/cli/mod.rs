@@ -5,6 +5,7 @@ mod conformance;
 mod inspect;
 mod manifest;
 mod push;
+mod reload;
 mod run;
 mod sign;
 mod token;
@@ -24,6 +25,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Run(run::Run),
+    Reload(reload::Reload),
     Check(check::Check),
     Inspect(inspect::Inspect),
     Manifest(manifest::Manifest),
@@ -41,6 +43,7 @@ impl Cli {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
             Command::Run(cmd) => cmd.run(),
+            Command::Reload(cmd) => cmd.run(),
             Command::Check(cmd) => cmd.run(),
             Command::Inspect(cmd) => cmd.run(),
             Command::Manifest(cmd) => cmd.run(),

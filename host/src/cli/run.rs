@@ -8,16 +8,21 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use clap::Args;
 use greentic_host::auth::Authenticator;
+use greentic_host::reload::Reloader;
 use greentic_host::runtime::Runtime;
 use greentic_host::server::{self, App};
 use greentic_host::telemetry;
 
 /// Load a bundle (every load-time check runs first), write greentic.lock, and serve
 /// `POST /v1/invoke/{capability}`, `/webhooks/{tenant}/{provider}/…` and `/healthz`; `/readyz`,
-/// `/metrics` and `/healthz` on the admin listener. SIGTERM or Ctrl-C stops accepting requests
-/// and lets in-flight calls finish (up to `[host].shutdown_grace_secs`).
+/// `/metrics`, `/healthz` and `POST /reload` on the admin listener. SIGHUP, `greentic-host
+/// reload` or (with `--watch`) a change of the file applies a new revision of the bundle without
+/// failing a call; one that fails a check is refused whole and the active one keeps serving.
+/// SIGTERM or Ctrl-C stops accepting requests and lets in-flight calls finish (up to
+/// `[host].shutdown_grace_secs`).
 #[derive(Debug, Args)]
 pub struct Run {
     /// The bundle directory (with greentic.toml) or the greentic.toml file.
@@ -36,6 +41,9 @@ pub struct Run {
     /// filled by an earlier online run (signatures included).
     #[arg(long, conflicts_with = "update_lock")]
     offline: bool,
+    /// Reload whenever the bundle file's content changes (checked every second).
+    #[arg(long)]
+    watch: bool,
 }
 
 impl Run {
@@ -67,7 +75,7 @@ impl Run {
             tracing::info!(lock = %greentic_host::bundle::Lock::path(&bundle.dir).display(), "greentic.lock written");
         }
         let _telemetry = telemetry::init_tracing(&bundle.file.telemetry)?;
-        let auth = Authenticator::from_bundle(&bundle)?;
+        let auth = Arc::new(ArcSwap::from_pointee(Authenticator::from_bundle(&bundle)?));
         // The state backend opens (or is reached) now, in the runtime that serves calls: one
         // that cannot be stops the host before it listens.
         loaded
@@ -87,9 +95,17 @@ impl Run {
         let admin = bind(self.admin_listen.as_deref(), &bundle.file.host.admin_listen).await?;
         let local = listener.local_addr()?;
         let admin_local = admin.local_addr()?;
+        let options = greentic_host::loader::LoadOptions {
+            update_lock: self.update_lock,
+            offline: self.offline,
+        };
+        // What the host fires itself (schedules) runs beside the listeners until shutdown;
+        // the reloader restarts it when a revision changes the schedules.
+        let reloader = Reloader::new(runtime.clone(), auth.clone(), &self.bundle, options);
         let app = Arc::new(App {
             runtime: runtime.clone(),
             auth,
+            reloader: Some(reloader.clone()),
         });
         let limits = server::RequestLimits::from_host(&bundle.file.host);
         let connections = server::ConnectionLimits::from_host(&bundle.file.host);
@@ -97,22 +113,34 @@ impl Run {
         let admin_router = server::admin_router(app, limits);
         println!("greentic-host listening on http://{local}");
         println!("greentic-host admin on http://{admin_local}");
-        tracing::info!(%local, admin = %admin_local, providers = runtime.providers.len(), tenants = runtime.tenants.len(), "serving");
+        let revision = runtime.revision();
+        tracing::info!(%local, admin = %admin_local, providers = revision.providers.len(), tenants = revision.tenants.len(), revision = %revision.digest, "serving");
+        drop(revision);
 
-        // What the host fires itself (schedules) runs beside the listeners until shutdown.
-        let (stop_triggers, triggers_stop) = tokio::sync::watch::channel(false);
-        let stop_triggers = Arc::new(stop_triggers);
-        let triggers = greentic_host::domain::start_triggers(&runtime, &bundle, &triggers_stop);
+        let (stop_background, background_stop) = tokio::sync::watch::channel(false);
+        let stop_background = Arc::new(stop_background);
+        #[cfg(unix)]
+        tokio::spawn(reload_on_hangup(reloader.clone()));
+        if self.watch {
+            tokio::spawn(
+                reloader
+                    .clone()
+                    .watch(Duration::from_secs(1), background_stop.clone()),
+            );
+        }
         let stop = Arc::new(tokio::sync::Notify::new());
         let signal_stop = stop.clone();
         // When the signal came: the grace period counts from it, for calls and fires alike.
         let signalled = Arc::new(std::sync::OnceLock::new());
         let signal_time = signalled.clone();
-        let signal_triggers = stop_triggers.clone();
+        let signal_background = stop_background.clone();
+        let signal_reloader = reloader.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
             let _ = signal_time.set(tokio::time::Instant::now());
-            let _ = signal_triggers.send(true);
+            let _ = signal_background.send(true);
+            // No new fire starts; one in progress finishes within the grace period.
+            signal_reloader.halt_triggers();
             signal_stop.notify_waiters();
         });
         let grace = Duration::from_secs(bundle.file.host.shutdown_grace_secs);
@@ -146,15 +174,13 @@ impl Run {
             }
         }
         // A fire in progress finishes within what is left of the grace period.
-        let _ = stop_triggers.send(true);
+        let _ = stop_background.send(true);
         let until = signalled
             .get()
             .copied()
             .unwrap_or_else(tokio::time::Instant::now)
             + grace;
-        for task in triggers {
-            let _ = tokio::time::timeout_at(until, task).await;
-        }
+        reloader.stop_triggers(until).await;
         admin_stop.notify_waiters();
         let _ = tokio::time::timeout(Duration::from_secs(1), admin_serve).await;
         tracing::info!("stopped");
@@ -171,6 +197,23 @@ async fn bind(flag: Option<&str>, configured: &str) -> anyhow::Result<tokio::net
     tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))
+}
+
+/// Applies the bundle file again on every SIGHUP.
+#[cfg(unix)]
+async fn reload_on_hangup(reloader: Arc<Reloader>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "SIGHUP cannot be watched; reload with `greentic-host reload`");
+            return;
+        }
+    };
+    while hangup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the bundle");
+        reloader.reload().await;
+    }
 }
 
 async fn shutdown_signal() {

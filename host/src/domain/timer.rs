@@ -371,7 +371,7 @@ pub fn due(slots: &Slots, schedule: &Schedule, last: u64, now: u64) -> Due {
 
 /// One schedule's task: sleep, claim, fire, until `stop`.
 async fn run_schedule(runtime: Arc<Runtime>, schedule: Schedule, slots: Slots, mut stop: Stop) {
-    let backend = runtime.capabilities().state.backend.clone();
+    let backend = runtime.state().backend.clone();
     let ns = bookkeeping(&schedule);
     let payload = schedule
         .payload
@@ -386,10 +386,14 @@ async fn run_schedule(runtime: Arc<Runtime>, schedule: Schedule, slots: Slots, m
     // How long a claim holds while its fire has not ended: the fire's whole budget (queue and
     // deadline, retries included) and a margin. A claim older than that belongs to a host
     // that died mid-fire.
-    let lease_ms = runtime.tenants.get(&schedule.tenant).map_or(60_000, |t| {
-        let limits = t.gate.limits();
-        limits.deadline_ms + limits.queue_timeout_ms + 5_000
-    });
+    let lease_ms = runtime
+        .revision()
+        .tenants
+        .get(&schedule.tenant)
+        .map_or(60_000, |t| {
+            let limits = t.gate.limits();
+            limits.deadline_ms + limits.queue_timeout_ms + 5_000
+        });
     loop {
         if *stop.borrow() {
             return;
