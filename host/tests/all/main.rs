@@ -14,6 +14,7 @@ mod load;
 mod manifest_cli;
 mod providers;
 mod registry_cli;
+mod reload;
 mod requests;
 mod run;
 mod telemetry;

@@ -127,13 +127,7 @@ impl TestBundle {
                 "the bundle names `{{components}}/{name}.wasm`, which components/ does not build"
             );
         }
-        let text = format!("{HEADER}\n{toml}")
-            .replace(
-                "{components}",
-                &components_dir().join("wasip2").display().to_string(),
-            )
-            .replace("{cache}", &shared_cache().display().to_string());
-        std::fs::write(dir.path().join("greentic.toml"), text).unwrap();
+        std::fs::write(dir.path().join("greentic.toml"), expand(toml)).unwrap();
         std::fs::write(dir.path().join("jwt.secret"), JWT_SECRET).unwrap();
         for (path, value) in secrets {
             let full = dir.path().join("secrets").join(path);
@@ -145,6 +139,21 @@ impl TestBundle {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Replaces `greentic.toml` with [`HEADER`] and `toml` (substituted as in
+    /// [`TestBundle::new`]) in one rename, so a reader never sees half of it; returns the
+    /// digest of the new text (`sha256:<hex>`, the revision it makes).
+    pub fn rewrite(&self, toml: &str) -> String {
+        let text = expand(toml);
+        let part = self.path().join("greentic.toml.part");
+        std::fs::write(&part, &text).unwrap();
+        std::fs::rename(&part, self.path().join("greentic.toml")).unwrap();
+        use sha2::Digest;
+        format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(text.as_bytes()))
+        )
     }
 
     /// Mints a token with `greentic-host token`.
@@ -163,6 +172,16 @@ impl TestBundle {
         assert!(out.status.success(), "token: {}", text(&out).1);
         text(&out).0.trim().to_string()
     }
+}
+
+/// [`HEADER`] and `toml`, with `{components}` and `{cache}` substituted.
+fn expand(toml: &str) -> String {
+    format!("{HEADER}\n{toml}")
+        .replace(
+            "{components}",
+            &components_dir().join("wasip2").display().to_string(),
+        )
+        .replace("{cache}", &shared_cache().display().to_string())
 }
 
 /// The components a bundle template names as `{components}/NAME.wasm`.
@@ -196,6 +215,15 @@ impl Host {
     }
 
     pub fn start_with_env(bundle: &Path, env: &[(&str, &str)]) -> Host {
+        Self::start_with(bundle, &[], env)
+    }
+
+    /// Starts the host with more `run` arguments.
+    pub fn start_with_args(bundle: &Path, args: &[&str]) -> Host {
+        Self::start_with(bundle, args, &[])
+    }
+
+    fn start_with(bundle: &Path, args: &[&str], env: &[(&str, &str)]) -> Host {
         let mut cmd = Command::new(host_bin());
         cmd.args([
             "run",
@@ -205,6 +233,7 @@ impl Host {
             "--admin-listen",
             "127.0.0.1:0",
         ])
+        .args(args)
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .env("GREENTIC_CACHE_KEY_FILE", cache_key_file())
         .stdout(Stdio::piped())
