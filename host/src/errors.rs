@@ -124,6 +124,14 @@ pub enum CallError {
     /// A host-side failure.
     #[error("internal host error: {0}")]
     Internal(String),
+    /// A call with the same idempotency key is running (on this or another host of the fleet).
+    #[error(
+        "a call with this idempotency key is still running; retry in {retry_after_ms} ms for its result"
+    )]
+    InProgress {
+        /// Suggested delay.
+        retry_after_ms: u64,
+    },
     /// The provider returned more than the host passes on.
     #[error("the provider returned a {bytes}-byte result; at most {limit} bytes are passed on")]
     ResultTooLarge {
@@ -158,6 +166,7 @@ impl CallError {
             CallError::CircuitOpen { .. } => "circuit-open",
             CallError::Internal(_) => "host-internal",
             CallError::ResultTooLarge { .. } => "result-too-large",
+            CallError::InProgress { .. } => "in-progress",
         }
     }
 
@@ -184,6 +193,7 @@ impl CallError {
             CallError::CircuitOpen { .. } => 503,
             CallError::Internal(_) => 500,
             CallError::ResultTooLarge { .. } => 502,
+            CallError::InProgress { .. } => 409,
         }
     }
 
@@ -197,6 +207,7 @@ impl CallError {
                     | ProviderFailure::Timeout
             ) | CallError::TenantBusy { .. }
                 | CallError::CircuitOpen { .. }
+                | CallError::InProgress { .. }
                 | CallError::DeadlineExceeded(_)
         )
     }
@@ -211,7 +222,8 @@ impl CallError {
                 *retry_after_ms
             }
             CallError::TenantBusy { retry_after_ms, .. }
-            | CallError::CircuitOpen { retry_after_ms, .. } => Some(*retry_after_ms),
+            | CallError::CircuitOpen { retry_after_ms, .. }
+            | CallError::InProgress { retry_after_ms } => Some(*retry_after_ms),
             _ => None,
         }
     }

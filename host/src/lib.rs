@@ -33,6 +33,7 @@ pub mod conformance;
 pub mod domain;
 pub mod engine;
 pub mod errors;
+pub mod fleet;
 pub mod imports;
 pub mod limits;
 pub mod loader;

@@ -93,25 +93,32 @@ pub struct LoadOptions {
     pub offline: bool,
 }
 
-/// Loads and checks every provider of `bundle`.
+/// Loads and checks every provider of `bundle`, against the bundle directory's lock.
 pub fn load(
     bundle: &Bundle,
     engine: &HostEngine,
     backend: &dyn SecretBackend,
     options: LoadOptions,
 ) -> Result<Loaded, LoadError> {
+    let old_lock = Lock::load(&bundle.dir).map_err(|e| LoadError {
+        problems: vec![e.to_string()],
+    })?;
+    load_locked(bundle, engine, backend, options, &old_lock)
+}
+
+/// Loads and checks every provider of `bundle`, each held to the digest `old_lock` records
+/// for its source (a fleet's published revision carries its own lock).
+pub fn load_locked(
+    bundle: &Bundle,
+    engine: &HostEngine,
+    backend: &dyn SecretBackend,
+    options: LoadOptions,
+    old_lock: &Lock,
+) -> Result<Loaded, LoadError> {
     let contracts = Contracts::embedded().map_err(|e| LoadError {
         problems: vec![format!("the host's own WIT does not load: {e}")],
     })?;
     let mut problems = Vec::new();
-    let old_lock = match Lock::load(&bundle.dir) {
-        Ok(lock) => lock,
-        Err(e) => {
-            return Err(LoadError {
-                problems: vec![e.to_string()],
-            });
-        }
-    };
     let mut lock = Lock::default();
     let key_file = bundle
         .file
@@ -123,7 +130,7 @@ pub fn load(
     let mut providers = BTreeMap::new();
     for (name, section) in &bundle.file.providers {
         match load_one(
-            bundle, engine, contracts, &cache, &old_lock, options, name, section,
+            bundle, engine, contracts, &cache, old_lock, options, name, section,
         ) {
             Ok(p) => {
                 lock.providers.insert(

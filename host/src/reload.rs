@@ -64,7 +64,7 @@ impl Outcome {
 }
 
 /// The last candidate refused, for `/readyz`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Refusal {
     /// Its digest, when its text could be read.
     pub digest: Option<String>,
@@ -180,6 +180,17 @@ impl Reloader {
     /// Builds a revision of `bundle` off the hot path and, if every check passes, swaps it in;
     /// otherwise refuses it whole and keeps the active revision.
     pub async fn apply(&self, bundle: Bundle, options: LoadOptions) -> Outcome {
+        self.apply_locked(bundle, options, None).await
+    }
+
+    /// [`Reloader::apply`], holding providers to `lock` (a published revision's) instead of
+    /// the bundle directory's.
+    pub async fn apply_locked(
+        &self,
+        bundle: Bundle,
+        options: LoadOptions,
+        lock: Option<Lock>,
+    ) -> Outcome {
         let _one_at_a_time = self.serial.lock().await;
         let started = Instant::now();
         let current = self.runtime.revision();
@@ -190,7 +201,9 @@ impl Reloader {
         }
         let digest = bundle.digest.clone();
         let base = current.clone();
-        let built = tokio::task::spawn_blocking(move || build(bundle, options, &base)).await;
+        let built =
+            tokio::task::spawn_blocking(move || build(bundle, options, lock.as_ref(), &base))
+                .await;
         let (revision, auth, lock) = match built {
             Ok(Ok(built)) => built,
             Ok(Err(problems)) => {
@@ -263,6 +276,12 @@ impl Reloader {
         }
     }
 
+    /// Refuses a candidate that could not even be built (a published record that does not
+    /// verify): recorded and logged like any refusal.
+    pub fn refuse(&self, digest: Option<String>, problems: Vec<String>) -> Outcome {
+        self.settle(Outcome::Refused { digest, problems })
+    }
+
     /// Records and logs `outcome`.
     fn settle(&self, outcome: Outcome) -> Outcome {
         self.runtime
@@ -322,13 +341,20 @@ fn schedules(bundle: &Bundle) -> serde_json::Value {
     serde_json::to_value(&bundle.file.schedules).unwrap_or_default()
 }
 
+/// A candidate that passed every check: the revision, its callers' keys, and the lock to
+/// write once it is active (`None`: unchanged).
+pub type Built = (Revision, Authenticator, Option<Lock>);
+
 /// Everything a candidate is checked for, on a blocking thread: what cannot change without a
-/// restart, every provider (through [`loader::load`]), the tenants, and the callers' keys.
-fn build(
+/// restart, every provider (through [`loader::load_locked`], against `lock` or else the bundle
+/// directory's), the tenants, and the callers' keys. `current` is the revision it would
+/// replace (or serve beside).
+pub fn build(
     bundle: Bundle,
     options: LoadOptions,
+    lock: Option<&Lock>,
     current: &Revision,
-) -> Result<(Revision, Authenticator, Option<Lock>), Vec<String>> {
+) -> Result<Built, Vec<String>> {
     let mut problems = Vec::new();
     if bundle.file.state != current.bundle.file.state {
         problems.push(
@@ -368,8 +394,11 @@ fn build(
         Arc::new(HostEngine::new(sizing).map_err(|e| vec![format!("creating the engine: {e:#}")])?)
     };
     let secrets = crate::imports::secrets::open(&bundle);
-    let loaded =
-        loader::load(&bundle, &engine, secrets.as_ref(), options).map_err(|e| e.problems)?;
+    let loaded = match lock {
+        Some(lock) => loader::load_locked(&bundle, &engine, secrets.as_ref(), options, lock),
+        None => loader::load(&bundle, &engine, secrets.as_ref(), options),
+    }
+    .map_err(|e| e.problems)?;
     let lock = loaded.lock_changed.then_some(loaded.lock);
     let revision = Revision::new(
         Arc::new(bundle),

@@ -2,7 +2,7 @@
 //! tenant's limits, with retries and a circuit breaker.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -13,12 +13,14 @@ use wasmtime::{Store, Trap};
 
 use crate::bindings::greentic::types::types::{Cloud, DeploymentCtx, Platform, TenantCtx};
 use crate::budget::ResourceLimitHit;
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::bundle::{Bundle, Limits};
 use crate::domain::{CallCx, Decoded, Domain, Entry, Input, Kept, Output, Typed};
 use crate::engine::{EngineOptions, HostEngine, YIELD_FUEL};
 use crate::errors::{CallError, clip_guest};
+use crate::fleet::idempotency::{Claim, Records};
+use crate::fleet::limits::FleetLimits;
 use crate::imports::Capabilities;
 use crate::imports::state::StateCtx;
 use crate::imports::telemetry::host_attributes;
@@ -30,6 +32,14 @@ use crate::resilience::{BreakerPolicy, BreakerState, Breakers, RetryPolicy, coun
 use crate::revision::Revision;
 pub use crate::revision::TenantRuntime;
 use crate::state::{CallScope, CallState, DeadlineHit, MemoryLimitHit};
+
+/// A canary: a revision serving a set of tenants beside the active one.
+pub struct Canary {
+    /// The canary revision.
+    pub revision: Arc<Revision>,
+    /// The tenants it serves.
+    pub tenants: std::collections::BTreeSet<String>,
+}
 
 /// Who is calling, from the verified token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +56,9 @@ pub struct Caller {
 /// revisions — the state backend, metrics, circuit breakers and readiness.
 pub struct Runtime {
     current: ArcSwap<Revision>,
+    canary: ArcSwapOption<Canary>,
+    /// Outcomes per revision and tenant, for judging a canary against its baseline.
+    pub stats: crate::fleet::canary::Stats,
     /// Where provider state is kept: one backend for the life of the process.
     state: Arc<StateCtx>,
     /// Metrics.
@@ -56,6 +69,10 @@ pub struct Runtime {
     pub ready: AtomicBool,
     /// Whether calls reuse one instance per provider (see [`Runtime::share_instances`]).
     shared: AtomicBool,
+    /// Fleet-wide tenant limits, once the host has joined a fleet.
+    pub fleet_limits: OnceLock<Arc<FleetLimits>>,
+    /// Fleet-wide idempotency records, once the host has joined a fleet.
+    pub idempotency: OnceLock<Arc<Records>>,
 }
 
 impl Runtime {
@@ -76,12 +93,16 @@ impl Runtime {
         let metrics = Arc::new(Metrics::default());
         let runtime = Runtime {
             current: ArcSwap::from_pointee(revision),
+            canary: ArcSwapOption::empty(),
+            stats: Default::default(),
             state: capabilities.state,
             metrics,
             breakers: Breakers::new(BreakerPolicy::from(bundle.file.host.breaker)),
             retry: RetryPolicy::default(),
             ready: AtomicBool::new(true),
             shared: AtomicBool::new(false),
+            fleet_limits: OnceLock::new(),
+            idempotency: OnceLock::new(),
         };
         runtime.record_revision(&runtime.revision());
         runtime
@@ -90,6 +111,27 @@ impl Runtime {
     /// The active revision. A caller holding it keeps it alive (and serving) until it lets go.
     pub fn revision(&self) -> Arc<Revision> {
         self.current.load_full()
+    }
+
+    /// The revision serving `tenant`: the canary's, if the tenant is in its set, else the
+    /// active one.
+    pub fn revision_for(&self, tenant: &str) -> Arc<Revision> {
+        if let Some(canary) = self.canary.load().as_ref()
+            && canary.tenants.contains(tenant)
+        {
+            return canary.revision.clone();
+        }
+        self.revision()
+    }
+
+    /// The canary being served, if any.
+    pub fn canary(&self) -> Option<Arc<Canary>> {
+        self.canary.load_full()
+    }
+
+    /// Serves `canary`'s tenants from its revision (`None`: every tenant from the active one).
+    pub fn set_canary(&self, canary: Option<Canary>) {
+        self.canary.store(canary.map(Arc::new));
     }
 
     /// Makes `revision` the active one; calls already running finish on the one they
@@ -218,7 +260,7 @@ impl Runtime {
         input: serde_json::Value,
         header_key: Option<String>,
     ) -> Result<serde_json::Value, CallError> {
-        let revision = self.revision();
+        let revision = self.revision_for(&caller.tenant);
         let tenant = revision.tenants.get(&caller.tenant).ok_or_else(|| {
             CallError::BadRequest(format!(
                 "tenant `{}` is not served by this host",
@@ -234,12 +276,30 @@ impl Runtime {
         if domain.entry != Entry::Invoke {
             return Err(domain.wrong_entry(&caller.tenant, &provider.name));
         }
+        // In a fleet, a keyed call runs at most once to completion, whichever host it reaches.
+        let claim = match (self.idempotency.get(), header_key.as_deref()) {
+            (Some(records), Some(key)) => {
+                let limits = tenant.gate.limits();
+                let until = Instant::now()
+                    + Duration::from_millis(limits.deadline_ms + limits.queue_timeout_ms);
+                match records.claim(&caller.tenant, capability, key, until).await? {
+                    Claim::Done(mut result) => {
+                        if let Some(fields) = result.as_object_mut() {
+                            fields.insert("replayed".into(), true.into());
+                        }
+                        return Ok(result);
+                    }
+                    Claim::Run(running) => Some(running),
+                }
+            }
+            _ => None,
+        };
         let input = Input::Invoke {
             capability: capability.to_string(),
             body: input,
             idempotency_key: header_key,
         };
-        match self
+        let result = match self
             .call(
                 &revision,
                 caller,
@@ -249,14 +309,19 @@ impl Runtime {
                 &tenant.gate,
                 input,
             )
-            .await?
+            .await
         {
-            Output::Json(result) => Ok(result),
-            Output::Http(_) => Err(CallError::Internal(format!(
+            Ok(Output::Json(result)) => Ok(result),
+            Ok(Output::Http(_)) => Err(CallError::Internal(format!(
                 "provider `{}` answered an invoke with an HTTP response",
                 provider.name
             ))),
+            Err(e) => Err(e),
+        };
+        if let Some(running) = claim {
+            running.finish(result.as_ref()).await;
         }
+        result
     }
 
     /// Hands an HTTP delivery to `provider` (a provider of an [`Entry::Http`] domain) for
@@ -273,7 +338,7 @@ impl Runtime {
         let no_route = || CallError::NoRoute {
             capability: format!("webhook {}", crate::errors::clip(provider_name, 128)),
         };
-        let revision = self.revision();
+        let revision = self.revision_for(tenant_id);
         let tenant = revision.tenants.get(tenant_id).ok_or_else(no_route)?;
         let provider = revision
             .providers
@@ -319,7 +384,7 @@ impl Runtime {
         name: &str,
         input: Input,
     ) -> Result<Output, CallError> {
-        let revision = self.revision();
+        let revision = self.revision_for(tenant_id);
         let tenant = revision.tenants.get(tenant_id).ok_or_else(|| {
             CallError::BadRequest(format!("tenant `{tenant_id}` is not served by this host"))
         })?;
@@ -440,6 +505,12 @@ impl Runtime {
             ("code", code),
         ];
         self.metrics.inc("greentic_calls_total", &labels);
+        self.stats.record(
+            &revision.digest,
+            &caller.tenant,
+            result.as_ref().err().is_some_and(counts_as_failure),
+            elapsed,
+        );
         self.metrics.observe(
             "greentic_call_duration_seconds",
             &labels[..3],
@@ -487,10 +558,20 @@ impl Runtime {
         let mut attempt = 1;
         let outcome = loop {
             let permit = call.gate.acquire().await?;
+            let fleet = match self.fleet_limits.get() {
+                Some(fleet) => {
+                    let until = Instant::now() + Duration::from_millis(limits.queue_timeout_ms);
+                    Some(fleet.admit(tenant, &limits, until).await?)
+                }
+                None => None,
+            };
             let (result, fuel) = self
                 .attempt(typed, &call, &limits, deadline, &cx, &decoded.request)
                 .await;
             permit.settle(fuel);
+            if let Some(admission) = fleet {
+                admission.settle(fuel).await;
+            }
             self.metrics.add(
                 "greentic_fuel_consumed_total",
                 &[("tenant", tenant), ("provider", provider)],

@@ -23,6 +23,7 @@ use arc_swap::ArcSwap;
 
 use crate::auth::Authenticator;
 use crate::errors::CallError;
+use crate::fleet::member::Member;
 use crate::reload::{Outcome, Reloader};
 use crate::runtime::Runtime;
 
@@ -34,6 +35,9 @@ pub struct App {
     pub auth: Arc<ArcSwap<Authenticator>>,
     /// Live reload (`POST /reload` on the admin listener), when the host serves a bundle file.
     pub reloader: Option<Arc<Reloader>>,
+    /// The fleet this host follows, if it is a member of one (`POST /reload` then reads the
+    /// fleet's published revision).
+    pub member: Option<Arc<Member>>,
 }
 
 impl App {
@@ -43,6 +47,7 @@ impl App {
             runtime,
             auth: Arc::new(ArcSwap::from_pointee(auth)),
             reloader: None,
+            member: None,
         }
     }
 }
@@ -668,7 +673,22 @@ async fn reload(State(app): State<Arc<App>>) -> Response {
             "this host does not serve a bundle file it could reload".into(),
         );
     };
-    let outcome = reloader.reload().await;
+    let outcome = match &app.member {
+        Some(member) => match member.sync().await {
+            Ok(Some(outcome)) => outcome,
+            Ok(None) => Outcome::Unchanged {
+                digest: app.runtime.revision().digest.clone(),
+            },
+            Err(e) => {
+                return error(
+                    503,
+                    "unavailable",
+                    format!("the fleet's revisions cannot be read: {e:#}"),
+                );
+            }
+        },
+        None => reloader.reload().await,
+    };
     let status = match outcome {
         Outcome::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::OK,

@@ -74,6 +74,9 @@ pub struct BundleFile {
     /// Slots the host fires to timer providers (`[[schedules]]`).
     #[serde(default)]
     pub schedules: Vec<crate::domain::timer::Schedule>,
+    /// Joining a fleet (`[cluster]`).
+    #[serde(default)]
+    pub cluster: crate::fleet::ClusterSection,
 }
 
 /// `[host]`.
@@ -645,6 +648,7 @@ impl BundleFile {
     /// Cross-field checks that TOML types cannot express.
     fn problems(&self) -> Vec<String> {
         let mut out = self.state.problems();
+        out.extend(self.cluster.problems());
         for (key, value) in [
             ("header_timeout_ms", self.host.header_timeout_ms),
             ("body_timeout_ms", self.host.body_timeout_ms),

@@ -2,6 +2,7 @@
 
 mod check;
 mod conformance;
+mod fleet;
 mod inspect;
 mod manifest;
 mod push;
@@ -36,6 +37,8 @@ enum Command {
     Sign(sign::Sign),
     Verify(sign::Verify),
     Conformance(conformance::Conformance),
+    Publish(fleet::Publish),
+    Fleet(fleet::FleetCommand),
 }
 
 impl Cli {
@@ -54,6 +57,8 @@ impl Cli {
             Command::Sign(cmd) => cmd.run(),
             Command::Verify(cmd) => cmd.run(),
             Command::Conformance(cmd) => cmd.run(),
+            Command::Publish(cmd) => cmd.run(),
+            Command::Fleet(cmd) => cmd.run(),
         }
     }
 }

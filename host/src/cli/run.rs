@@ -11,7 +11,11 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use clap::Args;
 use greentic_host::auth::Authenticator;
-use greentic_host::reload::Reloader;
+use greentic_host::fleet::Fleet;
+use greentic_host::fleet::idempotency::Records;
+use greentic_host::fleet::limits::FleetLimits;
+use greentic_host::fleet::member::Member;
+use greentic_host::reload::{Outcome, Reloader};
 use greentic_host::runtime::Runtime;
 use greentic_host::server::{self, App};
 use greentic_host::telemetry;
@@ -42,8 +46,16 @@ pub struct Run {
     #[arg(long, conflicts_with = "update_lock")]
     offline: bool,
     /// Reload whenever the bundle file's content changes (checked every second).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "cluster")]
     watch: bool,
+    /// Join the fleet on this NATS server (`nats://HOST:PORT`, `tls://…`; overrides
+    /// `[cluster].url`): follow its published revisions, report heartbeats, and hold tenants'
+    /// limits and idempotency keys fleet-wide.
+    #[arg(long)]
+    cluster: Option<String>,
+    /// This host's id in the fleet (default: `$HOSTNAME` and the process id).
+    #[arg(long)]
+    host_id: Option<String>,
 }
 
 impl Run {
@@ -91,10 +103,6 @@ impl Run {
             loaded.loaded.providers,
             loaded.capabilities,
         ));
-        let listener = bind(self.listen.as_deref(), &bundle.file.host.listen).await?;
-        let admin = bind(self.admin_listen.as_deref(), &bundle.file.host.admin_listen).await?;
-        let local = listener.local_addr()?;
-        let admin_local = admin.local_addr()?;
         let options = greentic_host::loader::LoadOptions {
             update_lock: self.update_lock,
             offline: self.offline,
@@ -102,10 +110,28 @@ impl Run {
         // What the host fires itself (schedules) runs beside the listeners until shutdown;
         // the reloader restarts it when a revision changes the schedules.
         let reloader = Reloader::new(runtime.clone(), auth.clone(), &self.bundle, options);
+        let (stop_background, background_stop) = tokio::sync::watch::channel(false);
+        let stop_background = Arc::new(stop_background);
+        // A fleet member takes the fleet's revision before it listens.
+        let member = match self.cluster.clone().or_else(|| bundle.file.cluster.url.clone()) {
+            Some(url) => {
+                let member =
+                    join_fleet(&bundle, &url, self.host_id.clone(), &runtime, &reloader, options)
+                        .await?;
+                tokio::spawn(member.clone().run(background_stop.clone()));
+                Some(member)
+            }
+            None => None,
+        };
+        let listener = bind(self.listen.as_deref(), &bundle.file.host.listen).await?;
+        let admin = bind(self.admin_listen.as_deref(), &bundle.file.host.admin_listen).await?;
+        let local = listener.local_addr()?;
+        let admin_local = admin.local_addr()?;
         let app = Arc::new(App {
             runtime: runtime.clone(),
             auth,
             reloader: Some(reloader.clone()),
+            member: member.clone(),
         });
         let limits = server::RequestLimits::from_host(&bundle.file.host);
         let connections = server::ConnectionLimits::from_host(&bundle.file.host);
@@ -117,10 +143,8 @@ impl Run {
         tracing::info!(%local, admin = %admin_local, providers = revision.providers.len(), tenants = revision.tenants.len(), revision = %revision.digest, "serving");
         drop(revision);
 
-        let (stop_background, background_stop) = tokio::sync::watch::channel(false);
-        let stop_background = Arc::new(stop_background);
         #[cfg(unix)]
-        tokio::spawn(reload_on_hangup(reloader.clone()));
+        tokio::spawn(reload_on_hangup(reloader.clone(), member));
         if self.watch {
             tokio::spawn(
                 reloader
@@ -199,9 +223,43 @@ async fn bind(flag: Option<&str>, configured: &str) -> anyhow::Result<tokio::net
         .with_context(|| format!("listening on {addr}"))
 }
 
-/// Applies the bundle file again on every SIGHUP.
+/// Joins the fleet at `url`: fleet-wide limits and idempotency records on `runtime`, and the
+/// published revision applied through `reloader`.
+async fn join_fleet(
+    bundle: &greentic_host::bundle::Bundle,
+    url: &str,
+    host_id: Option<String>,
+    runtime: &Arc<Runtime>,
+    reloader: &Arc<Reloader>,
+    options: greentic_host::loader::LoadOptions,
+) -> anyhow::Result<Arc<Member>> {
+    // Fail closed: a member that could trust no publisher would follow nothing.
+    greentic_host::fleet::revisions::publisher_keys(bundle)
+        .map_err(|e| anyhow::anyhow!("[cluster]: {e}"))?;
+    let id = host_id.unwrap_or_else(greentic_host::fleet::default_host_id);
+    let fleet = Arc::new(Fleet::connect(&bundle.file.cluster, url, &bundle.dir, &id).await?);
+    if bundle.file.cluster.fleet_limits {
+        let limits = FleetLimits::open(&fleet, runtime.metrics.clone()).await?;
+        let _ = runtime.fleet_limits.set(limits);
+    }
+    let _ = runtime.idempotency.set(Records::open(&fleet).await?);
+    let member = Member::new(fleet.clone(), reloader.clone(), options);
+    match member.sync().await? {
+        None => tracing::info!("no revision published yet; serving the local bundle"),
+        Some(Outcome::Refused { digest, .. }) => tracing::error!(
+            digest = digest.as_deref().unwrap_or("-"),
+            "the published revision was refused; serving the local bundle"
+        ),
+        Some(outcome) => tracing::info!(?outcome, "following the fleet's revision"),
+    }
+    tracing::info!(host = %fleet.host_id, %url, "joined the fleet");
+    Ok(member)
+}
+
+/// Applies the bundle again on every SIGHUP: the file, or for a fleet member the fleet's
+/// published revision.
 #[cfg(unix)]
-async fn reload_on_hangup(reloader: Arc<Reloader>) {
+async fn reload_on_hangup(reloader: Arc<Reloader>, member: Option<Arc<Member>>) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangup = match signal(SignalKind::hangup()) {
         Ok(s) => s,
@@ -212,7 +270,16 @@ async fn reload_on_hangup(reloader: Arc<Reloader>) {
     };
     while hangup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the bundle");
-        reloader.reload().await;
+        match &member {
+            Some(member) => {
+                if let Err(e) = member.sync().await {
+                    tracing::error!(error = %format!("{e:#}"), "reading the fleet's revisions");
+                }
+            }
+            None => {
+                reloader.reload().await;
+            }
+        }
     }
 }
 

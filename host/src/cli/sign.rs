@@ -10,7 +10,7 @@ use greentic_signing::{KeyPair, TrustedKeys};
 
 use super::push::RegistryArgs;
 
-fn password(confirm: bool) -> anyhow::Result<String> {
+pub(crate) fn password(confirm: bool) -> anyhow::Result<String> {
     if let Ok(p) = std::env::var("COSIGN_PASSWORD") {
         return Ok(p);
     }

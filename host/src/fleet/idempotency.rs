@@ -1,0 +1,218 @@
+//! Fleet-wide idempotency: a call with an `Idempotency-Key` runs at most once to completion,
+//! whichever host it reaches, and a retry gets the first result.
+//!
+//! The record of (tenant, capability, key) lives in `<prefix>_idempotency` (entries expire
+//! after `[cluster].idempotency_ttl_secs`). A host claims it by writing `running` expecting
+//! the key's last sequence — only one claim wins — with a short lease it renews while the call
+//! runs. A retry that finds `done` gets the stored result; one that finds `running` waits for
+//! it, and takes the record over once the lease lapses (the first host died mid-call), so the
+//! call runs again there. A call that fails gives its record up, so a retry runs it afresh.
+//!
+//! What this guarantees: at most one run *completes* per key, and a caller that keeps retrying
+//! gets a result. A host killed mid-call may have reached the upstream before it died; the run
+//! that takes over reaches it again with the same key (providers pass it on, as
+//! `Idempotency-Key`, for the upstream to deduplicate).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::errors::CallError;
+use crate::fleet::Fleet;
+
+/// How long a running claim holds without renewal.
+const LEASE: Duration = Duration::from_secs(3);
+/// How often a running claim is renewed.
+const RENEW: Duration = Duration::from_secs(1);
+
+/// The idempotency records of a fleet.
+pub struct Records {
+    store: kv::Store,
+    host_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+enum Record {
+    Running { host: String, lease_until_ms: u64 },
+    Done { result: serde_json::Value },
+}
+
+/// What a claim came to.
+pub enum Claim {
+    /// Run the call, then [`Running::finish`].
+    Run(Box<Running>),
+    /// It already ran to completion: its result.
+    Done(serde_json::Value),
+}
+
+/// A claimed record, renewed in the background until finished.
+pub struct Running {
+    store: kv::Store,
+    key: String,
+    seq: Arc<AtomicU64>,
+    renew: tokio::task::JoinHandle<()>,
+}
+
+fn now_ms() -> u64 {
+    crate::imports::state::now_ms()
+}
+
+fn encode(record: &Record) -> Bytes {
+    Bytes::from(serde_json::to_vec(record).expect("a record always serialises"))
+}
+
+impl Records {
+    /// Opens (creating if missing) the records bucket of `fleet`.
+    pub async fn open(fleet: &Fleet) -> anyhow::Result<Arc<Records>> {
+        let store = super::bucket(
+            &fleet.js,
+            kv::Config {
+                bucket: format!("{}_idempotency", fleet.section.prefix),
+                description: "greentic idempotency records and results, per tenant".into(),
+                history: 1,
+                max_age: Duration::from_secs(fleet.section.idempotency_ttl_secs),
+                num_replicas: fleet.section.replicas,
+                ..Default::default()
+            },
+        )
+        .await?;
+        Ok(Arc::new(Records {
+            store,
+            host_id: fleet.host_id.clone(),
+        }))
+    }
+
+    /// The record key of `key` for `tenant` and `capability`: hashed, so any key fits.
+    fn record_key(tenant: &str, capability: &str, key: &str) -> String {
+        let mut h = Sha256::new();
+        for part in [tenant, capability, key] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+        hex::encode(h.finalize())
+    }
+
+    /// Claims (tenant, capability, key): run it, or its stored result; waits for a running
+    /// claim of another host until `until` (then `in-progress`).
+    pub async fn claim(
+        &self,
+        tenant: &str,
+        capability: &str,
+        key: &str,
+        until: Instant,
+    ) -> Result<Claim, CallError> {
+        let record = Self::record_key(tenant, capability, key);
+        let fail = |e: String| {
+            CallError::Internal(format!("the fleet's idempotency record cannot be read: {e}"))
+        };
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let entry = self
+                .store
+                .entry(record.as_str())
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            let expect = match &entry {
+                None => Some(0),
+                Some(e) if e.operation != kv::Operation::Put => Some(e.revision),
+                Some(e) => match serde_json::from_slice::<Record>(&e.value) {
+                    Ok(Record::Done { result }) => return Ok(Claim::Done(result)),
+                    Ok(Record::Running { lease_until_ms, .. }) if lease_until_ms > now_ms() => {
+                        None
+                    }
+                    // A lapsed lease (its host died mid-call), or a record this version cannot
+                    // read: take it over.
+                    _ => Some(e.revision),
+                },
+            };
+            if let Some(last) = expect {
+                let running = encode(&Record::Running {
+                    host: self.host_id.clone(),
+                    lease_until_ms: now_ms() + LEASE.as_millis() as u64,
+                });
+                if let Ok(seq) = self.store.update(record.as_str(), running, last).await {
+                    return Ok(Claim::Run(Box::new(self.running(record, seq))));
+                }
+                // Another host claimed it first: look again.
+                continue;
+            }
+            if Instant::now() + pause >= until {
+                return Err(CallError::InProgress {
+                    retry_after_ms: LEASE.as_millis() as u64,
+                });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    fn running(&self, key: String, seq: u64) -> Running {
+        let seq = Arc::new(AtomicU64::new(seq));
+        let (store, host, renew_key, renew_seq) =
+            (self.store.clone(), self.host_id.clone(), key.clone(), seq.clone());
+        let renew = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(RENEW).await;
+                let value = encode(&Record::Running {
+                    host: host.clone(),
+                    lease_until_ms: now_ms() + LEASE.as_millis() as u64,
+                });
+                let last = renew_seq.load(Ordering::SeqCst);
+                match store.update(renew_key.as_str(), value, last).await {
+                    Ok(next) => renew_seq.store(next, Ordering::SeqCst),
+                    // Taken over (this host stalled past its lease): stop renewing.
+                    Err(_) => return,
+                }
+            }
+        });
+        Running {
+            store: self.store.clone(),
+            key,
+            seq,
+            renew,
+        }
+    }
+}
+
+impl Running {
+    /// Stores the result of a call that succeeded, or gives the record up after a failure (a
+    /// retry then runs the call afresh).
+    pub async fn finish(self, result: Result<&serde_json::Value, &CallError>) {
+        self.renew.abort();
+        let last = self.seq.load(Ordering::SeqCst);
+        let outcome = match result {
+            Ok(value) => self
+                .store
+                .update(
+                    self.key.as_str(),
+                    encode(&Record::Done {
+                        result: value.clone(),
+                    }),
+                    last,
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(_) => self
+                .store
+                .delete_expect_revision(self.key.as_str(), Some(last))
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        if let Err(e) = outcome {
+            tracing::warn!(error = %e, "the idempotency record could not be settled (taken over after a stall?)");
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.renew.abort();
+    }
+}

@@ -1,0 +1,341 @@
+//! Fleet-wide tenant limits: `max_concurrent` as slots in a key-value bucket, and
+//! `fuel_per_second` as leases from a server-side counter.
+//!
+//! **Concurrency.** A tenant has `max_concurrent` slot keys (`hex(tenant).N`) in
+//! `<prefix>_slots`. An attempt takes a free one by publishing to it expecting its last
+//! sequence (so two hosts never both win it) with a per-message TTL of the attempt's deadline
+//! plus a margin, and deletes it (expecting its own sequence) when it ends. A host that dies
+//! mid-call holds its slots until their TTL passes; never more than `max_concurrent` attempts
+//! of a tenant run fleet-wide. An attempt that finds every slot taken tries again until its
+//! queue time is up (`tenant-busy`).
+//!
+//! **Fuel.** Each second has a counter per tenant (`<prefix>.fuel.hex(tenant).SECOND` in the
+//! `<PREFIX>_FUEL` stream, counters on). A host needing fuel adds a lease — a tenth of
+//! `fuel_per_second`, at least `fuel_per_call` — to the counter; the server's total says how
+//! much of it fits in the second's budget, and only that is granted. Calls reserve
+//! `fuel_per_call` from their host's lease and give back what they did not use. Fuel granted
+//! in a second never exceeds `fuel_per_second`, so the fuel of calls *admitted* in a second
+//! never does either; what a wall-clock second sees can exceed it by the fuel of calls admitted
+//! earlier and still running (at most `max_concurrent × fuel_per_call`). A lease is good for
+//! its second only: a dead host's unused lease lapses with it.
+//!
+//! Cost per attempt: one read and one publish to take a slot, one delete to free it, and one
+//! counter publish per lease (every tenth of the budget). If the fleet's server cannot be
+//! reached, the host falls back to its own limits (which still bound it) and counts
+//! `greentic_fleet_limits_degraded_total`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+
+use crate::bundle::Limits;
+use crate::errors::CallError;
+use crate::fleet::Fleet;
+use crate::metrics::Metrics;
+
+/// How long after its deadline a slot of a dead host stays taken.
+const SLOT_MARGIN: Duration = Duration::from_secs(5);
+
+/// The fleet's slots and fuel counters.
+pub struct FleetLimits {
+    js: jetstream::Context,
+    slots: kv::Store,
+    fuel_subject: String,
+    host_id: String,
+    leases: Mutex<HashMap<String, Lease>>,
+    metrics: Arc<Metrics>,
+}
+
+/// A host's fuel lease of one tenant: what is left of the grants for one second.
+#[derive(Debug, Default, Clone, Copy)]
+struct Lease {
+    second: u64,
+    left: u64,
+}
+
+/// A taken slot and a fuel reservation; [`Admission::settle`] gives both back.
+pub struct Admission {
+    limits: Arc<FleetLimits>,
+    tenant: String,
+    slot: Option<(String, u64)>,
+    fuel: Option<(u64, u64)>,
+}
+
+fn now_second() -> u64 {
+    crate::imports::state::now_ms() / 1000
+}
+
+impl FleetLimits {
+    /// Opens (creating if missing) the slots bucket and the fuel stream of `fleet`.
+    pub async fn open(fleet: &Fleet, metrics: Arc<Metrics>) -> anyhow::Result<Arc<FleetLimits>> {
+        let prefix = &fleet.section.prefix;
+        let slots = super::bucket(
+            &fleet.js,
+            kv::Config {
+                bucket: format!("{prefix}_slots"),
+                description: "greentic fleet-wide concurrency slots, per tenant".into(),
+                history: 1,
+                num_replicas: fleet.section.replicas,
+                // Slots carry a TTL: a dead host's lapse.
+                limit_markers: Some(Duration::from_secs(60)),
+                ..Default::default()
+            },
+        )
+        .await?;
+        let stream = format!("{}_FUEL", prefix.to_ascii_uppercase());
+        let subject = format!("{prefix}.fuel");
+        fleet
+            .js
+            .get_or_create_stream(jetstream::stream::Config {
+                name: stream.clone(),
+                description: Some("greentic fleet-wide fuel counters, per tenant and second".into()),
+                subjects: vec![format!("{subject}.>")],
+                allow_message_counter: true,
+                max_age: Duration::from_secs(120),
+                num_replicas: fleet.section.replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("opening the JetStream stream `{stream}`: {e}"))?;
+        Ok(Arc::new(FleetLimits {
+            js: fleet.js.clone(),
+            slots,
+            fuel_subject: subject,
+            host_id: fleet.host_id.clone(),
+            leases: Mutex::new(HashMap::new()),
+            metrics,
+        }))
+    }
+
+    /// Takes a slot and reserves `fuel_per_call` for `tenant`, waiting until `until`.
+    pub async fn admit(
+        self: &Arc<Self>,
+        tenant: &str,
+        limits: &Limits,
+        until: Instant,
+    ) -> Result<Admission, CallError> {
+        let mut admission = Admission {
+            limits: self.clone(),
+            tenant: tenant.to_string(),
+            slot: None,
+            fuel: None,
+        };
+        let busy = |why: String| CallError::TenantBusy {
+            tenant: tenant.to_string(),
+            why,
+            retry_after_ms: limits.queue_timeout_ms.max(100),
+        };
+        match self.take_slot(tenant, limits, until).await {
+            Ok(Some(slot)) => admission.slot = Some(slot),
+            Ok(None) => {
+                return Err(busy(format!(
+                    "{} calls already running across the fleet",
+                    limits.max_concurrent
+                )));
+            }
+            Err(e) => return Ok(self.degraded(admission, "slots", e)),
+        }
+        match self.reserve_fuel(tenant, limits, until).await {
+            Ok(Some(fuel)) => admission.fuel = Some(fuel),
+            Ok(None) => {
+                return Err(busy(format!(
+                    "fuel budget of {} per second used up across the fleet",
+                    limits.fuel_per_second
+                )));
+            }
+            Err(e) => return Ok(self.degraded(admission, "fuel", e)),
+        }
+        Ok(admission)
+    }
+
+    fn degraded(&self, admission: Admission, what: &str, e: anyhow::Error) -> Admission {
+        tracing::warn!(error = %format!("{e:#}"), what, "fleet limits unreachable; this host's own limits apply");
+        self.metrics
+            .inc("greentic_fleet_limits_degraded_total", &[("what", what)]);
+        admission
+    }
+
+    /// A free slot of `tenant`, taken until the attempt's deadline and a margin: its key and
+    /// sequence; `None` when every slot stayed taken until `until`.
+    async fn take_slot(
+        &self,
+        tenant: &str,
+        limits: &Limits,
+        until: Instant,
+    ) -> anyhow::Result<Option<(String, u64)>> {
+        let n = limits.max_concurrent.max(1);
+        let ttl = Duration::from_millis(limits.deadline_ms) + SLOT_MARGIN;
+        let owner = Bytes::from(self.host_id.clone());
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let start = fastrand::u32(..n);
+            for j in 0..n {
+                let key = format!("{}.{}", hex::encode(tenant), (start + j) % n);
+                let last = match self.slots.entry(key.as_str()).await? {
+                    None => 0,
+                    Some(e) if e.operation != kv::Operation::Put => e.revision,
+                    Some(_) => continue,
+                };
+                if let Some(seq) = self.publish_slot(&key, owner.clone(), last, ttl).await? {
+                    return Ok(Some((key, seq)));
+                }
+            }
+            if Instant::now() + pause >= until {
+                return Ok(None);
+            }
+            tokio::time::sleep(pause.mul_f64(0.5 + fastrand::f64())).await;
+            pause = (pause * 2).min(Duration::from_millis(25));
+        }
+    }
+
+    /// Publishes `value` at slot `key` expecting `last`; its sequence, or `None` when another
+    /// host took it first.
+    async fn publish_slot(
+        &self,
+        key: &str,
+        value: Bytes,
+        last: u64,
+        ttl: Duration,
+    ) -> anyhow::Result<Option<u64>> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            last.to_string(),
+        );
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_TTL,
+            ttl.as_secs().max(1).to_string(),
+        );
+        let prefix = self
+            .slots
+            .put_prefix
+            .as_ref()
+            .unwrap_or(&self.slots.prefix);
+        let ack = self
+            .js
+            .publish_with_headers(format!("{prefix}{key}"), headers, value)
+            .await?;
+        match ack.await {
+            Ok(ack) => Ok(Some(ack.sequence)),
+            Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reserves `fuel_per_call` from this host's lease of the current second, taking a new
+    /// lease from the counter when it runs short: `(second, reserved)`, or `None` when the
+    /// fleet's budget stays used up until `until`.
+    async fn reserve_fuel(
+        &self,
+        tenant: &str,
+        limits: &Limits,
+        until: Instant,
+    ) -> anyhow::Result<Option<(u64, u64)>> {
+        let need = limits.fuel_per_call;
+        let budget = limits.fuel_per_second;
+        if need > budget {
+            return Ok(None);
+        }
+        let lease_size = (budget / 10).max(need).min(budget);
+        loop {
+            let second = now_second();
+            if let Some(taken) = self.take_from_lease(tenant, second, need, 0) {
+                return Ok(Some(taken));
+            }
+            let granted = self.grant(tenant, second, lease_size, budget).await?;
+            if let Some(taken) = self.take_from_lease(tenant, second, need, granted) {
+                return Ok(Some(taken));
+            }
+            // This second's budget is spent: wait for the next one.
+            let next = Duration::from_millis(1000 - crate::imports::state::now_ms() % 1000);
+            if Instant::now() + next >= until {
+                return Ok(None);
+            }
+            tokio::time::sleep(next).await;
+        }
+    }
+
+    /// Adds `granted` to the lease of `second` and takes `need` from it if it holds that much.
+    fn take_from_lease(
+        &self,
+        tenant: &str,
+        second: u64,
+        need: u64,
+        granted: u64,
+    ) -> Option<(u64, u64)> {
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        let lease = leases.entry(tenant.to_string()).or_default();
+        if lease.second != second {
+            // A lease is good for its second only.
+            *lease = Lease { second, left: 0 };
+        }
+        lease.left += granted;
+        if lease.left >= need {
+            lease.left -= need;
+            Some((second, need))
+        } else {
+            None
+        }
+    }
+
+    /// Adds `amount` to the tenant's counter of `second`: what of it fits in `budget`.
+    async fn grant(&self, tenant: &str, second: u64, amount: u64, budget: u64) -> anyhow::Result<u64> {
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Incr", format!("+{amount}"));
+        let subject = format!("{}.{}.{second}", self.fuel_subject, hex::encode(tenant));
+        let ack = self
+            .js
+            .publish_with_headers(subject, headers, Bytes::new())
+            .await?
+            .await?;
+        let total: u64 = ack
+            .value
+            .as_deref()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("the fuel counter answered no total (is the stream's counter setting on?)"))?;
+        let before = total.saturating_sub(amount);
+        Ok(budget.saturating_sub(before).min(amount))
+    }
+}
+
+impl Admission {
+    /// Frees the slot and gives back the part of the reservation the attempt did not use.
+    pub async fn settle(mut self, used: u64) {
+        if let Some((second, reserved)) = self.fuel.take() {
+            let mut leases = self.limits.leases.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(lease) = leases.get_mut(&self.tenant)
+                && lease.second == second
+            {
+                lease.left += reserved.saturating_sub(used);
+            }
+        }
+        if let Some((key, seq)) = self.slot.take() {
+            // Expecting our own sequence: a slot that lapsed and was taken again is not ours.
+            let _ = self
+                .limits
+                .slots
+                .delete_expect_revision(&key, Some(seq))
+                .await;
+        }
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        // Dropped without settling (the caller went away): free the slot in the background.
+        if let Some((key, seq)) = self.slot.take()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            let slots = self.limits.slots.clone();
+            handle.spawn(async move {
+                let _ = slots.delete_expect_revision(&key, Some(seq)).await;
+            });
+        }
+    }
+}

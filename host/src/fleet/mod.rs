@@ -1,0 +1,266 @@
+//! A fleet: hosts that serve one bundle, coordinated through NATS JetStream.
+//!
+//! The data plane stays HTTP — any host serves any call. JetStream carries what the hosts
+//! must agree on:
+//!
+//! - **revisions** ([`revisions`]): `greentic-host publish` puts a bundle revision (its text
+//!   and lock, signed with a publisher's key) in the `<prefix>_revisions` bucket; every host
+//!   watches it, verifies the signature against the keys its own active revision trusts, builds
+//!   the revision (providers fetched, verified, compiled) and swaps it in; a canary serves a
+//!   set of tenants first and is promoted or rolled back by the fleet's leader ([`canary`]);
+//! - **membership** ([`member`]): each host's heartbeat (revision, canary, last refusal) lives
+//!   in `<prefix>_hosts`, whose entries expire, so a dead host disappears;
+//! - **limits** ([`limits`]): a tenant's `max_concurrent` and `fuel_per_second` hold across
+//!   the fleet — slots are keys with a TTL in `<prefix>_slots`, fuel is leased from a
+//!   server-side counter per tenant and second in the `<PREFIX>_FUEL` stream;
+//! - **idempotency** ([`idempotency`]): a call with an `Idempotency-Key` runs at most once to
+//!   completion fleet-wide; a retry on another host gets the first result.
+//!
+//! Nothing unsigned changes what a host runs: a revision is applied only with a valid
+//! publisher signature, and what the leader writes (a verdict, a promotion) can only choose
+//! between the two signed revisions already published.
+
+pub mod canary;
+pub mod idempotency;
+pub mod limits;
+pub mod member;
+pub mod revisions;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, kv};
+use serde::{Deserialize, Serialize};
+
+/// `[cluster]`: joining a fleet (`greentic-host run --cluster URL` overrides `url`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// The NATS server: `nats://HOST:PORT`, or `tls://HOST:PORT` for TLS. Unset: no fleet.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// A NATS `.creds` file (user JWT and NKey seed), relative to the bundle.
+    #[serde(default)]
+    pub credentials: Option<PathBuf>,
+    /// Prefix of the buckets and streams the fleet keeps (letters, digits, `-`, `_`).
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// Names of `[trust.keys]` whose signatures a published revision may carry. A host
+    /// applies no published revision without one.
+    #[serde(default)]
+    pub publishers: Vec<String>,
+    /// Milliseconds between heartbeats.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_ms: u64,
+    /// Seconds after its last heartbeat that a host is gone from `fleet status` (and its
+    /// leadership free).
+    #[serde(default = "default_host_ttl")]
+    pub host_ttl_secs: u64,
+    /// Copies of each bucket the fleet creates (an existing one is left as it is).
+    #[serde(default = "default_replicas")]
+    pub replicas: usize,
+    /// Seconds an idempotency record (and the result it keeps) lives.
+    #[serde(default = "default_idempotency_ttl")]
+    pub idempotency_ttl_secs: u64,
+    /// Whether tenants' `max_concurrent` and `fuel_per_second` hold fleet-wide (on) or per
+    /// host.
+    #[serde(default = "default_true")]
+    pub fleet_limits: bool,
+}
+
+fn default_prefix() -> String {
+    "greentic".into()
+}
+fn default_heartbeat() -> u64 {
+    2_000
+}
+fn default_host_ttl() -> u64 {
+    10
+}
+fn default_replicas() -> usize {
+    1
+}
+fn default_idempotency_ttl() -> u64 {
+    24 * 3600
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Default for ClusterSection {
+    fn default() -> ClusterSection {
+        ClusterSection {
+            url: None,
+            credentials: None,
+            prefix: default_prefix(),
+            publishers: Vec::new(),
+            heartbeat_ms: default_heartbeat(),
+            host_ttl_secs: default_host_ttl(),
+            replicas: default_replicas(),
+            idempotency_ttl_secs: default_idempotency_ttl(),
+            fleet_limits: true,
+        }
+    }
+}
+
+impl ClusterSection {
+    /// What is wrong with the section, each naming the field.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.prefix.is_empty()
+            || self.prefix.len() > 32
+            || !self
+                .prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            out.push(format!(
+                "[cluster].prefix `{}` must be 1 to 32 letters, digits, `-` or `_`",
+                greentic_manifest::clip_middle(&self.prefix, 64)
+            ));
+        }
+        if self.heartbeat_ms < 100 || self.heartbeat_ms > 60_000 {
+            out.push("[cluster].heartbeat_ms must be between 100 and 60000".into());
+        }
+        if self.host_ttl_secs * 1000 < self.heartbeat_ms * 2 {
+            out.push(
+                "[cluster].host_ttl_secs must be at least two heartbeats, or live hosts vanish"
+                    .into(),
+            );
+        }
+        if self.replicas == 0 || self.replicas > 5 {
+            out.push("[cluster].replicas must be between 1 and 5".into());
+        }
+        if self.idempotency_ttl_secs == 0 {
+            out.push("[cluster].idempotency_ttl_secs must be positive".into());
+        }
+        out
+    }
+}
+
+/// A connection to the fleet's JetStream, with its buckets.
+pub struct Fleet {
+    /// `[cluster]` as the host started with it.
+    pub section: ClusterSection,
+    /// The server.
+    pub url: String,
+    /// This host's id in the fleet.
+    pub host_id: String,
+    /// The client.
+    pub client: async_nats::Client,
+    /// Its JetStream context.
+    pub js: jetstream::Context,
+    /// Published revisions (`stable`, `canary`, `verdict.*`).
+    pub revisions: kv::Store,
+    /// Heartbeats (`host.<id>`) and the leader's lease (`leader`).
+    pub hosts: kv::Store,
+}
+
+/// A bucket, created with `config` when missing; an existing one is used as it is.
+pub(crate) async fn bucket(js: &jetstream::Context, config: kv::Config) -> anyhow::Result<kv::Store> {
+    let name = config.bucket.clone();
+    match js.get_key_value(&name).await {
+        Ok(store) => Ok(store),
+        Err(e) if e.kind() == jetstream::context::KeyValueErrorKind::GetBucket => js
+            .create_key_value(config)
+            .await
+            .with_context(|| format!("creating the JetStream bucket `{name}`")),
+        Err(e) => Err(e).with_context(|| format!("opening the JetStream bucket `{name}`")),
+    }
+}
+
+/// A host id usable as a key: letters, digits, `-` and `_` of `raw` (others become `-`).
+pub fn key_safe(raw: &str) -> String {
+    let id: String = raw
+        .chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if id.is_empty() { "host".into() } else { id }
+}
+
+/// This host's default id: `$HOSTNAME` (a pod's name) and the process id.
+pub fn default_host_id() -> String {
+    let name = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+    key_safe(&format!("{name}-{}", std::process::id()))
+}
+
+impl Fleet {
+    /// Connects to `url` as `host_id` (credentials resolved against `dir`) and opens the
+    /// revisions and hosts buckets.
+    pub async fn connect(
+        section: &ClusterSection,
+        url: &str,
+        dir: &Path,
+        host_id: &str,
+    ) -> anyhow::Result<Fleet> {
+        let client = connect(section, url, dir, host_id).await?;
+        let js = jetstream::new(client.clone());
+        let revisions = bucket(
+            &js,
+            kv::Config {
+                bucket: format!("{}_revisions", section.prefix),
+                description: "greentic bundle revisions: stable, canary, verdicts".into(),
+                history: 16,
+                num_replicas: section.replicas,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let hosts = bucket(
+            &js,
+            kv::Config {
+                bucket: format!("{}_hosts", section.prefix),
+                description: "greentic host heartbeats and the fleet's leader".into(),
+                history: 1,
+                max_age: Duration::from_secs(section.host_ttl_secs),
+                num_replicas: section.replicas,
+                ..Default::default()
+            },
+        )
+        .await?;
+        Ok(Fleet {
+            section: section.clone(),
+            url: url.to_string(),
+            host_id: key_safe(host_id),
+            client,
+            js,
+            revisions,
+            hosts,
+        })
+    }
+}
+
+/// A NATS client for `url`, named after the host, with `[cluster].credentials` if set.
+pub(crate) async fn connect(
+    section: &ClusterSection,
+    url: &str,
+    dir: &Path,
+    host_id: &str,
+) -> anyhow::Result<async_nats::Client> {
+    let mut options = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(5))
+        .name(format!("greentic-host {host_id}"));
+    if let Some(creds) = &section.credentials {
+        let path = if creds.is_absolute() {
+            creds.clone()
+        } else {
+            dir.join(creds)
+        };
+        options = options
+            .credentials_file(&path)
+            .await
+            .with_context(|| format!("reading NATS credentials {}", path.display()))?;
+    }
+    options
+        .connect(url)
+        .await
+        .with_context(|| format!("connecting to the fleet's NATS server at {url}"))
+}

@@ -1,0 +1,168 @@
+//! Published revisions: a bundle's text and lock, signed with a publisher's key.
+//!
+//! The record in the revisions bucket is an [`Envelope`]: the exact bytes of the [`Published`]
+//! JSON (`payload`) and an ECDSA P-256 signature over them (`signature`, hex; the key format is
+//! cosign's). A host accepts a record only when a key its active revision names in
+//! `[cluster].publishers` verifies the signature and the payload's digest is the digest of the
+//! bundle text it carries. Keys: `stable` (every tenant's revision), `canary` (a revision for
+//! some tenants, while it is judged), `verdict.<hex>` (what became of a canary).
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::bundle::{Bundle, Lock};
+use crate::fleet::canary::CanaryPlan;
+
+/// The key of every tenant's revision.
+pub const STABLE: &str = "stable";
+/// The key of the canary revision.
+pub const CANARY: &str = "canary";
+
+/// The key of the verdict on the canary `digest`.
+pub fn verdict_key(digest: &str) -> String {
+    format!(
+        "verdict.{}",
+        digest.strip_prefix("sha256:").unwrap_or(digest)
+    )
+}
+
+/// A revision as published.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Published {
+    /// `sha256:<hex>` of `bundle`.
+    pub digest: String,
+    /// The text of `greentic.toml`; relative paths in it resolve against each host's bundle
+    /// directory (its keys, secret files).
+    pub bundle: String,
+    /// The lock: the digest each provider must resolve to.
+    pub lock: Lock,
+    /// When it was published (ms since the epoch).
+    pub published_at_ms: u64,
+    /// Who published it (free text: user, CI job).
+    #[serde(default)]
+    pub publisher: String,
+    /// A canary plan: the revision serves these tenants first.
+    #[serde(default)]
+    pub canary: Option<CanaryPlan>,
+}
+
+/// A signed record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    /// The JSON of a [`Published`], exactly as signed.
+    pub payload: String,
+    /// ECDSA P-256 / SHA-256 signature over `payload`, ASN.1 DER, hex.
+    pub signature: String,
+}
+
+impl Envelope {
+    /// Signs `published` with `key`.
+    pub fn sign(published: &Published, key: &greentic_signing::KeyPair) -> Envelope {
+        let payload = serde_json::to_string(published).expect("a revision always serialises");
+        let signature = hex::encode(key.sign(payload.as_bytes()));
+        Envelope { payload, signature }
+    }
+
+    /// The revision inside `bytes` (an envelope), if one of `keys` signed it and it is whole.
+    pub fn open(bytes: &[u8], keys: &greentic_signing::TrustedKeys) -> Result<Published, String> {
+        let envelope: Envelope = serde_json::from_slice(bytes)
+            .map_err(|e| format!("the published record is not a signed revision: {e}"))?;
+        let signature = hex::decode(&envelope.signature)
+            .map_err(|_| "the published record's signature is not hex".to_string())?;
+        // Read the digest only to name the record in the refusal; nothing else is trusted yet.
+        let claimed = serde_json::from_str::<serde_json::Value>(&envelope.payload)
+            .ok()
+            .and_then(|v| v["digest"].as_str().map(str::to_string))
+            .unwrap_or_else(|| "?".into());
+        if !keys.verifies(envelope.payload.as_bytes(), &signature) {
+            return Err(format!(
+                "revision {claimed}: no key in [cluster].publishers signed it; refused (publish it with a publisher's key)"
+            ));
+        }
+        let published: Published = serde_json::from_str(&envelope.payload)
+            .map_err(|e| format!("revision {claimed}: the signed payload is malformed: {e}"))?;
+        let actual = crate::revision::digest_of(published.bundle.as_bytes());
+        if actual != published.digest {
+            return Err(format!(
+                "revision {claimed}: its bundle's digest is {actual}, not the one signed"
+            ));
+        }
+        Ok(published)
+    }
+}
+
+/// The keys `bundle` trusts to publish revisions: its `[cluster].publishers`, read from
+/// `[trust.keys]`.
+pub fn publisher_keys(bundle: &Bundle) -> Result<greentic_signing::TrustedKeys, String> {
+    let names = &bundle.file.cluster.publishers;
+    if names.is_empty() {
+        return Err("[cluster].publishers names no key; a fleet host applies no published revision without a publisher's signature: add the key's name from [trust.keys]".into());
+    }
+    let mut pems = Vec::new();
+    for name in names {
+        let path = bundle.file.trust.keys.get(name).ok_or_else(|| {
+            format!("[cluster].publishers names `{name}`, which [trust.keys] does not have")
+        })?;
+        let full = bundle.path(path);
+        pems.push(
+            std::fs::read_to_string(&full)
+                .map_err(|e| format!("publisher key `{name}` ({}): {e}", full.display()))?,
+        );
+    }
+    greentic_signing::TrustedKeys::from_pems(&pems).map_err(|e| e.to_string())
+}
+
+/// The tenants of a canary plan, for a runtime's canary.
+pub fn tenants(plan: &CanaryPlan) -> BTreeSet<String> {
+    plan.tenants.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn published(text: &str) -> Published {
+        Published {
+            digest: crate::revision::digest_of(text.as_bytes()),
+            bundle: text.into(),
+            lock: Lock::default(),
+            published_at_ms: 1,
+            publisher: "test".into(),
+            canary: None,
+        }
+    }
+
+    #[test]
+    fn only_a_trusted_key_opens_a_whole_record() {
+        let key = greentic_signing::KeyPair::generate();
+        let other = greentic_signing::KeyPair::generate();
+        let trusted = greentic_signing::TrustedKeys::from_pems(&[key.public_pem()]).unwrap();
+        let p = published("[tenants.acme]\n");
+        let good = serde_json::to_vec(&Envelope::sign(&p, &key)).unwrap();
+        assert_eq!(Envelope::open(&good, &trusted).unwrap(), p);
+
+        let forged = serde_json::to_vec(&Envelope::sign(&p, &other)).unwrap();
+        let e = Envelope::open(&forged, &trusted).unwrap_err();
+        assert!(e.contains("no key in [cluster].publishers"), "{e}");
+
+        // A payload changed after signing.
+        let mut envelope = Envelope::sign(&p, &key);
+        envelope.payload = envelope.payload.replace("acme", "evil");
+        let e = Envelope::open(&serde_json::to_vec(&envelope).unwrap(), &trusted).unwrap_err();
+        assert!(e.contains("no key"), "{e}");
+
+        // Signed, but the digest does not match the text.
+        let mut lying = published("[tenants.acme]\n");
+        lying.digest = crate::revision::digest_of(b"something else");
+        let e = Envelope::open(
+            &serde_json::to_vec(&Envelope::sign(&lying, &key)).unwrap(),
+            &trusted,
+        )
+        .unwrap_err();
+        assert!(e.contains("not the one signed"), "{e}");
+        assert!(Envelope::open(b"{}", &trusted).is_err());
+    }
+}
