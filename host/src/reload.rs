@@ -202,8 +202,7 @@ impl Reloader {
         let digest = bundle.digest.clone();
         let base = current.clone();
         let built =
-            tokio::task::spawn_blocking(move || build(bundle, options, lock.as_ref(), &base))
-                .await;
+            tokio::task::spawn_blocking(move || build(bundle, options, lock.as_ref(), &base)).await;
         let (revision, auth, lock) = match built {
             Ok(Ok(built)) => built,
             Ok(Err(problems)) => {

@@ -197,7 +197,7 @@ impl Breakers {
                 if now.saturating_duration_since(c.probe_at) < policy.probe_timeout =>
             {
                 Err(CallError::CircuitOpen {
-                    provider: provider.to_string(),
+                    provider: provider_name(provider),
                     retry_after_ms: 100,
                 })
             }
@@ -216,7 +216,7 @@ impl Breakers {
                     Ok(admission(Some(c.probe)))
                 } else {
                     Err(CallError::CircuitOpen {
-                        provider: provider.to_string(),
+                        provider: provider_name(provider),
                         retry_after_ms: (policy.cool_down - elapsed).as_millis().max(1) as u64,
                     })
                 }
@@ -308,6 +308,11 @@ impl Drop for Admission<'_> {
             self.breakers.settle(self, None, Instant::now());
         }
     }
+}
+
+/// The provider's name in a circuit key (`name@digest`: one circuit per version).
+fn provider_name(circuit: &str) -> String {
+    circuit.split('@').next().unwrap_or(circuit).to_string()
 }
 
 /// Whether an outcome counts as a failure of the provider for the breaker.

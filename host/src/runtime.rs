@@ -2,8 +2,8 @@
 //! tenant's limits, with retries and a circuit breaker.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -282,7 +282,10 @@ impl Runtime {
                 let limits = tenant.gate.limits();
                 let until = Instant::now()
                     + Duration::from_millis(limits.deadline_ms + limits.queue_timeout_ms);
-                match records.claim(&caller.tenant, capability, key, until).await? {
+                match records
+                    .claim(&caller.tenant, capability, key, until)
+                    .await?
+                {
                     Claim::Done(mut result) => {
                         if let Some(fields) = result.as_object_mut() {
                             fields.insert("replayed".into(), true.into());
@@ -508,7 +511,9 @@ impl Runtime {
         self.stats.record(
             &revision.digest,
             &caller.tenant,
-            result.as_ref().err().is_some_and(counts_as_failure),
+            result.as_ref().err().is_some_and(|e| {
+                counts_as_failure(e) || matches!(e, CallError::CircuitOpen { .. })
+            }),
             elapsed,
         );
         self.metrics.observe(
@@ -554,7 +559,9 @@ impl Runtime {
 
         // Settled below; if this future is dropped first (the client went away) or returns
         // early (tenant-busy), dropping the admission gives a half-open probe back.
-        let admission = self.breakers.admit(tenant, provider)?;
+        // One circuit per provider *version*: an upgrade (or a rollback) starts closed.
+        let circuit = format!("{provider}@{}", call.provider.digest);
+        let admission = self.breakers.admit(tenant, &circuit)?;
         let mut attempt = 1;
         let outcome = loop {
             let permit = call.gate.acquire().await?;

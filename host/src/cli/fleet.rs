@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::Bytes;
 use clap::{Args, Subcommand};
-use futures_util::StreamExt as _;
 use greentic_host::bundle::{Bundle, Lock};
 use greentic_host::fleet::canary::CanaryPlan;
 use greentic_host::fleet::member::{HostReport, VerdictRecord, hosts};
@@ -270,15 +269,7 @@ async fn view(fleet: &Fleet) -> anyhow::Result<View> {
         _ => None,
     };
     let mut verdicts = Vec::new();
-    let mut keys = fleet.revisions.keys().await?;
-    let mut names = Vec::new();
-    while let Some(key) = keys.next().await {
-        let key = key?;
-        if key.starts_with("verdict.") {
-            names.push(key);
-        }
-    }
-    for key in names {
+    for key in greentic_host::fleet::keys_under(&fleet.revisions, "verdict.").await? {
         if let Some(bytes) = fleet.revisions.get(key.as_str()).await?
             && let Ok(v) = serde_json::from_slice::<VerdictRecord>(&bytes)
         {
@@ -377,8 +368,5 @@ fn print(view: &View) {
     for v in &view.verdicts {
         println!("verdict {} {:?}", short(&v.digest), v.verdict);
     }
-    println!(
-        "converged: {}",
-        if view.converged { "yes" } else { "no" }
-    );
+    println!("converged: {}", if view.converged { "yes" } else { "no" });
 }

@@ -113,11 +113,21 @@ impl Run {
         let (stop_background, background_stop) = tokio::sync::watch::channel(false);
         let stop_background = Arc::new(stop_background);
         // A fleet member takes the fleet's revision before it listens.
-        let member = match self.cluster.clone().or_else(|| bundle.file.cluster.url.clone()) {
+        let member = match self
+            .cluster
+            .clone()
+            .or_else(|| bundle.file.cluster.url.clone())
+        {
             Some(url) => {
-                let member =
-                    join_fleet(&bundle, &url, self.host_id.clone(), &runtime, &reloader, options)
-                        .await?;
+                let member = join_fleet(
+                    &bundle,
+                    &url,
+                    self.host_id.clone(),
+                    &runtime,
+                    &reloader,
+                    options,
+                )
+                .await?;
                 tokio::spawn(member.clone().run(background_stop.clone()));
                 Some(member)
             }

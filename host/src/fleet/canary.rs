@@ -123,10 +123,7 @@ impl Stats {
             None => tenants.entry(tenant.to_string()).or_default(),
         };
         if slots.back().is_none_or(|s| s.start_ms != start) {
-            while slots
-                .front()
-                .is_some_and(|s| s.start_ms + KEEP_MS < start)
-            {
+            while slots.front().is_some_and(|s| s.start_ms + KEEP_MS < start) {
                 slots.pop_front();
             }
             slots.push_back(Slot {
@@ -297,12 +294,16 @@ mod tests {
         let base = summary(200, 1, 5.0);
         // 10% failing: rolled back before the window ends.
         let bad = summary(50, 5, 5.0);
-        assert!(matches!(judge(&plan(), &base, &bad, 10), Some(Verdict::RolledBack { reason }) if reason.contains("error rate")));
+        assert!(
+            matches!(judge(&plan(), &base, &bad, 10), Some(Verdict::RolledBack { reason }) if reason.contains("error rate"))
+        );
         // Too few calls to judge yet.
         assert_eq!(judge(&plan(), &base, &summary(5, 5, 5.0), 10), None);
         // Three times slower.
         let slow = summary(50, 0, 15.0);
-        assert!(matches!(judge(&plan(), &base, &slow, 10), Some(Verdict::RolledBack { reason }) if reason.contains("p99")));
+        assert!(
+            matches!(judge(&plan(), &base, &slow, 10), Some(Verdict::RolledBack { reason }) if reason.contains("p99"))
+        );
         // Healthy: watched until the window passes, then promoted.
         let good = summary(50, 0, 5.0);
         assert_eq!(judge(&plan(), &base, &good, 10), None);

@@ -109,7 +109,9 @@ impl Records {
     ) -> Result<Claim, CallError> {
         let record = Self::record_key(tenant, capability, key);
         let fail = |e: String| {
-            CallError::Internal(format!("the fleet's idempotency record cannot be read: {e}"))
+            CallError::Internal(format!(
+                "the fleet's idempotency record cannot be read: {e}"
+            ))
         };
         let mut pause = Duration::from_millis(5);
         loop {
@@ -123,9 +125,7 @@ impl Records {
                 Some(e) if e.operation != kv::Operation::Put => Some(e.revision),
                 Some(e) => match serde_json::from_slice::<Record>(&e.value) {
                     Ok(Record::Done { result }) => return Ok(Claim::Done(result)),
-                    Ok(Record::Running { lease_until_ms, .. }) if lease_until_ms > now_ms() => {
-                        None
-                    }
+                    Ok(Record::Running { lease_until_ms, .. }) if lease_until_ms > now_ms() => None,
                     // A lapsed lease (its host died mid-call), or a record this version cannot
                     // read: take it over.
                     _ => Some(e.revision),
@@ -154,8 +154,12 @@ impl Records {
 
     fn running(&self, key: String, seq: u64) -> Running {
         let seq = Arc::new(AtomicU64::new(seq));
-        let (store, host, renew_key, renew_seq) =
-            (self.store.clone(), self.host_id.clone(), key.clone(), seq.clone());
+        let (store, host, renew_key, renew_seq) = (
+            self.store.clone(),
+            self.host_id.clone(),
+            key.clone(),
+            seq.clone(),
+        );
         let renew = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(RENEW).await;

@@ -11,16 +11,19 @@
 //!
 //! **Fuel.** Each second has a counter per tenant (`<prefix>.fuel.hex(tenant).SECOND` in the
 //! `<PREFIX>_FUEL` stream, counters on). A host needing fuel adds a lease — a tenth of
-//! `fuel_per_second`, at least `fuel_per_call` — to the counter; the server's total says how
-//! much of it fits in the second's budget, and only that is granted. Calls reserve
-//! `fuel_per_call` from their host's lease and give back what they did not use. Fuel granted
-//! in a second never exceeds `fuel_per_second`, so the fuel of calls *admitted* in a second
-//! never does either; what a wall-clock second sees can exceed it by the fuel of calls admitted
-//! earlier and still running (at most `max_concurrent × fuel_per_call`). A lease is good for
-//! its second only: a dead host's unused lease lapses with it.
+//! `fuel_per_second` — to the counter; the server's total says how much of it fits in the
+//! second's budget, and only that is granted. A call is admitted while its host's lease for
+//! the second has fuel left, and what it consumed is charged to the lease when it ends; a call
+//! that consumed more than was left leaves a debt that the host's next grants pay first. So the
+//! fuel granted fleet-wide in a second never exceeds `fuel_per_second`, every unit consumed is
+//! paid from a grant, and over any T seconds the fleet consumes at most
+//! `fuel_per_second × (T + 1)` plus what calls in flight consume before they are charged (at
+//! most `max_concurrent × fuel_per_call`: the slots bound the calls in flight). A lease is
+//! good for its second only: a dead host's unused lease lapses with it. (Each call still
+//! reserves `fuel_per_call` from its own host's bucket, as without a fleet.)
 //!
 //! Cost per attempt: one read and one publish to take a slot, one delete to free it, and one
-//! counter publish per lease (every tenth of the budget). If the fleet's server cannot be
+//! counter publish per lease (every tenth of the budget consumed). If the fleet's server cannot be
 //! reached, the host falls back to its own limits (which still bound it) and counts
 //! `greentic_fleet_limits_degraded_total`.
 
@@ -50,19 +53,22 @@ pub struct FleetLimits {
     metrics: Arc<Metrics>,
 }
 
-/// A host's fuel lease of one tenant: what is left of the grants for one second.
+/// A host's fuel lease of one tenant: what is left of the grants for one second, and what
+/// calls consumed beyond the grants (paid from the next ones).
 #[derive(Debug, Default, Clone, Copy)]
 struct Lease {
     second: u64,
     left: u64,
+    debt: u64,
 }
 
-/// A taken slot and a fuel reservation; [`Admission::settle`] gives both back.
+/// A taken slot and admission against the fuel lease; [`Admission::settle`] frees the slot
+/// and charges the fuel consumed.
 pub struct Admission {
     limits: Arc<FleetLimits>,
     tenant: String,
     slot: Option<(String, u64)>,
-    fuel: Option<(u64, u64)>,
+    metered: bool,
 }
 
 fn now_second() -> u64 {
@@ -92,7 +98,9 @@ impl FleetLimits {
             .js
             .get_or_create_stream(jetstream::stream::Config {
                 name: stream.clone(),
-                description: Some("greentic fleet-wide fuel counters, per tenant and second".into()),
+                description: Some(
+                    "greentic fleet-wide fuel counters, per tenant and second".into(),
+                ),
                 subjects: vec![format!("{subject}.>")],
                 allow_message_counter: true,
                 max_age: Duration::from_secs(120),
@@ -111,7 +119,7 @@ impl FleetLimits {
         }))
     }
 
-    /// Takes a slot and reserves `fuel_per_call` for `tenant`, waiting until `until`.
+    /// Takes a slot of `tenant` and admits it against the fuel lease, waiting until `until`.
     pub async fn admit(
         self: &Arc<Self>,
         tenant: &str,
@@ -122,7 +130,7 @@ impl FleetLimits {
             limits: self.clone(),
             tenant: tenant.to_string(),
             slot: None,
-            fuel: None,
+            metered: false,
         };
         let busy = |why: String| CallError::TenantBusy {
             tenant: tenant.to_string(),
@@ -139,9 +147,9 @@ impl FleetLimits {
             }
             Err(e) => return Ok(self.degraded(admission, "slots", e)),
         }
-        match self.reserve_fuel(tenant, limits, until).await {
-            Ok(Some(fuel)) => admission.fuel = Some(fuel),
-            Ok(None) => {
+        match self.admit_fuel(tenant, limits, until).await {
+            Ok(true) => admission.metered = true,
+            Ok(false) => {
                 return Err(busy(format!(
                     "fuel budget of {} per second used up across the fleet",
                     limits.fuel_per_second
@@ -210,11 +218,7 @@ impl FleetLimits {
             async_nats::header::NATS_MESSAGE_TTL,
             ttl.as_secs().max(1).to_string(),
         );
-        let prefix = self
-            .slots
-            .put_prefix
-            .as_ref()
-            .unwrap_or(&self.slots.prefix);
+        let prefix = self.slots.put_prefix.as_ref().unwrap_or(&self.slots.prefix);
         let ack = self
             .js
             .publish_with_headers(format!("{prefix}{key}"), headers, value)
@@ -228,64 +232,58 @@ impl FleetLimits {
         }
     }
 
-    /// Reserves `fuel_per_call` from this host's lease of the current second, taking a new
-    /// lease from the counter when it runs short: `(second, reserved)`, or `None` when the
-    /// fleet's budget stays used up until `until`.
-    async fn reserve_fuel(
+    /// Waits until this host's lease of the current second has fuel left, taking a new lease
+    /// from the counter when it is empty; false when the fleet's budget stays used up until
+    /// `until`.
+    async fn admit_fuel(
         &self,
         tenant: &str,
         limits: &Limits,
         until: Instant,
-    ) -> anyhow::Result<Option<(u64, u64)>> {
-        let need = limits.fuel_per_call;
+    ) -> anyhow::Result<bool> {
         let budget = limits.fuel_per_second;
-        if need > budget {
-            return Ok(None);
-        }
-        let lease_size = (budget / 10).max(need).min(budget);
+        let lease_size = (budget / 10).max(1);
         loop {
             let second = now_second();
-            if let Some(taken) = self.take_from_lease(tenant, second, need, 0) {
-                return Ok(Some(taken));
+            if self.lease_left(tenant, second, 0) {
+                return Ok(true);
             }
             let granted = self.grant(tenant, second, lease_size, budget).await?;
-            if let Some(taken) = self.take_from_lease(tenant, second, need, granted) {
-                return Ok(Some(taken));
+            if self.lease_left(tenant, second, granted) {
+                return Ok(true);
             }
             // This second's budget is spent: wait for the next one.
             let next = Duration::from_millis(1000 - crate::imports::state::now_ms() % 1000);
             if Instant::now() + next >= until {
-                return Ok(None);
+                return Ok(false);
             }
             tokio::time::sleep(next).await;
         }
     }
 
-    /// Adds `granted` to the lease of `second` and takes `need` from it if it holds that much.
-    fn take_from_lease(
-        &self,
-        tenant: &str,
-        second: u64,
-        need: u64,
-        granted: u64,
-    ) -> Option<(u64, u64)> {
+    /// Adds `granted` (debt first) to the lease of `second`; whether it has fuel left.
+    fn lease_left(&self, tenant: &str, second: u64, granted: u64) -> bool {
         let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
         let lease = leases.entry(tenant.to_string()).or_default();
         if lease.second != second {
-            // A lease is good for its second only.
-            *lease = Lease { second, left: 0 };
+            // A lease is good for its second only; a debt stays until paid.
+            lease.second = second;
+            lease.left = 0;
         }
-        lease.left += granted;
-        if lease.left >= need {
-            lease.left -= need;
-            Some((second, need))
-        } else {
-            None
-        }
+        let paid = granted.min(lease.debt);
+        lease.debt -= paid;
+        lease.left += granted - paid;
+        lease.left > 0
     }
 
     /// Adds `amount` to the tenant's counter of `second`: what of it fits in `budget`.
-    async fn grant(&self, tenant: &str, second: u64, amount: u64, budget: u64) -> anyhow::Result<u64> {
+    async fn grant(
+        &self,
+        tenant: &str,
+        second: u64,
+        amount: u64,
+        budget: u64,
+    ) -> anyhow::Result<u64> {
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Incr", format!("+{amount}"));
         let subject = format!("{}.{}.{second}", self.fuel_subject, hex::encode(tenant));
@@ -298,7 +296,11 @@ impl FleetLimits {
             .value
             .as_deref()
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| anyhow::anyhow!("the fuel counter answered no total (is the stream's counter setting on?)"))?;
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the fuel counter answered no total (is the stream's counter setting on?)"
+                )
+            })?;
         let before = total.saturating_sub(amount);
         Ok(budget.saturating_sub(before).min(amount))
     }
@@ -307,13 +309,12 @@ impl FleetLimits {
 impl Admission {
     /// Frees the slot and gives back the part of the reservation the attempt did not use.
     pub async fn settle(mut self, used: u64) {
-        if let Some((second, reserved)) = self.fuel.take() {
+        if std::mem::take(&mut self.metered) {
             let mut leases = self.limits.leases.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(lease) = leases.get_mut(&self.tenant)
-                && lease.second == second
-            {
-                lease.left += reserved.saturating_sub(used);
-            }
+            let lease = leases.entry(self.tenant.clone()).or_default();
+            let charged = used.min(lease.left);
+            lease.left -= charged;
+            lease.debt += used - charged;
         }
         if let Some((key, seq)) = self.slot.take() {
             // Expecting our own sequence: a slot that lapsed and was taken again is not ours.

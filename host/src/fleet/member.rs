@@ -196,11 +196,7 @@ impl Member {
     }
 
     fn clear_canary(&self, why: &str) {
-        let before = self
-            .canary
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let before = self.canary.lock().unwrap_or_else(|e| e.into_inner()).take();
         let runtime = self.reloader.runtime();
         runtime.set_canary(None);
         if let Some(c) = before {
@@ -268,8 +264,10 @@ impl Member {
                 self.reloader.refuse(Some(published.digest), problems);
             }
             Err(e) => {
-                self.reloader
-                    .refuse(Some(published.digest), vec![format!("building the canary failed: {e}")]);
+                self.reloader.refuse(
+                    Some(published.digest),
+                    vec![format!("building the canary failed: {e}")],
+                );
             }
         }
     }
@@ -338,9 +336,12 @@ impl Member {
             let window = c.plan.window_secs * 1000;
             CanaryStats {
                 digest: c.digest.clone(),
-                canary: runtime
-                    .stats
-                    .summary(&c.digest, &c.plan.tenants, c.published_at_ms, now + 1),
+                canary: runtime.stats.summary(
+                    &c.digest,
+                    &c.plan.tenants,
+                    c.published_at_ms,
+                    now + 1,
+                ),
                 baseline: runtime.stats.summary(
                     &revision.digest,
                     &c.plan.tenants,
@@ -371,7 +372,10 @@ impl Member {
             if let Err(e) = self
                 .fleet
                 .hosts
-                .put(key, Bytes::from(serde_json::to_vec(&report).unwrap_or_default()))
+                .put(
+                    key,
+                    Bytes::from(serde_json::to_vec(&report).unwrap_or_default()),
+                )
                 .await
             {
                 tracing::warn!(error = %e, "sending the fleet heartbeat");
@@ -380,7 +384,8 @@ impl Member {
                 tracing::warn!(error = %format!("{e:#}"), "judging the canary");
             }
             // Keep only the series a canary may still be judged on.
-            let mut keep: BTreeSet<String> = [self.reloader.runtime().revision().digest.clone()].into();
+            let mut keep: BTreeSet<String> =
+                [self.reloader.runtime().revision().digest.clone()].into();
             keep.extend(self.canary_digest());
             self.reloader.runtime().stats.retain(&keep);
             tokio::select! {
@@ -425,7 +430,12 @@ impl Member {
                 // Nothing unsigned is served: withdraw it.
                 let digest = digest.unwrap_or_else(|| "unsigned".into());
                 return self
-                    .decide(&entry, &digest, &BTreeSet::new(), Verdict::RolledBack { reason: why })
+                    .decide(
+                        &entry,
+                        &digest,
+                        &BTreeSet::new(),
+                        Verdict::RolledBack { reason: why },
+                    )
                     .await;
             }
         };
@@ -439,12 +449,14 @@ impl Member {
                 .filter(|f| f.digest.as_deref() == Some(published.digest.as_str()))
                 .map(|f| (r.host.clone(), f.clone()))
         }) {
-            let reason = format!(
-                "host {host} refused it: {}",
-                refusal.problems.join("; ")
-            );
+            let reason = format!("host {host} refused it: {}", refusal.problems.join("; "));
             return self
-                .decide(&entry, &published.digest, &plan.tenants, Verdict::RolledBack { reason })
+                .decide(
+                    &entry,
+                    &published.digest,
+                    &plan.tenants,
+                    Verdict::RolledBack { reason },
+                )
                 .await;
         }
         let (mut on_canary, mut baseline) = (Summary::default(), Summary::default());
@@ -518,16 +530,8 @@ impl Member {
 
 /// Every live host's last report.
 pub async fn hosts(store: &kv::Store) -> anyhow::Result<Vec<HostReport>> {
-    let mut keys = store.keys().await?;
-    let mut names = Vec::new();
-    while let Some(key) = keys.next().await {
-        let key = key?;
-        if key.starts_with(HOST) {
-            names.push(key);
-        }
-    }
     let mut out = Vec::new();
-    for key in names {
+    for key in super::keys_under(store, HOST).await? {
         if let Some(bytes) = store.get(key.as_str()).await?
             && let Ok(report) = serde_json::from_slice::<HostReport>(&bytes)
         {

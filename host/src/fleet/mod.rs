@@ -158,7 +158,10 @@ pub struct Fleet {
 }
 
 /// A bucket, created with `config` when missing; an existing one is used as it is.
-pub(crate) async fn bucket(js: &jetstream::Context, config: kv::Config) -> anyhow::Result<kv::Store> {
+pub(crate) async fn bucket(
+    js: &jetstream::Context,
+    config: kv::Config,
+) -> anyhow::Result<kv::Store> {
     let name = config.bucket.clone();
     match js.get_key_value(&name).await {
         Ok(store) => Ok(store),
@@ -168,6 +171,23 @@ pub(crate) async fn bucket(js: &jetstream::Context, config: kv::Config) -> anyho
             .with_context(|| format!("creating the JetStream bucket `{name}`")),
         Err(e) => Err(e).with_context(|| format!("opening the JetStream bucket `{name}`")),
     }
+}
+
+/// The keys of `store` under `prefix` (`host.`), from the stream's subjects: one request, no
+/// consumer (listing keys through a consumer on every heartbeat would pile up consumers).
+pub async fn keys_under(store: &kv::Store, prefix: &str) -> anyhow::Result<Vec<String>> {
+    use futures_util::StreamExt as _;
+    let filter = format!("{}{prefix}>", store.prefix);
+    let mut subjects = store.stream.info_with_subjects(filter).await?;
+    let mut out = Vec::new();
+    while let Some(subject) = subjects.next().await {
+        let (subject, _) = subject?;
+        if let Some(key) = subject.strip_prefix(store.prefix.as_str()) {
+            out.push(key.to_string());
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// A host id usable as a key: letters, digits, `-` and `_` of `raw` (others become `-`).
@@ -263,4 +283,155 @@ pub(crate) async fn connect(
         .connect(url)
         .await
         .with_context(|| format!("connecting to the fleet's NATS server at {url}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::bundle::Limits;
+    use crate::fleet::idempotency::{Claim, Records};
+    use crate::fleet::limits::FleetLimits;
+    use crate::imports::state::nats::nats_server;
+
+    async fn member(url: &str, id: &str) -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        Fleet::connect(&ClusterSection::default(), url, dir.path(), id)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_keyed_call_runs_once_and_a_lapsed_claim_is_taken_over() {
+        let server = nats_server::Nats::start();
+        let (a, b) = (
+            member(&server.url, "a").await,
+            member(&server.url, "b").await,
+        );
+        let (ra, rb) = (
+            Records::open(&a).await.unwrap(),
+            Records::open(&b).await.unwrap(),
+        );
+        let soon = || Instant::now() + Duration::from_millis(300);
+
+        let started = Instant::now();
+        let Claim::Run(running) = ra.claim("acme", "send", "k1", soon()).await.unwrap() else {
+            panic!("a fresh key runs");
+        };
+        eprintln!("claim took {:?}", started.elapsed());
+        // Another host meanwhile waits, and is told the call is still running.
+        let e = rb.claim("acme", "send", "k1", soon()).await.err().unwrap();
+        assert_eq!(e.code(), "in-progress");
+        // Another tenant's same key is another call.
+        assert!(matches!(
+            rb.claim("globex", "send", "k1", soon()).await.unwrap(),
+            Claim::Run(_)
+        ));
+        running.finish(Ok(&serde_json::json!({"id": 7}))).await;
+        match rb.claim("acme", "send", "k1", soon()).await.unwrap() {
+            Claim::Done(result) => assert_eq!(result["id"], 7),
+            Claim::Run(_) => panic!("a finished call ran again"),
+        }
+
+        // A claim whose host stops renewing it (died) lapses and is taken over.
+        let Claim::Run(dying) = ra.claim("acme", "send", "k2", soon()).await.unwrap() else {
+            panic!()
+        };
+        drop(dying);
+        let until = Instant::now() + Duration::from_secs(10);
+        assert!(matches!(
+            rb.claim("acme", "send", "k2", until).await.unwrap(),
+            Claim::Run(_)
+        ));
+
+        // A failed call gives its record up: the retry runs.
+        let Claim::Run(failing) = ra.claim("acme", "send", "k3", soon()).await.unwrap() else {
+            panic!()
+        };
+        failing
+            .finish(Err(&crate::errors::CallError::GuestTrap("x".into())))
+            .await;
+        assert!(matches!(
+            rb.claim("acme", "send", "k3", soon()).await.unwrap(),
+            Claim::Run(_)
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slots_hold_across_hosts_and_fuel_grants_stay_within_the_budget() {
+        let server = nats_server::Nats::start();
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let (a, b) = (
+            member(&server.url, "a").await,
+            member(&server.url, "b").await,
+        );
+        let la = FleetLimits::open(&a, metrics.clone()).await.unwrap();
+        let lb = FleetLimits::open(&b, metrics.clone()).await.unwrap();
+        let limits = Limits {
+            max_concurrent: 3,
+            fuel_per_call: 10,
+            fuel_per_second: 1_000_000,
+            ..Limits::default()
+        };
+        let soon = || Instant::now() + Duration::from_millis(200);
+        let started = Instant::now();
+        let first = la.admit("acme", &limits, soon()).await.unwrap();
+        eprintln!("admit took {:?}", started.elapsed());
+        let second = lb.admit("acme", &limits, soon()).await.unwrap();
+        let third = la.admit("acme", &limits, soon()).await.unwrap();
+        let e = lb.admit("acme", &limits, soon()).await.err().unwrap();
+        assert!(e.to_string().contains("across the fleet"), "{e}");
+        // Another tenant has slots of its own.
+        lb.admit("globex", &limits, soon())
+            .await
+            .unwrap()
+            .settle(0)
+            .await;
+        let started = Instant::now();
+        second.settle(5).await;
+        eprintln!("settle took {:?}", started.elapsed());
+        lb.admit("acme", &limits, soon())
+            .await
+            .unwrap()
+            .settle(5)
+            .await;
+        first.settle(5).await;
+        third.settle(5).await;
+        assert_eq!(
+            metrics.counter("greentic_fleet_limits_degraded_total", &[("what", "slots")]),
+            0.0
+        );
+
+        // Fuel: two hosts asking for a budget of 100 a second get at most 100 between them.
+        let fuel = Limits {
+            max_concurrent: 100,
+            fuel_per_call: 10,
+            fuel_per_second: 100,
+            queue_timeout_ms: 1,
+            ..Limits::default()
+        };
+        let (mut admitted, mut busy) = (0, 0);
+        let started = Instant::now();
+        for i in 0..30 {
+            let host = if i % 2 == 0 { &la } else { &lb };
+            match host.admit("metered", &fuel, Instant::now()).await {
+                Ok(admission) => {
+                    admitted += 1;
+                    admission.settle(10).await;
+                }
+                Err(e) => {
+                    assert_eq!(e.code(), "tenant-busy", "{e}");
+                    busy += 1;
+                }
+            }
+        }
+        // Calls of 10 against 100 a second: ten a second, fleet-wide (plus, at the boundary,
+        // the next second's ten).
+        let seconds = started.elapsed().as_secs() + 2;
+        assert!(admitted <= 10 * seconds as usize, "{admitted} admitted");
+        assert!(admitted >= 10, "{admitted} admitted");
+        assert!(busy >= 10, "{busy} refused");
+    }
 }

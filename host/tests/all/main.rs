@@ -8,6 +8,7 @@ mod common;
 
 mod components;
 mod conformance;
+mod fleet;
 mod hostile;
 mod ingress;
 mod load;

@@ -463,7 +463,7 @@ impl StateBackend for NatsBackend {
 /// The test server the host's integration tests use too.
 #[cfg(test)]
 #[path = "../../../tests/all/common/nats_server.rs"]
-mod nats_server;
+pub(crate) mod nats_server;
 
 #[cfg(test)]
 mod tests {
