@@ -426,6 +426,16 @@ fn check_tenants(
 ) {
     for (i, route) in bundle.file.routes.iter().enumerate() {
         if let Some(p) = providers.get(&route.provider)
+            && route.durable
+            && p.prepared.info().entry != crate::domain::Entry::Http
+        {
+            problems.push(format!(
+                "routes[{i}]: `durable = true` is for webhook deliveries, but provider `{}` is a {} provider; remove it",
+                route.provider,
+                p.prepared.info().name
+            ));
+        }
+        if let Some(p) = providers.get(&route.provider)
             && !p.manifest.capabilities.contains(&route.capability)
         {
             problems.push(format!(

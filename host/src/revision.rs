@@ -157,6 +157,19 @@ impl Revision {
             .any(|r| r.provider == provider && (r.tenant == tenant || r.tenant == "*"))
     }
 
+    /// The durable route reaching `provider` for `tenant`, if deliveries to it are durable.
+    pub fn durable_route(&self, tenant: &str, provider: &str) -> Option<&Route> {
+        self.routes
+            .iter()
+            .filter(|r| r.durable && r.provider == provider)
+            .find(|r| r.tenant == tenant || r.tenant == "*")
+    }
+
+    /// Whether any route is durable.
+    pub fn has_durable_routes(&self) -> bool {
+        self.routes.iter().any(|r| r.durable)
+    }
+
     /// Seconds since the epoch when this revision became active.
     pub fn since_secs(&self) -> f64 {
         self.since

@@ -73,6 +73,8 @@ pub struct Runtime {
     pub fleet_limits: OnceLock<Arc<FleetLimits>>,
     /// Fleet-wide idempotency records, once the host has joined a fleet.
     pub idempotency: OnceLock<Arc<Records>>,
+    /// The fleet's queue of durable webhook deliveries, once the host has joined a fleet.
+    pub deliveries: OnceLock<Arc<crate::fleet::deliveries::Deliveries>>,
 }
 
 impl Runtime {
@@ -103,6 +105,7 @@ impl Runtime {
             shared: AtomicBool::new(false),
             fleet_limits: OnceLock::new(),
             idempotency: OnceLock::new(),
+            deliveries: OnceLock::new(),
         };
         runtime.record_revision(&runtime.revision());
         runtime
@@ -332,7 +335,33 @@ impl Runtime {
     ///
     /// An unknown tenant and a provider not routed to the tenant get the same answer, so the
     /// answer does not tell a caller which tenants exist.
+    ///
+    /// On a durable route (in a fleet) the delivery is queued instead and answered `202`; a
+    /// host then hands it over with [`Runtime::deliver`].
     pub async fn webhook(
+        &self,
+        tenant_id: &str,
+        provider_name: &str,
+        request: hyper::Request<Bytes>,
+    ) -> Result<hyper::Response<Bytes>, CallError> {
+        let revision = self.revision_for(tenant_id);
+        if let Some(route) = revision.durable_route(tenant_id, provider_name)
+            && revision.tenants.contains_key(tenant_id)
+        {
+            let Some(queue) = self.deliveries.get() else {
+                return Err(CallError::Internal(
+                    "a durable route needs the fleet's queue (run with --cluster)".into(),
+                ));
+            };
+            return queue.accept(tenant_id, provider_name, route, request).await;
+        }
+        drop(revision);
+        self.deliver(tenant_id, provider_name, request).await
+    }
+
+    /// Hands an HTTP delivery to `provider` for `tenant` now (what [`Runtime::webhook`] does
+    /// on a route that is not durable, and what a host does with a queued delivery).
+    pub async fn deliver(
         &self,
         tenant_id: &str,
         provider_name: &str,

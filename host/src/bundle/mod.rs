@@ -491,6 +491,14 @@ pub struct Route {
     pub capability: String,
     /// The provider name.
     pub provider: String,
+    /// Webhook deliveries on this route are queued in the fleet's JetStream and acknowledged
+    /// only once the provider handled them (the sender gets `202`); needs `--cluster`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub durable: bool,
+    /// The request header carrying a delivery's id (e.g. `X-GitHub-Delivery`), by which a
+    /// durable delivery sent twice is queued once; default: the digest of method, path, body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_id_header: Option<String>,
 }
 
 /// A loaded bundle: the parsed `greentic.toml`, the directory it lives in, and the digest of

@@ -126,12 +126,19 @@ impl Run {
                     &runtime,
                     &reloader,
                     options,
+                    &background_stop,
                 )
                 .await?;
                 tokio::spawn(member.clone().run(background_stop.clone()));
                 Some(member)
             }
-            None => None,
+            None => {
+                anyhow::ensure!(
+                    !runtime.revision().has_durable_routes(),
+                    "a route has `durable = true`, which queues deliveries in the fleet's JetStream: run with --cluster nats://… (or set [cluster].url), or remove it"
+                );
+                None
+            }
         };
         let listener = bind(self.listen.as_deref(), &bundle.file.host.listen).await?;
         let admin = bind(self.admin_listen.as_deref(), &bundle.file.host.admin_listen).await?;
@@ -242,6 +249,7 @@ async fn join_fleet(
     runtime: &Arc<Runtime>,
     reloader: &Arc<Reloader>,
     options: greentic_host::loader::LoadOptions,
+    stop: &tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Arc<Member>> {
     // Fail closed: a member that could trust no publisher would follow nothing.
     greentic_host::fleet::revisions::publisher_keys(bundle)
@@ -253,6 +261,9 @@ async fn join_fleet(
         let _ = runtime.fleet_limits.set(limits);
     }
     let _ = runtime.idempotency.set(Records::open(&fleet).await?);
+    let deliveries = greentic_host::fleet::deliveries::Deliveries::open(&fleet).await?;
+    let _ = runtime.deliveries.set(deliveries.clone());
+    tokio::spawn(deliveries.work(runtime.clone(), stop.clone()));
     let member = Member::new(fleet.clone(), reloader.clone(), options);
     match member.sync().await? {
         None => tracing::info!("no revision published yet; serving the local bundle"),

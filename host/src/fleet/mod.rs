@@ -21,6 +21,7 @@
 //! between the two signed revisions already published.
 
 pub mod canary;
+pub mod deliveries;
 pub mod idempotency;
 pub mod limits;
 pub mod member;
@@ -67,6 +68,13 @@ pub struct ClusterSection {
     /// host.
     #[serde(default = "default_true")]
     pub fleet_limits: bool,
+    /// Milliseconds a host may hold a durable delivery without acknowledging it before it is
+    /// redelivered to another host (longer than a delivery's deadline and queue time).
+    #[serde(default = "default_ack_wait")]
+    pub delivery_ack_wait_ms: u64,
+    /// Attempts at a durable delivery before it is given up.
+    #[serde(default = "default_attempts")]
+    pub delivery_max_attempts: u32,
 }
 
 fn default_prefix() -> String {
@@ -87,6 +95,12 @@ fn default_idempotency_ttl() -> u64 {
 fn default_true() -> bool {
     true
 }
+fn default_ack_wait() -> u64 {
+    60_000
+}
+fn default_attempts() -> u32 {
+    10
+}
 
 impl Default for ClusterSection {
     fn default() -> ClusterSection {
@@ -100,6 +114,8 @@ impl Default for ClusterSection {
             replicas: default_replicas(),
             idempotency_ttl_secs: default_idempotency_ttl(),
             fleet_limits: true,
+            delivery_ack_wait_ms: default_ack_wait(),
+            delivery_max_attempts: default_attempts(),
         }
     }
 }
@@ -131,6 +147,12 @@ impl ClusterSection {
         }
         if self.replicas == 0 || self.replicas > 5 {
             out.push("[cluster].replicas must be between 1 and 5".into());
+        }
+        if self.delivery_ack_wait_ms < 1_000 {
+            out.push("[cluster].delivery_ack_wait_ms must be at least 1000".into());
+        }
+        if self.delivery_max_attempts == 0 {
+            out.push("[cluster].delivery_max_attempts must be positive".into());
         }
         if self.idempotency_ttl_secs == 0 {
             out.push("[cluster].idempotency_ttl_secs must be positive".into());

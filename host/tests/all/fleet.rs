@@ -22,6 +22,7 @@ ci = "cosign.pub"
 publishers = ["ci"]
 heartbeat_ms = 200
 host_ttl_secs = 2
+delivery_ack_wait_ms = 2000
 "#;
 
 fn run_in(dir: &Path, args: &[&str]) -> std::process::Output {
@@ -839,4 +840,133 @@ fn a_failing_canary_rolls_back_by_itself_and_a_healthy_one_is_promoted() {
         assert_eq!(a.body["revision"], good.as_str(), "{}", a.body);
         assert_eq!(a.body["id"], format!("{}/-/-:a:b@three", a.tenant));
     }
+}
+
+#[test]
+fn durable_deliveries_are_queued_once_and_outlive_a_host_that_dies_mid_delivery() {
+    let cluster = Cluster::start(
+        &|reg| {
+            format!(
+                r#"
+[providers.hello]
+source = "{reg}/providers/hello:1.0.0"
+trusted_keys = ["ci"]
+
+[providers.slowhello]
+source = "{reg}/providers/hello:1.0.0"
+trusted_keys = ["ci"]
+
+[tenants.acme]
+
+[[routes]]
+tenant = "acme"
+capability = "receive"
+provider = "hello"
+durable = true
+delivery_id_header = "x-delivery"
+
+[[routes]]
+tenant = "acme"
+team = "slow"
+capability = "receive"
+provider = "slowhello"
+durable = true
+"#
+            )
+        },
+        &[("hello:1.0.0", "http_hello")],
+        2,
+    );
+    let ok_calls = |provider: &str, hosts: &[&Host]| {
+        let all: Vec<String> = hosts
+            .iter()
+            .map(|h| h.admin("GET", "/metrics").text())
+            .collect();
+        metric_sum(
+            &all,
+            &format!(
+                "greentic_calls_total{{tenant=\"acme\",provider=\"{provider}\",capability=\"webhook\",code=\"ok\"}}"
+            ),
+        )
+    };
+    let both: Vec<&Host> = cluster.hosts.iter().flatten().collect();
+
+    // 30 deliveries, 5 of them sent twice: every one is accepted, the copies are queued once.
+    for i in 0..35 {
+        let id = format!("d-{}", i % 30);
+        let r = both[i % 2].request(
+            "POST",
+            "/webhooks/acme/hello/event",
+            &[("x-delivery", &id)],
+            format!("{{\"n\": {i}}}").as_bytes(),
+        );
+        assert_eq!(r.status, 202, "{}", r.text());
+        assert_eq!(r.json()["delivery"], id.as_str());
+        assert_eq!(r.json()["duplicate"], i >= 30, "{}", r.text());
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ok_calls("hello", &both) < 30.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the deliveries were not all handled:\n{}\n{}",
+            both[0].output(),
+            both[1].output()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(ok_calls("hello", &both), 30.0, "a copy was handled too");
+
+    // Deliveries that take 1.5 s each; the host handling them dies half-way.
+    for i in 0..6 {
+        let r = both[0].request(
+            "POST",
+            "/webhooks/acme/slowhello/slow/1500",
+            &[],
+            format!("{{\"slow\": {i}}}").as_bytes(),
+        );
+        assert_eq!(r.status, 202, "{}", r.text());
+    }
+    // Whichever host pulled them holds them now (in flight): kill it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let victim = loop {
+        let busy = both.iter().position(|h| {
+            h.admin("GET", "/metrics").text().lines().any(|l| {
+                l.starts_with("greentic_calls_in_flight{tenant=\"acme\"}") && !l.ends_with(" 0")
+            })
+        });
+        if let Some(i) = busy {
+            break i;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no host took the slow deliveries"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let status = std::process::Command::new("kill")
+        .args(["-9", &both[victim].pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let survivor = both[1 - victim];
+    // Never acknowledged by the dead host, each is redelivered and handled by the survivor.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ok_calls("slowhello", &[survivor]) < 6.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the survivor handled {} of 6:\n{}",
+            ok_calls("slowhello", &[survivor]),
+            survivor.output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let metrics = survivor.admin("GET", "/metrics").text();
+    assert!(
+        metric_sum(
+            &[metrics],
+            "greentic_deliveries_total{tenant=\"acme\",provider=\"slowhello\",outcome=\"redelivered\"}"
+        ) >= 1.0,
+        "nothing was redelivered"
+    );
 }
