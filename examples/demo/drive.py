@@ -1,10 +1,13 @@
 """Drives the demo host: sends messages for two tenants, delivers a signed GitHub webhook (and
-replays it), watches the host fire acme's heartbeat schedule, and shows the host refusing
-cross-tenant access."""
+replays it), watches the host fire acme's heartbeat schedule, shows the host refusing
+cross-tenant access, and changes the bundle live while both tenants keep sending."""
 import hashlib
 import hmac
 import json
+import os
+import re
 import subprocess
+import threading
 import sys
 import time
 import urllib.error
@@ -87,6 +90,68 @@ beats = fires()
 print(f"\n>>> the host fires acme's heartbeat schedule every 2 s (timer-heartbeat posts to the "
       f"receiver, numbering beats in greentic:state)\n    {beats} fires so far", flush=True)
 ok &= beats >= 2
+
+
+
+def write_bundle(text):
+    path = os.path.join(bundle, "greentic.toml")
+    with open(path + ".part", "w") as f:
+        f.write(text)
+    os.replace(path + ".part", path)
+
+
+def reload():
+    out = subprocess.run([host_bin, "reload", "--admin", admin], capture_output=True, text=True)
+    return out.returncode, json.loads(out.stdout)
+
+
+# Live reload: both tenants keep sending while the bundle changes under them.
+stop = threading.Event()
+answers = []
+
+
+def keep_sending(tok, to):
+    while not stop.is_set():
+        status, body = send(tok, {"to": to, "text": "under reload"})
+        revision = json.loads(body).get("revision") if status == 200 else body
+        answers.append((status, revision))
+
+
+senders = [threading.Thread(target=keep_sending, args=(acme, "#ops")),
+           threading.Thread(target=keep_sending, args=(globex, "#alerts"))]
+for t in senders:
+    t.start()
+time.sleep(0.5)
+original = open(os.path.join(bundle, "greentic.toml")).read()
+renamed = re.sub(r'(config\.messaging-webhook = \{ url = "[^"]*/globex")',
+                 r'\1, username = "globex-bot"', original, count=1)
+write_bundle(renamed)
+code, outcome = reload()
+print(f"\n>>> while both tenants keep sending, globex's bot gets a name: greentic-host reload\n"
+      f"    {outcome['outcome']}: {outcome.get('previous', '')[:19]}… -> "
+      f"{outcome.get('digest', '')[:19]}… in {outcome.get('took_ms')} ms", flush=True)
+ok &= code == 0 and outcome["outcome"] == "applied"
+time.sleep(0.5)
+broken = renamed.replace('/globex", username', '/globex", colour = "red", username', 1)
+write_bundle(broken)
+code, outcome = reload()
+print("\n>>> a change globex's provider does not accept is refused whole; the running "
+      "revision keeps serving\n    " + outcome["outcome"] + ": " +
+      "; ".join(outcome.get("problems", [])), flush=True)
+ok &= code != 0 and outcome["outcome"] == "refused"
+write_bundle(renamed)
+time.sleep(0.5)
+stop.set()
+for t in senders:
+    t.join()
+failed = [a for a in answers if a[0] != 200]
+revisions = {}
+for status, revision in answers:
+    if status == 200:
+        revisions[revision[:19] + "…"] = revisions.get(revision[:19] + "…", 0) + 1
+print(f"\n>>> {len(answers)} calls sent during the changes, {len(failed)} failed; answered by "
+      f"revision: {revisions}", flush=True)
+ok &= not failed and len(revisions) == 2
 
 ok &= show("/metrics is not served beside the public endpoints",
            request("GET", "/metrics")) == 404

@@ -651,12 +651,21 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let refused = app.reloader.as_ref().and_then(|r| r.last_refused());
+    let canary = app.runtime.canary().map(|c| {
+        json!({"digest": c.revision.digest, "tenants": c.tenants, "since": c.revision.since_secs()})
+    });
+    let fleet = app
+        .member
+        .as_ref()
+        .map(|m| json!({"host": m.fleet().host_id, "url": m.fleet().url}));
     (
         status,
         axum::Json(json!({
             "ready": ready,
             "revision": {"digest": revision.digest, "since": revision.since_secs()},
             "last_refused": refused,
+            "canary": canary,
+            "fleet": fleet,
             "providers": providers,
         })),
     )
