@@ -20,7 +20,7 @@ conformance *DIRS:
 fuzz SECONDS="60" *TARGETS:
     scripts/fuzz.sh {{SECONDS}} {{TARGETS}}
 
-# Criterion benchmarks (all, or the named ones: invoke, engine, verify); see BENCHMARKS.md.
+# Benchmarks (all, or the named ones: invoke, engine, verify, fleet); see BENCHMARKS.md.
 bench *BENCHES:
     scripts/bench.sh {{BENCHES}}
 

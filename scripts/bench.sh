@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Runs the criterion benchmarks (invoke, engine, verify; or the ones named) after building the
+# Runs the benchmarks (invoke, engine, verify, fleet; or the ones named) after building the
 # components they load. Numbers and method: BENCHMARKS.md.
-#   scripts/bench.sh [invoke|engine|verify ...] [-- CRITERION_ARGS]
+#   scripts/bench.sh [invoke|engine|verify|fleet ...] [-- ARGS]
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ensure_toolchain
+ensure_nats_server
 if [ ! -f "$COMPONENTS_OUT/wasip2/workloads.wasm" ]; then
   ensure_cargo_component
   "$ROOT/scripts/build-components.sh"

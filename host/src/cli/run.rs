@@ -273,9 +273,7 @@ async fn join_fleet(
         ),
         Some(outcome) => tracing::info!(?outcome, "following the fleet's revision"),
     }
-    if !bundle.file.schedules.is_empty()
-        && bundle.file.state.backend != "nats"
-    {
+    if !bundle.file.schedules.is_empty() && bundle.file.state.backend != "nats" {
         tracing::warn!(
             "schedules claim their slots in the state backend, which is this host's own file: every host of the fleet fires them; set [state] type = \"nats\" so each slot fires once fleet-wide"
         );

@@ -113,6 +113,14 @@ impl Records {
                 "the fleet's idempotency record cannot be read: {e}"
             ))
         };
+        // Most keys are new: claim first, read only if that fails (one round trip, not two).
+        if let Ok(seq) = self
+            .store
+            .update(record.as_str(), self.running_record(), 0)
+            .await
+        {
+            return Ok(Claim::Run(Box::new(self.running(record, seq))));
+        }
         let mut pause = Duration::from_millis(5);
         loop {
             let entry = self
@@ -132,10 +140,7 @@ impl Records {
                 },
             };
             if let Some(last) = expect {
-                let running = encode(&Record::Running {
-                    host: self.host_id.clone(),
-                    lease_until_ms: now_ms() + LEASE.as_millis() as u64,
-                });
+                let running = self.running_record();
                 if let Ok(seq) = self.store.update(record.as_str(), running, last).await {
                     return Ok(Claim::Run(Box::new(self.running(record, seq))));
                 }
@@ -150,6 +155,13 @@ impl Records {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(50));
         }
+    }
+
+    fn running_record(&self) -> Bytes {
+        encode(&Record::Running {
+            host: self.host_id.clone(),
+            lease_until_ms: now_ms() + LEASE.as_millis() as u64,
+        })
     }
 
     fn running(&self, key: String, seq: u64) -> Running {

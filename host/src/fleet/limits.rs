@@ -2,12 +2,14 @@
 //! `fuel_per_second` as leases from a server-side counter.
 //!
 //! **Concurrency.** A tenant has `max_concurrent` slot keys (`hex(tenant).N`) in
-//! `<prefix>_slots`. An attempt takes a free one by publishing to it expecting its last
-//! sequence (so two hosts never both win it) with a per-message TTL of the attempt's deadline
-//! plus a margin, and deletes it (expecting its own sequence) when it ends. A host that dies
-//! mid-call holds its slots until their TTL passes; never more than `max_concurrent` attempts
-//! of a tenant run fleet-wide. An attempt that finds every slot taken tries again until its
-//! queue time is up (`tenant-busy`).
+//! `<prefix>_slots`. A host takes a free one by publishing to it expecting its last sequence
+//! (so two hosts never both win it) with a per-message TTL of the tenant's deadline plus a
+//! margin. When the attempt ends the host keeps the slot for the next attempt of that tenant
+//! for up to [`HOLD`] after taking it (no round trip for a tenant's steady stream of calls),
+//! then deletes it (expecting its own sequence); a slot is held by at most one attempt at a
+//! time, so never more than `max_concurrent` attempts of a tenant run fleet-wide. A host that
+//! dies holds its slots until their TTL passes. An attempt that finds every slot taken tries
+//! again until its queue time is up (`tenant-busy`).
 //!
 //! **Fuel.** Each second has a counter per tenant (`<prefix>.fuel.hex(tenant).SECOND` in the
 //! `<PREFIX>_FUEL` stream, counters on). A host needing fuel adds a lease — a tenth of
@@ -22,7 +24,8 @@
 //! good for its second only: a dead host's unused lease lapses with it. (Each call still
 //! reserves `fuel_per_call` from its own host's bucket, as without a fleet.)
 //!
-//! Cost per attempt: one read and one publish to take a slot, one delete to free it, and one
+//! Cost per attempt: nothing while the host holds a free slot of the tenant; otherwise one read
+//! and one publish to take one (and a delete, off the call's path, to give it back); and one
 //! counter publish per lease (every tenth of the budget consumed). If the fleet's server cannot be
 //! reached, the host falls back to its own limits (which still bound it) and counts
 //! `greentic_fleet_limits_degraded_total`.
@@ -42,6 +45,9 @@ use crate::metrics::Metrics;
 
 /// How long after its deadline a slot of a dead host stays taken.
 const SLOT_MARGIN: Duration = Duration::from_secs(5);
+/// How long after taking a slot a host may reuse it for further attempts of the tenant (well
+/// inside [`SLOT_MARGIN`], so an attempt started on a held slot ends before the slot's TTL).
+pub const HOLD: Duration = Duration::from_secs(1);
 
 /// The fleet's slots and fuel counters.
 pub struct FleetLimits {
@@ -50,7 +56,17 @@ pub struct FleetLimits {
     fuel_subject: String,
     host_id: String,
     leases: Mutex<HashMap<String, Lease>>,
+    /// Slots this host holds and no attempt uses, per tenant.
+    held: Mutex<HashMap<String, Vec<Slot>>>,
     metrics: Arc<Metrics>,
+}
+
+/// A slot taken in the bucket: its key, its sequence, and when it was taken.
+#[derive(Debug, Clone)]
+struct Slot {
+    key: String,
+    seq: u64,
+    taken: Instant,
 }
 
 /// A host's fuel lease of one tenant: what is left of the grants for one second, and what
@@ -67,7 +83,7 @@ struct Lease {
 pub struct Admission {
     limits: Arc<FleetLimits>,
     tenant: String,
-    slot: Option<(String, u64)>,
+    slot: Option<Slot>,
     metered: bool,
 }
 
@@ -109,14 +125,58 @@ impl FleetLimits {
             })
             .await
             .map_err(|e| anyhow::anyhow!("opening the JetStream stream `{stream}`: {e}"))?;
-        Ok(Arc::new(FleetLimits {
+        let limits = Arc::new(FleetLimits {
             js: fleet.js.clone(),
             slots,
             fuel_subject: subject,
             host_id: fleet.host_id.clone(),
             leases: Mutex::new(HashMap::new()),
+            held: Mutex::new(HashMap::new()),
             metrics,
-        }))
+        });
+        // Gives back held slots once their hold is over.
+        let weak = Arc::downgrade(&limits);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HOLD / 4).await;
+                let Some(limits) = weak.upgrade() else { return };
+                for slot in limits.expired() {
+                    limits.release(slot).await;
+                }
+            }
+        });
+        Ok(limits)
+    }
+
+    /// Held slots whose hold is over, taken out of the pool.
+    fn expired(&self) -> Vec<Slot> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        for slots in held.values_mut() {
+            let (keep, gone): (Vec<Slot>, Vec<Slot>) =
+                slots.drain(..).partition(|s| s.taken.elapsed() < HOLD);
+            *slots = keep;
+            out.extend(gone);
+        }
+        held.retain(|_, slots| !slots.is_empty());
+        out
+    }
+
+    /// Deletes `slot` (expecting its own sequence: a slot that lapsed and was taken again is
+    /// not ours).
+    async fn release(&self, slot: Slot) {
+        let _ = self
+            .slots
+            .delete_expect_revision(&slot.key, Some(slot.seq))
+            .await;
+    }
+
+    /// A slot of `tenant` this host holds, free and within its hold.
+    fn reuse(&self, tenant: &str) -> Option<Slot> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let slots = held.get_mut(tenant)?;
+        let i = slots.iter().position(|s| s.taken.elapsed() < HOLD)?;
+        Some(slots.swap_remove(i))
     }
 
     /// Takes a slot of `tenant` and admits it against the fuel lease, waiting until `until`.
@@ -167,19 +227,22 @@ impl FleetLimits {
         admission
     }
 
-    /// A free slot of `tenant`, taken until the attempt's deadline and a margin: its key and
-    /// sequence; `None` when every slot stayed taken until `until`.
+    /// A free slot of `tenant` (one this host holds, or one taken now until the tenant's
+    /// deadline and a margin); `None` when every slot stayed taken until `until`.
     async fn take_slot(
         &self,
         tenant: &str,
         limits: &Limits,
         until: Instant,
-    ) -> anyhow::Result<Option<(String, u64)>> {
+    ) -> anyhow::Result<Option<Slot>> {
         let n = limits.max_concurrent.max(1);
         let ttl = Duration::from_millis(limits.deadline_ms) + SLOT_MARGIN;
         let owner = Bytes::from(self.host_id.clone());
         let mut pause = Duration::from_millis(2);
         loop {
+            if let Some(slot) = self.reuse(tenant) {
+                return Ok(Some(slot));
+            }
             let start = fastrand::u32(..n);
             for j in 0..n {
                 let key = format!("{}.{}", hex::encode(tenant), (start + j) % n);
@@ -188,8 +251,9 @@ impl FleetLimits {
                     Some(e) if e.operation != kv::Operation::Put => e.revision,
                     Some(_) => continue,
                 };
+                let taken = Instant::now();
                 if let Some(seq) = self.publish_slot(&key, owner.clone(), last, ttl).await? {
-                    return Ok(Some((key, seq)));
+                    return Ok(Some(Slot { key, seq, taken }));
                 }
             }
             if Instant::now() + pause >= until {
@@ -316,13 +380,14 @@ impl Admission {
             lease.left -= charged;
             lease.debt += used - charged;
         }
-        if let Some((key, seq)) = self.slot.take() {
-            // Expecting our own sequence: a slot that lapsed and was taken again is not ours.
-            let _ = self
-                .limits
-                .slots
-                .delete_expect_revision(&key, Some(seq))
-                .await;
+        if let Some(slot) = self.slot.take() {
+            if slot.taken.elapsed() < HOLD {
+                // Kept for the tenant's next attempt on this host (the reaper gives it back).
+                let mut held = self.limits.held.lock().unwrap_or_else(|e| e.into_inner());
+                held.entry(self.tenant.clone()).or_default().push(slot);
+            } else {
+                self.limits.release(slot).await;
+            }
         }
     }
 }
@@ -330,13 +395,11 @@ impl Admission {
 impl Drop for Admission {
     fn drop(&mut self) {
         // Dropped without settling (the caller went away): free the slot in the background.
-        if let Some((key, seq)) = self.slot.take()
+        if let Some(slot) = self.slot.take()
             && let Ok(handle) = tokio::runtime::Handle::try_current()
         {
-            let slots = self.limits.slots.clone();
-            handle.spawn(async move {
-                let _ = slots.delete_expect_revision(&key, Some(seq)).await;
-            });
+            let limits = self.limits.clone();
+            handle.spawn(async move { limits.release(slot).await });
         }
     }
 }

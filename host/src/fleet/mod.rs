@@ -421,6 +421,15 @@ mod tests {
             .await;
         first.settle(5).await;
         third.settle(5).await;
+        // Host a keeps its two free slots for a while, then gives them back: b gets all three.
+        let later = Instant::now() + Duration::from_secs(5);
+        let mut on_b = Vec::new();
+        for _ in 0..3 {
+            on_b.push(lb.admit("acme", &limits, later).await.unwrap());
+        }
+        for a in on_b {
+            a.settle(1).await;
+        }
         assert_eq!(
             metrics.counter("greentic_fleet_limits_degraded_total", &[("what", "slots")]),
             0.0
