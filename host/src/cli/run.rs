@@ -140,6 +140,7 @@ impl Run {
                 None
             }
         };
+        let following_fleet = member.is_some();
         let listener = bind(self.listen.as_deref(), &bundle.file.host.listen).await?;
         let admin = bind(self.admin_listen.as_deref(), &bundle.file.host.admin_listen).await?;
         let local = listener.local_addr()?;
@@ -162,7 +163,9 @@ impl Run {
 
         #[cfg(unix)]
         tokio::spawn(reload_on_hangup(reloader.clone(), member));
-        if self.watch {
+        if self.watch && following_fleet {
+            tracing::warn!("--watch is ignored on a fleet member: it follows the fleet's published revisions");
+        } else if self.watch {
             tokio::spawn(
                 reloader
                     .clone()

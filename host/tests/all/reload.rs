@@ -261,6 +261,10 @@ fn the_bundle_changes_five_ways_under_load_and_no_call_fails() {
     let (ok, outcome) = reload_cli(&host, dir);
     assert!(ok, "{outcome}");
     assert_eq!(outcome["digest"], upgraded.as_str(), "{outcome}");
+    eprintln!(
+        "the upgrade (pull, signature check, load) took {} ms to swap",
+        outcome["took_ms"]
+    );
     let lock_after = std::fs::read_to_string(dir.join("greentic.lock")).unwrap();
     assert_ne!(lock_before, lock_after);
     assert!(lock_after.contains("up:2.0.0"), "{lock_after}");
