@@ -164,7 +164,9 @@ impl Run {
         #[cfg(unix)]
         tokio::spawn(reload_on_hangup(reloader.clone(), member));
         if self.watch && following_fleet {
-            tracing::warn!("--watch is ignored on a fleet member: it follows the fleet's published revisions");
+            tracing::warn!(
+                "--watch is ignored on a fleet member: it follows the fleet's published revisions"
+            );
         } else if self.watch {
             tokio::spawn(
                 reloader
