@@ -19,6 +19,7 @@ use crate::errors::CallError;
 #[derive(Debug)]
 pub struct TenantGate {
     tenant: String,
+    scope: String,
     limits: Limits,
     slots: Arc<Semaphore>,
     bucket: Mutex<Bucket>,
@@ -41,8 +42,15 @@ pub struct Permit {
 impl TenantGate {
     /// A gate for `tenant` with `limits`; the bucket starts full.
     pub fn new(tenant: &str, limits: Limits) -> Arc<TenantGate> {
+        TenantGate::scoped(tenant, tenant, limits)
+    }
+
+    /// A gate for `tenant` that admits one kind of its calls (`scope`, e.g. its deliveries to
+    /// one webhook provider), apart from its others.
+    pub fn scoped(tenant: &str, scope: &str, limits: Limits) -> Arc<TenantGate> {
         Arc::new(TenantGate {
             tenant: tenant.to_string(),
+            scope: scope.to_string(),
             limits,
             slots: Arc::new(Semaphore::new(limits.max_concurrent as usize)),
             bucket: Mutex::new(Bucket {
@@ -50,6 +58,17 @@ impl TenantGate {
                 last: Instant::now(),
             }),
         })
+    }
+
+    /// What the gate admits: the tenant's id for its invokes, `TENANT/webhook/PROVIDER` for
+    /// its deliveries to one provider. Fleet-wide limits are kept per scope.
+    pub fn scope(&self) -> &str {
+        &self.scope
+    }
+
+    /// The tenant.
+    pub fn tenant(&self) -> &str {
+        &self.tenant
     }
 
     /// The tenant's limits.

@@ -80,9 +80,10 @@ impl Revision {
             .iter()
             .map(|(id, t)| {
                 let before = previous.and_then(|p| p.tenants.get(id));
-                let keep = |gate: Option<&Arc<TenantGate>>, limits: Limits| match gate {
+                let keep = |gate: Option<&Arc<TenantGate>>, scope: &str, limits: Limits| match gate
+                {
                     Some(gate) if *gate.limits() == limits => gate.clone(),
-                    _ => TenantGate::new(id, limits),
+                    _ => TenantGate::scoped(id, scope, limits),
                 };
                 let config = t
                     .config
@@ -99,6 +100,7 @@ impl Revision {
                     .map(|(name, _)| {
                         let gate = keep(
                             before.and_then(|b| b.webhook_gates.get(name)),
+                            &format!("{id}/webhook/{name}"),
                             webhook_limits,
                         );
                         (name.clone(), gate)
@@ -107,7 +109,7 @@ impl Revision {
                 (
                     id.clone(),
                     TenantRuntime {
-                        gate: keep(before.map(|b| &b.gate), t.limits),
+                        gate: keep(before.map(|b| &b.gate), id, t.limits),
                         webhook_gates,
                         bound_secrets: Arc::new(t.secrets.iter().cloned().collect()),
                         config,

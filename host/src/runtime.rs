@@ -285,10 +285,7 @@ impl Runtime {
                 let limits = tenant.gate.limits();
                 let until = Instant::now()
                     + Duration::from_millis(limits.deadline_ms + limits.queue_timeout_ms);
-                match records
-                    .claim(&caller.tenant, capability, key, until)
-                    .await?
-                {
+                match records.claim(caller, capability, key, until).await? {
                     Claim::Done(mut result) => {
                         if let Some(fields) = result.as_object_mut() {
                             fields.insert("replayed".into(), true.into());
@@ -597,7 +594,11 @@ impl Runtime {
             let fleet = match self.fleet_limits.get() {
                 Some(fleet) => {
                     let until = Instant::now() + Duration::from_millis(limits.queue_timeout_ms);
-                    Some(fleet.admit(tenant, &limits, until).await?)
+                    Some(
+                        fleet
+                            .admit(call.gate.scope(), tenant, &limits, until)
+                            .await?,
+                    )
                 }
                 None => None,
             };

@@ -150,7 +150,7 @@ impl Publish {
             }
         }
         let published = Published {
-            digest: bundle.digest.clone(),
+            digest: greentic_host::fleet::revisions::published_digest(&text, &lock),
             bundle: text,
             lock,
             published_at_ms: now_ms(),

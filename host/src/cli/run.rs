@@ -268,7 +268,6 @@ async fn join_fleet(
     let _ = runtime.idempotency.set(Records::open(&fleet).await?);
     let deliveries = greentic_host::fleet::deliveries::Deliveries::open(&fleet).await?;
     let _ = runtime.deliveries.set(deliveries.clone());
-    tokio::spawn(deliveries.work(runtime.clone(), stop.clone()));
     let member = Member::new(fleet.clone(), reloader.clone(), options);
     match member.sync().await? {
         None => tracing::info!("no revision published yet; serving the local bundle"),
@@ -283,6 +282,8 @@ async fn join_fleet(
             "schedules claim their slots in the state backend, which is this host's own file: every host of the fleet fires them; set [state] type = \"nats\" so each slot fires once fleet-wide"
         );
     }
+    // Deliveries are handled on the fleet's revision, never on the local bundle it replaced.
+    tokio::spawn(deliveries.work(runtime.clone(), stop.clone()));
     tracing::info!(host = %fleet.host_id, %url, "joined the fleet");
     Ok(member)
 }

@@ -7,10 +7,12 @@
 //! (10 minutes) is queued once; the sender gets `202 Accepted` once JetStream has stored it.
 //! Every host pulls from one durable consumer (`workers`) and hands each delivery to the
 //! provider as if it had just arrived. A 2xx or 4xx answer (the provider accepted or refused
-//! it for good) acknowledges it; a 5xx answer or a failure that may pass is retried later
-//! (negative acknowledgement with a growing delay); a host that dies mid-delivery never
-//! acknowledges it, so it is redelivered to another host once `[cluster].delivery_ack_wait_ms`
-//! passes. After `[cluster].delivery_max_attempts` it is given up and counted.
+//! it for good) acknowledges it; a 5xx, 408 or 429 answer, a failure that may pass, or a route
+//! this host's revision does not have (yet) is retried later (negative acknowledgement with a
+//! growing delay); a host that dies mid-delivery never acknowledges it, so it is redelivered
+//! to another host once `[cluster].delivery_ack_wait_ms` passes. The last of
+//! `[cluster].delivery_max_attempts` attempts that fails gives it up (terminated, counted as
+//! `given-up`).
 //!
 //! The delivery id is the route's `delivery_id_header` (e.g. `X-GitHub-Delivery`) when the
 //! request has it, else the SHA-256 of the method, path and body.
@@ -236,8 +238,9 @@ impl Deliveries {
             let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
             let permit = slots.clone().acquire_owned().await?;
             let runtime = runtime.clone();
+            let max_attempts = self.max_attempts;
             tokio::spawn(async move {
-                handle(&runtime, message).await;
+                handle(&runtime, message, max_attempts).await;
                 drop(permit);
             });
         }
@@ -246,7 +249,7 @@ impl Deliveries {
 
 /// Hands one queued delivery to its provider; acknowledges it, retries it later, or gives it
 /// up.
-async fn handle(runtime: &Runtime, message: jetstream::Message) {
+async fn handle(runtime: &Runtime, message: jetstream::Message, max_attempts: i64) {
     let attempt = message.info().map(|i| i.delivered).unwrap_or(1);
     let Some((meta, body)) = unframe(&message.payload) else {
         tracing::error!("a queued delivery is malformed; dropped");
@@ -287,12 +290,21 @@ async fn handle(runtime: &Runtime, message: jetstream::Message) {
             (250u64 << attempt.clamp(0, 7) as u64).min(30_000),
         )))
     };
+    let retryable_status = |s: u16| s >= 500 || s == 408 || s == 429;
     let (kind, outcome) = match &result {
-        Ok(response) if response.status().as_u16() < 500 => (AckKind::Ack, "handled"),
+        Ok(response) if !retryable_status(response.status().as_u16()) => (AckKind::Ack, "handled"),
         Ok(_) => (retry(attempt), "retry"),
-        Err(e) if e.retryable() || e.status() >= 500 => (retry(attempt), "retry"),
-        // No longer routed (tenant or route removed) and the like: nothing to retry.
+        // A host behind (or ahead of) the revision that accepted it may not route it yet.
+        Err(e) if e.retryable() || e.status() >= 500 || matches!(e, CallError::NoRoute { .. }) => {
+            (retry(attempt), "retry")
+        }
+        // Refused for good (a bad request): nothing to retry.
         Err(_) => (AckKind::Term, "dropped"),
+    };
+    // The last attempt: stop here, and say so.
+    let (kind, outcome) = match kind {
+        AckKind::Nak(_) if attempt >= max_attempts => (AckKind::Term, "given-up"),
+        other => (other, outcome),
     };
     tracing::info!(
         tenant = %meta.tenant, provider = %meta.provider, delivery = %meta.id, attempt,

@@ -14,7 +14,7 @@
 //! `Idempotency-Key`, for the upstream to deduplicate).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv;
@@ -55,8 +55,24 @@ pub enum Claim {
 pub struct Running {
     store: kv::Store,
     key: String,
-    seq: Arc<AtomicU64>,
+    /// The record's last sequence; held while the lease is renewed, so finishing never races
+    /// a renewal in flight.
+    seq: Arc<tokio::sync::Mutex<u64>>,
+    finished: Arc<AtomicBool>,
     renew: tokio::task::JoinHandle<()>,
+}
+
+/// How long one JetStream request may take before the claim gives up on it.
+const REQUEST: Duration = Duration::from_secs(2);
+
+/// `f`, or an error once [`REQUEST`] passed.
+async fn bounded<T, E: std::fmt::Display>(
+    f: impl std::future::IntoFuture<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(REQUEST, f).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err("the fleet's NATS server did not answer in time".into()),
+    }
 }
 
 fn now_ms() -> u64 {
@@ -88,46 +104,46 @@ impl Records {
         }))
     }
 
-    /// The record key of `key` for `tenant` and `capability`: hashed, so any key fits.
-    fn record_key(tenant: &str, capability: &str, key: &str) -> String {
+    /// The record key of `key` for the caller (`tenant`, `team`, `user`) and `capability`:
+    /// hashed, so any key fits. Two users of a tenant reusing a key are two calls.
+    fn record_key(caller: &crate::runtime::Caller, capability: &str, key: &str) -> String {
         let mut h = Sha256::new();
-        for part in [tenant, capability, key] {
+        let (team, user) = (
+            caller.team.as_deref().unwrap_or(""),
+            caller.user.as_deref().unwrap_or(""),
+        );
+        for part in [caller.tenant.as_str(), team, user, capability, key] {
             h.update((part.len() as u64).to_be_bytes());
             h.update(part.as_bytes());
         }
         hex::encode(h.finalize())
     }
 
-    /// Claims (tenant, capability, key): run it, or its stored result; waits for a running
+    /// Claims (caller, capability, key): run it, or its stored result; waits for a running
     /// claim of another host until `until` (then `in-progress`).
     pub async fn claim(
         &self,
-        tenant: &str,
+        caller: &crate::runtime::Caller,
         capability: &str,
         key: &str,
         until: Instant,
     ) -> Result<Claim, CallError> {
-        let record = Self::record_key(tenant, capability, key);
+        let record = Self::record_key(caller, capability, key);
         let fail = |e: String| {
             CallError::Internal(format!(
                 "the fleet's idempotency record cannot be read: {e}"
             ))
         };
         // Most keys are new: claim first, read only if that fails (one round trip, not two).
-        if let Ok(seq) = self
-            .store
-            .update(record.as_str(), self.running_record(), 0)
-            .await
+        if let Ok(seq) = bounded(self.store.update(record.as_str(), self.running_record(), 0)).await
         {
             return Ok(Claim::Run(Box::new(self.running(record, seq))));
         }
         let mut pause = Duration::from_millis(5);
         loop {
-            let entry = self
-                .store
-                .entry(record.as_str())
+            let entry = bounded(self.store.entry(record.as_str()))
                 .await
-                .map_err(|e| fail(e.to_string()))?;
+                .map_err(fail)?;
             let expect = match &entry {
                 None => Some(0),
                 Some(e) if e.operation != kv::Operation::Put => Some(e.revision),
@@ -141,7 +157,7 @@ impl Records {
             };
             if let Some(last) = expect {
                 let running = self.running_record();
-                if let Ok(seq) = self.store.update(record.as_str(), running, last).await {
+                if let Ok(seq) = bounded(self.store.update(record.as_str(), running, last)).await {
                     return Ok(Claim::Run(Box::new(self.running(record, seq))));
                 }
                 // Another host claimed it first: look again.
@@ -165,25 +181,35 @@ impl Records {
     }
 
     fn running(&self, key: String, seq: u64) -> Running {
-        let seq = Arc::new(AtomicU64::new(seq));
-        let (store, host, renew_key, renew_seq) = (
+        let seq = Arc::new(tokio::sync::Mutex::new(seq));
+        let finished = Arc::new(AtomicBool::new(false));
+        let (store, host, renew_key, renew_seq, done) = (
             self.store.clone(),
             self.host_id.clone(),
             key.clone(),
             seq.clone(),
+            finished.clone(),
         );
         let renew = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(RENEW).await;
+                let mut last = renew_seq.lock().await;
+                if done.load(Ordering::SeqCst) {
+                    return;
+                }
                 let value = encode(&Record::Running {
                     host: host.clone(),
                     lease_until_ms: now_ms() + LEASE.as_millis() as u64,
                 });
-                let last = renew_seq.load(Ordering::SeqCst);
-                match store.update(renew_key.as_str(), value, last).await {
-                    Ok(next) => renew_seq.store(next, Ordering::SeqCst),
+                let renewed =
+                    tokio::time::timeout(REQUEST, store.update(renew_key.as_str(), value, *last))
+                        .await;
+                match renewed {
+                    Ok(Ok(next)) => *last = next,
                     // Taken over (this host stalled past its lease): stop renewing.
-                    Err(_) => return,
+                    Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => return,
+                    // A blip: try again at the next renewal, inside the lease.
+                    _ => {}
                 }
             }
         });
@@ -191,6 +217,7 @@ impl Records {
             store: self.store.clone(),
             key,
             seq,
+            finished,
             renew,
         }
     }
@@ -200,8 +227,13 @@ impl Running {
     /// Stores the result of a call that succeeded, or gives the record up after a failure (a
     /// retry then runs the call afresh).
     pub async fn finish(self, result: Result<&serde_json::Value, &CallError>) {
+        // No renewal is in flight while the lock is held, and none starts after it.
+        let last = {
+            let last = self.seq.lock().await;
+            self.finished.store(true, Ordering::SeqCst);
+            *last
+        };
         self.renew.abort();
-        let last = self.seq.load(Ordering::SeqCst);
         let outcome = match result {
             Ok(value) => self
                 .store

@@ -43,6 +43,24 @@ use crate::errors::CallError;
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 
+/// How long one request to the fleet's server may take before the host falls back to its own
+/// limits.
+const REQUEST: Duration = Duration::from_millis(500);
+/// How long a host keeps to its own limits after the fleet's server failed it.
+const DEGRADED_FOR: Duration = Duration::from_secs(5);
+
+/// `f`, or an error once [`REQUEST`] passed.
+async fn bounded<T, E: Into<anyhow::Error>>(
+    f: impl std::future::IntoFuture<Output = Result<T, E>>,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(REQUEST, f).await {
+        Ok(r) => r.map_err(Into::into),
+        Err(_) => Err(anyhow::anyhow!(
+            "the fleet's NATS server did not answer in {REQUEST:?}"
+        )),
+    }
+}
+
 /// How long after its deadline a slot of a dead host stays taken.
 const SLOT_MARGIN: Duration = Duration::from_secs(5);
 /// How long after taking a slot a host may reuse it for further attempts of the tenant (well
@@ -58,6 +76,8 @@ pub struct FleetLimits {
     leases: Mutex<HashMap<String, Lease>>,
     /// Slots this host holds and no attempt uses, per tenant.
     held: Mutex<HashMap<String, Vec<Slot>>>,
+    /// Until when the host keeps to its own limits (the fleet's server failed it).
+    degraded_until: Mutex<Option<Instant>>,
     metrics: Arc<Metrics>,
 }
 
@@ -132,6 +152,7 @@ impl FleetLimits {
             host_id: fleet.host_id.clone(),
             leases: Mutex::new(HashMap::new()),
             held: Mutex::new(HashMap::new()),
+            degraded_until: Mutex::new(None),
             metrics,
         });
         // Gives back held slots once their hold is over.
@@ -179,25 +200,39 @@ impl FleetLimits {
         Some(slots.swap_remove(i))
     }
 
-    /// Takes a slot of `tenant` and admits it against the fuel lease, waiting until `until`.
+    /// Takes a slot of `scope` (a tenant's invokes, or its deliveries to one webhook provider:
+    /// [`crate::limits::TenantGate::scope`]) and admits it against the fuel lease, waiting
+    /// until `until`; `tenant` names it in a refusal.
     pub async fn admit(
         self: &Arc<Self>,
+        scope: &str,
         tenant: &str,
         limits: &Limits,
         until: Instant,
     ) -> Result<Admission, CallError> {
         let mut admission = Admission {
             limits: self.clone(),
-            tenant: tenant.to_string(),
+            tenant: scope.to_string(),
             slot: None,
             metered: false,
         };
+        let degraded = *self
+            .degraded_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if degraded.is_some_and(|until| Instant::now() < until) {
+            self.metrics.inc(
+                "greentic_fleet_limits_degraded_total",
+                &[("what", "skipped")],
+            );
+            return Ok(admission);
+        }
         let busy = |why: String| CallError::TenantBusy {
             tenant: tenant.to_string(),
             why,
             retry_after_ms: limits.queue_timeout_ms.max(100),
         };
-        match self.take_slot(tenant, limits, until).await {
+        match self.take_slot(scope, limits, until).await {
             Ok(Some(slot)) => admission.slot = Some(slot),
             Ok(None) => {
                 return Err(busy(format!(
@@ -207,7 +242,7 @@ impl FleetLimits {
             }
             Err(e) => return Ok(self.degraded(admission, "slots", e)),
         }
-        match self.admit_fuel(tenant, limits, until).await {
+        match self.admit_fuel(scope, limits, until).await {
             Ok(true) => admission.metered = true,
             Ok(false) => {
                 return Err(busy(format!(
@@ -221,6 +256,10 @@ impl FleetLimits {
     }
 
     fn degraded(&self, admission: Admission, what: &str, e: anyhow::Error) -> Admission {
+        *self
+            .degraded_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + DEGRADED_FOR);
         tracing::warn!(error = %format!("{e:#}"), what, "fleet limits unreachable; this host's own limits apply");
         self.metrics
             .inc("greentic_fleet_limits_degraded_total", &[("what", what)]);
@@ -246,7 +285,7 @@ impl FleetLimits {
             let start = fastrand::u32(..n);
             for j in 0..n {
                 let key = format!("{}.{}", hex::encode(tenant), (start + j) % n);
-                let last = match self.slots.entry(key.as_str()).await? {
+                let last = match bounded(self.slots.entry(key.as_str())).await? {
                     None => 0,
                     Some(e) if e.operation != kv::Operation::Put => e.revision,
                     Some(_) => continue,
@@ -283,11 +322,15 @@ impl FleetLimits {
             ttl.as_secs().max(1).to_string(),
         );
         let prefix = self.slots.put_prefix.as_ref().unwrap_or(&self.slots.prefix);
-        let ack = self
-            .js
-            .publish_with_headers(format!("{prefix}{key}"), headers, value)
-            .await?;
-        match ack.await {
+        let ack = bounded(
+            self.js
+                .publish_with_headers(format!("{prefix}{key}"), headers, value),
+        )
+        .await?;
+        match tokio::time::timeout(REQUEST, ack)
+            .await
+            .map_err(|_| anyhow::anyhow!("the fleet's NATS server did not answer in {REQUEST:?}"))?
+        {
             Ok(ack) => Ok(Some(ack.sequence)),
             Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
                 Ok(None)
@@ -351,11 +394,8 @@ impl FleetLimits {
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Incr", format!("+{amount}"));
         let subject = format!("{}.{}.{second}", self.fuel_subject, hex::encode(tenant));
-        let ack = self
-            .js
-            .publish_with_headers(subject, headers, Bytes::new())
-            .await?
-            .await?;
+        let ack = bounded(self.js.publish_with_headers(subject, headers, Bytes::new())).await?;
+        let ack = bounded(ack).await?;
         let total: u64 = ack
             .value
             .as_deref()

@@ -88,6 +88,8 @@ pub struct Member {
     options: LoadOptions,
     started_at_ms: u64,
     canary: Mutex<Option<CanaryState>>,
+    /// When the stable record this host runs was published: an older record is a replay.
+    applied_at_ms: Mutex<u64>,
     serial: tokio::sync::Mutex<()>,
 }
 
@@ -108,6 +110,7 @@ impl Member {
             },
             started_at_ms: now_ms(),
             canary: Mutex::new(None),
+            applied_at_ms: Mutex::new(0),
             serial: tokio::sync::Mutex::new(()),
         })
     }
@@ -155,7 +158,47 @@ impl Member {
             &format!("published revision {}", published.digest),
             &published.bundle,
         )
+        .map(|mut bundle| {
+            // The published identity covers the lock too.
+            bundle.digest = published.digest.clone();
+            bundle
+        })
         .map_err(|e| e.to_string())
+    }
+
+    fn applied_at(&self) -> u64 {
+        *self.applied_at_ms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Why `published` (under `key`) is stale: published no later than the stable revision
+    /// this host runs (an old signed record written back); `None` when it is newer.
+    fn stale(&self, published: &Published, key: &str) -> Option<String> {
+        let applied = self.applied_at();
+        (published.published_at_ms <= applied).then(|| {
+            format!(
+                "revision {} under `{key}` was published before the revision this host runs ({} <= {} ms since the epoch): an old record written back is refused; publish it again",
+                published.digest, published.published_at_ms, applied
+            )
+        })
+    }
+
+    /// Whether the leader promoted the canary `digest` (a canary record under `stable` must
+    /// have been).
+    async fn promoted(&self, digest: &str) -> bool {
+        let Ok(keys) =
+            super::keys_under(&self.fleet.revisions, &revisions::verdict_prefix(digest)).await
+        else {
+            return false;
+        };
+        for key in keys {
+            if let Ok(Some(bytes)) = self.fleet.revisions.get(key.as_str()).await
+                && let Ok(v) = serde_json::from_slice::<VerdictRecord>(&bytes)
+                && matches!(v.verdict, Verdict::Promoted { .. })
+            {
+                return true;
+            }
+        }
+        false
     }
 
     /// Verifies and applies a published stable revision.
@@ -166,18 +209,33 @@ impl Member {
             Err((digest, why)) => return self.reloader.refuse(digest, vec![why]),
         };
         if published.digest == self.reloader.runtime().revision().digest {
+            let mut applied = self.applied_at_ms.lock().unwrap_or_else(|e| e.into_inner());
+            *applied = (*applied).max(published.published_at_ms);
             return Outcome::Unchanged {
                 digest: published.digest,
             };
+        }
+        if let Some(why) = self.stale(&published, STABLE) {
+            return self.reloader.refuse(Some(published.digest), vec![why]);
+        }
+        if published.canary.is_some() && !self.promoted(&published.digest).await {
+            return self.reloader.refuse(
+                Some(published.digest),
+                vec!["a canary revision under `stable` that the fleet never promoted is refused; publish it without --canary to roll it out to every tenant".into()],
+            );
         }
         let bundle = match self.bundle_of(&published) {
             Ok(b) => b,
             Err(e) => return self.reloader.refuse(Some(published.digest), vec![e]),
         };
+        let published_at = published.published_at_ms;
         let outcome = self
             .reloader
             .apply_locked(bundle, self.options, Some(published.lock))
             .await;
+        if matches!(outcome, Outcome::Applied { .. }) {
+            *self.applied_at_ms.lock().unwrap_or_else(|e| e.into_inner()) = published_at;
+        }
         // A canary that is now every tenant's revision is no longer a canary.
         let promoted = matches!(&outcome, Outcome::Applied { digest, .. }
             if self.canary_digest().as_deref() == Some(digest.as_str()));
@@ -218,6 +276,10 @@ impl Member {
                 return;
             }
         };
+        if let Some(why) = self.stale(&published, CANARY) {
+            self.reloader.refuse(Some(published.digest), vec![why]);
+            return;
+        }
         let Some(plan) = published.canary.clone() else {
             self.reloader.refuse(
                 Some(published.digest),
@@ -424,6 +486,11 @@ impl Member {
             return Ok(());
         }
         let reports = hosts(&self.fleet.hosts).await?;
+        // Promotion replaces `stable` only as it is now: a revision published meanwhile wins.
+        let stable_revision = match self.fleet.revisions.entry(STABLE).await? {
+            Some(e) => e.revision,
+            None => 0,
+        };
         let published = match self.open(&entry.value) {
             Ok(p) => p,
             Err((digest, why)) => {
@@ -432,6 +499,7 @@ impl Member {
                 return self
                     .decide(
                         &entry,
+                        stable_revision,
                         &digest,
                         &BTreeSet::new(),
                         Verdict::RolledBack { reason: why },
@@ -443,16 +511,19 @@ impl Member {
             return Ok(());
         };
         // A host that could not build it: the revision fails a check, fleet-wide.
+        // (Only a refusal since it was published counts: the same digest may come back.)
         if let Some((host, refusal)) = reports.iter().find_map(|r| {
             r.refused
                 .as_ref()
                 .filter(|f| f.digest.as_deref() == Some(published.digest.as_str()))
+                .filter(|f| f.at * 1000.0 >= published.published_at_ms as f64)
                 .map(|f| (r.host.clone(), f.clone()))
         }) {
             let reason = format!("host {host} refused it: {}", refusal.problems.join("; "));
             return self
                 .decide(
                     &entry,
+                    stable_revision,
                     &published.digest,
                     &plan.tenants,
                     Verdict::RolledBack { reason },
@@ -470,8 +541,14 @@ impl Member {
         }
         let elapsed = now_ms().saturating_sub(published.published_at_ms) / 1000;
         if let Some(verdict) = canary::judge(plan, &baseline, &on_canary, elapsed) {
-            self.decide(&entry, &published.digest, &plan.tenants, verdict)
-                .await?;
+            self.decide(
+                &entry,
+                stable_revision,
+                &published.digest,
+                &plan.tenants,
+                verdict,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -481,6 +558,7 @@ impl Member {
     async fn decide(
         &self,
         entry: &kv::Entry,
+        stable_revision: u64,
         digest: &str,
         tenants: &BTreeSet<String>,
         verdict: Verdict,
@@ -492,7 +570,7 @@ impl Member {
             at_ms: now_ms(),
             by: self.fleet.host_id.clone(),
         };
-        let key = revisions::verdict_key(digest);
+        let key = revisions::verdict_key(digest, entry.revision);
         // The first verdict stands (a leader that changed mid-way carries it out again).
         let _ = self
             .fleet
@@ -514,11 +592,14 @@ impl Member {
                 },
             )],
         );
-        if matches!(stood.verdict, Verdict::Promoted { .. }) {
-            self.fleet
+        if matches!(stood.verdict, Verdict::Promoted { .. })
+            && let Err(e) = self
+                .fleet
                 .revisions
-                .put(STABLE, entry.value.clone())
-                .await?;
+                .update(STABLE, entry.value.clone(), stable_revision)
+                .await
+        {
+            tracing::warn!(canary = %digest, error = %e, "not promoted: a revision was published meanwhile");
         }
         self.fleet
             .revisions

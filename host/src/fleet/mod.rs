@@ -337,46 +337,59 @@ mod tests {
             Records::open(&b).await.unwrap(),
         );
         let soon = || Instant::now() + Duration::from_millis(300);
+        let who = |tenant: &str, user: Option<&str>| crate::runtime::Caller {
+            tenant: tenant.into(),
+            team: None,
+            user: user.map(str::to_string),
+        };
+        let (acme, globex) = (who("acme", None), who("globex", None));
 
         let started = Instant::now();
-        let Claim::Run(running) = ra.claim("acme", "send", "k1", soon()).await.unwrap() else {
+        let Claim::Run(running) = ra.claim(&acme, "send", "k1", soon()).await.unwrap() else {
             panic!("a fresh key runs");
         };
         eprintln!("claim took {:?}", started.elapsed());
         // Another host meanwhile waits, and is told the call is still running.
-        let e = rb.claim("acme", "send", "k1", soon()).await.err().unwrap();
+        let e = rb.claim(&acme, "send", "k1", soon()).await.err().unwrap();
         assert_eq!(e.code(), "in-progress");
         // Another tenant's same key is another call.
         assert!(matches!(
-            rb.claim("globex", "send", "k1", soon()).await.unwrap(),
+            rb.claim(&globex, "send", "k1", soon()).await.unwrap(),
             Claim::Run(_)
         ));
         running.finish(Ok(&serde_json::json!({"id": 7}))).await;
-        match rb.claim("acme", "send", "k1", soon()).await.unwrap() {
+        // Another user of the tenant reusing the key is another call.
+        assert!(matches!(
+            rb.claim(&who("acme", Some("ann")), "send", "k1", soon())
+                .await
+                .unwrap(),
+            Claim::Run(_)
+        ));
+        match rb.claim(&acme, "send", "k1", soon()).await.unwrap() {
             Claim::Done(result) => assert_eq!(result["id"], 7),
             Claim::Run(_) => panic!("a finished call ran again"),
         }
 
         // A claim whose host stops renewing it (died) lapses and is taken over.
-        let Claim::Run(dying) = ra.claim("acme", "send", "k2", soon()).await.unwrap() else {
+        let Claim::Run(dying) = ra.claim(&acme, "send", "k2", soon()).await.unwrap() else {
             panic!()
         };
         drop(dying);
         let until = Instant::now() + Duration::from_secs(10);
         assert!(matches!(
-            rb.claim("acme", "send", "k2", until).await.unwrap(),
+            rb.claim(&acme, "send", "k2", until).await.unwrap(),
             Claim::Run(_)
         ));
 
         // A failed call gives its record up: the retry runs.
-        let Claim::Run(failing) = ra.claim("acme", "send", "k3", soon()).await.unwrap() else {
+        let Claim::Run(failing) = ra.claim(&acme, "send", "k3", soon()).await.unwrap() else {
             panic!()
         };
         failing
             .finish(Err(&crate::errors::CallError::GuestTrap("x".into())))
             .await;
         assert!(matches!(
-            rb.claim("acme", "send", "k3", soon()).await.unwrap(),
+            rb.claim(&acme, "send", "k3", soon()).await.unwrap(),
             Claim::Run(_)
         ));
     }
@@ -399,14 +412,24 @@ mod tests {
         };
         let soon = || Instant::now() + Duration::from_millis(200);
         let started = Instant::now();
-        let first = la.admit("acme", &limits, soon()).await.unwrap();
+        let first = la.admit("acme", "acme", &limits, soon()).await.unwrap();
         eprintln!("admit took {:?}", started.elapsed());
-        let second = lb.admit("acme", &limits, soon()).await.unwrap();
-        let third = la.admit("acme", &limits, soon()).await.unwrap();
-        let e = lb.admit("acme", &limits, soon()).await.err().unwrap();
+        let second = lb.admit("acme", "acme", &limits, soon()).await.unwrap();
+        let third = la.admit("acme", "acme", &limits, soon()).await.unwrap();
+        let e = lb
+            .admit("acme", "acme", &limits, soon())
+            .await
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("across the fleet"), "{e}");
+        // The tenant's deliveries to a webhook provider have slots of their own.
+        lb.admit("acme/webhook/hook", "acme", &limits, soon())
+            .await
+            .unwrap()
+            .settle(0)
+            .await;
         // Another tenant has slots of its own.
-        lb.admit("globex", &limits, soon())
+        lb.admit("globex", "globex", &limits, soon())
             .await
             .unwrap()
             .settle(0)
@@ -414,7 +437,7 @@ mod tests {
         let started = Instant::now();
         second.settle(5).await;
         eprintln!("settle took {:?}", started.elapsed());
-        lb.admit("acme", &limits, soon())
+        lb.admit("acme", "acme", &limits, soon())
             .await
             .unwrap()
             .settle(5)
@@ -425,7 +448,7 @@ mod tests {
         let later = Instant::now() + Duration::from_secs(5);
         let mut on_b = Vec::new();
         for _ in 0..3 {
-            on_b.push(lb.admit("acme", &limits, later).await.unwrap());
+            on_b.push(lb.admit("acme", "acme", &limits, later).await.unwrap());
         }
         for a in on_b {
             a.settle(1).await;
@@ -447,7 +470,10 @@ mod tests {
         let started = Instant::now();
         for i in 0..30 {
             let host = if i % 2 == 0 { &la } else { &lb };
-            match host.admit("metered", &fuel, Instant::now()).await {
+            match host
+                .admit("metered", "metered", &fuel, Instant::now())
+                .await
+            {
                 Ok(admission) => {
                     admitted += 1;
                     admission.settle(10).await;

@@ -19,19 +19,32 @@ pub const STABLE: &str = "stable";
 /// The key of the canary revision.
 pub const CANARY: &str = "canary";
 
-/// The key of the verdict on the canary `digest`.
-pub fn verdict_key(digest: &str) -> String {
+/// The prefix of the verdicts on the canary `digest`.
+pub fn verdict_prefix(digest: &str) -> String {
     format!(
-        "verdict.{}",
+        "verdict.{}.",
         digest.strip_prefix("sha256:").unwrap_or(digest)
     )
+}
+
+/// The key of the verdict on the canary `digest` published as `canary` entry `revision` (the
+/// same digest published again is judged again).
+pub fn verdict_key(digest: &str, revision: u64) -> String {
+    format!("{}{revision}", verdict_prefix(digest))
+}
+
+/// A published revision's digest: of its bundle text and its lock, so a lock that changed
+/// under the same text (a provider re-tagged) is a new revision.
+pub fn published_digest(bundle: &str, lock: &Lock) -> String {
+    let lock = serde_json::to_string(lock).expect("a lock always serialises");
+    crate::revision::digest_of(format!("{bundle}\n{lock}").as_bytes())
 }
 
 /// A revision as published.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Published {
-    /// `sha256:<hex>` of `bundle`.
+    /// `sha256:<hex>` of `bundle` and `lock` ([`published_digest`]).
     pub digest: String,
     /// The text of `greentic.toml`; relative paths in it resolve against each host's bundle
     /// directory (its keys, secret files).
@@ -84,10 +97,10 @@ impl Envelope {
         }
         let published: Published = serde_json::from_str(&envelope.payload)
             .map_err(|e| format!("revision {claimed}: the signed payload is malformed: {e}"))?;
-        let actual = crate::revision::digest_of(published.bundle.as_bytes());
+        let actual = published_digest(&published.bundle, &published.lock);
         if actual != published.digest {
             return Err(format!(
-                "revision {claimed}: its bundle's digest is {actual}, not the one signed"
+                "revision {claimed}: its bundle and lock digest to {actual}, not the one signed"
             ));
         }
         Ok(published)
@@ -126,7 +139,7 @@ mod tests {
 
     fn published(text: &str) -> Published {
         Published {
-            digest: crate::revision::digest_of(text.as_bytes()),
+            digest: published_digest(text, &Lock::default()),
             bundle: text.into(),
             lock: Lock::default(),
             published_at_ms: 1,
@@ -157,6 +170,20 @@ mod tests {
         // Signed, but the digest does not match the text.
         let mut lying = published("[tenants.acme]\n");
         lying.digest = crate::revision::digest_of(b"something else");
+        // (The same text with another lock is another revision.)
+        let mut relocked = published("[tenants.acme]\n");
+        relocked.lock.providers.insert(
+            "p".into(),
+            crate::bundle::LockEntry {
+                source: "x".into(),
+                digest: "sha256:00".into(),
+                manifest_digest: None,
+            },
+        );
+        assert_ne!(
+            published_digest(&relocked.bundle, &relocked.lock),
+            published("[tenants.acme]\n").digest
+        );
         let e = Envelope::open(
             &serde_json::to_vec(&Envelope::sign(&lying, &key)).unwrap(),
             &trusted,

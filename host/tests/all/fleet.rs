@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Host, Nats, TestBundle, text};
+use common::{Host, Nats, TestBundle, run_in, text};
 use serde_json::json;
 
 /// What every fleet bundle starts with.
@@ -24,16 +24,6 @@ heartbeat_ms = 200
 host_ttl_secs = 2
 delivery_ack_wait_ms = 2000
 "#;
-
-fn run_in(dir: &Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(common::host_bin())
-        .args(args)
-        .current_dir(dir)
-        .env("COSIGN_PASSWORD", "correct horse")
-        .env("GREENTIC_CACHE_KEY_FILE", common::cache_key_file())
-        .output()
-        .unwrap()
-}
 
 /// Copies the files of `from` a host needs (not the publisher's private keys).
 fn copy_dir(from: &Path, to: &Path) {
@@ -109,13 +99,13 @@ impl Cluster {
         cluster
     }
 
-    /// Publishes the bundle `body` makes (after [`FLEET`]) with `args`; its digest.
+    /// Publishes the bundle `body` makes (after [`FLEET`]) with `args`; the revision's digest.
     fn publish(&self, body: &str, args: &[&str]) -> String {
         self.publish_with_key(body, "cosign.key", args)
     }
 
     fn publish_with_key(&self, body: &str, key: &str, args: &[&str]) -> String {
-        let digest = self.publisher.rewrite(&format!("{FLEET}{body}"));
+        self.publisher.rewrite(&format!("{FLEET}{body}"));
         let dir = self.publisher.path().to_str().unwrap().to_string();
         let mut all = vec![
             "publish",
@@ -128,8 +118,11 @@ impl Cluster {
         all.extend_from_slice(args);
         let out = run_in(self.publisher.path(), &all);
         assert!(out.status.success(), "publish: {:?}", text(&out));
-        assert!(text(&out).0.contains(&digest), "{}", text(&out).0);
-        digest
+        // "published sha256:… [as a canary …]": the revision's digest (of the text and lock).
+        let stdout = text(&out).0;
+        let digest = stdout.split_whitespace().nth(1).unwrap_or_default();
+        assert!(digest.starts_with("sha256:"), "{stdout}");
+        digest.to_string()
     }
 
     /// `fleet status --json` (and whether it says converged).
@@ -287,25 +280,31 @@ impl Driver {
     }
 }
 
-fn echo_bundle(reg: &str, label: &str) -> String {
+/// Tenants acme and globex routed to provider `name` (`{reg}/providers/NAME:TAG`), each
+/// configured with `label`.
+fn labelled(reg: &str, name: &str, tag: &str, label: &str) -> String {
     format!(
         r#"
-[providers.echo]
-source = "{reg}/providers/echo:1.0.0"
+[providers.{name}]
+source = "{reg}/providers/{name}:{tag}"
 trusted_keys = ["ci"]
 
 [tenants.acme]
-config.echo = {{ label = "{label}" }}
+config.{name} = {{ label = "{label}" }}
 
 [tenants.globex]
-config.echo = {{ label = "{label}" }}
+config.{name} = {{ label = "{label}" }}
 
 [[routes]]
 tenant = "*"
 capability = "send"
-provider = "echo"
+provider = "{name}"
 "#
     )
+}
+
+fn echo_bundle(reg: &str, label: &str) -> String {
+    labelled(reg, "echo", "1.0.0", label)
 }
 
 #[test]
@@ -328,9 +327,14 @@ fn a_published_revision_converges_under_load_and_a_badly_signed_one_is_refused_e
     driver.wait(30);
 
     // A new revision, published under load, converges on every host.
+    let publishing = Instant::now();
     let two = cluster.publish(&echo_bundle(&reg, "two"), &[]);
     cluster.wait_converged(&two);
     let converged_at = Instant::now();
+    eprintln!(
+        "three hosts converged {:?} after `publish` started (its own check included)",
+        converged_at - publishing
+    );
     driver.wait(30);
 
     // One signed with a key no host trusts is refused by every host; two keeps serving.
@@ -365,6 +369,40 @@ fn a_published_revision_converges_under_load_and_a_badly_signed_one_is_refused_e
         !converged,
         "a fleet refusing the published revision is not converged"
     );
+
+    // The first revision's signed record, written back by anyone who can write to the bucket,
+    // is an old record: refused everywhere too.
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use futures_util::StreamExt;
+        let client = async_nats::connect(&cluster.nats.url).await.unwrap();
+        let kv = async_nats::jetstream::new(client)
+            .get_key_value("greentic_revisions")
+            .await
+            .unwrap();
+        let first = kv
+            .history("stable")
+            .await
+            .unwrap()
+            .next()
+            .await
+            .unwrap()
+            .unwrap();
+        kv.put("stable", first.value).await.unwrap();
+    });
+    let view = cluster.wait_for("every host refusing the replayed revision", |v| {
+        v["hosts"].as_array().is_some_and(|hosts| {
+            hosts.len() == 3 && hosts.iter().all(|h| h["refused"]["digest"] == one.as_str())
+        })
+    });
+    for h in view["hosts"].as_array().unwrap() {
+        assert_eq!(h["revision"], two.as_str(), "{view:#}");
+        assert!(
+            h["refused"]["problems"]
+                .to_string()
+                .contains("published before"),
+            "{view:#}"
+        );
+    }
     driver.wait(30);
     let answers = driver.finish();
 
@@ -734,24 +772,7 @@ provider = "work"
 }
 
 fn canary_bundle(reg: &str, tag: &str, label: &str) -> String {
-    format!(
-        r#"
-[providers.up]
-source = "{reg}/providers/up:{tag}"
-trusted_keys = ["ci"]
-
-[tenants.acme]
-config.up = {{ label = "{label}" }}
-
-[tenants.globex]
-config.up = {{ label = "{label}" }}
-
-[[routes]]
-tenant = "*"
-capability = "send"
-provider = "up"
-"#
-    )
+    labelled(reg, "up", tag, label)
 }
 
 #[test]

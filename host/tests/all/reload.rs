@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Host, TestBundle, text};
+use common::{Host, TestBundle, run_in, text};
 use serde_json::json;
 
 /// One revision of the test bundle.
@@ -89,16 +89,6 @@ provider = "spin"
         t.push_str("\n[tenants.umbrella]\n\n[[routes]]\ntenant = \"umbrella\"\ncapability = \"send\"\nprovider = \"echo\"\n");
     }
     t
-}
-
-fn run_in(dir: &Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(common::host_bin())
-        .args(args)
-        .current_dir(dir)
-        .env("COSIGN_PASSWORD", "correct horse")
-        .env("GREENTIC_CACHE_KEY_FILE", common::cache_key_file())
-        .output()
-        .unwrap()
 }
 
 /// `greentic-host reload` against the host's admin listener: exit success and the outcome.

@@ -61,6 +61,18 @@ pub fn run_host(args: &[&str]) -> Output {
         .expect("greentic-host runs")
 }
 
+/// Runs `greentic-host` with `args` in `dir`, with the tests' cache key and the password of the
+/// keys `keygen` makes there.
+pub fn run_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(host_bin())
+        .args(args)
+        .current_dir(dir)
+        .env("COSIGN_PASSWORD", "correct horse")
+        .env("GREENTIC_CACHE_KEY_FILE", cache_key_file())
+        .output()
+        .expect("greentic-host runs")
+}
+
 /// The compiled-artifact cache key the tests' hosts share (beside [`shared_cache`]), so the
 /// tests never write to the user's home.
 pub fn cache_key_file() -> PathBuf {
