@@ -393,3 +393,60 @@ provider = "echo"
     let r = host.send(&acme, json!({"to": "a", "text": "b"}));
     assert_eq!(r.json()["id"], "acme/-/-:a:b@two");
 }
+
+#[test]
+fn a_call_in_flight_finishes_on_its_revision_when_its_tenant_is_removed() {
+    let with = |tenants: &str| {
+        format!(
+            r#"
+[providers.hello]
+source = "{{components}}/http_hello.wasm"
+allow_unsigned = true
+{tenants}
+[[routes]]
+tenant = "*"
+capability = "receive"
+provider = "hello"
+"#
+        )
+    };
+    let bundle = TestBundle::new(
+        &with("[tenants.acme]\n[tenants.initech]\nlimits = { deadline_ms = 10000 }\n"),
+        &[],
+    );
+    let host = Host::start(bundle.path());
+    // A delivery that takes 1.5 s is in flight for initech…
+    let addr = host.addr.clone();
+    let slow = std::thread::spawn(move || {
+        common::http(
+            &addr,
+            "POST",
+            "/webhooks/initech/hello/slow/1500",
+            &[],
+            b"{}",
+        )
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !host
+        .admin("GET", "/metrics")
+        .text()
+        .contains("greentic_calls_in_flight{tenant=\"initech\"} 1")
+    {
+        assert!(Instant::now() < deadline, "the slow delivery never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // …when initech is removed.
+    let removed = bundle.rewrite(&with("[tenants.acme]\n"));
+    let (ok, outcome) = reload_cli(&host, bundle.path());
+    assert!(ok, "{outcome}");
+    assert_eq!(outcome["digest"], removed.as_str());
+    // New deliveries for initech are refused; acme is served on the new revision.
+    let r = common::http(&host.addr, "POST", "/webhooks/initech/hello/", &[], b"{}");
+    assert_eq!(r.status, 404, "{}", r.text());
+    let r = common::http(&host.addr, "POST", "/webhooks/acme/hello/", &[], b"{}");
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The one in flight finishes, answered by the revision it started on.
+    let r = slow.join().unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "hello\n");
+}
