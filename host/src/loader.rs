@@ -51,6 +51,9 @@ pub struct LoadedProvider {
     pub granted_secrets: Arc<BTreeSet<String>>,
     /// What was linked.
     pub linked: Linked,
+    /// Its circuit breaker's key, `name@digest`: one circuit per provider version, so an
+    /// upgrade (or a rollback) starts closed.
+    pub circuit: String,
     /// Whether compiled code came from the cache.
     pub cache: CacheOutcome,
 }
@@ -338,6 +341,7 @@ fn load_one(
         provider = name, digest = %fetched.digest, world = %report.host_world,
         cache = ?cache_outcome, "provider loaded"
     );
+    let circuit = format!("{name}@{}", fetched.digest);
     Ok(LoadedProvider {
         name: name.to_string(),
         source: section.source.clone(),
@@ -349,6 +353,7 @@ fn load_one(
         outbound,
         granted_secrets: Arc::new(granted_secrets),
         linked,
+        circuit,
         cache: cache_outcome,
     })
 }

@@ -352,8 +352,8 @@ impl Runtime {
             };
             return queue.accept(tenant_id, provider_name, route, request).await;
         }
-        drop(revision);
-        self.deliver(tenant_id, provider_name, request).await
+        self.deliver_on(revision, tenant_id, provider_name, request)
+            .await
     }
 
     /// Hands an HTTP delivery to `provider` for `tenant` now (what [`Runtime::webhook`] does
@@ -364,10 +364,22 @@ impl Runtime {
         provider_name: &str,
         request: hyper::Request<Bytes>,
     ) -> Result<hyper::Response<Bytes>, CallError> {
+        let revision = self.revision_for(tenant_id);
+        self.deliver_on(revision, tenant_id, provider_name, request)
+            .await
+    }
+
+    /// [`Runtime::deliver`] on `revision` (the one the delivery was routed by).
+    async fn deliver_on(
+        &self,
+        revision: Arc<Revision>,
+        tenant_id: &str,
+        provider_name: &str,
+        request: hyper::Request<Bytes>,
+    ) -> Result<hyper::Response<Bytes>, CallError> {
         let no_route = || CallError::NoRoute {
             capability: format!("webhook {}", crate::errors::clip(provider_name, 128)),
         };
-        let revision = self.revision_for(tenant_id);
         let tenant = revision.tenants.get(tenant_id).ok_or_else(no_route)?;
         let provider = revision
             .providers
@@ -585,9 +597,7 @@ impl Runtime {
 
         // Settled below; if this future is dropped first (the client went away) or returns
         // early (tenant-busy), dropping the admission gives a half-open probe back.
-        // One circuit per provider *version*: an upgrade (or a rollback) starts closed.
-        let circuit = format!("{provider}@{}", call.provider.digest);
-        let admission = self.breakers.admit(tenant, &circuit)?;
+        let admission = self.breakers.admit(tenant, &call.provider.circuit)?;
         let mut attempt = 1;
         let outcome = loop {
             let permit = call.gate.acquire().await?;

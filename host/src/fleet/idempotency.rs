@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::errors::CallError;
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, within};
 
 /// How long a running claim holds without renewal.
 const LEASE: Duration = Duration::from_secs(3);
@@ -64,16 +64,6 @@ pub struct Running {
 
 /// How long one JetStream request may take before the claim gives up on it.
 const REQUEST: Duration = Duration::from_secs(2);
-
-/// `f`, or an error once [`REQUEST`] passed.
-async fn bounded<T, E: std::fmt::Display>(
-    f: impl std::future::IntoFuture<Output = Result<T, E>>,
-) -> Result<T, String> {
-    match tokio::time::timeout(REQUEST, f).await {
-        Ok(r) => r.map_err(|e| e.to_string()),
-        Err(_) => Err("the fleet's NATS server did not answer in time".into()),
-    }
-}
 
 fn now_ms() -> u64 {
     crate::imports::state::now_ms()
@@ -135,15 +125,19 @@ impl Records {
             ))
         };
         // Most keys are new: claim first, read only if that fails (one round trip, not two).
-        if let Ok(seq) = bounded(self.store.update(record.as_str(), self.running_record(), 0)).await
+        if let Ok(seq) = within(
+            REQUEST,
+            self.store.update(record.as_str(), self.running_record(), 0),
+        )
+        .await
         {
             return Ok(Claim::Run(Box::new(self.running(record, seq))));
         }
         let mut pause = Duration::from_millis(5);
         loop {
-            let entry = bounded(self.store.entry(record.as_str()))
+            let entry = within(REQUEST, self.store.entry(record.as_str()))
                 .await
-                .map_err(fail)?;
+                .map_err(|e| fail(e.to_string()))?;
             let expect = match &entry {
                 None => Some(0),
                 Some(e) if e.operation != kv::Operation::Put => Some(e.revision),
@@ -157,7 +151,9 @@ impl Records {
             };
             if let Some(last) = expect {
                 let running = self.running_record();
-                if let Ok(seq) = bounded(self.store.update(record.as_str(), running, last)).await {
+                if let Ok(seq) =
+                    within(REQUEST, self.store.update(record.as_str(), running, last)).await
+                {
                     return Ok(Claim::Run(Box::new(self.running(record, seq))));
                 }
                 // Another host claimed it first: look again.

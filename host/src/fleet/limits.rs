@@ -40,7 +40,7 @@ use bytes::Bytes;
 
 use crate::bundle::Limits;
 use crate::errors::CallError;
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, within};
 use crate::metrics::Metrics;
 
 /// How long one request to the fleet's server may take before the host falls back to its own
@@ -48,18 +48,6 @@ use crate::metrics::Metrics;
 const REQUEST: Duration = Duration::from_millis(500);
 /// How long a host keeps to its own limits after the fleet's server failed it.
 const DEGRADED_FOR: Duration = Duration::from_secs(5);
-
-/// `f`, or an error once [`REQUEST`] passed.
-async fn bounded<T, E: Into<anyhow::Error>>(
-    f: impl std::future::IntoFuture<Output = Result<T, E>>,
-) -> anyhow::Result<T> {
-    match tokio::time::timeout(REQUEST, f).await {
-        Ok(r) => r.map_err(Into::into),
-        Err(_) => Err(anyhow::anyhow!(
-            "the fleet's NATS server did not answer in {REQUEST:?}"
-        )),
-    }
-}
 
 /// How long after its deadline a slot of a dead host stays taken.
 const SLOT_MARGIN: Duration = Duration::from_secs(5);
@@ -285,7 +273,7 @@ impl FleetLimits {
             let start = fastrand::u32(..n);
             for j in 0..n {
                 let key = format!("{}.{}", hex::encode(tenant), (start + j) % n);
-                let last = match bounded(self.slots.entry(key.as_str())).await? {
+                let last = match within(REQUEST, self.slots.entry(key.as_str())).await? {
                     None => 0,
                     Some(e) if e.operation != kv::Operation::Put => e.revision,
                     Some(_) => continue,
@@ -322,15 +310,16 @@ impl FleetLimits {
             ttl.as_secs().max(1).to_string(),
         );
         let prefix = self.slots.put_prefix.as_ref().unwrap_or(&self.slots.prefix);
-        let ack = bounded(
+        let ack = within(
+            REQUEST,
             self.js
                 .publish_with_headers(format!("{prefix}{key}"), headers, value),
         )
         .await?;
-        match tokio::time::timeout(REQUEST, ack)
-            .await
-            .map_err(|_| anyhow::anyhow!("the fleet's NATS server did not answer in {REQUEST:?}"))?
-        {
+        let acked = tokio::time::timeout(REQUEST, ack).await.map_err(|_| {
+            anyhow::anyhow!("the fleet's NATS server did not answer within {REQUEST:?}")
+        })?;
+        match acked {
             Ok(ack) => Ok(Some(ack.sequence)),
             Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
                 Ok(None)
@@ -394,8 +383,12 @@ impl FleetLimits {
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Incr", format!("+{amount}"));
         let subject = format!("{}.{}.{second}", self.fuel_subject, hex::encode(tenant));
-        let ack = bounded(self.js.publish_with_headers(subject, headers, Bytes::new())).await?;
-        let ack = bounded(ack).await?;
+        let ack = within(
+            REQUEST,
+            self.js.publish_with_headers(subject, headers, Bytes::new()),
+        )
+        .await?;
+        let ack = within(REQUEST, ack).await?;
         let total: u64 = ack
             .value
             .as_deref()

@@ -195,6 +195,20 @@ pub(crate) async fn bucket(
     }
 }
 
+/// `request`, or an error once `limit` passed without an answer: a fleet request that hangs
+/// must not hold a call until its deadline.
+pub(crate) async fn within<T, E: std::fmt::Display>(
+    limit: Duration,
+    request: impl std::future::IntoFuture<Output = Result<T, E>>,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(limit, request).await {
+        Ok(answer) => answer.map_err(|e| anyhow::anyhow!("{e}")),
+        Err(_) => Err(anyhow::anyhow!(
+            "the fleet's NATS server did not answer within {limit:?}"
+        )),
+    }
+}
+
 /// The keys of `store` under `prefix` (`host.`), from the stream's subjects: one request, no
 /// consumer (listing keys through a consumer on every heartbeat would pile up consumers).
 pub async fn keys_under(store: &kv::Store, prefix: &str) -> anyhow::Result<Vec<String>> {

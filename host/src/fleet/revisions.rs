@@ -7,8 +7,6 @@
 //! bundle text it carries. Keys: `stable` (every tenant's revision), `canary` (a revision for
 //! some tenants, while it is judged), `verdict.<hex>` (what became of a canary).
 
-use std::collections::BTreeSet;
-
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::{Bundle, Lock};
@@ -126,11 +124,6 @@ pub fn publisher_keys(bundle: &Bundle) -> Result<greentic_signing::TrustedKeys, 
         );
     }
     greentic_signing::TrustedKeys::from_pems(&pems).map_err(|e| e.to_string())
-}
-
-/// The tenants of a canary plan, for a runtime's canary.
-pub fn tenants(plan: &CanaryPlan) -> BTreeSet<String> {
-    plan.tenants.clone()
 }
 
 #[cfg(test)]
