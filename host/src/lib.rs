@@ -43,6 +43,7 @@ pub mod reload;
 pub mod resilience;
 pub mod revision;
 pub mod runtime;
+pub mod scheduler;
 /// The secrets capability (`imports::secrets`), where it has always been reachable.
 pub use imports::secrets;
 pub mod server;

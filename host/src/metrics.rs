@@ -51,6 +51,14 @@ fn help(name: &str) -> (&'static str, &'static str) {
         ),
         "greentic_call_duration_seconds" => ("histogram", "Call latency, including retries."),
         "greentic_fuel_consumed_total" => ("counter", "Fuel consumed by calls."),
+        "greentic_cpu_bound_calls_total" => (
+            "counter",
+            "Calls whose guest work outgrew a short call's CPU and ran on, in weighted turns, on the guest threads.",
+        ),
+        "greentic_guest_cpu_seconds_total" => (
+            "counter",
+            "CPU time of guest turns (instantiation and guest code, with the host calls it makes) by tenant.",
+        ),
         "greentic_retries_total" => ("counter", "Retries of idempotent calls."),
         "greentic_circuit_open" => (
             "gauge",

@@ -355,6 +355,11 @@ pub fn build(
     current: &Revision,
 ) -> Result<Built, Vec<String>> {
     let mut problems = Vec::new();
+    if bundle.file.host.scheduler != current.bundle.file.host.scheduler {
+        problems.push(
+            "[host.scheduler] differs from the running host's; its guest threads are fixed for the host's life: restart the host to change it".to_string(),
+        );
+    }
     if bundle.file.state != current.bundle.file.state {
         problems.push(
             "[state] differs from the running host's; provider state cannot move to another backend while serving: restart the host to change it".to_string(),

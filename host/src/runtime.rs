@@ -31,7 +31,9 @@ use crate::outbound::OutboundPolicy;
 use crate::resilience::{BreakerPolicy, BreakerState, Breakers, RetryPolicy, counts_as_failure};
 use crate::revision::Revision;
 pub use crate::revision::TenantRuntime;
+use crate::scheduler::Scheduler;
 use crate::state::{CallScope, CallState, DeadlineHit, MemoryLimitHit};
+use tracing::Instrument;
 
 /// A canary: a revision serving a set of tenants beside the active one.
 pub struct Canary {
@@ -75,6 +77,9 @@ pub struct Runtime {
     pub idempotency: OnceLock<Arc<Records>>,
     /// The fleet's queue of durable webhook deliveries, once the host has joined a fleet.
     pub deliveries: OnceLock<Arc<crate::fleet::deliveries::Deliveries>>,
+    /// Who runs guest code next (fair CPU between tenants); the host's own for its life
+    /// (`[host.scheduler]` cannot change live).
+    pub scheduler: Arc<Scheduler>,
 }
 
 impl Runtime {
@@ -106,6 +111,7 @@ impl Runtime {
             fleet_limits: OnceLock::new(),
             idempotency: OnceLock::new(),
             deliveries: OnceLock::new(),
+            scheduler: Scheduler::new(bundle.file.host.scheduler),
         };
         runtime.record_revision(&runtime.revision());
         runtime
@@ -582,16 +588,13 @@ impl Runtime {
         let tenant = call.caller.tenant.as_str();
         let provider = call.provider.name.as_str();
         let keyed = decoded.idempotency_key.is_some();
-        let ctx = Runtime::tenant_ctx(
+        let ctx = Arc::new(Runtime::tenant_ctx(
             call.revision,
             call.caller,
             call.trace_id,
             decoded.idempotency_key,
-        );
-        let cx = CallCx {
-            ctx: &ctx,
-            max_response_bytes: call.revision.max_response_bytes,
-        };
+        ));
+        let request = Arc::new(decoded.request);
         let limits = *call.gate.limits();
         let deadline = Instant::now() + Duration::from_millis(limits.deadline_ms);
 
@@ -613,7 +616,7 @@ impl Runtime {
                 None => None,
             };
             let (result, fuel) = self
-                .attempt(typed, &call, &limits, deadline, &cx, &decoded.request)
+                .attempt(typed, &call, &limits, deadline, &ctx, &request)
                 .await;
             permit.settle(fuel);
             if let Some(admission) = fleet {
@@ -663,38 +666,93 @@ impl Runtime {
     }
 
     /// One attempt in a fresh instance, dropped with its store when the attempt ends; the
-    /// outcome and the fuel it used.
+    /// outcome and the fuel it used. The guest work (store, instance, call) runs in turns of
+    /// the [`Scheduler`] (`mode = "fair"`), else on this task.
     async fn attempt<D: Domain>(
         &self,
         typed: &Typed<D>,
         call: &Call<'_>,
         limits: &Limits,
         deadline: Instant,
-        cx: &CallCx<'_>,
-        request: &D::Request,
+        ctx: &Arc<TenantCtx>,
+        request: &Arc<D::Request>,
     ) -> (Result<Output, CallError>, u64) {
         if self.shared.load(Ordering::SeqCst) {
+            let cx = CallCx {
+                ctx,
+                max_response_bytes: call.revision.max_response_bytes,
+            };
             return self
-                .attempt_shared(typed, call, limits, deadline, cx, request)
+                .attempt_shared(typed, call, limits, deadline, &cx, request)
                 .await;
         }
-        let mut store = match Runtime::call_store(
-            &call.revision.engine,
-            call.scope.clone(),
-            &call.provider.outbound,
-            limits,
-            deadline,
-        ) {
-            Ok(store) => store,
-            Err(e) => return (Err(e), 0),
+        let engine = call.revision.engine.clone();
+        let scope = call.scope.clone();
+        let outbound = call.provider.outbound.clone();
+        let pre = typed.pre.clone();
+        let (ctx, request, limits) = (ctx.clone(), request.clone(), *limits);
+        let max_response_bytes = call.revision.max_response_bytes;
+        // Boxed here, once: the future is large (store, instance, call state), and it is
+        // handed on by pointer from now on.
+        let work = Box::pin(
+            async move {
+                let mut store =
+                    match Runtime::call_store(&engine, scope, &outbound, &limits, deadline) {
+                        Ok(store) => store,
+                        Err(e) => return (Err(e), 0),
+                    };
+                let cx = CallCx {
+                    ctx: &ctx,
+                    max_response_bytes,
+                };
+                let run = async {
+                    let instance = D::instantiate(&pre, &mut store).await?;
+                    D::call(&instance, &mut store, &cx, &request).await
+                };
+                let result = tokio::time::timeout_at(deadline.into(), run).await;
+                // The store (and the instance) is dropped here: nothing survives the call.
+                outcome(result, &store, &limits)
+            }
+            .in_current_span(),
+        );
+        if !self.scheduler.fair() {
+            return work.await;
+        }
+        let turns = self
+            .scheduler
+            .run(&call.caller.tenant, limits.cpu_weight, work);
+        // The deadline inside the work fires at its next turn; this one bounds the wait for
+        // that turn when the guest threads are overloaded (the work is then dropped, and the
+        // call charged all the fuel it was allowed, not knowing what it used).
+        let late = deadline + Duration::from_millis(LATE_TURN_MS);
+        let Ok(ran) = tokio::time::timeout_at(late.into(), turns).await else {
+            return (
+                Err(CallError::DeadlineExceeded(limits.deadline_ms)),
+                limits.fuel_per_call,
+            );
         };
-        let run = async {
-            let instance = D::instantiate(&typed.pre, &mut store).await?;
-            D::call(&instance, &mut store, cx, request).await
-        };
-        let result = tokio::time::timeout_at(deadline.into(), run).await;
-        // The store (and the instance) is dropped here: nothing survives the call.
-        outcome(result, &store, limits)
+        match ran {
+            Ok(ran) => {
+                self.metrics.add(
+                    "greentic_guest_cpu_seconds_total",
+                    &[("tenant", call.caller.tenant.as_str())],
+                    ran.cpu.as_secs_f64(),
+                );
+                if ran.moved {
+                    self.metrics.inc(
+                        "greentic_cpu_bound_calls_total",
+                        &[("tenant", call.caller.tenant.as_str())],
+                    );
+                }
+                ran.answer
+            }
+            Err(_lost) => (
+                Err(CallError::Internal(
+                    "the call's guest work ended without an answer (the host is stopping, or it failed inside the host); retry it".into(),
+                )),
+                0,
+            ),
+        }
     }
 
     /// [`Runtime::attempt`] in the provider's kept instance, which only this call's scope
@@ -737,6 +795,7 @@ impl Runtime {
             return (Err(CallError::Internal(e.to_string())), 0);
         }
         yield_regularly(&mut kept.store, &call.revision.engine.options);
+        // Kept instances (a conformance mode) run on this task, outside the scheduler.
         let run = D::call(&kept.instance, &mut kept.store, cx, request);
         let result = tokio::time::timeout_at(deadline.into(), run).await;
         let (mapped, fuel) = outcome(result, &kept.store, limits);
@@ -747,6 +806,9 @@ impl Runtime {
         (mapped, fuel)
     }
 }
+
+/// How long past its deadline a call waits for the turn that would end it.
+const LATE_TURN_MS: u64 = 100;
 
 /// One call as the envelope hands it to a domain's attempts.
 pub struct Call<'a> {

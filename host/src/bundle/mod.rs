@@ -126,6 +126,54 @@ pub struct HostSection {
     /// overrides). Keep it off public networks.
     #[serde(default = "default_admin_listen")]
     pub admin_listen: String,
+    /// How guest code gets the cores: `[host.scheduler]`.
+    #[serde(default)]
+    pub scheduler: SchedulerSection,
+}
+
+/// `[host.scheduler]`: how guest code shares the cores between tenants (read at start; a
+/// reload that changes it is refused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerSection {
+    /// `fair` (default): guest code runs in turns, the next turn to the tenant that has used
+    /// least of its `cpu_weight` share. `tokio`: guest futures are polled by the async
+    /// executor like any task (no shares between tenants; kept for comparison).
+    #[serde(default)]
+    pub mode: SchedulerMode,
+    /// Guest turns that run at once, on as many guest threads; `0` (default): one per core.
+    #[serde(default)]
+    pub threads: usize,
+    /// The guest threads' OS priority against the host's own (accepting connections,
+    /// parsing, verification): `low` (default, nice 10), `idle` (`SCHED_IDLE`: only when the
+    /// host has nothing to do) or `normal`.
+    #[serde(default)]
+    pub priority: GuestPriority,
+}
+
+/// `[host.scheduler].mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchedulerMode {
+    /// Turns by weighted fair queuing between tenants.
+    #[default]
+    Fair,
+    /// The async executor's own order.
+    Tokio,
+}
+
+/// `[host.scheduler].priority`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GuestPriority {
+    /// Nice 10: the host's threads preempt guest turns.
+    #[default]
+    Low,
+    /// `SCHED_IDLE`: guest turns run only when no other thread of the host (or the
+    /// machine's process group) wants the core.
+    Idle,
+    /// The host's own priority.
+    Normal,
 }
 
 fn default_header_timeout() -> u64 {
@@ -197,6 +245,7 @@ impl Default for HostSection {
             idle_timeout_ms: default_idle_timeout(),
             max_connections: default_max_connections(),
             admin_listen: default_admin_listen(),
+            scheduler: SchedulerSection::default(),
         }
     }
 }
@@ -422,6 +471,10 @@ pub struct Limits {
     /// `queue_timeout_ms`, then 429.
     #[serde(default = "default_webhook_concurrency")]
     pub webhook_max_concurrent: u32,
+    /// The tenant's share of CPU against other tenants' when they compete (1 to 1 000;
+    /// default 1): a tenant of weight 3 gets three times the guest time of one of weight 1.
+    #[serde(default = "default_cpu_weight")]
+    pub cpu_weight: u32,
 }
 
 impl Default for Limits {
@@ -437,6 +490,7 @@ impl Default for Limits {
             max_resources: default_max_resources(),
             max_outgoing_requests: default_max_outgoing(),
             webhook_max_concurrent: default_webhook_concurrency(),
+            cpu_weight: default_cpu_weight(),
         }
     }
 }
@@ -470,6 +524,9 @@ fn default_max_outgoing() -> u32 {
 }
 fn default_webhook_concurrency() -> u32 {
     4
+}
+fn default_cpu_weight() -> u32 {
+    1
 }
 
 /// `[[routes]]`: the most specific matching route wins.
@@ -764,6 +821,12 @@ impl BundleFile {
                     ));
                 }
             }
+            if !(1..=1000).contains(&l.cpu_weight) {
+                out.push(format!(
+                    "tenants.{id}.limits.cpu_weight: {} is not between 1 and 1000",
+                    l.cpu_weight
+                ));
+            }
             if l.fuel_per_second < l.fuel_per_call {
                 out.push(format!(
                     "tenants.{id}.limits: fuel_per_second ({}) is below fuel_per_call ({}), so no call could ever start; raise fuel_per_second",
@@ -930,6 +993,41 @@ mod tests {
             errors[0].contains("/tenants/acme") && errors[0].contains("limts"),
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn cpu_weights_and_the_scheduler_section_are_checked() {
+        let text = MINIMAL.replace(
+            "[tenants.acme]",
+            "[tenants.acme]\nlimits = { cpu_weight = 0 }\n[tenants.big]\nlimits = { cpu_weight = 3 }",
+        );
+        let e = Bundle::parse("greentic.toml", &text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tenants.acme.limits.cpu_weight: 0 is not between 1 and 1000"),
+            "{e}"
+        );
+        assert!(!e.contains("tenants.big"), "{e}");
+        let scheduled = format!(
+            "[host]\nscheduler = {{ mode = \"tokio\", threads = 3, priority = \"idle\" }}\n{MINIMAL}"
+        );
+        assert_eq!(schema_errors(&scheduled), Vec::<String>::new());
+        let b = Bundle::parse("greentic.toml", &scheduled).unwrap();
+        assert_eq!(
+            b.host.scheduler,
+            SchedulerSection {
+                mode: SchedulerMode::Tokio,
+                threads: 3,
+                priority: GuestPriority::Idle
+            }
+        );
+        let wrong = format!("[host]\nscheduler = {{ mode = \"cfs\" }}\n{MINIMAL}");
+        assert_eq!(schema_errors(&wrong).len(), 1);
+        let e = Bundle::parse("greentic.toml", &wrong)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cfs"), "{e}");
     }
 
     #[test]

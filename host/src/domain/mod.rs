@@ -132,7 +132,7 @@ pub trait Domain: Send + Sync + 'static {
     /// How calls arrive.
     const ENTRY: Entry;
     /// The pre-instantiated component (the bindings' `*Pre` type).
-    type Pre: Send + Sync + 'static;
+    type Pre: Clone + Send + Sync + 'static;
     /// One instance (the bindings' world type).
     type Instance: Send + Sync + 'static;
     /// The decoded input of one call.
