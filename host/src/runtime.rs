@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -718,18 +719,28 @@ impl Runtime {
         if !self.scheduler.fair() {
             return work.await;
         }
-        let turns = self
-            .scheduler
-            .run(&call.caller.tenant, limits.cpu_weight, work);
-        // The deadline inside the work fires at its next turn; this one bounds the wait for
-        // that turn when the guest threads are overloaded (the work is then dropped, and the
-        // call charged all the fuel it was allowed, not knowing what it used).
-        let late = deadline + Duration::from_millis(LATE_TURN_MS);
-        let Ok(ran) = tokio::time::timeout_at(late.into(), turns).await else {
-            return (
-                Err(CallError::DeadlineExceeded(limits.deadline_ms)),
-                limits.fuel_per_call,
-            );
+        let mut turns = std::pin::pin!(self.scheduler.run(
+            &call.caller.tenant,
+            limits.cpu_weight,
+            work
+        ));
+        // A short call is answered in its first turn, here; only one that goes on waits with a
+        // second deadline: the one inside the work fires at its next turn, this one bounds the
+        // wait for that turn when the guest threads are overloaded (the work is then dropped,
+        // and the call charged all the fuel it was allowed, not knowing what it used).
+        let first = std::future::poll_fn(|cx| Poll::Ready(turns.as_mut().poll(cx))).await;
+        let ran = match first {
+            Poll::Ready(ran) => ran,
+            Poll::Pending => {
+                let late = deadline + Duration::from_millis(LATE_TURN_MS);
+                let Ok(ran) = tokio::time::timeout_at(late.into(), turns).await else {
+                    return (
+                        Err(CallError::DeadlineExceeded(limits.deadline_ms)),
+                        limits.fuel_per_call,
+                    );
+                };
+                ran
+            }
         };
         match ran {
             Ok(ran) => {
