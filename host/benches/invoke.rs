@@ -1,7 +1,9 @@
 //! Invoke overhead: one call of a trivial provider (`noop`) through the host's full path vs
 //! bare Wasmtime (`InstancePre` instantiate + typed call of the same component on the same
-//! engine) vs the same work as a native Rust function. After criterion's group, p50/p99 of
-//! single calls and the ratios are printed.
+//! engine) vs the same work as a native Rust function; and the full path with the fair
+//! scheduler (the default) vs `[host.scheduler] mode = "tokio"`. After criterion's group,
+//! p50/p99/p999 of single calls and the ratios are printed. `INVOKE_AA=1` makes the second
+//! runtime fair too (an A/A control for the fair/tokio comparison).
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,6 +15,7 @@ use std::sync::Arc;
 use common::Bare;
 use criterion::Criterion;
 use greentic_host::bindings::greentic::types::types::{self as gtypes, TenantCtx};
+use greentic_host::bundle::SchedulerMode;
 use greentic_host::domain::messaging::ProviderPre;
 use greentic_host::domain::messaging::{Message, SendResult};
 use greentic_host::loader::{LoadOptions, load_bundle};
@@ -25,6 +28,8 @@ impl gtypes::Host for Bare {}
 struct Setup {
     rt: tokio::runtime::Runtime,
     runtime: Arc<Runtime>,
+    /// The same bundle with `[host.scheduler] mode = "tokio"`.
+    tokio_mode: Arc<Runtime>,
     bare: ProviderPre<Bare>,
     _bundle: tempfile::TempDir,
     _cache: tempfile::TempDir,
@@ -41,9 +46,24 @@ fn setup() -> Setup {
     gtypes::add_to_linker::<_, HasSelf<Bare>>(&mut linker, |s| s).unwrap();
     let component = Component::from_file(&engine, common::component("noop")).unwrap();
     let bare = ProviderPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
+    let engine = Arc::new(loaded.engine);
+    let mut tokio_bundle = loaded.bundle.clone();
+    // INVOKE_AA=1: both runtimes fair, a control for what merely being the other runtime
+    // (built first, its own metrics and breakers) does to the comparison.
+    tokio_bundle.file.host.scheduler.mode = if std::env::var_os("INVOKE_AA").is_some() {
+        SchedulerMode::Fair
+    } else {
+        SchedulerMode::Tokio
+    };
+    let tokio_mode = Arc::new(Runtime::new(
+        &tokio_bundle,
+        engine.clone(),
+        loaded.loaded.providers.clone(),
+        loaded.capabilities.clone(),
+    ));
     let runtime = Arc::new(Runtime::new(
         &loaded.bundle,
-        loaded.engine,
+        engine,
         loaded.loaded.providers,
         loaded.capabilities,
     ));
@@ -55,6 +75,7 @@ fn setup() -> Setup {
     Setup {
         rt,
         runtime,
+        tokio_mode,
         bare,
         _bundle: bundle,
         _cache: cache,
@@ -100,6 +121,9 @@ fn invoke(c: &mut Criterion, s: &Setup) {
     group.bench_function("host-full-path", |b| {
         b.to_async(&s.rt).iter(|| full(&s.runtime))
     });
+    group.bench_function("host-tokio-scheduler", |b| {
+        b.to_async(&s.rt).iter(|| full(&s.tokio_mode))
+    });
     group.bench_function("bare-wasmtime", |b| {
         b.to_async(&s.rt).iter(|| bare(&s.bare, &ctx, &msg))
     });
@@ -116,29 +140,78 @@ fn main() {
     c.final_summary();
 
     let (ctx, msg) = (common::ctx(), common::message("#ops", "hello"));
-    let n = 5_000;
-    let host = common::percentiles(n, || s.rt.block_on(full(&s.runtime)));
-    let bare_t = common::percentiles(n, || s.rt.block_on(bare(&s.bare, &ctx, &msg)));
-    let native_t = common::percentiles(n * 10, || {
-        black_box(native(black_box(&ctx), black_box(&msg)));
-    });
-    println!("\ninvoke, {n} single calls each (µs)");
-    println!("{:<16} {:>10} {:>10}", "path", "p50", "p99");
-    for (name, (p50, p99)) in [
+    let n = 20_000;
+    // Interleaved, so drift over the run (the machine's other work) hits every path alike,
+    // and in a rotating order, so none always runs first (or right after another).
+    let mut times = [Vec::new(), Vec::new(), Vec::new()];
+    for round in 0..(n + n / 10) {
+        for k in 0..3 {
+            let path = (round + k) % 3;
+            let t = match path {
+                0 => common::time(|| s.rt.block_on(full(&s.runtime))),
+                1 => common::time(|| s.rt.block_on(full(&s.tokio_mode))),
+                _ => common::time(|| s.rt.block_on(bare(&s.bare, &ctx, &msg))),
+            };
+            if round >= n / 10 {
+                times[path].push(t);
+            }
+        }
+    }
+    let [host, tokio_mode, bare_t] = times.map(common::quantiles);
+    let native_t = common::quantiles(
+        (0..n * 10)
+            .map(|_| {
+                common::time(|| {
+                    black_box(native(black_box(&ctx), black_box(&msg)));
+                })
+            })
+            .collect(),
+    );
+    println!("\ninvoke, {n} single calls each, interleaved (µs)");
+    println!("{:<22} {:>10} {:>10} {:>10}", "path", "p50", "p99", "p999");
+    for (name, q) in [
         ("host-full-path", host),
+        ("host-tokio-scheduler", tokio_mode),
         ("bare-wasmtime", bare_t),
         ("native", native_t),
     ] {
         println!(
-            "{name:<16} {:>10.2} {:>10.2}",
-            common::us(p50),
-            common::us(p99)
+            "{name:<22} {:>10.2} {:>10.2} {:>10.2}",
+            common::us(q.0),
+            common::us(q.1),
+            common::us(q.2)
         );
     }
+    // What a call's turn costs by itself: an empty future through the scheduler vs polled as is.
+    let scheduler = &s.runtime.scheduler;
+    let through = common::quantiles(
+        (0..n)
+            .map(|_| {
+                common::time(|| {
+                    s.rt.block_on(async { scheduler.run("acme", 1, async {}).await.unwrap() })
+                        .answer
+                })
+            })
+            .collect(),
+    );
+    let as_is = common::quantiles(
+        (0..n)
+            .map(|_| common::time(|| s.rt.block_on(async {})))
+            .collect(),
+    );
     println!(
-        "ratios: host/bare p50 {:.2}x p99 {:.2}x; host/native p50 {:.0}x",
-        host.0.as_secs_f64() / bare_t.0.as_secs_f64(),
-        host.1.as_secs_f64() / bare_t.1.as_secs_f64(),
+        "an empty future through the scheduler: p50 {:.2} µs vs {:.2} µs polled as is",
+        common::us(through.0),
+        common::us(as_is.0)
+    );
+    let r = |a: std::time::Duration, b: std::time::Duration| a.as_secs_f64() / b.as_secs_f64();
+    println!(
+        "ratios: host/bare p50 {:.2}x p99 {:.2}x p999 {:.2}x; fair/tokio scheduler p50 {:.3}x p99 {:.2}x; host/native p50 {:.0}x",
+        r(host.0, bare_t.0),
+        r(host.1, bare_t.1),
+        r(host.2, bare_t.2),
+        r(host.0, tokio_mode.0),
+        r(host.1, tokio_mode.1),
         host.0.as_secs_f64() / native_t.0.as_secs_f64().max(1e-9),
     );
 }

@@ -102,6 +102,20 @@ pub fn percentiles(n: usize, mut f: impl FnMut()) -> (Duration, Duration) {
     (times[n / 2], times[(n * 99) / 100])
 }
 
+/// How long one run of `f` takes.
+pub fn time(f: impl FnOnce()) -> Duration {
+    let t = Instant::now();
+    f();
+    t.elapsed()
+}
+
+/// p50, p99 and p999 of `times`.
+pub fn quantiles(mut times: Vec<Duration>) -> (Duration, Duration, Duration) {
+    times.sort();
+    let n = times.len();
+    (times[n / 2], times[(n * 99) / 100], times[(n * 999) / 1000])
+}
+
 /// Median of `n` timed runs of `f` (after one warm-up run).
 pub fn median(n: usize, mut f: impl FnMut()) -> Duration {
     f();
