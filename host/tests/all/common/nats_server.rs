@@ -27,30 +27,62 @@ impl Nats {
             }
         });
         let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(&bin)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("starting `{bin}`: {e}; run scripts/test.sh (it installs nats-server) or set GREENTIC_NATS_SERVER")
-            });
-        let until = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < until, "nats-server did not listen");
-            std::thread::sleep(Duration::from_millis(50));
+        // A port found free can be taken before the server binds it (tests start servers in
+        // parallel): then this server exits, and whatever answers there is not ours. Retry on
+        // a new port until our own child is the one that answers.
+        for attempt in 0..10 {
+            // Named, so its greeting tells it apart from another test's server on the port.
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos();
+            let name = format!("greentic-test-{}-{attempt}-{nanos}", std::process::id());
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let mut child = Command::new(&bin)
+                .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-n", &name, "-sd"])
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("starting `{bin}`: {e}; run scripts/test.sh (it installs nats-server) or set GREENTIC_NATS_SERVER")
+                });
+            let until = Instant::now() + Duration::from_secs(20);
+            let mut listening = false;
+            while Instant::now() < until {
+                if child.try_wait().ok().flatten().is_some() {
+                    break; // exited: most likely its port was taken
+                }
+                if let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) {
+                    // A NATS server greets with an INFO line naming itself.
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                    let mut info = String::new();
+                    let _ = std::io::BufRead::read_line(
+                        &mut std::io::BufReader::new(&stream),
+                        &mut info,
+                    );
+                    if info.starts_with("INFO") && info.contains(&name) {
+                        listening = true;
+                        break;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if listening {
+                return Nats {
+                    child,
+                    url: format!("nats://127.0.0.1:{port}"),
+                    _dir: dir,
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        Nats {
-            child,
-            url: format!("nats://127.0.0.1:{port}"),
-            _dir: dir,
-        }
+        panic!("nats-server did not listen on any of 10 free ports");
     }
 }
 
