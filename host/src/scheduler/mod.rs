@@ -69,12 +69,12 @@ struct Lot {
 }
 
 /// Where a call's work is.
-const INLINE: u8 = 0; // polled by its caller (until it has used a whole slice)
-const IDLE: u8 = 3; // on the guest threads, waiting for I/O or a timer
-const QUEUED: u8 = 4; // on the guest threads, waiting for a turn
-const RUNNING: u8 = 5; // on a guest thread now
-const WOKEN: u8 = 6; // running, and woken meanwhile: wants another turn
-const DONE: u8 = 7;
+const INLINE: u8 = 0; // polled by its caller (until it turns out CPU-bound)
+const IDLE: u8 = 1; // on the guest threads, waiting for I/O or a timer
+const QUEUED: u8 = 2; // on the guest threads, waiting for a turn
+const RUNNING: u8 = 3; // on a guest thread now
+const WOKEN: u8 = 4; // running, and woken meanwhile: wants another turn
+const DONE: u8 = 5;
 
 struct Task {
     tenant: Arc<str>,
