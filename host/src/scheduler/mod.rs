@@ -125,6 +125,33 @@ impl Wake for Task {
     }
 }
 
+impl Task {
+    /// Runs one turn of the work with `waker` (or drops it, if its caller went away) and books
+    /// the turn's CPU time: whether the work is over, the turn's CPU time, and the call's so
+    /// far in nanoseconds.
+    fn turn(&self, waker: &Waker) -> (bool, Duration, u64) {
+        let started = os::thread_cpu();
+        let finished = {
+            let mut slot = self.job.lock().unwrap_or_else(|e| e.into_inner());
+            let done = match slot.as_mut() {
+                Some(job) if !self.cancelled.load(Ordering::Acquire) => {
+                    turn(job, &mut Context::from_waker(waker))
+                }
+                // Dropped by its caller (or already over): the work and its store go now.
+                _ => true,
+            };
+            if done {
+                *slot = None;
+            }
+            done
+        };
+        let used = os::thread_cpu().saturating_sub(started);
+        let nanos = used.as_nanos() as u64;
+        let total = self.cpu_ns.fetch_add(nanos, Ordering::Relaxed) + nanos;
+        (finished, used, total)
+    }
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Lot> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
@@ -267,27 +294,7 @@ fn guest_thread(shared: Arc<Shared>, handle: tokio::runtime::Handle, priority: G
         };
         task.status.store(RUNNING, Ordering::Release);
         let waker = Waker::from(task.clone());
-        let started = os::thread_cpu();
-        let finished = {
-            let mut slot = task.job.lock().unwrap_or_else(|e| e.into_inner());
-            match slot.as_mut() {
-                Some(job) if !task.cancelled.load(Ordering::Acquire) => {
-                    let done = turn(job, &mut Context::from_waker(&waker));
-                    if done {
-                        *slot = None;
-                    }
-                    done
-                }
-                _ => {
-                    // Dropped by its caller: the work (and its store) goes now.
-                    *slot = None;
-                    true
-                }
-            }
-        };
-        let used = os::thread_cpu().saturating_sub(started);
-        task.cpu_ns
-            .fetch_add(used.as_nanos() as u64, Ordering::Relaxed);
+        let (finished, used, _) = task.turn(&waker);
         let again = if finished {
             task.status.store(DONE, Ordering::Release);
             false
@@ -387,26 +394,7 @@ impl<T> Turns<T> {
         };
         noting.woken.store(false, Ordering::SeqCst);
         let waker = Waker::from(noting.clone());
-        let started = os::thread_cpu();
-        let finished = {
-            let mut slot = self.task.job.lock().unwrap_or_else(|e| e.into_inner());
-            match slot.as_mut() {
-                Some(job) => {
-                    let done = turn(job, &mut Context::from_waker(&waker));
-                    if done {
-                        *slot = None;
-                    }
-                    done
-                }
-                None => true,
-            }
-        };
-        let used = os::thread_cpu().saturating_sub(started);
-        let total = self
-            .task
-            .cpu_ns
-            .fetch_add(used.as_nanos() as u64, Ordering::Relaxed)
-            + used.as_nanos() as u64;
+        let (finished, used, total) = self.task.turn(&waker);
         // Woken during its own turn and past a short call's CPU: a fuel yield of CPU-bound work
         // (a host call completing at once also wakes it, but such calls stay short).
         let cpu_bound = !finished
