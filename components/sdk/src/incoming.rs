@@ -88,9 +88,22 @@ impl Request {
 
 /// Answers with `status`, a content type and `body`.
 pub fn respond(out: ResponseOutparam, status: u16, content_type: &str, body: &[u8]) {
-    let headers =
-        Fields::from_list(&[("content-type".to_string(), content_type.as_bytes().to_vec())])
-            .unwrap_or_else(|_| Fields::new());
+    respond_with(
+        out,
+        status,
+        &[("content-type".to_string(), content_type.to_string())],
+        body,
+    );
+}
+
+/// Answers with `status`, `headers` and `body`. Headers the host refuses (invalid names or
+/// values, forbidden ones) are left out rather than failing the answer.
+pub fn respond_with(out: ResponseOutparam, status: u16, headers: &[(String, String)], body: &[u8]) {
+    let fields = Fields::new();
+    for (name, value) in headers {
+        let _ = fields.append(name, value.as_bytes());
+    }
+    let headers = fields;
     let response = OutgoingResponse::new(headers);
     let _ = response.set_status_code(status);
     let Ok(outgoing) = response.body() else {
@@ -111,4 +124,109 @@ pub fn respond(out: ResponseOutparam, status: u16, content_type: &str, body: &[u
 pub fn respond_json(out: ResponseOutparam, status: u16, message: &str) {
     let body = serde_json::json!({ "status": status, "message": message }).to_string();
     respond(out, status, "application/json", body.as_bytes());
+}
+
+/// Why a delivery's signature was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureError {
+    /// No signature header.
+    Missing,
+    /// The header is not `<prefix><hex of 32 bytes>`.
+    Malformed,
+    /// The signature does not match the body under the secret.
+    Mismatch,
+}
+
+impl SignatureError {
+    /// A stable code for telemetry: `signature-missing`, `signature-malformed`, `bad-signature`.
+    pub fn code(self) -> &'static str {
+        match self {
+            SignatureError::Missing => "signature-missing",
+            SignatureError::Malformed => "signature-malformed",
+            SignatureError::Mismatch => "bad-signature",
+        }
+    }
+}
+
+/// Checks `header` (`<prefix><lower-case hex>`, e.g. GitHub's `sha256=…`) against the
+/// HMAC-SHA256 of `body` under `secret`, comparing in constant time.
+pub fn verify_hmac_sha256(
+    secret: &[u8],
+    body: &[u8],
+    header: Option<&str>,
+    prefix: &str,
+) -> Result<(), SignatureError> {
+    use hmac::{Hmac, Mac};
+    let header = header.ok_or(SignatureError::Missing)?;
+    let hex = header
+        .trim()
+        .strip_prefix(prefix)
+        .ok_or(SignatureError::Malformed)?;
+    let expected = decode_hex(hex).ok_or(SignatureError::Malformed)?;
+    if expected.len() != 32 {
+        return Err(SignatureError::Malformed);
+    }
+    let mut mac =
+        Hmac::<sha2::Sha256>::new_from_slice(secret).map_err(|_| SignatureError::Mismatch)?;
+    mac.update(body);
+    // `verify_slice` compares in constant time.
+    mac.verify_slice(&expected)
+        .map_err(|_| SignatureError::Mismatch)
+}
+
+/// `<prefix><hex>` of the HMAC-SHA256 of `body` under `secret`: what a sender puts in the
+/// signature header (for tests and for signing outgoing deliveries).
+pub fn sign_hmac_sha256(secret: &[u8], body: &[u8], prefix: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(body);
+    let bytes = mac.finalize().into_bytes();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}{hex}")
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_signatures_verify_and_refuse() {
+        let body = b"{\"zen\":\"hi\"}";
+        let good = sign_hmac_sha256(b"s3cret", body, "sha256=");
+        assert!(good.starts_with("sha256=") && good.len() == 7 + 64);
+        assert_eq!(
+            verify_hmac_sha256(b"s3cret", body, Some(&good), "sha256="),
+            Ok(())
+        );
+        assert_eq!(
+            verify_hmac_sha256(b"other", body, Some(&good), "sha256="),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_hmac_sha256(b"s3cret", b"{}", Some(&good), "sha256="),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_hmac_sha256(b"s3cret", body, None, "sha256="),
+            Err(SignatureError::Missing)
+        );
+        assert_eq!(
+            verify_hmac_sha256(b"s3cret", body, Some("sha1=00"), "sha256="),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            verify_hmac_sha256(b"s3cret", body, Some("sha256=zz"), "sha256="),
+            Err(SignatureError::Malformed)
+        );
+    }
 }

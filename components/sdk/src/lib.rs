@@ -1,35 +1,41 @@
 //! Guest SDK for greentic provider components.
 //!
 //! A provider is a Rust `cdylib` built for `wasm32-wasip2` (`cargo build --target wasm32-wasip2`
-//! or `cargo component build`). This crate gives it:
+//! or `cargo component build`). Implement your domain's trait and mark the impl with
+//! [`provider`]; it embeds the crate's `provider.json`, exports the provider in its world and
+//! wraps every call in the provider's span, outcome and `calls` counter (this is the whole
+//! `src/lib.rs` of a provider crate with a `provider.json` beside its `Cargo.toml`):
 //!
-//! - the generated bindings of every greentic world: [`messaging`] (`greentic:messaging/provider`),
-//!   [`webhook`] (`greentic:webhook/handler`) and [`timer`] (`greentic:timer/scheduled`), each
-//!   with its export macro; the imports they
-//!   share (secrets, telemetry, config, state, types) are generated once, in [`imports`];
-//! - [`provider_manifest!`], which embeds the crate's `provider.json` in the component, so its
-//!   digest and signature cover it;
-//! - helpers: [`telemetry`] (logs, a span guard, metrics), [`secrets`] (zeroized values,
-//!   errors mapped to provider errors), [`config`] (typed configuration), [`state`] (the
-//!   tenant-scoped key-value store, de-duplication), [`errors`] (HTTP
-//!   status to provider error), [`http`] (a blocking outbound HTTP client for messaging
-//!   providers) and [`incoming`] (request/response helpers for webhook providers).
+//! ```ignore
+//! use greentic_provider_sdk::prelude::*;
 //!
-//! ```no_run
-//! use greentic_provider_sdk::messaging::exports::greentic::messaging::outbound::{Guest, Message, SendResult};
-//! use greentic_provider_sdk::types::{ProviderError, TenantCtx};
-//!
-//! // In a provider crate, also: greentic_provider_sdk::provider_manifest!();
 //! struct Echo;
-//! impl Guest for Echo {
-//!     fn send(ctx: TenantCtx, msg: Message) -> Result<SendResult, ProviderError> {
-//!         let span = greentic_provider_sdk::telemetry::SpanGuard::start("echo");
-//!         span.attr("to", &msg.to);
-//!         Ok(SendResult { id: format!("{}:{}", ctx.tenant, msg.to), delivered_at_ms: 0 })
+//!
+//! #[provider]
+//! impl Messaging for Echo {
+//!     fn send(ctx: &Ctx, msg: Message) -> Result<SendResult, ProviderError> {
+//!         ctx.attr("to", &msg.to);
+//!         Ok(SendResult { id: format!("{}:{}", ctx.tenant, msg.to), delivered_at_ms: now_ms() })
 //!     }
 //! }
-//! greentic_provider_sdk::export_messaging_provider!(Echo);
 //! ```
+//!
+//! The WIT contracts are inside this crate (`wit/`), so it builds from its published package.
+//! Everything a provider usually needs is in [`prelude`]:
+//!
+//! - the domain traits [`Messaging`], [`Webhook`] (`fn handle(ctx, Request) -> Response`) and
+//!   [`Timer`], and the call's [`Ctx`] (tenant, trace id, the one resolved idempotency key, the
+//!   span);
+//! - helpers: [`telemetry`] (logs, spans, metrics), [`secrets`] (zeroized values, errors mapped
+//!   to provider errors), [`config`] (typed configuration), [`state`] (the tenant-scoped
+//!   key-value store, de-duplication), [`errors`] (HTTP status to provider error), [`http`] (a
+//!   blocking outbound HTTP client) and [`incoming`] (webhook request reading and HMAC
+//!   signatures).
+//!
+//! The generated bindings of every world stay available for code that needs them:
+//! [`messaging`] (`greentic:messaging/provider`), [`webhook`] (`greentic:webhook/handler`) and
+//! [`timer`] (`greentic:timer/scheduled`), each with its export macro; the imports they share
+//! (secrets, telemetry, config, state, types) are generated once, in [`imports`].
 
 #![allow(missing_docs)] // generated bindings carry the WIT docs; hand-written modules are documented.
 
@@ -39,18 +45,18 @@ macro_rules! generate {
     ([$($wit:literal),* $(,)?], $($options:tt)*) => {
         wit_bindgen::generate!({
             path: [
-                "../../wit/deps/io.wit",
-                "../../wit/deps/clocks.wit",
-                "../../wit/deps/random.wit",
-                "../../wit/deps/filesystem.wit",
-                "../../wit/deps/sockets.wit",
-                "../../wit/deps/cli.wit",
-                "../../wit/deps/http.wit",
-                "../../wit/types.wit",
-                "../../wit/secrets.wit",
-                "../../wit/telemetry.wit",
-                "../../wit/config.wit",
-                "../../wit/state.wit",
+                "wit/deps/io.wit",
+                "wit/deps/clocks.wit",
+                "wit/deps/random.wit",
+                "wit/deps/filesystem.wit",
+                "wit/deps/sockets.wit",
+                "wit/deps/cli.wit",
+                "wit/deps/http.wit",
+                "wit/types.wit",
+                "wit/secrets.wit",
+                "wit/telemetry.wit",
+                "wit/config.wit",
+                "wit/state.wit",
                 $($wit,)*
             ],
             $($options)*
@@ -108,7 +114,7 @@ pub mod imports {
 pub mod messaging {
     domain_world!(
         "greentic:messaging/provider@1.0.0",
-        "../../wit/messaging.wit",
+        "wit/messaging.wit",
         "export_messaging_provider",
         "greentic_provider_sdk::messaging",
     );
@@ -120,7 +126,7 @@ pub mod messaging {
 pub mod webhook {
     domain_world!(
         "greentic:webhook/handler@1.0.0",
-        "../../wit/webhook.wit",
+        "wit/webhook.wit",
         "export_webhook_handler",
         "greentic_provider_sdk::webhook",
     );
@@ -133,7 +139,7 @@ pub mod webhook {
 pub mod timer {
     domain_world!(
         "greentic:timer/scheduled@1.0.0",
-        "../../wit/timer.wit",
+        "wit/timer.wit",
         "export_timer_provider",
         "greentic_provider_sdk::timer",
         "greentic:types/types@1.0.0": crate::messaging::greentic::types::types,
@@ -145,6 +151,26 @@ pub mod timer {
         "wasi:clocks/monotonic-clock@0.2.12": crate::messaging::wasi::clocks::monotonic_clock,
         "wasi:clocks/wall-clock@0.2.12": crate::messaging::wasi::clocks::wall_clock,
     );
+}
+
+mod provider;
+
+pub use greentic_provider_sdk_macros::provider;
+#[doc(hidden)]
+pub use provider::__export;
+pub use provider::{
+    Ctx, FireInfo, Message, Messaging, Request, Response, SendResult, TENANT_HEADER, TRACE_HEADER,
+    Timer, Webhook,
+};
+
+/// Everything a provider usually needs: `use greentic_provider_sdk::prelude::*;`.
+pub mod prelude {
+    pub use crate::errors::{self, code as error_code};
+    pub use crate::types::{ProviderError, RateLimit, UnavailableInfo};
+    pub use crate::{
+        Ctx, FireInfo, Message, Messaging, Request, Response, SendResult, Timer, Webhook, config,
+        http, incoming, now_ms, provider, secrets, state, telemetry,
+    };
 }
 
 pub mod config;

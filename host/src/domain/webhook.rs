@@ -13,6 +13,35 @@ use crate::state::CallState;
 
 crate::bindings::domain_bindgen!("greentic:webhook/handler@1.0.0", "../wit/webhook.wit");
 
+/// The header the provider finds its tenant in (the one the delivery's path names).
+pub const TENANT_HEADER: &str = "x-greentic-tenant";
+/// The header the provider finds the call's W3C trace id in.
+pub const TRACE_HEADER: &str = "x-greentic-trace-id";
+
+/// The delivery's headers as the provider sees them: the sender's, without any `x-greentic-*`
+/// header it sent, plus the host's own tenant and trace id.
+fn tenant_headers(
+    sent: &hyper::HeaderMap,
+    ctx: &crate::bindings::greentic::types::types::TenantCtx,
+) -> hyper::HeaderMap {
+    let mut headers: hyper::HeaderMap = sent
+        .iter()
+        .filter(|(name, _)| !name.as_str().starts_with("x-greentic-"))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    if let Ok(tenant) = hyper::header::HeaderValue::from_str(&ctx.tenant) {
+        headers.insert(TENANT_HEADER, tenant);
+    }
+    if let Some(trace) = ctx
+        .trace_id
+        .as_deref()
+        .and_then(|t| hyper::header::HeaderValue::from_str(t).ok())
+    {
+        headers.insert(TRACE_HEADER, trace);
+    }
+    headers
+}
+
 /// The webhook domain.
 pub struct Webhook;
 
@@ -62,7 +91,7 @@ impl Domain for Webhook {
             .uri(request.uri())
             .version(request.version());
         if let Some(headers) = builder.headers_mut() {
-            *headers = request.headers().clone();
+            *headers = tenant_headers(request.headers(), cx.ctx);
         }
         let body = http_body_util::Full::new(request.body().clone()).map_err(
             |never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} },
@@ -95,5 +124,39 @@ impl Domain for Webhook {
             Err(e) => wasmtime::bail!("reading the provider's response body: {e}"),
         };
         Ok(Ok(Output::Http(hyper::Response::from_parts(parts, body))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bindings::greentic::types::types::{Cloud, DeploymentCtx, Platform, TenantCtx};
+
+    #[test]
+    fn a_sender_cannot_name_the_tenant_the_provider_sees() {
+        let mut sent = hyper::HeaderMap::new();
+        sent.insert("x-greentic-tenant", "victim".parse().unwrap());
+        sent.insert("X-Greentic-Anything", "x".parse().unwrap());
+        sent.insert("x-github-event", "push".parse().unwrap());
+        let ctx = TenantCtx {
+            tenant: "acme".into(),
+            team: None,
+            user: None,
+            deployment: DeploymentCtx {
+                cloud: Cloud::Local,
+                region: None,
+                platform: Platform::Baremetal,
+                runtime: None,
+            },
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
+            idempotency_key: None,
+        };
+        let seen = tenant_headers(&sent, &ctx);
+        assert_eq!(seen.get_all(TENANT_HEADER).iter().count(), 1);
+        assert_eq!(seen[TENANT_HEADER], "acme");
+        assert_eq!(seen[TRACE_HEADER], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(seen["x-github-event"], "push");
+        assert!(seen.get("x-greentic-anything").is_none());
+        assert_eq!(seen.len(), 3);
     }
 }

@@ -12,18 +12,10 @@
 
 pub mod logic;
 
-use greentic_provider_sdk::messaging::exports::greentic::messaging::outbound::{
-    Guest, Message, SendResult,
-};
-use greentic_provider_sdk::telemetry::{self, SpanGuard};
-use greentic_provider_sdk::types::{ProviderError, TenantCtx, UnavailableInfo};
+use greentic_provider_sdk::prelude::*;
 use std::time::Duration;
 
-use greentic_provider_sdk::{config, errors, http, now_ms, secrets, state};
-
 use logic::{Claim, Config};
-
-greentic_provider_sdk::provider_manifest!();
 
 /// The secret holding the bot token.
 pub const TOKEN_SECRET: &str = "TELEGRAM_BOT_TOKEN";
@@ -34,35 +26,22 @@ const CLAIM_SECS: u64 = 120;
 
 struct Telegram;
 
-impl Guest for Telegram {
-    fn send(ctx: TenantCtx, msg: Message) -> Result<SendResult, ProviderError> {
-        let span = SpanGuard::start("messaging-telegram.send");
-        let result = deliver(&ctx, &msg, &span);
-        let outcome = match &result {
-            Ok(_) => "delivered",
-            Err(e) => errors::code(e),
-        };
-        span.attr("outcome", outcome);
-        telemetry::counter_add("messaging_telegram.sends", 1, &[("outcome", outcome)]);
-        span.finish(&result);
-        result
+#[provider]
+impl Messaging for Telegram {
+    fn send(ctx: &Ctx, msg: Message) -> Result<SendResult, ProviderError> {
+        deliver(ctx, &msg)
     }
 }
 
-fn deliver(ctx: &TenantCtx, msg: &Message, span: &SpanGuard) -> Result<SendResult, ProviderError> {
+fn deliver(ctx: &Ctx, msg: &Message) -> Result<SendResult, ProviderError> {
     let config: Config = config::load()?;
     logic::validate(msg)?;
-    let key = msg
-        .idempotency_key
-        .as_deref()
-        .or(ctx.idempotency_key.as_deref())
-        .map(logic::state_key);
-    let Some(key) = key else {
-        return send_once(msg, &config, span).map_err(|(e, _)| e);
+    let Some(key) = ctx.idempotency_key.as_deref().map(logic::state_key) else {
+        return send_once(msg, &config, ctx).map_err(|(e, _)| e);
     };
     let claim_revision = match claim(&key)? {
         Claim::Delivered(result) => {
-            span.attr("dedupe", "delivered-before");
+            ctx.attr("dedupe", "delivered-before");
             return Ok(result);
         }
         Claim::Mine(revision) => revision,
@@ -73,8 +52,8 @@ fn deliver(ctx: &TenantCtx, msg: &Message, span: &SpanGuard) -> Result<SendResul
             }));
         }
     };
-    span.attr("dedupe", "first");
-    let sent = send_once(msg, &config, span);
+    ctx.attr("dedupe", "first");
+    let sent = send_once(msg, &config, ctx);
     // Only the holder of the claim writes the record (compare-and-swap on its revision): a
     // claim that ran out mid-send is not overwritten under whoever holds it now.
     let recorded = match &sent {
@@ -138,7 +117,7 @@ fn claim(key: &str) -> Result<Claim, ProviderError> {
 fn send_once(
     msg: &Message,
     config: &Config,
-    span: &SpanGuard,
+    ctx: &Ctx,
 ) -> Result<SendResult, (ProviderError, Delivery)> {
     let refused = |e| (e, Delivery::Refused);
     let token = secrets::required(TOKEN_SECRET).map_err(refused)?;
@@ -154,12 +133,10 @@ fn send_once(
     request.timeout_ms = config.timeout_ms;
     drop(token);
     let response = http::send(&request).map_err(|e| (e.into(), Delivery::Unknown))?;
-    span.attr("http.status", &response.status.to_string());
+    ctx.attr("http.status", &response.status.to_string());
     let now = now_ms();
     if let Some(e) = logic::error(&response, now) {
         return Err(refused(e));
     }
     Ok(logic::result(&msg.to, &response.body, now))
 }
-
-greentic_provider_sdk::export_messaging_provider!(Telegram);

@@ -8,85 +8,50 @@
 
 pub mod logic;
 
-use greentic_provider_sdk::messaging::exports::greentic::messaging::outbound::{
-    Guest, Message, SendResult,
-};
-use greentic_provider_sdk::telemetry::{self, SpanGuard};
-use greentic_provider_sdk::types::{ProviderError, TenantCtx};
-use greentic_provider_sdk::{config, errors, http, secrets};
+use greentic_provider_sdk::prelude::*;
 
 use logic::Config;
-
-greentic_provider_sdk::provider_manifest!();
 
 /// The secret holding the optional bearer token.
 pub const TOKEN_SECRET: &str = "WEBHOOK_BEARER_TOKEN";
 
 struct MessagingWebhook;
 
-impl Guest for MessagingWebhook {
-    fn send(ctx: TenantCtx, msg: Message) -> Result<SendResult, ProviderError> {
-        let span = SpanGuard::start("messaging-webhook.send");
-        let result = deliver(&ctx, &msg, &span);
-        match &result {
-            Ok(r) => {
-                span.attr("outcome", "delivered");
-                span.attr("message.id", &r.id);
-            }
-            Err(e) => {
-                span.attr("outcome", logic::error_code(e));
-            }
+#[provider]
+impl Messaging for MessagingWebhook {
+    fn send(ctx: &Ctx, msg: Message) -> Result<SendResult, ProviderError> {
+        let config: Config = config::load()?;
+        logic::validate_message(&msg)?;
+        let body = logic::payload(&msg, &config).to_string().into_bytes();
+        let mut request = http::Request::post_json(&config.url, body);
+        request.timeout_ms = config.timeout_ms;
+        if let Some(key) = &ctx.idempotency_key {
+            request = request.header("idempotency-key", key);
         }
-        telemetry::counter_add(
-            "messaging_webhook.sends",
-            1,
-            &[(
-                "outcome",
-                result
-                    .as_ref()
-                    .map_or_else(logic::error_code, |_| "delivered"),
-            )],
+        if let Some(token) = secrets::optional(TOKEN_SECRET)? {
+            request = request.header("authorization", &format!("Bearer {}", token.expose_str()?));
+        }
+        let started = now_ms();
+        let response = http::send(&request);
+        telemetry::histogram_record(
+            "messaging_webhook.upstream_ms",
+            now_ms().saturating_sub(started) as f64,
+            &[],
         );
-        span.finish(&result);
-        result
+        let response = response?;
+        ctx.attr("http.status", &response.status.to_string());
+        let now = now_ms();
+        if let Some(e) = errors::from_status(
+            response.status,
+            response.header("retry-after"),
+            now,
+            &logic::excerpt(&response.body),
+        ) {
+            return Err(e);
+        }
+        Ok(SendResult {
+            id: logic::result_id(&response, ctx.idempotency_key.as_deref(), now),
+            delivered_at_ms: now,
+        })
     }
 }
-
-fn deliver(ctx: &TenantCtx, msg: &Message, span: &SpanGuard) -> Result<SendResult, ProviderError> {
-    let config: Config = config::load()?;
-    logic::validate_message(msg)?;
-    let body = logic::payload(msg, &config).to_string().into_bytes();
-    let mut request = http::Request::post_json(&config.url, body);
-    request.timeout_ms = config.timeout_ms;
-    let key = logic::idempotency_key(ctx, msg);
-    if let Some(key) = key {
-        request = request.header("idempotency-key", key);
-    }
-    if let Some(token) = secrets::optional(TOKEN_SECRET)? {
-        request = request.header("authorization", &format!("Bearer {}", token.expose_str()?));
-    }
-    let started = logic::now_ms();
-    let response = http::send(&request);
-    telemetry::histogram_record(
-        "messaging_webhook.upstream_ms",
-        logic::now_ms().saturating_sub(started) as f64,
-        &[],
-    );
-    let response = response?;
-    span.attr("http.status", &response.status.to_string());
-    let now = logic::now_ms();
-    if let Some(e) = errors::from_status(
-        response.status,
-        response.header("retry-after"),
-        now,
-        &logic::excerpt(&response.body),
-    ) {
-        return Err(e);
-    }
-    Ok(SendResult {
-        id: logic::result_id(&response, key, now),
-        delivered_at_ms: now,
-    })
-}
-
-greentic_provider_sdk::export_messaging_provider!(MessagingWebhook);

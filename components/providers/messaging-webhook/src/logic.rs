@@ -2,7 +2,7 @@
 
 use greentic_provider_sdk::http::Response;
 use greentic_provider_sdk::messaging::exports::greentic::messaging::outbound::Message;
-use greentic_provider_sdk::types::{ProviderError, TenantCtx};
+use greentic_provider_sdk::types::ProviderError;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -59,14 +59,6 @@ pub fn payload(msg: &Message, config: &Config) -> Value {
     body
 }
 
-/// The idempotency key to send: the message's, else the call's.
-pub fn idempotency_key<'a>(ctx: &'a TenantCtx, msg: &'a Message) -> Option<&'a str> {
-    msg.idempotency_key
-        .as_deref()
-        .or(ctx.idempotency_key.as_deref())
-        .filter(|k| !k.is_empty())
-}
-
 /// The delivered message's id: the upstream's (`id` or `ts` in a JSON body, or the
 /// `x-request-id` header), else the idempotency key, else one made from the time.
 pub fn result_id(response: &Response, key: Option<&str>, now_ms: u64) -> String {
@@ -102,10 +94,6 @@ mod tests {
             thread: None,
             idempotency_key: None,
         }
-    }
-
-    fn ctx(key: Option<&str>) -> TenantCtx {
-        greentic_provider_sdk::test_ctx("acme", key)
     }
 
     fn config() -> Config {
@@ -154,16 +142,6 @@ mod tests {
             Err(ProviderError::InvalidInput(_))
         ));
         assert!(validate_message(&msg("#a", "ok")).is_ok());
-    }
-
-    #[test]
-    fn message_key_wins_over_call_key() {
-        let mut m = msg("#a", "t");
-        assert_eq!(idempotency_key(&ctx(Some("call")), &m), Some("call"));
-        m.idempotency_key = Some("msg".into());
-        assert_eq!(idempotency_key(&ctx(Some("call")), &m), Some("msg"));
-        assert_eq!(idempotency_key(&ctx(None), &msg("#a", "t")), None);
-        assert_eq!(idempotency_key(&ctx(Some("")), &msg("#a", "t")), None);
     }
 
     #[test]

@@ -9,60 +9,43 @@
 
 pub mod logic;
 
-use greentic_provider_sdk::telemetry::{self, SpanGuard};
-use greentic_provider_sdk::timer::exports::greentic::timer::schedule::{FireInfo, Guest};
-use greentic_provider_sdk::types::{ProviderError, TenantCtx};
-use greentic_provider_sdk::{config, errors, http, secrets, state};
+use greentic_provider_sdk::prelude::*;
 
 use logic::Config;
-
-greentic_provider_sdk::provider_manifest!();
 
 /// The secret holding the optional bearer token.
 pub const TOKEN_SECRET: &str = "HEARTBEAT_TOKEN";
 
 struct Heartbeat;
 
-impl Guest for Heartbeat {
-    fn on_fire(ctx: TenantCtx, info: FireInfo) -> Result<(), ProviderError> {
-        let span = SpanGuard::start("timer-heartbeat.fire");
-        span.attr("schedule", &info.schedule);
-        span.attr("slot", &info.scheduled_at_ms.to_string());
-        let result = beat(&ctx, &info, &span);
-        let outcome = match &result {
-            Ok(()) => "sent",
-            Err(e) => logic::error_code(e),
-        };
-        span.attr("outcome", outcome);
-        telemetry::counter_add("timer_heartbeat.beats", 1, &[("outcome", outcome)]);
-        span.finish(&result);
-        result
-    }
-}
-
-fn beat(ctx: &TenantCtx, info: &FireInfo, span: &SpanGuard) -> Result<(), ProviderError> {
-    let config: Config = config::load()?;
-    let sequence = slot_sequence(info)?;
-    span.attr("sequence", &sequence.to_string());
-    let body = logic::payload(ctx, info, sequence).to_string().into_bytes();
-    let mut request = http::Request::post_json(&config.url, body);
-    request.timeout_ms = config.timeout_ms;
-    if let Some(key) = &ctx.idempotency_key {
-        request = request.header("idempotency-key", key);
-    }
-    if let Some(token) = secrets::optional(TOKEN_SECRET)? {
-        request = request.header("authorization", &format!("Bearer {}", token.expose_str()?));
-    }
-    let response = http::send(&request)?;
-    span.attr("http.status", &response.status.to_string());
-    match errors::from_status(
-        response.status,
-        response.header("retry-after"),
-        logic::now_ms(),
-        &logic::excerpt(&response.body),
-    ) {
-        Some(e) => Err(e),
-        None => Ok(()),
+#[provider]
+impl Timer for Heartbeat {
+    fn on_fire(ctx: &Ctx, info: FireInfo) -> Result<(), ProviderError> {
+        let config: Config = config::load()?;
+        let sequence = slot_sequence(&info)?;
+        ctx.attr("sequence", &sequence.to_string());
+        let body = logic::payload(&ctx.tenant, &info, sequence)
+            .to_string()
+            .into_bytes();
+        let mut request = http::Request::post_json(&config.url, body);
+        request.timeout_ms = config.timeout_ms;
+        if let Some(key) = &ctx.idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        if let Some(token) = secrets::optional(TOKEN_SECRET)? {
+            request = request.header("authorization", &format!("Bearer {}", token.expose_str()?));
+        }
+        let response = http::send(&request)?;
+        ctx.attr("http.status", &response.status.to_string());
+        match errors::from_status(
+            response.status,
+            response.header("retry-after"),
+            logic::now_ms(),
+            &logic::excerpt(&response.body),
+        ) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 
@@ -104,5 +87,3 @@ fn next_sequence() -> Result<u64, ProviderError> {
     }
     Err(state::contended("the heartbeat sequence"))
 }
-
-greentic_provider_sdk::export_timer_provider!(Heartbeat);

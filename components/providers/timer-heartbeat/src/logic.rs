@@ -2,7 +2,6 @@
 //! host.
 
 use greentic_provider_sdk::timer::exports::greentic::timer::schedule::FireInfo;
-use greentic_provider_sdk::types::TenantCtx;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -26,9 +25,9 @@ fn default_timeout() -> u64 {
 
 /// The heartbeat's JSON body. The payload is the schedule's JSON, or `null` if it does not
 /// parse (the host always passes JSON text).
-pub fn payload(ctx: &TenantCtx, info: &FireInfo, sequence: u64) -> Value {
+pub fn payload(tenant: &str, info: &FireInfo, sequence: u64) -> Value {
     json!({
-        "tenant": ctx.tenant,
+        "tenant": tenant,
         "schedule": info.schedule,
         "scheduled_at_ms": info.scheduled_at_ms,
         "fired_at_ms": info.fired_at_ms,
@@ -55,10 +54,6 @@ pub use greentic_provider_sdk::now_ms;
 mod tests {
     use super::*;
 
-    fn ctx() -> TenantCtx {
-        greentic_provider_sdk::test_ctx("acme", Some("schedule:beat:60000"))
-    }
-
     #[test]
     fn the_body_carries_slot_sequence_and_payload() {
         let info = FireInfo {
@@ -68,7 +63,7 @@ mod tests {
             missed: 2,
             payload: r#"{"service":"billing"}"#.into(),
         };
-        let body = payload(&ctx(), &info, 7);
+        let body = payload("acme", &info, 7);
         assert_eq!(body["tenant"], "acme");
         assert_eq!(body["scheduled_at_ms"], 60_000);
         assert_eq!(body["missed"], 2);
@@ -78,7 +73,7 @@ mod tests {
             payload: "not json".into(),
             ..info
         };
-        assert_eq!(payload(&ctx(), &junk, 1)["payload"], Value::Null);
+        assert_eq!(payload("acme", &junk, 1)["payload"], Value::Null);
     }
 
     #[test]

@@ -15,61 +15,38 @@
 
 pub mod logic;
 
-use greentic_provider_sdk::incoming::{self, ReadError, Request};
-use greentic_provider_sdk::telemetry::{self, SpanGuard};
-use greentic_provider_sdk::webhook::exports::wasi::http::incoming_handler::Guest;
-use greentic_provider_sdk::webhook::wasi::http::types::{IncomingRequest, ResponseOutparam};
-use greentic_provider_sdk::{config, secrets, state};
+use greentic_provider_sdk::prelude::*;
 
 use logic::{Config, Outcome};
-
-greentic_provider_sdk::provider_manifest!();
 
 /// The secret that signs deliveries.
 pub const SECRET: &str = "GITHUB_WEBHOOK_SECRET";
 
 struct GithubWebhook;
 
-impl Guest for GithubWebhook {
-    fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
-        let span = SpanGuard::start("webhook-github.delivery");
-        let outcome = process(request, &span);
-        let (status, message) = outcome.response();
-        span.attr("http.status", &status.to_string());
-        span.attr("outcome", outcome.code());
-        telemetry::counter_add(
-            "webhook_github.deliveries",
-            1,
-            &[("outcome", outcome.code())],
-        );
+#[provider]
+impl Webhook for GithubWebhook {
+    fn max_body_bytes() -> usize {
+        config::load::<Config>().map_or(1 << 20, |c| c.max_body_bytes)
+    }
+
+    fn handle(ctx: &Ctx, request: Request) -> Response {
+        let outcome = process(ctx, &request);
         match &outcome {
-            Outcome::Accepted { event, delivery } => {
-                telemetry::info(
-                    "github delivery accepted",
-                    &[("event", event), ("delivery", delivery)],
-                );
-                span.ok();
-            }
-            other => {
-                telemetry::warn("github delivery refused", &[("outcome", other.code())]);
-                span.fail(other.code());
-            }
+            Outcome::Accepted { event, delivery } => telemetry::info(
+                "github delivery accepted",
+                &[("event", event), ("delivery", delivery)],
+            ),
+            other => telemetry::warn("github delivery refused", &[("outcome", other.code())]),
         }
-        incoming::respond_json(response_out, status, &message);
+        let (status, message) = outcome.response();
+        Response::message(status, &message).outcome(outcome.code())
     }
 }
 
-fn process(request: IncomingRequest, span: &SpanGuard) -> Outcome {
-    let config: Config = match config::load() {
-        Ok(config) => config,
-        Err(_) => return Outcome::Misconfigured,
-    };
-    let request = match Request::read(request, config.max_body_bytes) {
-        Ok(request) => request,
-        Err(ReadError::TooLarge(limit)) => return Outcome::TooLarge(limit),
-        Err(ReadError::Stream(_)) => {
-            return Outcome::Malformed("the body could not be read".into());
-        }
+fn process(ctx: &Ctx, request: &Request) -> Outcome {
+    let Ok(config) = config::load::<Config>() else {
+        return Outcome::Misconfigured;
     };
     if request.method != "POST" {
         return Outcome::WrongMethod;
@@ -79,32 +56,25 @@ fn process(request: IncomingRequest, span: &SpanGuard) -> Outcome {
         .unwrap_or("unknown")
         .to_string();
     let delivery = request.header("x-github-delivery").map(str::to_string);
-    span.attr("github.event", &event);
+    ctx.attr("github.event", &event);
     if let Some(delivery) = &delivery {
-        span.attr("github.delivery", delivery);
+        ctx.attr("github.delivery", delivery);
     }
-    let secret = match secrets::get(SECRET) {
-        Ok(secret) => secret,
-        Err(_) => return Outcome::Misconfigured,
+    let Ok(secret) = secrets::get(SECRET) else {
+        return Outcome::Misconfigured;
     };
-    if let Err(e) = logic::verify_signature(
-        secret.expose(),
-        &request.body,
-        request.header("x-hub-signature-256"),
-    ) {
+    let signature = request.header("x-hub-signature-256");
+    if let Err(e) = logic::verify_signature(secret.expose(), &request.body, signature) {
         return Outcome::BadSignature(e);
     }
     drop(secret);
     let Some(delivery) = delivery else {
         return Outcome::MissingDeliveryId;
     };
-    let signature = request
-        .header("x-hub-signature-256")
-        .unwrap_or_default()
-        .to_string();
     if !logic::valid_delivery_id(&delivery) {
         return Outcome::Malformed("X-GitHub-Delivery is not a delivery id".into());
     }
+    let signature = signature.unwrap_or_default();
     match logic::check_payload(&request.body, event, delivery) {
         Outcome::Accepted { event, delivery } => {
             let window = Some(std::time::Duration::from_secs(config.replay_window_secs));
@@ -130,5 +100,3 @@ fn process(request: IncomingRequest, span: &SpanGuard) -> Outcome {
         other => other,
     }
 }
-
-greentic_provider_sdk::export_webhook_handler!(GithubWebhook);

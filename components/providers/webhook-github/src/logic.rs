@@ -1,8 +1,6 @@
 //! The provider's pure logic: signature verification and outcomes. Unit-tested on the host.
 
-use hmac::{Hmac, Mac};
 use serde::Deserialize;
-use sha2::Sha256;
 
 /// The tenant's configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -24,47 +22,15 @@ fn default_replay_window() -> u64 {
     7 * 24 * 3600
 }
 
-/// Why a signature was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignatureError {
-    /// No `X-Hub-Signature-256` header.
-    Missing,
-    /// Not `sha256=` followed by 64 hex digits.
-    Malformed,
-    /// Well-formed but wrong.
-    Mismatch,
-}
+pub use greentic_provider_sdk::incoming::SignatureError;
 
-/// Verifies `X-Hub-Signature-256` over `body` with `secret` (constant-time comparison).
+/// Verifies `X-Hub-Signature-256` (`sha256=<hex>`) over `body` with `secret`, in constant time.
 pub fn verify_signature(
     secret: &[u8],
     body: &[u8],
     header: Option<&str>,
 ) -> Result<(), SignatureError> {
-    let header = header.ok_or(SignatureError::Missing)?;
-    let hex = header
-        .trim()
-        .strip_prefix("sha256=")
-        .ok_or(SignatureError::Malformed)?;
-    let expected = decode_hex(hex).ok_or(SignatureError::Malformed)?;
-    if expected.len() != 32 {
-        return Err(SignatureError::Malformed);
-    }
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| SignatureError::Mismatch)?;
-    mac.update(body);
-    // `verify_slice` compares in constant time.
-    mac.verify_slice(&expected)
-        .map_err(|_| SignatureError::Mismatch)
-}
-
-fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if !hex.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect()
+    greentic_provider_sdk::incoming::verify_hmac_sha256(secret, body, header, "sha256=")
 }
 
 /// What happened to a delivery.
