@@ -5,6 +5,7 @@ mod conformance;
 mod fleet;
 mod inspect;
 mod manifest;
+mod new;
 mod push;
 mod reload;
 mod run;
@@ -39,6 +40,7 @@ enum Command {
     Conformance(conformance::Conformance),
     Publish(fleet::Publish),
     Fleet(fleet::FleetCommand),
+    New(new::New),
 }
 
 impl Cli {
@@ -59,6 +61,7 @@ impl Cli {
             Command::Conformance(cmd) => cmd.run(),
             Command::Publish(cmd) => cmd.run(),
             Command::Fleet(cmd) => cmd.run(),
+            Command::New(cmd) => cmd.run(),
         }
     }
 }

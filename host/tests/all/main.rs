@@ -13,6 +13,7 @@ mod hostile;
 mod ingress;
 mod load;
 mod manifest_cli;
+mod new_provider;
 mod providers;
 mod registry_cli;
 mod reload;

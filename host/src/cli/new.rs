@@ -1,0 +1,330 @@
+//! `greentic-host new provider NAME --domain D`: a provider crate to start from.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+/// Create something new from a template.
+#[derive(Debug, Args)]
+pub struct New {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(Debug, Subcommand)]
+enum What {
+    Provider(NewProvider),
+}
+
+impl New {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        match self.what {
+            What::Provider(cmd) => cmd.run(),
+        }
+    }
+}
+
+/// Write a working provider crate: Cargo.toml (its own workspace), provider.json,
+/// conformance.json, src/lib.rs with a unit test, and a README. It builds with `cargo build
+/// --release --target wasm32-wasip2` and passes `greentic-host conformance` as written.
+#[derive(Debug, Args)]
+struct NewProvider {
+    /// The provider's name: lower-case letters, digits and `-`, starting with a letter (also the
+    /// crate's name).
+    name: String,
+    /// Its domain.
+    #[arg(long)]
+    domain: String,
+    /// Where to write it (default: ./NAME). Must not exist, or be an empty directory.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Depend on the SDK at this path (a checkout's `components/sdk`, or an unpacked package)
+    /// instead of the crates.io release.
+    #[arg(long)]
+    sdk_path: Option<PathBuf>,
+}
+
+/// The SDK release a new provider depends on (the SDK's own version matches it; a test checks).
+const SDK_REQUIREMENT: &str = "1.0";
+
+/// One domain's template files, by name in the crate.
+struct Template {
+    domain: &'static str,
+    world: &'static str,
+    trait_name: &'static str,
+    notes: &'static str,
+    lib: &'static str,
+    manifest: &'static str,
+    profile: &'static str,
+}
+
+const TEMPLATES: &[Template] = &[
+    Template {
+        domain: "messaging",
+        world: "greentic:messaging/provider@1.0.x",
+        trait_name: "Messaging",
+        notes: "Grant it the upstream's host in the bundle (`grants.outbound_hosts`).",
+        lib: include_str!("../../templates/provider/messaging/lib.rs.tmpl"),
+        manifest: include_str!("../../templates/provider/messaging/provider.json.tmpl"),
+        profile: include_str!("../../templates/provider/messaging/conformance.json.tmpl"),
+    },
+    Template {
+        domain: "webhook",
+        world: "greentic:webhook/handler@1.0.x",
+        trait_name: "Webhook",
+        notes: "Deliveries arrive at `/webhooks/{tenant}/NAME/…`; bind each tenant's `WEBHOOK_SECRET`.",
+        lib: include_str!("../../templates/provider/webhook/lib.rs.tmpl"),
+        manifest: include_str!("../../templates/provider/webhook/provider.json.tmpl"),
+        profile: include_str!("../../templates/provider/webhook/conformance.json.tmpl"),
+    },
+    Template {
+        domain: "timer",
+        world: "greentic:timer/scheduled@1.0.x",
+        trait_name: "Timer",
+        notes: "Fire it from a `[[schedules]]` entry of the bundle; grant it the upstream's host.",
+        lib: include_str!("../../templates/provider/timer/lib.rs.tmpl"),
+        manifest: include_str!("../../templates/provider/timer/provider.json.tmpl"),
+        profile: include_str!("../../templates/provider/timer/conformance.json.tmpl"),
+    },
+];
+
+const CARGO_TOML: &str = include_str!("../../templates/provider/Cargo.toml.tmpl");
+const README: &str = include_str!("../../templates/provider/README.md.tmpl");
+const GITIGNORE: &str = include_str!("../../templates/provider/gitignore.tmpl");
+
+impl NewProvider {
+    fn run(self) -> anyhow::Result<ExitCode> {
+        check_name(&self.name)?;
+        let template = TEMPLATES
+            .iter()
+            .find(|t| t.domain == self.domain)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no provider template for domain `{}`; choose one of: {}",
+                    self.domain,
+                    TEMPLATES
+                        .iter()
+                        .map(|t| t.domain)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?;
+        let dir = self
+            .dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(&self.name));
+        let sdk = match &self.sdk_path {
+            Some(path) => {
+                let path = std::fs::canonicalize(path)
+                    .with_context(|| format!("--sdk-path {}: no such directory", path.display()))?;
+                if !path.join("Cargo.toml").is_file() {
+                    anyhow::bail!(
+                        "--sdk-path {}: no Cargo.toml there; point it at the SDK crate (components/sdk)",
+                        path.display()
+                    );
+                }
+                format!(
+                    "greentic-provider-sdk = {{ path = {} }}",
+                    toml_string(&path.display().to_string())
+                )
+            }
+            None => format!("greentic-provider-sdk = \"{SDK_REQUIREMENT}\""),
+        };
+        let files = render(template, &self.name, &sdk);
+        write_atomically(&dir, &files)?;
+        println!(
+            "created {} provider `{}` in {}\n\nnext:\n  cd {}\n  cargo test\n  cargo build --release --target wasm32-wasip2\n  greentic-host conformance target/wasm32-wasip2/release/{}.wasm --profile conformance.json",
+            template.domain,
+            self.name,
+            dir.display(),
+            dir.display(),
+            self.name.replace('-', "_"),
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// A crate and provider name: `[a-z][a-z0-9-]*`, no `--`, not ending in `-`, at most 64.
+fn check_name(name: &str) -> anyhow::Result<()> {
+    let ok = name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.ends_with('-')
+        && !name.contains("--");
+    if !ok {
+        anyhow::bail!(
+            "`{name}` is not a provider name: use lower-case letters, digits and single `-`, starting with a letter (e.g. `messaging-acme`)"
+        );
+    }
+    Ok(())
+}
+
+/// `my-provider` → `MyProvider`.
+fn type_name(name: &str) -> String {
+    name.split('-')
+        .map(|part| {
+            let mut chars = part.chars();
+            chars.next().map_or(String::new(), |first| {
+                first.to_ascii_uppercase().to_string() + chars.as_str()
+            })
+        })
+        .collect()
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// The crate's files, relative path → contents.
+fn render(template: &Template, name: &str, sdk: &str) -> Vec<(&'static str, String)> {
+    let fill = |text: &str| {
+        text.replace("{{name}}", name)
+            .replace("{{crate}}", &name.replace('-', "_"))
+            .replace("{{type}}", &type_name(name))
+            .replace("{{domain}}", template.domain)
+            .replace("{{world}}", template.world)
+            .replace("{{trait}}", template.trait_name)
+            .replace("{{notes}}", template.notes)
+            .replace("{{sdk}}", sdk)
+    };
+    vec![
+        ("Cargo.toml", fill(CARGO_TOML)),
+        ("provider.json", fill(template.manifest)),
+        ("conformance.json", fill(template.profile)),
+        ("src/lib.rs", fill(template.lib)),
+        ("README.md", fill(README)),
+        (".gitignore", fill(GITIGNORE)),
+    ]
+}
+
+/// Writes `files` under `dir`: into a fresh sibling directory first, renamed into place, so a
+/// failure leaves nothing half-written.
+fn write_atomically(dir: &Path, files: &[(&str, String)]) -> anyhow::Result<()> {
+    if dir.exists() {
+        let empty = dir.is_dir()
+            && std::fs::read_dir(dir)
+                .with_context(|| format!("reading {}", dir.display()))?
+                .next()
+                .is_none();
+        if !empty {
+            anyhow::bail!(
+                "{} already exists and is not empty; choose another --dir or name",
+                dir.display()
+            );
+        }
+        std::fs::remove_dir(dir).with_context(|| format!("replacing {}", dir.display()))?;
+    }
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".greentic-new-")
+        .tempdir_in(&parent)
+        .with_context(|| format!("creating a directory in {}", parent.display()))?;
+    for (path, contents) in files {
+        let target = staging.path().join(path);
+        if let Some(p) = target.parent() {
+            std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
+        }
+        std::fs::write(&target, contents).with_context(|| format!("writing {path}"))?;
+    }
+    let staged = staging.keep();
+    std::fs::rename(&staged, dir).with_context(|| {
+        let _ = std::fs::remove_dir_all(&staged);
+        format!("moving the new crate to {}", dir.display())
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_domain_of_the_host_has_a_template() {
+        for domain in greentic_host::domain::DOMAINS {
+            assert!(
+                TEMPLATES.iter().any(|t| t.domain == domain.name),
+                "domain `{}` has no provider template",
+                domain.name
+            );
+        }
+    }
+
+    #[test]
+    fn the_sdk_requirement_matches_the_sdk() {
+        let manifest: toml::Value = toml::from_str(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../components/Cargo.toml"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        let version = manifest["workspace"]["package"]["version"]
+            .as_str()
+            .unwrap();
+        let requirement = semver::VersionReq::parse(SDK_REQUIREMENT).unwrap();
+        assert!(
+            requirement.matches(&semver::Version::parse(version).unwrap()),
+            "the SDK is {version}; new providers ask for {SDK_REQUIREMENT}"
+        );
+    }
+
+    #[test]
+    fn names_are_crate_names() {
+        for good in ["echo", "messaging-acme", "a1-b2"] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "Echo",
+            "1echo",
+            "echo-",
+            "a--b",
+            "a_b",
+            "a b",
+            &"a".repeat(65),
+        ] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+        assert_eq!(type_name("messaging-acme"), "MessagingAcme");
+    }
+
+    #[test]
+    fn rendering_fills_every_placeholder_but_the_suites_own() {
+        for template in TEMPLATES {
+            for (path, text) in render(template, "my-provider", "greentic-provider-sdk = \"1.0\"") {
+                let rest = text.replace("{{upstream}}", "").replace("{{tenant}}", "");
+                assert!(!rest.contains("{{"), "{} {path}: {rest}", template.domain);
+                if path == "provider.json" || path == "conformance.json" {
+                    serde_json::from_str::<serde_json::Value>(&text)
+                        .unwrap_or_else(|e| panic!("{} {path}: {e}", template.domain));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_existing_directory_is_never_overwritten() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("p");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("keep"), "mine").unwrap();
+        let err = write_atomically(&dir, &[("a", "b".into())]).unwrap_err();
+        assert!(err.to_string().contains("not empty"), "{err}");
+        assert_eq!(std::fs::read_to_string(dir.join("keep")).unwrap(), "mine");
+        let fresh = tmp.path().join("q");
+        write_atomically(&fresh, &[("src/lib.rs", "x".into())]).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(fresh.join("src/lib.rs")).unwrap(),
+            "x"
+        );
+    }
+}
