@@ -3,6 +3,7 @@
 #
 #   $GREENTIC_COMPONENTS_DIR/wasip2/NAME.wasm           cargo build --release --target wasm32-wasip2
 #   $GREENTIC_COMPONENTS_DIR/cargo-component/NAME.wasm  cargo component build --release
+#   $GREENTIC_COMPONENTS_DIR/sbom/NAME.cdx.json         CycloneDX SBOM (cargo cyclonedx) of NAME
 #
 # GREENTIC_COMPONENTS_DIR defaults to $CARGO_TARGET_DIR/greentic-components, which is where the
 # tests look for them. Installs the wasm target and cargo-component when missing.
@@ -15,6 +16,7 @@ with_cargo_component=1
 [ "${1:-}" = "--wasip2-only" ] && with_cargo_component=0
 
 ensure_toolchain
+ensure_cargo_cyclonedx
 [ "$with_cargo_component" = 1 ] && ensure_cargo_component
 
 cd "$ROOT/components"
@@ -36,10 +38,15 @@ for p in json.load(sys.stdin)["packages"]:
 # Copy into a fresh directory, then swap it in, so a failed build never leaves a mixed set.
 staging="$(mktemp -d "${COMPONENTS_OUT%/}.tmp.XXXXXX")"
 trap 'rm -rf "$staging"' EXIT
-mkdir -p "$staging/wasip2"
+mkdir -p "$staging/wasip2" "$staging/sbom"
+# SBOMs from the dependency graph of each component as built for wasm32-wasip2 (cargo
+# cyclonedx writes them beside each crate's Cargo.toml; they are moved out of the tree).
+log "writing CycloneDX SBOMs (cargo cyclonedx)"
+cargo cyclonedx -q -f json --spec-version 1.5 --target wasm32-wasip2 --describe binaries
 [ "$with_cargo_component" = 1 ] && mkdir -p "$staging/cargo-component"
 for name in $names; do
   cp "$CARGO_TARGET_DIR/wasm32-wasip2/release/$name.wasm" "$staging/wasip2/"
+  mv "$(find . -name "${name}_cdylib.cdx.json" -not -path './target/*' | head -n 1)" "$staging/sbom/$name.cdx.json"
   if [ "$with_cargo_component" = 1 ]; then
     cp "$CARGO_TARGET_DIR/wasm32-wasip1/release/$name.wasm" "$staging/cargo-component/"
   fi

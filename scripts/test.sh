@@ -5,7 +5,8 @@
 # tests. The host workspace's tests replay every fuzz seed and every past crash on stable
 # (`greentic-fuzzing`); timed coverage-guided fuzzing is scripts/fuzz.sh, run on its own.
 # Installs what it needs (wasm target, cargo-component, docker-registry and skopeo, nats-server)
-# when missing; safe to re-run.
+# when missing, and the Python DSSE/in-toto verifier the attestation tests check ours with; safe
+# to re-run.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -13,6 +14,7 @@ ensure_toolchain
 ensure_cargo_component
 ensure_registry_tools
 ensure_nats_server
+ensure_dsse_verifier
 
 log "checking wit/deps against the Wasmtime release it is vendored from"
 "$ROOT/scripts/vendor-wit.sh" --check

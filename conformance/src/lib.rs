@@ -26,6 +26,9 @@ use std::pin::Pin;
 
 use greentic_manifest::ProviderManifest;
 
+/// The suite's version (this crate's), recorded in reports and attestations.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 pub use cases::{Case, Check};
 pub use profile::Profile;
 pub use report::{CaseResult, Report};

@@ -1,9 +1,9 @@
 //! What a run found: a table for people, JSON and JUnit XML for machines.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One case's result.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CaseResult {
     /// Case id.
     pub id: String,
@@ -20,7 +20,7 @@ pub struct CaseResult {
 }
 
 /// The run's report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     /// Provider name (from its manifest).
     pub provider: String,

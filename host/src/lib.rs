@@ -24,6 +24,7 @@
 
 #![warn(missing_docs)]
 
+pub mod attestation;
 pub mod auth;
 pub mod bindings;
 pub mod blocking;

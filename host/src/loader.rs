@@ -173,12 +173,14 @@ fn load_one(
     section: &crate::bundle::ProviderSection,
 ) -> Result<LoadedProvider, Vec<String>> {
     let fail = |msg: String| vec![format!("provider `{name}`: {msg}")];
-    let blob_cache = bundle.cache_dir().join("blobs");
+    let blob_cache = blob_cache_dir(bundle);
     let locked = old_lock
         .providers
         .get(name)
         .filter(|l| l.source == section.source && !options.update_lock);
     let mut manifest_digest = None;
+    // The reference pinned to the resolved digest: where attestations are looked up.
+    let mut pinned = None;
     let source: Box<dyn ComponentSource> = match SourceRef::parse(&bundle.dir, &section.source) {
         SourceRef::File(_) if !section.allow_unsigned => {
             return Err(fail(format!(
@@ -229,6 +231,7 @@ fn load_one(
                 )));
             }
             manifest_digest = Some(digest.clone());
+            pinned = Some(reference.with_digest(&digest));
             // Fetch exactly what was resolved and verified: by digest, never by tag again.
             Box::new(RegistrySource::new(
                 reference.with_digest(&digest),
@@ -252,6 +255,30 @@ fn load_one(
         .map_err(|e| fail(e.to_string()))?;
     let report = inspect_component(contracts, &source.name(), &fetched.bytes)
         .map_err(|e| fail(e.to_string()))?;
+    let required = section.required(&bundle.file.trust);
+    if !required.is_empty() {
+        let Some(pinned) = &pinned else {
+            return Err(fail(format!(
+                "requires {} attestation(s), but source `{}` is a file, which cannot carry any; push it to a registry and attest it (greentic-host push, greentic-host attest)",
+                kind_list(&required),
+                section.source
+            )));
+        };
+        for summary in check_attestations(
+            bundle,
+            name,
+            section,
+            pinned,
+            &blob_cache_dir(bundle),
+            options.offline,
+            &required,
+            &fetched.digest,
+        )
+        .map_err(fail)?
+        {
+            tracing::info!(provider = name, "attestation verified: {summary}");
+        }
+    }
 
     // Grants against needs: zero trust.
     let grants = &section.grants;
@@ -371,16 +398,87 @@ fn resolve_digest(
     })
 }
 
-/// Verifies the provider's signature with the keys the bundle trusts for it; returns the
-/// verified manifest digest. Fails closed: no keys, no signature, or no valid signature.
-fn verify_signature(
+fn blob_cache_dir(bundle: &Bundle) -> std::path::PathBuf {
+    bundle.cache_dir().join("blobs")
+}
+
+fn kind_list(kinds: &[crate::attestation::Kind]) -> String {
+    kinds
+        .iter()
+        .map(|k| format!("`{}`", k.name()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Checks every required attestation of the provider: for each kind, the newest attestation a
+/// key trusted for this provider signed about exactly `reference`'s digest must hold for the
+/// component `component_digest`. Returns what each certifies. Fails closed.
+#[allow(clippy::too_many_arguments)]
+fn check_attestations(
     bundle: &Bundle,
     name: &str,
     section: &crate::bundle::ProviderSection,
     reference: &greentic_registry::ArtifactRef,
     blob_cache: &std::path::Path,
     offline: bool,
-) -> Result<String, String> {
+    kinds: &[crate::attestation::Kind],
+    component_digest: &str,
+) -> Result<Vec<String>, String> {
+    let keys = trusted_keys(bundle, name, section, "attestations")?;
+    crate::blocking::run("the attestation check", |rt| {
+        let target = crate::bundle::open_target(reference, blob_cache, offline)?;
+        let mut summaries = Vec::new();
+        for kind in kinds {
+            let found = rt
+                .block_on(greentic_signing::verify_attestations(
+                    &target,
+                    reference,
+                    &keys,
+                    kind.predicate_types(),
+                ))
+                .map_err(|e| format!("reading its attestations: {e}"))?;
+            let Some(latest) = found.latest() else {
+                let refused = if found.refused.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (refused: {})", found.refused.join("; "))
+                };
+                return Err(format!(
+                    "requires a `{}` attestation, but {reference} has none signed by a trusted key{refused}; attest it with `greentic-host attest --type {} --key … {reference}`",
+                    kind.name(),
+                    kind.name()
+                ));
+            };
+            let summary = crate::attestation::check(*kind, &latest.statement, component_digest)
+                .map_err(|why| {
+                    format!(
+                        "its newest `{}` attestation (signed by key {}) is refused: {why}",
+                        kind.name(),
+                        short_key(&latest.key_id)
+                    )
+                })?;
+            summaries.push(format!(
+                "{}: {summary}, signed by key {}",
+                kind.name(),
+                short_key(&latest.key_id)
+            ));
+        }
+        Ok(summaries)
+    })
+}
+
+/// The first 12 hex digits of a key id, for messages.
+fn short_key(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+/// The keys the bundle trusts for provider `name` (its `trusted_keys`, else every key).
+fn trusted_keys(
+    bundle: &Bundle,
+    name: &str,
+    section: &crate::bundle::ProviderSection,
+    what: &str,
+) -> Result<greentic_signing::TrustedKeys, String> {
     let key_names: Vec<&String> = if section.trusted_keys.is_empty() {
         bundle.file.trust.keys.keys().collect()
     } else {
@@ -388,8 +486,13 @@ fn verify_signature(
     };
     if key_names.is_empty() {
         return Err(format!(
-            "no trusted keys to verify `{}` with; add [trust.keys] (cosign public keys) or set `allow_unsigned = true` in [providers.{name}]",
-            section.source
+            "no trusted keys to verify the {what} of `{}` with; add [trust.keys] (cosign public keys){}",
+            section.source,
+            if what == "signature" {
+                format!(" or set `allow_unsigned = true` in [providers.{name}]")
+            } else {
+                String::new()
+            }
         ));
     }
     let mut pems = Vec::new();
@@ -400,7 +503,20 @@ fn verify_signature(
                 .map_err(|e| format!("trust key `{key}` ({}): {e}", path.display()))?,
         );
     }
-    let keys = greentic_signing::TrustedKeys::from_pems(&pems).map_err(|e| e.to_string())?;
+    greentic_signing::TrustedKeys::from_pems(&pems).map_err(|e| e.to_string())
+}
+
+/// Verifies the provider's signature with the keys the bundle trusts for it; returns the
+/// verified manifest digest. Fails closed: no keys, no signature, or no valid signature.
+fn verify_signature(
+    bundle: &Bundle,
+    name: &str,
+    section: &crate::bundle::ProviderSection,
+    reference: &greentic_registry::ArtifactRef,
+    blob_cache: &std::path::Path,
+    offline: bool,
+) -> Result<String, String> {
+    let keys = trusted_keys(bundle, name, section, "signature")?;
     // The signature must name this source's repository (or a mirror the bundle accepts): a
     // validly signed artifact of another provider, copied under this one's tag, is refused.
     let own = reference.repository();

@@ -188,6 +188,11 @@ impl KeyPair {
         Ok(KeyPair { signing })
     }
 
+    /// The key's id: the SHA-256 (hex) of its public key (SubjectPublicKeyInfo, DER).
+    pub fn key_id(&self) -> String {
+        key_id(&VerifyingKey::from(&self.signing))
+    }
+
     /// Signs `payload` (ECDSA P-256, SHA-256), returning the ASN.1 DER signature.
     pub fn sign(&self, payload: &[u8]) -> Vec<u8> {
         let sig: DerSignature = self.signing.sign(payload);
@@ -219,11 +224,28 @@ impl TrustedKeys {
 
     /// Whether any trusted key verifies `signature` (DER) over `payload`.
     pub fn verifies(&self, payload: &[u8], signature: &[u8]) -> bool {
-        let Ok(sig) = p256::ecdsa::DerSignature::try_from(signature) else {
-            return false;
-        };
-        self.keys.iter().any(|k| k.verify(payload, &sig).is_ok())
+        self.verifier(payload, signature).is_some()
     }
+
+    /// The id ([`KeyPair::key_id`]) of the trusted key that verifies `signature` (DER) over
+    /// `payload`, if one does.
+    pub fn verifier(&self, payload: &[u8], signature: &[u8]) -> Option<String> {
+        let sig = p256::ecdsa::DerSignature::try_from(signature).ok()?;
+        self.keys
+            .iter()
+            .find(|k| k.verify(payload, &sig).is_ok())
+            .map(key_id)
+    }
+}
+
+/// SHA-256 (hex) of a public key's SubjectPublicKeyInfo DER.
+fn key_id(key: &VerifyingKey) -> String {
+    use sha2::Digest;
+    let der = key.to_public_key_der().expect("a P-256 public key encodes");
+    sha2::Sha256::digest(der.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]

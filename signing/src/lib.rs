@@ -12,6 +12,8 @@
 //!   payload by digest, and accepts only a payload of type `cosign container image signature`
 //!   for exactly that digest, signed by a trusted key. Every constraint must hold; an empty key
 //!   set is an error, never "trust everything".
+//! - [`attest`] attaches an in-toto statement about the artifact in a signed DSSE envelope, the
+//!   way `cosign attest` does (`sha256-<hex>.att`); [`verify_attestations`] checks them.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -28,10 +30,16 @@
 //! # Ok(()) }
 //! ```
 
+mod attest;
 mod keys;
 mod payload;
 mod sigstore_oci;
 
+pub use attest::{
+    Attestations, DSSE_MEDIA_TYPE, Envelope, EnvelopeSignature, IN_TOTO_PAYLOAD_TYPE,
+    MAX_ATTESTATION_LAYERS, MAX_ENVELOPE_BYTES, PREDICATE_ANNOTATION, STATEMENT_TYPE, Statement,
+    Subject, VerifiedAttestation, attest, attestation_tag, pae, verify_attestations,
+};
 pub use keys::{KeyError, KeyPair, TrustedKeys};
 pub use payload::{SIGNATURE_TYPE, SimpleSigning};
 pub use sigstore_oci::{

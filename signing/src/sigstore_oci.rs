@@ -99,7 +99,9 @@ pub struct Verified {
     pub payload: SimpleSigning,
 }
 
-async fn signature_manifest(
+/// The manifest cosign keeps an artifact's attachments in (`sha256-<hex>.sig`, `.att`), if
+/// there is one.
+pub(crate) async fn attachment_manifest(
     target: &Target,
     sig_ref: &ArtifactRef,
 ) -> Result<Option<Value>, SignError> {
@@ -118,7 +120,7 @@ async fn signature_manifest(
     let manifest: Value =
         serde_json::from_slice(&bytes).map_err(|e| RegistryError::NotAComponentArtifact {
             reference: sig_ref.to_string(),
-            why: format!("the signature manifest is not JSON: {e}"),
+            why: format!("the attachment manifest is not JSON: {e}"),
         })?;
     Ok(Some(manifest))
 }
@@ -137,7 +139,7 @@ pub async fn sign(
     let payload_digest = sha256_digest(&payload);
     let sig_ref = reference.with_tag(&signature_tag(&digest));
 
-    let mut layers: Vec<Value> = match signature_manifest(target, &sig_ref).await? {
+    let mut layers: Vec<Value> = match attachment_manifest(target, &sig_ref).await? {
         Some(m) => m["layers"].as_array().cloned().unwrap_or_default(),
         None => Vec::new(),
     };
@@ -152,6 +154,17 @@ pub async fn sign(
         "size": payload.len(),
         "annotations": { SIGNATURE_ANNOTATION: signature },
     }));
+    put_attachment_manifest(target, &sig_ref, layers).await?;
+    Ok(digest)
+}
+
+/// Writes cosign's attachment manifest for `layers` (whose blobs are already pushed) under
+/// `tag_ref`: an OCI image manifest with a config naming the layers.
+pub(crate) async fn put_attachment_manifest(
+    target: &Target,
+    tag_ref: &ArtifactRef,
+    layers: Vec<Value>,
+) -> Result<(), SignError> {
     let diff_ids: Vec<Value> = layers.iter().map(|l| l["digest"].clone()).collect();
     let config = serde_json::to_vec(&json!({
         "architecture": "",
@@ -163,7 +176,7 @@ pub async fn sign(
     }))
     .expect("JSON");
     let config_digest = sha256_digest(&config);
-    target.put_blob(&sig_ref, &config_digest, &config).await?;
+    target.put_blob(tag_ref, &config_digest, &config).await?;
     let manifest = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST_MEDIA_TYPE,
@@ -172,9 +185,9 @@ pub async fn sign(
     }))
     .expect("JSON");
     target
-        .put_manifest(&sig_ref, &manifest, OCI_MANIFEST_MEDIA_TYPE)
+        .put_manifest(tag_ref, &manifest, OCI_MANIFEST_MEDIA_TYPE)
         .await?;
-    Ok(digest)
+    Ok(())
 }
 
 /// Verifies the artifact `reference` resolves to. Resolves once; every constraint must hold for
@@ -191,7 +204,7 @@ pub async fn verify(
     let digest = target.resolve(reference).await?;
     let pinned = reference.with_digest(&digest).to_string();
     let sig_ref = reference.with_tag(&signature_tag(&digest));
-    let Some(manifest) = signature_manifest(target, &sig_ref).await? else {
+    let Some(manifest) = attachment_manifest(target, &sig_ref).await? else {
         return Err(SignError::Unsigned {
             reference: pinned,
             tag: signature_tag(&digest),

@@ -350,6 +350,10 @@ pub struct TrustSection {
     /// Key name → PEM public key file.
     #[serde(default)]
     pub keys: BTreeMap<String, PathBuf>,
+    /// Attestations every provider must carry (`conformance`, `sbom`), signed by a key trusted
+    /// for it and about its exact digest.
+    #[serde(default)]
+    pub require: Vec<crate::attestation::Kind>,
 }
 
 /// `[providers.NAME]`.
@@ -376,6 +380,19 @@ pub struct ProviderSection {
     /// Run it without a verified signature. Required for file sources, which cannot carry one.
     #[serde(default)]
     pub allow_unsigned: bool,
+    /// Attestations it must carry besides `[trust] require`.
+    #[serde(default)]
+    pub require: Vec<crate::attestation::Kind>,
+}
+
+impl ProviderSection {
+    /// Every attestation kind this provider must carry: its own and the bundle's default.
+    pub fn required(&self, trust: &TrustSection) -> Vec<crate::attestation::Kind> {
+        let mut kinds: Vec<_> = trust.require.iter().chain(&self.require).copied().collect();
+        kinds.sort();
+        kinds.dedup();
+        kinds
+    }
 }
 
 /// `[providers.NAME.grants]`: zero trust — nothing not listed here is linked.

@@ -55,21 +55,17 @@ impl Conformance {
 
     async fn suite(self, capture: Capture) -> anyhow::Result<ExitCode> {
         let (name, wasm) = self.component_bytes().await?;
-        let profile = match &self.profile {
-            Some(path) => Profile::load(path)?,
-            None => Profile::default(),
-        };
-        let options = Options {
-            domain: self.domain.clone(),
-            profile,
-            deadline_ms: self.deadline_ms,
-        };
-        let cache_dir = self.cache_dir.clone().unwrap_or_else(default_cache_dir);
-        let capture = &capture;
-        let report = greentic_conformance::run(&name, &wasm, options, |setup| async move {
-            let harness = start(setup, capture, cache_dir).await?;
-            Ok(Box::new(harness) as Box<dyn HostUnderTest>)
-        })
+        let report = run_suite(
+            &name,
+            &wasm,
+            &SuiteArgs {
+                domain: self.domain.clone(),
+                profile: self.profile.clone(),
+                deadline_ms: self.deadline_ms,
+                cache_dir: self.cache_dir.clone(),
+            },
+            &capture,
+        )
         .await?;
         print!("{}", report.table());
         if let Some(path) = &self.json {
@@ -112,6 +108,43 @@ impl Conformance {
             pulled.component,
         ))
     }
+}
+
+/// How to run the suite.
+pub(crate) struct SuiteArgs {
+    /// Run this domain's cases instead of the manifest's.
+    pub domain: Option<String>,
+    /// The conformance profile.
+    pub profile: Option<PathBuf>,
+    /// Each call's deadline.
+    pub deadline_ms: u64,
+    /// Where compiled components are cached.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Runs the conformance suite against `wasm` (named `name` in the report) under this host.
+pub(crate) async fn run_suite(
+    name: &str,
+    wasm: &[u8],
+    args: &SuiteArgs,
+    capture: &Capture,
+) -> anyhow::Result<greentic_conformance::Report> {
+    let profile = match &args.profile {
+        Some(path) => Profile::load(path)?,
+        None => Profile::default(),
+    };
+    let options = Options {
+        domain: args.domain.clone(),
+        profile,
+        deadline_ms: args.deadline_ms,
+    };
+    let cache_dir = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
+    let report = greentic_conformance::run(name, wasm, options, |setup| async move {
+        let harness = start(setup, capture, cache_dir).await?;
+        Ok(Box::new(harness) as Box<dyn HostUnderTest>)
+    })
+    .await?;
+    Ok(report)
 }
 
 fn default_cache_dir() -> PathBuf {

@@ -1,5 +1,6 @@
 //! The command line: one module per verb.
 
+mod attest;
 mod check;
 mod conformance;
 mod fleet;
@@ -37,6 +38,8 @@ enum Command {
     Keygen(sign::Keygen),
     Sign(sign::Sign),
     Verify(sign::Verify),
+    Attest(attest::Attest),
+    VerifyAttestation(attest::VerifyAttestation),
     Conformance(conformance::Conformance),
     Publish(fleet::Publish),
     Fleet(fleet::FleetCommand),
@@ -58,6 +61,8 @@ impl Cli {
             Command::Keygen(cmd) => cmd.run(),
             Command::Sign(cmd) => cmd.run(),
             Command::Verify(cmd) => cmd.run(),
+            Command::Attest(cmd) => cmd.run(),
+            Command::VerifyAttestation(cmd) => cmd.run(),
             Command::Conformance(cmd) => cmd.run(),
             Command::Publish(cmd) => cmd.run(),
             Command::Fleet(cmd) => cmd.run(),

@@ -6,6 +6,7 @@
 
 mod common;
 
+mod attestations;
 mod components;
 mod conformance;
 mod fleet;
