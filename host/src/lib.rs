@@ -25,6 +25,7 @@
 #![warn(missing_docs)]
 
 pub mod attestation;
+pub mod audit;
 pub mod auth;
 pub mod bindings;
 pub mod blocking;

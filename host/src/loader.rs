@@ -146,7 +146,13 @@ pub fn load_locked(
                 );
                 providers.insert(name.clone(), Arc::new(p));
             }
-            Err(mut e) => problems.append(&mut e),
+            Err(mut e) => {
+                crate::audit::record(
+                    "provider.refused",
+                    serde_json::json!({ "provider": name, "source": section.source, "problems": e }),
+                );
+                problems.append(&mut e)
+            }
         }
     }
     check_tenants(bundle, &providers, backend, &mut problems);
@@ -188,7 +194,13 @@ fn load_one(
                 section.source
             )));
         }
-        SourceRef::File(_) => resolve_source(&bundle.dir, &section.source, &blob_cache),
+        SourceRef::File(_) => {
+            crate::audit::record(
+                "signature.skipped",
+                serde_json::json!({ "provider": name, "source": section.source, "why": "a file source, allow_unsigned = true" }),
+            );
+            resolve_source(&bundle.dir, &section.source, &blob_cache)
+        }
         SourceRef::OciLayout(_) | SourceRef::Registry(_) => {
             let mut reference = artifact_reference(&bundle.dir, &section.source)
                 .map_err(|e| fail(e.to_string()))?;
@@ -210,17 +222,39 @@ fn load_one(
                     provider = name,
                     "running without a verified signature (allow_unsigned = true)"
                 );
+                crate::audit::record(
+                    "signature.skipped",
+                    serde_json::json!({ "provider": name, "source": section.source, "why": "allow_unsigned = true" }),
+                );
                 resolve_digest(&reference, &blob_cache, options.offline).map_err(fail)?
             } else {
-                verify_signature(
+                match verify_signature(
                     bundle,
                     name,
                     section,
                     &reference,
                     &blob_cache,
                     options.offline,
-                )
-                .map_err(fail)?
+                ) {
+                    Ok((digest, key_id)) => {
+                        crate::audit::record(
+                            "signature.verified",
+                            serde_json::json!({
+                                "provider": name,
+                                "reference": reference.with_digest(&digest).to_string(),
+                                "key_id": key_id,
+                            }),
+                        );
+                        digest
+                    }
+                    Err(why) => {
+                        crate::audit::record(
+                            "signature.refused",
+                            serde_json::json!({ "provider": name, "source": section.source, "why": why }),
+                        );
+                        return Err(fail(why));
+                    }
+                }
             };
             if let Some(pinned) = locked.and_then(|l| l.manifest_digest.as_deref())
                 && pinned != digest
@@ -368,6 +402,17 @@ fn load_one(
         provider = name, digest = %fetched.digest, world = %report.host_world,
         cache = ?cache_outcome, "provider loaded"
     );
+    crate::audit::record(
+        "provider.resolved",
+        serde_json::json!({
+            "provider": name,
+            "source": section.source,
+            "manifest_digest": manifest_digest,
+            "digest": fetched.digest,
+            "world": report.host_world,
+            "manifest": format!("{} {}", report.manifest.name, report.manifest.version),
+        }),
+    );
     let circuit = format!("{name}@{}", fetched.digest);
     Ok(LoadedProvider {
         name: name.to_string(),
@@ -438,6 +483,16 @@ fn check_attestations(
                 ))
                 .map_err(|e| format!("reading its attestations: {e}"))?;
             let Some(latest) = found.latest() else {
+                crate::audit::record(
+                    "attestation.refused",
+                    serde_json::json!({
+                        "provider": name,
+                        "kind": kind.name(),
+                        "reference": reference.to_string(),
+                        "why": "none signed by a trusted key",
+                        "refused": found.refused,
+                    }),
+                );
                 let refused = if found.refused.is_empty() {
                     String::new()
                 } else {
@@ -449,14 +504,29 @@ fn check_attestations(
                     kind.name()
                 ));
             };
-            let summary = crate::attestation::check(*kind, &latest.statement, component_digest)
-                .map_err(|why| {
-                    format!(
-                        "its newest `{}` attestation (signed by key {}) is refused: {why}",
-                        kind.name(),
-                        short_key(&latest.key_id)
-                    )
-                })?;
+            let checked = crate::attestation::check(*kind, &latest.statement, component_digest);
+            crate::audit::record(
+                if checked.is_ok() {
+                    "attestation.verified"
+                } else {
+                    "attestation.refused"
+                },
+                serde_json::json!({
+                    "provider": name,
+                    "kind": kind.name(),
+                    "reference": reference.to_string(),
+                    "key_id": latest.key_id,
+                    "envelope": latest.envelope_digest,
+                    "result": match &checked { Ok(summary) => summary, Err(why) => why },
+                }),
+            );
+            let summary = checked.map_err(|why| {
+                format!(
+                    "its newest `{}` attestation (signed by key {}) is refused: {why}",
+                    kind.name(),
+                    short_key(&latest.key_id)
+                )
+            })?;
             summaries.push(format!(
                 "{}: {summary}, signed by key {}",
                 kind.name(),
@@ -507,7 +577,8 @@ fn trusted_keys(
 }
 
 /// Verifies the provider's signature with the keys the bundle trusts for it; returns the
-/// verified manifest digest. Fails closed: no keys, no signature, or no valid signature.
+/// verified manifest digest and the id of the key that signed it. Fails closed: no keys, no
+/// signature, or no valid signature.
 fn verify_signature(
     bundle: &Bundle,
     name: &str,
@@ -515,7 +586,7 @@ fn verify_signature(
     reference: &greentic_registry::ArtifactRef,
     blob_cache: &std::path::Path,
     offline: bool,
-) -> Result<String, String> {
+) -> Result<(String, String), String> {
     let keys = trusted_keys(bundle, name, section, "signature")?;
     // The signature must name this source's repository (or a mirror the bundle accepts): a
     // validly signed artifact of another provider, copied under this one's tag, is refused.
@@ -533,7 +604,7 @@ fn verify_signature(
                 Some(&accepted),
             ))
             .map_err(|e| format!("signature check failed: {e}"))?;
-        Ok(verified.digest)
+        Ok((verified.digest, verified.key_id))
     })
 }
 

@@ -293,6 +293,10 @@ impl Reloader {
                 took_ms,
             } => {
                 tracing::info!(%digest, %previous, took_ms, "new bundle revision active");
+                crate::audit::record(
+                    "revision.activated",
+                    serde_json::json!({ "revision": digest, "previous": previous, "took_ms": took_ms }),
+                );
             }
             Outcome::Unchanged { digest } => {
                 tracing::info!(%digest, "bundle unchanged; nothing to reload");
@@ -302,6 +306,10 @@ impl Reloader {
                     digest = digest.as_deref().unwrap_or("-"),
                     problems = %problems.join("\n  - "),
                     "bundle revision refused; the active revision keeps serving"
+                );
+                crate::audit::record(
+                    "revision.refused",
+                    serde_json::json!({ "revision": digest, "problems": problems }),
                 );
                 *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = Some(Refusal {
                     digest: digest.clone(),
@@ -358,6 +366,11 @@ pub fn build(
     if bundle.file.host.scheduler != current.bundle.file.host.scheduler {
         problems.push(
             "[host.scheduler] differs from the running host's; its guest threads are fixed for the host's life: restart the host to change it".to_string(),
+        );
+    }
+    if bundle.file.audit != current.bundle.file.audit {
+        problems.push(
+            "[audit] differs from the running host's; the audit log's file and key are fixed for the host's life (a chain does not change hands mid-run): restart the host to change it".to_string(),
         );
     }
     if bundle.file.state != current.bundle.file.state {

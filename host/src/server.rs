@@ -698,6 +698,10 @@ async fn reload(State(app): State<Arc<App>>) -> Response {
         },
         None => reloader.reload().await,
     };
+    crate::audit::record(
+        "admin.reload",
+        serde_json::json!({ "via": "admin-api", "outcome": outcome.label() }),
+    );
     let status = match outcome {
         Outcome::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::OK,

@@ -73,12 +73,42 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Installs the global tracer provider.
-pub fn init_tracing(section: &TelemetrySection) -> anyhow::Result<TelemetryGuard> {
-    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+/// The OTLP endpoint: `OTEL_EXPORTER_OTLP_ENDPOINT`, else the bundle's.
+fn endpoint(section: &TelemetrySection) -> Option<String> {
+    std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
         .ok()
         .filter(|s| !s.is_empty())
-        .or_else(|| section.otlp_endpoint.clone());
+        .or_else(|| section.otlp_endpoint.clone())
+}
+
+/// A logger provider exporting the audit log's records as OTLP logs (`/v1/logs`), if there
+/// is an endpoint.
+pub fn audit_logs(
+    section: &TelemetrySection,
+) -> anyhow::Result<Option<opentelemetry_sdk::logs::SdkLoggerProvider>> {
+    let Some(endpoint) = endpoint(section) else {
+        return Ok(None);
+    };
+    let service = section
+        .service_name
+        .clone()
+        .unwrap_or_else(|| "greentic-host".into());
+    let exporter = opentelemetry_otlp::LogExporter::builder()
+        .with_http()
+        .with_endpoint(format!("{}/v1/logs", endpoint.trim_end_matches('/')))
+        .with_timeout(std::time::Duration::from_secs(3))
+        .build()?;
+    Ok(Some(
+        opentelemetry_sdk::logs::SdkLoggerProvider::builder()
+            .with_resource(Resource::builder().with_service_name(service).build())
+            .with_batch_exporter(exporter)
+            .build(),
+    ))
+}
+
+/// Installs the global tracer provider.
+pub fn init_tracing(section: &TelemetrySection) -> anyhow::Result<TelemetryGuard> {
+    let endpoint = endpoint(section);
     let service = section
         .service_name
         .clone()

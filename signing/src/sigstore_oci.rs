@@ -97,6 +97,8 @@ pub struct Verified {
     pub digest: String,
     /// The verified payload.
     pub payload: SimpleSigning,
+    /// The id of the trusted key that signed it ([`crate::KeyPair::key_id`]).
+    pub key_id: String,
 }
 
 /// The manifest cosign keeps an artifact's attachments in (`sha256-<hex>.sig`, `.att`), if
@@ -241,14 +243,20 @@ pub async fn verify(
                 continue;
             }
         };
-        if !keys.verifies(&payload, &layer.signature) {
+        let Some(key_id) = keys.verifier(&payload, &layer.signature) else {
             reasons.push(format!("layer {i}: not signed by a trusted key"));
             continue;
-        }
+        };
         let checked = SimpleSigning::parse(&payload)
             .and_then(|parsed| parsed.check(&digest, identities).map(|()| parsed));
         match checked {
-            Ok(payload) => return Ok(Verified { digest, payload }),
+            Ok(payload) => {
+                return Ok(Verified {
+                    digest,
+                    payload,
+                    key_id,
+                });
+            }
             Err(why) => reasons.push(format!("layer {i}: {why}")),
         }
     }

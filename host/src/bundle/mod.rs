@@ -64,6 +64,9 @@ pub struct BundleFile {
     /// Public keys providers may be signed with.
     #[serde(default)]
     pub trust: TrustSection,
+    /// `[audit]`: the audit log (off when absent).
+    #[serde(default)]
+    pub audit: Option<crate::audit::AuditSection>,
     /// Providers by name.
     pub providers: BTreeMap<String, ProviderSection>,
     /// Tenants by id.

@@ -1,6 +1,7 @@
 //! The command line: one module per verb.
 
 mod attest;
+mod audit;
 mod check;
 mod conformance;
 mod fleet;
@@ -44,6 +45,7 @@ enum Command {
     Publish(fleet::Publish),
     Fleet(fleet::FleetCommand),
     New(new::New),
+    Audit(audit::Audit),
 }
 
 impl Cli {
@@ -67,6 +69,7 @@ impl Cli {
             Command::Publish(cmd) => cmd.run(),
             Command::Fleet(cmd) => cmd.run(),
             Command::New(cmd) => cmd.run(),
+            Command::Audit(cmd) => cmd.run(),
         }
     }
 }

@@ -74,6 +74,8 @@ impl Run {
     }
 
     async fn serve(self) -> anyhow::Result<ExitCode> {
+        // The audit log runs before anything is loaded, so every load decision is in it.
+        let (_audit_export, _audit) = start_audit(&self.bundle)?;
         let loaded = greentic_host::loader::load_bundle(
             &self.bundle,
             greentic_host::loader::LoadOptions {
@@ -159,6 +161,14 @@ impl Run {
         println!("greentic-host admin on http://{admin_local}");
         let revision = runtime.revision();
         tracing::info!(%local, admin = %admin_local, providers = revision.providers.len(), tenants = revision.tenants.len(), revision = %revision.digest, "serving");
+        greentic_host::audit::record(
+            "revision.activated",
+            serde_json::json!({
+                "revision": revision.digest,
+                "at": "startup",
+                "providers": revision.providers.keys().collect::<Vec<_>>(),
+            }),
+        );
         drop(revision);
 
         #[cfg(unix)]
@@ -183,6 +193,7 @@ impl Run {
         let signal_reloader = reloader.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
+            greentic_host::audit::record("admin.shutdown", serde_json::json!({ "via": "signal" }));
             let _ = signal_time.set(tokio::time::Instant::now());
             let _ = signal_background.send(true);
             // No new fire starts; one in progress finishes within the grace period.
@@ -288,6 +299,26 @@ async fn join_fleet(
     Ok(member)
 }
 
+/// Starts the bundle's audit log, if it has one, exporting to the telemetry endpoint too.
+fn start_audit(
+    path: &std::path::Path,
+) -> anyhow::Result<(
+    greentic_host::audit::Exporting,
+    Option<greentic_host::audit::AuditLog>,
+)> {
+    let bundle = greentic_host::bundle::Bundle::load(path)?;
+    let Some(section) = &bundle.file.audit else {
+        return Ok((greentic_host::audit::Exporting { provider: None }, None));
+    };
+    let provider = telemetry::audit_logs(&bundle.file.telemetry)?.map(std::sync::Arc::new);
+    let export = provider.as_deref().map(|p| {
+        Box::new(greentic_host::audit::OtlpExport::new(p)) as Box<dyn greentic_host::audit::Export>
+    });
+    let log = greentic_host::audit::AuditLog::start(section, &bundle.dir, export)?;
+    tracing::info!(file = %bundle.path(&section.file).display(), "audit log open");
+    Ok((greentic_host::audit::Exporting { provider }, Some(log)))
+}
+
 /// Applies the bundle again on every SIGHUP: the file, or for a fleet member the fleet's
 /// published revision.
 #[cfg(unix)]
@@ -302,6 +333,7 @@ async fn reload_on_hangup(reloader: Arc<Reloader>, member: Option<Arc<Member>>) 
     };
     while hangup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the bundle");
+        greentic_host::audit::record("admin.reload", serde_json::json!({ "via": "SIGHUP" }));
         match &member {
             Some(member) => {
                 if let Err(e) = member.sync().await {

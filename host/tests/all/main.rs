@@ -7,6 +7,7 @@
 mod common;
 
 mod attestations;
+mod audit;
 mod components;
 mod conformance;
 mod fleet;

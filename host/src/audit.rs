@@ -1,0 +1,716 @@
+//! The audit log: every trust and load decision, every secret read and every admin action, as
+//! an append-only hash chain with periodic signed checkpoints, written to a file and exported as
+//! OTLP log records.
+//!
+//! Each record is one line of JSON:
+//!
+//! ```text
+//! {"seq":7,"ts_ms":1764576000123,"kind":"secret.read","event":{…},"prev":"sha256:…","hash":"sha256:…"}
+//! ```
+//!
+//! `hash` is the SHA-256 of the line's own bytes up to `,"hash"` (closed with `}`), and `prev`
+//! is the previous record's `hash` (zeros for the first), so removing, reordering, inserting or
+//! editing a record breaks the chain. Every `checkpoint_every` records, every `checkpoint_secs`
+//! when something was written, and when the host stops, an `audit.checkpoint` record signs the
+//! head of the chain (its `prev`) with the host's audit key (ECDSA P-256, the cosign key
+//! format): rewriting the chain after an edit needs that key. `greentic-host audit verify FILE
+//! --key audit.pub` checks all of it ([`verify`]).
+//!
+//! Records are written by one thread in the order [`record`] was called; callers never wait
+//! for the disk. A secret read records the tenant, provider, secret name and result — never
+//! the value.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+/// `[audit]`: where the audit log goes and the key its checkpoints are signed with.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// The log file (relative to the bundle); appended to, created `0600` if missing.
+    pub file: PathBuf,
+    /// The private key checkpoints are signed with (cosign's encrypted format, from
+    /// `greentic-host keygen`), relative to the bundle.
+    pub key_file: PathBuf,
+    /// The environment variable holding the key's password.
+    #[serde(default = "default_password_env")]
+    pub password_env: String,
+    /// A checkpoint after this many records.
+    #[serde(default = "default_every")]
+    pub checkpoint_every: u64,
+    /// A checkpoint this many seconds after the last one, if anything was written since.
+    #[serde(default = "default_secs")]
+    pub checkpoint_secs: u64,
+}
+
+fn default_password_env() -> String {
+    "GREENTIC_AUDIT_KEY_PASSWORD".into()
+}
+
+fn default_every() -> u64 {
+    256
+}
+
+fn default_secs() -> u64 {
+    30
+}
+
+/// The kind of a checkpoint record.
+pub const CHECKPOINT: &str = "audit.checkpoint";
+/// `prev` of the first record.
+pub const GENESIS: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+/// What a checkpoint signs: the covered sequence number and the chain's head.
+pub fn checkpoint_message(covered_seq: u64, head: &str) -> Vec<u8> {
+    format!("greentic-audit-checkpoint/v1\n{covered_seq}\n{head}\n").into_bytes()
+}
+
+/// The length of `,"hash":"sha256:<64 hex>"}` at the end of every line.
+const SUFFIX_LEN: usize = ",\"hash\":\"sha256:".len() + 64 + "\"}".len();
+
+enum Msg {
+    Record {
+        kind: String,
+        event: Value,
+        at_ms: u64,
+    },
+    Stop(mpsc::Sender<()>),
+}
+
+static SINK: RwLock<Option<mpsc::Sender<Msg>>> = RwLock::new(None);
+
+/// Appends a record of `kind` (e.g. `secret.read`) with `event`'s fields to the audit log, if
+/// this process keeps one. Never blocks on the disk.
+pub fn record(kind: &str, event: Value) {
+    let sink = SINK.read().unwrap_or_else(|e| e.into_inner());
+    if let Some(tx) = sink.as_ref() {
+        let _ = tx.send(Msg::Record {
+            kind: kind.to_string(),
+            event,
+            at_ms: now_ms(),
+        });
+    }
+}
+
+/// Whether this process keeps an audit log.
+pub fn enabled() -> bool {
+    SINK.read().unwrap_or_else(|e| e.into_inner()).is_some()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// Where records are exported besides the file.
+pub trait Export: Send {
+    /// Exports one written record.
+    fn export(&mut self, seq: u64, kind: &str, event: &Value, hash: &str, prev: &str);
+}
+
+/// The running audit log; stopping it (drop) writes a final checkpoint and syncs the file.
+pub struct AuditLog {
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AuditLog {
+    /// Opens (or creates) the log `section` names, relative to `dir`, continuing its chain, and
+    /// makes [`record`] write to it. Fails if the key cannot be read or the file opened.
+    pub fn start(
+        section: &AuditSection,
+        dir: &Path,
+        export: Option<Box<dyn Export>>,
+    ) -> anyhow::Result<AuditLog> {
+        let key_path = dir.join(&section.key_file);
+        let pem = std::fs::read_to_string(&key_path)
+            .map_err(|e| anyhow::anyhow!("[audit] key_file {}: {e}", key_path.display()))?;
+        let password = std::env::var(&section.password_env).map_err(|_| {
+            anyhow::anyhow!(
+                "[audit] the password of {} is read from ${}, which is not set",
+                key_path.display(),
+                section.password_env
+            )
+        })?;
+        let key = greentic_signing::KeyPair::from_encrypted_pem(&pem, password.as_bytes())
+            .map_err(|e| anyhow::anyhow!("[audit] key_file {}: {e}", key_path.display()))?;
+        let path = dir.join(&section.file);
+        let mut writer = Writer::open(&path, key, export)?;
+        let every = section.checkpoint_every.max(1);
+        let period = Duration::from_secs(section.checkpoint_secs.max(1));
+        let (tx, rx) = mpsc::channel();
+        writer.write(
+            "audit.opened",
+            json!({
+                "file": path.display().to_string(),
+                "host_version": env!("CARGO_PKG_VERSION"),
+                "pid": std::process::id(),
+                "key_id": writer.key.key_id(),
+            }),
+            now_ms(),
+        )?;
+        writer.flush()?;
+        let thread = std::thread::Builder::new()
+            .name("greentic-audit".into())
+            .spawn(move || writer.run(rx, every, period))?;
+        *SINK.write().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        Ok(AuditLog {
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        let tx = SINK.write().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(tx) = tx {
+            let (done, wait) = mpsc::channel();
+            if tx.send(Msg::Stop(done)).is_ok() {
+                let _ = wait.recv_timeout(Duration::from_secs(10));
+            }
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+struct Writer {
+    file: std::io::BufWriter<std::fs::File>,
+    path: PathBuf,
+    key: greentic_signing::KeyPair,
+    export: Option<Box<dyn Export>>,
+    seq: u64,
+    head: String,
+    since_checkpoint: u64,
+    last_checkpoint: Instant,
+}
+
+impl Writer {
+    /// Opens `path` for appending, continuing the chain of its last complete record. A last
+    /// line cut short (a write interrupted by a crash) is cut off and recorded.
+    fn open(
+        path: &Path,
+        key: greentic_signing::KeyPair,
+        export: Option<Box<dyn Export>>,
+    ) -> anyhow::Result<Writer> {
+        let io = |e: std::io::Error| anyhow::anyhow!("[audit] {}: {e}", path.display());
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).append(true).create(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let file = options.open(path).map_err(io)?;
+        let (mut seq, mut head, mut complete, mut last_line) = (0, GENESIS.to_string(), 0u64, None);
+        let mut reader = std::io::BufReader::new(&file);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = reader.read_until(b'\n', &mut line).map_err(io)?;
+            if n == 0 || line.last() != Some(&b'\n') {
+                break;
+            }
+            complete += n as u64;
+            last_line = Some(line.clone());
+        }
+        let torn = line.clone();
+        if let Some(last) = last_line {
+            let text = String::from_utf8_lossy(&last);
+            let parsed = parse_line(text.trim_end_matches('\n')).map_err(|why| {
+                anyhow::anyhow!(
+                    "[audit] {}: its last record cannot be continued ({why}); check it with `greentic-host audit verify` and move it aside",
+                    path.display()
+                )
+            })?;
+            seq = parsed.seq;
+            head = parsed.hash;
+        }
+        if !torn.is_empty() {
+            file.set_len(complete).map_err(io)?;
+        }
+        let mut writer = Writer {
+            file: std::io::BufWriter::new(file),
+            path: path.to_path_buf(),
+            key,
+            export,
+            seq,
+            head,
+            since_checkpoint: 0,
+            last_checkpoint: Instant::now(),
+        };
+        if !torn.is_empty() {
+            writer.write(
+                "audit.torn_tail",
+                json!({ "bytes": torn.len(), "sha256": sha256(&torn) }),
+                now_ms(),
+            )?;
+        }
+        Ok(writer)
+    }
+
+    fn write(&mut self, kind: &str, event: Value, at_ms: u64) -> anyhow::Result<()> {
+        let seq = self.seq + 1;
+        let body = serde_json::to_string(&json!({
+            "seq": seq,
+            "ts_ms": at_ms,
+            "kind": kind,
+            "event": event,
+            "prev": self.head,
+        }))?;
+        let hash = sha256(body.as_bytes());
+        let line = format!("{},\"hash\":\"{hash}\"}}\n", &body[..body.len() - 1]);
+        self.file
+            .write_all(line.as_bytes())
+            .map_err(|e| anyhow::anyhow!("[audit] writing {}: {e}", self.path.display()))?;
+        if let Some(export) = &mut self.export {
+            export.export(seq, kind, &event, &hash, &self.head);
+        }
+        self.seq = seq;
+        self.head = hash;
+        self.since_checkpoint += 1;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.file
+            .flush()
+            .map_err(|e| anyhow::anyhow!("[audit] writing {}: {e}", self.path.display()))
+    }
+
+    /// Signs the head of the chain, writes the checkpoint, and syncs the file.
+    fn checkpoint(&mut self) -> anyhow::Result<()> {
+        let signature = B64.encode(self.key.sign(&checkpoint_message(self.seq, &self.head)));
+        let event = json!({
+            "covers": self.seq,
+            "head": self.head,
+            "key_id": self.key.key_id(),
+            "signature": signature,
+        });
+        self.write(CHECKPOINT, event, now_ms())?;
+        self.flush()?;
+        self.file
+            .get_ref()
+            .sync_data()
+            .map_err(|e| anyhow::anyhow!("[audit] syncing {}: {e}", self.path.display()))?;
+        self.since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+        Ok(())
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<Msg>, every: u64, period: Duration) {
+        let failed =
+            |e: anyhow::Error| tracing::error!(error = %e, "the audit log could not be written");
+        loop {
+            let wait = period.saturating_sub(self.last_checkpoint.elapsed());
+            let first = match rx.recv_timeout(wait) {
+                Ok(msg) => Some(msg),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    if let Err(e) = self.checkpoint() {
+                        failed(e);
+                    }
+                    return;
+                }
+            };
+            let mut stop = None;
+            for msg in first
+                .into_iter()
+                .chain(std::iter::from_fn(|| rx.try_recv().ok()))
+            {
+                match msg {
+                    Msg::Record { kind, event, at_ms } => {
+                        if let Err(e) = self.write(&kind, event, at_ms) {
+                            failed(e);
+                        }
+                        if self.since_checkpoint >= every
+                            && let Err(e) = self.checkpoint()
+                        {
+                            failed(e);
+                        }
+                    }
+                    Msg::Stop(done) => {
+                        stop = Some(done);
+                        break;
+                    }
+                }
+            }
+            if let Err(e) = self.flush() {
+                failed(e);
+            }
+            if let Some(done) = stop {
+                let closed = self
+                    .write("audit.closed", json!({ "records": self.seq + 1 }), now_ms())
+                    .and_then(|()| self.checkpoint());
+                if let Err(e) = closed {
+                    failed(e);
+                }
+                let _ = done.send(());
+                return;
+            }
+            if self.since_checkpoint > 0
+                && self.last_checkpoint.elapsed() >= period
+                && let Err(e) = self.checkpoint()
+            {
+                failed(e);
+            }
+        }
+    }
+}
+
+/// One line, split into what its hash covers and what it says.
+struct Line {
+    seq: u64,
+    kind: String,
+    event: Value,
+    prev: String,
+    hash: String,
+}
+
+fn parse_line(line: &str) -> Result<Line, String> {
+    if line.len() < SUFFIX_LEN + 2 || !line.is_char_boundary(line.len() - SUFFIX_LEN) {
+        return Err("not an audit record (no hash at its end)".into());
+    }
+    let (body, suffix) = line.split_at(line.len() - SUFFIX_LEN);
+    let hash = suffix
+        .strip_prefix(",\"hash\":\"")
+        .and_then(|s| s.strip_suffix("\"}"))
+        .filter(|h| h.len() == 71 && h.starts_with("sha256:"))
+        .ok_or("not an audit record (no hash at its end)")?;
+    let covered = format!("{body}}}");
+    if sha256(covered.as_bytes()) != hash {
+        return Err("its content does not match its hash: the record was edited".into());
+    }
+    let value: Value = serde_json::from_str(&covered).map_err(|e| format!("not JSON: {e}"))?;
+    Ok(Line {
+        seq: value["seq"].as_u64().ok_or("no seq")?,
+        kind: value["kind"].as_str().ok_or("no kind")?.to_string(),
+        prev: value["prev"].as_str().ok_or("no prev")?.to_string(),
+        event: value["event"].clone(),
+        hash: hash.to_string(),
+    })
+}
+
+/// What a log that verified holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verified {
+    /// Records in the file.
+    pub records: u64,
+    /// Signed checkpoints among them.
+    pub checkpoints: u64,
+    /// The last record a signed checkpoint covers (0: none).
+    pub signed_through: u64,
+    /// The key ids that signed checkpoints.
+    pub signers: Vec<String>,
+}
+
+impl Verified {
+    /// Records after the last checkpoint: chained, but not yet covered by a signature.
+    pub fn unsigned_tail(&self) -> u64 {
+        if self.checkpoints == 0 {
+            self.records
+        } else {
+            // The checkpoint itself is record `signed_through + 1`.
+            self.records - (self.signed_through + 1)
+        }
+    }
+}
+
+/// Why a log did not verify: the first broken line and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {why}")]
+pub struct Broken {
+    /// 1-based line number.
+    pub line: u64,
+    /// What is wrong.
+    pub why: String,
+}
+
+/// Verifies an audit log: every line's hash covers its content, sequence numbers run from 1
+/// without gaps, each record names the previous one's hash, and every checkpoint is signed by
+/// one of `keys` over the head it names. Returns the first break found.
+pub fn verify(text: &[u8], keys: &greentic_signing::TrustedKeys) -> Result<Verified, Broken> {
+    let mut verified = Verified {
+        records: 0,
+        checkpoints: 0,
+        signed_through: 0,
+        signers: Vec::new(),
+    };
+    let mut head = GENESIS.to_string();
+    let lines: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
+    let last = lines.len() - 1;
+    for (i, raw) in lines.into_iter().enumerate() {
+        let n = i as u64 + 1;
+        let broken = |why: String| Broken { line: n, why };
+        if i == last {
+            if raw.is_empty() {
+                break;
+            }
+            return Err(broken(
+                "the last line is cut short (no newline): a write was interrupted, or the file was truncated".into(),
+            ));
+        }
+        let line = std::str::from_utf8(raw).map_err(|_| broken("not UTF-8".into()))?;
+        let record = parse_line(line).map_err(broken)?;
+        let expected = verified.records + 1;
+        if record.seq != expected {
+            return Err(broken(format!(
+                "record {} where {expected} was expected: records were removed, reordered or inserted",
+                record.seq
+            )));
+        }
+        if record.prev != head {
+            return Err(broken(format!(
+                "its prev {} is not the hash of the record before it ({head}): records were removed, reordered or inserted",
+                record.prev
+            )));
+        }
+        if record.kind == CHECKPOINT {
+            let covers = record.event["covers"].as_u64().unwrap_or(u64::MAX);
+            let named = record.event["head"].as_str().unwrap_or("");
+            if covers != record.seq - 1 || named != record.prev {
+                return Err(broken(format!(
+                    "checkpoint {} names record {covers} and head {named}, not the record before it",
+                    record.seq
+                )));
+            }
+            let signature = record.event["signature"]
+                .as_str()
+                .and_then(|s| B64.decode(s).ok())
+                .ok_or_else(|| broken("a checkpoint without a signature".into()))?;
+            let Some(signer) = keys.verifier(&checkpoint_message(covers, named), &signature) else {
+                return Err(broken(format!(
+                    "checkpoint {} is not signed by a trusted key (key id {})",
+                    record.seq,
+                    record.event["key_id"].as_str().unwrap_or("?")
+                )));
+            };
+            verified.checkpoints += 1;
+            verified.signed_through = covers;
+            if !verified.signers.contains(&signer) {
+                verified.signers.push(signer);
+            }
+        }
+        verified.records = record.seq;
+        head = record.hash;
+    }
+    Ok(verified)
+}
+
+/// An [`Export`] as OTLP log records (body: the kind; attributes: seq, hash, prev and the
+/// event's fields as `event.<name>`).
+pub struct OtlpExport {
+    logger: opentelemetry_sdk::logs::SdkLogger,
+}
+
+impl OtlpExport {
+    /// Exports through `provider`.
+    pub fn new(provider: &opentelemetry_sdk::logs::SdkLoggerProvider) -> OtlpExport {
+        use opentelemetry::logs::LoggerProvider as _;
+        OtlpExport {
+            logger: provider.logger("greentic-audit"),
+        }
+    }
+}
+
+impl Export for OtlpExport {
+    fn export(&mut self, seq: u64, kind: &str, event: &Value, hash: &str, prev: &str) {
+        use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, Severity};
+        let mut record = self.logger.create_log_record();
+        record.set_event_name("greentic.audit");
+        record.set_severity_number(Severity::Info);
+        record.set_severity_text("INFO");
+        record.set_body(AnyValue::from(kind.to_string()));
+        record.add_attribute("audit.seq", seq as i64);
+        record.add_attribute("audit.kind", kind.to_string());
+        record.add_attribute("audit.hash", hash.to_string());
+        record.add_attribute("audit.prev", prev.to_string());
+        if let Some(fields) = event.as_object() {
+            for (name, value) in fields {
+                let text = match value {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                record.add_attribute(format!("event.{name}"), text);
+            }
+        }
+        self.logger.emit(record);
+    }
+}
+
+/// Keeps the OTLP logger provider alive (and flushes it) for as long as the audit log runs.
+pub struct Exporting {
+    /// The provider.
+    pub provider: Option<Arc<opentelemetry_sdk::logs::SdkLoggerProvider>>,
+}
+
+impl Drop for Exporting {
+    fn drop(&mut self) {
+        if let Some(p) = self.provider.take() {
+            let _ = p.force_flush();
+            let _ = p.shutdown();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use greentic_signing::{KeyPair, TrustedKeys};
+
+    fn log(key: KeyPair, records: &[(&str, Value)], checkpoint_every: u64) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut w = Writer::open(&path, key, None).unwrap();
+        for (kind, event) in records {
+            w.write(kind, event.clone(), 1).unwrap();
+            if w.since_checkpoint >= checkpoint_every {
+                w.checkpoint().unwrap();
+            }
+        }
+        w.checkpoint().unwrap();
+        drop(w);
+        std::fs::read(&path).unwrap()
+    }
+
+    fn lines(text: &[u8]) -> Vec<String> {
+        String::from_utf8(text.to_vec())
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn join(lines: &[String]) -> Vec<u8> {
+        let mut s = lines.join("\n");
+        s.push('\n');
+        s.into_bytes()
+    }
+
+    fn ten() -> Vec<(&'static str, Value)> {
+        (0..10)
+            .map(|i| {
+                (
+                    "secret.read",
+                    json!({"tenant": "acme", "name": format!("S{i}")}),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_log_verifies_and_every_kind_of_tampering_is_found() {
+        let key = KeyPair::generate();
+        let trusted = TrustedKeys::from_pems(&[key.public_pem()]).unwrap();
+        let text = log(key, &ten(), 4);
+        let ok = verify(&text, &trusted).unwrap();
+        assert_eq!(ok.records, 13, "10 records and 3 checkpoints");
+        assert_eq!(ok.checkpoints, 3);
+        assert_eq!(ok.unsigned_tail(), 0);
+        let original = lines(&text);
+
+        // Removed.
+        let mut removed = original.clone();
+        removed.remove(2);
+        let err = verify(&join(&removed), &trusted).unwrap_err();
+        assert_eq!(err.line, 3);
+        assert!(err.why.contains("removed, reordered or inserted"), "{err}");
+        // Reordered.
+        let mut reordered = original.clone();
+        reordered.swap(1, 2);
+        assert_eq!(verify(&join(&reordered), &trusted).unwrap_err().line, 2);
+        // Edited in place.
+        let mut edited = original.clone();
+        edited[3] = edited[3].replace("S3", "S9");
+        let err = verify(&join(&edited), &trusted).unwrap_err();
+        assert_eq!(err.line, 4);
+        assert!(err.why.contains("edited"), "{err}");
+        // Edited, and the chain after it rewritten by someone without the key.
+        let forger = KeyPair::generate();
+        let mut forged = original.clone();
+        let mut head = parse_line(&forged[2]).unwrap().hash;
+        for line in forged.iter_mut().skip(3) {
+            let parsed = parse_line(line).unwrap();
+            let mut event = parsed.event.clone();
+            if parsed.kind == CHECKPOINT {
+                event["head"] = json!(head);
+                event["signature"] =
+                    json!(B64.encode(forger.sign(&checkpoint_message(parsed.seq - 1, &head))));
+            } else if event["name"] == "S3" {
+                event["name"] = json!("S9");
+            }
+            let body = serde_json::to_string(&json!({
+                "seq": parsed.seq, "ts_ms": 1, "kind": parsed.kind, "event": event, "prev": head,
+            }))
+            .unwrap();
+            let hash = sha256(body.as_bytes());
+            *line = format!("{},\"hash\":\"{hash}\"}}", &body[..body.len() - 1]);
+            head = hash;
+        }
+        let err = verify(&join(&forged), &trusted).unwrap_err();
+        assert!(err.why.contains("not signed by a trusted key"), "{err}");
+        // Cut short.
+        let mut cut = text.clone();
+        cut.truncate(cut.len() - 5);
+        assert!(
+            verify(&cut, &trusted)
+                .unwrap_err()
+                .why
+                .contains("cut short")
+        );
+        // Another key.
+        let other = TrustedKeys::from_pems(&[KeyPair::generate().public_pem()]).unwrap();
+        assert!(verify(&text, &other).is_err());
+    }
+
+    #[test]
+    fn reopening_continues_the_chain_and_records_a_torn_tail() {
+        let key_pem = KeyPair::generate();
+        let trusted = TrustedKeys::from_pems(&[key_pem.public_pem()]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut w = Writer::open(&path, key_pem, None).unwrap();
+        w.write("a", json!({}), 1).unwrap();
+        w.checkpoint().unwrap();
+        let key = std::mem::replace(&mut w.key, KeyPair::generate());
+        drop(w);
+        // A crash mid-write leaves half a line.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"{\"seq\":3,\"ts_").unwrap();
+        drop(f);
+        assert!(verify(&std::fs::read(&path).unwrap(), &trusted).is_err());
+        let mut w = Writer::open(&path, key, None).unwrap();
+        w.write("b", json!({}), 2).unwrap();
+        w.checkpoint().unwrap();
+        drop(w);
+        let text = std::fs::read(&path).unwrap();
+        let ok = verify(&text, &trusted).unwrap();
+        assert_eq!(ok.records, 5);
+        let all = lines(&text);
+        assert!(
+            all[2].contains("\"kind\":\"audit.torn_tail\""),
+            "{}",
+            all[2]
+        );
+        assert!(all[2].contains("\"bytes\":13"), "{}", all[2]);
+    }
+}
