@@ -14,10 +14,12 @@
 //! | [`provider_manifest`] | provider-manifest JSON, a tenant config against its schema, and raw bytes to the embedded-manifest extractor |
 //! | [`oci`] | OCI manifests, artifact configs and artifact references |
 //! | [`signature`] | cosign signature manifests, simple-signing payloads, signatures and key files |
+//! | [`attestation`] | DSSE envelopes, in-toto statements, conformance and SBOM predicates, audit log files |
 //! | [`component`] | `wasm-smith` guests made messaging components (and raw bytes) to the loader, then one call |
 //! | [`breaker`] | sequences of admitted, settled and abandoned calls and passing time to the circuit breaker |
 //! | [`connection`] | any bytes, in pieces, to one connection of the real server on a paused clock |
 
+pub mod attestation;
 pub mod breaker;
 pub mod bundle;
 pub mod component;
@@ -35,6 +37,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("provider_manifest", provider_manifest::run),
     ("oci", oci::run),
     ("signature", signature::run),
+    ("attestation", attestation::run),
     ("component", component::run),
     ("breaker", breaker::run),
     ("connection", connection::run),
