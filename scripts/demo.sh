@@ -2,7 +2,9 @@
 # The demo: builds the provider components, shows what the host checks in each, then runs the
 # example bundle (examples/demo) end to end — two tenants, messaging-webhook delivering to a
 # local receiver, webhook-github receiving a signed delivery (and refusing its replay),
-# timer-heartbeat fired by the host on a schedule, and cross-tenant access refused.
+# timer-heartbeat fired by the host on a schedule, and cross-tenant access refused; the providers
+# certified (conformance and SBOM attestations the bundle requires) and every decision, secret
+# read and admin action in a signed, verified audit log.
 # Installs the wasm32-wasip2 target when missing; safe to re-run.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -29,8 +31,9 @@ rm -rf "$demo"
 mkdir -p "$demo"
 cp -r "$ROOT/examples/demo/." "$demo/"
 export COSIGN_PASSWORD="demo-only-password"
-log "greentic-host keygen; push and sign each provider into $demo/layout"
-(cd "$demo" && "$host" keygen)
+export GREENTIC_AUDIT_KEY_PASSWORD="demo-only-password"
+log "greentic-host keygen (a signing key and an audit key); push and sign each provider into $demo/layout"
+(cd "$demo" && "$host" keygen && "$host" keygen --output-key-prefix audit)
 for pair in messaging-webhook:messaging_webhook webhook-github:webhook_github timer-heartbeat:timer_heartbeat snoop:undeclared_secret; do
   name="${pair%%:*}"
   file="${pair#*:}"
@@ -38,6 +41,16 @@ for pair in messaging-webhook:messaging_webhook webhook-github:webhook_github ti
   "$host" push "$COMPONENTS_OUT/wasip2/$file.wasm" "$ref" >/dev/null
   "$host" sign --key "$demo/cosign.key" "$ref"
 done
+log "greentic-host attest: each real provider's conformance run and its SBOM (cargo cyclonedx), signed, beside the artifact"
+for pair in messaging-webhook:messaging_webhook webhook-github:webhook_github timer-heartbeat:timer_heartbeat; do
+  name="${pair%%:*}"
+  file="${pair#*:}"
+  ref="oci:$demo/layout:$name-1.0.0"
+  "$host" attest --key "$demo/cosign.key" --type conformance \
+    --profile "$ROOT/components/providers/$name/conformance.json" "$ref" | tail -n 1
+  "$host" attest --key "$demo/cosign.key" --type sbom --sbom "$COMPONENTS_OUT/sbom/$file.cdx.json" "$ref"
+done
+"$host" verify-attestation --key "$demo/cosign.pub" --type conformance "oci:$demo/layout:webhook-github-1.0.0"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 receiver_port="$(free_port)"
 sed -i "s/RECEIVER/127.0.0.1:$receiver_port/" "$demo/greentic.toml"
@@ -75,5 +88,17 @@ sleep 0.3
 log "stopping the host (SIGTERM: in-flight calls finish)"
 kill -TERM "$host_pid"
 wait "$host_pid" || true
+log "the audit log: what it recorded, and greentic-host audit verify on it and on a copy with one record removed"
+python3 - "$demo/audit/audit.log" <<'PY'
+import collections, json, sys
+kinds = collections.Counter(json.loads(line)["kind"] for line in open(sys.argv[1]))
+print("  " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
+PY
+"$host" audit verify "$demo/audit/audit.log" --key "$demo/audit.pub" --signed-through-end || status=1
+sed '5d' "$demo/audit/audit.log" >"$demo/audit/tampered.log"
+if "$host" audit verify "$demo/audit/tampered.log" --key "$demo/audit.pub" 2>&1 | sed 's/^/  /'; then
+  echo "error: a log with a record removed verified" >&2
+  status=1
+fi
 if [ "$status" = 0 ]; then log "demo finished: every step behaved as expected"; else log "demo: a step did not behave as expected"; fi
 exit "$status"

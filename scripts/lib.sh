@@ -44,7 +44,7 @@ ensure_cargo_component() {
 # cargo-cyclonedx, at the pinned version (~2 min on 2 cores, once).
 ensure_cargo_cyclonedx() {
   if command -v cargo-cyclonedx >/dev/null &&
-    cargo-cyclonedx --version 2>/dev/null | grep -q " $CARGO_CYCLONEDX_VERSION"; then
+    cargo-cyclonedx cyclonedx --version 2>/dev/null | grep -q " $CARGO_CYCLONEDX_VERSION"; then
     return
   fi
   log "installing cargo-cyclonedx $CARGO_CYCLONEDX_VERSION (one-time)"
