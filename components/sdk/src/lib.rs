@@ -20,7 +20,7 @@
 //! }
 //! ```
 //!
-//! The WIT contracts are inside this crate (`wit/`), so it builds from its published package.
+//! The WIT contracts are inside this crate (`contracts/`), so it builds from its published package.
 //! Everything a provider usually needs is in [`prelude`]:
 //!
 //! - the domain traits [`Messaging`], [`Webhook`] (`fn handle(ctx, Request) -> Response`) and
@@ -45,18 +45,18 @@ macro_rules! generate {
     ([$($wit:literal),* $(,)?], $($options:tt)*) => {
         wit_bindgen::generate!({
             path: [
-                "wit/deps/io.wit",
-                "wit/deps/clocks.wit",
-                "wit/deps/random.wit",
-                "wit/deps/filesystem.wit",
-                "wit/deps/sockets.wit",
-                "wit/deps/cli.wit",
-                "wit/deps/http.wit",
-                "wit/types.wit",
-                "wit/secrets.wit",
-                "wit/telemetry.wit",
-                "wit/config.wit",
-                "wit/state.wit",
+                "contracts/deps/io.wit",
+                "contracts/deps/clocks.wit",
+                "contracts/deps/random.wit",
+                "contracts/deps/filesystem.wit",
+                "contracts/deps/sockets.wit",
+                "contracts/deps/cli.wit",
+                "contracts/deps/http.wit",
+                "contracts/types.wit",
+                "contracts/secrets.wit",
+                "contracts/telemetry.wit",
+                "contracts/config.wit",
+                "contracts/state.wit",
                 $($wit,)*
             ],
             $($options)*
@@ -114,7 +114,7 @@ pub mod imports {
 pub mod messaging {
     domain_world!(
         "greentic:messaging/provider@1.0.0",
-        "wit/messaging.wit",
+        "contracts/messaging.wit",
         "export_messaging_provider",
         "greentic_provider_sdk::messaging",
     );
@@ -126,7 +126,7 @@ pub mod messaging {
 pub mod webhook {
     domain_world!(
         "greentic:webhook/handler@1.0.0",
-        "wit/webhook.wit",
+        "contracts/webhook.wit",
         "export_webhook_handler",
         "greentic_provider_sdk::webhook",
     );
@@ -139,7 +139,7 @@ pub mod webhook {
 pub mod timer {
     domain_world!(
         "greentic:timer/scheduled@1.0.0",
-        "wit/timer.wit",
+        "contracts/timer.wit",
         "export_timer_provider",
         "greentic_provider_sdk::timer",
         "greentic:types/types@1.0.0": crate::messaging::greentic::types::types,

@@ -73,8 +73,8 @@ fn package_sdk(into: &Path) -> PathBuf {
     }
     // The package carries its WIT, and nothing in it points back into the checkout.
     let sdk = unpacked.join(format!("greentic-provider-sdk-{}", env_version()));
-    assert!(sdk.join("wit/messaging.wit").is_file());
-    assert!(sdk.join("wit/deps/http.wit").is_file());
+    assert!(sdk.join("contracts/messaging.wit").is_file());
+    assert!(sdk.join("contracts/deps/http.wit").is_file());
     let manifest: toml::Value =
         toml::from_str(&std::fs::read_to_string(sdk.join("Cargo.toml")).unwrap()).unwrap();
     for (dep, spec) in manifest["dependencies"].as_table().unwrap() {
