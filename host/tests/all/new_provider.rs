@@ -23,9 +23,18 @@ fn work_dir() -> PathBuf {
         .join("greentic-new-provider")
 }
 
+/// Runs cargo at the lowest CPU priority, one job at a time: the other tests in this binary
+/// measure latencies (fleet canaries) that a compiler on every core would distort.
 fn cargo(dir: &Path, args: &[&str], target_dir: &Path) -> (bool, String) {
-    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let out = Command::new("nice")
+        .args(["-n", "19"])
+        .arg(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(args)
+        .args(if matches!(args[0], "build" | "test" | "package") {
+            &["-j", "1"][..]
+        } else {
+            &[][..]
+        })
         .current_dir(dir)
         .env("CARGO_TARGET_DIR", target_dir)
         .env_remove("RUSTFLAGS")
