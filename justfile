@@ -20,7 +20,7 @@ conformance *DIRS:
 fuzz SECONDS="60" *TARGETS:
     scripts/fuzz.sh {{SECONDS}} {{TARGETS}}
 
-# Benchmarks (all, or the named ones: invoke, engine, verify, fleet); see BENCHMARKS.md.
+# Benchmarks (all, or the named ones: invoke, engine, verify, fleet, audit); see BENCHMARKS.md.
 bench *BENCHES:
     scripts/bench.sh {{BENCHES}}
 
