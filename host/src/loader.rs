@@ -489,7 +489,7 @@ fn check_attestations(
                         "provider": name,
                         "kind": kind.name(),
                         "reference": reference.to_string(),
-                        "why": "none signed by a trusted key",
+                        "why": "none that a trusted key signed about this digest",
                         "refused": found.refused,
                     }),
                 );
@@ -499,7 +499,7 @@ fn check_attestations(
                     format!(" (refused: {})", found.refused.join("; "))
                 };
                 return Err(format!(
-                    "requires a `{}` attestation, but {reference} has none signed by a trusted key{refused}; attest it with `greentic-host attest --type {} --key … {reference}`",
+                    "requires a `{}` attestation, but {reference} has none that a trusted key signed about this digest{refused}; attest it with `greentic-host attest --type {} --key … {reference}`",
                     kind.name(),
                     kind.name()
                 ));

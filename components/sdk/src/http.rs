@@ -45,6 +45,33 @@ impl Request {
         self.headers.push((name.to_string(), value.to_string()));
         self
     }
+
+    /// Sets the timeout (connect and response), in milliseconds.
+    pub fn timeout_ms(mut self, timeout_ms: u64) -> Request {
+        self.timeout_ms = timeout_ms;
+        self
+    }
+
+    /// Adds `Idempotency-Key` when there is a key (pass `ctx.idempotency_key.as_deref()`), so
+    /// the upstream can recognise a call the host retries.
+    pub fn idempotency_key(self, key: Option<&str>) -> Request {
+        match key {
+            Some(key) => self.header("idempotency-key", key),
+            None => self,
+        }
+    }
+
+    /// Adds `Authorization: Bearer <value>` when the tenant has bound the (optional) secret
+    /// `name`; without it the request goes unauthenticated. A denied or unreadable secret is an
+    /// error, as from [`crate::secrets::optional`].
+    pub fn bearer_from_secret(self, name: &str) -> Result<Request, ProviderError> {
+        match crate::secrets::optional(name)? {
+            Some(token) => {
+                Ok(self.header("authorization", &format!("Bearer {}", token.expose_str()?)))
+            }
+            None => Ok(self),
+        }
+    }
 }
 
 /// A response, fully read.

@@ -9,7 +9,7 @@ use clap::Args;
 use greentic_host::attestation::{self, Kind};
 use greentic_host::conformance::Capture;
 use greentic_registry::{ArtifactRef, Target, pull_component};
-use greentic_signing::{KeyPair, TrustedKeys};
+use greentic_signing::KeyPair;
 use serde_json::Value;
 
 use super::conformance::{SuiteArgs, run_suite};
@@ -185,12 +185,7 @@ pub struct VerifyAttestation {
 
 impl VerifyAttestation {
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        let pems = self
-            .keys
-            .iter()
-            .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let keys = TrustedKeys::from_pems(&pems)?;
+        let keys = super::sign::trusted_keys(&self.keys)?;
         let reference: ArtifactRef = self.reference.parse()?;
         let target = Target::open(&reference, &self.registry.options()?)?;
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use greentic_signing::TrustedKeys;
 
 /// Work with the audit log (`[audit]` in the bundle).
 #[derive(Debug, Args)]
@@ -48,12 +47,7 @@ struct Verify {
 
 impl Verify {
     fn run(self) -> anyhow::Result<ExitCode> {
-        let pems = self
-            .keys
-            .iter()
-            .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let keys = TrustedKeys::from_pems(&pems)?;
+        let keys = super::sign::trusted_keys(&self.keys)?;
         let text = std::fs::read(&self.file)
             .with_context(|| format!("reading {}", self.file.display()))?;
         match greentic_host::audit::verify(&text, &keys) {

@@ -34,6 +34,15 @@ pub(crate) fn password(confirm: bool) -> anyhow::Result<String> {
     Ok(p)
 }
 
+/// The trusted public keys in the PEM files `paths`.
+pub(crate) fn trusted_keys(paths: &[PathBuf]) -> anyhow::Result<TrustedKeys> {
+    let pems = paths
+        .iter()
+        .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(TrustedKeys::from_pems(&pems)?)
+}
+
 /// Write a new key pair: PREFIX.key (cosign's encrypted private key format; the password comes
 /// from COSIGN_PASSWORD or a prompt) and PREFIX.pub (PEM public key).
 #[derive(Debug, Args)]
@@ -132,12 +141,7 @@ pub struct Verify {
 
 impl Verify {
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        let pems = self
-            .keys
-            .iter()
-            .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let keys = TrustedKeys::from_pems(&pems)?;
+        let keys = trusted_keys(&self.keys)?;
         let reference: ArtifactRef = self.reference.parse()?;
         let target = Target::open(&reference, &self.registry.options()?)?;
         let rt = tokio::runtime::Builder::new_current_thread()

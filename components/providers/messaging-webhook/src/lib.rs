@@ -23,14 +23,10 @@ impl Messaging for MessagingWebhook {
         let config: Config = config::load()?;
         logic::validate_message(&msg)?;
         let body = logic::payload(&msg, &config).to_string().into_bytes();
-        let mut request = http::Request::post_json(&config.url, body);
-        request.timeout_ms = config.timeout_ms;
-        if let Some(key) = &ctx.idempotency_key {
-            request = request.header("idempotency-key", key);
-        }
-        if let Some(token) = secrets::optional(TOKEN_SECRET)? {
-            request = request.header("authorization", &format!("Bearer {}", token.expose_str()?));
-        }
+        let request = http::Request::post_json(&config.url, body)
+            .timeout_ms(config.timeout_ms)
+            .idempotency_key(ctx.idempotency_key.as_deref())
+            .bearer_from_secret(TOKEN_SECRET)?;
         let started = now_ms();
         let response = http::send(&request);
         telemetry::histogram_record(
