@@ -7,6 +7,7 @@
 //! envelope and refuses it edited.
 
 use std::path::Path;
+use std::process::Output;
 
 use greentic_registry::testing::Registry;
 use greentic_registry::{ArtifactRef, Target};
@@ -63,6 +64,21 @@ fn ok(dir: &Path, args: &[&str]) -> String {
     let out = run_in(dir, args);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{args:?}:\n{stdout}\n{stderr}");
+    stdout
+}
+
+/// `greentic-host attest --key KEY --type KIND ARGS… REFERENCE` in `dir`.
+fn attest(dir: &Path, key: &str, kind: &str, args: &[&str], reference: &str) -> Output {
+    let mut all = vec!["attest", "--key", key, "--type", kind];
+    all.extend_from_slice(args);
+    all.push(reference);
+    run_in(dir, &all)
+}
+
+/// What a command that must succeed printed.
+fn ok_out(out: Output) -> String {
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
     stdout
 }
 
@@ -174,19 +190,13 @@ fn a_bundle_requiring_conformance_runs_certified_providers_and_refuses_the_rest(
     // attest runs the suite against the pushed artifact and attaches the passing report.
     let profile = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../components/providers/messaging-webhook/conformance.json");
-    let out = ok(
+    let out = ok_out(attest(
         dir,
-        &[
-            "attest",
-            "--key",
-            "cosign.key",
-            "--type",
-            "conformance",
-            "--profile",
-            profile.to_str().unwrap(),
-            &hook,
-        ],
-    );
+        "cosign.key",
+        "conformance",
+        &["--profile", profile.to_str().unwrap()],
+        &hook,
+    ));
     assert!(
         out.contains("attested conformance") && out.contains("passed"),
         "{out}"
@@ -233,18 +243,12 @@ fn a_bundle_requiring_conformance_runs_certified_providers_and_refuses_the_rest(
         text(&out).0
     );
     // A failed run is not attested unless asked.
-    let out = run_in(
+    let out = attest(
         dir,
-        &[
-            "attest",
-            "--key",
-            "stranger.key",
-            "--type",
-            "conformance",
-            "--report",
-            report.to_str().unwrap(),
-            &echo,
-        ],
+        "stranger.key",
+        "conformance",
+        &["--report", report.to_str().unwrap()],
+        &echo,
     );
     assert!(!out.status.success());
     assert!(
@@ -252,20 +256,13 @@ fn a_bundle_requiring_conformance_runs_certified_providers_and_refuses_the_rest(
         "{}",
         text(&out).1
     );
-    ok(
+    ok_out(attest(
         dir,
-        &[
-            "attest",
-            "--key",
-            "stranger.key",
-            "--type",
-            "conformance",
-            "--report",
-            report.to_str().unwrap(),
-            "--record-failure",
-            &echo,
-        ],
-    );
+        "stranger.key",
+        "conformance",
+        &["--report", report.to_str().unwrap(), "--record-failure"],
+        &echo,
+    ));
     let (passed, log) = check(dir);
     assert!(!passed);
     assert!(
@@ -279,20 +276,13 @@ fn a_bundle_requiring_conformance_runs_certified_providers_and_refuses_the_rest(
     );
 
     // Signed by the trusted key, but the report has failed cases: refused, naming them.
-    ok(
+    ok_out(attest(
         dir,
-        &[
-            "attest",
-            "--key",
-            "cosign.key",
-            "--type",
-            "conformance",
-            "--report",
-            report.to_str().unwrap(),
-            "--record-failure",
-            &echo,
-        ],
-    );
+        "cosign.key",
+        "conformance",
+        &["--report", report.to_str().unwrap(), "--record-failure"],
+        &echo,
+    ));
     let (passed, log) = check(dir);
     assert!(!passed);
     assert!(
@@ -330,18 +320,12 @@ fn a_bundle_requiring_conformance_runs_certified_providers_and_refuses_the_rest(
         ],
     );
     assert!(out.status.success(), "{}", text(&out).1);
-    let out = run_in(
+    let out = attest(
         dir,
-        &[
-            "attest",
-            "--key",
-            "cosign.key",
-            "--type",
-            "conformance",
-            "--report",
-            hook_report.to_str().unwrap(),
-            &echo,
-        ],
+        "cosign.key",
+        "conformance",
+        &["--report", hook_report.to_str().unwrap()],
+        &echo,
     );
     assert!(!out.status.success());
     assert!(
@@ -438,19 +422,7 @@ fn sboms_from_cargo_cyclonedx_are_attested_in_an_oci_layout_and_required_by_the_
     );
     // Not an SBOM: refused before anything is attached.
     std::fs::write(dir.join("junk.json"), br#"{"hello": 1}"#).unwrap();
-    let out = run_in(
-        dir,
-        &[
-            "attest",
-            "--key",
-            "cosign.key",
-            "--type",
-            "sbom",
-            "--sbom",
-            "junk.json",
-            &layout,
-        ],
-    );
+    let out = attest(dir, "cosign.key", "sbom", &["--sbom", "junk.json"], &layout);
     assert!(!out.status.success());
     assert!(
         text(&out).1.contains("not a CycloneDX document"),
@@ -458,19 +430,13 @@ fn sboms_from_cargo_cyclonedx_are_attested_in_an_oci_layout_and_required_by_the_
         text(&out).1
     );
 
-    let out = ok(
+    let out = ok_out(attest(
         dir,
-        &[
-            "attest",
-            "--key",
-            "cosign.key",
-            "--type",
-            "sbom",
-            "--sbom",
-            sbom.to_str().unwrap(),
-            &layout,
-        ],
-    );
+        "cosign.key",
+        "sbom",
+        &["--sbom", sbom.to_str().unwrap()],
+        &layout,
+    ));
     assert!(out.contains("CycloneDX"), "{out}");
     let (passed, log) = check(dir);
     assert!(passed, "{log}");
