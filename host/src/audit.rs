@@ -10,7 +10,8 @@
 //!
 //! `hash` is the SHA-256 of the line's own bytes up to `,"hash"` (closed with `}`), and `prev`
 //! is the previous record's `hash` (zeros for the first), so removing, reordering, inserting or
-//! editing a record breaks the chain. Every `checkpoint_every` records, every `checkpoint_secs`
+//! editing a record anywhere but at the very end breaks the chain; a file cut short is seen
+//! only against a copy kept elsewhere (the OTLP export, or a head noted from `verify`). Every `checkpoint_every` records, every `checkpoint_secs`
 //! when something was written, and when the host stops, an `audit.checkpoint` record signs the
 //! head of the chain (its `prev`) with the host's audit key (ECDSA P-256, the cosign key
 //! format): rewriting the chain after an edit needs that key. `greentic-host audit verify FILE
@@ -20,7 +21,7 @@
 //! reaches the file about a millisecond after it is made); callers never wait for the disk. A
 //! secret read records the tenant, provider, secret name and result — never the value.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, RwLock};
@@ -169,7 +170,7 @@ impl AuditLog {
         export: Option<Box<dyn Export>>,
     ) -> anyhow::Result<AuditLog> {
         let path = path.to_path_buf();
-        let mut writer = Writer::open(&path, key, export)?;
+        let (mut writer, inherited_unsigned) = Writer::open(&path, key, export)?;
         let every = every.max(1);
         let period = period.max(Duration::from_millis(1));
         let (tx, rx) = mpsc::channel();
@@ -180,6 +181,9 @@ impl AuditLog {
                 "host_version": env!("CARGO_PKG_VERSION"),
                 "pid": std::process::id(),
                 "key_id": writer.key.key_id(),
+                // Records the last run wrote after its last checkpoint (it stopped without one):
+                // the next checkpoint signs them as found.
+                "inherited_unsigned": inherited_unsigned,
             }),
             now_ms(),
         )?;
@@ -197,37 +201,62 @@ impl AuditLog {
 impl Drop for AuditLog {
     fn drop(&mut self) {
         let tx = SINK.write().unwrap_or_else(|e| e.into_inner()).take();
+        let mut stopped = false;
         if let Some(tx) = tx {
             let (done, wait) = mpsc::channel();
             if tx.send(Msg::Stop(done)).is_ok() {
-                let _ = wait.recv_timeout(Duration::from_secs(10));
+                stopped = wait.recv_timeout(Duration::from_secs(10)).is_ok();
             }
         }
-        if let Some(thread) = self.thread.take() {
+        // A writer stuck on the disk past the timeout is left behind rather than waited for.
+        if let Some(thread) = self.thread.take()
+            && (stopped || thread.is_finished())
+        {
             let _ = thread.join();
         }
     }
 }
 
+/// A record formatted but not yet on disk.
+struct Pending {
+    seq: u64,
+    kind: String,
+    event: Value,
+    hash: String,
+    prev: String,
+}
+
 struct Writer {
-    file: std::io::BufWriter<std::fs::File>,
+    file: std::fs::File,
     path: PathBuf,
     key: greentic_signing::KeyPair,
     export: Option<Box<dyn Export>>,
+    /// The file's length up to the last record known to be written whole.
+    good_len: u64,
+    /// Sequence number and hash of the last record on disk.
     seq: u64,
     head: String,
+    /// Lines formatted since the last write, and what they are.
+    buffer: Vec<u8>,
+    pending: Vec<Pending>,
+    /// Records lost to failed writes, reported in the next record that reaches the file.
+    lost: u64,
     since_checkpoint: u64,
-    last_checkpoint: Instant,
+    /// When the oldest record not yet covered by a checkpoint was made.
+    oldest_unsigned: Option<Instant>,
 }
 
 impl Writer {
-    /// Opens `path` for appending, continuing the chain of its last complete record. A last
-    /// line cut short (a write interrupted by a crash) is cut off and recorded.
+    /// Opens `path` for appending, holding an exclusive lock on it for as long as the writer
+    /// lives, and continues its chain after checking it with `key`: a file that does not verify
+    /// is refused. A last line cut short (a write interrupted by a crash) is cut off and
+    /// recorded; records the previous run left after its last checkpoint are counted in
+    /// `audit.opened`.
     fn open(
         path: &Path,
         key: greentic_signing::KeyPair,
         export: Option<Box<dyn Export>>,
-    ) -> anyhow::Result<Writer> {
+    ) -> anyhow::Result<(Writer, u64)> {
         let io = |e: std::io::Error| anyhow::anyhow!("[audit] {}: {e}", path.display());
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io)?;
@@ -240,42 +269,52 @@ impl Writer {
             options.mode(0o600);
         }
         let file = options.open(path).map_err(io)?;
-        let (mut seq, mut head, mut complete, mut last_line) = (0, GENESIS.to_string(), 0u64, None);
-        let mut reader = std::io::BufReader::new(&file);
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            let n = reader.read_until(b'\n', &mut line).map_err(io)?;
-            if n == 0 || line.last() != Some(&b'\n') {
-                break;
+        if let Err(e) = file.try_lock() {
+            anyhow::bail!(
+                "[audit] {}: another process is writing this audit log ({e}); give each host its own file",
+                path.display()
+            );
+        }
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut &file, &mut text).map_err(io)?;
+        let complete = text.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+        let torn = text[complete..].to_vec();
+        text.truncate(complete);
+        let own = greentic_signing::TrustedKeys::from_pems(&[key.public_pem()])?;
+        let found = verify(&text, &own).map_err(|broken| {
+            anyhow::anyhow!(
+                "[audit] {} does not verify with the audit key ({broken}); keep it as evidence, move it aside, and start a new file (a new key also starts a new file)",
+                path.display()
+            )
+        })?;
+        let (seq, head) = match text[..complete.saturating_sub(1)]
+            .rsplit(|b| *b == b'\n')
+            .next()
+            .filter(|l| !l.is_empty())
+        {
+            Some(last) => {
+                let parsed = parse_line(&String::from_utf8_lossy(last))
+                    .map_err(|why| anyhow::anyhow!("[audit] {}: {why}", path.display()))?;
+                (parsed.seq, parsed.hash)
             }
-            complete += n as u64;
-            last_line = Some(line.clone());
-        }
-        let torn = line.clone();
-        if let Some(last) = last_line {
-            let text = String::from_utf8_lossy(&last);
-            let parsed = parse_line(text.trim_end_matches('\n')).map_err(|why| {
-                anyhow::anyhow!(
-                    "[audit] {}: its last record cannot be continued ({why}); check it with `greentic-host audit verify` and move it aside",
-                    path.display()
-                )
-            })?;
-            seq = parsed.seq;
-            head = parsed.hash;
-        }
+            None => (0, GENESIS.to_string()),
+        };
         if !torn.is_empty() {
-            file.set_len(complete).map_err(io)?;
+            file.set_len(complete as u64).map_err(io)?;
         }
         let mut writer = Writer {
-            file: std::io::BufWriter::new(file),
+            file,
             path: path.to_path_buf(),
             key,
             export,
+            good_len: complete as u64,
             seq,
             head,
+            buffer: Vec::new(),
+            pending: Vec::new(),
+            lost: 0,
             since_checkpoint: 0,
-            last_checkpoint: Instant::now(),
+            oldest_unsigned: None,
         };
         if !torn.is_empty() {
             writer.write(
@@ -284,40 +323,84 @@ impl Writer {
                 now_ms(),
             )?;
         }
-        Ok(writer)
+        Ok((writer, found.unsigned_tail()))
     }
 
+    /// Formats a record after the last one (on disk or pending).
     fn write(&mut self, kind: &str, event: Value, at_ms: u64) -> anyhow::Result<()> {
-        let seq = self.seq + 1;
+        let (last_seq, prev) = match self.pending.last() {
+            Some(p) => (p.seq, p.hash.clone()),
+            None => (self.seq, self.head.clone()),
+        };
+        let seq = last_seq
+            .checked_add(1)
+            .ok_or_else(|| anyhow::anyhow!("[audit] the sequence number is exhausted"))?;
         let body = serde_json::to_string(&json!({
             "seq": seq,
             "ts_ms": at_ms,
             "kind": kind,
             "event": event,
-            "prev": self.head,
+            "prev": prev,
         }))?;
         let hash = sha256(body.as_bytes());
-        let line = format!("{},\"hash\":\"{hash}\"}}\n", &body[..body.len() - 1]);
-        self.file
-            .write_all(line.as_bytes())
-            .map_err(|e| anyhow::anyhow!("[audit] writing {}: {e}", self.path.display()))?;
-        if let Some(export) = &mut self.export {
-            export.export(seq, kind, &event, &hash, &self.head);
-        }
-        self.seq = seq;
-        self.head = hash;
+        self.buffer.extend_from_slice(
+            format!("{},\"hash\":\"{hash}\"}}\n", &body[..body.len() - 1]).as_bytes(),
+        );
+        self.pending.push(Pending {
+            seq,
+            kind: kind.to_string(),
+            event,
+            hash,
+            prev,
+        });
         self.since_checkpoint += 1;
+        self.oldest_unsigned.get_or_insert_with(Instant::now);
         Ok(())
     }
 
+    /// Writes the formatted records in one go. If that fails, the file is cut back to its last
+    /// whole record and the batch is dropped (counted, and reported by the next record that
+    /// reaches the file), so the file never holds a fragment in its middle.
     fn flush(&mut self) -> anyhow::Result<()> {
-        self.file
-            .flush()
-            .map_err(|e| anyhow::anyhow!("[audit] writing {}: {e}", self.path.display()))
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        match self.file.write_all(&self.buffer) {
+            Ok(()) => {
+                self.good_len += self.buffer.len() as u64;
+                self.buffer.clear();
+                for p in std::mem::take(&mut self.pending) {
+                    if let Some(export) = &mut self.export {
+                        export.export(p.seq, &p.kind, &p.event, &p.hash, &p.prev);
+                    }
+                    self.seq = p.seq;
+                    self.head = p.hash;
+                }
+                if self.lost > 0 {
+                    let lost = std::mem::take(&mut self.lost);
+                    self.write("audit.records_lost", json!({ "records": lost }), now_ms())?;
+                    return self.flush();
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let dropped = self.pending.len() as u64;
+                self.lost += dropped;
+                self.since_checkpoint = self.since_checkpoint.saturating_sub(dropped);
+                self.buffer.clear();
+                self.pending.clear();
+                let _ = self.file.set_len(self.good_len);
+                Err(anyhow::anyhow!(
+                    "[audit] writing {}: {e}; {dropped} record(s) dropped, the file cut back to its last whole record",
+                    self.path.display()
+                ))
+            }
+        }
     }
 
     /// Signs the head of the chain, writes the checkpoint, and syncs the file.
     fn checkpoint(&mut self) -> anyhow::Result<()> {
+        self.flush()?;
         let signature = B64.encode(self.key.sign(&checkpoint_message(self.seq, &self.head)));
         let event = json!({
             "covers": self.seq,
@@ -328,11 +411,10 @@ impl Writer {
         self.write(CHECKPOINT, event, now_ms())?;
         self.flush()?;
         self.file
-            .get_ref()
             .sync_data()
             .map_err(|e| anyhow::anyhow!("[audit] syncing {}: {e}", self.path.display()))?;
         self.since_checkpoint = 0;
-        self.last_checkpoint = Instant::now();
+        self.oldest_unsigned = None;
         Ok(())
     }
 
@@ -340,12 +422,19 @@ impl Writer {
         let failed =
             |e: anyhow::Error| tracing::error!(error = %e, "the audit log could not be written");
         loop {
-            let wait = period.saturating_sub(self.last_checkpoint.elapsed());
-            let first = match rx.recv_timeout(wait) {
+            // Nothing unsigned: wait for a record as long as it takes. Otherwise only until the
+            // oldest unsigned record is `period` old.
+            let first = match self.oldest_unsigned {
+                None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                Some(oldest) => rx.recv_timeout(period.saturating_sub(oldest.elapsed())),
+            };
+            let first = match first {
                 Ok(msg) => Some(msg),
                 Err(mpsc::RecvTimeoutError::Timeout) => None,
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    if let Err(e) = self.checkpoint() {
+                    if self.since_checkpoint > 0
+                        && let Err(e) = self.checkpoint()
+                    {
                         failed(e);
                     }
                     return;
@@ -383,7 +472,11 @@ impl Writer {
             }
             if let Some(done) = stop {
                 let closed = self
-                    .write("audit.closed", json!({ "records": self.seq + 1 }), now_ms())
+                    .write(
+                        "audit.closed",
+                        json!({ "last_seq": self.seq.saturating_add(1) }),
+                        now_ms(),
+                    )
                     .and_then(|()| self.checkpoint());
                 if let Err(e) = closed {
                     failed(e);
@@ -391,8 +484,9 @@ impl Writer {
                 let _ = done.send(());
                 return;
             }
-            if self.since_checkpoint > 0
-                && self.last_checkpoint.elapsed() >= period
+            if self
+                .oldest_unsigned
+                .is_some_and(|oldest| oldest.elapsed() >= period)
                 && let Err(e) = self.checkpoint()
             {
                 failed(e);
@@ -445,6 +539,8 @@ pub struct Verified {
     pub signed_through: u64,
     /// The key ids that signed checkpoints.
     pub signers: Vec<String>,
+    /// The hash of the last record: note it elsewhere to detect a later cut.
+    pub head: String,
 }
 
 impl Verified {
@@ -478,6 +574,7 @@ pub fn verify(text: &[u8], keys: &greentic_signing::TrustedKeys) -> Result<Verif
         checkpoints: 0,
         signed_through: 0,
         signers: Vec::new(),
+        head: GENESIS.to_string(),
     };
     let mut head = GENESIS.to_string();
     let lines: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
@@ -537,6 +634,7 @@ pub fn verify(text: &[u8], keys: &greentic_signing::TrustedKeys) -> Result<Verif
         verified.records = record.seq;
         head = record.hash;
     }
+    verified.head = head;
     Ok(verified)
 }
 
@@ -604,7 +702,7 @@ mod tests {
     fn log(key: KeyPair, records: &[(&str, Value)], checkpoint_every: u64) -> Vec<u8> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
-        let mut w = Writer::open(&path, key, None).unwrap();
+        let (mut w, _) = Writer::open(&path, key, None).unwrap();
         for (kind, event) in records {
             w.write(kind, event.clone(), 1).unwrap();
             if w.since_checkpoint >= checkpoint_every {
@@ -712,7 +810,7 @@ mod tests {
         let trusted = TrustedKeys::from_pems(&[key_pem.public_pem()]).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
-        let mut w = Writer::open(&path, key_pem, None).unwrap();
+        let (mut w, _) = Writer::open(&path, key_pem, None).unwrap();
         w.write("a", json!({}), 1).unwrap();
         w.checkpoint().unwrap();
         let key = std::mem::replace(&mut w.key, KeyPair::generate());
@@ -725,9 +823,16 @@ mod tests {
         f.write_all(b"{\"seq\":3,\"ts_").unwrap();
         drop(f);
         assert!(verify(&std::fs::read(&path).unwrap(), &trusted).is_err());
-        let mut w = Writer::open(&path, key, None).unwrap();
+        let (mut w, unsigned) = Writer::open(&path, key, None).unwrap();
+        assert_eq!(unsigned, 0);
+        // One writer per file: a second process (or host) is refused.
+        let err = Writer::open(&path, KeyPair::generate(), None)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("another process"), "{err}");
         w.write("b", json!({}), 2).unwrap();
         w.checkpoint().unwrap();
+        let key = std::mem::replace(&mut w.key, KeyPair::generate());
         drop(w);
         let text = std::fs::read(&path).unwrap();
         let ok = verify(&text, &trusted).unwrap();
@@ -739,5 +844,54 @@ mod tests {
             all[2]
         );
         assert!(all[2].contains("\"bytes\":13"), "{}", all[2]);
+
+        // A file edited while no host held it is not continued (nor signed over).
+        let mut edited = all.clone();
+        edited[0] = edited[0].replace("\"kind\":\"a\"", "\"kind\":\"x\"");
+        std::fs::write(&path, join(&edited)).unwrap();
+        let err = Writer::open(&path, key, None).err().unwrap();
+        assert!(err.to_string().contains("does not verify"), "{err}");
+        // Neither is one signed with another key (a new key starts a new file).
+        std::fs::write(&path, &text).unwrap();
+        let err = Writer::open(&path, KeyPair::generate(), None)
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string().contains("not signed by a trusted key"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_fragment_and_is_reported() {
+        let key = KeyPair::generate();
+        let trusted = TrustedKeys::from_pems(&[key.public_pem()]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let (mut w, _) = Writer::open(&path, key, None).unwrap();
+        w.write("a", json!({}), 1).unwrap();
+        w.flush().unwrap();
+        // The next batch fails: the file is swapped for one opened read-only.
+        let good = std::mem::replace(
+            &mut w.file,
+            std::fs::OpenOptions::new().read(true).open(&path).unwrap(),
+        );
+        w.write("b", json!({"big": "x".repeat(10_000)}), 2).unwrap();
+        assert!(w.flush().is_err());
+        assert_eq!(w.lost, 1);
+        w.file = good;
+        w.write("c", json!({}), 3).unwrap();
+        w.checkpoint().unwrap();
+        drop(w);
+        let text = std::fs::read(&path).unwrap();
+        let ok = verify(&text, &trusted).unwrap();
+        let all = lines(&text);
+        assert_eq!(ok.records, 4, "{all:?}");
+        assert!(all[1].contains("\"kind\":\"c\""), "{}", all[1]);
+        assert!(
+            all[2].contains("\"kind\":\"audit.records_lost\"") && all[2].contains("\"records\":1"),
+            "{}",
+            all[2]
+        );
     }
 }

@@ -36,8 +36,12 @@ pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
 pub const PREDICATE_ANNOTATION: &str = "predicateType";
 /// The largest envelope read.
 pub const MAX_ENVELOPE_BYTES: u64 = 4 << 20;
-/// Attestation layers examined per artifact.
+/// Attestation layers examined per artifact: the newest ones.
 pub const MAX_ATTESTATION_LAYERS: usize = 64;
+/// Signatures checked per envelope.
+pub const MAX_ENVELOPE_SIGNATURES: usize = 8;
+/// Reasons kept for refused layers.
+const MAX_REASONS: usize = 8;
 
 /// DSSE's pre-authentication encoding: what is signed.
 pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
@@ -93,7 +97,7 @@ impl Envelope {
             .decode(&self.payload)
             .map_err(|e| format!("the envelope's payload is not base64: {e}"))?;
         let signed = pae(&self.payload_type, &payload);
-        for signature in &self.signatures {
+        for signature in self.signatures.iter().take(MAX_ENVELOPE_SIGNATURES) {
             let Ok(sig) = B64.decode(&signature.sig) else {
                 continue;
             };
@@ -102,8 +106,13 @@ impl Envelope {
             }
         }
         Err(format!(
-            "none of its {} signature(s) is by a trusted key",
-            self.signatures.len()
+            "none of its {} signature(s) is by a trusted key{}",
+            self.signatures.len(),
+            if self.signatures.len() > MAX_ENVELOPE_SIGNATURES {
+                format!(" (only the first {MAX_ENVELOPE_SIGNATURES} were checked)")
+            } else {
+                String::new()
+            }
         ))
     }
 }
@@ -247,11 +256,12 @@ pub async fn verify_attestations(
     let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
     if layers.len() > MAX_ATTESTATION_LAYERS {
         found.refused.push(format!(
-            "the attestation manifest has {} layers; only the first {MAX_ATTESTATION_LAYERS} were examined",
+            "the attestation manifest has {} layers; only the newest {MAX_ATTESTATION_LAYERS} were examined",
             layers.len()
         ));
     }
-    for (i, layer) in layers.iter().take(MAX_ATTESTATION_LAYERS).enumerate() {
+    let skip = layers.len().saturating_sub(MAX_ATTESTATION_LAYERS);
+    for (i, layer) in layers.iter().enumerate().skip(skip) {
         if layer["mediaType"] != DSSE_MEDIA_TYPE {
             continue;
         }
@@ -277,7 +287,7 @@ pub async fn verify_attestations(
             if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE {
                 return Err(format!(
                     "payload type `{}`, not {IN_TOTO_PAYLOAD_TYPE}",
-                    envelope.payload_type
+                    clip(&envelope.payload_type)
                 ));
             }
             let (payload, key_id) = envelope.verify(keys)?;
@@ -286,18 +296,21 @@ pub async fn verify_attestations(
             if statement.statement_type != STATEMENT_TYPE {
                 return Err(format!(
                     "statement type `{}`, not {STATEMENT_TYPE}",
-                    statement.statement_type
+                    clip(&statement.statement_type)
                 ));
             }
             if !statement.is_about(&digest) {
                 return Err(format!(
                     "it is about {}, not {digest}",
-                    statement
-                        .subject
-                        .iter()
-                        .filter_map(|s| s.digest.get("sha256").map(|d| format!("sha256:{d}")))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    clip(
+                        &statement
+                            .subject
+                            .iter()
+                            .take(4)
+                            .filter_map(|s| s.digest.get("sha256").map(|d| format!("sha256:{d}")))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
                 ));
             }
             Ok((statement, key_id))
@@ -315,10 +328,22 @@ pub async fn verify_attestations(
             }
             // A valid attestation of another kind: not refused, just not asked for.
             Ok(_) => {}
-            Err(why) => found.refused.push(format!("layer {i}: {why}")),
+            Err(why) if found.refused.len() < MAX_REASONS => {
+                found.refused.push(format!("layer {i}: {why}"));
+            }
+            Err(_) => {}
         }
     }
     Ok(found)
+}
+
+/// Text from an unverified document, cut to a length fit for a message.
+fn clip(text: &str) -> String {
+    const MAX: usize = 160;
+    match text.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
 }
 
 #[cfg(test)]

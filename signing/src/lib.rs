@@ -37,8 +37,9 @@ mod sigstore_oci;
 
 pub use attest::{
     Attestations, DSSE_MEDIA_TYPE, Envelope, EnvelopeSignature, IN_TOTO_PAYLOAD_TYPE,
-    MAX_ATTESTATION_LAYERS, MAX_ENVELOPE_BYTES, PREDICATE_ANNOTATION, STATEMENT_TYPE, Statement,
-    Subject, VerifiedAttestation, attest, attestation_tag, pae, verify_attestations,
+    MAX_ATTESTATION_LAYERS, MAX_ENVELOPE_BYTES, MAX_ENVELOPE_SIGNATURES, PREDICATE_ANNOTATION,
+    STATEMENT_TYPE, Statement, Subject, VerifiedAttestation, attest, attestation_tag, pae,
+    verify_attestations,
 };
 pub use keys::{KeyError, KeyPair, TrustedKeys};
 pub use payload::{SIGNATURE_TYPE, SimpleSigning};

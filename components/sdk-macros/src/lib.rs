@@ -11,7 +11,8 @@ use syn::{Error, ItemImpl, LitStr, Token, parse_macro_input};
 /// `Timer`). Keeps the impl as written, embeds the crate's `provider.json` in the component and
 /// exports the provider in its domain's world, wrapped so that every call gets the provider's
 /// span, its outcome and the `calls` counter. Options: `manifest = "path.json"` (relative to
-/// the crate root) embeds another manifest file.
+/// the crate root) embeds another manifest file. Do not also call `provider_manifest!()`: the
+/// component would carry the manifest twice, and the host refuses it.
 ///
 /// ```text
 /// use greentic_provider_sdk::prelude::*;

@@ -10,8 +10,9 @@ use crate::messaging::wasi::http::types::{
 use crate::messaging::wasi::io::streams::StreamError;
 use crate::types::{ProviderError, UnavailableInfo};
 
-/// An outbound request.
-#[derive(Debug, Clone)]
+/// An outbound request. Its `Debug` output shows credential headers (`authorization`,
+/// `proxy-authorization`, `cookie`, `x-api-key`) as `<redacted>`.
+#[derive(Clone)]
 pub struct Request {
     /// `GET`, `POST`, ...
     pub method: &'static str,
@@ -25,6 +26,37 @@ pub struct Request {
     pub timeout_ms: u64,
     /// Largest response body read; more is an error.
     pub max_response_bytes: usize,
+}
+
+impl core::fmt::Debug for Request {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        const SECRET: &[&str] = &[
+            "authorization",
+            "proxy-authorization",
+            "cookie",
+            "x-api-key",
+        ];
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let shown = if SECRET.iter().any(|s| name.eq_ignore_ascii_case(s)) {
+                    "<redacted>"
+                } else {
+                    value.as_str()
+                };
+                (name.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("url", &self.url)
+            .field("headers", &headers)
+            .field("body_len", &self.body.len())
+            .field("timeout_ms", &self.timeout_ms)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .finish()
+    }
 }
 
 impl Request {
@@ -369,6 +401,23 @@ mod tests {
                 "{url}"
             );
         }
+    }
+
+    #[test]
+    fn debug_output_never_shows_credentials() {
+        let r = Request::post_json("https://api.example.com/x", b"{}".to_vec())
+            .header("Authorization", "Bearer s3cr3t")
+            .header("x-api-key", "k3y")
+            .idempotency_key(Some("key-1"));
+        let shown = format!("{r:?}");
+        assert!(
+            !shown.contains("s3cr3t") && !shown.contains("k3y"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("<redacted>") && shown.contains("key-1"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! wraps every call in the provider's span, outcome and `calls` counter (this is the whole
 //! `src/lib.rs` of a provider crate with a `provider.json` beside its `Cargo.toml`):
 //!
-//! ```ignore
+//! ```text
 //! use greentic_provider_sdk::prelude::*;
 //!
 //! struct Echo;

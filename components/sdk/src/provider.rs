@@ -33,7 +33,9 @@ pub struct Ctx {
     pub deployment: Option<DeploymentCtx>,
     /// W3C trace id of the call.
     pub trace_id: Option<String>,
-    /// The one idempotency key of the call; pass it upstream.
+    /// The one idempotency key of the call; pass it upstream. For a webhook delivery it is the
+    /// sender's `Idempotency-Key` header, if any: the sender's word, not covered by its
+    /// signature.
     pub idempotency_key: Option<String>,
     span: Option<SpanGuard>,
 }
@@ -276,6 +278,11 @@ pub mod __export {
     pub fn handle<P: Webhook>(name: &str, request: IncomingRequest, out: ResponseOutparam) {
         let span = SpanGuard::start(&format!("{name}.handle"));
         let (span, response) = match Request::read(request, P::max_body_bytes()) {
+            Ok(request) if request.header(TENANT_HEADER).is_none_or(str::is_empty) => (
+                Some(span),
+                Response::message(500, "the host did not name the tenant (x-greentic-tenant)")
+                    .outcome("no-tenant"),
+            ),
             Ok(request) => {
                 let mut ctx = Ctx {
                     tenant: request

@@ -30,7 +30,8 @@ impl Audit {
 /// gaps, each record names the previous one's hash, and every checkpoint is signed by a trusted
 /// key. Exits 1 naming the first broken line (a record removed, reordered, inserted or edited,
 /// or a checkpoint not signed by a trusted key). Records after the last checkpoint are chained
-/// but not yet signed; with --signed-through-end they fail the check too.
+/// but not yet signed; with --signed-through-end they fail the check too. A file cut short
+/// still verifies: compare the printed head with one noted earlier, or with the OTLP copy.
 #[derive(Debug, Args)]
 struct Verify {
     /// The audit log file.
@@ -54,11 +55,12 @@ impl Verify {
             Ok(verified) => {
                 let tail = verified.unsigned_tail();
                 println!(
-                    "{}: {} record(s) verified, {} signed checkpoint(s), signed through record {}",
+                    "{}: {} record(s) verified, {} signed checkpoint(s), signed through record {}; head {}",
                     self.file.display(),
                     verified.records,
                     verified.checkpoints,
-                    verified.signed_through
+                    verified.signed_through,
+                    verified.head
                 );
                 if tail > 0 {
                     eprintln!(

@@ -40,10 +40,14 @@ struct NewProvider {
     /// Where to write it (default: ./NAME). Must not exist, or be an empty directory.
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// Depend on the SDK at this path (a checkout's `components/sdk`, or an unpacked package)
-    /// instead of the crates.io release.
-    #[arg(long)]
+    /// Depend on the SDK at this path (a checkout's `components/sdk`, or an unpacked package).
+    /// The default is the SDK of the checkout this `greentic-host` was built from, if it is
+    /// still there.
+    #[arg(long, conflicts_with = "sdk_version")]
     sdk_path: Option<PathBuf>,
+    /// Depend on this release of `greentic-provider-sdk` from crates.io (e.g. `1.0`) instead.
+    #[arg(long)]
+    sdk_version: Option<String>,
 }
 
 /// The SDK release a new provider depends on (the SDK's own version matches it; a test checks).
@@ -115,7 +119,16 @@ impl NewProvider {
             .dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(&self.name));
-        let sdk = match &self.sdk_path {
+        let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("../components/sdk");
+        let sdk_path = match (&self.sdk_path, &self.sdk_version) {
+            (Some(path), _) => Some(path.clone()),
+            (None, Some(_)) => None,
+            (None, None) if checkout.join("Cargo.toml").is_file() => Some(checkout),
+            (None, None) => anyhow::bail!(
+                "say where the SDK comes from: --sdk-path DIR (a checkout's components/sdk) or --sdk-version {SDK_REQUIREMENT} (the crates.io release)"
+            ),
+        };
+        let sdk = match &sdk_path {
             Some(path) => {
                 let path = std::fs::canonicalize(path)
                     .with_context(|| format!("--sdk-path {}: no such directory", path.display()))?;
@@ -130,7 +143,16 @@ impl NewProvider {
                     toml_string(&path.display().to_string())
                 )
             }
-            None => format!("greentic-provider-sdk = \"{SDK_REQUIREMENT}\""),
+            None => {
+                let version = self.sdk_version.as_deref().unwrap_or(SDK_REQUIREMENT);
+                let requirement = semver::VersionReq::parse(version).map_err(|e| {
+                    anyhow::anyhow!("--sdk-version {version}: not a version requirement: {e}")
+                })?;
+                format!(
+                    "greentic-provider-sdk = {}",
+                    toml_string(&requirement.to_string())
+                )
+            }
         };
         let files = render(template, &self.name, &sdk);
         write_atomically(&dir, &files)?;
@@ -146,8 +168,90 @@ impl NewProvider {
     }
 }
 
-/// A crate and provider name: `[a-z][a-z0-9-]*`, no `--`, not ending in `-`, at most 64.
+/// Names that cannot be a crate (Rust keywords and the standard crates).
+const RESERVED: &[&str] = &[
+    "as",
+    "async",
+    "await",
+    "break",
+    "const",
+    "continue",
+    "crate",
+    "dyn",
+    "else",
+    "enum",
+    "extern",
+    "false",
+    "fn",
+    "for",
+    "if",
+    "impl",
+    "in",
+    "let",
+    "loop",
+    "match",
+    "mod",
+    "move",
+    "mut",
+    "pub",
+    "ref",
+    "return",
+    "self",
+    "static",
+    "struct",
+    "super",
+    "trait",
+    "true",
+    "type",
+    "unsafe",
+    "use",
+    "where",
+    "while",
+    "abstract",
+    "become",
+    "box",
+    "do",
+    "final",
+    "macro",
+    "override",
+    "priv",
+    "typeof",
+    "unsized",
+    "virtual",
+    "yield",
+    "try",
+    "gen",
+    "std",
+    "core",
+    "alloc",
+    "test",
+    "proc-macro",
+];
+
+/// Type names the template itself uses (the prelude's and its own items).
+const TAKEN: &[&str] = &[
+    "Messaging",
+    "Webhook",
+    "Timer",
+    "Message",
+    "SendResult",
+    "FireInfo",
+    "Ctx",
+    "Request",
+    "Response",
+    "ProviderError",
+    "RateLimit",
+    "UnavailableInfo",
+    "Config",
+    "Self",
+];
+
+/// A crate and provider name: `[a-z][a-z0-9-]*`, no `--`, not ending in `-`, at most 64, not
+/// a keyword.
 fn check_name(name: &str) -> anyhow::Result<()> {
+    if RESERVED.contains(&name) {
+        anyhow::bail!("`{name}` is a Rust keyword or a standard crate; choose another name");
+    }
     let ok = name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
@@ -163,16 +267,23 @@ fn check_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `my-provider` → `MyProvider`.
+/// `my-provider` → `MyProvider`; a name the template already uses gets `Provider` added
+/// (`webhook` → `WebhookProvider`).
 fn type_name(name: &str) -> String {
-    name.split('-')
+    let camel: String = name
+        .split('-')
         .map(|part| {
             let mut chars = part.chars();
             chars.next().map_or(String::new(), |first| {
                 first.to_ascii_uppercase().to_string() + chars.as_str()
             })
         })
-        .collect()
+        .collect();
+    if TAKEN.contains(&camel.as_str()) {
+        camel + "Provider"
+    } else {
+        camel
+    }
 }
 
 fn toml_string(s: &str) -> String {
@@ -233,6 +344,13 @@ fn write_atomically(dir: &Path, files: &[(&str, String)]) -> anyhow::Result<()> 
             std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
         }
         std::fs::write(&target, contents).with_context(|| format!("writing {path}"))?;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // The staging directory is private (0700); the crate is an ordinary directory.
+        std::fs::set_permissions(staging.path(), std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("setting the permissions of {}", dir.display()))?;
     }
     let staged = staging.keep();
     std::fs::rename(&staged, dir).with_context(|| {
@@ -295,6 +413,21 @@ mod tests {
             assert!(check_name(bad).is_err(), "{bad}");
         }
         assert_eq!(type_name("messaging-acme"), "MessagingAcme");
+        for clash in [
+            "webhook",
+            "timer",
+            "messaging",
+            "config",
+            "ctx",
+            "request",
+            "response",
+        ] {
+            assert!(check_name(clash).is_ok());
+            assert!(type_name(clash).ends_with("Provider"), "{clash}");
+        }
+        for reserved in ["self", "std", "test", "async", "proc-macro"] {
+            assert!(check_name(reserved).is_err(), "{reserved}");
+        }
     }
 
     #[test]

@@ -23,15 +23,16 @@ pub const TRACE_HEADER: &str = "x-greentic-trace-id";
 fn tenant_headers(
     sent: &hyper::HeaderMap,
     ctx: &crate::bindings::greentic::types::types::TenantCtx,
-) -> hyper::HeaderMap {
+) -> wasmtime::Result<hyper::HeaderMap> {
     let mut headers: hyper::HeaderMap = sent
         .iter()
         .filter(|(name, _)| !name.as_str().starts_with("x-greentic-"))
         .map(|(name, value)| (name.clone(), value.clone()))
         .collect();
-    if let Ok(tenant) = hyper::header::HeaderValue::from_str(&ctx.tenant) {
-        headers.insert(TENANT_HEADER, tenant);
-    }
+    let tenant = hyper::header::HeaderValue::from_str(&ctx.tenant).map_err(|_| {
+        wasmtime::format_err!("tenant `{}` cannot be named in a header", ctx.tenant)
+    })?;
+    headers.insert(TENANT_HEADER, tenant);
     if let Some(trace) = ctx
         .trace_id
         .as_deref()
@@ -39,7 +40,7 @@ fn tenant_headers(
     {
         headers.insert(TRACE_HEADER, trace);
     }
-    headers
+    Ok(headers)
 }
 
 /// The webhook domain.
@@ -91,7 +92,7 @@ impl Domain for Webhook {
             .uri(request.uri())
             .version(request.version());
         if let Some(headers) = builder.headers_mut() {
-            *headers = tenant_headers(request.headers(), cx.ctx);
+            *headers = tenant_headers(request.headers(), cx.ctx)?;
         }
         let body = http_body_util::Full::new(request.body().clone()).map_err(
             |never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} },
@@ -151,7 +152,7 @@ mod tests {
             trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
             idempotency_key: None,
         };
-        let seen = tenant_headers(&sent, &ctx);
+        let seen = tenant_headers(&sent, &ctx).unwrap();
         assert_eq!(seen.get_all(TENANT_HEADER).iter().count(), 1);
         assert_eq!(seen[TENANT_HEADER], "acme");
         assert_eq!(seen[TRACE_HEADER], "4bf92f3577b34da6a3ce929d0e0e4736");

@@ -111,7 +111,7 @@ fn new_providers_build_against_the_packaged_sdk_and_pass_conformance() {
     let packages = package_sdk(tmp.path());
     let version = env_version();
     // Stands in for crates.io: the generated Cargo.toml asks for `greentic-provider-sdk =
-    // "1.0"` exactly as a user's would.
+    // "^1.0"` exactly as a user's would (`--sdk-version 1.0`).
     std::fs::create_dir_all(tmp.path().join(".cargo")).unwrap();
     std::fs::write(
         tmp.path().join(".cargo/config.toml"),
@@ -135,6 +135,8 @@ fn new_providers_build_against_the_packaged_sdk_and_pass_conformance() {
             domain,
             "--dir",
             dir.to_str().unwrap(),
+            "--sdk-version",
+            "1.0",
         ]);
         let (stdout, stderr) = text(&out);
         assert!(out.status.success(), "{stdout}\n{stderr}");
@@ -149,7 +151,7 @@ fn new_providers_build_against_the_packaged_sdk_and_pass_conformance() {
         }
         let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
         assert!(
-            manifest.contains("greentic-provider-sdk = \"1.0\""),
+            manifest.contains("greentic-provider-sdk = \"^1.0\""),
             "{manifest}"
         );
 
