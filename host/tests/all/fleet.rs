@@ -820,10 +820,10 @@ fn a_failing_canary_rolls_back_by_itself_and_a_healthy_one_is_promoted() {
     );
     driver.wait(100);
 
-    // A healthy version, for acme first: promoted when its window passes. Its p99 allowance is
-    // wide: over a few dozen calls p99 is the slowest call, and on a 2-core machine running the
-    // other tests beside this one a single call can take twice the baseline's (the latency
-    // rule itself is tested in `fleet::canary`); what this checks is promotion.
+    // A healthy version, for acme first: promoted when its window passes. Its latency is not
+    // judged here: over a few dozen calls p99 is the slowest call, and on a 2-core machine
+    // running the other tests beside this one single calls took 2x and 18x the baseline's (the
+    // latency rule itself is tested in `fleet::canary`); what this checks is promotion.
     let good = cluster.publish(
         &canary_bundle(&reg, "1.0.0", "three"),
         &[
@@ -834,7 +834,7 @@ fn a_failing_canary_rolls_back_by_itself_and_a_healthy_one_is_promoted() {
             "--min-calls",
             "5",
             "--max-p99-ratio",
-            "10",
+            "1000",
         ],
     );
     cluster.wait_converged(&good);
