@@ -4,9 +4,9 @@
 # (which start the real host on loopback with the built components) and the components' unit
 # tests. The host workspace's tests replay every fuzz seed and every past crash on stable
 # (`greentic-fuzzing`); timed coverage-guided fuzzing is scripts/fuzz.sh, run on its own.
-# Installs what it needs (wasm target, cargo-component, docker-registry and skopeo, nats-server)
-# when missing, and the Python DSSE/in-toto verifier the attestation tests check ours with; safe
-# to re-run.
+# Installs what it needs (wasm target, cargo-component, cargo-cyclonedx, docker-registry and
+# skopeo, nats-server) when missing, and the Python DSSE/in-toto verifier the attestation tests
+# check ours with; safe to re-run.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
