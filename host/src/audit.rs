@@ -21,7 +21,7 @@
 //! reaches the file about a millisecond after it is made); callers never wait for the disk. A
 //! secret read records the tenant, provider, secret name and result — never the value.
 
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, RwLock};
@@ -90,6 +90,9 @@ enum Msg {
 }
 
 static SINK: RwLock<Option<mpsc::Sender<Msg>>> = RwLock::new(None);
+/// Whether [`SINK`] is set, read without the lock: callers on a call's path skip building a
+/// record nobody keeps.
+static ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Appends a record of `kind` (e.g. `secret.read`) with `event`'s fields to the audit log, if
 /// this process keeps one. Never blocks on the disk.
@@ -106,7 +109,7 @@ pub fn record(kind: &str, event: Value) {
 
 /// Whether this process keeps an audit log.
 pub fn enabled() -> bool {
-    SINK.read().unwrap_or_else(|e| e.into_inner()).is_some()
+    ENABLED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 fn now_ms() -> u64 {
@@ -192,6 +195,7 @@ impl AuditLog {
             .name("greentic-audit".into())
             .spawn(move || writer.run(rx, every, period))?;
         *SINK.write().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        ENABLED.store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(AuditLog {
             thread: Some(thread),
         })
@@ -200,6 +204,7 @@ impl AuditLog {
 
 impl Drop for AuditLog {
     fn drop(&mut self) {
+        ENABLED.store(false, std::sync::atomic::Ordering::Relaxed);
         let tx = SINK.write().unwrap_or_else(|e| e.into_inner()).take();
         let mut stopped = false;
         if let Some(tx) = tx {
@@ -275,39 +280,27 @@ impl Writer {
                 path.display()
             );
         }
-        let mut text = Vec::new();
-        std::io::Read::read_to_end(&mut &file, &mut text).map_err(io)?;
-        let complete = text.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
-        let torn = text[complete..].to_vec();
-        text.truncate(complete);
         let own = greentic_signing::TrustedKeys::from_pems(&[key.public_pem()])?;
-        let found = verify(&text, &own).map_err(|broken| {
+        let Scan {
+            verified: found,
+            complete,
+            torn,
+        } = scan(std::io::BufReader::new(&file), &own).map_err(|broken| {
             anyhow::anyhow!(
                 "[audit] {} does not verify with the audit key ({broken}); keep it as evidence, move it aside, and start a new file (a new key also starts a new file)",
                 path.display()
             )
         })?;
-        let (seq, head) = match text[..complete.saturating_sub(1)]
-            .rsplit(|b| *b == b'\n')
-            .next()
-            .filter(|l| !l.is_empty())
-        {
-            Some(last) => {
-                let parsed = parse_line(&String::from_utf8_lossy(last))
-                    .map_err(|why| anyhow::anyhow!("[audit] {}: {why}", path.display()))?;
-                (parsed.seq, parsed.hash)
-            }
-            None => (0, GENESIS.to_string()),
-        };
+        let (seq, head) = (found.records, found.head.clone());
         if !torn.is_empty() {
-            file.set_len(complete as u64).map_err(io)?;
+            file.set_len(complete).map_err(io)?;
         }
         let mut writer = Writer {
             file,
             path: path.to_path_buf(),
             key,
             export,
-            good_len: complete as u64,
+            good_len: complete,
             seq,
             head,
             buffer: Vec::new(),
@@ -569,6 +562,41 @@ pub struct Broken {
 /// without gaps, each record names the previous one's hash, and every checkpoint is signed by
 /// one of `keys` over the head it names. Returns the first break found.
 pub fn verify(text: &[u8], keys: &greentic_signing::TrustedKeys) -> Result<Verified, Broken> {
+    verify_reader(text, keys)
+}
+
+/// [`verify`] reading the log a line at a time (a log of any size verifies in little memory).
+pub fn verify_reader(
+    reader: impl std::io::BufRead,
+    keys: &greentic_signing::TrustedKeys,
+) -> Result<Verified, Broken> {
+    let scan = scan(reader, keys)?;
+    if !scan.torn.is_empty() {
+        return Err(Broken {
+            line: scan.verified.records + 1,
+            why: "the last line is cut short (no newline): a write was interrupted, or the file was truncated".into(),
+        });
+    }
+    Ok(scan.verified)
+}
+
+/// The longest line read; no record comes near it.
+const MAX_LINE: u64 = 4 << 20;
+
+/// What [`scan`] found: the verified complete lines, their length, and what follows the last
+/// newline.
+struct Scan {
+    verified: Verified,
+    complete: u64,
+    torn: Vec<u8>,
+}
+
+/// Verifies every complete line of `reader` in order; bytes after the last newline are returned,
+/// not judged.
+fn scan(
+    mut reader: impl std::io::BufRead,
+    keys: &greentic_signing::TrustedKeys,
+) -> Result<Scan, Broken> {
     let mut verified = Verified {
         records: 0,
         checkpoints: 0,
@@ -576,21 +604,32 @@ pub fn verify(text: &[u8], keys: &greentic_signing::TrustedKeys) -> Result<Verif
         signers: Vec::new(),
         head: GENESIS.to_string(),
     };
-    let mut head = GENESIS.to_string();
-    let lines: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
-    let last = lines.len() - 1;
-    for (i, raw) in lines.into_iter().enumerate() {
-        let n = i as u64 + 1;
+    let mut complete = 0u64;
+    let mut raw = Vec::new();
+    for n in 1u64.. {
+        raw.clear();
         let broken = |why: String| Broken { line: n, why };
-        if i == last {
-            if raw.is_empty() {
-                break;
-            }
-            return Err(broken(
-                "the last line is cut short (no newline): a write was interrupted, or the file was truncated".into(),
-            ));
+        let read = std::io::Read::take(&mut reader, MAX_LINE + 1)
+            .read_until(b'\n', &mut raw)
+            .map_err(|e| broken(format!("reading: {e}")))?;
+        if read == 0 {
+            break;
         }
-        let line = std::str::from_utf8(raw).map_err(|_| broken("not UTF-8".into()))?;
+        if raw.last() != Some(&b'\n') {
+            if read as u64 > MAX_LINE {
+                return Err(broken(format!(
+                    "longer than {MAX_LINE} bytes: not an audit record"
+                )));
+            }
+            return Ok(Scan {
+                verified,
+                complete,
+                torn: std::mem::take(&mut raw),
+            });
+        }
+        complete += read as u64;
+        let line =
+            std::str::from_utf8(&raw[..raw.len() - 1]).map_err(|_| broken("not UTF-8".into()))?;
         let record = parse_line(line).map_err(broken)?;
         let expected = verified.records + 1;
         if record.seq != expected {
@@ -599,10 +638,10 @@ pub fn verify(text: &[u8], keys: &greentic_signing::TrustedKeys) -> Result<Verif
                 record.seq
             )));
         }
-        if record.prev != head {
+        if record.prev != verified.head {
             return Err(broken(format!(
-                "its prev {} is not the hash of the record before it ({head}): records were removed, reordered or inserted",
-                record.prev
+                "its prev {} is not the hash of the record before it ({}): records were removed, reordered or inserted",
+                record.prev, verified.head
             )));
         }
         if record.kind == CHECKPOINT {
@@ -632,10 +671,13 @@ pub fn verify(text: &[u8], keys: &greentic_signing::TrustedKeys) -> Result<Verif
             }
         }
         verified.records = record.seq;
-        head = record.hash;
+        verified.head = record.hash;
     }
-    verified.head = head;
-    Ok(verified)
+    Ok(Scan {
+        verified,
+        complete,
+        torn: Vec::new(),
+    })
 }
 
 /// An [`Export`] as OTLP log records (body: the kind; attributes: seq, hash, prev and the
@@ -802,6 +844,13 @@ mod tests {
         // Another key.
         let other = TrustedKeys::from_pems(&[KeyPair::generate().public_pem()]).unwrap();
         assert!(verify(&text, &other).is_err());
+        // A line no record comes near is refused without being held whole.
+        let mut huge = text.clone();
+        huge.extend(std::iter::repeat_n(b'x', (MAX_LINE + 10) as usize));
+        huge.push(b'\n');
+        let err = verify(&huge, &trusted).unwrap_err();
+        assert_eq!(err.line, 14);
+        assert!(err.why.contains("longer than"), "{err}");
     }
 
     #[test]

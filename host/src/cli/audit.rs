@@ -49,9 +49,9 @@ struct Verify {
 impl Verify {
     fn run(self) -> anyhow::Result<ExitCode> {
         let keys = super::sign::trusted_keys(&self.keys)?;
-        let text = std::fs::read(&self.file)
+        let file = std::fs::File::open(&self.file)
             .with_context(|| format!("reading {}", self.file.display()))?;
-        match greentic_host::audit::verify(&text, &keys) {
+        match greentic_host::audit::verify_reader(std::io::BufReader::new(file), &keys) {
             Ok(verified) => {
                 let tail = verified.unsigned_tail();
                 println!(

@@ -161,16 +161,19 @@ pub async fn get(scope: &crate::state::CallScope, name: String) -> Result<Bytes,
         Err(SecretError::NotFound(_)) => "not-found",
         Err(SecretError::InvalidName(_)) => "invalid-name",
     };
-    // Audit every read: which name, for whom, with what result — never the value.
-    crate::audit::record(
-        "secret.read",
-        serde_json::json!({
-            "tenant": scope.tenant,
-            "provider": scope.provider,
-            "name": clip(&name, MAX_GUEST_TEXT),
-            "result": result,
-        }),
-    );
+    // Audit every read: which name, for whom, with what result — never the value. (Built only
+    // when a log keeps it: this is on every call that reads a secret.)
+    if crate::audit::enabled() {
+        crate::audit::record(
+            "secret.read",
+            serde_json::json!({
+                "tenant": scope.tenant,
+                "provider": scope.provider,
+                "name": clip(&name, MAX_GUEST_TEXT),
+                "result": result,
+            }),
+        );
+    }
     tracing::debug!(
         tenant = %scope.tenant, provider = %scope.provider,
         secret = %clip(&name, MAX_GUEST_TEXT), result, "secret read"
