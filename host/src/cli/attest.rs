@@ -9,12 +9,11 @@ use clap::Args;
 use greentic_host::attestation::{self, Kind};
 use greentic_host::conformance::Capture;
 use greentic_registry::{ArtifactRef, Target, pull_component};
-use greentic_signing::KeyPair;
 use serde_json::Value;
 
 use super::conformance::{SuiteArgs, run_suite};
 use super::push::RegistryArgs;
-use super::sign::password;
+use super::sign::signing_key;
 
 /// Attach a signed attestation to the artifact a reference resolves to: `conformance` runs the
 /// conformance suite against the artifact (pulled by digest) and attests the report (or attests
@@ -54,9 +53,7 @@ pub struct Attest {
 
 impl Attest {
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        let pem = std::fs::read_to_string(&self.key)
-            .with_context(|| format!("reading {}", self.key.display()))?;
-        let key = KeyPair::from_encrypted_pem(&pem, password(false)?.as_bytes())?;
+        let key = signing_key(&self.key)?;
         let reference: ArtifactRef = self.reference.parse()?;
         let target = Target::open(&reference, &self.registry.options()?)?;
         let capture = match (self.kind, &self.report) {

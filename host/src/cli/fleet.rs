@@ -14,7 +14,6 @@ use greentic_host::fleet::canary::CanaryPlan;
 use greentic_host::fleet::member::{HostReport, VerdictRecord, hosts};
 use greentic_host::fleet::revisions::{CANARY, Envelope, Published, STABLE};
 use greentic_host::fleet::{ClusterSection, Fleet};
-use greentic_signing::KeyPair;
 
 /// Where the fleet's NATS server is: `--cluster`, else the bundle's `[cluster].url`.
 #[derive(Debug, Args)]
@@ -131,9 +130,7 @@ impl Publish {
             let loaded = greentic_host::loader::load_bundle(&self.bundle, Default::default())?;
             loaded.loaded.lock
         };
-        let pem = std::fs::read_to_string(&self.key)
-            .with_context(|| format!("reading {}", self.key.display()))?;
-        let key = KeyPair::from_encrypted_pem(&pem, super::sign::password(false)?.as_bytes())?;
+        let key = super::sign::signing_key(&self.key)?;
         let canary = (!self.canary.is_empty()).then(|| CanaryPlan {
             tenants: self.canary.iter().cloned().collect::<BTreeSet<_>>(),
             window_secs: self.window.as_secs(),

@@ -34,6 +34,17 @@ pub(crate) fn password(confirm: bool) -> anyhow::Result<String> {
     Ok(p)
 }
 
+/// The signing key in cosign's encrypted format at `path` (password from COSIGN_PASSWORD or a
+/// prompt).
+pub(crate) fn signing_key(path: &std::path::Path) -> anyhow::Result<KeyPair> {
+    let pem =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(KeyPair::from_encrypted_pem(
+        &pem,
+        password(false)?.as_bytes(),
+    )?)
+}
+
 /// The trusted public keys in the PEM files `paths`.
 pub(crate) fn trusted_keys(paths: &[PathBuf]) -> anyhow::Result<TrustedKeys> {
     let pems = paths
@@ -104,9 +115,7 @@ pub struct Sign {
 
 impl Sign {
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        let pem = std::fs::read_to_string(&self.key)
-            .with_context(|| format!("reading {}", self.key.display()))?;
-        let key = KeyPair::from_encrypted_pem(&pem, password(false)?.as_bytes())?;
+        let key = signing_key(&self.key)?;
         let reference: ArtifactRef = self.reference.parse()?;
         let target = Target::open(&reference, &self.registry.options()?)?;
         let rt = tokio::runtime::Builder::new_current_thread()
