@@ -17,7 +17,7 @@ use greentic_manifest::ProviderManifest;
 use wasmtime::component::Linker;
 
 use crate::bundle::{
-    Bundle, ComponentSource, Lock, LockEntry, RegistrySource, SourceRef, artifact_reference,
+    Bundle, ComponentSource, Lock, LockEntry, RegistrySource, Route, SourceRef, artifact_reference,
     resolve_source,
 };
 use crate::domain::{Domain, Prepared, Typed};
@@ -56,6 +56,8 @@ pub struct LoadedProvider {
     pub circuit: String,
     /// Whether compiled code came from the cache.
     pub cache: CacheOutcome,
+    /// The id of the key whose signature was verified (none for an unsigned provider).
+    pub signer_key_id: Option<String>,
 }
 
 impl LoadedProvider {
@@ -118,41 +120,23 @@ pub fn load_locked(
     options: LoadOptions,
     old_lock: &Lock,
 ) -> Result<Loaded, LoadError> {
-    let contracts = Contracts::embedded().map_err(|e| LoadError {
-        problems: vec![format!("the host's own WIT does not load: {e}")],
-    })?;
     let mut problems = Vec::new();
     let mut lock = Lock::default();
-    let key_file = bundle
-        .file
-        .host
-        .cache_key_file
-        .as_deref()
-        .map(|p| bundle.path(p));
-    let cache = CompileCache::new(bundle.cache_dir(), CacheKey::open(key_file.as_deref()));
     let mut providers = BTreeMap::new();
-    for (name, section) in &bundle.file.providers {
-        match load_one(
-            bundle, engine, contracts, &cache, old_lock, options, name, section,
-        ) {
+    for (name, outcome) in load_each(bundle, engine, options, old_lock)? {
+        match outcome {
             Ok(p) => {
                 lock.providers.insert(
                     name.clone(),
                     LockEntry {
-                        source: section.source.clone(),
+                        source: bundle.file.providers[&name].source.clone(),
                         digest: p.digest.clone(),
                         manifest_digest: p.manifest_digest.clone(),
                     },
                 );
-                providers.insert(name.clone(), Arc::new(p));
+                providers.insert(name, Arc::new(p));
             }
-            Err(mut e) => {
-                crate::audit::record(
-                    "provider.refused",
-                    serde_json::json!({ "provider": name, "source": section.source, "problems": e }),
-                );
-                problems.append(&mut e)
-            }
+            Err(mut e) => problems.append(&mut e),
         }
     }
     check_tenants(bundle, &providers, backend, &mut problems);
@@ -165,6 +149,42 @@ pub fn load_locked(
         lock,
         lock_changed,
     })
+}
+
+/// Loads and checks each provider of `bundle` on its own — fetched, verified, its attestations
+/// and WIT checked against its grants, compiled — and says for each what became of it, so a
+/// control plane can tell which provider failed and keep the others. Tenants and routes are
+/// not checked here ([`check_tenant`], [`check_routes`]).
+pub fn load_each(
+    bundle: &Bundle,
+    engine: &HostEngine,
+    options: LoadOptions,
+    old_lock: &Lock,
+) -> Result<BTreeMap<String, Result<LoadedProvider, Vec<String>>>, LoadError> {
+    let contracts = Contracts::embedded().map_err(|e| LoadError {
+        problems: vec![format!("the host's own WIT does not load: {e}")],
+    })?;
+    let key_file = bundle
+        .file
+        .host
+        .cache_key_file
+        .as_deref()
+        .map(|p| bundle.path(p));
+    let cache = CompileCache::new(bundle.cache_dir(), CacheKey::open(key_file.as_deref()));
+    let mut out = BTreeMap::new();
+    for (name, section) in &bundle.file.providers {
+        let outcome = load_one(
+            bundle, engine, contracts, &cache, old_lock, options, name, section,
+        );
+        if let Err(e) = &outcome {
+            crate::audit::record(
+                "provider.refused",
+                serde_json::json!({ "provider": name, "source": section.source, "problems": e }),
+            );
+        }
+        out.insert(name.clone(), outcome);
+    }
+    Ok(out)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -185,6 +205,7 @@ fn load_one(
         .get(name)
         .filter(|l| l.source == section.source && !options.update_lock);
     let mut manifest_digest = None;
+    let mut signer_key_id = None;
     // The reference pinned to the resolved digest: where attestations are looked up.
     let mut pinned = None;
     let source: Box<dyn ComponentSource> = match SourceRef::parse(&bundle.dir, &section.source) {
@@ -245,6 +266,7 @@ fn load_one(
                                 "key_id": key_id,
                             }),
                         );
+                        signer_key_id = Some(key_id);
                         digest
                     }
                     Err(why) => {
@@ -427,6 +449,7 @@ fn load_one(
         linked,
         circuit,
         cache: cache_outcome,
+        signer_key_id,
     })
 }
 
@@ -616,20 +639,70 @@ fn check_tenants(
     backend: &dyn SecretBackend,
     problems: &mut Vec<String>,
 ) {
-    for (i, route) in bundle.file.routes.iter().enumerate() {
-        if let Some(p) = providers.get(&route.provider)
-            && route.durable
-            && p.prepared.info().entry != crate::domain::Entry::Http
-        {
+    let facts: BTreeMap<String, ProviderFacts> = providers
+        .iter()
+        .map(|(name, p)| (name.clone(), ProviderFacts::of(p)))
+        .collect();
+    problems.extend(check_routes(&bundle.file.routes, &facts));
+    for (tenant_id, tenant) in &bundle.file.tenants {
+        problems.extend(check_tenant(
+            tenant_id,
+            tenant,
+            &bundle.file.routes,
+            &facts,
+            backend,
+        ));
+    }
+    // What each domain checks of the bundle (e.g. the timer domain's schedules).
+    for domain in crate::domain::DOMAINS {
+        problems.extend(domain.check(bundle, providers, backend));
+    }
+}
+
+/// What the tenant and route checks need to know of a provider that loaded: its manifest,
+/// the secrets it is granted, and its domain. A control plane that resolved a provider (the
+/// Kubernetes operator) checks its tenants with these, without keeping the compiled component.
+#[derive(Debug, Clone)]
+pub struct ProviderFacts {
+    /// The embedded manifest.
+    pub manifest: ProviderManifest,
+    /// Secrets it declares and is granted.
+    pub granted_secrets: BTreeSet<String>,
+    /// Its domain's name (`messaging`, `webhook`, `timer`).
+    pub domain: &'static str,
+    /// Whether it is entered over HTTP (a webhook provider): only those take durable routes.
+    pub http: bool,
+}
+
+impl ProviderFacts {
+    /// The facts of a loaded provider.
+    pub fn of(p: &LoadedProvider) -> ProviderFacts {
+        let info = p.prepared.info();
+        ProviderFacts {
+            manifest: p.manifest.clone(),
+            granted_secrets: (*p.granted_secrets).clone(),
+            domain: info.name,
+            http: info.entry == crate::domain::Entry::Http,
+        }
+    }
+}
+
+/// Problems of `routes` against the providers they name: a capability the provider does not
+/// offer, or `durable` on a provider that is not entered over HTTP. Routes are numbered by
+/// their index in `routes`.
+pub fn check_routes(routes: &[Route], providers: &BTreeMap<String, ProviderFacts>) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (i, route) in routes.iter().enumerate() {
+        let Some(p) = providers.get(&route.provider) else {
+            continue;
+        };
+        if route.durable && !p.http {
             problems.push(format!(
                 "routes[{i}]: `durable = true` is for webhook deliveries, but provider `{}` is a {} provider; remove it",
-                route.provider,
-                p.prepared.info().name
+                route.provider, p.domain
             ));
         }
-        if let Some(p) = providers.get(&route.provider)
-            && !p.manifest.capabilities.contains(&route.capability)
-        {
+        if !p.manifest.capabilities.contains(&route.capability) {
             problems.push(format!(
                 "routes[{i}]: provider `{}` does not offer capability `{}` (it offers: {})",
                 route.provider,
@@ -638,35 +711,46 @@ fn check_tenants(
             ));
         }
     }
-    for (tenant_id, tenant) in &bundle.file.tenants {
-        for (name, provider) in providers {
-            if routed(bundle, tenant_id, name) {
-                problems.extend(check_binding(tenant_id, tenant, name, provider, backend));
-            }
-        }
-    }
-    // What each domain checks of the bundle (e.g. the timer domain's schedules).
-    for domain in crate::domain::DOMAINS {
-        problems.extend(domain.check(bundle, providers, backend));
-    }
+    problems
 }
 
-/// Whether a route reaches provider `name` for tenant `tenant_id`.
-pub(crate) fn routed(bundle: &Bundle, tenant_id: &str, name: &str) -> bool {
-    bundle
-        .file
-        .routes
+/// Problems of tenant `tenant_id` with every provider a route in `routes` reaches for it: its
+/// configuration of each validates against the provider's `config_schema`, and every secret
+/// the provider requires is granted, listed for the tenant and present in `backend`.
+pub fn check_tenant(
+    tenant_id: &str,
+    tenant: &crate::bundle::TenantSection,
+    routes: &[Route],
+    providers: &BTreeMap<String, ProviderFacts>,
+    backend: &dyn SecretBackend,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (name, provider) in providers {
+        if routes_reach(routes, tenant_id, name) {
+            problems.extend(check_binding(tenant_id, tenant, name, provider, backend));
+        }
+    }
+    problems
+}
+
+fn routes_reach(routes: &[Route], tenant_id: &str, name: &str) -> bool {
+    routes
         .iter()
         .any(|r| r.provider == name && (r.tenant == tenant_id || r.tenant == "*"))
 }
 
+/// Whether a route reaches provider `name` for tenant `tenant_id`.
+pub(crate) fn routed(bundle: &Bundle, tenant_id: &str, name: &str) -> bool {
+    routes_reach(&bundle.file.routes, tenant_id, name)
+}
+
 /// Whether `provider` can serve `tenant_id`: the tenant's configuration of it validates against
 /// its manifest's `config_schema`, and every secret it requires is granted and bound.
-pub(crate) fn check_binding(
+pub fn check_binding(
     tenant_id: &str,
     tenant: &crate::bundle::TenantSection,
     name: &str,
-    provider: &LoadedProvider,
+    provider: &ProviderFacts,
     backend: &dyn SecretBackend,
 ) -> Vec<String> {
     let mut problems = Vec::new();

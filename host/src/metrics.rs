@@ -43,39 +43,81 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
         .collect()
 }
 
+/// Every metric the host exports: name, Prometheus type, help text. Dashboards and alerts
+/// may rely on these names.
+pub const EXPORTED: &[(&str, &str, &str)] = &[
+    (
+        "greentic_calls_total",
+        "counter",
+        "Calls of every domain by tenant, provider, capability (a delivery's is its domain) and outcome code.",
+    ),
+    (
+        "greentic_call_duration_seconds",
+        "histogram",
+        "Call latency, including retries.",
+    ),
+    (
+        "greentic_fuel_consumed_total",
+        "counter",
+        "Fuel consumed by calls.",
+    ),
+    (
+        "greentic_cpu_bound_calls_total",
+        "counter",
+        "Calls whose guest work outgrew a short call's CPU and ran on, in weighted turns, on the guest threads.",
+    ),
+    (
+        "greentic_guest_cpu_seconds_total",
+        "counter",
+        "CPU time of guest turns (instantiation and guest code, with the host calls it makes) by tenant.",
+    ),
+    (
+        "greentic_retries_total",
+        "counter",
+        "Retries of idempotent calls.",
+    ),
+    (
+        "greentic_circuit_open",
+        "gauge",
+        "1 while the circuit of a tenant/provider is open or half-open.",
+    ),
+    (
+        "greentic_calls_in_flight",
+        "gauge",
+        "Calls being served (including those queued for their tenant's limits).",
+    ),
+    (
+        "greentic_secret_reads_total",
+        "counter",
+        "Secret reads by result (values are never recorded).",
+    ),
+    (
+        "greentic_guest_counter_total",
+        "counter",
+        "Counters emitted by providers.",
+    ),
+    (
+        "greentic_guest_histogram",
+        "histogram",
+        "Histograms emitted by providers.",
+    ),
+    (
+        REVISION_INFO,
+        "gauge",
+        "1, labelled with the digest of the revision this host serves.",
+    ),
+];
+
+/// The metric naming the revision a host serves (`digest` label).
+pub const REVISION_INFO: &str = "greentic_revision_info";
+
 fn help(name: &str) -> (&'static str, &'static str) {
-    match name {
-        "greentic_calls_total" => (
-            "counter",
-            "Calls of every domain by tenant, provider, capability (a delivery's is its domain) and outcome code.",
-        ),
-        "greentic_call_duration_seconds" => ("histogram", "Call latency, including retries."),
-        "greentic_fuel_consumed_total" => ("counter", "Fuel consumed by calls."),
-        "greentic_cpu_bound_calls_total" => (
-            "counter",
-            "Calls whose guest work outgrew a short call's CPU and ran on, in weighted turns, on the guest threads.",
-        ),
-        "greentic_guest_cpu_seconds_total" => (
-            "counter",
-            "CPU time of guest turns (instantiation and guest code, with the host calls it makes) by tenant.",
-        ),
-        "greentic_retries_total" => ("counter", "Retries of idempotent calls."),
-        "greentic_circuit_open" => (
-            "gauge",
-            "1 while the circuit of a tenant/provider is open or half-open.",
-        ),
-        "greentic_calls_in_flight" => (
-            "gauge",
-            "Calls being served (including those queued for their tenant's limits).",
-        ),
-        "greentic_secret_reads_total" => (
-            "counter",
-            "Secret reads by result (values are never recorded).",
-        ),
-        "greentic_guest_counter_total" => ("counter", "Counters emitted by providers."),
-        "greentic_guest_histogram" => ("histogram", "Histograms emitted by providers."),
-        _ => ("untyped", "greentic metric."),
-    }
+    EXPORTED
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map_or(("untyped", "greentic metric."), |(_, kind, text)| {
+            (kind, text)
+        })
 }
 
 impl Metrics {

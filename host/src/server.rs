@@ -3,6 +3,7 @@
 //! stay without a request and how many may be open.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -710,9 +711,14 @@ async fn reload(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.runtime.metrics.render(),
-    )
-        .into_response()
+    let mut text = app.runtime.metrics.render();
+    // Which revision this host serves: one series, its digest the label (a dashboard shows
+    // the fleet converging, or not).
+    let name = crate::metrics::REVISION_INFO;
+    let _ = write!(
+        text,
+        "# HELP {name} 1, labelled with the digest of the revision this host serves.\n# TYPE {name} gauge\n{name}{{digest=\"{}\"}} 1\n",
+        app.runtime.revision().digest
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

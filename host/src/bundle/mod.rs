@@ -67,9 +67,11 @@ pub struct BundleFile {
     /// `[audit]`: the audit log (off when absent).
     #[serde(default)]
     pub audit: Option<crate::audit::AuditSection>,
-    /// Providers by name.
+    /// Providers by name (a fleet host's bootstrap bundle may have none).
+    #[serde(default)]
     pub providers: BTreeMap<String, ProviderSection>,
-    /// Tenants by id.
+    /// Tenants by id (a fleet host's bootstrap bundle may have none).
+    #[serde(default)]
     pub tenants: BTreeMap<String, TenantSection>,
     /// Routes from `{tenant, team, user, cloud, capability}` to a provider.
     #[serde(default)]
@@ -679,6 +681,12 @@ impl Bundle {
     }
 }
 
+/// Whether `name` can name a provider: kebab-case (lower-case letters and digits, words joined
+/// by single `-`).
+pub fn valid_provider_name(name: &str) -> bool {
+    kebab(name)
+}
+
 fn kebab(s: &str) -> bool {
     !s.is_empty()
         && s.split('-').all(|p| {
@@ -775,9 +783,10 @@ impl BundleFile {
                 }
             }
         }
-        if self.providers.is_empty() {
+        // A fleet host's bootstrap bundle may name none: it serves what the fleet publishes.
+        if self.providers.is_empty() && self.cluster.url.is_none() {
             out.push(
-                "providers: the bundle names no providers; add a [providers.NAME] table".into(),
+                "providers: the bundle names no providers; add a [providers.NAME] table (only a fleet host's bundle, with [cluster].url, may name none)".into(),
             );
         }
         for (name, p) in &self.providers {
@@ -810,8 +819,8 @@ impl BundleFile {
                 }
             }
         }
-        if self.tenants.is_empty() {
-            out.push("tenants: the bundle names no tenants; add a [tenants.ID] table".into());
+        if self.tenants.is_empty() && self.cluster.url.is_none() {
+            out.push("tenants: the bundle names no tenants; add a [tenants.ID] table (only a fleet host's bundle, with [cluster].url, may name none)".into());
         }
         for (id, t) in &self.tenants {
             if !tenant_id_ok(id) {

@@ -293,7 +293,11 @@ impl Domain for Timer {
                 Some(p) if !crate::loader::routed(bundle, &s.tenant, &s.provider) => {
                     // Routed pairs are checked with the routes; a scheduled one is checked here.
                     problems.extend(crate::loader::check_binding(
-                        &s.tenant, tenant, &s.provider, p, secrets,
+                        &s.tenant,
+                        tenant,
+                        &s.provider,
+                        &crate::loader::ProviderFacts::of(p),
+                        secrets,
                     ));
                 }
                 Some(_) => {}
