@@ -1,0 +1,563 @@
+//! `greentic-operator`: `run` in a cluster, `reconcile` once over resource files, `crd` to
+//! print the CustomResourceDefinitions.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use futures_util::StreamExt as _;
+use greentic_host::bundle::Bundle;
+use greentic_operator::cluster::{Cluster, Listed};
+use greentic_operator::crd::{ProviderBinding, ProviderClass, RoutingPolicy};
+use greentic_operator::lease::Elector;
+use greentic_operator::observe::{Checker, key_names};
+use greentic_operator::publish::Publisher;
+use greentic_operator::reconcile::{
+    Action, Desired, NamespacePhase, Observed, PublishedState, reconcile,
+};
+
+/// The Kubernetes operator of a greentic fleet.
+#[derive(Debug, Parser)]
+#[command(name = "greentic-operator", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the CustomResourceDefinitions (or write them, one file per kind, into --out).
+    Crd {
+        /// A directory to write `providerclasses.yaml`, `providerbindings.yaml` and
+        /// `routingpolicies.yaml` into.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// One reconcile pass over resources in YAML files instead of an API server: print what
+    /// the operator would do (statuses, the revision) and, with --publish, publish the
+    /// revision. Every namespace the resources name counts as existing; tenants' secret keys
+    /// are read from the base bundle's `file` secrets directory.
+    Reconcile(Reconcile),
+    /// Run in a cluster: watch the resources, check, publish, write statuses. Only the holder
+    /// of the Lease acts.
+    Run(Run),
+}
+
+#[derive(Debug, clap::Args)]
+struct Reconcile {
+    /// The hosts' bundle (directory with greentic.toml): keys, `[cluster]`, `[trust]`.
+    #[arg(long)]
+    base: PathBuf,
+    /// YAML files of ProviderClass, ProviderBinding and RoutingPolicy resources.
+    #[arg(long = "resources", required = true, num_args = 1..)]
+    resources: Vec<PathBuf>,
+    /// Publish the revision to the fleet (needs --key).
+    #[arg(long, requires = "key")]
+    publish: bool,
+    /// The NATS server (overrides `[cluster].url`).
+    #[arg(long)]
+    cluster: Option<String>,
+    /// The publisher's private key (cosign format; password from COSIGN_PASSWORD).
+    #[arg(long)]
+    key: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct Run {
+    /// The hosts' bundle (directory with greentic.toml): keys, `[cluster]`, `[trust]`.
+    #[arg(long)]
+    base: PathBuf,
+    /// The NATS server (overrides `[cluster].url`).
+    #[arg(long)]
+    cluster: Option<String>,
+    /// The publisher's private key (cosign format; password from COSIGN_PASSWORD).
+    #[arg(long)]
+    key: PathBuf,
+    /// The namespace of the hosts, where tenants' Secrets (`greentic-tenant-<tenant>`) live.
+    #[arg(long, default_value = "greentic-system")]
+    hosts_namespace: String,
+    /// The namespace of the Lease.
+    #[arg(long, default_value = "greentic-system")]
+    lease_namespace: String,
+    /// The Lease's name.
+    #[arg(long, default_value = "greentic-operator")]
+    lease_name: String,
+    /// This replica's identity (default: $POD_NAME, else the host name).
+    #[arg(long)]
+    identity: Option<String>,
+    /// Where /healthz and /readyz are served.
+    #[arg(long, default_value = "0.0.0.0:9465")]
+    health_listen: String,
+    /// Seconds between full passes when nothing changes (tags are resolved again then).
+    #[arg(long, default_value_t = 60)]
+    resync_secs: u64,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Crd { out } => crd(out),
+        Command::Reconcile(r) => runtime().and_then(|rt| rt.block_on(r.run())),
+        Command::Run(r) => runtime().and_then(|rt| rt.block_on(r.run())),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn crd(out: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let files = greentic_operator::crd::crd_yaml();
+    match out {
+        None => {
+            for text in files.values() {
+                println!("---\n{text}");
+            }
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(&dir)?;
+            for (name, text) in files {
+                std::fs::write(dir.join(name), text)?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn signing_key(path: &PathBuf) -> anyhow::Result<greentic_signing::KeyPair> {
+    let pem = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the publisher key {}", path.display()))?;
+    let password = zeroize::Zeroizing::new(
+        std::env::var("COSIGN_PASSWORD")
+            .context("COSIGN_PASSWORD is not set: the publisher key's password comes from it")?,
+    );
+    greentic_signing::KeyPair::from_encrypted_pem(&pem, password.as_bytes())
+        .with_context(|| format!("opening the publisher key {}", path.display()))
+}
+
+fn now() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .round(k8s_openapi::jiff::Unit::Second)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+fn cluster_url(base: &Bundle, flag: &Option<String>) -> anyhow::Result<String> {
+    flag.clone()
+        .or_else(|| base.file.cluster.url.clone())
+        .context("no fleet to reach: pass --cluster nats://HOST:PORT or set [cluster].url")
+}
+
+/// Reads every resource of the three kinds from YAML files (several documents each).
+fn read_resources(files: &[PathBuf]) -> anyhow::Result<Listed> {
+    let mut classes = Vec::new();
+    let mut bindings = Vec::new();
+    let mut policies = Vec::new();
+    for file in files {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let value = serde_json::Value::deserialize_yaml(doc)
+                .with_context(|| format!("{}: not YAML", file.display()))?;
+            if value.is_null() {
+                continue;
+            }
+            let kind = value["kind"].as_str().unwrap_or_default().to_string();
+            let at = || format!("{}: a {kind}", file.display());
+            match kind.as_str() {
+                "ProviderClass" => classes.push(serde_json::from_value(value).with_context(at)?),
+                "ProviderBinding" => bindings.push(serde_json::from_value(value).with_context(at)?),
+                "RoutingPolicy" => policies.push(serde_json::from_value(value).with_context(at)?),
+                _ => {}
+            }
+        }
+    }
+    Ok(Listed {
+        classes,
+        bindings,
+        policies,
+    })
+}
+
+trait FromYaml: Sized {
+    fn deserialize_yaml(doc: serde_yaml::Deserializer<'_>) -> Result<Self, serde_yaml::Error>;
+}
+
+impl FromYaml for serde_json::Value {
+    fn deserialize_yaml(doc: serde_yaml::Deserializer<'_>) -> Result<Self, serde_yaml::Error> {
+        serde::Deserialize::deserialize(doc)
+    }
+}
+
+/// Checks every class (on a blocking thread: loading fetches and compiles).
+async fn check_classes(
+    checker: &Arc<Checker>,
+    classes: &[ProviderClass],
+    published: &Option<PublishedState>,
+) -> anyhow::Result<BTreeMap<String, greentic_operator::reconcile::ClassCheck>> {
+    let checker = checker.clone();
+    let classes = classes.to_vec();
+    let published = published.clone();
+    tokio::task::spawn_blocking(move || {
+        classes
+            .iter()
+            .map(|c| {
+                (
+                    c.metadata.name.clone().unwrap_or_default(),
+                    checker.check(c, published.as_ref()),
+                )
+            })
+            .collect()
+    })
+    .await
+    .context("checking the classes")
+}
+
+impl Reconcile {
+    async fn run(self) -> anyhow::Result<ExitCode> {
+        let base = Bundle::load(&self.base)?;
+        let listed = read_resources(&self.resources)?;
+        let desired = Desired {
+            base: base.file.clone(),
+            classes: listed.classes,
+            bindings: listed.bindings,
+            policies: listed.policies,
+        };
+        let publisher = if self.publish {
+            let key = signing_key(self.key.as_ref().context("--publish needs --key")?)?;
+            let url = cluster_url(&base, &self.cluster)?;
+            Some(Publisher::connect(&base, &url, key, "reconcile").await?)
+        } else {
+            None
+        };
+        let published = match &publisher {
+            Some(p) => p.published().await?,
+            None => None,
+        };
+        let checker = Arc::new(Checker::new(
+            &base.dir,
+            &base.file,
+            Duration::from_secs(60),
+        )?);
+        let classes = check_classes(&checker, &desired.classes, &published).await?;
+        let namespaces = desired
+            .bindings
+            .iter()
+            .filter_map(|b| b.metadata.namespace.clone())
+            .chain(
+                desired
+                    .policies
+                    .iter()
+                    .filter_map(|p| p.metadata.namespace.clone()),
+            )
+            .map(|ns| (ns, NamespacePhase::Active))
+            .collect();
+        let secrets = match base.file.secrets.backend {
+            greentic_host::imports::secrets::SecretBackendKind::File => {
+                key_names(&base.path(&base.file.secrets.dir))
+            }
+            greentic_host::imports::secrets::SecretBackendKind::Env => BTreeMap::new(),
+        };
+        let observed = Observed {
+            now: now(),
+            classes,
+            namespaces,
+            secrets,
+            published,
+        };
+        let actions = reconcile(&desired, &observed);
+        let mut failed = false;
+        for action in &actions {
+            match action {
+                Action::Publish(revision) => {
+                    if let Err(problems) = verify(&checker, revision, &observed).await {
+                        eprintln!(
+                            "error: the composed revision does not load:\n  - {}",
+                            problems.join("\n  - ")
+                        );
+                        return Ok(ExitCode::from(1));
+                    }
+                    println!("# revision {}\n{}", revision.digest, revision.text);
+                    if let Some(p) = &publisher {
+                        p.publish(revision).await?;
+                        println!("# published {}", revision.digest);
+                    }
+                }
+                Action::ClassStatus { name, status } => {
+                    failed |= not_ready(&status.conditions);
+                    print_status("ProviderClass", None, name, status)?;
+                }
+                Action::BindingStatus {
+                    namespace,
+                    name,
+                    status,
+                } => {
+                    failed |= not_ready(&status.conditions);
+                    print_status("ProviderBinding", Some(namespace), name, status)?;
+                }
+                Action::PolicyStatus {
+                    namespace,
+                    name,
+                    status,
+                } => {
+                    failed |= not_ready(&status.conditions);
+                    print_status("RoutingPolicy", Some(namespace), name, status)?;
+                }
+            }
+        }
+        if !actions.iter().any(|a| matches!(a, Action::Publish(_))) {
+            println!("# the fleet already serves this revision");
+        }
+        Ok(if failed {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        })
+    }
+}
+
+fn not_ready(conditions: &[greentic_operator::crd::Condition]) -> bool {
+    conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status != "True")
+}
+
+fn print_status(
+    kind: &str,
+    namespace: Option<&String>,
+    name: &str,
+    status: &impl serde::Serialize,
+) -> anyhow::Result<()> {
+    let doc = serde_json::json!({
+        "kind": kind,
+        "metadata": { "name": name, "namespace": namespace },
+        "status": status,
+    });
+    println!("---\n{}", serde_yaml::to_string(&doc)?);
+    Ok(())
+}
+
+async fn verify(
+    checker: &Arc<Checker>,
+    revision: &greentic_operator::reconcile::Revision,
+    observed: &Observed,
+) -> Result<(), Vec<String>> {
+    let checker = checker.clone();
+    let revision = revision.clone();
+    let secrets = observed.secrets.clone();
+    tokio::task::spawn_blocking(move || checker.verify(&revision, &secrets))
+        .await
+        .unwrap_or_else(|e| Err(vec![format!("the check panicked: {e}")]))
+}
+
+impl Run {
+    async fn run(self) -> anyhow::Result<ExitCode> {
+        let base = Bundle::load(&self.base)?;
+        let identity = self
+            .identity
+            .clone()
+            .or_else(|| std::env::var("POD_NAME").ok())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .context("no identity: pass --identity or set POD_NAME")?;
+        let key = signing_key(&self.key)?;
+        let url = cluster_url(&base, &self.cluster)?;
+        let publisher = Publisher::connect(&base, &url, key, &identity).await?;
+        let client = kube::Client::try_default()
+            .await
+            .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+        let cluster = Cluster::new(client.clone(), &self.hosts_namespace);
+        let checker = Arc::new(Checker::new(
+            &base.dir,
+            &base.file,
+            Duration::from_secs(self.resync_secs),
+        )?);
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let leading = Arc::new(AtomicBool::new(false));
+        let ready = Arc::new(AtomicBool::new(false));
+
+        // The lease: renewed every third of its duration.
+        let elector = Elector::new(
+            client.clone(),
+            &self.lease_namespace,
+            &self.lease_name,
+            &identity,
+            Duration::from_secs(15),
+        );
+        {
+            let (leading, wake, ready) = (leading.clone(), wake.clone(), ready.clone());
+            tokio::spawn(async move {
+                loop {
+                    let now = match elector.try_lead().await {
+                        Ok(l) => l,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the lease cannot be read or written");
+                            false
+                        }
+                    };
+                    if now && !leading.swap(true, Ordering::SeqCst) {
+                        tracing::info!("leading: this replica publishes and writes status");
+                        wake.notify_one();
+                    } else if !now && leading.swap(false, Ordering::SeqCst) {
+                        tracing::warn!("no longer leading");
+                    }
+                    if !now {
+                        // A follower is ready: it stands by.
+                        ready.store(true, Ordering::SeqCst);
+                    }
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            });
+        }
+        watch::<ProviderClass>(kube::Api::all(client.clone()), wake.clone());
+        watch::<ProviderBinding>(kube::Api::all(client.clone()), wake.clone());
+        watch::<RoutingPolicy>(kube::Api::all(client.clone()), wake.clone());
+        watch::<k8s_openapi::api::core::v1::Namespace>(
+            kube::Api::all(client.clone()),
+            wake.clone(),
+        );
+        // A tenant's Secret gaining the key a binding names makes that binding valid.
+        watch::<k8s_openapi::api::core::v1::Secret>(
+            kube::Api::namespaced(client.clone(), &self.hosts_namespace),
+            wake.clone(),
+        );
+        health(&self.health_listen, ready.clone()).await?;
+
+        loop {
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(self.resync_secs)) => {}
+                _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+            }
+            if !leading.load(Ordering::SeqCst) {
+                continue;
+            }
+            // Let a burst of changes settle into one pass.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            match pass(&base, &cluster, &checker, &publisher, &leading).await {
+                Ok(n) => {
+                    ready.store(true, Ordering::SeqCst);
+                    if n > 0 {
+                        tracing::info!(actions = n, "reconciled");
+                    }
+                }
+                Err(e) => tracing::warn!(error = format!("{e:#}"), "reconcile failed; retrying"),
+            }
+        }
+    }
+}
+
+/// One pass against the cluster: returns the number of actions taken.
+async fn pass(
+    base: &Bundle,
+    cluster: &Cluster,
+    checker: &Arc<Checker>,
+    publisher: &Publisher,
+    leading: &AtomicBool,
+) -> anyhow::Result<usize> {
+    let listed = cluster.resources().await?;
+    let published = publisher.published().await?;
+    let classes = check_classes(checker, &listed.classes, &published).await?;
+    let observed = Observed {
+        now: now(),
+        classes,
+        namespaces: cluster.namespaces().await?,
+        secrets: cluster.secret_keys().await?,
+        published,
+    };
+    let desired = Desired {
+        base: base.file.clone(),
+        classes: listed.classes,
+        bindings: listed.bindings,
+        policies: listed.policies,
+    };
+    let actions = reconcile(&desired, &observed);
+    for action in &actions {
+        // Leadership can be lost during a long pass: a follower writes nothing.
+        anyhow::ensure!(
+            leading.load(Ordering::SeqCst),
+            "lost the lease during the pass"
+        );
+        match action {
+            Action::Publish(revision) => {
+                verify(checker, revision, &observed).await.map_err(|p| {
+                    anyhow::anyhow!(
+                        "the composed revision does not load; nothing published:\n  - {}",
+                        p.join("\n  - ")
+                    )
+                })?;
+                publisher.publish(revision).await?;
+                tracing::info!(digest = %revision.digest, "published");
+            }
+            status => cluster.apply(status).await?,
+        }
+    }
+    Ok(actions.len())
+}
+
+fn watch<K>(api: kube::Api<K>, wake: Arc<tokio::sync::Notify>)
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    tokio::spawn(async move {
+        let stream = kube::runtime::watcher(api, kube::runtime::watcher::Config::default());
+        futures_util::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => wake.notify_one(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "watch failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+        }
+    });
+}
+
+async fn health(listen: &str, ready: Arc<AtomicBool>) -> anyhow::Result<()> {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.clone();
+                async move {
+                    if ready.load(Ordering::SeqCst) {
+                        (StatusCode::OK, "ready\n")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+                    }
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(())
+}

@@ -1,0 +1,928 @@
+//! Reconcile: a pure function of what is desired (the resources) and what was observed (each
+//! class checked by the host's loader, the namespaces, the keys of each tenant's Secret, the
+//! revision the fleet serves now) to what to do — publish a revision, write statuses.
+//!
+//! The whole cluster makes one bundle revision, so reconcile is global: every pass recomposes
+//! it from every resource, and publishes only when its digest differs from the one the fleet
+//! serves. Problems stay where they are:
+//!
+//! - a class that fails its checks (a bad signature, a tag moved to an incompatible version, a
+//!   registry down) keeps the provider the fleet already serves, pinned to its published
+//!   digest; only a class never published is missing;
+//! - an invalid binding or policy marks itself (and the namespace's policies) not ready, and
+//!   its tenant keeps the configuration and routes last published for it, re-checked against
+//!   the providers of the new revision — every other tenant's changes are published;
+//! - a namespace that is gone (or terminating) takes its tenant out of the revision.
+//!
+//! The checks are the host's own ([`greentic_host::loader::check_binding`],
+//! [`greentic_host::loader::check_routes`], [`greentic_host::loader::check_tenant`],
+//! [`Bundle::parse`]), so the operator and the hosts cannot disagree on what is valid.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use greentic_host::bundle::{
+    Bundle, BundleFile, Grants, Limits, Lock, LockEntry, ProviderSection, Route, TenantSection,
+};
+use greentic_host::imports::secrets::SecretBackend;
+use greentic_host::loader::{ProviderFacts, check_binding, check_routes, check_tenant};
+use zeroize::Zeroizing;
+
+use crate::crd::{
+    Attestation, BindingLimits, Condition, ManifestSummary, ProviderBinding, ProviderBindingStatus,
+    ProviderClass, ProviderClassStatus, RoutingPolicy, RoutingPolicyStatus,
+};
+
+/// The name of the Secret (in the hosts' namespace) holding tenant `tenant`'s secret values.
+pub fn tenant_secret_name(tenant: &str) -> String {
+    format!("greentic-tenant-{tenant}")
+}
+
+/// What the resources ask for.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    /// The hosts' bundle (`[host]`, `[auth]`, `[trust]`, `[cluster]`, …): every revision keeps
+    /// these sections; providers, tenants and routes come from the resources.
+    pub base: BundleFile,
+    /// Every `ProviderClass`.
+    pub classes: Vec<ProviderClass>,
+    /// Every `ProviderBinding`.
+    pub bindings: Vec<ProviderBinding>,
+    /// Every `RoutingPolicy`.
+    pub policies: Vec<RoutingPolicy>,
+}
+
+/// A class as the host's loader found it.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The provider section that was loaded.
+    pub section: ProviderSection,
+    /// The digests it resolved to.
+    pub lock: LockEntry,
+    /// Its manifest, granted secrets and domain.
+    pub facts: ProviderFacts,
+    /// The id of the key that signed it.
+    pub signer: Option<String>,
+}
+
+/// What checking one class found.
+#[derive(Debug, Clone)]
+pub struct ClassCheck {
+    /// The class generation checked.
+    pub generation: Option<i64>,
+    /// The class's source as it is now: loaded, or every problem.
+    pub current: Result<Resolved, Vec<String>>,
+    /// The provider of this name in the published revision, loaded by its published digest
+    /// (when there is one and it differs from `current`'s).
+    pub published: Option<Resolved>,
+}
+
+/// Whether a namespace can hold a tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NamespacePhase {
+    /// It exists.
+    Active,
+    /// It is being deleted.
+    Terminating,
+}
+
+/// The revision the fleet serves now.
+#[derive(Debug, Clone)]
+pub struct PublishedState {
+    /// Its digest.
+    pub digest: String,
+    /// Its bundle.
+    pub bundle: BundleFile,
+    /// Its lock.
+    pub lock: Lock,
+}
+
+/// What was observed.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    /// Now, RFC 3339 (condition transition times).
+    pub now: String,
+    /// Each class checked, by name.
+    pub classes: BTreeMap<String, ClassCheck>,
+    /// Namespaces by name; a namespace absent here does not exist.
+    pub namespaces: BTreeMap<String, NamespacePhase>,
+    /// The keys each tenant's Secret holds (values are never read into this).
+    pub secrets: BTreeMap<String, BTreeSet<String>>,
+    /// The fleet's revision, if one was published.
+    pub published: Option<PublishedState>,
+}
+
+/// A revision to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Revision {
+    /// `greentic.toml`'s text.
+    pub text: String,
+    /// The lock: every provider pinned to the digest checked.
+    pub lock: Lock,
+    /// [`greentic_host::fleet::revisions::published_digest`] of both.
+    pub digest: String,
+}
+
+/// One thing to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Publish this revision as the fleet's stable one.
+    Publish(Revision),
+    /// Write a class's status.
+    ClassStatus {
+        /// The class.
+        name: String,
+        /// Its new status.
+        status: ProviderClassStatus,
+    },
+    /// Write a binding's status.
+    BindingStatus {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// Its new status.
+        status: ProviderBindingStatus,
+    },
+    /// Write a policy's status.
+    PolicyStatus {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// Its new status.
+        status: RoutingPolicyStatus,
+    },
+}
+
+/// The outcome of a pass: the revision that should be served and every resource's status.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The revision, or why none can be composed (a problem of the base bundle).
+    pub revision: Result<Revision, Vec<String>>,
+    /// Class statuses by name.
+    pub classes: BTreeMap<String, ProviderClassStatus>,
+    /// Binding statuses by (namespace, name).
+    pub bindings: BTreeMap<(String, String), ProviderBindingStatus>,
+    /// Policy statuses by (namespace, name).
+    pub policies: BTreeMap<(String, String), RoutingPolicyStatus>,
+}
+
+/// A secret backend over observed key names: it says whether a key exists, never a value.
+pub struct KeyNames<'a>(pub &'a BTreeMap<String, BTreeSet<String>>);
+
+#[async_trait::async_trait]
+impl SecretBackend for KeyNames<'_> {
+    async fn get(&self, tenant: &str, name: &str) -> std::io::Result<Option<Zeroizing<Vec<u8>>>> {
+        Ok(self
+            .0
+            .get(tenant)
+            .is_some_and(|k| k.contains(name))
+            .then(|| Zeroizing::new(Vec::new())))
+    }
+
+    fn locate(&self, tenant: &str, name: &str) -> String {
+        format!(
+            "key `{name}` in Secret `{}` of the hosts' namespace",
+            tenant_secret_name(tenant)
+        )
+    }
+}
+
+/// A provider the revision can use.
+struct Usable<'a> {
+    section: ProviderSection,
+    lock: LockEntry,
+    facts: &'a ProviderFacts,
+}
+
+/// The actions that bring the cluster from `observed` to `desired`: a publish when the
+/// revision differs from the fleet's, then each status that changed (in a stable order).
+pub fn reconcile(desired: &Desired, observed: &Observed) -> Vec<Action> {
+    let plan = plan(desired, observed);
+    let mut actions = Vec::new();
+    if let Ok(revision) = &plan.revision
+        && observed.published.as_ref().map(|p| &p.digest) != Some(&revision.digest)
+    {
+        actions.push(Action::Publish(revision.clone()));
+    }
+    for class in &desired.classes {
+        let name = class.metadata.name.clone().unwrap_or_default();
+        if let Some(status) = plan.classes.get(&name) {
+            let status = settle(status.clone(), class.status.as_ref(), &observed.now);
+            if class.status.as_ref() != Some(&status) {
+                actions.push(Action::ClassStatus { name, status });
+            }
+        }
+    }
+    for binding in &desired.bindings {
+        let key = key_of(&binding.metadata);
+        if let Some(status) = plan.bindings.get(&key) {
+            let status = settle(status.clone(), binding.status.as_ref(), &observed.now);
+            if binding.status.as_ref() != Some(&status) {
+                actions.push(Action::BindingStatus {
+                    namespace: key.0,
+                    name: key.1,
+                    status,
+                });
+            }
+        }
+    }
+    for policy in &desired.policies {
+        let key = key_of(&policy.metadata);
+        if let Some(status) = plan.policies.get(&key) {
+            let status = settle(status.clone(), policy.status.as_ref(), &observed.now);
+            if policy.status.as_ref() != Some(&status) {
+                actions.push(Action::PolicyStatus {
+                    namespace: key.0,
+                    name: key.1,
+                    status,
+                });
+            }
+        }
+    }
+    actions
+}
+
+fn key_of(meta: &kube::api::ObjectMeta) -> (String, String) {
+    (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+/// Statuses that carry conditions: conditions keep their transition time while their status
+/// holds.
+trait WithConditions {
+    fn conditions_mut(&mut self) -> &mut Vec<Condition>;
+    fn conditions(&self) -> &[Condition];
+}
+
+macro_rules! with_conditions {
+    ($($t:ty),*) => {$(
+        impl WithConditions for $t {
+            fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+                &mut self.conditions
+            }
+            fn conditions(&self) -> &[Condition] {
+                &self.conditions
+            }
+        }
+    )*};
+}
+with_conditions!(
+    ProviderClassStatus,
+    ProviderBindingStatus,
+    RoutingPolicyStatus
+);
+
+fn settle<S: WithConditions>(mut status: S, old: Option<&S>, now: &str) -> S {
+    for c in status.conditions_mut() {
+        let before = old.and_then(|o| o.conditions().iter().find(|p| p.type_ == c.type_));
+        c.last_transition_time = match before {
+            Some(p) if p.status == c.status => p.last_transition_time.clone(),
+            _ => Some(now.to_string()),
+        };
+    }
+    status
+}
+
+fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message,
+        last_transition_time: None,
+        observed_generation: generation,
+    }
+}
+
+/// The section a class's spec asks for (grants are the class's: a tenant cannot widen them).
+pub fn class_section(class: &ProviderClass) -> ProviderSection {
+    let spec = &class.spec;
+    ProviderSection {
+        source: spec.source.clone(),
+        digest: spec.digest.clone(),
+        grants: Grants {
+            secrets: spec.grants.secrets.clone(),
+            outbound_hosts: spec.grants.outbound_hosts.clone(),
+            config: spec.grants.config,
+            telemetry: spec.grants.telemetry,
+            state: spec.grants.state,
+        },
+        trusted_keys: spec.trusted_keys.clone(),
+        identities: spec.identities.clone(),
+        allow_unsigned: false,
+        require: spec
+            .require
+            .iter()
+            .map(|a| match a {
+                Attestation::Conformance => greentic_host::attestation::Kind::Conformance,
+                Attestation::Sbom => greentic_host::attestation::Kind::Sbom,
+            })
+            .collect(),
+    }
+}
+
+fn summary(facts: &ProviderFacts) -> ManifestSummary {
+    ManifestSummary {
+        name: facts.manifest.name.clone(),
+        version: facts.manifest.version.to_string(),
+        domain: facts.domain.to_string(),
+        capabilities: facts.manifest.capabilities.clone(),
+        required_secrets: facts
+            .manifest
+            .required_secrets()
+            .map(str::to_string)
+            .collect(),
+    }
+}
+
+fn short(digest: &str) -> &str {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    &hex[..hex.len().min(12)]
+}
+
+/// Checks the classes: the providers a revision can use, by name, and each class's status.
+fn classes<'a>(
+    desired: &Desired,
+    observed: &'a Observed,
+) -> (
+    BTreeMap<String, Usable<'a>>,
+    BTreeMap<String, ProviderClassStatus>,
+) {
+    let mut usable = BTreeMap::new();
+    let mut statuses = BTreeMap::new();
+    for class in &desired.classes {
+        let name = class.metadata.name.clone().unwrap_or_default();
+        let generation = class.metadata.generation;
+        let mut status = ProviderClassStatus {
+            observed_generation: generation,
+            ..Default::default()
+        };
+        let check = observed
+            .classes
+            .get(&name)
+            .filter(|c| c.generation == generation);
+        let mut problems = Vec::new();
+        if !greentic_host::bundle::valid_provider_name(&name) {
+            problems.push(format!(
+                "the class name `{name}` is not a valid provider name (kebab-case: lower-case letters, digits and single `-`); rename the class"
+            ));
+        }
+        let current = match check.map(|c| &c.current) {
+            None => {
+                status.conditions.push(Condition {
+                    status: "Unknown".into(),
+                    ..condition(
+                        "Ready",
+                        false,
+                        "Checking",
+                        "the class has not been checked yet".into(),
+                        generation,
+                    )
+                });
+                if let Some(p) = check.and_then(|c| c.published.as_ref()) {
+                    usable.insert(name.clone(), usable_of(p));
+                }
+                statuses.insert(name, status);
+                continue;
+            }
+            Some(Err(e)) => {
+                problems.extend(e.iter().cloned());
+                None
+            }
+            Some(Ok(r)) => Some(r),
+        };
+        if let (Some(r), Some(req)) = (current, class.spec.compat.as_deref()) {
+            match semver::VersionReq::parse(req) {
+                Err(e) => problems.push(format!(
+                    "spec.compat `{req}` is not a semver requirement ({e}); write one such as `^1.2`"
+                )),
+                Ok(req) if !req.matches(&r.facts.manifest.version) => problems.push(format!(
+                    "version {} of `{}` is outside spec.compat `{req}`; pin a compatible version or widen spec.compat",
+                    r.facts.manifest.version, class.spec.source
+                )),
+                Ok(_) => {}
+            }
+        }
+        if let Some(r) = current {
+            status.resolved = r.lock.manifest_digest.clone();
+            status.digest = Some(r.lock.digest.clone());
+            status.signer = r.signer.clone();
+            status.manifest = Some(summary(&r.facts));
+        }
+        if problems.is_empty()
+            && let Some(r) = current
+        {
+            status.conditions.push(condition(
+                "Ready",
+                true,
+                "Verified",
+                format!(
+                    "{} {} ({}) passed every check the host runs",
+                    r.facts.manifest.name,
+                    r.facts.manifest.version,
+                    short(&r.lock.digest)
+                ),
+                generation,
+            ));
+            usable.insert(name.clone(), usable_of(r));
+        } else {
+            let fallback = check.and_then(|c| c.published.as_ref());
+            let keep = match fallback {
+                Some(p) => format!(
+                    "; the fleet keeps serving the published {} ({})",
+                    p.facts.manifest.version,
+                    short(&p.lock.digest)
+                ),
+                None => String::new(),
+            };
+            status.conditions.push(condition(
+                "Ready",
+                false,
+                "CheckFailed",
+                format!(
+                    "{}{keep}",
+                    greentic_manifest::clip_middle(&problems.join("; "), 1024)
+                ),
+                generation,
+            ));
+            status.problems = problems;
+            if let Some(p) = fallback {
+                usable.insert(name.clone(), usable_of(p));
+            }
+        }
+        statuses.insert(name, status);
+    }
+    (usable, statuses)
+}
+
+fn usable_of(r: &Resolved) -> Usable<'_> {
+    Usable {
+        section: r.section.clone(),
+        lock: r.lock.clone(),
+        facts: &r.facts,
+    }
+}
+
+fn merge_limits(
+    into: &mut Limits,
+    set: &mut BTreeMap<&'static str, (u64, String)>,
+    from: &BindingLimits,
+    binding: &str,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut put = |field: &'static str, value: Option<u64>, target: &mut u64| {
+        let Some(v) = value else { return };
+        match set.get(field) {
+            Some((other, by)) if *other != v => problems.push(format!(
+                "spec.limits.{field} is {v}, but binding `{by}` of this tenant sets {other}; limits hold for the whole tenant, so set it once or to the same value"
+            )),
+            Some(_) => {}
+            None => {
+                set.insert(field, (v, binding.to_string()));
+                *target = v;
+            }
+        }
+    };
+    put("fuelPerCall", from.fuel_per_call, &mut into.fuel_per_call);
+    put("deadlineMs", from.deadline_ms, &mut into.deadline_ms);
+    put("memoryBytes", from.memory_bytes, &mut into.memory_bytes);
+    put(
+        "queueTimeoutMs",
+        from.queue_timeout_ms,
+        &mut into.queue_timeout_ms,
+    );
+    put(
+        "fuelPerSecond",
+        from.fuel_per_second,
+        &mut into.fuel_per_second,
+    );
+    let mut concurrent = u64::from(into.max_concurrent);
+    put(
+        "maxConcurrent",
+        from.max_concurrent.map(u64::from),
+        &mut concurrent,
+    );
+    into.max_concurrent = u32::try_from(concurrent).unwrap_or(u32::MAX);
+    let mut weight = u64::from(into.cpu_weight);
+    put("cpuWeight", from.cpu_weight.map(u64::from), &mut weight);
+    into.cpu_weight = u32::try_from(weight).unwrap_or(u32::MAX);
+    problems
+}
+
+/// What makes two routes of a tenant the same: team, user, cloud and capability.
+type RouteKey = (Option<String>, Option<String>, Option<String>, String);
+
+/// One tenant's outcome.
+struct TenantPlan {
+    section: Option<TenantSection>,
+    routes: Vec<Route>,
+    /// Why its resources' changes are held (empty: it is published as specified).
+    held: Vec<String>,
+}
+
+/// Composes the revision and every status.
+pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
+    let (usable, class_statuses) = classes(desired, observed);
+    let facts: BTreeMap<String, ProviderFacts> = usable
+        .iter()
+        .map(|(n, u)| (n.clone(), u.facts.clone()))
+        .collect();
+    let backend = KeyNames(&observed.secrets);
+    let class_names: BTreeSet<String> = desired
+        .classes
+        .iter()
+        .filter_map(|c| c.metadata.name.clone())
+        .collect();
+
+    let mut namespaces: BTreeSet<String> = BTreeSet::new();
+    namespaces.extend(
+        desired
+            .bindings
+            .iter()
+            .filter_map(|b| b.metadata.namespace.clone()),
+    );
+    namespaces.extend(
+        desired
+            .policies
+            .iter()
+            .filter_map(|p| p.metadata.namespace.clone()),
+    );
+
+    let mut binding_statuses = BTreeMap::new();
+    let mut policy_statuses = BTreeMap::new();
+    let mut tenants: BTreeMap<String, TenantPlan> = BTreeMap::new();
+    // (namespace, binding) -> whether Ready, for the Published condition afterwards.
+    let mut binding_ready: BTreeMap<(String, String), bool> = BTreeMap::new();
+    let mut policy_ready: BTreeMap<(String, String), bool> = BTreeMap::new();
+
+    for ns in &namespaces {
+        if observed.namespaces.get(ns) != Some(&NamespacePhase::Active) {
+            // Gone or going: no tenant, and no status to write on resources being deleted.
+            continue;
+        }
+        let mut bindings: Vec<&ProviderBinding> = desired
+            .bindings
+            .iter()
+            .filter(|b| b.metadata.namespace.as_deref() == Some(ns))
+            .collect();
+        bindings.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        let mut policies: Vec<&RoutingPolicy> = desired
+            .policies
+            .iter()
+            .filter(|p| p.metadata.namespace.as_deref() == Some(ns))
+            .collect();
+        policies.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+
+        let mut section = TenantSection::default();
+        let mut limits_set = BTreeMap::new();
+        let mut by_class: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut valid_bindings: BTreeMap<&str, &ProviderBinding> = BTreeMap::new();
+        let mut invalid: Vec<String> = Vec::new();
+        for b in &bindings {
+            let name = b.metadata.name.as_deref().unwrap_or_default();
+            let class = b.spec.class.as_str();
+            let mut problems = Vec::new();
+            match usable.get(class) {
+                None if !class_names.contains(class) => problems.push(format!(
+                    "ProviderClass `{class}` does not exist; create it or bind an existing class"
+                )),
+                None => problems.push(format!(
+                    "ProviderClass `{class}` is not ready (see its status) and was never published"
+                )),
+                Some(u) => {
+                    for s in &b.spec.secrets {
+                        if !u.section.grants.secrets.contains(s) {
+                            problems.push(format!(
+                                "spec.secrets names `{s}`, which class `{class}` does not grant (it grants: {})",
+                                if u.section.grants.secrets.is_empty() { "none".to_string() } else { u.section.grants.secrets.join(", ") }
+                            ));
+                        } else if !observed.secrets.get(ns).is_some_and(|k| k.contains(s)) {
+                            problems.push(format!(
+                                "spec.secrets names `{s}`, but Secret `{}` in the hosts' namespace has no key `{s}`; add it (or let External Secrets fill it)",
+                                tenant_secret_name(ns)
+                            ));
+                        }
+                    }
+                    let single = TenantSection {
+                        limits: Limits::default(),
+                        secrets: b.spec.secrets.clone(),
+                        config: b
+                            .spec
+                            .config
+                            .clone()
+                            .map(|c| BTreeMap::from([(class.to_string(), c)]))
+                            .unwrap_or_default(),
+                    };
+                    problems.extend(check_binding(ns, &single, class, u.facts, &backend));
+                }
+            }
+            if let Some(other) = by_class.get(class) {
+                problems.push(format!(
+                    "binding `{other}` of this tenant already binds class `{class}`; a tenant binds a class once"
+                ));
+            }
+            for team in &b.spec.teams {
+                if team.is_empty() || team.len() > 128 {
+                    problems.push(format!("spec.teams: `{team}` is not a team name"));
+                }
+            }
+            if let Some(l) = &b.spec.limits {
+                problems.extend(merge_limits(&mut section.limits, &mut limits_set, l, name));
+            }
+            // Limits the host's check would refuse.
+            if section.limits.deadline_ms == 0 || section.limits.max_concurrent == 0 {
+                problems.push("spec.limits: deadlineMs and maxConcurrent must be above 0".into());
+            }
+            let ok = problems.is_empty();
+            binding_ready.insert((ns.clone(), name.to_string()), ok);
+            let mut status = ProviderBindingStatus {
+                observed_generation: b.metadata.generation,
+                ..Default::default()
+            };
+            if ok {
+                by_class.insert(class, name);
+                valid_bindings.insert(name, b);
+                for s in &b.spec.secrets {
+                    if !section.secrets.contains(s) {
+                        section.secrets.push(s.clone());
+                    }
+                }
+                if let Some(c) = &b.spec.config {
+                    section.config.insert(class.to_string(), c.clone());
+                }
+                status.conditions.push(condition(
+                    "Ready",
+                    true,
+                    "Valid",
+                    format!("binds class `{class}`; every check passed"),
+                    b.metadata.generation,
+                ));
+            } else {
+                invalid.push(format!("binding `{name}`"));
+                status.conditions.push(condition(
+                    "Ready",
+                    false,
+                    "Invalid",
+                    greentic_manifest::clip_middle(&problems.join("; "), 1024),
+                    b.metadata.generation,
+                ));
+                status.problems = problems;
+            }
+            binding_statuses.insert((ns.clone(), name.to_string()), status);
+        }
+        section.secrets.sort();
+
+        // Routes: every policy of the namespace.
+        let mut routes: Vec<Route> = Vec::new();
+        let mut seen: BTreeMap<RouteKey, String> = BTreeMap::new();
+        for p in &policies {
+            let name = p.metadata.name.as_deref().unwrap_or_default();
+            let mut problems = Vec::new();
+            let mut own = Vec::new();
+            for (i, r) in p.spec.routes.iter().enumerate() {
+                let at = format!("spec.routes[{i}]");
+                let Some(b) = bindings
+                    .iter()
+                    .find(|b| b.metadata.name.as_deref() == Some(r.binding.as_str()))
+                else {
+                    problems.push(format!(
+                        "{at}: no ProviderBinding `{}` in this namespace",
+                        r.binding
+                    ));
+                    continue;
+                };
+                if !valid_bindings.contains_key(r.binding.as_str()) {
+                    problems.push(format!(
+                        "{at}: binding `{}` is not ready (see its status)",
+                        r.binding
+                    ));
+                    continue;
+                }
+                if !b.spec.teams.is_empty()
+                    && !r.team.as_ref().is_some_and(|t| b.spec.teams.contains(t))
+                {
+                    problems.push(format!(
+                        "{at}: binding `{}` is scoped to teams {}; the route must name one of them in `team`",
+                        r.binding,
+                        b.spec.teams.join(", ")
+                    ));
+                }
+                let k = (
+                    r.team.clone(),
+                    r.user.clone(),
+                    r.cloud.clone(),
+                    r.capability.clone(),
+                );
+                if let Some(other) = seen.get(&k) {
+                    problems.push(format!(
+                        "{at}: policy `{other}` of this tenant already routes capability `{}` for the same team, user and cloud",
+                        r.capability
+                    ));
+                }
+                own.push((
+                    k,
+                    Route {
+                        tenant: ns.clone(),
+                        team: r.team.clone(),
+                        user: r.user.clone(),
+                        cloud: r.cloud.clone(),
+                        capability: r.capability.clone(),
+                        provider: b.spec.class.clone(),
+                        durable: r.durable,
+                        delivery_id_header: r.delivery_id_header.clone(),
+                    },
+                ));
+            }
+            let candidate: Vec<Route> = own.iter().map(|(_, r)| r.clone()).collect();
+            problems.extend(
+                check_routes(&candidate, &facts)
+                    .into_iter()
+                    .map(|p| p.replacen("routes[", "spec.routes[", 1)),
+            );
+            let ok = problems.is_empty();
+            policy_ready.insert((ns.clone(), name.to_string()), ok);
+            let mut status = RoutingPolicyStatus {
+                observed_generation: p.metadata.generation,
+                ..Default::default()
+            };
+            if ok {
+                for (k, r) in own {
+                    seen.insert(k, name.to_string());
+                    routes.push(r);
+                }
+                status.conditions.push(condition(
+                    "Ready",
+                    true,
+                    "Valid",
+                    format!("{} routes; every check passed", p.spec.routes.len()),
+                    p.metadata.generation,
+                ));
+            } else {
+                invalid.push(format!("policy `{name}`"));
+                status.conditions.push(condition(
+                    "Ready",
+                    false,
+                    "Invalid",
+                    greentic_manifest::clip_middle(&problems.join("; "), 1024),
+                    p.metadata.generation,
+                ));
+                status.problems = problems;
+            }
+            policy_statuses.insert((ns.clone(), name.to_string()), status);
+        }
+
+        let plan = if invalid.is_empty() {
+            // The whole tenant, checked as the host checks it.
+            let problems = check_tenant(ns, &section, &routes, &facts, &backend);
+            if problems.is_empty() {
+                TenantPlan {
+                    section: Some(section),
+                    routes,
+                    held: Vec::new(),
+                }
+            } else {
+                held_tenant(ns, observed, &facts, &backend, problems)
+            }
+        } else {
+            held_tenant(ns, observed, &facts, &backend, invalid)
+        };
+        tenants.insert(ns.clone(), plan);
+    }
+
+    // Compose the revision: the base, with the providers the tenants' routes use.
+    let mut file = desired.base.clone();
+    file.providers.clear();
+    file.tenants.clear();
+    file.routes.clear();
+    file.schedules.clear();
+    let mut lock = Lock::default();
+    for (ns, t) in &tenants {
+        let Some(section) = &t.section else { continue };
+        for r in &t.routes {
+            if let Some(u) = usable.get(&r.provider) {
+                file.providers.insert(r.provider.clone(), u.section.clone());
+                lock.providers.insert(r.provider.clone(), u.lock.clone());
+            }
+        }
+        file.tenants.insert(ns.clone(), section.clone());
+        file.routes.extend(t.routes.iter().cloned());
+    }
+    let revision = compose(&file, lock);
+
+    // Published conditions.
+    let published_digest = revision.as_ref().ok().map(|r| short(&r.digest).to_string());
+    let published_condition = |ns: &str, ready: bool, generation: Option<i64>| {
+        let t = &tenants[ns];
+        match (&published_digest, ready, t.held.is_empty()) {
+            (Some(d), true, true) => condition(
+                "Published",
+                true,
+                "Published",
+                format!("served by revision {d}"),
+                generation,
+            ),
+            _ if t.section.is_some() => condition(
+                "Published",
+                false,
+                "Held",
+                format!(
+                    "the tenant keeps its last published configuration while {} is not ready",
+                    t.held.join(", ")
+                ),
+                generation,
+            ),
+            _ => condition(
+                "Published",
+                false,
+                "NotServed",
+                if t.held.is_empty() {
+                    "no revision could be composed".into()
+                } else {
+                    format!(
+                        "the tenant is not served: {} is not ready and it has no published configuration that still passes",
+                        t.held.join(", ")
+                    )
+                },
+                generation,
+            ),
+        }
+    };
+    for ((ns, name), status) in binding_statuses.iter_mut() {
+        let ready = binding_ready[&(ns.clone(), name.clone())];
+        status
+            .conditions
+            .push(published_condition(ns, ready, status.observed_generation));
+    }
+    for ((ns, name), status) in policy_statuses.iter_mut() {
+        let ready = policy_ready[&(ns.clone(), name.clone())];
+        status
+            .conditions
+            .push(published_condition(ns, ready, status.observed_generation));
+    }
+
+    Plan {
+        revision,
+        classes: class_statuses,
+        bindings: binding_statuses,
+        policies: policy_statuses,
+    }
+}
+
+/// A tenant whose resources are not all ready: its last published section and routes, if
+/// they still pass against the providers of the new revision; otherwise it is not served.
+fn held_tenant(
+    ns: &str,
+    observed: &Observed,
+    facts: &BTreeMap<String, ProviderFacts>,
+    backend: &dyn SecretBackend,
+    why: Vec<String>,
+) -> TenantPlan {
+    let previous = observed.published.as_ref().and_then(|p| {
+        let section = p.bundle.tenants.get(ns)?.clone();
+        let routes: Vec<Route> = p
+            .bundle
+            .routes
+            .iter()
+            .filter(|r| r.tenant == ns)
+            .cloned()
+            .collect();
+        Some((section, routes))
+    });
+    let Some((section, routes)) = previous else {
+        return TenantPlan {
+            section: None,
+            routes: Vec::new(),
+            held: why,
+        };
+    };
+    let all_there = routes.iter().all(|r| facts.contains_key(&r.provider));
+    let passes = all_there
+        && check_routes(&routes, facts).is_empty()
+        && check_tenant(ns, &section, &routes, facts, backend).is_empty();
+    TenantPlan {
+        section: passes.then_some(section),
+        routes: if passes { routes } else { Vec::new() },
+        held: why,
+    }
+}
+
+/// The revision's text, checked as every host will parse it.
+fn compose(file: &BundleFile, lock: Lock) -> Result<Revision, Vec<String>> {
+    let text =
+        toml::to_string(file).map_err(|e| vec![format!("the revision does not serialise: {e}")])?;
+    let text = format!(
+        "# Published by greentic-operator from the cluster's ProviderClass, ProviderBinding and\n# RoutingPolicy resources.\n{text}"
+    );
+    Bundle::parse("the composed revision", &text).map_err(|e| vec![e.to_string()])?;
+    let digest = greentic_host::fleet::revisions::published_digest(&text, &lock);
+    Ok(Revision { text, lock, digest })
+}
