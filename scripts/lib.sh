@@ -146,3 +146,43 @@ ensure_release_host() {
   HOST="$CARGO_TARGET_DIR/release/greentic-host"
   W="$COMPONENTS_OUT/wasip2"
 }
+
+# Debian packages scripts/image.sh builds the container image with, without a Docker daemon:
+# umoci (OCI image layouts, rootless) and skopeo (copies the layout to a registry).
+ensure_image_tools() {
+  local missing=()
+  command -v umoci >/dev/null || missing+=(umoci)
+  command -v skopeo >/dev/null || missing+=(skopeo)
+  [ "${#missing[@]}" = 0 ] && return
+  log "installing ${missing[*]} (apt-get)"
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# A Python environment with kubernetes-validate (the Kubernetes API's JSON schemas, offline) for
+# scripts/validate-manifests.py; exports GREENTIC_K8S_VALIDATE (its python). Every package it
+# installs is pinned.
+K8S_VALIDATE_VERSION="1.37.0"
+K8S_VALIDATE_PACKAGES=("kubernetes-validate==$K8S_VALIDATE_VERSION" "PyYAML==6.0.4" "jsonschema==4.26.0"
+  "jsonschema-specifications==2025.9.1" "referencing==0.37.0" "rpds-py==2026.9.1" "attrs==26.1.0"
+  "importlib_resources==7.1.0" "packaging==26.4" "typing_extensions==4.16.0")
+ensure_kubernetes_validate() {
+  local dir="$HOME/.cache/greentic-host/tools/kubernetes-validate-1"
+  export GREENTIC_K8S_VALIDATE="$dir/bin/python3"
+  if [ -x "$GREENTIC_K8S_VALIDATE" ] &&
+    "$GREENTIC_K8S_VALIDATE" -c "import tomllib, yaml, kubernetes_validate.version as v; assert v.__version__ == '$K8S_VALIDATE_VERSION'" 2>/dev/null; then
+    return
+  fi
+  log "installing kubernetes-validate $K8S_VALIDATE_VERSION from PyPI"
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+  fi
+  rm -rf "$dir"
+  python3 -m venv "$dir"
+  "$dir/bin/pip" install -q --disable-pip-version-check "${K8S_VALIDATE_PACKAGES[@]}"
+}

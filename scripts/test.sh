@@ -4,9 +4,9 @@
 # (which start the real host on loopback with the built components) and the components' unit
 # tests. The host workspace's tests replay every fuzz seed and every past crash on stable
 # (`greentic-fuzzing`); timed coverage-guided fuzzing is scripts/fuzz.sh, run on its own.
-# Installs what it needs (wasm target, cargo-component, cargo-cyclonedx, docker-registry and
-# skopeo, nats-server) when missing, and the Python DSSE/in-toto verifier the attestation tests
-# check ours with; safe to re-run.
+# Installs what it needs (wasm target, cargo-component, cargo-cyclonedx, docker-registry,
+# skopeo and umoci, nats-server) when missing, the Python DSSE/in-toto verifier the attestation
+# tests check ours with, and kubernetes-validate for the Kubernetes manifests; safe to re-run.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -15,6 +15,8 @@ ensure_cargo_component
 ensure_registry_tools
 ensure_nats_server
 ensure_dsse_verifier
+ensure_kubernetes_validate
+ensure_image_tools
 
 log "checking wit/deps against the Wasmtime release it is vendored from"
 "$ROOT/scripts/vendor-wit.sh" --check
