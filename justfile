@@ -39,3 +39,12 @@ vendor-wit:
 # Inspect one component.
 inspect FILE:
     cargo run -q -p greentic-host -- inspect {{FILE}}
+
+# The container image (host and operator) as an OCI layout, without a Docker daemon.
+image LAYOUT="target/image" TAG="0.1.0":
+    cargo build --release -p greentic-host -p greentic-operator
+    scripts/image.sh {{LAYOUT}} {{TAG}} "${CARGO_TARGET_DIR:-target}/release/greentic-host" "${CARGO_TARGET_DIR:-target}/release/greentic-operator"
+
+# Regenerate deploy/crds from operator/src/crd.rs.
+crds:
+    cargo run -q -p greentic-operator -- crd --out deploy/crds
