@@ -639,8 +639,13 @@ async fn deliver(
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
-    let ready = app.runtime.ready.load(Ordering::SeqCst);
     let revision = app.runtime.revision();
+    // A fleet host started from a bootstrap bundle (no providers, no tenants) has nothing to
+    // serve until the fleet's first revision arrives: not ready, so no traffic reaches it.
+    let waiting = app.member.is_some()
+        && revision.providers.is_empty()
+        && revision.bundle.file.tenants.is_empty();
+    let ready = app.runtime.ready.load(Ordering::SeqCst) && !waiting;
     let providers: Vec<_> = revision
         .providers
         .values()
@@ -663,6 +668,7 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
         status,
         axum::Json(json!({
             "ready": ready,
+            "waiting_for_fleet": waiting,
             "revision": {"digest": revision.digest, "since": revision.since_secs()},
             "last_refused": refused,
             "canary": canary,

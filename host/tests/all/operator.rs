@@ -141,6 +141,14 @@ heartbeat_ms = 200
         std::fs::copy(dir.join(f), host_dir.path().join(f)).unwrap();
     }
     let host = Host::start_with_args(host_dir.path(), &["--host-id", "h0"]);
+    let before = host.admin("GET", "/readyz");
+    assert_eq!(
+        before.status,
+        503,
+        "nothing to serve yet: {}",
+        before.text()
+    );
+    assert_eq!(before.json()["waiting_for_fleet"], true);
     // Tokens are minted against a bundle naming both tenants (same JWT secret).
     let minter = TestBundle::new(
         "[providers.echo]\nsource = \"{components}/echo.wasm\"\nallow_unsigned = true\n[tenants.acme]\n[tenants.globex]\n",
@@ -174,6 +182,11 @@ heartbeat_ms = 200
     );
     let first = published(&out);
     wait_for(&host, &first);
+    assert_eq!(
+        host.admin("GET", "/readyz").status,
+        200,
+        "ready once it serves a revision"
+    );
     let r = call(&acme);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["id"], "acme/-/-:a:b@one");
