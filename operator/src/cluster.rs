@@ -111,48 +111,59 @@ impl Cluster {
 
     /// Writes a status action (publishing is not the cluster's).
     pub async fn apply(&self, action: &Action) -> Result<(), kube::Error> {
-        let params = PatchParams::apply(MANAGER).force();
+        let client = || self.client.clone();
         match action {
-            Action::Publish(_) => {}
+            Action::Publish(_) | Action::Hold(_) => Ok(()),
             Action::ClassStatus { name, status } => {
-                let patch = json!({
-                    "apiVersion": "greentic.ai/v1alpha1",
-                    "kind": "ProviderClass",
-                    "status": status,
-                });
-                Api::<ProviderClass>::all(self.client.clone())
-                    .patch_status(name, &params, &Patch::Apply(patch))
-                    .await?;
+                apply_status(Api::<ProviderClass>::all(client()), name, status).await
             }
             Action::BindingStatus {
                 namespace,
                 name,
                 status,
             } => {
-                let patch = json!({
-                    "apiVersion": "greentic.ai/v1alpha1",
-                    "kind": "ProviderBinding",
-                    "status": status,
-                });
-                Api::<ProviderBinding>::namespaced(self.client.clone(), namespace)
-                    .patch_status(name, &params, &Patch::Apply(patch))
-                    .await?;
+                apply_status(
+                    Api::<ProviderBinding>::namespaced(client(), namespace),
+                    name,
+                    status,
+                )
+                .await
             }
             Action::PolicyStatus {
                 namespace,
                 name,
                 status,
             } => {
-                let patch = json!({
-                    "apiVersion": "greentic.ai/v1alpha1",
-                    "kind": "RoutingPolicy",
-                    "status": status,
-                });
-                Api::<RoutingPolicy>::namespaced(self.client.clone(), namespace)
-                    .patch_status(name, &params, &Patch::Apply(patch))
-                    .await?;
+                apply_status(
+                    Api::<RoutingPolicy>::namespaced(client(), namespace),
+                    name,
+                    status,
+                )
+                .await
             }
         }
-        Ok(())
     }
+}
+
+/// Server-side applies `status` to the status subresource of `name`, as [`MANAGER`].
+async fn apply_status<K>(
+    api: Api<K>,
+    name: &str,
+    status: &impl serde::Serialize,
+) -> Result<(), kube::Error>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await
+    .map(|_| ())
 }

@@ -65,6 +65,10 @@ pub struct ProviderClassSpec {
     /// version already published keeps serving.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compat: Option<String>,
+    /// Namespaces (tenants) that may bind it. Empty: every namespace. A class whose grants
+    /// reach one tenant's systems should name that tenant.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_namespaces: Vec<String>,
 }
 
 /// Attestation kinds a class can require.
@@ -204,37 +208,36 @@ fn free_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     })
 }
 
-/// A tenant's limits (unset: the host's default).
+/// A tenant's limits (unset: the host's default). The schema caps each at what one tenant may
+/// ask of a shared host; a tenant's CPU weight against other tenants is not among them (it is
+/// the platform team's to set, not the tenant's).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BindingLimits {
     /// Fuel (roughly, wasm instructions) one call may use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 100_000_000_000u64))]
     pub fuel_per_call: Option<u64>,
     /// Wall-clock deadline of one call, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 300_000))]
     pub deadline_ms: Option<u64>,
     /// Bytes of linear memory one instance may use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 65536))]
+    #[schemars(range(min = 65536, max = 4_294_967_296u64))]
     pub memory_bytes: Option<u64>,
     /// Calls running at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 256))]
     pub max_concurrent: Option<u32>,
     /// How long an excess call waits for a slot before a 429, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 60_000))]
     pub queue_timeout_ms: Option<u64>,
     /// Fuel the tenant may use per second across all its calls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1_000_000_000_000u64))]
     pub fuel_per_second: Option<u64>,
-    /// The tenant's CPU share against other tenants' (1 to 1000).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 1000))]
-    pub cpu_weight: Option<u32>,
 }
 
 /// What the operator found when it checked a binding.

@@ -1,9 +1,13 @@
 //! Leader election with a `coordination.k8s.io/v1` `Lease`: of several operator replicas, only
 //! the holder publishes revisions and writes statuses.
 //!
-//! Deciding is pure ([`decide`]: the lease as read, who we are, the time); writing uses the
-//! lease's `resourceVersion`, so of two replicas that both saw an expired lease only one
-//! update succeeds — the other gets a conflict and follows.
+//! Deciding is pure ([`decide`]: the lease as read, who we are, how long it has stood
+//! unchanged); writing uses the lease's `resourceVersion`, so of two replicas that both saw an
+//! expired lease only one update succeeds — the other gets a conflict and follows.
+//!
+//! Expiry is timed on this replica's own clock, from when it last saw the lease change (as
+//! client-go does), never by comparing its clock with the holder's `renewTime`: clocks that
+//! disagree by more than the lease cannot make two leaders.
 
 use std::time::Duration;
 
@@ -28,7 +32,9 @@ pub enum Decision {
     },
 }
 
-/// Decides from the lease as read (`None`: it does not exist).
+/// Decides from the lease as read (`None`: it does not exist), which this replica has seen
+/// unchanged (same `resourceVersion`) for `unchanged_for`. `now` is only written into the lease
+/// (`renewTime`, `acquireTime`), for people.
 pub fn decide(
     current: Option<&Lease>,
     name: &str,
@@ -36,6 +42,7 @@ pub fn decide(
     me: &str,
     duration: Duration,
     now: Timestamp,
+    unchanged_for: Duration,
 ) -> Decision {
     let seconds = i32::try_from(duration.as_secs()).unwrap_or(i32::MAX);
     let Some(lease) = current else {
@@ -65,13 +72,9 @@ pub fn decide(
         next.spec = Some(s);
         return Decision::Renew(next);
     }
-    let held_for = spec.lease_duration_seconds.unwrap_or(seconds).max(1);
-    let expired = match &spec.renew_time {
-        Some(MicroTime(renewed)) => {
-            now.as_millisecond() > renewed.as_millisecond() + i64::from(held_for) * 1000
-        }
-        None => true,
-    };
+    let held_for =
+        u64::try_from(spec.lease_duration_seconds.unwrap_or(seconds).max(1)).unwrap_or(u64::MAX);
+    let expired = unchanged_for > Duration::from_secs(held_for);
     if holder.is_empty() || expired {
         let mut s = spec;
         s.holder_identity = Some(me.into());
@@ -92,6 +95,8 @@ pub struct Elector {
     namespace: String,
     me: String,
     duration: Duration,
+    /// The `resourceVersion` last seen, and when (this replica's clock).
+    seen: std::sync::Mutex<Option<(String, std::time::Instant)>>,
 }
 
 impl Elector {
@@ -109,12 +114,33 @@ impl Elector {
             namespace: namespace.into(),
             me: me.into(),
             duration,
+            seen: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// How long the lease has stood at `version`, on this replica's clock.
+    fn unchanged_for(&self, version: Option<&str>) -> Duration {
+        let version = version.unwrap_or_default().to_string();
+        let Ok(mut seen) = self.seen.lock() else {
+            return Duration::ZERO;
+        };
+        match &*seen {
+            Some((v, at)) if *v == version => at.elapsed(),
+            _ => {
+                *seen = Some((version, std::time::Instant::now()));
+                Duration::ZERO
+            }
         }
     }
 
     /// Reads the lease and acts on it: `Ok(true)` when we hold it afterwards.
     pub async fn try_lead(&self) -> Result<bool, kube::Error> {
         let current = self.api.get_opt(&self.name).await?;
+        let unchanged_for = self.unchanged_for(
+            current
+                .as_ref()
+                .and_then(|l| l.metadata.resource_version.as_deref()),
+        );
         let decision = decide(
             current.as_ref(),
             &self.name,
@@ -122,6 +148,7 @@ impl Elector {
             &self.me,
             self.duration,
             Timestamp::now(),
+            unchanged_for,
         );
         let written = match decision {
             Decision::Follow { .. } => return Ok(false),
@@ -138,5 +165,22 @@ impl Elector {
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// Gives the lease up if this replica holds it (on shutdown), so another replica takes
+    /// over at once rather than after the lease runs out.
+    pub async fn release(&self) -> Result<(), kube::Error> {
+        let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+            return Ok(());
+        };
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        if spec.holder_identity.as_deref() != Some(&self.me) {
+            return Ok(());
+        }
+        spec.holder_identity = None;
+        self.api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+            .map(|_| ())
     }
 }

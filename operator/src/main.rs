@@ -252,9 +252,9 @@ impl Reconcile {
         } else {
             None
         };
-        let published = match &publisher {
+        let (published, seen) = match &publisher {
             Some(p) => p.published().await?,
-            None => None,
+            None => (None, greentic_operator::publish::Seen(None)),
         };
         let checker = Arc::new(Checker::new(
             &base.dir,
@@ -301,9 +301,16 @@ impl Reconcile {
                     }
                     println!("# revision {}\n{}", revision.digest, revision.text);
                     if let Some(p) = &publisher {
-                        p.publish(revision).await?;
+                        p.publish(revision, seen).await?;
                         println!("# published {}", revision.digest);
                     }
+                }
+                Action::Hold(problems) => {
+                    failed = true;
+                    eprintln!(
+                        "error: no revision can be published:\n  - {}",
+                        problems.join("\n  - ")
+                    );
                 }
                 Action::ClassStatus { name, status } => {
                     failed |= not_ready(&status.conditions);
@@ -327,7 +334,10 @@ impl Reconcile {
                 }
             }
         }
-        if !actions.iter().any(|a| matches!(a, Action::Publish(_))) {
+        if !actions
+            .iter()
+            .any(|a| matches!(a, Action::Publish(_) | Action::Hold(_)))
+        {
             println!("# the fleet already serves this revision");
         }
         Ok(if failed {
@@ -394,39 +404,60 @@ impl Run {
             Duration::from_secs(self.resync_secs),
         )?);
         let wake = Arc::new(tokio::sync::Notify::new());
-        let leading = Arc::new(AtomicBool::new(false));
+        let leading = Arc::new(Leadership::default());
         let ready = Arc::new(AtomicBool::new(false));
 
-        // The lease: renewed every third of its duration.
-        let elector = Elector::new(
+        // The lease, renewed every third of its duration. Leadership ends on this replica's
+        // own clock a third of a lease before the lease could expire for the others, whether or
+        // not the API server answers.
+        let elector = Arc::new(Elector::new(
             client.clone(),
             &self.lease_namespace,
             &self.lease_name,
             &identity,
-            Duration::from_secs(15),
-        );
+            LEASE,
+        ));
         {
-            let (leading, wake, ready) = (leading.clone(), wake.clone(), ready.clone());
+            let (leading, wake, ready, elector) = (
+                leading.clone(),
+                wake.clone(),
+                ready.clone(),
+                elector.clone(),
+            );
             tokio::spawn(async move {
                 loop {
-                    let now = match elector.try_lead().await {
-                        Ok(l) => l,
-                        Err(e) => {
+                    let started = std::time::Instant::now();
+                    let held = match tokio::time::timeout(LEASE / 4, elector.try_lead()).await {
+                        Ok(Ok(held)) => {
+                            // Leader or follower, this replica does its part.
+                            ready.store(true, Ordering::SeqCst);
+                            held
+                        }
+                        Ok(Err(e)) => {
                             tracing::warn!(error = %e, "the lease cannot be read or written");
+                            ready.store(false, Ordering::SeqCst);
+                            false
+                        }
+                        Err(_) => {
+                            tracing::warn!("the lease request timed out");
+                            ready.store(false, Ordering::SeqCst);
                             false
                         }
                     };
-                    if now && !leading.swap(true, Ordering::SeqCst) {
-                        tracing::info!("leading: this replica publishes and writes status");
-                        wake.notify_one();
-                    } else if !now && leading.swap(false, Ordering::SeqCst) {
-                        tracing::warn!("no longer leading");
+                    let was = leading.is_leading();
+                    if held {
+                        leading.hold_until(started + LEASE - LEASE / 3);
+                        if !was {
+                            tracing::info!("leading: this replica publishes and writes status");
+                            wake.notify_one();
+                        }
+                    } else {
+                        leading.drop_lead();
+                        if was {
+                            tracing::warn!("no longer leading");
+                        }
                     }
-                    if !now {
-                        // A follower is ready: it stands by.
-                        ready.store(true, Ordering::SeqCst);
-                    }
-                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    tokio::time::sleep(LEASE / 3).await;
                 }
             });
         }
@@ -437,33 +468,71 @@ impl Run {
             kube::Api::all(client.clone()),
             wake.clone(),
         );
-        // A tenant's Secret gaining the key a binding names makes that binding valid.
-        watch::<k8s_openapi::api::core::v1::Secret>(
+        // A tenant's Secret gaining the key a binding names makes that binding valid. Watched
+        // by metadata only: no secret value is streamed to the operator for a wake-up.
+        watch::<kube::core::PartialObjectMeta<k8s_openapi::api::core::v1::Secret>>(
             kube::Api::namespaced(client.clone(), &self.hosts_namespace),
             wake.clone(),
         );
         health(&self.health_listen, ready.clone()).await?;
 
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("installing the SIGTERM handler")?;
         loop {
             tokio::select! {
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(self.resync_secs)) => {}
-                _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+                _ = tokio::signal::ctrl_c() => break,
+                _ = terminate.recv() => break,
             }
-            if !leading.load(Ordering::SeqCst) {
+            if !leading.is_leading() {
                 continue;
             }
             // Let a burst of changes settle into one pass.
             tokio::time::sleep(Duration::from_millis(500)).await;
             match pass(&base, &cluster, &checker, &publisher, &leading).await {
-                Ok(n) => {
-                    ready.store(true, Ordering::SeqCst);
-                    if n > 0 {
-                        tracing::info!(actions = n, "reconciled");
-                    }
-                }
+                Ok(n) if n > 0 => tracing::info!(actions = n, "reconciled"),
+                Ok(_) => {}
                 Err(e) => tracing::warn!(error = format!("{e:#}"), "reconcile failed; retrying"),
             }
+        }
+        // Hand the lease over at once rather than after it runs out.
+        if leading.is_leading() {
+            leading.drop_lead();
+            if let Err(e) = elector.release().await {
+                tracing::warn!(error = %e, "the lease could not be released; it expires by itself");
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// How long the lease runs without renewal.
+const LEASE: Duration = Duration::from_secs(15);
+
+/// Until when this replica leads (its own clock).
+#[derive(Default)]
+struct Leadership(std::sync::Mutex<Option<std::time::Instant>>);
+
+impl Leadership {
+    fn is_leading(&self) -> bool {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|g| *g)
+            .is_some_and(|until| std::time::Instant::now() < until)
+    }
+
+    fn hold_until(&self, until: std::time::Instant) {
+        if let Ok(mut g) = self.0.lock() {
+            *g = Some(until);
+        }
+    }
+
+    fn drop_lead(&self) {
+        if let Ok(mut g) = self.0.lock() {
+            *g = None;
         }
     }
 }
@@ -474,10 +543,10 @@ async fn pass(
     cluster: &Cluster,
     checker: &Arc<Checker>,
     publisher: &Publisher,
-    leading: &AtomicBool,
+    leading: &Leadership,
 ) -> anyhow::Result<usize> {
     let listed = cluster.resources().await?;
-    let published = publisher.published().await?;
+    let (published, seen) = publisher.published().await?;
     let classes = check_classes(checker, &listed.classes, &published).await?;
     let observed = Observed {
         now: now(),
@@ -492,14 +561,20 @@ async fn pass(
         bindings: listed.bindings,
         policies: listed.policies,
     };
-    let actions = reconcile(&desired, &observed);
+    // Reconcile looks secrets up through the host's blocking check: off the async workers.
+    let (actions, observed) = tokio::task::spawn_blocking(move || {
+        let actions = reconcile(&desired, &observed);
+        (actions, observed)
+    })
+    .await
+    .context("reconcile")?;
     for action in &actions {
         // Leadership can be lost during a long pass: a follower writes nothing.
-        anyhow::ensure!(
-            leading.load(Ordering::SeqCst),
-            "lost the lease during the pass"
-        );
+        anyhow::ensure!(leading.is_leading(), "lost the lease during the pass");
         match action {
+            Action::Hold(problems) => {
+                tracing::warn!(?problems, "no revision can be published now");
+            }
             Action::Publish(revision) => {
                 verify(checker, revision, &observed).await.map_err(|p| {
                     anyhow::anyhow!(
@@ -507,7 +582,9 @@ async fn pass(
                         p.join("\n  - ")
                     )
                 })?;
-                publisher.publish(revision).await?;
+                // Verifying compiles providers and can take a while.
+                anyhow::ensure!(leading.is_leading(), "lost the lease during the pass");
+                publisher.publish(revision, seen).await?;
                 tracing::info!(digest = %revision.digest, "published");
             }
             status => cluster.apply(status).await?,

@@ -67,7 +67,7 @@ impl Checker {
         let current = self.load(&name, &section, None);
         let published = match (&current, pinned) {
             (Ok(r), Some((_, lock))) if r.lock.digest == lock.digest => None,
-            (_, Some((section, lock))) => self.load(&name, &section, Some(lock)).ok(),
+            (_, Some((section, lock))) => self.load_published(&name, &section, lock),
             (_, None) => None,
         };
         let check = ClassCheck {
@@ -81,12 +81,35 @@ impl Checker {
         check
     }
 
+    /// The published provider `name`, by its published digest: from the cache first (so a
+    /// registry that is down does not lose it), else from the registry.
+    fn load_published(
+        &self,
+        name: &str,
+        section: &ProviderSection,
+        lock: LockEntry,
+    ) -> Option<Resolved> {
+        self.load_with(name, section, Some(lock.clone()), true)
+            .or_else(|_| self.load_with(name, section, Some(lock), false))
+            .ok()
+    }
+
     /// Loads one provider: following its tag (`locked` none), or held to a published digest.
     fn load(
         &self,
         name: &str,
         section: &ProviderSection,
         locked: Option<LockEntry>,
+    ) -> Result<Resolved, Vec<String>> {
+        self.load_with(name, section, locked, false)
+    }
+
+    fn load_with(
+        &self,
+        name: &str,
+        section: &ProviderSection,
+        locked: Option<LockEntry>,
+        offline: bool,
     ) -> Result<Resolved, Vec<String>> {
         let mut file = self.base.clone();
         file.providers = BTreeMap::from([(name.to_string(), section.clone())]);
@@ -102,7 +125,10 @@ impl Checker {
         let options = match locked {
             Some(l) => {
                 old.providers.insert(name.to_string(), l);
-                LoadOptions::default()
+                LoadOptions {
+                    update_lock: false,
+                    offline,
+                }
             }
             None => LoadOptions {
                 update_lock: true,

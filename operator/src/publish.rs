@@ -10,6 +10,10 @@ use greentic_host::fleet::revisions::{CANARY, Envelope, Published, STABLE, publi
 
 use crate::reconcile::{PublishedState, Revision};
 
+/// The bucket sequence of the stable revision as read (`None`: there was none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen(pub Option<u64>);
+
 /// A connection to the fleet, with the keys its hosts accept revisions from.
 pub struct Publisher {
     fleet: Fleet,
@@ -43,29 +47,39 @@ impl Publisher {
         })
     }
 
-    /// The fleet's stable revision, if one was published and a publisher key signed it.
-    pub async fn published(&self) -> anyhow::Result<Option<PublishedState>> {
-        let Some(bytes) = self
+    /// The fleet's stable revision, if one was published and a publisher key signed it, and
+    /// the bucket's sequence for it (what [`Publisher::publish`] must still find there).
+    pub async fn published(&self) -> anyhow::Result<(Option<PublishedState>, Seen)> {
+        let entry = self
             .fleet
             .revisions
-            .get(STABLE)
+            .entry(STABLE)
             .await
-            .context("reading the fleet's stable revision")?
-        else {
-            return Ok(None);
+            .context("reading the fleet's stable revision")?;
+        let Some(entry) = entry else {
+            return Ok((None, Seen(None)));
         };
-        let published = Envelope::open(&bytes, &self.keys).map_err(anyhow::Error::msg)?;
+        let seen = Seen(Some(entry.revision));
+        if entry.operation != async_nats::jetstream::kv::Operation::Put {
+            return Ok((None, seen));
+        }
+        let published = Envelope::open(&entry.value, &self.keys).map_err(anyhow::Error::msg)?;
         let bundle = Bundle::parse("the published revision", &published.bundle)
             .context("the fleet's stable revision does not parse")?;
-        Ok(Some(PublishedState {
-            digest: published.digest,
-            bundle,
-            lock: published.lock,
-        }))
+        Ok((
+            Some(PublishedState {
+                digest: published.digest,
+                bundle,
+                lock: published.lock,
+            }),
+            seen,
+        ))
     }
 
-    /// Publishes `revision` as the fleet's stable revision (withdrawing a canary).
-    pub async fn publish(&self, revision: &Revision) -> anyhow::Result<()> {
+    /// Publishes `revision` as the fleet's stable revision (withdrawing a canary) — only if the
+    /// stable revision is still the one read as `seen`: a replica that lost the lease mid-pass,
+    /// or read an older revision, cannot overwrite a newer one.
+    pub async fn publish(&self, revision: &Revision, seen: Seen) -> anyhow::Result<()> {
         let published = Published {
             digest: revision.digest.clone(),
             bundle: revision.text.clone(),
@@ -79,11 +93,22 @@ impl Publisher {
         };
         let envelope = Envelope::sign(&published, &self.key);
         let bytes = Bytes::from(serde_json::to_vec(&envelope)?);
-        self.fleet
-            .revisions
-            .put(STABLE, bytes)
-            .await
-            .context("publishing the revision")?;
+        match seen.0 {
+            Some(last) => self
+                .fleet
+                .revisions
+                .update(STABLE, bytes, last)
+                .await
+                .map(|_| ())
+                .context("publishing the revision (the stable revision changed since it was read; the next pass reads it again)")?,
+            None => self
+                .fleet
+                .revisions
+                .create(STABLE, bytes)
+                .await
+                .map(|_| ())
+                .context("publishing the first revision (another publisher was first; the next pass reads it)")?,
+        }
         self.fleet
             .revisions
             .delete(CANARY)

@@ -125,6 +125,8 @@ pub struct Revision {
 /// One thing to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
+    /// No revision can be published now, for these reasons (the fleet keeps serving its own).
+    Hold(Vec<String>),
     /// Publish this revision as the fleet's stable one.
     Publish(Revision),
     /// Write a class's status.
@@ -196,14 +198,19 @@ struct Usable<'a> {
 }
 
 /// The actions that bring the cluster from `observed` to `desired`: a publish when the
-/// revision differs from the fleet's, then each status that changed (in a stable order).
+/// revision differs from the fleet's (or why none can be), then each status that changed (in a
+/// stable order).
 pub fn reconcile(desired: &Desired, observed: &Observed) -> Vec<Action> {
     let plan = plan(desired, observed);
     let mut actions = Vec::new();
-    if let Ok(revision) = &plan.revision
-        && observed.published.as_ref().map(|p| &p.digest) != Some(&revision.digest)
-    {
-        actions.push(Action::Publish(revision.clone()));
+    match &plan.revision {
+        Ok(revision)
+            if observed.published.as_ref().map(|p| &p.digest) != Some(&revision.digest) =>
+        {
+            actions.push(Action::Publish(revision.clone()));
+        }
+        Ok(_) => {}
+        Err(problems) => actions.push(Action::Hold(problems.clone())),
     }
     for class in &desired.classes {
         let name = class.metadata.name.clone().unwrap_or_default();
@@ -465,11 +472,32 @@ fn classes<'a>(
 }
 
 fn usable_of(r: &Resolved) -> Usable<'_> {
+    let (section, lock) = pinned(r);
     Usable {
-        section: r.section.clone(),
-        lock: r.lock.clone(),
+        section,
+        lock,
         facts: &r.facts,
     }
+}
+
+/// The section and lock entry a revision names a resolved provider by: a registry source
+/// pinned to the manifest digest that was checked, so every host fetches exactly it and a tag
+/// that moves later changes nothing already published.
+pub fn pinned(r: &Resolved) -> (ProviderSection, LockEntry) {
+    let mut section = r.section.clone();
+    let mut lock = r.lock.clone();
+    let is_registry = matches!(
+        greentic_host::bundle::SourceRef::parse(std::path::Path::new("."), &section.source),
+        greentic_host::bundle::SourceRef::Registry(_)
+    );
+    if is_registry
+        && let Some(digest) = &r.lock.manifest_digest
+        && let Ok(reference) = section.source.parse::<greentic_registry::ArtifactRef>()
+    {
+        section.source = reference.with_digest(digest).to_string();
+        lock.source = section.source.clone();
+    }
+    (section, lock)
 }
 
 fn merge_limits(
@@ -512,9 +540,6 @@ fn merge_limits(
         &mut concurrent,
     );
     into.max_concurrent = u32::try_from(concurrent).unwrap_or(u32::MAX);
-    let mut weight = u64::from(into.cpu_weight);
-    put("cpuWeight", from.cpu_weight.map(u64::from), &mut weight);
-    into.cpu_weight = u32::try_from(weight).unwrap_or(u32::MAX);
     problems
 }
 
@@ -529,6 +554,17 @@ struct TenantPlan {
     held: Vec<String>,
 }
 
+impl TenantPlan {
+    /// The providers its section and routes use.
+    fn providers(&self) -> BTreeSet<&str> {
+        let mut out: BTreeSet<&str> = self.routes.iter().map(|r| r.provider.as_str()).collect();
+        if let Some(s) = &self.section {
+            out.extend(s.config.keys().map(String::as_str));
+        }
+        out
+    }
+}
+
 /// Composes the revision and every status.
 pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     let (usable, class_statuses) = classes(desired, observed);
@@ -537,10 +573,10 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         .map(|(n, u)| (n.clone(), u.facts.clone()))
         .collect();
     let backend = KeyNames(&observed.secrets);
-    let class_names: BTreeSet<String> = desired
+    let classes_by_name: BTreeMap<&str, &ProviderClass> = desired
         .classes
         .iter()
-        .filter_map(|c| c.metadata.name.clone())
+        .filter_map(|c| Some((c.metadata.name.as_deref()?, c)))
         .collect();
 
     let mut namespaces: BTreeSet<String> = BTreeSet::new();
@@ -560,9 +596,6 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     let mut binding_statuses = BTreeMap::new();
     let mut policy_statuses = BTreeMap::new();
     let mut tenants: BTreeMap<String, TenantPlan> = BTreeMap::new();
-    // (namespace, binding) -> whether Ready, for the Published condition afterwards.
-    let mut binding_ready: BTreeMap<(String, String), bool> = BTreeMap::new();
-    let mut policy_ready: BTreeMap<(String, String), bool> = BTreeMap::new();
 
     for ns in &namespaces {
         if observed.namespaces.get(ns) != Some(&NamespacePhase::Active) {
@@ -591,19 +624,32 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
             let name = b.metadata.name.as_deref().unwrap_or_default();
             let class = b.spec.class.as_str();
             let mut problems = Vec::new();
-            match usable.get(class) {
-                None if !class_names.contains(class) => problems.push(format!(
+            match (usable.get(class), classes_by_name.get(class)) {
+                (_, None) => problems.push(format!(
                     "ProviderClass `{class}` does not exist; create it or bind an existing class"
                 )),
-                None => problems.push(format!(
-                    "ProviderClass `{class}` is not ready (see its status) and was never published"
+                (_, Some(c))
+                    if !c.spec.allowed_namespaces.is_empty()
+                        && !c.spec.allowed_namespaces.contains(ns) =>
+                {
+                    problems.push(format!(
+                        "ProviderClass `{class}` may be bound only in namespaces {}; ask the platform team to add this one to spec.allowedNamespaces",
+                        c.spec.allowed_namespaces.join(", ")
+                    ))
+                }
+                (None, Some(_)) => problems.push(format!(
+                    "ProviderClass `{class}` is not ready (see its status) and the fleet serves no version of it"
                 )),
-                Some(u) => {
+                (Some(u), Some(_)) => {
                     for s in &b.spec.secrets {
                         if !u.section.grants.secrets.contains(s) {
                             problems.push(format!(
                                 "spec.secrets names `{s}`, which class `{class}` does not grant (it grants: {})",
-                                if u.section.grants.secrets.is_empty() { "none".to_string() } else { u.section.grants.secrets.join(", ") }
+                                if u.section.grants.secrets.is_empty() {
+                                    "none".to_string()
+                                } else {
+                                    u.section.grants.secrets.join(", ")
+                                }
                             ));
                         } else if !observed.secrets.get(ns).is_some_and(|k| k.contains(s)) {
                             problems.push(format!(
@@ -635,15 +681,14 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
                     problems.push(format!("spec.teams: `{team}` is not a team name"));
                 }
             }
-            if let Some(l) = &b.spec.limits {
+            // Limits count only from bindings that are otherwise valid: a broken binding does
+            // not get a valid one blamed for a conflict.
+            if problems.is_empty()
+                && let Some(l) = &b.spec.limits
+            {
                 problems.extend(merge_limits(&mut section.limits, &mut limits_set, l, name));
             }
-            // Limits the host's check would refuse.
-            if section.limits.deadline_ms == 0 || section.limits.max_concurrent == 0 {
-                problems.push("spec.limits: deadlineMs and maxConcurrent must be above 0".into());
-            }
             let ok = problems.is_empty();
-            binding_ready.insert((ns.clone(), name.to_string()), ok);
             let mut status = ProviderBindingStatus {
                 observed_generation: b.metadata.generation,
                 ..Default::default()
@@ -687,7 +732,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         for p in &policies {
             let name = p.metadata.name.as_deref().unwrap_or_default();
             let mut problems = Vec::new();
-            let mut own = Vec::new();
+            let mut own: Vec<(RouteKey, Route)> = Vec::new();
             for (i, r) in p.spec.routes.iter().enumerate() {
                 let at = format!("spec.routes[{i}]");
                 let Some(b) = bindings
@@ -727,29 +772,31 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
                         "{at}: policy `{other}` of this tenant already routes capability `{}` for the same team, user and cloud",
                         r.capability
                     ));
+                } else if own.iter().any(|(o, _)| *o == k) {
+                    problems.push(format!(
+                        "{at}: an earlier route of this policy already routes capability `{}` for the same team, user and cloud",
+                        r.capability
+                    ));
                 }
-                own.push((
-                    k,
-                    Route {
-                        tenant: ns.clone(),
-                        team: r.team.clone(),
-                        user: r.user.clone(),
-                        cloud: r.cloud.clone(),
-                        capability: r.capability.clone(),
-                        provider: b.spec.class.clone(),
-                        durable: r.durable,
-                        delivery_id_header: r.delivery_id_header.clone(),
-                    },
-                ));
+                let route = Route {
+                    tenant: ns.clone(),
+                    team: r.team.clone(),
+                    user: r.user.clone(),
+                    cloud: r.cloud.clone(),
+                    capability: r.capability.clone(),
+                    provider: b.spec.class.clone(),
+                    durable: r.durable,
+                    delivery_id_header: r.delivery_id_header.clone(),
+                };
+                // The host's own route checks, numbered as the policy numbers its routes.
+                problems.extend(
+                    check_routes(std::slice::from_ref(&route), &facts)
+                        .into_iter()
+                        .map(|p| p.replacen("routes[0]", &at, 1)),
+                );
+                own.push((k, route));
             }
-            let candidate: Vec<Route> = own.iter().map(|(_, r)| r.clone()).collect();
-            problems.extend(
-                check_routes(&candidate, &facts)
-                    .into_iter()
-                    .map(|p| p.replacen("routes[", "spec.routes[", 1)),
-            );
             let ok = problems.is_empty();
-            policy_ready.insert((ns.clone(), name.to_string()), ok);
             let mut status = RoutingPolicyStatus {
                 observed_generation: p.metadata.generation,
                 ..Default::default()
@@ -781,16 +828,38 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         }
 
         let plan = if invalid.is_empty() {
-            // The whole tenant, checked as the host checks it.
-            let problems = check_tenant(ns, &section, &routes, &facts, &backend);
+            // The whole tenant, checked as the host checks it, and alone in a bundle as every
+            // host will parse it: what is wrong with one tenant never stops another's revision.
+            let mut problems = check_tenant(ns, &section, &routes, &facts, &backend);
             if problems.is_empty() {
-                TenantPlan {
+                let candidate = TenantPlan {
                     section: Some(section),
                     routes,
                     held: Vec::new(),
+                };
+                match compose_tenants(&desired.base, [(ns, &candidate)], &usable) {
+                    Ok(_) => candidate,
+                    Err(mut e) => {
+                        problems.append(&mut e);
+                        tenant_problems(ns, &problems, &mut binding_statuses, &mut policy_statuses);
+                        held_tenant(
+                            ns,
+                            observed,
+                            &facts,
+                            &backend,
+                            vec!["its configuration".into()],
+                        )
+                    }
                 }
             } else {
-                held_tenant(ns, observed, &facts, &backend, problems)
+                tenant_problems(ns, &problems, &mut binding_statuses, &mut policy_statuses);
+                held_tenant(
+                    ns,
+                    observed,
+                    &facts,
+                    &backend,
+                    vec!["its configuration".into()],
+                )
             }
         } else {
             held_tenant(ns, observed, &facts, &backend, invalid)
@@ -798,36 +867,48 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         tenants.insert(ns.clone(), plan);
     }
 
-    // Compose the revision: the base, with the providers the tenants' routes use.
-    let mut file = desired.base.clone();
-    file.providers.clear();
-    file.tenants.clear();
-    file.routes.clear();
-    file.schedules.clear();
-    let mut lock = Lock::default();
-    for (ns, t) in &tenants {
-        let Some(section) = &t.section else { continue };
-        for r in &t.routes {
-            if let Some(u) = usable.get(&r.provider) {
-                file.providers.insert(r.provider.clone(), u.section.clone());
-                lock.providers.insert(r.provider.clone(), u.lock.clone());
+    // Hold everything rather than drop what the fleet serves because it cannot be checked now
+    // (a registry down, a cache lost with the leader): a class the published revision uses
+    // that still exists but has no usable provider.
+    let mut brake = Vec::new();
+    if let Some(published) = &observed.published {
+        for name in published.bundle.providers.keys() {
+            if classes_by_name.contains_key(name.as_str()) && !usable.contains_key(name) {
+                brake.push(format!(
+                    "class `{name}` serves published tenants but neither its source nor the published version can be checked now (see its status); nothing is published until it can, and the fleet keeps serving its revision"
+                ));
             }
         }
-        file.tenants.insert(ns.clone(), section.clone());
-        file.routes.extend(t.routes.iter().cloned());
     }
-    let revision = compose(&file, lock);
+    let revision = if brake.is_empty() {
+        compose_tenants(
+            &desired.base,
+            tenants.iter().filter(|(_, t)| t.section.is_some()),
+            &usable,
+        )
+    } else {
+        Err(brake)
+    };
 
     // Published conditions.
-    let published_digest = revision.as_ref().ok().map(|r| short(&r.digest).to_string());
     let published_condition = |ns: &str, ready: bool, generation: Option<i64>| {
         let t = &tenants[ns];
-        match (&published_digest, ready, t.held.is_empty()) {
-            (Some(d), true, true) => condition(
+        match (&revision, ready, t.held.is_empty()) {
+            (Ok(_), true, true) => condition(
                 "Published",
                 true,
                 "Published",
-                format!("served by revision {d}"),
+                "the fleet's revision serves it as specified".into(),
+                generation,
+            ),
+            (Err(why), _, _) => condition(
+                "Published",
+                false,
+                "Held",
+                format!(
+                    "no revision is published: {}",
+                    greentic_manifest::clip_middle(&why.join("; "), 1024)
+                ),
                 generation,
             ),
             _ if t.section.is_some() => condition(
@@ -844,26 +925,22 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
                 "Published",
                 false,
                 "NotServed",
-                if t.held.is_empty() {
-                    "no revision could be composed".into()
-                } else {
-                    format!(
-                        "the tenant is not served: {} is not ready and it has no published configuration that still passes",
-                        t.held.join(", ")
-                    )
-                },
+                format!(
+                    "the tenant is not served: {} is not ready and it has no published configuration that still passes",
+                    t.held.join(", ")
+                ),
                 generation,
             ),
         }
     };
-    for ((ns, name), status) in binding_statuses.iter_mut() {
-        let ready = binding_ready[&(ns.clone(), name.clone())];
+    for ((ns, _), status) in binding_statuses.iter_mut() {
+        let ready = ready_of(&status.conditions);
         status
             .conditions
             .push(published_condition(ns, ready, status.observed_generation));
     }
-    for ((ns, name), status) in policy_statuses.iter_mut() {
-        let ready = policy_ready[&(ns.clone(), name.clone())];
+    for ((ns, _), status) in policy_statuses.iter_mut() {
+        let ready = ready_of(&status.conditions);
         status
             .conditions
             .push(published_condition(ns, ready, status.observed_generation));
@@ -874,6 +951,40 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         classes: class_statuses,
         bindings: binding_statuses,
         policies: policy_statuses,
+    }
+}
+
+fn ready_of(conditions: &[Condition]) -> bool {
+    conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// Problems of a tenant as a whole (the host's tenant check, or its section failing to parse):
+/// every binding and policy of the namespace is not ready, each naming them.
+fn tenant_problems(
+    ns: &str,
+    problems: &[String],
+    bindings: &mut BTreeMap<(String, String), ProviderBindingStatus>,
+    policies: &mut BTreeMap<(String, String), RoutingPolicyStatus>,
+) {
+    let message = greentic_manifest::clip_middle(
+        &format!("the tenant as a whole: {}", problems.join("; ")),
+        1024,
+    );
+    let mark = |conditions: &mut Vec<Condition>, list: &mut Vec<String>| {
+        for c in conditions.iter_mut().filter(|c| c.type_ == "Ready") {
+            c.status = "False".into();
+            c.reason = "TenantInvalid".into();
+            c.message = message.clone();
+        }
+        list.extend(problems.iter().cloned());
+    };
+    for (_, s) in bindings.iter_mut().filter(|((n, _), _)| n == ns) {
+        mark(&mut s.conditions, &mut s.problems);
+    }
+    for (_, s) in policies.iter_mut().filter(|((n, _), _)| n == ns) {
+        mark(&mut s.conditions, &mut s.problems);
     }
 }
 
@@ -904,7 +1015,8 @@ fn held_tenant(
             held: why,
         };
     };
-    let all_there = routes.iter().all(|r| facts.contains_key(&r.provider));
+    let all_there = routes.iter().all(|r| facts.contains_key(&r.provider))
+        && section.config.keys().all(|p| facts.contains_key(p));
     let passes = all_there
         && check_routes(&routes, facts).is_empty()
         && check_tenant(ns, &section, &routes, facts, backend).is_empty();
@@ -915,14 +1027,44 @@ fn held_tenant(
     }
 }
 
+/// A revision of `base` serving `tenants`, with the providers they use.
+fn compose_tenants<'a>(
+    base: &BundleFile,
+    tenants: impl IntoIterator<Item = (&'a String, &'a TenantPlan)>,
+    usable: &BTreeMap<String, Usable<'_>>,
+) -> Result<Revision, Vec<String>> {
+    let mut file = base.clone();
+    file.providers.clear();
+    file.tenants.clear();
+    file.routes.clear();
+    file.schedules.clear();
+    let mut lock = Lock::default();
+    for (ns, t) in tenants {
+        let Some(section) = &t.section else { continue };
+        for provider in t.providers() {
+            if let Some(u) = usable.get(provider) {
+                file.providers
+                    .insert(provider.to_string(), u.section.clone());
+                lock.providers.insert(provider.to_string(), u.lock.clone());
+            }
+        }
+        file.tenants.insert(ns.clone(), section.clone());
+        file.routes.extend(t.routes.iter().cloned());
+    }
+    compose(&file, lock)
+}
+
 /// The revision's text, checked as every host will parse it.
 fn compose(file: &BundleFile, lock: Lock) -> Result<Revision, Vec<String>> {
-    let text =
-        toml::to_string(file).map_err(|e| vec![format!("the revision does not serialise: {e}")])?;
+    let text = toml::to_string(file)
+        .map_err(|e| vec![format!("the configuration cannot be written as TOML ({e}); a value such as null has no TOML form")])?;
     let text = format!(
         "# Published by greentic-operator from the cluster's ProviderClass, ProviderBinding and\n# RoutingPolicy resources.\n{text}"
     );
-    Bundle::parse("the composed revision", &text).map_err(|e| vec![e.to_string()])?;
+    Bundle::parse("the composed revision", &text).map_err(|e| match e {
+        greentic_host::bundle::BundleError::Invalid { message, .. } => vec![message],
+        other => vec![other.to_string()],
+    })?;
     let digest = greentic_host::fleet::revisions::published_digest(&text, &lock);
     Ok(Revision { text, lock, digest })
 }

@@ -144,14 +144,14 @@ fn the_crd_schemas_refuse_what_the_api_server_would() {
         "apiVersion": "greentic.ai/v1alpha1",
         "kind": "ProviderBinding",
         "metadata": { "name": "b", "namespace": "acme" },
-        "spec": { "class": "chat", "limits": { "cpuWeight": 5 } }
+        "spec": { "class": "chat", "limits": { "maxConcurrent": 5 } }
     });
     assert!(problems("ProviderBinding", &binding).is_empty());
     let mut over = binding.clone();
-    over["spec"]["limits"]["cpuWeight"] = json!(5000);
+    over["spec"]["limits"]["maxConcurrent"] = json!(5000);
     assert!(
         !problems("ProviderBinding", &over).is_empty(),
-        "cpuWeight above 1000"
+        "maxConcurrent above its cap"
     );
     let mut classless = binding.clone();
     classless["spec"].as_object_mut().unwrap().remove("class");

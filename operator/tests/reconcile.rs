@@ -267,7 +267,7 @@ fn with_statuses(mut d: Desired, actions: &[Action]) -> Desired {
                     p.status = Some(status.clone());
                 }
             }
-            Action::Publish(_) => {}
+            Action::Publish(_) | Action::Hold(_) => {}
         }
     }
     d
@@ -295,6 +295,11 @@ fn new_tenants_are_published_with_the_checked_digest_and_every_status_says_so() 
             .all(|r| r.provider == "chat" && r.capability == "send")
     );
     assert_eq!(file.providers["chat"].trusted_keys, ["providers"]);
+    // Pinned to the manifest digest that was checked: a tag that moves later changes nothing
+    // a host fetches.
+    let pinned = format!("registry.example/providers/chat@sha256:{}", "e".repeat(64));
+    assert_eq!(file.providers["chat"].source, pinned);
+    assert_eq!(revision.lock.providers["chat"].source, pinned);
     assert_eq!(
         revision.lock.providers["chat"].digest,
         format!("sha256:{}", "a".repeat(64))
@@ -409,7 +414,11 @@ fn a_class_that_fails_and_was_never_published_fails_its_bindings_only() {
     let b = binding_status(&actions, "acme", "chat");
     let r = ready(&b.conditions, "Ready");
     assert_eq!(r.status, "False");
-    assert!(r.message.contains("never published"), "{}", r.message);
+    assert!(
+        r.message.contains("the fleet serves no version of it"),
+        "{}",
+        r.message
+    );
     let p = policy_status(&actions, "acme");
     assert!(
         ready(&p.conditions, "Ready")
@@ -448,9 +457,12 @@ fn a_bad_config_holds_its_tenant_at_its_last_revision_while_the_other_tenant_mov
         "False",
         "the namespace's routes are not ready"
     );
-    // globex: not touched by acme's problem.
-    let g = binding_status(&actions, "globex", "chat");
-    assert_eq!(ready(&g.conditions, "Published").status, "True");
+    // globex: not touched by acme's problem — its status (Published) stands, unwritten.
+    assert!(
+        actions.iter().all(|a| !matches!(a,
+            Action::BindingStatus { namespace, .. } if namespace == "globex")),
+        "{actions:#?}"
+    );
 }
 
 #[test]
@@ -595,22 +607,42 @@ fn tenant_limits_must_agree_and_a_class_is_bound_once_per_tenant() {
         max_concurrent: Some(4),
         ..Default::default()
     });
+    // A second class, bound by acme with another limit.
+    let mut mail = chat_class();
+    mail.metadata.name = Some("mail".into());
+    d.classes.push(mail);
+    let mut o = observed(Ok(resolved("1.2.0", 'a')));
+    let check = o.classes["chat"].clone();
+    o.classes.insert("mail".into(), check);
+    d.bindings.push(binding(
+        "acme",
+        "mail",
+        json!({ "class": "mail", "limits": { "maxConcurrent": 9 } }),
+    ));
+    // And the same class bound twice, with a conflicting limit too.
     let mut twin = binding(
         "acme",
         "chat2",
-        json!({ "class": "chat", "limits": { "maxConcurrent": 9 } }),
+        json!({ "class": "chat", "limits": { "maxConcurrent": 7 } }),
     );
     twin.metadata.generation = Some(3);
     d.bindings.push(twin);
-    let actions = reconcile(&d, &observed(Ok(resolved("1.2.0", 'a'))));
-    let b = binding_status(&actions, "acme", "chat2");
-    let all = b.problems.join("\n");
-    assert!(all.contains("already binds class `chat`"), "{all}");
+    let actions = reconcile(&d, &o);
+    let mail = binding_status(&actions, "acme", "mail");
     assert!(
-        all.contains("maxConcurrent is 9, but binding `chat` of this tenant sets 4"),
-        "{all}"
+        mail.problems
+            .join("\n")
+            .contains("maxConcurrent is 9, but binding `chat` of this tenant sets 4"),
+        "{:?}",
+        mail.problems
     );
-    assert_eq!(b.observed_generation, Some(3));
+    let twin = binding_status(&actions, "acme", "chat2");
+    assert_eq!(
+        twin.problems,
+        ["binding `chat` of this tenant already binds class `chat`; a tenant binds a class once"],
+        "a binding that is invalid anyway is not also blamed for a limit"
+    );
+    assert_eq!(twin.observed_generation, Some(3));
     assert_eq!(
         ready(
             &binding_status(&actions, "acme", "chat").conditions,
@@ -648,6 +680,140 @@ fn a_class_name_that_cannot_name_a_provider_is_refused() {
     o.classes.insert("chat.v2".into(), check);
     let actions = reconcile(&d, &o);
     assert!(class_status(&actions).problems[0].contains("not a valid provider name"));
+}
+
+/// The tenants a revision serves.
+fn served(actions: &[Action]) -> Vec<String> {
+    bundle_of(publish_of(actions).expect("a revision"))
+        .tenants
+        .keys()
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_duplicate_route_inside_one_policy_fails_that_policy_only() {
+    let mut d = desired(json!({"label": "a"}), json!({"label": "g"}));
+    d.policies[0] = policy(
+        "acme",
+        "routes",
+        json!([
+            { "capability": "send", "binding": "chat" },
+            { "capability": "send", "binding": "chat" }
+        ]),
+    );
+    let actions = reconcile(&d, &observed(Ok(resolved("1.2.0", 'a'))));
+    assert!(
+        policy_status(&actions, "acme").problems[0]
+            .contains("spec.routes[1]: an earlier route of this policy already routes"),
+        "{:?}",
+        policy_status(&actions, "acme").problems
+    );
+    assert_eq!(served(&actions), ["globex"], "globex is still published");
+}
+
+#[test]
+fn a_binding_configured_but_not_yet_routed_is_published_with_its_provider() {
+    let mut d = desired(json!({"label": "a"}), json!({"label": "g"}));
+    d.policies
+        .retain(|p| p.metadata.namespace.as_deref() != Some("acme"));
+    let actions = reconcile(&d, &observed(Ok(resolved("1.2.0", 'a'))));
+    let file = bundle_of(publish_of(&actions).expect("a revision"));
+    assert_eq!(file.tenants["acme"].config["chat"], json!({"label": "a"}));
+    assert!(file.providers.contains_key("chat"));
+    assert!(file.routes.iter().all(|r| r.tenant == "globex"));
+}
+
+#[test]
+fn what_only_the_whole_bundle_refuses_fails_its_tenant_not_the_revision() {
+    for (config, limits, words) in [
+        // More fuel per call than per second: the bundle's own cross-field check.
+        (
+            json!({"label": "a"}),
+            json!({ "fuelPerCall": 9_000_000_000u64, "fuelPerSecond": 1_000_000 }),
+            "fuel",
+        ),
+        // A value TOML has no form for.
+        (json!({"label": null}), json!({}), "TOML"),
+    ] {
+        let mut d = desired(config, json!({"label": "g"}));
+        d.bindings[0].spec.limits = Some(serde_json::from_value(limits).unwrap());
+        // The schema says nothing of null labels here: let the provider accept them.
+        let mut r = resolved("1.2.0", 'a');
+        r.facts.manifest = ProviderManifest::from_value(
+            "provider.json",
+            &json!({
+                "name": "chat", "version": "1.2.0", "domain": "messaging",
+                "capabilities": ["send"], "secrets": [],
+                "compat": { "wit": "greentic:messaging/provider@1.0.x" },
+                "config_schema": { "type": "object" }
+            }),
+        )
+        .unwrap();
+        let actions = reconcile(&d, &observed(Ok(r)));
+        assert_eq!(
+            served(&actions),
+            ["globex"],
+            "{words}: globex is still published"
+        );
+        let b = binding_status(&actions, "acme", "chat");
+        let ready = ready(&b.conditions, "Ready");
+        assert_eq!(ready.reason, "TenantInvalid", "{words}");
+        assert!(
+            b.problems.join(" ").contains(words),
+            "{words}: {:?}",
+            b.problems
+        );
+        assert_eq!(
+            policy_status(&actions, "acme").conditions[0].reason,
+            "TenantInvalid"
+        );
+    }
+}
+
+#[test]
+fn a_class_the_fleet_serves_that_cannot_be_checked_holds_the_revision() {
+    let d = desired(json!({"label": "a"}), json!({"label": "g"}));
+    let mut o = observed(Ok(resolved("1.2.0", 'a')));
+    let first = reconcile(&d, &o);
+    o.published = Some(serving(publish_of(&first).unwrap()));
+    // The registry is down and the published version is not in the cache either.
+    o.classes.get_mut("chat").unwrap().current =
+        Err(vec!["provider `chat`: the registry is unreachable".into()]);
+    let actions = reconcile(&with_statuses(d, &first), &o);
+    assert!(
+        publish_of(&actions).is_none(),
+        "nothing that drops tenants is published"
+    );
+    let Some(Action::Hold(why)) = actions.first() else {
+        panic!("a hold, first: {actions:#?}")
+    };
+    assert!(
+        why[0].contains("class `chat` serves published tenants"),
+        "{why:?}"
+    );
+    let b = binding_status(&actions, "acme", "chat");
+    let published = ready(&b.conditions, "Published");
+    assert_eq!(published.reason, "Held");
+    assert!(published.message.contains("no revision is published"));
+    // Once the class is deleted, its tenants leave for real.
+    let mut gone = desired(json!({"label": "a"}), json!({"label": "g"}));
+    gone.classes.clear();
+    o.classes.clear();
+    let actions = reconcile(&gone, &o);
+    assert!(served(&actions).is_empty());
+}
+
+#[test]
+fn a_class_can_be_kept_to_some_namespaces() {
+    let mut d = desired(json!({"label": "a"}), json!({"label": "g"}));
+    d.classes[0].spec.allowed_namespaces = vec!["acme".into()];
+    let actions = reconcile(&d, &observed(Ok(resolved("1.2.0", 'a'))));
+    assert!(
+        binding_status(&actions, "globex", "chat").problems[0]
+            .contains("may be bound only in namespaces acme")
+    );
+    assert_eq!(served(&actions), ["acme"]);
 }
 
 // ---- API request sequences (tower-test) ----
@@ -688,13 +854,14 @@ async fn expect(
 }
 
 /// Applies `actions` through a mocked API server and returns (method, path, body) of each
-/// request, in order.
+/// request, in order. The server answers each apply with a valid object of its kind, and every
+/// apply must succeed.
 async fn requests_of(actions: Vec<Action>) -> Vec<(Method, String, Value)> {
     let (client, mut handle) = mock_client();
     let cluster = Cluster::new(client, "greentic-system");
     let n = actions
         .iter()
-        .filter(|a| !matches!(a, Action::Publish(_)))
+        .filter(|a| !matches!(a, Action::Publish(_) | Action::Hold(_)))
         .count();
     let server = tokio::spawn(async move {
         let mut seen = Vec::new();
@@ -705,15 +872,20 @@ async fn requests_of(actions: Vec<Action>) -> Vec<(Method, String, Value)> {
             let path = request.uri().to_string();
             let body = request.into_body().collect_bytes().await.unwrap();
             let body: Value = serde_json::from_slice(&body).unwrap();
-            // The API server answers an apply with the object.
+            let spec = match body["kind"].as_str() {
+                Some("ProviderClass") => json!({ "source": "r/p:1" }),
+                Some("ProviderBinding") => json!({ "class": "chat" }),
+                _ => json!({ "routes": [{ "capability": "send", "binding": "chat" }] }),
+            };
             send.send_response(
                 Response::builder()
                     .body(Body::from(
                         serde_json::to_vec(&json!({
                             "apiVersion": "greentic.ai/v1alpha1",
                             "kind": body["kind"],
-                            "metadata": { "name": "x" },
-                            "spec": {},
+                            "metadata": { "name": "x", "namespace": "acme" },
+                            "spec": spec,
+                            "status": body["status"],
                         }))
                         .unwrap(),
                     ))
@@ -724,11 +896,15 @@ async fn requests_of(actions: Vec<Action>) -> Vec<(Method, String, Value)> {
         seen
     });
     for a in &actions {
-        // Specs in the echoed objects are partial: decoding may fail after the request was
-        // made, which is all this looks at.
-        let _ = cluster.apply(a).await;
+        let applied = tokio::time::timeout(std::time::Duration::from_secs(10), cluster.apply(a))
+            .await
+            .expect("the apply finishes");
+        assert!(applied.is_ok(), "{a:?}: {applied:?}");
     }
-    server.await.unwrap()
+    tokio::time::timeout(std::time::Duration::from_secs(10), server)
+        .await
+        .expect("every request arrived")
+        .unwrap()
 }
 
 const APPLY: &str = "?&force=true&fieldManager=greentic-operator";
@@ -792,34 +968,21 @@ async fn a_pass_with_nothing_changed_makes_no_request() {
     let first = reconcile(&d, &o);
     o.published = Some(serving(publish_of(&first).unwrap()));
     let again = reconcile(&with_statuses(d, &first), &o);
+    assert!(again.is_empty(), "no publish and no status: {again:#?}");
     assert!(requests_of(again).await.is_empty());
 }
 
 #[tokio::test]
-async fn a_deleted_namespace_writes_only_what_changed_elsewhere() {
+async fn a_deleted_namespace_publishes_and_writes_no_other_status() {
     let d = desired(json!({"label": "a"}), json!({"label": "g"}));
     let mut o = observed(Ok(resolved("1.2.0", 'a')));
     let first = reconcile(&d, &o);
     o.published = Some(serving(publish_of(&first).unwrap()));
     o.namespaces.remove("globex");
     let actions = reconcile(&with_statuses(d, &first), &o);
-    // acme's Published condition names the new revision: both its resources are written.
-    let paths: Vec<String> = requests_of(actions)
-        .await
-        .into_iter()
-        .map(|r| r.1)
-        .collect();
-    assert_eq!(
-        paths,
-        vec![
-            format!(
-                "/apis/greentic.ai/v1alpha1/namespaces/acme/providerbindings/chat/status{APPLY}"
-            ),
-            format!(
-                "/apis/greentic.ai/v1alpha1/namespaces/acme/routingpolicies/routes/status{APPLY}"
-            ),
-        ]
-    );
+    assert!(publish_of(&actions).is_some(), "a revision without globex");
+    // acme is served as before: its statuses stand; globex's namespace is going.
+    assert!(requests_of(actions).await.is_empty());
 }
 
 #[tokio::test]
@@ -893,13 +1056,17 @@ mod lease {
         })
     }
 
+    fn conflict() -> Value {
+        json!({"kind": "Status", "apiVersion": "v1", "code": 409, "reason": "Conflict", "message": "the object has been modified", "status": "Failure", "metadata": {}})
+    }
+
     fn now() -> Timestamp {
         "2026-12-01T10:00:00Z".parse().unwrap()
     }
 
     #[test]
     fn decisions() {
-        let d = |l: Option<Value>, me: &str| {
+        let d = |l: Option<Value>, me: &str, unchanged: u64| {
             let l: Option<Lease> = l.map(|v| serde_json::from_value(v).unwrap());
             decide(
                 l.as_ref(),
@@ -908,19 +1075,40 @@ mod lease {
                 me,
                 Duration::from_secs(15),
                 now(),
+                Duration::from_secs(unchanged),
             )
         };
-        assert!(matches!(d(None, "a"), Decision::Create(_)));
+        assert!(matches!(d(None, "a", 0), Decision::Create(_)));
         assert!(matches!(
-            d(Some(lease("a", "2026-12-01T09:59:59.000000Z", "1")), "a"),
+            d(Some(lease("a", "2026-12-01T09:59:59.000000Z", "1")), "a", 0),
             Decision::Renew(_)
         ));
         assert_eq!(
-            d(Some(lease("b", "2026-12-01T09:59:50.000000Z", "1")), "a"),
+            d(
+                Some(lease("b", "2026-12-01T09:59:50.000000Z", "1")),
+                "a",
+                14
+            ),
             Decision::Follow { holder: "b".into() }
         );
-        let Decision::Take(taken) = d(Some(lease("b", "2026-12-01T09:59:40.000000Z", "1")), "a")
-        else {
+        // A renewTime far behind this replica's clock is not expiry: only the lease standing
+        // unchanged for longer than its duration, on this replica's own clock, is.
+        assert_eq!(
+            d(Some(lease("b", "2020-01-01T00:00:00.000000Z", "1")), "a", 1),
+            Decision::Follow { holder: "b".into() }
+        );
+        assert!(
+            matches!(
+                d(Some(lease("", "2026-12-01T09:59:59.000000Z", "1")), "a", 0),
+                Decision::Take(_)
+            ),
+            "a released lease is taken at once"
+        );
+        let Decision::Take(taken) = d(
+            Some(lease("b", "2026-12-01T09:59:40.000000Z", "1")),
+            "a",
+            16,
+        ) else {
             panic!("an expired lease is taken")
         };
         let spec = taken.spec.unwrap();
@@ -933,93 +1121,126 @@ mod lease {
         );
     }
 
-    async fn run(me: &str, script: impl FnOnce(Handle) -> tokio::task::JoinHandle<()>) -> bool {
-        let (client, handle) = mock_client();
-        let server = script(handle);
-        let elector = Elector::new(
+    fn elector(client: kube::Client) -> Elector {
+        Elector::new(
             client,
             "greentic-system",
             "greentic-operator",
-            me,
+            "a",
             Duration::from_secs(15),
-        );
-        let leading = elector.try_lead().await.unwrap();
-        server.await.unwrap();
-        leading
+        )
     }
 
     #[tokio::test]
     async fn no_lease_is_created_held_by_us() {
-        let leading = run("a", |mut h| {
-            tokio::spawn(async move {
-                expect(&mut h, Method::GET, PATH, 404, json!({"kind": "Status", "apiVersion": "v1", "code": 404, "reason": "NotFound", "message": "not found", "status": "Failure", "metadata": {}})).await;
-                let body = expect(
-                    &mut h,
-                    Method::POST,
-                    "/apis/coordination.k8s.io/v1/namespaces/greentic-system/leases?",
-                    201,
-                    lease("a", "2026-12-01T10:00:00.000000Z", "1"),
-                )
-                .await;
-                assert_eq!(body["spec"]["holderIdentity"], "a");
-                assert_eq!(body["spec"]["leaseDurationSeconds"], 15);
-            })
-        })
-        .await;
-        assert!(leading);
+        let (client, mut h) = mock_client();
+        let server = tokio::spawn(async move {
+            expect(&mut h, Method::GET, PATH, 404, json!({"kind": "Status", "apiVersion": "v1", "code": 404, "reason": "NotFound", "message": "not found", "status": "Failure", "metadata": {}})).await;
+            let body = expect(
+                &mut h,
+                Method::POST,
+                "/apis/coordination.k8s.io/v1/namespaces/greentic-system/leases?",
+                201,
+                lease("a", "2026-12-01T10:00:00.000000Z", "1"),
+            )
+            .await;
+            assert_eq!(body["spec"]["holderIdentity"], "a");
+            assert_eq!(body["spec"]["leaseDurationSeconds"], 15);
+        });
+        assert!(elector(client).try_lead().await.unwrap());
+        server.await.unwrap();
     }
 
     #[tokio::test]
     async fn a_live_lease_of_another_replica_is_only_read() {
-        let fresh = Timestamp::now().to_string();
-        let leading = run("a", move |mut h| {
-            tokio::spawn(async move {
-                expect(&mut h, Method::GET, PATH, 200, lease("b", &fresh, "7")).await;
-            })
-        })
-        .await;
-        assert!(!leading, "a follower writes nothing");
+        let (client, mut h) = mock_client();
+        let server = tokio::spawn(async move {
+            // Its renewTime is old by this clock; it still stands: it was just seen.
+            expect(
+                &mut h,
+                Method::GET,
+                PATH,
+                200,
+                lease("b", "2020-01-01T00:00:00.000000Z", "7"),
+            )
+            .await;
+        });
+        assert!(
+            !elector(client).try_lead().await.unwrap(),
+            "a follower writes nothing"
+        );
+        server.await.unwrap();
     }
 
     #[tokio::test]
     async fn an_expired_lease_is_replaced_at_its_version_and_a_conflict_means_follow() {
-        let leading = run("a", |mut h| {
-            tokio::spawn(async move {
-                expect(&mut h, Method::GET, PATH, 200, lease("b", "2020-01-01T00:00:00.000000Z", "7")).await;
-                let body = expect(
-                    &mut h,
-                    Method::PUT,
-                    &format!("{PATH}?"),
-                    409,
-                    json!({"kind": "Status", "apiVersion": "v1", "code": 409, "reason": "Conflict", "message": "the object has been modified", "status": "Failure", "metadata": {}}),
-                )
-                .await;
-                assert_eq!(body["metadata"]["resourceVersion"], "7");
-                assert_eq!(body["spec"]["holderIdentity"], "a");
-            })
-        })
-        .await;
-        assert!(!leading, "another replica took it first");
+        // A one-second lease, seen unchanged twice more than a second apart.
+        let short = |v: &str| {
+            let mut l = lease("b", "2020-01-01T00:00:00.000000Z", v);
+            l["spec"]["leaseDurationSeconds"] = json!(1);
+            l
+        };
+        let (client, mut h) = mock_client();
+        let server = tokio::spawn(async move {
+            expect(&mut h, Method::GET, PATH, 200, short("7")).await;
+            expect(&mut h, Method::GET, PATH, 200, short("7")).await;
+            let body = expect(&mut h, Method::PUT, &format!("{PATH}?"), 409, conflict()).await;
+            assert_eq!(body["metadata"]["resourceVersion"], "7");
+            assert_eq!(body["spec"]["holderIdentity"], "a");
+            assert_eq!(body["spec"]["leaseTransitions"], 3);
+        });
+        let e = elector(client);
+        assert!(!e.try_lead().await.unwrap(), "first sight: not expired yet");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(
+            !e.try_lead().await.unwrap(),
+            "another replica took it first"
+        );
+        server.await.unwrap();
     }
 
     #[tokio::test]
-    async fn the_holder_renews() {
-        let fresh = Timestamp::now().to_string();
-        let leading = run("a", move |mut h| {
-            tokio::spawn(async move {
-                expect(&mut h, Method::GET, PATH, 200, lease("a", &fresh, "9")).await;
-                let body = expect(
-                    &mut h,
-                    Method::PUT,
-                    &format!("{PATH}?"),
-                    200,
-                    lease("a", &fresh, "10"),
-                )
-                .await;
-                assert_eq!(body["metadata"]["resourceVersion"], "9");
-            })
-        })
-        .await;
-        assert!(leading);
+    async fn the_holder_renews_and_releases_on_shutdown() {
+        let (client, mut h) = mock_client();
+        let server = tokio::spawn(async move {
+            expect(
+                &mut h,
+                Method::GET,
+                PATH,
+                200,
+                lease("a", "2026-12-01T10:00:00.000000Z", "9"),
+            )
+            .await;
+            let body = expect(
+                &mut h,
+                Method::PUT,
+                &format!("{PATH}?"),
+                200,
+                lease("a", "2026-12-01T10:00:05.000000Z", "10"),
+            )
+            .await;
+            assert_eq!(body["metadata"]["resourceVersion"], "9");
+            expect(
+                &mut h,
+                Method::GET,
+                PATH,
+                200,
+                lease("a", "2026-12-01T10:00:05.000000Z", "10"),
+            )
+            .await;
+            let body = expect(
+                &mut h,
+                Method::PUT,
+                &format!("{PATH}?"),
+                200,
+                lease("", "2026-12-01T10:00:05.000000Z", "11"),
+            )
+            .await;
+            assert!(body["spec"]["holderIdentity"].is_null(), "released: {body}");
+        });
+        let e = elector(client);
+        assert!(e.try_lead().await.unwrap());
+        e.release().await.unwrap();
+        server.await.unwrap();
     }
 }
