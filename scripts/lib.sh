@@ -105,11 +105,19 @@ DSSE_VERIFIER_PACKAGES=("securesystemslib[crypto]==1.6.0" "in-toto-attestation==
 ensure_dsse_verifier() {
   local dir="$HOME/.cache/greentic-host/tools/dsse-verifier-1"
   export GREENTIC_DSSE_VERIFIER="$dir/bin/python3"
-  if [ -x "$GREENTIC_DSSE_VERIFIER" ] &&
-    "$GREENTIC_DSSE_VERIFIER" -c 'import securesystemslib.dsse, in_toto_attestation.v1.statement' 2>/dev/null; then
+  ensure_venv "$dir" 'import securesystemslib.dsse, in_toto_attestation.v1.statement' \
+    "${DSSE_VERIFIER_PACKAGES[@]}"
+}
+
+# A Python environment in DIR with the pinned PACKAGES, unless CHECK (Python code) already
+# runs in it: ensure_venv DIR CHECK PACKAGE...
+ensure_venv() {
+  local dir="$1" check="$2"
+  shift 2
+  if [ -x "$dir/bin/python3" ] && "$dir/bin/python3" -c "$check" 2>/dev/null; then
     return
   fi
-  log "installing the DSSE/in-toto verifier (${DSSE_VERIFIER_PACKAGES[*]}) from PyPI"
+  log "installing $* from PyPI into $dir"
   if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
     local sudo=""
     [ "$(id -u)" = 0 ] || sudo="sudo"
@@ -118,7 +126,7 @@ ensure_dsse_verifier() {
   fi
   rm -rf "$dir"
   python3 -m venv "$dir"
-  "$dir/bin/pip" install -q --disable-pip-version-check "${DSSE_VERIFIER_PACKAGES[@]}"
+  "$dir/bin/pip" install -q --disable-pip-version-check "$@"
 }
 
 # The pinned nightly and cargo-fuzz, for scripts/fuzz.sh.
@@ -171,18 +179,7 @@ K8S_VALIDATE_PACKAGES=("kubernetes-validate==$K8S_VALIDATE_VERSION" "PyYAML==6.0
 ensure_kubernetes_validate() {
   local dir="$HOME/.cache/greentic-host/tools/kubernetes-validate-1"
   export GREENTIC_K8S_VALIDATE="$dir/bin/python3"
-  if [ -x "$GREENTIC_K8S_VALIDATE" ] &&
-    "$GREENTIC_K8S_VALIDATE" -c "import tomllib, yaml, kubernetes_validate.version as v; assert v.__version__ == '$K8S_VALIDATE_VERSION'" 2>/dev/null; then
-    return
-  fi
-  log "installing kubernetes-validate $K8S_VALIDATE_VERSION from PyPI"
-  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
-    local sudo=""
-    [ "$(id -u)" = 0 ] || sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
-  fi
-  rm -rf "$dir"
-  python3 -m venv "$dir"
-  "$dir/bin/pip" install -q --disable-pip-version-check "${K8S_VALIDATE_PACKAGES[@]}"
+  ensure_venv "$dir" \
+    "import tomllib, yaml, kubernetes_validate.version as v; assert v.__version__ == '$K8S_VALIDATE_VERSION'" \
+    "${K8S_VALIDATE_PACKAGES[@]}"
 }
