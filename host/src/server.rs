@@ -641,8 +641,9 @@ async fn deliver(
 async fn readyz(State(app): State<Arc<App>>) -> Response {
     let revision = app.runtime.revision();
     // A fleet host started from a bootstrap bundle (no providers, no tenants) has nothing to
-    // serve until the fleet's first revision arrives: not ready, so no traffic reaches it.
-    let waiting = app.member.is_some()
+    // serve until the fleet's first revision arrives: not ready, so no traffic reaches it. (A
+    // revision the fleet published empty is applied like any other: the host is then ready.)
+    let waiting = app.member.as_ref().is_some_and(|m| !m.has_applied())
         && revision.providers.is_empty()
         && revision.bundle.file.tenants.is_empty();
     let ready = app.runtime.ready.load(Ordering::SeqCst) && !waiting;

@@ -417,7 +417,7 @@ impl Run {
             &identity,
             LEASE,
         ));
-        {
+        let lease_task = {
             let (leading, wake, ready, elector) = (
                 leading.clone(),
                 wake.clone(),
@@ -457,10 +457,11 @@ impl Run {
                             tracing::warn!("no longer leading");
                         }
                     }
-                    tokio::time::sleep(LEASE / 3).await;
+                    // Renew a third of a lease after this attempt began, however long it took.
+                    tokio::time::sleep_until((started + LEASE / 3).into()).await;
                 }
-            });
-        }
+            })
+        };
         watch::<ProviderClass>(kube::Api::all(client.clone()), wake.clone());
         watch::<ProviderBinding>(kube::Api::all(client.clone()), wake.clone());
         watch::<RoutingPolicy>(kube::Api::all(client.clone()), wake.clone());
@@ -497,7 +498,10 @@ impl Run {
                 Err(e) => tracing::warn!(error = format!("{e:#}"), "reconcile failed; retrying"),
             }
         }
-        // Hand the lease over at once rather than after it runs out.
+        // Hand the lease over at once rather than after it runs out (the renewing task stopped
+        // first, so it cannot take the lease straight back).
+        lease_task.abort();
+        let _ = lease_task.await;
         if leading.is_leading() {
             leading.drop_lead();
             if let Err(e) = elector.release().await {

@@ -66,7 +66,9 @@ impl Checker {
         let section = class_section(class);
         let current = self.load(&name, &section, None);
         let published = match (&current, pinned) {
-            (Ok(r), Some((_, lock))) if r.lock.digest == lock.digest => None,
+            // The fleet serves this very component: if a reconcile-level check (such as a
+            // tightened `compat`) now refuses it, the served version is this one.
+            (Ok(r), Some((_, lock))) if r.lock.digest == lock.digest => Some(r.clone()),
             (_, Some((section, lock))) => self.load_published(&name, &section, lock),
             (_, None) => None,
         };
@@ -145,7 +147,9 @@ impl Checker {
 
 impl Checker {
     /// Loads `revision` as a host will — every provider by its locked digest, every tenant and
-    /// route checked, secrets against `secrets`' key names — before it is published.
+    /// route checked, secrets against `secrets`' key names — before it is published. From the
+    /// cache first (every provider in it was just checked), so a registry that is down for
+    /// one class does not stop every tenant's revision; online when the cache lacks something.
     pub fn verify(
         &self,
         revision: &Revision,
@@ -153,15 +157,21 @@ impl Checker {
     ) -> Result<(), Vec<String>> {
         let bundle = Bundle::from_text(self.dir.clone(), "the composed revision", &revision.text)
             .map_err(|e| vec![e.to_string()])?;
-        greentic_host::loader::load_locked(
-            &bundle,
-            &self.engine,
-            &KeyNames(secrets),
-            LoadOptions::default(),
-            &revision.lock,
-        )
-        .map(|_| ())
-        .map_err(|e| e.problems)
+        let load = |offline| {
+            greentic_host::loader::load_locked(
+                &bundle,
+                &self.engine,
+                &KeyNames(secrets),
+                LoadOptions {
+                    update_lock: false,
+                    offline,
+                },
+                &revision.lock,
+            )
+            .map(|_| ())
+            .map_err(|e| e.problems)
+        };
+        load(true).or_else(|_| load(false))
     }
 }
 

@@ -395,7 +395,13 @@ fn classes<'a>(
                         generation,
                     )
                 });
-                if let Some(p) = check.and_then(|c| c.published.as_ref()) {
+                // Changed since it was checked: what the fleet serves of it stays usable until
+                // the new generation is checked.
+                if let Some(p) = observed
+                    .classes
+                    .get(&name)
+                    .and_then(|c| c.published.as_ref())
+                {
                     usable.insert(name.clone(), usable_of(p));
                 }
                 statuses.insert(name, status);
@@ -596,6 +602,13 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     let mut binding_statuses = BTreeMap::new();
     let mut policy_statuses = BTreeMap::new();
     let mut tenants: BTreeMap<String, TenantPlan> = BTreeMap::new();
+    // Whether namespace `ns` may use the provider of class `class` at all.
+    let allowed = |ns: &str, class: &str| {
+        classes_by_name.get(class).is_some_and(|c| {
+            c.spec.allowed_namespaces.is_empty()
+                || c.spec.allowed_namespaces.iter().any(|n| n == ns)
+        })
+    };
 
     for ns in &namespaces {
         if observed.namespaces.get(ns) != Some(&NamespacePhase::Active) {
@@ -846,6 +859,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
                             ns,
                             observed,
                             &facts,
+                            &allowed,
                             &backend,
                             vec!["its configuration".into()],
                         )
@@ -857,12 +871,13 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
                     ns,
                     observed,
                     &facts,
+                    &allowed,
                     &backend,
                     vec!["its configuration".into()],
                 )
             }
         } else {
-            held_tenant(ns, observed, &facts, &backend, invalid)
+            held_tenant(ns, observed, &facts, &allowed, &backend, invalid)
         };
         tenants.insert(ns.clone(), plan);
     }
@@ -881,11 +896,67 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         }
     }
     let revision = if brake.is_empty() {
-        compose_tenants(
+        let all = compose_tenants(
             &desired.base,
             tenants.iter().filter(|(_, t)| t.section.is_some()),
             &usable,
-        )
+        );
+        match all {
+            Ok(r) => Ok(r),
+            // Something only the whole bundle refuses (tenants that collide with each other):
+            // add the tenants one at a time, and one that breaks the bundle falls back to its
+            // last published configuration, or is left out — the others are published.
+            Err(_) => {
+                let names: Vec<String> = tenants
+                    .iter()
+                    .filter(|(_, t)| t.section.is_some())
+                    .map(|(ns, _)| ns.clone())
+                    .collect();
+                let mut accepted: Vec<String> = Vec::new();
+                for ns in names {
+                    let fits = |tenants: &BTreeMap<String, TenantPlan>, accepted: &[String]| {
+                        compose_tenants(
+                            &desired.base,
+                            tenants
+                                .iter()
+                                .filter(|(n, _)| accepted.contains(n) || **n == ns),
+                            &usable,
+                        )
+                    };
+                    match fits(&tenants, &accepted) {
+                        Ok(_) => accepted.push(ns),
+                        Err(problems) => {
+                            tenant_problems(
+                                &ns,
+                                &problems,
+                                &mut binding_statuses,
+                                &mut policy_statuses,
+                            );
+                            let held = held_tenant(
+                                &ns,
+                                observed,
+                                &facts,
+                                &allowed,
+                                &backend,
+                                vec!["its configuration, with another tenant's".into()],
+                            );
+                            tenants.insert(ns.clone(), held);
+                            if tenants[&ns].section.is_some() && fits(&tenants, &accepted).is_ok() {
+                                accepted.push(ns);
+                            } else if let Some(t) = tenants.get_mut(&ns) {
+                                t.section = None;
+                                t.routes.clear();
+                            }
+                        }
+                    }
+                }
+                compose_tenants(
+                    &desired.base,
+                    tenants.iter().filter(|(n, _)| accepted.contains(n)),
+                    &usable,
+                )
+            }
+        }
     } else {
         Err(brake)
     };
@@ -990,20 +1061,26 @@ fn tenant_problems(
 
 /// A tenant whose resources are not all ready: its last published section and routes, if
 /// they still pass against the providers of the new revision; otherwise it is not served.
+///
+/// Routes to, and configuration of, a class the tenant may no longer bind (deleted, or
+/// `allowedNamespaces` no longer naming it) are taken out: holding a tenant never keeps access
+/// that was withdrawn.
 fn held_tenant(
     ns: &str,
     observed: &Observed,
     facts: &BTreeMap<String, ProviderFacts>,
+    allowed: &dyn Fn(&str, &str) -> bool,
     backend: &dyn SecretBackend,
     why: Vec<String>,
 ) -> TenantPlan {
     let previous = observed.published.as_ref().and_then(|p| {
-        let section = p.bundle.tenants.get(ns)?.clone();
+        let mut section = p.bundle.tenants.get(ns)?.clone();
+        section.config.retain(|provider, _| allowed(ns, provider));
         let routes: Vec<Route> = p
             .bundle
             .routes
             .iter()
-            .filter(|r| r.tenant == ns)
+            .filter(|r| r.tenant == ns && allowed(ns, &r.provider))
             .cloned()
             .collect();
         Some((section, routes))
@@ -1017,7 +1094,10 @@ fn held_tenant(
     };
     let all_there = routes.iter().all(|r| facts.contains_key(&r.provider))
         && section.config.keys().all(|p| facts.contains_key(p));
+    // Nothing left to serve once withdrawn access is taken out.
+    let something = !routes.is_empty() || !section.config.is_empty();
     let passes = all_there
+        && something
         && check_routes(&routes, facts).is_empty()
         && check_tenant(ns, &section, &routes, facts, backend).is_empty();
     TenantPlan {

@@ -379,10 +379,31 @@ fn a_class_moved_outside_its_compat_range_keeps_the_published_provider() {
     let check = o.classes.get_mut("chat").unwrap();
     check.current = Ok(resolved("2.0.0", 'c'));
     check.published = Some(resolved("1.2.0", 'a'));
-    let actions = reconcile(&with_statuses(d, &first), &o);
+    let d = with_statuses(d, &first);
+    let actions = reconcile(&d, &o);
     assert!(
-        publish_of(&actions).is_none(),
-        "the revision is unchanged: {actions:#?}"
+        actions
+            .iter()
+            .all(|a| !matches!(a, Action::Publish(_) | Action::Hold(_))),
+        "the revision is unchanged, and nothing is held: {actions:#?}"
+    );
+    // Tightening compat until it excludes the very version served holds nothing either: the
+    // served component is the current one (the observation hands it over as published).
+    let mut tight = d.clone();
+    tight.classes[0].spec.compat = Some("^3".into());
+    let check = o.classes.get_mut("chat").unwrap();
+    check.current = Ok(resolved("1.2.0", 'a'));
+    check.published = Some(resolved("1.2.0", 'a'));
+    let tightened = reconcile(&tight, &o);
+    assert!(
+        tightened
+            .iter()
+            .all(|a| !matches!(a, Action::Publish(_) | Action::Hold(_))),
+        "{tightened:#?}"
+    );
+    assert_eq!(
+        ready(&class_status(&tightened).conditions, "Ready").status,
+        "False"
     );
     let c = class_status(&actions);
     let r = ready(&c.conditions, "Ready");
@@ -814,6 +835,93 @@ fn a_class_can_be_kept_to_some_namespaces() {
             .contains("may be bound only in namespaces acme")
     );
     assert_eq!(served(&actions), ["acme"]);
+}
+
+#[test]
+fn withdrawing_a_class_from_a_namespace_takes_it_from_the_held_tenant_too() {
+    let d = desired(json!({"label": "a"}), json!({"label": "g"}));
+    let mut o = observed(Ok(resolved("1.2.0", 'a')));
+    let first = reconcile(&d, &o);
+    o.published = Some(serving(publish_of(&first).unwrap()));
+    let mut d = with_statuses(d, &first);
+    d.classes[0].spec.allowed_namespaces = vec!["acme".into()];
+    let actions = reconcile(&d, &o);
+    assert_eq!(
+        served(&actions),
+        ["acme"],
+        "globex is not held on at its last configuration: its access was withdrawn"
+    );
+    let b = binding_status(&actions, "globex", "chat");
+    assert_eq!(ready(&b.conditions, "Published").reason, "NotServed");
+}
+
+#[test]
+fn a_class_edited_since_its_check_keeps_serving_its_published_version() {
+    let d = desired(json!({"label": "a"}), json!({"label": "g"}));
+    let mut o = observed(Ok(resolved("1.2.0", 'a')));
+    let first = reconcile(&d, &o);
+    o.published = Some(serving(publish_of(&first).unwrap()));
+    o.classes.get_mut("chat").unwrap().published = Some(resolved("1.2.0", 'a'));
+    let mut d = with_statuses(d, &first);
+    // Generation 2 is not checked yet.
+    d.classes[0].metadata.generation = Some(2);
+    let actions = reconcile(&d, &o);
+    assert!(
+        actions
+            .iter()
+            .all(|a| !matches!(a, Action::Publish(_) | Action::Hold(_))),
+        "the tenants stay as they are: {actions:#?}"
+    );
+    assert_eq!(
+        ready(&class_status(&actions).conditions, "Ready").status,
+        "Unknown"
+    );
+}
+
+#[test]
+fn tenants_that_collide_only_with_each_other_do_not_stop_the_others() {
+    // With the env backend, acme's PROD_TOKEN and acme-prod's TOKEN are one variable.
+    let mut d = desired(json!({"label": "a"}), json!({"label": "g"}));
+    d.base.secrets.backend = greentic_host::imports::secrets::SecretBackendKind::Env;
+    d.classes[0].spec.grants.secrets = vec!["TOKEN".into(), "PROD_TOKEN".into()];
+    d.bindings[0].spec.secrets = vec!["PROD_TOKEN".into()];
+    let mut prod = binding(
+        "acme-prod",
+        "chat",
+        json!({ "class": "chat", "secrets": ["TOKEN"] }),
+    );
+    prod.metadata.generation = Some(1);
+    d.bindings.push(prod);
+    d.policies.push(policy(
+        "acme-prod",
+        "routes",
+        json!([{ "capability": "send", "binding": "chat" }]),
+    ));
+    let mut r = resolved("1.2.0", 'a');
+    r.section = class_section(&d.classes[0]);
+    r.facts.granted_secrets = BTreeSet::from(["TOKEN".to_string(), "PROD_TOKEN".to_string()]);
+    let mut o = observed(Ok(r));
+    o.namespaces
+        .insert("acme-prod".into(), NamespacePhase::Active);
+    o.secrets
+        .insert("acme".into(), BTreeSet::from(["PROD_TOKEN".to_string()]));
+    o.secrets
+        .insert("acme-prod".into(), BTreeSet::from(["TOKEN".to_string()]));
+    let actions = reconcile(&d, &o);
+    assert_eq!(
+        served(&actions),
+        ["acme", "globex"],
+        "the first of the two is published, and globex with it"
+    );
+    let b = binding_status(&actions, "acme-prod", "chat");
+    assert_eq!(ready(&b.conditions, "Ready").reason, "TenantInvalid");
+    assert!(
+        b.problems
+            .join(" ")
+            .contains("read from GREENTIC_SECRET_ACME_PROD_TOKEN"),
+        "{:?}",
+        b.problems
+    );
 }
 
 // ---- API request sequences (tower-test) ----

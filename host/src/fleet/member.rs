@@ -166,6 +166,12 @@ impl Member {
         .map_err(|e| e.to_string())
     }
 
+    /// Whether this host has applied a revision the fleet published (or found it already
+    /// running one).
+    pub fn has_applied(&self) -> bool {
+        self.applied_at() > 0
+    }
+
     fn applied_at(&self) -> u64 {
         *self.applied_at_ms.lock().unwrap_or_else(|e| e.into_inner())
     }
