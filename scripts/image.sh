@@ -97,22 +97,16 @@ trap 'chmod -R u+w "$WORK" 2>/dev/null; rm -rf "$WORK"' EXIT
 BUNDLE="$WORK/bundle"
 ROOTFS="$BUNDLE/rootfs"
 
-# The layout, and an empty image under TAG to unpack.
-if [ -f "$OUT/oci-layout" ]; then
-  tags="$(umoci ls --layout "$OUT")"
-  if grep -qxF "$TAG" <<<"$tags"; then
-    umoci rm --image "$OUT:$TAG" >&2
-  fi
-elif [ -e "$OUT" ] && [ -n "$(ls -A "$OUT")" ]; then
+# OUT must be an OCI layout already or an empty/new directory. The image is built in a layout
+# of its own under $WORK and copied into OUT only once it is whole, so a failure leaves OUT as
+# it was.
+if [ -e "$OUT" ] && [ ! -f "$OUT/oci-layout" ] && [ -n "$(ls -A "$OUT")" ]; then
   die "$OUT exists and is not an OCI image layout; remove it or name another directory"
-else
-  # umoci init wants to create the directory itself.
-  [ ! -d "$OUT" ] || rmdir "$OUT"
-  mkdir -p "$(dirname "$OUT")"
-  umoci init --layout "$OUT" >&2
 fi
-umoci new --image "$OUT:$TAG" >&2
-umoci unpack --rootless --image "$OUT:$TAG" "$BUNDLE" >&2
+BUILD="$WORK/layout"
+umoci init --layout "$BUILD" >&2
+umoci new --image "$BUILD:$TAG" >&2
+umoci unpack --rootless --image "$BUILD:$TAG" "$BUNDLE" >&2
 
 # copy_path PATH: recreates the absolute host path PATH under $ROOTFS — directories, the final
 # regular file (its mode kept), and every symlink on the way as the same link, followed to what
@@ -199,13 +193,13 @@ done
 # Clamp every file time, then pack the rootfs as the image's one layer.
 find "$ROOTFS" -depth -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 log "packing the layer (umoci repack)"
-umoci repack --image "$OUT:$TAG" \
+umoci repack --image "$BUILD:$TAG" \
   --history.created "$CREATED" \
   --history.created_by "scripts/image.sh" \
   --history.comment "greentic $TAG" \
   "$BUNDLE" >&2
 
-umoci config --image "$OUT:$TAG" --no-history \
+umoci config --image "$BUILD:$TAG" --no-history \
   --created "$CREATED" \
   --os linux --architecture "$ARCH" \
   --config.user 65532:65532 \
@@ -219,7 +213,19 @@ umoci config --image "$OUT:$TAG" --no-history \
   --config.label "org.opencontainers.image.version=$TAG" >&2
 
 # Drop the blobs of the intermediate (empty, unconfigured) images.
-umoci gc --layout "$OUT" >&2
+umoci gc --layout "$BUILD" >&2
+
+# Into OUT: a new layout is moved into place whole; in an existing one, skopeo writes the blobs
+# first and the index (the tag) last, replacing TAG and keeping the other tags.
+if [ -f "$OUT/oci-layout" ]; then
+  skopeo copy --quiet "oci:$BUILD:$TAG" "oci:$OUT:$TAG" >&2
+  umoci gc --layout "$OUT" >&2
+else
+  [ ! -d "$OUT" ] || rmdir "$OUT"
+  mkdir -p "$(dirname "$OUT")"
+  cp -a "$BUILD" "$OUT.partial.$$"
+  mv "$OUT.partial.$$" "$OUT"
+fi
 
 DIGEST="sha256:$(skopeo inspect --raw "oci:$OUT:$TAG" | sha256sum | cut -d' ' -f1)"
 log "built oci:$OUT:$TAG ($DIGEST)"
