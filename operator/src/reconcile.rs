@@ -828,37 +828,22 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
             // The whole tenant, checked as the host checks it, and alone in a bundle as every
             // host will parse it: what is wrong with one tenant never stops another's revision.
             let mut problems = check_tenant(ns, &section, &routes, &facts, &backend);
+            let candidate = TenantPlan {
+                section: Some(section),
+                routes,
+                held: Vec::new(),
+            };
+            if problems.is_empty()
+                && let Err(e) = compose_tenants(&desired.base, [(ns, &candidate)], &usable)
+            {
+                problems = e;
+            }
             if problems.is_empty() {
-                let candidate = TenantPlan {
-                    section: Some(section),
-                    routes,
-                    held: Vec::new(),
-                };
-                match compose_tenants(&desired.base, [(ns, &candidate)], &usable) {
-                    Ok(_) => candidate,
-                    Err(mut e) => {
-                        problems.append(&mut e);
-                        tenant_problems(ns, &problems, &mut binding_statuses, &mut policy_statuses);
-                        held_tenant(
-                            ns,
-                            observed,
-                            &facts,
-                            &allowed,
-                            &backend,
-                            vec!["its configuration".into()],
-                        )
-                    }
-                }
+                candidate
             } else {
                 tenant_problems(ns, &problems, &mut binding_statuses, &mut policy_statuses);
-                held_tenant(
-                    ns,
-                    observed,
-                    &facts,
-                    &allowed,
-                    &backend,
-                    vec!["its configuration".into()],
-                )
+                let why = vec!["its configuration".into()];
+                held_tenant(ns, observed, &facts, &allowed, &backend, why)
             }
         } else {
             held_tenant(ns, observed, &facts, &allowed, &backend, invalid)
