@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 use futures_util::StreamExt as _;
 use greentic_host::bundle::Bundle;
 use greentic_operator::cluster::{Cluster, Listed};
-use greentic_operator::crd::{ProviderBinding, ProviderClass, RoutingPolicy};
+use greentic_operator::crd::{self, ProviderBinding, ProviderClass, RoutingPolicy};
 use greentic_operator::lease::Elector;
 use greentic_operator::observe::{Checker, key_names};
 use greentic_operator::publish::Publisher;
@@ -139,7 +139,11 @@ fn crd(out: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         Some(dir) => {
             std::fs::create_dir_all(&dir)?;
             for (name, text) in files {
-                std::fs::write(dir.join(name), text)?;
+                // Each file whole or not at all: written beside, then renamed over.
+                let part = dir.join(format!(".{name}.part"));
+                std::fs::write(&part, text)
+                    .with_context(|| format!("writing {}", part.display()))?;
+                std::fs::rename(&part, dir.join(name))?;
             }
         }
     }
@@ -170,7 +174,10 @@ fn cluster_url(base: &Bundle, flag: &Option<String>) -> anyhow::Result<String> {
         .context("no fleet to reach: pass --cluster nats://HOST:PORT or set [cluster].url")
 }
 
-/// Reads every resource of the three kinds from YAML files (several documents each).
+/// Reads every resource of the three kinds from YAML files (several documents each; other
+/// kinds, such as a Namespace beside them, are skipped). A `greentic.ai` object of another kind
+/// or version, or one without the name (and, for the namespaced kinds, the namespace) the API
+/// server would require, is an error naming its file and place.
 fn read_resources(files: &[PathBuf]) -> anyhow::Result<Listed> {
     let mut classes = Vec::new();
     let mut bindings = Vec::new();
@@ -178,19 +185,37 @@ fn read_resources(files: &[PathBuf]) -> anyhow::Result<Listed> {
     for file in files {
         let text =
             std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let value = serde_json::Value::deserialize_yaml(doc)
-                .with_context(|| format!("{}: not YAML", file.display()))?;
+        for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+            let value: serde_json::Value = serde::Deserialize::deserialize(doc)
+                .with_context(|| format!("{}: document {} is not YAML", file.display(), i + 1))?;
             if value.is_null() {
                 continue;
             }
             let kind = value["kind"].as_str().unwrap_or_default().to_string();
-            let at = || format!("{}: a {kind}", file.display());
+            let name = value["metadata"]["name"].as_str().unwrap_or_default();
+            let at = format!("{}: document {} ({kind} `{name}`)", file.display(), i + 1);
+            let api = value["apiVersion"].as_str().unwrap_or_default();
+            if !api.starts_with("greentic.ai/") {
+                continue;
+            }
+            let expected = format!("{}/{}", crd::GROUP, crd::VERSION);
+            anyhow::ensure!(
+                api == expected,
+                "{at}: apiVersion `{api}` is not served; use `{expected}`"
+            );
+            anyhow::ensure!(!name.is_empty(), "{at}: metadata.name is missing");
+            let namespaced = matches!(kind.as_str(), "ProviderBinding" | "RoutingPolicy");
+            anyhow::ensure!(
+                !namespaced || value["metadata"]["namespace"].is_string(),
+                "{at}: metadata.namespace is missing; the namespace is the tenant"
+            );
             match kind.as_str() {
-                "ProviderClass" => classes.push(serde_json::from_value(value).with_context(at)?),
-                "ProviderBinding" => bindings.push(serde_json::from_value(value).with_context(at)?),
-                "RoutingPolicy" => policies.push(serde_json::from_value(value).with_context(at)?),
-                _ => {}
+                "ProviderClass" => classes.push(serde_json::from_value(value).context(at)?),
+                "ProviderBinding" => bindings.push(serde_json::from_value(value).context(at)?),
+                "RoutingPolicy" => policies.push(serde_json::from_value(value).context(at)?),
+                _ => anyhow::bail!(
+                    "{at}: greentic.ai has no kind `{kind}`; the kinds are ProviderClass, ProviderBinding and RoutingPolicy"
+                ),
             }
         }
     }
@@ -199,16 +224,6 @@ fn read_resources(files: &[PathBuf]) -> anyhow::Result<Listed> {
         bindings,
         policies,
     })
-}
-
-trait FromYaml: Sized {
-    fn deserialize_yaml(doc: serde_yaml::Deserializer<'_>) -> Result<Self, serde_yaml::Error>;
-}
-
-impl FromYaml for serde_json::Value {
-    fn deserialize_yaml(doc: serde_yaml::Deserializer<'_>) -> Result<Self, serde_yaml::Error> {
-        serde::Deserialize::deserialize(doc)
-    }
 }
 
 /// Checks every class (on a blocking thread: loading fetches and compiles).
