@@ -64,7 +64,7 @@ impl Checker {
             return check.clone();
         }
         let section = class_section(class);
-        let current = self.load(&name, &section, None);
+        let current = self.load_with(&name, &section, None, false);
         let published = match (&current, pinned) {
             // The fleet serves this very component: if a reconcile-level check (such as a
             // tightened `compat`) now refuses it, the served version is this one.
@@ -96,16 +96,8 @@ impl Checker {
             .ok()
     }
 
-    /// Loads one provider: following its tag (`locked` none), or held to a published digest.
-    fn load(
-        &self,
-        name: &str,
-        section: &ProviderSection,
-        locked: Option<LockEntry>,
-    ) -> Result<Resolved, Vec<String>> {
-        self.load_with(name, section, locked, false)
-    }
-
+    /// Loads one provider: following its tag (`locked` none), or held to a published digest
+    /// (`offline`: from the cache only).
     fn load_with(
         &self,
         name: &str,
