@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use greentic_manifest::ProviderManifest;
-use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -105,47 +104,7 @@ fn root() -> String {
     "/".into()
 }
 
-/// An HMAC signature over the raw body.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignatureScheme {
-    /// `hmac-sha256` (the only one so far).
-    pub algorithm: String,
-    /// The header carrying it.
-    pub header: String,
-    /// Text before the encoded MAC, e.g. `sha256=`.
-    #[serde(default)]
-    pub prefix: String,
-    /// `hex` (default) or `base64`.
-    #[serde(default = "hex_encoding")]
-    pub encoding: String,
-    /// The declared secret holding the key.
-    pub secret: String,
-}
-
-fn hex_encoding() -> String {
-    "hex".into()
-}
-
-impl SignatureScheme {
-    /// The header value signing `body` with `key`.
-    pub fn sign(&self, key: &[u8], body: &[u8]) -> String {
-        use base64::Engine as _;
-        // HMAC accepts keys of any length, so this cannot fail.
-        let mut mac = match Hmac::<sha2::Sha256>::new_from_slice(key) {
-            Ok(mac) => mac,
-            Err(_) => return String::new(),
-        };
-        mac.update(body);
-        let tag = mac.finalize().into_bytes();
-        let encoded = if self.encoding == "base64" {
-            base64::engine::general_purpose::STANDARD.encode(tag)
-        } else {
-            hex::encode(tag)
-        };
-        format!("{}{encoded}", self.prefix)
-    }
-}
+pub use greentic_manifest::SignatureScheme;
 
 impl Profile {
     /// Reads a profile file.
@@ -302,21 +261,5 @@ mod tests {
             Some("Idempotency-Key")
         );
         assert!(serde_json::from_str::<Profile>(r#"{"idempotency": "telepathy"}"#).is_err());
-    }
-
-    #[test]
-    fn signs_like_github() {
-        // GitHub's documented example: secret "It's a Secret to Everybody", body "Hello, World!".
-        let scheme = SignatureScheme {
-            algorithm: "hmac-sha256".into(),
-            header: "x-hub-signature-256".into(),
-            prefix: "sha256=".into(),
-            encoding: "hex".into(),
-            secret: "S".into(),
-        };
-        assert_eq!(
-            scheme.sign(b"It's a Secret to Everybody", b"Hello, World!"),
-            "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
-        );
     }
 }

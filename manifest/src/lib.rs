@@ -34,12 +34,14 @@ mod error;
 mod extract;
 mod manifest;
 mod outbound;
+mod signature;
 
 pub use compat::{WitTarget, WitTargetError};
 pub use error::{FieldProblem, ManifestError, clip_middle};
 pub use extract::{ExtractError, MANIFEST_SECTION, extract_manifest, extract_manifest_bytes};
 pub use manifest::{Compat, ProviderManifest, SecretSpec};
 pub use outbound::{HostMatch, HostPattern, is_restricted};
+pub use signature::{SIGNATURE_ALGORITHMS, SignatureScheme};
 
 /// The JSON Schema (2020-12) of `provider.json` itself, as shipped in `schemas/provider.schema.json`.
 pub const MANIFEST_SCHEMA: &str = include_str!("../../schemas/provider.schema.json");

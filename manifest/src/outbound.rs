@@ -291,6 +291,9 @@ fn restricted_v6(ip: Ipv6Addr) -> bool {
         || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
         || (s[0] == 0x0100 && s[1..4] == [0, 0, 0]) // discard
         || (s[0] == 0x2002) // 6to4: routes to an embedded IPv4 address
+        // The NAT64 local-use prefix (RFC 8215): a network's own translator, embedding an IPv4
+        // address at a place only that network knows.
+        || (s[0] == 0x0064 && s[1] == 0xff9b && s[2] == 0x0001)
 }
 
 #[cfg(test)]
@@ -384,6 +387,11 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
             "64:ff9b::a9fe:a9fe",
+            // NAT64 local-use (RFC 8215), the IPv4 address wherever the /48 to /96 prefix
+            // puts it.
+            "64:ff9b:1::a9fe:a9fe",
+            "64:ff9b:1:a9fe:a9:fe00::",
+            "64:ff9b:1:ffff:ffff:ffff:ffff:ffff",
             "fd00:ec2::254",
             "fe80::1",
             "ff02::1",
