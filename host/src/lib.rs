@@ -37,6 +37,7 @@ pub mod engine;
 pub mod errors;
 pub mod fleet;
 pub mod imports;
+pub mod jetstream;
 pub mod limits;
 pub mod loader;
 pub mod metrics;

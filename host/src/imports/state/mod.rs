@@ -66,6 +66,11 @@ pub struct StateSection {
     /// Most keys one `list` returns.
     #[serde(default = "default_max_page")]
     pub max_page: u32,
+    /// `nats`: the byte bound of a bucket the host creates (and of an existing one that has
+    /// none): what every tenant's state may take of the server's disk together. A write that
+    /// would pass it fails `unavailable`.
+    #[serde(default = "default_max_bucket_bytes")]
+    pub max_bucket_bytes: u64,
 }
 
 fn default_replicas() -> usize {
@@ -89,6 +94,10 @@ fn default_max_provider() -> u64 {
 fn default_max_page() -> u32 {
     1000
 }
+/// The default bound of a state bucket: 4 GiB.
+pub(crate) fn default_max_bucket_bytes() -> u64 {
+    4 << 30
+}
 
 impl Default for StateSection {
     fn default() -> StateSection {
@@ -104,6 +113,7 @@ impl Default for StateSection {
             max_tenant_bytes: default_max_tenant(),
             max_provider_bytes: default_max_provider(),
             max_page: default_max_page(),
+            max_bucket_bytes: default_max_bucket_bytes(),
         }
     }
 }
@@ -140,6 +150,7 @@ impl StateSection {
             ("max_tenant_bytes", self.max_tenant_bytes == 0),
             ("max_provider_bytes", self.max_provider_bytes == 0),
             ("max_page", self.max_page == 0),
+            ("max_bucket_bytes", self.max_bucket_bytes == 0),
         ] {
             if zero {
                 problems.push(format!(
@@ -178,7 +189,8 @@ pub fn open(section: &StateSection, bundle_dir: &Path) -> anyhow::Result<Arc<dyn
                     section.bucket.as_deref().unwrap_or("greentic-state"),
                     section.credentials.as_ref().map(|c| bundle_dir.join(c)),
                 )
-                .with_replicas(section.replicas),
+                .with_replicas(section.replicas)
+                .with_max_bytes(section.max_bucket_bytes),
             ))
         }
         other => anyhow::bail!(
@@ -335,6 +347,13 @@ pub trait StateBackend: Send + Sync {
         after: Option<&str>,
         limit: usize,
     ) -> anyhow::Result<(Vec<String>, bool)>;
+    /// What the usage counters say `ns`'s tenant and `ns`'s provider of it keep, in bytes
+    /// (the figures writes are bounded by).
+    async fn usage(&self, ns: &Namespace) -> anyhow::Result<(u64, u64)>;
+    /// What `ns`'s tenant and provider keep, measured from the stored entries themselves
+    /// (a scan of the tenant): equal to [`StateBackend::usage`] whenever no write is in
+    /// flight.
+    async fn measure(&self, ns: &Namespace) -> anyhow::Result<(u64, u64)>;
 }
 
 /// The state capability of one runtime: the backend and the bundle's bounds.
@@ -547,7 +566,18 @@ impl Host for CallState {
             )))
         } else {
             let limit = limit.clamp(1, ctx.section.max_page) as usize;
-            match ctx
+            // The page the backend may hold while it lists (and the guest then receives)
+            // is the call's to pay for: at most `limit + 1` keys of the longest length.
+            let page_bytes = (limit as u64 + 1) * (ctx.section.max_key_bytes as u64 + 64);
+            let charge = match self
+                .budget
+                .shared()
+                .try_charge(page_bytes, "a list-keys page")
+            {
+                Ok(charge) => charge,
+                Err(hit) => return Err(wasmtime::Error::new(hit)),
+            };
+            let listed = match ctx
                 .backend
                 .list(&ns, &prefix, after.as_deref(), limit)
                 .await
@@ -557,7 +587,9 @@ impl Host for CallState {
                     keys,
                 }),
                 Err(e) => Err(unavailable(&ns, "list-keys", e)),
-            }
+            };
+            drop(charge);
+            listed
         };
         self.state_outcome("list-keys", &result);
         Ok(result)
@@ -742,6 +774,65 @@ pub(crate) mod contract {
                 .unwrap(),
             Written::Ok(_)
         ));
+    }
+
+    /// Concurrent sets, deletes and compare-and-swaps of a few keys — several racing on each
+    /// key, from as many connections as `dbs` holds (two hosts of a fleet) — leave the usage
+    /// counters of the tenant and of each provider equal to the bytes actually stored.
+    pub async fn usage_is_exact_under_concurrent_storms(dbs: &[std::sync::Arc<dyn StateBackend>]) {
+        let tenant = "storm";
+        let providers = ["p", "q"];
+        let mut tasks = Vec::new();
+        for worker in 0..8usize {
+            let db = dbs[worker % dbs.len()].clone();
+            tasks.push(tokio::spawn(async move {
+                let mut rng = fastrand::Rng::with_seed(worker as u64);
+                for _ in 0..60 {
+                    let n = ns(tenant, providers[rng.usize(..providers.len())]);
+                    let key = format!("k{}", rng.usize(..4));
+                    match rng.u8(..4) {
+                        0 => {
+                            db.delete(&n, &key).await.unwrap();
+                        }
+                        1 => {
+                            let current = db.get(&n, &key).await.unwrap().map_or(0, |s| s.revision);
+                            let w = Write {
+                                expected: Some(current),
+                                ..write(&vec![1; rng.usize(1..200)])
+                            };
+                            db.put(&n, &key, w).await.unwrap();
+                        }
+                        _ => {
+                            db.put(&n, &key, write(&vec![2; rng.usize(1..200)]))
+                                .await
+                                .unwrap();
+                        }
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let db = &dbs[0];
+        for provider in providers {
+            let n = ns(tenant, provider);
+            let counted = db.usage(&n).await.unwrap();
+            let stored = db.measure(&n).await.unwrap();
+            assert_eq!(
+                counted, stored,
+                "usage (tenant, provider {provider}) as counted vs as stored"
+            );
+        }
+        // Deleting everything brings both counters back to zero.
+        for provider in providers {
+            let n = ns(tenant, provider);
+            for k in 0..4 {
+                db.delete(&n, &format!("k{k}")).await.unwrap();
+            }
+        }
+        assert_eq!(db.usage(&ns(tenant, "p")).await.unwrap(), (0, 0));
+        assert_eq!(db.usage(&ns(tenant, "q")).await.unwrap(), (0, 0));
     }
 
     /// What the two tests above wrote, read through a backend opened anew.

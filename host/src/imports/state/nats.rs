@@ -2,21 +2,37 @@
 //! fleet.
 //!
 //! Keys are `hex(tenant).hex(provider).hex(key)` (JetStream keys allow few characters, and hex
-//! keeps both prefixes and byte order). A value is stored after 8 bytes of expiry (0: none);
-//! a write with a TTL also carries `Nats-TTL`, so the server removes the entry once it expires
-//! (the bucket is created with per-message TTLs on). Revisions are the stream's sequence
-//! numbers — never reused — and compare-and-swap is a publish expecting the key's last
-//! sequence, so it holds across hosts. Each tenant's total is a counter entry beside its keys,
-//! moved by compare-and-swap after each write (best effort: a write that happened is never
-//! reported failed for its counter); writes racing on one tenant can overshoot the bound by at
-//! most their own sizes, and the counter is recounted from the live entries when a write finds
-//! it over the bound. The bucket is created when missing (per-message TTLs on, `replicas`
-//! from `[state]`) and never changed when it exists — an operator's R3 bucket stays R3 — but
-//! one without per-message TTLs is refused. Acknowledged writes are durable as
-//! JetStream makes them (fsync every `sync_interval`, 2 min by default: a power loss of every
-//! replica inside that window loses them).
+//! keeps both prefixes and byte order). A value is stored after 8 bytes of expiry (0: none),
+//! which a write also carries as the `Greentic-Expires` header, so a key can be judged live
+//! from its headers alone. Revisions are the stream's sequence numbers — never reused — and
+//! every change is a publish expecting the key's last sequence (compare-and-swap across hosts):
+//! a write, a delete and the removal of an expired entry each replace exactly the revision
+//! they read, or retry.
+//!
+//! **Usage.** Each tenant's total, and each provider's share of it, is a counter entry beside
+//! the keys. The change that replaced a revision moves the counters by exactly the difference
+//! in weight it made (compare-and-swap on the counter, retried until it lands), so however
+//! writes, deletes and swaps of one key interleave across hosts, the counters end equal to
+//! the bytes stored. Expired entries count until they are swept: a write that would pass a
+//! bound first removes the tenant's expired entries (each by compare-and-delete, taking off
+//! its own weight) — at most once per [`Sweeps::EVERY`] per tenant — and, if still over,
+//! measures the tenant from its entries and corrects counters a crashed host left behind (a
+//! write whose counter never moved). Counted entries carry no server-side TTL (the server
+//! would remove them without moving the counters); the host's own uncounted records may.
+//!
+//! **Listing** reads keys through a short-lived consumer that delivers headers only (never
+//! values), keeps at most a page of keys in memory, and is deleted when the listing ends (its
+//! inactivity threshold removes it within seconds even if the host dies first).
+//!
+//! The bucket is created when missing (per-message TTLs on, `replicas` and `max_bytes` from
+//! `[state]`) and never reconfigured when it exists — an operator's R3 bucket stays R3 — except
+//! that a bucket without a byte bound gets `[state].max_bucket_bytes`; one without per-message
+//! TTLs is refused. Acknowledged writes are durable as JetStream makes them (fsync every
+//! `sync_interval`, 2 min by default: a power loss of every replica inside that window loses
+//! them).
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_nats::HeaderMap;
@@ -29,8 +45,13 @@ use super::{Namespace, StateBackend, Stored, Sweeps, Write, Written, live, now_m
 
 /// Bytes of expiry before each stored value.
 const HEADER: usize = 8;
-/// How many times a usage counter update is retried against concurrent writers.
-const COUNTER_RETRIES: usize = 32;
+/// The header carrying a value's expiry (ms since the epoch), for listings that read headers
+/// only.
+const EXPIRES: &str = "Greentic-Expires";
+/// How long a change that lost a compare-and-swap keeps trying before it gives up.
+const CONTENDED_FOR: Duration = Duration::from_secs(10);
+/// Keys fetched per request while listing.
+const LIST_BATCH: usize = 256;
 
 /// A connection: the client (for inboxes), its JetStream context, the bucket.
 type Conn = (async_nats::Client, jetstream::Context, kv::Store);
@@ -40,11 +61,49 @@ pub struct NatsBackend {
     url: String,
     bucket: String,
     replicas: usize,
+    max_bytes: i64,
     credentials: Option<std::path::PathBuf>,
     /// Connected on first use, in the runtime that serves calls (the client's connection
     /// task lives there).
     conn: OnceCell<Conn>,
     sweeps: Sweeps,
+}
+
+/// One stored key as a headers-only listing sees it.
+struct Listed {
+    /// The bucket key (`hex(tenant).hex(provider).hex(key)`, or a counter's).
+    key: String,
+    /// Its revision.
+    revision: u64,
+    /// Bytes of its stored value (expiry included).
+    size: usize,
+    /// When it expires (0: never).
+    expires: u64,
+}
+
+/// Pauses between attempts of a contended compare-and-swap: short, growing, jittered.
+struct Backoff {
+    until: Instant,
+    pause: Duration,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff {
+            until: Instant::now() + CONTENDED_FOR,
+            pause: Duration::from_micros(200),
+        }
+    }
+
+    /// Waits before the next attempt; false once the time is up.
+    async fn wait(&mut self) -> bool {
+        if Instant::now() >= self.until {
+            return false;
+        }
+        tokio::time::sleep(self.pause.mul_f64(0.5 + fastrand::f64())).await;
+        self.pause = (self.pause * 2).min(Duration::from_millis(20));
+        true
+    }
 }
 
 impl NatsBackend {
@@ -55,10 +114,24 @@ impl NatsBackend {
             url: url.to_string(),
             bucket: bucket.to_string(),
             replicas: 1,
+            max_bytes: super::default_max_bucket_bytes() as i64,
             credentials,
             conn: OnceCell::new(),
             sweeps: Sweeps::default(),
         }
+    }
+
+    /// With `replicas` copies of a bucket it creates (an existing one is left as it is).
+    pub fn with_replicas(mut self, replicas: usize) -> NatsBackend {
+        self.replicas = replicas.max(1);
+        self
+    }
+
+    /// With `max_bytes` as the bound of a bucket it creates (or of an existing one that has
+    /// none).
+    pub fn with_max_bytes(mut self, max_bytes: u64) -> NatsBackend {
+        self.max_bytes = i64::try_from(max_bytes).unwrap_or(i64::MAX);
+        self
     }
 
     async fn connect(&self) -> anyhow::Result<Conn> {
@@ -82,7 +155,8 @@ impl NatsBackend {
                 self.bucket, self.url
             )
         };
-        // An existing bucket is the operator's: used as it is, never reconfigured.
+        // An existing bucket is the operator's: used as it is, never reconfigured (but a
+        // bucket with no byte bound gets one).
         let store = match js.get_key_value(&self.bucket).await {
             Ok(store) => store,
             Err(e) if e.kind() == jetstream::context::KeyValueErrorKind::GetBucket => js
@@ -91,6 +165,7 @@ impl NatsBackend {
                     description: "greentic provider state, per tenant and provider".into(),
                     history: 1,
                     num_replicas: self.replicas,
+                    max_bytes: self.max_bytes,
                     // Entries written with a TTL are removed by the server when it passes.
                     limit_markers: Some(Duration::from_secs(60)),
                     ..Default::default()
@@ -100,7 +175,7 @@ impl NatsBackend {
             Err(e) => return Err(e).with_context(opening),
         };
         let mut stream = store.stream.clone();
-        let info = stream.info().await.with_context(opening)?;
+        let info = stream.info().await.with_context(opening)?.clone();
         if !info.config.allow_message_ttl {
             anyhow::bail!(
                 "the JetStream bucket `{}` does not allow per-message TTLs, which state expiry needs; create it with them (e.g. `nats kv add {} --marker-ttl 1m`) or name another bucket in [state].bucket",
@@ -108,6 +183,9 @@ impl NatsBackend {
                 self.bucket
             );
         }
+        crate::jetstream::bound_stream(&js, info.config, self.max_bytes, None)
+            .await
+            .with_context(opening)?;
         Ok((client, js, store))
     }
 
@@ -116,26 +194,20 @@ impl NatsBackend {
     }
 
     /// Publishes `value` at `key`, expecting `last` as the key's last sequence (0: none) if
-    /// given; `Ok(None)` when another revision was there.
+    /// given, with `headers`; `Ok(None)` when another revision was there.
     async fn publish(
         &self,
         key: &str,
         value: Bytes,
         last: Option<u64>,
-        ttl: Option<Duration>,
+        mut headers: HeaderMap,
     ) -> anyhow::Result<Option<u64>> {
         let (_, js, store) = self.conn().await?;
-        let mut headers = HeaderMap::new();
         if let Some(last) = last {
             headers.insert(
                 async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
                 last.to_string(),
             );
-        }
-        if let Some(ttl) = ttl {
-            // Whole seconds, rounded up, at least one: the server's granularity.
-            let secs = ttl.as_millis().div_ceil(1000).max(1) as u64;
-            headers.insert(async_nats::header::NATS_MESSAGE_TTL, secs.to_string());
         }
         let subject = format!(
             "{}{key}",
@@ -151,8 +223,19 @@ impl NatsBackend {
         }
     }
 
+    /// Deletes `key` if its revision is still `last`: whether this delete replaced it.
+    async fn delete_if(&self, key: &str, last: u64) -> anyhow::Result<bool> {
+        let (_, _, store) = self.conn().await?;
+        match store.delete_expect_revision(key, Some(last)).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+            Err(e) => Err(e).context("deleting a key"),
+        }
+    }
+
     /// The live entry at `key`: its value (after the expiry bytes) and revision; and the
-    /// revision of whatever is there, live or expired (0: nothing).
+    /// revision of whatever is there, live or expired (0: nothing), with its stored size (0:
+    /// nothing, or a delete marker).
     async fn read(&self, key: &str) -> anyhow::Result<(Option<Stored>, u64, usize)> {
         let (_, _, store) = self.conn().await?;
         let Some(entry) = store.entry(key).await? else {
@@ -176,130 +259,205 @@ impl NatsBackend {
         ))
     }
 
-    /// With `replicas` copies of a bucket it creates (an existing one is left as it is).
-    pub fn with_replicas(mut self, replicas: usize) -> NatsBackend {
-        self.replicas = replicas.max(1);
-        self
+    /// What the counter at `key` says (a plain read; a counter below zero, for a moment,
+    /// reads as zero).
+    async fn counter(&self, key: &str) -> anyhow::Result<u64> {
+        Ok(self.counter_signed(key).await?.max(0) as u64)
     }
 
-    /// What the counter at `key` says (a plain read).
-    async fn usage(&self, key: &str) -> anyhow::Result<u64> {
+    /// What the counter at `key` says, below zero included.
+    async fn counter_signed(&self, key: &str) -> anyhow::Result<i64> {
         let (_, _, store) = self.conn().await?;
         Ok(match store.entry(key).await? {
-            Some(e) if e.operation == kv::Operation::Put => decode_u64(&e.value),
+            Some(e) if e.operation == kv::Operation::Put => decode_i64(&e.value),
             _ => 0,
         })
     }
 
-    /// Adds `delta` after a write that happened: a counter that cannot be moved is logged
-    /// and left to the next recount, never reported as the write's failure.
+    /// Moves the counters of `ns`'s tenant and provider by `delta`, after the change that
+    /// made it landed. A counter that still cannot be moved after [`CONTENDED_FOR`] is logged
+    /// and left to the repair at the tenant's bound — never reported as the change's failure.
     async fn account(&self, ns: &Namespace, delta: i64) {
+        if delta == 0 {
+            return;
+        }
         for key in [usage_key(&ns.tenant), provider_usage_key(ns)] {
-            if delta != 0
-                && let Err(e) = self.add_usage(&key, delta).await
-            {
-                tracing::warn!(tenant = %ns.tenant, error = %format!("{e:#}"), "a state usage counter was not updated; the next write over the bound recounts it");
+            if let Err(e) = self.add_usage(&key, delta).await {
+                tracing::warn!(tenant = %ns.tenant, error = %format!("{e:#}"), "a state usage counter was not updated; the next write at the tenant's bound repairs it");
             }
         }
     }
 
-    /// Adds `delta` bytes to the counter at `key` (compare-and-swap, retried).
+    /// Adds `delta` bytes to the counter at `key` (compare-and-swap, retried until it lands).
     async fn add_usage(&self, key: &str, delta: i64) -> anyhow::Result<u64> {
-        let key = key.to_string();
-        for _ in 0..COUNTER_RETRIES {
+        let mut backoff = Backoff::new();
+        loop {
             let (_, _, store) = self.conn().await?;
-            let (current, revision) = match store.entry(key.as_str()).await? {
-                Some(e) if e.operation == kv::Operation::Put => (decode_u64(&e.value), e.revision),
+            // Signed: a change's counter update can land before the update of the change it
+            // followed (a delete's before its write's), so a counter may go below zero for a
+            // moment; clamping it there would lose the difference for good.
+            let (current, revision) = match store.entry(key).await? {
+                Some(e) if e.operation == kv::Operation::Put => (decode_i64(&e.value), e.revision),
                 Some(e) => (0, e.revision),
                 None => (0, 0),
             };
-            let next = current.saturating_add_signed(delta);
+            let next = current.saturating_add(delta);
             let value = Bytes::copy_from_slice(&next.to_be_bytes());
             if self
-                .publish(&key, value, Some(revision), None)
+                .publish(key, value, Some(revision), HeaderMap::new())
                 .await?
                 .is_some()
             {
-                return Ok(next);
+                return Ok(next.max(0) as u64);
+            }
+            if !backoff.wait().await {
+                anyhow::bail!("the usage counter `{key}` stayed contended for {CONTENDED_FOR:?}");
             }
         }
-        anyhow::bail!("the usage counter `{key}` is contended; retry")
     }
 
-    /// What the tenant of `ns` keeps now, and `ns`'s provider of it, counting live entries
-    /// only; resets the tenant's and every provider's counter to what was counted.
-    async fn recount(&self, ns: &Namespace) -> anyhow::Result<(u64, u64)> {
-        let tenant_hex = hex::encode(&ns.tenant);
-        let entries = self.scan(&format!("{tenant_hex}.")).await?;
+    /// Visits every stored (not deleted) key under `prefix` (ending with `.`), reading headers
+    /// only, through a consumer deleted when the visit ends.
+    async fn each(&self, prefix: &str, mut visit: impl FnMut(Listed)) -> anyhow::Result<()> {
+        use jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+        let (_, _, store) = self.conn().await?;
+        let consumer: jetstream::consumer::PullConsumer = store
+            .stream
+            .create_consumer(pull::Config {
+                filter_subject: format!("{}{prefix}>", store.prefix),
+                deliver_policy: DeliverPolicy::LastPerSubject,
+                ack_policy: AckPolicy::None,
+                headers_only: true,
+                memory_storage: true,
+                // Gone within seconds if the host dies before deleting it.
+                inactive_threshold: Duration::from_secs(5),
+                ..Default::default()
+            })
+            .await
+            .context("listing keys")?;
+        let name = consumer.cached_info().name.clone();
+        let mut pending = consumer.cached_info().num_pending;
+        let visited = async {
+            while pending > 0 {
+                // Waits for what is pending (a no-wait fetch can come back empty before the
+                // server has the new consumer's messages ready).
+                let mut batch = consumer
+                    .batch()
+                    .max_messages(LIST_BATCH)
+                    .expires(Duration::from_secs(2))
+                    .messages()
+                    .await
+                    .context("listing keys")?;
+                let mut got = 0;
+                while let Some(message) = batch.next().await {
+                    let message = message.map_err(|e| anyhow::anyhow!("listing keys: {e}"))?;
+                    got += 1;
+                    let info = message
+                        .info()
+                        .map_err(|e| anyhow::anyhow!("listing keys: {e}"))?;
+                    pending = info.pending;
+                    let revision = info.stream_sequence;
+                    let headers = message.headers.as_ref();
+                    let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
+                    // Deletes, purges, and the markers the server leaves where a TTL ran out
+                    // are not entries.
+                    let deleted = header("KV-Operation").is_some_and(|op| op != "PUT")
+                        || header("Nats-Marker-Reason").is_some();
+                    let size: usize = header("Nats-Msg-Size")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    let key = message.subject.as_str().strip_prefix(store.prefix.as_str());
+                    if let (false, true, Some(key)) = (deleted, size >= HEADER, key) {
+                        // Written before the header existed: such a value expired on the
+                        // server's own TTL, so one still here is live.
+                        let expires = header(EXPIRES).and_then(|v| v.parse().ok()).unwrap_or(0);
+                        visit(Listed {
+                            key: key.to_string(),
+                            revision,
+                            size,
+                            expires,
+                        });
+                    }
+                    if pending == 0 {
+                        break;
+                    }
+                }
+                if got == 0 {
+                    anyhow::bail!(
+                        "listing keys: the server delivered nothing for 2 s with {pending} key(s) pending"
+                    );
+                }
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        if let Err(e) = store.stream.delete_consumer(&name).await {
+            tracing::debug!(error = %e, "deleting a listing consumer (it lapses by itself)");
+        }
+        visited
+    }
+
+    /// Removes the tenant's expired entries (each by compare-and-delete, taking its own
+    /// weight off the counters); the bytes freed.
+    async fn sweep(&self, tenant: &str) -> anyhow::Result<u64> {
         let now = now_ms();
-        let mut per_provider: std::collections::BTreeMap<String, u64> = Default::default();
-        let counters = format!("{tenant_hex}.usage.");
-        for (key, value) in &entries {
-            if let Some(provider) = key.strip_prefix(&counters) {
-                // A provider's counter: reset below, to 0 if it keeps nothing live.
-                per_provider.entry(provider.to_string()).or_default();
-            } else if counted(key) && live(split(value).0, now) {
-                let provider = key.split('.').nth(1).unwrap_or_default();
-                *per_provider.entry(provider.to_string()).or_default() += weight(key, value.len());
+        let mut expired = Vec::new();
+        self.each(&format!("{}.", hex::encode(tenant)), |entry: Listed| {
+            if counted(&entry.key) && !live(entry.expires, now) {
+                expired.push(entry);
+            }
+        })
+        .await?;
+        let mut freed = 0;
+        for entry in expired {
+            if self.delete_if(&entry.key, entry.revision).await? {
+                let w = weight(&entry.key, entry.size);
+                self.account(&namespace_of(tenant, &entry.key), -(w as i64))
+                    .await;
+                freed += w;
             }
         }
-        let tenant_total: u64 = per_provider.values().sum();
-        let reset = |key: String, to: u64| async move {
-            let current = self.usage(&key).await?;
-            self.add_usage(&key, to as i64 - current as i64).await
-        };
-        reset(usage_key(&ns.tenant), tenant_total).await?;
-        for (provider_hex, total) in &per_provider {
-            reset(format!("{tenant_hex}.usage.{provider_hex}"), *total).await?;
+        Ok(freed)
+    }
+
+    /// The tenant's bytes and each provider's (by hex name), measured from the entries.
+    async fn measure_tenant(&self, tenant: &str) -> anyhow::Result<(u64, BTreeMap<String, u64>)> {
+        let mut per_provider: BTreeMap<String, u64> = BTreeMap::new();
+        self.each(&format!("{}.", hex::encode(tenant)), |entry: Listed| {
+            if counted(&entry.key) {
+                let provider = entry.key.split('.').nth(1).unwrap_or_default();
+                *per_provider.entry(provider.to_string()).or_default() +=
+                    weight(&entry.key, entry.size);
+            }
+        })
+        .await?;
+        Ok((per_provider.values().sum(), per_provider))
+    }
+
+    /// Sets the tenant's counters to what its entries measure, where they differ (a host that
+    /// died between a change and its counter left them off); `ns`'s totals as measured.
+    async fn repair(&self, ns: &Namespace) -> anyhow::Result<(u64, u64)> {
+        let (total, per_provider) = self.measure_tenant(&ns.tenant).await?;
+        let tenant_hex = hex::encode(&ns.tenant);
+        let mut counters = vec![(usage_key(&ns.tenant), total)];
+        counters.push((provider_usage_key(ns), 0));
+        for (provider_hex, bytes) in &per_provider {
+            let key = format!("{tenant_hex}.usage.{provider_hex}");
+            counters.retain(|(k, _)| *k != key);
+            counters.push((key, *bytes));
+        }
+        for (key, to) in counters {
+            let current = self.counter_signed(&key).await?;
+            if current != to as i64 {
+                tracing::warn!(tenant = %ns.tenant, counter = %key, counted = current, stored = to, "a state usage counter disagreed with the stored entries; corrected");
+                self.add_usage(&key, to as i64 - current).await?;
+            }
         }
         let mine = per_provider
             .get(&hex::encode(&ns.provider))
             .copied()
             .unwrap_or(0);
-        Ok((tenant_total, mine))
-    }
-
-    /// Every current (put) entry whose key starts with `prefix` (ending with `.`).
-    async fn scan(&self, prefix: &str) -> anyhow::Result<Vec<(String, Bytes)>> {
-        let (client, _, store) = self.conn().await?;
-        let filter = format!("{}{prefix}>", store.prefix);
-        let consumer = store
-            .stream
-            .create_consumer(jetstream::consumer::push::OrderedConfig {
-                deliver_subject: client.new_inbox(),
-                filter_subject: filter,
-                deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
-                replay_policy: jetstream::consumer::ReplayPolicy::Instant,
-                ..Default::default()
-            })
-            .await
-            .context("listing keys")?;
-        let mut out = Vec::new();
-        if consumer.cached_info().num_pending == 0 {
-            return Ok(out);
-        }
-        let mut messages = consumer.messages().await.context("listing keys")?;
-        while let Some(message) = messages.next().await {
-            let message = message.context("listing keys")?;
-            let pending = message.info().map(|i| i.pending).unwrap_or(0);
-            // Deletes, purges, and the markers the server leaves where a TTL ran out (which
-            // carry `Nats-Marker-Reason` and no value) are not entries.
-            let headers = message.headers.as_ref();
-            let deleted = headers
-                .and_then(|h| h.get("KV-Operation"))
-                .is_some_and(|op| op.as_str() != "PUT")
-                || headers.and_then(|h| h.get("Nats-Marker-Reason")).is_some()
-                || message.payload.len() < HEADER;
-            if let Some(key) = message.subject.as_str().strip_prefix(store.prefix.as_str())
-                && !deleted
-            {
-                out.push((key.to_string(), message.payload.clone()));
-            }
-            if pending == 0 {
-                break;
-            }
-        }
-        Ok(out)
+        Ok((total, mine))
     }
 }
 
@@ -314,12 +472,32 @@ fn decode_u64(bytes: &[u8]) -> u64 {
     bytes.try_into().map_or(0, u64::from_be_bytes)
 }
 
+/// A counter: a signed 64-bit big-endian number (earlier versions wrote unsigned ones, never
+/// above `i64::MAX`: the same bytes).
+fn decode_i64(bytes: &[u8]) -> i64 {
+    bytes.try_into().map_or(0, i64::from_be_bytes)
+}
+
 fn ns_prefix(ns: &Namespace) -> String {
     format!("{}.{}.", hex::encode(&ns.tenant), hex::encode(&ns.provider))
 }
 
 fn full_key(ns: &Namespace, key: &str) -> String {
     format!("{}{}", ns_prefix(ns), hex::encode(key))
+}
+
+/// The namespace of a bucket key of `tenant`.
+fn namespace_of(tenant: &str, full_key: &str) -> Namespace {
+    let provider = full_key
+        .split('.')
+        .nth(1)
+        .and_then(|p| hex::decode(p).ok())
+        .map(|p| String::from_utf8_lossy(&p).into_owned())
+        .unwrap_or_default();
+    Namespace {
+        tenant: tenant.to_string(),
+        provider,
+    }
 }
 
 /// Whether an entry counts against its tenant's bound: a provider's, not the host's own
@@ -366,7 +544,8 @@ impl StateBackend for NatsBackend {
 
     async fn put(&self, ns: &Namespace, key: &str, write: Write) -> anyhow::Result<Written> {
         let k = full_key(ns, key);
-        for _ in 0..COUNTER_RETRIES {
+        let mut backoff = Backoff::new();
+        loop {
             let (live_entry, last, old_len) = self.read(&k).await?;
             let current = live_entry.as_ref().map_or(0, |s| s.revision);
             if let Some(expected) = write.expected
@@ -385,22 +564,39 @@ impl StateBackend for NatsBackend {
             let new_weight = weight(&k, raw.len());
             if let Some(bounds) = write.bounds {
                 let after = |used: u64| used.saturating_sub(old_weight) + new_weight;
-                let mut would = (
-                    after(self.usage(&usage_key(&ns.tenant)).await?),
-                    after(self.usage(&provider_usage_key(ns)).await?),
-                );
+                let used = |ns: &Namespace| {
+                    let (t, p) = (usage_key(&ns.tenant), provider_usage_key(ns));
+                    async move { anyhow::Ok((self.counter(&t).await?, self.counter(&p).await?)) }
+                };
+                let (t, p) = used(ns).await?;
+                let mut would = (after(t), after(p));
                 if bounds.passed(would.0, would.1).is_some() && self.sweeps.due(&ns.tenant) {
-                    let (tenant, provider) = self.recount(ns).await?;
-                    would = (after(tenant), after(provider));
+                    self.sweep(&ns.tenant).await?;
+                    let (t, p) = used(ns).await?;
+                    would = (after(t), after(p));
+                    if bounds.passed(would.0, would.1).is_some() {
+                        let (t, p) = self.repair(ns).await?;
+                        would = (after(t), after(p));
+                    }
                 }
                 if let Some((bound, would_be)) = bounds.passed(would.0, would.1) {
                     return Ok(Written::OverQuota { bound, would_be });
                 }
             }
+            let mut headers = HeaderMap::new();
+            if expires > 0 {
+                headers.insert(EXPIRES, expires.to_string());
+                // Only uncounted records may be removed by the server itself: it would not
+                // move the counters.
+                if let (Some(ttl), None) = (write.ttl, write.bounds) {
+                    let secs = ttl.as_millis().div_ceil(1000).max(1) as u64;
+                    headers.insert(async_nats::header::NATS_MESSAGE_TTL, secs.to_string());
+                }
+            }
             // Expect exactly what was read: a racing writer makes this a conflict (or, for a
             // plain set, another round), never a lost update.
             match self
-                .publish(&k, Bytes::from(raw), Some(last), write.ttl)
+                .publish(&k, Bytes::from(raw), Some(last), headers)
                 .await?
             {
                 Some(revision) => {
@@ -414,24 +610,35 @@ impl StateBackend for NatsBackend {
                     let now_current = self.read(&k).await?.0.map_or(0, |s| s.revision);
                     return Ok(Written::Conflict(now_current));
                 }
-                None => continue,
+                None => {
+                    if !backoff.wait().await {
+                        anyhow::bail!("key `{key}` stayed contended for {CONTENDED_FOR:?}; retry");
+                    }
+                }
             }
         }
-        anyhow::bail!("key `{key}` is contended; retry")
     }
 
     async fn delete(&self, ns: &Namespace, key: &str) -> anyhow::Result<bool> {
         let k = full_key(ns, key);
-        let (live_entry, _, old_len) = self.read(&k).await?;
-        if old_len == 0 {
-            return Ok(false);
+        let mut backoff = Backoff::new();
+        loop {
+            let (live_entry, last, old_len) = self.read(&k).await?;
+            if old_len == 0 {
+                return Ok(false);
+            }
+            // Only the delete that replaces the revision read takes its weight off: two
+            // deletes racing on one key never both do.
+            if self.delete_if(&k, last).await? {
+                if counted(&k) {
+                    self.account(ns, -(weight(&k, old_len) as i64)).await;
+                }
+                return Ok(live_entry.is_some());
+            }
+            if !backoff.wait().await {
+                anyhow::bail!("key `{key}` stayed contended for {CONTENDED_FOR:?}; retry");
+            }
         }
-        let (_, _, store) = self.conn().await?;
-        store.delete(k.as_str()).await.context("deleting a key")?;
-        if counted(&k) {
-            self.account(ns, -(weight(&k, old_len) as i64)).await;
-        }
-        Ok(live_entry.is_some())
     }
 
     async fn list(
@@ -442,21 +649,47 @@ impl StateBackend for NatsBackend {
         limit: usize,
     ) -> anyhow::Result<(Vec<String>, bool)> {
         let base = ns_prefix(ns);
-        let entries = self.scan(&base).await?;
         let now = now_ms();
-        let mut keys: Vec<String> = entries
-            .into_iter()
-            .filter(|(_, value)| live(split(value).0, now))
-            .filter_map(|(k, _)| {
-                let raw = hex::decode(k.strip_prefix(&base)?).ok()?;
-                String::from_utf8(raw).ok()
-            })
-            .filter(|k| k.starts_with(prefix) && after.is_none_or(|a| k.as_str() > a))
-            .collect();
-        keys.sort();
-        let more = keys.len() > limit;
+        // The first `limit + 1` keys in order, and nothing else, are kept while the listing
+        // streams by.
+        let mut page = std::collections::BTreeSet::new();
+        self.each(&base, |entry: Listed| {
+            if live(entry.expires, now)
+                && let Some(raw) = entry.key.strip_prefix(&base)
+                && let Ok(raw) = hex::decode(raw)
+                && let Ok(k) = String::from_utf8(raw)
+                && k.starts_with(prefix)
+                && after.is_none_or(|a| k.as_str() > a)
+            {
+                page.insert(k);
+                if page.len() > limit + 1 {
+                    page.pop_last();
+                }
+            }
+        })
+        .await?;
+        let more = page.len() > limit;
+        let mut keys: Vec<String> = page.into_iter().collect();
         keys.truncate(limit);
         Ok((keys, more))
+    }
+
+    async fn usage(&self, ns: &Namespace) -> anyhow::Result<(u64, u64)> {
+        Ok((
+            self.counter(&usage_key(&ns.tenant)).await?,
+            self.counter(&provider_usage_key(ns)).await?,
+        ))
+    }
+
+    async fn measure(&self, ns: &Namespace) -> anyhow::Result<(u64, u64)> {
+        let (total, per_provider) = self.measure_tenant(&ns.tenant).await?;
+        Ok((
+            total,
+            per_provider
+                .get(&hex::encode(&ns.provider))
+                .copied()
+                .unwrap_or(0),
+        ))
     }
 }
 
@@ -512,8 +745,71 @@ mod tests {
         }
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn usage_stays_exact_under_concurrent_storms_from_two_hosts() {
+        let server = start();
+        let a: std::sync::Arc<dyn StateBackend> =
+            std::sync::Arc::new(NatsBackend::new(&server.url, "storm", None));
+        let b: std::sync::Arc<dyn StateBackend> =
+            std::sync::Arc::new(NatsBackend::new(&server.url, "storm", None));
+        contract::usage_is_exact_under_concurrent_storms(&[a, b]).await;
+    }
+
+    /// The consumers the server holds on the bucket's stream.
+    async fn consumers(db: &NatsBackend) -> usize {
+        let (_, js, _) = db.conn().await.unwrap();
+        let mut stream = js.get_stream("KV_listing").await.unwrap();
+        stream.info().await.unwrap().state.consumer_count
+    }
+
     #[tokio::test]
-    async fn entries_the_server_expired_are_neither_listed_nor_counted() {
+    async fn listing_leaves_no_consumer_behind_and_holds_only_a_page() {
+        let server = start();
+        let db = NatsBackend::new(&server.url, "listing", None);
+        let ns = Namespace {
+            tenant: "acme".into(),
+            provider: "p".into(),
+        };
+        // An empty namespace, then one of 600 keys with values of 4 KiB.
+        let before = consumers(&db).await;
+        for _ in 0..50 {
+            let (keys, more) = db.list(&ns, "", None, 10).await.unwrap();
+            assert!(keys.is_empty() && !more);
+        }
+        assert_eq!(consumers(&db).await, before, "listing an empty namespace");
+        for i in 0..600 {
+            let w = Write {
+                value: vec![7; 4096],
+                ttl: None,
+                expected: None,
+                bounds: None,
+            };
+            db.put(&ns, &format!("k{i:04}"), w).await.unwrap();
+        }
+        db.delete(&ns, "k0001").await.unwrap();
+        let mut after = None;
+        let mut seen = Vec::new();
+        loop {
+            let (keys, more) = db.list(&ns, "k", after.as_deref(), 100).await.unwrap();
+            assert!(keys.len() <= 100);
+            seen.extend(keys.iter().cloned());
+            if !more {
+                break;
+            }
+            after = keys.last().cloned();
+        }
+        assert_eq!(seen.len(), 599);
+        assert!(!seen.contains(&"k0001".to_string()));
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "in order");
+        // Many listings in a row (a provider looping on list-keys) leave no consumer behind.
+        for _ in 0..30 {
+            db.list(&ns, "", None, 5).await.unwrap();
+        }
+        assert_eq!(consumers(&db).await, before, "after 37 listings");
+    }
+
+    #[tokio::test]
+    async fn expired_entries_are_neither_listed_nor_counted() {
         let server = start();
         let db = NatsBackend::new(&server.url, "expiry", None);
         let ns = Namespace {
@@ -533,15 +829,16 @@ mod tests {
             .await
             .unwrap();
         db.put(&ns, "kept", write(None, 10)).await.unwrap();
-        // Past the TTL the server has removed the entry and left a marker in its place.
-        tokio::time::sleep(Duration::from_millis(2500)).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
         let (keys, _) = db.list(&ns, "", None, 10).await.unwrap();
         assert_eq!(keys, ["kept"]);
-        // Its 600 bytes no longer count: 700 more fit under the bound of 1000.
+        // Its 600 bytes are swept out by the write that needs the room: 700 more fit under the
+        // bound of 1000, and the counters say exactly what is stored.
         assert!(matches!(
             db.put(&ns, "next", write(None, 700)).await.unwrap(),
             Written::Ok(_)
         ));
+        assert_eq!(db.usage(&ns).await.unwrap(), db.measure(&ns).await.unwrap());
     }
 
     #[tokio::test]
