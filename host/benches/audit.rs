@@ -150,6 +150,7 @@ fn open_log(path: &std::path::Path) -> AuditLog {
     AuditLog::with_key(
         path,
         greentic_signing::KeyPair::generate(),
+        "bench",
         256,
         Duration::from_secs(30),
         None,

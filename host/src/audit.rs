@@ -51,6 +51,11 @@ pub struct AuditSection {
     /// A checkpoint this many seconds after the last one, if anything was written since.
     #[serde(default = "default_secs")]
     pub checkpoint_secs: u64,
+    /// The host id checkpoints name (default: `--host-id` if given, else the machine's host
+    /// name), so another host's log signed with the same key does not verify as this one's
+    /// (`audit verify --host ID`). Keep it stable across restarts.
+    #[serde(default)]
+    pub host: Option<String>,
 }
 
 fn default_password_env() -> String {
@@ -69,9 +74,31 @@ fn default_secs() -> u64 {
 pub const CHECKPOINT: &str = "audit.checkpoint";
 /// `prev` of the first record.
 pub const GENESIS: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
-/// What a checkpoint signs: the covered sequence number and the chain's head.
-pub fn checkpoint_message(covered_seq: u64, head: &str) -> Vec<u8> {
+/// What a checkpoint of an earlier version signed: the covered sequence number and the chain's
+/// head (verified still; it names no host).
+pub fn checkpoint_message_v1(covered_seq: u64, head: &str) -> Vec<u8> {
     format!("greentic-audit-checkpoint/v1\n{covered_seq}\n{head}\n").into_bytes()
+}
+
+/// What a checkpoint signs: the host that keeps the log, the hash of the log's first record
+/// (which log it is), the covered sequence number and the chain's head.
+pub fn checkpoint_message(host: &str, first: &str, covered_seq: u64, head: &str) -> Vec<u8> {
+    format!("greentic-audit-checkpoint/v2\n{host}\n{first}\n{covered_seq}\n{head}\n").into_bytes()
+}
+
+/// The id an audit log's checkpoints name by default: the machine's host name (`$HOSTNAME`,
+/// else `/etc/hostname`), stable across restarts.
+pub fn default_host_id() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| "host".into())
 }
 
 /// How long the writer lets records gather after the first of a batch arrives.
@@ -139,6 +166,7 @@ impl AuditLog {
     pub fn start(
         section: &AuditSection,
         dir: &Path,
+        host: &str,
         export: Option<Box<dyn Export>>,
     ) -> anyhow::Result<AuditLog> {
         let key_path = dir.join(&section.key_file);
@@ -156,6 +184,7 @@ impl AuditLog {
         AuditLog::with_key(
             &dir.join(&section.file),
             key,
+            section.host.as_deref().unwrap_or(host),
             section.checkpoint_every,
             Duration::from_secs(section.checkpoint_secs),
             export,
@@ -168,12 +197,13 @@ impl AuditLog {
     pub fn with_key(
         path: &Path,
         key: greentic_signing::KeyPair,
+        host: &str,
         every: u64,
         period: Duration,
         export: Option<Box<dyn Export>>,
     ) -> anyhow::Result<AuditLog> {
         let path = path.to_path_buf();
-        let (mut writer, inherited_unsigned) = Writer::open(&path, key, export)?;
+        let (mut writer, inherited_unsigned) = Writer::open(&path, key, host, export)?;
         let every = every.max(1);
         let period = period.max(Duration::from_millis(1));
         let (tx, rx) = mpsc::channel();
@@ -184,6 +214,7 @@ impl AuditLog {
                 "host_version": env!("CARGO_PKG_VERSION"),
                 "pid": std::process::id(),
                 "key_id": writer.key.key_id(),
+                "host": writer.host,
                 // Records the last run wrote after its last checkpoint (it stopped without one):
                 // the next checkpoint signs them as found.
                 "inherited_unsigned": inherited_unsigned,
@@ -235,6 +266,10 @@ struct Writer {
     file: std::fs::File,
     path: PathBuf,
     key: greentic_signing::KeyPair,
+    /// The host its checkpoints name.
+    host: String,
+    /// The hash of the log's first record, once there is one.
+    first: Option<String>,
     export: Option<Box<dyn Export>>,
     /// The file's length up to the last record known to be written whole.
     good_len: u64,
@@ -260,6 +295,7 @@ impl Writer {
     fn open(
         path: &Path,
         key: greentic_signing::KeyPair,
+        host: &str,
         export: Option<Box<dyn Export>>,
     ) -> anyhow::Result<(Writer, u64)> {
         let io = |e: std::io::Error| anyhow::anyhow!("[audit] {}: {e}", path.display());
@@ -295,10 +331,13 @@ impl Writer {
         if !torn.is_empty() {
             file.set_len(complete).map_err(io)?;
         }
+        let first = (found.records > 0).then(|| found.first.clone());
         let mut writer = Writer {
             file,
             path: path.to_path_buf(),
             key,
+            host: host.to_string(),
+            first,
             export,
             good_len: complete,
             seq,
@@ -336,6 +375,9 @@ impl Writer {
             "prev": prev,
         }))?;
         let hash = sha256(body.as_bytes());
+        if seq == 1 {
+            self.first = Some(hash.clone());
+        }
         self.buffer.extend_from_slice(
             format!("{},\"hash\":\"{hash}\"}}\n", &body[..body.len() - 1]).as_bytes(),
         );
@@ -394,10 +436,15 @@ impl Writer {
     /// Signs the head of the chain, writes the checkpoint, and syncs the file.
     fn checkpoint(&mut self) -> anyhow::Result<()> {
         self.flush()?;
-        let signature = B64.encode(self.key.sign(&checkpoint_message(self.seq, &self.head)));
+        let first = self.first.clone().unwrap_or_else(|| self.head.clone());
+        let signature = B64.encode(self.key.sign(&checkpoint_message(
+            &self.host, &first, self.seq, &self.head,
+        )));
         let event = json!({
             "covers": self.seq,
             "head": self.head,
+            "host": self.host,
+            "first": first,
             "key_id": self.key.key_id(),
             "signature": signature,
         });
@@ -534,6 +581,13 @@ pub struct Verified {
     pub signers: Vec<String>,
     /// The hash of the last record: note it elsewhere to detect a later cut.
     pub head: String,
+    /// The hash of the first record (which log this is; checkpoints name it).
+    pub first: String,
+    /// The hosts the checkpoints name, in order of appearance (an earlier version's
+    /// checkpoints name none).
+    pub hosts: Vec<String>,
+    /// Checkpoints that name no host (written by an earlier version).
+    pub unnamed_checkpoints: u64,
 }
 
 impl Verified {
@@ -603,6 +657,9 @@ fn scan(
         signed_through: 0,
         signers: Vec::new(),
         head: GENESIS.to_string(),
+        first: String::new(),
+        hosts: Vec::new(),
+        unnamed_checkpoints: 0,
     };
     let mut complete = 0u64;
     let mut raw = Vec::new();
@@ -657,7 +714,34 @@ fn scan(
                 .as_str()
                 .and_then(|s| B64.decode(s).ok())
                 .ok_or_else(|| broken("a checkpoint without a signature".into()))?;
-            let Some(signer) = keys.verifier(&checkpoint_message(covers, named), &signature) else {
+            let host = record.event["host"].as_str();
+            let message = match host {
+                Some(host) => {
+                    let first = record.event["first"].as_str().unwrap_or("");
+                    // The first record is this log's; a checkpoint naming another log's is
+                    // not about this file.
+                    let own_first = if verified.records == 0 {
+                        record.prev.as_str()
+                    } else {
+                        verified.first.as_str()
+                    };
+                    if verified.records > 0 && first != own_first {
+                        return Err(broken(format!(
+                            "checkpoint {} names first record {first}, but this log's first record is {own_first}: it belongs to another log",
+                            record.seq
+                        )));
+                    }
+                    if !verified.hosts.iter().any(|h| h == host) {
+                        verified.hosts.push(host.to_string());
+                    }
+                    checkpoint_message(host, first, covers, named)
+                }
+                None => {
+                    verified.unnamed_checkpoints += 1;
+                    checkpoint_message_v1(covers, named)
+                }
+            };
+            let Some(signer) = keys.verifier(&message, &signature) else {
                 return Err(broken(format!(
                     "checkpoint {} is not signed by a trusted key (key id {})",
                     record.seq,
@@ -669,6 +753,9 @@ fn scan(
             if !verified.signers.contains(&signer) {
                 verified.signers.push(signer);
             }
+        }
+        if record.seq == 1 {
+            verified.first = record.hash.clone();
         }
         verified.records = record.seq;
         verified.head = record.hash;
@@ -744,7 +831,7 @@ mod tests {
     fn log(key: KeyPair, records: &[(&str, Value)], checkpoint_every: u64) -> Vec<u8> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
-        let (mut w, _) = Writer::open(&path, key, None).unwrap();
+        let (mut w, _) = Writer::open(&path, key, "h1", None).unwrap();
         for (kind, event) in records {
             w.write(kind, event.clone(), 1).unwrap();
             if w.since_checkpoint >= checkpoint_every {
@@ -817,8 +904,13 @@ mod tests {
             let mut event = parsed.event.clone();
             if parsed.kind == CHECKPOINT {
                 event["head"] = json!(head);
-                event["signature"] =
-                    json!(B64.encode(forger.sign(&checkpoint_message(parsed.seq - 1, &head))));
+                let first = event["first"].as_str().unwrap_or("").to_string();
+                event["signature"] = json!(B64.encode(forger.sign(&checkpoint_message(
+                    "h1",
+                    &first,
+                    parsed.seq - 1,
+                    &head
+                ))));
             } else if event["name"] == "S3" {
                 event["name"] = json!("S9");
             }
@@ -854,12 +946,50 @@ mod tests {
     }
 
     #[test]
+    fn checkpoints_name_the_host_and_the_log_they_belong_to() {
+        let key = KeyPair::generate();
+        let trusted = TrustedKeys::from_pems(&[key.public_pem()]).unwrap();
+        let text = log(key, &ten(), 4);
+        let ok = verify(&text, &trusted).unwrap();
+        assert_eq!(ok.hosts, ["h1"]);
+        assert_eq!(ok.unnamed_checkpoints, 0);
+        assert_eq!(ok.first, parse_line(&lines(&text)[0]).unwrap().hash);
+        // A checkpoint that names another log's first record is refused, even when the key
+        // signed it: it is about another file.
+        let key = KeyPair::generate();
+        let pem = key.to_encrypted_pem(b"pw").unwrap();
+        let trusted = TrustedKeys::from_pems(&[key.public_pem()]).unwrap();
+        let text = log(key, &ten(), 100);
+        let signer = KeyPair::from_encrypted_pem(&pem, b"pw").unwrap();
+        let mut all = lines(&text);
+        let last = all.len() - 1;
+        let parsed = parse_line(&all[last]).unwrap();
+        let mut event = parsed.event.clone();
+        let other_first = sha256(b"another log");
+        event["first"] = json!(other_first);
+        event["signature"] = json!(B64.encode(signer.sign(&checkpoint_message(
+            "h1",
+            &other_first,
+            parsed.seq - 1,
+            &parsed.prev
+        ))));
+        let body = serde_json::to_string(&json!({
+            "seq": parsed.seq, "ts_ms": 1, "kind": parsed.kind, "event": event, "prev": parsed.prev,
+        }))
+        .unwrap();
+        let hash = sha256(body.as_bytes());
+        all[last] = format!("{},\"hash\":\"{hash}\"}}", &body[..body.len() - 1]);
+        let err = verify(&join(&all), &trusted).unwrap_err();
+        assert!(err.why.contains("belongs to another log"), "{err}");
+    }
+
+    #[test]
     fn reopening_continues_the_chain_and_records_a_torn_tail() {
         let key_pem = KeyPair::generate();
         let trusted = TrustedKeys::from_pems(&[key_pem.public_pem()]).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
-        let (mut w, _) = Writer::open(&path, key_pem, None).unwrap();
+        let (mut w, _) = Writer::open(&path, key_pem, "h1", None).unwrap();
         w.write("a", json!({}), 1).unwrap();
         w.checkpoint().unwrap();
         let key = std::mem::replace(&mut w.key, KeyPair::generate());
@@ -872,10 +1002,10 @@ mod tests {
         f.write_all(b"{\"seq\":3,\"ts_").unwrap();
         drop(f);
         assert!(verify(&std::fs::read(&path).unwrap(), &trusted).is_err());
-        let (mut w, unsigned) = Writer::open(&path, key, None).unwrap();
+        let (mut w, unsigned) = Writer::open(&path, key, "h1", None).unwrap();
         assert_eq!(unsigned, 0);
         // One writer per file: a second process (or host) is refused.
-        let err = Writer::open(&path, KeyPair::generate(), None)
+        let err = Writer::open(&path, KeyPair::generate(), "h1", None)
             .err()
             .unwrap();
         assert!(err.to_string().contains("another process"), "{err}");
@@ -898,11 +1028,11 @@ mod tests {
         let mut edited = all.clone();
         edited[0] = edited[0].replace("\"kind\":\"a\"", "\"kind\":\"x\"");
         std::fs::write(&path, join(&edited)).unwrap();
-        let err = Writer::open(&path, key, None).err().unwrap();
+        let err = Writer::open(&path, key, "h1", None).err().unwrap();
         assert!(err.to_string().contains("does not verify"), "{err}");
         // Neither is one signed with another key (a new key starts a new file).
         std::fs::write(&path, &text).unwrap();
-        let err = Writer::open(&path, KeyPair::generate(), None)
+        let err = Writer::open(&path, KeyPair::generate(), "h1", None)
             .err()
             .unwrap();
         assert!(
@@ -917,7 +1047,7 @@ mod tests {
         let trusted = TrustedKeys::from_pems(&[key.public_pem()]).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
-        let (mut w, _) = Writer::open(&path, key, None).unwrap();
+        let (mut w, _) = Writer::open(&path, key, "h1", None).unwrap();
         w.write("a", json!({}), 1).unwrap();
         w.flush().unwrap();
         // The next batch fails: the file is swapped for one opened read-only.

@@ -29,6 +29,7 @@ otlp_endpoint = "http://{otlp}"
 file = "audit/audit.log"
 key_file = "audit.key"
 checkpoint_every = 5
+host = "audit-test-host"
 
 [trust.keys]
 dev = "cosign.pub"
@@ -310,6 +311,61 @@ fn the_audit_log_records_decisions_secret_reads_and_admin_actions_and_detects_ta
     assert_eq!(again[all.len()]["kind"], "audit.opened");
     assert_eq!(again[all.len()]["prev"], all.last().unwrap()["hash"]);
     let (ok, out) = verify(dir, &log, "audit.pub");
+    assert!(ok, "{out}");
+
+    // Checkpoints name the host and the log's first record: `--host` tells this host's log
+    // from another's signed with the same key.
+    let checkpoint = again
+        .iter()
+        .find(|r| r["kind"] == "audit.checkpoint")
+        .unwrap();
+    assert_eq!(checkpoint["event"]["host"], "audit-test-host");
+    assert_eq!(checkpoint["event"]["first"], again[0]["hash"]);
+    let verify_with = |file: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "audit",
+            "verify",
+            file.to_str().unwrap(),
+            "--key",
+            "audit.pub",
+        ];
+        args.extend_from_slice(extra);
+        let out = run_in(dir, &args);
+        let (stdout, stderr) = text(&out);
+        (out.status.success(), format!("{stdout}{stderr}"))
+    };
+    let (ok, out) = verify_with(&log, &["--host", "audit-test-host"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("host audit-test-host"), "{out}");
+    let (ok, out) = verify_with(&log, &["--host", "another-host"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("its checkpoints name host `audit-test-host`"),
+        "{out}"
+    );
+
+    // Nothing signed vouches for an empty log, or for records no checkpoint covers.
+    let empty = dir.join("empty.log");
+    std::fs::write(&empty, "").unwrap();
+    for extra in [&[][..], &["--signed-through-end"][..]] {
+        let (ok, out) = verify_with(&empty, extra);
+        assert!(!ok, "an empty log verified: {out}");
+        assert!(out.contains("holds no record"), "{out}");
+    }
+    let (ok, out) = verify_with(&empty, &["--allow-unsigned"]);
+    assert!(ok, "{out}");
+    let first_checkpoint = again
+        .iter()
+        .position(|r| r["kind"] == "audit.checkpoint")
+        .unwrap();
+    let unsigned = dir.join("unsigned.log");
+    let text_now = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text_now.lines().take(first_checkpoint).collect();
+    std::fs::write(&unsigned, lines.join("\n") + "\n").unwrap();
+    let (ok, out) = verify_with(&unsigned, &[]);
+    assert!(!ok, "a log without a checkpoint verified: {out}");
+    assert!(out.contains("covered by a signed checkpoint"), "{out}");
+    let (ok, out) = verify_with(&unsigned, &["--allow-unsigned"]);
     assert!(ok, "{out}");
 }
 
