@@ -2,7 +2,6 @@
 
 use std::collections::BTreeSet;
 
-use base64::Engine as _;
 use greentic_interfaces::{ComponentWorld, disagreements};
 use serde_json::Value;
 
@@ -119,11 +118,18 @@ fn markers(ctx: &Ctx, which: &str) -> Vec<(String, String)> {
     m
 }
 
+/// Interleaved calls of tenants a and b through one kept instance: no request of one may carry
+/// anything of the other's — found wherever it travels and however it is encoded (see
+/// [`crate::evidence`]) — and every credential a request carries is attributed: to the
+/// calling tenant, or it is a finding. A run in which no request carried anything of the
+/// calling tenant's own saw no evidence either way: inconclusive, which fails.
 async fn tenancy(ctx: &mut Ctx, case: &Case) -> Verdict {
     ctx.host.share_instances(true).await;
     let mut problems = Vec::new();
     let mut calls = 0;
     let mut own_seen = 0;
+    let mut attributed = 0;
+    let mut requests = 0;
     for round in 0..case.rounds.unwrap_or(3) {
         for (me, other) in [("a", "b"), ("b", "a")] {
             let outcome = ctx.drive(case, me, None).await;
@@ -136,31 +142,68 @@ async fn tenancy(ctx: &mut Ctx, case: &Case) -> Verdict {
                 ));
             }
             let seen = ctx.upstream.take();
+            let (mine, theirs) = (markers(ctx, me), markers(ctx, other));
             for request in &seen {
-                for (what, value) in markers(ctx, other) {
-                    if request.contains(&value) {
+                requests += 1;
+                let whole = crate::evidence::Decoded::new(&request_text(request));
+                for (what, value) in &theirs {
+                    if whole.contains(value) {
                         problems.push(format!(
                             "round {}: tenant {me}'s request carried tenant {other}'s {what}",
                             round + 1
                         ));
                     }
                 }
-                own_seen += markers(ctx, me)
-                    .iter()
-                    .filter(|(_, v)| request.contains(v))
-                    .count();
+                own_seen += mine.iter().filter(|(_, v)| whole.contains(v)).count();
+                // Each credential, where it travels, attributed to the tenant whose secret it
+                // holds.
+                for credential in crate::evidence::credentials(request) {
+                    let holds = |markers: &[(String, String)]| {
+                        markers
+                            .iter()
+                            .filter(|(what, _)| what.starts_with("secret "))
+                            .any(|(_, v)| crate::evidence::holds(&credential, v))
+                    };
+                    if holds(&theirs) {
+                        problems.push(format!(
+                            "round {}: tenant {me}'s request carried tenant {other}'s credential ({})",
+                            round + 1,
+                            credential.place
+                        ));
+                    } else if holds(&mine) {
+                        attributed += 1;
+                    }
+                }
             }
         }
     }
     ctx.host.share_instances(false).await;
     problems.dedup();
-    if problems.is_empty() {
-        pass(format!(
-            "{calls} interleaved calls through one instance; each request carried only its own tenant's data ({own_seen} of its own markers seen)"
-        ))
-    } else {
-        fail(problems.join("; "))
+    if !problems.is_empty() {
+        return fail(problems.join("; "));
     }
+    if own_seen == 0 {
+        return fail(format!(
+            "inconclusive: {calls} interleaved calls made {requests} upstream request(s), and none carried anything of the calling tenant's own (its secrets, in any encoding, or its id), so the suite cannot tell whose data each carried; a provider certified for tenancy must send something per tenant the suite can see (configure the upstream URL with {{{{tenant}}}} in the profile, or bind a secret it sends)"
+        ));
+    }
+    pass(format!(
+        "{calls} interleaved calls through one instance, {requests} upstream request(s); each carried only its own tenant's data ({own_seen} of its own markers seen, {attributed} credential(s) attributed to the calling tenant)"
+    ))
+}
+
+/// Everything of a request the suite looks in: path, headers (name and value), body.
+fn request_text(request: &crate::upstream::Seen) -> String {
+    let mut text = request.path.clone();
+    for (k, v) in &request.headers {
+        text.push('\n');
+        text.push_str(k);
+        text.push_str(": ");
+        text.push_str(v);
+    }
+    text.push('\n');
+    text.push_str(&String::from_utf8_lossy(&request.body));
+    text
 }
 
 pub(crate) fn is_guest(span: &CapturedSpan) -> bool {
@@ -322,53 +365,53 @@ async fn secrets_not_emitted(ctx: &mut Ctx) -> Verdict {
     let mut needles = Vec::new();
     for t in &ctx.tenants {
         for (name, value) in &t.secrets {
-            let forms = [
-                ("", value.clone()),
-                (
-                    " (base64)",
-                    base64::engine::general_purpose::STANDARD.encode(value),
-                ),
-                (
-                    " (base64url)",
-                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value),
-                ),
-                (" (hex)", hex::encode(value)),
-            ];
-            for (form, v) in forms {
-                needles.push((format!("{}'s {name}{form}", t.id), v));
-            }
+            needles.push((format!("{}'s {name}", t.id), value.clone()));
         }
     }
+    if ctx.logs.is_empty() && ctx.spans.is_empty() {
+        return fail(
+            "inconclusive: no log line and no span was captured in the whole run, so nothing shows what the provider emitted".to_string(),
+        );
+    }
+    if needles.is_empty() {
+        return pass(
+            "the provider declares no secrets: there is nothing of its tenants' it could emit"
+                .to_string(),
+        );
+    }
+    // Every place, each text decoded once (percent-encoding, JSON escapes, base64 and
+    // base64url runs at every alignment, hex) and searched for every secret.
+    let mut places: Vec<(String, String)> = Vec::new();
+    for line in &ctx.logs {
+        let target = serde_json::from_str::<Value>(line)
+            .ok()
+            .and_then(|v| v["target"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        places.push((format!("a log line (target {target})"), line.clone()));
+    }
+    for span in &ctx.spans {
+        places.push((
+            format!("span `{}`", span.name),
+            format!("{:?} {:?} {:?}", span.attributes, span.events, span.status),
+        ));
+    }
+    for (case, answer) in &ctx.answers {
+        places.push((format!("the answer to {case}"), answer.clone()));
+    }
+    places.push(("/metrics".into(), metrics.clone()));
     let mut found = BTreeSet::new();
-    for (what, needle) in &needles {
-        for line in &ctx.logs {
-            if line.contains(needle.as_str()) {
-                let target = serde_json::from_str::<Value>(line)
-                    .ok()
-                    .and_then(|v| v["target"].as_str().map(str::to_string))
-                    .unwrap_or_default();
-                found.insert(format!("{what} in a log line (target {target})"));
+    for (place, text) in &places {
+        let decoded = crate::evidence::Decoded::new(text);
+        for (what, needle) in &needles {
+            if decoded.contains(needle) {
+                found.insert(format!("{what} in {place}"));
             }
-        }
-        for span in &ctx.spans {
-            let text = format!("{:?} {:?} {:?}", span.attributes, span.events, span.status);
-            if text.contains(needle.as_str()) {
-                found.insert(format!("{what} in span `{}`", span.name));
-            }
-        }
-        for (case, answer) in &ctx.answers {
-            if answer.contains(needle.as_str()) {
-                found.insert(format!("{what} in the answer to {case}"));
-            }
-        }
-        if metrics.contains(needle.as_str()) {
-            found.insert(format!("{what} in /metrics"));
         }
     }
     if found.is_empty() {
         pass(format!(
-            "{} secret value(s) in 4 encodings checked against {} log line(s), {} span(s), {} answer(s) and {} line(s) of /metrics",
-            needles.len() / 4,
+            "{} secret value(s), in any encoding, checked against {} log line(s), {} span(s), {} answer(s) and {} line(s) of /metrics",
+            needles.len(),
             ctx.logs.len(),
             ctx.spans.len(),
             ctx.answers.len(),

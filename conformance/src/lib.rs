@@ -15,6 +15,7 @@
 pub mod cases;
 mod checks;
 mod domains;
+pub mod evidence;
 pub mod profile;
 pub mod report;
 mod suite;

@@ -220,7 +220,9 @@ fn the_broken_provider_fails_exactly_the_cases_of_its_flaw() {
             &["error-mapping.429-retry-after"][..],
         ),
         ("caches-first-token", &["tenancy.interleaved"]),
+        ("caches-first-basic-credential", &["tenancy.interleaved"]),
         ("logs-token", &["secrets.never-emitted"]),
+        ("logs-basic-authorization", &["secrets.never-emitted"]),
         (
             "drops-idempotency-key",
             &[
@@ -264,7 +266,7 @@ fn the_broken_provider_fails_exactly_the_cases_of_its_flaw() {
             );
         }
         // The report names the leak without repeating the secret.
-        if flaw == "logs-token" {
+        if flaw.starts_with("logs-") {
             let detail = report["results"]
                 .as_array()
                 .unwrap()

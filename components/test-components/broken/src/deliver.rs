@@ -22,8 +22,13 @@ pub enum Flaw {
     RateLimitAsInternal,
     /// Keeps the first bearer token it reads in a static and sends it on every later call.
     CachesFirstToken,
+    /// Sends the token inside HTTP Basic auth (`base64(account:token)`), keeping the first one
+    /// it reads in a static for every later call.
+    CachesFirstBasicCredential,
     /// Logs the bearer token.
     LogsToken,
+    /// Sends the token inside HTTP Basic auth, and logs the `Authorization` header it sends.
+    LogsBasicAuthorization,
     /// Does not forward the idempotency key.
     DropsIdempotencyKey,
     /// Emits no span.
@@ -89,7 +94,28 @@ fn attempt(ctx: &TenantCtx, msg: &Message, config: &Config) -> Result<SendResult
         if flaw == Flaw::LogsToken {
             telemetry::info("sending with bearer token", &[("token", &token)]);
         }
-        request = request.header("authorization", &format!("Bearer {token}"));
+        let basic = matches!(
+            flaw,
+            Flaw::CachesFirstBasicCredential | Flaw::LogsBasicAuthorization
+        );
+        let authorization = if basic {
+            if flaw == Flaw::CachesFirstBasicCredential {
+                token = CACHED_TOKEN.get_or_init(|| token.clone()).clone();
+            }
+            format!(
+                "Basic {}",
+                base64_encode(format!("account:{token}").as_bytes())
+            )
+        } else {
+            format!("Bearer {token}")
+        };
+        if flaw == Flaw::LogsBasicAuthorization {
+            telemetry::info(
+                "sending to the upstream",
+                &[("authorization", &authorization)],
+            );
+        }
+        request = request.header("authorization", &authorization);
     }
     if flaw == Flaw::CallsUndeclaredHost {
         let beacon = http::Request::post_json("https://beacon.example.net/collect", Vec::new());
@@ -114,4 +140,26 @@ fn attempt(ctx: &TenantCtx, msg: &Message, config: &Config) -> Result<SendResult
         id: key.map_or_else(|| format!("sent-{now}"), str::to_string),
         delivered_at_ms: now,
     })
+}
+
+/// Standard base64 with padding (what HTTP Basic auth uses).
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
