@@ -70,8 +70,34 @@ impl ArtifactRef {
         }
     }
 
-    /// `registry/repository` (or `oci:DIR`, the directory's canonical path when it exists),
-    /// the name signatures bind to.
+    /// The name signatures and attestations made for this reference bind to: a registry's
+    /// `registry/repository`; for an OCI layout, `oci-layout:TAG` — the name the artifact was
+    /// pushed under, the same wherever the layout directory is copied (air-gapped transfer is
+    /// what layouts are for). A layout reference by digest alone has no such name and binds to
+    /// its directory (see [`ArtifactRef::repository`]).
+    pub fn identity(&self) -> String {
+        match self {
+            ArtifactRef::Layout { tag: Some(tag), .. } => format!("oci-layout:{tag}"),
+            _ => self.repository(),
+        }
+    }
+
+    /// Every identity a valid signature for this reference may name: its
+    /// [`identity`](ArtifactRef::identity), and for a layout also the directory-bound name
+    /// earlier versions signed with (so layouts signed before keep verifying where they are).
+    pub fn accepted_identities(&self) -> Vec<String> {
+        let mut out = vec![self.identity()];
+        if matches!(self, ArtifactRef::Layout { .. }) {
+            let dir = self.repository();
+            if !out.contains(&dir) {
+                out.push(dir);
+            }
+        }
+        out
+    }
+
+    /// `registry/repository` (or `oci:DIR`, the directory's canonical path when it exists):
+    /// where the artifact is kept (caches key tags by it).
     pub fn repository(&self) -> String {
         match self {
             ArtifactRef::Remote(r) => format!("{}/{}", r.registry(), r.repository()),
@@ -158,6 +184,23 @@ impl fmt::Display for ArtifactRef {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_layouts_identity_is_its_tag_wherever_it_lies() {
+        let a: ArtifactRef = "oci:/tmp/a/layout:echo-1.0.0".parse().unwrap();
+        let b: ArtifactRef = "oci:/srv/x/y/z/layout:echo-1.0.0".parse().unwrap();
+        assert_eq!(a.identity(), "oci-layout:echo-1.0.0");
+        assert_eq!(a.identity(), b.identity());
+        assert_ne!(a.repository(), b.repository());
+        assert!(a.accepted_identities().contains(&a.repository()));
+        let other: ArtifactRef = "oci:/tmp/a/layout:hook-1.0.0".parse().unwrap();
+        assert_ne!(a.identity(), other.identity());
+        let pinned = a.with_digest(&format!("sha256:{}", "a".repeat(64)));
+        assert_eq!(pinned.identity(), pinned.repository());
+        let remote: ArtifactRef = "127.0.0.1:5000/providers/echo:1.0.0".parse().unwrap();
+        assert_eq!(remote.identity(), "127.0.0.1:5000/providers/echo");
+        assert_eq!(remote.accepted_identities(), [remote.identity()]);
+    }
 
     #[test]
     fn parses_the_three_forms() {

@@ -181,7 +181,7 @@ pub async fn attest(
     predicate: Value,
 ) -> Result<String, SignError> {
     let digest = target.resolve(reference).await?;
-    let statement = Statement::new(&reference.repository(), &digest, predicate_type, predicate);
+    let statement = Statement::new(&reference.identity(), &digest, predicate_type, predicate);
     let payload = serde_json::to_vec(&statement).expect("JSON");
     let envelope =
         serde_json::to_vec(&Envelope::sign(IN_TOTO_PAYLOAD_TYPE, &payload, key)).expect("JSON");

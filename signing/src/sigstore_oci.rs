@@ -136,7 +136,7 @@ pub async fn sign(
 ) -> Result<String, SignError> {
     let digest = target.resolve(reference).await?;
     let payload =
-        serde_json::to_vec(&SimpleSigning::new(&reference.repository(), &digest)).expect("JSON");
+        serde_json::to_vec(&SimpleSigning::new(&reference.identity(), &digest)).expect("JSON");
     let signature = B64.encode(key.sign(&payload));
     let payload_digest = sha256_digest(&payload);
     let sig_ref = reference.with_tag(&signature_tag(&digest));

@@ -156,9 +156,9 @@ impl Verify {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let own = reference.repository();
+        let own = reference.accepted_identities();
         let accepted: Vec<&str> = if self.repository.is_empty() {
-            vec![own.as_str()]
+            own.iter().map(String::as_str).collect()
         } else {
             self.repository.iter().map(String::as_str).collect()
         };

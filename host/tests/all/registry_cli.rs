@@ -322,6 +322,92 @@ fn a_signed_provider_from_a_real_registry_runs_and_a_moved_tag_is_refused() {
     assert!(text(&out).1.contains("(the tag moved)"), "{}", text(&out).1);
 }
 
+/// Copies the directory tree `from` to `to`, leaving out the host's own `.greentic` (caches).
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() == ".greentic" {
+            continue;
+        }
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if src.is_dir() {
+            copy_tree(&src, &dst);
+        } else {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_bundle_and_its_layout_verify_wherever_they_are_copied_and_tags_stay_apart() {
+    let b = common::TestBundle::new(
+        "[trust.keys]\ndev = \"cosign.pub\"\n\n[providers.echo]\nsource = \"oci:layout:echo-1.0.0\"\n\n[tenants.acme]\n\n[[routes]]\ntenant = \"acme\"\ncapability = \"send\"\nprovider = \"echo\"\n",
+        &[],
+    );
+    let dir = b.path();
+    assert!(run_in(dir, &["keygen"]).status.success());
+    // Pushed and signed by the layout's absolute path, as an air-gapped workflow would.
+    let layout = dir.join("layout");
+    for (name, tag) in [(built::ECHO, "echo-1.0.0"), (built::NOOP, "noop-1.0.0")] {
+        let reference = format!("oci:{}:{tag}", layout.display());
+        let out = run_in(
+            dir,
+            &[
+                "push",
+                component("wasip2", name).to_str().unwrap(),
+                &reference,
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out).1);
+        let out = run_in(dir, &["sign", "--key", "cosign.key", &reference]);
+        assert!(out.status.success(), "{}", text(&out).1);
+    }
+    let out = run_host(&["check", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out).1);
+
+    // The bundle and its layout, copied to another directory at another depth: the
+    // signatures name what the artifacts were pushed as, not where the layout was.
+    let elsewhere = tempfile::tempdir().unwrap();
+    for depth in ["copy", "a/b/c/copy"] {
+        let to = elsewhere.path().join(depth);
+        copy_tree(dir, &to);
+        let out = run_host(&["check", to.to_str().unwrap()]);
+        assert!(out.status.success(), "copied to {depth}: {}", text(&out).1);
+    }
+
+    // Within a layout, tags stay apart: noop's validly signed manifest tagged as echo's (what
+    // anyone who can write the layout's index.json can do) carries a signature naming
+    // `noop-1.0.0`, and is refused as echo.
+    let to = elsewhere.path().join("retagged");
+    copy_tree(dir, &to);
+    let index_path = to.join("layout/index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let name = "org.opencontainers.image.ref.name";
+    let manifests = index["manifests"].as_array_mut().unwrap();
+    let noop = manifests
+        .iter()
+        .find(|m| m["annotations"][name] == "noop-1.0.0")
+        .cloned()
+        .unwrap();
+    for m in manifests.iter_mut() {
+        if m["annotations"][name] == "echo-1.0.0" {
+            *m = noop.clone();
+            m["annotations"][name] = "echo-1.0.0".into();
+        }
+    }
+    std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+    let out = run_host(&["check", to.to_str().unwrap()]);
+    let stderr = text(&out).1;
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("signed for repository oci-layout:noop-1.0.0")
+            && stderr.contains("oci-layout:echo-1.0.0"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn a_signed_component_copied_under_another_providers_name_is_refused() {
     // Write access to the registry, no key: skopeo copies provider `debug-tool`'s validly
