@@ -5,7 +5,10 @@
 //!   on one host);
 //! - **fleet limits**: one call's latency on a single host vs a host holding its tenant's
 //!   `max_concurrent` and `fuel_per_second` fleet-wide through a real `nats-server`, and with
-//!   an idempotency key recorded fleet-wide too.
+//!   an idempotency key recorded fleet-wide too;
+//! - **delivery admission**: accepting one durable delivery (the tenant's rate counted
+//!   fleet-wide, stored in the tenant's bounded queue) vs storing the same message in a plain
+//!   work-queue stream with nothing before it (what accepting cost without admission).
 //!
 //! `scripts/bench.sh fleet` runs it (it installs `nats-server`); results in BENCHMARKS.md.
 
@@ -217,6 +220,97 @@ fn fleet_limits(rt: &tokio::runtime::Runtime) {
     );
 }
 
+fn delivery_admission(rt: &tokio::runtime::Runtime) {
+    use greentic_host::bundle::{Limits, Route};
+    use greentic_host::fleet::deliveries::Deliveries;
+    let server = nats_server::Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (fleet, queue) = rt.block_on(async {
+        let fleet = Fleet::connect(&ClusterSection::default(), &server.url, dir.path(), "bench")
+            .await
+            .unwrap();
+        let queue = Deliveries::open(&fleet).await.unwrap();
+        // The baseline: one work-queue stream, no bound, no admission.
+        fleet
+            .js
+            .get_or_create_stream(async_nats::jetstream::stream::Config {
+                name: "BENCH_PLAIN".into(),
+                subjects: vec!["bench.plain.>".into()],
+                retention: async_nats::jetstream::stream::RetentionPolicy::WorkQueue,
+                duplicate_window: Duration::from_secs(600),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        (fleet, queue)
+    });
+    let route = Route {
+        tenant: "acme".into(),
+        team: None,
+        user: None,
+        cloud: None,
+        capability: "receive".into(),
+        provider: "hook".into(),
+        durable: true,
+        delivery_id_header: None,
+        verify: None,
+    };
+    let limits = Limits {
+        queued_deliveries: 1_000_000,
+        queued_delivery_bytes: 1 << 30,
+        queued_deliveries_per_route: 1_000_000,
+        deliveries_per_second: 1_000_000,
+        ..Limits::default()
+    };
+    let body = |n: u64| {
+        bytes::Bytes::from(format!(
+            "{{\"delivery\": {n}, \"pad\": \"{}\"}}",
+            "x".repeat(1024)
+        ))
+    };
+    let n = 2000;
+    let mut i = 0u64;
+    let (p50a, p99a) = common::percentiles(n, || {
+        i += 1;
+        let request = hyper::Request::post("/webhooks/acme/hook/x")
+            .body(body(i))
+            .unwrap();
+        rt.block_on(queue.accept("acme", "hook", &route, &limits, 1 << 20, request))
+            .unwrap();
+    });
+    let mut j = 0u64;
+    let (p50p, p99p) = common::percentiles(n, || {
+        j += 1;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            format!("plain-{j}").as_str(),
+        );
+        rt.block_on(async {
+            fleet
+                .js
+                .publish_with_headers("bench.plain.acme", headers, body(j))
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        });
+    });
+    println!("\ndurable delivery accept (1 KiB bodies, one at a time, nats-server on loopback)");
+    println!(
+        "  store only (no admission):  p50 {:>8.1} us  p99 {:>8.1} us",
+        common::us(p50p),
+        common::us(p99p)
+    );
+    println!(
+        "  rate + bounded queue:       p50 {:>8.1} us  p99 {:>8.1} us  ({:.2}x / {:.2}x)",
+        common::us(p50a),
+        common::us(p99a),
+        p50a.as_secs_f64() / p50p.as_secs_f64(),
+        p99a.as_secs_f64() / p99p.as_secs_f64()
+    );
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; a filter picks one part.
     let filter = std::env::args()
@@ -233,5 +327,8 @@ fn main() {
     }
     if "fleet-limits".contains(&filter) || filter.is_empty() {
         fleet_limits(&rt);
+    }
+    if "delivery-admission".contains(&filter) || filter.is_empty() {
+        delivery_admission(&rt);
     }
 }

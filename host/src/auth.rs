@@ -47,7 +47,16 @@ pub enum AuthError {
 }
 
 /// Verifies (and, with the dev key, mints) tokens.
+///
+/// The keys are built once per `[auth]` configuration and key material and held for as long
+/// as it is in force — never per check — and a reload that leaves both unchanged keeps the
+/// same keys ([`Authenticator::reuse_or_load`]): the HS256 secret is read into a buffer zeroized
+/// on drop, and the one copy `jsonwebtoken` keeps inside its key objects (which it cannot
+/// zeroize) exists once per secret for the host's life.
 pub struct Authenticator {
+    /// SHA-256 of the `[auth]` settings and the key material they resolved to: a reload with
+    /// the same fingerprint reuses these keys.
+    fingerprint: [u8; 32],
     algorithm: Algorithm,
     decoding: DecodingKey,
     encoding: Option<EncodingKey>,
@@ -77,25 +86,34 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-impl Authenticator {
-    /// Loads the keys named in the bundle's `[auth]`.
-    pub fn from_bundle(bundle: &Bundle) -> Result<Authenticator, AuthError> {
+/// The key material `[auth]` names, read into buffers zeroized on drop: the HS256 secret, or
+/// the ES256 public key and optional dev private key (PEM).
+struct Material {
+    primary: zeroize::Zeroizing<Vec<u8>>,
+    dev: Option<zeroize::Zeroizing<Vec<u8>>>,
+}
+
+impl Material {
+    fn read(bundle: &Bundle) -> Result<Material, AuthError> {
         let a = &bundle.file.auth;
         let read = |path: &std::path::Path| {
             let full = bundle.path(path);
             std::fs::read(&full)
+                .map(zeroize::Zeroizing::new)
                 .map_err(|e| AuthError::Config(format!("reading {}: {e}", full.display())))
         };
-        let (algorithm, decoding, encoding) = match a.algorithm {
+        match a.algorithm {
             JwtAlgorithm::HS256 => {
                 let raw = match (&a.secret_env, &a.secret_file) {
-                    (Some(var), _) => std::env::var_os(var)
-                        .ok_or_else(|| {
-                            AuthError::Config(format!(
-                                "environment variable {var} (auth.secret_env) is not set"
-                            ))
-                        })?
-                        .into_encoded_bytes(),
+                    (Some(var), _) => zeroize::Zeroizing::new(
+                        std::env::var_os(var)
+                            .ok_or_else(|| {
+                                AuthError::Config(format!(
+                                    "environment variable {var} (auth.secret_env) is not set"
+                                ))
+                            })?
+                            .into_encoded_bytes(),
+                    ),
                     (None, Some(file)) => read(file)?,
                     (None, None) => {
                         return Err(AuthError::Config(
@@ -103,29 +121,85 @@ impl Authenticator {
                         ));
                     }
                 };
-                let secret = zeroize::Zeroizing::new(hs256_secret(raw));
+                let secret = zeroize::Zeroizing::new(hs256_secret(raw.to_vec()));
                 if secret.len() < 32 {
                     return Err(AuthError::Config(format!(
                         "the HS256 secret is {} bytes; use at least 32 random bytes",
                         secret.len()
                     )));
                 }
-                (
-                    Algorithm::HS256,
-                    DecodingKey::from_secret(&secret),
-                    Some(EncodingKey::from_secret(&secret)),
-                )
+                Ok(Material {
+                    primary: secret,
+                    dev: None,
+                })
             }
             JwtAlgorithm::ES256 => {
                 let public = a
                     .public_key_file
                     .as_ref()
                     .ok_or_else(|| AuthError::Config("ES256 needs public_key_file".into()))?;
-                let decoding = DecodingKey::from_ec_pem(&read(public)?)
+                Ok(Material {
+                    primary: read(public)?,
+                    dev: a.dev_private_key_file.as_deref().map(read).transpose()?,
+                })
+            }
+        }
+    }
+
+    /// The fingerprint of `section` resolved to this material.
+    fn fingerprint(&self, section: &crate::bundle::AuthSection) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let settings = serde_json::to_vec(section).unwrap_or_default();
+        for part in [
+            settings.as_slice(),
+            self.primary.as_slice(),
+            self.dev.as_deref().map_or(&[][..], |d| d.as_slice()),
+        ] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        h.finalize().into()
+    }
+}
+
+impl Authenticator {
+    /// Loads the keys named in the bundle's `[auth]`.
+    pub fn from_bundle(bundle: &Bundle) -> Result<Authenticator, AuthError> {
+        let material = Material::read(bundle)?;
+        Self::build(bundle, &material)
+    }
+
+    /// `current` when `bundle`'s `[auth]` and the key material it names are unchanged (the
+    /// same keys stay in use: no new copy of a secret is made); otherwise the keys `bundle`
+    /// names, loaded anew.
+    pub fn reuse_or_load(
+        bundle: &Bundle,
+        current: Option<&std::sync::Arc<Authenticator>>,
+    ) -> Result<std::sync::Arc<Authenticator>, AuthError> {
+        let material = Material::read(bundle)?;
+        if let Some(current) = current
+            && current.fingerprint == material.fingerprint(&bundle.file.auth)
+        {
+            return Ok(current.clone());
+        }
+        Ok(std::sync::Arc::new(Self::build(bundle, &material)?))
+    }
+
+    fn build(bundle: &Bundle, material: &Material) -> Result<Authenticator, AuthError> {
+        let a = &bundle.file.auth;
+        let (algorithm, decoding, encoding) = match a.algorithm {
+            JwtAlgorithm::HS256 => (
+                Algorithm::HS256,
+                DecodingKey::from_secret(&material.primary),
+                Some(EncodingKey::from_secret(&material.primary)),
+            ),
+            JwtAlgorithm::ES256 => {
+                let decoding = DecodingKey::from_ec_pem(&material.primary)
                     .map_err(|e| AuthError::Config(format!("public_key_file: {e}")))?;
-                let encoding = match &a.dev_private_key_file {
-                    Some(p) => Some(
-                        EncodingKey::from_ec_pem(&read(p)?)
+                let encoding = match &material.dev {
+                    Some(pem) => Some(
+                        EncodingKey::from_ec_pem(pem)
                             .map_err(|e| AuthError::Config(format!("dev_private_key_file: {e}")))?,
                     ),
                     None => None,
@@ -140,6 +214,7 @@ impl Authenticator {
         validation.validate_nbf = true;
         validation.leeway = a.leeway_secs;
         Ok(Authenticator {
+            fingerprint: material.fingerprint(a),
             algorithm,
             decoding,
             encoding,
@@ -339,6 +414,37 @@ Fhb3pytKgERHtWZvZQSc79uOm7l85xG98UND0Ja+lVHndY/I032Mg8ObAQ==
         let e = auth.mint("acme", None, None, 7200).unwrap_err().to_string();
         assert!(e.contains("max_token_lifetime_secs"), "{e}");
         auth.mint("acme", None, None, 3600).unwrap();
+    }
+
+    #[test]
+    fn keys_are_kept_while_the_configuration_and_secret_are_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[auth]\nalgorithm = \"HS256\"\nissuer = \"i\"\naudience = \"a\"\nsecret_file = \"secret\"";
+        std::fs::write(
+            dir.path().join("secret"),
+            "0123456789abcdef0123456789abcdef",
+        )
+        .unwrap();
+        let b = bundle(dir.path(), text);
+        let first = Authenticator::reuse_or_load(&b, None).unwrap();
+        // A reload that changes nothing of [auth] or its secret keeps the very same keys: no
+        // new copy of the secret is made.
+        let again = Authenticator::reuse_or_load(&b, Some(&first)).unwrap();
+        assert!(std::sync::Arc::ptr_eq(&first, &again));
+        // A rotated secret, or another setting, makes new keys.
+        std::fs::write(
+            dir.path().join("secret"),
+            "fedcba9876543210fedcba9876543210",
+        )
+        .unwrap();
+        let rotated = Authenticator::reuse_or_load(&b, Some(&first)).unwrap();
+        assert!(!std::sync::Arc::ptr_eq(&first, &rotated));
+        let other = bundle(
+            dir.path(),
+            &text.replace("audience = \"a\"", "audience = \"b\""),
+        );
+        let changed = Authenticator::reuse_or_load(&other, Some(&rotated)).unwrap();
+        assert!(!std::sync::Arc::ptr_eq(&rotated, &changed));
     }
 
     #[test]

@@ -140,6 +140,46 @@ pub enum CallError {
         /// The limit.
         limit: usize,
     },
+    /// A durable delivery was not queued: the tenant (or the route) has as many deliveries
+    /// queued, or accepted this second, as its limits allow. Nothing was stored.
+    #[error("tenant `{tenant}`'s delivery queue is full ({why}); nothing was queued, retry later")]
+    QueueFull {
+        /// The tenant.
+        tenant: String,
+        /// Which bound.
+        why: String,
+        /// Suggested delay.
+        retry_after_ms: u64,
+    },
+    /// The fleet's server has no room left for what the host had to store (a full stream or
+    /// bucket, or no storage for a new one). Nothing was stored.
+    #[error("{what}: the fleet's storage is full; nothing was stored, retry later")]
+    StorageFull {
+        /// What could not be stored.
+        what: String,
+        /// Suggested delay.
+        retry_after_ms: u64,
+    },
+    /// A delivery the route's host-side signature check refused (unsigned, or signed with
+    /// another key). Nothing was queued or run.
+    #[error("{0}")]
+    SignatureInvalid(String),
+    /// An idempotency key was reused with a different request.
+    #[error(
+        "idempotency key already used for a different request ({0}); use a new key for a new request"
+    )]
+    IdempotencyKeyReused(String),
+    /// The tenant is not served by this host yet: it is starting, or waiting for the fleet's
+    /// revision. Another host (or this one, shortly) serves it.
+    #[error("tenant `{tenant}` is not served by this host yet ({why}); retry shortly")]
+    NotServedYet {
+        /// The tenant.
+        tenant: String,
+        /// Why (starting, waiting for the fleet).
+        why: String,
+        /// Suggested delay.
+        retry_after_ms: u64,
+    },
 }
 
 impl CallError {
@@ -167,6 +207,11 @@ impl CallError {
             CallError::Internal(_) => "host-internal",
             CallError::ResultTooLarge { .. } => "result-too-large",
             CallError::InProgress { .. } => "in-progress",
+            CallError::QueueFull { .. } => "queue-full",
+            CallError::StorageFull { .. } => "storage-full",
+            CallError::SignatureInvalid(_) => "signature-invalid",
+            CallError::IdempotencyKeyReused(_) => "idempotency-key-reused",
+            CallError::NotServedYet { .. } => "not-served-yet",
         }
     }
 
@@ -194,6 +239,11 @@ impl CallError {
             CallError::Internal(_) => 500,
             CallError::ResultTooLarge { .. } => 502,
             CallError::InProgress { .. } => 409,
+            CallError::QueueFull { .. } => 429,
+            CallError::StorageFull { .. } => 507,
+            CallError::SignatureInvalid(_) => 401,
+            CallError::IdempotencyKeyReused(_) => 422,
+            CallError::NotServedYet { .. } => 503,
         }
     }
 
@@ -209,6 +259,9 @@ impl CallError {
                 | CallError::CircuitOpen { .. }
                 | CallError::InProgress { .. }
                 | CallError::DeadlineExceeded(_)
+                | CallError::QueueFull { .. }
+                | CallError::StorageFull { .. }
+                | CallError::NotServedYet { .. }
         )
     }
 
@@ -223,7 +276,10 @@ impl CallError {
             }
             CallError::TenantBusy { retry_after_ms, .. }
             | CallError::CircuitOpen { retry_after_ms, .. }
-            | CallError::InProgress { retry_after_ms } => Some(*retry_after_ms),
+            | CallError::InProgress { retry_after_ms }
+            | CallError::QueueFull { retry_after_ms, .. }
+            | CallError::StorageFull { retry_after_ms, .. }
+            | CallError::NotServedYet { retry_after_ms, .. } => Some(*retry_after_ms),
             _ => None,
         }
     }

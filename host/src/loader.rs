@@ -17,8 +17,8 @@ use greentic_manifest::ProviderManifest;
 use wasmtime::component::Linker;
 
 use crate::bundle::{
-    Bundle, ComponentSource, Lock, LockEntry, RegistrySource, Route, SourceRef, artifact_reference,
-    resolve_source,
+    Bundle, ComponentSource, KeyRole, Lock, LockEntry, RegistrySource, Route, SourceRef,
+    artifact_reference, resolve_source,
 };
 use crate::domain::{Domain, Prepared, Typed};
 use crate::engine::PoolSizing;
@@ -96,6 +96,13 @@ pub struct LoadOptions {
     /// Use only the local cache for registry and layout providers: the digest pinned in the
     /// lock, and the artifact and signatures cached by an earlier online load.
     pub offline: bool,
+    /// The bundle is a fleet's published revision: every provider must come from a registry
+    /// or layout, signed by a provider key (`allow_unsigned` and file sources are refused: a
+    /// publisher's key alone must not make hosts run unsigned code).
+    pub published: bool,
+    /// The bundle is a fleet host's bootstrap bundle (`run --cluster`, or `[cluster].url`):
+    /// it may name no providers or tenants, since the host serves what the fleet publishes.
+    pub bootstrap: bool,
 }
 
 /// Loads and checks every provider of `bundle`, against the bundle directory's lock.
@@ -121,6 +128,11 @@ pub fn load_locked(
     old_lock: &Lock,
 ) -> Result<Loaded, LoadError> {
     let mut problems = Vec::new();
+    // A published revision may be empty (it is applied like any other); a bundle served on its
+    // own may not.
+    if !options.published && !options.bootstrap && bundle.file.cluster.url.is_none() {
+        problems.extend(bundle.file.standalone_problems());
+    }
     let mut lock = Lock::default();
     let mut providers = BTreeMap::new();
     for (name, outcome) in load_each(bundle, engine, options, old_lock)? {
@@ -208,6 +220,22 @@ fn load_one(
     let mut signer_key_id = None;
     // The reference pinned to the resolved digest: where attestations are looked up.
     let mut pinned = None;
+    if options.published {
+        if matches!(
+            SourceRef::parse(&bundle.dir, &section.source),
+            SourceRef::File(_)
+        ) {
+            return Err(fail(format!(
+                "source `{}` is a file; a fleet's published revision runs only providers from a registry or OCI layout, signed by a provider key: push it and sign it (greentic-host push, greentic-host sign)",
+                section.source
+            )));
+        }
+        if section.allow_unsigned {
+            return Err(fail(
+                "`allow_unsigned = true` is refused in a fleet's published revision: a publisher's key vouches for the revision, not for the code it runs; sign the provider with a provider key and remove `allow_unsigned`".into(),
+            ));
+        }
+    }
     let source: Box<dyn ComponentSource> = match SourceRef::parse(&bundle.dir, &section.source) {
         SourceRef::File(_) if !section.allow_unsigned => {
             return Err(fail(format!(
@@ -225,6 +253,9 @@ fn load_one(
         SourceRef::OciLayout(_) | SourceRef::Registry(_) => {
             let mut reference = artifact_reference(&bundle.dir, &section.source)
                 .map_err(|e| fail(e.to_string()))?;
+            // What a signature may name, from the source as written (a layout's tag), before
+            // the reference is pinned to a digest.
+            let identities = reference.accepted_identities();
             if options.offline {
                 // Offline, the lock's digest is the only resolution there is.
                 match locked.and_then(|l| l.manifest_digest.as_deref()) {
@@ -254,6 +285,7 @@ fn load_one(
                     name,
                     section,
                     &reference,
+                    &identities,
                     &blob_cache,
                     options.offline,
                 ) {
@@ -492,7 +524,7 @@ fn check_attestations(
     kinds: &[crate::attestation::Kind],
     component_digest: &str,
 ) -> Result<Vec<String>, String> {
-    let keys = trusted_keys(bundle, name, section, "attestations")?;
+    let keys = trusted_keys(bundle, name, section, KeyRole::Attestation)?;
     crate::blocking::run("the attestation check", |rt| {
         let target = crate::bundle::open_target(reference, blob_cache, offline)?;
         let mut summaries = Vec::new();
@@ -565,23 +597,49 @@ fn short_key(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
 }
 
-/// The keys the bundle trusts for provider `name` (its `trusted_keys`, else every key).
+/// The keys the bundle trusts for `role` on provider `name`: its `trusted_keys` that have the
+/// role, else every key that has it. A key trusted for other roles only (a publisher's key) is
+/// never among them.
 fn trusted_keys(
     bundle: &Bundle,
     name: &str,
     section: &crate::bundle::ProviderSection,
-    what: &str,
+    role: KeyRole,
 ) -> Result<greentic_signing::TrustedKeys, String> {
+    let what = match role {
+        KeyRole::Provider => "signature",
+        _ => "attestations",
+    };
+    let file = &bundle.file;
     let key_names: Vec<&String> = if section.trusted_keys.is_empty() {
-        bundle.file.trust.keys.keys().collect()
+        file.keys_for(role)
     } else {
-        section.trusted_keys.iter().collect()
+        section
+            .trusted_keys
+            .iter()
+            .filter(|k| file.key_roles(k).contains(&role))
+            .collect()
     };
     if key_names.is_empty() {
+        let others = file.trust.keys.len();
         return Err(format!(
-            "no trusted keys to verify the {what} of `{}` with; add [trust.keys] (cosign public keys){}",
+            "no key trusted for the `{}` role to verify the {what} of `{}` with{}; add one to [trust.keys] (cosign public keys, `{{ file = \"…\", roles = [\"{}\"] }}`){}",
+            role.name(),
             section.source,
-            if what == "signature" {
+            if others > 0 {
+                format!(
+                    " ({others} key(s) in [trust.keys], none for this role{})",
+                    if section.trusted_keys.is_empty() {
+                        ""
+                    } else {
+                        " among trusted_keys"
+                    }
+                )
+            } else {
+                String::new()
+            },
+            role.name(),
+            if role == KeyRole::Provider {
                 format!(" or set `allow_unsigned = true` in [providers.{name}]")
             } else {
                 String::new()
@@ -590,7 +648,12 @@ fn trusted_keys(
     }
     let mut pems = Vec::new();
     for key in key_names {
-        let path = bundle.path(&bundle.file.trust.keys[key]);
+        let Some(entry) = file.trust.keys.get(key) else {
+            return Err(format!(
+                "[providers.{name}].trusted_keys names `{key}`, which [trust.keys] does not have"
+            ));
+        };
+        let path = bundle.path(entry.file());
         pems.push(
             std::fs::read_to_string(&path)
                 .map_err(|e| format!("trust key `{key}` ({}): {e}", path.display()))?,
@@ -602,19 +665,22 @@ fn trusted_keys(
 /// Verifies the provider's signature with the keys the bundle trusts for it; returns the
 /// verified manifest digest and the id of the key that signed it. Fails closed: no keys, no
 /// signature, or no valid signature.
+#[allow(clippy::too_many_arguments)]
 fn verify_signature(
     bundle: &Bundle,
     name: &str,
     section: &crate::bundle::ProviderSection,
     reference: &greentic_registry::ArtifactRef,
+    own: &[String],
     blob_cache: &std::path::Path,
     offline: bool,
 ) -> Result<(String, String), String> {
-    let keys = trusted_keys(bundle, name, section, "signature")?;
+    let keys = trusted_keys(bundle, name, section, KeyRole::Provider)?;
     // The signature must name this source's repository (or a mirror the bundle accepts): a
     // validly signed artifact of another provider, copied under this one's tag, is refused.
-    let own = reference.repository();
-    let accepted: Vec<&str> = std::iter::once(own.as_str())
+    let accepted: Vec<&str> = own
+        .iter()
+        .map(String::as_str)
         .chain(section.identities.iter().map(String::as_str))
         .collect();
     crate::blocking::run("the signature check", |rt| {
@@ -696,6 +762,12 @@ pub fn check_routes(routes: &[Route], providers: &BTreeMap<String, ProviderFacts
         let Some(p) = providers.get(&route.provider) else {
             continue;
         };
+        if route.verify.is_some() && !p.http {
+            problems.push(format!(
+                "routes[{i}]: `verify` checks webhook deliveries, but provider `{}` is a {} provider; remove it",
+                route.provider, p.domain
+            ));
+        }
         if route.durable && !p.http {
             problems.push(format!(
                 "routes[{i}]: `durable = true` is for webhook deliveries, but provider `{}` is a {} provider; remove it",
@@ -728,6 +800,31 @@ pub fn check_tenant(
     for (name, provider) in providers {
         if routes_reach(routes, tenant_id, name) {
             problems.extend(check_binding(tenant_id, tenant, name, provider, backend));
+        }
+    }
+    // A route's signature check reads the tenant's key: it must be bound.
+    let mut keys = BTreeSet::new();
+    for route in routes
+        .iter()
+        .filter(|r| r.tenant == tenant_id || r.tenant == "*")
+    {
+        let Some(scheme) = &route.verify else {
+            continue;
+        };
+        if !keys.insert(scheme.secret.as_str()) {
+            continue;
+        }
+        let listed = tenant.secrets.contains(&scheme.secret);
+        let present = crate::imports::secrets::present(backend, tenant_id, &scheme.secret);
+        if !listed || !present {
+            problems.push(format!(
+                "tenant `{tenant_id}`: the signature check of its route to `{}` needs secret `{}`, which is not bound ({}{}); add it to [tenants.{tenant_id}].secrets and provide {}",
+                route.provider,
+                scheme.secret,
+                if listed { "listed" } else { "not listed in the tenant's secrets" },
+                if present { "" } else { ", no value found" },
+                backend.locate(tenant_id, &scheme.secret)
+            ));
         }
     }
     problems

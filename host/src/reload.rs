@@ -136,6 +136,11 @@ impl Reloader {
         })
     }
 
+    /// The keys callers' tokens are verified with now.
+    pub fn auth(&self) -> Arc<Authenticator> {
+        self.auth.load_full()
+    }
+
     /// The runtime it swaps revisions into.
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
@@ -201,8 +206,11 @@ impl Reloader {
         }
         let digest = bundle.digest.clone();
         let base = current.clone();
-        let built =
-            tokio::task::spawn_blocking(move || build(bundle, options, lock.as_ref(), &base)).await;
+        let auth = self.auth.load_full();
+        let built = tokio::task::spawn_blocking(move || {
+            build(bundle, options, lock.as_ref(), &base, Some(&auth))
+        })
+        .await;
         let (revision, auth, lock) = match built {
             Ok(Ok(built)) => built,
             Ok(Err(problems)) => {
@@ -220,7 +228,7 @@ impl Reloader {
         };
         let dir = revision.bundle.dir.clone();
         let bundle = revision.bundle.clone();
-        self.auth.store(Arc::new(auth));
+        self.auth.store(auth);
         let previous = self.runtime.swap(revision);
         let took_ms = started.elapsed().as_millis() as u64;
         // The lock follows the revision that is active, never a candidate.
@@ -350,7 +358,7 @@ fn schedules(bundle: &Bundle) -> serde_json::Value {
 
 /// A candidate that passed every check: the revision, its callers' keys, and the lock to
 /// write once it is active (`None`: unchanged).
-pub type Built = (Revision, Authenticator, Option<Lock>);
+pub type Built = (Revision, Arc<Authenticator>, Option<Lock>);
 
 /// Everything a candidate is checked for, on a blocking thread: what cannot change without a
 /// restart, every provider (through [`loader::load_locked`], against `lock` or else the bundle
@@ -361,6 +369,7 @@ pub fn build(
     options: LoadOptions,
     lock: Option<&Lock>,
     current: &Revision,
+    current_auth: Option<&Arc<Authenticator>>,
 ) -> Result<Built, Vec<String>> {
     let mut problems = Vec::new();
     if bundle.file.host.scheduler != current.bundle.file.host.scheduler {
@@ -378,7 +387,8 @@ pub fn build(
             "[state] differs from the running host's; provider state cannot move to another backend while serving: restart the host to change it".to_string(),
         );
     }
-    let auth = Authenticator::from_bundle(&bundle).map_err(|e| format!("[auth]: {e}"));
+    let auth =
+        Authenticator::reuse_or_load(&bundle, current_auth).map_err(|e| format!("[auth]: {e}"));
     if let Err(e) = &auth {
         problems.push(e.clone());
     }

@@ -167,6 +167,22 @@ impl Revision {
             .find(|r| r.tenant == tenant || r.tenant == "*")
     }
 
+    /// The signature scheme deliveries to `provider` for `tenant` must carry: the one the most
+    /// specific route reaching it declares (`verify`); any route that declares one makes the
+    /// check apply.
+    pub fn delivery_check(
+        &self,
+        tenant: &str,
+        provider: &str,
+    ) -> Option<&greentic_manifest::SignatureScheme> {
+        self.routes
+            .iter()
+            .filter(|r| r.provider == provider && (r.tenant == tenant || r.tenant == "*"))
+            .filter(|r| r.verify.is_some())
+            .max_by_key(|r| (r.tenant != "*") as u8)
+            .and_then(|r| r.verify.as_ref())
+    }
+
     /// Whether any route is durable.
     pub fn has_durable_routes(&self) -> bool {
         self.routes.iter().any(|r| r.durable)

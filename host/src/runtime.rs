@@ -81,6 +81,9 @@ pub struct Runtime {
     /// Who runs guest code next (fair CPU between tenants); the host's own for its life
     /// (`[host.scheduler]` cannot change live).
     pub scheduler: Arc<Scheduler>,
+    /// Why the host serves no tenant's revision yet (a fleet host whose fleet revision cannot
+    /// be applied): a tenant it does not serve is then told to retry (`503`), not refused.
+    unserved: ArcSwapOption<String>,
 }
 
 impl Runtime {
@@ -113,9 +116,43 @@ impl Runtime {
             idempotency: OnceLock::new(),
             deliveries: OnceLock::new(),
             scheduler: Scheduler::new(bundle.file.host.scheduler),
+            unserved: ArcSwapOption::empty(),
         };
         runtime.record_revision(&runtime.revision());
         runtime
+    }
+
+    /// Marks the host as serving no tenant's revision yet, and why (`None`: it does).
+    pub fn set_unserved(&self, why: Option<String>) {
+        self.unserved.store(why.map(Arc::new));
+    }
+
+    /// Why the host serves no tenant's revision yet, if it does not.
+    pub fn unserved(&self) -> Option<Arc<String>> {
+        self.unserved.load_full()
+    }
+
+    /// Refuses every call (`503 not-served-yet`, retryable) while the host serves no
+    /// revision (what it holds is a fleet host's bootstrap bundle, possibly older than what the
+    /// fleet runs).
+    fn serving(&self, tenant: &str) -> Result<(), CallError> {
+        match self.unserved.load().as_ref() {
+            Some(_) => Err(self.not_served(tenant)),
+            None => Ok(()),
+        }
+    }
+
+    /// The error for a tenant the active revision does not have: retryable while the host
+    /// serves no revision yet, a refusal otherwise.
+    fn not_served(&self, tenant: &str) -> CallError {
+        match self.unserved() {
+            Some(why) => CallError::NotServedYet {
+                tenant: tenant.to_string(),
+                why: why.to_string(),
+                retry_after_ms: 2_000,
+            },
+            None => CallError::BadRequest(format!("tenant `{tenant}` is not served by this host")),
+        }
     }
 
     /// The active revision. A caller holding it keeps it alive (and serving) until it lets go.
@@ -270,13 +307,12 @@ impl Runtime {
         input: serde_json::Value,
         header_key: Option<String>,
     ) -> Result<serde_json::Value, CallError> {
+        self.serving(&caller.tenant)?;
         let revision = self.revision_for(&caller.tenant);
-        let tenant = revision.tenants.get(&caller.tenant).ok_or_else(|| {
-            CallError::BadRequest(format!(
-                "tenant `{}` is not served by this host",
-                caller.tenant
-            ))
-        })?;
+        let tenant = revision
+            .tenants
+            .get(&caller.tenant)
+            .ok_or_else(|| self.not_served(&caller.tenant))?;
         let provider = revision
             .route(caller, capability)
             .ok_or_else(|| CallError::NoRoute {
@@ -286,13 +322,22 @@ impl Runtime {
         if domain.entry != Entry::Invoke {
             return Err(domain.wrong_entry(&caller.tenant, &provider.name));
         }
+        let records = self.idempotency.get();
+        let print = records.map(|_| crate::fleet::idempotency::fingerprint(capability, &input));
+        let input = Input::Invoke {
+            capability: capability.to_string(),
+            body: input,
+            idempotency_key: header_key,
+        };
+        // The key is resolved once, as the domain decodes it for the provider's context.
+        let key = domain.idempotency_key(&input)?;
         // In a fleet, a keyed call runs at most once to completion, whichever host it reaches.
-        let claim = match (self.idempotency.get(), header_key.as_deref()) {
-            (Some(records), Some(key)) => {
+        let claim = match (records, key.as_deref(), print.as_deref()) {
+            (Some(records), Some(key), Some(print)) => {
                 let limits = tenant.gate.limits();
                 let until = Instant::now()
                     + Duration::from_millis(limits.deadline_ms + limits.queue_timeout_ms);
-                match records.claim(caller, capability, key, until).await? {
+                match records.claim(caller, capability, key, print, until).await? {
                     Claim::Done(mut result) => {
                         if let Some(fields) = result.as_object_mut() {
                             fields.insert("replayed".into(), true.into());
@@ -303,11 +348,6 @@ impl Runtime {
                 }
             }
             _ => None,
-        };
-        let input = Input::Invoke {
-            capability: capability.to_string(),
-            body: input,
-            idempotency_key: header_key,
         };
         let result = match self
             .call(
@@ -348,19 +388,83 @@ impl Runtime {
         provider_name: &str,
         request: hyper::Request<Bytes>,
     ) -> Result<hyper::Response<Bytes>, CallError> {
+        self.serving(tenant_id)?;
         let revision = self.revision_for(tenant_id);
-        if let Some(route) = revision.durable_route(tenant_id, provider_name)
-            && revision.tenants.contains_key(tenant_id)
-        {
-            let Some(queue) = self.deliveries.get() else {
-                return Err(CallError::Internal(
-                    "a durable route needs the fleet's queue (run with --cluster)".into(),
-                ));
-            };
-            return queue.accept(tenant_id, provider_name, route, request).await;
+        if let Some(tenant) = revision.tenants.get(tenant_id) {
+            // The route's own signature check: nothing unsigned is queued or reaches the
+            // provider.
+            if let Some(scheme) = revision.delivery_check(tenant_id, provider_name) {
+                self.check_signature(&revision, tenant_id, provider_name, scheme, &request)
+                    .await?;
+            }
+            if let Some(route) = revision.durable_route(tenant_id, provider_name) {
+                let Some(queue) = self.deliveries.get() else {
+                    return Err(CallError::Internal(
+                        "a durable route needs the fleet's queue (run with --cluster)".into(),
+                    ));
+                };
+                let limits = *tenant.gate.limits();
+                return queue
+                    .accept(
+                        tenant_id,
+                        provider_name,
+                        route,
+                        &limits,
+                        revision.max_response_bytes,
+                        request,
+                    )
+                    .await;
+            }
         }
         self.deliver_on(revision, tenant_id, provider_name, request)
             .await
+    }
+
+    /// Checks a delivery against `scheme` with the tenant's key; a refusal is counted
+    /// (`greentic_deliveries_refused_total`) and answered `401 signature-invalid`.
+    async fn check_signature(
+        &self,
+        revision: &Revision,
+        tenant: &str,
+        provider: &str,
+        scheme: &greentic_manifest::SignatureScheme,
+        request: &hyper::Request<Bytes>,
+    ) -> Result<(), CallError> {
+        let key = match revision.secrets.get(tenant, &scheme.secret).await {
+            Ok(Some(key)) => key,
+            Ok(None) => {
+                return Err(CallError::Internal(format!(
+                    "the route's signature check needs secret `{}` of tenant `{tenant}`, which has no value ({})",
+                    scheme.secret,
+                    revision.secrets.locate(tenant, &scheme.secret)
+                )));
+            }
+            Err(e) => {
+                return Err(CallError::Provider(
+                    crate::errors::ProviderFailure::Unavailable {
+                        retry_after_ms: Some(1_000),
+                        message: format!("the route's signing key could not be read: {e}"),
+                    },
+                ));
+            }
+        };
+        let given = request
+            .headers()
+            .get(scheme.header.as_str())
+            .map(|v| v.as_bytes());
+        scheme.verify(&key, request.body(), given).map_err(|why| {
+            self.metrics.inc(
+                "greentic_deliveries_refused_total",
+                &[
+                    ("tenant", tenant),
+                    ("provider", provider),
+                    ("why", "signature"),
+                ],
+            );
+            CallError::SignatureInvalid(format!(
+                "delivery refused by the host before it was queued or handled: {why}"
+            ))
+        })
     }
 
     /// Hands an HTTP delivery to `provider` for `tenant` now (what [`Runtime::webhook`] does
@@ -371,6 +475,7 @@ impl Runtime {
         provider_name: &str,
         request: hyper::Request<Bytes>,
     ) -> Result<hyper::Response<Bytes>, CallError> {
+        self.serving(tenant_id)?;
         let revision = self.revision_for(tenant_id);
         self.deliver_on(revision, tenant_id, provider_name, request)
             .await
@@ -387,7 +492,13 @@ impl Runtime {
         let no_route = || CallError::NoRoute {
             capability: format!("webhook {}", crate::errors::clip(provider_name, 128)),
         };
-        let tenant = revision.tenants.get(tenant_id).ok_or_else(no_route)?;
+        let tenant = revision.tenants.get(tenant_id).ok_or_else(|| {
+            if self.unserved().is_some() {
+                self.not_served(tenant_id)
+            } else {
+                no_route()
+            }
+        })?;
         let provider = revision
             .providers
             .get(provider_name)
@@ -432,6 +543,7 @@ impl Runtime {
         name: &str,
         input: Input,
     ) -> Result<Output, CallError> {
+        self.serving(tenant_id)?;
         let revision = self.revision_for(tenant_id);
         let tenant = revision.tenants.get(tenant_id).ok_or_else(|| {
             CallError::BadRequest(format!("tenant `{tenant_id}` is not served by this host"))
@@ -553,14 +665,10 @@ impl Runtime {
             ("code", code),
         ];
         self.metrics.inc("greentic_calls_total", &labels);
-        self.stats.record(
-            &revision.digest,
-            &caller.tenant,
-            result.as_ref().err().is_some_and(|e| {
-                counts_as_failure(e) || matches!(e, CallError::CircuitOpen { .. })
-            }),
-            elapsed,
-        );
+        if let Some(failed) = judged(&result) {
+            self.stats
+                .record(&revision.digest, &caller.tenant, failed, elapsed);
+        }
         self.metrics.observe(
             "greentic_call_duration_seconds",
             &labels[..3],
@@ -815,6 +923,32 @@ impl Runtime {
             *slot = Some(kept);
         }
         (mapped, fuel)
+    }
+}
+
+/// Whether a call's outcome says anything about its provider's revision, and if so whether
+/// it failed — what a canary is judged on. Invokes (authenticated) and fires count, as do
+/// deliveries the provider accepted or failed on (2xx/3xx, 5xx); a delivery the provider
+/// refused (4xx: unsigned, forged, malformed — anyone can send those) does not, nor does a
+/// call the host or the caller ended before the provider was the cause (busy, bad request,
+/// no route).
+fn judged(result: &Result<Output, CallError>) -> Option<bool> {
+    match result {
+        Ok(Output::Http(response)) => match response.status().as_u16() {
+            400..=499 => None,
+            500.. => Some(true),
+            _ => Some(false),
+        },
+        Ok(Output::Json(_)) => Some(false),
+        Err(e) if counts_as_failure(e) => Some(true),
+        Err(
+            CallError::CircuitOpen { .. }
+            | CallError::ResultTooLarge { .. }
+            | CallError::Provider(crate::errors::ProviderFailure::Internal(_)),
+        ) => Some(true),
+        // The provider answered, and the answer is about the request or its upstream.
+        Err(CallError::Provider(_)) => Some(false),
+        Err(_) => None,
     }
 }
 

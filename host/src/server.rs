@@ -643,9 +643,12 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     // A fleet host started from a bootstrap bundle (no providers, no tenants) has nothing to
     // serve until the fleet's first revision arrives: not ready, so no traffic reaches it. (A
     // revision the fleet published empty is applied like any other: the host is then ready.)
-    let waiting = app.member.as_ref().is_some_and(|m| !m.has_applied())
+    // A fleet host whose fleet revision cannot be applied (and nothing earlier could be
+    // either) is unready too, saying why.
+    let waiting = (app.member.as_ref().is_some_and(|m| !m.has_applied())
         && revision.providers.is_empty()
-        && revision.bundle.file.tenants.is_empty();
+        && revision.bundle.file.tenants.is_empty())
+        || app.runtime.unserved().is_some();
     let ready = app.runtime.ready.load(Ordering::SeqCst) && !waiting;
     let providers: Vec<_> = revision
         .providers
@@ -661,10 +664,15 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     let canary = app.runtime.canary().map(|c| {
         json!({"digest": c.revision.digest, "tenants": c.tenants, "since": c.revision.since_secs()})
     });
-    let fleet = app
-        .member
-        .as_ref()
-        .map(|m| json!({"host": m.fleet().host_id, "url": m.fleet().url}));
+    let fleet = app.member.as_ref().map(|m| {
+        json!({
+            "host": m.fleet().host_id,
+            "url": m.fleet().url,
+            "serving_from": m.serving_from(),
+            "waiting": m.waiting(),
+            "high_water": m.high_water(),
+        })
+    });
     (
         status,
         axum::Json(json!({

@@ -302,6 +302,11 @@ pub struct PolicyRoute {
     /// The header carrying a delivery's id (durable routes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery_id_header: Option<String>,
+    /// The hosts check each delivery's signature themselves — an HMAC over the body with the
+    /// binding's secret `verify.secret` — and refuse an unsigned or forged one before it is
+    /// queued or reaches the provider (webhook bindings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<greentic_manifest::SignatureScheme>,
 }
 
 /// What the operator found when it checked a policy.

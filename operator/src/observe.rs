@@ -122,11 +122,15 @@ impl Checker {
                 LoadOptions {
                     update_lock: false,
                     offline,
+                    published: true,
+                    bootstrap: false,
                 }
             }
             None => LoadOptions {
                 update_lock: true,
                 offline: false,
+                published: true,
+                bootstrap: false,
             },
         };
         let mut each = load_each(&bundle, &self.engine, options, &old).map_err(|e| e.problems)?;
@@ -157,6 +161,8 @@ impl Checker {
                 LoadOptions {
                     update_lock: false,
                     offline,
+                    published: true,
+                    bootstrap: false,
                 },
                 &revision.lock,
             )

@@ -792,6 +792,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
                     provider: b.spec.class.clone(),
                     durable: r.durable,
                     delivery_id_header: r.delivery_id_header.clone(),
+                    verify: r.verify.clone(),
                 };
                 // The host's own route checks, numbered as the policy numbers its routes.
                 problems.extend(

@@ -247,10 +247,21 @@ fn the_bootstrap_bundle_parses_as_every_host_will_parse_it() {
             file.trust.keys.contains_key(p),
             "publisher key `{p}` is in [trust.keys]"
         );
+        // A key does one job: the publisher's is trusted for revisions, never for components.
+        let roles = file.key_roles(p);
+        assert!(roles.contains(&greentic_host::bundle::KeyRole::Publisher));
+        assert!(!roles.contains(&greentic_host::bundle::KeyRole::Provider));
     }
-    // A fleet bundle without [cluster].url and without providers is still refused.
-    let lone = text.replace("url = \"nats://", "# url = \"nats://");
-    assert!(greentic_host::bundle::Bundle::parse("lone", &lone).is_err());
+    assert!(file.cluster.state_dir.is_some(), "a writable state_dir");
+    // Without [cluster].url (or --cluster), a bundle with no providers is not one to serve.
+    let (head, cluster) = text.split_once("[cluster]").unwrap();
+    let lone = format!(
+        "{head}[cluster]{}",
+        cluster.replacen("url = \"nats://", "# url = \"nats://", 1)
+    );
+    let lone = greentic_host::bundle::Bundle::parse("lone", &lone).unwrap();
+    assert!(lone.cluster.url.is_none());
+    assert!(!lone.standalone_problems().is_empty());
 }
 
 #[test]

@@ -348,17 +348,120 @@ pub enum JwtAlgorithm {
     ES256,
 }
 
-/// `[trust]`: named cosign public keys (PEM files, relative to the bundle).
+/// `[trust]`: named cosign public keys (PEM files, relative to the bundle), each trusted for
+/// its roles only.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrustSection {
-    /// Key name → PEM public key file.
+    /// Key name → its PEM public key file, alone (`ci = "ci.pub"`) or with the roles it is
+    /// trusted for (`ci = { file = "ci.pub", roles = ["provider"] }`).
     #[serde(default)]
-    pub keys: BTreeMap<String, PathBuf>,
+    pub keys: BTreeMap<String, TrustKey>,
     /// Attestations every provider must carry (`conformance`, `sbom`), signed by a key trusted
     /// for it and about its exact digest.
     #[serde(default)]
     pub require: Vec<crate::attestation::Kind>,
+}
+
+/// What a trusted key may vouch for. A key is trusted for its roles only, so a key that
+/// publishes fleet revisions does not also make the hosts run a provider it signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyRole {
+    /// Signatures of provider components.
+    Provider,
+    /// Attestations about providers (conformance reports, SBOMs).
+    Attestation,
+    /// Fleet revisions (`greentic-host publish`): a key named in `[cluster].publishers`.
+    Publisher,
+    /// Checkpoints of audit logs.
+    Audit,
+}
+
+impl KeyRole {
+    /// The role's name, as a bundle writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyRole::Provider => "provider",
+            KeyRole::Attestation => "attestation",
+            KeyRole::Publisher => "publisher",
+            KeyRole::Audit => "audit",
+        }
+    }
+}
+
+/// A key of `[trust.keys]`: a PEM file, and the roles it is trusted for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum TrustKey {
+    /// A bare file: trusted for provider signatures and attestations — or, if
+    /// `[cluster].publishers` names it, for published revisions only.
+    File(PathBuf),
+    /// A file and its roles, said outright.
+    Roles(KeyWithRoles),
+}
+
+/// `{ file = "…", roles = [...] }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyWithRoles {
+    /// The PEM public key file, relative to the bundle.
+    pub file: PathBuf,
+    /// What the key is trusted for.
+    pub roles: Vec<KeyRole>,
+}
+
+impl<'de> Deserialize<'de> for TrustKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TrustKey, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = TrustKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a key file, or `{ file = \"key.pub\", roles = [\"provider\"] }`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TrustKey, E> {
+                Ok(TrustKey::File(PathBuf::from(v)))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<TrustKey, A::Error> {
+                KeyWithRoles::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(TrustKey::Roles)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+impl TrustKey {
+    /// The PEM file.
+    pub fn file(&self) -> &Path {
+        match self {
+            TrustKey::File(f) => f,
+            TrustKey::Roles(k) => &k.file,
+        }
+    }
+}
+
+impl BundleFile {
+    /// The roles the key `name` of `[trust.keys]` is trusted for (none for a key it lacks).
+    pub fn key_roles(&self, name: &str) -> std::collections::BTreeSet<KeyRole> {
+        match self.trust.keys.get(name) {
+            None => Default::default(),
+            Some(TrustKey::Roles(k)) => k.roles.iter().copied().collect(),
+            Some(TrustKey::File(_)) if self.cluster.publishers.iter().any(|p| p == name) => {
+                [KeyRole::Publisher].into()
+            }
+            Some(TrustKey::File(_)) => [KeyRole::Provider, KeyRole::Attestation].into(),
+        }
+    }
+
+    /// The names of the keys trusted for `role`.
+    pub fn keys_for(&self, role: KeyRole) -> Vec<&String> {
+        self.trust
+            .keys
+            .keys()
+            .filter(|name| self.key_roles(name).contains(&role))
+            .collect()
+    }
 }
 
 /// `[providers.NAME]`.
@@ -373,8 +476,9 @@ pub struct ProviderSection {
     /// What the provider may use.
     #[serde(default)]
     pub grants: Grants,
-    /// Names of `[trust]` keys that may sign this provider. Empty (the default) means every
-    /// key in `[trust.keys]`; list names to narrow it.
+    /// Names of `[trust]` keys that may sign this provider (and its attestations). Empty (the
+    /// default) means every key trusted for the role (`provider` for its signature,
+    /// `attestation` for its attestations); list names to narrow it.
     #[serde(default)]
     pub trusted_keys: Vec<String>,
     /// Signed identities (cosign's `docker-reference`, `registry/repository`) accepted besides
@@ -497,6 +601,21 @@ pub struct Limits {
     /// default 1): a tenant of weight 3 gets three times the guest time of one of weight 1.
     #[serde(default = "default_cpu_weight")]
     pub cpu_weight: u32,
+    /// Durable deliveries (routes with `durable = true`) the tenant may have queued in the
+    /// fleet at once, over all its routes; past it a delivery is refused `429 queue-full`.
+    #[serde(default = "default_queued_deliveries")]
+    pub queued_deliveries: u32,
+    /// Bytes of durable deliveries the tenant may have queued at once.
+    #[serde(default = "default_queued_delivery_bytes")]
+    pub queued_delivery_bytes: u64,
+    /// Durable deliveries the tenant may have queued at once for one provider, so one route
+    /// cannot take the whole queue.
+    #[serde(default = "default_queued_deliveries_per_route")]
+    pub queued_deliveries_per_route: u32,
+    /// Durable deliveries accepted per second, fleet-wide; more are refused `429 queue-full`
+    /// with `Retry-After`.
+    #[serde(default = "default_deliveries_per_second")]
+    pub deliveries_per_second: u32,
 }
 
 impl Default for Limits {
@@ -513,6 +632,10 @@ impl Default for Limits {
             max_outgoing_requests: default_max_outgoing(),
             webhook_max_concurrent: default_webhook_concurrency(),
             cpu_weight: default_cpu_weight(),
+            queued_deliveries: default_queued_deliveries(),
+            queued_delivery_bytes: default_queued_delivery_bytes(),
+            queued_deliveries_per_route: default_queued_deliveries_per_route(),
+            deliveries_per_second: default_deliveries_per_second(),
         }
     }
 }
@@ -550,6 +673,18 @@ fn default_webhook_concurrency() -> u32 {
 fn default_cpu_weight() -> u32 {
     1
 }
+fn default_queued_deliveries() -> u32 {
+    10_000
+}
+fn default_queued_delivery_bytes() -> u64 {
+    64 << 20
+}
+fn default_queued_deliveries_per_route() -> u32 {
+    5_000
+}
+fn default_deliveries_per_second() -> u32 {
+    100
+}
 
 /// `[[routes]]`: the most specific matching route wins.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -578,6 +713,11 @@ pub struct Route {
     /// durable delivery sent twice is queued once; default: the digest of method, path, body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery_id_header: Option<String>,
+    /// On a webhook provider's route: the host checks each delivery's signature itself (an
+    /// HMAC over the body with the tenant's secret `verify.secret`) and refuses an unsigned
+    /// or forged one `401 signature-invalid` before it is queued or reaches the provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<greentic_manifest::SignatureScheme>,
 }
 
 /// A loaded bundle: the parsed `greentic.toml`, the directory it lives in, and the digest of
@@ -681,6 +821,18 @@ impl Bundle {
     }
 }
 
+/// `roles` as words, for messages.
+fn role_list(roles: &std::collections::BTreeSet<KeyRole>) -> String {
+    if roles.is_empty() {
+        return "nothing".into();
+    }
+    roles
+        .iter()
+        .map(|r| r.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Whether `name` can name a provider: kebab-case (lower-case letters and digits, words joined
 /// by single `-`).
 pub fn valid_provider_name(name: &str) -> bool {
@@ -738,6 +890,21 @@ impl BundleFile {
         out
     }
 
+    /// What a bundle served on its own (not a fleet host's bootstrap bundle, which serves what
+    /// the fleet publishes) must have: providers and tenants.
+    pub fn standalone_problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.providers.is_empty() {
+            out.push(
+                "providers: the bundle names no providers; add a [providers.NAME] table (only a fleet host's bootstrap bundle — run with --cluster URL, or [cluster].url set — may name none)".into(),
+            );
+        }
+        if self.tenants.is_empty() {
+            out.push("tenants: the bundle names no tenants; add a [tenants.ID] table (only a fleet host's bootstrap bundle — run with --cluster URL, or [cluster].url set — may name none)".into());
+        }
+        out
+    }
+
     /// Cross-field checks that TOML types cannot express.
     fn problems(&self) -> Vec<String> {
         let mut out = self.state.problems();
@@ -783,12 +950,7 @@ impl BundleFile {
                 }
             }
         }
-        // A fleet host's bootstrap bundle may name none: it serves what the fleet publishes.
-        if self.providers.is_empty() && self.cluster.url.is_none() {
-            out.push(
-                "providers: the bundle names no providers; add a [providers.NAME] table (only a fleet host's bundle, with [cluster].url, may name none)".into(),
-            );
-        }
+
         for (name, p) in &self.providers {
             if !kebab(name) {
                 out.push(format!(
@@ -804,9 +966,17 @@ impl BundleFile {
                 ));
             }
             for key in &p.trusted_keys {
+                let roles = self.key_roles(key);
                 if !self.trust.keys.contains_key(key) {
                     out.push(format!(
                         "providers.{name}.trusted_keys: no key named `{key}` under [trust.keys]"
+                    ));
+                } else if !roles.contains(&KeyRole::Provider)
+                    && !roles.contains(&KeyRole::Attestation)
+                {
+                    out.push(format!(
+                        "providers.{name}.trusted_keys: key `{key}` is trusted for {} only, not for providers; give it the role (`{key} = {{ file = \"…\", roles = [\"provider\"] }}` in [trust.keys]) or name a provider key",
+                        role_list(&roles)
                     ));
                 }
             }
@@ -819,9 +989,7 @@ impl BundleFile {
                 }
             }
         }
-        if self.tenants.is_empty() && self.cluster.url.is_none() {
-            out.push("tenants: the bundle names no tenants; add a [tenants.ID] table (only a fleet host's bundle, with [cluster].url, may name none)".into());
-        }
+
         for (id, t) in &self.tenants {
             if !tenant_id_ok(id) {
                 out.push(format!(
@@ -843,6 +1011,13 @@ impl BundleFile {
                     "webhook_max_concurrent",
                     u64::from(l.webhook_max_concurrent),
                 ),
+                ("queued_deliveries", u64::from(l.queued_deliveries)),
+                ("queued_delivery_bytes", l.queued_delivery_bytes),
+                (
+                    "queued_deliveries_per_route",
+                    u64::from(l.queued_deliveries_per_route),
+                ),
+                ("deliveries_per_second", u64::from(l.deliveries_per_second)),
             ] {
                 if value == 0 {
                     out.push(format!(
@@ -870,6 +1045,25 @@ impl BundleFile {
                 }
             }
         }
+        for (name, key) in &self.trust.keys {
+            if let TrustKey::Roles(k) = key
+                && k.roles.is_empty()
+            {
+                out.push(format!(
+                    "trust.keys.{name}: `roles` is empty, so the key is trusted for nothing; list its roles (provider, attestation, publisher, audit) or remove it"
+                ));
+            }
+        }
+        for name in &self.cluster.publishers {
+            if self.trust.keys.contains_key(name)
+                && !self.key_roles(name).contains(&KeyRole::Publisher)
+            {
+                out.push(format!(
+                    "[cluster].publishers names `{name}`, which [trust.keys] trusts for {} only; add the `publisher` role to it",
+                    role_list(&self.key_roles(name))
+                ));
+            }
+        }
         if self.secrets.backend == crate::imports::secrets::SecretBackendKind::Env {
             out.extend(self.env_collisions());
         }
@@ -886,6 +1080,11 @@ impl BundleFile {
                     "routes[{i}]: provider `{}` is not defined under [providers]",
                     r.provider
                 ));
+            }
+            if let Some(scheme) = &r.verify {
+                for p in scheme.problems() {
+                    out.push(format!("routes[{i}].verify: {p}"));
+                }
             }
             let key = (&r.tenant, &r.team, &r.user, &r.cloud, &r.capability);
             if !seen.insert(key) {

@@ -25,6 +25,7 @@ impl Check {
             greentic_host::loader::LoadOptions {
                 update_lock: false,
                 offline: self.offline,
+                ..Default::default()
             },
         ) {
             Ok(l) => l,

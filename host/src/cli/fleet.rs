@@ -127,7 +127,13 @@ impl Publish {
         } else {
             // The whole load-time check, as each host will run it: nothing that fails here is
             // sent.
-            let loaded = greentic_host::loader::load_bundle(&self.bundle, Default::default())?;
+            let loaded = greentic_host::loader::load_bundle(
+                &self.bundle,
+                greentic_host::loader::LoadOptions {
+                    published: true,
+                    ..Default::default()
+                },
+            )?;
             loaded.loaded.lock
         };
         let key = super::sign::signing_key(&self.key)?;
@@ -346,12 +352,20 @@ fn print(view: &View) {
     }
     println!("hosts   {}", view.hosts.len());
     for h in &view.hosts {
+        let from = match h.serving_from.as_str() {
+            "" | "stable" => String::new(),
+            other => format!("(from {other}) "),
+        };
         println!(
-            "  {:<24} {:<12} canary {:<12} {}{}",
+            "  {:<24} {:<12} canary {:<12} {}{from}{}{}",
             h.host,
             short(&h.revision),
             h.canary.as_deref().map_or("-", short),
             if h.leader { "leader " } else { "" },
+            h.waiting
+                .as_deref()
+                .map(|w| format!("waiting: {w} "))
+                .unwrap_or_default(),
             h.refused
                 .as_ref()
                 .map(|r| format!(

@@ -75,14 +75,18 @@ impl Run {
 
     async fn serve(self) -> anyhow::Result<ExitCode> {
         // The audit log runs before anything is loaded, so every load decision is in it.
-        let (_audit_export, _audit) = start_audit(&self.bundle)?;
-        let loaded = greentic_host::loader::load_bundle(
-            &self.bundle,
-            greentic_host::loader::LoadOptions {
-                update_lock: self.update_lock,
-                offline: self.offline,
-            },
-        )?;
+        let audit_host = self
+            .host_id
+            .clone()
+            .unwrap_or_else(greentic_host::audit::default_host_id);
+        let (_audit_export, _audit) = start_audit(&self.bundle, &audit_host)?;
+        let options = greentic_host::loader::LoadOptions {
+            update_lock: self.update_lock,
+            offline: self.offline,
+            published: false,
+            bootstrap: self.cluster.is_some(),
+        };
+        let loaded = greentic_host::loader::load_bundle(&self.bundle, options)?;
         let bundle = loaded.bundle;
         if loaded.loaded.lock_changed {
             loaded.loaded.lock.save(&bundle.dir)?;
@@ -105,10 +109,6 @@ impl Run {
             loaded.loaded.providers,
             loaded.capabilities,
         ));
-        let options = greentic_host::loader::LoadOptions {
-            update_lock: self.update_lock,
-            offline: self.offline,
-        };
         // What the host fires itself (schedules) runs beside the listeners until shutdown;
         // the reloader restarts it when a revision changes the schedules.
         let reloader = Reloader::new(runtime.clone(), auth.clone(), &self.bundle, options);
@@ -279,14 +279,27 @@ async fn join_fleet(
     let _ = runtime.idempotency.set(Records::open(&fleet).await?);
     let deliveries = greentic_host::fleet::deliveries::Deliveries::open(&fleet).await?;
     let _ = runtime.deliveries.set(deliveries.clone());
-    let member = Member::new(fleet.clone(), reloader.clone(), options);
+    let state_dir = bundle.path(
+        bundle
+            .file
+            .cluster
+            .state_dir
+            .as_deref()
+            .unwrap_or(std::path::Path::new(".greentic/fleet")),
+    );
+    let member = Member::new(fleet.clone(), reloader.clone(), options, Some(state_dir));
     match member.sync().await? {
         None => tracing::info!("no revision published yet; serving the local bundle"),
         Some(Outcome::Refused { digest, .. }) => tracing::error!(
             digest = digest.as_deref().unwrap_or("-"),
-            "the published revision was refused; serving the local bundle"
+            waiting = member.waiting().unwrap_or_default(),
+            "the published revision was refused and nothing earlier could be served; unready until one can"
         ),
-        Some(outcome) => tracing::info!(?outcome, "following the fleet's revision"),
+        Some(outcome) => tracing::info!(
+            ?outcome,
+            from = member.serving_from(),
+            "following the fleet's revision"
+        ),
     }
     if !bundle.file.schedules.is_empty() && bundle.file.state.backend != "nats" {
         tracing::warn!(
@@ -302,6 +315,7 @@ async fn join_fleet(
 /// Starts the bundle's audit log, if it has one, exporting to the telemetry endpoint too.
 fn start_audit(
     path: &std::path::Path,
+    host: &str,
 ) -> anyhow::Result<(
     greentic_host::audit::Exporting,
     Option<greentic_host::audit::AuditLog>,
@@ -314,7 +328,7 @@ fn start_audit(
     let export = provider.as_deref().map(|p| {
         Box::new(greentic_host::audit::OtlpExport::new(p)) as Box<dyn greentic_host::audit::Export>
     });
-    let log = greentic_host::audit::AuditLog::start(section, &bundle.dir, export)?;
+    let log = greentic_host::audit::AuditLog::start(section, &bundle.dir, host, export)?;
     tracing::info!(file = %bundle.path(&section.file).display(), "audit log open");
     Ok((greentic_host::audit::Exporting { provider }, Some(log)))
 }

@@ -47,11 +47,39 @@ impl Domain for Messaging {
         ProviderPre::new(pre)
     }
 
-    fn decode(input: Input) -> Result<Decoded<Message>, CallError> {
+    /// The body's `idempotency_key` or the `Idempotency-Key` header; both, with different
+    /// values, are refused (which one the caller meant cannot be known).
+    fn idempotency_key(input: &Input) -> Result<Option<String>, CallError> {
         let Input::Invoke {
-            capability,
             body,
-            idempotency_key: header_key,
+            idempotency_key: header,
+            ..
+        } = input
+        else {
+            return Ok(None);
+        };
+        let in_body = match body.get("idempotency_key") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(k)) => Some(k.clone()),
+            Some(_) => {
+                return Err(CallError::BadRequest(
+                    "the body's `idempotency_key` must be a string".into(),
+                ));
+            }
+        };
+        match (in_body, header) {
+            (Some(b), Some(h)) if b != *h => Err(CallError::BadRequest(
+                "the Idempotency-Key header and the body's `idempotency_key` differ; send the key once, or the same in both".into(),
+            )),
+            (Some(b), _) => Ok(Some(b)),
+            (None, h) => Ok(h.clone()),
+        }
+    }
+
+    fn decode(input: Input) -> Result<Decoded<Message>, CallError> {
+        let key = Self::idempotency_key(&input)?;
+        let Input::Invoke {
+            capability, body, ..
         } = input
         else {
             return Err(CallError::BadRequest(
@@ -63,9 +91,8 @@ impl Domain for Messaging {
                 "the body of `{capability}` must be {{\"to\", \"text\", \"thread\"?, \"idempotency_key\"?}}: {e}"
             ))
         })?;
-        // The body's key wins over the header's; the provider sees the one that applies in
-        // its tenant-ctx, and the body's in the message.
-        let key = input.idempotency_key.clone().or(header_key);
+        // The provider sees the key that applies in its tenant-ctx, and the body's in the
+        // message.
         Ok(Decoded {
             request: Message {
                 to: input.to,

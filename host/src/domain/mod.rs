@@ -141,6 +141,19 @@ pub trait Domain: Send + Sync + 'static {
     /// Wraps a linked component in the world's typed `*Pre`, checking its exports.
     fn pre(pre: InstancePre<CallState>) -> wasmtime::Result<Self::Pre>;
 
+    /// The idempotency key of `input`, resolved once for everything that uses it: the fleet's
+    /// record, the host's retries and the provider's `tenant-ctx` ([`Domain::decode`] must put
+    /// the same one in [`Decoded::idempotency_key`]). By default an invoke's
+    /// `Idempotency-Key` header; a domain whose body may carry one too says how the two meet.
+    fn idempotency_key(input: &Input) -> Result<Option<String>, CallError> {
+        Ok(match input {
+            Input::Invoke {
+                idempotency_key, ..
+            } => idempotency_key.clone(),
+            _ => None,
+        })
+    }
+
     /// Decodes `input`; a wrong shape is [`CallError::BadRequest`] naming the expected one.
     fn decode(input: Input) -> Result<Decoded<Self::Request>, CallError>;
 
@@ -208,7 +221,10 @@ pub struct DomainInfo {
     prepare: PrepareFn,
     check: CheckFn,
     start: StartFn,
+    key: KeyFn,
 }
+
+type KeyFn = fn(&Input) -> Result<Option<String>, CallError>;
 
 type CheckFn =
     fn(&Bundle, &BTreeMap<String, Arc<LoadedProvider>>, &dyn SecretBackend) -> Vec<String>;
@@ -224,7 +240,13 @@ impl DomainInfo {
             prepare: prepare::<D>,
             check: D::check,
             start: D::start,
+            key: D::idempotency_key,
         }
+    }
+
+    /// The idempotency key of `input` (see [`Domain::idempotency_key`]).
+    pub fn idempotency_key(&self, input: &Input) -> Result<Option<String>, CallError> {
+        (self.key)(input)
     }
 
     /// Problems of the bundle's parts that concern this domain (see [`Domain::check`]).

@@ -71,20 +71,62 @@ impl Summary {
     /// The 99th percentile latency in ms (the upper bound of its bucket; 0 without calls).
     pub fn p99_ms(&self) -> f64 {
         let total: u64 = self.buckets.iter().sum();
+        self.ranked(((total as f64) * 0.99).ceil() as u64).1
+    }
+
+    /// The bucket bounds (lower, upper, in ms) of the call of `rank` (1-based, by latency).
+    fn ranked(&self, rank: u64) -> (f64, f64) {
+        let total: u64 = self.buckets.iter().sum();
         if total == 0 {
-            return 0.0;
+            return (0.0, 0.0);
         }
-        let want = (total as f64 * 0.99).ceil() as u64;
+        let rank = rank.clamp(1, total);
         let mut seen = 0;
         for (i, n) in self.buckets.iter().enumerate() {
             seen += n;
-            if seen >= want {
-                return bound_ms(i);
+            if seen >= rank {
+                let lower = if i == 0 { 0.0 } else { bound_ms(i - 1) };
+                return (lower, bound_ms(i));
             }
         }
-        bound_ms(self.buckets.len())
+        (
+            bound_ms(self.buckets.len() - 1),
+            bound_ms(self.buckets.len()),
+        )
+    }
+
+    /// The ranks around the p99 of `calls` calls that bound it with 95% confidence (the
+    /// count above the true p99 is Binomial(n, 0.01)).
+    fn p99_ranks(&self) -> (u64, u64) {
+        let n = self.buckets.iter().sum::<u64>() as f64;
+        let spread = Z95 * (n * 0.99 * 0.01).sqrt();
+        (
+            (n * 0.99 - spread).floor().max(1.0) as u64,
+            (n * 0.99 + spread).ceil().min(n) as u64,
+        )
+    }
+
+    /// A latency (ms) the p99 is at least, with 95% confidence: the lower bound of the bucket
+    /// of the call ranked `⌊0.99 n − 1.645 √(0.0099 n)⌋`. One slow call among a few dozen
+    /// does not raise it.
+    pub fn p99_at_least_ms(&self) -> f64 {
+        self.ranked(self.p99_ranks().0).0
+    }
+
+    /// A latency (ms) the p99 is at most, with 95% confidence: the upper bound of the bucket of
+    /// the call ranked `⌈0.99 n + 1.645 √(0.0099 n)⌉`.
+    pub fn p99_at_most_ms(&self) -> f64 {
+        self.ranked(self.p99_ranks().1).1
     }
 }
+
+/// Judged calls the canary and its baseline must each have before their p99s are compared:
+/// with fewer, a p99 is little more than the slowest call.
+pub const P99_MIN_SAMPLE: u64 = 100;
+/// The one-sided z of a 95% confidence bound.
+const Z95: f64 = 1.645;
+/// How many windows a canary without enough judged calls is watched before it is rolled back.
+pub const WINDOWS_FOR_EVIDENCE: u64 = 3;
 
 #[derive(Debug, Clone)]
 struct Slot {
@@ -211,14 +253,26 @@ pub enum Verdict {
 
 /// The verdict on a canary that has run `elapsed_secs` of its window, given what its tenants
 /// saw on it (`canary`) and on the stable revision before it (`baseline`); `None`: keep
-/// watching.
+/// watching. Only judged calls count (see the runtime: invokes, fires, and deliveries the
+/// provider accepted or failed on — never deliveries it refused).
+///
+/// - Error rate: once the canary has `min_calls` calls, a rate over the baseline's by more
+///   than `max_error_rate` rolls it back.
+/// - Latency: once the canary and the baseline each have [`P99_MIN_SAMPLE`] calls (and the
+///   canary `min_calls`), the canary is rolled back when its p99 is — with 95% confidence —
+///   above `max_p99_ratio` times the baseline's: the lower confidence bound of the canary's
+///   p99 against the upper one of the baseline's, so one slow call never condemns it.
+/// - Promotion: once the window passed with `min_calls` calls and neither rule fired. A
+///   canary that has not had `min_calls` calls is watched on, and rolled back after
+///   [`WINDOWS_FOR_EVIDENCE`] windows: it is not promoted on no evidence.
 pub fn judge(
     plan: &CanaryPlan,
     baseline: &Summary,
     canary: &Summary,
     elapsed_secs: u64,
 ) -> Option<Verdict> {
-    if canary.calls >= plan.min_calls.max(1) {
+    let enough = canary.calls >= plan.min_calls;
+    if enough && canary.calls > 0 {
         let (rate, base_rate) = (canary.error_rate(), baseline.error_rate());
         if rate > base_rate + plan.max_error_rate {
             return Some(Verdict::RolledBack {
@@ -231,26 +285,39 @@ pub fn judge(
                 ),
             });
         }
-        let (p99, base_p99) = (canary.p99_ms(), baseline.p99_ms());
-        if baseline.calls >= plan.min_calls.max(1) && p99 > base_p99 * plan.max_p99_ratio {
+        let (low, base_high) = (canary.p99_at_least_ms(), baseline.p99_at_most_ms());
+        if canary.calls >= P99_MIN_SAMPLE
+            && baseline.calls >= P99_MIN_SAMPLE
+            && low > base_high * plan.max_p99_ratio
+        {
             return Some(Verdict::RolledBack {
                 reason: format!(
-                    "p99 {p99:.1} ms over {} calls, against {base_p99:.1} ms on the stable revision (allowed: {}x)",
-                    canary.calls, plan.max_p99_ratio
+                    "p99 at least {low:.1} ms (95% confidence) over {} calls, against at most {base_high:.1} ms on the stable revision over {} calls (allowed: {}x)",
+                    canary.calls, baseline.calls, plan.max_p99_ratio
                 ),
             });
         }
     }
     if elapsed_secs >= plan.window_secs {
-        return Some(Verdict::Promoted {
-            reason: format!(
-                "{} calls in {} s, error rate {:.2}%, p99 {:.1} ms; within the thresholds",
-                canary.calls,
-                elapsed_secs,
-                canary.error_rate() * 100.0,
-                canary.p99_ms()
-            ),
-        });
+        if enough {
+            return Some(Verdict::Promoted {
+                reason: format!(
+                    "{} judged calls in {} s, error rate {:.2}%, p99 {:.1} ms; within the thresholds",
+                    canary.calls,
+                    elapsed_secs,
+                    canary.error_rate() * 100.0,
+                    canary.p99_ms()
+                ),
+            });
+        }
+        if elapsed_secs >= plan.window_secs.saturating_mul(WINDOWS_FOR_EVIDENCE) {
+            return Some(Verdict::RolledBack {
+                reason: format!(
+                    "only {} judged calls in {} s; promotion needs at least {} (--min-calls): not promoted on too little evidence",
+                    canary.calls, elapsed_secs, plan.min_calls
+                ),
+            });
+        }
     }
     None
 }
@@ -299,11 +366,14 @@ mod tests {
         );
         // Too few calls to judge yet.
         assert_eq!(judge(&plan(), &base, &summary(5, 5, 5.0), 10), None);
-        // Three times slower.
-        let slow = summary(50, 0, 15.0);
+        // Three times slower, over enough calls to tell.
+        let slow = summary(150, 0, 15.0);
         assert!(
             matches!(judge(&plan(), &base, &slow, 10), Some(Verdict::RolledBack { reason }) if reason.contains("p99"))
         );
+        // Too few calls to compare p99s: watched on, and promoted on its error rate.
+        let few_slow = summary(50, 0, 15.0);
+        assert_eq!(judge(&plan(), &base, &few_slow, 10), None);
         // Healthy: watched until the window passes, then promoted.
         let good = summary(50, 0, 5.0);
         assert_eq!(judge(&plan(), &base, &good, 10), None);
@@ -311,6 +381,54 @@ mod tests {
             judge(&plan(), &base, &good, 60),
             Some(Verdict::Promoted { .. })
         ));
+        // Not enough judged calls by the end of the window: watched on, then rolled back.
+        let quiet = summary(5, 0, 5.0);
+        assert_eq!(judge(&plan(), &base, &quiet, 60), None);
+        assert!(
+            matches!(judge(&plan(), &base, &quiet, 180), Some(Verdict::RolledBack { reason }) if reason.contains("only 5 judged calls"))
+        );
+    }
+
+    #[test]
+    fn one_slow_call_does_not_condemn_a_canary() {
+        let stats = Stats::default();
+        let tenants = plan().tenants;
+        for i in 0..200 {
+            let ms = if i == 0 { 400.0 } else { 5.0 };
+            stats.record_at(
+                "canary",
+                "acme",
+                false,
+                Duration::from_secs_f64(ms / 1000.0),
+                1_000_000,
+            );
+        }
+        let canary = stats.summary("canary", &tenants, 0, u64::MAX);
+        let base = summary(200, 0, 5.0);
+        // One call in 200 above 400 ms: the p99 is 5 ms, with confidence.
+        assert!(
+            canary.p99_at_least_ms() < 6.5,
+            "{}",
+            canary.p99_at_least_ms()
+        );
+        assert!(base.p99_at_most_ms() >= 5.0);
+        assert_eq!(judge(&plan(), &base, &canary, 10), None);
+        // Eight slow calls in 208 (almost 4%) are a p99 that moved, beyond doubt.
+        for _ in 0..8 {
+            stats.record_at(
+                "canary",
+                "acme",
+                false,
+                Duration::from_millis(400),
+                1_000_000,
+            );
+        }
+        let canary = stats.summary("canary", &tenants, 0, u64::MAX);
+        assert!(
+            canary.p99_at_least_ms() > 5.0 * 1.5,
+            "{}",
+            canary.p99_at_least_ms()
+        );
     }
 
     #[test]

@@ -39,8 +39,97 @@ pub struct Records {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "kebab-case")]
 enum Record {
-    Running { host: String, lease_until_ms: u64 },
-    Done { result: serde_json::Value },
+    Running {
+        host: String,
+        lease_until_ms: u64,
+        /// The request's fingerprint (absent in records of earlier versions).
+        #[serde(default)]
+        fingerprint: Option<String>,
+    },
+    Done {
+        result: serde_json::Value,
+        #[serde(default)]
+        fingerprint: Option<String>,
+    },
+}
+
+impl Record {
+    /// Whether the record is about a request other than the one fingerprinted `fingerprint`.
+    fn other_request(&self, fingerprint: &str) -> bool {
+        let (Record::Running { fingerprint: f, .. } | Record::Done { fingerprint: f, .. }) = self;
+        f.as_deref().is_some_and(|f| f != fingerprint)
+    }
+}
+
+/// The fingerprint of an invoke: its capability and its body, whatever the order of the
+/// body's fields, and whether the key came in the body or the header (the body's
+/// `idempotency_key` is left out). A key reused with another fingerprint is another request.
+pub fn fingerprint(capability: &str, body: &serde_json::Value) -> String {
+    fn canonical(v: &serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(map) => {
+                let sorted: std::collections::BTreeMap<&String, serde_json::Value> =
+                    map.iter().map(|(k, v)| (k, canonical(v))).collect();
+                serde_json::to_value(sorted).unwrap_or(serde_json::Value::Null)
+            }
+            serde_json::Value::Array(items) => {
+                serde_json::Value::Array(items.iter().map(canonical).collect())
+            }
+            other => other.clone(),
+        }
+    }
+    let mut h = Sha256::new();
+    let body = match body {
+        serde_json::Value::Object(map) => {
+            let mut without = map.clone();
+            // Removed before sorting: a removal from an ordered map may reorder it.
+            without.shift_remove("idempotency_key");
+            canonical(&serde_json::Value::Object(without))
+        }
+        other => canonical(other),
+    };
+    let body = serde_json::to_vec(&body).unwrap_or_default();
+    for part in [capability.as_bytes(), &body] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    format!("sha256:{}", hex::encode(h.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fingerprint;
+    use serde_json::json;
+
+    #[test]
+    fn a_fingerprint_is_of_the_request_not_of_how_it_was_written() {
+        let a = fingerprint(
+            "send",
+            &json!({"to": "a", "text": "b", "idempotency_key": "k"}),
+        );
+        assert_eq!(a, fingerprint("send", &json!({"text": "b", "to": "a"})));
+        assert_eq!(
+            a,
+            fingerprint(
+                "send",
+                &json!({"idempotency_key": "k", "text": "b", "to": "a"})
+            )
+        );
+        assert_ne!(a, fingerprint("send", &json!({"to": "a", "text": "c"})));
+        assert_ne!(a, fingerprint("post", &json!({"to": "a", "text": "b"})));
+        let nested = |x: u8| json!({"to": "a", "text": "b", "meta": {"y": 1, "x": x}});
+        assert_eq!(
+            fingerprint("send", &nested(1)),
+            fingerprint(
+                "send",
+                &json!({"meta": {"x": 1, "y": 1}, "text": "b", "to": "a"})
+            )
+        );
+        assert_ne!(
+            fingerprint("send", &nested(1)),
+            fingerprint("send", &nested(2))
+        );
+    }
 }
 
 /// What a claim came to.
@@ -55,6 +144,7 @@ pub enum Claim {
 pub struct Running {
     store: kv::Store,
     key: String,
+    fingerprint: String,
     /// The record's last sequence; held while the lease is renewed, so finishing never races
     /// a renewal in flight.
     seq: Arc<tokio::sync::Mutex<u64>>,
@@ -84,6 +174,7 @@ impl Records {
                 history: 1,
                 max_age: Duration::from_secs(fleet.section.idempotency_ttl_secs),
                 num_replicas: fleet.section.replicas,
+                max_bytes: super::bound(fleet.section.max_bytes.idempotency),
                 ..Default::default()
             },
         )
@@ -109,13 +200,17 @@ impl Records {
         hex::encode(h.finalize())
     }
 
-    /// Claims (caller, capability, key): run it, or its stored result; waits for a running
-    /// claim of another host until `until` (then `in-progress`).
+    /// Claims (caller, capability, key) for the request fingerprinted `fingerprint`: run it,
+    /// or its stored result; waits for a running claim of another host until `until` (then
+    /// `in-progress`). A key whose record is about another request is refused
+    /// (`idempotency-key-reused`), and a bucket with no room left is `storage-full` — never a
+    /// call run without its record.
     pub async fn claim(
         &self,
         caller: &crate::runtime::Caller,
         capability: &str,
         key: &str,
+        fingerprint: &str,
         until: Instant,
     ) -> Result<Claim, CallError> {
         let record = Self::record_key(caller, capability, key);
@@ -125,13 +220,11 @@ impl Records {
             ))
         };
         // Most keys are new: claim first, read only if that fails (one round trip, not two).
-        if let Ok(seq) = within(
-            REQUEST,
-            self.store.update(record.as_str(), self.running_record(), 0),
-        )
-        .await
+        if let Some(seq) = self
+            .write(&record, self.running_record(fingerprint), 0)
+            .await?
         {
-            return Ok(Claim::Run(Box::new(self.running(record, seq))));
+            return Ok(Claim::Run(Box::new(self.running(record, seq, fingerprint))));
         }
         let mut pause = Duration::from_millis(5);
         loop {
@@ -142,7 +235,13 @@ impl Records {
                 None => Some(0),
                 Some(e) if e.operation != kv::Operation::Put => Some(e.revision),
                 Some(e) => match serde_json::from_slice::<Record>(&e.value) {
-                    Ok(Record::Done { result }) => return Ok(Claim::Done(result)),
+                    Ok(r) if r.other_request(fingerprint) => {
+                        return Err(CallError::IdempotencyKeyReused(format!(
+                            "key `{}` was first sent to `{capability}` with another body",
+                            crate::errors::clip(key, 128)
+                        )));
+                    }
+                    Ok(Record::Done { result, .. }) => return Ok(Claim::Done(result)),
                     Ok(Record::Running { lease_until_ms, .. }) if lease_until_ms > now_ms() => None,
                     // A lapsed lease (its host died mid-call), or a record this version cannot
                     // read: take it over.
@@ -150,11 +249,11 @@ impl Records {
                 },
             };
             if let Some(last) = expect {
-                let running = self.running_record();
-                if let Ok(seq) =
-                    within(REQUEST, self.store.update(record.as_str(), running, last)).await
+                if let Some(seq) = self
+                    .write(&record, self.running_record(fingerprint), last)
+                    .await?
                 {
-                    return Ok(Claim::Run(Box::new(self.running(record, seq))));
+                    return Ok(Claim::Run(Box::new(self.running(record, seq, fingerprint))));
                 }
                 // Another host claimed it first: look again.
                 continue;
@@ -169,22 +268,45 @@ impl Records {
         }
     }
 
-    fn running_record(&self) -> Bytes {
+    /// Writes `value` at `record` expecting revision `last`: its new revision, or `None` when
+    /// another revision was there. A full bucket is `storage-full`.
+    async fn write(&self, record: &str, value: Bytes, last: u64) -> Result<Option<u64>, CallError> {
+        match tokio::time::timeout(REQUEST, self.store.update(record, value, last)).await {
+            Ok(Ok(seq)) => Ok(Some(seq)),
+            Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
+            Ok(Err(e)) if crate::jetstream::is_full(&e.to_string()) => {
+                Err(CallError::StorageFull {
+                    what: "the fleet's idempotency record".into(),
+                    retry_after_ms: 5_000,
+                })
+            }
+            Ok(Err(e)) => Err(CallError::Internal(format!(
+                "the fleet's idempotency record cannot be written: {e}"
+            ))),
+            Err(_) => Err(CallError::Internal(format!(
+                "the fleet's idempotency record cannot be written: no answer within {REQUEST:?}"
+            ))),
+        }
+    }
+
+    fn running_record(&self, fingerprint: &str) -> Bytes {
         encode(&Record::Running {
             host: self.host_id.clone(),
             lease_until_ms: now_ms() + LEASE.as_millis() as u64,
+            fingerprint: Some(fingerprint.to_string()),
         })
     }
 
-    fn running(&self, key: String, seq: u64) -> Running {
+    fn running(&self, key: String, seq: u64, fingerprint: &str) -> Running {
         let seq = Arc::new(tokio::sync::Mutex::new(seq));
         let finished = Arc::new(AtomicBool::new(false));
-        let (store, host, renew_key, renew_seq, done) = (
+        let (store, host, renew_key, renew_seq, done, print) = (
             self.store.clone(),
             self.host_id.clone(),
             key.clone(),
             seq.clone(),
             finished.clone(),
+            fingerprint.to_string(),
         );
         let renew = tokio::spawn(async move {
             loop {
@@ -196,6 +318,7 @@ impl Records {
                 let value = encode(&Record::Running {
                     host: host.clone(),
                     lease_until_ms: now_ms() + LEASE.as_millis() as u64,
+                    fingerprint: Some(print.clone()),
                 });
                 let renewed =
                     tokio::time::timeout(REQUEST, store.update(renew_key.as_str(), value, *last))
@@ -212,6 +335,7 @@ impl Records {
         Running {
             store: self.store.clone(),
             key,
+            fingerprint: fingerprint.to_string(),
             seq,
             finished,
             renew,
@@ -237,6 +361,7 @@ impl Running {
                     self.key.as_str(),
                     encode(&Record::Done {
                         result: value.clone(),
+                        fingerprint: Some(self.fingerprint.clone()),
                     }),
                     last,
                 )

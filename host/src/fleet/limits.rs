@@ -110,6 +110,7 @@ impl FleetLimits {
                 description: "greentic fleet-wide concurrency slots, per tenant".into(),
                 history: 1,
                 num_replicas: fleet.section.replicas,
+                max_bytes: super::bound(fleet.section.max_bytes.slots),
                 // Slots carry a TTL: a dead host's lapse.
                 limit_markers: Some(Duration::from_secs(60)),
                 ..Default::default()
@@ -118,7 +119,8 @@ impl FleetLimits {
         .await?;
         let stream = format!("{}_FUEL", prefix.to_ascii_uppercase());
         let subject = format!("{prefix}.fuel");
-        fleet
+        let max_bytes = super::bound(fleet.section.max_bytes.fuel);
+        let fuel = fleet
             .js
             .get_or_create_stream(jetstream::stream::Config {
                 name: stream.clone(),
@@ -128,11 +130,19 @@ impl FleetLimits {
                 subjects: vec![format!("{subject}.>")],
                 allow_message_counter: true,
                 max_age: Duration::from_secs(120),
+                max_bytes,
                 num_replicas: fleet.section.replicas,
                 ..Default::default()
             })
             .await
             .map_err(|e| anyhow::anyhow!("opening the JetStream stream `{stream}`: {e}"))?;
+        crate::jetstream::bound_stream(
+            &fleet.js,
+            fuel.cached_info().config.clone(),
+            max_bytes,
+            None,
+        )
+        .await?;
         let limits = Arc::new(FleetLimits {
             js: fleet.js.clone(),
             slots,

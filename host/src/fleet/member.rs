@@ -18,9 +18,15 @@ use crate::fleet::revisions::{self, CANARY, Envelope, Published, STABLE};
 use crate::loader::LoadOptions;
 use crate::reload::{Outcome, Refusal, Reloader};
 use crate::runtime::Canary;
+use std::path::PathBuf;
 
 /// The leader's lease key in the hosts bucket.
 const LEADER: &str = "leader";
+/// The fleet's high-water mark, in the revisions bucket.
+pub const HIGH_WATER: &str = "high-water";
+/// The file, in `[cluster].state_dir`, where a host keeps its high-water mark and the signed
+/// record of the revision it last applied.
+const KEPT_FILE: &str = "applied.json";
 /// Prefix of heartbeat keys.
 const HOST: &str = "host.";
 
@@ -45,6 +51,62 @@ pub struct HostReport {
     pub leader: bool,
     /// What the canary tenants saw on the canary and, before it, on the stable revision.
     pub canary_stats: Option<CanaryStats>,
+    /// Where the revision it serves came from: `stable` (the fleet's record), `history` (an
+    /// earlier record of the bucket, the newest it could verify, because `stable` was
+    /// refused), `kept` (its own copy of the revision it last applied) or `local` (its
+    /// bootstrap bundle: it serves no fleet revision yet).
+    #[serde(default)]
+    pub serving_from: String,
+    /// Why it serves no fleet revision, while it does not (it is then unready).
+    #[serde(default)]
+    pub waiting: Option<String>,
+    /// The newest publication it has applied or seen applied: nothing older is served again.
+    #[serde(default)]
+    pub high_water: HighWater,
+}
+
+/// A publication: when it was published and its digest. A host (and the fleet) keeps the
+/// newest it applied as its high-water mark: a record published before it is a replay.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HighWater {
+    /// When it was published (ms since the epoch).
+    pub published_at_ms: u64,
+    /// Its digest.
+    pub digest: String,
+}
+
+impl HighWater {
+    /// Whether `published` is older than this mark (the same publication is not).
+    fn above(&self, published: &Published) -> bool {
+        published.published_at_ms < self.published_at_ms
+            || (published.published_at_ms == self.published_at_ms
+                && !self.digest.is_empty()
+                && published.digest != self.digest)
+    }
+
+    fn of(published: &Published) -> HighWater {
+        HighWater {
+            published_at_ms: published.published_at_ms,
+            digest: published.digest.clone(),
+        }
+    }
+
+    fn newer(self, other: HighWater) -> HighWater {
+        if other.published_at_ms > self.published_at_ms {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+/// What a host keeps in its state directory across restarts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Kept {
+    /// Its high-water mark.
+    mark: HighWater,
+    /// The signed record of the revision it last applied (an [`Envelope`]'s JSON).
+    record: String,
 }
 
 /// A host's view of a canary, for the leader to merge.
@@ -72,6 +134,10 @@ pub struct VerdictRecord {
     pub at_ms: u64,
     /// The leader that decided.
     pub by: String,
+    /// When the canary judged was published (0 in verdicts of earlier versions): a verdict is
+    /// about that publication, whatever key it is written back under.
+    #[serde(default)]
+    pub published_at_ms: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -88,8 +154,13 @@ pub struct Member {
     options: LoadOptions,
     started_at_ms: u64,
     canary: Mutex<Option<CanaryState>>,
-    /// When the stable record this host runs was published: an older record is a replay.
-    applied_at_ms: Mutex<u64>,
+    /// The newest publication this host applied, or knows the fleet applied (its own kept
+    /// mark across restarts, and the fleet's): an older record is a replay.
+    mark: Mutex<HighWater>,
+    /// Where the revision served came from (`local` until a fleet revision is applied).
+    serving_from: Mutex<&'static str>,
+    /// Where the host keeps its mark and last applied record (`None`: nowhere it can write).
+    kept: Option<PathBuf>,
     serial: tokio::sync::Mutex<()>,
 }
 
@@ -98,19 +169,38 @@ fn now_ms() -> u64 {
 }
 
 impl Member {
-    /// A member of `fleet` that swaps revisions in through `reloader`.
-    pub fn new(fleet: Arc<Fleet>, reloader: Arc<Reloader>, options: LoadOptions) -> Arc<Member> {
+    /// A member of `fleet` that swaps revisions in through `reloader`, keeping its high-water
+    /// mark in `state_dir` (read back from there if a previous run kept one).
+    pub fn new(
+        fleet: Arc<Fleet>,
+        reloader: Arc<Reloader>,
+        options: LoadOptions,
+        state_dir: Option<PathBuf>,
+    ) -> Arc<Member> {
+        let kept = state_dir.map(|d| d.join(KEPT_FILE));
+        let mark = kept
+            .as_deref()
+            .and_then(read_kept)
+            .map(|k| k.mark)
+            .unwrap_or_default();
+        if mark.published_at_ms > 0 {
+            tracing::info!(published_at_ms = mark.published_at_ms, digest = %mark.digest, "this host's high-water mark, kept from its last run");
+        }
         Arc::new(Member {
+            mark: Mutex::new(mark),
+            serving_from: Mutex::new("local"),
+            kept,
             fleet,
             reloader,
             options: LoadOptions {
-                // A published revision carries its lock: never re-locked on a host.
+                // A published revision carries its lock: never re-locked on a host, and runs
+                // only providers signed by provider keys.
                 update_lock: false,
+                published: true,
                 ..options
             },
             started_at_ms: now_ms(),
             canary: Mutex::new(None),
-            applied_at_ms: Mutex::new(0),
             serial: tokio::sync::Mutex::new(()),
         })
     }
@@ -123,9 +213,17 @@ impl Member {
     /// Applies the published stable revision and canary, as they are now; the outcome for the
     /// stable one (`None`: nothing published yet).
     pub async fn sync(&self) -> anyhow::Result<Option<Outcome>> {
+        self.learn_fleet_mark().await;
         let stable = self.fleet.revisions.get(STABLE).await?;
         let outcome = match stable {
-            Some(bytes) => Some(self.on_stable(&bytes).await),
+            Some(bytes) => {
+                let outcome = self.on_stable(&bytes).await;
+                if matches!(outcome, Outcome::Refused { .. }) && !self.has_applied() {
+                    Some(self.fall_back(&bytes, &outcome).await.unwrap_or(outcome))
+                } else {
+                    Some(outcome)
+                }
+            }
             None => None,
         };
         let canary = self.fleet.revisions.entry(CANARY).await?;
@@ -166,26 +264,162 @@ impl Member {
         .map_err(|e| e.to_string())
     }
 
-    /// Whether this host has applied a revision the fleet published (or found it already
-    /// running one).
+    /// Whether this host serves a revision the fleet published (or found it already running
+    /// one).
     pub fn has_applied(&self) -> bool {
-        self.applied_at() > 0
+        *self.serving_from.lock().unwrap_or_else(|e| e.into_inner()) != "local"
     }
 
-    fn applied_at(&self) -> u64 {
-        *self.applied_at_ms.lock().unwrap_or_else(|e| e.into_inner())
+    /// Where the revision it serves came from (see [`HostReport::serving_from`]).
+    pub fn serving_from(&self) -> &'static str {
+        *self.serving_from.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Why `published` (under `key`) is stale: published no later than the stable revision
-    /// this host runs (an old signed record written back); `None` when it is newer.
+    /// Why the host serves no fleet revision, while it does not.
+    pub fn waiting(&self) -> Option<String> {
+        if self.has_applied() {
+            return None;
+        }
+        Some(match self.reloader.last_refused() {
+            Some(r) => format!(
+                "the fleet's revision {} was refused ({}), and no earlier revision in the bucket or kept by this host could be verified and applied",
+                r.digest.as_deref().unwrap_or("-"),
+                r.problems.join("; ")
+            ),
+            None => "no revision applied from the fleet yet".into(),
+        })
+    }
+
+    /// The newest publication this host knows was applied.
+    pub fn high_water(&self) -> HighWater {
+        self.mark.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Why `published` (under `key`) is stale: published before the newest revision this host
+    /// (or the fleet) applied — an old signed record written back; `None` when it is not.
     fn stale(&self, published: &Published, key: &str) -> Option<String> {
-        let applied = self.applied_at();
-        (published.published_at_ms <= applied).then(|| {
+        let mark = self.high_water();
+        mark.above(published).then(|| {
             format!(
-                "revision {} under `{key}` was published before the revision this host runs ({} <= {} ms since the epoch): an old record written back is refused; publish it again",
-                published.digest, published.published_at_ms, applied
+                "revision {} under `{key}` was published before the newest revision this host or the fleet applied ({} < {} ms since the epoch, {}): an old record written back is refused; publish it again",
+                published.digest, published.published_at_ms, mark.published_at_ms, mark.digest
             )
         })
+    }
+
+    /// Raises this host's mark to the fleet's, if the fleet's is newer.
+    async fn learn_fleet_mark(&self) {
+        match self.fleet.revisions.get(HIGH_WATER).await {
+            Ok(Some(bytes)) => {
+                if let Ok(fleet) = serde_json::from_slice::<HighWater>(&bytes) {
+                    let mut mark = self.mark.lock().unwrap_or_else(|e| e.into_inner());
+                    *mark = std::mem::take(&mut *mark).newer(fleet);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "reading the fleet's high-water mark"),
+        }
+    }
+
+    /// Records that `published` (its signed `record`) is applied: the host's mark, kept on
+    /// disk, and the fleet's, raised if it is lower.
+    async fn applied(&self, published: &Published, record: &[u8], from: &'static str) {
+        let mark = HighWater::of(published);
+        {
+            let mut current = self.mark.lock().unwrap_or_else(|e| e.into_inner());
+            *current = std::mem::take(&mut *current).newer(mark.clone());
+        }
+        *self.serving_from.lock().unwrap_or_else(|e| e.into_inner()) = from;
+        self.reloader.runtime().set_unserved(None);
+        if let Some(path) = &self.kept {
+            let kept = Kept {
+                mark: self.high_water(),
+                record: String::from_utf8_lossy(record).into_owned(),
+            };
+            if let Err(e) = write_kept(path, &kept) {
+                tracing::warn!(file = %path.display(), error = %format!("{e:#}"), "the host's high-water mark could not be kept; a restart relies on the fleet's");
+            }
+        }
+        // The fleet's mark only ever rises.
+        for _ in 0..8 {
+            let entry = match self.fleet.revisions.entry(HIGH_WATER).await {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the fleet's high-water mark");
+                    return;
+                }
+            };
+            let (current, revision) = match &entry {
+                Some(e) if e.operation == kv::Operation::Put => (
+                    serde_json::from_slice::<HighWater>(&e.value).unwrap_or_default(),
+                    e.revision,
+                ),
+                Some(e) => (HighWater::default(), e.revision),
+                None => (HighWater::default(), 0),
+            };
+            if current.published_at_ms >= mark.published_at_ms {
+                return;
+            }
+            let value = Bytes::from(serde_json::to_vec(&mark).unwrap_or_default());
+            if self
+                .fleet
+                .revisions
+                .update(HIGH_WATER, value, revision)
+                .await
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
+
+    /// After `stable` (`refused_bytes`) was refused on a host that serves no fleet revision:
+    /// applies the newest earlier record of the bucket's history it can verify that is not
+    /// older than its mark, else its own kept copy of the revision it last applied. `None`
+    /// when nothing could be (the host then stays unready and says why).
+    async fn fall_back(&self, refused_bytes: &[u8], refused: &Outcome) -> Option<Outcome> {
+        let mut candidates: Vec<(Vec<u8>, &'static str)> = Vec::new();
+        match self.fleet.revisions.history(STABLE).await {
+            Ok(mut history) => {
+                let mut entries = Vec::new();
+                while let Some(Ok(entry)) = history.next().await {
+                    if entry.operation == kv::Operation::Put && entry.value[..] != *refused_bytes {
+                        entries.push(entry.value.to_vec());
+                    }
+                }
+                candidates.extend(entries.into_iter().rev().map(|v| (v, "history")));
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the history of the fleet's revisions"),
+        }
+        if let Some(kept) = self.kept.as_deref().and_then(read_kept) {
+            candidates.push((kept.record.into_bytes(), "kept"));
+        }
+        for (bytes, from) in candidates {
+            let Ok(published) = self.open(&bytes) else {
+                continue;
+            };
+            if self.stale(&published, STABLE).is_some()
+                || (published.canary.is_some() && !self.promoted(&published.digest).await)
+            {
+                continue;
+            }
+            let Ok(bundle) = self.bundle_of(&published) else {
+                continue;
+            };
+            let outcome = self
+                .reloader
+                .apply_locked(bundle, self.options, Some(published.lock.clone()))
+                .await;
+            if matches!(outcome, Outcome::Applied { .. } | Outcome::Unchanged { .. }) {
+                tracing::warn!(revision = %published.digest, from, refused = ?refused, "the fleet's stable revision was refused; serving the newest earlier revision this host could verify");
+                self.applied(&published, &bytes, from).await;
+                return Some(outcome);
+            }
+        }
+        let why = self.waiting().unwrap_or_default();
+        tracing::error!(%why, "no fleet revision can be served; this host stays unready");
+        self.reloader.runtime().set_unserved(Some(why));
+        None
     }
 
     /// Whether the leader promoted the canary `digest` (a canary record under `stable` must
@@ -207,6 +441,33 @@ impl Member {
         false
     }
 
+    /// The reason of a rolled-back verdict on the publication `published` (its digest, published
+    /// at that time), whatever key its record was written back under.
+    async fn rolled_back(&self, published: &Published) -> Option<String> {
+        let keys = super::keys_under(
+            &self.fleet.revisions,
+            &revisions::verdict_prefix(&published.digest),
+        )
+        .await
+        .ok()?;
+        for key in keys {
+            if let Ok(Some(bytes)) = self.fleet.revisions.get(key.as_str()).await
+                && let Ok(v) = serde_json::from_slice::<VerdictRecord>(&bytes)
+                && let Verdict::RolledBack { reason } = &v.verdict
+            {
+                let same = if v.published_at_ms > 0 {
+                    v.published_at_ms == published.published_at_ms
+                } else {
+                    v.at_ms >= published.published_at_ms
+                };
+                if same {
+                    return Some(reason.clone());
+                }
+            }
+        }
+        None
+    }
+
     /// Verifies and applies a published stable revision.
     async fn on_stable(&self, bytes: &[u8]) -> Outcome {
         let _one = self.serial.lock().await;
@@ -215,8 +476,7 @@ impl Member {
             Err((digest, why)) => return self.reloader.refuse(digest, vec![why]),
         };
         if published.digest == self.reloader.runtime().revision().digest {
-            let mut applied = self.applied_at_ms.lock().unwrap_or_else(|e| e.into_inner());
-            *applied = (*applied).max(published.published_at_ms);
+            self.applied(&published, bytes, "stable").await;
             return Outcome::Unchanged {
                 digest: published.digest,
             };
@@ -234,13 +494,12 @@ impl Member {
             Ok(b) => b,
             Err(e) => return self.reloader.refuse(Some(published.digest), vec![e]),
         };
-        let published_at = published.published_at_ms;
         let outcome = self
             .reloader
-            .apply_locked(bundle, self.options, Some(published.lock))
+            .apply_locked(bundle, self.options, Some(published.lock.clone()))
             .await;
         if matches!(outcome, Outcome::Applied { .. }) {
-            *self.applied_at_ms.lock().unwrap_or_else(|e| e.into_inner()) = published_at;
+            self.applied(&published, bytes, "stable").await;
         }
         // A canary that is now every tenant's revision is no longer a canary.
         let promoted = matches!(&outcome, Outcome::Applied { digest, .. }
@@ -286,6 +545,17 @@ impl Member {
             self.reloader.refuse(Some(published.digest), vec![why]);
             return;
         }
+        if let Some(verdict) = self.rolled_back(&published).await {
+            self.clear_canary("its publication was rolled back already");
+            self.reloader.refuse(
+                Some(published.digest),
+                vec![format!(
+                    "this canary publication was rolled back already ({}); a rolled-back canary is never served again: publish it anew",
+                    verdict
+                )],
+            );
+            return;
+        }
         let Some(plan) = published.canary.clone() else {
             self.reloader.refuse(
                 Some(published.digest),
@@ -310,8 +580,9 @@ impl Member {
             }
         };
         let (options, lock, base) = (self.options, published.lock.clone(), stable.clone());
+        let auth = self.reloader.auth();
         let built = tokio::task::spawn_blocking(move || {
-            crate::reload::build(bundle, options, Some(&lock), &base)
+            crate::reload::build(bundle, options, Some(&lock), &base, Some(&auth))
         })
         .await;
         match built {
@@ -381,6 +652,7 @@ impl Member {
                 self.on_stable(&entry.value).await;
             }
             CANARY => self.on_canary(put.then_some(&entry.value[..])).await,
+            HIGH_WATER => {}
             key if key.starts_with("verdict.") && put => {
                 if let Ok(v) = serde_json::from_slice::<VerdictRecord>(&entry.value) {
                     tracing::info!(canary = %v.digest, verdict = ?v.verdict, by = %v.by, "canary verdict");
@@ -428,6 +700,9 @@ impl Member {
             refused: self.reloader.last_refused(),
             leader,
             canary_stats,
+            serving_from: self.serving_from().to_string(),
+            waiting: self.waiting(),
+            high_water: self.high_water(),
         }
     }
 
@@ -508,6 +783,7 @@ impl Member {
                         stable_revision,
                         &digest,
                         &BTreeSet::new(),
+                        0,
                         Verdict::RolledBack { reason: why },
                     )
                     .await;
@@ -516,6 +792,21 @@ impl Member {
         let Some(plan) = &published.canary else {
             return Ok(());
         };
+        // A publication rolled back once is withdrawn again, whatever key it came back under.
+        if let Some(reason) = self.rolled_back(&published).await {
+            return self
+                .decide(
+                    &entry,
+                    stable_revision,
+                    &published.digest,
+                    &plan.tenants,
+                    published.published_at_ms,
+                    Verdict::RolledBack {
+                        reason: format!("rolled back already: {reason}"),
+                    },
+                )
+                .await;
+        }
         // A host that could not build it: the revision fails a check, fleet-wide.
         // (Only a refusal since it was published counts: the same digest may come back.)
         if let Some((host, refusal)) = reports.iter().find_map(|r| {
@@ -532,6 +823,7 @@ impl Member {
                     stable_revision,
                     &published.digest,
                     &plan.tenants,
+                    published.published_at_ms,
                     Verdict::RolledBack { reason },
                 )
                 .await;
@@ -552,6 +844,7 @@ impl Member {
                 stable_revision,
                 &published.digest,
                 &plan.tenants,
+                published.published_at_ms,
                 verdict,
             )
             .await?;
@@ -567,6 +860,7 @@ impl Member {
         stable_revision: u64,
         digest: &str,
         tenants: &BTreeSet<String>,
+        published_at_ms: u64,
         verdict: Verdict,
     ) -> anyhow::Result<()> {
         let record = VerdictRecord {
@@ -575,6 +869,7 @@ impl Member {
             verdict: verdict.clone(),
             at_ms: now_ms(),
             by: self.fleet.host_id.clone(),
+            published_at_ms,
         };
         let key = revisions::verdict_key(digest, entry.revision);
         // The first verdict stands (a leader that changed mid-way carries it out again).
@@ -627,4 +922,33 @@ pub async fn hosts(store: &kv::Store) -> anyhow::Result<Vec<HostReport>> {
     }
     out.sort_by(|a, b| a.host.cmp(&b.host));
     Ok(out)
+}
+
+/// The host's kept mark and record at `path`, if a previous run left a readable one.
+fn read_kept(path: &std::path::Path) -> Option<Kept> {
+    let bytes = std::fs::read(path).ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(kept) => Some(kept),
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "the kept high-water mark is unreadable; ignored");
+            None
+        }
+    }
+}
+
+/// Writes `kept` to `path` whole or not at all (a temporary file, synced, renamed over it).
+fn write_kept(path: &std::path::Path, kept: &Kept) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let dir = path
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("{} has no directory", path.display()))?;
+    std::fs::create_dir_all(dir)?;
+    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    file.write_all(&serde_json::to_vec_pretty(kept)?)?;
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|e| e.error)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }

@@ -75,6 +75,80 @@ pub struct ClusterSection {
     /// Attempts at a durable delivery before it is given up.
     #[serde(default = "default_attempts")]
     pub delivery_max_attempts: u32,
+    /// Where a host keeps what it must remember across restarts — the newest revision it
+    /// applied (its high-water mark) and that revision's signed record — relative to the
+    /// bundle (default `.greentic/fleet`). It must be writable.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// Seconds a durable delivery may wait in its queue before it is dropped unhandled.
+    #[serde(default = "default_delivery_max_age")]
+    pub delivery_max_age_secs: u64,
+    /// The byte bound of each bucket and stream the fleet keeps (`[cluster.max_bytes]`).
+    #[serde(default)]
+    pub max_bytes: StorageBounds,
+}
+
+/// `[cluster.max_bytes]`: what each bucket and stream the fleet creates may hold, in bytes.
+/// A bucket or stream found without a bound (made by an earlier version) is given it; one an
+/// operator bounded is left as it is. A write past a bound is refused (`507 storage-full` to
+/// a caller whose call needed it), never made room for by dropping what was acknowledged.
+/// Each tenant's durable delivery queue is bounded by the tenant's own limits
+/// (`queued_deliveries`, `queued_delivery_bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageBounds {
+    /// Published revisions and canary verdicts (default 64 MiB).
+    #[serde(default = "default_revisions_bytes")]
+    pub revisions: u64,
+    /// Heartbeats and the leader's lease (default 16 MiB).
+    #[serde(default = "default_hosts_bytes")]
+    pub hosts: u64,
+    /// Fleet-wide concurrency slots (default 64 MiB).
+    #[serde(default = "default_counter_bytes")]
+    pub slots: u64,
+    /// Fleet-wide fuel counters (default 64 MiB).
+    #[serde(default = "default_counter_bytes")]
+    pub fuel: u64,
+    /// Idempotency records and the results they keep (default 1 GiB).
+    #[serde(default = "default_idempotency_bytes")]
+    pub idempotency: u64,
+    /// Durable deliveries accepted per tenant and second (default 64 MiB).
+    #[serde(default = "default_counter_bytes")]
+    pub delivery_rates: u64,
+}
+
+fn default_revisions_bytes() -> u64 {
+    64 << 20
+}
+fn default_hosts_bytes() -> u64 {
+    16 << 20
+}
+fn default_counter_bytes() -> u64 {
+    64 << 20
+}
+fn default_idempotency_bytes() -> u64 {
+    1 << 30
+}
+fn default_delivery_max_age() -> u64 {
+    7 * 24 * 3600
+}
+
+impl Default for StorageBounds {
+    fn default() -> StorageBounds {
+        StorageBounds {
+            revisions: default_revisions_bytes(),
+            hosts: default_hosts_bytes(),
+            slots: default_counter_bytes(),
+            fuel: default_counter_bytes(),
+            idempotency: default_idempotency_bytes(),
+            delivery_rates: default_counter_bytes(),
+        }
+    }
+}
+
+/// `bytes` as JetStream's signed bound.
+pub(crate) fn bound(bytes: u64) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
 }
 
 fn default_prefix() -> String {
@@ -116,6 +190,9 @@ impl Default for ClusterSection {
             fleet_limits: true,
             delivery_ack_wait_ms: default_ack_wait(),
             delivery_max_attempts: default_attempts(),
+            state_dir: None,
+            delivery_max_age_secs: default_delivery_max_age(),
+            max_bytes: StorageBounds::default(),
         }
     }
 }
@@ -157,6 +234,24 @@ impl ClusterSection {
         if self.idempotency_ttl_secs == 0 {
             out.push("[cluster].idempotency_ttl_secs must be positive".into());
         }
+        if self.delivery_max_age_secs < 60 {
+            out.push("[cluster].delivery_max_age_secs must be at least 60".into());
+        }
+        let b = &self.max_bytes;
+        for (key, value) in [
+            ("revisions", b.revisions),
+            ("hosts", b.hosts),
+            ("slots", b.slots),
+            ("fuel", b.fuel),
+            ("idempotency", b.idempotency),
+            ("delivery_rates", b.delivery_rates),
+        ] {
+            if value < 1 << 20 {
+                out.push(format!(
+                    "[cluster].max_bytes.{key} is {value}; a bucket that small fills at once: give it at least 1048576 (1 MiB)"
+                ));
+            }
+        }
         out
     }
 }
@@ -179,20 +274,33 @@ pub struct Fleet {
     pub hosts: kv::Store,
 }
 
-/// A bucket, created with `config` when missing; an existing one is used as it is.
+/// A bucket, created with `config` (which names its byte bound) when missing; an existing one
+/// is used as it is, but given `config`'s byte bound if it has none.
 pub(crate) async fn bucket(
     js: &jetstream::Context,
     config: kv::Config,
 ) -> anyhow::Result<kv::Store> {
     let name = config.bucket.clone();
-    match js.get_key_value(&name).await {
-        Ok(store) => Ok(store),
-        Err(e) if e.kind() == jetstream::context::KeyValueErrorKind::GetBucket => js
-            .create_key_value(config)
-            .await
-            .with_context(|| format!("creating the JetStream bucket `{name}`")),
-        Err(e) => Err(e).with_context(|| format!("opening the JetStream bucket `{name}`")),
-    }
+    let max_bytes = config.max_bytes;
+    let store = match js.get_key_value(&name).await {
+        Ok(store) => store,
+        Err(e) if e.kind() == jetstream::context::KeyValueErrorKind::GetBucket => {
+            return js
+                .create_key_value(config)
+                .await
+                .with_context(|| format!("creating the JetStream bucket `{name}`"));
+        }
+        Err(e) => return Err(e).with_context(|| format!("opening the JetStream bucket `{name}`")),
+    };
+    let mut stream = store.stream.clone();
+    let info = stream
+        .info()
+        .await
+        .with_context(|| format!("reading the JetStream bucket `{name}`"))?
+        .config
+        .clone();
+    crate::jetstream::bound_stream(js, info, max_bytes, None).await?;
+    Ok(store)
 }
 
 /// `request`, or an error once `limit` passed without an answer: a fleet request that hangs
@@ -266,6 +374,7 @@ impl Fleet {
                 description: "greentic bundle revisions: stable, canary, verdicts".into(),
                 history: 16,
                 num_replicas: section.replicas,
+                max_bytes: bound(section.max_bytes.revisions),
                 ..Default::default()
             },
         )
@@ -278,6 +387,7 @@ impl Fleet {
                 history: 1,
                 max_age: Duration::from_secs(section.host_ttl_secs),
                 num_replicas: section.replicas,
+                max_bytes: bound(section.max_bytes.hosts),
                 ..Default::default()
             },
         )
@@ -359,51 +469,62 @@ mod tests {
         let (acme, globex) = (who("acme", None), who("globex", None));
 
         let started = Instant::now();
-        let Claim::Run(running) = ra.claim(&acme, "send", "k1", soon()).await.unwrap() else {
+        let Claim::Run(running) = ra.claim(&acme, "send", "k1", "f", soon()).await.unwrap() else {
             panic!("a fresh key runs");
         };
         eprintln!("claim took {:?}", started.elapsed());
         // Another host meanwhile waits, and is told the call is still running.
-        let e = rb.claim(&acme, "send", "k1", soon()).await.err().unwrap();
+        let e = rb
+            .claim(&acme, "send", "k1", "f", soon())
+            .await
+            .err()
+            .unwrap();
         assert_eq!(e.code(), "in-progress");
         // Another tenant's same key is another call.
         assert!(matches!(
-            rb.claim(&globex, "send", "k1", soon()).await.unwrap(),
+            rb.claim(&globex, "send", "k1", "f", soon()).await.unwrap(),
             Claim::Run(_)
         ));
         running.finish(Ok(&serde_json::json!({"id": 7}))).await;
         // Another user of the tenant reusing the key is another call.
         assert!(matches!(
-            rb.claim(&who("acme", Some("ann")), "send", "k1", soon())
+            rb.claim(&who("acme", Some("ann")), "send", "k1", "f", soon())
                 .await
                 .unwrap(),
             Claim::Run(_)
         ));
-        match rb.claim(&acme, "send", "k1", soon()).await.unwrap() {
+        match rb.claim(&acme, "send", "k1", "f", soon()).await.unwrap() {
             Claim::Done(result) => assert_eq!(result["id"], 7),
             Claim::Run(_) => panic!("a finished call ran again"),
         }
+        // The same key with another request is refused, not answered with the first result.
+        let e = rb
+            .claim(&acme, "send", "k1", "g", soon())
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.code(), "idempotency-key-reused");
 
         // A claim whose host stops renewing it (died) lapses and is taken over.
-        let Claim::Run(dying) = ra.claim(&acme, "send", "k2", soon()).await.unwrap() else {
+        let Claim::Run(dying) = ra.claim(&acme, "send", "k2", "f", soon()).await.unwrap() else {
             panic!()
         };
         drop(dying);
         let until = Instant::now() + Duration::from_secs(10);
         assert!(matches!(
-            rb.claim(&acme, "send", "k2", until).await.unwrap(),
+            rb.claim(&acme, "send", "k2", "f", until).await.unwrap(),
             Claim::Run(_)
         ));
 
         // A failed call gives its record up: the retry runs.
-        let Claim::Run(failing) = ra.claim(&acme, "send", "k3", soon()).await.unwrap() else {
+        let Claim::Run(failing) = ra.claim(&acme, "send", "k3", "f", soon()).await.unwrap() else {
             panic!()
         };
         failing
             .finish(Err(&crate::errors::CallError::GuestTrap("x".into())))
             .await;
         assert!(matches!(
-            rb.claim(&acme, "send", "k3", soon()).await.unwrap(),
+            rb.claim(&acme, "send", "k3", "f", soon()).await.unwrap(),
             Claim::Run(_)
         ));
     }

@@ -114,10 +114,19 @@ pub fn publisher_keys(bundle: &Bundle) -> Result<greentic_signing::TrustedKeys, 
     }
     let mut pems = Vec::new();
     for name in names {
-        let path = bundle.file.trust.keys.get(name).ok_or_else(|| {
+        let key = bundle.file.trust.keys.get(name).ok_or_else(|| {
             format!("[cluster].publishers names `{name}`, which [trust.keys] does not have")
         })?;
-        let full = bundle.path(path);
+        if !bundle
+            .file
+            .key_roles(name)
+            .contains(&crate::bundle::KeyRole::Publisher)
+        {
+            return Err(format!(
+                "[cluster].publishers names `{name}`, which [trust.keys] does not trust to publish; add the `publisher` role to it"
+            ));
+        }
+        let full = bundle.path(key.file());
         pems.push(
             std::fs::read_to_string(&full)
                 .map_err(|e| format!("publisher key `{name}` ({}): {e}", full.display()))?,

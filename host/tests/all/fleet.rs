@@ -13,13 +13,15 @@ use std::time::{Duration, Instant};
 use common::{Host, Nats, TestBundle, run_in, text};
 use serde_json::json;
 
-/// What every fleet bundle starts with.
+/// What every fleet bundle starts with: providers are signed with `ci` (cosign.key), revisions
+/// with `publisher` (publisher.key) — a key does one job.
 const FLEET: &str = r#"
 [trust.keys]
 ci = "cosign.pub"
+publisher = { file = "publisher.pub", roles = ["publisher"] }
 
 [cluster]
-publishers = ["ci"]
+publishers = ["publisher"]
 heartbeat_ms = 200
 host_ttl_secs = 2
 delivery_ack_wait_ms = 2000
@@ -57,12 +59,27 @@ impl Cluster {
     /// Pushes and signs `components` (`(name:tag, component)`), publishes the bundle `body`
     /// makes (`{registry}` substituted) and starts `n` hosts following it.
     fn start(body: &dyn Fn(&str) -> String, components: &[(&str, &str)], n: usize) -> Cluster {
+        Cluster::start_with(body, components, n, &[])
+    }
+
+    /// [`Cluster::start`] with secret files (`tenant/NAME` → value) in every bundle directory.
+    fn start_with(
+        body: &dyn Fn(&str) -> String,
+        components: &[(&str, &str)],
+        n: usize,
+        secrets: &[(&str, &str)],
+    ) -> Cluster {
         let nats = Nats::start();
         let registry = greentic_registry::testing::Registry::start();
         let reg = registry.addr.clone();
-        let publisher = TestBundle::new(&format!("{FLEET}{}", body(&reg)), &[]);
+        let publisher = TestBundle::new(&format!("{FLEET}{}", body(&reg)), secrets);
         let dir = publisher.path();
         assert!(run_in(dir, &["keygen"]).status.success());
+        assert!(
+            run_in(dir, &["keygen", "--output-key-prefix", "publisher"])
+                .status
+                .success()
+        );
         for (name, component) in components {
             let reference = format!("{reg}/providers/{name}");
             let wasm = common::component("wasip2", component);
@@ -81,27 +98,33 @@ impl Cluster {
         };
         let first = cluster.publish(&body(&cluster.registry.clone()), &[]);
         for i in 0..n {
-            let host_dir = tempfile::tempdir().unwrap();
-            copy_dir(cluster.publisher.path(), host_dir.path());
-            let host = Host::start_with_args(
-                host_dir.path(),
-                &[
-                    "--cluster",
-                    &cluster.nats.url,
-                    "--host-id",
-                    &format!("h{i}"),
-                ],
-            );
-            cluster.hosts.push(Some(host));
-            cluster._dirs.push(host_dir);
+            cluster.add_host(&format!("h{i}"));
         }
         cluster.wait_converged(&first);
         cluster
     }
 
+    /// Starts one more host, `id`, in a bundle directory of its own.
+    fn add_host(&mut self, id: &str) {
+        let host_dir = tempfile::tempdir().unwrap();
+        copy_dir(self.publisher.path(), host_dir.path());
+        self.start_host_in(id, host_dir);
+    }
+
+    /// Starts host `id` in `host_dir` (a directory a host of the fleet ran in before keeps
+    /// what it remembered).
+    fn start_host_in(&mut self, id: &str, host_dir: tempfile::TempDir) {
+        let host = Host::start_with_args(
+            host_dir.path(),
+            &["--cluster", &self.nats.url, "--host-id", id],
+        );
+        self.hosts.push(Some(host));
+        self._dirs.push(host_dir);
+    }
+
     /// Publishes the bundle `body` makes (after [`FLEET`]) with `args`; the revision's digest.
     fn publish(&self, body: &str, args: &[&str]) -> String {
-        self.publish_with_key(body, "cosign.key", args)
+        self.publish_with_key(body, "publisher.key", args)
     }
 
     fn publish_with_key(&self, body: &str, key: &str, args: &[&str]) -> String {
@@ -306,6 +329,8 @@ provider = "{name}"
 fn echo_bundle(reg: &str, label: &str) -> String {
     labelled(reg, "echo", "1.0.0", label)
 }
+
+mod hostile;
 
 #[test]
 fn a_published_revision_converges_under_load_and_a_badly_signed_one_is_refused_everywhere() {
@@ -771,16 +796,87 @@ provider = "work"
     assert!(busy > 0, "the fleet's budget never stopped a call");
 }
 
+/// Provider `up` (`{reg}/providers/up:TAG`, configured with `label`) for acme and globex, and
+/// acme's GitHub webhook (`github`), which refuses every unsigned delivery.
 fn canary_bundle(reg: &str, tag: &str, label: &str) -> String {
-    labelled(reg, "up", tag, label)
+    format!(
+        r#"
+[providers.up]
+source = "{reg}/providers/up:{tag}"
+trusted_keys = ["ci"]
+
+[providers.github]
+source = "{reg}/providers/github:1.0.0"
+trusted_keys = ["ci"]
+grants = {{ secrets = ["GITHUB_WEBHOOK_SECRET"], state = true }}
+
+[tenants.acme]
+secrets = ["GITHUB_WEBHOOK_SECRET"]
+config.up = {{ label = "{label}" }}
+
+[tenants.globex]
+config.up = {{ label = "{label}" }}
+
+[[routes]]
+tenant = "*"
+capability = "send"
+provider = "up"
+
+[[routes]]
+tenant = "acme"
+capability = "receive"
+provider = "github"
+"#
+    )
+}
+
+/// Sends unsigned deliveries to acme's GitHub webhook from 4 threads, round robin over
+/// `addrs`, until stopped; counts the answers.
+fn unsigned_flood(
+    addrs: Vec<String>,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicUsize>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    (0..4)
+        .map(|t| {
+            let (addrs, stop, sent) = (addrs.clone(), stop.clone(), sent.clone());
+            std::thread::spawn(move || {
+                let mut n = t;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 4;
+                    let r = common::try_http(
+                        &addrs[n % addrs.len()],
+                        "POST",
+                        "/webhooks/acme/github/",
+                        &[
+                            ("x-github-event", "push"),
+                            ("x-github-delivery", &format!("d{n}")),
+                        ],
+                        b"{\"unsigned\": true}",
+                    );
+                    if r.is_ok_and(|r| r.status == 401) {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect()
 }
 
 #[test]
 fn a_failing_canary_rolls_back_by_itself_and_a_healthy_one_is_promoted() {
-    let cluster = Cluster::start(
+    let cluster = Cluster::start_with(
         &|reg| canary_bundle(reg, "1.0.0", "one"),
-        &[("up:1.0.0", "echo"), ("up:2.0.0", "panicker")],
+        &[
+            ("up:1.0.0", "echo"),
+            ("up:2.0.0", "panicker"),
+            ("github:1.0.0", "webhook_github"),
+        ],
         3,
+        &[(
+            "acme/GITHUB_WEBHOOK_SECRET",
+            "acme-github-secret-0123456789",
+        )],
     );
     let reg = cluster.registry.clone();
     let tokens = ["acme", "globex", "acme", "globex"]
@@ -790,6 +886,18 @@ fn a_failing_canary_rolls_back_by_itself_and_a_healthy_one_is_promoted() {
     let driver = Driver::start(cluster.addrs(), tokens);
     // The baseline: the canary tenant on the stable revision.
     driver.wait(100);
+
+    // Anyone can send acme's webhook deliveries; unsigned ones are refused (401) by the
+    // provider. A flood of them runs through the canary's window: they must not dilute the
+    // failing canary's error rate (they say nothing about its revision).
+    let (stop_flood, refused) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let flood = unsigned_flood(cluster.addrs(), stop_flood.clone(), refused.clone());
+    while refused.load(Ordering::Relaxed) < 300 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     // A version that fails every call, for acme only.
     let published = Instant::now();
@@ -814,10 +922,69 @@ fn a_failing_canary_rolls_back_by_itself_and_a_healthy_one_is_promoted() {
         .find(|x| x["digest"] == bad.as_str())
         .unwrap();
     assert_eq!(verdict["verdict"], "rolled-back", "{view:#}");
-    assert!(
-        verdict["reason"].as_str().unwrap().contains("error rate"),
-        "{verdict}"
+    let reason = verdict["reason"].as_str().unwrap();
+    assert!(reason.contains("error rate"), "{verdict}");
+    // Judged on acme's invokes alone (every one of which failed), not on the refused
+    // deliveries sent meanwhile.
+    let rate: f64 = reason
+        .strip_prefix("error rate ")
+        .and_then(|r| r.split('%').next())
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("{reason}"));
+    assert!(rate >= 50.0, "the error rate was diluted: {reason}");
+    stop_flood.store(true, Ordering::Relaxed);
+    for t in flood {
+        t.join().unwrap();
+    }
+    eprintln!(
+        "{} unsigned deliveries refused during the canary; verdict: {reason}",
+        refused.load(Ordering::Relaxed)
     );
+    assert!(refused.load(Ordering::Relaxed) >= 300);
+    // The rolled-back canary's record written back under `canary` is never served again.
+    let bad_record = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use futures_util::StreamExt;
+        let client = async_nats::connect(&cluster.nats.url).await.unwrap();
+        let kv = async_nats::jetstream::new(client)
+            .get_key_value("greentic_revisions")
+            .await
+            .unwrap();
+        let mut history = kv.history("canary").await.unwrap();
+        let mut last_put = None;
+        while let Some(Ok(e)) = history.next().await {
+            if e.operation == async_nats::jetstream::kv::Operation::Put {
+                last_put = Some(e.value);
+            }
+        }
+        let record = last_put.expect("the canary's record is in the bucket's history");
+        kv.put("canary", record.clone()).await.unwrap();
+        record
+    });
+    assert!(!bad_record.is_empty());
+    let view = cluster.wait_for("the replayed canary withdrawn and refused", |v| {
+        v["canary"].is_null()
+            && v["hosts"].as_array().is_some_and(|h| {
+                h.len() == 3
+                    && h.iter().all(|h| {
+                        h["canary"].is_null()
+                            && h["refused"]["problems"]
+                                .to_string()
+                                .contains("rolled back already")
+                    })
+            })
+    });
+    assert!(
+        view["verdicts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("rolled back already")),
+        "{view:#}"
+    );
+    let replay_ended = Instant::now();
     driver.wait(100);
 
     // A healthy version, for acme first: promoted when its window passes. Its latency is not
@@ -865,6 +1032,7 @@ fn a_failing_canary_rolls_back_by_itself_and_a_healthy_one_is_promoted() {
             "acme failed outside the canary: {}",
             a.body
         );
+        assert!(a.at <= replay_ended);
     }
     // After the promotion every tenant is answered by the new revision.
     let late: Vec<&Answer> = answers.iter().filter(|a| a.at > promoted).collect();

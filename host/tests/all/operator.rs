@@ -115,7 +115,8 @@ fn the_operator_publishes_what_the_resources_ask_and_an_invalid_binding_holds_on
         &format!(
             r#"
 [trust.keys]
-ci = "cosign.pub"
+# One key for the operator's revisions and the test's components, said outright.
+ci = {{ file = "cosign.pub", roles = ["publisher", "provider"] }}
 
 [cluster]
 url = "{}"
