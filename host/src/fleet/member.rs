@@ -422,50 +422,49 @@ impl Member {
         None
     }
 
-    /// Whether the leader promoted the canary `digest` (a canary record under `stable` must
-    /// have been).
-    async fn promoted(&self, digest: &str) -> bool {
+    /// The verdicts recorded on the canary `digest` (every time it was published as one).
+    async fn verdicts(&self, digest: &str) -> Vec<VerdictRecord> {
         let Ok(keys) =
             super::keys_under(&self.fleet.revisions, &revisions::verdict_prefix(digest)).await
         else {
-            return false;
+            return Vec::new();
         };
+        let mut out = Vec::new();
         for key in keys {
             if let Ok(Some(bytes)) = self.fleet.revisions.get(key.as_str()).await
                 && let Ok(v) = serde_json::from_slice::<VerdictRecord>(&bytes)
-                && matches!(v.verdict, Verdict::Promoted { .. })
             {
-                return true;
+                out.push(v);
             }
         }
-        false
+        out
+    }
+
+    /// Whether the leader promoted the canary `digest` (a canary record under `stable` must
+    /// have been).
+    async fn promoted(&self, digest: &str) -> bool {
+        self.verdicts(digest)
+            .await
+            .iter()
+            .any(|v| matches!(v.verdict, Verdict::Promoted { .. }))
     }
 
     /// The reason of a rolled-back verdict on the publication `published` (its digest, published
     /// at that time), whatever key its record was written back under.
     async fn rolled_back(&self, published: &Published) -> Option<String> {
-        let keys = super::keys_under(
-            &self.fleet.revisions,
-            &revisions::verdict_prefix(&published.digest),
-        )
-        .await
-        .ok()?;
-        for key in keys {
-            if let Ok(Some(bytes)) = self.fleet.revisions.get(key.as_str()).await
-                && let Ok(v) = serde_json::from_slice::<VerdictRecord>(&bytes)
-                && let Verdict::RolledBack { reason } = &v.verdict
-            {
-                let same = if v.published_at_ms > 0 {
-                    v.published_at_ms == published.published_at_ms
-                } else {
-                    v.at_ms >= published.published_at_ms
-                };
-                if same {
-                    return Some(reason.clone());
+        self.verdicts(&published.digest)
+            .await
+            .into_iter()
+            .find_map(|v| match v.verdict {
+                Verdict::RolledBack { reason }
+                    if (v.published_at_ms > 0
+                        && v.published_at_ms == published.published_at_ms)
+                        || (v.published_at_ms == 0 && v.at_ms >= published.published_at_ms) =>
+                {
+                    Some(reason)
                 }
-            }
-        }
-        None
+                _ => None,
+            })
     }
 
     /// Verifies and applies a published stable revision.
@@ -792,53 +791,38 @@ impl Member {
         let Some(plan) = &published.canary else {
             return Ok(());
         };
-        // A publication rolled back once is withdrawn again, whatever key it came back under.
-        if let Some(reason) = self.rolled_back(&published).await {
-            return self
-                .decide(
-                    &entry,
-                    stable_revision,
-                    &published.digest,
-                    &plan.tenants,
-                    published.published_at_ms,
-                    Verdict::RolledBack {
-                        reason: format!("rolled back already: {reason}"),
-                    },
-                )
-                .await;
-        }
-        // A host that could not build it: the revision fails a check, fleet-wide.
-        // (Only a refusal since it was published counts: the same digest may come back.)
-        if let Some((host, refusal)) = reports.iter().find_map(|r| {
+        let verdict = if let Some(reason) = self.rolled_back(&published).await {
+            // A publication rolled back once is withdrawn again, whatever key it came back
+            // under.
+            Some(Verdict::RolledBack {
+                reason: format!("rolled back already: {reason}"),
+            })
+        } else if let Some((host, refusal)) = reports.iter().find_map(|r| {
+            // A host that could not build it: the revision fails a check, fleet-wide. (Only
+            // a refusal since it was published counts: the same digest may come back.)
             r.refused
                 .as_ref()
                 .filter(|f| f.digest.as_deref() == Some(published.digest.as_str()))
                 .filter(|f| f.at * 1000.0 >= published.published_at_ms as f64)
                 .map(|f| (r.host.clone(), f.clone()))
         }) {
-            let reason = format!("host {host} refused it: {}", refusal.problems.join("; "));
-            return self
-                .decide(
-                    &entry,
-                    stable_revision,
-                    &published.digest,
-                    &plan.tenants,
-                    published.published_at_ms,
-                    Verdict::RolledBack { reason },
-                )
-                .await;
-        }
-        let (mut on_canary, mut baseline) = (Summary::default(), Summary::default());
-        for stats in reports
-            .iter()
-            .filter_map(|r| r.canary_stats.as_ref())
-            .filter(|s| s.digest == published.digest)
-        {
-            on_canary.merge(&stats.canary);
-            baseline.merge(&stats.baseline);
-        }
-        let elapsed = now_ms().saturating_sub(published.published_at_ms) / 1000;
-        if let Some(verdict) = canary::judge(plan, &baseline, &on_canary, elapsed) {
+            Some(Verdict::RolledBack {
+                reason: format!("host {host} refused it: {}", refusal.problems.join("; ")),
+            })
+        } else {
+            let (mut on_canary, mut baseline) = (Summary::default(), Summary::default());
+            for stats in reports
+                .iter()
+                .filter_map(|r| r.canary_stats.as_ref())
+                .filter(|s| s.digest == published.digest)
+            {
+                on_canary.merge(&stats.canary);
+                baseline.merge(&stats.baseline);
+            }
+            let elapsed = now_ms().saturating_sub(published.published_at_ms) / 1000;
+            canary::judge(plan, &baseline, &on_canary, elapsed)
+        };
+        if let Some(verdict) = verdict {
             self.decide(
                 &entry,
                 stable_revision,

@@ -830,6 +830,24 @@ provider = "github"
     )
 }
 
+/// `n` hosts serving [`canary_bundle`] `1.0.0` ("one"), with `up:2.0.0` (a provider that fails
+/// every call) pushed for a canary, and acme's GitHub secret bound.
+fn canary_cluster(n: usize) -> Cluster {
+    Cluster::start_with(
+        &|reg| canary_bundle(reg, "1.0.0", "one"),
+        &[
+            ("up:1.0.0", "echo"),
+            ("up:2.0.0", "panicker"),
+            ("github:1.0.0", "webhook_github"),
+        ],
+        n,
+        &[(
+            "acme/GITHUB_WEBHOOK_SECRET",
+            "acme-github-secret-0123456789",
+        )],
+    )
+}
+
 /// Sends unsigned deliveries to acme's GitHub webhook from 4 threads, round robin over
 /// `addrs`, until stopped; counts the answers.
 fn unsigned_flood(
@@ -865,19 +883,7 @@ fn unsigned_flood(
 
 #[test]
 fn a_failing_canary_rolls_back_by_itself_and_a_healthy_one_is_promoted() {
-    let cluster = Cluster::start_with(
-        &|reg| canary_bundle(reg, "1.0.0", "one"),
-        &[
-            ("up:1.0.0", "echo"),
-            ("up:2.0.0", "panicker"),
-            ("github:1.0.0", "webhook_github"),
-        ],
-        3,
-        &[(
-            "acme/GITHUB_WEBHOOK_SECRET",
-            "acme-github-secret-0123456789",
-        )],
-    );
+    let cluster = canary_cluster(3);
     let reg = cluster.registry.clone();
     let tokens = ["acme", "globex", "acme", "globex"]
         .iter()

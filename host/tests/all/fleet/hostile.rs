@@ -482,19 +482,21 @@ fn a_publisher_key_alone_cannot_make_hosts_run_unsigned_code() {
         ),
     ] {
         let body = evil(&provider);
-        // `publish` checks first, as the hosts will, and refuses in the same words...
         cluster.publisher.rewrite(&format!("{FLEET}{body}"));
-        let out = run_in(
-            dir,
-            &[
+        let publish = |extra: &[&str]| {
+            let mut args = vec![
                 "publish",
                 dir.to_str().unwrap(),
                 "--cluster",
-                &cluster.nats.url,
+                cluster.nats.url.as_str(),
                 "--key",
                 "publisher.key",
-            ],
-        );
+            ];
+            args.extend_from_slice(extra);
+            run_in(dir, &args)
+        };
+        // `publish` checks first, as the hosts will, and refuses in the same words...
+        let out = publish(&[]);
         assert!(!out.status.success(), "publish accepted: {provider}");
         assert!(text(&out).1.contains(words), "{provider}: {}", text(&out).1);
         if words.contains("trusted for publisher only") {
@@ -503,18 +505,7 @@ fn a_publisher_key_alone_cannot_make_hosts_run_unsigned_code() {
             continue;
         }
         // ...and published anyway (--no-check), every host refuses it and keeps serving.
-        let out = run_in(
-            dir,
-            &[
-                "publish",
-                dir.to_str().unwrap(),
-                "--cluster",
-                &cluster.nats.url,
-                "--key",
-                "publisher.key",
-                "--no-check",
-            ],
-        );
+        let out = publish(&["--no-check"]);
         assert!(out.status.success(), "{}", text(&out).1);
         let published = text(&out).0.split_whitespace().nth(1).unwrap().to_string();
         let view = cluster.wait_for("both hosts refusing the revision", |v| {
@@ -569,19 +560,7 @@ fn a_bootstrap_bundle_naming_no_providers_runs_with_the_cluster_on_the_command_l
 
 #[test]
 fn a_flood_of_refused_deliveries_does_not_dilute_a_failing_canarys_error_rate() {
-    let cluster = Cluster::start_with(
-        &|reg| canary_bundle(reg, "1.0.0", "one"),
-        &[
-            ("up:1.0.0", "echo"),
-            ("up:2.0.0", "panicker"),
-            ("github:1.0.0", "webhook_github"),
-        ],
-        2,
-        &[(
-            "acme/GITHUB_WEBHOOK_SECRET",
-            "acme-github-secret-0123456789",
-        )],
-    );
+    let cluster = canary_cluster(2);
     let reg = cluster.registry.clone();
     // Anyone can send acme's webhook deliveries: a steady flood of unsigned ones, each refused
     // 401 by the provider, tens of them for every call of acme's.
