@@ -96,42 +96,6 @@ pub fn fingerprint(capability: &str, body: &serde_json::Value) -> String {
     format!("sha256:{}", hex::encode(h.finalize()))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::fingerprint;
-    use serde_json::json;
-
-    #[test]
-    fn a_fingerprint_is_of_the_request_not_of_how_it_was_written() {
-        let a = fingerprint(
-            "send",
-            &json!({"to": "a", "text": "b", "idempotency_key": "k"}),
-        );
-        assert_eq!(a, fingerprint("send", &json!({"text": "b", "to": "a"})));
-        assert_eq!(
-            a,
-            fingerprint(
-                "send",
-                &json!({"idempotency_key": "k", "text": "b", "to": "a"})
-            )
-        );
-        assert_ne!(a, fingerprint("send", &json!({"to": "a", "text": "c"})));
-        assert_ne!(a, fingerprint("post", &json!({"to": "a", "text": "b"})));
-        let nested = |x: u8| json!({"to": "a", "text": "b", "meta": {"y": 1, "x": x}});
-        assert_eq!(
-            fingerprint("send", &nested(1)),
-            fingerprint(
-                "send",
-                &json!({"meta": {"x": 1, "y": 1}, "text": "b", "to": "a"})
-            )
-        );
-        assert_ne!(
-            fingerprint("send", &nested(1)),
-            fingerprint("send", &nested(2))
-        );
-    }
-}
-
 /// What a claim came to.
 pub enum Claim {
     /// Run the call, then [`Running::finish`].
@@ -383,5 +347,41 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.renew.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fingerprint;
+    use serde_json::json;
+
+    #[test]
+    fn a_fingerprint_is_of_the_request_not_of_how_it_was_written() {
+        let a = fingerprint(
+            "send",
+            &json!({"to": "a", "text": "b", "idempotency_key": "k"}),
+        );
+        assert_eq!(a, fingerprint("send", &json!({"text": "b", "to": "a"})));
+        assert_eq!(
+            a,
+            fingerprint(
+                "send",
+                &json!({"idempotency_key": "k", "text": "b", "to": "a"})
+            )
+        );
+        assert_ne!(a, fingerprint("send", &json!({"to": "a", "text": "c"})));
+        assert_ne!(a, fingerprint("post", &json!({"to": "a", "text": "b"})));
+        let nested = |x: u8| json!({"to": "a", "text": "b", "meta": {"y": 1, "x": x}});
+        assert_eq!(
+            fingerprint("send", &nested(1)),
+            fingerprint(
+                "send",
+                &json!({"meta": {"x": 1, "y": 1}, "text": "b", "to": "a"})
+            )
+        );
+        assert_ne!(
+            fingerprint("send", &nested(1)),
+            fingerprint("send", &nested(2))
+        );
     }
 }
