@@ -25,7 +25,8 @@
 #![warn(missing_docs)]
 
 pub mod attestation;
-pub mod audit;
+/// The audit log (`greentic-audit`).
+pub use greentic_audit as audit;
 pub mod auth;
 pub mod bindings;
 pub mod blocking;
@@ -37,10 +38,12 @@ pub mod engine;
 pub mod errors;
 pub mod fleet;
 pub mod imports;
-pub mod jetstream;
+/// Bounded JetStream streams and buckets (`greentic-jetstream`).
+pub use greentic_jetstream as jetstream;
 pub mod limits;
 pub mod loader;
-pub mod metrics;
+/// Prometheus metrics (`greentic-metrics`).
+pub use greentic_metrics as metrics;
 pub mod outbound;
 pub mod reload;
 pub mod resilience;
