@@ -133,7 +133,7 @@ pub fn reach(data: &[u8]) -> Reached {
         &loaded.bundle,
         loaded.engine,
         loaded.loaded.providers,
-        loaded.capabilities,
+        loaded.backends,
     );
     let caller = Caller {
         tenant: "fuzz".into(),

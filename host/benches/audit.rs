@@ -39,7 +39,7 @@ fn setup(cache: &std::path::Path) -> (tempfile::TempDir, Arc<Runtime>) {
         &loaded.bundle,
         Arc::new(loaded.engine),
         loaded.loaded.providers,
-        loaded.capabilities,
+        loaded.backends,
     ));
     (dir, runtime)
 }

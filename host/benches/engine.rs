@@ -15,6 +15,8 @@ use std::sync::Arc;
 
 use common::Bare;
 use criterion::{BenchmarkId, Criterion};
+use greentic_capabilities::CallScope;
+use greentic_capabilities::http::outbound::OutboundPolicy;
 use greentic_host::bindings::greentic::types::types::{self as gtypes};
 use greentic_host::bundle::Limits;
 use greentic_host::domain::messaging::Messaging;
@@ -22,10 +24,9 @@ use greentic_host::domain::messaging::ProviderPre;
 use greentic_host::engine::{
     CacheKey, CompileCache, EngineOptions, HostEngine, PoolSizing, YIELD_FUEL,
 };
+use greentic_host::instance::InstanceData;
 use greentic_host::loader::{LoadOptions, LoadedBundle, load_bundle_with};
 use greentic_host::metrics::Metrics;
-use greentic_host::outbound::OutboundPolicy;
-use greentic_host::state::{CallScope, CallState};
 use wasmtime::Store;
 use wasmtime::component::{Component, HasSelf, Linker};
 
@@ -67,29 +68,29 @@ fn scope(loaded: &LoadedBundle) -> Arc<CallScope> {
         team: None,
         user: None,
         provider: "hook".into(),
-        capability: "send".into(),
+        operation: "send".into(),
         trace_id: String::new(),
         granted_secrets: Arc::new(BTreeSet::new()),
         bound_secrets: Arc::new(BTreeSet::new()),
-        secret_backend: loaded.capabilities.secrets.clone(),
-        state: loaded.capabilities.state.clone(),
+        secret_backend: loaded.backends.secrets.clone(),
+        state: loaded.backends.state.clone(),
         config: Arc::new(serde_json::json!({})),
         otel_cx: opentelemetry::Context::new(),
         metrics: Arc::new(Metrics::default()),
     })
 }
 
-fn messaging_pre(loaded: &LoadedBundle, name: &str) -> ProviderPre<CallState> {
+fn messaging_pre(loaded: &LoadedBundle, name: &str) -> ProviderPre<InstanceData> {
     loaded.loaded.providers[name]
         .pre::<Messaging>()
         .unwrap_or_else(|| panic!("{name} is not a messaging provider"))
         .clone()
 }
 
-async fn instantiate(pre: &ProviderPre<CallState>, scope: &Arc<CallScope>) {
+async fn instantiate(pre: &ProviderPre<InstanceData>, scope: &Arc<CallScope>) {
     let mut store = Store::new(
         pre.engine(),
-        CallState::new(
+        InstanceData::new(
             scope.clone(),
             OutboundPolicy::default(),
             Limits::default(),

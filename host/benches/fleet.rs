@@ -16,8 +16,7 @@
 
 mod common;
 
-#[path = "../tests/all/common/nats_server.rs"]
-mod nats_server;
+use greentic_jetstream::test_server as nats_server;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,7 +53,7 @@ fn runtime_of(bundle: &std::path::Path) -> (Arc<Runtime>, Arc<ArcSwap<Authentica
         &loaded.bundle,
         loaded.engine,
         loaded.loaded.providers,
-        loaded.capabilities,
+        loaded.backends,
     ));
     (runtime, auth)
 }

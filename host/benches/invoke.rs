@@ -59,13 +59,13 @@ fn setup() -> Setup {
         &tokio_bundle,
         engine.clone(),
         loaded.loaded.providers.clone(),
-        loaded.capabilities.clone(),
+        loaded.backends.clone(),
     ));
     let runtime = Arc::new(Runtime::new(
         &loaded.bundle,
         engine,
         loaded.loaded.providers,
-        loaded.capabilities,
+        loaded.backends,
     ));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

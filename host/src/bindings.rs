@@ -1,7 +1,7 @@
-//! Host-side bindings of what every domain shares: the greentic imports (types, secrets,
-//! telemetry, config, state), generated once from one synthesized world, so the host implements each
-//! `Host` trait once. A domain's own world is generated in its module by [`domain_bindgen!`],
-//! with these imports mapped onto this module.
+//! Host-side bindings of the domain worlds. What every domain shares — `greentic:provider/imports`
+//! (types, secrets, telemetry, config, state) — is generated once by the capabilities
+//! ([`greentic`]); a domain's own world is generated in its module by [`domain_bindgen!`], with
+//! those imports mapped onto them.
 
 #![allow(missing_docs)]
 
@@ -23,6 +23,7 @@ macro_rules! bindgen_wit {
                 "../wit/telemetry.wit",
                 "../wit/config.wit",
                 "../wit/state.wit",
+                "../wit/provider.wit",
                 $($wit,)*
             ],
             $($options)*
@@ -31,28 +32,7 @@ macro_rules! bindgen_wit {
 }
 pub(crate) use bindgen_wit;
 
-mod shared {
-    bindgen_wit!([],
-        inline: "
-            package greentic:host;
-
-            world imports {
-                import greentic:types/types@1.0.0;
-                include greentic:secrets/imports@1.0.0;
-                include greentic:telemetry/imports@1.0.0;
-                include greentic:config/imports@1.0.0;
-                include greentic:state/imports@1.0.0;
-            }
-        ",
-        world: "greentic:host/imports",
-        imports: { "greentic:state": async | trappable, default: trappable },
-        with: {
-            "greentic:telemetry/tracing.span": crate::imports::telemetry::GuestSpan,
-        },
-    );
-}
-
-pub use shared::greentic;
+pub use greentic_capabilities::bindings::greentic;
 
 /// Generates the host bindings of one domain's world from `wit/` plus the domain's own WIT
 /// file: WASI and the shared greentic imports are mapped onto Wasmtime's and this module's
@@ -78,10 +58,10 @@ macro_rules! domain_bindgen {
                 "wasi:sockets": wasmtime_wasi::p2::bindings::sockets,
                 "wasi:cli": wasmtime_wasi::p2::bindings::cli,
                 "wasi:http": wasmtime_wasi_http::p2::bindings::http,
-                "greentic:secrets": crate::bindings::greentic::secrets,
-                "greentic:telemetry": crate::bindings::greentic::telemetry,
-                "greentic:config": crate::bindings::greentic::config,
-                "greentic:state": crate::bindings::greentic::state,
+                "greentic:secrets": greentic_capabilities::bindings::greentic::secrets,
+                "greentic:telemetry": greentic_capabilities::bindings::greentic::telemetry,
+                "greentic:config": greentic_capabilities::bindings::greentic::config,
+                "greentic:state": greentic_capabilities::bindings::greentic::state,
                 $($key: $value,)*
             },
         );

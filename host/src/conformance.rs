@@ -246,13 +246,8 @@ pub async fn start(setup: Setup, capture: &Capture, cache_dir: PathBuf) -> anyho
         ..BreakerPolicy::default()
     };
     let runtime = Arc::new(
-        Runtime::new(
-            &loaded.bundle,
-            loaded.engine,
-            providers,
-            loaded.capabilities,
-        )
-        .with_policies(RetryPolicy::default(), breaker),
+        Runtime::new(&loaded.bundle, loaded.engine, providers, loaded.backends)
+            .with_policies(RetryPolicy::default(), breaker),
     );
     let app = Arc::new(App::new(
         runtime,
@@ -311,7 +306,7 @@ impl HostUnderTest for Harness {
     ) -> Pin<Box<dyn Future<Output = FireOutcome> + Send + '_>> {
         let tenant = tenant.id.clone();
         Box::pin(async move {
-            let now = crate::imports::state::now_ms();
+            let now = greentic_capabilities::state::now_ms();
             let input = Input::Fire(Fire {
                 schedule: fire.schedule.clone(),
                 scheduled_at_ms: fire.scheduled_at_ms,

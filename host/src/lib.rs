@@ -10,13 +10,13 @@
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
-//! use greentic_host::{bundle::Bundle, engine::{HostEngine, PoolSizing}, imports::Capabilities, loader, runtime::{Caller, Runtime}};
+//! use greentic_host::{bundle::Bundle, capabilities::Backends, engine::{HostEngine, PoolSizing}, loader, runtime::{Caller, Runtime}};
 //!
 //! let bundle = Bundle::load(std::path::Path::new("examples/demo"))?;
 //! let engine = HostEngine::new(PoolSizing { instances: 16, max_memory_bytes: 64 << 20 })?;
-//! let capabilities = Capabilities::open(&bundle)?;
-//! let loaded = loader::load(&bundle, &engine, capabilities.secrets.as_ref(), Default::default())?;
-//! let runtime = Runtime::new(&bundle, engine, loaded.providers, capabilities);
+//! let backends = Backends::open(&bundle.file.sections(), &bundle.dir, None)?;
+//! let loaded = loader::load(&bundle, &engine, backends.secrets.as_ref(), Default::default())?;
+//! let runtime = Runtime::new(&bundle, engine, loaded.providers, backends);
 //! let caller = Caller { tenant: "acme".into(), team: None, user: None };
 //! let result = runtime.invoke(&caller, "send", serde_json::json!({"to": "#ops", "text": "hi"}), None).await;
 //! # let _ = result; Ok(()) }
@@ -29,29 +29,25 @@ pub mod attestation;
 pub use greentic_audit as audit;
 pub mod auth;
 pub mod bindings;
-pub mod blocking;
-pub mod budget;
 pub mod bundle;
 pub mod conformance;
 pub mod domain;
 pub mod engine;
 pub mod errors;
 pub mod fleet;
-pub mod imports;
+/// The capabilities (`greentic-capabilities`): secrets, config, telemetry, outbound HTTP, state.
+pub use greentic_capabilities as capabilities;
+pub mod instance;
 /// Bounded JetStream streams and buckets (`greentic-jetstream`).
 pub use greentic_jetstream as jetstream;
 pub mod limits;
 pub mod loader;
 /// Prometheus metrics (`greentic-metrics`).
 pub use greentic_metrics as metrics;
-pub mod outbound;
 pub mod reload;
 pub mod resilience;
 pub mod revision;
 pub mod runtime;
 pub mod scheduler;
-/// The secrets capability (`imports::secrets`), where it has always been reachable.
-pub use imports::secrets;
 pub mod server;
-pub mod state;
 pub mod telemetry;

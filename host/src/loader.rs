@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use greentic_interfaces::{Contracts, OUTGOING_HANDLER, SECRETS_STORE, inspect_component};
+use greentic_interfaces::{Contracts, inspect_component};
 use greentic_manifest::ProviderManifest;
 use wasmtime::component::Linker;
 
@@ -23,11 +23,11 @@ use crate::bundle::{
 use crate::domain::{Domain, Prepared, Typed};
 use crate::engine::PoolSizing;
 use crate::engine::{CacheKey, CacheOutcome, CompileCache, HostEngine};
-use crate::imports::secrets::SecretBackend;
-use crate::imports::{self, Capabilities, Linked};
-use crate::outbound::OutboundPolicy;
-use crate::state::CallState;
+use crate::instance::InstanceData;
 use anyhow::Context as _;
+use greentic_capabilities::http::outbound::OutboundPolicy;
+use greentic_capabilities::secrets::SecretBackend;
+use greentic_capabilities::{Backends, Linked};
 
 /// A provider that passed every check.
 pub struct LoadedProvider {
@@ -371,55 +371,13 @@ fn load_one(
     // Grants against needs: zero trust.
     let grants = &section.grants;
     let mut problems = Vec::new();
-    let needs = |import: &str| report.world.import(import).is_some();
-    let needs_prefix = |prefix: &str| {
-        report
-            .world
-            .imports
-            .iter()
-            .any(|i| i.name.starts_with(prefix))
-    };
-    let linked = Linked {
-        secrets: !grants.secrets.is_empty(),
-        config: grants.config,
-        telemetry: grants.telemetry,
-        outgoing_http: !grants.outbound_hosts.is_empty(),
-        state: grants.state,
-    };
-    if needs(SECRETS_STORE) && !linked.secrets {
-        problems.push(format!(
-            "imports `{SECRETS_STORE}` but the bundle grants it no secrets; add `grants.secrets = [{}]` to [providers.{name}] or use a provider that needs none",
-            report.manifest.secrets.iter().map(|s| format!("\"{}\"", s.name())).collect::<Vec<_>>().join(", ")
-        ));
-    }
-    if needs(OUTGOING_HANDLER) && !linked.outgoing_http {
-        problems.push(format!(
-            "imports `{OUTGOING_HANDLER}` (outbound HTTP) but the bundle grants it no outbound hosts; add `grants.outbound_hosts = [\"api.example.com\"]` to [providers.{name}]"
-        ));
-    }
-    if needs("greentic:config/config") && !linked.config {
-        problems.push(format!(
-            "imports `greentic:config/config` but [providers.{name}].grants.config is false"
-        ));
-    }
-    if needs_prefix("greentic:state/") && !linked.state {
-        problems.push(format!(
-            "imports `greentic:state/store` but [providers.{name}].grants.state is false; set `grants.state = true` to let it keep state (scoped to each tenant and this provider)"
-        ));
-    }
-    if needs_prefix("greentic:telemetry/") && !linked.telemetry {
-        problems.push(format!(
-            "imports `greentic:telemetry` but [providers.{name}].grants.telemetry is false"
-        ));
-    }
-    for secret in &grants.secrets {
-        if !report.manifest.declares_secret(secret) {
-            problems.push(format!(
-                "grants secret `{secret}`, which its manifest does not declare (declared: {}); remove it from grants.secrets",
-                report.manifest.secrets.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
-            ));
-        }
-    }
+    let linked = Linked::of(grants);
+    problems.extend(greentic_capabilities::check_needs(
+        name,
+        grants,
+        report.world.imports.iter().map(|i| i.name.as_str()),
+        &report.manifest,
+    ));
     let outbound = match OutboundPolicy::new(&grants.outbound_hosts) {
         Ok(policy) => policy,
         Err(why) => {
@@ -437,8 +395,9 @@ fn load_one(
     let (component, cache_outcome) = cache
         .load(engine, &fetched.digest, &fetched.bytes)
         .map_err(|e| fail(format!("{e:#}")))?;
-    let mut linker = Linker::<CallState>::new(&engine.engine);
-    imports::add_to_linker(&mut linker, linked).map_err(|e| fail(format!("linking: {e:#}")))?;
+    let mut linker = Linker::<InstanceData>::new(&engine.engine);
+    greentic_capabilities::add_to_linker(&mut linker, linked)
+        .map_err(|e| fail(format!("linking: {e:#}")))?;
     let pre = linker
         .instantiate_pre(&component)
         .map_err(|e| fail(format!("cannot be linked with the granted imports: {e:#}")))?;
@@ -491,7 +450,7 @@ fn resolve_digest(
     blob_cache: &std::path::Path,
     offline: bool,
 ) -> Result<String, String> {
-    crate::blocking::run("resolving the reference", |rt| {
+    greentic_capabilities::blocking::run("resolving the reference", |rt| {
         let target = crate::bundle::open_target(reference, blob_cache, offline)?;
         rt.block_on(target.resolve(reference))
             .map_err(|e| e.to_string())
@@ -525,7 +484,7 @@ fn check_attestations(
     component_digest: &str,
 ) -> Result<Vec<String>, String> {
     let keys = trusted_keys(bundle, name, section, KeyRole::Attestation)?;
-    crate::blocking::run("the attestation check", |rt| {
+    greentic_capabilities::blocking::run("the attestation check", |rt| {
         let target = crate::bundle::open_target(reference, blob_cache, offline)?;
         let mut summaries = Vec::new();
         for kind in kinds {
@@ -683,7 +642,7 @@ fn verify_signature(
         .map(String::as_str)
         .chain(section.identities.iter().map(String::as_str))
         .collect();
-    crate::blocking::run("the signature check", |rt| {
+    greentic_capabilities::blocking::run("the signature check", |rt| {
         let target = crate::bundle::open_target(reference, blob_cache, offline)?;
         let verified = rt
             .block_on(greentic_signing::verify(
@@ -815,7 +774,7 @@ pub fn check_tenant(
             continue;
         }
         let listed = tenant.secrets.contains(&scheme.secret);
-        let present = crate::imports::secrets::present(backend, tenant_id, &scheme.secret);
+        let present = greentic_capabilities::secrets::present(backend, tenant_id, &scheme.secret);
         if !listed || !present {
             problems.push(format!(
                 "tenant `{tenant_id}`: the signature check of its route to `{}` needs secret `{}`, which is not bound ({}{}); add it to [tenants.{tenant_id}].secrets and provide {}",
@@ -866,7 +825,7 @@ pub fn check_binding(
     for secret in provider.manifest.required_secrets() {
         let listed = tenant.secrets.iter().any(|s| s == secret);
         let granted = provider.granted_secrets.contains(secret);
-        let present = crate::imports::secrets::present(backend, tenant_id, secret);
+        let present = greentic_capabilities::secrets::present(backend, tenant_id, secret);
         if !granted {
             problems.push(format!(
                 "provider `{name}`: requires secret `{secret}`, which [providers.{name}].grants.secrets does not grant"
@@ -920,8 +879,8 @@ pub struct LoadedBundle {
     pub engine: HostEngine,
     /// The checked providers.
     pub loaded: Loaded,
-    /// The host-provided capabilities (secrets, state), opened from the bundle.
-    pub capabilities: Capabilities,
+    /// What the capabilities opened (secrets, state), from the bundle's sections.
+    pub backends: Backends,
 }
 
 /// Reads the bundle at `path`, opens its capabilities (secrets, state), sizes the engine's pool from the
@@ -937,14 +896,14 @@ pub fn load_bundle_with(
     make_engine: impl FnOnce(PoolSizing) -> anyhow::Result<HostEngine>,
 ) -> anyhow::Result<LoadedBundle> {
     let bundle = Bundle::load(path)?;
-    let capabilities = Capabilities::open(&bundle)?;
+    let backends = Backends::open(&bundle.file.sections(), &bundle.dir, None)?;
     let sizing = pool_sizing(&bundle);
     let engine = make_engine(sizing).context("creating the Wasmtime engine")?;
-    let loaded = load(&bundle, &engine, capabilities.secrets.as_ref(), options)?;
+    let loaded = load(&bundle, &engine, backends.secrets.as_ref(), options)?;
     Ok(LoadedBundle {
         bundle,
         engine,
         loaded,
-        capabilities,
+        backends,
     })
 }

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
+use greentic_capabilities::Backends;
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -382,11 +383,10 @@ pub fn build(
             "[audit] differs from the running host's; the audit log's file and key are fixed for the host's life (a chain does not change hands mid-run): restart the host to change it".to_string(),
         );
     }
-    if bundle.file.state != current.bundle.file.state {
-        problems.push(
-            "[state] differs from the running host's; provider state cannot move to another backend while serving: restart the host to change it".to_string(),
-        );
-    }
+    problems.extend(greentic_capabilities::live_changes(
+        &current.bundle.file.sections(),
+        &bundle.file.sections(),
+    ));
     let auth =
         Authenticator::reuse_or_load(&bundle, current_auth).map_err(|e| format!("[auth]: {e}"));
     if let Err(e) = &auth {
@@ -420,10 +420,17 @@ pub fn build(
     } else {
         Arc::new(HostEngine::new(sizing).map_err(|e| vec![format!("creating the engine: {e:#}")])?)
     };
-    let secrets = crate::imports::secrets::open(&bundle);
+    let backends = Backends::open(
+        &bundle.file.sections(),
+        &bundle.dir,
+        Some((&current.bundle.file.sections(), &current.backends)),
+    )
+    .map_err(|e| vec![format!("opening the capabilities' backends: {e:#}")])?;
     let loaded = match lock {
-        Some(lock) => loader::load_locked(&bundle, &engine, secrets.as_ref(), options, lock),
-        None => loader::load(&bundle, &engine, secrets.as_ref(), options),
+        Some(lock) => {
+            loader::load_locked(&bundle, &engine, backends.secrets.as_ref(), options, lock)
+        }
+        None => loader::load(&bundle, &engine, backends.secrets.as_ref(), options),
     }
     .map_err(|e| e.problems)?;
     let lock = loaded.lock_changed.then_some(loaded.lock);
@@ -431,7 +438,7 @@ pub fn build(
         Arc::new(bundle),
         engine,
         loaded.providers,
-        secrets,
+        backends,
         Some(current),
     );
     Ok((revision, auth.map_err(|e| vec![e])?, lock))

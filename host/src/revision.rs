@@ -15,10 +15,10 @@ use sha2::{Digest, Sha256};
 use crate::bundle::{Bundle, Deployment, Limits, Route};
 use crate::domain::Entry;
 use crate::engine::HostEngine;
-use crate::imports::secrets::SecretBackend;
 use crate::limits::TenantGate;
 use crate::loader::LoadedProvider;
 use crate::runtime::Caller;
+use greentic_capabilities::Backends;
 
 /// A tenant as one revision serves it.
 pub struct TenantRuntime {
@@ -48,8 +48,9 @@ pub struct Revision {
     pub providers: BTreeMap<String, Arc<LoadedProvider>>,
     /// Tenants by id.
     pub tenants: BTreeMap<String, TenantRuntime>,
-    /// Where secret values come from (`[secrets]`).
-    pub secrets: Arc<dyn SecretBackend>,
+    /// What the capabilities opened for it: where secret values come from, where state is
+    /// kept (shared with the revision before it when its section is unchanged).
+    pub backends: Backends,
     routes: Vec<Route>,
     /// Where this host runs.
     pub deployment: Deployment,
@@ -71,7 +72,7 @@ impl Revision {
         bundle: Arc<Bundle>,
         engine: Arc<HostEngine>,
         providers: BTreeMap<String, Arc<LoadedProvider>>,
-        secrets: Arc<dyn SecretBackend>,
+        backends: Backends,
         previous: Option<&Revision>,
     ) -> Revision {
         let tenants = bundle
@@ -123,7 +124,7 @@ impl Revision {
             engine,
             providers,
             tenants,
-            secrets,
+            backends,
             routes: bundle.file.routes.clone(),
             deployment: bundle.file.host.deployment.clone(),
             max_response_bytes: bundle.file.host.max_body_bytes,

@@ -13,8 +13,8 @@ use opentelemetry::{KeyValue, global};
 use wasmtime::{Store, Trap};
 
 use crate::bindings::greentic::types::types::{Cloud, DeploymentCtx, Platform, TenantCtx};
-use crate::budget::ResourceLimitHit;
 use arc_swap::{ArcSwap, ArcSwapOption};
+use greentic_capabilities::budget::ResourceLimitHit;
 
 use crate::bundle::{Bundle, Limits};
 use crate::domain::{CallCx, Decoded, Domain, Entry, Input, Kept, Output, Typed};
@@ -22,18 +22,19 @@ use crate::engine::{EngineOptions, HostEngine, YIELD_FUEL};
 use crate::errors::{CallError, clip_guest};
 use crate::fleet::idempotency::{Claim, Records};
 use crate::fleet::limits::FleetLimits;
-use crate::imports::Capabilities;
-use crate::imports::state::StateCtx;
-use crate::imports::telemetry::host_attributes;
+use crate::instance::{DeadlineHit, InstanceData, MemoryLimitHit};
 use crate::limits::TenantGate;
 use crate::loader::LoadedProvider;
 use crate::metrics::Metrics;
-use crate::outbound::OutboundPolicy;
 use crate::resilience::{BreakerPolicy, BreakerState, Breakers, RetryPolicy, counts_as_failure};
 use crate::revision::Revision;
 pub use crate::revision::TenantRuntime;
 use crate::scheduler::Scheduler;
-use crate::state::{CallScope, CallState, DeadlineHit, MemoryLimitHit};
+use greentic_capabilities::Backends;
+use greentic_capabilities::CallScope;
+use greentic_capabilities::http::outbound::OutboundPolicy;
+use greentic_capabilities::state::StateCtx;
+use greentic_capabilities::telemetry::host_attributes;
 use tracing::Instrument;
 
 /// A canary: a revision serving a set of tenants beside the active one.
@@ -62,8 +63,6 @@ pub struct Runtime {
     canary: ArcSwapOption<Canary>,
     /// Outcomes per revision and tenant, for judging a canary against its baseline.
     pub stats: crate::fleet::canary::Stats,
-    /// Where provider state is kept: one backend for the life of the process.
-    state: Arc<StateCtx>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     breakers: Breakers,
@@ -92,13 +91,13 @@ impl Runtime {
         bundle: &Bundle,
         engine: impl Into<Arc<HostEngine>>,
         providers: BTreeMap<String, Arc<LoadedProvider>>,
-        capabilities: Capabilities,
+        backends: Backends,
     ) -> Runtime {
         let revision = Revision::new(
             Arc::new(bundle.clone()),
             engine.into(),
             providers,
-            capabilities.secrets,
+            backends,
             None,
         );
         let metrics = Arc::new(Metrics::default());
@@ -106,7 +105,6 @@ impl Runtime {
             current: ArcSwap::from_pointee(revision),
             canary: ArcSwapOption::empty(),
             stats: Default::default(),
-            state: capabilities.state,
             metrics,
             breakers: Breakers::new(BreakerPolicy::from(bundle.file.host.breaker)),
             retry: RetryPolicy::default(),
@@ -246,12 +244,12 @@ impl Runtime {
             team: caller.team.clone(),
             user: caller.user.clone(),
             provider: provider.name.clone(),
-            capability: capability.to_string(),
+            operation: capability.to_string(),
             trace_id: trace_id.to_string(),
             granted_secrets: provider.granted_secrets.clone(),
             bound_secrets: tenant.bound_secrets.clone(),
-            secret_backend: revision.secrets.clone(),
-            state: self.state.clone(),
+            secret_backend: revision.backends.secrets.clone(),
+            state: revision.backends.state.clone(),
             config: tenant
                 .config
                 .get(&provider.name)
@@ -430,13 +428,13 @@ impl Runtime {
         scheme: &greentic_manifest::SignatureScheme,
         request: &hyper::Request<Bytes>,
     ) -> Result<(), CallError> {
-        let key = match revision.secrets.get(tenant, &scheme.secret).await {
+        let key = match revision.backends.secrets.get(tenant, &scheme.secret).await {
             Ok(Some(key)) => key,
             Ok(None) => {
                 return Err(CallError::Internal(format!(
                     "the route's signature check needs secret `{}` of tenant `{tenant}`, which has no value ({})",
                     scheme.secret,
-                    revision.secrets.locate(tenant, &scheme.secret)
+                    revision.backends.secrets.locate(tenant, &scheme.secret)
                 )));
             }
             Err(e) => {
@@ -575,9 +573,10 @@ impl Runtime {
         .await
     }
 
-    /// The state capability calls are given (one backend for the life of the process).
-    pub fn state(&self) -> &Arc<StateCtx> {
-        &self.state
+    /// The state capability calls are given (one backend for the life of the process: a
+    /// reload that changes `[state]` is refused, so every revision shares it).
+    pub fn state(&self) -> Arc<StateCtx> {
+        self.current.load().backends.state.clone()
     }
 
     /// The call envelope every domain shares: the host's span, the call's scope, the
@@ -906,9 +905,9 @@ impl Runtime {
             }
         };
         let data = kept.store.data_mut();
-        data.scope = call.scope.clone();
-        data.outbound.policy = call.provider.outbound.clone();
-        data.telemetry = Default::default();
+        data.imports.scope = call.scope.clone();
+        data.imports.outbound.policy = call.provider.outbound.clone();
+        data.imports.telemetry = Default::default();
         data.deadline = deadline;
         if let Err(e) = kept.store.set_fuel(limits.fuel_per_call) {
             return (Err(CallError::Internal(e.to_string())), 0);
@@ -975,13 +974,13 @@ impl Runtime {
         outbound: &OutboundPolicy,
         limits: &Limits,
         deadline: Instant,
-    ) -> Result<Store<CallState>, CallError> {
+    ) -> Result<Store<InstanceData>, CallError> {
         let mut store = Store::new(
             &engine.engine,
-            CallState::new(scope, outbound.clone(), *limits, deadline),
+            InstanceData::new(scope, outbound.clone(), *limits, deadline),
         );
         store.limiter(|s| &mut s.limiter);
-        store.call_hook_async(crate::state::HostCalls);
+        store.call_hook_async(crate::instance::HostCalls);
         store
             .set_fuel(limits.fuel_per_call)
             .map_err(|e| CallError::Internal(e.to_string()))?;
@@ -993,13 +992,17 @@ impl Runtime {
 /// What one attempt in `store` came to, and the fuel it used.
 fn outcome(
     result: Result<wasmtime::Result<Result<Output, CallError>>, tokio::time::error::Elapsed>,
-    store: &Store<CallState>,
+    store: &Store<InstanceData>,
     limits: &Limits,
 ) -> (Result<Output, CallError>, u64) {
     let fuel = limits
         .fuel_per_call
         .saturating_sub(store.get_fuel().unwrap_or(0));
-    store.data().telemetry.report(&store.data().scope);
+    store
+        .data()
+        .imports
+        .telemetry
+        .report(&store.data().imports.scope);
     let mapped = match result {
         Err(_elapsed) => Err(CallError::DeadlineExceeded(limits.deadline_ms)),
         Ok(Ok(answer)) => answer,
@@ -1014,7 +1017,7 @@ fn outcome(
 /// A CPU-bound guest then never holds an executor thread for long, so other tenants' calls
 /// (and health checks) keep being served; the call's deadline is enforced by the
 /// `tokio::time::timeout` around it, which drops the call at its next yield.
-fn yield_regularly(store: &mut Store<CallState>, options: &EngineOptions) {
+fn yield_regularly(store: &mut Store<InstanceData>, options: &EngineOptions) {
     if options.fuel {
         // Only fails when fuel is off, which `options.fuel` rules out.
         let _ = store.fuel_async_yield_interval(Some(YIELD_FUEL));
@@ -1046,7 +1049,7 @@ impl Drop for InFlight<'_> {
 }
 
 /// Maps a wasmtime error (trap or limit) of the call in `state` to a call error.
-fn classify(e: &wasmtime::Error, state: &CallState) -> CallError {
+fn classify(e: &wasmtime::Error, state: &InstanceData) -> CallError {
     let limits = &state.limits;
     if state.limiter.hit || e.downcast_ref::<MemoryLimitHit>().is_some() {
         return CallError::MemoryLimit(limits.memory_bytes);
@@ -1054,7 +1057,7 @@ fn classify(e: &wasmtime::Error, state: &CallState) -> CallError {
     if let Some(hit) = e.downcast_ref::<ResourceLimitHit>() {
         return CallError::ResourceLimit(hit.to_string());
     }
-    if state.budget.was_hit() {
+    if state.imports.budget.was_hit() {
         return CallError::ResourceLimit(
             ResourceLimitHit::HostMemory {
                 limit: limits.host_memory_bytes,

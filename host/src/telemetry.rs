@@ -11,9 +11,8 @@ use opentelemetry::global;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
-use serde::{Deserialize, Serialize};
 
-pub use crate::imports::telemetry::SPAN_LIMITS;
+pub use greentic_capabilities::telemetry::{SPAN_LIMITS, TelemetrySection};
 
 /// Log lines queued for the writer thread before new ones are dropped.
 pub const LOG_QUEUE_LINES: usize = 16_384;
@@ -53,18 +52,6 @@ pub struct TelemetryGuard {
     provider: SdkTracerProvider,
     /// The OTLP endpoint in use, if any.
     pub endpoint: Option<String>,
-}
-
-/// `[telemetry]`: where the host's spans go.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TelemetrySection {
-    /// OTLP/HTTP endpoint (e.g. `http://127.0.0.1:4318`); `OTEL_EXPORTER_OTLP_ENDPOINT` wins.
-    #[serde(default)]
-    pub otlp_endpoint: Option<String>,
-    /// `service.name` resource attribute.
-    #[serde(default)]
-    pub service_name: Option<String>,
 }
 
 impl Drop for TelemetryGuard {

@@ -290,10 +290,10 @@ impl Reconcile {
             .map(|ns| (ns, NamespacePhase::Active))
             .collect();
         let secrets = match base.file.secrets.backend {
-            greentic_host::imports::secrets::SecretBackendKind::File => {
+            greentic_host::capabilities::secrets::SecretBackendKind::File => {
                 key_names(&base.path(&base.file.secrets.dir))
             }
-            greentic_host::imports::secrets::SecretBackendKind::Env => BTreeMap::new(),
+            greentic_host::capabilities::secrets::SecretBackendKind::Env => BTreeMap::new(),
         };
         let observed = Observed {
             now: now(),

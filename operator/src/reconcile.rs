@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use greentic_host::bundle::{
     Bundle, BundleFile, Grants, Limits, Lock, LockEntry, ProviderSection, Route, TenantSection,
 };
-use greentic_host::imports::secrets::SecretBackend;
+use greentic_host::capabilities::secrets::SecretBackend;
 use greentic_host::loader::{ProviderFacts, check_binding, check_routes, check_tenant};
 use zeroize::Zeroizing;
 

@@ -57,6 +57,7 @@ macro_rules! generate {
                 "contracts/telemetry.wit",
                 "contracts/config.wit",
                 "contracts/state.wit",
+                "contracts/provider.wit",
                 $($wit,)*
             ],
             $($options)*
@@ -71,6 +72,7 @@ macro_rules! domain_world {
         generate!([$wit],
             world: $world,
             with: {
+                "greentic:types/types@1.0.0": crate::imports::greentic::types::types,
                 "greentic:secrets/store@1.0.0": crate::imports::greentic::secrets::store,
                 "greentic:telemetry/types@1.0.0": crate::imports::greentic::telemetry::types,
                 "greentic:telemetry/logs@1.0.0": crate::imports::greentic::telemetry::logs,
@@ -88,23 +90,15 @@ macro_rules! domain_world {
     };
 }
 
-/// Imports every greentic world shares: `greentic:secrets/store`,
-/// `greentic:telemetry/*` and `greentic:config/config`. The world-specific modules reuse
-/// these bindings, so helpers and types are the same whatever world a provider targets.
+/// `greentic:provider/imports@1.0.0`, what every domain world includes: types, secrets,
+/// telemetry, config and state. The world-specific modules reuse these bindings, so helpers
+/// and types are the same whatever world a provider targets.
 pub mod imports {
     generate!([],
-        inline: "
-            package greentic:provider-sdk@1.0.0;
-
-            world imports {
-                include greentic:secrets/imports@1.0.0;
-                include greentic:telemetry/imports@1.0.0;
-                include greentic:config/imports@1.0.0;
-                include greentic:state/imports@1.0.0;
-            }
-        ",
-        world: "greentic:provider-sdk/imports@1.0.0",
+        world: "greentic:provider/imports@1.0.0",
         generate_all,
+        // `greentic:types` has no functions; its types are used by the domain worlds.
+        generate_unused_types: true,
     );
 }
 
@@ -142,7 +136,6 @@ pub mod timer {
         "contracts/timer.wit",
         "export_timer_provider",
         "greentic_provider_sdk::timer",
-        "greentic:types/types@1.0.0": crate::messaging::greentic::types::types,
         "wasi:http/types@0.2.12": crate::messaging::wasi::http::types,
         "wasi:http/outgoing-handler@0.2.12": crate::messaging::wasi::http::outgoing_handler,
         "wasi:io/error@0.2.12": crate::messaging::wasi::io::error,
@@ -183,7 +176,7 @@ pub mod telemetry;
 
 /// The shared greentic types: tenant and deployment context, and the provider error.
 pub mod types {
-    pub use crate::messaging::greentic::types::types::{
+    pub use crate::imports::greentic::types::types::{
         Cloud, DeploymentCtx, Platform, ProviderError, RateLimit, TenantCtx, UnavailableInfo,
     };
 }

@@ -4,6 +4,9 @@
 //! fits) from the bundle; one it finds without a byte bound (created by an older host) gets
 //! the bound it would have been created with. A bound an operator set is left as it is.
 
+#[cfg(feature = "test-server")]
+pub mod test_server;
+
 use async_nats::jetstream;
 
 /// Gives the stream `config` describes `max_bytes` (and `max_msgs`, if given) where it has

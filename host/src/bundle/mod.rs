@@ -11,7 +11,10 @@ mod source;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use greentic_capabilities::SectionRefs;
 use serde::{Deserialize, Serialize};
+
+pub use greentic_capabilities::Grants;
 
 pub use lock::{Lock, LockEntry, LockError};
 pub use source::{
@@ -43,46 +46,54 @@ pub enum BundleError {
     },
 }
 
-/// `greentic.toml`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct BundleFile {
-    /// Server settings.
-    #[serde(default)]
-    pub host: HostSection,
-    /// Caller authentication.
-    pub auth: AuthSection,
-    /// Telemetry export.
-    #[serde(default)]
-    pub telemetry: crate::telemetry::TelemetrySection,
-    /// Where secret values come from.
-    #[serde(default)]
-    pub secrets: crate::imports::secrets::SecretsSection,
-    /// Where provider state (`greentic:state`) is kept, and its bounds.
-    #[serde(default)]
-    pub state: crate::imports::state::StateSection,
-    /// Public keys providers may be signed with.
-    #[serde(default)]
-    pub trust: TrustSection,
-    /// `[audit]`: the audit log (off when absent).
-    #[serde(default)]
-    pub audit: Option<crate::audit::AuditSection>,
-    /// Providers by name (a fleet host's bootstrap bundle may have none).
-    #[serde(default)]
-    pub providers: BTreeMap<String, ProviderSection>,
-    /// Tenants by id (a fleet host's bootstrap bundle may have none).
-    #[serde(default)]
-    pub tenants: BTreeMap<String, TenantSection>,
-    /// Routes from `{tenant, team, user, cloud, capability}` to a provider.
-    #[serde(default)]
-    pub routes: Vec<Route>,
-    /// Slots the host fires to timer providers (`[[schedules]]`).
-    #[serde(default)]
-    pub schedules: Vec<crate::domain::timer::Schedule>,
-    /// Joining a fleet (`[cluster]`).
-    #[serde(default)]
-    pub cluster: crate::fleet::ClusterSection,
+macro_rules! bundle_file {
+    ($($(#[$doc:meta])* $section:ident: $ty:ty,)*) => {
+        /// `greentic.toml`.
+        #[derive(Debug, Clone, Deserialize, Serialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct BundleFile {
+            /// Server settings.
+            #[serde(default)]
+            pub host: HostSection,
+            /// Caller authentication.
+            pub auth: AuthSection,
+            $(
+                $(#[$doc])*
+                #[serde(default)]
+                pub $section: $ty,
+            )*
+            /// Public keys providers may be signed with.
+            #[serde(default)]
+            pub trust: TrustSection,
+            /// `[audit]`: the audit log (off when absent).
+            #[serde(default)]
+            pub audit: Option<crate::audit::AuditSection>,
+            /// Providers by name (a fleet host's bootstrap bundle may have none).
+            #[serde(default)]
+            pub providers: BTreeMap<String, ProviderSection>,
+            /// Tenants by id (a fleet host's bootstrap bundle may have none).
+            #[serde(default)]
+            pub tenants: BTreeMap<String, TenantSection>,
+            /// Routes from `{tenant, team, user, cloud, capability}` to a provider.
+            #[serde(default)]
+            pub routes: Vec<Route>,
+            /// Slots the host fires to timer providers (`[[schedules]]`).
+            #[serde(default)]
+            pub schedules: Vec<crate::domain::timer::Schedule>,
+            /// Joining a fleet (`[cluster]`).
+            #[serde(default)]
+            pub cluster: crate::fleet::ClusterSection,
+        }
+
+        impl BundleFile {
+            /// The capabilities' sections (`[secrets]`, `[state]`, …).
+            pub fn sections(&self) -> SectionRefs<'_> {
+                SectionRefs { $($section: &self.$section,)* }
+            }
+        }
+    };
 }
+greentic_capabilities::with_sections!(bundle_file);
 
 /// `[host]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -504,46 +515,6 @@ impl ProviderSection {
     }
 }
 
-/// `[providers.NAME.grants]`: zero trust — nothing not listed here is linked.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Grants {
-    /// Secret names the provider may read (must also be declared in its manifest).
-    #[serde(default)]
-    pub secrets: Vec<String>,
-    /// Hosts it may call over `wasi:http`: `[http://|https://]HOST[:PORT|:*]`, HOST a name,
-    /// `*.domain`, `*`, an IP address or a network (see `greentic_manifest::HostPattern`). No
-    /// scheme means HTTPS, no port the scheme's; loopback, private and link-local addresses are
-    /// reached only through patterns that name them as addresses.
-    #[serde(default)]
-    pub outbound_hosts: Vec<String>,
-    /// Whether it may read its tenant configuration (`greentic:config`).
-    #[serde(default = "yes")]
-    pub config: bool,
-    /// Whether it may emit telemetry (`greentic:telemetry`).
-    #[serde(default = "yes")]
-    pub telemetry: bool,
-    /// Whether it may keep state (`greentic:state`), scoped to each tenant and this provider.
-    #[serde(default)]
-    pub state: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl Default for Grants {
-    fn default() -> Self {
-        Grants {
-            secrets: Vec::new(),
-            outbound_hosts: Vec::new(),
-            config: true,
-            telemetry: true,
-            state: false,
-        }
-    }
-}
-
 /// `[tenants.ID]`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -856,40 +827,6 @@ fn tenant_id_ok(s: &str) -> bool {
 }
 
 impl BundleFile {
-    /// With the `env` backend, tenants and secret names that map to the same variable
-    /// (names are upper-cased and `-`/`.` become `_`): each would read the other's values.
-    fn env_collisions(&self) -> Vec<String> {
-        let prefix = &self.secrets.env_prefix;
-        let norm = |s: &str| s.to_ascii_uppercase().replace(['-', '.'], "_");
-        let mut out = Vec::new();
-        let mut tenants: BTreeMap<String, &str> = BTreeMap::new();
-        for id in self.tenants.keys() {
-            if let Some(other) = tenants.insert(norm(id), id) {
-                out.push(format!(
-                    "tenants `{other}` and `{id}` read the same environment variables ({prefix}_{}_…) with the env secret backend; rename one of them, or use the file backend",
-                    norm(id)
-                ));
-            }
-        }
-        let mut vars: BTreeMap<String, (&str, &str)> = BTreeMap::new();
-        for (id, t) in &self.tenants {
-            for name in &t.secrets {
-                let var = format!("{prefix}_{}_{}", norm(id), norm(name));
-                let Some((ot, on)) = vars.insert(var.clone(), (id, name)) else {
-                    continue;
-                };
-                // Tenants that are one another's alias were named above.
-                let aliases = ot != id && norm(ot) == norm(id);
-                if !aliases && (ot, on) != (id.as_str(), name.as_str()) {
-                    out.push(format!(
-                        "tenant `{ot}`'s secret `{on}` and tenant `{id}`'s secret `{name}` are both read from {var} with the env secret backend; rename a tenant or a secret, or use the file backend"
-                    ));
-                }
-            }
-        }
-        out
-    }
-
     /// What a bundle served on its own (not a fleet host's bootstrap bundle, which serves what
     /// the fleet publishes) must have: providers and tenants.
     pub fn standalone_problems(&self) -> Vec<String> {
@@ -907,7 +844,21 @@ impl BundleFile {
 
     /// Cross-field checks that TOML types cannot express.
     fn problems(&self) -> Vec<String> {
-        let mut out = self.state.problems();
+        let mut out = greentic_capabilities::check(
+            &self.sections(),
+            &greentic_capabilities::BundleFacts {
+                tenants: self
+                    .tenants
+                    .iter()
+                    .map(|(id, t)| (id.as_str(), t.secrets.as_slice()))
+                    .collect(),
+                providers: self
+                    .providers
+                    .iter()
+                    .map(|(name, p)| (name.as_str(), &p.grants))
+                    .collect(),
+            },
+        );
         out.extend(self.cluster.problems());
         for (key, value) in [
             ("header_timeout_ms", self.host.header_timeout_ms),
@@ -977,14 +928,6 @@ impl BundleFile {
                     out.push(format!(
                         "providers.{name}.trusted_keys: key `{key}` is trusted for {} only, not for providers; give it the role (`{key} = {{ file = \"…\", roles = [\"provider\"] }}` in [trust.keys]) or name a provider key",
                         role_list(&roles)
-                    ));
-                }
-            }
-            for host in &p.grants.outbound_hosts {
-                if let Err(why) = host.parse::<greentic_manifest::HostPattern>() {
-                    out.push(format!(
-                        "providers.{name}.grants.outbound_hosts: `{}` is not a host pattern ({why}); use `api.example.com` (HTTPS, port 443), `api.example.com:8443`, `*.example.com`, `*`, or `http://10.0.0.5:8080` — plain HTTP, and loopback or private addresses, only where a pattern names them",
-                        greentic_manifest::clip_middle(host, 120)
                     ));
                 }
             }
@@ -1063,9 +1006,6 @@ impl BundleFile {
                     role_list(&self.key_roles(name))
                 ));
             }
-        }
-        if self.secrets.backend == crate::imports::secrets::SecretBackendKind::Env {
-            out.extend(self.env_collisions());
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, r) in self.routes.iter().enumerate() {

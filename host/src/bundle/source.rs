@@ -191,7 +191,7 @@ impl ComponentSource for RegistrySource {
     }
 
     fn fetch_unverified(&self, max_bytes: usize) -> Result<Vec<u8>, SourceError> {
-        crate::blocking::run("the pull", |rt| {
+        greentic_capabilities::blocking::run("the pull", |rt| {
             let target = open_target(&self.reference, &self.cache_dir, self.offline)?;
             // The cap applies while the layer streams in, before anything is cached.
             rt.block_on(greentic_registry::pull_component_capped(

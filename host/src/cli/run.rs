@@ -97,7 +97,7 @@ impl Run {
         // The state backend opens (or is reached) now, in the runtime that serves calls: one
         // that cannot be stops the host before it listens.
         loaded
-            .capabilities
+            .backends
             .state
             .backend
             .open()
@@ -107,7 +107,7 @@ impl Run {
             &bundle,
             loaded.engine,
             loaded.loaded.providers,
-            loaded.capabilities,
+            loaded.backends,
         ));
         // What the host fires itself (schedules) runs beside the listeners until shutdown;
         // the reloader restarts it when a revision changes the schedules.

@@ -6,7 +6,7 @@ use wasmtime::component::InstancePre;
 
 use super::{CallCx, Decoded, Domain, Entry, Input, Output, provider_failure};
 use crate::errors::{CallError, MAX_GUEST_TEXT};
-use crate::state::CallState;
+use crate::instance::InstanceData;
 
 crate::bindings::domain_bindgen!(
     "greentic:messaging/provider@1.0.0",
@@ -39,11 +39,11 @@ impl Domain for Messaging {
     const NAME: &'static str = "messaging";
     const WORLD: &'static str = "greentic:messaging/provider";
     const ENTRY: Entry = Entry::Invoke;
-    type Pre = ProviderPre<CallState>;
+    type Pre = ProviderPre<InstanceData>;
     type Instance = Provider;
     type Request = Message;
 
-    fn pre(pre: InstancePre<CallState>) -> wasmtime::Result<ProviderPre<CallState>> {
+    fn pre(pre: InstancePre<InstanceData>) -> wasmtime::Result<ProviderPre<InstanceData>> {
         ProviderPre::new(pre)
     }
 
@@ -106,15 +106,15 @@ impl Domain for Messaging {
     }
 
     async fn instantiate(
-        pre: &ProviderPre<CallState>,
-        store: &mut Store<CallState>,
+        pre: &ProviderPre<InstanceData>,
+        store: &mut Store<InstanceData>,
     ) -> wasmtime::Result<Provider> {
         pre.instantiate_async(store).await
     }
 
     async fn call(
         instance: &Provider,
-        store: &mut Store<CallState>,
+        store: &mut Store<InstanceData>,
         cx: &CallCx<'_>,
         msg: &Message,
     ) -> wasmtime::Result<Result<Output, CallError>> {

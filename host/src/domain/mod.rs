@@ -26,10 +26,10 @@ use tokio::task::JoinHandle;
 use crate::bindings::greentic::types::types::{ProviderError, TenantCtx};
 use crate::bundle::Bundle;
 use crate::errors::{CallError, ProviderFailure, clip_guest};
-use crate::imports::secrets::SecretBackend;
+use crate::instance::InstanceData;
 use crate::loader::LoadedProvider;
 use crate::runtime::Runtime;
-use crate::state::CallState;
+use greentic_capabilities::secrets::SecretBackend;
 
 /// Every domain this host runs: a new domain is one module and one line here.
 pub const DOMAINS: &[DomainInfo] = &[
@@ -139,7 +139,7 @@ pub trait Domain: Send + Sync + 'static {
     type Request: Send + Sync + 'static;
 
     /// Wraps a linked component in the world's typed `*Pre`, checking its exports.
-    fn pre(pre: InstancePre<CallState>) -> wasmtime::Result<Self::Pre>;
+    fn pre(pre: InstancePre<InstanceData>) -> wasmtime::Result<Self::Pre>;
 
     /// The idempotency key of `input`, resolved once for everything that uses it: the fleet's
     /// record, the host's retries and the provider's `tenant-ctx` ([`Domain::decode`] must put
@@ -160,13 +160,13 @@ pub trait Domain: Send + Sync + 'static {
     /// Instantiates `pre` in `store`.
     fn instantiate(
         pre: &Self::Pre,
-        store: &mut Store<CallState>,
+        store: &mut Store<InstanceData>,
     ) -> impl Future<Output = wasmtime::Result<Self::Instance>> + Send;
 
     /// Runs `request` on `instance`: `Err` for a trap, `Ok(Err)` for a provider's error.
     fn call(
         instance: &Self::Instance,
-        store: &mut Store<CallState>,
+        store: &mut Store<InstanceData>,
         cx: &CallCx<'_>,
         request: &Self::Request,
     ) -> impl Future<Output = wasmtime::Result<Result<Output, CallError>>> + Send;
@@ -203,7 +203,7 @@ pub fn start_triggers(runtime: &Arc<Runtime>, bundle: &Bundle, stop: &Stop) -> V
 
 /// Wraps a linked component as a provider of a domain.
 type PrepareFn =
-    fn(&'static DomainInfo, InstancePre<CallState>) -> wasmtime::Result<Arc<dyn Prepared>>;
+    fn(&'static DomainInfo, InstancePre<InstanceData>) -> wasmtime::Result<Arc<dyn Prepared>>;
 
 /// A boxed future of a domain call through the envelope.
 pub type RunFuture<'a> =
@@ -273,7 +273,7 @@ impl DomainInfo {
     /// Wraps a linked component as a provider of this domain.
     pub fn prepare(
         &'static self,
-        pre: InstancePre<CallState>,
+        pre: InstancePre<InstanceData>,
     ) -> wasmtime::Result<Arc<dyn Prepared>> {
         (self.prepare)(self, pre)
     }
@@ -281,7 +281,7 @@ impl DomainInfo {
 
 fn prepare<D: Domain>(
     info: &'static DomainInfo,
-    pre: InstancePre<CallState>,
+    pre: InstancePre<InstanceData>,
 ) -> wasmtime::Result<Arc<dyn Prepared>> {
     Ok(Arc::new(Typed::<D> {
         info,
@@ -336,7 +336,7 @@ pub struct Typed<D: Domain> {
 
 /// One instance kept across calls while instances are shared.
 pub(crate) struct Kept<D: Domain> {
-    pub(crate) store: Store<CallState>,
+    pub(crate) store: Store<InstanceData>,
     pub(crate) instance: D::Instance,
 }
 

@@ -25,11 +25,11 @@ use wasmtime::component::InstancePre;
 use super::{CallCx, Decoded, Domain, Entry, Input, Output, Stop, provider_failure};
 use crate::bundle::Bundle;
 use crate::errors::CallError;
-use crate::imports::secrets::SecretBackend;
-use crate::imports::state::{Namespace, Write, Written, now_ms};
+use crate::instance::InstanceData;
 use crate::loader::LoadedProvider;
 use crate::runtime::Runtime;
-use crate::state::CallState;
+use greentic_capabilities::secrets::SecretBackend;
+use greentic_capabilities::state::{Namespace, Write, Written, now_ms};
 
 crate::bindings::domain_bindgen!(
     "greentic:timer/scheduled@1.0.0",
@@ -195,11 +195,11 @@ impl Domain for Timer {
     const NAME: &'static str = "timer";
     const WORLD: &'static str = "greentic:timer/scheduled";
     const ENTRY: Entry = Entry::Trigger;
-    type Pre = ScheduledPre<CallState>;
+    type Pre = ScheduledPre<InstanceData>;
     type Instance = Scheduled;
     type Request = FireInfo;
 
-    fn pre(pre: InstancePre<CallState>) -> wasmtime::Result<ScheduledPre<CallState>> {
+    fn pre(pre: InstancePre<InstanceData>) -> wasmtime::Result<ScheduledPre<InstanceData>> {
         ScheduledPre::new(pre)
     }
 
@@ -226,15 +226,15 @@ impl Domain for Timer {
     }
 
     async fn instantiate(
-        pre: &ScheduledPre<CallState>,
-        store: &mut Store<CallState>,
+        pre: &ScheduledPre<InstanceData>,
+        store: &mut Store<InstanceData>,
     ) -> wasmtime::Result<Scheduled> {
         pre.instantiate_async(store).await
     }
 
     async fn call(
         instance: &Scheduled,
-        store: &mut Store<CallState>,
+        store: &mut Store<InstanceData>,
         cx: &CallCx<'_>,
         info: &FireInfo,
     ) -> wasmtime::Result<Result<Output, CallError>> {

@@ -9,7 +9,7 @@ use wasmtime_wasi_http::WasiHttpView;
 
 use super::{CallCx, Decoded, Domain, Entry, Input, Output};
 use crate::errors::CallError;
-use crate::state::CallState;
+use crate::instance::InstanceData;
 
 crate::bindings::domain_bindgen!("greentic:webhook/handler@1.0.0", "../wit/webhook.wit");
 
@@ -50,11 +50,11 @@ impl Domain for Webhook {
     const NAME: &'static str = "webhook";
     const WORLD: &'static str = "greentic:webhook/handler";
     const ENTRY: Entry = Entry::Http;
-    type Pre = HandlerPre<CallState>;
+    type Pre = HandlerPre<InstanceData>;
     type Instance = Handler;
     type Request = hyper::Request<Bytes>;
 
-    fn pre(pre: InstancePre<CallState>) -> wasmtime::Result<HandlerPre<CallState>> {
+    fn pre(pre: InstancePre<InstanceData>) -> wasmtime::Result<HandlerPre<InstanceData>> {
         HandlerPre::new(pre)
     }
 
@@ -74,15 +74,15 @@ impl Domain for Webhook {
     }
 
     async fn instantiate(
-        pre: &HandlerPre<CallState>,
-        store: &mut Store<CallState>,
+        pre: &HandlerPre<InstanceData>,
+        store: &mut Store<InstanceData>,
     ) -> wasmtime::Result<Handler> {
         pre.instantiate_async(store).await
     }
 
     async fn call(
         instance: &Handler,
-        store: &mut Store<CallState>,
+        store: &mut Store<InstanceData>,
         cx: &CallCx<'_>,
         request: &hyper::Request<Bytes>,
     ) -> wasmtime::Result<Result<Output, CallError>> {
@@ -99,11 +99,11 @@ impl Domain for Webhook {
         );
         let req = builder.body(body)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let req = store.data_mut().http().new_incoming_request(
+        let req = store.data_mut().imports.http().new_incoming_request(
             wasmtime_wasi_http::p2::bindings::http::types::Scheme::Http,
             req,
         )?;
-        let out = store.data_mut().http().new_response_outparam(tx)?;
+        let out = store.data_mut().imports.http().new_response_outparam(tx)?;
         instance
             .wasi_http_incoming_handler()
             .call_handle(&mut *store, req, out)

@@ -143,7 +143,7 @@ pub struct Stats {
 }
 
 fn now_ms() -> u64 {
-    crate::imports::state::now_ms()
+    greentic_capabilities::state::now_ms()
 }
 
 impl Stats {

@@ -147,7 +147,7 @@ fn unframe(payload: &[u8]) -> Option<(Meta, Bytes)> {
 }
 
 fn now_ms() -> u64 {
-    crate::imports::state::now_ms()
+    greentic_capabilities::state::now_ms()
 }
 
 /// The message of an error a full queue or server answers, classified for the sender.

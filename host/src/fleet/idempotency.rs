@@ -120,7 +120,7 @@ pub struct Running {
 const REQUEST: Duration = Duration::from_secs(2);
 
 fn now_ms() -> u64 {
-    crate::imports::state::now_ms()
+    greentic_capabilities::state::now_ms()
 }
 
 fn encode(record: &Record) -> Bytes {

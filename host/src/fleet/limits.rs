@@ -96,7 +96,7 @@ pub struct Admission {
 }
 
 fn now_second() -> u64 {
-    crate::imports::state::now_ms() / 1000
+    greentic_capabilities::state::now_ms() / 1000
 }
 
 impl FleetLimits {
@@ -359,7 +359,7 @@ impl FleetLimits {
                 return Ok(true);
             }
             // This second's budget is spent: wait for the next one.
-            let next = Duration::from_millis(1000 - crate::imports::state::now_ms() % 1000);
+            let next = Duration::from_millis(1000 - greentic_capabilities::state::now_ms() % 1000);
             if Instant::now() + next >= until {
                 return Ok(false);
             }

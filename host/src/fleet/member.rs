@@ -165,7 +165,7 @@ pub struct Member {
 }
 
 fn now_ms() -> u64 {
-    crate::imports::state::now_ms()
+    greentic_capabilities::state::now_ms()
 }
 
 impl Member {

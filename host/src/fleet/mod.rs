@@ -440,7 +440,7 @@ mod tests {
     use crate::bundle::Limits;
     use crate::fleet::idempotency::{Claim, Records};
     use crate::fleet::limits::FleetLimits;
-    use crate::imports::state::nats::nats_server;
+    use greentic_jetstream::test_server as nats_server;
 
     async fn member(url: &str, id: &str) -> Fleet {
         let dir = tempfile::tempdir().unwrap();

@@ -657,5 +657,4 @@ pub fn github_signature(key: &[u8], message: &[u8]) -> String {
     format!("sha256={outer:x}")
 }
 
-mod nats_server;
-pub use nats_server::Nats;
+pub use greentic_jetstream::test_server::Nats;

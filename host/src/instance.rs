@@ -1,54 +1,19 @@
-//! Per-call state: what one fresh instance sees (its `Store` data).
+//! The data of one instance's `Store`: the host side of its imports ([`Imports`]), and what the
+//! engine bounds it by — memory and tables ([`InstanceLimiter`]), and its deadline, checked on
+//! every host call ([`HostCalls`]).
 //!
 //! Process scope (engine, linkers, compiled components) lives in the runtime; tenant scope
-//! (limits, bindings, validated config) in [`CallScope`], shared read-only; instance scope here.
-//! Nothing in a `CallState` survives the call.
+//! (limits, bindings, validated config) in the [`CallScope`], shared read-only; instance scope
+//! here. Nothing in an `InstanceData` survives the call.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
 
-use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use greentic_capabilities::http::outbound::OutboundPolicy;
+use greentic_capabilities::{CallScope, HasImports, ImportLimits, Imports};
+use wasmtime_wasi::{WasiCtxView, WasiView};
 
-use crate::budget::HostBudget;
 use crate::bundle::Limits;
-use crate::imports::secrets::SecretBackend;
-use crate::imports::telemetry::TelemetryUsage;
-use crate::metrics::Metrics;
-use crate::outbound::{NextInFlight, OutboundCall, OutboundPolicy};
-
-/// Who a call is for and what it may touch. Shared by every instance of one call.
-pub struct CallScope {
-    /// Tenant id (from the verified token).
-    pub tenant: String,
-    /// Team, if the token names one.
-    pub team: Option<String>,
-    /// User, if the token names one.
-    pub user: Option<String>,
-    /// Provider name.
-    pub provider: String,
-    /// Capability being invoked.
-    pub capability: String,
-    /// Trace id of the call.
-    pub trace_id: String,
-    /// Secret names the provider declares *and* the bundle grants.
-    pub granted_secrets: Arc<BTreeSet<String>>,
-    /// Secret names bound for this tenant.
-    pub bound_secrets: Arc<BTreeSet<String>>,
-    /// Where values come from.
-    pub secret_backend: Arc<dyn SecretBackend>,
-    /// The tenant's validated configuration of the provider.
-    pub config: Arc<serde_json::Value>,
-    /// The host's span for this call (parent of guest spans).
-    pub otel_cx: opentelemetry::Context,
-    /// Metrics registry.
-    pub metrics: Arc<Metrics>,
-    /// The state capability (used only when the provider is granted it).
-    pub state: Arc<crate::imports::state::StateCtx>,
-}
 
 /// Why a resource limit stopped an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -129,30 +94,14 @@ impl wasmtime::ResourceLimiter for InstanceLimiter {
 }
 
 /// The data of one instance's `Store`.
-pub struct CallState {
-    /// WASI: no files, no sockets, no environment, no arguments.
-    pub wasi: WasiCtx,
-    /// Resources of this instance, at most the tenant's `max_resources` at once.
-    pub table: ResourceTable,
-    /// `wasi:http` state.
-    pub http: WasiHttpCtx,
-    /// Outbound grant and hooks.
-    pub outbound: OutboundCall,
-    /// Outgoing requests of this call in flight.
-    pub in_flight: Arc<AtomicUsize>,
-    /// The in-flight guard of the request `outgoing-handler.handle` is sending.
-    pub next_in_flight: NextInFlight,
-    /// Host memory held for this call.
-    pub budget: HostBudget,
+pub struct InstanceData {
+    /// The host side of its imports, and who the call is for.
+    pub imports: Imports,
     /// The calling tenant's limits.
     pub limits: Limits,
     /// Memory and table cap.
     pub limiter: InstanceLimiter,
-    /// Who the call is for.
-    pub scope: Arc<CallScope>,
-    /// Telemetry emitted by this call, against its budgets.
-    pub telemetry: TelemetryUsage,
-    /// When the call must end; host calls past it trap (see [`CallState::check_deadline`]).
+    /// When the call must end; host calls past it trap (see [`InstanceData::check_deadline`]).
     pub deadline: Instant,
     /// When the call last gave its executor thread back from a host call (see [`HostCalls`]).
     pub last_yield: Instant,
@@ -172,10 +121,10 @@ pub const HOST_SLICE: std::time::Duration = std::time::Duration::from_micros(500
 pub struct HostCalls;
 
 #[async_trait::async_trait]
-impl wasmtime::CallHookHandler<CallState> for HostCalls {
+impl wasmtime::CallHookHandler<InstanceData> for HostCalls {
     async fn handle_call_event(
         &self,
-        mut cx: wasmtime::StoreContextMut<'_, CallState>,
+        mut cx: wasmtime::StoreContextMut<'_, InstanceData>,
         hook: wasmtime::CallHook,
     ) -> wasmtime::Result<()> {
         if !matches!(hook, wasmtime::CallHook::CallingHost) {
@@ -196,35 +145,24 @@ impl wasmtime::CallHookHandler<CallState> for HostCalls {
 #[error("the call ran past its deadline")]
 pub struct DeadlineHit;
 
-impl CallState {
-    /// Fresh state for one call of a provider with `outbound` policy, under `limits`, ending at
-    /// `deadline`.
+impl InstanceData {
+    /// Fresh data for one instance of the call in `scope`, of a provider with `outbound`
+    /// policy, under `limits`, ending at `deadline`.
     pub fn new(
         scope: Arc<CallScope>,
         outbound: OutboundPolicy,
         limits: Limits,
         deadline: Instant,
-    ) -> CallState {
-        let mut table = ResourceTable::new();
-        table.set_max_capacity(limits.max_resources as usize);
-        let mut http = WasiHttpCtx::new();
-        http.set_field_size_limit(crate::imports::http::FIELDS_LIMIT_BYTES);
-        let next_in_flight = NextInFlight::default();
-        CallState {
-            wasi: WasiCtx::builder().build(),
-            table,
-            http,
-            outbound: OutboundCall {
-                policy: outbound,
-                next: next_in_flight.clone(),
-            },
-            in_flight: Arc::new(AtomicUsize::new(0)),
-            next_in_flight,
-            budget: HostBudget::new(limits.host_memory_bytes),
+    ) -> InstanceData {
+        let bounds = ImportLimits {
+            max_resources: limits.max_resources,
+            host_memory_bytes: limits.host_memory_bytes,
+            max_outgoing_requests: limits.max_outgoing_requests,
+        };
+        InstanceData {
+            imports: Imports::new(scope, outbound, bounds),
             limits,
             limiter: InstanceLimiter::new(limits.memory_bytes),
-            scope,
-            telemetry: TelemetryUsage::default(),
             deadline,
             last_yield: Instant::now(),
         }
@@ -241,22 +179,15 @@ impl CallState {
     }
 }
 
-impl WasiView for CallState {
+impl WasiView for InstanceData {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        self.imports.ctx()
     }
 }
 
-impl WasiHttpView for CallState {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: &mut self.outbound,
-        }
+impl HasImports for InstanceData {
+    fn imports(&mut self) -> &mut Imports {
+        &mut self.imports
     }
 }
 

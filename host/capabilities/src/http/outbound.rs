@@ -125,7 +125,7 @@ pub struct OutboundCall {
 }
 
 fn clip_host(host: &str) -> &str {
-    crate::errors::clip(host, MAX_LOGGED_HOST)
+    crate::text::clip(host, MAX_LOGGED_HOST)
 }
 
 type SendFuture = Box<

@@ -394,7 +394,7 @@ fn provider_usage_key(ns: &Namespace) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::imports::state::contract;
+    use crate::state::contract;
 
     #[tokio::test]
     async fn keeps_the_state_contract_and_survives_a_restart() {

@@ -5,7 +5,7 @@
 //! host keep is bounded per call, not per item, whatever its fuel: every string is cut at
 //! [`MAX_GUEST_TEXT`]; each record keeps at most [`MAX_ATTRIBUTES`] attributes; and a call
 //! has budgets of log bytes, spans, events, attributes and attribute bytes
-//! ([`CallBudgets`]). What exceeds them is dropped and counted
+//! ([`TelemetryBudgets`]). What exceeds them is dropped and counted
 //! (`greentic_telemetry_dropped_total`), with one rate-limited warning.
 
 use std::collections::HashMap;
@@ -19,9 +19,48 @@ use wasmtime::component::Resource;
 use crate::bindings::greentic::telemetry::tracing::{HostSpan, SpanStatus};
 use crate::bindings::greentic::telemetry::types::{Attribute, Level};
 use crate::bindings::greentic::telemetry::{logs, metrics, tracing as gtracing, types};
-use crate::errors::{MAX_GUEST_TEXT, clip};
-use crate::metrics::Metrics;
-use crate::state::{CallScope, CallState};
+use greentic_manifest::ProviderManifest;
+use greentic_metrics::Metrics;
+use serde::{Deserialize, Serialize};
+use wasmtime::component::{HasSelf, Linker};
+
+use crate::text::{MAX_GUEST_TEXT, clip};
+use crate::{CallScope, Capability, Grants, HasImports, Imports};
+
+/// The telemetry capability.
+pub struct Telemetry;
+
+impl Capability for Telemetry {
+    const NAME: &'static str = "telemetry";
+    const INTERFACES: &'static [&'static str] = &["greentic:telemetry/"];
+
+    fn granted(grants: &Grants) -> bool {
+        grants.telemetry
+    }
+
+    fn ungranted(provider: &str, _: &ProviderManifest) -> String {
+        format!("imports `greentic:telemetry` but [providers.{provider}].grants.telemetry is false")
+    }
+
+    fn add_to_linker<T: HasImports>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        types::add_to_linker::<_, HasSelf<Imports>>(linker, T::imports)?;
+        logs::add_to_linker::<_, HasSelf<Imports>>(linker, T::imports)?;
+        gtracing::add_to_linker::<_, HasSelf<Imports>>(linker, T::imports)?;
+        metrics::add_to_linker::<_, HasSelf<Imports>>(linker, T::imports)
+    }
+}
+
+/// `[telemetry]`: where the host's spans (and the audit log's records) go.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySection {
+    /// OTLP/HTTP endpoint (e.g. `http://127.0.0.1:4318`); `OTEL_EXPORTER_OTLP_ENDPOINT` wins.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` resource attribute.
+    #[serde(default)]
+    pub service_name: Option<String>,
+}
 
 /// Attributes kept per record (a log line, a span's `set-attribute` calls, an event).
 pub const MAX_ATTRIBUTES: usize = 32;
@@ -30,9 +69,9 @@ pub const MAX_ATTRIBUTES: usize = 32;
 ///
 /// Log lines are written as they come (through a bounded queue), so only their bytes are
 /// budgeted. Spans live in memory until exported; their bound is the span budgets per call
-/// times the export queue ([`SPAN_QUEUE`](crate::telemetry::SPAN_QUEUE) spans).
+/// times the export queue (`SPAN_QUEUE` spans, set where the tracer provider is installed).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct CallBudgets {
+pub struct TelemetryBudgets {
     /// Bytes of log lines (message and attributes, plus [`LOG_LINE_OVERHEAD`] per line).
     pub log_bytes: u64,
     /// Spans started.
@@ -48,7 +87,7 @@ pub struct CallBudgets {
 }
 
 /// The budgets every call has.
-pub const BUDGETS: CallBudgets = CallBudgets {
+pub const BUDGETS: TelemetryBudgets = TelemetryBudgets {
     log_bytes: 64 << 10,
     spans: 32,
     events: 128,
@@ -68,7 +107,7 @@ pub const SPAN_LIMITS: (u32, u32, u32, u32) = (128, 64, 32, 0);
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TelemetryUsage {
     /// Emitted, against [`BUDGETS`].
-    pub used: CallBudgets,
+    pub used: TelemetryBudgets,
     /// Dropped: log lines, spans, events, attributes, metric points.
     pub dropped: [u32; 5],
 }
@@ -167,7 +206,7 @@ pub fn host_attributes(scope: &CallScope) -> Vec<KeyValue> {
     let mut attrs = vec![
         KeyValue::new("greentic.tenant", scope.tenant.clone()),
         KeyValue::new("greentic.provider", scope.provider.clone()),
-        KeyValue::new("greentic.capability", scope.capability.clone()),
+        KeyValue::new("greentic.capability", scope.operation.clone()),
         KeyValue::new("greentic.trace_id", scope.trace_id.clone()),
     ];
     if let Some(team) = &scope.team {
@@ -179,9 +218,9 @@ pub fn host_attributes(scope: &CallScope) -> Vec<KeyValue> {
     attrs
 }
 
-impl types::Host for CallState {}
+impl types::Host for Imports {}
 
-impl logs::Host for CallState {
+impl logs::Host for Imports {
     fn log(
         &mut self,
         level: Level,
@@ -221,7 +260,7 @@ impl logs::Host for CallState {
                 tracing::event!(
                     target: "greentic::guest", $lvl,
                     tenant = %s.tenant, team, user, provider = %s.provider,
-                    capability = %s.capability, trace_id = %s.trace_id, attributes = %attrs,
+                    capability = %s.operation, trace_id = %s.trace_id, attributes = %attrs,
                     "{message}"
                 )
             };
@@ -237,9 +276,9 @@ impl logs::Host for CallState {
     }
 }
 
-impl gtracing::Host for CallState {}
+impl gtracing::Host for Imports {}
 
-impl HostSpan for CallState {
+impl HostSpan for Imports {
     fn new(
         &mut self,
         name: String,
@@ -347,7 +386,7 @@ impl HostSpan for CallState {
     }
 }
 
-impl CallState {
+impl Imports {
     fn metric_point(&mut self) -> bool {
         if self.telemetry.used.metric_points >= BUDGETS.metric_points {
             self.telemetry.drop_one(4);
@@ -358,7 +397,7 @@ impl CallState {
     }
 }
 
-impl metrics::Host for CallState {
+impl metrics::Host for Imports {
     fn counter_add(
         &mut self,
         name: String,

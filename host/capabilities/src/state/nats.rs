@@ -183,7 +183,7 @@ impl NatsBackend {
                 self.bucket
             );
         }
-        crate::jetstream::bound_stream(&js, info.config, self.max_bytes, None)
+        greentic_jetstream::bound_stream(&js, info.config, self.max_bytes, None)
             .await
             .with_context(opening)?;
         Ok((client, js, store))
@@ -693,18 +693,13 @@ impl StateBackend for NatsBackend {
     }
 }
 
-/// The test server the host's integration tests use too.
-#[cfg(test)]
-#[path = "../../../tests/all/common/nats_server.rs"]
-pub(crate) mod nats_server;
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::imports::state::{Bounds, contract};
+    use crate::state::{Bounds, contract};
 
-    fn start() -> super::nats_server::Nats {
-        super::nats_server::Nats::start()
+    fn start() -> greentic_jetstream::test_server::Nats {
+        greentic_jetstream::test_server::Nats::start()
     }
 
     #[tokio::test]

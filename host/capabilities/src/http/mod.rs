@@ -22,12 +22,67 @@ use wasmtime_wasi_http::p2::types::{
 use wasmtime_wasi_http::p2::{HeaderError, HeaderResult, HttpError, HttpResult};
 use wasmtime_wasi_http::{FieldMap, RequestOptions, WasiHttpCtxView};
 
-use crate::budget::{HostBudget, ResourceLimitHit};
+pub mod outbound;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::outbound::{CONNECTION_BYTES, InFlight, NextInFlight, OUTGOING_BODY_BUFFER_BYTES};
-use crate::state::CallState;
+use greentic_manifest::{HostPattern, ProviderManifest};
+use wasmtime::component::Linker;
+
+use crate::budget::{HostBudget, ResourceLimitHit};
+use crate::{Capability, Grants, HasImports, Imports};
+use outbound::{CONNECTION_BYTES, InFlight, NextInFlight, OUTGOING_BODY_BUFFER_BYTES};
+
+/// Outbound HTTP (`wasi:http/outgoing-handler`), to the hosts a provider is granted.
+/// `wasi:http/types` itself is linked for every provider ([`add_types_to_linker`]).
+pub struct OutboundHttp;
+
+impl Capability for OutboundHttp {
+    const NAME: &'static str = "outbound_hosts";
+    const INTERFACES: &'static [&'static str] = &[OUTGOING_HANDLER];
+
+    fn granted(grants: &Grants) -> bool {
+        !grants.outbound_hosts.is_empty()
+    }
+
+    fn ungranted(provider: &str, _: &ProviderManifest) -> String {
+        format!(
+            "imports `{OUTGOING_HANDLER}` (outbound HTTP) but the bundle grants it no outbound hosts; add `grants.outbound_hosts = [\"api.example.com\"]` to [providers.{provider}]"
+        )
+    }
+
+    fn check_grants(grants: &Grants) -> Vec<String> {
+        grants
+            .outbound_hosts
+            .iter()
+            .filter_map(|host| {
+                let why = host.parse::<HostPattern>().err()?;
+                Some(format!(
+                    "outbound_hosts: `{}` is not a host pattern ({why}); use `api.example.com` (HTTPS, port 443), `api.example.com:8443`, `*.example.com`, `*`, or `http://10.0.0.5:8080` — plain HTTP, and loopback or private addresses, only where a pattern names them",
+                    greentic_manifest::clip_middle(host, 120)
+                ))
+            })
+            .collect()
+    }
+
+    fn add_to_linker<T: HasImports>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        outgoing_handler::add_to_linker::<_, Metered>(linker, |s| metered(s.imports()))
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpView for Imports {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
+    }
+}
+
+/// The outgoing-handler interface a component imports to call out.
+pub const OUTGOING_HANDLER: &str = "wasi:http/outgoing-handler";
 
 /// What any host resource is charged, besides what it holds.
 pub const RESOURCE_BYTES: u64 = 256;
@@ -52,18 +107,18 @@ impl HasData for Metered {
     type Data<'a> = MeteredHttp<'a>;
 }
 
-/// The metered view of `state`.
-pub fn metered(state: &mut CallState) -> MeteredHttp<'_> {
-    let CallState {
+/// The metered view of `imports`.
+pub fn metered(imports: &mut Imports) -> MeteredHttp<'_> {
+    let Imports {
         http,
         table,
         outbound,
         budget,
         in_flight,
         next_in_flight,
-        limits,
+        max_in_flight,
         ..
-    } = state;
+    } = imports;
     MeteredHttp {
         view: WasiHttpCtxView {
             ctx: http,
@@ -73,21 +128,15 @@ pub fn metered(state: &mut CallState) -> MeteredHttp<'_> {
         budget,
         in_flight,
         next: next_in_flight,
-        max_in_flight: limits.max_outgoing_requests as usize,
+        max_in_flight: *max_in_flight,
     }
 }
 
-/// Adds `wasi:http/types` (and, when granted, `wasi:http/outgoing-handler`) to `linker`, metered.
-pub fn add_to_linker(
-    linker: &mut wasmtime::component::Linker<CallState>,
-    outgoing: bool,
-) -> wasmtime::Result<()> {
+/// Adds `wasi:http/types` to `linker`, metered: every provider may hold requests and responses
+/// (a webhook provider answers with one); only [`OutboundHttp`] sends them.
+pub fn add_types_to_linker<T: HasImports>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     let options = wasmtime_wasi_http::p2::bindings::LinkOptions::default();
-    types::add_to_linker::<_, Metered>(linker, &options.into(), metered)?;
-    if outgoing {
-        outgoing_handler::add_to_linker::<_, Metered>(linker, metered)?;
-    }
-    Ok(())
+    types::add_to_linker::<_, Metered>(linker, &options.into(), |s| metered(s.imports()))
 }
 
 fn fields_bytes(fields: &FieldMap) -> u64 {

@@ -1,6 +1,6 @@
 //! A real `nats-server -js` on a free loopback port, stopped on drop: `$GREENTIC_NATS_SERVER`,
-//! else where scripts/test.sh installs it, else `nats-server` on the PATH. Shared by the host's
-//! integration tests and the NATS backend's unit tests (included by path in both).
+//! else where scripts/test.sh installs it, else `nats-server` on the PATH. For tests and
+//! benchmarks of everything that keeps data in JetStream (feature `test-server`).
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};

@@ -18,17 +18,51 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use greentic_manifest::ProviderManifest;
 use serde::{Deserialize, Serialize};
+use wasmtime::component::{HasSelf, Linker};
 
-use crate::bindings::greentic::state::store::{Entry, Host, Page, StateError};
-use crate::errors::clip;
-use crate::state::CallState;
+use crate::bindings::greentic::state::store::{self, Entry, Host, Page, StateError};
+use crate::text::clip;
+use crate::{BundleFacts, Capability, Grants, HasImports, Imports, SectionRefs};
+
+/// The state capability.
+pub struct State;
+
+impl Capability for State {
+    const NAME: &'static str = "state";
+    const INTERFACES: &'static [&'static str] = &["greentic:state/"];
+
+    fn granted(grants: &Grants) -> bool {
+        grants.state
+    }
+
+    fn ungranted(provider: &str, _: &ProviderManifest) -> String {
+        format!(
+            "imports `greentic:state/store` but [providers.{provider}].grants.state is false; set `grants.state = true` to let it keep state (scoped to each tenant and this provider)"
+        )
+    }
+
+    fn check(sections: &SectionRefs<'_>, _: &BundleFacts<'_>) -> Vec<String> {
+        sections.state.problems()
+    }
+
+    fn live_change(old: &SectionRefs<'_>, new: &SectionRefs<'_>) -> Option<String> {
+        (old.state != new.state).then(|| {
+            "[state] differs from the running host's; provider state cannot move to another backend while serving: restart the host to change it".to_string()
+        })
+    }
+
+    fn add_to_linker<T: HasImports>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        store::add_to_linker::<_, HasSelf<Imports>>(linker, T::imports)
+    }
+}
 
 /// The WIT interface this module implements.
 pub const INTERFACE: &str = "greentic:state/store@1.0.0";
 
 /// `[state]`: where provider state is kept and how much of it there may be.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StateSection {
     /// The backend: `redb` (an embedded database on local disk; the default) or `nats` (a
@@ -95,7 +129,7 @@ fn default_max_page() -> u32 {
     1000
 }
 /// The default bound of a state bucket: 4 GiB.
-pub(crate) fn default_max_bucket_bytes() -> u64 {
+pub fn default_max_bucket_bytes() -> u64 {
     4 << 30
 }
 
@@ -391,15 +425,7 @@ impl StateCtx {
     }
 }
 
-/// Adds `greentic:state/store` to `linker`.
-pub fn add_to_linker(linker: &mut wasmtime::component::Linker<CallState>) -> wasmtime::Result<()> {
-    crate::bindings::greentic::state::store::add_to_linker::<
-        _,
-        wasmtime::component::HasSelf<CallState>,
-    >(linker, |s| s)
-}
-
-impl CallState {
+impl Imports {
     fn state_call(&self) -> (Arc<StateCtx>, Namespace) {
         (
             self.scope.state.clone(),
@@ -443,7 +469,7 @@ fn ttl(ms: Option<u64>) -> Option<Duration> {
     ms.map(Duration::from_millis)
 }
 
-impl CallState {
+impl Imports {
     async fn state_write(
         &mut self,
         op: &'static str,
@@ -492,7 +518,7 @@ impl CallState {
     }
 }
 
-impl Host for CallState {
+impl Host for Imports {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Entry>, StateError>> {
         let (ctx, ns) = self.state_call();
         let result = match ctx.check_key(&key) {

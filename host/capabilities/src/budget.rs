@@ -1,7 +1,7 @@
 //! What one call may make the host hold or do on its behalf, outside the guest's own memory.
 //!
 //! A guest's linear memory and tables are capped by the tenant's `memory_bytes` (the
-//! [`InstanceLimiter`](crate::state::InstanceLimiter)). Everything the host allocates *for* the
+//! engine's instance limiter). Everything the host allocates *for* the
 //! guest lives outside that cap: `wasi:http` requests, their headers and buffered bodies,
 //! connections in flight, telemetry. [`HostBudget`] counts those bytes against the tenant's
 //! `host_memory_bytes` per call: each host resource the guest owns carries a charge (set when it

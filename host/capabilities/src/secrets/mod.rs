@@ -13,20 +13,108 @@ mod backends;
 
 pub use backends::{EnvBackend, FileBackend};
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
 use bytes::Bytes;
+use greentic_manifest::ProviderManifest;
+use serde::{Deserialize, Serialize};
 use wasmtime::StoreContextMut;
 use wasmtime::component::Linker;
 use zeroize::Zeroizing;
 
 use crate::bindings::greentic::secrets::store::SecretError;
-use crate::bundle::Bundle;
-use crate::errors::{MAX_GUEST_TEXT, clip};
-use crate::state::CallState;
+use crate::text::{MAX_GUEST_TEXT, clip};
+use crate::{BundleFacts, CallScope, Capability, Grants, HasImports, SectionRefs};
+
+/// The secrets capability.
+pub struct Secrets;
+
+impl Capability for Secrets {
+    const NAME: &'static str = "secrets";
+    const INTERFACES: &'static [&'static str] = &["greentic:secrets/"];
+
+    fn granted(grants: &Grants) -> bool {
+        !grants.secrets.is_empty()
+    }
+
+    fn ungranted(provider: &str, manifest: &ProviderManifest) -> String {
+        format!(
+            "imports `greentic:secrets/store` but the bundle grants it no secrets; add `grants.secrets = [{}]` to [providers.{provider}] or use a provider that needs none",
+            manifest
+                .secrets
+                .iter()
+                .map(|s| format!("\"{}\"", s.name()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+
+    fn check_manifest(grants: &Grants, manifest: &ProviderManifest) -> Vec<String> {
+        grants
+            .secrets
+            .iter()
+            .filter(|secret| !manifest.declares_secret(secret))
+            .map(|secret| {
+                format!(
+                    "grants secret `{secret}`, which its manifest does not declare (declared: {}); remove it from grants.secrets",
+                    manifest
+                        .secrets
+                        .iter()
+                        .map(|s| s.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
+            .collect()
+    }
+
+    fn check(sections: &SectionRefs<'_>, bundle: &BundleFacts<'_>) -> Vec<String> {
+        if sections.secrets.backend == SecretBackendKind::Env {
+            env_collisions(&sections.secrets.env_prefix, &bundle.tenants)
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn add_to_linker<T: HasImports>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        add_to_linker(linker)
+    }
+}
+
+/// With the `env` backend, tenants and secret names that map to the same variable (names are
+/// upper-cased and `-`/`.` become `_`): each would read the other's values.
+fn env_collisions(prefix: &str, tenants: &[(&str, &[String])]) -> Vec<String> {
+    let norm = |s: &str| s.to_ascii_uppercase().replace(['-', '.'], "_");
+    let mut out = Vec::new();
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    for (id, _) in tenants {
+        if let Some(other) = seen.insert(norm(id), id) {
+            out.push(format!(
+                "tenants `{other}` and `{id}` read the same environment variables ({prefix}_{}_…) with the env secret backend; rename one of them, or use the file backend",
+                norm(id)
+            ));
+        }
+    }
+    let mut vars: BTreeMap<String, (&str, &str)> = BTreeMap::new();
+    for (id, secrets) in tenants {
+        for name in *secrets {
+            let var = format!("{prefix}_{}_{}", norm(id), norm(name));
+            let Some((ot, on)) = vars.insert(var.clone(), (id, name)) else {
+                continue;
+            };
+            // Tenants that are one another's alias were named above.
+            let aliases = ot != *id && norm(ot) == norm(id);
+            if !aliases && (ot, on) != (*id, name.as_str()) {
+                out.push(format!(
+                    "tenant `{ot}`'s secret `{on}` and tenant `{id}`'s secret `{name}` are both read from {var} with the env secret backend; rename a tenant or a secret, or use the file backend"
+                ));
+            }
+        }
+    }
+    out
+}
 
 /// A source of secret values, keyed by tenant and name.
 #[async_trait::async_trait]
@@ -48,7 +136,7 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 /// `[secrets]`: where secret values come from.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecretsSection {
     /// `file` (a directory per tenant, like a Kubernetes secret mount) or `env`.
@@ -80,7 +168,9 @@ fn default_env_prefix() -> String {
 }
 
 /// Secret backends.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum SecretBackendKind {
     /// Files under a directory per tenant.
@@ -90,11 +180,10 @@ pub enum SecretBackendKind {
     Env,
 }
 
-/// Opens the backend `bundle`'s `[secrets]` names.
-pub fn open(bundle: &Bundle) -> Arc<dyn SecretBackend> {
-    let section = &bundle.file.secrets;
+/// Opens the backend `section` names, paths relative to the bundle directory `dir`.
+pub fn open(section: &SecretsSection, dir: &Path) -> Arc<dyn SecretBackend> {
     match section.backend {
-        SecretBackendKind::File => Arc::new(FileBackend::new(bundle.path(&section.dir))),
+        SecretBackendKind::File => Arc::new(FileBackend::new(dir.join(&section.dir))),
         SecretBackendKind::Env => Arc::new(EnvBackend::new(section.env_prefix.clone())),
     }
 }
@@ -120,12 +209,12 @@ pub const INTERFACE: &str = "greentic:secrets/store@1.0.0";
 /// the value to Wasmtime as a `Vec<u8>` that is freed, not zeroized, once lowered. Here it is a
 /// [`Bytes`] owning a [`Zeroizing`] buffer: Wasmtime copies it into the guest's memory and
 /// drops it, which zeroizes it.
-pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+pub fn add_to_linker<T: HasImports>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     let mut store = linker.instance(INTERFACE)?;
     store.func_wrap_async(
         "get",
-        |cx: StoreContextMut<'_, CallState>, (name,): (String,)| {
-            let scope = cx.data().scope.clone();
+        |mut cx: StoreContextMut<'_, T>, (name,): (String,)| {
+            let scope = cx.data_mut().imports().scope.clone();
             Box::new(async move { Ok((get(&scope, name).await,)) })
         },
     )?;
@@ -133,7 +222,7 @@ pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
 }
 
 /// Resolves secret `name` for the call in `scope`: the outcome the guest sees.
-pub async fn get(scope: &crate::state::CallScope, name: String) -> Result<Bytes, SecretError> {
+pub async fn get(scope: &CallScope, name: String) -> Result<Bytes, SecretError> {
     let outcome = if !valid_name(&name) {
         Err(SecretError::InvalidName(
             clip(&name, MAX_GUEST_TEXT).to_string(),
@@ -163,8 +252,8 @@ pub async fn get(scope: &crate::state::CallScope, name: String) -> Result<Bytes,
     };
     // Audit every read: which name, for whom, with what result — never the value. (Built only
     // when a log keeps it: this is on every call that reads a secret.)
-    if crate::audit::enabled() {
-        crate::audit::record(
+    if greentic_audit::enabled() {
+        greentic_audit::record(
             "secret.read",
             serde_json::json!({
                 "tenant": scope.tenant,

@@ -1,0 +1,125 @@
+//! One call as the capabilities see it: who it is for ([`CallScope`], shared by every instance
+//! of the call) and the host side of one instance's imports ([`Imports`]).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use greentic_metrics::Metrics;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::WasiHttpCtx;
+
+use crate::budget::HostBudget;
+use crate::http::outbound::{NextInFlight, OutboundCall, OutboundPolicy};
+use crate::secrets::SecretBackend;
+use crate::telemetry::TelemetryUsage;
+
+/// Who a call is for and what each capability hands it. Shared, read-only, by every instance
+/// of one call.
+pub struct CallScope {
+    /// Tenant id (from the verified token).
+    pub tenant: String,
+    /// Team, if the token names one.
+    pub team: Option<String>,
+    /// User, if the token names one.
+    pub user: Option<String>,
+    /// Provider name.
+    pub provider: String,
+    /// The operation invoked (the route's `capability`: `send`, `webhook`, a schedule's name).
+    pub operation: String,
+    /// Trace id of the call.
+    pub trace_id: String,
+    /// The host's span for this call (parent of guest spans).
+    pub otel_cx: opentelemetry::Context,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Secret names the provider declares *and* the bundle grants.
+    pub granted_secrets: Arc<BTreeSet<String>>,
+    /// Secret names bound for this tenant.
+    pub bound_secrets: Arc<BTreeSet<String>>,
+    /// Where secret values come from.
+    pub secret_backend: Arc<dyn SecretBackend>,
+    /// The tenant's validated configuration of the provider.
+    pub config: Arc<serde_json::Value>,
+    /// The state capability (used only when the provider is granted it).
+    pub state: Arc<crate::state::StateCtx>,
+}
+
+/// The host side of one instance's imports: WASI, `wasi:http`, the call's host-memory budget
+/// and telemetry usage, and the call's [`CallScope`]. Nothing in it survives the call.
+pub struct Imports {
+    /// WASI: no files, no sockets, no environment, no arguments.
+    pub wasi: WasiCtx,
+    /// Resources of this instance, at most the tenant's `max_resources` at once.
+    pub table: ResourceTable,
+    /// `wasi:http` state.
+    pub http: WasiHttpCtx,
+    /// Outbound grant and hooks.
+    pub outbound: OutboundCall,
+    /// Outgoing requests of this call in flight.
+    pub in_flight: Arc<AtomicUsize>,
+    /// The in-flight guard of the request `outgoing-handler.handle` is sending.
+    pub next_in_flight: NextInFlight,
+    /// Most outgoing requests in flight at once (the tenant's `max_outgoing_requests`).
+    pub max_in_flight: usize,
+    /// Host memory held for this call.
+    pub budget: HostBudget,
+    /// Who the call is for.
+    pub scope: Arc<CallScope>,
+    /// Telemetry emitted by this call, against its budgets.
+    pub telemetry: TelemetryUsage,
+}
+
+/// The per-call bounds [`Imports`] are built with (the calling tenant's limits).
+#[derive(Debug, Clone, Copy)]
+pub struct ImportLimits {
+    /// Host resources (handles) alive at once.
+    pub max_resources: u32,
+    /// Bytes the host may hold on the call's behalf.
+    pub host_memory_bytes: u64,
+    /// Outgoing requests in flight at once.
+    pub max_outgoing_requests: u32,
+}
+
+impl Imports {
+    /// Fresh imports for one instance of the call in `scope`, for a provider with `outbound`
+    /// policy, under `limits`.
+    pub fn new(scope: Arc<CallScope>, outbound: OutboundPolicy, limits: ImportLimits) -> Imports {
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(limits.max_resources as usize);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(crate::http::FIELDS_LIMIT_BYTES);
+        let next_in_flight = NextInFlight::default();
+        Imports {
+            wasi: WasiCtx::builder().build(),
+            table,
+            http,
+            outbound: OutboundCall {
+                policy: outbound,
+                next: next_in_flight.clone(),
+            },
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            next_in_flight,
+            max_in_flight: limits.max_outgoing_requests as usize,
+            budget: HostBudget::new(limits.host_memory_bytes),
+            scope,
+            telemetry: TelemetryUsage::default(),
+        }
+    }
+}
+
+impl WasiView for Imports {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// A store's data that holds a call's [`Imports`]: what every capability is linked against.
+pub trait HasImports: WasiView + Send + 'static {
+    /// The imports of this instance.
+    fn imports(&mut self) -> &mut Imports;
+}
