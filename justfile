@@ -48,3 +48,7 @@ image LAYOUT="target/image" TAG="0.1.0":
 # Regenerate deploy/crds from operator/src/crd.rs.
 crds:
     cargo run -q -p greentic-operator -- crd --out deploy/crds
+
+# Regenerate schemas/greentic.schema.json from the bundle's types (a test fails when they drift).
+schema:
+    GREENTIC_WRITE_SCHEMA=1 cargo test -q -p greentic-bundle the_committed_schema

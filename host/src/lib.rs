@@ -29,7 +29,8 @@ pub mod attestation;
 pub use greentic_audit as audit;
 pub mod auth;
 pub mod bindings;
-pub mod bundle;
+/// The bundle model and its checks (`greentic-bundle`).
+pub use greentic_bundle as bundle;
 pub mod conformance;
 pub mod domain;
 pub mod engine;
@@ -50,4 +51,5 @@ pub mod revision;
 pub mod runtime;
 pub mod scheduler;
 pub mod server;
+pub mod source;
 pub mod telemetry;

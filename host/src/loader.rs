@@ -16,14 +16,14 @@ use greentic_interfaces::{Contracts, inspect_component};
 use greentic_manifest::ProviderManifest;
 use wasmtime::component::Linker;
 
-use crate::bundle::{
-    Bundle, ComponentSource, KeyRole, Lock, LockEntry, RegistrySource, Route, SourceRef,
-    artifact_reference, resolve_source,
-};
+use crate::bundle::{Bundle, KeyRole, Lock, LockEntry, ProviderFacts, check_routes, check_tenant};
 use crate::domain::{Domain, Prepared, Typed};
 use crate::engine::PoolSizing;
 use crate::engine::{CacheKey, CacheOutcome, CompileCache, HostEngine};
 use crate::instance::InstanceData;
+use crate::source::{
+    ComponentSource, RegistrySource, SourceRef, artifact_reference, resolve_source,
+};
 use anyhow::Context as _;
 use greentic_capabilities::http::outbound::OutboundPolicy;
 use greentic_capabilities::secrets::SecretBackend;
@@ -451,7 +451,7 @@ fn resolve_digest(
     offline: bool,
 ) -> Result<String, String> {
     greentic_capabilities::blocking::run("resolving the reference", |rt| {
-        let target = crate::bundle::open_target(reference, blob_cache, offline)?;
+        let target = crate::source::open_target(reference, blob_cache, offline)?;
         rt.block_on(target.resolve(reference))
             .map_err(|e| e.to_string())
     })
@@ -485,7 +485,7 @@ fn check_attestations(
 ) -> Result<Vec<String>, String> {
     let keys = trusted_keys(bundle, name, section, KeyRole::Attestation)?;
     greentic_capabilities::blocking::run("the attestation check", |rt| {
-        let target = crate::bundle::open_target(reference, blob_cache, offline)?;
+        let target = crate::source::open_target(reference, blob_cache, offline)?;
         let mut summaries = Vec::new();
         for kind in kinds {
             let found = rt
@@ -643,7 +643,7 @@ fn verify_signature(
         .chain(section.identities.iter().map(String::as_str))
         .collect();
     greentic_capabilities::blocking::run("the signature check", |rt| {
-        let target = crate::bundle::open_target(reference, blob_cache, offline)?;
+        let target = crate::source::open_target(reference, blob_cache, offline)?;
         let verified = rt
             .block_on(greentic_signing::verify(
                 &target,
@@ -666,7 +666,7 @@ fn check_tenants(
 ) {
     let facts: BTreeMap<String, ProviderFacts> = providers
         .iter()
-        .map(|(name, p)| (name.clone(), ProviderFacts::of(p)))
+        .map(|(name, p)| (name.clone(), p.facts()))
         .collect();
     problems.extend(check_routes(&bundle.file.routes, &facts));
     for (tenant_id, tenant) in &bundle.file.tenants {
@@ -684,24 +684,10 @@ fn check_tenants(
     }
 }
 
-/// What the tenant and route checks need to know of a provider that loaded: its manifest,
-/// the secrets it is granted, and its domain. A control plane that resolved a provider (the
-/// Kubernetes operator) checks its tenants with these, without keeping the compiled component.
-#[derive(Debug, Clone)]
-pub struct ProviderFacts {
-    /// The embedded manifest.
-    pub manifest: ProviderManifest,
-    /// Secrets it declares and is granted.
-    pub granted_secrets: BTreeSet<String>,
-    /// Its domain's name (`messaging`, `webhook`, `timer`).
-    pub domain: &'static str,
-    /// Whether it is entered over HTTP (a webhook provider): only those take durable routes.
-    pub http: bool,
-}
-
-impl ProviderFacts {
-    /// The facts of a loaded provider.
-    pub fn of(p: &LoadedProvider) -> ProviderFacts {
+impl LoadedProvider {
+    /// What the tenant and route checks need to know of it.
+    pub fn facts(&self) -> ProviderFacts {
+        let p = self;
         let info = p.prepared.info();
         ProviderFacts {
             manifest: p.manifest.clone(),
@@ -710,136 +696,6 @@ impl ProviderFacts {
             http: info.entry == crate::domain::Entry::Http,
         }
     }
-}
-
-/// Problems of `routes` against the providers they name: a capability the provider does not
-/// offer, or `durable` on a provider that is not entered over HTTP. Routes are numbered by
-/// their index in `routes`.
-pub fn check_routes(routes: &[Route], providers: &BTreeMap<String, ProviderFacts>) -> Vec<String> {
-    let mut problems = Vec::new();
-    for (i, route) in routes.iter().enumerate() {
-        let Some(p) = providers.get(&route.provider) else {
-            continue;
-        };
-        if route.verify.is_some() && !p.http {
-            problems.push(format!(
-                "routes[{i}]: `verify` checks webhook deliveries, but provider `{}` is a {} provider; remove it",
-                route.provider, p.domain
-            ));
-        }
-        if route.durable && !p.http {
-            problems.push(format!(
-                "routes[{i}]: `durable = true` is for webhook deliveries, but provider `{}` is a {} provider; remove it",
-                route.provider, p.domain
-            ));
-        }
-        if !p.manifest.capabilities.contains(&route.capability) {
-            problems.push(format!(
-                "routes[{i}]: provider `{}` does not offer capability `{}` (it offers: {})",
-                route.provider,
-                route.capability,
-                p.manifest.capabilities.join(", ")
-            ));
-        }
-    }
-    problems
-}
-
-/// Problems of tenant `tenant_id` with every provider a route in `routes` reaches for it: its
-/// configuration of each validates against the provider's `config_schema`, and every secret
-/// the provider requires is granted, listed for the tenant and present in `backend`.
-pub fn check_tenant(
-    tenant_id: &str,
-    tenant: &crate::bundle::TenantSection,
-    routes: &[Route],
-    providers: &BTreeMap<String, ProviderFacts>,
-    backend: &dyn SecretBackend,
-) -> Vec<String> {
-    let mut problems = Vec::new();
-    for (name, provider) in providers {
-        if routes_reach(routes, tenant_id, name) {
-            problems.extend(check_binding(tenant_id, tenant, name, provider, backend));
-        }
-    }
-    // A route's signature check reads the tenant's key: it must be bound.
-    let mut keys = BTreeSet::new();
-    for route in routes
-        .iter()
-        .filter(|r| r.tenant == tenant_id || r.tenant == "*")
-    {
-        let Some(scheme) = &route.verify else {
-            continue;
-        };
-        if !keys.insert(scheme.secret.as_str()) {
-            continue;
-        }
-        let listed = tenant.secrets.contains(&scheme.secret);
-        let present = greentic_capabilities::secrets::present(backend, tenant_id, &scheme.secret);
-        if !listed || !present {
-            problems.push(format!(
-                "tenant `{tenant_id}`: the signature check of its route to `{}` needs secret `{}`, which is not bound ({}{}); add it to [tenants.{tenant_id}].secrets and provide {}",
-                route.provider,
-                scheme.secret,
-                if listed { "listed" } else { "not listed in the tenant's secrets" },
-                if present { "" } else { ", no value found" },
-                backend.locate(tenant_id, &scheme.secret)
-            ));
-        }
-    }
-    problems
-}
-
-fn routes_reach(routes: &[Route], tenant_id: &str, name: &str) -> bool {
-    routes
-        .iter()
-        .any(|r| r.provider == name && (r.tenant == tenant_id || r.tenant == "*"))
-}
-
-/// Whether a route reaches provider `name` for tenant `tenant_id`.
-pub(crate) fn routed(bundle: &Bundle, tenant_id: &str, name: &str) -> bool {
-    routes_reach(&bundle.file.routes, tenant_id, name)
-}
-
-/// Whether `provider` can serve `tenant_id`: the tenant's configuration of it validates against
-/// its manifest's `config_schema`, and every secret it requires is granted and bound.
-pub fn check_binding(
-    tenant_id: &str,
-    tenant: &crate::bundle::TenantSection,
-    name: &str,
-    provider: &ProviderFacts,
-    backend: &dyn SecretBackend,
-) -> Vec<String> {
-    let mut problems = Vec::new();
-    let config = tenant
-        .config
-        .get(name)
-        .cloned()
-        .unwrap_or_else(|| serde_json::json!({}));
-    for p in provider.manifest.check_config(&config) {
-        problems.push(format!(
-            "tenant `{tenant_id}`, provider `{name}`: config{} {}; fix [tenants.{tenant_id}.config.{name}]",
-            if p.field.is_empty() { String::new() } else { format!(" field `{}`", p.field) },
-            p.problem
-        ));
-    }
-    for secret in provider.manifest.required_secrets() {
-        let listed = tenant.secrets.iter().any(|s| s == secret);
-        let granted = provider.granted_secrets.contains(secret);
-        let present = greentic_capabilities::secrets::present(backend, tenant_id, secret);
-        if !granted {
-            problems.push(format!(
-                "provider `{name}`: requires secret `{secret}`, which [providers.{name}].grants.secrets does not grant"
-            ));
-        } else if !listed || !present {
-            problems.push(format!(
-                "tenant `{tenant_id}`, provider `{name}`: required secret `{secret}` is not bound ({}{}); add it to [tenants.{tenant_id}].secrets and provide {}",
-                if listed { "listed" } else { "not listed in the tenant's secrets" },
-                if present { "" } else { ", no value found" },
-                backend.locate(tenant_id, secret)
-            ));
-        }
-    }
-    problems
 }
 
 /// The pool `bundle`'s tenants need: every slot a call may hold — each tenant's invokes, and its

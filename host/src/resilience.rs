@@ -340,6 +340,19 @@ mod tests {
     }
 
     #[test]
+    fn breaker_settings_become_a_policy_and_zero_never_opens() {
+        let policy = BreakerPolicy::from(crate::bundle::BreakerSection::default());
+        assert_eq!(policy.failure_threshold, 5);
+        let policy = BreakerPolicy::from(crate::bundle::BreakerSection {
+            failure_threshold: 0,
+            cool_down_ms: 250,
+            ..Default::default()
+        });
+        assert_eq!(policy.failure_threshold, u32::MAX);
+        assert_eq!(policy.cool_down, Duration::from_millis(250));
+    }
+
+    #[test]
     fn only_idempotent_unavailable_or_rate_limited_calls_retry() {
         assert!(RetryPolicy::retryable(&unavailable(None), true));
         assert!(!RetryPolicy::retryable(&unavailable(None), false));

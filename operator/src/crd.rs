@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 
+use greentic_bundle::Grants;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -56,7 +57,8 @@ pub struct ProviderClassSpec {
     /// The most this provider may be granted. Every tenant's calls get these grants; a binding
     /// cannot widen them.
     #[serde(default)]
-    pub grants: ClassGrants,
+    #[schemars(schema_with = "crd_grants")]
+    pub grants: Grants,
     /// Attestations it must carry (`conformance`, `sbom`), signed by a trusted key.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub require: Vec<Attestation>,
@@ -81,41 +83,38 @@ pub enum Attestation {
     Sbom,
 }
 
-/// What a class's provider may use (zero trust: nothing not listed is linked).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ClassGrants {
-    /// Secret names it may read (each tenant binds its own values).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub secrets: Vec<String>,
-    /// Hosts it may call over `wasi:http` (`[http://|https://]HOST[:PORT|:*]`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub outbound_hosts: Vec<String>,
-    /// Whether it may read its tenant's configuration.
-    #[serde(default = "yes")]
-    pub config: bool,
-    /// Whether it may emit telemetry.
-    #[serde(default = "yes")]
-    pub telemetry: bool,
-    /// Whether it may keep state, scoped to each tenant.
-    #[serde(default)]
-    pub state: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl Default for ClassGrants {
-    fn default() -> Self {
-        ClassGrants {
-            secrets: Vec::new(),
-            outbound_hosts: Vec::new(),
-            config: true,
-            telemetry: true,
-            state: false,
+/// The schema of the host's [`Grants`] as a resource spells it: camelCase keys (which
+/// `Grants` accepts besides its own snake_case ones), and unknown keys left for the API server
+/// to prune, as every other object of these resources.
+fn crd_grants(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = <Grants as JsonSchema>::json_schema(generator);
+    if let Some(object) = schema.as_object_mut() {
+        object.remove("additionalProperties");
+        if let Some(serde_json::Value::Object(properties)) = object.get_mut("properties") {
+            *properties = std::mem::take(properties)
+                .into_iter()
+                .map(|(key, value)| (camel_case(&key), value))
+                .collect();
         }
     }
+    schema
+}
+
+/// `outbound_hosts` → `outboundHosts`.
+fn camel_case(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    let mut upper = false;
+    for c in key.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.push(c.to_ascii_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// What the operator found when it checked a class.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use futures_util::StreamExt as _;
-use greentic_host::bundle::Bundle;
+use greentic_bundle::Bundle;
 use greentic_operator::cluster::{Cluster, Listed};
 use greentic_operator::crd::{self, ProviderBinding, ProviderClass, RoutingPolicy};
 use greentic_operator::lease::Elector;
@@ -290,10 +290,10 @@ impl Reconcile {
             .map(|ns| (ns, NamespacePhase::Active))
             .collect();
         let secrets = match base.file.secrets.backend {
-            greentic_host::capabilities::secrets::SecretBackendKind::File => {
+            greentic_capabilities::secrets::SecretBackendKind::File => {
                 key_names(&base.path(&base.file.secrets.dir))
             }
-            greentic_host::capabilities::secrets::SecretBackendKind::Env => BTreeMap::new(),
+            greentic_capabilities::secrets::SecretBackendKind::Env => BTreeMap::new(),
         };
         let observed = Observed {
             now: now(),

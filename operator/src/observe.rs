@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use greentic_host::bundle::{Bundle, BundleFile, Lock, LockEntry, ProviderSection};
+use greentic_bundle::{Bundle, BundleFile, Lock, LockEntry, ProviderSection};
 use greentic_host::engine::{HostEngine, PoolSizing};
-use greentic_host::loader::{LoadOptions, LoadedProvider, ProviderFacts, load_each};
+use greentic_host::loader::{LoadOptions, LoadedProvider, load_each};
 
 use crate::crd::ProviderClass;
 use crate::reconcile::{ClassCheck, KeyNames, PublishedState, Resolved, Revision, class_section};
@@ -181,7 +181,7 @@ fn resolved(section: &ProviderSection, p: &LoadedProvider) -> Resolved {
             digest: p.digest.clone(),
             manifest_digest: p.manifest_digest.clone(),
         },
-        facts: ProviderFacts::of(p),
+        facts: p.facts(),
         signer: p.signer_key_id.clone(),
     }
 }

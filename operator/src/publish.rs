@@ -4,7 +4,7 @@
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use greentic_host::bundle::Bundle;
+use greentic_bundle::Bundle;
 use greentic_host::fleet::Fleet;
 use greentic_host::fleet::revisions::{CANARY, Envelope, Published, STABLE, publisher_keys};
 

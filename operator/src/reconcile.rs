@@ -14,17 +14,17 @@
 //!   the providers of the new revision — every other tenant's changes are published;
 //! - a namespace that is gone (or terminating) takes its tenant out of the revision.
 //!
-//! The checks are the host's own ([`greentic_host::loader::check_binding`],
-//! [`greentic_host::loader::check_routes`], [`greentic_host::loader::check_tenant`],
+//! The checks are the host's own ([`greentic_bundle::check_binding`],
+//! [`greentic_bundle::check_routes`], [`greentic_bundle::check_tenant`],
 //! [`Bundle::parse`]), so the operator and the hosts cannot disagree on what is valid.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use greentic_host::bundle::{
-    Bundle, BundleFile, Grants, Limits, Lock, LockEntry, ProviderSection, Route, TenantSection,
+use greentic_bundle::{
+    Bundle, BundleFile, Limits, Lock, LockEntry, ProviderSection, Route, TenantSection,
 };
-use greentic_host::capabilities::secrets::SecretBackend;
-use greentic_host::loader::{ProviderFacts, check_binding, check_routes, check_tenant};
+use greentic_bundle::{ProviderFacts, check_binding, check_routes, check_tenant};
+use greentic_capabilities::secrets::SecretBackend;
 use zeroize::Zeroizing;
 
 use crate::crd::{
@@ -316,13 +316,7 @@ pub fn class_section(class: &ProviderClass) -> ProviderSection {
     ProviderSection {
         source: spec.source.clone(),
         digest: spec.digest.clone(),
-        grants: Grants {
-            secrets: spec.grants.secrets.clone(),
-            outbound_hosts: spec.grants.outbound_hosts.clone(),
-            config: spec.grants.config,
-            telemetry: spec.grants.telemetry,
-            state: spec.grants.state,
-        },
+        grants: spec.grants.clone(),
         trusted_keys: spec.trusted_keys.clone(),
         identities: spec.identities.clone(),
         allow_unsigned: false,
@@ -330,8 +324,8 @@ pub fn class_section(class: &ProviderClass) -> ProviderSection {
             .require
             .iter()
             .map(|a| match a {
-                Attestation::Conformance => greentic_host::attestation::Kind::Conformance,
-                Attestation::Sbom => greentic_host::attestation::Kind::Sbom,
+                Attestation::Conformance => greentic_bundle::attestation::Kind::Conformance,
+                Attestation::Sbom => greentic_bundle::attestation::Kind::Sbom,
             })
             .collect(),
     }
@@ -378,7 +372,7 @@ fn classes<'a>(
             .get(&name)
             .filter(|c| c.generation == generation);
         let mut problems = Vec::new();
-        if !greentic_host::bundle::valid_provider_name(&name) {
+        if !greentic_bundle::valid_provider_name(&name) {
             problems.push(format!(
                 "the class name `{name}` is not a valid provider name (kebab-case: lower-case letters, digits and single `-`); rename the class"
             ));
@@ -493,8 +487,8 @@ pub fn pinned(r: &Resolved) -> (ProviderSection, LockEntry) {
     let mut section = r.section.clone();
     let mut lock = r.lock.clone();
     let is_registry = matches!(
-        greentic_host::bundle::SourceRef::parse(std::path::Path::new("."), &section.source),
-        greentic_host::bundle::SourceRef::Registry(_)
+        greentic_host::source::SourceRef::parse(std::path::Path::new("."), &section.source),
+        greentic_host::source::SourceRef::Registry(_)
     );
     if is_registry
         && let Some(digest) = &r.lock.manifest_digest
@@ -1132,7 +1126,7 @@ fn compose(file: &BundleFile, lock: Lock) -> Result<Revision, Vec<String>> {
         "# Published by greentic-operator from the cluster's ProviderClass, ProviderBinding and\n# RoutingPolicy resources.\n{text}"
     );
     Bundle::parse("the composed revision", &text).map_err(|e| match e {
-        greentic_host::bundle::BundleError::Invalid { message, .. } => vec![message],
+        greentic_bundle::BundleError::Invalid { message, .. } => vec![message],
         other => vec![other.to_string()],
     })?;
     let digest = greentic_host::fleet::revisions::published_digest(&text, &lock);

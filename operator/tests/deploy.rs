@@ -237,8 +237,8 @@ fn bootstrap_bundle() -> String {
 #[test]
 fn the_bootstrap_bundle_parses_as_every_host_will_parse_it() {
     let text = bootstrap_bundle();
-    let file = greentic_host::bundle::Bundle::parse("greentic-bundle", &text)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let file =
+        greentic_bundle::Bundle::parse("greentic-bundle", &text).unwrap_or_else(|e| panic!("{e}"));
     assert!(file.providers.is_empty() && file.tenants.is_empty());
     assert!(file.cluster.url.is_some(), "it joins the fleet");
     assert!(!file.cluster.publishers.is_empty());
@@ -249,8 +249,8 @@ fn the_bootstrap_bundle_parses_as_every_host_will_parse_it() {
         );
         // A key does one job: the publisher's is trusted for revisions, never for components.
         let roles = file.key_roles(p);
-        assert!(roles.contains(&greentic_host::bundle::KeyRole::Publisher));
-        assert!(!roles.contains(&greentic_host::bundle::KeyRole::Provider));
+        assert!(roles.contains(&greentic_bundle::KeyRole::Publisher));
+        assert!(!roles.contains(&greentic_bundle::KeyRole::Provider));
     }
     assert!(file.cluster.state_dir.is_some(), "a writable state_dir");
     // Without [cluster].url (or --cluster), a bundle with no providers is not one to serve.
@@ -259,7 +259,7 @@ fn the_bootstrap_bundle_parses_as_every_host_will_parse_it() {
         "{head}[cluster]{}",
         cluster.replacen("url = \"nats://", "# url = \"nats://", 1)
     );
-    let lone = greentic_host::bundle::Bundle::parse("lone", &lone).unwrap();
+    let lone = greentic_bundle::Bundle::parse("lone", &lone).unwrap();
     assert!(lone.cluster.url.is_none());
     assert!(!lone.standalone_problems().is_empty());
 }

@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::pin::pin;
 
-use greentic_host::bundle::{Bundle, BundleFile, LockEntry};
-use greentic_host::loader::ProviderFacts;
+use greentic_bundle::ProviderFacts;
+use greentic_bundle::{Bundle, BundleFile, LockEntry};
 use greentic_manifest::ProviderManifest;
 use greentic_operator::cluster::Cluster;
 use greentic_operator::crd::*;
@@ -882,7 +882,7 @@ fn a_class_edited_since_its_check_keeps_serving_its_published_version() {
 fn tenants_that_collide_only_with_each_other_do_not_stop_the_others() {
     // With the env backend, acme's PROD_TOKEN and acme-prod's TOKEN are one variable.
     let mut d = desired(json!({"label": "a"}), json!({"label": "g"}));
-    d.base.secrets.backend = greentic_host::capabilities::secrets::SecretBackendKind::Env;
+    d.base.secrets.backend = greentic_capabilities::secrets::SecretBackendKind::Env;
     d.classes[0].spec.grants.secrets = vec!["TOKEN".into(), "PROD_TOKEN".into()];
     d.bindings[0].spec.secrets = vec!["PROD_TOKEN".into()];
     let mut prod = binding(

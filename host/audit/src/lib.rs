@@ -39,7 +39,7 @@ pub use verify::{Broken, Verified, verify, verify_reader};
 use writer::{Msg, Writer};
 
 /// `[audit]`: where the audit log goes and the key its checkpoints are signed with.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditSection {
     /// The log file (relative to the bundle); appended to, created `0600` if missing.

@@ -11,13 +11,17 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct Grants {
     /// Secret names the provider may read (must also be declared in its manifest).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
     /// Hosts it may call over `wasi:http`: `[http://|https://]HOST[:PORT|:*]`, HOST a name,
     /// `*.domain`, `*`, an IP address or a network (see `greentic_manifest::HostPattern`). No
     /// scheme means HTTPS, no port the scheme's; loopback, private and link-local addresses are
     /// reached only through patterns that name them as addresses.
-    #[serde(default, alias = "outboundHosts")]
+    #[serde(
+        default,
+        alias = "outboundHosts",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub outbound_hosts: Vec<String>,
     /// Whether it may read its tenant configuration (`greentic:config`).
     #[serde(default = "yes")]

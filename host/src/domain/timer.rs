@@ -17,13 +17,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
 use super::{CallCx, Decoded, Domain, Entry, Input, Output, Stop, provider_failure};
 use crate::bundle::Bundle;
+pub use crate::bundle::{Missed, Schedule};
 use crate::errors::CallError;
 use crate::instance::InstanceData;
 use crate::loader::LoadedProvider;
@@ -41,48 +41,6 @@ pub use exports::greentic::timer::schedule::FireInfo;
 
 /// The timer domain.
 pub struct Timer;
-
-/// What a schedule does with slots that passed while no host ran.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Missed {
-    /// Do not fire them; the next fire counts them.
-    #[default]
-    Skip,
-    /// Fire the latest of them once, counting the others.
-    Once,
-}
-
-/// `[[schedules]]`: a slot series the host fires to a timer provider for a tenant.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Schedule {
-    /// Unique name; providers see it in `fire-info.schedule`.
-    pub name: String,
-    /// The tenant the provider is fired for (its limits, secrets, config).
-    pub tenant: String,
-    /// The timer provider.
-    pub provider: String,
-    /// A cron expression (UTC): five fields, or six with seconds first.
-    #[serde(default)]
-    pub cron: Option<String>,
-    /// An interval: a number and a unit (`ms`, `s`, `m`, `h`, `d`), at least one second.
-    #[serde(default)]
-    pub every: Option<String>,
-    /// Passed to the provider as JSON text.
-    #[serde(default)]
-    pub payload: Option<serde_json::Value>,
-    /// What to do with slots missed while no host ran.
-    #[serde(default)]
-    pub missed: Missed,
-    /// How late a slot may fire before it counts as missed, in milliseconds.
-    #[serde(default = "default_grace")]
-    pub grace_ms: u64,
-}
-
-fn default_grace() -> u64 {
-    30_000
-}
 
 /// When a schedule's slots are.
 #[derive(Debug, Clone)]
@@ -290,13 +248,13 @@ impl Domain for Timer {
                     s.provider,
                     p.prepared.info().name
                 )),
-                Some(p) if !crate::loader::routed(bundle, &s.tenant, &s.provider) => {
+                Some(p) if !crate::bundle::routed(bundle, &s.tenant, &s.provider) => {
                     // Routed pairs are checked with the routes; a scheduled one is checked here.
-                    problems.extend(crate::loader::check_binding(
+                    problems.extend(crate::bundle::check_binding(
                         &s.tenant,
                         tenant,
                         &s.provider,
-                        &crate::loader::ProviderFacts::of(p),
+                        &p.facts(),
                         secrets,
                     ));
                 }

@@ -1,0 +1,227 @@
+//! `[host]`: how the host serves — listeners, timeouts, the breaker, the scheduler, where it runs.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// `[host]`.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostSection {
+    /// Address to listen on (`--listen` overrides).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Compiled-artifact cache, relative to the bundle (default `.greentic/cache`).
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+    /// The key compiled-artifact cache entries are authenticated with, relative to the bundle
+    /// (default `$GREENTIC_CACHE_KEY_FILE`, else `~/.local/state/greentic-host/cache.key`);
+    /// created mode 0600 when missing. Keep it where only the host's user can read it.
+    #[serde(default)]
+    pub cache_key_file: Option<PathBuf>,
+    /// Largest request body accepted, in bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Where this host runs; passed to providers in `tenant-ctx.deployment`.
+    #[serde(default)]
+    pub deployment: Deployment,
+    /// Seconds in-flight calls may take to finish on SIGTERM.
+    #[serde(default = "default_grace")]
+    pub shutdown_grace_secs: u64,
+    /// Largest component accepted, in bytes.
+    #[serde(default = "default_max_component")]
+    pub max_component_bytes: usize,
+    /// The circuit breaker per tenant and provider.
+    #[serde(default)]
+    pub breaker: BreakerSection,
+    /// Milliseconds a client has to send a request's headers; slower connections are closed.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_ms: u64,
+    /// Milliseconds a client has to send a request's body, once its headers arrived (408).
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout_ms: u64,
+    /// Milliseconds a connection that has served requests may stay without one.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_ms: u64,
+    /// Connections open at once (public listener). At the cap the connection idle longest is
+    /// closed to make room.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Address of the admin listener: `/healthz`, `/readyz`, `/metrics` (`--admin-listen`
+    /// overrides). Keep it off public networks.
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: String,
+    /// How guest code gets the cores: `[host.scheduler]`.
+    #[serde(default)]
+    pub scheduler: SchedulerSection,
+}
+
+/// `[host.scheduler]`: how guest code shares the cores between tenants (read at start; a
+/// reload that changes it is refused).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, schemars::JsonSchema,
+)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerSection {
+    /// `fair` (default): guest code runs in turns, the next turn to the tenant that has used
+    /// least of its `cpu_weight` share. `tokio`: guest futures are polled by the async
+    /// executor like any task (no shares between tenants; kept for comparison).
+    #[serde(default)]
+    pub mode: SchedulerMode,
+    /// Guest turns that run at once, on as many guest threads; `0` (default): one per core.
+    #[serde(default)]
+    pub threads: usize,
+    /// The guest threads' OS priority against the host's own (accepting connections,
+    /// parsing, verification): `low` (default, nice 10), `idle` (`SCHED_IDLE`: only when the
+    /// host has nothing to do) or `normal`.
+    #[serde(default)]
+    pub priority: GuestPriority,
+}
+
+/// `[host.scheduler].mode`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum SchedulerMode {
+    /// Turns by weighted fair queuing between tenants.
+    #[default]
+    Fair,
+    /// The async executor's own order.
+    Tokio,
+}
+
+/// `[host.scheduler].priority`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum GuestPriority {
+    /// Nice 10: the host's threads preempt guest turns.
+    #[default]
+    Low,
+    /// `SCHED_IDLE`: guest turns run only when no other thread of the host (or the
+    /// machine's process group) wants the core.
+    Idle,
+    /// The host's own priority.
+    Normal,
+}
+
+fn default_header_timeout() -> u64 {
+    10_000
+}
+fn default_body_timeout() -> u64 {
+    30_000
+}
+fn default_idle_timeout() -> u64 {
+    60_000
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_admin_listen() -> String {
+    "127.0.0.1:9464".into()
+}
+
+/// `[host.breaker]`: when a tenant's calls of a provider stop being made for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSection {
+    /// Consecutive failed calls (unavailable, timeouts, traps, exhausted limits) that open the
+    /// circuit; `0` never opens it.
+    #[serde(default = "default_failure_threshold")]
+    pub failure_threshold: u32,
+    /// Milliseconds it stays open before one probe call is let through.
+    #[serde(default = "default_cool_down_ms")]
+    pub cool_down_ms: u64,
+    /// Milliseconds a probe may stay unsettled before another is let through (a probe is
+    /// settled when its call ends, however it ends; this bounds a call that never does).
+    #[serde(default = "default_probe_timeout_ms")]
+    pub probe_timeout_ms: u64,
+}
+
+impl Default for BreakerSection {
+    fn default() -> Self {
+        BreakerSection {
+            failure_threshold: default_failure_threshold(),
+            cool_down_ms: default_cool_down_ms(),
+            probe_timeout_ms: default_probe_timeout_ms(),
+        }
+    }
+}
+
+fn default_failure_threshold() -> u32 {
+    5
+}
+fn default_cool_down_ms() -> u64 {
+    5_000
+}
+fn default_probe_timeout_ms() -> u64 {
+    30_000
+}
+
+impl Default for HostSection {
+    fn default() -> Self {
+        HostSection {
+            listen: default_listen(),
+            cache_dir: None,
+            cache_key_file: None,
+            max_body_bytes: default_max_body(),
+            deployment: Deployment::default(),
+            shutdown_grace_secs: default_grace(),
+            max_component_bytes: default_max_component(),
+            breaker: BreakerSection::default(),
+            header_timeout_ms: default_header_timeout(),
+            body_timeout_ms: default_body_timeout(),
+            idle_timeout_ms: default_idle_timeout(),
+            max_connections: default_max_connections(),
+            admin_listen: default_admin_listen(),
+            scheduler: SchedulerSection::default(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_max_body() -> usize {
+    1 << 20
+}
+fn default_grace() -> u64 {
+    10
+}
+fn default_max_component() -> usize {
+    64 << 20
+}
+
+/// `[host.deployment]`.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Deployment {
+    /// aws, gcp, azure, hetzner, local, or anything else.
+    #[serde(default = "default_cloud")]
+    pub cloud: String,
+    /// Region, if any.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// k8s, nomad, systemd, cf-workers, lambda, baremetal, or anything else.
+    #[serde(default = "default_platform")]
+    pub platform: String,
+}
+
+impl Default for Deployment {
+    fn default() -> Self {
+        Deployment {
+            cloud: default_cloud(),
+            region: None,
+            platform: default_platform(),
+        }
+    }
+}
+
+fn default_cloud() -> String {
+    "local".into()
+}
+fn default_platform() -> String {
+    "baremetal".into()
+}

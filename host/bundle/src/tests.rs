@@ -1,0 +1,210 @@
+//! Parsing and checking bundles.
+
+use super::*;
+
+const MINIMAL: &str = r#"
+    [auth]
+    algorithm = "HS256"
+    issuer = "i"
+    audience = "a"
+    secret_env = "JWT"
+
+    [providers.echo]
+    source = "echo.wasm"
+    allow_unsigned = true
+
+    [tenants.acme]
+
+    [[routes]]
+    tenant = "acme"
+    capability = "send"
+    provider = "echo"
+"#;
+
+#[test]
+fn minimal_bundle_gets_defaults() {
+    let b = Bundle::parse("greentic.toml", MINIMAL).unwrap();
+    assert_eq!(b.host.listen, "127.0.0.1:8080");
+    assert_eq!(b.tenants["acme"].limits, Limits::default());
+    assert!(b.providers["echo"].grants.config);
+    assert!(b.providers["echo"].grants.secrets.is_empty());
+}
+
+#[test]
+fn breaker_settings_default_and_parse() {
+    let b = Bundle::parse("greentic.toml", MINIMAL).unwrap();
+    assert_eq!(b.host.breaker, BreakerSection::default());
+    assert_eq!(b.host.breaker.failure_threshold, 5);
+    let text =
+        format!("[host]\nbreaker = {{ failure_threshold = 0, cool_down_ms = 250 }}\n{MINIMAL}");
+    let b = Bundle::parse("greentic.toml", &text).unwrap();
+    assert_eq!(b.host.breaker.failure_threshold, 0);
+    assert_eq!(b.host.breaker.cool_down_ms, 250);
+}
+
+#[test]
+fn zero_client_timeouts_are_refused() {
+    let text = format!("[host]\nheader_timeout_ms = 0\nbody_timeout_ms = 0\n{MINIMAL}");
+    let e = Bundle::parse("greentic.toml", &text)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("host.header_timeout_ms: must be greater than 0"),
+        "{e}"
+    );
+    assert!(
+        e.contains("host.body_timeout_ms: must be greater than 0"),
+        "{e}"
+    );
+    let b = Bundle::parse("greentic.toml", MINIMAL).unwrap();
+    assert_eq!(
+        (b.host.header_timeout_ms, b.host.body_timeout_ms),
+        (10_000, 30_000)
+    );
+}
+
+#[test]
+fn unknown_keys_are_errors_with_the_location() {
+    let text = MINIMAL.replace("[tenants.acme]", "[tenants.acme]\nlimts = {}");
+    let e = Bundle::parse("greentic.toml", &text)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("greentic.toml"), "{e}");
+    assert!(e.contains("unknown field `limts`"), "{e}");
+    assert!(e.contains("line"), "{e}");
+}
+
+#[test]
+fn cross_field_problems_are_all_reported() {
+    let text = MINIMAL
+        .replace("secret_env = \"JWT\"", "")
+        .replace("provider = \"echo\"", "provider = \"nope\"")
+        .replace(
+            "[tenants.acme]",
+            "[tenants.acme]\nlimits = { fuel_per_call = 10, fuel_per_second = 5 }",
+        );
+    let e = Bundle::parse("greentic.toml", &text)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("HS256 needs exactly one"), "{e}");
+    assert!(e.contains("provider `nope` is not defined"), "{e}");
+    assert!(
+        e.contains("fuel_per_second (5) is below fuel_per_call (10)"),
+        "{e}"
+    );
+}
+
+fn schema_errors(text: &str) -> Vec<String> {
+    let schema: serde_json::Value = serde_json::from_str(BUNDLE_SCHEMA).unwrap();
+    let validator = jsonschema::draft202012::new(&schema).unwrap();
+    let doc: toml::Value = toml::from_str(text).unwrap();
+    let doc = serde_json::to_value(doc).unwrap();
+    validator
+        .iter_errors(&doc)
+        .map(|e| format!("{} {e}", e.instance_path()))
+        .collect()
+}
+
+#[test]
+fn the_committed_schema_is_what_the_types_generate() {
+    let generated = format!("{:#}\n", schema());
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../schemas/greentic.schema.json"
+    );
+    if std::env::var_os("GREENTIC_WRITE_SCHEMA").is_some() {
+        std::fs::write(path, &generated).unwrap();
+    }
+    assert!(
+        generated == BUNDLE_SCHEMA,
+        "schemas/greentic.schema.json is not what the bundle's types generate; regenerate it with `just schema` and commit it"
+    );
+}
+
+#[test]
+fn the_shipped_schema_accepts_the_example_bundles_and_catches_unknown_keys() {
+    let schema: serde_json::Value = serde_json::from_str(BUNDLE_SCHEMA).unwrap();
+    jsonschema::draft202012::meta::validate(&schema).unwrap();
+    let example = include_str!("../../../examples/demo/greentic.toml");
+    assert_eq!(schema_errors(example), Vec::<String>::new());
+    assert_eq!(schema_errors(MINIMAL), Vec::<String>::new());
+    Bundle::parse("examples/demo/greentic.toml", example).unwrap();
+    let bad = MINIMAL.replace("[tenants.acme]", "[tenants.acme]\nlimts = {}");
+    let errors = schema_errors(&bad);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("/tenants/acme") && errors[0].contains("limts"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn cpu_weights_and_the_scheduler_section_are_checked() {
+    let text = MINIMAL.replace(
+        "[tenants.acme]",
+        "[tenants.acme]\nlimits = { cpu_weight = 0 }\n[tenants.big]\nlimits = { cpu_weight = 3 }",
+    );
+    let e = Bundle::parse("greentic.toml", &text)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("tenants.acme.limits.cpu_weight: 0 is not between 1 and 1000"),
+        "{e}"
+    );
+    assert!(!e.contains("tenants.big"), "{e}");
+    let scheduled = format!(
+        "[host]\nscheduler = {{ mode = \"tokio\", threads = 3, priority = \"idle\" }}\n{MINIMAL}"
+    );
+    assert_eq!(schema_errors(&scheduled), Vec::<String>::new());
+    let b = Bundle::parse("greentic.toml", &scheduled).unwrap();
+    assert_eq!(
+        b.host.scheduler,
+        SchedulerSection {
+            mode: SchedulerMode::Tokio,
+            threads: 3,
+            priority: GuestPriority::Idle
+        }
+    );
+    let wrong = format!("[host]\nscheduler = {{ mode = \"cfs\" }}\n{MINIMAL}");
+    assert_eq!(schema_errors(&wrong).len(), 1);
+    let e = Bundle::parse("greentic.toml", &wrong)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cfs"), "{e}");
+}
+
+#[test]
+fn env_backend_names_that_collide_are_refused() {
+    let text = MINIMAL.replace(
+        "[tenants.acme]",
+        "[secrets]\nbackend = \"env\"\nenv_prefix = \"S\"\n\n[tenants.acme]\nsecrets = [\"PROD_TOKEN\"]\n[tenants.acme_prod]\nsecrets = [\"TOKEN\"]\n[tenants.acme-eu]\n[tenants.ACME_EU]",
+    );
+    let e = Bundle::parse("greentic.toml", &text)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("tenant `acme`'s secret `PROD_TOKEN` and tenant `acme_prod`'s secret `TOKEN` are both read from S_ACME_PROD_TOKEN"),
+        "{e}"
+    );
+    assert!(e.contains("tenants `ACME_EU` and `acme-eu`"), "{e}");
+    // The file backend keeps them apart: no problem there.
+    let file = text.replace("backend = \"env\"", "backend = \"file\"");
+    Bundle::parse("greentic.toml", &file).unwrap();
+}
+
+#[test]
+fn digests_are_checked() {
+    assert!(greentic_registry::is_sha256_digest(&format!(
+        "sha256:{}",
+        "a".repeat(64)
+    )));
+    assert!(!greentic_registry::is_sha256_digest("sha256:ABC"));
+    let text = MINIMAL.replace(
+        "source = \"echo.wasm\"",
+        "source = \"echo.wasm\"\ndigest = \"md5:x\"",
+    );
+    let e = Bundle::parse("greentic.toml", &text)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("providers.echo.digest"), "{e}");
+}

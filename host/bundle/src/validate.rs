@@ -1,0 +1,249 @@
+//! The checks of `greentic.toml` that its types cannot express: names, ranges, keys and their
+//! roles, routes, and each capability's section (through [`greentic_capabilities::check`]).
+
+use crate::{BundleFile, JwtAlgorithm, KeyRole, TrustKey};
+
+/// `roles` as words, for messages.
+fn role_list(roles: &std::collections::BTreeSet<KeyRole>) -> String {
+    if roles.is_empty() {
+        return "nothing".into();
+    }
+    roles
+        .iter()
+        .map(|r| r.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Whether `name` can name a provider: kebab-case (lower-case letters and digits, words joined
+/// by single `-`).
+pub fn valid_provider_name(name: &str) -> bool {
+    kebab(name)
+}
+
+fn kebab(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('-').all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        })
+}
+
+fn tenant_id_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+impl BundleFile {
+    /// What a bundle served on its own (not a fleet host's bootstrap bundle, which serves what
+    /// the fleet publishes) must have: providers and tenants.
+    pub fn standalone_problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.providers.is_empty() {
+            out.push(
+                "providers: the bundle names no providers; add a [providers.NAME] table (only a fleet host's bootstrap bundle — run with --cluster URL, or [cluster].url set — may name none)".into(),
+            );
+        }
+        if self.tenants.is_empty() {
+            out.push("tenants: the bundle names no tenants; add a [tenants.ID] table (only a fleet host's bootstrap bundle — run with --cluster URL, or [cluster].url set — may name none)".into());
+        }
+        out
+    }
+
+    /// Cross-field checks that TOML types cannot express.
+    pub(crate) fn problems(&self) -> Vec<String> {
+        let mut out = greentic_capabilities::check(
+            &self.sections(),
+            &greentic_capabilities::BundleFacts {
+                tenants: self
+                    .tenants
+                    .iter()
+                    .map(|(id, t)| (id.as_str(), t.secrets.as_slice()))
+                    .collect(),
+                providers: self
+                    .providers
+                    .iter()
+                    .map(|(name, p)| (name.as_str(), &p.grants))
+                    .collect(),
+            },
+        );
+        out.extend(self.cluster.problems());
+        for (key, value) in [
+            ("header_timeout_ms", self.host.header_timeout_ms),
+            ("body_timeout_ms", self.host.body_timeout_ms),
+            (
+                "breaker.probe_timeout_ms",
+                self.host.breaker.probe_timeout_ms,
+            ),
+            ("idle_timeout_ms", self.host.idle_timeout_ms),
+            ("max_connections", self.host.max_connections as u64),
+        ] {
+            if value == 0 {
+                out.push(format!("host.{key}: must be greater than 0"));
+            }
+        }
+        let a = &self.auth;
+        if a.max_token_lifetime_secs == 0 {
+            out.push(
+                "auth.max_token_lifetime_secs: must be greater than 0 (0 would refuse every token)"
+                    .into(),
+            );
+        }
+        match a.algorithm {
+            JwtAlgorithm::HS256 => {
+                if a.secret_env.is_none() == a.secret_file.is_none() {
+                    out.push(
+                        "auth: HS256 needs exactly one of `secret_env` or `secret_file`".into(),
+                    );
+                }
+                if a.public_key_file.is_some() || a.dev_private_key_file.is_some() {
+                    out.push("auth: `public_key_file`/`dev_private_key_file` are for ES256; remove them or set algorithm = \"ES256\"".into());
+                }
+            }
+            JwtAlgorithm::ES256 => {
+                if a.public_key_file.is_none() {
+                    out.push("auth: ES256 needs `public_key_file` (PEM)".into());
+                }
+                if a.secret_env.is_some() || a.secret_file.is_some() {
+                    out.push("auth: `secret_env`/`secret_file` are for HS256; remove them or set algorithm = \"HS256\"".into());
+                }
+            }
+        }
+
+        for (name, p) in &self.providers {
+            if !kebab(name) {
+                out.push(format!(
+                    "providers.{}: provider names are kebab-case",
+                    greentic_manifest::clip_middle(name, 80)
+                ));
+            }
+            if let Some(d) = &p.digest
+                && !greentic_registry::is_sha256_digest(d)
+            {
+                out.push(format!(
+                    "providers.{name}.digest: `{d}` is not `sha256:` followed by 64 lower-case hex digits"
+                ));
+            }
+            for key in &p.trusted_keys {
+                let roles = self.key_roles(key);
+                if !self.trust.keys.contains_key(key) {
+                    out.push(format!(
+                        "providers.{name}.trusted_keys: no key named `{key}` under [trust.keys]"
+                    ));
+                } else if !roles.contains(&KeyRole::Provider)
+                    && !roles.contains(&KeyRole::Attestation)
+                {
+                    out.push(format!(
+                        "providers.{name}.trusted_keys: key `{key}` is trusted for {} only, not for providers; give it the role (`{key} = {{ file = \"…\", roles = [\"provider\"] }}` in [trust.keys]) or name a provider key",
+                        role_list(&roles)
+                    ));
+                }
+            }
+        }
+
+        for (id, t) in &self.tenants {
+            if !tenant_id_ok(id) {
+                out.push(format!(
+                    "tenants.{}: tenant ids are 1-64 letters, digits, `-` or `_`",
+                    greentic_manifest::clip_middle(id, 80)
+                ));
+            }
+            let l = &t.limits;
+            for (field, value) in [
+                ("fuel_per_call", l.fuel_per_call),
+                ("deadline_ms", l.deadline_ms),
+                ("memory_bytes", l.memory_bytes),
+                ("max_concurrent", u64::from(l.max_concurrent)),
+                ("fuel_per_second", l.fuel_per_second),
+                ("host_memory_bytes", l.host_memory_bytes),
+                ("max_resources", u64::from(l.max_resources)),
+                ("max_outgoing_requests", u64::from(l.max_outgoing_requests)),
+                (
+                    "webhook_max_concurrent",
+                    u64::from(l.webhook_max_concurrent),
+                ),
+                ("queued_deliveries", u64::from(l.queued_deliveries)),
+                ("queued_delivery_bytes", l.queued_delivery_bytes),
+                (
+                    "queued_deliveries_per_route",
+                    u64::from(l.queued_deliveries_per_route),
+                ),
+                ("deliveries_per_second", u64::from(l.deliveries_per_second)),
+            ] {
+                if value == 0 {
+                    out.push(format!(
+                        "tenants.{id}.limits.{field}: must be greater than 0"
+                    ));
+                }
+            }
+            if !(1..=1000).contains(&l.cpu_weight) {
+                out.push(format!(
+                    "tenants.{id}.limits.cpu_weight: {} is not between 1 and 1000",
+                    l.cpu_weight
+                ));
+            }
+            if l.fuel_per_second < l.fuel_per_call {
+                out.push(format!(
+                    "tenants.{id}.limits: fuel_per_second ({}) is below fuel_per_call ({}), so no call could ever start; raise fuel_per_second",
+                    l.fuel_per_second, l.fuel_per_call
+                ));
+            }
+            for provider in t.config.keys() {
+                if !self.providers.contains_key(provider) {
+                    out.push(format!(
+                        "tenants.{id}.config.{provider}: no provider named `{provider}`"
+                    ));
+                }
+            }
+        }
+        for (name, key) in &self.trust.keys {
+            if let TrustKey::Roles(k) = key
+                && k.roles.is_empty()
+            {
+                out.push(format!(
+                    "trust.keys.{name}: `roles` is empty, so the key is trusted for nothing; list its roles (provider, attestation, publisher, audit) or remove it"
+                ));
+            }
+        }
+        for name in &self.cluster.publishers {
+            if self.trust.keys.contains_key(name)
+                && !self.key_roles(name).contains(&KeyRole::Publisher)
+            {
+                out.push(format!(
+                    "[cluster].publishers names `{name}`, which [trust.keys] trusts for {} only; add the `publisher` role to it",
+                    role_list(&self.key_roles(name))
+                ));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            if r.tenant != "*" && !self.tenants.contains_key(&r.tenant) {
+                out.push(format!(
+                    "routes[{i}]: tenant `{}` is not defined under [tenants]",
+                    r.tenant
+                ));
+            }
+            if !self.providers.contains_key(&r.provider) {
+                out.push(format!(
+                    "routes[{i}]: provider `{}` is not defined under [providers]",
+                    r.provider
+                ));
+            }
+            if let Some(scheme) = &r.verify {
+                for p in scheme.problems() {
+                    out.push(format!("routes[{i}].verify: {p}"));
+                }
+            }
+            let key = (&r.tenant, &r.team, &r.user, &r.cloud, &r.capability);
+            if !seen.insert(key) {
+                out.push(format!(
+                    "routes[{i}]: duplicates an earlier route for the same tenant/team/user/cloud/capability; remove one"
+                ));
+            }
+        }
+        out
+    }
+}
