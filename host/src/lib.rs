@@ -27,7 +27,8 @@
 pub mod attestation;
 /// The audit log (`greentic-audit`).
 pub use greentic_audit as audit;
-pub mod auth;
+/// Caller authentication (`greentic-auth`).
+pub use greentic_auth as auth;
 pub mod bindings;
 /// The bundle model and its checks (`greentic-bundle`).
 pub use greentic_bundle as bundle;

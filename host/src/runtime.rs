@@ -30,6 +30,7 @@ use crate::resilience::{BreakerPolicy, BreakerState, Breakers, RetryPolicy, coun
 use crate::revision::Revision;
 pub use crate::revision::TenantRuntime;
 use crate::scheduler::Scheduler;
+pub use greentic_auth::Caller;
 use greentic_capabilities::Backends;
 use greentic_capabilities::CallScope;
 use greentic_capabilities::http::outbound::OutboundPolicy;
@@ -43,17 +44,6 @@ pub struct Canary {
     pub revision: Arc<Revision>,
     /// The tenants it serves.
     pub tenants: std::collections::BTreeSet<String>,
-}
-
-/// Who is calling, from the verified token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    /// Tenant id.
-    pub tenant: String,
-    /// Team.
-    pub team: Option<String>,
-    /// User.
-    pub user: Option<String>,
 }
 
 /// The runtime: the active [`Revision`] (swapped atomically on reload) and what outlives

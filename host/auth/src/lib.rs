@@ -6,8 +6,20 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::bundle::{Bundle, JwtAlgorithm};
-use crate::runtime::Caller;
+use greentic_bundle::{AuthSection, Bundle, JwtAlgorithm};
+
+/// Who is calling: the tenant, team and user of a verified token, and nothing a caller could
+/// set otherwise. Calls the host makes itself (a schedule's fire, a queued delivery) name the
+/// tenant they are made for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// Tenant id.
+    pub tenant: String,
+    /// Team.
+    pub team: Option<String>,
+    /// User.
+    pub user: Option<String>,
+}
 
 /// The claims a caller's token carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,7 +159,7 @@ impl Material {
     }
 
     /// The fingerprint of `section` resolved to this material.
-    fn fingerprint(&self, section: &crate::bundle::AuthSection) -> [u8; 32] {
+    fn fingerprint(&self, section: &AuthSection) -> [u8; 32] {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         let settings = serde_json::to_vec(section).unwrap_or_default();
