@@ -19,11 +19,11 @@ use greentic_capabilities::CallScope;
 use greentic_capabilities::http::outbound::OutboundPolicy;
 use greentic_host::bindings::greentic::types::types::{self as gtypes};
 use greentic_host::bundle::Limits;
-use greentic_host::domain::messaging::Messaging;
-use greentic_host::domain::messaging::ProviderPre;
-use greentic_host::engine::{
+use greentic_host::compile::{
     CacheKey, CompileCache, EngineOptions, HostEngine, PoolSizing, YIELD_FUEL,
 };
+use greentic_host::domain::messaging::Messaging;
+use greentic_host::domain::messaging::ProviderPre;
 use greentic_host::instance::InstanceData;
 use greentic_host::loader::{LoadOptions, LoadedBundle, load_bundle_with};
 use greentic_host::metrics::Metrics;

@@ -3,14 +3,14 @@
 //! A [`bundle`] names providers, grants, tenants and routes. [`loader::load`] checks every
 //! provider before anything runs — embedded manifest, WIT compatibility, grants against real
 //! imports, tenant configuration and secret bindings — and pre-instantiates it on the
-//! [`engine`]. The [`runtime`] routes each call to a provider and runs it in a fresh instance
+//! [`compile`]. The [`runtime`] routes each call to a provider and runs it in a fresh instance
 //! under the calling tenant's [`limits`] (fuel, deadline, memory, concurrency, fuel rate), with
 //! only that tenant's secrets and config and host-stamped telemetry ([`imports`]); the
 //! [`server`] exposes it over HTTP with JWT authentication ([`auth`]).
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
-//! use greentic_host::{bundle::Bundle, capabilities::Backends, engine::{HostEngine, PoolSizing}, loader, runtime::{Caller, Runtime}};
+//! use greentic_host::{bundle::Bundle, capabilities::Backends, compile::{HostEngine, PoolSizing}, loader, runtime::{Caller, Runtime}};
 //!
 //! let bundle = Bundle::load(std::path::Path::new("examples/demo"))?;
 //! let engine = HostEngine::new(PoolSizing { instances: 16, max_memory_bytes: 64 << 20 })?;
@@ -32,9 +32,10 @@ pub use greentic_auth as auth;
 pub mod bindings;
 /// The bundle model and its checks (`greentic-bundle`).
 pub use greentic_bundle as bundle;
+pub mod compile;
 pub mod conformance;
 pub mod domain;
-pub mod engine;
+pub mod domains;
 pub mod errors;
 pub mod fleet;
 /// The capabilities (`greentic-capabilities`): secrets, config, telemetry, outbound HTTP, state.
@@ -44,6 +45,8 @@ pub mod instance;
 pub use greentic_jetstream as jetstream;
 pub mod limits;
 pub mod loader;
+pub mod outcomes;
+pub mod provider;
 /// Prometheus metrics (`greentic-metrics`).
 pub use greentic_metrics as metrics;
 pub mod reload;
@@ -52,5 +55,6 @@ pub mod revision;
 pub mod runtime;
 pub mod scheduler;
 pub mod server;
+pub mod shared;
 pub mod source;
 pub mod telemetry;

@@ -13,14 +13,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use greentic_interfaces::{Contracts, inspect_component};
-use greentic_manifest::ProviderManifest;
 use wasmtime::component::Linker;
 
 use crate::bundle::{Bundle, KeyRole, Lock, LockEntry, ProviderFacts, check_routes, check_tenant};
-use crate::domain::{Domain, Prepared, Typed};
-use crate::engine::PoolSizing;
-use crate::engine::{CacheKey, CacheOutcome, CompileCache, HostEngine};
+use crate::compile::PoolSizing;
+use crate::compile::{CacheKey, CompileCache, HostEngine};
 use crate::instance::InstanceData;
+pub use crate::provider::LoadedProvider;
 use crate::source::{
     ComponentSource, RegistrySource, SourceRef, artifact_reference, resolve_source,
 };
@@ -28,47 +27,6 @@ use anyhow::Context as _;
 use greentic_capabilities::http::outbound::OutboundPolicy;
 use greentic_capabilities::secrets::SecretBackend;
 use greentic_capabilities::{Backends, Linked};
-
-/// A provider that passed every check.
-pub struct LoadedProvider {
-    /// Bundle name.
-    pub name: String,
-    /// Where it came from.
-    pub source: String,
-    /// `sha256:<hex>` of the component.
-    pub digest: String,
-    /// The OCI manifest digest it was fetched by (registry and layout sources).
-    pub manifest_digest: Option<String>,
-    /// The embedded manifest.
-    pub manifest: ProviderManifest,
-    /// The host world it runs in.
-    pub world: String,
-    /// The component, pre-instantiated for its domain.
-    pub prepared: Arc<dyn Prepared>,
-    /// Outbound hosts it may call.
-    pub outbound: OutboundPolicy,
-    /// Secrets it declares and is granted.
-    pub granted_secrets: Arc<BTreeSet<String>>,
-    /// What was linked.
-    pub linked: Linked,
-    /// Its circuit breaker's key, `name@digest`: one circuit per provider version, so an
-    /// upgrade (or a rollback) starts closed.
-    pub circuit: String,
-    /// Whether compiled code came from the cache.
-    pub cache: CacheOutcome,
-    /// The id of the key whose signature was verified (none for an unsigned provider).
-    pub signer_key_id: Option<String>,
-}
-
-impl LoadedProvider {
-    /// The typed `*Pre` of the provider, if it is a provider of domain `D`.
-    pub fn pre<D: Domain>(&self) -> Option<&D::Pre> {
-        self.prepared
-            .as_any()
-            .downcast_ref::<Typed<D>>()
-            .map(|typed| &typed.pre)
-    }
-}
 
 /// Why a bundle did not load.
 #[derive(Debug, thiserror::Error)]
@@ -401,7 +359,7 @@ fn load_one(
     let pre = linker
         .instantiate_pre(&component)
         .map_err(|e| fail(format!("cannot be linked with the granted imports: {e:#}")))?;
-    let prepared = crate::domain::by_world(&report.host_world)
+    let prepared = crate::domains::by_world(&report.host_world)
         .map_err(fail)?
         .prepare(pre)
         .map_err(|e| fail(format!("{e:#}")))?;
@@ -679,22 +637,8 @@ fn check_tenants(
         ));
     }
     // What each domain checks of the bundle (e.g. the timer domain's schedules).
-    for domain in crate::domain::DOMAINS {
-        problems.extend(domain.check(bundle, providers, backend));
-    }
-}
-
-impl LoadedProvider {
-    /// What the tenant and route checks need to know of it.
-    pub fn facts(&self) -> ProviderFacts {
-        let p = self;
-        let info = p.prepared.info();
-        ProviderFacts {
-            manifest: p.manifest.clone(),
-            granted_secrets: (*p.granted_secrets).clone(),
-            domain: info.name,
-            http: info.entry == crate::domain::Entry::Http,
-        }
+    for domain in crate::domains::DOMAINS {
+        problems.extend(domain.check(bundle, &facts, backend));
     }
 }
 

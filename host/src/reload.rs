@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 
 use crate::auth::Authenticator;
 use crate::bundle::{Bundle, Lock};
-use crate::engine::{HostEngine, PoolSizing};
+use crate::compile::{HostEngine, PoolSizing};
 use crate::loader::{self, LoadOptions};
 use crate::revision::Revision;
 use crate::runtime::Runtime;
@@ -120,7 +120,8 @@ impl Reloader {
     ) -> Arc<Reloader> {
         let revision = runtime.revision();
         let (stop, stopped) = watch::channel(false);
-        let tasks = crate::domain::start_triggers(&runtime, &revision.bundle, &stopped);
+        let host: Arc<dyn crate::domain::Triggers> = runtime.clone();
+        let tasks = crate::domains::start_triggers(&host, &revision.bundle, &stopped);
         Arc::new(Reloader {
             triggers: Mutex::new(Triggers {
                 schedules: schedules(&revision.bundle),
@@ -256,7 +257,8 @@ impl Reloader {
         }
         let _ = triggers.stop.send(true);
         let (stop, stopped) = watch::channel(false);
-        let mut tasks = crate::domain::start_triggers(&self.runtime, bundle, &stopped);
+        let host: Arc<dyn crate::domain::Triggers> = self.runtime.clone();
+        let mut tasks = crate::domains::start_triggers(&host, bundle, &stopped);
         tasks.extend(triggers.tasks.drain(..).filter(|t| !t.is_finished()));
         *triggers = Triggers {
             schedules: wanted,

@@ -13,10 +13,10 @@ use std::time::SystemTime;
 use sha2::{Digest, Sha256};
 
 use crate::bundle::{Bundle, Deployment, Limits, Route};
+use crate::compile::HostEngine;
 use crate::domain::Entry;
-use crate::engine::HostEngine;
 use crate::limits::TenantGate;
-use crate::loader::LoadedProvider;
+use crate::provider::LoadedProvider;
 use crate::runtime::Caller;
 use greentic_capabilities::Backends;
 

@@ -17,19 +17,19 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use greentic_capabilities::budget::ResourceLimitHit;
 
 use crate::bundle::{Bundle, Limits};
-use crate::domain::{CallCx, Decoded, Domain, Entry, Input, Kept, Output, Typed};
-use crate::engine::{EngineOptions, HostEngine, YIELD_FUEL};
+use crate::compile::{EngineOptions, HostEngine, YIELD_FUEL};
+use crate::domain::{Decoded, DomainCx, Entry, Input, Output, Triggers};
+use crate::domains::{Kept, Request};
 use crate::errors::{CallError, clip_guest};
-use crate::fleet::idempotency::{Claim, Records};
-use crate::fleet::limits::FleetLimits;
 use crate::instance::{DeadlineHit, InstanceData, MemoryLimitHit};
 use crate::limits::TenantGate;
-use crate::loader::LoadedProvider;
 use crate::metrics::Metrics;
+use crate::provider::LoadedProvider;
 use crate::resilience::{BreakerPolicy, BreakerState, Breakers, RetryPolicy, counts_as_failure};
 use crate::revision::Revision;
 pub use crate::revision::TenantRuntime;
 use crate::scheduler::Scheduler;
+use crate::shared::{Claim, DeliveryQueue, IdempotencyRecords, SharedLimits};
 pub use greentic_auth::Caller;
 use greentic_capabilities::Backends;
 use greentic_capabilities::CallScope;
@@ -52,7 +52,7 @@ pub struct Runtime {
     current: ArcSwap<Revision>,
     canary: ArcSwapOption<Canary>,
     /// Outcomes per revision and tenant, for judging a canary against its baseline.
-    pub stats: crate::fleet::canary::Stats,
+    pub stats: crate::outcomes::Stats,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     breakers: Breakers,
@@ -62,11 +62,11 @@ pub struct Runtime {
     /// Whether calls reuse one instance per provider (see [`Runtime::share_instances`]).
     shared: AtomicBool,
     /// Fleet-wide tenant limits, once the host has joined a fleet.
-    pub fleet_limits: OnceLock<Arc<FleetLimits>>,
+    pub fleet_limits: OnceLock<Arc<dyn SharedLimits>>,
     /// Fleet-wide idempotency records, once the host has joined a fleet.
-    pub idempotency: OnceLock<Arc<Records>>,
+    pub idempotency: OnceLock<Arc<dyn IdempotencyRecords>>,
     /// The fleet's queue of durable webhook deliveries, once the host has joined a fleet.
-    pub deliveries: OnceLock<Arc<crate::fleet::deliveries::Deliveries>>,
+    pub deliveries: OnceLock<Arc<dyn DeliveryQueue>>,
     /// Who runs guest code next (fair CPU between tenants); the host's own for its life
     /// (`[host.scheduler]` cannot change live).
     pub scheduler: Arc<Scheduler>,
@@ -206,7 +206,7 @@ impl Runtime {
         self.shared.store(on, Ordering::SeqCst);
         if !on {
             for provider in self.revision().providers.values() {
-                provider.prepared.release().await;
+                provider.prepared.kept().lock().await.take();
             }
         }
     }
@@ -311,7 +311,7 @@ impl Runtime {
             return Err(domain.wrong_entry(&caller.tenant, &provider.name));
         }
         let records = self.idempotency.get();
-        let print = records.map(|_| crate::fleet::idempotency::fingerprint(capability, &input));
+        let print = records.map(|records| records.fingerprint(capability, &input));
         let input = Input::Invoke {
             capability: capability.to_string(),
             body: input,
@@ -607,7 +607,7 @@ impl Runtime {
 
         // Counted down on drop, so a call whose client went away is not left counted.
         let in_flight = InFlight::enter(&self.metrics, &caller.tenant);
-        let call = Call {
+        let call = Envelope {
             revision,
             caller,
             provider,
@@ -615,7 +615,10 @@ impl Runtime {
             gate,
             trace_id: &trace_id,
         };
-        let result = provider.prepared.run(self, call, input).await;
+        let result = match provider.prepared.decode(input) {
+            Ok(decoded) => self.attempts(call, decoded).await,
+            Err(e) => Err(e),
+        };
         drop(in_flight);
         let result = result.map(|(output, attempts)| match output {
             Output::Json(serde_json::Value::Object(mut fields)) => {
@@ -674,14 +677,13 @@ impl Runtime {
         result
     }
 
-    /// A decoded call of domain `D`: the breaker's admission, then attempts — each under a
-    /// slot of `call.gate` and in a fresh instance — retried while the retry policy and the
-    /// deadline allow; returns the output and the number of attempts.
-    pub(crate) async fn attempts<D: Domain>(
+    /// A decoded call: the breaker's admission, then attempts — each under a slot of
+    /// `call.gate` and in a fresh instance — retried while the retry policy and the deadline
+    /// allow; returns the output and the number of attempts.
+    async fn attempts(
         &self,
-        typed: &Typed<D>,
-        call: Call<'_>,
-        decoded: Decoded<D::Request>,
+        call: Envelope<'_>,
+        decoded: Decoded<Request>,
     ) -> Result<(Output, u32), CallError> {
         let tenant = call.caller.tenant.as_str();
         let provider = call.provider.name.as_str();
@@ -692,7 +694,7 @@ impl Runtime {
             call.trace_id,
             decoded.idempotency_key,
         ));
-        let request = Arc::new(decoded.request);
+        let request = decoded.request;
         let limits = *call.gate.limits();
         let deadline = Instant::now() + Duration::from_millis(limits.deadline_ms);
 
@@ -707,15 +709,14 @@ impl Runtime {
                     let until = Instant::now() + Duration::from_millis(limits.queue_timeout_ms);
                     Some(
                         fleet
+                            .clone()
                             .admit(call.gate.scope(), tenant, &limits, until)
                             .await?,
                     )
                 }
                 None => None,
             };
-            let (result, fuel) = self
-                .attempt(typed, &call, &limits, deadline, &ctx, &request)
-                .await;
+            let (result, fuel) = self.attempt(&call, &limits, deadline, &ctx, &request).await;
             permit.settle(fuel);
             if let Some(admission) = fleet {
                 admission.settle(fuel).await;
@@ -766,28 +767,27 @@ impl Runtime {
     /// One attempt in a fresh instance, dropped with its store when the attempt ends; the
     /// outcome and the fuel it used. The guest work (store, instance, call) runs in turns of
     /// the [`Scheduler`] (`mode = "fair"`), else on this task.
-    async fn attempt<D: Domain>(
+    async fn attempt(
         &self,
-        typed: &Typed<D>,
-        call: &Call<'_>,
+        call: &Envelope<'_>,
         limits: &Limits,
         deadline: Instant,
         ctx: &Arc<TenantCtx>,
-        request: &Arc<D::Request>,
+        request: &Request,
     ) -> (Result<Output, CallError>, u64) {
         if self.shared.load(Ordering::SeqCst) {
-            let cx = CallCx {
+            let cx = DomainCx {
                 ctx,
                 max_response_bytes: call.revision.max_response_bytes,
             };
             return self
-                .attempt_shared(typed, call, limits, deadline, &cx, request)
+                .attempt_shared(call, limits, deadline, &cx, request)
                 .await;
         }
         let engine = call.revision.engine.clone();
         let scope = call.scope.clone();
         let outbound = call.provider.outbound.clone();
-        let pre = typed.pre.clone();
+        let prepared = call.provider.prepared.clone();
         let (ctx, request, limits) = (ctx.clone(), request.clone(), *limits);
         let max_response_bytes = call.revision.max_response_bytes;
         // Boxed here, once: the future is large (store, instance, call state), and it is
@@ -799,13 +799,13 @@ impl Runtime {
                         Ok(store) => store,
                         Err(e) => return (Err(e), 0),
                     };
-                let cx = CallCx {
+                let cx = DomainCx {
                     ctx: &ctx,
                     max_response_bytes,
                 };
                 let run = async {
-                    let instance = D::instantiate(&pre, &mut store).await?;
-                    D::call(&instance, &mut store, &cx, &request).await
+                    let instance = prepared.instantiate(&mut store).await?;
+                    prepared.call(&instance, &mut store, &cx, &request).await
                 };
                 let result = tokio::time::timeout_at(deadline.into(), run).await;
                 // The store (and the instance) is dropped here: nothing survives the call.
@@ -865,16 +865,16 @@ impl Runtime {
 
     /// [`Runtime::attempt`] in the provider's kept instance, which only this call's scope
     /// (tenant, secrets, config) and outbound policy are swapped into.
-    async fn attempt_shared<D: Domain>(
+    async fn attempt_shared(
         &self,
-        typed: &Typed<D>,
-        call: &Call<'_>,
+        call: &Envelope<'_>,
         limits: &Limits,
         deadline: Instant,
-        cx: &CallCx<'_>,
-        request: &D::Request,
+        cx: &DomainCx<'_>,
+        request: &Request,
     ) -> (Result<Output, CallError>, u64) {
-        let mut slot = typed.kept.lock().await;
+        let prepared = &call.provider.prepared;
+        let mut slot = prepared.kept().lock().await;
         let mut kept = match slot.take() {
             Some(kept) => kept,
             None => {
@@ -888,7 +888,7 @@ impl Runtime {
                     Ok(store) => store,
                     Err(e) => return (Err(e), 0),
                 };
-                match D::instantiate(&typed.pre, &mut store).await {
+                match prepared.instantiate(&mut store).await {
                     Ok(instance) => Kept { store, instance },
                     Err(e) => return (Err(classify(&e, store.data())), 0),
                 }
@@ -904,7 +904,7 @@ impl Runtime {
         }
         yield_regularly(&mut kept.store, &call.revision.engine.options);
         // Kept instances (a conformance mode) run on this task, outside the scheduler.
-        let run = D::call(&kept.instance, &mut kept.store, cx, request);
+        let run = prepared.call(&kept.instance, &mut kept.store, cx, request);
         let result = tokio::time::timeout_at(deadline.into(), run).await;
         let (mapped, fuel) = outcome(result, &kept.store, limits);
         // A trapped or interrupted instance is not reused; a provider error leaves it intact.
@@ -912,6 +912,34 @@ impl Runtime {
             *slot = Some(kept);
         }
         (mapped, fuel)
+    }
+}
+
+#[async_trait::async_trait]
+impl Triggers for Runtime {
+    async fn fire(
+        &self,
+        tenant: &str,
+        provider: &str,
+        name: &str,
+        input: Input,
+    ) -> Result<Output, CallError> {
+        self.trigger(tenant, provider, name, input).await
+    }
+
+    fn state(&self) -> Arc<StateCtx> {
+        Runtime::state(self)
+    }
+
+    fn limits(&self, tenant: &str) -> Option<Limits> {
+        self.revision()
+            .tenants
+            .get(tenant)
+            .map(|t| *t.gate.limits())
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 }
 
@@ -944,8 +972,8 @@ fn judged(result: &Result<Output, CallError>) -> Option<bool> {
 /// How long past its deadline a call waits for the turn that would end it.
 const LATE_TURN_MS: u64 = 100;
 
-/// One call as the envelope hands it to a domain's attempts.
-pub struct Call<'a> {
+/// One call as the envelope hands it to its attempts.
+struct Envelope<'a> {
     revision: &'a Revision,
     caller: &'a Caller,
     provider: &'a LoadedProvider,

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use greentic_bundle::{Bundle, BundleFile, Lock, LockEntry, ProviderSection};
-use greentic_host::engine::{HostEngine, PoolSizing};
+use greentic_host::compile::{HostEngine, PoolSizing};
 use greentic_host::loader::{LoadOptions, LoadedProvider, load_each};
 
 use crate::crd::ProviderClass;

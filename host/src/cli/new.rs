@@ -366,7 +366,7 @@ mod tests {
 
     #[test]
     fn every_domain_of_the_host_has_a_template() {
-        for domain in greentic_host::domain::DOMAINS {
+        for domain in greentic_host::domains::DOMAINS {
             assert!(
                 TEMPLATES.iter().any(|t| t.domain == domain.name),
                 "domain `{}` has no provider template",

@@ -4,7 +4,7 @@ use serde::Deserialize;
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
-use super::{CallCx, Decoded, Domain, Entry, Input, Output, provider_failure};
+use super::{Decoded, Domain, DomainCx, Entry, Input, Output, provider_failure};
 use crate::errors::{CallError, MAX_GUEST_TEXT};
 use crate::instance::InstanceData;
 
@@ -115,7 +115,7 @@ impl Domain for Messaging {
     async fn call(
         instance: &Provider,
         store: &mut Store<InstanceData>,
-        cx: &CallCx<'_>,
+        cx: &DomainCx<'_>,
         msg: &Message,
     ) -> wasmtime::Result<Result<Output, CallError>> {
         let sent = instance

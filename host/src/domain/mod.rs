@@ -1,18 +1,17 @@
 //! Domains: what kind of provider a component is, and how the host drives a call into it.
 //!
 //! A domain is one module here (its world's bindings and one [`Domain`] impl) and one line in
-//! [`DOMAINS`]. The [`Domain`] trait says which world a provider of the domain implements,
-//! how a call reaches it ([`Entry`]: an invoke body, an HTTP request or a host-fired
-//! trigger), how that input becomes the domain's request, and how one instance answers it.
-//! Everything else a call needs — routing, the tenant's gate and breaker, a fresh store under
-//! the tenant's limits, deadline, fuel, retries, spans, metrics and logs — is the one call
-//! envelope the runtime wraps around every domain ([`crate::runtime::Runtime::call`]).
+//! [`DOMAINS`](crate::domains::DOMAINS). The [`Domain`] trait says which world a provider of
+//! the domain implements, how a call reaches it ([`Entry`]: an invoke body, an HTTP request or
+//! a host-fired trigger), how that input becomes the domain's request, and how one instance
+//! answers it. Everything else a call needs — routing, the tenant's gate and breaker, a fresh
+//! store under the tenant's limits, deadline, fuel, retries, spans, metrics and logs — is the
+//! one call envelope the runtime wraps around every domain.
 
 pub mod messaging;
 pub mod timer;
 pub mod webhook;
 
-use std::any::Any;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -24,19 +23,12 @@ use wasmtime::component::InstancePre;
 use tokio::task::JoinHandle;
 
 use crate::bindings::greentic::types::types::{ProviderError, TenantCtx};
-use crate::bundle::Bundle;
+use crate::bundle::{Bundle, Limits, ProviderFacts};
 use crate::errors::{CallError, ProviderFailure, clip_guest};
 use crate::instance::InstanceData;
-use crate::loader::LoadedProvider;
-use crate::runtime::Runtime;
+use crate::metrics::Metrics;
 use greentic_capabilities::secrets::SecretBackend;
-
-/// Every domain this host runs: a new domain is one module and one line here.
-pub const DOMAINS: &[DomainInfo] = &[
-    DomainInfo::of::<messaging::Messaging>(),
-    DomainInfo::of::<webhook::Webhook>(),
-    DomainInfo::of::<timer::Timer>(),
-];
+use greentic_capabilities::state::StateCtx;
 
 /// How calls reach a domain's providers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +105,7 @@ pub struct Decoded<R> {
 }
 
 /// What a domain's call sees of the call envelope.
-pub struct CallCx<'a> {
+pub struct DomainCx<'a> {
     /// The call's context, as every export of a greentic domain takes it.
     pub ctx: &'a TenantCtx,
     /// The largest response body passed on (`[host].max_body_bytes`).
@@ -167,7 +159,7 @@ pub trait Domain: Send + Sync + 'static {
     fn call(
         instance: &Self::Instance,
         store: &mut Store<InstanceData>,
-        cx: &CallCx<'_>,
+        cx: &DomainCx<'_>,
         request: &Self::Request,
     ) -> impl Future<Output = wasmtime::Result<Result<Output, CallError>>> + Send;
 
@@ -175,7 +167,7 @@ pub trait Domain: Send + Sync + 'static {
     /// loaded (the timer domain checks its schedules here). None by default.
     fn check(
         bundle: &Bundle,
-        providers: &BTreeMap<String, Arc<LoadedProvider>>,
+        providers: &BTreeMap<String, ProviderFacts>,
         secrets: &dyn SecretBackend,
     ) -> Vec<String> {
         let _ = (bundle, providers, secrets);
@@ -184,8 +176,8 @@ pub trait Domain: Send + Sync + 'static {
 
     /// Starts what fires this domain's calls (a trigger domain's schedules), until `stop`
     /// turns true; a task finishes the call it is in before it ends. None by default.
-    fn start(runtime: &Arc<Runtime>, bundle: &Bundle, stop: &Stop) -> Vec<JoinHandle<()>> {
-        let _ = (runtime, bundle, stop);
+    fn start(host: &Arc<dyn Triggers>, bundle: &Bundle, stop: &Stop) -> Vec<JoinHandle<()>> {
+        let _ = (host, bundle, stop);
         Vec::new()
     }
 }
@@ -193,179 +185,24 @@ pub trait Domain: Send + Sync + 'static {
 /// Turns true when the host stops.
 pub type Stop = tokio::sync::watch::Receiver<bool>;
 
-/// Starts every domain's triggers (see [`Domain::start`]).
-pub fn start_triggers(runtime: &Arc<Runtime>, bundle: &Bundle, stop: &Stop) -> Vec<JoinHandle<()>> {
-    DOMAINS
-        .iter()
-        .flat_map(|d| (d.start)(runtime, bundle, stop))
-        .collect()
-}
-
-/// Wraps a linked component as a provider of a domain.
-type PrepareFn =
-    fn(&'static DomainInfo, InstancePre<InstanceData>) -> wasmtime::Result<Arc<dyn Prepared>>;
-
-/// A boxed future of a domain call through the envelope.
-pub type RunFuture<'a> =
-    std::pin::Pin<Box<dyn Future<Output = Result<(Output, u32), CallError>> + Send + 'a>>;
-
-/// A registered domain, as the loader and the runtime look it up.
-#[derive(Debug)]
-pub struct DomainInfo {
-    /// [`Domain::NAME`].
-    pub name: &'static str,
-    /// [`Domain::WORLD`].
-    pub world: &'static str,
-    /// [`Domain::ENTRY`].
-    pub entry: Entry,
-    prepare: PrepareFn,
-    check: CheckFn,
-    start: StartFn,
-    key: KeyFn,
-}
-
-type KeyFn = fn(&Input) -> Result<Option<String>, CallError>;
-
-type CheckFn =
-    fn(&Bundle, &BTreeMap<String, Arc<LoadedProvider>>, &dyn SecretBackend) -> Vec<String>;
-type StartFn = fn(&Arc<Runtime>, &Bundle, &Stop) -> Vec<JoinHandle<()>>;
-
-impl DomainInfo {
-    /// The registry entry of `D`.
-    pub const fn of<D: Domain>() -> DomainInfo {
-        DomainInfo {
-            name: D::NAME,
-            world: D::WORLD,
-            entry: D::ENTRY,
-            prepare: prepare::<D>,
-            check: D::check,
-            start: D::start,
-            key: D::idempotency_key,
-        }
-    }
-
-    /// The idempotency key of `input` (see [`Domain::idempotency_key`]).
-    pub fn idempotency_key(&self, input: &Input) -> Result<Option<String>, CallError> {
-        (self.key)(input)
-    }
-
-    /// Problems of the bundle's parts that concern this domain (see [`Domain::check`]).
-    pub fn check(
+/// What a trigger domain's tasks reach the host through (the runtime implements it).
+#[async_trait::async_trait]
+pub trait Triggers: Send + Sync + 'static {
+    /// Fires `name` of `provider` for `tenant`: a call the host makes itself, under the
+    /// tenant's limits, to a provider of an [`Entry::Trigger`] domain.
+    async fn fire(
         &self,
-        bundle: &Bundle,
-        providers: &BTreeMap<String, Arc<LoadedProvider>>,
-        secrets: &dyn SecretBackend,
-    ) -> Vec<String> {
-        (self.check)(bundle, providers, secrets)
-    }
-
-    /// The error for a call that reaches provider `provider` of this domain the wrong way
-    /// (e.g. an invoke of a webhook provider), naming the right way.
-    pub fn wrong_entry(&self, tenant: &str, provider: &str) -> CallError {
-        CallError::BadRequest(format!(
-            "provider `{provider}` is a `{}` provider ({}), reached {}",
-            self.name,
-            self.world,
-            self.entry.reached(tenant, provider)
-        ))
-    }
-
-    /// Wraps a linked component as a provider of this domain.
-    pub fn prepare(
-        &'static self,
-        pre: InstancePre<InstanceData>,
-    ) -> wasmtime::Result<Arc<dyn Prepared>> {
-        (self.prepare)(self, pre)
-    }
-}
-
-fn prepare<D: Domain>(
-    info: &'static DomainInfo,
-    pre: InstancePre<InstanceData>,
-) -> wasmtime::Result<Arc<dyn Prepared>> {
-    Ok(Arc::new(Typed::<D> {
-        info,
-        pre: D::pre(pre)?,
-        kept: tokio::sync::Mutex::new(None),
-    }))
-}
-
-/// The domain whose world `world` (`namespace:package/world@version`) is.
-pub fn by_world(world: &str) -> Result<&'static DomainInfo, String> {
-    let unversioned = world.split_once('@').map_or(world, |(w, _)| w);
-    DOMAINS
-        .iter()
-        .find(|d| d.world == unversioned)
-        .ok_or_else(|| {
-            format!(
-                "targets `{world}`, which is no domain this host runs (it runs: {}); target one of those worlds or upgrade the host",
-                DOMAINS.iter().map(|d| d.world).collect::<Vec<_>>().join(", ")
-            )
-        })
-}
-
-/// The domain named `name`, as manifests and bundles name it.
-pub fn by_name(name: &str) -> Option<&'static DomainInfo> {
-    DOMAINS.iter().find(|d| d.name == name)
-}
-
-/// A provider's component wrapped for its domain: the object the runtime calls through.
-pub trait Prepared: Send + Sync {
-    /// The provider's domain.
-    fn info(&self) -> &'static DomainInfo;
-    /// For reaching the typed `*Pre` (see [`crate::loader::LoadedProvider::pre`]).
-    fn as_any(&self) -> &dyn Any;
-    /// Runs one call through the envelope of `runtime`.
-    fn run<'a>(
-        &'a self,
-        runtime: &'a crate::runtime::Runtime,
-        call: crate::runtime::Call<'a>,
+        tenant: &str,
+        provider: &str,
+        name: &str,
         input: Input,
-    ) -> RunFuture<'a>;
-    /// Drops the instance kept while instances are shared.
-    fn release(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>>;
-}
-
-/// A provider of domain `D`: its `*Pre`, and the instance kept while instances are shared.
-pub struct Typed<D: Domain> {
-    pub(crate) info: &'static DomainInfo,
-    /// The pre-instantiated component.
-    pub pre: D::Pre,
-    pub(crate) kept: tokio::sync::Mutex<Option<Kept<D>>>,
-}
-
-/// One instance kept across calls while instances are shared.
-pub(crate) struct Kept<D: Domain> {
-    pub(crate) store: Store<InstanceData>,
-    pub(crate) instance: D::Instance,
-}
-
-impl<D: Domain> Prepared for Typed<D> {
-    fn info(&self) -> &'static DomainInfo {
-        self.info
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn run<'a>(
-        &'a self,
-        runtime: &'a crate::runtime::Runtime,
-        call: crate::runtime::Call<'a>,
-        input: Input,
-    ) -> RunFuture<'a> {
-        Box::pin(async move {
-            let decoded = D::decode(input)?;
-            runtime.attempts(self, call, decoded).await
-        })
-    }
-
-    fn release(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(async move {
-            self.kept.lock().await.take();
-        })
-    }
+    ) -> Result<Output, CallError>;
+    /// The state backend, where the host keeps its own bookkeeping beside providers' state.
+    fn state(&self) -> Arc<StateCtx>;
+    /// The limits `tenant`'s calls run under now, if the host serves it.
+    fn limits(&self, tenant: &str) -> Option<Limits>;
+    /// The host's metrics.
+    fn metrics(&self) -> &Metrics;
 }
 
 /// The host's view of a provider's error, for every domain (they share `provider-error`):
@@ -384,52 +221,5 @@ pub fn provider_failure(e: ProviderError) -> ProviderFailure {
         },
         ProviderError::Timeout => ProviderFailure::Timeout,
         ProviderError::Internal(m) => ProviderFailure::Internal(clip_guest(m)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_domain_names_a_world_of_the_contracts_once() {
-        let contracts = greentic_interfaces::Contracts::embedded().unwrap();
-        let worlds = contracts.worlds();
-        let mut names = std::collections::BTreeSet::new();
-        for d in DOMAINS {
-            assert!(names.insert(d.name), "domain `{}` registered twice", d.name);
-            assert!(
-                worlds
-                    .iter()
-                    .any(|w| w.starts_with(&format!("{}@", d.world))),
-                "domain `{}`: world `{}` is not in wit/ ({worlds:?})",
-                d.name,
-                d.world
-            );
-            let (package, _) = d.world.split_once('/').unwrap();
-            assert_eq!(
-                package,
-                format!("greentic:{}", d.name),
-                "a domain is its package"
-            );
-        }
-    }
-
-    #[test]
-    fn worlds_resolve_to_their_domain_and_unknown_ones_are_named() {
-        assert_eq!(
-            by_world("greentic:messaging/provider@1.0.0").unwrap().name,
-            "messaging"
-        );
-        assert_eq!(
-            by_world("greentic:webhook/handler@1.2.0").unwrap().entry,
-            Entry::Http
-        );
-        let e = by_world("greentic:fax/provider@1.0.0").unwrap_err();
-        assert!(
-            e.contains("greentic:fax/provider@1.0.0") && e.contains("greentic:messaging/provider"),
-            "{e}"
-        );
-        assert!(by_name("webhook").is_some() && by_name("fax").is_none());
     }
 }

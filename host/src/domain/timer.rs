@@ -21,13 +21,11 @@ use tokio::task::JoinHandle;
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
-use super::{CallCx, Decoded, Domain, Entry, Input, Output, Stop, provider_failure};
-use crate::bundle::Bundle;
+use super::{Decoded, Domain, DomainCx, Entry, Input, Output, Stop, Triggers, provider_failure};
+use crate::bundle::{Bundle, ProviderFacts};
 pub use crate::bundle::{Missed, Schedule};
 use crate::errors::CallError;
 use crate::instance::InstanceData;
-use crate::loader::LoadedProvider;
-use crate::runtime::Runtime;
 use greentic_capabilities::secrets::SecretBackend;
 use greentic_capabilities::state::{Namespace, Write, Written, now_ms};
 
@@ -193,7 +191,7 @@ impl Domain for Timer {
     async fn call(
         instance: &Scheduled,
         store: &mut Store<InstanceData>,
-        cx: &CallCx<'_>,
+        cx: &DomainCx<'_>,
         info: &FireInfo,
     ) -> wasmtime::Result<Result<Output, CallError>> {
         let fired = instance
@@ -211,7 +209,7 @@ impl Domain for Timer {
 
     fn check(
         bundle: &Bundle,
-        providers: &BTreeMap<String, Arc<LoadedProvider>>,
+        providers: &BTreeMap<String, ProviderFacts>,
         secrets: &dyn SecretBackend,
     ) -> Vec<String> {
         let mut problems = Vec::new();
@@ -243,10 +241,9 @@ impl Domain for Timer {
                     ));
                 }
                 None => {} // It did not load; its own problems say why.
-                Some(p) if p.prepared.info().name != Timer::NAME => problems.push(format!(
+                Some(p) if p.domain != Timer::NAME => problems.push(format!(
                     "{at}: provider `{}` is a `{}` provider; schedules fire `timer` providers (greentic:timer/scheduled)",
-                    s.provider,
-                    p.prepared.info().name
+                    s.provider, p.domain
                 )),
                 Some(p) if !crate::bundle::routed(bundle, &s.tenant, &s.provider) => {
                     // Routed pairs are checked with the routes; a scheduled one is checked here.
@@ -254,7 +251,7 @@ impl Domain for Timer {
                         &s.tenant,
                         tenant,
                         &s.provider,
-                        &p.facts(),
+                        p,
                         secrets,
                     ));
                 }
@@ -264,16 +261,16 @@ impl Domain for Timer {
         problems
     }
 
-    fn start(runtime: &Arc<Runtime>, bundle: &Bundle, stop: &Stop) -> Vec<JoinHandle<()>> {
+    fn start(host: &Arc<dyn Triggers>, bundle: &Bundle, stop: &Stop) -> Vec<JoinHandle<()>> {
         bundle
             .file
             .schedules
             .iter()
             .filter_map(|s| Some((s.clone(), Slots::of(s).ok()?)))
             .map(|(schedule, slots)| {
-                let runtime = runtime.clone();
+                let host = host.clone();
                 let stop = stop.clone();
-                tokio::spawn(run_schedule(runtime, schedule, slots, stop))
+                tokio::spawn(run_schedule(host, schedule, slots, stop))
             })
             .collect()
     }
@@ -332,8 +329,8 @@ pub fn due(slots: &Slots, schedule: &Schedule, last: u64, now: u64) -> Due {
 }
 
 /// One schedule's task: sleep, claim, fire, until `stop`.
-async fn run_schedule(runtime: Arc<Runtime>, schedule: Schedule, slots: Slots, mut stop: Stop) {
-    let backend = runtime.state().backend.clone();
+async fn run_schedule(host: Arc<dyn Triggers>, schedule: Schedule, slots: Slots, mut stop: Stop) {
+    let backend = host.state().backend.clone();
     let ns = bookkeeping(&schedule);
     let payload = schedule
         .payload
@@ -348,14 +345,9 @@ async fn run_schedule(runtime: Arc<Runtime>, schedule: Schedule, slots: Slots, m
     // How long a claim holds while its fire has not ended: the fire's whole budget (queue and
     // deadline, retries included) and a margin. A claim older than that belongs to a host
     // that died mid-fire.
-    let lease_ms = runtime
-        .revision()
-        .tenants
-        .get(&schedule.tenant)
-        .map_or(60_000, |t| {
-            let limits = t.gate.limits();
-            limits.deadline_ms + limits.queue_timeout_ms + 5_000
-        });
+    let lease_ms = host.limits(&schedule.tenant).map_or(60_000, |limits| {
+        limits.deadline_ms + limits.queue_timeout_ms + 5_000
+    });
     loop {
         if *stop.borrow() {
             return;
@@ -391,7 +383,7 @@ async fn run_schedule(runtime: Arc<Runtime>, schedule: Schedule, slots: Slots, m
             // same idempotency key, so the provider can tell.
             Some(r) if !r.done => {
                 tracing::warn!(schedule = %schedule.name, slot = r.slot, "a fire did not end (its host stopped mid-fire); firing the slot again");
-                runtime.metrics.inc("greentic_timer_refired_total", &labels);
+                host.metrics().inc("greentic_timer_refired_total", &labels);
                 Due::Claim {
                     claim: r.slot,
                     fire: true,
@@ -439,7 +431,7 @@ async fn run_schedule(runtime: Arc<Runtime>, schedule: Schedule, slots: Slots, m
             }
         };
         if missed > 0 {
-            runtime.metrics.add(
+            host.metrics().add(
                 "greentic_timer_missed_slots_total",
                 &labels,
                 f64::from(missed),
@@ -457,11 +449,10 @@ async fn run_schedule(runtime: Arc<Runtime>, schedule: Schedule, slots: Slots, m
             payload: payload.clone(),
         };
         let lag = fire.fired_at_ms.saturating_sub(claim) as f64 / 1000.0;
-        runtime
-            .metrics
+        host.metrics()
             .observe("greentic_timer_lag_seconds", &labels, lag);
-        let outcome = runtime
-            .trigger(
+        let outcome = host
+            .fire(
                 &schedule.tenant,
                 &schedule.provider,
                 &schedule.name,

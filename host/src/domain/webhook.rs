@@ -7,7 +7,7 @@ use wasmtime::Store;
 use wasmtime::component::InstancePre;
 use wasmtime_wasi_http::WasiHttpView;
 
-use super::{CallCx, Decoded, Domain, Entry, Input, Output};
+use super::{Decoded, Domain, DomainCx, Entry, Input, Output};
 use crate::errors::CallError;
 use crate::instance::InstanceData;
 
@@ -83,7 +83,7 @@ impl Domain for Webhook {
     async fn call(
         instance: &Handler,
         store: &mut Store<InstanceData>,
-        cx: &CallCx<'_>,
+        cx: &DomainCx<'_>,
         request: &hyper::Request<Bytes>,
     ) -> wasmtime::Result<Result<Output, CallError>> {
         let max = cx.max_response_bytes;

@@ -740,6 +740,30 @@ async fn handle(runtime: &Runtime, message: jetstream::Message, max_attempts: i6
     }
 }
 
+#[async_trait::async_trait]
+impl crate::shared::DeliveryQueue for Deliveries {
+    async fn accept(
+        &self,
+        tenant: &str,
+        provider: &str,
+        route: &Route,
+        limits: &Limits,
+        max_body_bytes: usize,
+        request: hyper::Request<Bytes>,
+    ) -> Result<hyper::Response<Bytes>, CallError> {
+        Deliveries::accept(
+            self,
+            tenant,
+            provider,
+            route,
+            limits,
+            max_body_bytes,
+            request,
+        )
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 
 use crate::errors::CallError;
 use crate::fleet::{Fleet, within};
+use crate::runtime::Caller;
 
 /// How long a running claim holds without renewal.
 const LEASE: Duration = Duration::from_secs(3);
@@ -96,13 +97,7 @@ pub fn fingerprint(capability: &str, body: &serde_json::Value) -> String {
     format!("sha256:{}", hex::encode(h.finalize()))
 }
 
-/// What a claim came to.
-pub enum Claim {
-    /// Run the call, then [`Running::finish`].
-    Run(Box<Running>),
-    /// It already ran to completion: its result.
-    Done(serde_json::Value),
-}
+pub use crate::shared::Claim;
 
 /// A claimed record, renewed in the background until finished.
 pub struct Running {
@@ -151,7 +146,7 @@ impl Records {
 
     /// The record key of `key` for the caller (`tenant`, `team`, `user`) and `capability`:
     /// hashed, so any key fits. Two users of a tenant reusing a key are two calls.
-    fn record_key(caller: &crate::runtime::Caller, capability: &str, key: &str) -> String {
+    fn record_key(caller: &Caller, capability: &str, key: &str) -> String {
         let mut h = Sha256::new();
         let (team, user) = (
             caller.team.as_deref().unwrap_or(""),
@@ -171,7 +166,7 @@ impl Records {
     /// call run without its record.
     pub async fn claim(
         &self,
-        caller: &crate::runtime::Caller,
+        caller: &Caller,
         capability: &str,
         key: &str,
         fingerprint: &str,
@@ -347,6 +342,31 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.renew.abort();
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::shared::IdempotencyRecords for Records {
+    fn fingerprint(&self, operation: &str, body: &serde_json::Value) -> String {
+        fingerprint(operation, body)
+    }
+
+    async fn claim(
+        &self,
+        caller: &Caller,
+        operation: &str,
+        key: &str,
+        fingerprint: &str,
+        until: Instant,
+    ) -> Result<Claim, CallError> {
+        Records::claim(self, caller, operation, key, fingerprint, until).await
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::shared::Running for Running {
+    async fn finish(self: Box<Self>, result: Result<&serde_json::Value, &CallError>) {
+        Running::finish(*self, result).await
     }
 }
 

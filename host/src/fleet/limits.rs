@@ -446,3 +446,25 @@ impl Drop for Admission {
         }
     }
 }
+
+#[async_trait::async_trait]
+impl crate::shared::SharedLimits for FleetLimits {
+    async fn admit(
+        self: Arc<Self>,
+        scope: &str,
+        tenant: &str,
+        limits: &Limits,
+        until: Instant,
+    ) -> Result<Box<dyn crate::shared::FuelLease>, CallError> {
+        Ok(Box::new(
+            FleetLimits::admit(&self, scope, tenant, limits, until).await?,
+        ))
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::shared::FuelLease for Admission {
+    async fn settle(self: Box<Self>, fuel: u64) {
+        Admission::settle(*self, fuel).await
+    }
+}

@@ -1,7 +1,7 @@
 //! Fair CPU between tenants: guest code runs in turns, and the next turn goes to the tenant
 //! that has used least of its share.
 //!
-//! A guest gives its thread back every [`crate::engine::YIELD_FUEL`] units of fuel (and at
+//! A guest gives its thread back every [`crate::compile::YIELD_FUEL`] units of fuel (and at
 //! every host call that waits); each stretch of guest code between two such points is a
 //! *turn*. At most one turn per guest thread runs at once. A tenant's *virtual time* advances
 //! by the CPU time of its turns divided by its `cpu_weight`, and a free slot goes to the

@@ -1,0 +1,299 @@
+//! The domains this host runs ([`DOMAINS`]), and a provider's component prepared for its domain
+//! ([`Prepared`]): the one place where a domain's types meet the runtime, which calls every
+//! provider through the same object-safe interface, whatever its domain.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+use wasmtime::Store;
+use wasmtime::component::InstancePre;
+
+use crate::bundle::{Bundle, ProviderFacts};
+use crate::domain::{
+    Decoded, Domain, DomainCx, Entry, Input, Output, Stop, Triggers, messaging, timer, webhook,
+};
+use crate::errors::CallError;
+use crate::instance::InstanceData;
+use greentic_capabilities::secrets::SecretBackend;
+
+/// Every domain this host runs: a new domain is one module under `domain/` and one line here.
+pub const DOMAINS: &[DomainInfo] = &[
+    DomainInfo::of::<messaging::Messaging>(),
+    DomainInfo::of::<webhook::Webhook>(),
+    DomainInfo::of::<timer::Timer>(),
+];
+
+/// The domain whose world `world` (`namespace:package/world@version`) is.
+pub fn by_world(world: &str) -> Result<&'static DomainInfo, String> {
+    let unversioned = world.split_once('@').map_or(world, |(w, _)| w);
+    DOMAINS
+        .iter()
+        .find(|d| d.world == unversioned)
+        .ok_or_else(|| {
+            format!(
+                "targets `{world}`, which is no domain this host runs (it runs: {}); target one of those worlds or upgrade the host",
+                DOMAINS.iter().map(|d| d.world).collect::<Vec<_>>().join(", ")
+            )
+        })
+}
+
+/// The domain named `name`, as manifests and bundles name it.
+pub fn by_name(name: &str) -> Option<&'static DomainInfo> {
+    DOMAINS.iter().find(|d| d.name == name)
+}
+
+/// Starts every domain's triggers (see [`Domain::start`]).
+pub fn start_triggers(
+    host: &Arc<dyn Triggers>,
+    bundle: &Bundle,
+    stop: &Stop,
+) -> Vec<JoinHandle<()>> {
+    DOMAINS
+        .iter()
+        .flat_map(|d| (d.start)(host, bundle, stop))
+        .collect()
+}
+
+/// A registered domain, as the loader and the runtime look it up.
+#[derive(Debug)]
+pub struct DomainInfo {
+    /// [`Domain::NAME`].
+    pub name: &'static str,
+    /// [`Domain::WORLD`].
+    pub world: &'static str,
+    /// [`Domain::ENTRY`].
+    pub entry: Entry,
+    prepare: PrepareFn,
+    check: CheckFn,
+    start: StartFn,
+    key: KeyFn,
+}
+
+/// Wraps a linked component as a provider of a domain.
+type PrepareFn =
+    fn(&'static DomainInfo, InstancePre<InstanceData>) -> wasmtime::Result<Arc<dyn Prepared>>;
+type KeyFn = fn(&Input) -> Result<Option<String>, CallError>;
+type CheckFn = fn(&Bundle, &BTreeMap<String, ProviderFacts>, &dyn SecretBackend) -> Vec<String>;
+type StartFn = fn(&Arc<dyn Triggers>, &Bundle, &Stop) -> Vec<JoinHandle<()>>;
+
+impl DomainInfo {
+    /// The registry entry of `D`.
+    pub const fn of<D: Domain>() -> DomainInfo {
+        DomainInfo {
+            name: D::NAME,
+            world: D::WORLD,
+            entry: D::ENTRY,
+            prepare: prepare::<D>,
+            check: D::check,
+            start: D::start,
+            key: D::idempotency_key,
+        }
+    }
+
+    /// The idempotency key of `input` (see [`Domain::idempotency_key`]).
+    pub fn idempotency_key(&self, input: &Input) -> Result<Option<String>, CallError> {
+        (self.key)(input)
+    }
+
+    /// Problems of the bundle's parts that concern this domain (see [`Domain::check`]).
+    pub fn check(
+        &self,
+        bundle: &Bundle,
+        providers: &BTreeMap<String, ProviderFacts>,
+        secrets: &dyn SecretBackend,
+    ) -> Vec<String> {
+        (self.check)(bundle, providers, secrets)
+    }
+
+    /// The error for a call that reaches provider `provider` of this domain the wrong way
+    /// (e.g. an invoke of a webhook provider), naming the right way.
+    pub fn wrong_entry(&self, tenant: &str, provider: &str) -> CallError {
+        CallError::BadRequest(format!(
+            "provider `{provider}` is a `{}` provider ({}), reached {}",
+            self.name,
+            self.world,
+            self.entry.reached(tenant, provider)
+        ))
+    }
+
+    /// Wraps a linked component as a provider of this domain.
+    pub fn prepare(
+        &'static self,
+        pre: InstancePre<InstanceData>,
+    ) -> wasmtime::Result<Arc<dyn Prepared>> {
+        (self.prepare)(self, pre)
+    }
+}
+
+fn prepare<D: Domain>(
+    info: &'static DomainInfo,
+    pre: InstancePre<InstanceData>,
+) -> wasmtime::Result<Arc<dyn Prepared>> {
+    Ok(Arc::new(Typed::<D> {
+        info,
+        pre: D::pre(pre)?,
+        kept: tokio::sync::Mutex::new(None),
+    }))
+}
+
+/// A domain's decoded request, as the runtime holds it across attempts (its type is the
+/// domain's [`Domain::Request`]).
+pub type Request = Arc<dyn Any + Send + Sync>;
+
+/// An instance of a provider's component (its type is the domain's [`Domain::Instance`]).
+pub type Instance = Box<dyn Any + Send + Sync>;
+
+/// A boxed future borrowing for `'a`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One instance kept across calls while instances are shared, and its store.
+pub struct Kept {
+    /// The store (its data swapped to each call's scope).
+    pub store: Store<InstanceData>,
+    /// The instance.
+    pub instance: Instance,
+}
+
+/// A provider's component wrapped for its domain: what the runtime calls every provider
+/// through. Each method is its domain's [`Domain`] function, on type-erased values.
+pub trait Prepared: Send + Sync {
+    /// The provider's domain.
+    fn info(&self) -> &'static DomainInfo;
+    /// For reaching the typed `*Pre` (see [`Typed`]).
+    fn as_any(&self) -> &dyn Any;
+    /// [`Domain::decode`].
+    fn decode(&self, input: Input) -> Result<Decoded<Request>, CallError>;
+    /// [`Domain::instantiate`], in `store`.
+    fn instantiate<'a>(
+        &'a self,
+        store: &'a mut Store<InstanceData>,
+    ) -> BoxFuture<'a, wasmtime::Result<Instance>>;
+    /// [`Domain::call`]: runs `request` (from [`Prepared::decode`]) on `instance` (from
+    /// [`Prepared::instantiate`]).
+    fn call<'a>(
+        &'a self,
+        instance: &'a Instance,
+        store: &'a mut Store<InstanceData>,
+        cx: &'a DomainCx<'a>,
+        request: &'a Request,
+    ) -> BoxFuture<'a, wasmtime::Result<Result<Output, CallError>>>;
+    /// The instance kept across calls while instances are shared.
+    fn kept(&self) -> &tokio::sync::Mutex<Option<Kept>>;
+}
+
+/// A provider of domain `D`: its `*Pre`, and the instance kept while instances are shared.
+pub struct Typed<D: Domain> {
+    info: &'static DomainInfo,
+    /// The pre-instantiated component.
+    pub pre: D::Pre,
+    kept: tokio::sync::Mutex<Option<Kept>>,
+}
+
+/// A value handed back to the `Prepared` that did not make it: a bug in the runtime.
+fn foreign(what: &str) -> wasmtime::Error {
+    wasmtime::Error::msg(format!(
+        "{what} of another domain was handed to this provider"
+    ))
+}
+
+impl<D: Domain> Prepared for Typed<D> {
+    fn info(&self) -> &'static DomainInfo {
+        self.info
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn decode(&self, input: Input) -> Result<Decoded<Request>, CallError> {
+        let decoded = D::decode(input)?;
+        Ok(Decoded {
+            request: Arc::new(decoded.request),
+            idempotency_key: decoded.idempotency_key,
+            retry: decoded.retry,
+        })
+    }
+
+    fn instantiate<'a>(
+        &'a self,
+        store: &'a mut Store<InstanceData>,
+    ) -> BoxFuture<'a, wasmtime::Result<Instance>> {
+        Box::pin(async move {
+            let instance = D::instantiate(&self.pre, store).await?;
+            Ok(Box::new(instance) as Instance)
+        })
+    }
+
+    fn call<'a>(
+        &'a self,
+        instance: &'a Instance,
+        store: &'a mut Store<InstanceData>,
+        cx: &'a DomainCx<'a>,
+        request: &'a Request,
+    ) -> BoxFuture<'a, wasmtime::Result<Result<Output, CallError>>> {
+        Box::pin(async move {
+            let instance = instance
+                .downcast_ref::<D::Instance>()
+                .ok_or_else(|| foreign("an instance"))?;
+            let request = request
+                .downcast_ref::<D::Request>()
+                .ok_or_else(|| foreign("a request"))?;
+            D::call(instance, store, cx, request).await
+        })
+    }
+
+    fn kept(&self) -> &tokio::sync::Mutex<Option<Kept>> {
+        &self.kept
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_domain_names_a_world_of_the_contracts_once() {
+        let contracts = greentic_interfaces::Contracts::embedded().unwrap();
+        let worlds = contracts.worlds();
+        let mut names = std::collections::BTreeSet::new();
+        for d in DOMAINS {
+            assert!(names.insert(d.name), "domain `{}` registered twice", d.name);
+            assert!(
+                worlds
+                    .iter()
+                    .any(|w| w.starts_with(&format!("{}@", d.world))),
+                "domain `{}`: world `{}` is not in wit/ ({worlds:?})",
+                d.name,
+                d.world
+            );
+            let (package, _) = d.world.split_once('/').unwrap();
+            assert_eq!(
+                package,
+                format!("greentic:{}", d.name),
+                "a domain is its package"
+            );
+        }
+    }
+
+    #[test]
+    fn worlds_resolve_to_their_domain_and_unknown_ones_are_named() {
+        assert_eq!(
+            by_world("greentic:messaging/provider@1.0.0").unwrap().name,
+            "messaging"
+        );
+        assert_eq!(
+            by_world("greentic:webhook/handler@1.2.0").unwrap().entry,
+            Entry::Http
+        );
+        let e = by_world("greentic:fax/provider@1.0.0").unwrap_err();
+        assert!(
+            e.contains("greentic:fax/provider@1.0.0") && e.contains("greentic:messaging/provider"),
+            "{e}"
+        );
+        assert!(by_name("webhook").is_some() && by_name("fax").is_none());
+    }
+}
