@@ -17,7 +17,7 @@ use crate::compile::HostEngine;
 use crate::domain::Entry;
 use crate::limits::TenantGate;
 use crate::provider::LoadedProvider;
-use crate::runtime::Caller;
+use greentic_auth::Caller;
 use greentic_capabilities::Backends;
 
 /// A tenant as one revision serves it.

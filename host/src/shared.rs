@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use crate::bundle::{Limits, Route};
 use crate::errors::CallError;
-use crate::runtime::Caller;
+use greentic_auth::Caller;
 
 /// A tenant's `max_concurrent` and `fuel_per_second`, held across the fleet.
 #[async_trait::async_trait]

@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use crate::errors::CallError;
 use crate::fleet::{Fleet, within};
-use crate::runtime::Caller;
+use greentic_auth::Caller;
 
 /// How long a running claim holds without renewal.
 const LEASE: Duration = Duration::from_secs(3);

@@ -244,7 +244,7 @@ mod tests {
             Records::open(&b).await.unwrap(),
         );
         let soon = || Instant::now() + Duration::from_millis(300);
-        let who = |tenant: &str, user: Option<&str>| crate::runtime::Caller {
+        let who = |tenant: &str, user: Option<&str>| greentic_auth::Caller {
             tenant: tenant.into(),
             team: None,
             user: user.map(str::to_string),

@@ -1,0 +1,262 @@
+//! A decoded call's attempts: the breaker's admission, a slot of the tenant's gate (and the
+//! fleet's), a fresh instance in a turn of the scheduler, and retries while the policy and
+//! the deadline allow.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use tracing::Instrument;
+
+use super::Runtime;
+use super::envelope::Envelope;
+use super::store::{classify, outcome, yield_regularly};
+use crate::bindings::greentic::types::types::TenantCtx;
+use crate::bundle::Limits;
+use crate::domain::{Decoded, DomainCx, Output};
+use crate::domains::{Kept, Request};
+use crate::errors::CallError;
+use crate::resilience::{BreakerState, RetryPolicy, counts_as_failure};
+
+/// How long past its deadline a call waits for the turn that would end it.
+pub(super) const LATE_TURN_MS: u64 = 100;
+
+impl Runtime {
+    /// A decoded call: the breaker's admission, then attempts — each under a slot of
+    /// `call.gate` and in a fresh instance — retried while the retry policy and the deadline
+    /// allow; returns the output and the number of attempts.
+    pub(super) async fn attempts(
+        &self,
+        call: Envelope<'_>,
+        decoded: Decoded<Request>,
+    ) -> Result<(Output, u32), CallError> {
+        let tenant = call.caller.tenant.as_str();
+        let provider = call.provider.name.as_str();
+        let keyed = decoded.idempotency_key.is_some();
+        let ctx = Arc::new(Runtime::tenant_ctx(
+            call.revision,
+            call.caller,
+            call.trace_id,
+            decoded.idempotency_key,
+        ));
+        let request = decoded.request;
+        let limits = *call.gate.limits();
+        let deadline = Instant::now() + Duration::from_millis(limits.deadline_ms);
+
+        // Settled below; if this future is dropped first (the client went away) or returns
+        // early (tenant-busy), dropping the admission gives a half-open probe back.
+        let admission = self.breakers.admit(tenant, &call.provider.circuit)?;
+        let mut attempt = 1;
+        let outcome = loop {
+            let permit = call.gate.acquire().await?;
+            let fleet = match self.fleet_limits.get() {
+                Some(fleet) => {
+                    let until = Instant::now() + Duration::from_millis(limits.queue_timeout_ms);
+                    Some(
+                        fleet
+                            .clone()
+                            .admit(call.gate.scope(), tenant, &limits, until)
+                            .await?,
+                    )
+                }
+                None => None,
+            };
+            let (result, fuel) = self.attempt(&call, &limits, deadline, &ctx, &request).await;
+            permit.settle(fuel);
+            if let Some(admission) = fleet {
+                admission.settle(fuel).await;
+            }
+            self.metrics.add(
+                "greentic_fuel_consumed_total",
+                &[("tenant", tenant), ("provider", provider)],
+                fuel as f64,
+            );
+            match result {
+                Err(e)
+                    if decoded.retry
+                        && attempt < self.retry.max_attempts
+                        && RetryPolicy::retryable(&e, keyed) =>
+                {
+                    let delay = self.retry.delay(attempt, &e);
+                    if Instant::now() + delay >= deadline {
+                        break Err(e);
+                    }
+                    self.metrics.inc(
+                        "greentic_retries_total",
+                        &[
+                            ("tenant", tenant),
+                            ("provider", provider),
+                            ("code", e.code()),
+                        ],
+                    );
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                other => break other,
+            }
+        };
+        let failed = outcome.as_ref().err().is_some_and(counts_as_failure);
+        let state = admission.settle(failed);
+        self.metrics.set(
+            "greentic_circuit_open",
+            &[("tenant", tenant), ("provider", provider)],
+            if state == BreakerState::Closed {
+                0.0
+            } else {
+                1.0
+            },
+        );
+        outcome.map(|output| (output, attempt))
+    }
+
+    /// One attempt in a fresh instance, dropped with its store when the attempt ends; the
+    /// outcome and the fuel it used. The guest work (store, instance, call) runs in turns of
+    /// the [`Scheduler`] (`mode = "fair"`), else on this task.
+    pub(super) async fn attempt(
+        &self,
+        call: &Envelope<'_>,
+        limits: &Limits,
+        deadline: Instant,
+        ctx: &Arc<TenantCtx>,
+        request: &Request,
+    ) -> (Result<Output, CallError>, u64) {
+        if self.shared.load(Ordering::SeqCst) {
+            let cx = DomainCx {
+                ctx,
+                max_response_bytes: call.revision.max_response_bytes,
+            };
+            return self
+                .attempt_shared(call, limits, deadline, &cx, request)
+                .await;
+        }
+        let engine = call.revision.engine.clone();
+        let scope = call.scope.clone();
+        let outbound = call.provider.outbound.clone();
+        let prepared = call.provider.prepared.clone();
+        let (ctx, request, limits) = (ctx.clone(), request.clone(), *limits);
+        let max_response_bytes = call.revision.max_response_bytes;
+        // Boxed here, once: the future is large (store, instance, call state), and it is
+        // handed on by pointer from now on.
+        let work = Box::pin(
+            async move {
+                let mut store =
+                    match Runtime::call_store(&engine, scope, &outbound, &limits, deadline) {
+                        Ok(store) => store,
+                        Err(e) => return (Err(e), 0),
+                    };
+                let cx = DomainCx {
+                    ctx: &ctx,
+                    max_response_bytes,
+                };
+                let run = async {
+                    let instance = prepared.instantiate(&mut store).await?;
+                    prepared.call(&instance, &mut store, &cx, &request).await
+                };
+                let result = tokio::time::timeout_at(deadline.into(), run).await;
+                // The store (and the instance) is dropped here: nothing survives the call.
+                outcome(result, &store, &limits)
+            }
+            .in_current_span(),
+        );
+        if !self.scheduler.fair() {
+            return work.await;
+        }
+        let mut turns = std::pin::pin!(self.scheduler.run(
+            &call.caller.tenant,
+            limits.cpu_weight,
+            work
+        ));
+        // A short call is answered in its first turn, here; only one that goes on waits with a
+        // second deadline: the one inside the work fires at its next turn, this one bounds the
+        // wait for that turn when the guest threads are overloaded (the work is then dropped,
+        // and the call charged all the fuel it was allowed, not knowing what it used).
+        let first = std::future::poll_fn(|cx| Poll::Ready(turns.as_mut().poll(cx))).await;
+        let ran = match first {
+            Poll::Ready(ran) => ran,
+            Poll::Pending => {
+                let late = deadline + Duration::from_millis(LATE_TURN_MS);
+                let Ok(ran) = tokio::time::timeout_at(late.into(), turns).await else {
+                    return (
+                        Err(CallError::DeadlineExceeded(limits.deadline_ms)),
+                        limits.fuel_per_call,
+                    );
+                };
+                ran
+            }
+        };
+        match ran {
+            Ok(ran) => {
+                self.metrics.add(
+                    "greentic_guest_cpu_seconds_total",
+                    &[("tenant", call.caller.tenant.as_str())],
+                    ran.cpu.as_secs_f64(),
+                );
+                if ran.moved {
+                    self.metrics.inc(
+                        "greentic_cpu_bound_calls_total",
+                        &[("tenant", call.caller.tenant.as_str())],
+                    );
+                }
+                ran.answer
+            }
+            Err(_lost) => (
+                Err(CallError::Internal(
+                    "the call's guest work ended without an answer (the host is stopping, or it failed inside the host); retry it".into(),
+                )),
+                0,
+            ),
+        }
+    }
+
+    /// [`Runtime::attempt`] in the provider's kept instance, which only this call's scope
+    /// (tenant, secrets, config) and outbound policy are swapped into.
+    pub(super) async fn attempt_shared(
+        &self,
+        call: &Envelope<'_>,
+        limits: &Limits,
+        deadline: Instant,
+        cx: &DomainCx<'_>,
+        request: &Request,
+    ) -> (Result<Output, CallError>, u64) {
+        let prepared = &call.provider.prepared;
+        let mut slot = prepared.kept().lock().await;
+        let mut kept = match slot.take() {
+            Some(kept) => kept,
+            None => {
+                let mut store = match Runtime::call_store(
+                    &call.revision.engine,
+                    call.scope.clone(),
+                    &call.provider.outbound,
+                    limits,
+                    deadline,
+                ) {
+                    Ok(store) => store,
+                    Err(e) => return (Err(e), 0),
+                };
+                match prepared.instantiate(&mut store).await {
+                    Ok(instance) => Kept { store, instance },
+                    Err(e) => return (Err(classify(&e, store.data())), 0),
+                }
+            }
+        };
+        let data = kept.store.data_mut();
+        data.imports.scope = call.scope.clone();
+        data.imports.outbound.policy = call.provider.outbound.clone();
+        data.imports.telemetry = Default::default();
+        data.deadline = deadline;
+        if let Err(e) = kept.store.set_fuel(limits.fuel_per_call) {
+            return (Err(CallError::Internal(e.to_string())), 0);
+        }
+        yield_regularly(&mut kept.store, &call.revision.engine.options);
+        // Kept instances (a conformance mode) run on this task, outside the scheduler.
+        let run = prepared.call(&kept.instance, &mut kept.store, cx, request);
+        let result = tokio::time::timeout_at(deadline.into(), run).await;
+        let (mapped, fuel) = outcome(result, &kept.store, limits);
+        // A trapped or interrupted instance is not reused; a provider error leaves it intact.
+        if matches!(mapped, Ok(_) | Err(CallError::Provider(_))) {
+            *slot = Some(kept);
+        }
+        (mapped, fuel)
+    }
+}

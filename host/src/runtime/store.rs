@@ -1,0 +1,126 @@
+//! One attempt's store — the call's scope, the tenant's limits, regular yields, the deadline
+//! checked on every host call — and what its outcome means.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use greentic_capabilities::CallScope;
+use greentic_capabilities::budget::ResourceLimitHit;
+use greentic_capabilities::http::outbound::OutboundPolicy;
+use wasmtime::{Store, Trap};
+
+use super::Runtime;
+use crate::bundle::Limits;
+use crate::compile::{EngineOptions, HostEngine, YIELD_FUEL};
+use crate::domain::Output;
+use crate::errors::{CallError, clip_guest};
+use crate::instance::{DeadlineHit, InstanceData, MemoryLimitHit};
+
+impl Runtime {
+    /// A fresh store for one call: the call's scope and outbound policy, the tenant's limits
+    /// (memory cap, host budgets, fuel), regular yields, and the deadline checked on every
+    /// call into the host.
+    pub(super) fn call_store(
+        engine: &HostEngine,
+        scope: Arc<CallScope>,
+        outbound: &OutboundPolicy,
+        limits: &Limits,
+        deadline: Instant,
+    ) -> Result<Store<InstanceData>, CallError> {
+        let mut store = Store::new(
+            &engine.engine,
+            InstanceData::new(scope, outbound.clone(), *limits, deadline),
+        );
+        store.limiter(|s| &mut s.limiter);
+        store.call_hook_async(crate::instance::HostCalls);
+        store
+            .set_fuel(limits.fuel_per_call)
+            .map_err(|e| CallError::Internal(e.to_string()))?;
+        yield_regularly(&mut store, &engine.options);
+        Ok(store)
+    }
+}
+
+/// What one attempt in `store` came to, and the fuel it used.
+pub(super) fn outcome(
+    result: Result<wasmtime::Result<Result<Output, CallError>>, tokio::time::error::Elapsed>,
+    store: &Store<InstanceData>,
+    limits: &Limits,
+) -> (Result<Output, CallError>, u64) {
+    let fuel = limits
+        .fuel_per_call
+        .saturating_sub(store.get_fuel().unwrap_or(0));
+    store
+        .data()
+        .imports
+        .telemetry
+        .report(&store.data().imports.scope);
+    let mapped = match result {
+        Err(_elapsed) => Err(CallError::DeadlineExceeded(limits.deadline_ms)),
+        Ok(Ok(answer)) => answer,
+        Ok(Err(e)) => Err(classify(&e, store.data())),
+    };
+    (mapped, fuel)
+}
+
+/// Makes the guest yield to the async executor every [`YIELD_FUEL`] units of fuel (and at
+/// every epoch tick on engines built with epochs).
+///
+/// A CPU-bound guest then never holds an executor thread for long, so other tenants' calls
+/// (and health checks) keep being served; the call's deadline is enforced by the
+/// `tokio::time::timeout` around it, which drops the call at its next yield.
+pub(super) fn yield_regularly(store: &mut Store<InstanceData>, options: &EngineOptions) {
+    if options.fuel {
+        // Only fails when fuel is off, which `options.fuel` rules out.
+        let _ = store.fuel_async_yield_interval(Some(YIELD_FUEL));
+    }
+    if options.epoch {
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+    }
+}
+
+/// Maps a wasmtime error (trap or limit) of the call in `state` to a call error.
+pub(super) fn classify(e: &wasmtime::Error, state: &InstanceData) -> CallError {
+    let limits = &state.limits;
+    if state.limiter.hit || e.downcast_ref::<MemoryLimitHit>().is_some() {
+        return CallError::MemoryLimit(limits.memory_bytes);
+    }
+    if let Some(hit) = e.downcast_ref::<ResourceLimitHit>() {
+        return CallError::ResourceLimit(hit.to_string());
+    }
+    if state.imports.budget.was_hit() {
+        return CallError::ResourceLimit(
+            ResourceLimitHit::HostMemory {
+                limit: limits.host_memory_bytes,
+                what: "wasi:http resources",
+            }
+            .to_string(),
+        );
+    }
+    if e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<wasmtime::component::ResourceTableError>(),
+            Some(wasmtime::component::ResourceTableError::Full)
+        )
+    }) {
+        return CallError::ResourceLimit(
+            ResourceLimitHit::Resources {
+                limit: limits.max_resources as usize,
+            }
+            .to_string(),
+        );
+    }
+    if e.downcast_ref::<DeadlineHit>().is_some() {
+        return CallError::DeadlineExceeded(limits.deadline_ms);
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => CallError::FuelExhausted(limits.fuel_per_call),
+        Some(Trap::Interrupt) => CallError::DeadlineExceeded(limits.deadline_ms),
+        Some(Trap::StackOverflow) => {
+            CallError::GuestTrap("stack overflow (unbounded recursion?)".into())
+        }
+        Some(trap) => CallError::GuestTrap(trap.to_string()),
+        None => CallError::GuestTrap(clip_guest(format!("{e:#}"))),
+    }
+}
