@@ -24,37 +24,29 @@
 
 #![warn(missing_docs)]
 
+/// The call engine (`greentic-engine`).
+pub use greentic_engine::{
+    bindings, compile, domain, domains, errors, instance, limits, outcomes, provider, resilience,
+    revision, runtime, scheduler, shared,
+};
+
 pub mod attestation;
 /// The audit log (`greentic-audit`).
 pub use greentic_audit as audit;
 /// Caller authentication (`greentic-auth`).
 pub use greentic_auth as auth;
-pub mod bindings;
 /// The bundle model and its checks (`greentic-bundle`).
 pub use greentic_bundle as bundle;
-pub mod compile;
 pub mod conformance;
-pub mod domain;
-pub mod domains;
-pub mod errors;
 pub mod fleet;
 /// The capabilities (`greentic-capabilities`): secrets, config, telemetry, outbound HTTP, state.
 pub use greentic_capabilities as capabilities;
-pub mod instance;
 /// Bounded JetStream streams and buckets (`greentic-jetstream`).
 pub use greentic_jetstream as jetstream;
-pub mod limits;
 pub mod loader;
-pub mod outcomes;
-pub mod provider;
 /// Prometheus metrics (`greentic-metrics`).
 pub use greentic_metrics as metrics;
 pub mod reload;
-pub mod resilience;
-pub mod revision;
-pub mod runtime;
-pub mod scheduler;
 pub mod server;
-pub mod shared;
 pub mod source;
 pub mod telemetry;

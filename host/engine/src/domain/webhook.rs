@@ -11,7 +11,7 @@ use super::{Decoded, Domain, DomainCx, Entry, Input, Output};
 use crate::errors::CallError;
 use crate::instance::InstanceData;
 
-crate::bindings::domain_bindgen!("greentic:webhook/handler@1.0.0", "../wit/webhook.wit");
+crate::bindings::domain_bindgen!("greentic:webhook/handler@1.0.0", "../../wit/webhook.wit");
 
 /// The header the provider finds its tenant in (the one the delivery's path names).
 pub const TENANT_HEADER: &str = "x-greentic-tenant";

@@ -10,7 +10,7 @@ use crate::instance::InstanceData;
 
 crate::bindings::domain_bindgen!(
     "greentic:messaging/provider@1.0.0",
-    "../wit/messaging.wit",
+    "../../wit/messaging.wit",
     "greentic:types": crate::bindings::greentic::types,
 );
 

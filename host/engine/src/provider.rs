@@ -8,10 +8,10 @@ use greentic_capabilities::Linked;
 use greentic_capabilities::http::outbound::OutboundPolicy;
 use greentic_manifest::ProviderManifest;
 
-use crate::bundle::ProviderFacts;
 use crate::compile::CacheOutcome;
 use crate::domain::{Domain, Entry};
 use crate::domains::{Prepared, Typed};
+use greentic_bundle::ProviderFacts;
 
 /// A provider that passed every check.
 pub struct LoadedProvider {

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use crate::bundle::{GuestPriority, SchedulerMode, SchedulerSection};
+use greentic_bundle::{GuestPriority, SchedulerMode, SchedulerSection};
 use queue::Queue;
 
 /// CPU time a call may use where it is polled before its next turns go to the guest threads:

@@ -13,11 +13,11 @@ use super::Runtime;
 use super::envelope::Envelope;
 use super::store::{classify, outcome, yield_regularly};
 use crate::bindings::greentic::types::types::TenantCtx;
-use crate::bundle::Limits;
 use crate::domain::{Decoded, DomainCx, Output};
 use crate::domains::{Kept, Request};
 use crate::errors::CallError;
 use crate::resilience::{BreakerState, RetryPolicy, counts_as_failure};
+use greentic_bundle::Limits;
 
 /// How long past its deadline a call waits for the turn that would end it.
 pub(super) const LATE_TURN_MS: u64 = 100;

@@ -5,33 +5,6 @@
 
 #![allow(missing_docs)]
 
-/// `wasmtime::component::bindgen!` over the repository's WIT (WASI and the shared greentic
-/// packages) and the files in brackets; the rest of the options follow.
-macro_rules! bindgen_wit {
-    ([$($wit:literal),* $(,)?], $($options:tt)*) => {
-        wasmtime::component::bindgen!({
-            path: [
-                "../wit/deps/io.wit",
-                "../wit/deps/clocks.wit",
-                "../wit/deps/random.wit",
-                "../wit/deps/filesystem.wit",
-                "../wit/deps/sockets.wit",
-                "../wit/deps/cli.wit",
-                "../wit/deps/http.wit",
-                "../wit/types.wit",
-                "../wit/secrets.wit",
-                "../wit/telemetry.wit",
-                "../wit/config.wit",
-                "../wit/state.wit",
-                "../wit/provider.wit",
-                $($wit,)*
-            ],
-            $($options)*
-        });
-    };
-}
-pub(crate) use bindgen_wit;
-
 pub use greentic_capabilities::bindings::greentic;
 
 /// Generates the host bindings of one domain's world from `wit/` plus the domain's own WIT
@@ -46,7 +19,7 @@ macro_rules! domain_bindgen {
     ($world:literal, $wit:literal $(, $key:literal: $value:path)* $(,)?) => {
         #[allow(missing_docs)]
         mod generated {
-            crate::bindings::bindgen_wit!([$wit],
+            greentic_capabilities::bindgen_wit!([$wit],
             world: $world,
             imports: { default: trappable },
             exports: { default: async },

@@ -12,12 +12,12 @@ use tokio::task::JoinHandle;
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
-use crate::bundle::{Bundle, ProviderFacts};
 use crate::domain::{
     Decoded, Domain, DomainCx, Entry, Input, Output, Stop, Triggers, messaging, timer, webhook,
 };
 use crate::errors::CallError;
 use crate::instance::InstanceData;
+use greentic_bundle::{Bundle, ProviderFacts};
 use greentic_capabilities::secrets::SecretBackend;
 
 /// Every domain this host runs: a new domain is one module under `domain/` and one line here.

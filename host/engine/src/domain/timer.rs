@@ -22,16 +22,16 @@ use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
 use super::{Decoded, Domain, DomainCx, Entry, Input, Output, Stop, Triggers, provider_failure};
-use crate::bundle::{Bundle, ProviderFacts};
-pub use crate::bundle::{Missed, Schedule};
 use crate::errors::CallError;
 use crate::instance::InstanceData;
+use greentic_bundle::{Bundle, ProviderFacts};
+pub use greentic_bundle::{Missed, Schedule};
 use greentic_capabilities::secrets::SecretBackend;
 use greentic_capabilities::state::{Namespace, Write, Written, now_ms};
 
 crate::bindings::domain_bindgen!(
     "greentic:timer/scheduled@1.0.0",
-    "../wit/timer.wit",
+    "../../wit/timer.wit",
     "greentic:types": crate::bindings::greentic::types,
 );
 
@@ -245,9 +245,9 @@ impl Domain for Timer {
                     "{at}: provider `{}` is a `{}` provider; schedules fire `timer` providers (greentic:timer/scheduled)",
                     s.provider, p.domain
                 )),
-                Some(p) if !crate::bundle::routed(bundle, &s.tenant, &s.provider) => {
+                Some(p) if !greentic_bundle::routed(bundle, &s.tenant, &s.provider) => {
                     // Routed pairs are checked with the routes; a scheduled one is checked here.
-                    problems.extend(crate::bundle::check_binding(
+                    problems.extend(greentic_bundle::check_binding(
                         &s.tenant,
                         tenant,
                         &s.provider,

@@ -23,12 +23,12 @@ use wasmtime::component::InstancePre;
 use tokio::task::JoinHandle;
 
 use crate::bindings::greentic::types::types::{ProviderError, TenantCtx};
-use crate::bundle::{Bundle, Limits, ProviderFacts};
 use crate::errors::{CallError, ProviderFailure, clip_guest};
 use crate::instance::InstanceData;
-use crate::metrics::Metrics;
+use greentic_bundle::{Bundle, Limits, ProviderFacts};
 use greentic_capabilities::secrets::SecretBackend;
 use greentic_capabilities::state::StateCtx;
+use greentic_metrics::Metrics;
 
 /// How calls reach a domain's providers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

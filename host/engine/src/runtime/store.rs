@@ -10,11 +10,11 @@ use greentic_capabilities::http::outbound::OutboundPolicy;
 use wasmtime::{Store, Trap};
 
 use super::Runtime;
-use crate::bundle::Limits;
 use crate::compile::{EngineOptions, HostEngine, YIELD_FUEL};
 use crate::domain::Output;
 use crate::errors::{CallError, clip_guest};
 use crate::instance::{DeadlineHit, InstanceData, MemoryLimitHit};
+use greentic_bundle::Limits;
 
 impl Runtime {
     /// A fresh store for one call: the call's scope and outbound policy, the tenant's limits

@@ -69,8 +69,8 @@ pub struct BreakerPolicy {
     pub probe_timeout: Duration,
 }
 
-impl From<crate::bundle::BreakerSection> for BreakerPolicy {
-    fn from(b: crate::bundle::BreakerSection) -> Self {
+impl From<greentic_bundle::BreakerSection> for BreakerPolicy {
+    fn from(b: greentic_bundle::BreakerSection) -> Self {
         BreakerPolicy {
             failure_threshold: if b.failure_threshold == 0 {
                 u32::MAX
@@ -85,7 +85,7 @@ impl From<crate::bundle::BreakerSection> for BreakerPolicy {
 
 impl Default for BreakerPolicy {
     fn default() -> Self {
-        BreakerPolicy::from(crate::bundle::BreakerSection::default())
+        BreakerPolicy::from(greentic_bundle::BreakerSection::default())
     }
 }
 
@@ -341,9 +341,9 @@ mod tests {
 
     #[test]
     fn breaker_settings_become_a_policy_and_zero_never_opens() {
-        let policy = BreakerPolicy::from(crate::bundle::BreakerSection::default());
+        let policy = BreakerPolicy::from(greentic_bundle::BreakerSection::default());
         assert_eq!(policy.failure_threshold, 5);
-        let policy = BreakerPolicy::from(crate::bundle::BreakerSection {
+        let policy = BreakerPolicy::from(greentic_bundle::BreakerSection {
             failure_threshold: 0,
             cool_down_ms: 250,
             ..Default::default()

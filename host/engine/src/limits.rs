@@ -12,8 +12,8 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::bundle::Limits;
 use crate::errors::CallError;
+use greentic_bundle::Limits;
 
 /// A tenant's admission state.
 #[derive(Debug)]

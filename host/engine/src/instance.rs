@@ -13,7 +13,7 @@ use greentic_capabilities::http::outbound::OutboundPolicy;
 use greentic_capabilities::{CallScope, HasImports, ImportLimits, Imports};
 use wasmtime_wasi::{WasiCtxView, WasiView};
 
-use crate::bundle::Limits;
+use greentic_bundle::Limits;
 
 /// Why a resource limit stopped an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::bundle::GuestPriority;
+use greentic_bundle::GuestPriority;
 
 /// CPU time the calling thread has used (not wall time: a turn preempted by the host's own
 /// threads is charged only what it ran).

@@ -3,7 +3,7 @@
 //! The runtime holds the active revision behind an atomic pointer. A call takes the revision
 //! once, when it starts, and runs on it to the end, whatever is swapped in meanwhile; a
 //! revision is dropped (its compiled components, instances kept for sharing, and engine if no
-//! other revision uses it) when its last call ends. See [`crate::reload`] for how one is built
+//! other revision uses it) when its last call ends. See the host's reloader for how one is built
 //! and swapped in.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,12 +12,12 @@ use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
-use crate::bundle::{Bundle, Deployment, Limits, Route};
 use crate::compile::HostEngine;
 use crate::domain::Entry;
 use crate::limits::TenantGate;
 use crate::provider::LoadedProvider;
 use greentic_auth::Caller;
+use greentic_bundle::{Bundle, Deployment, Limits, Route};
 use greentic_capabilities::Backends;
 
 /// A tenant as one revision serves it.

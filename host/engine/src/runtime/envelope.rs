@@ -16,11 +16,11 @@ use crate::bindings::greentic::types::types::{Cloud, DeploymentCtx, Platform, Te
 use crate::domain::{Entry, Input, Output};
 use crate::errors::CallError;
 use crate::limits::TenantGate;
-use crate::metrics::Metrics;
 use crate::provider::LoadedProvider;
 use crate::resilience::counts_as_failure;
 use crate::revision::Revision;
 use crate::revision::TenantRuntime;
+use greentic_metrics::Metrics;
 
 /// One call as the envelope hands it to its attempts.
 pub(super) struct Envelope<'a> {

@@ -21,16 +21,16 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use greentic_capabilities::Backends;
 use greentic_capabilities::state::StateCtx;
 
-use crate::bundle::{Bundle, Limits};
 use crate::compile::HostEngine;
 use crate::domain::{Input, Output, Triggers};
 use crate::errors::CallError;
-use crate::metrics::Metrics;
 use crate::provider::LoadedProvider;
 use crate::resilience::{BreakerPolicy, Breakers, RetryPolicy};
 use crate::revision::Revision;
 use crate::scheduler::Scheduler;
 use crate::shared::{DeliveryQueue, IdempotencyRecords, SharedLimits};
+use greentic_bundle::{Bundle, Limits};
+use greentic_metrics::Metrics;
 
 /// A canary: a revision serving a set of tenants beside the active one.
 pub struct Canary {
