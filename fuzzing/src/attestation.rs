@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use greentic_host::attestation::{
+use greentic_host::trust::attestation::{
     CONFORMANCE_PREDICATE, CYCLONEDX_PREDICATE, check_conformance, check_sbom,
 };
 use greentic_signing::{Envelope, KeyPair, Statement, TrustedKeys};

@@ -30,7 +30,6 @@ pub use greentic_engine::{
     revision, runtime, scheduler, shared,
 };
 
-pub mod attestation;
 /// The audit log (`greentic-audit`).
 pub use greentic_audit as audit;
 /// Caller authentication (`greentic-auth`).
@@ -48,5 +47,6 @@ pub mod loader;
 pub use greentic_metrics as metrics;
 pub mod reload;
 pub mod server;
-pub mod source;
+/// Trust: sources, signatures and attestations (`greentic-trust`).
+pub use greentic_trust as trust;
 pub mod telemetry;

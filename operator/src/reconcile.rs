@@ -487,8 +487,8 @@ pub fn pinned(r: &Resolved) -> (ProviderSection, LockEntry) {
     let mut section = r.section.clone();
     let mut lock = r.lock.clone();
     let is_registry = matches!(
-        greentic_host::source::SourceRef::parse(std::path::Path::new("."), &section.source),
-        greentic_host::source::SourceRef::Registry(_)
+        greentic_host::trust::sources::SourceRef::parse(std::path::Path::new("."), &section.source),
+        greentic_host::trust::sources::SourceRef::Registry(_)
     );
     if is_registry
         && let Some(digest) = &r.lock.manifest_digest

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use greentic_host::attestation::{self, Kind};
 use greentic_host::conformance::Capture;
+use greentic_host::trust::attestation::{self, Kind};
 use greentic_registry::{ArtifactRef, Target, pull_component};
 use serde_json::Value;
 

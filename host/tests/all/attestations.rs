@@ -355,7 +355,7 @@ fn a_bundle_requiring_conformance_runs_certified_providers_and_refuses_the_rest(
         &env,
         &dir.join("cosign.pub"),
         &digest,
-        greentic_host::attestation::CONFORMANCE_PREDICATE,
+        greentic_host::trust::attestation::CONFORMANCE_PREDICATE,
     );
     assert!(accepted, "{why}");
     assert!(why.contains("messaging-webhook"), "{why}");
@@ -372,14 +372,14 @@ fn a_bundle_requiring_conformance_runs_certified_providers_and_refuses_the_rest(
         &serde_json::to_vec(&edited).unwrap(),
         &dir.join("cosign.pub"),
         &digest,
-        greentic_host::attestation::CONFORMANCE_PREDICATE,
+        greentic_host::trust::attestation::CONFORMANCE_PREDICATE,
     );
     assert!(!accepted, "an edited payload must be refused: {why}");
     let (accepted, _) = python_verifies(
         &env,
         &dir.join("stranger.pub"),
         &digest,
-        greentic_host::attestation::CONFORMANCE_PREDICATE,
+        greentic_host::trust::attestation::CONFORMANCE_PREDICATE,
     );
     assert!(!accepted);
 }

@@ -10,7 +10,7 @@
 
 use serde_json::{Value, json};
 
-pub use crate::bundle::attestation::{
+pub use greentic_bundle::attestation::{
     CONFORMANCE_PREDICATE, CYCLONEDX_PREDICATE, Kind, SPDX_PREDICATE,
 };
 

@@ -1,0 +1,73 @@
+//! The keys a bundle trusts for a role on a provider.
+
+use greentic_bundle::{Bundle, KeyRole, ProviderSection};
+
+/// The keys the bundle trusts for `role` on provider `name`: its `trusted_keys` that have the
+/// role, else every key that has it. A key trusted for other roles only (a publisher's key) is
+/// never among them.
+pub fn trusted_keys(
+    bundle: &Bundle,
+    name: &str,
+    section: &ProviderSection,
+    role: KeyRole,
+) -> Result<greentic_signing::TrustedKeys, String> {
+    let what = match role {
+        KeyRole::Provider => "signature",
+        _ => "attestations",
+    };
+    let file = &bundle.file;
+    let key_names: Vec<&String> = if section.trusted_keys.is_empty() {
+        file.keys_for(role)
+    } else {
+        section
+            .trusted_keys
+            .iter()
+            .filter(|k| file.key_roles(k).contains(&role))
+            .collect()
+    };
+    if key_names.is_empty() {
+        let others = file.trust.keys.len();
+        return Err(format!(
+            "no key trusted for the `{}` role to verify the {what} of `{}` with{}; add one to [trust.keys] (cosign public keys, `{{ file = \"…\", roles = [\"{}\"] }}`){}",
+            role.name(),
+            section.source,
+            if others > 0 {
+                format!(
+                    " ({others} key(s) in [trust.keys], none for this role{})",
+                    if section.trusted_keys.is_empty() {
+                        ""
+                    } else {
+                        " among trusted_keys"
+                    }
+                )
+            } else {
+                String::new()
+            },
+            role.name(),
+            if role == KeyRole::Provider {
+                format!(" or set `allow_unsigned = true` in [providers.{name}]")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    let mut pems = Vec::new();
+    for key in key_names {
+        let Some(entry) = file.trust.keys.get(key) else {
+            return Err(format!(
+                "[providers.{name}].trusted_keys names `{key}`, which [trust.keys] does not have"
+            ));
+        };
+        let path = bundle.path(entry.file());
+        pems.push(
+            std::fs::read_to_string(&path)
+                .map_err(|e| format!("trust key `{key}` ({}): {e}", path.display()))?,
+        );
+    }
+    greentic_signing::TrustedKeys::from_pems(&pems).map_err(|e| e.to_string())
+}
+
+/// The first 12 hex digits of a key id, for messages.
+pub fn short_key(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
