@@ -37,15 +37,16 @@ pub use greentic_auth as auth;
 /// The bundle model and its checks (`greentic-bundle`).
 pub use greentic_bundle as bundle;
 pub mod conformance;
-pub mod fleet;
 /// The capabilities (`greentic-capabilities`): secrets, config, telemetry, outbound HTTP, state.
 pub use greentic_capabilities as capabilities;
+/// The fleet (`greentic-fleet`).
+pub use greentic_fleet as fleet;
 /// Bounded JetStream streams and buckets (`greentic-jetstream`).
 pub use greentic_jetstream as jetstream;
-pub mod loader;
 /// Prometheus metrics (`greentic-metrics`).
 pub use greentic_metrics as metrics;
-pub mod reload;
+/// Loading bundles into revisions, and reloading them (`greentic-revisions`).
+pub use greentic_revisions::{load as loader, reload};
 pub mod server;
 /// Trust: sources, signatures and attestations (`greentic-trust`).
 pub use greentic_trust as trust;

@@ -8,8 +8,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use greentic_bundle::{Bundle, BundleFile, Lock, LockEntry, ProviderSection};
-use greentic_host::compile::{HostEngine, PoolSizing};
-use greentic_host::loader::{LoadOptions, LoadedProvider, load_each};
+use greentic_engine::compile::{HostEngine, PoolSizing};
+use greentic_engine::provider::LoadedProvider;
+use greentic_revisions::{LoadOptions, load_each};
 
 use crate::crd::ProviderClass;
 use crate::reconcile::{ClassCheck, KeyNames, PublishedState, Resolved, Revision, class_section};
@@ -154,7 +155,7 @@ impl Checker {
         let bundle = Bundle::from_text(self.dir.clone(), "the composed revision", &revision.text)
             .map_err(|e| vec![e.to_string()])?;
         let load = |offline| {
-            greentic_host::loader::load_locked(
+            greentic_revisions::load_locked(
                 &bundle,
                 &self.engine,
                 &KeyNames(secrets),

@@ -5,8 +5,8 @@
 use anyhow::Context as _;
 use bytes::Bytes;
 use greentic_bundle::Bundle;
-use greentic_host::fleet::Fleet;
-use greentic_host::fleet::revisions::{CANARY, Envelope, Published, STABLE, publisher_keys};
+use greentic_fleet::Fleet;
+use greentic_fleet::revisions::{CANARY, Envelope, Published, STABLE, publisher_keys};
 
 use crate::reconcile::{PublishedState, Revision};
 

@@ -118,7 +118,7 @@ pub struct Revision {
     pub text: String,
     /// The lock: every provider pinned to the digest checked.
     pub lock: Lock,
-    /// [`greentic_host::fleet::revisions::published_digest`] of both.
+    /// [`greentic_fleet::revisions::published_digest`] of both.
     pub digest: String,
 }
 
@@ -487,8 +487,8 @@ pub fn pinned(r: &Resolved) -> (ProviderSection, LockEntry) {
     let mut section = r.section.clone();
     let mut lock = r.lock.clone();
     let is_registry = matches!(
-        greentic_host::trust::sources::SourceRef::parse(std::path::Path::new("."), &section.source),
-        greentic_host::trust::sources::SourceRef::Registry(_)
+        greentic_trust::sources::SourceRef::parse(std::path::Path::new("."), &section.source),
+        greentic_trust::sources::SourceRef::Registry(_)
     );
     if is_registry
         && let Some(digest) = &r.lock.manifest_digest
@@ -1129,6 +1129,6 @@ fn compose(file: &BundleFile, lock: Lock) -> Result<Revision, Vec<String>> {
         greentic_bundle::BundleError::Invalid { message, .. } => vec![message],
         other => vec![other.to_string()],
     })?;
-    let digest = greentic_host::fleet::revisions::published_digest(&text, &lock);
+    let digest = greentic_fleet::revisions::published_digest(&text, &lock);
     Ok(Revision { text, lock, digest })
 }

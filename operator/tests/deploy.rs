@@ -277,7 +277,7 @@ fn every_built_in_resource_validates_offline_and_meets_the_policy_checks() {
         "kubernetes-validate is not installed at {python}: run scripts/test.sh (ensure_kubernetes_validate)"
     );
     let metrics = tempfile::NamedTempFile::new().unwrap();
-    let names: Vec<&str> = greentic_host::metrics::EXPORTED
+    let names: Vec<&str> = greentic_metrics::EXPORTED
         .iter()
         .map(|(n, _, _)| *n)
         .collect();

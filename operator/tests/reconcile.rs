@@ -306,7 +306,7 @@ fn new_tenants_are_published_with_the_checked_digest_and_every_status_says_so() 
     );
     assert_eq!(
         revision.digest,
-        greentic_host::fleet::revisions::published_digest(&revision.text, &revision.lock)
+        greentic_fleet::revisions::published_digest(&revision.text, &revision.lock)
     );
     // The base's sections are kept.
     assert_eq!(file.cluster.publishers, ["operator"]);

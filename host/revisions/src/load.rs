@@ -8,23 +8,20 @@
 //! the manifest's `config_schema`, and every required secret is bound. Every problem is
 //! collected, each naming the provider (and tenant), what was expected and what was found.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use greentic_interfaces::{Contracts, inspect_component};
-use wasmtime::component::Linker;
-
-use crate::bundle::{Bundle, Lock, LockEntry, ProviderFacts, check_routes, check_tenant};
-use crate::compile::PoolSizing;
-use crate::compile::{CacheKey, CompileCache, HostEngine};
-use crate::instance::InstanceData;
-pub use crate::provider::LoadedProvider;
 use anyhow::Context as _;
-use greentic_capabilities::http::outbound::OutboundPolicy;
+use greentic_bundle::{Bundle, Lock, LockEntry, ProviderFacts, check_routes, check_tenant};
+use greentic_capabilities::Backends;
 use greentic_capabilities::secrets::SecretBackend;
-use greentic_capabilities::{Backends, Linked};
-use greentic_trust::FetchOptions;
+use greentic_engine::compile::{CacheKey, CompileCache, HostEngine, PoolSizing};
+use greentic_engine::domains::DOMAINS;
+use greentic_engine::provider::LoadedProvider;
+use greentic_interfaces::Contracts;
+
+use crate::provider::load_provider;
 
 /// Why a bundle did not load.
 #[derive(Debug, thiserror::Error)]
@@ -141,11 +138,11 @@ pub fn load_each(
     let cache = CompileCache::new(bundle.cache_dir(), CacheKey::open(key_file.as_deref()));
     let mut out = BTreeMap::new();
     for (name, section) in &bundle.file.providers {
-        let outcome = load_one(
+        let outcome = load_provider(
             bundle, engine, contracts, &cache, old_lock, options, name, section,
         );
         if let Err(e) = &outcome {
-            crate::audit::record(
+            greentic_audit::record(
                 "provider.refused",
                 serde_json::json!({ "provider": name, "source": section.source, "problems": e }),
             );
@@ -153,112 +150,6 @@ pub fn load_each(
         out.insert(name.clone(), outcome);
     }
     Ok(out)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn load_one(
-    bundle: &Bundle,
-    engine: &HostEngine,
-    contracts: &Contracts,
-    cache: &CompileCache,
-    old_lock: &Lock,
-    options: LoadOptions,
-    name: &str,
-    section: &crate::bundle::ProviderSection,
-) -> Result<LoadedProvider, Vec<String>> {
-    let fail = |msg: String| vec![format!("provider `{name}`: {msg}")];
-    let locked = old_lock
-        .providers
-        .get(name)
-        .filter(|l| l.source == section.source && !options.update_lock);
-    let fetch = FetchOptions {
-        offline: options.offline,
-        published: options.published,
-    };
-    let verified = greentic_trust::fetch(bundle, name, section, locked, fetch).map_err(fail)?;
-    let report = inspect_component(contracts, &verified.source, &verified.fetched.bytes)
-        .map_err(|e| fail(e.to_string()))?;
-    for summary in
-        greentic_trust::check_attestations(bundle, name, section, &verified, options.offline)
-            .map_err(fail)?
-    {
-        tracing::info!(provider = name, "attestation verified: {summary}");
-    }
-
-    // Grants against needs: zero trust.
-    let grants = &section.grants;
-    let mut problems = Vec::new();
-    let linked = Linked::of(grants);
-    problems.extend(greentic_capabilities::check_needs(
-        name,
-        grants,
-        report.world.imports.iter().map(|i| i.name.as_str()),
-        &report.manifest,
-    ));
-    let outbound = match OutboundPolicy::new(&grants.outbound_hosts) {
-        Ok(policy) => policy,
-        Err(why) => {
-            problems.push(format!("grants.outbound_hosts: {why}"));
-            OutboundPolicy::default()
-        }
-    };
-    if !problems.is_empty() {
-        return Err(problems
-            .into_iter()
-            .map(|p| format!("provider `{name}`: {p}"))
-            .collect());
-    }
-
-    let (component, cache_outcome) = cache
-        .load(engine, &verified.fetched.digest, &verified.fetched.bytes)
-        .map_err(|e| fail(format!("{e:#}")))?;
-    let mut linker = Linker::<InstanceData>::new(&engine.engine);
-    greentic_capabilities::add_to_linker(&mut linker, linked)
-        .map_err(|e| fail(format!("linking: {e:#}")))?;
-    let pre = linker
-        .instantiate_pre(&component)
-        .map_err(|e| fail(format!("cannot be linked with the granted imports: {e:#}")))?;
-    let prepared = crate::domains::by_world(&report.host_world)
-        .map_err(fail)?
-        .prepare(pre)
-        .map_err(|e| fail(format!("{e:#}")))?;
-    let granted_secrets: BTreeSet<String> = grants
-        .secrets
-        .iter()
-        .filter(|s| report.manifest.declares_secret(s))
-        .cloned()
-        .collect();
-    tracing::info!(
-        provider = name, digest = %verified.fetched.digest, world = %report.host_world,
-        cache = ?cache_outcome, "provider loaded"
-    );
-    crate::audit::record(
-        "provider.resolved",
-        serde_json::json!({
-            "provider": name,
-            "source": section.source,
-            "manifest_digest": verified.manifest_digest,
-            "digest": verified.fetched.digest,
-            "world": report.host_world,
-            "manifest": format!("{} {}", report.manifest.name, report.manifest.version),
-        }),
-    );
-    let circuit = format!("{name}@{}", verified.fetched.digest);
-    Ok(LoadedProvider {
-        name: name.to_string(),
-        source: section.source.clone(),
-        digest: verified.fetched.digest,
-        manifest_digest: verified.manifest_digest,
-        world: report.host_world,
-        manifest: report.manifest,
-        prepared,
-        outbound,
-        granted_secrets: Arc::new(granted_secrets),
-        linked,
-        circuit,
-        cache: cache_outcome,
-        signer_key_id: verified.signer_key_id,
-    })
 }
 
 /// Tenants routed to each provider: config validates, required secrets are bound, routes name
@@ -284,7 +175,7 @@ fn check_tenants(
         ));
     }
     // What each domain checks of the bundle (e.g. the timer domain's schedules).
-    for domain in crate::domains::DOMAINS {
+    for domain in DOMAINS {
         problems.extend(domain.check(bundle, &facts, backend));
     }
 }

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::outcomes::{Stats, Summary};
+pub use greentic_engine::outcomes::{Stats, Summary};
 
 /// Judged calls the canary and its baseline must each have before their p99s are compared:
 /// with fewer, a p99 is little more than the slowest call.

@@ -19,12 +19,15 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::auth::Authenticator;
-use crate::bundle::{Bundle, Lock};
-use crate::compile::{HostEngine, PoolSizing};
-use crate::loader::{self, LoadOptions};
-use crate::revision::Revision;
-use crate::runtime::Runtime;
+use greentic_auth::Authenticator;
+use greentic_bundle::{Bundle, Lock};
+use greentic_engine::compile::{HostEngine, PoolSizing};
+use greentic_engine::domain::Triggers;
+use greentic_engine::domains::start_triggers;
+use greentic_engine::revision::Revision;
+use greentic_engine::runtime::Runtime;
+
+use crate::load::{self as loader, LoadOptions};
 
 /// What a reload came to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -77,7 +80,7 @@ pub struct Refusal {
 
 /// The triggers (schedules) of the active revision, and those of earlier revisions still
 /// finishing a fire.
-struct Triggers {
+struct TriggerTasks {
     /// The schedules the running triggers were started from.
     schedules: serde_json::Value,
     stop: watch::Sender<bool>,
@@ -91,7 +94,7 @@ pub struct Reloader {
     path: PathBuf,
     options: LoadOptions,
     serial: tokio::sync::Mutex<()>,
-    triggers: Mutex<Triggers>,
+    triggers: Mutex<TriggerTasks>,
     refused: Mutex<Option<Refusal>>,
     halted: AtomicBool,
 }
@@ -120,10 +123,10 @@ impl Reloader {
     ) -> Arc<Reloader> {
         let revision = runtime.revision();
         let (stop, stopped) = watch::channel(false);
-        let host: Arc<dyn crate::domain::Triggers> = runtime.clone();
-        let tasks = crate::domains::start_triggers(&host, &revision.bundle, &stopped);
+        let host: Arc<dyn Triggers> = runtime.clone();
+        let tasks = start_triggers(&host, &revision.bundle, &stopped);
         Arc::new(Reloader {
-            triggers: Mutex::new(Triggers {
+            triggers: Mutex::new(TriggerTasks {
                 schedules: schedules(&revision.bundle),
                 stop,
                 tasks,
@@ -161,7 +164,7 @@ impl Reloader {
         let (_, file) = Bundle::locate(&self.path);
         std::fs::read(file)
             .ok()
-            .map(|text| crate::revision::digest_of(&text))
+            .map(|text| greentic_engine::revision::digest_of(&text))
     }
 
     /// Reads the bundle file again and applies it (see [`Reloader::apply`]).
@@ -176,7 +179,7 @@ impl Reloader {
             Ok(text) => match Bundle::from_text(dir, &file.display().to_string(), &text) {
                 Ok(bundle) => return self.apply(bundle, self.options).await,
                 Err(e) => Outcome::Refused {
-                    digest: Some(crate::revision::digest_of(text.as_bytes())),
+                    digest: Some(greentic_engine::revision::digest_of(text.as_bytes())),
                     problems: vec![e.to_string()],
                 },
             },
@@ -257,10 +260,10 @@ impl Reloader {
         }
         let _ = triggers.stop.send(true);
         let (stop, stopped) = watch::channel(false);
-        let host: Arc<dyn crate::domain::Triggers> = self.runtime.clone();
-        let mut tasks = crate::domains::start_triggers(&host, bundle, &stopped);
+        let host: Arc<dyn Triggers> = self.runtime.clone();
+        let mut tasks = start_triggers(&host, bundle, &stopped);
         tasks.extend(triggers.tasks.drain(..).filter(|t| !t.is_finished()));
-        *triggers = Triggers {
+        *triggers = TriggerTasks {
             schedules: wanted,
             stop,
             tasks,
@@ -304,7 +307,7 @@ impl Reloader {
                 took_ms,
             } => {
                 tracing::info!(%digest, %previous, took_ms, "new bundle revision active");
-                crate::audit::record(
+                greentic_audit::record(
                     "revision.activated",
                     serde_json::json!({ "revision": digest, "previous": previous, "took_ms": took_ms }),
                 );
@@ -318,7 +321,7 @@ impl Reloader {
                     problems = %problems.join("\n  - "),
                     "bundle revision refused; the active revision keeps serving"
                 );
-                crate::audit::record(
+                greentic_audit::record(
                     "revision.refused",
                     serde_json::json!({ "revision": digest, "problems": problems }),
                 );

@@ -22,9 +22,9 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::errors::CallError;
-use crate::fleet::{Fleet, within};
+use crate::{Fleet, within};
 use greentic_auth::Caller;
+use greentic_engine::errors::CallError;
 
 /// How long a running claim holds without renewal.
 const LEASE: Duration = Duration::from_secs(3);
@@ -97,7 +97,7 @@ pub fn fingerprint(capability: &str, body: &serde_json::Value) -> String {
     format!("sha256:{}", hex::encode(h.finalize()))
 }
 
-pub use crate::shared::Claim;
+pub use greentic_engine::shared::Claim;
 
 /// A claimed record, renewed in the background until finished.
 pub struct Running {
@@ -197,7 +197,7 @@ impl Records {
                     Ok(r) if r.other_request(fingerprint) => {
                         return Err(CallError::IdempotencyKeyReused(format!(
                             "key `{}` was first sent to `{capability}` with another body",
-                            crate::errors::clip(key, 128)
+                            greentic_engine::errors::clip(key, 128)
                         )));
                     }
                     Ok(Record::Done { result, .. }) => return Ok(Claim::Done(result)),
@@ -233,7 +233,7 @@ impl Records {
         match tokio::time::timeout(REQUEST, self.store.update(record, value, last)).await {
             Ok(Ok(seq)) => Ok(Some(seq)),
             Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
-            Ok(Err(e)) if crate::jetstream::is_full(&e.to_string()) => {
+            Ok(Err(e)) if greentic_jetstream::is_full(&e.to_string()) => {
                 Err(CallError::StorageFull {
                     what: "the fleet's idempotency record".into(),
                     retry_after_ms: 5_000,
@@ -346,7 +346,7 @@ impl Drop for Running {
 }
 
 #[async_trait::async_trait]
-impl crate::shared::IdempotencyRecords for Records {
+impl greentic_engine::shared::IdempotencyRecords for Records {
     fn fingerprint(&self, operation: &str, body: &serde_json::Value) -> String {
         fingerprint(operation, body)
     }
@@ -364,7 +364,7 @@ impl crate::shared::IdempotencyRecords for Records {
 }
 
 #[async_trait::async_trait]
-impl crate::shared::Running for Running {
+impl greentic_engine::shared::Running for Running {
     async fn finish(self: Box<Self>, result: Result<&serde_json::Value, &CallError>) {
         Running::finish(*self, result).await
     }

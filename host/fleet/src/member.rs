@@ -11,13 +11,13 @@ use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::bundle::Bundle;
-use crate::fleet::Fleet;
-use crate::fleet::canary::{self, CanaryPlan, Summary, Verdict};
-use crate::fleet::revisions::{self, CANARY, Envelope, Published, STABLE};
-use crate::loader::LoadOptions;
-use crate::reload::{Outcome, Refusal, Reloader};
-use crate::runtime::Canary;
+use crate::Fleet;
+use crate::canary::{self, CanaryPlan, Summary, Verdict};
+use crate::revisions::{self, CANARY, Envelope, Published, STABLE};
+use greentic_bundle::Bundle;
+use greentic_engine::runtime::Canary;
+use greentic_revisions::load::LoadOptions;
+use greentic_revisions::reload::{Outcome, Refusal, Reloader};
 use std::path::PathBuf;
 
 /// The leader's lease key in the hosts bucket.
@@ -581,7 +581,7 @@ impl Member {
         let (options, lock, base) = (self.options, published.lock.clone(), stable.clone());
         let auth = self.reloader.auth();
         let built = tokio::task::spawn_blocking(move || {
-            crate::reload::build(bundle, options, Some(&lock), &base, Some(&auth))
+            greentic_revisions::reload::build(bundle, options, Some(&lock), &base, Some(&auth))
         })
         .await;
         match built {

@@ -49,10 +49,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, watch};
 
-use crate::bundle::{Limits, Route};
-use crate::errors::CallError;
-use crate::fleet::{Fleet, within};
-use crate::runtime::Runtime;
+use crate::{Fleet, within};
+use greentic_bundle::{Limits, Route};
+use greentic_engine::errors::CallError;
+use greentic_engine::runtime::Runtime;
 
 /// Deliveries one host handles at once, over every tenant.
 const HOST_CONCURRENCY: usize = 64;
@@ -205,7 +205,7 @@ impl Deliveries {
             })
             .await
             .map_err(|e| anyhow::anyhow!("opening the JetStream stream `{rates}`: {e}"))?;
-        crate::jetstream::bound_stream(
+        greentic_jetstream::bound_stream(
             &fleet.js,
             stream.cached_info().config.clone(),
             max_bytes,
@@ -269,7 +269,7 @@ impl Deliveries {
         headers.insert("Nats-Incr", "+1");
         let subject = format!("{}.{}.{second}", self.rate_subject, hex::encode(tenant));
         let unavailable = |e: String| {
-            CallError::Provider(crate::errors::ProviderFailure::Unavailable {
+            CallError::Provider(greentic_engine::errors::ProviderFailure::Unavailable {
                 retry_after_ms: Some(1_000),
                 message: format!("the delivery could not be admitted: {e}"),
             })
@@ -327,7 +327,7 @@ impl Deliveries {
         };
         let failed = |e: String| {
             refusal(tenant, "", &e).unwrap_or_else(|| {
-                CallError::Provider(crate::errors::ProviderFailure::Unavailable {
+                CallError::Provider(greentic_engine::errors::ProviderFailure::Unavailable {
                     retry_after_ms: Some(1_000),
                     message: format!(
                         "the delivery queue of tenant `{tenant}` cannot be opened: {e}"
@@ -421,7 +421,7 @@ impl Deliveries {
         );
         let failed = |e: String| {
             refusal(tenant, provider, &e).unwrap_or_else(|| {
-                CallError::Provider(crate::errors::ProviderFailure::Unavailable {
+                CallError::Provider(greentic_engine::errors::ProviderFailure::Unavailable {
                     retry_after_ms: Some(1_000),
                     message: format!("the delivery could not be queued: {e}"),
                 })
@@ -741,7 +741,7 @@ async fn handle(runtime: &Runtime, message: jetstream::Message, max_attempts: i6
 }
 
 #[async_trait::async_trait]
-impl crate::shared::DeliveryQueue for Deliveries {
+impl greentic_engine::shared::DeliveryQueue for Deliveries {
     async fn accept(
         &self,
         tenant: &str,

@@ -9,8 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::bundle::{Bundle, Lock};
-use crate::fleet::canary::CanaryPlan;
+use crate::canary::CanaryPlan;
+use greentic_bundle::{Bundle, Lock};
 
 /// The key of every tenant's revision.
 pub const STABLE: &str = "stable";
@@ -35,7 +35,7 @@ pub fn verdict_key(digest: &str, revision: u64) -> String {
 /// under the same text (a provider re-tagged) is a new revision.
 pub fn published_digest(bundle: &str, lock: &Lock) -> String {
     let lock = serde_json::to_string(lock).expect("a lock always serialises");
-    crate::revision::digest_of(format!("{bundle}\n{lock}").as_bytes())
+    greentic_bundle::digest_of(format!("{bundle}\n{lock}").as_bytes())
 }
 
 /// A revision as published.
@@ -120,7 +120,7 @@ pub fn publisher_keys(bundle: &Bundle) -> Result<greentic_signing::TrustedKeys, 
         if !bundle
             .file
             .key_roles(name)
-            .contains(&crate::bundle::KeyRole::Publisher)
+            .contains(&greentic_bundle::KeyRole::Publisher)
         {
             return Err(format!(
                 "[cluster].publishers names `{name}`, which [trust.keys] does not trust to publish; add the `publisher` role to it"
@@ -171,12 +171,12 @@ mod tests {
 
         // Signed, but the digest does not match the text.
         let mut lying = published("[tenants.acme]\n");
-        lying.digest = crate::revision::digest_of(b"something else");
+        lying.digest = greentic_bundle::digest_of(b"something else");
         // (The same text with another lock is another revision.)
         let mut relocked = published("[tenants.acme]\n");
         relocked.lock.providers.insert(
             "p".into(),
-            crate::bundle::LockEntry {
+            greentic_bundle::LockEntry {
                 source: "x".into(),
                 digest: "sha256:00".into(),
                 manifest_digest: None,

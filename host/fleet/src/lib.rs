@@ -30,9 +30,9 @@ pub mod revisions;
 use std::path::Path;
 use std::time::Duration;
 
-pub use crate::bundle::{ClusterSection, StorageBounds};
 use anyhow::Context as _;
 use async_nats::jetstream::{self, kv};
+pub use greentic_bundle::{ClusterSection, StorageBounds};
 
 /// `bytes` as JetStream's signed bound.
 pub(crate) fn bound(bytes: u64) -> i64 {
@@ -82,7 +82,7 @@ pub(crate) async fn bucket(
         .with_context(|| format!("reading the JetStream bucket `{name}`"))?
         .config
         .clone();
-    crate::jetstream::bound_stream(js, info, max_bytes, None).await?;
+    greentic_jetstream::bound_stream(js, info, max_bytes, None).await?;
     Ok(store)
 }
 
@@ -220,9 +220,9 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::bundle::Limits;
-    use crate::fleet::idempotency::{Claim, Records};
-    use crate::fleet::limits::FleetLimits;
+    use crate::idempotency::{Claim, Records};
+    use crate::limits::FleetLimits;
+    use greentic_bundle::Limits;
     use greentic_jetstream::test_server as nats_server;
 
     async fn member(url: &str, id: &str) -> Fleet {
@@ -304,7 +304,9 @@ mod tests {
             panic!()
         };
         failing
-            .finish(Err(&crate::errors::CallError::GuestTrap("x".into())))
+            .finish(Err(&greentic_engine::errors::CallError::GuestTrap(
+                "x".into(),
+            )))
             .await;
         assert!(matches!(
             rb.claim(&acme, "send", "k3", "f", soon()).await.unwrap(),
@@ -315,7 +317,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn slots_hold_across_hosts_and_fuel_grants_stay_within_the_budget() {
         let server = nats_server::Nats::start();
-        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let metrics = Arc::new(greentic_metrics::Metrics::default());
         let (a, b) = (
             member(&server.url, "a").await,
             member(&server.url, "b").await,

@@ -38,10 +38,10 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 
-use crate::bundle::Limits;
-use crate::errors::CallError;
-use crate::fleet::{Fleet, within};
-use crate::metrics::Metrics;
+use crate::{Fleet, within};
+use greentic_bundle::Limits;
+use greentic_engine::errors::CallError;
+use greentic_metrics::Metrics;
 
 /// How long one request to the fleet's server may take before the host falls back to its own
 /// limits.
@@ -136,7 +136,7 @@ impl FleetLimits {
             })
             .await
             .map_err(|e| anyhow::anyhow!("opening the JetStream stream `{stream}`: {e}"))?;
-        crate::jetstream::bound_stream(
+        greentic_jetstream::bound_stream(
             &fleet.js,
             fuel.cached_info().config.clone(),
             max_bytes,
@@ -199,7 +199,7 @@ impl FleetLimits {
     }
 
     /// Takes a slot of `scope` (a tenant's invokes, or its deliveries to one webhook provider:
-    /// [`crate::limits::TenantGate::scope`]) and admits it against the fuel lease, waiting
+    /// [`greentic_engine::limits::TenantGate::scope`]) and admits it against the fuel lease, waiting
     /// until `until`; `tenant` names it in a refusal.
     pub async fn admit(
         self: &Arc<Self>,
@@ -448,14 +448,14 @@ impl Drop for Admission {
 }
 
 #[async_trait::async_trait]
-impl crate::shared::SharedLimits for FleetLimits {
+impl greentic_engine::shared::SharedLimits for FleetLimits {
     async fn admit(
         self: Arc<Self>,
         scope: &str,
         tenant: &str,
         limits: &Limits,
         until: Instant,
-    ) -> Result<Box<dyn crate::shared::FuelLease>, CallError> {
+    ) -> Result<Box<dyn greentic_engine::shared::FuelLease>, CallError> {
         Ok(Box::new(
             FleetLimits::admit(&self, scope, tenant, limits, until).await?,
         ))
@@ -463,7 +463,7 @@ impl crate::shared::SharedLimits for FleetLimits {
 }
 
 #[async_trait::async_trait]
-impl crate::shared::FuelLease for Admission {
+impl greentic_engine::shared::FuelLease for Admission {
     async fn settle(self: Box<Self>, fuel: u64) {
         Admission::settle(*self, fuel).await
     }

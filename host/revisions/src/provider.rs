@@ -1,0 +1,137 @@
+//! One provider of a bundle, loaded: what trust fetched and verified, inspected, granted,
+//! compiled, linked and prepared for its domain.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use greentic_bundle::{Bundle, Grants, Lock, ProviderSection};
+use greentic_capabilities::Linked;
+use greentic_capabilities::http::outbound::OutboundPolicy;
+use greentic_engine::compile::{CompileCache, HostEngine};
+use greentic_engine::domains::by_world;
+use greentic_engine::instance::InstanceData;
+use greentic_engine::provider::LoadedProvider;
+use greentic_interfaces::{ComponentReport, Contracts, inspect_component};
+use greentic_trust::FetchOptions;
+use wasmtime::component::Linker;
+
+use crate::LoadOptions;
+
+/// Loads provider `name`: its component fetched and verified (trust), inspected against the
+/// host world its manifest names, its attestations checked, its imports held to its grants,
+/// then compiled through the cache, linked with what it is granted and prepared for its domain.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn load_provider(
+    bundle: &Bundle,
+    engine: &HostEngine,
+    contracts: &Contracts,
+    cache: &CompileCache,
+    old_lock: &Lock,
+    options: LoadOptions,
+    name: &str,
+    section: &ProviderSection,
+) -> Result<LoadedProvider, Vec<String>> {
+    let fail = |msg: String| vec![format!("provider `{name}`: {msg}")];
+    let locked = old_lock
+        .providers
+        .get(name)
+        .filter(|l| l.source == section.source && !options.update_lock);
+    let fetch = FetchOptions {
+        offline: options.offline,
+        published: options.published,
+    };
+    let verified = greentic_trust::fetch(bundle, name, section, locked, fetch).map_err(fail)?;
+    let report = inspect_component(contracts, &verified.source, &verified.fetched.bytes)
+        .map_err(|e| fail(e.to_string()))?;
+    for summary in
+        greentic_trust::check_attestations(bundle, name, section, &verified, options.offline)
+            .map_err(fail)?
+    {
+        tracing::info!(provider = name, "attestation verified: {summary}");
+    }
+
+    let (linked, outbound) = grant(name, &section.grants, &report)?;
+    let (component, cache_outcome) = cache
+        .load(engine, &verified.fetched.digest, &verified.fetched.bytes)
+        .map_err(|e| fail(format!("{e:#}")))?;
+    let mut linker = Linker::<InstanceData>::new(&engine.engine);
+    greentic_capabilities::add_to_linker(&mut linker, linked)
+        .map_err(|e| fail(format!("linking: {e:#}")))?;
+    let pre = linker
+        .instantiate_pre(&component)
+        .map_err(|e| fail(format!("cannot be linked with the granted imports: {e:#}")))?;
+    let prepared = by_world(&report.host_world)
+        .map_err(fail)?
+        .prepare(pre)
+        .map_err(|e| fail(format!("{e:#}")))?;
+    let granted_secrets: BTreeSet<String> = section
+        .grants
+        .secrets
+        .iter()
+        .filter(|s| report.manifest.declares_secret(s))
+        .cloned()
+        .collect();
+    tracing::info!(
+        provider = name, digest = %verified.fetched.digest, world = %report.host_world,
+        cache = ?cache_outcome, "provider loaded"
+    );
+    greentic_audit::record(
+        "provider.resolved",
+        serde_json::json!({
+            "provider": name,
+            "source": section.source,
+            "manifest_digest": verified.manifest_digest,
+            "digest": verified.fetched.digest,
+            "world": report.host_world,
+            "manifest": format!("{} {}", report.manifest.name, report.manifest.version),
+        }),
+    );
+    let circuit = format!("{name}@{}", verified.fetched.digest);
+    Ok(LoadedProvider {
+        name: name.to_string(),
+        source: section.source.clone(),
+        digest: verified.fetched.digest,
+        manifest_digest: verified.manifest_digest,
+        world: report.host_world,
+        manifest: report.manifest,
+        prepared,
+        outbound,
+        granted_secrets: Arc::new(granted_secrets),
+        linked,
+        circuit,
+        cache: cache_outcome,
+        signer_key_id: verified.signer_key_id,
+    })
+}
+
+/// Grants against needs (zero trust): every capability the component imports must be granted,
+/// and every grant backed by its manifest. What is granted is what will be linked, and the
+/// outbound policy its hosts make.
+fn grant(
+    name: &str,
+    grants: &Grants,
+    report: &ComponentReport,
+) -> Result<(Linked, OutboundPolicy), Vec<String>> {
+    let mut problems = Vec::new();
+    let linked = Linked::of(grants);
+    problems.extend(greentic_capabilities::check_needs(
+        name,
+        grants,
+        report.world.imports.iter().map(|i| i.name.as_str()),
+        &report.manifest,
+    ));
+    let outbound = match OutboundPolicy::new(&grants.outbound_hosts) {
+        Ok(policy) => policy,
+        Err(why) => {
+            problems.push(format!("grants.outbound_hosts: {why}"));
+            OutboundPolicy::default()
+        }
+    };
+    if !problems.is_empty() {
+        return Err(problems
+            .into_iter()
+            .map(|p| format!("provider `{name}`: {p}"))
+            .collect());
+    }
+    Ok((linked, outbound))
+}
