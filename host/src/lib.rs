@@ -47,7 +47,8 @@ pub use greentic_jetstream as jetstream;
 pub use greentic_metrics as metrics;
 /// Loading bundles into revisions, and reloading them (`greentic-revisions`).
 pub use greentic_revisions::{load as loader, reload};
-pub mod server;
+/// The HTTP server (`greentic-server`).
+pub use greentic_server as server;
 /// Trust: sources, signatures and attestations (`greentic-trust`).
 pub use greentic_trust as trust;
 pub mod telemetry;

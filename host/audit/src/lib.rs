@@ -21,6 +21,13 @@
 //! reaches the file about a millisecond after it is made); callers never wait for the disk. A
 //! secret read records the tenant, provider, secret name and result — never the value.
 
+mod export;
+mod verify;
+mod writer;
+
+pub use export::{Exporting, OtlpExport};
+pub use verify::{Broken, Verified, verify, verify_reader};
+
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 use std::sync::mpsc;
@@ -29,13 +36,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-
-mod export;
-mod verify;
-mod writer;
-
-pub use export::{Exporting, OtlpExport};
-pub use verify::{Broken, Verified, verify, verify_reader};
 use writer::{Msg, Writer};
 
 /// `[audit]`: where the audit log goes and the key its checkpoints are signed with.

@@ -3,10 +3,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use greentic_bundle::{AuthSection, Bundle, JwtAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-
-use greentic_bundle::{AuthSection, Bundle, JwtAlgorithm};
 
 /// Who is calling: the tenant, team and user of a verified token, and nothing a caller could
 /// set otherwise. Calls the host makes itself (a schedule's fire, a queued delivery) name the

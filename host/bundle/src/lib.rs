@@ -16,10 +16,6 @@ mod schedule;
 mod trust;
 mod validate;
 
-use std::path::{Path, PathBuf};
-
-use sha2::{Digest, Sha256};
-
 pub use auth::{AuthSection, JwtAlgorithm};
 pub use checks::{ProviderFacts, check_binding, check_routes, check_tenant, routed};
 pub use cluster::{ClusterSection, StorageBounds};
@@ -32,6 +28,10 @@ pub use lock::{Lock, LockEntry, LockError};
 pub use schedule::{Missed, Schedule};
 pub use trust::{KeyRole, KeyWithRoles, TrustKey, TrustSection};
 pub use validate::valid_provider_name;
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
 
 /// The JSON Schema of `greentic.toml`, as committed (`schemas/greentic.schema.json`): what
 /// [`schema`] generates from these types; a test fails when the two drift apart.

@@ -34,14 +34,14 @@ pub mod state;
 pub mod telemetry;
 pub mod text;
 
+pub use call::{CallScope, HasImports, ImportLimits, Imports};
+pub use grants::Grants;
+
 use std::path::Path;
 use std::sync::Arc;
 
 use greentic_manifest::ProviderManifest;
 use wasmtime::component::{HasSelf, Linker};
-
-pub use call::{CallScope, HasImports, ImportLimits, Imports};
-pub use grants::Grants;
 
 /// One capability: its grant, its imports, its checks and how it is linked.
 pub trait Capability {

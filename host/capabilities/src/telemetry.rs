@@ -12,18 +12,17 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use greentic_manifest::ProviderManifest;
+use greentic_metrics::Metrics;
 use opentelemetry::trace::{Span as _, Status, TraceContextExt, Tracer};
 use opentelemetry::{KeyValue, global};
+use serde::{Deserialize, Serialize};
 use wasmtime::component::Resource;
+use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::greentic::telemetry::tracing::{HostSpan, SpanStatus};
 use crate::bindings::greentic::telemetry::types::{Attribute, Level};
 use crate::bindings::greentic::telemetry::{logs, metrics, tracing as gtracing, types};
-use greentic_manifest::ProviderManifest;
-use greentic_metrics::Metrics;
-use serde::{Deserialize, Serialize};
-use wasmtime::component::{HasSelf, Linker};
-
 use crate::text::{MAX_GUEST_TEXT, clip};
 use crate::{CallScope, Capability, Grants, HasImports, Imports};
 

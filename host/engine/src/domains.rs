@@ -8,6 +8,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use greentic_bundle::{Bundle, ProviderFacts};
+use greentic_capabilities::secrets::SecretBackend;
 use tokio::task::JoinHandle;
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
@@ -17,8 +19,6 @@ use crate::domain::{
 };
 use crate::errors::CallError;
 use crate::instance::InstanceData;
-use greentic_bundle::{Bundle, ProviderFacts};
-use greentic_capabilities::secrets::SecretBackend;
 
 /// Every domain this host runs: a new domain is one module under `domain/` and one line here.
 pub const DOMAINS: &[DomainInfo] = &[

@@ -1,8 +1,8 @@
 //! The stable errors a call can end with, and how they map to HTTP.
 
-use serde_json::json;
-
 pub use greentic_capabilities::text::{MAX_GUEST_TEXT, clip, clip_guest};
+
+use serde_json::json;
 
 /// A provider error as the host sees it (mirror of `greentic:types/provider-error`).
 #[derive(Debug, Clone, PartialEq, Eq)]

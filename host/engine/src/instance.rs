@@ -9,11 +9,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use greentic_bundle::Limits;
 use greentic_capabilities::http::outbound::OutboundPolicy;
 use greentic_capabilities::{CallScope, HasImports, ImportLimits, Imports};
 use wasmtime_wasi::{WasiCtxView, WasiView};
-
-use greentic_bundle::Limits;
 
 /// Why a resource limit stopped an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -9,11 +9,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use greentic_bundle::Limits;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::errors::CallError;
-use greentic_bundle::Limits;
 
 /// A tenant's admission state.
 #[derive(Debug)]

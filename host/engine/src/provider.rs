@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use greentic_bundle::ProviderFacts;
 use greentic_capabilities::Linked;
 use greentic_capabilities::http::outbound::OutboundPolicy;
 use greentic_manifest::ProviderManifest;
@@ -11,7 +12,6 @@ use greentic_manifest::ProviderManifest;
 use crate::compile::CacheOutcome;
 use crate::domain::{Domain, Entry};
 use crate::domains::{Prepared, Typed};
-use greentic_bundle::ProviderFacts;
 
 /// A provider that passed every check.
 pub struct LoadedProvider {

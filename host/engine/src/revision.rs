@@ -10,15 +10,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use greentic_auth::Caller;
+use greentic_bundle::{Bundle, Deployment, Limits, Route};
+use greentic_capabilities::Backends;
 use sha2::{Digest, Sha256};
 
 use crate::compile::HostEngine;
 use crate::domain::Entry;
 use crate::limits::TenantGate;
 use crate::provider::LoadedProvider;
-use greentic_auth::Caller;
-use greentic_bundle::{Bundle, Deployment, Limits, Route};
-use greentic_capabilities::Backends;
 
 /// A tenant as one revision serves it.
 pub struct TenantRuntime {

@@ -5,10 +5,10 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-
-use crate::errors::CallError;
 use greentic_auth::Caller;
 use greentic_bundle::{Limits, Route};
+
+use crate::errors::CallError;
 
 /// A tenant's `max_concurrent` and `fuel_per_second`, held across the fleet.
 #[async_trait::async_trait]

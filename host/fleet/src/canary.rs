@@ -7,11 +7,11 @@
 //! fleet's leader merges them and [`judge`]s: error rate or p99 over the threshold → roll back;
 //! the window passed without that → promote.
 
+pub use greentic_engine::outcomes::{Stats, Summary};
+
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
-
-pub use greentic_engine::outcomes::{Stats, Summary};
 
 /// Judged calls the canary and its baseline must each have before their p99s are compared:
 /// with fewer, a p99 is little more than the slowest call.

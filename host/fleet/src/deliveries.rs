@@ -45,14 +45,14 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, consumer};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
+use greentic_bundle::{Limits, Route};
+use greentic_engine::errors::CallError;
+use greentic_engine::runtime::Runtime;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, watch};
 
 use crate::{Fleet, within};
-use greentic_bundle::{Limits, Route};
-use greentic_engine::errors::CallError;
-use greentic_engine::runtime::Runtime;
 
 /// Deliveries one host handles at once, over every tenant.
 const HOST_CONCURRENCY: usize = 64;

@@ -19,12 +19,12 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv;
 use bytes::Bytes;
+use greentic_auth::Caller;
+use greentic_engine::errors::CallError;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::{Fleet, within};
-use greentic_auth::Caller;
-use greentic_engine::errors::CallError;
 
 /// How long a running claim holds without renewal.
 const LEASE: Duration = Duration::from_secs(3);

@@ -27,12 +27,13 @@ pub mod limits;
 pub mod member;
 pub mod revisions;
 
+pub use greentic_bundle::{ClusterSection, StorageBounds};
+
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, kv};
-pub use greentic_bundle::{ClusterSection, StorageBounds};
 
 /// `bytes` as JetStream's signed bound.
 pub(crate) fn bound(bytes: u64) -> i64 {

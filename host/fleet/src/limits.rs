@@ -37,11 +37,11 @@ use std::time::{Duration, Instant};
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
-
-use crate::{Fleet, within};
 use greentic_bundle::Limits;
 use greentic_engine::errors::CallError;
 use greentic_metrics::Metrics;
+
+use crate::{Fleet, within};
 
 /// How long one request to the fleet's server may take before the host falls back to its own
 /// limits.

@@ -2,23 +2,23 @@
 //! heartbeats, and — while it holds the leader's lease — judges canaries.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
+use greentic_bundle::Bundle;
+use greentic_engine::runtime::Canary;
+use greentic_revisions::load::LoadOptions;
+use greentic_revisions::reload::{Outcome, Refusal, Reloader};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::Fleet;
 use crate::canary::{self, CanaryPlan, Summary, Verdict};
 use crate::revisions::{self, CANARY, Envelope, Published, STABLE};
-use greentic_bundle::Bundle;
-use greentic_engine::runtime::Canary;
-use greentic_revisions::load::LoadOptions;
-use greentic_revisions::reload::{Outcome, Refusal, Reloader};
-use std::path::PathBuf;
 
 /// The leader's lease key in the hosts bucket.
 const LEADER: &str = "leader";

@@ -7,10 +7,10 @@
 //! bundle text it carries. Keys: `stable` (every tenant's revision), `canary` (a revision for
 //! some tenants, while it is judged), `verdict.<hex>` (what became of a canary).
 
+use greentic_bundle::{Bundle, Lock};
 use serde::{Deserialize, Serialize};
 
 use crate::canary::CanaryPlan;
-use greentic_bundle::{Bundle, Lock};
 
 /// The key of every tenant's revision.
 pub const STABLE: &str = "stable";

@@ -14,18 +14,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use greentic_capabilities::Backends;
-use serde::Serialize;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-
 use greentic_auth::Authenticator;
 use greentic_bundle::{Bundle, Lock};
+use greentic_capabilities::Backends;
 use greentic_engine::compile::{HostEngine, PoolSizing};
 use greentic_engine::domain::Triggers;
 use greentic_engine::domains::start_triggers;
 use greentic_engine::revision::Revision;
 use greentic_engine::runtime::Runtime;
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::load::{self as loader, LoadOptions};
 

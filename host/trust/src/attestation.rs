@@ -8,11 +8,11 @@
 //! digest and its predicate holds: the conformance report is for this component (by digest) and
 //! every case passed; the SBOM is a CycloneDX or SPDX document.
 
-use serde_json::{Value, json};
-
 pub use greentic_bundle::attestation::{
     CONFORMANCE_PREDICATE, CYCLONEDX_PREDICATE, Kind, SPDX_PREDICATE,
 };
+
+use serde_json::{Value, json};
 
 /// The conformance predicate for `report`: the suite and host that ran it, the component it
 /// ran (by digest), and every case's result.

@@ -16,7 +16,6 @@ pub mod sources;
 
 use greentic_bundle::{Bundle, KeyRole, LockEntry, ProviderSection};
 use greentic_registry::ArtifactRef;
-
 use keys::{short_key, trusted_keys};
 use sources::{
     ComponentSource, Fetched, RegistrySource, SourceRef, artifact_reference, resolve_source,

@@ -11,6 +11,14 @@
 //! connection. A charge past the budget ends the call with `resource-limit`; a request past the
 //! call's in-flight cap gets `connection-limit-reached`, which the guest can handle.
 
+pub mod outbound;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use greentic_manifest::{HostPattern, ProviderManifest};
+use outbound::{CONNECTION_BYTES, InFlight, NextInFlight, OUTGOING_BODY_BUFFER_BYTES};
+use wasmtime::component::Linker;
 use wasmtime::component::{HasData, Resource};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, DynPollable};
 use wasmtime_wasi_http::p2::bindings::http::{outgoing_handler, types};
@@ -22,17 +30,8 @@ use wasmtime_wasi_http::p2::types::{
 use wasmtime_wasi_http::p2::{HeaderError, HeaderResult, HttpError, HttpResult};
 use wasmtime_wasi_http::{FieldMap, RequestOptions, WasiHttpCtxView};
 
-pub mod outbound;
-
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use greentic_manifest::{HostPattern, ProviderManifest};
-use wasmtime::component::Linker;
-
 use crate::budget::{HostBudget, ResourceLimitHit};
 use crate::{Capability, Grants, HasImports, Imports};
-use outbound::{CONNECTION_BYTES, InFlight, NextInFlight, OUTGOING_BODY_BUFFER_BYTES};
 
 /// Outbound HTTP (`wasi:http/outgoing-handler`), to the hosts a provider is granted.
 /// `wasi:http/types` itself is linked for every provider ([`add_types_to_linker`]).

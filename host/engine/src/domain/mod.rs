@@ -17,18 +17,17 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use wasmtime::Store;
-use wasmtime::component::InstancePre;
-
-use tokio::task::JoinHandle;
-
-use crate::bindings::greentic::types::types::{ProviderError, TenantCtx};
-use crate::errors::{CallError, ProviderFailure, clip_guest};
-use crate::instance::InstanceData;
 use greentic_bundle::{Bundle, Limits, ProviderFacts};
 use greentic_capabilities::secrets::SecretBackend;
 use greentic_capabilities::state::StateCtx;
 use greentic_metrics::Metrics;
+use tokio::task::JoinHandle;
+use wasmtime::Store;
+use wasmtime::component::InstancePre;
+
+use crate::bindings::greentic::types::types::{ProviderError, TenantCtx};
+use crate::errors::{CallError, ProviderFailure, clip_guest};
+use crate::instance::InstanceData;
 
 /// How calls reach a domain's providers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,10 +13,15 @@
 //! `fire-info.missed`; with `missed = "once"` the latest of them is fired once, at start, with
 //! the others counted. A slot more than `grace_ms` late counts as missed.
 
+pub use greentic_bundle::{Missed, Schedule};
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use greentic_bundle::{Bundle, ProviderFacts};
+use greentic_capabilities::secrets::SecretBackend;
+use greentic_capabilities::state::{Namespace, Write, Written, now_ms};
 use tokio::task::JoinHandle;
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
@@ -24,10 +29,6 @@ use wasmtime::component::InstancePre;
 use super::{Decoded, Domain, DomainCx, Entry, Input, Output, Stop, Triggers, provider_failure};
 use crate::errors::CallError;
 use crate::instance::InstanceData;
-use greentic_bundle::{Bundle, ProviderFacts};
-pub use greentic_bundle::{Missed, Schedule};
-use greentic_capabilities::secrets::SecretBackend;
-use greentic_capabilities::state::{Namespace, Write, Written, now_ms};
 
 crate::bindings::domain_bindgen!(
     "greentic:timer/scheduled@1.0.0",

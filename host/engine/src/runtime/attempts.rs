@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use greentic_bundle::Limits;
 use tracing::Instrument;
 
 use super::Runtime;
@@ -17,7 +18,6 @@ use crate::domain::{Decoded, DomainCx, Output};
 use crate::domains::{Kept, Request};
 use crate::errors::CallError;
 use crate::resilience::{BreakerState, RetryPolicy, counts_as_failure};
-use greentic_bundle::Limits;
 
 /// How long past its deadline a call waits for the turn that would end it.
 pub(super) const LATE_TURN_MS: u64 = 100;

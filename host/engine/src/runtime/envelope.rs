@@ -8,6 +8,7 @@ use std::time::Instant;
 use greentic_auth::Caller;
 use greentic_capabilities::CallScope;
 use greentic_capabilities::telemetry::host_attributes;
+use greentic_metrics::Metrics;
 use opentelemetry::trace::{Span as _, Status, TraceContextExt, Tracer};
 use opentelemetry::{KeyValue, global};
 
@@ -20,7 +21,6 @@ use crate::provider::LoadedProvider;
 use crate::resilience::counts_as_failure;
 use crate::revision::Revision;
 use crate::revision::TenantRuntime;
-use greentic_metrics::Metrics;
 
 /// One call as the envelope hands it to its attempts.
 pub(super) struct Envelope<'a> {

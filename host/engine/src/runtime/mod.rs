@@ -18,8 +18,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
+use greentic_bundle::{Bundle, Limits};
 use greentic_capabilities::Backends;
 use greentic_capabilities::state::StateCtx;
+use greentic_metrics::Metrics;
 
 use crate::compile::HostEngine;
 use crate::domain::{Input, Output, Triggers};
@@ -29,8 +31,6 @@ use crate::resilience::{BreakerPolicy, Breakers, RetryPolicy};
 use crate::revision::Revision;
 use crate::scheduler::Scheduler;
 use crate::shared::{DeliveryQueue, IdempotencyRecords, SharedLimits};
-use greentic_bundle::{Bundle, Limits};
-use greentic_metrics::Metrics;
 
 /// A canary: a revision serving a set of tenants beside the active one.
 pub struct Canary {

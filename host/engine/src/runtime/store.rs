@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use greentic_bundle::Limits;
 use greentic_capabilities::CallScope;
 use greentic_capabilities::budget::ResourceLimitHit;
 use greentic_capabilities::http::outbound::OutboundPolicy;
@@ -14,7 +15,6 @@ use crate::compile::{EngineOptions, HostEngine, YIELD_FUEL};
 use crate::domain::Output;
 use crate::errors::{CallError, clip_guest};
 use crate::instance::{DeadlineHit, InstanceData, MemoryLimitHit};
-use greentic_bundle::Limits;
 
 impl Runtime {
     /// A fresh store for one call: the call's scope and outbound policy, the tenant's limits

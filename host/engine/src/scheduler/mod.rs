@@ -28,10 +28,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
-
 use greentic_bundle::{GuestPriority, SchedulerMode, SchedulerSection};
 use queue::Queue;
+use tokio::sync::oneshot;
 
 /// CPU time a call may use where it is polled before its next turns go to the guest threads:
 /// less than one fuel slice of a tight loop, more than a short call spends before a host call
