@@ -5,12 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// The cases every domain runs after its own.
-const COMMON: &str = include_str!("../cases/common.toml");
-
-/// The domains the suite has cases for (each a module of `crate::domains`).
-pub fn domains() -> Vec<&'static str> {
-    crate::domains::SUITES.iter().map(|s| s.name).collect()
-}
+pub(crate) const COMMON: &str = include_str!("../cases/common.toml");
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -155,34 +150,26 @@ pub struct Expect {
     pub span_status: Option<String>,
 }
 
-/// The cases for `domain`, in run order: the domain's, then the common ones. A case whose
-/// evaluator is neither common nor the domain's own is an error naming it.
-pub fn for_domain(domain: &str) -> anyhow::Result<Vec<Case>> {
-    let Some(suite) = crate::domains::suite(domain) else {
-        anyhow::bail!(
-            "the suite has no cases for domain `{domain}`; it knows {}",
-            domains().join(", ")
-        );
-    };
-    let mut cases = Vec::new();
-    for (name, text) in [
-        (format!("{domain}.toml"), suite.cases),
-        ("common.toml".into(), COMMON),
-    ] {
-        let parsed: CaseFile = toml::from_str(text)
-            .map_err(|e| anyhow::anyhow!("conformance/cases/{name} is not valid: {e}"))?;
-        for case in &parsed.cases {
-            if !case.check.is_common() && !suite.checks.contains(&case.check) {
-                anyhow::bail!(
-                    "conformance/cases/{name}: case `{}` uses `{:?}`, which the {domain} domain has no evaluator for",
-                    case.id,
-                    case.check
-                );
-            }
+/// The cases of one case file (`name` is how errors call it), each of whose evaluators must be
+/// common or among `own`.
+pub(crate) fn parse(
+    name: &str,
+    text: &str,
+    domain: &str,
+    own: &[Check],
+) -> anyhow::Result<Vec<Case>> {
+    let parsed: CaseFile = toml::from_str(text)
+        .map_err(|e| anyhow::anyhow!("conformance/cases/{name} is not valid: {e}"))?;
+    for case in &parsed.cases {
+        if !case.check.is_common() && !own.contains(&case.check) {
+            anyhow::bail!(
+                "conformance/cases/{name}: case `{}` uses `{:?}`, which the {domain} domain has no evaluator for",
+                case.id,
+                case.check
+            );
         }
-        cases.extend(parsed.cases);
     }
-    Ok(cases)
+    Ok(parsed.cases)
 }
 
 impl Check {
@@ -197,39 +184,5 @@ impl Check {
                 | Check::ManifestImports
                 | Check::ManifestBehaviour
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::BTreeSet;
-
-    #[test]
-    fn every_case_file_parses_and_ids_are_unique() {
-        for domain in domains() {
-            let cases = for_domain(domain).unwrap_or_else(|e| panic!("{e}"));
-            assert!(cases.len() > 5, "{domain} has {} cases", cases.len());
-            let ids: BTreeSet<_> = cases.iter().map(|c| c.id.as_str()).collect();
-            assert_eq!(ids.len(), cases.len(), "duplicate case ids in {domain}");
-            for c in &cases {
-                assert!(
-                    c.id.starts_with(&format!("{}.", c.group)),
-                    "{} should start with its group {}",
-                    c.id,
-                    c.group
-                );
-                assert!(!c.why.is_empty(), "{} says nothing about why", c.id);
-            }
-        }
-    }
-
-    #[test]
-    fn unknown_domain_is_named() {
-        let e = for_domain("carrier-pigeon").unwrap_err().to_string();
-        assert!(
-            e.contains("carrier-pigeon") && e.contains("messaging"),
-            "{e}"
-        );
     }
 }

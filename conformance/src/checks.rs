@@ -1,87 +1,17 @@
-//! The evaluators the cases name.
+//! The common evaluators: what every domain's cases may check.
 
 use std::collections::BTreeSet;
 
 use greentic_interfaces::{ComponentWorld, disagreements};
 use serde_json::Value;
 
-use crate::cases::{Case, Check};
-use crate::domains::{self, Drive};
-use crate::suite::{CallOutcome, Ctx};
-use crate::{CapturedSpan, SpanStatus};
+use crate::cases::Case;
+use crate::ctx::Ctx;
+use crate::domain::Drive;
+use crate::host::{CapturedSpan, SpanStatus};
+use crate::verdict::{Verdict, describe, fail, is_guest, new_key, pass};
 
-/// A case's verdict.
-pub(crate) struct Verdict {
-    pub passed: bool,
-    pub detail: String,
-}
-
-pub(crate) fn pass(detail: impl Into<String>) -> Verdict {
-    Verdict {
-        passed: true,
-        detail: detail.into(),
-    }
-}
-
-pub(crate) fn fail(detail: impl Into<String>) -> Verdict {
-    Verdict {
-        passed: false,
-        detail: detail.into(),
-    }
-}
-
-/// Runs `case`: the common evaluators here, a domain's own in its module.
-pub(crate) async fn evaluate(ctx: &mut Ctx, case: &Case) -> Verdict {
-    ctx.begin(case);
-    if !case.check.is_common() && !ctx.suite.checks.contains(&case.check) {
-        return fail(format!(
-            "`{:?}` cases do not apply to the {} domain",
-            case.check, ctx.suite.name
-        ));
-    }
-    let verdict = match case.check {
-        Check::UpstreamAnswer => upstream_answer(ctx, case).await,
-        Check::Tenancy => tenancy(ctx, case).await,
-        Check::Telemetry => telemetry(ctx, case).await,
-        Check::SecretsResolve => secrets_resolve(ctx, case).await,
-        Check::SecretsUnbound => secrets_unbound(ctx, case).await,
-        Check::SecretsNotEmitted => secrets_not_emitted(ctx).await,
-        Check::ManifestImports => manifest_imports(ctx),
-        Check::ManifestBehaviour => manifest_behaviour(ctx),
-        Check::Retry => domains::messaging::retry(ctx, case).await,
-        Check::Idempotency => domains::messaging::idempotency(ctx, case).await,
-        Check::Delivery => domains::webhook::delivery(ctx, case).await,
-        Check::DeliveryReplay => domains::webhook::delivery_replay(ctx, case).await,
-    };
-    // Let spans and logs of the case's last call land before the next case starts.
-    ctx.collect();
-    verdict
-}
-
-pub(crate) fn describe(o: &CallOutcome) -> String {
-    let mut s = format!("got `{}`", o.code);
-    if let Some(ms) = o.retry_after_ms {
-        s.push_str(&format!(" (retry after {ms} ms)"));
-    }
-    if o.code != "ok" && !o.message.is_empty() {
-        s.push_str(&format!(": {}", clip(&o.message, 160)));
-    }
-    s
-}
-
-fn clip(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        format!("{}…", s.chars().take(n).collect::<String>())
-    }
-}
-
-pub(crate) fn new_key() -> String {
-    format!("conformance-key-{:016x}", fastrand::u64(..))
-}
-
-async fn upstream_answer(ctx: &mut Ctx, case: &Case) -> Verdict {
+pub(crate) async fn upstream_answer(ctx: &mut Ctx, case: &Case) -> Verdict {
     let key = case.idempotency_key.then(new_key);
     let outcome = ctx.drive(case, "a", key.as_deref()).await;
     let seen = ctx.upstream.take();
@@ -123,7 +53,7 @@ fn markers(ctx: &Ctx, which: &str) -> Vec<(String, String)> {
 /// [`crate::evidence`]) — and every credential a request carries is attributed: to the
 /// calling tenant, or it is a finding. A run in which no request carried anything of the
 /// calling tenant's own saw no evidence either way: inconclusive, which fails.
-async fn tenancy(ctx: &mut Ctx, case: &Case) -> Verdict {
+pub(crate) async fn tenancy(ctx: &mut Ctx, case: &Case) -> Verdict {
     ctx.host.share_instances(true).await;
     let mut problems = Vec::new();
     let mut calls = 0;
@@ -206,11 +136,7 @@ fn request_text(request: &crate::upstream::Seen) -> String {
     text
 }
 
-pub(crate) fn is_guest(span: &CapturedSpan) -> bool {
-    span.attributes.get("greentic.origin").map(String::as_str) == Some("guest")
-}
-
-async fn telemetry(ctx: &mut Ctx, case: &Case) -> Verdict {
+pub(crate) async fn telemetry(ctx: &mut Ctx, case: &Case) -> Verdict {
     let o = ctx.drive(case, "a", None).await;
     let (ok, what) = (o.code == "ok", describe(&o));
     ctx.collect();
@@ -226,9 +152,9 @@ async fn telemetry(ctx: &mut Ctx, case: &Case) -> Verdict {
         ("greentic.tenant", Some(tenant.id.clone())),
         ("greentic.provider", Some(ctx.manifest.name.clone())),
     ];
-    expected.push(("greentic.capability", Some(ctx.capability())));
+    expected.push(("greentic.capability", Some(ctx.operation())));
     // Only an invoke carries a caller's token, and with it a team and a user.
-    if ctx.suite.drive == Drive::Invoke {
+    if matches!(ctx.drive, Drive::Invoke { .. }) {
         expected.push(("greentic.team", tenant.team.clone()));
         expected.push(("greentic.user", tenant.user.clone()));
     }
@@ -306,7 +232,7 @@ fn secret_reads(logs: &[String]) -> Vec<(String, String, String)> {
         .collect()
 }
 
-async fn secrets_resolve(ctx: &mut Ctx, case: &Case) -> Verdict {
+pub(crate) async fn secrets_resolve(ctx: &mut Ctx, case: &Case) -> Verdict {
     let outcome = ctx.drive(case, "a", None).await;
     ctx.collect();
     if outcome.code != "ok" {
@@ -338,7 +264,7 @@ async fn secrets_resolve(ctx: &mut Ctx, case: &Case) -> Verdict {
     })
 }
 
-async fn secrets_unbound(ctx: &mut Ctx, case: &Case) -> Verdict {
+pub(crate) async fn secrets_unbound(ctx: &mut Ctx, case: &Case) -> Verdict {
     let outcome = ctx.drive(case, "c", None).await;
     if case.expect.codes.contains(&outcome.code) {
         pass(format!("secrets revoked: {}", describe(&outcome)))
@@ -351,7 +277,7 @@ async fn secrets_unbound(ctx: &mut Ctx, case: &Case) -> Verdict {
     }
 }
 
-async fn secrets_not_emitted(ctx: &mut Ctx) -> Verdict {
+pub(crate) async fn secrets_not_emitted(ctx: &mut Ctx) -> Verdict {
     // Metric names and labels are something a guest can make the host emit too.
     let metrics = match ctx
         .client
@@ -422,7 +348,7 @@ async fn secrets_not_emitted(ctx: &mut Ctx) -> Verdict {
     }
 }
 
-fn manifest_imports(ctx: &mut Ctx) -> Verdict {
+pub(crate) fn manifest_imports(ctx: &mut Ctx) -> Verdict {
     let world = match ComponentWorld::decode(&ctx.manifest.name, &ctx.wasm) {
         Ok(w) => w,
         Err(e) => return fail(format!("the component's world cannot be read: {e}")),
@@ -457,7 +383,7 @@ fn manifest_imports(ctx: &mut Ctx) -> Verdict {
     }
 }
 
-fn manifest_behaviour(ctx: &mut Ctx) -> Verdict {
+pub(crate) fn manifest_behaviour(ctx: &mut Ctx) -> Verdict {
     let mut problems = BTreeSet::new();
     let reads = secret_reads(&ctx.logs);
     for (_, name, _) in &reads {

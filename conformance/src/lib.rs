@@ -14,137 +14,27 @@
 
 pub mod cases;
 mod checks;
-mod domains;
+mod ctx;
+mod domain;
+pub mod domains;
+mod evaluate;
 pub mod evidence;
+mod host;
+mod outcome;
 pub mod profile;
 pub mod report;
 mod suite;
 pub mod upstream;
-
-use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
-
-use greentic_manifest::ProviderManifest;
+mod verdict;
 
 /// The suite's version (this crate's), recorded in reports and attestations.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub use cases::{Case, Check};
+pub use domain::{DomainSuite, Drive};
+pub use host::{
+    CapturedSpan, FireOutcome, FireRequest, HostUnderTest, Setup, SpanStatus, TenantSetup,
+};
 pub use profile::Profile;
 pub use report::{CaseResult, Report};
 pub use suite::{Options, run};
-
-/// One tenant the suite sets up.
-#[derive(Debug, Clone)]
-pub struct TenantSetup {
-    /// Tenant id.
-    pub id: String,
-    /// Team the tokens name.
-    pub team: Option<String>,
-    /// User the tokens name.
-    pub user: Option<String>,
-    /// Secrets bound for the tenant, by name (values are generated per run).
-    pub secrets: BTreeMap<String, String>,
-    /// Whether the host must remove the tenant's secret values after loading (a secret
-    /// revoked while the host runs), so every read of them finds nothing.
-    pub revoke_secrets: bool,
-    /// The tenant's configuration of the provider.
-    pub config: serde_json::Value,
-}
-
-/// What the host must be set up with.
-#[derive(Debug, Clone)]
-pub struct Setup {
-    /// The component's bytes.
-    pub wasm: Vec<u8>,
-    /// Its embedded manifest.
-    pub manifest: ProviderManifest,
-    /// The domain whose cases run.
-    pub domain: String,
-    /// The tenants: `a` and `b` with every declared secret bound, `c` with them revoked.
-    pub tenants: Vec<TenantSetup>,
-    /// Each tenant's call deadline.
-    pub deadline_ms: u64,
-    /// `127.0.0.1:PORT` of the scripted upstream: every outbound request the provider makes is
-    /// to be sent there (its grants still checked against the host it named).
-    pub upstream: String,
-}
-
-/// A span the host exported.
-#[derive(Debug, Clone)]
-pub struct CapturedSpan {
-    /// Name.
-    pub name: String,
-    /// Trace id (hex).
-    pub trace_id: String,
-    /// Attributes, as text.
-    pub attributes: BTreeMap<String, String>,
-    /// Event names and attributes, as text.
-    pub events: Vec<String>,
-    /// Status.
-    pub status: SpanStatus,
-}
-
-/// A span's status.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SpanStatus {
-    /// Not set.
-    Unset,
-    /// Ok.
-    Ok,
-    /// Error, with its description.
-    Error(String),
-}
-
-/// A host running the provider for the suite.
-pub trait HostUnderTest: Send + Sync {
-    /// The base URL of its HTTP API (`http://127.0.0.1:PORT`).
-    fn base_url(&self) -> String;
-    /// A bearer token for `tenant` (with the tenant's team and user).
-    fn token(&self, tenant: &TenantSetup) -> anyhow::Result<String>;
-    /// Whether consecutive calls of all tenants run in one kept instance.
-    fn share_instances(&self, on: bool) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
-    /// The log lines (JSON) written since the last call.
-    fn take_logs(&self) -> Vec<String>;
-    /// The spans ended since the last call.
-    fn take_spans(&self) -> Vec<CapturedSpan>;
-    /// Fires a slot of a schedule for `tenant` (trigger domains such as timer). Hosts that
-    /// fire nothing need not implement it.
-    fn fire(
-        &self,
-        tenant: &TenantSetup,
-        fire: FireRequest,
-    ) -> Pin<Box<dyn Future<Output = FireOutcome> + Send + '_>> {
-        let _ = (tenant, fire);
-        Box::pin(async {
-            FireOutcome {
-                code: "unsupported".into(),
-                message: "this host cannot fire schedules".into(),
-                retry_after_ms: None,
-            }
-        })
-    }
-}
-
-/// A slot the suite asks the host to fire.
-#[derive(Debug, Clone)]
-pub struct FireRequest {
-    /// The schedule's name.
-    pub schedule: String,
-    /// The slot, in milliseconds since the Unix epoch.
-    pub scheduled_at_ms: u64,
-    /// The payload, as JSON text.
-    pub payload: String,
-}
-
-/// How a fired slot ended.
-#[derive(Debug, Clone)]
-pub struct FireOutcome {
-    /// `ok`, or the host's error code.
-    pub code: String,
-    /// The error's message.
-    pub message: String,
-    /// The retry-after an error carried.
-    pub retry_after_ms: Option<u64>,
-}

@@ -1,6 +1,8 @@
-//! A provider's conformance profile: the configuration template, the message to send, and how
-//! webhook deliveries are signed. Optional for messaging providers whose configuration the
-//! suite can derive from the schema; required for webhook providers (signatures are theirs).
+//! A provider's conformance profile: the configuration template, the domain's call input (a
+//! messaging call's `message`, a fired slot's `payload`), and how webhook deliveries are
+//! signed. Optional where the suite can derive the configuration from the schema; required for
+//! webhook providers (signatures are theirs). What a domain reads of it, and requires, is in
+//! the domain's module (`crate::domains`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -17,15 +19,15 @@ pub struct Profile {
     /// URL, `http://127.0.0.1:PORT`) and `{{tenant}}` (the tenant's id).
     #[serde(default)]
     pub config: Option<Value>,
-    /// The message a messaging call sends.
+    /// The message a messaging call sends (read by the messaging domain).
     #[serde(default)]
-    pub message: Option<Message>,
+    pub message: Option<Value>,
     /// How webhook deliveries are made.
     #[serde(default)]
     pub webhook: Option<WebhookProfile>,
     /// The payload of fired slots (trigger domains), as a schedule would carry it.
     #[serde(default)]
-    pub payload: Option<serde_json::Value>,
+    pub payload: Option<Value>,
     /// How the provider keeps a keyed call at most once (default: it forwards the key).
     #[serde(default)]
     pub idempotency: Idempotency,
@@ -64,25 +66,6 @@ impl Idempotency {
     }
 }
 
-/// The message of a messaging call.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Message {
-    /// Destination.
-    pub to: String,
-    /// Text.
-    pub text: String,
-}
-
-impl Default for Message {
-    fn default() -> Message {
-        Message {
-            to: "#conformance".into(),
-            text: "greentic conformance check".into(),
-        }
-    }
-}
-
 /// How deliveries reach a webhook provider.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -117,48 +100,6 @@ impl Profile {
                 path.display()
             )
         })
-    }
-
-    /// Checks the profile against the provider it is for.
-    pub fn check(&self, manifest: &ProviderManifest, domain: &str) -> anyhow::Result<()> {
-        if self.idempotency != Idempotency::Forwarded && domain != "messaging" {
-            anyhow::bail!(
-                "profile: `idempotency` is about keyed invokes, which the {domain} domain does not have; remove it"
-            );
-        }
-        if domain == "webhook" {
-            let Some(webhook) = &self.webhook else {
-                anyhow::bail!(
-                    "webhook providers sign deliveries their own way: pass --profile FILE with a `webhook.signature` section (see the README's \"Conformance\" section)"
-                );
-            };
-            let s = &webhook.signature;
-            if s.algorithm != "hmac-sha256" {
-                anyhow::bail!(
-                    "profile: webhook.signature.algorithm `{}` is not supported; use `hmac-sha256`",
-                    s.algorithm
-                );
-            }
-            if !["hex", "base64"].contains(&s.encoding.as_str()) {
-                anyhow::bail!(
-                    "profile: webhook.signature.encoding must be `hex` or `base64`, not `{}`",
-                    s.encoding
-                );
-            }
-            if !manifest.declares_secret(&s.secret) {
-                anyhow::bail!(
-                    "profile: webhook.signature.secret `{}` is not a secret the manifest declares ({})",
-                    s.secret,
-                    manifest
-                        .secrets
-                        .iter()
-                        .map(|s| s.name())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-            }
-        }
-        Ok(())
     }
 
     /// The configuration template: the profile's, or one derived from the manifest's schema.

@@ -3,10 +3,15 @@
 
 use std::time::Duration;
 
-use super::{DomainSuite, Drive};
+use greentic_manifest::ProviderManifest;
+use serde::{Deserialize, Serialize};
+
 use crate::cases::{Case, Check};
-use crate::checks::{Verdict, describe, fail, new_key, pass};
-use crate::suite::Ctx;
+use crate::ctx::Ctx;
+use crate::domain::{DomainSuite, Drive};
+use crate::profile::Profile;
+use crate::upstream::Seen;
+use crate::verdict::{Verdict, describe, fail, new_key, pass};
 
 /// The messaging domain's suite.
 pub(crate) const SUITE: DomainSuite = DomainSuite {
@@ -14,7 +19,7 @@ pub(crate) const SUITE: DomainSuite = DomainSuite {
     cases: include_str!("../../cases/messaging.toml"),
     export: "greentic:messaging/outbound",
     capabilities: Some(&["send"]),
-    drive: Drive::Invoke,
+    drive,
     checks: &[
         Check::UpstreamAnswer,
         Check::Tenancy,
@@ -23,9 +28,60 @@ pub(crate) const SUITE: DomainSuite = DomainSuite {
     ],
 };
 
+/// The operation invoked when the manifest declares no `send`.
+const SEND: &str = "send";
+
+/// The message a messaging call sends: the profile's `message`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Message {
+    /// Destination.
+    pub to: String,
+    /// Text.
+    pub text: String,
+}
+
+impl Default for Message {
+    fn default() -> Message {
+        Message {
+            to: "#conformance".into(),
+            text: "greentic conformance check".into(),
+        }
+    }
+}
+
+/// An invoke of `send` (or the one operation the provider declares) with the profile's message.
+fn drive(profile: &Profile, manifest: &ProviderManifest) -> anyhow::Result<Drive> {
+    if profile.payload.is_some() || profile.webhook.is_some() {
+        anyhow::bail!(
+            "profile: `payload` and `webhook` are for trigger and webhook providers; a messaging provider is sent the profile's `message`"
+        );
+    }
+    let message = match &profile.message {
+        Some(m) => serde_json::from_value::<Message>(m.clone()).map_err(|e| {
+            anyhow::anyhow!("profile: `message` must be {{\"to\": \"…\", \"text\": \"…\"}} ({e})")
+        })?,
+        None => Message::default(),
+    };
+    let declared = |name: &str| manifest.capabilities.iter().any(|c| c == name);
+    let operation = if declared(SEND) {
+        SEND.to_string()
+    } else {
+        manifest
+            .capabilities
+            .first()
+            .cloned()
+            .unwrap_or_else(|| SEND.to_string())
+    };
+    Ok(Drive::Invoke {
+        operation,
+        body: serde_json::to_value(message)?,
+    })
+}
+
 pub(crate) async fn retry(ctx: &mut Ctx, case: &Case) -> Verdict {
     let key = case.idempotency_key.then(new_key);
-    let outcome = ctx.invoke(&case.id, "a", key.as_deref()).await;
+    let outcome = ctx.drive(case, "a", key.as_deref()).await;
     let seen = ctx.upstream.take();
     let want = case.expect.code.clone().unwrap_or_else(|| "ok".into());
     let mut problems = Vec::new();
@@ -61,7 +117,7 @@ pub(crate) async fn retry(ctx: &mut Ctx, case: &Case) -> Verdict {
         && via_state
         && outcome.code == "ok"
     {
-        let again = ctx.invoke(&case.id, "a", Some(key)).await;
+        let again = ctx.drive(case, "a", Some(key)).await;
         let more = ctx.upstream.take();
         if !more.is_empty() {
             problems.push(format!(
@@ -100,8 +156,8 @@ pub(crate) async fn retry(ctx: &mut Ctx, case: &Case) -> Verdict {
 
 pub(crate) async fn idempotency(ctx: &mut Ctx, case: &Case) -> Verdict {
     let key = new_key();
-    let first = ctx.invoke(&case.id, "a", Some(&key)).await;
-    let second = ctx.invoke(&case.id, "a", Some(&key)).await;
+    let first = ctx.drive(case, "a", Some(&key)).await;
+    let second = ctx.drive(case, "a", Some(&key)).await;
     let seen = ctx.upstream.take();
     let mut problems = Vec::new();
     for (n, o) in [(1, &first), (2, &second)] {
@@ -149,7 +205,7 @@ pub(crate) async fn idempotency(ctx: &mut Ctx, case: &Case) -> Verdict {
 }
 
 /// Problems if any of `seen` lacks `key` (in `header`, when the profile names one).
-fn carried(seen: &[crate::upstream::Seen], key: &str, header: Option<&str>) -> Vec<String> {
+fn carried(seen: &[Seen], key: &str, header: Option<&str>) -> Vec<String> {
     let missing = seen
         .iter()
         .filter(|s| match header {

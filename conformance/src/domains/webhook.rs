@@ -2,11 +2,13 @@
 //! delivery is answered and what becomes of a replayed one.
 
 use greentic_interfaces::ComponentWorld;
+use greentic_manifest::ProviderManifest;
 
-use super::{DomainSuite, Drive};
 use crate::cases::{Case, Check, Signature};
-use crate::checks::{Verdict, fail, is_guest, pass};
-use crate::suite::Ctx;
+use crate::ctx::Ctx;
+use crate::domain::{DomainSuite, Drive};
+use crate::profile::Profile;
+use crate::verdict::{Verdict, fail, is_guest, pass};
 
 /// The webhook domain's suite.
 pub(crate) const SUITE: DomainSuite = DomainSuite {
@@ -14,9 +16,49 @@ pub(crate) const SUITE: DomainSuite = DomainSuite {
     cases: include_str!("../../cases/webhook.toml"),
     export: "wasi:http/incoming-handler",
     capabilities: Some(&["receive"]),
-    drive: Drive::Deliver,
+    drive,
     checks: &[Check::Delivery, Check::DeliveryReplay],
 };
+
+/// Signed deliveries, made as the profile's `webhook` section says; it is required.
+fn drive(profile: &Profile, manifest: &ProviderManifest) -> anyhow::Result<Drive> {
+    let Some(webhook) = &profile.webhook else {
+        anyhow::bail!(
+            "webhook providers sign deliveries their own way: pass --profile FILE with a `webhook.signature` section (see the README's \"Conformance\" section)"
+        );
+    };
+    if profile.message.is_some() || profile.payload.is_some() {
+        anyhow::bail!(
+            "profile: a webhook provider is sent the cases' deliveries; `message` and `payload` are for messaging and trigger providers"
+        );
+    }
+    let s = &webhook.signature;
+    if s.algorithm != "hmac-sha256" {
+        anyhow::bail!(
+            "profile: webhook.signature.algorithm `{}` is not supported; use `hmac-sha256`",
+            s.algorithm
+        );
+    }
+    if !["hex", "base64"].contains(&s.encoding.as_str()) {
+        anyhow::bail!(
+            "profile: webhook.signature.encoding must be `hex` or `base64`, not `{}`",
+            s.encoding
+        );
+    }
+    if !manifest.declares_secret(&s.secret) {
+        anyhow::bail!(
+            "profile: webhook.signature.secret `{}` is not a secret the manifest declares ({})",
+            s.secret,
+            manifest
+                .secrets
+                .iter()
+                .map(|s| s.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(Drive::Deliver)
+}
 
 pub(crate) async fn delivery(ctx: &mut Ctx, case: &Case) -> Verdict {
     let Some(d) = case.delivery.clone() else {

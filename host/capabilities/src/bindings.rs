@@ -44,7 +44,7 @@ mod generated {
             "wasi:filesystem": wasmtime_wasi::p2::bindings::filesystem,
             "wasi:sockets": wasmtime_wasi::p2::bindings::sockets,
             "wasi:cli": wasmtime_wasi::p2::bindings::cli,
-            "greentic:telemetry/tracing.span": crate::telemetry::GuestSpan,
+            "greentic:telemetry/tracing.span": crate::telemetry::span::GuestSpan,
         },
     );
 }

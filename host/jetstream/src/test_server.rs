@@ -26,7 +26,7 @@ impl Nats {
                 "nats-server".into()
             }
         });
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("a temporary directory for the NATS server");
         // A port found free can be taken before the server binds it (tests start servers in
         // parallel): then this server exits, and whatever answers there is not ours. Retry on
         // a new port until our own child is the one that answers.
@@ -38,9 +38,8 @@ impl Nats {
                 .as_nanos();
             let name = format!("greentic-test-{}-{attempt}-{nanos}", std::process::id());
             let port = TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
+                .and_then(|l| l.local_addr())
+                .expect("a free port on 127.0.0.1")
                 .port();
             let mut child = Command::new(&bin)
                 .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-n", &name, "-sd"])

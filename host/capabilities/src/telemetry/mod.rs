@@ -8,6 +8,10 @@
 //! ([`TelemetryBudgets`]). What exceeds them is dropped and counted
 //! (`greentic_telemetry_dropped_total`), with one rate-limited warning.
 
+pub mod span;
+
+pub use span::GuestSpan;
+
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -192,12 +196,6 @@ fn report_dropped(metrics: &Metrics, tenant: &str, provider: &str, dropped: &[u3
         );
         *entry = (now, [0; 5]);
     }
-}
-
-/// A guest span: an OpenTelemetry span, or nothing once over the budget or ended.
-pub struct GuestSpan {
-    span: Option<global::BoxedSpan>,
-    cx: opentelemetry::Context,
 }
 
 /// The attributes the host stamps; guests cannot set these keys.
