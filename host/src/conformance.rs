@@ -184,14 +184,17 @@ pub fn bundle_toml(setup: &Setup, cache_dir: &Path) -> anyhow::Result<String> {
     if !outbound_hosts.is_empty() {
         outbound_hosts.push(format!("http://{}", setup.upstream));
     }
-    // The state a provider keeps (if it imports greentic:state) lives in the suite's own
-    // temporary bundle directory.
-    let keeps_state =
-        greentic_interfaces::ComponentWorld::decode(&m.name, &setup.wasm).is_ok_and(|w| {
-            w.imports
-                .iter()
-                .any(|i| i.name.starts_with("greentic:state/"))
-        });
+    // Every other capability the provider imports is granted (a `true` grant): the suite
+    // runs what the provider uses. The state it keeps lives in the suite's own temporary
+    // bundle directory.
+    let mut grants = json!({"secrets": secrets, "outbound_hosts": outbound_hosts});
+    if let Ok(world) = greentic_interfaces::ComponentWorld::decode(&m.name, &setup.wasm) {
+        for c in greentic_capabilities::CAPABILITIES {
+            if grants.get(c.name).is_none() && world.imports.iter().any(|i| c.serves(&i.name)) {
+                grants[c.name] = json!(true);
+            }
+        }
+    }
     let doc = json!({
         "host": {"listen": "127.0.0.1:0", "cache_dir": cache_dir},
         "auth": {
@@ -204,7 +207,7 @@ pub fn bundle_toml(setup: &Setup, cache_dir: &Path) -> anyhow::Result<String> {
         "providers": {m.name.clone(): {
             "source": "provider.wasm",
             "allow_unsigned": true,
-            "grants": {"secrets": secrets, "outbound_hosts": outbound_hosts, "state": keeps_state},
+            "grants": grants,
         }},
         "tenants": tenants,
         "routes": routes,

@@ -112,12 +112,16 @@ pub const EXPORTED: &[(&str, &str, &str)] = &[
 pub const REVISION_INFO: &str = "greentic_revision_info";
 
 fn help(name: &str) -> (&'static str, &'static str) {
-    EXPORTED
-        .iter()
-        .find(|(n, _, _)| *n == name)
-        .map_or(("untyped", "greentic metric."), |(_, kind, text)| {
-            (kind, text)
-        })
+    EXPORTED.iter().find(|(n, _, _)| *n == name).map_or_else(
+        || {
+            if name.ends_with("_total") {
+                ("counter", "greentic counter.")
+            } else {
+                ("untyped", "greentic metric.")
+            }
+        },
+        |(_, kind, text)| (kind, text),
+    )
 }
 
 impl Metrics {
