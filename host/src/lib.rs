@@ -37,7 +37,7 @@ pub use greentic_auth as auth;
 /// The bundle model and its checks (`greentic-bundle`).
 pub use greentic_bundle as bundle;
 pub mod conformance;
-/// The capabilities (`greentic-capabilities`): secrets, config, telemetry, outbound HTTP, state.
+/// The capabilities (`greentic-capabilities`): secrets, config, telemetry, outbound HTTP, state, events.
 pub use greentic_capabilities as capabilities;
 /// The fleet (`greentic-fleet`).
 pub use greentic_fleet as fleet;

@@ -57,6 +57,7 @@ macro_rules! generate {
                 "contracts/telemetry.wit",
                 "contracts/config.wit",
                 "contracts/state.wit",
+                "contracts/events.wit",
                 "contracts/provider.wit",
                 $($wit,)*
             ],
@@ -80,6 +81,7 @@ macro_rules! domain_world {
                 "greentic:telemetry/metrics@1.0.0": crate::imports::greentic::telemetry::metrics,
                 "greentic:config/config@1.0.0": crate::imports::greentic::config::config,
                 "greentic:state/store@1.0.0": crate::imports::greentic::state::store,
+                "greentic:events/publish@1.0.0": crate::imports::greentic::events::publish,
                 $($key: $value,)*
             },
             generate_all,
@@ -91,7 +93,7 @@ macro_rules! domain_world {
 }
 
 /// `greentic:provider/imports@1.0.0`, what every domain world includes: types, secrets,
-/// telemetry, config and state. The world-specific modules reuse these bindings, so helpers
+/// telemetry, config, state and events. The world-specific modules reuse these bindings, so helpers
 /// and types are the same whatever world a provider targets.
 pub mod imports {
     generate!([],
@@ -162,12 +164,13 @@ pub mod prelude {
     pub use crate::types::{ProviderError, RateLimit, UnavailableInfo};
     pub use crate::{
         Ctx, FireInfo, Message, Messaging, Request, Response, SendResult, Timer, Webhook, config,
-        http, incoming, now_ms, provider, secrets, state, telemetry,
+        events, http, incoming, now_ms, provider, secrets, state, telemetry,
     };
 }
 
 pub mod config;
 pub mod errors;
+pub mod events;
 pub mod http;
 pub mod incoming;
 pub mod secrets;

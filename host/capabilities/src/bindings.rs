@@ -1,42 +1,14 @@
 //! Host-side bindings of `greentic:provider/imports`, the world every domain world includes:
 //! generated once, so each capability implements its `Host` traits once. A domain's own world
 //! is generated where the domain lives, with these imports mapped onto this module
-//! ([`bindgen_wit!`](crate::bindgen_wit) lists the WIT files).
+//! ([`bindgen_domain!`](crate::bindgen_domain)); [`bindgen_wit!`](crate::bindgen_wit) lists the
+//! WIT files.
 
 #![allow(missing_docs)]
 
-/// `wasmtime::component::bindgen!` over the repository's WIT (WASI, the greentic packages every
-/// provider imports, and `greentic:provider`) and the files in brackets; the rest of the options
-/// follow. Paths are relative to a crate two levels below the repository root (`host/<crate>`).
-#[macro_export]
-macro_rules! bindgen_wit {
-    ([$($wit:literal),* $(,)?], $($options:tt)*) => {
-        wasmtime::component::bindgen!({
-            path: [
-                "../../wit/deps/io.wit",
-                "../../wit/deps/clocks.wit",
-                "../../wit/deps/random.wit",
-                "../../wit/deps/filesystem.wit",
-                "../../wit/deps/sockets.wit",
-                "../../wit/deps/cli.wit",
-                "../../wit/deps/http.wit",
-                "../../wit/types.wit",
-                "../../wit/secrets.wit",
-                "../../wit/telemetry.wit",
-                "../../wit/config.wit",
-                "../../wit/state.wit",
-                "../../wit/provider.wit",
-                $($wit,)*
-            ],
-            $($options)*
-        });
-    };
-}
-
 mod generated {
-    crate::bindgen_wit!([],
+    crate::bindgen_wit!(host_imports [],
         world: "greentic:provider/imports@1.0.0",
-        imports: { "greentic:state": async | trappable, default: trappable },
         with: {
             "wasi:io": wasmtime_wasi::p2::bindings::io,
             "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,

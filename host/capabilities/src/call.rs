@@ -1,7 +1,8 @@
 //! One call as the capabilities see it: who it is for ([`CallScope`], shared by every instance
 //! of the call) and the host side of one instance's imports ([`Imports`]).
 
-use std::collections::BTreeSet;
+use std::any::{Any, TypeId};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
@@ -10,9 +11,9 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::WasiHttpCtx;
 
+use crate::Backends;
 use crate::budget::HostBudget;
 use crate::http::outbound::{NextInFlight, OutboundCall, OutboundPolicy};
-use crate::secrets::SecretBackend;
 use crate::telemetry::TelemetryUsage;
 
 /// Who a call is for and what each capability hands it. Shared, read-only, by every instance
@@ -38,12 +39,11 @@ pub struct CallScope {
     pub granted_secrets: Arc<BTreeSet<String>>,
     /// Secret names bound for this tenant.
     pub bound_secrets: Arc<BTreeSet<String>>,
-    /// Where secret values come from.
-    pub secret_backend: Arc<dyn SecretBackend>,
     /// The tenant's validated configuration of the provider.
     pub config: Arc<serde_json::Value>,
-    /// The state capability (used only when the provider is granted it).
-    pub state: Arc<crate::state::StateCtx>,
+    /// What each capability opened for the revision (used only for those the provider is
+    /// granted).
+    pub backends: Backends,
 }
 
 /// The host side of one instance's imports: WASI, `wasi:http`, the call's host-memory budget
@@ -69,6 +69,29 @@ pub struct Imports {
     pub scope: Arc<CallScope>,
     /// Telemetry emitted by this call, against its budgets.
     pub telemetry: TelemetryUsage,
+    /// What capabilities keep per instance besides (e.g. the events it has published).
+    pub usage: Usage,
+}
+
+/// What capabilities keep about one instance of a call beyond [`Imports`]' own fields, one
+/// value per type, made (by `Default`) on first use: a capability's per-call count needs no
+/// field here.
+#[derive(Default)]
+pub struct Usage(HashMap<TypeId, Box<dyn Any + Send>>);
+
+impl Usage {
+    /// The instance's `T`, made on first use.
+    pub fn of<T: Default + Send + 'static>(&mut self) -> &mut T {
+        let value = self
+            .0
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Box::new(T::default()));
+        match value.downcast_mut::<T>() {
+            Some(t) => t,
+            // Entries are keyed by their own type, so the downcast cannot fail.
+            None => unreachable!("a usage entry of another type"),
+        }
+    }
 }
 
 /// The per-call bounds [`Imports`] are built with (the calling tenant's limits).
@@ -105,6 +128,7 @@ impl Imports {
             budget: HostBudget::new(limits.host_memory_bytes),
             scope,
             telemetry: TelemetryUsage::default(),
+            usage: Usage::default(),
         }
     }
 }

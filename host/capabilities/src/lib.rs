@@ -14,10 +14,12 @@
 //! | [`telemetry`] | `telemetry = true` (default) | `greentic:telemetry/*` |
 //! | [`http`] | `outbound_hosts = ["api.example.com", …]` | `wasi:http/outgoing-handler` |
 //! | [`state`] | `state = true` | `greentic:state/store` |
+//! | [`events`] | `events = true` | `greentic:events/publish` |
 //!
-//! Adding one is its WIT file (included by `greentic:provider/imports`), its module here, one
-//! line in [`for_each_capability!`], its section in [`with_sections!`] and its grant in
-//! [`Grants`] when it has them, and its SDK module.
+//! Adding one is its WIT file (included by `greentic:provider/imports`), its module here, and
+//! lines in this file's lists — [`for_each_capability!`], its section in [`with_sections!`], its
+//! grant in [`with_grants!`], its backend in [`Backends`], its WIT file in [`bindgen_wit!`] and
+//! [`bindgen_domain!`] — and its SDK module.
 //!
 //! A call's imports are served from [`Imports`], which the engine's store data holds and hands
 //! out through [`HasImports`]: capability code never sees the engine.
@@ -27,6 +29,7 @@ pub mod blocking;
 pub mod budget;
 mod call;
 pub mod config;
+pub mod events;
 mod grants;
 pub mod http;
 pub mod secrets;
@@ -34,7 +37,7 @@ pub mod state;
 pub mod telemetry;
 pub mod text;
 
-pub use call::{CallScope, HasImports, ImportLimits, Imports};
+pub use call::{CallScope, HasImports, ImportLimits, Imports, Usage};
 pub use grants::Grants;
 
 use std::path::Path;
@@ -133,7 +136,108 @@ macro_rules! for_each_capability {
             $crate::telemetry::Telemetry,
             $crate::http::OutboundHttp,
             $crate::state::State,
+            $crate::events::Events,
         }
+    };
+}
+
+/// Calls `$then!` with every grant key (`name: Type = default,`, each with its docs and serde
+/// attributes): [`Grants`] is declared through this, so a capability's grant is one entry here.
+#[macro_export]
+macro_rules! with_grants {
+    ($then:ident) => {
+        $then! {
+            /// Secret names the provider may read (must also be declared in its manifest).
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            secrets: Vec<String> = Vec::new(),
+            /// Hosts it may call over `wasi:http`: `[http://|https://]HOST[:PORT|:*]`, HOST a
+            /// name, `*.domain`, `*`, an IP address or a network (see
+            /// `greentic_manifest::HostPattern`). No scheme means HTTPS, no port the scheme's;
+            /// loopback, private and link-local addresses are reached only through patterns that
+            /// name them as addresses.
+            #[serde(alias = "outboundHosts", skip_serializing_if = "Vec::is_empty")]
+            outbound_hosts: Vec<String> = Vec::new(),
+            /// Whether it may read its tenant configuration (`greentic:config`).
+            config: bool = true,
+            /// Whether it may emit telemetry (`greentic:telemetry`).
+            telemetry: bool = true,
+            /// Whether it may keep state (`greentic:state`), scoped to each tenant and this
+            /// provider.
+            state: bool = false,
+            /// Whether it may publish events (`greentic:events`) for the tenants it serves.
+            events: bool = false,
+        }
+    };
+}
+
+/// `wasmtime::component::bindgen!` over the repository's WIT (WASI, the greentic packages every
+/// provider imports, and `greentic:provider`) and the files in brackets; the rest of the options
+/// follow. After `host_imports`, with how the capabilities' imports are called (the async
+/// ones). Paths are relative to a crate two levels below the repository root (`host/<crate>`).
+/// A capability's WIT file is one line here, and one more if its functions are async.
+#[macro_export]
+macro_rules! bindgen_wit {
+    (host_imports [$($wit:literal),* $(,)?], $($options:tt)*) => {
+        $crate::bindgen_wit!([$($wit),*],
+            imports: {
+                "greentic:state": async | trappable,
+                "greentic:events": async | trappable,
+                default: trappable,
+            },
+            $($options)*
+        );
+    };
+    ([$($wit:literal),* $(,)?], $($options:tt)*) => {
+        wasmtime::component::bindgen!({
+            path: [
+                "../../wit/deps/io.wit",
+                "../../wit/deps/clocks.wit",
+                "../../wit/deps/random.wit",
+                "../../wit/deps/filesystem.wit",
+                "../../wit/deps/sockets.wit",
+                "../../wit/deps/cli.wit",
+                "../../wit/deps/http.wit",
+                "../../wit/types.wit",
+                "../../wit/secrets.wit",
+                "../../wit/telemetry.wit",
+                "../../wit/config.wit",
+                "../../wit/state.wit",
+                "../../wit/events.wit",
+                "../../wit/provider.wit",
+                $($wit,)*
+            ],
+            $($options)*
+        });
+    };
+}
+
+/// The host bindings of a domain's world (in `$wit`): [`bindgen_wit!`] with WASI and every
+/// capability's imports mapped onto Wasmtime's and [`bindings`], so only what the domain adds
+/// is generated; `$key: $value` map more (e.g. `greentic:types` for a world whose exports use
+/// it). Used by the crate that depends on this one as `greentic_capabilities`.
+#[macro_export]
+macro_rules! bindgen_domain {
+    ($world:literal, $wit:literal $(, $key:literal: $value:path)* $(,)?) => {
+        greentic_capabilities::bindgen_wit!([$wit],
+            world: $world,
+            imports: { default: trappable },
+            exports: { default: async },
+            with: {
+                "wasi:io": wasmtime_wasi::p2::bindings::io,
+                "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+                "wasi:random": wasmtime_wasi::p2::bindings::random,
+                "wasi:filesystem": wasmtime_wasi::p2::bindings::filesystem,
+                "wasi:sockets": wasmtime_wasi::p2::bindings::sockets,
+                "wasi:cli": wasmtime_wasi::p2::bindings::cli,
+                "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+                "greentic:secrets": greentic_capabilities::bindings::greentic::secrets,
+                "greentic:telemetry": greentic_capabilities::bindings::greentic::telemetry,
+                "greentic:config": greentic_capabilities::bindings::greentic::config,
+                "greentic:state": greentic_capabilities::bindings::greentic::state,
+                "greentic:events": greentic_capabilities::bindings::greentic::events,
+                $($key: $value,)*
+            },
+        );
     };
 }
 
@@ -257,6 +361,8 @@ macro_rules! with_sections {
             secrets: $crate::secrets::SecretsSection,
             /// Where provider state (`greentic:state`) is kept, and its bounds.
             state: $crate::state::StateSection,
+            /// Where published events (`greentic:events`) go, and how many a call may publish.
+            events: $crate::events::EventsSection,
         }
     };
 }
@@ -279,6 +385,8 @@ pub struct Backends {
     pub secrets: Arc<dyn secrets::SecretBackend>,
     /// Where provider state is kept (`[state]`).
     pub state: Arc<state::StateCtx>,
+    /// Where published events go (`[events]`).
+    pub events: Arc<events::EventsCtx>,
 }
 
 impl Backends {
@@ -294,6 +402,14 @@ impl Backends {
             Some((old, backends)) if old.state == sections.state => backends.state.clone(),
             _ => Arc::new(state::StateCtx::open(sections.state, dir)?),
         };
-        Ok(Backends { secrets, state })
+        let events = match previous {
+            Some((old, backends)) if old.events == sections.events => backends.events.clone(),
+            _ => Arc::new(events::EventsCtx::open(sections.events, dir)),
+        };
+        Ok(Backends {
+            secrets,
+            state,
+            events,
+        })
     }
 }

@@ -10,6 +10,7 @@ mod attestations;
 mod audit;
 mod components;
 mod conformance;
+mod events;
 mod fleet;
 mod hostile;
 mod image;

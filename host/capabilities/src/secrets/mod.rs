@@ -232,7 +232,7 @@ pub async fn get(scope: &CallScope, name: String) -> Result<Bytes, SecretError> 
     } else if !scope.bound_secrets.contains(&name) {
         Err(SecretError::NotFound(name.clone()))
     } else {
-        match scope.secret_backend.get(&scope.tenant, &name).await {
+        match scope.backends.secrets.get(&scope.tenant, &name).await {
             Ok(Some(value)) => Ok(Bytes::from_owner(ZeroizingBuffer(value))),
             Ok(None) => Err(SecretError::NotFound(name.clone())),
             Err(e) => {

@@ -428,7 +428,7 @@ impl StateCtx {
 impl Imports {
     fn state_call(&self) -> (Arc<StateCtx>, Namespace) {
         (
-            self.scope.state.clone(),
+            self.scope.backends.state.clone(),
             Namespace {
                 tenant: self.scope.tenant.clone(),
                 provider: self.scope.provider.clone(),

@@ -53,8 +53,7 @@ impl Runtime {
             trace_id: trace_id.to_string(),
             granted_secrets: provider.granted_secrets.clone(),
             bound_secrets: tenant.bound_secrets.clone(),
-            secret_backend: revision.backends.secrets.clone(),
-            state: revision.backends.state.clone(),
+            backends: revision.backends.clone(),
             config: tenant
                 .config
                 .get(&provider.name)
