@@ -1,12 +1,14 @@
 //! Generates the names of the components `components/` builds (every `cdylib` member of its
 //! workspace), as constants for the integration tests: a test names a component through a
 //! constant, and a test fails when a built component has no test or a test names one that is
-//! not built.
+//! not built. And the table of `new provider` templates, one per directory of
+//! `templates/provider/` (a domain's name): a domain's template is found, not listed.
 
 use std::path::PathBuf;
 use std::{env, fs};
 
 fn main() {
+    templates();
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets it")).join("..");
     let workspace = root.join("components").join("Cargo.toml");
     println!("cargo:rerun-if-changed={}", workspace.display());
@@ -39,15 +41,62 @@ fn main() {
     );
     for name in &names {
         code.push_str(&format!(
-            "pub const {}: &str = {name:?};\n",
+            "pub const {}: Component = Component({name:?});\n",
             name.to_uppercase()
         ));
     }
-    code.push_str("/// Every one of them.\npub const ALL: &[&str] = &[");
+    code.push_str("/// Every one of them.\npub const ALL: &[Component] = &[");
     for name in &names {
         code.push_str(&format!("{}, ", name.to_uppercase()));
     }
     code.push_str("];\n");
+    code.push_str(
+        "/// Calls `$m!(CONSTANT)` for every built component: a check over all of them is a\n/// compile-time one.\nmacro_rules! foreach_component {\n    ($m:ident) => {\n",
+    );
+    for name in &names {
+        code.push_str(&format!("        $m!({});\n", name.to_uppercase()));
+    }
+    code.push_str("    };\n}\npub(crate) use foreach_component;\n");
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets it")).join("test_components.rs");
     fs::write(out, code).expect("write test_components.rs");
+}
+
+/// `templates.rs`: `(domain, lib.rs, provider.json, conformance.json, notes)` of each directory
+/// under `templates/provider/`.
+fn templates() {
+    let dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"))
+        .join("templates")
+        .join("provider");
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let mut domains: Vec<PathBuf> = fs::read_dir(&dir)
+        .expect("templates/provider")
+        .map(|e| e.expect("a directory entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    domains.sort();
+    let mut code = String::from(
+        "/// Each domain's template files: (domain, lib.rs, provider.json, conformance.json, notes).\npub const TEMPLATE_FILES: &[(&str, &str, &str, &str, &str)] = &[\n",
+    );
+    for path in domains {
+        let domain = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("a domain directory's name");
+        let file = |name: &str| {
+            let f = path.join(name);
+            assert!(f.is_file(), "templates/provider/{domain}/{name} is missing");
+            println!("cargo:rerun-if-changed={}", f.display());
+            format!("include_str!({:?})", f.display().to_string())
+        };
+        code.push_str(&format!(
+            "    ({domain:?}, {}, {}, {}, {}),\n",
+            file("lib.rs.tmpl"),
+            file("provider.json.tmpl"),
+            file("conformance.json.tmpl"),
+            file("notes.md")
+        ));
+    }
+    code.push_str("];\n");
+    let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets it")).join("templates.rs");
+    fs::write(out, code).expect("write templates.rs");
 }

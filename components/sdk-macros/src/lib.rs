@@ -66,14 +66,11 @@ impl Parse for Options {
     }
 }
 
-/// The domain traits the attribute knows, by the last segment of the implemented trait's path.
-const DOMAINS: &[&str] = &["Messaging", "Webhook", "Timer"];
-
 fn expand(options: Options, block: ItemImpl) -> syn::Result<proc_macro2::TokenStream> {
     let Some((_, trait_path, _)) = &block.trait_ else {
         return Err(Error::new_spanned(
             &block.self_ty,
-            "#[provider] goes on the impl of a domain trait: `impl Messaging for MyProvider`, `impl Webhook for …` or `impl Timer for …`",
+            "#[provider] goes on the impl of a domain trait of the SDK: `impl Messaging for MyProvider`, `impl Webhook for …`, `impl Timer for …`",
         ));
     };
     if !block.generics.params.is_empty() {
@@ -82,71 +79,21 @@ fn expand(options: Options, block: ItemImpl) -> syn::Result<proc_macro2::TokenSt
             "a provider type cannot be generic: the component exports exactly one",
         ));
     }
-    let domain = trait_path
-        .segments
-        .last()
-        .map(|s| s.ident.to_string())
-        .unwrap_or_default();
+    let Some(domain) = trait_path.segments.last().map(|s| s.ident.clone()) else {
+        return Err(Error::new_spanned(
+            trait_path,
+            "#[provider] needs a trait name",
+        ));
+    };
     let ty = &block.self_ty;
     let sdk = quote!(::greentic_provider_sdk);
     let manifest = options
         .manifest
         .unwrap_or_else(|| LitStr::new("provider.json", Span::call_site()));
-    let export = match domain.as_str() {
-        "Messaging" => quote! {
-            #[doc(hidden)]
-            pub struct __GreenticProviderExport;
-            impl #sdk::messaging::exports::greentic::messaging::outbound::Guest
-                for __GreenticProviderExport
-            {
-                fn send(
-                    ctx: #sdk::types::TenantCtx,
-                    msg: #sdk::prelude::Message,
-                ) -> ::core::result::Result<#sdk::prelude::SendResult, #sdk::types::ProviderError> {
-                    #sdk::__export::send::<#ty>(env!("CARGO_PKG_NAME"), ctx, msg)
-                }
-            }
-            #sdk::export_messaging_provider!(__GreenticProviderExport);
-        },
-        "Webhook" => quote! {
-            #[doc(hidden)]
-            pub struct __GreenticProviderExport;
-            impl #sdk::webhook::exports::wasi::http::incoming_handler::Guest
-                for __GreenticProviderExport
-            {
-                fn handle(
-                    request: #sdk::webhook::wasi::http::types::IncomingRequest,
-                    out: #sdk::webhook::wasi::http::types::ResponseOutparam,
-                ) {
-                    #sdk::__export::handle::<#ty>(env!("CARGO_PKG_NAME"), request, out)
-                }
-            }
-            #sdk::export_webhook_handler!(__GreenticProviderExport);
-        },
-        "Timer" => quote! {
-            #[doc(hidden)]
-            pub struct __GreenticProviderExport;
-            impl #sdk::timer::exports::greentic::timer::schedule::Guest
-                for __GreenticProviderExport
-            {
-                fn on_fire(
-                    ctx: #sdk::types::TenantCtx,
-                    info: #sdk::prelude::FireInfo,
-                ) -> ::core::result::Result<(), #sdk::types::ProviderError> {
-                    #sdk::__export::on_fire::<#ty>(env!("CARGO_PKG_NAME"), ctx, info)
-                }
-            }
-            #sdk::export_timer_provider!(__GreenticProviderExport);
-        },
-        other => {
-            return Err(Error::new_spanned(
-                trait_path,
-                format!(
-                    "`{other}` is not a domain trait of the SDK; implement one of {}",
-                    DOMAINS.join(", ")
-                ),
-            ));
-        }
+    // Which domain the trait is, and how its provider is exported, is the SDK's to say
+    // (`__export_provider!`): this attribute knows no domain.
+    let export = quote! {
+        #sdk::__export_provider!(#domain, #ty);
     };
     Ok(quote! {
         #block

@@ -6,7 +6,7 @@
 //! tenant. Import it only where the bundle grants `events = true`; the host refuses a provider
 //! that imports it ungranted.
 //!
-//! ```ignore
+//! ```text
 //! events::publish("order.shipped", &serde_json::json!({"order": id}))?;
 //! ```
 

@@ -148,6 +148,65 @@ pub mod timer {
     );
 }
 
+/// How a provider of each domain is exported, by the SDK trait `#[provider]` found on its impl
+/// block: the SDK's one list of domains (their bindings are the modules above, their traits in
+/// [`provider`](crate::Messaging)). A domain is a module above, a trait, and an arm here.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_provider {
+    (Messaging, $ty:ty) => {
+        #[doc(hidden)]
+        pub struct __GreenticProviderExport;
+        impl $crate::messaging::exports::greentic::messaging::outbound::Guest
+            for __GreenticProviderExport
+        {
+            fn send(
+                ctx: $crate::types::TenantCtx,
+                msg: $crate::prelude::Message,
+            ) -> ::core::result::Result<$crate::prelude::SendResult, $crate::types::ProviderError>
+            {
+                $crate::__export::send::<$ty>(env!("CARGO_PKG_NAME"), ctx, msg)
+            }
+        }
+        $crate::export_messaging_provider!(__GreenticProviderExport);
+    };
+    (Webhook, $ty:ty) => {
+        #[doc(hidden)]
+        pub struct __GreenticProviderExport;
+        impl $crate::webhook::exports::wasi::http::incoming_handler::Guest
+            for __GreenticProviderExport
+        {
+            fn handle(
+                request: $crate::webhook::wasi::http::types::IncomingRequest,
+                out: $crate::webhook::wasi::http::types::ResponseOutparam,
+            ) {
+                $crate::__export::handle::<$ty>(env!("CARGO_PKG_NAME"), request, out)
+            }
+        }
+        $crate::export_webhook_handler!(__GreenticProviderExport);
+    };
+    (Timer, $ty:ty) => {
+        #[doc(hidden)]
+        pub struct __GreenticProviderExport;
+        impl $crate::timer::exports::greentic::timer::schedule::Guest for __GreenticProviderExport {
+            fn on_fire(
+                ctx: $crate::types::TenantCtx,
+                info: $crate::prelude::FireInfo,
+            ) -> ::core::result::Result<(), $crate::types::ProviderError> {
+                $crate::__export::on_fire::<$ty>(env!("CARGO_PKG_NAME"), ctx, info)
+            }
+        }
+        $crate::export_timer_provider!(__GreenticProviderExport);
+    };
+    ($other:ident, $ty:ty) => {
+        compile_error!(concat!(
+            "`",
+            stringify!($other),
+            "` is not a domain trait of the SDK; implement one of Messaging, Webhook, Timer"
+        ));
+    };
+}
+
 mod provider;
 
 pub use greentic_provider_sdk_macros::provider;

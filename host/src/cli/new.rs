@@ -53,46 +53,63 @@ struct NewProvider {
 /// The SDK release a new provider depends on (the SDK's own version matches it; a test checks).
 const SDK_REQUIREMENT: &str = "1.0";
 
-/// One domain's template files, by name in the crate.
+/// One domain's template: its files (`templates/provider/<domain>/`), and its world and the
+/// SDK trait, from the host's domain registry.
 struct Template {
     domain: &'static str,
-    world: &'static str,
-    trait_name: &'static str,
+    world: String,
+    trait_name: String,
     notes: &'static str,
     lib: &'static str,
     manifest: &'static str,
     profile: &'static str,
 }
 
-const TEMPLATES: &[Template] = &[
-    Template {
-        domain: "messaging",
-        world: "greentic:messaging/provider@1.0.x",
-        trait_name: "Messaging",
-        notes: "Grant it the upstream's host in the bundle (`grants.outbound_hosts`).",
-        lib: include_str!("../../templates/provider/messaging/lib.rs.tmpl"),
-        manifest: include_str!("../../templates/provider/messaging/provider.json.tmpl"),
-        profile: include_str!("../../templates/provider/messaging/conformance.json.tmpl"),
-    },
-    Template {
-        domain: "webhook",
-        world: "greentic:webhook/handler@1.0.x",
-        trait_name: "Webhook",
-        notes: "Deliveries arrive at `/webhooks/{tenant}/NAME/…`; bind each tenant's `WEBHOOK_SECRET`.",
-        lib: include_str!("../../templates/provider/webhook/lib.rs.tmpl"),
-        manifest: include_str!("../../templates/provider/webhook/provider.json.tmpl"),
-        profile: include_str!("../../templates/provider/webhook/conformance.json.tmpl"),
-    },
-    Template {
-        domain: "timer",
-        world: "greentic:timer/scheduled@1.0.x",
-        trait_name: "Timer",
-        notes: "Fire it from a `[[schedules]]` entry of the bundle; grant it the upstream's host.",
-        lib: include_str!("../../templates/provider/timer/lib.rs.tmpl"),
-        manifest: include_str!("../../templates/provider/timer/provider.json.tmpl"),
-        profile: include_str!("../../templates/provider/timer/conformance.json.tmpl"),
-    },
-];
+mod files {
+    include!(concat!(env!("OUT_DIR"), "/templates.rs"));
+}
+
+/// The template of `domain`: one the host runs and `templates/provider/` has files for.
+fn template(domain: &str) -> Option<Template> {
+    let info = greentic_host::domains::by_name(domain)?;
+    let (_, lib, manifest, profile, notes) = files::TEMPLATE_FILES
+        .iter()
+        .copied()
+        .find(|(d, ..)| *d == domain)?;
+    // The newest version of the domain's world in the host's contracts, any patch of it
+    // (`greentic:messaging/provider@1.0.x`); the SDK's trait is the domain's name.
+    let prefix = format!("{}@", info.world);
+    let world = greentic_interfaces::Contracts::embedded()
+        .ok()?
+        .worlds()
+        .into_iter()
+        .filter(|w| w.starts_with(&prefix))
+        .filter_map(|w| semver::Version::parse(&w[prefix.len()..]).ok())
+        .max()
+        .map(|v| format!("{prefix}{}.{}.x", v.major, v.minor))?;
+    let mut trait_name = domain.to_string();
+    if let Some(first) = trait_name.get_mut(..1) {
+        first.make_ascii_uppercase();
+    }
+    Some(Template {
+        domain: info.name,
+        world,
+        trait_name,
+        notes: notes.trim_end(),
+        lib,
+        manifest,
+        profile,
+    })
+}
+
+/// The domains `new provider` can start.
+fn template_domains() -> Vec<&'static str> {
+    greentic_host::domains::DOMAINS
+        .iter()
+        .map(|d| d.name)
+        .filter(|d| template(d).is_some())
+        .collect()
+}
 
 const CARGO_TOML: &str = include_str!("../../templates/provider/Cargo.toml.tmpl");
 const README: &str = include_str!("../../templates/provider/README.md.tmpl");
@@ -101,20 +118,13 @@ const GITIGNORE: &str = include_str!("../../templates/provider/gitignore.tmpl");
 impl NewProvider {
     fn run(self) -> anyhow::Result<ExitCode> {
         check_name(&self.name)?;
-        let template = TEMPLATES
-            .iter()
-            .find(|t| t.domain == self.domain)
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "no provider template for domain `{}`; choose one of: {}",
-                    self.domain,
-                    TEMPLATES
-                        .iter()
-                        .map(|t| t.domain)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            })?;
+        let template = template(&self.domain).ok_or_else(|| {
+            anyhow::anyhow!(
+                "no provider template for domain `{}`; choose one of: {}",
+                self.domain,
+                template_domains().join(", ")
+            )
+        })?;
         let dir = self
             .dir
             .clone()
@@ -154,7 +164,7 @@ impl NewProvider {
                 )
             }
         };
-        let files = render(template, &self.name, &sdk);
+        let files = render(&template, &self.name, &sdk);
         write_atomically(&dir, &files)?;
         println!(
             "created {} provider `{}` in {}\n\nnext:\n  cd {}\n  cargo test\n  cargo build --release --target wasm32-wasip2\n  greentic-host conformance target/wasm32-wasip2/release/{}.wasm --profile conformance.json",
@@ -297,8 +307,8 @@ fn render(template: &Template, name: &str, sdk: &str) -> Vec<(&'static str, Stri
             .replace("{{crate}}", &name.replace('-', "_"))
             .replace("{{type}}", &type_name(name))
             .replace("{{domain}}", template.domain)
-            .replace("{{world}}", template.world)
-            .replace("{{trait}}", template.trait_name)
+            .replace("{{world}}", &template.world)
+            .replace("{{trait}}", &template.trait_name)
             .replace("{{notes}}", template.notes)
             .replace("{{sdk}}", sdk)
     };
@@ -365,17 +375,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_domain_of_the_host_has_a_template() {
-        for domain in greentic_host::domains::DOMAINS {
-            assert!(
-                TEMPLATES.iter().any(|t| t.domain == domain.name),
-                "domain `{}` has no provider template",
-                domain.name
-            );
-        }
-    }
-
-    #[test]
     fn the_sdk_requirement_matches_the_sdk() {
         let manifest: toml::Value = toml::from_str(
             &std::fs::read_to_string(concat!(
@@ -431,8 +430,29 @@ mod tests {
     }
 
     #[test]
+    fn every_domain_has_a_template_and_every_template_a_domain() {
+        let domains: Vec<&str> = greentic_host::domains::DOMAINS
+            .iter()
+            .map(|d| d.name)
+            .collect();
+        assert_eq!(template_domains(), domains);
+        for (domain, ..) in files::TEMPLATE_FILES {
+            assert!(
+                domains.contains(domain),
+                "templates/provider/{domain}/ is not a domain the host runs"
+            );
+        }
+        let messaging = template("messaging").unwrap();
+        assert_eq!(messaging.world, "greentic:messaging/provider@1.0.x");
+        assert_eq!(messaging.trait_name, "Messaging");
+        assert!(template("carrier-pigeon").is_none());
+    }
+
+    #[test]
     fn rendering_fills_every_placeholder_but_the_suites_own() {
-        for template in TEMPLATES {
+        for domain in template_domains() {
+            let template = template(domain).unwrap();
+            let template = &template;
             for (path, text) in render(template, "my-provider", "greentic-provider-sdk = \"1.0\"") {
                 let rest = text.replace("{{upstream}}", "").replace("{{tenant}}", "");
                 assert!(!rest.contains("{{"), "{} {path}: {rest}", template.domain);
