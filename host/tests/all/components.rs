@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 const FLAVOURS: [&str; 2] = ["wasip2", "cargo-component"];
 
 /// (component, expected host world, manifest name)
-const EXPECTED: &[(&str, &str, &str)] = &[
+const EXPECTED: &[(built::Component, &str, &str)] = &[
     (
         built::MESSAGING_WEBHOOK,
         "greentic:messaging/provider@1.0.0",
@@ -72,11 +72,20 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// Every component `components/` builds is built both ways and used by a test or a
-/// benchmark, and every one a bundle of a test names is built: a component nobody runs, or a
-/// test running one that no longer exists, fails here.
+/// Every component `components/` builds has a test that runs it, by construction: `tested`
+/// must name one for each, or this does not compile.
+macro_rules! assert_tested {
+    ($component:ident) => {
+        #[allow(unused_imports)]
+        use crate::tested::$component as _;
+    };
+}
+common::built::foreach_component!(assert_tested);
+
+/// Every component `components/` builds is built both ways, and every one a bundle of a test
+/// names is built: a test running a component that no longer exists fails here.
 #[test]
-fn every_built_component_has_a_test_and_every_named_one_is_built() {
+fn every_built_component_is_built_both_ways_and_every_named_one_is_built() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut sources = String::new();
     for dir in ["tests/all", "tests/all/common", "benches", "benches/common"] {
@@ -87,28 +96,17 @@ fn every_built_component_has_a_test_and_every_named_one_is_built() {
             }
         }
     }
-    let mut untested = Vec::new();
-    for name in built::ALL {
+    for &name in built::ALL {
         for flavour in FLAVOURS {
-            assert!(component(flavour, name).is_file());
-        }
-        let constant = format!("built::{}", name.to_uppercase());
-        let in_bundle = format!("/{name}.wasm");
-        let by_name = format!("\"{}\"", name.replace('_', "-"));
-        if !(sources.contains(&constant)
-            || sources.contains(&in_bundle)
-            || sources.contains(&by_name))
-        {
-            untested.push(*name);
+            assert!(
+                component(flavour, name).is_file(),
+                "{name} is not built as {flavour}"
+            );
         }
     }
-    assert!(
-        untested.is_empty(),
-        "built components no test or benchmark runs: {untested:?}"
-    );
     for named in common::named_components(&sources.replace("{{components}}", "{components}")) {
         assert!(
-            built::ALL.contains(&named.as_str()),
+            built::Component::named(&named).is_some(),
             "a test names `{named}.wasm`, which components/ does not build"
         );
     }
@@ -120,7 +118,7 @@ fn both_build_paths_produce_components_of_the_expected_world() {
     for (name, world, manifest_name) in EXPECTED {
         let mut reports = Vec::new();
         for flavour in FLAVOURS {
-            let path = component(flavour, name);
+            let path = component(flavour, *name);
             let bytes = std::fs::read(&path).unwrap();
             let report = inspect_component(contracts, &path.display().to_string(), &bytes)
                 .unwrap_or_else(|e| panic!("{flavour} {name}: {e}"));
@@ -152,9 +150,9 @@ fn the_manifest_is_embedded_once_and_nowhere_else() {
 #[test]
 fn providers_import_what_their_job_needs_and_nothing_ungranted() {
     let contracts = Contracts::embedded().unwrap();
-    let report = |name: &str| {
-        let path = component("wasip2", name);
-        inspect_component(contracts, name, &std::fs::read(path).unwrap()).unwrap()
+    let report = |which: built::Component| {
+        let path = component("wasip2", which);
+        inspect_component(contracts, which.name(), &std::fs::read(path).unwrap()).unwrap()
     };
     let messaging = report(built::MESSAGING_WEBHOOK);
     for import in [

@@ -80,7 +80,7 @@ fn groups(report: &Value) -> Vec<String> {
 }
 
 #[test]
-fn messaging_webhook_passes_every_case() {
+pub(crate) fn messaging_webhook_passes_every_case() {
     let profile = repo().join("components/providers/messaging-webhook/conformance.json");
     let wasm = component("wasip2", built::MESSAGING_WEBHOOK);
     let (code, stdout, stderr, report, junit) =
@@ -110,7 +110,7 @@ fn messaging_webhook_passes_every_case() {
 }
 
 #[test]
-fn webhook_github_passes_every_case() {
+pub(crate) fn webhook_github_passes_every_case() {
     let profile = repo().join("components/providers/webhook-github/conformance.json");
     let wasm = component("wasip2", built::WEBHOOK_GITHUB);
     let (code, stdout, stderr, report, _) =
@@ -129,7 +129,7 @@ fn webhook_github_passes_every_case() {
 }
 
 #[test]
-fn timer_heartbeat_passes_every_case_fired_by_the_host() {
+pub(crate) fn timer_heartbeat_passes_every_case_fired_by_the_host() {
     let profile = repo().join("components/providers/timer-heartbeat/conformance.json");
     let wasm = component("wasip2", built::TIMER_HEARTBEAT);
     let (code, stdout, stderr, report, _) =
@@ -153,7 +153,7 @@ fn timer_heartbeat_passes_every_case_fired_by_the_host() {
 /// keys, it fails exactly the three keyed cases; and a provider that forwards keys (and keeps
 /// no state) fails the state profile's demands.
 #[test]
-fn idempotency_is_checked_the_way_the_profile_says_the_provider_achieves_it() {
+pub(crate) fn idempotency_is_checked_the_way_the_profile_says_the_provider_achieves_it() {
     let telegram = component("wasip2", built::MESSAGING_TELEGRAM);
     let own = repo().join("components/providers/messaging-telegram/conformance.json");
     let (code, stdout, stderr, report, _) =
@@ -205,7 +205,7 @@ fn idempotency_is_checked_the_way_the_profile_says_the_provider_achieves_it() {
 /// The broken provider passes every case without a flaw, and with each flaw its
 /// configuration switches in fails the cases that catch it, and nothing else.
 #[test]
-fn the_broken_provider_fails_exactly_the_cases_of_its_flaw() {
+pub(crate) fn the_broken_provider_fails_exactly_the_cases_of_its_flaw() {
     let base: Value = serde_json::from_str(
         &std::fs::read_to_string(repo().join("components/test-components/broken/conformance.json"))
             .unwrap(),

@@ -101,7 +101,7 @@ fn collect(url: &str, subject: &str) -> std::sync::mpsc::Receiver<Value> {
 }
 
 #[test]
-fn a_nats_sink_publishes_each_tenants_events_on_its_own_subject() {
+pub(crate) fn a_nats_sink_publishes_each_tenants_events_on_its_own_subject() {
     let nats = Nats::start();
     let acme = collect(&nats.url, "shop.events.acme");
     let all = collect(&nats.url, "shop.events.>");

@@ -2,6 +2,7 @@
 //! JetStream, a real registry and real signatures, each host in its own bundle directory.
 
 use crate::common;
+use crate::common::built;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::TcpListener;
@@ -58,14 +59,18 @@ struct Cluster {
 impl Cluster {
     /// Pushes and signs `components` (`(name:tag, component)`), publishes the bundle `body`
     /// makes (`{registry}` substituted) and starts `n` hosts following it.
-    fn start(body: &dyn Fn(&str) -> String, components: &[(&str, &str)], n: usize) -> Cluster {
+    fn start(
+        body: &dyn Fn(&str) -> String,
+        components: &[(&str, built::Component)],
+        n: usize,
+    ) -> Cluster {
         Cluster::start_with(body, components, n, &[])
     }
 
     /// [`Cluster::start`] with secret files (`tenant/NAME` → value) in every bundle directory.
     fn start_with(
         body: &dyn Fn(&str) -> String,
-        components: &[(&str, &str)],
+        components: &[(&str, built::Component)],
         n: usize,
         secrets: &[(&str, &str)],
     ) -> Cluster {
@@ -82,7 +87,7 @@ impl Cluster {
         );
         for (name, component) in components {
             let reference = format!("{reg}/providers/{name}");
-            let wasm = common::component("wasip2", component);
+            let wasm = common::component("wasip2", *component);
             let out = run_in(dir, &["push", wasm.to_str().unwrap(), &reference]);
             assert!(out.status.success(), "{}", text(&out).1);
             let out = run_in(dir, &["sign", "--key", "cosign.key", &reference]);
@@ -334,7 +339,11 @@ mod hostile;
 
 #[test]
 fn a_published_revision_converges_under_load_and_a_badly_signed_one_is_refused_everywhere() {
-    let cluster = Cluster::start(&|reg| echo_bundle(reg, "one"), &[("echo:1.0.0", "echo")], 3);
+    let cluster = Cluster::start(
+        &|reg| echo_bundle(reg, "one"),
+        &[("echo:1.0.0", built::ECHO)],
+        3,
+    );
     let reg = cluster.registry.clone();
     let one = cluster.hosts[0]
         .as_ref()
@@ -527,7 +536,7 @@ fn a_host_killed_mid_load_loses_no_keyed_call_and_runs_none_twice_to_completion(
     let up = upstream.addr.clone();
     let mut cluster = Cluster::start(
         &|reg| hook_bundle(reg, &up, &[("acme", "max_concurrent = 16")]),
-        &[("hook:1.0.0", "messaging_webhook")],
+        &[("hook:1.0.0", built::MESSAGING_WEBHOOK)],
         3,
     );
     let token = cluster.publisher.token("acme", None);
@@ -651,7 +660,7 @@ fn a_tenants_limits_hold_across_the_fleet_and_another_tenant_is_unaffected() {
                 ],
             )
         },
-        &[("hook:1.0.0", "messaging_webhook")],
+        &[("hook:1.0.0", built::MESSAGING_WEBHOOK)],
         3,
     );
     let addrs = cluster.addrs();
@@ -701,7 +710,7 @@ fn a_tenants_limits_hold_across_the_fleet_and_another_tenant_is_unaffected() {
 }
 
 #[test]
-fn fuel_per_second_holds_across_the_fleet_within_the_documented_bound() {
+pub(crate) fn fuel_per_second_holds_across_the_fleet_within_the_documented_bound() {
     // A call (collatz 5000) consumes about 8 M of its F; the fleet grants at most B a second:
     // over T seconds the fuel consumed stays within B × (T + 1) + max_concurrent × F (see
     // fleet::limits), where three hosts on their own would each allow B.
@@ -726,7 +735,7 @@ provider = "work"
 "#
             )
         },
-        &[("work:1.0.0", "workloads")],
+        &[("work:1.0.0", built::WORKLOADS)],
         3,
     );
     let token = cluster.publisher.token("metered", None);
@@ -836,9 +845,9 @@ fn canary_cluster(n: usize) -> Cluster {
     Cluster::start_with(
         &|reg| canary_bundle(reg, "1.0.0", "one"),
         &[
-            ("up:1.0.0", "echo"),
-            ("up:2.0.0", "panicker"),
-            ("github:1.0.0", "webhook_github"),
+            ("up:1.0.0", built::ECHO),
+            ("up:2.0.0", built::PANICKER),
+            ("github:1.0.0", built::WEBHOOK_GITHUB),
         ],
         n,
         &[(
@@ -1081,7 +1090,7 @@ durable = true
 "#
             )
         },
-        &[("hello:1.0.0", "http_hello")],
+        &[("hello:1.0.0", built::HTTP_HELLO)],
         2,
     );
     let ok_calls = |provider: &str, hosts: &[&Host]| {

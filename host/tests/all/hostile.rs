@@ -271,7 +271,7 @@ fn hostile_guests_are_contained_and_memory_comes_back() {
 }
 
 #[test]
-fn outgoing_requests_in_flight_are_capped_per_call() {
+pub(crate) fn outgoing_requests_in_flight_are_capped_per_call() {
     let upstream = common::Upstream::start(vec![(200, vec![], "{}".into())]);
     let bundle = TestBundle::new(
         r#"

@@ -139,7 +139,7 @@ fn connections_without_a_request_are_closed_and_the_cap_keeps_others_served() {
 }
 
 #[test]
-fn a_flood_of_unsigned_deliveries_leaves_the_tenants_calls_served() {
+pub(crate) fn a_flood_of_unsigned_deliveries_leaves_the_tenants_calls_served() {
     let b = TestBundle::new(ECHO, &[]);
     let host = Arc::new(Host::start(b.path()));
     let token = b.token("acme", None);

@@ -25,4 +25,5 @@ mod reload;
 mod requests;
 mod run;
 mod telemetry;
+mod tested;
 mod timer;

@@ -130,7 +130,7 @@ heartbeat_ms = 200
     let dir = base.path();
     assert!(run_in(dir, &["keygen"]).status.success());
     let reference = format!("{reg}/providers/echo:1.0.0");
-    let wasm = common::component("wasip2", "echo");
+    let wasm = common::component("wasip2", common::built::ECHO);
     let out = run_in(dir, &["push", wasm.to_str().unwrap(), &reference]);
     assert!(out.status.success(), "{}", text(&out).1);
     let out = run_in(dir, &["sign", "--key", "cosign.key", &reference]);

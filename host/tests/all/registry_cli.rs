@@ -51,7 +51,7 @@ fn bundles_run_only_signed_providers_from_an_oci_layout() {
             .status
             .success()
     );
-    let push = |name: &str| {
+    let push = |name: built::Component| {
         let out = run_in(
             dir,
             &["push", component("wasip2", name).to_str().unwrap(), &layout],
@@ -63,7 +63,7 @@ fn bundles_run_only_signed_providers_from_an_oci_layout() {
         (out.status.success(), text(&out).1)
     };
 
-    push("echo");
+    push(built::ECHO);
     let (ok, stderr) = check();
     assert!(!ok, "an unsigned provider must be refused");
     assert!(
@@ -99,7 +99,7 @@ fn bundles_run_only_signed_providers_from_an_oci_layout() {
     std::fs::rename(dir.join("layout.away"), dir.join("layout")).unwrap();
 
     // The tag moves to a component signed by a key the bundle does not trust.
-    push("panicker");
+    push(built::PANICKER);
     assert!(
         run_in(dir, &["sign", "--key", "stranger.key", &layout])
             .status
@@ -285,7 +285,7 @@ fn a_signed_provider_from_a_real_registry_runs_and_a_moved_tag_is_refused() {
     );
     let dir = b.path();
     assert!(run_in(dir, &["keygen"]).status.success());
-    let push = |name: &str| {
+    let push = |name: built::Component| {
         let out = run_in(
             dir,
             &[
@@ -296,7 +296,7 @@ fn a_signed_provider_from_a_real_registry_runs_and_a_moved_tag_is_refused() {
         );
         assert!(out.status.success(), "{}", text(&out).1);
     };
-    push("echo");
+    push(built::ECHO);
     assert!(
         run_in(dir, &["sign", "--key", "cosign.key", &reference])
             .status
@@ -311,7 +311,7 @@ fn a_signed_provider_from_a_real_registry_runs_and_a_moved_tag_is_refused() {
     drop(host);
 
     // Someone re-tags and signs another component: the lock's digest no longer matches.
-    push("panicker");
+    push(built::PANICKER);
     assert!(
         run_in(dir, &["sign", "--key", "cosign.key", &reference])
             .status
@@ -340,7 +340,7 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
 }
 
 #[test]
-fn a_bundle_and_its_layout_verify_wherever_they_are_copied_and_tags_stay_apart() {
+pub(crate) fn a_bundle_and_its_layout_verify_wherever_they_are_copied_and_tags_stay_apart() {
     let b = common::TestBundle::new(
         "[trust.keys]\ndev = \"cosign.pub\"\n\n[providers.echo]\nsource = \"oci:layout:echo-1.0.0\"\n\n[tenants.acme]\n\n[[routes]]\ntenant = \"acme\"\ncapability = \"send\"\nprovider = \"echo\"\n",
         &[],

@@ -153,9 +153,9 @@ fn the_bundle_changes_five_ways_under_load_and_no_call_fails() {
     // Version 1 of `up` is the echo provider, version 2 the workloads provider (both signed);
     // version 3 (another component: a signature is by digest) is pushed but never signed.
     for (tag, component, sign) in [
-        ("1.0.0", "echo", true),
-        ("2.0.0", "workloads", true),
-        ("3.0.0", "panicker", false),
+        ("1.0.0", common::built::ECHO, true),
+        ("2.0.0", common::built::WORKLOADS, true),
+        ("3.0.0", common::built::PANICKER, false),
     ] {
         let reference = format!("{reg}/providers/up:{tag}");
         let wasm = common::component("wasip2", component);

@@ -93,7 +93,7 @@ fn msg(to: &str, text: &str) -> serde_json::Value {
 }
 
 #[test]
-fn two_tenants_are_isolated_and_limits_contain_hostile_guests() {
+pub(crate) fn two_tenants_are_isolated_and_limits_contain_hostile_guests() {
     let bundle = TestBundle::new(BUNDLE, SECRETS);
     let host = Host::start(bundle.path());
     let acme = bundle.token("acme", None);
@@ -328,7 +328,7 @@ fn sigterm_lets_in_flight_calls_finish_then_stops() {
 /// The benchmark handler (`http-hello`, what `scripts/bench.sh` serves under `wasmtime serve`
 /// too) answers through the host as a webhook provider: same status, same body.
 #[test]
-fn the_benchmark_http_handler_answers_through_the_host() {
+pub(crate) fn the_benchmark_http_handler_answers_through_the_host() {
     let b = TestBundle::new(
         r#"
 [providers.hello]

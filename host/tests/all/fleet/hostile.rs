@@ -2,6 +2,7 @@
 //! reused idempotency keys, and a publisher's key used to run unsigned code.
 
 use super::*;
+use crate::common::built;
 use crate::common::run_host;
 
 /// The sum of `greentic_deliveries_total` for `tenant`, `provider` and `outcome` over `hosts`.
@@ -104,8 +105,8 @@ verify = {{ algorithm = "hmac-sha256", header = "X-Hub-Signature-256", prefix = 
             )
         },
         &[
-            ("refuser:1.0.0", "slow_refuser"),
-            ("hello:1.0.0", "http_hello"),
+            ("refuser:1.0.0", built::SLOW_REFUSER),
+            ("hello:1.0.0", built::HTTP_HELLO),
         ],
         2,
         &[("globex/GITHUB_WEBHOOK_SECRET", GITHUB_SECRET)],
@@ -279,7 +280,11 @@ fn oldest(nats: &str, key: &str) -> bytes::Bytes {
 
 #[test]
 fn a_restarted_host_refuses_an_old_record_and_serves_the_newest_or_stays_unready() {
-    let mut cluster = Cluster::start(&|reg| echo_bundle(reg, "one"), &[("echo:1.0.0", "echo")], 2);
+    let mut cluster = Cluster::start(
+        &|reg| echo_bundle(reg, "one"),
+        &[("echo:1.0.0", built::ECHO)],
+        2,
+    );
     let reg = cluster.registry.clone();
     let one_record = oldest(&cluster.nats.url, "stable");
     let two = cluster.publish(&echo_bundle(&reg, "two"), &[]);
@@ -356,7 +361,7 @@ fn one_idempotency_key_is_one_request_whichever_way_it_comes() {
     let up = upstream.addr.clone();
     let cluster = Cluster::start(
         &|reg| hook_bundle(reg, &up, &[("acme", "max_concurrent = 8")]),
-        &[("hook:1.0.0", "messaging_webhook")],
+        &[("hook:1.0.0", built::MESSAGING_WEBHOOK)],
         2,
     );
     let token = cluster.publisher.token("acme", None);
@@ -426,7 +431,11 @@ fn one_idempotency_key_is_one_request_whichever_way_it_comes() {
 
 #[test]
 fn a_publisher_key_alone_cannot_make_hosts_run_unsigned_code() {
-    let cluster = Cluster::start(&|reg| echo_bundle(reg, "one"), &[("echo:1.0.0", "echo")], 2);
+    let cluster = Cluster::start(
+        &|reg| echo_bundle(reg, "one"),
+        &[("echo:1.0.0", built::ECHO)],
+        2,
+    );
     let reg = cluster.registry.clone();
     let one = cluster.hosts[0]
         .as_ref()
@@ -439,7 +448,7 @@ fn a_publisher_key_alone_cannot_make_hosts_run_unsigned_code() {
     let dir = cluster.publisher.path();
     // What the attacker brings: a component file the hosts can read, an unsigned OCI layout,
     // and a component signed with the publisher's key.
-    let wasm = common::component("wasip2", "echo");
+    let wasm = common::component("wasip2", built::ECHO);
     let layout = format!("oci:{}:evil", dir.join("evil-layout").display());
     assert!(
         run_in(dir, &["push", wasm.to_str().unwrap(), &layout])
