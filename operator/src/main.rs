@@ -386,7 +386,7 @@ fn print_status(
 
 async fn verify(
     checker: &Arc<Checker>,
-    revision: &greentic_operator::reconcile::Revision,
+    revision: &greentic_operator::reconcile::Publication,
     observed: &Observed,
 ) -> Result<(), Vec<String>> {
     let checker = checker.clone();

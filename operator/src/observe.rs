@@ -13,7 +13,9 @@ use greentic_engine::provider::LoadedProvider;
 use greentic_revisions::{LoadOptions, load_each};
 
 use crate::crd::ProviderClass;
-use crate::reconcile::{ClassCheck, KeyNames, PublishedState, Resolved, Revision, class_section};
+use crate::reconcile::{
+    ClassCheck, KeyNames, Publication, PublishedState, Resolved, class_section,
+};
 
 /// Checks classes with the host's loader, remembering each result for a while (a tag is
 /// resolved again after `recheck`; a changed spec at once).
@@ -149,7 +151,7 @@ impl Checker {
     /// one class does not stop every tenant's revision; online when the cache lacks something.
     pub fn verify(
         &self,
-        revision: &Revision,
+        revision: &Publication,
         secrets: &BTreeMap<String, BTreeSet<String>>,
     ) -> Result<(), Vec<String>> {
         let bundle = Bundle::from_text(self.dir.clone(), "the composed revision", &revision.text)

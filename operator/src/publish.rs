@@ -8,7 +8,7 @@ use greentic_bundle::Bundle;
 use greentic_fleet::Fleet;
 use greentic_fleet::revisions::{CANARY, Envelope, Published, STABLE, publisher_keys};
 
-use crate::reconcile::{PublishedState, Revision};
+use crate::reconcile::{Publication, PublishedState};
 
 /// The bucket sequence of the stable revision as read (`None`: there was none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +79,7 @@ impl Publisher {
     /// Publishes `revision` as the fleet's stable revision (withdrawing a canary) — only if the
     /// stable revision is still the one read as `seen`: a replica that lost the lease mid-pass,
     /// or read an older revision, cannot overwrite a newer one.
-    pub async fn publish(&self, revision: &Revision, seen: Seen) -> anyhow::Result<()> {
+    pub async fn publish(&self, revision: &Publication, seen: Seen) -> anyhow::Result<()> {
         let published = Published {
             digest: revision.digest.clone(),
             bundle: revision.text.clone(),

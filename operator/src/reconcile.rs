@@ -111,9 +111,9 @@ pub struct Observed {
     pub published: Option<PublishedState>,
 }
 
-/// A revision to publish.
+/// A revision to publish: the bundle text, its lock and their digest.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Revision {
+pub struct Publication {
     /// `greentic.toml`'s text.
     pub text: String,
     /// The lock: every provider pinned to the digest checked.
@@ -128,7 +128,7 @@ pub enum Action {
     /// No revision can be published now, for these reasons (the fleet keeps serving its own).
     Hold(Vec<String>),
     /// Publish this revision as the fleet's stable one.
-    Publish(Revision),
+    Publish(Publication),
     /// Write a class's status.
     ClassStatus {
         /// The class.
@@ -160,7 +160,7 @@ pub enum Action {
 #[derive(Debug, Clone)]
 pub struct Plan {
     /// The revision, or why none can be composed (a problem of the base bundle).
-    pub revision: Result<Revision, Vec<String>>,
+    pub revision: Result<Publication, Vec<String>>,
     /// Class statuses by name.
     pub classes: BTreeMap<String, ProviderClassStatus>,
     /// Binding statuses by (namespace, name).
@@ -1096,7 +1096,7 @@ fn compose_tenants<'a>(
     base: &BundleFile,
     tenants: impl IntoIterator<Item = (&'a String, &'a TenantPlan)>,
     usable: &BTreeMap<String, Usable<'_>>,
-) -> Result<Revision, Vec<String>> {
+) -> Result<Publication, Vec<String>> {
     let mut file = base.clone();
     file.providers.clear();
     file.tenants.clear();
@@ -1119,7 +1119,7 @@ fn compose_tenants<'a>(
 }
 
 /// The revision's text, checked as every host will parse it.
-fn compose(file: &BundleFile, lock: Lock) -> Result<Revision, Vec<String>> {
+fn compose(file: &BundleFile, lock: Lock) -> Result<Publication, Vec<String>> {
     let text = toml::to_string(file)
         .map_err(|e| vec![format!("the configuration cannot be written as TOML ({e}); a value such as null has no TOML form")])?;
     let text = format!(
@@ -1130,5 +1130,5 @@ fn compose(file: &BundleFile, lock: Lock) -> Result<Revision, Vec<String>> {
         other => vec![other.to_string()],
     })?;
     let digest = greentic_fleet::revisions::published_digest(&text, &lock);
-    Ok(Revision { text, lock, digest })
+    Ok(Publication { text, lock, digest })
 }

@@ -167,14 +167,14 @@ fn observed(current: Result<Resolved, Vec<String>>) -> Observed {
     }
 }
 
-fn publish_of(actions: &[Action]) -> Option<&Revision> {
+fn publish_of(actions: &[Action]) -> Option<&Publication> {
     actions.iter().find_map(|a| match a {
         Action::Publish(r) => Some(r),
         _ => None,
     })
 }
 
-fn bundle_of(revision: &Revision) -> BundleFile {
+fn bundle_of(revision: &Publication) -> BundleFile {
     Bundle::parse("revision", &revision.text).unwrap()
 }
 
@@ -222,7 +222,7 @@ fn class_status(actions: &[Action]) -> &ProviderClassStatus {
 }
 
 /// The fleet serving `revision`.
-fn serving(revision: &Revision) -> PublishedState {
+fn serving(revision: &Publication) -> PublishedState {
     PublishedState {
         digest: revision.digest.clone(),
         bundle: bundle_of(revision),

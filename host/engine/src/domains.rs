@@ -15,7 +15,7 @@ use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
 use crate::domain::{
-    Decoded, Domain, DomainCx, Entry, Input, Output, Stop, Triggers, messaging, timer, webhook,
+    Arrival, Decoded, Domain, DomainCx, Input, Output, Stop, Triggers, messaging, timer, webhook,
 };
 use crate::errors::CallError;
 use crate::instance::InstanceData;
@@ -65,8 +65,8 @@ pub struct DomainInfo {
     pub name: &'static str,
     /// [`Domain::WORLD`].
     pub world: &'static str,
-    /// [`Domain::ENTRY`].
-    pub entry: Entry,
+    /// [`Domain::ARRIVAL`].
+    pub arrival: Arrival,
     prepare: PrepareFn,
     check: CheckFn,
     start: StartFn,
@@ -86,7 +86,7 @@ impl DomainInfo {
         DomainInfo {
             name: D::NAME,
             world: D::WORLD,
-            entry: D::ENTRY,
+            arrival: D::ARRIVAL,
             prepare: prepare::<D>,
             check: D::check,
             start: D::start,
@@ -111,12 +111,12 @@ impl DomainInfo {
 
     /// The error for a call that reaches provider `provider` of this domain the wrong way
     /// (e.g. an invoke of a webhook provider), naming the right way.
-    pub fn wrong_entry(&self, tenant: &str, provider: &str) -> CallError {
+    pub fn wrong_arrival(&self, tenant: &str, provider: &str) -> CallError {
         CallError::BadRequest(format!(
             "provider `{provider}` is a `{}` provider ({}), reached {}",
             self.name,
             self.world,
-            self.entry.reached(tenant, provider)
+            self.arrival.reached(tenant, provider)
         ))
     }
 
@@ -286,8 +286,8 @@ mod tests {
             "messaging"
         );
         assert_eq!(
-            by_world("greentic:webhook/handler@1.2.0").unwrap().entry,
-            Entry::Http
+            by_world("greentic:webhook/handler@1.2.0").unwrap().arrival,
+            Arrival::Http
         );
         let e = by_world("greentic:fax/provider@1.0.0").unwrap_err();
         assert!(

@@ -10,7 +10,7 @@ use greentic_capabilities::http::outbound::OutboundPolicy;
 use greentic_manifest::ProviderManifest;
 
 use crate::compile::CacheOutcome;
-use crate::domain::{Domain, Entry};
+use crate::domain::{Arrival, Domain};
 use crate::domains::{Prepared, Typed};
 
 /// A provider that passed every check.
@@ -52,7 +52,7 @@ impl LoadedProvider {
             manifest: self.manifest.clone(),
             granted_secrets: (*self.granted_secrets).clone(),
             domain: info.name,
-            http: info.entry == Entry::Http,
+            http: info.arrival == Arrival::Http,
         }
     }
 

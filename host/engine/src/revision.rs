@@ -16,7 +16,7 @@ use greentic_capabilities::Backends;
 use sha2::{Digest, Sha256};
 
 use crate::compile::HostEngine;
-use crate::domain::Entry;
+use crate::domain::Arrival;
 use crate::limits::TenantGate;
 use crate::provider::LoadedProvider;
 
@@ -97,7 +97,7 @@ impl Revision {
                 };
                 let webhook_gates = providers
                     .iter()
-                    .filter(|(_, p)| p.prepared.info().entry == Entry::Http)
+                    .filter(|(_, p)| p.prepared.info().arrival == Arrival::Http)
                     .map(|(name, _)| {
                         let gate = keep(
                             before.and_then(|b| b.webhook_gates.get(name)),

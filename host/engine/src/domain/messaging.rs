@@ -4,7 +4,7 @@ use serde::Deserialize;
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
-use super::{Decoded, Domain, DomainCx, Entry, Input, Output, provider_failure};
+use super::{Arrival, Decoded, Domain, DomainCx, Input, Output, provider_failure};
 use crate::errors::{CallError, MAX_GUEST_TEXT};
 use crate::instance::InstanceData;
 
@@ -38,7 +38,7 @@ struct SendInput {
 impl Domain for Messaging {
     const NAME: &'static str = "messaging";
     const WORLD: &'static str = "greentic:messaging/provider";
-    const ENTRY: Entry = Entry::Invoke;
+    const ARRIVAL: Arrival = Arrival::Invoke;
     type Pre = ProviderPre<InstanceData>;
     type Instance = Provider;
     type Request = Message;

@@ -2,7 +2,7 @@
 //!
 //! A domain is one module here (its world's bindings and one [`Domain`] impl) and one line in
 //! [`DOMAINS`](crate::domains::DOMAINS). The [`Domain`] trait says which world a provider of
-//! the domain implements, how a call reaches it ([`Entry`]: an invoke body, an HTTP request or
+//! the domain implements, how a call reaches it ([`Arrival`]: an invoke body, an HTTP request or
 //! a host-fired trigger), how that input becomes the domain's request, and how one instance
 //! answers it. Everything else a call needs — routing, the tenant's gate and breaker, a fresh
 //! store under the tenant's limits, deadline, fuel, retries, spans, metrics and logs — is the
@@ -29,9 +29,9 @@ use crate::bindings::greentic::types::types::{ProviderError, TenantCtx};
 use crate::errors::{CallError, ProviderFailure, clip_guest};
 use crate::instance::InstanceData;
 
-/// How calls reach a domain's providers.
+/// How calls arrive at a domain's providers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Entry {
+pub enum Arrival {
     /// `POST /v1/invoke/{capability}`, routed by the bundle's `[[routes]]`.
     Invoke,
     /// HTTP requests at `/webhooks/{tenant}/{provider}/…`.
@@ -40,13 +40,13 @@ pub enum Entry {
     Trigger,
 }
 
-impl Entry {
-    /// Where a caller reaches a provider of this entry, for error messages.
+impl Arrival {
+    /// Where a caller reaches a provider that calls arrive at this way, for error messages.
     pub fn reached(self, tenant: &str, provider: &str) -> String {
         match self {
-            Entry::Invoke => "through POST /v1/invoke/{capability}".into(),
-            Entry::Http => format!("at /webhooks/{tenant}/{provider}/"),
-            Entry::Trigger => "only by the host, on the bundle's schedules".into(),
+            Arrival::Invoke => "through POST /v1/invoke/{capability}".into(),
+            Arrival::Http => format!("at /webhooks/{tenant}/{provider}/"),
+            Arrival::Trigger => "only by the host, on the bundle's schedules".into(),
         }
     }
 }
@@ -69,7 +69,7 @@ pub enum Input {
     Fire(Fire),
 }
 
-/// A slot the host fires (see [`Entry::Trigger`]).
+/// A slot the host fires (see [`Arrival::Trigger`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fire {
     /// The schedule's name.
@@ -121,7 +121,7 @@ pub trait Domain: Send + Sync + 'static {
     /// The host world, without version, e.g. `greentic:messaging/provider`.
     const WORLD: &'static str;
     /// How calls arrive.
-    const ENTRY: Entry;
+    const ARRIVAL: Arrival;
     /// The pre-instantiated component (the bindings' `*Pre` type).
     type Pre: Clone + Send + Sync + 'static;
     /// One instance (the bindings' world type).
@@ -188,7 +188,7 @@ pub type Stop = tokio::sync::watch::Receiver<bool>;
 #[async_trait::async_trait]
 pub trait Triggers: Send + Sync + 'static {
     /// Fires `name` of `provider` for `tenant`: a call the host makes itself, under the
-    /// tenant's limits, to a provider of an [`Entry::Trigger`] domain.
+    /// tenant's limits, to a provider of an [`Arrival::Trigger`] domain.
     async fn fire(
         &self,
         tenant: &str,

@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
-use super::{Decoded, Domain, DomainCx, Entry, Input, Output, Stop, Triggers, provider_failure};
+use super::{Arrival, Decoded, Domain, DomainCx, Input, Output, Stop, Triggers, provider_failure};
 use crate::errors::CallError;
 use crate::instance::InstanceData;
 
@@ -151,7 +151,7 @@ fn parse_every(every: &str) -> Result<u64, String> {
 impl Domain for Timer {
     const NAME: &'static str = "timer";
     const WORLD: &'static str = "greentic:timer/scheduled";
-    const ENTRY: Entry = Entry::Trigger;
+    const ARRIVAL: Arrival = Arrival::Trigger;
     type Pre = ScheduledPre<InstanceData>;
     type Instance = Scheduled;
     type Request = FireInfo;

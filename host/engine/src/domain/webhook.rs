@@ -7,7 +7,7 @@ use wasmtime::Store;
 use wasmtime::component::InstancePre;
 use wasmtime_wasi_http::WasiHttpView;
 
-use super::{Decoded, Domain, DomainCx, Entry, Input, Output};
+use super::{Arrival, Decoded, Domain, DomainCx, Input, Output};
 use crate::errors::CallError;
 use crate::instance::InstanceData;
 
@@ -49,7 +49,7 @@ pub struct Webhook;
 impl Domain for Webhook {
     const NAME: &'static str = "webhook";
     const WORLD: &'static str = "greentic:webhook/handler";
-    const ENTRY: Entry = Entry::Http;
+    const ARRIVAL: Arrival = Arrival::Http;
     type Pre = HandlerPre<InstanceData>;
     type Instance = Handler;
     type Request = hyper::Request<Bytes>;

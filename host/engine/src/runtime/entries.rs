@@ -8,7 +8,7 @@ use bytes::Bytes;
 use greentic_auth::Caller;
 
 use super::Runtime;
-use crate::domain::{Entry, Input, Output};
+use crate::domain::{Arrival, Input, Output};
 use crate::errors::CallError;
 use crate::revision::Revision;
 use crate::shared::Claim;
@@ -35,8 +35,8 @@ impl Runtime {
                 capability: capability.to_string(),
             })?;
         let domain = provider.prepared.info();
-        if domain.entry != Entry::Invoke {
-            return Err(domain.wrong_entry(&caller.tenant, &provider.name));
+        if domain.arrival != Arrival::Invoke {
+            return Err(domain.wrong_arrival(&caller.tenant, &provider.name));
         }
         let records = self.idempotency.get();
         let print = records.map(|records| records.fingerprint(capability, &input));
@@ -90,7 +90,7 @@ impl Runtime {
         result
     }
 
-    /// Hands an HTTP delivery to `provider` (a provider of an [`Entry::Http`] domain) for
+    /// Hands an HTTP delivery to `provider` (a provider of an [`Arrival::Http`] domain) for
     /// `tenant`.
     ///
     /// An unknown tenant and a provider not routed to the tenant get the same answer, so the
@@ -251,7 +251,7 @@ impl Runtime {
     }
 
     /// Fires `name` (a schedule) of `provider` for `tenant_id`: a call the host makes itself,
-    /// to a provider of an [`Entry::Trigger`] domain, under the tenant's limits.
+    /// to a provider of an [`Arrival::Trigger`] domain, under the tenant's limits.
     pub async fn trigger(
         &self,
         tenant_id: &str,
@@ -271,8 +271,8 @@ impl Runtime {
                 capability: name.to_string(),
             })?;
         let domain = provider.prepared.info();
-        if domain.entry != Entry::Trigger {
-            return Err(domain.wrong_entry(tenant_id, provider_name));
+        if domain.arrival != Arrival::Trigger {
+            return Err(domain.wrong_arrival(tenant_id, provider_name));
         }
         let caller = Caller {
             tenant: tenant_id.to_string(),

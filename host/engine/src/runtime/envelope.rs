@@ -14,7 +14,7 @@ use opentelemetry::{KeyValue, global};
 
 use super::Runtime;
 use crate::bindings::greentic::types::types::{Cloud, DeploymentCtx, Platform, TenantCtx};
-use crate::domain::{Entry, Input, Output};
+use crate::domain::{Arrival, Input, Output};
 use crate::errors::CallError;
 use crate::limits::TenantGate;
 use crate::provider::LoadedProvider;
@@ -117,10 +117,10 @@ impl Runtime {
         let started = Instant::now();
         let domain = provider.prepared.info();
         let tracer = global::tracer("greentic-host");
-        let name = match domain.entry {
-            Entry::Invoke => format!("invoke {capability}"),
-            Entry::Http => capability.to_string(),
-            Entry::Trigger => format!("fire {capability}"),
+        let name = match domain.arrival {
+            Arrival::Invoke => format!("invoke {capability}"),
+            Arrival::Http => capability.to_string(),
+            Arrival::Trigger => format!("fire {capability}"),
         };
         let mut span = tracer
             .span_builder(name)
