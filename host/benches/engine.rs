@@ -16,7 +16,7 @@ use std::sync::Arc;
 use common::Bare;
 use criterion::{BenchmarkId, Criterion};
 use greentic_capabilities::CallScope;
-use greentic_capabilities::http::outbound::OutboundPolicy;
+use greentic_capabilities::outbound::OutboundPolicy;
 use greentic_host::bindings::greentic::types::types::{self as gtypes};
 use greentic_host::bundle::Limits;
 use greentic_host::compile::{

@@ -15,7 +15,7 @@
 //! let bundle = Bundle::load(std::path::Path::new("examples/demo"))?;
 //! let engine = HostEngine::new(PoolSizing { instances: 16, max_memory_bytes: 64 << 20 })?;
 //! let backends = Backends::open(&bundle.file.sections(), &bundle.dir, None)?;
-//! let loaded = loader::load(&bundle, &engine, backends.secrets.as_ref(), Default::default())?;
+//! let loaded = loader::load(&bundle, &engine, backends.secrets().as_ref(), Default::default())?;
 //! let runtime = Runtime::new(&bundle, engine, loaded.providers, backends);
 //! let caller = Caller { tenant: "acme".into(), team: None, user: None };
 //! let result = runtime.invoke(&caller, "send", serde_json::json!({"to": "#ops", "text": "hi"}), None).await;

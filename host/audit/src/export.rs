@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::Export;
+use crate::chain::Export;
 
 /// An [`Export`] as OTLP log records (body: the kind; attributes: seq, hash, prev and the
 /// event's fields as `event.<name>`).

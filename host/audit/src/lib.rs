@@ -21,21 +21,23 @@
 //! reaches the file about a millisecond after it is made); callers never wait for the disk. A
 //! secret read records the tenant, provider, secret name and result — never the value.
 
+mod chain;
 mod export;
 mod verify;
 mod writer;
 
+pub use chain::{CHECKPOINT, Export, GENESIS, checkpoint_message, checkpoint_message_v1};
 pub use export::{Exporting, OtlpExport};
 pub use verify::{Broken, Verified, verify, verify_reader};
 
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 use std::sync::mpsc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use chain::now_ms;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use writer::{Msg, Writer};
 
 /// `[audit]`: where the audit log goes and the key its checkpoints are signed with.
@@ -75,22 +77,6 @@ fn default_secs() -> u64 {
     30
 }
 
-/// The kind of a checkpoint record.
-pub const CHECKPOINT: &str = "audit.checkpoint";
-/// `prev` of the first record.
-pub const GENESIS: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
-/// What a checkpoint of an earlier version signed: the covered sequence number and the chain's
-/// head (verified still; it names no host).
-pub fn checkpoint_message_v1(covered_seq: u64, head: &str) -> Vec<u8> {
-    format!("greentic-audit-checkpoint/v1\n{covered_seq}\n{head}\n").into_bytes()
-}
-
-/// What a checkpoint signs: the host that keeps the log, the hash of the log's first record
-/// (which log it is), the covered sequence number and the chain's head.
-pub fn checkpoint_message(host: &str, first: &str, covered_seq: u64, head: &str) -> Vec<u8> {
-    format!("greentic-audit-checkpoint/v2\n{host}\n{first}\n{covered_seq}\n{head}\n").into_bytes()
-}
-
 /// The id an audit log's checkpoints name by default: the machine's host name (`$HOSTNAME`,
 /// else `/etc/hostname`), stable across restarts.
 pub fn default_host_id() -> String {
@@ -105,12 +91,6 @@ pub fn default_host_id() -> String {
         })
         .unwrap_or_else(|| "host".into())
 }
-
-/// How long the writer lets records gather after the first of a batch arrives.
-pub(crate) const BATCH_WAIT: Duration = Duration::from_millis(1);
-
-/// The length of `,"hash":"sha256:<64 hex>"}` at the end of every line.
-pub(crate) const SUFFIX_LEN: usize = ",\"hash\":\"sha256:".len() + 64 + "\"}".len();
 
 static SINK: RwLock<Option<mpsc::Sender<Msg>>> = RwLock::new(None);
 /// Whether [`SINK`] is set, read without the lock: callers on a call's path skip building a
@@ -133,22 +113,6 @@ pub fn record(kind: &str, event: Value) {
 /// Whether this process keeps an audit log.
 pub fn enabled() -> bool {
     ENABLED.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-pub(crate) fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
-
-/// Where records are exported besides the file.
-pub trait Export: Send {
-    /// Exports one written record.
-    fn export(&mut self, seq: u64, kind: &str, event: &Value, hash: &str, prev: &str);
 }
 
 /// The running audit log; stopping it (drop) writes a final checkpoint and syncs the file.
@@ -251,6 +215,7 @@ impl Drop for AuditLog {
 
 #[cfg(test)]
 mod tests {
+    use super::chain::sha256;
     use super::verify::{MAX_LINE, parse_line};
     use super::*;
     use base64::Engine;

@@ -7,7 +7,9 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::{CHECKPOINT, GENESIS, SUFFIX_LEN, checkpoint_message, checkpoint_message_v1, sha256};
+use crate::chain::{
+    CHECKPOINT, GENESIS, SUFFIX_LEN, checkpoint_message, checkpoint_message_v1, sha256,
+};
 
 /// One line, split into what its hash covers and what it says.
 pub(crate) struct Line {

@@ -10,8 +10,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 
+use crate::chain::{BATCH_WAIT, CHECKPOINT, Export, checkpoint_message, now_ms, sha256};
 use crate::verify::{Scan, scan};
-use crate::{BATCH_WAIT, CHECKPOINT, Export, checkpoint_message, now_ms, sha256};
 
 /// What the writer thread is sent.
 pub(crate) enum Msg {

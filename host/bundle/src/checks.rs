@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use greentic_capabilities::secrets::{SecretBackend, present};
 use greentic_manifest::ProviderManifest;
 
-use crate::{Bundle, Route, TenantSection};
+use crate::bundle::Bundle;
+use crate::file::{Route, TenantSection};
 
 /// What the tenant and route checks need to know of a provider that loaded: its manifest,
 /// the secrets it is granted, and its domain. A control plane that resolved a provider (the

@@ -7,10 +7,15 @@ use std::collections::BTreeMap;
 use greentic_capabilities::{Grants, SectionRefs};
 use serde::{Deserialize, Serialize};
 
-use crate::{AuthSection, ClusterSection, HostSection, Schedule, TrustSection, attestation::Kind};
+use crate::attestation::Kind;
+use crate::auth::AuthSection;
+use crate::cluster::ClusterSection;
+use crate::host::HostSection;
+use crate::schedule::Schedule;
+use crate::trust::{KeyRole, TrustKey, TrustSection};
 
 macro_rules! bundle_file {
-    ($($(#[$doc:meta])* $section:ident: $ty:ty,)*) => {
+    ($($(#[$doc:meta])* $section:ident: $ty:ty => $capability:ty,)*) => {
         /// `greentic.toml`.
         #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
         #[serde(deny_unknown_fields)]
@@ -272,4 +277,27 @@ pub struct Route {
     /// or forged one `401 signature-invalid` before it is queued or reaches the provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<greentic_manifest::SignatureScheme>,
+}
+
+impl BundleFile {
+    /// The roles the key `name` of `[trust.keys]` is trusted for (none for a key it lacks).
+    pub fn key_roles(&self, name: &str) -> std::collections::BTreeSet<KeyRole> {
+        match self.trust.keys.get(name) {
+            None => Default::default(),
+            Some(TrustKey::Roles(k)) => k.roles.iter().copied().collect(),
+            Some(TrustKey::File(_)) if self.cluster.publishers.iter().any(|p| p == name) => {
+                [KeyRole::Publisher].into()
+            }
+            Some(TrustKey::File(_)) => [KeyRole::Provider, KeyRole::Attestation].into(),
+        }
+    }
+
+    /// The names of the keys trusted for `role`.
+    pub fn keys_for(&self, role: KeyRole) -> Vec<&String> {
+        self.trust
+            .keys
+            .keys()
+            .filter(|name| self.key_roles(name).contains(&role))
+            .collect()
+    }
 }

@@ -7,6 +7,7 @@
 
 pub mod attestation;
 mod auth;
+mod bundle;
 pub mod checks;
 mod cluster;
 mod file;
@@ -17,6 +18,7 @@ mod trust;
 mod validate;
 
 pub use auth::{AuthSection, JwtAlgorithm};
+pub use bundle::{BUNDLE_SCHEMA, Bundle, BundleError, digest_of, schema};
 pub use checks::{ProviderFacts, check_binding, check_routes, check_tenant, routed};
 pub use cluster::{ClusterSection, StorageBounds};
 pub use file::{BundleFile, Limits, ProviderSection, Route, TenantSection};
@@ -28,169 +30,6 @@ pub use lock::{Lock, LockEntry, LockError};
 pub use schedule::{Missed, Schedule};
 pub use trust::{KeyRole, KeyWithRoles, TrustKey, TrustSection};
 pub use validate::valid_provider_name;
-
-use std::path::{Path, PathBuf};
-
-use sha2::{Digest, Sha256};
-
-/// The JSON Schema of `greentic.toml`, as committed (`schemas/greentic.schema.json`): what
-/// [`schema`] generates from these types; a test fails when the two drift apart.
-pub const BUNDLE_SCHEMA: &str = include_str!("../../../schemas/greentic.schema.json");
-
-/// The JSON Schema (draft 2020-12) of `greentic.toml`, generated from [`BundleFile`]: every
-/// section, with the docs of its fields as descriptions. Unknown keys are errors.
-pub fn schema() -> serde_json::Value {
-    let generator = schemars::generate::SchemaSettings::draft2020_12().into_generator();
-    let generated = generator.into_root_schema_for::<BundleFile>().to_value();
-    let mut schema = serde_json::Map::new();
-    schema.insert(
-        "$schema".into(),
-        "https://json-schema.org/draft/2020-12/schema".into(),
-    );
-    schema.insert(
-        "$id".into(),
-        "https://greentic.ai/schemas/greentic-bundle-1.json".into(),
-    );
-    schema.insert("title".into(), "greentic bundle (greentic.toml)".into());
-    schema.insert(
-        "description".into(),
-        "Providers, grants, tenants, routes, caller authentication, the capabilities' sections and fleet membership of a greentic-host deployment. Unknown keys are errors.".into(),
-    );
-    if let serde_json::Value::Object(fields) = generated {
-        for (key, value) in fields {
-            if !matches!(key.as_str(), "$schema" | "title" | "description") {
-                schema.insert(key, value);
-            }
-        }
-    }
-    serde_json::Value::Object(schema)
-}
-
-/// Why a bundle could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum BundleError {
-    /// The file could not be read.
-    #[error("reading {path}: {source}; pass the bundle directory that contains greentic.toml")]
-    Io {
-        /// The path.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// Not valid TOML, or not the bundle's shape.
-    #[error("{path}: {message}")]
-    Invalid {
-        /// The path.
-        path: String,
-        /// What is wrong, where, and what to do.
-        message: String,
-    },
-}
-/// A loaded bundle: the parsed `greentic.toml`, the directory it lives in, and the digest of
-/// its text (the identity of the revision it makes).
-#[derive(Debug, Clone)]
-pub struct Bundle {
-    /// The directory.
-    pub dir: PathBuf,
-    /// The parsed file.
-    pub file: BundleFile,
-    /// `sha256:<hex>` of the text the file was parsed from.
-    pub digest: String,
-}
-
-impl Bundle {
-    /// The directory and the file of the bundle at `path` (a directory holding
-    /// `greentic.toml`, or the file itself).
-    pub fn locate(path: &Path) -> (PathBuf, PathBuf) {
-        if path.is_dir() {
-            (path.to_path_buf(), path.join("greentic.toml"))
-        } else {
-            (
-                path.parent().unwrap_or(Path::new(".")).to_path_buf(),
-                path.to_path_buf(),
-            )
-        }
-    }
-
-    /// Reads `DIR/greentic.toml` (or the file itself if `path` is a file).
-    pub fn load(path: &Path) -> Result<Bundle, BundleError> {
-        let (dir, file) = Self::locate(path);
-        let text = std::fs::read_to_string(&file).map_err(|source| BundleError::Io {
-            path: file.display().to_string(),
-            source,
-        })?;
-        Self::from_text(dir, &file.display().to_string(), &text)
-    }
-
-    /// A bundle from `text` (named `name` in errors) whose relative paths resolve against
-    /// `dir`.
-    pub fn from_text(dir: PathBuf, name: &str, text: &str) -> Result<Bundle, BundleError> {
-        let parsed = Self::parse(name, text)?;
-        Ok(Bundle {
-            dir,
-            file: parsed,
-            digest: digest_of(text.as_bytes()),
-        })
-    }
-
-    /// Parses and checks the text of a `greentic.toml`.
-    pub fn parse(name: &str, text: &str) -> Result<BundleFile, BundleError> {
-        let invalid = |message: String| BundleError::Invalid {
-            path: name.to_string(),
-            message,
-        };
-        let file: BundleFile = toml::from_str(text).map_err(|e| {
-            // The parser quotes the offending line; a huge value must not become a huge message.
-            let message = e
-                .to_string()
-                .trim_end()
-                .lines()
-                .map(|l| greentic_manifest::clip_middle(l, 240))
-                .collect::<Vec<_>>()
-                .join("\n");
-            invalid(format!(
-                "{message}; see schemas/greentic.schema.json for the format"
-            ))
-        })?;
-        let problems = file.problems();
-        if !problems.is_empty() {
-            return Err(invalid(format!(
-                "invalid bundle:\n{}",
-                problems
-                    .iter()
-                    .map(|p| format!("  - {p}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            )));
-        }
-        Ok(file)
-    }
-
-    /// A path from the bundle, resolved against its directory.
-    pub fn path(&self, relative: &Path) -> PathBuf {
-        if relative.is_absolute() {
-            relative.to_path_buf()
-        } else {
-            self.dir.join(relative)
-        }
-    }
-
-    /// The compiled-artifact cache directory.
-    pub fn cache_dir(&self) -> PathBuf {
-        self.path(
-            self.file
-                .host
-                .cache_dir
-                .as_deref()
-                .unwrap_or(Path::new(".greentic/cache")),
-        )
-    }
-}
-
-/// `sha256:<hex>` of a bundle's text: the identity of the revision it makes.
-pub fn digest_of(text: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(text)))
-}
 
 #[cfg(test)]
 mod tests;

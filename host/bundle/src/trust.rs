@@ -6,8 +6,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::BundleFile;
-
 /// `[trust]`: named cosign public keys (PEM files, relative to the bundle), each trusted for
 /// its roles only.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
@@ -100,28 +98,5 @@ impl TrustKey {
             TrustKey::File(f) => f,
             TrustKey::Roles(k) => &k.file,
         }
-    }
-}
-
-impl BundleFile {
-    /// The roles the key `name` of `[trust.keys]` is trusted for (none for a key it lacks).
-    pub fn key_roles(&self, name: &str) -> std::collections::BTreeSet<KeyRole> {
-        match self.trust.keys.get(name) {
-            None => Default::default(),
-            Some(TrustKey::Roles(k)) => k.roles.iter().copied().collect(),
-            Some(TrustKey::File(_)) if self.cluster.publishers.iter().any(|p| p == name) => {
-                [KeyRole::Publisher].into()
-            }
-            Some(TrustKey::File(_)) => [KeyRole::Provider, KeyRole::Attestation].into(),
-        }
-    }
-
-    /// The names of the keys trusted for `role`.
-    pub fn keys_for(&self, role: KeyRole) -> Vec<&String> {
-        self.trust
-            .keys
-            .keys()
-            .filter(|name| self.key_roles(name).contains(&role))
-            .collect()
     }
 }

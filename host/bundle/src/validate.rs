@@ -1,7 +1,9 @@
 //! The checks of `greentic.toml` that its types cannot express: names, ranges, keys and their
 //! roles, routes, and each capability's section (through [`greentic_capabilities::check`]).
 
-use crate::{BundleFile, JwtAlgorithm, KeyRole, TrustKey};
+use crate::auth::JwtAlgorithm;
+use crate::file::BundleFile;
+use crate::trust::{KeyRole, TrustKey};
 
 /// `roles` as words, for messages.
 fn role_list(roles: &std::collections::BTreeSet<KeyRole>) -> String {

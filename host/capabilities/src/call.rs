@@ -2,7 +2,7 @@
 //! of the call) and the host side of one instance's imports ([`Imports`]).
 
 use std::any::{Any, TypeId};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
@@ -11,10 +11,8 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::WasiHttpCtx;
 
-use crate::Backends;
 use crate::budget::HostBudget;
-use crate::http::outbound::{NextInFlight, OutboundCall, OutboundPolicy};
-use crate::telemetry::TelemetryUsage;
+use crate::outbound::{NextInFlight, OutboundCall, OutboundPolicy};
 
 /// Who a call is for and what each capability hands it. Shared, read-only, by every instance
 /// of one call.
@@ -67,26 +65,38 @@ pub struct Imports {
     pub budget: HostBudget,
     /// Who the call is for.
     pub scope: Arc<CallScope>,
-    /// Telemetry emitted by this call, against its budgets.
-    pub telemetry: TelemetryUsage,
     /// What capabilities keep per instance besides (e.g. the events it has published).
     pub usage: Usage,
 }
 
-/// What capabilities keep about one instance of a call beyond [`Imports`]' own fields, one
-/// value per type, made (by `Default`) on first use: a capability's per-call count needs no
+/// What capabilities keep about one instance of a call (telemetry emitted, events published),
+/// one value per type, made (by `Default`) on first use: a capability's per-call count needs no
 /// field here.
 #[derive(Default)]
-pub struct Usage(HashMap<TypeId, Box<dyn Any + Send>>);
+pub struct Usage(Vec<(TypeId, Box<dyn Any + Send>)>);
 
 impl Usage {
+    /// The instance's `T`, if it was made.
+    pub fn get<T: 'static>(&self) -> Option<&T> {
+        let id = TypeId::of::<T>();
+        self.0
+            .iter()
+            .find(|(t, _)| *t == id)
+            .and_then(|(_, v)| v.downcast_ref::<T>())
+    }
+
     /// The instance's `T`, made on first use.
     pub fn of<T: Default + Send + 'static>(&mut self) -> &mut T {
-        let value = self
-            .0
-            .entry(TypeId::of::<T>())
-            .or_insert_with(|| Box::new(T::default()));
-        match value.downcast_mut::<T>() {
+        let id = TypeId::of::<T>();
+        // A handful of entries at most: a scan beats hashing.
+        let i = match self.0.iter().position(|(t, _)| *t == id) {
+            Some(i) => i,
+            None => {
+                self.0.push((id, Box::new(T::default())));
+                self.0.len() - 1
+            }
+        };
+        match self.0[i].1.downcast_mut::<T>() {
             Some(t) => t,
             // Entries are keyed by their own type, so the downcast cannot fail.
             None => unreachable!("a usage entry of another type"),
@@ -112,7 +122,7 @@ impl Imports {
         let mut table = ResourceTable::new();
         table.set_max_capacity(limits.max_resources as usize);
         let mut http = WasiHttpCtx::new();
-        http.set_field_size_limit(crate::http::FIELDS_LIMIT_BYTES);
+        http.set_field_size_limit(crate::outbound::FIELDS_LIMIT_BYTES);
         let next_in_flight = NextInFlight::default();
         Imports {
             wasi: WasiCtx::builder().build(),
@@ -127,7 +137,6 @@ impl Imports {
             max_in_flight: limits.max_outgoing_requests as usize,
             budget: HostBudget::new(limits.host_memory_bytes),
             scope,
-            telemetry: TelemetryUsage::default(),
             usage: Usage::default(),
         }
     }
@@ -146,4 +155,26 @@ impl WasiView for Imports {
 pub trait HasImports: WasiView + Send + 'static {
     /// The imports of this instance.
     fn imports(&mut self) -> &mut Imports;
+}
+
+/// What each configured capability opened for one revision, by the backend's type: a call
+/// reaches its capability's through [`Backends::get`]. Cloning shares them.
+#[derive(Clone)]
+pub struct Backends(Arc<Vec<Arc<dyn Any + Send + Sync>>>);
+
+impl Backends {
+    /// Backends as opened, one per configured capability.
+    pub(crate) fn new(opened: Vec<Arc<dyn Any + Send + Sync>>) -> Backends {
+        Backends(Arc::new(opened))
+    }
+
+    /// The backend of type `T`, if a capability opened one.
+    pub fn get<T: Any>(&self) -> Option<&T> {
+        self.0.iter().find_map(|b| b.downcast_ref::<T>())
+    }
+
+    /// The backend of type `T` as opened, to keep in another revision.
+    pub(crate) fn get_arc<T: Any + Send + Sync>(&self) -> Option<Arc<dyn Any + Send + Sync>> {
+        self.0.iter().find(|b| b.is::<T>()).cloned()
+    }
 }

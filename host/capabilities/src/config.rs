@@ -5,7 +5,9 @@ use greentic_manifest::ProviderManifest;
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::greentic::config::config::{self, ConfigError, Host};
-use crate::{Capability, Grants, HasImports, Imports};
+use crate::call::{HasImports, Imports};
+use crate::capability::Capability;
+use crate::grants::Grants;
 
 /// The config capability.
 pub struct Config;

@@ -26,8 +26,10 @@ use tokio::sync::OnceCell;
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::greentic::events::publish::{self, EventError, Host};
+use crate::call::{HasImports, Imports};
+use crate::capability::{BundleFacts, Capability, Configured};
+use crate::grants::Grants;
 use crate::text::clip;
-use crate::{BundleFacts, Capability, Grants, HasImports, Imports, SectionRefs};
 
 /// The events capability.
 pub struct Events;
@@ -46,12 +48,21 @@ impl Capability for Events {
         )
     }
 
-    fn check(sections: &SectionRefs<'_>, _: &BundleFacts<'_>) -> Vec<String> {
-        sections.events.problems()
-    }
-
     fn add_to_linker<T: HasImports>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
         publish::add_to_linker::<_, HasSelf<Imports>>(linker, T::imports)
+    }
+}
+
+impl Configured for Events {
+    type Section = EventsSection;
+    type Backend = Arc<EventsCtx>;
+
+    fn check(section: &EventsSection, _: &BundleFacts<'_>) -> Vec<String> {
+        section.problems()
+    }
+
+    fn open(section: &EventsSection, dir: &Path) -> anyhow::Result<Arc<EventsCtx>> {
+        Ok(Arc::new(EventsCtx::open(section, dir)))
     }
 }
 
@@ -364,7 +375,11 @@ impl Host for Imports {
         payload: String,
     ) -> wasmtime::Result<Result<(), EventError>> {
         let scope = self.scope.clone();
-        let events = scope.backends.events.clone();
+        let Some(events) = scope.backends.get::<Arc<EventsCtx>>().cloned() else {
+            return Ok(Err(EventError::Unavailable(
+                "no events sink was opened for this revision".into(),
+            )));
+        };
         let section = &events.section;
         if let Some(why) = name_problem(&name) {
             return Ok(Err(EventError::InvalidName(why)));

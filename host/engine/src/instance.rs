@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use greentic_bundle::Limits;
-use greentic_capabilities::http::outbound::OutboundPolicy;
+use greentic_capabilities::outbound::OutboundPolicy;
 use greentic_capabilities::{CallScope, HasImports, ImportLimits, Imports};
 use wasmtime_wasi::{WasiCtxView, WasiView};
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use greentic_bundle::ProviderFacts;
 use greentic_capabilities::Linked;
-use greentic_capabilities::http::outbound::OutboundPolicy;
+use greentic_capabilities::outbound::OutboundPolicy;
 use greentic_manifest::ProviderManifest;
 
 use crate::compile::CacheOutcome;

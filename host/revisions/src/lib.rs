@@ -9,6 +9,7 @@
 //! revision from a changed bundle the same way and swaps it in without dropping a call.
 
 pub mod load;
+mod options;
 mod provider;
 pub mod reload;
 

@@ -8,6 +8,8 @@
 //! the manifest's `config_schema`, and every required secret is bound. Every problem is
 //! collected, each naming the provider (and tenant), what was expected and what was found.
 
+pub use crate::options::LoadOptions;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -39,23 +41,6 @@ pub struct Loaded {
     pub lock: Lock,
     /// Whether the lock changed.
     pub lock_changed: bool,
-}
-
-/// How to load.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LoadOptions {
-    /// Accept components whose digest differs from the lock, and re-lock them.
-    pub update_lock: bool,
-    /// Use only the local cache for registry and layout providers: the digest pinned in the
-    /// lock, and the artifact and signatures cached by an earlier online load.
-    pub offline: bool,
-    /// The bundle is a fleet's published revision: every provider must come from a registry
-    /// or layout, signed by a provider key (`allow_unsigned` and file sources are refused: a
-    /// publisher's key alone must not make hosts run unsigned code).
-    pub published: bool,
-    /// The bundle is a fleet host's bootstrap bundle (`run --cluster`, or `[cluster].url`):
-    /// it may name no providers or tenants, since the host serves what the fleet publishes.
-    pub bootstrap: bool,
 }
 
 /// Loads and checks every provider of `bundle`, against the bundle directory's lock.
@@ -237,7 +222,7 @@ pub fn load_bundle_with(
     let backends = Backends::open(&bundle.file.sections(), &bundle.dir, None)?;
     let sizing = pool_sizing(&bundle);
     let engine = make_engine(sizing).context("creating the Wasmtime engine")?;
-    let loaded = load(&bundle, &engine, backends.secrets.as_ref(), options)?;
+    let loaded = load(&bundle, &engine, backends.secrets().as_ref(), options)?;
     Ok(LoadedBundle {
         bundle,
         engine,

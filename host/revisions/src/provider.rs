@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use greentic_bundle::{Bundle, Grants, Lock, ProviderSection};
 use greentic_capabilities::Linked;
-use greentic_capabilities::http::outbound::OutboundPolicy;
+use greentic_capabilities::outbound::OutboundPolicy;
 use greentic_engine::compile::{CompileCache, HostEngine};
 use greentic_engine::domains::by_world;
 use greentic_engine::instance::InstanceData;
@@ -15,7 +15,7 @@ use greentic_interfaces::{ComponentReport, Contracts, inspect_component};
 use greentic_trust::FetchOptions;
 use wasmtime::component::Linker;
 
-use crate::LoadOptions;
+use crate::options::LoadOptions;
 
 /// Loads provider `name`: its component fetched and verified (trust), inspected against the
 /// host world its manifest names, its attestations checked, its imports held to its grants,

@@ -432,9 +432,9 @@ pub fn build(
     .map_err(|e| vec![format!("opening the capabilities' backends: {e:#}")])?;
     let loaded = match lock {
         Some(lock) => {
-            loader::load_locked(&bundle, &engine, backends.secrets.as_ref(), options, lock)
+            loader::load_locked(&bundle, &engine, backends.secrets().as_ref(), options, lock)
         }
-        None => loader::load(&bundle, &engine, backends.secrets.as_ref(), options),
+        None => loader::load(&bundle, &engine, backends.secrets().as_ref(), options),
     }
     .map_err(|e| e.problems)?;
     let lock = loaded.lock_changed.then_some(loaded.lock);

@@ -98,7 +98,7 @@ impl Run {
         // that cannot be stops the host before it listens.
         loaded
             .backends
-            .state
+            .state()
             .backend
             .open()
             .await

@@ -25,8 +25,10 @@ use wasmtime::component::Linker;
 use zeroize::Zeroizing;
 
 use crate::bindings::greentic::secrets::store::SecretError;
+use crate::call::{CallScope, HasImports};
+use crate::capability::{BundleFacts, Capability, Configured};
+use crate::grants::Grants;
 use crate::text::{MAX_GUEST_TEXT, clip};
-use crate::{BundleFacts, CallScope, Capability, Grants, HasImports, SectionRefs};
 
 /// The secrets capability.
 pub struct Secrets;
@@ -70,16 +72,25 @@ impl Capability for Secrets {
             .collect()
     }
 
-    fn check(sections: &SectionRefs<'_>, bundle: &BundleFacts<'_>) -> Vec<String> {
-        if sections.secrets.backend == SecretBackendKind::Env {
-            env_collisions(&sections.secrets.env_prefix, &bundle.tenants)
+    fn add_to_linker<T: HasImports>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        add_to_linker(linker)
+    }
+}
+
+impl Configured for Secrets {
+    type Section = SecretsSection;
+    type Backend = Arc<dyn SecretBackend>;
+
+    fn check(section: &SecretsSection, bundle: &BundleFacts<'_>) -> Vec<String> {
+        if section.backend == SecretBackendKind::Env {
+            env_collisions(&section.env_prefix, &bundle.tenants)
         } else {
             Vec::new()
         }
     }
 
-    fn add_to_linker<T: HasImports>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-        add_to_linker(linker)
+    fn open(section: &SecretsSection, dir: &Path) -> anyhow::Result<Arc<dyn SecretBackend>> {
+        Ok(open(section, dir))
     }
 }
 
@@ -231,8 +242,8 @@ pub async fn get(scope: &CallScope, name: String) -> Result<Bytes, SecretError> 
         Err(SecretError::Denied(name.clone()))
     } else if !scope.bound_secrets.contains(&name) {
         Err(SecretError::NotFound(name.clone()))
-    } else {
-        match scope.backends.secrets.get(&scope.tenant, &name).await {
+    } else if let Some(backend) = scope.backends.get::<Arc<dyn SecretBackend>>() {
+        match backend.get(&scope.tenant, &name).await {
             Ok(Some(value)) => Ok(Bytes::from_owner(ZeroizingBuffer(value))),
             Ok(None) => Err(SecretError::NotFound(name.clone())),
             Err(e) => {
@@ -243,6 +254,9 @@ pub async fn get(scope: &CallScope, name: String) -> Result<Bytes, SecretError> 
                 Err(SecretError::NotFound(name.clone()))
             }
         }
+    } else {
+        tracing::error!(tenant = %scope.tenant, provider = %scope.provider, "no secret backend was opened for the revision");
+        Err(SecretError::NotFound(name.clone()))
     };
     let result = match &outcome {
         Ok(_) => "ok",

@@ -23,8 +23,10 @@ use serde::{Deserialize, Serialize};
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::greentic::state::store::{self, Entry, Host, Page, StateError};
+use crate::call::{HasImports, Imports};
+use crate::capability::{BundleFacts, Capability, Configured};
+use crate::grants::Grants;
 use crate::text::clip;
-use crate::{BundleFacts, Capability, Grants, HasImports, Imports, SectionRefs};
 
 /// The state capability.
 pub struct State;
@@ -43,18 +45,27 @@ impl Capability for State {
         )
     }
 
-    fn check(sections: &SectionRefs<'_>, _: &BundleFacts<'_>) -> Vec<String> {
-        sections.state.problems()
+    fn add_to_linker<T: HasImports>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        store::add_to_linker::<_, HasSelf<Imports>>(linker, T::imports)
+    }
+}
+
+impl Configured for State {
+    type Section = StateSection;
+    type Backend = Arc<StateCtx>;
+
+    fn check(section: &StateSection, _: &BundleFacts<'_>) -> Vec<String> {
+        section.problems()
     }
 
-    fn live_change(old: &SectionRefs<'_>, new: &SectionRefs<'_>) -> Option<String> {
-        (old.state != new.state).then(|| {
+    fn live_change(old: &StateSection, new: &StateSection) -> Option<String> {
+        (old != new).then(|| {
             "[state] differs from the running host's; provider state cannot move to another backend while serving: restart the host to change it".to_string()
         })
     }
 
-    fn add_to_linker<T: HasImports>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-        store::add_to_linker::<_, HasSelf<Imports>>(linker, T::imports)
+    fn open(section: &StateSection, dir: &Path) -> anyhow::Result<Arc<StateCtx>> {
+        Ok(Arc::new(StateCtx::open(section, dir)?))
     }
 }
 
@@ -428,7 +439,11 @@ impl StateCtx {
 impl Imports {
     fn state_call(&self) -> (Arc<StateCtx>, Namespace) {
         (
-            self.scope.backends.state.clone(),
+            self.scope
+                .backends
+                .get::<Arc<StateCtx>>()
+                .cloned()
+                .expect("Backends::open opens the state backend of every revision"),
             Namespace {
                 tenant: self.scope.tenant.clone(),
                 provider: self.scope.provider.clone(),

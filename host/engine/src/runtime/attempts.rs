@@ -243,7 +243,7 @@ impl Runtime {
         let data = kept.store.data_mut();
         data.imports.scope = call.scope.clone();
         data.imports.outbound.policy = call.provider.outbound.clone();
-        data.imports.telemetry = Default::default();
+        data.imports.usage = Default::default();
         data.deadline = deadline;
         if let Err(e) = kept.store.set_fuel(limits.fuel_per_call) {
             return (Err(CallError::Internal(e.to_string())), 0);

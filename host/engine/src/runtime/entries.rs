@@ -146,13 +146,18 @@ impl Runtime {
         scheme: &greentic_manifest::SignatureScheme,
         request: &hyper::Request<Bytes>,
     ) -> Result<(), CallError> {
-        let key = match revision.backends.secrets.get(tenant, &scheme.secret).await {
+        let key = match revision
+            .backends
+            .secrets()
+            .get(tenant, &scheme.secret)
+            .await
+        {
             Ok(Some(key)) => key,
             Ok(None) => {
                 return Err(CallError::Internal(format!(
                     "the route's signature check needs secret `{}` of tenant `{tenant}`, which has no value ({})",
                     scheme.secret,
-                    revision.backends.secrets.locate(tenant, &scheme.secret)
+                    revision.backends.secrets().locate(tenant, &scheme.secret)
                 )));
             }
             Err(e) => {

@@ -215,7 +215,7 @@ impl Runtime {
     /// The state capability calls are given (one backend for the life of the process: a
     /// reload that changes `[state]` is refused, so every revision shares it).
     pub fn state(&self) -> Arc<StateCtx> {
-        self.current.load().backends.state.clone()
+        self.current.load().backends.state().clone()
     }
 }
 

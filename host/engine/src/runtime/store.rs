@@ -7,7 +7,7 @@ use std::time::Instant;
 use greentic_bundle::Limits;
 use greentic_capabilities::CallScope;
 use greentic_capabilities::budget::ResourceLimitHit;
-use greentic_capabilities::http::outbound::OutboundPolicy;
+use greentic_capabilities::outbound::OutboundPolicy;
 use wasmtime::{Store, Trap};
 
 use super::Runtime;
@@ -50,11 +50,7 @@ pub(super) fn outcome(
     let fuel = limits
         .fuel_per_call
         .saturating_sub(store.get_fuel().unwrap_or(0));
-    store
-        .data()
-        .imports
-        .telemetry
-        .report(&store.data().imports.scope);
+    greentic_capabilities::report_usage(&store.data().imports);
     let mapped = match result {
         Err(_elapsed) => Err(CallError::DeadlineExceeded(limits.deadline_ms)),
         Ok(Ok(answer)) => answer,

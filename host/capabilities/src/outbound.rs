@@ -25,6 +25,9 @@ use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpH
 
 use crate::budget::Charge;
 
+/// The most bytes one header-fields resource may hold (names, values and their overhead).
+pub const FIELDS_LIMIT_BYTES: usize = 64 << 10;
+
 /// Bytes of a request body the host buffers per write (`check-write` answers at most this).
 pub const OUTGOING_CHUNK_BYTES: usize = 64 << 10;
 /// Most bytes one outgoing (request or response) body holds in the host at once.

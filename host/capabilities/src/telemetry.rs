@@ -8,9 +8,7 @@
 //! ([`TelemetryBudgets`]). What exceeds them is dropped and counted
 //! (`greentic_telemetry_dropped_total`), with one rate-limited warning.
 
-pub mod span;
-
-pub use span::GuestSpan;
+pub use crate::bindings::GuestSpan;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -27,8 +25,10 @@ use wasmtime::component::{HasSelf, Linker};
 use crate::bindings::greentic::telemetry::tracing::{HostSpan, SpanStatus};
 use crate::bindings::greentic::telemetry::types::{Attribute, Level};
 use crate::bindings::greentic::telemetry::{logs, metrics, tracing as gtracing, types};
+use crate::call::{CallScope, HasImports, Imports};
+use crate::capability::{Capability, Configured};
+use crate::grants::Grants;
 use crate::text::{MAX_GUEST_TEXT, clip};
-use crate::{CallScope, Capability, Grants, HasImports, Imports};
 
 /// The telemetry capability.
 pub struct Telemetry;
@@ -50,6 +50,16 @@ impl Capability for Telemetry {
         logs::add_to_linker::<_, HasSelf<Imports>>(linker, T::imports)?;
         gtracing::add_to_linker::<_, HasSelf<Imports>>(linker, T::imports)?;
         metrics::add_to_linker::<_, HasSelf<Imports>>(linker, T::imports)
+    }
+}
+
+impl Configured for Telemetry {
+    type Section = TelemetrySection;
+    /// The exporter is the process's, set up once at start (see the host's telemetry setup).
+    type Backend = ();
+
+    fn open(_: &TelemetrySection, _: &std::path::Path) -> anyhow::Result<()> {
+        Ok(())
     }
 }
 
@@ -225,7 +235,7 @@ impl logs::Host for Imports {
         attributes: Vec<Attribute>,
     ) -> wasmtime::Result<()> {
         let message = clip(&message, MAX_GUEST_TEXT);
-        let usage = &mut self.telemetry;
+        let usage = self.usage.of::<TelemetryUsage>();
         // Charge the line as it will be written: the message first (a line that does not fit
         // is dropped), then each attribute while the budget lasts.
         let cost = message.len() as u64 + LOG_LINE_OVERHEAD;
@@ -286,7 +296,7 @@ impl HostSpan for Imports {
             None => self.scope.otel_cx.clone(),
         };
         let name = clip(&name, MAX_GUEST_TEXT);
-        let usage = &mut self.telemetry;
+        let usage = self.usage.of::<TelemetryUsage>();
         let span = if usage.used.spans >= BUDGETS.spans
             || usage.used.attribute_bytes + name.len() as u64 > BUDGETS.attribute_bytes
         {
@@ -318,7 +328,10 @@ impl HostSpan for Imports {
     ) -> wasmtime::Result<()> {
         let guest = self.table.get_mut(&span)?;
         if let Some(s) = guest.span.as_mut() {
-            let kept = self.telemetry.attributes(&[Attribute { key, value }]);
+            let kept = self
+                .usage
+                .of::<TelemetryUsage>()
+                .attributes(&[Attribute { key, value }]);
             for kv in kept {
                 s.set_attribute(kv);
             }
@@ -336,7 +349,7 @@ impl HostSpan for Imports {
         let Some(s) = guest.span.as_mut() else {
             return Ok(());
         };
-        let usage = &mut self.telemetry;
+        let usage = self.usage.of::<TelemetryUsage>();
         let name = clip(&name, MAX_GUEST_TEXT);
         if usage.used.events >= BUDGETS.events
             || usage.used.attribute_bytes + name.len() as u64 > BUDGETS.attribute_bytes
@@ -385,11 +398,11 @@ impl HostSpan for Imports {
 
 impl Imports {
     fn metric_point(&mut self) -> bool {
-        if self.telemetry.used.metric_points >= BUDGETS.metric_points {
-            self.telemetry.drop_one(4);
+        if self.usage.of::<TelemetryUsage>().used.metric_points >= BUDGETS.metric_points {
+            self.usage.of::<TelemetryUsage>().drop_one(4);
             return false;
         }
-        self.telemetry.used.metric_points += 1;
+        self.usage.of::<TelemetryUsage>().used.metric_points += 1;
         true
     }
 }

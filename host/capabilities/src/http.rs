@@ -11,13 +11,10 @@
 //! connection. A charge past the budget ends the call with `resource-limit`; a request past the
 //! call's in-flight cap gets `connection-limit-reached`, which the guest can handle.
 
-pub mod outbound;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use greentic_manifest::{HostPattern, ProviderManifest};
-use outbound::{CONNECTION_BYTES, InFlight, NextInFlight, OUTGOING_BODY_BUFFER_BYTES};
 use wasmtime::component::Linker;
 use wasmtime::component::{HasData, Resource};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, DynPollable};
@@ -31,7 +28,10 @@ use wasmtime_wasi_http::p2::{HeaderError, HeaderResult, HttpError, HttpResult};
 use wasmtime_wasi_http::{FieldMap, RequestOptions, WasiHttpCtxView};
 
 use crate::budget::{HostBudget, ResourceLimitHit};
-use crate::{Capability, Grants, HasImports, Imports};
+use crate::call::{HasImports, Imports};
+use crate::capability::Capability;
+use crate::grants::Grants;
+use crate::outbound::{CONNECTION_BYTES, InFlight, NextInFlight, OUTGOING_BODY_BUFFER_BYTES};
 
 /// Outbound HTTP (`wasi:http/outgoing-handler`), to the hosts a provider is granted.
 /// `wasi:http/types` itself is linked for every provider ([`add_types_to_linker`]).
@@ -87,8 +87,7 @@ pub const OUTGOING_HANDLER: &str = "wasi:http/outgoing-handler";
 pub const RESOURCE_BYTES: u64 = 256;
 /// What each header value is charged besides its name and value (the map's own structures).
 const HEADER_ENTRY_BYTES: u64 = 64;
-/// The most bytes one header-fields resource may hold (names, values and their overhead).
-pub const FIELDS_LIMIT_BYTES: usize = 64 << 10;
+pub use crate::outbound::FIELDS_LIMIT_BYTES;
 
 /// The `wasi:http` view of a call, metered. Built for each host call from the call's state.
 pub struct MeteredHttp<'a> {
