@@ -48,7 +48,7 @@ HOST = "greentic-host"
 BUNDLE_CONFIGMAP = "greentic-bundle"
 OTEL_CONFIGMAP = "otel-collector"
 DASHBOARD = "grafana-dashboard.json"
-# The host's defaults (host/src/bundle/mod.rs) for what a bundle may leave out.
+# The host's defaults (host/bundle/src/) for what a bundle may leave out.
 DEFAULT_SHUTDOWN_GRACE_SECS = 10
 DEFAULT_DEADLINE_MS = 5_000
 DEFAULT_QUEUE_TIMEOUT_MS = 1_000
