@@ -80,6 +80,34 @@ pub fn clip_middle(text: &str, max: usize) -> String {
     format!("{head}… ({} characters cut) …{tail}", chars - max)
 }
 
+/// The candidate closest to `word` by edit distance, if it is a near miss (at most a third of
+/// the word's length, and at least one edit, away): what a "did you mean …?" names.
+pub fn nearest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = (word.chars().count() / 3).max(1);
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance between `a` and `b`, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substituted = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substituted.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
 #[cfg(test)]
 mod clip_tests {
     use super::clip_middle;
@@ -96,5 +124,16 @@ mod clip_tests {
         assert!(clipped.starts_with("\"ddd"));
         assert!(clipped.ends_with("is longer than 200 characters"));
         assert!(clipped.contains("characters cut"));
+    }
+
+    #[test]
+    fn nearest_names_a_near_miss_only() {
+        let keys = ["max_concurrent", "memory_bytes", "deadline_ms"];
+        assert_eq!(
+            super::nearest("max_concurent", keys),
+            Some("max_concurrent")
+        );
+        assert_eq!(super::nearest("deadline", keys), None);
+        assert_eq!(super::nearest("colour", ["color"]), Some("color"));
     }
 }

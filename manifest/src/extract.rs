@@ -60,6 +60,26 @@ pub enum ExtractError {
     Invalid(#[from] ManifestError),
 }
 
+/// Why bytes that should start a WebAssembly file do not, in one line: what they look like
+/// instead, never a dump of the magic numbers.
+fn not_wasm_reason(bytes: &[u8], parser: &str) -> String {
+    let head = &bytes[..bytes.len().min(64)];
+    if bytes.is_empty() {
+        "the file is empty".into()
+    } else if !bytes.starts_with(b"\0asm") {
+        let text = head
+            .iter()
+            .all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace());
+        if text {
+            "it is text, not the binary format (which starts with `\\0asm`)".into()
+        } else {
+            "it does not start with WebAssembly's magic bytes `\\0asm`".into()
+        }
+    } else {
+        parser.lines().next().unwrap_or(parser).to_string()
+    }
+}
+
 /// Returns the raw bytes of the embedded manifest section of a component, without running it.
 pub fn extract_manifest_bytes<'a>(file: &str, wasm: &'a [u8]) -> Result<&'a [u8], ExtractError> {
     let mut found: Vec<&'a [u8]> = Vec::new();
@@ -69,7 +89,7 @@ pub fn extract_manifest_bytes<'a>(file: &str, wasm: &'a [u8]) -> Result<&'a [u8]
             if first {
                 ExtractError::NotWasm {
                     file: file.to_string(),
-                    reason: e.message().to_string(),
+                    reason: not_wasm_reason(wasm, e.message()),
                 }
             } else {
                 ExtractError::Malformed {

@@ -37,7 +37,7 @@ mod outbound;
 mod signature;
 
 pub use compat::{WitTarget, WitTargetError};
-pub use error::{FieldProblem, ManifestError, clip_middle};
+pub use error::{FieldProblem, ManifestError, clip_middle, nearest};
 pub use extract::{ExtractError, MANIFEST_SECTION, extract_manifest, extract_manifest_bytes};
 pub use manifest::{Compat, ProviderManifest, SecretSpec};
 pub use outbound::{HostMatch, HostPattern, is_restricted};

@@ -131,6 +131,8 @@ impl ProviderManifest {
             })
             .collect();
         if !problems.is_empty() {
+            let mut problems = problems;
+            problems.extend(Self::problems_beside_shape(doc, &problems));
             return Err(invalid(problems));
         }
         let manifest: ProviderManifest = serde_json::from_value(doc.clone()).map_err(|e| {
@@ -147,6 +149,47 @@ impl ProviderManifest {
             return Err(invalid(problems));
         }
         Ok(manifest)
+    }
+
+    /// The semantic problems of the fields that have the right shape, when others do not: the
+    /// misshapen fields are set aside (replaced by a placeholder, or removed when optional),
+    /// so one pass reports a bad `version` and a misspelt `domain` together.
+    fn problems_beside_shape(doc: &Value, shape: &[FieldProblem]) -> Vec<FieldProblem> {
+        let Some(object) = doc.as_object() else {
+            return Vec::new();
+        };
+        let top = |pointer: &str| {
+            pointer
+                .trim_start_matches('/')
+                .split('/')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        };
+        let set_aside: BTreeSet<String> = shape.iter().map(|p| top(&p.field)).collect();
+        if set_aside.contains("") {
+            // A missing or unknown field: the document as a whole is misshapen.
+            return Vec::new();
+        }
+        let mut patched = object.clone();
+        for field in &set_aside {
+            match field.as_str() {
+                "name" => patched.insert(field.clone(), "provider".into()),
+                "version" => patched.insert(field.clone(), "0.0.0".into()),
+                "capabilities" => patched.insert(field.clone(), Value::Array(Vec::new())),
+                // Without a readable domain or target the semantic checks cannot run.
+                "domain" | "compat" => return Vec::new(),
+                _ => patched.remove(field),
+            };
+        }
+        match serde_json::from_value::<ProviderManifest>(Value::Object(patched)) {
+            Ok(manifest) => manifest
+                .semantic_problems()
+                .into_iter()
+                .filter(|p| !set_aside.contains(&top(&p.field)))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
     }
 
     /// Serialises the manifest as pretty JSON.
@@ -315,6 +358,16 @@ mod tests {
             Ok(m) => panic!("expected an error, got {m:?}"),
             Err(e) => e.problems().to_vec(),
         }
+    }
+
+    #[test]
+    fn a_bad_version_and_a_misspelt_domain_are_reported_together() {
+        let mut doc = minimal();
+        doc["version"] = json!("1.0");
+        doc["domain"] = json!("mesaging");
+        let fields: Vec<String> = problems_of(doc).into_iter().map(|p| p.field).collect();
+        assert!(fields.contains(&"/version".to_string()), "{fields:?}");
+        assert!(fields.contains(&"/domain".to_string()), "{fields:?}");
     }
 
     #[test]

@@ -101,11 +101,22 @@ impl ArtifactRef {
     pub fn repository(&self) -> String {
         match self {
             ArtifactRef::Remote(r) => format!("{}/{}", r.registry(), r.repository()),
-            ArtifactRef::Layout { dir, .. } => {
-                let dir = dir.canonicalize().unwrap_or_else(|_| dir.clone());
-                format!("oci:{}", dir.display())
-            }
+            ArtifactRef::Layout { dir, .. } => format!("oci:{}", stable_path(dir).display()),
         }
+    }
+}
+
+/// `dir` as one absolute path whether or not it still exists: canonical while it does, and —
+/// once it was moved away (an offline run from the cache) — its canonical parent joined with
+/// its name, so the cache's tags, recorded online under the canonical path, are found again.
+fn stable_path(dir: &std::path::Path) -> std::path::PathBuf {
+    if let Ok(canonical) = dir.canonicalize() {
+        return canonical;
+    }
+    let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    match (absolute.parent(), absolute.file_name()) {
+        (Some(parent), Some(name)) => stable_path(parent).join(name),
+        _ => absolute,
     }
 }
 

@@ -83,7 +83,7 @@ impl SimpleSigning {
                 .any(|r| self.critical.identity.docker_reference == *r)
         {
             return Err(format!(
-                "signed for repository {}, expected {} (copied from another repository? a mirror's identity must be accepted explicitly)",
+                "signed for repository {}, expected {} (copied from another repository? a mirror's identity must be accepted explicitly: `identities = [\"{}\"]` in the provider's bundle section, or `greentic-host verify --repository {}`)",
                 clip(&self.critical.identity.docker_reference),
                 if accepted.is_empty() {
                     "none".to_string()
@@ -93,7 +93,9 @@ impl SimpleSigning {
                         .map(|r| clip(r))
                         .collect::<Vec<_>>()
                         .join(" or ")
-                }
+                },
+                clip(&self.critical.identity.docker_reference),
+                clip(&self.critical.identity.docker_reference),
             ));
         }
         Ok(())

@@ -90,6 +90,123 @@ fn hs256_secret(mut raw: Vec<u8>) -> Vec<u8> {
     raw
 }
 
+/// What is wrong with the PEM key `pem`, with the command that fixes the usual cases.
+fn key_problem(pem: &[u8], e: &jsonwebtoken::errors::Error) -> String {
+    let text = String::from_utf8_lossy(pem);
+    if text.contains("-----BEGIN EC PRIVATE KEY-----") {
+        "it is an EC private key in SEC1 form (`BEGIN EC PRIVATE KEY`); convert it to PKCS#8 with `openssl pkcs8 -topk8 -nocrypt -in sec1.pem -out pkcs8.pem`".into()
+    } else if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
+        "it is encrypted; decrypt it with `openssl pkcs8 -in encrypted.pem -out pkcs8.pem`".into()
+    } else if text.contains("-----BEGIN RSA") || text.contains("-----BEGIN CERTIFICATE-----") {
+        "it is an RSA key or a certificate, not a P-256 key".into()
+    } else if !text.contains("-----BEGIN ") {
+        "it is not PEM".into()
+    } else {
+        format!("it does not parse ({e})")
+    }
+}
+
+/// The claims the host reads, as the token has them (any JSON type), so that a claim of the
+/// wrong type is refused in words rather than with a parser's message; other claims are
+/// skipped unread.
+#[derive(Deserialize)]
+struct RawClaims {
+    #[serde(default)]
+    tenant: serde_json::Value,
+    #[serde(default)]
+    team: serde_json::Value,
+    #[serde(default)]
+    user: serde_json::Value,
+    #[serde(default)]
+    iat: serde_json::Value,
+    #[serde(default)]
+    exp: serde_json::Value,
+}
+
+/// The claims the host reads from a verified token, each checked with a refusal in words.
+struct ClaimsRead {
+    tenant: String,
+    team: Option<String>,
+    user: Option<String>,
+    iat: u64,
+    exp: u64,
+}
+
+/// A claim as a refusal quotes it: JSON, at most 128 characters (the rest is the caller's).
+fn quoted(value: &serde_json::Value) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(128) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
+impl ClaimsRead {
+    fn from(claims: RawClaims) -> Result<ClaimsRead, AuthError> {
+        use serde_json::Value;
+        let invalid = |m: String| AuthError::Invalid(m);
+        let optional = |name: &str, value: Value| match value {
+            Value::Null => Ok(None),
+            Value::String(s) => Ok(Some(s)),
+            other => Err(invalid(format!(
+                "the token's `{name}` claim is {}, not a string",
+                quoted(&other)
+            ))),
+        };
+        let tenant = match optional("tenant", claims.tenant)? {
+            Some(t) if !t.is_empty() => t,
+            _ => {
+                return Err(invalid(
+                    "the token names no tenant: its `tenant` claim is missing or empty; issue it for the tenant that calls".into(),
+                ));
+            }
+        };
+        let seconds = |name: &str, value: &Value| match value {
+            Value::Number(n) => n.as_u64().ok_or_else(|| {
+                invalid(format!(
+                    "the token's `{name}` claim is {n}, not a number of seconds since the epoch"
+                ))
+            }),
+            Value::Null => Err(invalid(format!(
+                "the token has no `{name}` claim; this host requires exp, iat, iss, aud and tenant"
+            ))),
+            other => Err(invalid(format!(
+                "the token's `{name}` claim is {}, not a number of seconds since the epoch",
+                quoted(other)
+            ))),
+        };
+        Ok(ClaimsRead {
+            iat: seconds("iat", &claims.iat)?,
+            exp: seconds("exp", &claims.exp)?,
+            team: optional("team", claims.team)?,
+            user: optional("user", claims.user)?,
+            tenant,
+        })
+    }
+}
+
+/// `secs` since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (UTC).
+fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60
+    )
+}
+
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -206,13 +323,19 @@ impl Authenticator {
                 Some(EncodingKey::from_secret(&material.primary)),
             ),
             JwtAlgorithm::ES256 => {
-                let decoding = DecodingKey::from_ec_pem(&material.primary)
-                    .map_err(|e| AuthError::Config(format!("public_key_file: {e}")))?;
+                let decoding = DecodingKey::from_ec_pem(&material.primary).map_err(|e| {
+                    AuthError::Config(format!(
+                        "public_key_file is not a P-256 public key in PEM (`-----BEGIN PUBLIC KEY-----`): {}; derive one from the private key with `openssl ec -in private.pem -pubout -out public.pem`",
+                        key_problem(&material.primary, &e)
+                    ))
+                })?;
                 let encoding = match &material.dev {
-                    Some(pem) => Some(
-                        EncodingKey::from_ec_pem(pem)
-                            .map_err(|e| AuthError::Config(format!("dev_private_key_file: {e}")))?,
-                    ),
+                    Some(pem) => Some(EncodingKey::from_ec_pem(pem).map_err(|e| {
+                        AuthError::Config(format!(
+                            "dev_private_key_file is not a P-256 private key in PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`): {}",
+                            key_problem(pem, &e)
+                        ))
+                    })?),
                     None => None,
                 };
                 (Algorithm::ES256, decoding, encoding)
@@ -252,16 +375,14 @@ impl Authenticator {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::Missing)?;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| AuthError::Invalid(e.to_string()))?;
-        let c = data.claims;
-        if c.tenant.is_empty() {
-            return Err(AuthError::Invalid("the token names no tenant".into()));
-        }
+        let data = jsonwebtoken::decode::<RawClaims>(token, &self.decoding, &self.validation)
+            .map_err(|e| AuthError::Invalid(self.explain(token, &e)))?;
+        let c = ClaimsRead::from(data.claims)?;
         if c.iat > now_secs().saturating_add(self.leeway_secs) {
-            return Err(AuthError::Invalid(
-                "the token was issued in the future (iat)".into(),
-            ));
+            return Err(AuthError::Invalid(format!(
+                "the token was issued in the future, at {} (iat): check the issuer's clock",
+                rfc3339(c.iat)
+            )));
         }
         let lifetime = c.exp.saturating_sub(c.iat);
         if lifetime > self.max_lifetime_secs {
@@ -275,6 +396,67 @@ impl Authenticator {
             team: c.team,
             user: c.user,
         })
+    }
+
+    /// Why `token` was refused, in words: what the token says against what this host expects.
+    /// The claims quoted are the caller's own (read without trusting them, only to explain).
+    fn explain(&self, token: &str, e: &jsonwebtoken::errors::Error) -> String {
+        use jsonwebtoken::errors::ErrorKind;
+        let claims = jsonwebtoken::dangerous::insecure_decode_claims::<serde_json::Value>(token)
+            .ok()
+            .unwrap_or_default();
+        let claim = |name: &str| claims.get(name).cloned().unwrap_or(serde_json::Value::Null);
+        match e.kind() {
+            ErrorKind::ExpiredSignature => {
+                let exp = claim("exp").as_u64().unwrap_or(0);
+                format!(
+                    "the token expired at {} ({} s ago; this host allows {} s of clock skew, auth.leeway_secs): get a new token",
+                    rfc3339(exp),
+                    now_secs().saturating_sub(exp),
+                    self.leeway_secs
+                )
+            }
+            ErrorKind::ImmatureSignature => format!(
+                "the token is not valid before {} (nbf): check the issuer's clock, or wait",
+                rfc3339(claim("nbf").as_u64().unwrap_or(0))
+            ),
+            ErrorKind::InvalidIssuer => format!(
+                "the token's issuer is {}; this host expects `{}` (auth.issuer)",
+                quoted(&claim("iss")),
+                self.issuer
+            ),
+            ErrorKind::InvalidAudience => format!(
+                "the token's audience is {}; this host expects `{}` (auth.audience)",
+                quoted(&claim("aud")),
+                self.audience
+            ),
+            ErrorKind::InvalidAlgorithm => {
+                let alg = jsonwebtoken::decode_header(token)
+                    .map(|h| format!("{:?}", h.alg))
+                    .unwrap_or_else(|_| "an unknown algorithm".into());
+                format!(
+                    "the token is signed with {alg}; this host accepts {:?} only (auth.algorithm)",
+                    self.algorithm
+                )
+            }
+            ErrorKind::InvalidSignature => {
+                "the token's signature does not verify with this host's key (it was signed with another key, or altered)".into()
+            }
+            ErrorKind::MissingRequiredClaim(name) => {
+                format!("the token has no `{name}` claim; this host requires exp, iss, aud and tenant")
+            }
+            ErrorKind::InvalidClaimFormat(name) => format!(
+                "the token's `{name}` claim is {}, not a number of seconds since the epoch",
+                quoted(&claim(name))
+            ),
+            ErrorKind::InvalidToken
+            | ErrorKind::Base64(_)
+            | ErrorKind::Utf8(_)
+            | ErrorKind::Json(_) => {
+                "not a JWT: expected three base64url parts (header.claims.signature) with JSON header and claims".into()
+            }
+            _ => format!("the token does not verify: {e}"),
+        }
     }
 
     /// Mints a token with the bundle's dev key (HS256 secret or ES256 `dev_private_key_file`).
@@ -410,7 +592,10 @@ Fhb3pytKgERHtWZvZQSc79uOm7l85xG98UND0Ja+lVHndY/I032Mg8ObAQ==
             .verify_header(Some(&claims(now, now + 600, Some(now + 300))))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("ImmatureSignature"), "not yet valid: {e}");
+        assert!(
+            e.contains("the token is not valid before "),
+            "not yet valid: {e}"
+        );
         let e = auth
             .verify_header(Some(&claims(now, now + 7200, None)))
             .unwrap_err()

@@ -40,6 +40,60 @@ pub fn schema() -> serde_json::Value {
     serde_json::Value::Object(schema)
 }
 
+/// `message` with "did you mean `KEY`?" after an unknown field that is a near miss of one the
+/// parser lists as expected.
+fn with_suggestion(message: &str) -> String {
+    let Some(rest) = message.split("unknown field `").nth(1) else {
+        return message.to_string();
+    };
+    let Some((unknown, rest)) = rest.split_once('`') else {
+        return message.to_string();
+    };
+    let expected: Vec<&str> = rest
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .take_while(|k| !k.contains('\n'))
+        .collect();
+    match greentic_manifest::nearest(unknown, expected.iter().copied()) {
+        Some(near) => format!("{message}\ndid you mean `{near}`?"),
+        None => message.to_string(),
+    }
+}
+
+/// Every way `table` departs from the bundle's schema, each named by its key path
+/// (`auth: "issuer" is a required property`).
+fn shape_problems(table: &toml::Table) -> Vec<String> {
+    static VALIDATOR: std::sync::OnceLock<Option<jsonschema::Validator>> =
+        std::sync::OnceLock::new();
+    let Some(validator) = VALIDATOR.get_or_init(|| {
+        serde_json::from_str::<serde_json::Value>(BUNDLE_SCHEMA)
+            .ok()
+            .and_then(|schema| jsonschema::draft202012::new(&schema).ok())
+    }) else {
+        return Vec::new();
+    };
+    let Ok(doc) = serde_json::to_value(table) else {
+        return Vec::new();
+    };
+    validator
+        .iter_errors(&doc)
+        .map(|e| {
+            let path = e
+                .instance_path()
+                .as_str()
+                .trim_start_matches('/')
+                .replace('/', ".");
+            let what = greentic_manifest::clip_middle(&e.to_string(), 240);
+            if path.is_empty() {
+                what
+            } else {
+                format!("{path}: {what}")
+            }
+        })
+        .collect()
+}
+
 /// Why a bundle could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
@@ -114,16 +168,44 @@ impl Bundle {
             message,
         };
         let file: BundleFile = toml::from_str(text).map_err(|e| {
-            // The parser quotes the offending line; a huge value must not become a huge message.
+            // The parser quotes the offending line; a huge value must not become a huge
+            // message. Its own words (the list of valid keys among them) are never cut.
             let message = e
                 .to_string()
                 .trim_end()
                 .lines()
-                .map(|l| greentic_manifest::clip_middle(l, 240))
+                .map(|l| {
+                    if l.contains(" | ") {
+                        greentic_manifest::clip_middle(l, 240)
+                    } else {
+                        l.to_string()
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join("\n");
+            let message = with_suggestion(&message);
+            // The parser stops at the first problem; the schema names every other one.
+            let others: Vec<String> = toml::from_str::<toml::Table>(text)
+                .ok()
+                .map(|table| shape_problems(&table))
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|p| !message.contains(p.as_str()))
+                .collect();
+            let others = if others.len() > 1 {
+                format!(
+                    "\nevery problem of its shape:\n{}",
+                    others
+                        .iter()
+                        .map(|p| format!("  - {p}"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )
+            } else {
+                String::new()
+            };
             invalid(format!(
-                "{message}; see schemas/greentic.schema.json for the format"
+                "{message}{others}\nsee schemas/greentic.schema.json for the format"
             ))
         })?;
         let problems = file.problems();

@@ -16,6 +16,30 @@ pub fn trusted_keys(
         _ => "attestations",
     };
     let file = &bundle.file;
+    let unknown: Vec<&str> = section
+        .trusted_keys
+        .iter()
+        .filter(|k| !file.trust.keys.contains_key(k.as_str()))
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        let known: Vec<&str> = file.trust.keys.keys().map(String::as_str).collect();
+        return Err(format!(
+            "trusted_keys names {} that [trust.keys] does not have ({}); add {} to [trust.keys] or remove {} from trusted_keys",
+            unknown
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if known.is_empty() {
+                "it has none".to_string()
+            } else {
+                format!("it has: {}", known.join(", "))
+            },
+            if unknown.len() == 1 { "it" } else { "them" },
+            if unknown.len() == 1 { "it" } else { "them" },
+        ));
+    }
     let key_names: Vec<&String> = if section.trusted_keys.is_empty() {
         file.keys_for(role)
     } else {

@@ -155,7 +155,7 @@ pub fn fetch(
                 && pinned != digest
             {
                 return Err(format!(
-                    "`{}` now resolves to {digest}, but greentic.lock pins {pinned} (the tag moved); check the new artifact, then run with --update-lock to accept it",
+                    "`{}` now resolves to {digest}, but greentic.lock pins {pinned} (the tag moved); check the new artifact, then accept it with `run --update-lock` (or `reload --update-lock` on a running host)",
                     section.source
                 ));
             }
@@ -176,7 +176,7 @@ pub fn fetch(
     if let Some(locked) = locked {
         expected.push((
             &locked.digest,
-            "recorded in greentic.lock; run with --update-lock to accept the new component",
+            "recorded in greentic.lock; accept the new component with `run --update-lock` (or `reload --update-lock` on a running host)",
         ));
     }
     let fetched = source
