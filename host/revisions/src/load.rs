@@ -219,10 +219,34 @@ pub fn load_bundle_with(
     make_engine: impl FnOnce(PoolSizing) -> anyhow::Result<HostEngine>,
 ) -> anyhow::Result<LoadedBundle> {
     let bundle = Bundle::load(path)?;
-    let backends = Backends::open(&bundle.file.sections(), &bundle.dir, None)?;
+    // Every problem `run` would stop on is reported at once: the callers' keys, the
+    // capabilities' backends and every provider.
+    let mut problems = Vec::new();
+    if let Err(e) = greentic_auth::Authenticator::from_bundle(&bundle) {
+        problems.push(e.to_string());
+    }
+    let backends = match Backends::open(&bundle.file.sections(), &bundle.dir, None) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            problems.push(format!("{e:#}"));
+            None
+        }
+    };
     let sizing = pool_sizing(&bundle);
     let engine = make_engine(sizing).context("creating the Wasmtime engine")?;
-    let loaded = load(&bundle, &engine, backends.secrets().as_ref(), options)?;
+    let loaded = match &backends {
+        Some(b) => match load(&bundle, &engine, b.secrets().as_ref(), options) {
+            Ok(loaded) => Some(loaded),
+            Err(mut e) => {
+                problems.append(&mut e.problems);
+                None
+            }
+        },
+        None => None,
+    };
+    let (Some(backends), Some(loaded), true) = (backends, loaded, problems.is_empty()) else {
+        return Err(LoadError { problems }.into());
+    };
     Ok(LoadedBundle {
         bundle,
         engine,

@@ -104,6 +104,32 @@ fn secs(t: SystemTime) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The providers of `current` loaded from a file whose content on disk is no longer what was
+/// loaded (or cannot be read now), when `bundle` still names the same file.
+fn rebuilt_files(bundle: &Bundle, current: &greentic_engine::revision::Revision) -> Vec<String> {
+    current
+        .providers
+        .iter()
+        .filter(|(name, loaded)| {
+            let Some(section) = bundle.file.providers.get(name.as_str()) else {
+                return false;
+            };
+            if section.source != loaded.source {
+                return false;
+            }
+            let greentic_trust::sources::SourceRef::File(path) =
+                greentic_trust::sources::SourceRef::parse(&bundle.dir, &section.source)
+            else {
+                return false;
+            };
+            std::fs::read(path).map_or(true, |bytes| {
+                greentic_engine::revision::digest_of(&bytes) != loaded.digest
+            })
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
 /// Whether an engine with pool `have` can run a revision that needs `need`.
 fn fits(have: Option<PoolSizing>, need: PoolSizing) -> bool {
     have.is_some_and(|have| {
@@ -145,6 +171,11 @@ impl Reloader {
         self.auth.load_full()
     }
 
+    /// The options revisions are loaded with.
+    pub fn options(&self) -> LoadOptions {
+        self.options
+    }
+
     /// The runtime it swaps revisions into.
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
@@ -168,6 +199,12 @@ impl Reloader {
 
     /// Reads the bundle file again and applies it (see [`Reloader::apply`]).
     pub async fn reload(&self) -> Outcome {
+        self.reload_with(self.options).await
+    }
+
+    /// [`Reloader::reload`] with `options` for this once: `update_lock` re-locks providers
+    /// whose digest changed under the same source (`greentic-host reload --update-lock`).
+    pub async fn reload_with(&self, options: LoadOptions) -> Outcome {
         let (dir, file) = Bundle::locate(&self.path);
         let read = std::fs::read_to_string(&file);
         let outcome = match read {
@@ -176,7 +213,7 @@ impl Reloader {
                 problems: vec![format!("reading {}: {e}", file.display())],
             },
             Ok(text) => match Bundle::from_text(dir, &file.display().to_string(), &text) {
-                Ok(bundle) => return self.apply(bundle, self.options).await,
+                Ok(bundle) => return self.apply(bundle, options).await,
                 Err(e) => Outcome::Refused {
                     digest: Some(greentic_engine::revision::digest_of(text.as_bytes())),
                     problems: vec![e.to_string()],
@@ -203,10 +240,16 @@ impl Reloader {
         let _one_at_a_time = self.serial.lock().await;
         let started = Instant::now();
         let current = self.runtime.revision();
-        if bundle.digest == current.digest {
+        // Unchanged only if the text is the same and so is every component read from a file:
+        // a provider rebuilt under the same path is a new revision (the lock rule applies).
+        let rebuilt = rebuilt_files(&bundle, &current);
+        if bundle.digest == current.digest && rebuilt.is_empty() {
             return self.settle(Outcome::Unchanged {
                 digest: current.digest.clone(),
             });
+        }
+        if !rebuilt.is_empty() {
+            tracing::info!(providers = ?rebuilt, "provider files changed on disk");
         }
         let digest = bundle.digest.clone();
         let base = current.clone();

@@ -186,7 +186,13 @@ pub(crate) async fn readyz(State(app): State<Arc<App>>) -> Response {
 
 /// `POST /reload` (admin listener): reads the bundle file again and applies it; 200 with the
 /// outcome when it is active (or was already), 422 with every problem when it was refused.
-pub(crate) async fn reload(State(app): State<Arc<App>>) -> Response {
+/// `?update_lock=true` re-locks providers whose digest changed under the same source.
+pub(crate) async fn reload(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Response {
+    let update_lock = query
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .any(|pair| matches!(pair, "update_lock" | "update_lock=true" | "update_lock=1"));
     let Some(reloader) = &app.reloader else {
         return error(
             404,
@@ -195,6 +201,13 @@ pub(crate) async fn reload(State(app): State<Arc<App>>) -> Response {
         );
     };
     let outcome = match &app.member {
+        Some(_) if update_lock => {
+            return error(
+                400,
+                "bad-request",
+                "a fleet member follows the fleet's published lock; publish the bundle with the new digest instead of --update-lock".into(),
+            );
+        }
         Some(member) => match member.sync().await {
             Ok(Some(outcome)) => outcome,
             Ok(None) => Outcome::Unchanged {
@@ -208,6 +221,18 @@ pub(crate) async fn reload(State(app): State<Arc<App>>) -> Response {
                 );
             }
         },
+        None if update_lock => {
+            let mut options = reloader.options();
+            if options.offline {
+                return error(
+                    400,
+                    "bad-request",
+                    "this host runs --offline: it cannot fetch a new digest to lock".into(),
+                );
+            }
+            options.update_lock = true;
+            reloader.reload_with(options).await
+        }
         None => reloader.reload().await,
     };
     greentic_audit::record(

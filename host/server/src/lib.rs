@@ -59,5 +59,28 @@ fn admin_routes() -> Router<Arc<App>> {
 }
 
 fn finish(routes: Router<Arc<App>>, app: Arc<App>, limits: RequestLimits) -> Router {
+    // Every answer has the `{code, message, retryable}` shape, a path or method the host does
+    // not serve included.
+    let routes = routes
+        .fallback(|uri: axum::http::Uri| async move {
+            requests::error(
+                404,
+                "unknown-endpoint",
+                format!(
+                    "no such endpoint: {}; the host serves POST /v1/invoke/{{capability}}, /webhooks/{{tenant}}/{{provider}}/… and GET /healthz (admin: /readyz, /metrics, POST /reload)",
+                    requests::clip_path(uri.path())
+                ),
+            )
+        })
+        .method_not_allowed_fallback(|method: axum::http::Method, uri: axum::http::Uri| async move {
+            requests::error(
+                405,
+                "method-not-allowed",
+                format!(
+                    "{method} is not allowed on {}; POST /v1/invoke/{{capability}}, GET /healthz, /readyz and /metrics, POST /reload",
+                    requests::clip_path(uri.path())
+                ),
+            )
+        });
     bounded(routes.with_state(app), limits)
 }

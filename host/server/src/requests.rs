@@ -75,11 +75,30 @@ async fn buffer_body(
     }
 }
 
+/// Whether an answer the HTTP layer gives with `status` is worth retrying: the host could not
+/// serve it now (503) or asked the caller to slow down (429).
+pub fn retryable(status: u16) -> bool {
+    matches!(status, 429 | 503)
+}
+
 pub(crate) fn error(status: u16, code: &str, message: String) -> Response {
+    let retryable = retryable(status);
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (
         status,
-        axum::Json(json!({"code": code, "message": message, "retryable": false})),
+        axum::Json(json!({"code": code, "message": message, "retryable": retryable})),
     )
         .into_response()
+}
+
+/// A request path as an answer quotes it: at most 256 bytes (cut on a character boundary).
+pub(crate) fn clip_path(path: &str) -> String {
+    if path.len() <= 256 {
+        return path.to_string();
+    }
+    let mut end = 256;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &path[..end])
 }

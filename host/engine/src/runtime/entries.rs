@@ -25,15 +25,19 @@ impl Runtime {
     ) -> Result<serde_json::Value, CallError> {
         self.serving(&caller.tenant)?;
         let revision = self.revision_for(&caller.tenant);
-        let tenant = revision
-            .tenants
-            .get(&caller.tenant)
-            .ok_or_else(|| self.not_served(&caller.tenant))?;
-        let provider = revision
-            .route(caller, capability)
-            .ok_or_else(|| CallError::NoRoute {
-                capability: capability.to_string(),
-            })?;
+        let no_route = || CallError::NoRoute {
+            capability: capability.to_string(),
+        };
+        // A tenant the bundle does not have is answered as one with no route, as on the
+        // webhook path: the same status and words whichever tenant a token names.
+        let tenant = revision.tenants.get(&caller.tenant).ok_or_else(|| {
+            if self.unserved().is_some() {
+                self.not_served(&caller.tenant)
+            } else {
+                no_route()
+            }
+        })?;
+        let provider = revision.route(caller, capability).ok_or_else(no_route)?;
         let domain = provider.prepared.info();
         if domain.arrival != Arrival::Invoke {
             return Err(domain.wrong_arrival(&caller.tenant, &provider.name));
