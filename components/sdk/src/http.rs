@@ -163,7 +163,13 @@ impl From<HttpError> for ProviderError {
 
 /// Classifies a `wasi:http` error code.
 pub fn classify(code: &ErrorCode) -> HttpError {
-    let text = format!("{code:?}");
+    classify_at(code, "the upstream")
+}
+
+/// Classifies a `wasi:http` error code of a request to `authority`, saying in words what
+/// happened ("connection refused by 127.0.0.1:8080").
+pub fn classify_at(code: &ErrorCode, authority: &str) -> HttpError {
+    let text = describe(code, authority);
     match code {
         ErrorCode::HttpRequestDenied | ErrorCode::DestinationIpProhibited => {
             HttpError::Denied(text)
@@ -177,6 +183,52 @@ pub fn classify(code: &ErrorCode) -> HttpError {
         | ErrorCode::HttpRequestUriTooLong
         | ErrorCode::HttpRequestMethodInvalid => HttpError::InvalidRequest(text),
         _ => HttpError::Connection(text),
+    }
+}
+
+/// What `code` means for a request to `authority`, in words.
+pub fn describe(code: &ErrorCode, authority: &str) -> String {
+    match code {
+        ErrorCode::DnsTimeout => format!("looking up {authority} in DNS timed out"),
+        ErrorCode::DnsError(e) => format!(
+            "looking up {authority} in DNS failed{}",
+            e.rcode
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        ),
+        ErrorCode::DestinationNotFound => format!("{authority}: no such host"),
+        ErrorCode::DestinationUnavailable => format!("{authority} is unavailable"),
+        ErrorCode::DestinationIpProhibited => {
+            format!("connecting to {authority} is not allowed: its address is prohibited")
+        }
+        ErrorCode::DestinationIpUnroutable => format!("{authority} cannot be reached (no route)"),
+        ErrorCode::ConnectionRefused => format!("connection refused by {authority}"),
+        ErrorCode::ConnectionTerminated => format!("{authority} closed the connection"),
+        ErrorCode::ConnectionTimeout => format!("connecting to {authority} timed out"),
+        ErrorCode::ConnectionReadTimeout => format!("reading from {authority} timed out"),
+        ErrorCode::ConnectionWriteTimeout => format!("writing to {authority} timed out"),
+        ErrorCode::ConnectionLimitReached => format!("too many connections to {authority}"),
+        ErrorCode::TlsProtocolError => format!("the TLS handshake with {authority} failed"),
+        ErrorCode::TlsCertificateError => {
+            format!("{authority}'s TLS certificate was not accepted")
+        }
+        ErrorCode::TlsAlertReceived(alert) => format!(
+            "{authority} ended TLS with an alert{}",
+            alert
+                .alert_message
+                .as_deref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        ),
+        ErrorCode::HttpRequestDenied => format!("the host refused the request to {authority}"),
+        ErrorCode::HttpResponseTimeout => format!("{authority} did not answer in time"),
+        ErrorCode::HttpResponseIncomplete => format!("{authority}'s answer was cut short"),
+        ErrorCode::HttpProtocolError => format!("{authority} broke the HTTP protocol"),
+        ErrorCode::HttpRequestUriInvalid => format!("the URL for {authority} is invalid"),
+        ErrorCode::HttpRequestUriTooLong => format!("the URL for {authority} is too long"),
+        ErrorCode::InternalError(Some(m)) => format!("request to {authority}: {m}"),
+        other => format!("request to {authority}: {other:?}"),
     }
 }
 
@@ -292,7 +344,8 @@ pub fn send(req: &Request) -> Result<Response, HttpError> {
     let _ = options.set_between_bytes_timeout(Some(timeout_ns));
 
     let body = request.body().map_err(|()| invalid("body"))?;
-    let pending = outgoing_handler::handle(request, Some(options)).map_err(|e| classify(&e))?;
+    let pending = outgoing_handler::handle(request, Some(options))
+        .map_err(|e| classify_at(&e, &url.authority))?;
     // If writing fails (e.g. the host refused the request), the response future carries the
     // real reason; prefer it over the write error.
     let mut write_error = None;
@@ -309,7 +362,7 @@ pub fn send(req: &Request) -> Result<Response, HttpError> {
     }
     if write_error.is_none() {
         if let Err(e) = OutgoingBody::finish(body, None) {
-            write_error = Some(classify(&e));
+            write_error = Some(classify_at(&e, &url.authority));
         }
     } else {
         drop(body);
@@ -318,7 +371,7 @@ pub fn send(req: &Request) -> Result<Response, HttpError> {
     pending.subscribe().block();
     let response = match pending.get() {
         Some(Ok(Ok(response))) => response,
-        Some(Ok(Err(code))) => return Err(classify(&code)),
+        Some(Ok(Err(code))) => return Err(classify_at(&code, &url.authority)),
         Some(Err(())) | None => {
             return Err(write_error
                 .unwrap_or_else(|| HttpError::Connection("response already taken".into())));
@@ -430,10 +483,10 @@ mod tests {
             classify(&ErrorCode::ConnectionTimeout),
             HttpError::Timeout(_)
         ));
-        assert!(matches!(
-            classify(&ErrorCode::ConnectionRefused),
-            HttpError::Connection(_)
-        ));
+        assert_eq!(
+            classify_at(&ErrorCode::ConnectionRefused, "127.0.0.1:9"),
+            HttpError::Connection("connection refused by 127.0.0.1:9".into())
+        );
         assert!(matches!(
             ProviderError::from(classify(&ErrorCode::ConnectionTerminated)),
             ProviderError::Unavailable(_)
