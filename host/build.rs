@@ -9,6 +9,7 @@ use std::{env, fs};
 
 fn main() {
     templates();
+    build_info();
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets it")).join("..");
     let workspace = root.join("components").join("Cargo.toml");
     println!("cargo:rerun-if-changed={}", workspace.display());
@@ -99,4 +100,53 @@ fn templates() {
     code.push_str("];\n");
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets it")).join("templates.rs");
     fs::write(out, code).expect("write templates.rs");
+}
+
+/// `GREENTIC_COMMIT` (the checkout's commit, `$GREENTIC_BUILD_COMMIT` if set, else `unknown`) and
+/// `GREENTIC_WASMTIME_VERSION` (from the workspace's `Cargo.lock`), for `greentic-host version`.
+fn build_info() {
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets it")).join("..");
+    println!("cargo:rerun-if-env-changed=GREENTIC_BUILD_COMMIT");
+    let git = root.join(".git");
+    if git.is_dir() {
+        println!("cargo:rerun-if-changed={}", git.join("HEAD").display());
+        if let Ok(head) = fs::read_to_string(git.join("HEAD"))
+            && let Some(reference) = head.trim().strip_prefix("ref: ")
+        {
+            println!("cargo:rerun-if-changed={}", git.join(reference).display());
+        }
+    }
+    let commit = env::var("GREENTIC_BUILD_COMMIT")
+        .ok()
+        .filter(|c| !c.is_empty())
+        .or_else(|| {
+            std::process::Command::new("git")
+                .args(["rev-parse", "--short=12", "HEAD"])
+                .current_dir(&root)
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .and_then(|o| String::from_utf8(o.stdout).ok())
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=GREENTIC_COMMIT={commit}");
+    let lock = root.join("Cargo.lock");
+    println!("cargo:rerun-if-changed={}", lock.display());
+    let wasmtime = fs::read_to_string(&lock)
+        .ok()
+        .and_then(|text| {
+            let mut lines = text.lines();
+            while let Some(line) = lines.next() {
+                if line == "name = \"wasmtime\"" {
+                    return lines
+                        .next()
+                        .and_then(|v| v.strip_prefix("version = \""))
+                        .map(|v| v.trim_end_matches('"').to_string());
+                }
+            }
+            None
+        })
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=GREENTIC_WASMTIME_VERSION={wasmtime}");
 }

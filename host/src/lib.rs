@@ -36,6 +36,7 @@ pub use greentic_audit as audit;
 pub use greentic_auth as auth;
 /// The bundle model and its checks (`greentic-bundle`).
 pub use greentic_bundle as bundle;
+pub mod cli;
 pub mod conformance;
 /// The capabilities (`greentic-capabilities`): secrets, config, telemetry, outbound HTTP, state, events.
 pub use greentic_capabilities as capabilities;

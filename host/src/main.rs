@@ -1,15 +1,14 @@
 //! `greentic-host`: runs and inspects greentic provider components.
 
-mod cli;
-
 use clap::Parser;
+use greentic_host::cli;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     match cli.run() {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", cli::describe(&e));
             std::process::ExitCode::from(1)
         }
     }

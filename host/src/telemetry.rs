@@ -25,8 +25,39 @@ pub struct LoggingGuard {
     _writer: Option<tracing_appender::non_blocking::WorkerGuard>,
 }
 
-/// Installs the JSON log subscriber (level from `RUST_LOG`, default `info`), writing through a
-/// bounded queue to stdout. Keep the guard until the process ends.
+/// How log lines are written; the operator takes the same `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line, for collectors.
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+impl LogFormat {
+    /// `chosen`, else `text` when stdout is a terminal and `json` otherwise (a container's
+    /// stdout, a pipe, a file).
+    pub fn resolve(chosen: Option<LogFormat>) -> LogFormat {
+        use std::io::IsTerminal;
+        chosen.unwrap_or(if std::io::stdout().is_terminal() {
+            LogFormat::Text
+        } else {
+            LogFormat::Json
+        })
+    }
+}
+
+static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
+/// Sets the format [`init_logging`] uses (`None`: [`LogFormat::resolve`]'s default). The first
+/// call wins.
+pub fn set_log_format(chosen: Option<LogFormat>) {
+    let _ = LOG_FORMAT.set(LogFormat::resolve(chosen));
+}
+
+/// Installs the log subscriber (level from `RUST_LOG`, default `info`; the format from
+/// [`set_log_format`]), writing through a bounded queue to stdout. Keep the guard until the
+/// process ends.
 pub fn init_logging() -> LoggingGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -35,13 +66,21 @@ pub fn init_logging() -> LoggingGuard {
         .buffered_lines_limit(LOG_QUEUE_LINES)
         .thread_name("greentic-log")
         .finish(std::io::stdout());
-    let installed = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_current_span(false)
-        .with_writer(writer)
-        .try_init()
-        .is_ok();
+    let installed = match LOG_FORMAT.get_or_init(|| LogFormat::resolve(None)) {
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_current_span(false)
+            .with_writer(writer)
+            .try_init()
+            .is_ok(),
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(writer)
+            .try_init()
+            .is_ok(),
+    };
     LoggingGuard {
         _writer: installed.then_some(guard),
     }

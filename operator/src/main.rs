@@ -21,12 +21,46 @@ use greentic_operator::reconcile::{
     Action, Desired, NamespacePhase, Observed, PublishedState, reconcile,
 };
 
+/// Writes a line to stdout; a reader that went away ends the program quietly (status 0).
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("error: writing to stdout: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 /// The Kubernetes operator of a greentic fleet.
 #[derive(Debug, Parser)]
 #[command(name = "greentic-operator", version)]
 struct Cli {
+    /// How log lines (on stderr) are written: `json` (one object per line) or `text`; default
+    /// `json`, or `text` when stderr is a terminal — as `greentic-host --log-format`.
+    /// `$GREENTIC_LOG_FORMAT` sets it too.
+    #[arg(long, global = true, value_enum, env = "GREENTIC_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// One JSON object per line, for collectors.
+    Json,
+    /// Human-readable lines.
+    Text,
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,13 +133,8 @@ struct Run {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     let result = match cli.command {
         Command::Crd { out } => crd(out),
         Command::Reconcile(r) => runtime().and_then(|rt| rt.block_on(r.run())),
@@ -114,9 +143,44 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", describe(&e));
             ExitCode::from(2)
         }
+    }
+}
+
+/// `e` and its causes, each said once (a cause its parent already quotes is not repeated).
+fn describe(e: &anyhow::Error) -> String {
+    let mut said = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !said.contains(&text) {
+            if !said.is_empty() {
+                said.push_str(": ");
+            }
+            said.push_str(&text);
+        }
+    }
+    said
+}
+
+/// Logs on stderr (stdout carries `reconcile`'s and `crd`'s output), level from `RUST_LOG`.
+fn init_logging(chosen: Option<LogFormat>) {
+    use std::io::IsTerminal;
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let terminal = std::io::stderr().is_terminal();
+    let format = chosen.unwrap_or(if terminal {
+        LogFormat::Text
+    } else {
+        LogFormat::Json
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().with_current_span(false).init(),
+        LogFormat::Text => builder.with_ansi(terminal).init(),
     }
 }
 
@@ -133,7 +197,7 @@ fn crd(out: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     match out {
         None => {
             for text in files.values() {
-                println!("---\n{text}");
+                outln!("---\n{text}");
             }
         }
         Some(dir) => {
@@ -303,6 +367,13 @@ impl Reconcile {
             published,
         };
         let actions = reconcile(&desired, &observed);
+        tracing::info!(
+            classes = desired.classes.len(),
+            bindings = desired.bindings.len(),
+            policies = desired.policies.len(),
+            actions = actions.len(),
+            "reconcile pass over the resource files"
+        );
         let mut failed = false;
         for action in &actions {
             match action {
@@ -314,10 +385,10 @@ impl Reconcile {
                         );
                         return Ok(ExitCode::from(1));
                     }
-                    println!("# revision {}\n{}", revision.digest, revision.text);
+                    outln!("# revision {}\n{}", revision.digest, revision.text);
                     if let Some(p) = &publisher {
                         p.publish(revision, seen).await?;
-                        println!("# published {}", revision.digest);
+                        outln!("# published {}", revision.digest);
                     }
                 }
                 Action::Hold(problems) => {
@@ -353,7 +424,7 @@ impl Reconcile {
             .iter()
             .any(|a| matches!(a, Action::Publish(_) | Action::Hold(_)))
         {
-            println!("# the fleet already serves this revision");
+            outln!("# the fleet already serves this revision");
         }
         Ok(if failed {
             ExitCode::from(1)
@@ -380,7 +451,7 @@ fn print_status(
         "metadata": { "name": name, "namespace": namespace },
         "status": status,
     });
-    println!("---\n{}", serde_yaml::to_string(&doc)?);
+    outln!("---\n{}", serde_yaml::to_string(&doc)?);
     Ok(())
 }
 

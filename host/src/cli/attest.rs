@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::conformance::Capture;
+use crate::trust::attestation::{self, Kind};
 use anyhow::Context;
 use clap::Args;
-use greentic_host::conformance::Capture;
-use greentic_host::trust::attestation::{self, Kind};
 use greentic_registry::{ArtifactRef, Target, pull_component};
 use serde_json::Value;
 
@@ -104,7 +104,7 @@ impl Attest {
                                 capture,
                             )
                             .await?;
-                            print!("{}", report.table());
+                            out!("{}", report.table());
                             report
                         }
                         (None, None) => unreachable!("the capture is installed to run the suite"),
@@ -149,7 +149,7 @@ impl Attest {
                 }
             };
             greentic_signing::attest(&target, &pinned, &key, predicate_type, predicate).await?;
-            println!(
+            outln!(
                 "attested {} ({summary}) about {pinned}, signed by key {}",
                 self.kind.name(),
                 &key.key_id()[..12]
@@ -210,14 +210,14 @@ impl VerifyAttestation {
             };
             match attestation::check(self.kind, &latest.statement, &pulled.component_digest) {
                 Ok(summary) => {
-                    println!(
+                    outln!(
                         "verified {} attestation of {pinned}: {summary}; signed by key {} ({} verified in all)",
                         self.kind.name(),
                         &latest.key_id[..12],
                         found.verified.len()
                     );
                     if self.json {
-                        println!("{}", serde_json::to_string_pretty(&latest.statement)?);
+                        outln!("{}", serde_json::to_string_pretty(&latest.statement)?);
                     }
                     Ok(ExitCode::SUCCESS)
                 }

@@ -62,7 +62,7 @@ impl Verify {
         let keys = super::sign::trusted_keys(&self.keys)?;
         let file = std::fs::File::open(&self.file)
             .with_context(|| format!("reading {}", self.file.display()))?;
-        match greentic_host::audit::verify_reader(std::io::BufReader::new(file), &keys) {
+        match crate::audit::verify_reader(std::io::BufReader::new(file), &keys) {
             Ok(verified) => {
                 let unsigned = if verified.records == 0 {
                     Some("it holds no record".to_string())
@@ -115,7 +115,7 @@ impl Verify {
                     }
                 }
                 let tail = verified.unsigned_tail();
-                println!(
+                outln!(
                     "{}: {} record(s) verified, {} signed checkpoint(s), signed through record {}; host {}; head {}",
                     self.file.display(),
                     verified.records,

@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::conformance::{Capture, start};
 use anyhow::Context;
 use clap::Args;
 use greentic_conformance::{HostUnderTest, Options, Profile};
-use greentic_host::conformance::{Capture, start};
 use greentic_registry::{ArtifactRef, Target, pull_component};
 
 use super::push::RegistryArgs;
@@ -67,7 +67,7 @@ impl Conformance {
             &capture,
         )
         .await?;
-        print!("{}", report.table());
+        out!("{}", report.table());
         if let Some(path) = &self.json {
             std::fs::write(path, report.json())
                 .with_context(|| format!("writing {}", path.display()))?;

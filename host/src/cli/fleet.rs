@@ -6,14 +6,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use crate::bundle::{Bundle, Lock};
+use crate::fleet::canary::CanaryPlan;
+use crate::fleet::member::{HostReport, VerdictRecord, hosts};
+use crate::fleet::revisions::{CANARY, Envelope, Published, STABLE};
+use crate::fleet::{ClusterSection, Fleet};
 use anyhow::Context;
 use bytes::Bytes;
 use clap::{Args, Subcommand};
-use greentic_host::bundle::{Bundle, Lock};
-use greentic_host::fleet::canary::CanaryPlan;
-use greentic_host::fleet::member::{HostReport, VerdictRecord, hosts};
-use greentic_host::fleet::revisions::{CANARY, Envelope, Published, STABLE};
-use greentic_host::fleet::{ClusterSection, Fleet};
 
 /// Where the fleet's NATS server is: `--cluster`, else the bundle's `[cluster].url`.
 #[derive(Debug, Args)]
@@ -118,7 +118,7 @@ impl Publish {
         let text = std::fs::read_to_string(&file)
             .with_context(|| format!("reading {}", file.display()))?;
         anyhow::ensure!(
-            greentic_host::revision::digest_of(text.as_bytes()) == bundle.digest,
+            crate::revision::digest_of(text.as_bytes()) == bundle.digest,
             "{} changed while it was read; publish again",
             file.display()
         );
@@ -127,9 +127,9 @@ impl Publish {
         } else {
             // The whole load-time check, as each host will run it: nothing that fails here is
             // sent.
-            let loaded = greentic_host::loader::load_bundle(
+            let loaded = crate::loader::load_bundle(
                 &self.bundle,
-                greentic_host::loader::LoadOptions {
+                crate::loader::LoadOptions {
                     published: true,
                     ..Default::default()
                 },
@@ -153,7 +153,7 @@ impl Publish {
             }
         }
         let published = Published {
-            digest: greentic_host::fleet::revisions::published_digest(&text, &lock),
+            digest: crate::fleet::revisions::published_digest(&text, &lock),
             bundle: text,
             lock,
             published_at_ms: now_ms(),
@@ -178,13 +178,13 @@ impl Publish {
             anyhow::Ok(())
         })?;
         match &canary {
-            Some(plan) => println!(
+            Some(plan) => outln!(
                 "published {} as a canary for {} (window {} s)",
                 published.digest,
                 plan.tenants.iter().cloned().collect::<Vec<_>>().join(", "),
                 plan.window_secs
             ),
-            None => println!("published {}", published.digest),
+            None => outln!("published {}", published.digest),
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -272,7 +272,7 @@ async fn view(fleet: &Fleet) -> anyhow::Result<View> {
         _ => None,
     };
     let mut verdicts = Vec::new();
-    for key in greentic_host::fleet::keys_under(&fleet.revisions, "verdict.").await? {
+    for key in crate::fleet::keys_under(&fleet.revisions, "verdict.").await? {
         if let Some(bytes) = fleet.revisions.get(key.as_str()).await?
             && let Ok(v) = serde_json::from_slice::<VerdictRecord>(&bytes)
         {
@@ -323,7 +323,7 @@ impl Status {
             }
         })?;
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&view)?);
+            outln!("{}", serde_json::to_string_pretty(&view)?);
         } else {
             print(&view);
         }
@@ -337,12 +337,12 @@ impl Status {
 
 fn print(view: &View) {
     match &view.stable {
-        Some(s) => println!("stable  {} (published by {})", s.digest, s.publisher),
-        None => println!("stable  none published"),
+        Some(s) => outln!("stable  {} (published by {})", s.digest, s.publisher),
+        None => outln!("stable  none published"),
     }
     if let Some(c) = &view.canary {
         let plan = c.canary.as_ref();
-        println!(
+        outln!(
             "canary  {} for {} (window {} s)",
             c.digest,
             plan.map(|p| p.tenants.iter().cloned().collect::<Vec<_>>().join(","))
@@ -350,13 +350,13 @@ fn print(view: &View) {
             plan.map_or(0, |p| p.window_secs)
         );
     }
-    println!("hosts   {}", view.hosts.len());
+    outln!("hosts   {}", view.hosts.len());
     for h in &view.hosts {
         let from = match h.serving_from.as_str() {
             "" | "stable" => String::new(),
             other => format!("(from {other}) "),
         };
-        println!(
+        outln!(
             "  {:<24} {:<12} canary {:<12} {}{from}{}{}",
             h.host,
             short(&h.revision),
@@ -377,7 +377,7 @@ fn print(view: &View) {
         );
     }
     for v in &view.verdicts {
-        println!("verdict {} {:?}", short(&v.digest), v.verdict);
+        outln!("verdict {} {:?}", short(&v.digest), v.verdict);
     }
-    println!("converged: {}", if view.converged { "yes" } else { "no" });
+    outln!("converged: {}", if view.converged { "yes" } else { "no" });
 }

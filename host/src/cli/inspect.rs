@@ -36,9 +36,9 @@ impl Inspect {
         let name = self.file.display().to_string();
         let report = inspect_component(contracts, &name, &bytes)?;
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&to_json(&report))?);
+            outln!("{}", serde_json::to_string_pretty(&to_json(&report))?);
         } else {
-            print!("{}", to_text(&report));
+            out!("{}", to_text(&report));
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -117,7 +117,7 @@ fn inspect_reference(reference: &greentic_registry::ArtifactRef) -> anyhow::Resu
             Err(RegistryError::NotFound { .. }) => 0,
             Err(e) => return Err(anyhow::Error::from(e)),
         };
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "reference": pinned.to_string(),

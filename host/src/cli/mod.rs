@@ -1,5 +1,23 @@
 //! The command line: one module per verb.
 
+/// Writes a line to stdout. A reader that went away (`greentic-host inspect --json X | head`)
+/// ends the program quietly with status 0, as a Unix filter does, instead of a panic.
+macro_rules! outln {
+    () => {
+        $crate::cli::write_out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// [`outln!`] without the line break.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::write_out(format_args!($($arg)*))
+    };
+}
+
 mod attest;
 mod audit;
 mod check;
@@ -13,6 +31,7 @@ mod reload;
 mod run;
 mod sign;
 mod token;
+mod version;
 
 use std::process::ExitCode;
 
@@ -26,6 +45,7 @@ pub struct Cli {
     command: Command,
 }
 
+/// The verbs.
 #[derive(Debug, Subcommand)]
 enum Command {
     Run(run::Run),
@@ -46,6 +66,9 @@ enum Command {
     Fleet(fleet::FleetCommand),
     New(new::New),
     Audit(audit::Audit),
+    Version(version::Version),
+    Completions(version::Completions),
+    Man(version::Man),
 }
 
 impl Cli {
@@ -70,6 +93,41 @@ impl Cli {
             Command::Fleet(cmd) => cmd.run(),
             Command::New(cmd) => cmd.run(),
             Command::Audit(cmd) => cmd.run(),
+            Command::Version(cmd) => cmd.run(),
+            Command::Completions(cmd) => cmd.run(),
+            Command::Man(cmd) => cmd.run(),
         }
     }
+}
+
+/// What [`outln!`] and [`out!`] write with.
+pub fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout.write_fmt(args).and_then(|()| stdout.flush());
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("error: writing to stdout: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// `e` and its causes, each said once: a cause whose words its parent already quotes (`reading
+/// X: No such file or directory` caused by `No such file or directory`) is not repeated.
+pub fn describe(e: &anyhow::Error) -> String {
+    let mut said = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if said.contains(&text) {
+            continue;
+        }
+        if !said.is_empty() {
+            said.push_str(": ");
+        }
+        said.push_str(&text);
+    }
+    said
 }

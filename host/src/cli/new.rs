@@ -71,7 +71,7 @@ mod files {
 
 /// The template of `domain`: one the host runs and `templates/provider/` has files for.
 fn template(domain: &str) -> Option<Template> {
-    let info = greentic_host::domains::by_name(domain)?;
+    let info = crate::domains::by_name(domain)?;
     let (_, lib, manifest, profile, notes) = files::TEMPLATE_FILES
         .iter()
         .copied()
@@ -104,7 +104,7 @@ fn template(domain: &str) -> Option<Template> {
 
 /// The domains `new provider` can start.
 fn template_domains() -> Vec<&'static str> {
-    greentic_host::domains::DOMAINS
+    crate::domains::DOMAINS
         .iter()
         .map(|d| d.name)
         .filter(|d| template(d).is_some())
@@ -166,7 +166,7 @@ impl NewProvider {
         };
         let files = render(&template, &self.name, &sdk);
         write_atomically(&dir, &files)?;
-        println!(
+        outln!(
             "created {} provider `{}` in {}\n\nnext:\n  cd {}\n  cargo test\n  cargo build --release --target wasm32-wasip2\n  greentic-host conformance target/wasm32-wasip2/release/{}.wasm --profile conformance.json",
             template.domain,
             self.name,
@@ -431,10 +431,7 @@ mod tests {
 
     #[test]
     fn every_domain_has_a_template_and_every_template_a_domain() {
-        let domains: Vec<&str> = greentic_host::domains::DOMAINS
-            .iter()
-            .map(|d| d.name)
-            .collect();
+        let domains: Vec<&str> = crate::domains::DOMAINS.iter().map(|d| d.name).collect();
         assert_eq!(template_domains(), domains);
         for (domain, ..) in files::TEMPLATE_FILES {
             assert!(

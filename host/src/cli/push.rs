@@ -79,7 +79,7 @@ impl Push {
             .enable_all()
             .build()?;
         let pushed = rt.block_on(push_component(&target, &reference, &bytes))?;
-        println!("{}", pushed.reference);
+        outln!("{}", pushed.reference);
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -127,7 +127,7 @@ impl Pull {
             let _ = std::fs::remove_file(&tmp);
         }
         written?;
-        println!(
+        outln!(
             "{} {} -> {}",
             reference.with_digest(&pulled.manifest_digest),
             pulled.component_digest,

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::bundle::Bundle;
 use anyhow::Context;
 use clap::Args;
-use greentic_host::bundle::Bundle;
 
 /// Ask a running host (its admin listener) to read its bundle again and apply it without
 /// failing a call. Prints the outcome: `applied` (with the new and previous revision),
@@ -25,6 +25,10 @@ pub struct Reload {
     /// Seconds to wait for the outcome (building a revision compiles its new providers).
     #[arg(long, default_value_t = 300)]
     timeout_secs: u64,
+    /// Accept providers whose digest changed under the same source (a component rebuilt at
+    /// the same path, a tag that moved) and re-lock them, as `run --update-lock` does.
+    #[arg(long)]
+    update_lock: bool,
 }
 
 impl Reload {
@@ -36,11 +40,16 @@ impl Reload {
         let addr: SocketAddr = admin
             .parse()
             .with_context(|| format!("`{admin}` is not an address such as 127.0.0.1:9090"))?;
-        let (status, body) = post(addr, "/reload", Duration::from_secs(self.timeout_secs))
+        let path = if self.update_lock {
+            "/reload?update_lock=true"
+        } else {
+            "/reload"
+        };
+        let (status, body) = post(addr, path, Duration::from_secs(self.timeout_secs))
             .with_context(|| format!("asking the host on {addr} to reload"))?;
         let outcome: serde_json::Value = serde_json::from_str(&body)
             .with_context(|| format!("the host answered {status}: {body}"))?;
-        println!("{}", serde_json::to_string_pretty(&outcome)?);
+        outln!("{}", serde_json::to_string_pretty(&outcome)?);
         Ok(match status {
             200 => ExitCode::SUCCESS,
             _ => ExitCode::FAILURE,

@@ -7,18 +7,18 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::auth::Authenticator;
+use crate::fleet::Fleet;
+use crate::fleet::idempotency::Records;
+use crate::fleet::limits::FleetLimits;
+use crate::fleet::member::Member;
+use crate::reload::{Outcome, Reloader};
+use crate::runtime::Runtime;
+use crate::server::{self, App};
+use crate::telemetry;
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use clap::Args;
-use greentic_host::auth::Authenticator;
-use greentic_host::fleet::Fleet;
-use greentic_host::fleet::idempotency::Records;
-use greentic_host::fleet::limits::FleetLimits;
-use greentic_host::fleet::member::Member;
-use greentic_host::reload::{Outcome, Reloader};
-use greentic_host::runtime::Runtime;
-use greentic_host::server::{self, App};
-use greentic_host::telemetry;
 
 /// Load a bundle (every load-time check runs first), write greentic.lock, and serve
 /// `POST /v1/invoke/{capability}`, `/webhooks/{tenant}/{provider}/…` and `/healthz`; `/readyz`,
@@ -56,10 +56,16 @@ pub struct Run {
     /// This host's id in the fleet (default: `$HOSTNAME` and the process id).
     #[arg(long)]
     host_id: Option<String>,
+    /// How log lines are written: `json` (one object per line) or `text`; default `json`, or
+    /// `text` when stdout is a terminal (as `greentic-operator --log-format`).
+    /// `$GREENTIC_LOG_FORMAT` sets it too.
+    #[arg(long, value_enum, env = "GREENTIC_LOG_FORMAT")]
+    log_format: Option<crate::telemetry::LogFormat>,
 }
 
 impl Run {
     pub fn run(self) -> anyhow::Result<ExitCode> {
+        telemetry::set_log_format(self.log_format);
         let _logging = telemetry::init_logging();
         let mut builder = tokio::runtime::Builder::new_multi_thread();
         // Check for I/O readiness after every task poll (tokio's default is every 61): while
@@ -74,24 +80,38 @@ impl Run {
     }
 
     async fn serve(self) -> anyhow::Result<ExitCode> {
+        // Flags and listen addresses are checked before anything is compiled: a typo or a
+        // port in use is said at once, and leaves nothing behind.
+        {
+            let bundle = crate::bundle::Bundle::load(&self.bundle)?;
+            let host = &bundle.file.host;
+            probe_bind(
+                self.listen.as_deref(),
+                &host.listen,
+                "--listen / [host].listen",
+            )?;
+            probe_bind(
+                self.admin_listen.as_deref(),
+                &host.admin_listen,
+                "--admin-listen / [host].admin_listen",
+            )?;
+        }
         // The audit log runs before anything is loaded, so every load decision is in it.
         let audit_host = self
             .host_id
             .clone()
-            .unwrap_or_else(greentic_host::audit::default_host_id);
+            .unwrap_or_else(crate::audit::default_host_id);
         let (_audit_export, _audit) = start_audit(&self.bundle, &audit_host)?;
-        let options = greentic_host::loader::LoadOptions {
+        let options = crate::loader::LoadOptions {
             update_lock: self.update_lock,
             offline: self.offline,
             published: false,
             bootstrap: self.cluster.is_some(),
         };
-        let loaded = greentic_host::loader::load_bundle(&self.bundle, options)?;
+        let loaded = crate::loader::load_bundle(&self.bundle, options)?;
         let bundle = loaded.bundle;
-        if loaded.loaded.lock_changed {
-            loaded.loaded.lock.save(&bundle.dir)?;
-            tracing::info!(lock = %greentic_host::bundle::Lock::path(&bundle.dir).display(), "greentic.lock written");
-        }
+        // Written once the host serves (its listeners bound), never by a run that stopped.
+        let new_lock = loaded.loaded.lock_changed.then_some(loaded.loaded.lock);
         let _telemetry = telemetry::init_tracing(&bundle.file.telemetry)?;
         let auth = Arc::new(ArcSwap::from_pointee(Authenticator::from_bundle(&bundle)?));
         // The state backend opens (or is reached) now, in the runtime that serves calls: one
@@ -147,6 +167,10 @@ impl Run {
         let admin = bind(self.admin_listen.as_deref(), &bundle.file.host.admin_listen).await?;
         let local = listener.local_addr()?;
         let admin_local = admin.local_addr()?;
+        if let Some(lock) = new_lock {
+            lock.save(&bundle.dir)?;
+            tracing::info!(lock = %crate::bundle::Lock::path(&bundle.dir).display(), "greentic.lock written");
+        }
         let app = Arc::new(App {
             runtime: runtime.clone(),
             auth,
@@ -157,11 +181,17 @@ impl Run {
         let connections = server::ConnectionLimits::from_host(&bundle.file.host);
         let router = server::router(app.clone(), limits);
         let admin_router = server::admin_router(app, limits);
-        println!("greentic-host listening on http://{local}");
-        println!("greentic-host admin on http://{admin_local}");
+        {
+            // A closed stdout must not stop a server: the lines are for whoever reads them.
+            use std::io::Write;
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "greentic-host listening on http://{local}");
+            let _ = writeln!(stdout, "greentic-host admin on http://{admin_local}");
+            let _ = stdout.flush();
+        }
         let revision = runtime.revision();
         tracing::info!(%local, admin = %admin_local, providers = revision.providers.len(), tenants = revision.tenants.len(), revision = %revision.digest, "serving");
-        greentic_host::audit::record(
+        crate::audit::record(
             "revision.activated",
             serde_json::json!({
                 "revision": revision.digest,
@@ -193,7 +223,7 @@ impl Run {
         let signal_reloader = reloader.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
-            greentic_host::audit::record("admin.shutdown", serde_json::json!({ "via": "signal" }));
+            crate::audit::record("admin.shutdown", serde_json::json!({ "via": "signal" }));
             let _ = signal_time.set(tokio::time::Instant::now());
             let _ = signal_background.send(true);
             // No new fire starts; one in progress finishes within the grace period.
@@ -247,37 +277,61 @@ impl Run {
 
 /// Binds `flag` (from the command line) or else `configured` (from the bundle).
 async fn bind(flag: Option<&str>, configured: &str) -> anyhow::Result<tokio::net::TcpListener> {
-    let listen = flag.unwrap_or(configured);
-    let addr: SocketAddr = listen
-        .parse()
-        .with_context(|| format!("`{listen}` is not an address such as 127.0.0.1:8080"))?;
+    let addr = listen_addr(flag, configured, "the listen address")?;
     tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))
 }
 
+/// The address to listen on: the flag's, else the bundle's.
+fn listen_addr(flag: Option<&str>, configured: &str, what: &str) -> anyhow::Result<SocketAddr> {
+    let listen = flag.unwrap_or(configured);
+    listen.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "{what}: `{listen}` is not an address and port such as 127.0.0.1:8080 (ports 0–65535; 0 picks a free one)"
+        )
+    })
+}
+
+/// Checks that the host can listen where it is asked to — the address parses and the port is
+/// free — before anything is compiled; the real listener is bound once the bundle is loaded.
+fn probe_bind(flag: Option<&str>, configured: &str, what: &str) -> anyhow::Result<()> {
+    let addr = listen_addr(flag, configured, what)?;
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    std::net::TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
+                "{what}: {addr} is in use by another process; stop it, or choose another port"
+            ),
+            _ => anyhow::anyhow!("{what}: cannot listen on {addr}: {e}"),
+        })
+}
+
 /// Joins the fleet at `url`: fleet-wide limits and idempotency records on `runtime`, and the
 /// published revision applied through `reloader`.
 async fn join_fleet(
-    bundle: &greentic_host::bundle::Bundle,
+    bundle: &crate::bundle::Bundle,
     url: &str,
     host_id: Option<String>,
     runtime: &Arc<Runtime>,
     reloader: &Arc<Reloader>,
-    options: greentic_host::loader::LoadOptions,
+    options: crate::loader::LoadOptions,
     stop: &tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Arc<Member>> {
     // Fail closed: a member that could trust no publisher would follow nothing.
-    greentic_host::fleet::revisions::publisher_keys(bundle)
+    crate::fleet::revisions::publisher_keys(bundle)
         .map_err(|e| anyhow::anyhow!("[cluster]: {e}"))?;
-    let id = host_id.unwrap_or_else(greentic_host::fleet::default_host_id);
+    let id = host_id.unwrap_or_else(crate::fleet::default_host_id);
     let fleet = Arc::new(Fleet::connect(&bundle.file.cluster, url, &bundle.dir, &id).await?);
     if bundle.file.cluster.fleet_limits {
         let limits = FleetLimits::open(&fleet, runtime.metrics.clone()).await?;
         let _ = runtime.fleet_limits.set(limits);
     }
     let _ = runtime.idempotency.set(Records::open(&fleet).await?);
-    let deliveries = greentic_host::fleet::deliveries::Deliveries::open(&fleet).await?;
+    let deliveries = crate::fleet::deliveries::Deliveries::open(&fleet).await?;
     let _ = runtime.deliveries.set(deliveries.clone());
     let state_dir = bundle.path(
         bundle
@@ -316,21 +370,18 @@ async fn join_fleet(
 fn start_audit(
     path: &std::path::Path,
     host: &str,
-) -> anyhow::Result<(
-    greentic_host::audit::Exporting,
-    Option<greentic_host::audit::AuditLog>,
-)> {
-    let bundle = greentic_host::bundle::Bundle::load(path)?;
+) -> anyhow::Result<(crate::audit::Exporting, Option<crate::audit::AuditLog>)> {
+    let bundle = crate::bundle::Bundle::load(path)?;
     let Some(section) = &bundle.file.audit else {
-        return Ok((greentic_host::audit::Exporting { provider: None }, None));
+        return Ok((crate::audit::Exporting { provider: None }, None));
     };
     let provider = telemetry::audit_logs(&bundle.file.telemetry)?.map(std::sync::Arc::new);
-    let export = provider.as_deref().map(|p| {
-        Box::new(greentic_host::audit::OtlpExport::new(p)) as Box<dyn greentic_host::audit::Export>
-    });
-    let log = greentic_host::audit::AuditLog::start(section, &bundle.dir, host, export)?;
+    let export = provider
+        .as_deref()
+        .map(|p| Box::new(crate::audit::OtlpExport::new(p)) as Box<dyn crate::audit::Export>);
+    let log = crate::audit::AuditLog::start(section, &bundle.dir, host, export)?;
     tracing::info!(file = %bundle.path(&section.file).display(), "audit log open");
-    Ok((greentic_host::audit::Exporting { provider }, Some(log)))
+    Ok((crate::audit::Exporting { provider }, Some(log)))
 }
 
 /// Applies the bundle again on every SIGHUP: the file, or for a fleet member the fleet's
@@ -347,7 +398,7 @@ async fn reload_on_hangup(reloader: Arc<Reloader>, member: Option<Arc<Member>>) 
     };
     while hangup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the bundle");
-        greentic_host::audit::record("admin.reload", serde_json::json!({ "via": "SIGHUP" }));
+        crate::audit::record("admin.reload", serde_json::json!({ "via": "SIGHUP" }));
         match &member {
             Some(member) => {
                 if let Err(e) = member.sync().await {

@@ -14,6 +14,13 @@ pub(crate) fn password(confirm: bool) -> anyhow::Result<String> {
     if let Ok(p) = std::env::var("COSIGN_PASSWORD") {
         return Ok(p);
     }
+    {
+        use std::io::IsTerminal;
+        anyhow::ensure!(
+            std::io::stdin().is_terminal(),
+            "COSIGN_PASSWORD is not set and there is no terminal to ask for the key's password on: set COSIGN_PASSWORD (an empty value for a key made without a password)"
+        );
+    }
     eprint!("Enter password for private key: ");
     let mut p = String::new();
     std::io::stdin()
@@ -122,7 +129,7 @@ impl Sign {
             .enable_all()
             .build()?;
         let digest = rt.block_on(greentic_signing::sign(&target, &reference, &key))?;
-        println!("signed {}", reference.with_digest(&digest));
+        outln!("signed {}", reference.with_digest(&digest));
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -166,8 +173,8 @@ impl Verify {
         let verified = rt.block_on(greentic_signing::verify(
             &target, &reference, &keys, identities,
         ))?;
-        println!("verified {}", reference.with_digest(&verified.digest));
-        println!("{}", serde_json::to_string_pretty(&verified.payload)?);
+        outln!("verified {}", reference.with_digest(&verified.digest));
+        outln!("{}", serde_json::to_string_pretty(&verified.payload)?);
         Ok(ExitCode::SUCCESS)
     }
 }
