@@ -60,13 +60,16 @@ ensure_cargo_cyclonedx() {
 }
 
 # Debian packages the registry tests use: docker-registry (OCI distribution 2.8), skopeo,
-# htpasswd (bcrypt entries for basic auth) and openssl (a test CA for TLS).
+# htpasswd (bcrypt entries for basic auth) and openssl (a test CA for TLS); and curl, which the
+# README's first hour (run by a test) calls the host with.
 ensure_registry_tools() {
   local missing=()
   [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
   command -v skopeo >/dev/null || missing+=(skopeo)
   command -v htpasswd >/dev/null || missing+=(apache2-utils)
   command -v openssl >/dev/null || missing+=(openssl)
+  # The README's first hour (run by a test) calls the host with curl.
+  command -v curl >/dev/null || missing+=(curl)
   [ "${#missing[@]}" = 0 ] && return
   log "installing ${missing[*]} (apt-get)"
   apt_install "${missing[@]}"

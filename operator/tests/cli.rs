@@ -96,3 +96,114 @@ fn crd_out_writes_exactly_the_generated_files_and_nothing_partial() {
         );
     }
 }
+
+/// A base bundle with one provider key, and `yaml` reconciled over it: (exit code, stdout,
+/// stderr).
+fn reconcile_with_key(yaml: &str) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let key = greentic_signing::KeyPair::generate();
+    std::fs::write(dir.path().join("providers.pub"), key.public_pem()).unwrap();
+    std::fs::write(
+        dir.path().join("greentic.toml"),
+        format!("{BASE}\n[trust.keys]\nproviders = \"providers.pub\"\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("r.yaml"), yaml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_greentic-operator"))
+        .args(["reconcile", "--base", ".", "--resources", "r.yaml"])
+        .env("JWT", "0123456789abcdef0123456789abcdef")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const NAMESPACE: &str = "apiVersion: v1\nkind: Namespace\nmetadata: { name: acme }\n---\n";
+
+fn class(spec: &str) -> String {
+    format!(
+        "{NAMESPACE}apiVersion: greentic.ai/v1alpha1\nkind: ProviderClass\nmetadata: {{ name: hook }}\nspec: {spec}\n---\napiVersion: greentic.ai/v1alpha1\nkind: ProviderBinding\nmetadata: {{ name: hook, namespace: acme }}\nspec: {{ class: hook, secrets: [TOKEN], config: {{ url: 'http://x' }} }}\n"
+    )
+}
+
+#[test]
+fn a_class_trusting_a_key_the_base_bundle_lacks_is_refused_in_words_not_a_panic() {
+    let (code, stdout, stderr) = reconcile_with_key(&class(
+        "{ source: '127.0.0.1:1/providers/hook:1.0.0', trustedKeys: [nosuchkey] }",
+    ));
+    assert!(
+        matches!(code, Some(0..=2)),
+        "exit {code:?}; stderr: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stdout.contains(
+            "trusted_keys names `nosuchkey` that [trust.keys] does not have (it has: providers)"
+        ),
+        "{stdout}"
+    );
+}
+
+/// Classes and bindings a cluster could hold, each odd in its own way: every one ends in a
+/// status or a refusal, never a panic.
+#[test]
+fn odd_resources_never_make_the_operator_panic() {
+    let specs = [
+        "{ source: '127.0.0.1:1/providers/hook:1.0.0', trustedKeys: [] }",
+        "{ source: '127.0.0.1:1/providers/hook:1.0.0', trustedKeys: [providers, providers] }",
+        "{ source: '127.0.0.1:1/providers/hook:1.0.0', trustedKeys: [''] }",
+        "{ source: '', trustedKeys: [providers] }",
+        "{ source: 'not a reference', trustedKeys: [providers] }",
+        "{ source: 'oci:/nonexistent:tag', trustedKeys: [providers] }",
+        "{ source: '127.0.0.1:1/providers/hook@sha256:00', trustedKeys: [providers] }",
+        "{ source: '127.0.0.1:1/providers/hook:1.0.0', compat: 'not semver' }",
+        "{ source: '127.0.0.1:1/providers/hook:1.0.0', require: [nonsense] }",
+        "{ source: '127.0.0.1:1/providers/hook:1.0.0', grants: { secrets: [TOKEN], outboundHosts: ['::::'] } }",
+        "{ source: '127.0.0.1:1/providers/hook:1.0.0', allowedNamespaces: [] }",
+    ];
+    for spec in specs {
+        let (code, _, stderr) = reconcile_with_key(&class(spec));
+        assert!(
+            matches!(code, Some(0..=2)) && !stderr.contains("panicked"),
+            "spec {spec}: exit {code:?}; stderr: {stderr}"
+        );
+    }
+}
+
+/// The operator logs as the host does: `--log-format json` or `text`, JSON by default when
+/// its log stream is not a terminal.
+#[test]
+fn the_operator_takes_the_hosts_log_formats() {
+    let yaml = class("{ source: '127.0.0.1:1/providers/hook:1.0.0', trustedKeys: [providers] }");
+    for (args, json) in [
+        (&["--log-format", "json"][..], true),
+        (&["--log-format", "text"][..], false),
+        (&[][..], true),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("greentic.toml"), BASE).unwrap();
+        std::fs::write(dir.path().join("r.yaml"), &yaml).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_greentic-operator"))
+            .args(args)
+            .args(["reconcile", "--base", ".", "--resources", "r.yaml"])
+            .env("JWT", "0123456789abcdef0123456789abcdef")
+            .env_remove("GREENTIC_LOG_FORMAT")
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let line = stderr
+            .lines()
+            .find(|l| l.contains("reconcile pass over the resource files"))
+            .unwrap_or_else(|| panic!("{args:?}: no log line in:\n{stderr}"));
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            json,
+            "{args:?}: {line}"
+        );
+    }
+}

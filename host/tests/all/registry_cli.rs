@@ -93,6 +93,10 @@ fn bundles_run_only_signed_providers_from_an_oci_layout() {
     std::fs::rename(dir.join("layout"), dir.join("layout.away")).unwrap();
     let out = run_host(&["check", "--offline", dir.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out).1);
+    // The same from inside the bundle directory, named `.`: the layout's path is relative then,
+    // and must still find what was cached under its absolute one.
+    let out = run_in(dir, &["check", "--offline", "."]);
+    assert!(out.status.success(), "{}", text(&out).1);
     let (ok, stderr) = check();
     assert!(!ok, "without --offline the missing layout must fail");
     assert!(stderr.contains("provider `echo`"), "{stderr}");
@@ -404,6 +408,12 @@ pub(crate) fn a_bundle_and_its_layout_verify_wherever_they_are_copied_and_tags_s
     assert!(
         stderr.contains("signed for repository oci-layout:noop-1.0.0")
             && stderr.contains("oci-layout:echo-1.0.0"),
+        "{stderr}"
+    );
+    // The way to accept a mirror is named: the bundle key and the verify flag.
+    assert!(
+        stderr.contains("`identities = [\"oci-layout:noop-1.0.0\"]`")
+            && stderr.contains("greentic-host verify --repository oci-layout:noop-1.0.0"),
         "{stderr}"
     );
 }

@@ -450,3 +450,75 @@ provider = "hello"
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), "hello\n");
 }
+
+#[test]
+fn a_component_rebuilt_at_the_same_path_is_a_new_revision_under_the_lock_rule() {
+    let bundle = TestBundle::new(
+        r#"
+[providers.echo]
+source = "echo.wasm"
+allow_unsigned = true
+
+[tenants.acme]
+
+[[routes]]
+tenant = "acme"
+capability = "send"
+provider = "echo"
+"#,
+        &[],
+    );
+    let dir = bundle.path();
+    let file = dir.join("echo.wasm");
+    std::fs::copy(common::component("wasip2", common::built::ECHO), &file).unwrap();
+    let host = Host::start(dir);
+    let acme = bundle.token("acme", None);
+    let r = host.send(&acme, json!({"to": "a", "text": "b"}));
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // Nothing changed: unchanged.
+    let (ok, outcome) = reload_cli(&host, dir);
+    assert!(ok, "{outcome}");
+    assert_eq!(outcome["outcome"], "unchanged", "{outcome}");
+
+    // The same path now holds another component: not "unchanged", but refused by the lock
+    // until the operator says the new digest is meant.
+    std::fs::copy(common::component("wasip2", common::built::PANICKER), &file).unwrap();
+    let (ok, outcome) = reload_cli(&host, dir);
+    assert!(!ok, "{outcome}");
+    assert_eq!(outcome["outcome"], "refused", "{outcome}");
+    assert!(
+        outcome["problems"].to_string().contains("update-lock"),
+        "{outcome}"
+    );
+    let r = host.send(&acme, json!({"to": "a", "text": "b"}));
+    assert_eq!(
+        r.status,
+        200,
+        "the old component keeps serving: {}",
+        r.text()
+    );
+
+    let out = run_in(
+        dir,
+        &["reload", "--admin", &host.admin_addr, "--update-lock"],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("\"applied\""), "{stdout}");
+    let r = host.send(&acme, json!({"to": "a", "text": "b"}));
+    assert_eq!(
+        r.json()["code"],
+        "guest-trap",
+        "the rebuilt component serves: {}",
+        r.text()
+    );
+    let lock = std::fs::read_to_string(dir.join("greentic.lock")).unwrap();
+    let panicker = std::fs::read(&file).unwrap();
+    use sha2::Digest;
+    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&panicker)));
+    assert!(
+        lock.contains(&digest),
+        "the lock follows the new digest: {lock}"
+    );
+}

@@ -274,6 +274,7 @@ impl Host {
         ])
         .args(args)
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("GREENTIC_LOG_FORMAT")
         .env("GREENTIC_CACHE_KEY_FILE", cache_key_file())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
