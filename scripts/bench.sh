@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs the benchmarks (invoke, engine, verify, fleet, audit; or the ones named) after building the
+# Runs the benchmarks (invoke, engine, verify, fleet, audit, token; or the ones named) after building the
 # components they load. Numbers and method: BENCHMARKS.md.
-#   scripts/bench.sh [invoke|engine|verify|fleet|audit ...] [-- ARGS]
+#   scripts/bench.sh [invoke|engine|verify|fleet|audit|token ...] [-- ARGS]
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 

@@ -403,11 +403,17 @@ fn refusals_name_the_problem_in_words_and_every_answer_has_the_error_shape() {
             "the token names no tenant",
         ),
         ("not-a-token".to_string(), "not a JWT"),
+        (
+            token(claims(json!({"aud": "x".repeat(20_000)})), hs),
+            "the token's audience is \"xxx",
+        ),
     ] {
         let r = send(&t);
         assert_eq!(r.status, 401, "{}", r.text());
         let message = r.json()["message"].as_str().unwrap().to_string();
         assert!(message.contains(words), "expected `{words}` in: {message}");
+        // A claim the refusal quotes is the caller's own, and cut short.
+        assert!(message.len() < 1_024, "{} bytes", message.len());
         for internal in [
             "InvalidToken",
             "ExpiredSignature",

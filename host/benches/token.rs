@@ -8,8 +8,8 @@
 use std::hint::black_box;
 
 use criterion::Criterion;
-use greentic_auth::{Authenticator, Claims};
-use greentic_bundle::Bundle;
+use greentic_host::auth::{Authenticator, Claims};
+use greentic_host::bundle::Bundle;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
