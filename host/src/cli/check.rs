@@ -24,16 +24,37 @@ pub struct Check {
 
 impl Check {
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        let loaded = match crate::loader::load_bundle(
+        // What `run` refuses before it serves, beyond loading: a fleet member that trusts no
+        // publisher, durable routes without a fleet.
+        let serving = crate::bundle::Bundle::load(&self.bundle)
+            .map(|b| serving_problems(&b))
+            .unwrap_or_default();
+        let loaded = crate::loader::load_bundle(
             &self.bundle,
             crate::loader::LoadOptions {
                 update_lock: false,
                 offline: self.offline,
                 ..Default::default()
             },
-        ) {
-            Ok(l) => l,
-            Err(e) => {
+        );
+        let loaded = match (loaded, serving.is_empty()) {
+            (Ok(l), true) => l,
+            (loaded, _) => {
+                let e = match loaded {
+                    Ok(_) => anyhow::Error::new(crate::loader::LoadError { problems: serving }),
+                    Err(e) => match e.downcast::<crate::loader::LoadError>() {
+                        Ok(mut load) => {
+                            load.problems.extend(serving);
+                            anyhow::Error::new(load)
+                        }
+                        Err(e) if serving.is_empty() => e,
+                        Err(e) => {
+                            let mut all = vec![super::describe(&e)];
+                            all.extend(serving);
+                            anyhow::Error::new(crate::loader::LoadError { problems: all })
+                        }
+                    },
+                };
                 let problems = problems(&e);
                 if self.json {
                     outln!(
@@ -96,6 +117,20 @@ impl Check {
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// What `run` refuses a loaded bundle for before it serves: joining a fleet without a publisher
+/// it trusts, or durable routes on a host that joins none.
+fn serving_problems(bundle: &crate::bundle::Bundle) -> Vec<String> {
+    let mut out = Vec::new();
+    if bundle.file.cluster.url.is_some() {
+        if let Err(e) = crate::fleet::revisions::publisher_keys(bundle) {
+            out.push(format!("[cluster]: {e}"));
+        }
+    } else if bundle.file.routes.iter().any(|r| r.durable) {
+        out.push("a route has `durable = true`, which queues deliveries in the fleet's JetStream: run with --cluster nats://… (or set [cluster].url), or remove it".into());
+    }
+    out
 }
 
 /// Every problem behind `e`: a load's list, or the one error.

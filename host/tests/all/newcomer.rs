@@ -489,3 +489,25 @@ fn run_logs_as_text_or_json_as_asked() {
         );
     }
 }
+
+#[test]
+fn check_refuses_what_run_refuses_before_serving_a_fleet() {
+    let webhook = "[providers.gh]\nsource = \"{components}/webhook_github.wasm\"\nallow_unsigned = true\ngrants = { secrets = [\"GITHUB_WEBHOOK_SECRET\"], state = true }\n\n[tenants.acme]\nsecrets = [\"GITHUB_WEBHOOK_SECRET\"]\n\n[[routes]]\ntenant = \"acme\"\ncapability = \"receive\"\nprovider = \"gh\"\ndurable = true\n";
+    let secrets = [("acme/GITHUB_WEBHOOK_SECRET", "s3cret")];
+    // Durable deliveries without a fleet.
+    let b = TestBundle::new(webhook, &secrets);
+    let (code, _, stderr) = check(b.path(), false);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("`durable = true`"), "{stderr}");
+    // A fleet member that trusts no publisher.
+    let b = TestBundle::new(
+        &format!("{webhook}\n[cluster]\nurl = \"nats://127.0.0.1:1\"\n"),
+        &secrets,
+    );
+    let (code, _, stderr) = check(b.path(), false);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("[cluster].publishers names no key"),
+        "{stderr}"
+    );
+}
