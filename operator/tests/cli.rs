@@ -207,3 +207,109 @@ fn the_operator_takes_the_hosts_log_formats() {
         );
     }
 }
+
+/// The operator's commands and flags, as its `--help` lists them (`--help` and `--version`
+/// left out).
+fn operator_commands() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let help = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_greentic-operator"))
+            .args(args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let top = help(&[]);
+    let commands: Vec<String> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|c| c != "help")
+        .collect();
+    assert!(commands.len() >= 3, "{top}");
+    commands
+        .into_iter()
+        .map(|command| {
+            let flags = help(&[&command])
+                .lines()
+                .filter_map(|l| {
+                    let l = l.trim_start();
+                    let l = l.strip_prefix("-o, ").unwrap_or(l);
+                    l.strip_prefix("--")
+                        .and_then(|f| f.split([' ', '\n']).next())
+                        .map(|f| format!("--{f}"))
+                })
+                .filter(|f| f != "--help" && f != "--version")
+                .collect();
+            (command, flags)
+        })
+        .collect()
+}
+
+#[test]
+fn the_readme_lists_every_operator_command_and_flag_and_nothing_else() {
+    let program = operator_commands();
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let mut documented: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    let mut wrong = Vec::new();
+    for (i, row) in readme.lines().enumerate() {
+        if !row.starts_with("| `greentic-operator ") {
+            continue;
+        }
+        let cells: Vec<&str> = row.trim_matches('|').split(" | ").collect();
+        let spans = |cell: &str| -> Vec<String> {
+            cell.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect()
+        };
+        let commands: Vec<String> = spans(cells[0])
+            .iter()
+            .map(|s| s.trim_start_matches("greentic-operator ").to_string())
+            .collect();
+        let flags: std::collections::BTreeSet<String> = spans(cells.get(1).copied().unwrap_or(""))
+            .iter()
+            .filter(|s| s.starts_with("--"))
+            .filter_map(|s| s.split_whitespace().next().map(str::to_string))
+            .collect();
+        for command in commands {
+            match program.get(&command) {
+                None => wrong.push(format!(
+                    "README.md:{}: `greentic-operator {command}` is not a command",
+                    i + 1
+                )),
+                Some(has) => {
+                    for flag in flags.difference(has) {
+                        wrong.push(format!(
+                            "README.md:{}: `greentic-operator {command}` has no `{flag}`",
+                            i + 1
+                        ));
+                    }
+                    documented.entry(command).or_default().extend(flags.clone());
+                }
+            }
+        }
+    }
+    for (command, flags) in &program {
+        let listed = documented.get(command).cloned().unwrap_or_default();
+        for flag in flags.difference(&listed) {
+            wrong.push(format!(
+                "`greentic-operator {command} {flag}` is missing from the README"
+            ));
+        }
+        if !documented.contains_key(command) {
+            wrong.push(format!(
+                "`greentic-operator {command}` has no row in the README"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}

@@ -168,18 +168,20 @@ impl Bundle {
             message,
         };
         let file: BundleFile = toml::from_str(text).map_err(|e| {
-            // The parser quotes the offending line; a huge value must not become a huge
-            // message. Its own words (the list of valid keys among them) are never cut.
+            // The parser quotes the offending line and value; a huge value must not become a
+            // huge message. The list of valid keys (bounded by the format) is never cut.
             let message = e
                 .to_string()
                 .trim_end()
                 .lines()
-                .map(|l| {
-                    if l.contains(" | ") {
-                        greentic_manifest::clip_middle(l, 240)
-                    } else {
-                        l.to_string()
-                    }
+                .map(|l| match l.split_once("`, expected one of ") {
+                    // The unknown key is the writer's (cut if huge); the keys the format has
+                    // are listed whole.
+                    Some((unknown, expected)) => format!(
+                        "{}`, expected one of {expected}",
+                        greentic_manifest::clip_middle(unknown, 240)
+                    ),
+                    None => greentic_manifest::clip_middle(l, 240),
                 })
                 .collect::<Vec<_>>()
                 .join("\n");

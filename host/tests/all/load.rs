@@ -359,6 +359,11 @@ fn huge_bundle_values_are_refused_with_bounded_messages() {
             ),
             "characters cut",
         ),
+        (
+            "a 100 000-character unknown key",
+            format!("[tenants.acme]\nlimits = {{ {} = 1 }}", "k".repeat(100_000)),
+            "expected one of `fuel_per_call`",
+        ),
     ] {
         let b = TestBundle::new(
             &bundle(

@@ -288,8 +288,8 @@ fn the_bundle_changes_five_ways_under_load_and_no_call_fails() {
         &bundle.token("umbrella", None),
         json!({"to": "a", "text": "b"}),
     );
-    assert_eq!(r.status, 400, "{}", r.text());
-    assert!(r.text().contains("not served"), "{}", r.text());
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(r.json()["code"], "no-route", "{}", r.text());
     wait_calls(20);
     stop.store(true, Ordering::Relaxed);
     for d in drivers {
