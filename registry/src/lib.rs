@@ -40,8 +40,8 @@ pub mod testing;
 pub use artifact::{
     ANNOTATION_DESCRIPTION, ANNOTATION_TITLE, ANNOTATION_VERSION, DEFAULT_MAX_COMPONENT_BYTES,
     Descriptors, MAX_CONFIG_BYTES, Pulled, Pushed, WASM_CONFIG_MEDIA_TYPE, WASM_LAYER_MEDIA_TYPE,
-    build_artifact, pull_component, pull_component_capped, push_component, validate_config,
-    validate_manifest,
+    build_artifact, pull_component, pull_component_capped, push_component, rfc3339,
+    validate_config, validate_manifest,
 };
 pub use cache::BlobCache;
 pub use digest::{is_sha256_digest, sha256_digest};

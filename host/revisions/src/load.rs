@@ -204,6 +204,8 @@ pub struct LoadedBundle {
     pub loaded: Loaded,
     /// What the capabilities opened (secrets, state), from the bundle's sections.
     pub backends: Backends,
+    /// The callers' keys, from `[auth]`.
+    pub auth: greentic_auth::Authenticator,
 }
 
 /// Reads the bundle at `path`, opens its capabilities (secrets, state), sizes the engine's pool from the
@@ -222,9 +224,13 @@ pub fn load_bundle_with(
     // Every problem `run` would stop on is reported at once: the callers' keys, the
     // capabilities' backends and every provider.
     let mut problems = Vec::new();
-    if let Err(e) = greentic_auth::Authenticator::from_bundle(&bundle) {
-        problems.push(e.to_string());
-    }
+    let auth = match greentic_auth::Authenticator::from_bundle(&bundle) {
+        Ok(auth) => Some(auth),
+        Err(e) => {
+            problems.push(e.to_string());
+            None
+        }
+    };
     let backends = match Backends::open(&bundle.file.sections(), &bundle.dir, None) {
         Ok(b) => Some(b),
         Err(e) => {
@@ -244,10 +250,13 @@ pub fn load_bundle_with(
         },
         None => None,
     };
-    let (Some(backends), Some(loaded), true) = (backends, loaded, problems.is_empty()) else {
+    let (Some(backends), Some(loaded), Some(auth), true) =
+        (backends, loaded, auth, problems.is_empty())
+    else {
         return Err(LoadError { problems }.into());
     };
     Ok(LoadedBundle {
+        auth,
         bundle,
         engine,
         loaded,

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::auth::Authenticator;
 use crate::fleet::Fleet;
 use crate::fleet::idempotency::Records;
 use crate::fleet::limits::FleetLimits;
@@ -113,7 +112,7 @@ impl Run {
         // Written once the host serves (its listeners bound), never by a run that stopped.
         let new_lock = loaded.loaded.lock_changed.then_some(loaded.loaded.lock);
         let _telemetry = telemetry::init_tracing(&bundle.file.telemetry)?;
-        let auth = Arc::new(ArcSwap::from_pointee(Authenticator::from_bundle(&bundle)?));
+        let auth = Arc::new(ArcSwap::from_pointee(loaded.auth));
         // The state backend opens (or is reached) now, in the runtime that serves calls: one
         // that cannot be stops the host before it listens.
         loaded

@@ -117,12 +117,15 @@ fn check_refuses_every_key_problem_run_would_stop_on_together_with_the_others() 
 #[test]
 fn a_bundle_names_every_problem_of_its_shape_and_suggests_the_key_meant() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("greentic.toml"),
-        "[auth]\nalgorithm = \"HS256\"\nsecret_file = \"jwt.secret\"\n\n[tenants.acme]\nlimits = { max_concurent = 4 }\n",
-    )
-    .unwrap();
-    let (code, _, stderr) = check(dir.path(), false);
+    let check_text = |auth: &str| {
+        std::fs::write(
+            dir.path().join("greentic.toml"),
+            format!("[auth]\nalgorithm = \"HS256\"\n{auth}secret_file = \"jwt.secret\"\n\n[tenants.acme]\nlimits = {{ max_concurent = 4 }}\n"),
+        )
+        .unwrap();
+        check(dir.path(), false)
+    };
+    let (code, _, stderr) = check_text("");
     assert_eq!(code, Some(1));
     for word in [
         "\"issuer\" is a required property",
@@ -132,12 +135,7 @@ fn a_bundle_names_every_problem_of_its_shape_and_suggests_the_key_meant() {
         assert!(stderr.contains(word), "expected `{word}` in:\n{stderr}");
     }
     // Fixed, the misspelt key is named with what was meant, and the list of keys is whole.
-    std::fs::write(
-        dir.path().join("greentic.toml"),
-        "[auth]\nalgorithm = \"HS256\"\nissuer = \"i\"\naudience = \"a\"\nsecret_file = \"jwt.secret\"\n\n[tenants.acme]\nlimits = { max_concurent = 4 }\n",
-    )
-    .unwrap();
-    let (code, _, stderr) = check(dir.path(), false);
+    let (code, _, stderr) = check_text("issuer = \"i\"\naudience = \"a\"\n");
     assert_eq!(code, Some(1));
     assert!(
         stderr.contains("did you mean `max_concurrent`?"),
@@ -277,13 +275,16 @@ fn errors_say_what_is_wrong_in_one_line_and_each_cause_once() {
         "{stderr}"
     );
     // `sign` with no password and no terminal says which variable to set.
-    let out = Command::new(common::host_bin())
-        .args(["sign", "--key", "cosign.key", "oci:layout:x"])
-        .current_dir(dir.path())
-        .env_remove("COSIGN_PASSWORD")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let sign = || {
+        Command::new(common::host_bin())
+            .args(["sign", "--key", "cosign.key", "oci:layout:x"])
+            .current_dir(dir.path())
+            .env_remove("COSIGN_PASSWORD")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = sign();
     assert!(!out.status.success());
     let stderr = text(&out).1;
     assert!(
@@ -291,13 +292,7 @@ fn errors_say_what_is_wrong_in_one_line_and_each_cause_once() {
         "{stderr}"
     );
     assert!(run_in(dir.path(), &["keygen"]).status.success());
-    let out = Command::new(common::host_bin())
-        .args(["sign", "--key", "cosign.key", "oci:layout:x"])
-        .current_dir(dir.path())
-        .env_remove("COSIGN_PASSWORD")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = sign();
     let stderr = text(&out).1;
     assert!(!out.status.success());
     assert!(stderr.contains("COSIGN_PASSWORD is not set"), "{stderr}");
