@@ -47,6 +47,13 @@ pub struct HostSection {
     /// closed to make room.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Calls the host runs at once, over all tenants (default: the sum of every tenant's
+    /// `max_concurrent`, and `webhook_max_concurrent` per webhook provider routed to it, plus 8).
+    /// Every resource of the instance pool (instances, core instances, memories, tables, async
+    /// stacks) is sized from it; a call past it waits up to its tenant's `queue_timeout_ms` and
+    /// is then answered `503 host-at-capacity`.
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
     /// Address of the admin listener: `/healthz`, `/readyz`, `/metrics` (`--admin-listen`
     /// overrides). Keep it off public networks.
     #[serde(default = "default_admin_listen")]
@@ -175,6 +182,7 @@ impl Default for HostSection {
             body_timeout_ms: default_body_timeout(),
             idle_timeout_ms: default_idle_timeout(),
             max_connections: default_max_connections(),
+            max_in_flight: None,
             admin_listen: default_admin_listen(),
             scheduler: SchedulerSection::default(),
         }

@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+
+use crate::errors::CallError;
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
@@ -42,7 +44,9 @@ pub enum Allocation {
 /// Sizing of the pool, derived from the bundle.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolSizing {
-    /// Instances that may be alive at once (sum of tenants' concurrency, plus headroom).
+    /// Calls (each one instance) that may run at once: `[host] max_in_flight`, by default the
+    /// sum of the tenants' concurrency plus headroom. Every pool resource is sized from it, and
+    /// the engine admits no more calls than it ([`HostEngine::admit`]).
     pub instances: u32,
     /// Largest linear memory any tenant allows.
     pub max_memory_bytes: u64,
@@ -56,8 +60,15 @@ pub struct HostEngine {
     pub allocation: Allocation,
     /// What it was built with.
     pub options: EngineOptions,
+    /// Calls running on this engine: at most its pool's size at once (unbounded without one).
+    capacity: Arc<tokio::sync::Semaphore>,
+    /// The size of `capacity`.
+    max_in_flight: u32,
     stop: Arc<AtomicBool>,
 }
+
+/// A call's place on an engine, held while it runs.
+pub type CapacityPermit = tokio::sync::OwnedSemaphorePermit;
 
 /// What an engine is built with. The host runs with [`EngineOptions::host`]; the others exist
 /// to measure what each part costs (see `BENCHMARKS.md`).
@@ -91,11 +102,15 @@ fn config(pool: Option<PoolSizing>, fuel: bool, epoch: bool) -> Config {
     if let Some(p) = pool {
         let mut pooling = PoolingAllocationConfig::default();
         let n = p.instances.max(1);
+        // Every resource a call holds is sized together: an instance, its core instances,
+        // memories and tables, and the async stack its fiber runs on (left at Wasmtime's
+        // default of 1 000 stacks, the 1 001st call in flight failed as if it had trapped).
         pooling
             .total_component_instances(n)
-            .total_core_instances(n * 16)
-            .total_memories(n * 4)
-            .total_tables(n * 8)
+            .total_core_instances(n.saturating_mul(16))
+            .total_memories(n.saturating_mul(4))
+            .total_tables(n.saturating_mul(8))
+            .total_stacks(n)
             .max_memories_per_component(4)
             .max_tables_per_component(8)
             .max_core_instances_per_component(16)
@@ -142,11 +157,15 @@ impl HostEngine {
             },
         };
         let stop = Arc::new(AtomicBool::new(false));
+        let max_in_flight = pool.map_or(u32::MAX >> 3, |p| p.instances.max(1));
+        let capacity = Arc::new(tokio::sync::Semaphore::new(max_in_flight as usize));
         if !epoch {
             return Ok(HostEngine {
                 engine,
                 allocation,
                 options,
+                capacity,
+                max_in_flight,
                 stop,
             });
         }
@@ -167,8 +186,32 @@ impl HostEngine {
             engine,
             allocation,
             options,
+            capacity,
+            max_in_flight,
             stop,
         })
+    }
+
+    /// A place for one call on this engine, waiting until `until` for one to free up: the
+    /// host at capacity is its own condition (`503 host-at-capacity`, retryable), never a
+    /// failure of the provider that would have run.
+    pub async fn admit(&self, until: tokio::time::Instant) -> Result<CapacityPermit, CallError> {
+        if let Ok(permit) = self.capacity.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        match tokio::time::timeout_at(until, self.capacity.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(CallError::HostAtCapacity {
+                max_in_flight: self.max_in_flight,
+                retry_after_ms: 1_000,
+            }),
+        }
+    }
+
+    /// Calls running on this engine now, and how many it admits at once.
+    pub fn in_flight(&self) -> (u32, u32) {
+        let free = self.capacity.available_permits() as u32;
+        (self.max_in_flight.saturating_sub(free), self.max_in_flight)
     }
 
     /// A fingerprint of everything that makes compiled code valid for this engine.

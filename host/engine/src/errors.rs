@@ -143,6 +143,18 @@ pub enum CallError {
         /// Suggested delay.
         retry_after_ms: u64,
     },
+    /// The host runs as many calls as it was sized for (`[host] max_in_flight`) and none
+    /// finished within the tenant's `queue_timeout_ms`: a condition of the host, not of the
+    /// provider; another host, or this one shortly, serves the call.
+    #[error(
+        "the host is at capacity ({max_in_flight} calls in flight, [host] max_in_flight); retry, or add hosts"
+    )]
+    HostAtCapacity {
+        /// The host's capacity.
+        max_in_flight: u32,
+        /// Suggested delay.
+        retry_after_ms: u64,
+    },
 }
 
 impl CallError {
@@ -175,6 +187,7 @@ impl CallError {
             CallError::SignatureInvalid(_) => "signature-invalid",
             CallError::IdempotencyKeyReused(_) => "idempotency-key-reused",
             CallError::NotServedYet { .. } => "not-served-yet",
+            CallError::HostAtCapacity { .. } => "host-at-capacity",
         }
     }
 
@@ -207,6 +220,7 @@ impl CallError {
             CallError::SignatureInvalid(_) => 401,
             CallError::IdempotencyKeyReused(_) => 422,
             CallError::NotServedYet { .. } => 503,
+            CallError::HostAtCapacity { .. } => 503,
         }
     }
 
@@ -225,6 +239,7 @@ impl CallError {
                 | CallError::QueueFull { .. }
                 | CallError::StorageFull { .. }
                 | CallError::NotServedYet { .. }
+                | CallError::HostAtCapacity { .. }
         )
     }
 
@@ -242,7 +257,8 @@ impl CallError {
             | CallError::InProgress { retry_after_ms }
             | CallError::QueueFull { retry_after_ms, .. }
             | CallError::StorageFull { retry_after_ms, .. }
-            | CallError::NotServedYet { retry_after_ms, .. } => Some(*retry_after_ms),
+            | CallError::NotServedYet { retry_after_ms, .. }
+            | CallError::HostAtCapacity { retry_after_ms, .. } => Some(*retry_after_ms),
             _ => None,
         }
     }

@@ -72,6 +72,21 @@ pub const EXPORTED: &[(&str, &str, &str)] = &[
         "CPU time of guest turns (instantiation and guest code, with the host calls it makes) by tenant.",
     ),
     (
+        "greentic_host_at_capacity_total",
+        "counter",
+        "Calls answered 503 host-at-capacity: the host ran [host] max_in_flight calls and none finished within the tenant's queue_timeout_ms.",
+    ),
+    (
+        "greentic_calls_in_flight",
+        "gauge",
+        "Calls running on the active revision's engine now.",
+    ),
+    (
+        "greentic_max_in_flight",
+        "gauge",
+        "Calls the active revision's engine admits at once ([host] max_in_flight).",
+    ),
+    (
         "greentic_retries_total",
         "counter",
         "Retries of idempotent calls.",

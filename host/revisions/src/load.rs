@@ -180,12 +180,19 @@ pub fn pool_sizing(bundle: &Bundle) -> PoolSizing {
             .collect::<std::collections::BTreeSet<_>>()
             .len() as u32
     };
-    PoolSizing {
-        instances: tenants
+    let derived = || {
+        tenants
             .iter()
             .map(|(id, t)| t.limits.max_concurrent + t.limits.webhook_max_concurrent * routed(id))
-            .sum::<u32>()
-            + 8,
+            .fold(8u32, u32::saturating_add)
+    };
+    PoolSizing {
+        instances: bundle
+            .file
+            .host
+            .max_in_flight
+            .unwrap_or_else(derived)
+            .max(1),
         max_memory_bytes: tenants
             .values()
             .map(|t| t.limits.memory_bytes)

@@ -145,7 +145,11 @@ pub(crate) async fn readyz(State(app): State<Arc<App>>) -> Response {
         && revision.providers.is_empty()
         && revision.bundle.file.tenants.is_empty())
         || app.runtime.unserved().is_some();
-    let ready = app.runtime.ready.load(Ordering::SeqCst) && !waiting;
+    // A host running as many calls as it admits takes no more: unready while saturated, so a
+    // load balancer sends the next call elsewhere.
+    let (in_flight, max_in_flight) = revision.engine.in_flight();
+    let saturated = in_flight >= max_in_flight;
+    let ready = app.runtime.ready.load(Ordering::SeqCst) && !waiting && !saturated;
     let providers: Vec<_> = revision
         .providers
         .values()
@@ -174,6 +178,7 @@ pub(crate) async fn readyz(State(app): State<Arc<App>>) -> Response {
         axum::Json(json!({
             "ready": ready,
             "waiting_for_fleet": waiting,
+            "capacity": {"in_flight": in_flight, "max_in_flight": max_in_flight, "saturated": saturated},
             "revision": {"digest": revision.digest, "since": revision.since_secs()},
             "last_refused": refused,
             "canary": canary,
@@ -247,6 +252,13 @@ pub(crate) async fn reload(State(app): State<Arc<App>>, RawQuery(query): RawQuer
 }
 
 pub(crate) async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let (in_flight, max_in_flight) = app.runtime.revision().engine.in_flight();
+    app.runtime
+        .metrics
+        .set("greentic_calls_in_flight", &[], f64::from(in_flight));
+    app.runtime
+        .metrics
+        .set("greentic_max_in_flight", &[], f64::from(max_in_flight));
     let mut text = app.runtime.metrics.render();
     // Which revision this host serves: one series, its digest the label (a dashboard shows
     // the fleet converging, or not).

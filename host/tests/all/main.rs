@@ -8,6 +8,7 @@ mod common;
 
 mod attestations;
 mod audit;
+mod capacity;
 mod components;
 mod conformance;
 mod events;

@@ -50,6 +50,16 @@ impl Runtime {
         let mut attempt = 1;
         let outcome = loop {
             let permit = call.gate.acquire().await?;
+            // The host's own capacity, after the tenant's: a call waits for a place as long as
+            // its tenant lets it queue.
+            let until = Instant::now() + Duration::from_millis(limits.queue_timeout_ms);
+            let _place = match call.revision.engine.admit(until.into()).await {
+                Ok(place) => place,
+                Err(e) => {
+                    self.at_capacity(tenant, &e);
+                    return Err(e);
+                }
+            };
             let fleet = match self.fleet_limits.get() {
                 Some(fleet) => {
                     let until = Instant::now() + Duration::from_millis(limits.queue_timeout_ms);
@@ -258,5 +268,29 @@ impl Runtime {
             *slot = Some(kept);
         }
         (mapped, fuel)
+    }
+}
+
+/// When the host last warned that it is at capacity (seconds since the epoch): one warning in
+/// ten seconds, however many calls are turned away.
+static AT_CAPACITY_WARNED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl Runtime {
+    /// Counts a call turned away because the host is at capacity, and warns (at most once in
+    /// ten seconds).
+    fn at_capacity(&self, tenant: &str, e: &CallError) {
+        self.metrics
+            .inc("greentic_host_at_capacity_total", &[("tenant", tenant)]);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = AT_CAPACITY_WARNED.load(Ordering::Relaxed);
+        if now >= last + 10
+            && AT_CAPACITY_WARNED
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(error = %e, "calls are turned away: the host is at capacity (greentic_host_at_capacity_total counts them); raise [host] max_in_flight if memory allows, or add hosts");
+        }
     }
 }

@@ -1,0 +1,119 @@
+//! The host's capacity is its own condition: past `[host] max_in_flight` calls in flight, a call
+//! waits up to its tenant's `queue_timeout_ms` and is then answered `503 host-at-capacity`
+//! (retryable, with `Retry-After`), counted, warned about once, and `/readyz` says the host is
+//! saturated — never a guest trap blamed on the provider.
+
+use crate::common;
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::time::Duration;
+
+use common::{Host, TestBundle};
+use serde_json::json;
+
+/// An upstream that answers every request 200 after `delay`, each on its own thread.
+fn slow_upstream(delay: Duration) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                if common::read_request(&mut stream).is_some() {
+                    std::thread::sleep(delay);
+                    let body = r#"{"ok":true,"id":"slow-1"}"#;
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn past_max_in_flight_calls_wait_then_get_a_retryable_503_and_the_host_says_it_is_saturated() {
+    let port = slow_upstream(Duration::from_secs(2));
+    let b = TestBundle::new(
+        &format!(
+            "[providers.hook]\nsource = \"{{components}}/messaging_webhook.wasm\"\nallow_unsigned = true\ngrants = {{ outbound_hosts = [\"http://127.0.0.1:*\"], secrets = [\"WEBHOOK_BEARER_TOKEN\"] }}\n\n[tenants.acme]\nlimits = {{ max_concurrent = 16, queue_timeout_ms = 300, deadline_ms = 10000 }}\nconfig.hook = {{ url = \"http://127.0.0.1:{port}/x\" }}\n\n[[routes]]\ntenant = \"*\"\ncapability = \"send\"\nprovider = \"hook\"\n"
+        ),
+        &[],
+    );
+    let file = b.path().join("greentic.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replacen("[host]\n", "[host]\nmax_in_flight = 4\n", 1),
+    )
+    .unwrap();
+    let host = Host::start(b.path());
+    let acme = b.token("acme", None);
+    let ready = host.admin("GET", "/readyz");
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    assert_eq!(
+        ready.json()["capacity"]["max_in_flight"],
+        4,
+        "{}",
+        ready.text()
+    );
+
+    let calls: Vec<_> = (0..8)
+        .map(|i| host.spawn_send(acme.clone(), json!({"to": "#ops", "text": format!("m{i}")})))
+        .collect();
+    // While four calls wait on the upstream, the host is saturated.
+    std::thread::sleep(Duration::from_millis(800));
+    let saturated = host.admin("GET", "/readyz");
+    assert_eq!(saturated.status, 503, "{}", saturated.text());
+    assert_eq!(
+        saturated.json()["capacity"]["saturated"],
+        true,
+        "{}",
+        saturated.text()
+    );
+    assert_eq!(
+        saturated.json()["capacity"]["in_flight"],
+        4,
+        "{}",
+        saturated.text()
+    );
+
+    let replies: Vec<_> = calls.into_iter().map(|c| c.join().unwrap().0).collect();
+    let ok = replies.iter().filter(|r| r.status == 200).count();
+    let turned_away: Vec<_> = replies.iter().filter(|r| r.status == 503).collect();
+    assert_eq!(
+        ok,
+        4,
+        "{:?}",
+        replies.iter().map(|r| r.text()).collect::<Vec<_>>()
+    );
+    assert_eq!(turned_away.len(), 4);
+    for r in &turned_away {
+        let answer = r.json();
+        assert_eq!(answer["code"], "host-at-capacity", "{answer}");
+        assert_eq!(answer["retryable"], true, "{answer}");
+        assert!(r.headers.contains_key("retry-after"), "{:?}", r.headers);
+        assert!(!r.text().contains("trap"), "{answer}");
+    }
+    let metrics = host.admin("GET", "/metrics").text();
+    assert!(
+        metrics.contains("greentic_host_at_capacity_total{tenant=\"acme\"} 4"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("greentic_max_in_flight 4"), "{metrics}");
+    // Warned about once, not once per call.
+    let warnings = host
+        .output()
+        .lines()
+        .filter(|l| l.contains("calls are turned away"))
+        .count();
+    assert_eq!(warnings, 1, "{}", host.output());
+    // Free again: ready.
+    let ready = host.admin("GET", "/readyz");
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    assert_eq!(ready.json()["capacity"]["in_flight"], 0, "{}", ready.text());
+}
