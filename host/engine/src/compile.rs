@@ -32,6 +32,61 @@ pub const KEEP_RESIDENT: usize = 2 << 20;
 /// cost measurably more (BENCHMARKS.md); longer ones let a spinning tenant delay others.
 pub const YIELD_FUEL: u64 = 1_000_000;
 
+/// Linear memories the pool holds per call: a component built for `wasm32-wasip2` has one, a
+/// `cargo component` build (`wasm32-wasip1` and the WASI adapter) two. A component with more
+/// runs too, but each of its calls holds more than one call's share of the pool, and past the
+/// pool's memories a call is answered `host-at-capacity`.
+pub const MEMORIES_PER_CALL: u32 = 2;
+
+/// Resident memory one call waiting on an upstream holds (its instance's touched pages, its
+/// fiber stack, its connections and buffers), measured with `messaging-webhook` at 10 000
+/// calls in flight (`--bench capacity`): what the default `max_in_flight` divides the host's
+/// memory by.
+pub const RESIDENT_PER_CALL: u64 = 256 << 10;
+
+/// Address space the pool may reserve: x86-64 and aarch64 give a process 128 TiB; the rest is
+/// left to everything else the process maps.
+const POOL_ADDRESS_SPACE: u64 = 96 << 40;
+
+/// Address space one call's slot of the pool reserves: its memories (each a 4 GiB
+/// reservation, or the tenants' largest memory if larger, and guard regions) and its stack.
+fn slot_address_space(max_memory_bytes: u64) -> u64 {
+    let memory = (4u64 << 30).max(max_memory_bytes) + (64 << 20);
+    u64::from(MEMORIES_PER_CALL) * memory + (2 << 20)
+}
+
+/// Resident memory the pool keeps between calls at most, for a host with `memory` bytes:
+/// a sixteenth of it (1.5 GiB of 24 GiB: a pool of up to ~380 calls keeps the full
+/// [`KEEP_RESIDENT`] per memory, a pool of 10 000 ~75 KiB).
+fn keep_resident_budget(memory: u64) -> u64 {
+    memory / 16
+}
+
+impl PoolSizing {
+    /// Calls this host can hold at once: half its memory (less what the pool keeps resident
+    /// between calls) over [`RESIDENT_PER_CALL`], and no more slots than the address space
+    /// can reserve. `[host] max_in_flight` defaults to the smaller of this and what the
+    /// bundle's tenants may run at once.
+    pub fn supported_in_flight(max_memory_bytes: u64) -> u32 {
+        let by_address = POOL_ADDRESS_SPACE / slot_address_space(max_memory_bytes);
+        let by_memory = crate::process::host_memory_bytes().map_or(u64::MAX, |m| {
+            (m / 2).saturating_sub(keep_resident_budget(m)) / RESIDENT_PER_CALL
+        });
+        by_address.min(by_memory).clamp(64, u64::from(u32::MAX)) as u32
+    }
+
+    /// Bytes of each freed memory and table slot reset in place (and so kept resident) rather
+    /// than returned to the kernel: [`KEEP_RESIDENT`], less where the whole pool would keep
+    /// more than a sixteenth of the host's memory — a burst of calls in flight must not
+    /// leave every slot it touched resident for good.
+    pub fn keep_resident(&self) -> usize {
+        let slots = u64::from(self.instances.max(1)) * u64::from(MEMORIES_PER_CALL);
+        let budget = crate::process::host_memory_bytes()
+            .map_or(KEEP_RESIDENT as u64, |m| keep_resident_budget(m) / slots);
+        (budget.min(KEEP_RESIDENT as u64) as usize) & !0xfff
+    }
+}
+
 /// How instances are allocated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Allocation {
@@ -44,9 +99,10 @@ pub enum Allocation {
 /// Sizing of the pool, derived from the bundle.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolSizing {
-    /// Calls (each one instance) that may run at once: `[host] max_in_flight`, by default the
-    /// sum of the tenants' concurrency plus headroom. Every pool resource is sized from it, and
-    /// the engine admits no more calls than it ([`HostEngine::admit`]).
+    /// Calls (each one instance) that may run at once: `[host] max_in_flight`, by default what
+    /// the tenants may run at once, bounded by what the host can hold
+    /// ([`PoolSizing::supported_in_flight`]). Every pool resource is sized from it, and the
+    /// engine admits no more calls than it ([`HostEngine::admit`]).
     pub instances: u32,
     /// Largest linear memory any tenant allows.
     pub max_memory_bytes: u64,
@@ -108,7 +164,7 @@ fn config(pool: Option<PoolSizing>, fuel: bool, epoch: bool) -> Config {
         pooling
             .total_component_instances(n)
             .total_core_instances(n.saturating_mul(16))
-            .total_memories(n.saturating_mul(4))
+            .total_memories(n.saturating_mul(MEMORIES_PER_CALL))
             .total_tables(n.saturating_mul(8))
             .total_stacks(n)
             .max_memories_per_component(4)
@@ -120,8 +176,8 @@ fn config(pool: Option<PoolSizing>, fuel: bool, epoch: bool) -> Config {
             .max_core_instance_size(1 << 20)
             // Reset a freed slot's first pages with memset instead of madvise: fewer
             // syscalls and TLB-shootdown IPIs per call (BENCHMARKS.md, HTTP hello).
-            .linear_memory_keep_resident(KEEP_RESIDENT)
-            .table_keep_resident(KEEP_RESIDENT);
+            .linear_memory_keep_resident(p.keep_resident())
+            .table_keep_resident(p.keep_resident());
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
     }
     config
@@ -202,7 +258,10 @@ impl HostEngine {
         match tokio::time::timeout_at(until, self.capacity.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
             _ => Err(CallError::HostAtCapacity {
-                max_in_flight: self.max_in_flight,
+                detail: format!(
+                    "{} calls in flight, [host] max_in_flight",
+                    self.max_in_flight
+                ),
                 retry_after_ms: 1_000,
             }),
         }
@@ -538,5 +597,34 @@ impl CompileCache {
         tmp.as_file().sync_all()?;
         tmp.persist(path).map_err(|e| e.error)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_is_bounded_by_what_the_host_can_reserve_and_hold() {
+        let supported = PoolSizing::supported_in_flight(64 << 20);
+        // 96 TiB over two 4 GiB memory reservations (and guards) per call.
+        assert!((1_000..=12_096).contains(&supported), "{supported} calls");
+        // Larger memories reserve more: fewer slots.
+        assert!(PoolSizing::supported_in_flight(16 << 30) < supported);
+    }
+
+    #[test]
+    fn a_large_pool_keeps_less_resident_per_slot_than_a_small_one() {
+        let pool = |instances| PoolSizing {
+            instances,
+            max_memory_bytes: 64 << 20,
+        };
+        assert_eq!(pool(16).keep_resident(), KEEP_RESIDENT);
+        let large = pool(10_000).keep_resident();
+        assert!(large < KEEP_RESIDENT / 4, "{large}");
+        assert_eq!(large % 4096, 0);
+        // What the whole pool keeps is bounded by a sixteenth of the host's memory.
+        let memory = crate::process::host_memory_bytes().unwrap();
+        assert!(large as u64 * 10_000 * u64::from(MEMORIES_PER_CALL) <= memory / 16);
     }
 }

@@ -146,12 +146,10 @@ pub enum CallError {
     /// The host runs as many calls as it was sized for (`[host] max_in_flight`) and none
     /// finished within the tenant's `queue_timeout_ms`: a condition of the host, not of the
     /// provider; another host, or this one shortly, serves the call.
-    #[error(
-        "the host is at capacity ({max_in_flight} calls in flight, [host] max_in_flight); retry, or add hosts"
-    )]
+    #[error("the host is at capacity ({detail}); retry, or add hosts")]
     HostAtCapacity {
-        /// The host's capacity.
-        max_in_flight: u32,
+        /// What ran out: the calls it admits at once, or a resource of its instance pool.
+        detail: String,
         /// Suggested delay.
         retry_after_ms: u64,
     },

@@ -21,6 +21,7 @@ pub mod errors;
 pub mod instance;
 pub mod limits;
 pub mod outcomes;
+pub mod process;
 pub mod provider;
 pub mod resilience;
 pub mod revision;

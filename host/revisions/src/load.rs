@@ -165,9 +165,10 @@ fn check_tenants(
     }
 }
 
-/// The pool `bundle`'s tenants need: every slot a call may hold — each tenant's invokes, and its
-/// webhook deliveries per provider routed to it (which of them are webhook providers is known
-/// only after loading) — and the largest memory any tenant may use.
+/// The pool `bundle`'s tenants need: `[host] max_in_flight`, by default every slot a call may
+/// hold — each tenant's invokes, and its webhook deliveries per provider routed to it (which of
+/// them are webhook providers is known only after loading) — but no more than the host can hold
+/// ([`PoolSizing::supported_in_flight`]); and the largest memory any tenant may use.
 pub fn pool_sizing(bundle: &Bundle) -> PoolSizing {
     let tenants = &bundle.file.tenants;
     let routed = |tenant: &str| {
@@ -186,18 +187,19 @@ pub fn pool_sizing(bundle: &Bundle) -> PoolSizing {
             .map(|(id, t)| t.limits.max_concurrent + t.limits.webhook_max_concurrent * routed(id))
             .fold(8u32, u32::saturating_add)
     };
+    let max_memory_bytes = tenants
+        .values()
+        .map(|t| t.limits.memory_bytes)
+        .max()
+        .unwrap_or(64 << 20);
     PoolSizing {
         instances: bundle
             .file
             .host
             .max_in_flight
-            .unwrap_or_else(derived)
+            .unwrap_or_else(|| derived().min(PoolSizing::supported_in_flight(max_memory_bytes)))
             .max(1),
-        max_memory_bytes: tenants
-            .values()
-            .map(|t| t.limits.memory_bytes)
-            .max()
-            .unwrap_or(64 << 20),
+        max_memory_bytes,
     }
 }
 

@@ -108,6 +108,8 @@ impl Run {
             bootstrap: self.cluster.is_some(),
         };
         let loaded = crate::loader::load_bundle(&self.bundle, options)?;
+        let (_, max_in_flight) = loaded.engine.in_flight();
+        open_file_limit(max_in_flight, loaded.bundle.file.host.max_connections);
         let bundle = loaded.bundle;
         // Written once the host serves (its listeners bound), never by a run that stopped.
         let new_lock = loaded.loaded.lock_changed.then_some(loaded.loaded.lock);
@@ -274,11 +276,24 @@ impl Run {
     }
 }
 
+/// Connections the kernel may hold for the host before it accepts them: as many as it allows
+/// (`net.core.somaxconn` caps it; 4 096 by default on current Linux). The standard library's
+/// 128 or tokio's 1 024 turn a burst of new connections into resets.
+const LISTEN_BACKLOG: u32 = 65_535;
+
 /// Binds `flag` (from the command line) or else `configured` (from the bundle).
 async fn bind(flag: Option<&str>, configured: &str) -> anyhow::Result<tokio::net::TcpListener> {
     let addr = listen_addr(flag, configured, "the listen address")?;
-    tokio::net::TcpListener::bind(addr)
-        .await
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .with_context(|| format!("listening on {addr}"))?;
+    socket
+        .set_reuseaddr(true)
+        .and_then(|()| socket.bind(addr))
+        .and_then(|()| socket.listen(LISTEN_BACKLOG))
         .with_context(|| format!("listening on {addr}"))
 }
 
@@ -431,5 +446,25 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+/// Raises the open-file limit to the hard limit ([`greentic_engine::process`]): a call in
+/// flight holds a socket out and its connection in, and the soft default (often 1 024) would
+/// turn a host's capacity into `accept` and `connect` failures. Warns when even the hard limit
+/// cannot hold `max_in_flight` calls' sockets and `max_connections` connections.
+fn open_file_limit(max_in_flight: u32, max_connections: usize) {
+    let Some(open_files) = greentic_engine::process::raise_open_file_limit() else {
+        return;
+    };
+    // A socket out per call, one per connection in (HTTP/2 carries many calls on one), and
+    // room for everything else (listeners, files, the fleet's connections).
+    let needed = u64::from(max_in_flight) + max_connections as u64 + 256;
+    if open_files < needed {
+        tracing::warn!(
+            open_files,
+            needed,
+            "the open-file limit cannot hold a socket out for every call in flight ([host] max_in_flight {max_in_flight}) and max_connections in: raise it (LimitNOFILE= in a systemd unit, ulimit -Hn), or lower max_in_flight"
+        );
     }
 }

@@ -117,3 +117,69 @@ fn past_max_in_flight_calls_wait_then_get_a_retryable_503_and_the_host_says_it_i
     assert_eq!(ready.status, 200, "{}", ready.text());
     assert_eq!(ready.json()["capacity"]["in_flight"], 0, "{}", ready.text());
 }
+
+#[test]
+fn more_than_a_thousand_calls_wait_at_once_and_all_are_answered() {
+    // Wasmtime's pool gives 1 000 async stacks unless told otherwise: the 1 001st call in
+    // flight used to fail as a guest trap. 1 100 calls over 11 tenants, each waiting long
+    // enough at the upstream (8 s; the provider gives up at 10) for the last to start before
+    // the first is answered.
+    const CALLS: usize = 1_100;
+    const TENANTS: usize = 11;
+    let port = slow_upstream(Duration::from_secs(8));
+    let mut toml = String::from(
+        "[providers.hook]\nsource = \"{components}/messaging_webhook.wasm\"\nallow_unsigned = true\ngrants = { outbound_hosts = [\"http://127.0.0.1:*\"], secrets = [\"WEBHOOK_BEARER_TOKEN\"] }\n\n[[routes]]\ntenant = \"*\"\ncapability = \"send\"\nprovider = \"hook\"\n",
+    );
+    for t in 0..TENANTS {
+        toml.push_str(&format!(
+            "\n[tenants.t{t}]\nlimits = {{ max_concurrent = {}, queue_timeout_ms = 30000, deadline_ms = 60000 }}\nconfig.hook = {{ url = \"http://127.0.0.1:{port}/x\" }}\n",
+            CALLS / TENANTS
+        ));
+    }
+    let b = TestBundle::new(&toml, &[]);
+    let file = b.path().join("greentic.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    // One connection per call.
+    std::fs::write(
+        &file,
+        text.replacen("[host]\n", "[host]\nmax_connections = 4096\n", 1),
+    )
+    .unwrap();
+    let host = Host::start(b.path());
+    let ready = host.admin("GET", "/readyz").json();
+    assert!(
+        ready["capacity"]["max_in_flight"].as_u64().unwrap() >= CALLS as u64,
+        "{ready}"
+    );
+    let tokens: Vec<_> = (0..TENANTS)
+        .map(|t| b.token(&format!("t{t}"), None))
+        .collect();
+    let calls: Vec<_> = (0..CALLS)
+        .map(|i| {
+            host.spawn_send(
+                tokens[i % TENANTS].clone(),
+                json!({"to": "#ops", "text": format!("m{i}")}),
+            )
+        })
+        .collect();
+    // More than a thousand of them are in flight at once.
+    let mut most = 0;
+    while most <= 1_000 && !calls.iter().all(|c| c.is_finished()) {
+        let ready = host.admin("GET", "/readyz").json();
+        most = most.max(ready["capacity"]["in_flight"].as_u64().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let replies: Vec<_> = calls.into_iter().map(|c| c.join().unwrap()).collect();
+    assert!(most > 1_000, "at most {most} calls were in flight at once");
+    let failed: Vec<_> = replies
+        .iter()
+        .filter(|(r, _)| r.status != 200)
+        .map(|(r, _)| format!("{} {}", r.status, r.text()))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {CALLS} failed, e.g. {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+}

@@ -106,6 +106,9 @@ impl Runtime {
                 other => break other,
             }
         };
+        if let Err(e @ CallError::HostAtCapacity { .. }) = &outcome {
+            self.at_capacity(tenant, e);
+        }
         let failed = outcome.as_ref().err().is_some_and(counts_as_failure);
         let state = admission.settle(failed);
         self.metrics.set(

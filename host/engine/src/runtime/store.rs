@@ -107,6 +107,17 @@ pub(super) fn classify(e: &wasmtime::Error, state: &InstanceData) -> CallError {
             .to_string(),
         );
     }
+    // A resource of the instance pool ran out (instances, memories, tables, async stacks):
+    // the host's condition, never the provider's fault.
+    if let Some(limit) = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<wasmtime::PoolConcurrencyLimitError>())
+    {
+        return CallError::HostAtCapacity {
+            detail: format!("instance pool: {limit}; raise [host] max_in_flight"),
+            retry_after_ms: 1_000,
+        };
+    }
     if e.downcast_ref::<DeadlineHit>().is_some() {
         return CallError::DeadlineExceeded(limits.deadline_ms);
     }
