@@ -1,10 +1,16 @@
 //! Per-tenant admission: a concurrency cap with a bounded wait, and a fuel token bucket.
 //!
 //! A call first takes one of the tenant's `max_concurrent` slots (waiting at most
-//! `queue_timeout_ms`), then reserves `fuel_per_call` from a bucket that refills at
-//! `fuel_per_second` (waiting for the rest of the queue time). After the call the unused part of
-//! the reservation goes back. One tenant's flood therefore waits on its own limits and cannot
-//! take CPU or slots from others.
+//! `queue_timeout_ms`), then waits (for the rest of the queue time) until the tenant's bucket,
+//! refilled at `fuel_per_second`, holds fuel. What the call consumed is charged when it ends, and
+//! a call that consumed more than was left leaves a debt the next calls wait out — as the
+//! fleet's leases do. So a call waiting on an upstream costs its tenant no fuel while it waits
+//! (reserving `fuel_per_call` up front let a tenant start only `fuel_per_second /
+//! fuel_per_call` waiting calls a second), and over any T seconds a tenant consumes at most
+//! `fuel_per_second × (T + 1)` plus what its calls in flight consume before they are charged (at
+//! most `max_concurrent × fuel_per_call`). A call dropped before it is charged (its client went
+//! away) is charged its whole `fuel_per_call`. One tenant's flood therefore waits on its own
+//! limits and cannot take CPU or slots from others.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,16 +33,18 @@ pub struct TenantGate {
 
 #[derive(Debug)]
 struct Bucket {
-    tokens: u64,
+    /// Fuel left this second; negative while calls that consumed more are paid for.
+    tokens: i64,
     last: Instant,
 }
 
-/// An admitted call. Hand back the fuel it used with [`Permit::settle`].
+/// An admitted call. Charge the fuel it used with [`Permit::settle`]; dropped unsettled, it is
+/// charged its whole `fuel_per_call`.
 #[derive(Debug)]
 pub struct Permit {
     _slot: OwnedSemaphorePermit,
     gate: Arc<TenantGate>,
-    reserved: u64,
+    charged: bool,
 }
 
 impl TenantGate {
@@ -54,7 +62,7 @@ impl TenantGate {
             limits,
             slots: Arc::new(Semaphore::new(limits.max_concurrent as usize)),
             bucket: Mutex::new(Bucket {
-                tokens: limits.fuel_per_second,
+                tokens: clamp(limits.fuel_per_second),
                 last: Instant::now(),
             }),
         })
@@ -94,18 +102,17 @@ impl TenantGate {
                 )));
             }
         };
-        let need = self.limits.fuel_per_call;
         loop {
             let wait = {
                 let mut b = self.bucket.lock().expect("bucket lock");
                 self.refill(&mut b);
-                if b.tokens >= need {
-                    b.tokens -= need;
+                if b.tokens > 0 {
                     None
                 } else {
-                    let missing = need - b.tokens;
+                    // Until the debt is paid and one unit is back.
+                    let missing = 1 - b.tokens;
                     Some(Duration::from_secs_f64(
-                        missing as f64 / self.limits.fuel_per_second as f64,
+                        missing as f64 / self.limits.fuel_per_second.max(1) as f64,
                     ))
                 }
             };
@@ -113,7 +120,7 @@ impl TenantGate {
                 return Ok(Permit {
                     _slot: slot,
                     gate: self.clone(),
-                    reserved: need,
+                    charged: false,
                 });
             };
             let now = Instant::now();
@@ -130,28 +137,47 @@ impl TenantGate {
     fn refill(&self, b: &mut Bucket) {
         let now = Instant::now();
         let elapsed = now.duration_since(b.last).as_secs_f64();
-        let add = (elapsed * self.limits.fuel_per_second as f64) as u64;
+        let add = (elapsed * self.limits.fuel_per_second as f64) as i64;
         if add > 0 {
-            b.tokens = (b.tokens + add).min(self.limits.fuel_per_second);
+            b.tokens = b
+                .tokens
+                .saturating_add(add)
+                .min(clamp(self.limits.fuel_per_second));
             b.last = now;
         }
     }
 
-    /// Fuel currently in the bucket (for metrics and tests).
-    pub fn available_fuel(&self) -> u64 {
+    fn charge(&self, used: u64) {
+        let mut b = self.bucket.lock().expect("bucket lock");
+        self.refill(&mut b);
+        b.tokens = b.tokens.saturating_sub(clamp(used));
+    }
+
+    /// Fuel in the bucket now: negative while a debt is paid (for metrics and tests).
+    pub fn available_fuel(&self) -> i64 {
         let mut b = self.bucket.lock().expect("bucket lock");
         self.refill(&mut b);
         b.tokens
     }
 }
 
+/// `v` as a signed amount of fuel.
+fn clamp(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
 impl Permit {
-    /// Returns the unused part of the reservation; `used` is the fuel the call consumed.
-    pub fn settle(self, used: u64) {
-        let refund = self.reserved.saturating_sub(used);
-        if refund > 0 {
-            let mut b = self.gate.bucket.lock().expect("bucket lock");
-            b.tokens = (b.tokens + refund).min(self.gate.limits.fuel_per_second);
+    /// Charges the tenant's bucket with `used`, the fuel the call consumed.
+    pub fn settle(mut self, used: u64) {
+        self.gate.charge(used);
+        self.charged = true;
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if !self.charged {
+            self.gate.charge(self.gate.limits.fuel_per_call);
         }
     }
 }
@@ -193,14 +219,39 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_fuel_bucket_limits_rate_and_refunds_unused_fuel() {
-        // Bucket of 100/s, calls reserve 60: the second call cannot start at once.
+    async fn the_fuel_bucket_charges_what_calls_use_and_waits_out_a_debt() {
+        // Bucket of 100/s, up to 60 a call.
         let gate = TenantGate::new("t", limits(10, 10, 60, 100));
+        // Calls that wait use next to nothing: many start at once.
+        let waiting: Vec<_> = admit_many(&gate, 8).await;
+        assert_eq!(waiting.len(), 8);
+        for p in waiting {
+            p.settle(1);
+        }
+        assert!(gate.available_fuel() >= 92, "{}", gate.available_fuel());
+        // A call that used more than was left leaves a debt: the next waits it out.
         let a = gate.acquire().await.unwrap();
+        a.settle(150);
+        assert!(gate.available_fuel() < 0);
         let e = gate.acquire().await.unwrap_err();
         assert!(e.to_string().contains("fuel budget"), "{e}");
-        a.settle(5); // used 5 of 60: 55 back
-        assert!(gate.available_fuel() >= 95);
-        gate.acquire().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        gate.acquire().await.unwrap().settle(0);
+    }
+
+    #[tokio::test]
+    async fn a_call_dropped_before_it_is_charged_costs_its_whole_budget() {
+        let gate = TenantGate::new("t", limits(10, 10, 60, 100));
+        drop(gate.acquire().await.unwrap());
+        let left = gate.available_fuel();
+        assert!((40..=45).contains(&left), "{left}");
+    }
+
+    async fn admit_many(gate: &Arc<TenantGate>, n: usize) -> Vec<Permit> {
+        let mut permits = Vec::new();
+        for _ in 0..n {
+            permits.push(gate.acquire().await.unwrap());
+        }
+        permits
     }
 }

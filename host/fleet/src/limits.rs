@@ -21,8 +21,8 @@
 //! paid from a grant, and over any T seconds the fleet consumes at most
 //! `fuel_per_second × (T + 1)` plus what calls in flight consume before they are charged (at
 //! most `max_concurrent × fuel_per_call`: the slots bound the calls in flight). A lease is
-//! good for its second only: a dead host's unused lease lapses with it. (Each call still
-//! reserves `fuel_per_call` from its own host's bucket, as without a fleet.)
+//! good for its second only: a dead host's unused lease lapses with it. (What each call
+//! consumed is charged to its own host's bucket too, as without a fleet.)
 //!
 //! Cost per attempt: nothing while the host holds a free slot of the tenant; otherwise one read
 //! and one publish to take one (and a delete, off the call's path, to give it back); and one
