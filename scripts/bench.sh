@@ -2,6 +2,10 @@
 # Runs the benchmarks (invoke, engine, verify, fleet, audit, token; or the ones named) after building the
 # components they load. Numbers and method: BENCHMARKS.md.
 #   scripts/bench.sh [invoke|engine|verify|fleet|audit|token ...] [-- ARGS]
+#   scripts/bench.sh capacity [-- inflight|tenants|cold ...]
+# `capacity` (the published figures: calls in flight, tenants per host, cold start) also
+# appends its figures to benchmarks/history.jsonl (commit, date, machine) and redraws
+# benchmarks/history.svg.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -10,6 +14,18 @@ ensure_nats_server
 if [ ! -f "$COMPONENTS_OUT/wasip2/workloads.wasm" ]; then
   ensure_cargo_component
   "$ROOT/scripts/build-components.sh"
+fi
+if [ "${1:-}" = capacity ]; then
+  shift
+  [ "${1:-}" = -- ] && shift
+  cd "$ROOT"
+  out="$(mktemp)"
+  trap 'rm -f "$out"' EXIT
+  cargo bench --locked -p greentic-host --bench capacity -- "$@" | tee "$out"
+  python3 "$ROOT/scripts/bench-history.py" add benchmarks/history.jsonl "$(tail -n 1 "$out")"
+  python3 "$ROOT/scripts/bench-history.py" svg benchmarks/history.jsonl benchmarks/history.svg
+  log "figures kept in benchmarks/history.jsonl, drawn in benchmarks/history.svg"
+  exit 0
 fi
 benches=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do benches+=(--bench "$1"); shift; done
