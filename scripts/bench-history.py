@@ -26,7 +26,9 @@ CHARTS = [
     ("cold_start_empty_cache_ms", "cold start, empty cache", "ms"),
     ("cold_start_warm_cache_ms", "cold start, warm cache", "ms"),
     ("hello_fair_over_serve", "HTTP hello req/s, fair / wasmtime serve", "x"),
-    ("instantiate_us", "instantiation (pooling, warm)", "us"),
+    ("instantiate_noop_us", "instantiation of noop (pooling, warm)", "us"),
+    ("instantiate_webhook_us", "instantiation of messaging-webhook (pooling, warm)", "us"),
+    ("hello_fair_rps_per_core", "HTTP hello req/s per core (fair)", "req/s"),
 ]
 
 

@@ -17,6 +17,8 @@
 #   scripts/bench-load.sh [DURATION_SECS] [CONNECTIONS]
 #   env: CAPS, RUNS, NOISY_SECS (per noisy measurement, default 6), SCHEDULER (the mode
 #   sections 2-4 measure, default fair), SECTIONS (default "hello noisy shares telemetry")
+# The hello section's medians are kept in benchmarks/history.jsonl (and drawn in
+# benchmarks/history.svg) beside scripts/bench.sh capacity's figures.
 # Installs wrk (apt) and wasmtime-cli 48.0.8 (cargo install, once) when missing.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -305,6 +307,7 @@ wait "$SPIN1" || true
 fi
 
 cp "$RESULTS" "$RAW/results.txt"
+export HELLO_FIGURES="$WORK/hello.json"
 python3 - "$RESULTS" "$CONNECTIONS" "$DURATION" "$NOISY_SECS" "$SCHEDULER" <<'PY'
 import statistics, sys
 path, conns, dur, noisy_secs, mode = sys.argv[1:]
@@ -330,6 +333,21 @@ if any(r[0] == "hello" for r in rows):
         print("both hosts at once (half the connections each), fair/tokio req/s per round: "
               + ", ".join(f"{f / t:.3f}x ({f:.0f} vs {t:.0f})" for f, t in both)
               + f"; median {med([f / t for f, t in both]):.3f}x")
+    # The published figures (benchmarks/history.jsonl), one entry per run of this section.
+    import json, os
+    figures = {
+        "hello_fair_rps": round(m["fair"][0]),
+        "hello_tokio_rps": round(m["tokio"][0]),
+        "hello_serve_rps": round(m["wasmtime"][0]),
+        "hello_fair_rps_per_core": round(m["fair"][0] / os.cpu_count()),
+        "hello_fair_over_serve": round(m["fair"][0] / m["wasmtime"][0], 3),
+        "hello_fair_p99_ms": m["fair"][2],
+        "hello_serve_p99_ms": m["wasmtime"][2],
+        "hello_fair_non2xx": sum(int(float(r[6])) for r in rows if r[0] == "hello" and r[1] == "fair"),
+    }
+    if both:
+        figures["hello_both_fair_over_tokio"] = round(med([f / t for f, t in both]), 3)
+    open(os.environ["HELLO_FIGURES"], "w").write(json.dumps(figures))
 
 if any(r[0] == "noisy" for r in rows):
     print(f"\nnoisy neighbour ({mode}): tenant b (noop, one connection, 1 ms between calls, {noisy_secs}s) alone vs while tenant a floods infinite loops at its cap")
@@ -368,3 +386,8 @@ if "alone" in {r[1] for r in rows if r[0] == "telemetry"}:
         print(f"{name:<24}{r[0]:>10.0f}{r[1]:>10.3f}{r[2]:>10.3f}{r[3]:>10.0f}")
     print(f"ratio to alone: p99 {flooding[2] / alone[2]:.2f}x flooding telemetry, {spinning[2] / alone[2]:.2f}x spinning")
 PY
+if [ -s "$HELLO_FIGURES" ]; then
+  (cd "$ROOT" && python3 scripts/bench-history.py add benchmarks/history.jsonl "$(cat "$HELLO_FIGURES")" \
+    && python3 scripts/bench-history.py svg benchmarks/history.jsonl benchmarks/history.svg)
+  log "HTTP hello figures kept in benchmarks/history.jsonl, drawn in benchmarks/history.svg"
+fi

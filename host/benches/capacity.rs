@@ -10,11 +10,13 @@
 //!   on one connection) — a call's cost should not depend on how many other tenants exist.
 //! - **cold start**: from `run` to the first 200, with the compiled-artifact cache warm and
 //!   with it empty.
+//! - **instantiate**: a fresh store and instance on the host's engine (pooling, warm), as every
+//!   call makes, for `noop` and `messaging-webhook`.
 //!
 //! Calls reach the host over HTTP/2 (a few connections, many streams each), so the client's
 //! sockets do not count against the machine's open-file limit twice.
 //!
-//! `cargo bench -p greentic-host --bench capacity -- [inflight] [tenants] [cold]`
+//! `cargo bench -p greentic-host --bench capacity -- [instantiate] [cold] [tenants] [inflight]`
 //! env: CALLS (10000), TENANTS (100), UPSTREAM_MS (3000), TENANT_COUNTS ("10 10000 100000"),
 //! GREENTIC_HOST_BIN (another host binary to measure), SCHEDULER (`fair`, the default, or
 //! `tokio`).
@@ -499,6 +501,81 @@ async fn cold(figures: &mut Figures) {
     }
 }
 
+/// Instantiation on the host's engine (pooling, warm): a fresh store and instance of `noop`
+/// and of `messaging-webhook`, as every call makes; the median of 2 000.
+async fn instantiation(figures: &mut Figures) {
+    use greentic_capabilities::CallScope;
+    use greentic_capabilities::outbound::OutboundPolicy;
+    use greentic_host::domain::messaging::Messaging;
+    use greentic_host::instance::InstanceData;
+    use greentic_host::loader::{LoadOptions, load_bundle_with};
+
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    write_bundle(dir.path(), &cache, 1, 4, Some(free_port()));
+    // The same bundle with `noop` beside the webhook provider.
+    let text = std::fs::read_to_string(dir.path().join("greentic.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("greentic.toml"),
+        format!(
+            "{text}\n[providers.noop]\nsource = \"{}\"\nallow_unsigned = true\n",
+            common::component("noop").display()
+        ),
+    )
+    .unwrap();
+    let loaded = load_bundle_with(
+        &dir.path().join("greentic.toml"),
+        LoadOptions::default(),
+        greentic_host::compile::HostEngine::new,
+    )
+    .unwrap();
+    let scope = Arc::new(CallScope {
+        tenant: "t0".into(),
+        team: None,
+        user: None,
+        provider: "hook".into(),
+        operation: "send".into(),
+        trace_id: String::new(),
+        granted_secrets: Arc::new(Default::default()),
+        bound_secrets: Arc::new(Default::default()),
+        backends: loaded.backends.clone(),
+        config: Arc::new(serde_json::json!({})),
+        otel_cx: opentelemetry::Context::new(),
+        metrics: Arc::new(greentic_host::metrics::Metrics::default()),
+    });
+    for (name, provider) in [("noop", "noop"), ("webhook", "hook")] {
+        let pre = loaded.loaded.providers[provider]
+            .pre::<Messaging>()
+            .unwrap()
+            .clone();
+        let mut times = Vec::with_capacity(2_000);
+        for i in 0..2_200 {
+            let t = Instant::now();
+            let mut store = wasmtime::Store::new(
+                pre.engine(),
+                InstanceData::new(
+                    scope.clone(),
+                    OutboundPolicy::default(),
+                    greentic_host::bundle::Limits::default(),
+                    std::time::Instant::now() + Duration::from_secs(60),
+                ),
+            );
+            store.limiter(|s| &mut s.limiter);
+            store.set_fuel(u64::MAX).unwrap();
+            store
+                .fuel_async_yield_interval(Some(greentic_host::compile::YIELD_FUEL))
+                .unwrap();
+            std::hint::black_box(pre.instantiate_async(&mut store).await.unwrap());
+            drop(store);
+            if i >= 200 {
+                times.push(t.elapsed());
+            }
+        }
+        let (p50, _, _) = common::quantiles(times);
+        figures.put(&format!("instantiate_{name}_us"), round(common::us(p50), 1));
+    }
+}
+
 fn round(v: f64, digits: i32) -> f64 {
     let f = 10f64.powi(digits);
     (v * f).round() / f
@@ -513,6 +590,9 @@ async fn main() {
     let all = args.is_empty();
     let want = |s: &str| all || args.iter().any(|a| a == s);
     let mut figures = Figures::default();
+    if want("instantiate") {
+        instantiation(&mut figures).await;
+    }
     if want("cold") {
         cold(&mut figures).await;
     }
