@@ -1,8 +1,8 @@
 //! Engine costs, each against its baseline in the same group:
 //! - `instantiate`: pooling vs on-demand allocation (fresh store + instantiate, as every call does);
 //! - `interruption/<workload>`: CPU-bound guests with fuel and epoch interruption off, fuel only,
-//!   epochs only, both, and fuel with fuel-driven yields (the host's default), then a table of
-//!   overheads and their geometric mean;
+//!   epochs only, both, fuel with fuel-driven yields (the host's default), and CPU-time
+//!   metering (epochs and a CPU meter), then a table of overheads and their geometric mean;
 //! - `compile-cache/<component>`: compiling vs loading from the compiled-artifact cache.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -26,6 +26,7 @@ use greentic_host::domain::messaging::Messaging;
 use greentic_host::domain::messaging::ProviderPre;
 use greentic_host::instance::InstanceData;
 use greentic_host::loader::{LoadOptions, LoadedBundle, load_bundle_with};
+use greentic_host::metering::{CpuMeter, Metered};
 use greentic_host::metrics::Metrics;
 use wasmtime::Store;
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -35,6 +36,7 @@ impl gtypes::Host for Bare {}
 const POOL: PoolSizing = PoolSizing {
     instances: 72,
     max_memory_bytes: 64 << 20,
+    metering: greentic_host::metering::Metering::Fuel,
 };
 
 /// The workloads and sizes (each call runs for milliseconds, so the work dominates).
@@ -45,14 +47,17 @@ const WORKLOADS: &[(&str, &str)] = &[
     ("sieve", "4000000"),
 ];
 
-/// Interruption configurations: (name, fuel, epoch, fuel-driven yields). `fuel+yield` is the
-/// host's default; `fuel+epoch` was the previous one.
-const CONFIGS: &[(&str, bool, bool, bool)] = &[
-    ("none", false, false, false),
-    ("fuel", true, false, false),
-    ("epoch", false, true, false),
-    ("fuel+epoch", true, true, false),
-    ("fuel+yield", true, false, true),
+/// Interruption configurations: (name, fuel, epoch, fuel-driven yields, CPU meter).
+/// `fuel+yield` is the host's default; `fuel+epoch` was the previous one; `cpu-time` is
+/// `[host] metering = "cpu-time"` (epochs every 1 ms with yields, each poll's CPU time read
+/// and the call's budget checked at every tick). Engines without fuel tick every 1 ms.
+const CONFIGS: &[(&str, bool, bool, bool, bool)] = &[
+    ("none", false, false, false, false),
+    ("fuel", true, false, false, false),
+    ("epoch", false, true, false, false),
+    ("fuel+epoch", true, true, false, false),
+    ("fuel+yield", true, false, true, false),
+    ("cpu-time", false, true, false, true),
 ];
 
 fn rt() -> tokio::runtime::Runtime {
@@ -158,6 +163,7 @@ struct Interrupt {
     fuel: bool,
     epoch: bool,
     fuel_yield: bool,
+    cpu_meter: bool,
 }
 
 /// One workload call in a fresh instance, with the host's store settings for what is enabled.
@@ -166,6 +172,7 @@ async fn run_workload(pre: &ProviderPre<Bare>, how: Interrupt, to: &str, size: &
         fuel,
         epoch,
         fuel_yield,
+        cpu_meter,
     } = how;
     let mut store = Store::new(pre.engine(), Bare::new());
     if fuel {
@@ -178,15 +185,21 @@ async fn run_workload(pre: &ProviderPre<Bare>, how: Interrupt, to: &str, size: &
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
     }
-    let provider = pre.instantiate_async(&mut store).await.unwrap();
-    let msg = common::message(to, size);
-    let out = provider
-        .greentic_messaging_outbound()
-        .call_send(&mut store, &common::ctx(), &msg)
-        .await
-        .unwrap()
-        .unwrap();
-    black_box(out);
+    let meter = cpu_meter.then(|| CpuMeter::new(u64::MAX));
+    if let Some(meter) = &meter {
+        meter.install(&mut store);
+    }
+    let call = Box::pin(async {
+        let provider = pre.instantiate_async(&mut store).await.unwrap();
+        let msg = common::message(to, size);
+        provider
+            .greentic_messaging_outbound()
+            .call_send(&mut store, &common::ctx(), &msg)
+            .await
+            .unwrap()
+            .unwrap()
+    });
+    black_box(Metered::new(call, meter).await);
 }
 
 fn interruption(c: &mut Criterion, pres: &[(&str, Interrupt, ProviderPre<Bare>)]) {
@@ -227,7 +240,7 @@ fn compile_cache(c: &mut Criterion) {
 fn main() {
     let pres: Vec<(&str, Interrupt, ProviderPre<Bare>)> = CONFIGS
         .iter()
-        .map(|(name, fuel, epoch, fuel_yield)| {
+        .map(|(name, fuel, epoch, fuel_yield, cpu_meter)| {
             let (engine, pre) = workload_pre(*fuel, *epoch);
             // The engine (and its epoch ticker) lives as long as the benchmark.
             std::mem::forget(engine);
@@ -235,6 +248,7 @@ fn main() {
                 fuel: *fuel,
                 epoch: *epoch,
                 fuel_yield: *fuel_yield,
+                cpu_meter: *cpu_meter,
             };
             (*name, how, pre)
         })

@@ -10,10 +10,10 @@
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
-//! use greentic_host::{bundle::Bundle, capabilities::Backends, compile::{HostEngine, PoolSizing}, loader, runtime::{Caller, Runtime}};
+//! use greentic_host::{bundle::Bundle, capabilities::Backends, compile::HostEngine, loader, runtime::{Caller, Runtime}};
 //!
 //! let bundle = Bundle::load(std::path::Path::new("examples/demo"))?;
-//! let engine = HostEngine::new(PoolSizing { instances: 16, max_memory_bytes: 64 << 20 })?;
+//! let engine = HostEngine::new(loader::pool_sizing(&bundle))?;
 //! let backends = Backends::open(&bundle.file.sections(), &bundle.dir, None)?;
 //! let loaded = loader::load(&bundle, &engine, backends.secrets().as_ref(), Default::default())?;
 //! let runtime = Runtime::new(&bundle, engine, loaded.providers, backends);
@@ -26,8 +26,8 @@
 
 /// The call engine (`greentic-engine`).
 pub use greentic_engine::{
-    bindings, compile, domain, domains, errors, instance, limits, outcomes, provider, resilience,
-    revision, runtime, scheduler, shared,
+    bindings, compile, domain, domains, errors, instance, limits, metering, outcomes, provider,
+    resilience, revision, runtime, scheduler, shared,
 };
 
 /// The audit log (`greentic-audit`).

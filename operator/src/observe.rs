@@ -33,6 +33,7 @@ impl Checker {
         let engine = HostEngine::new(PoolSizing {
             instances: 4,
             max_memory_bytes: 64 << 20,
+            metering: Default::default(),
         })?;
         Ok(Checker {
             dir: dir.to_path_buf(),

@@ -140,6 +140,14 @@ pub struct Limits {
     /// Fuel the tenant may use per second across all its calls (token bucket).
     #[serde(default = "default_fuel_rate")]
     pub fuel_per_second: u64,
+    /// CPU time one call may use, in milliseconds (`[host] metering = "cpu-time"`; fuel
+    /// bounds it otherwise).
+    #[serde(default = "default_cpu_ms_per_call")]
+    pub cpu_ms_per_call: u64,
+    /// CPU time the tenant may use per second across all its calls, in milliseconds (`[host]
+    /// metering = "cpu-time"`; token bucket, as `fuel_per_second`).
+    #[serde(default = "default_cpu_ms_per_second")]
+    pub cpu_ms_per_second: u64,
     /// Bytes of host memory one call may make the host hold on its behalf: `wasi:http`
     /// requests, responses, headers, buffered bodies and connections in flight.
     #[serde(default = "default_host_memory")]
@@ -186,6 +194,8 @@ impl Default for Limits {
             max_concurrent: default_concurrency(),
             queue_timeout_ms: default_queue(),
             fuel_per_second: default_fuel_rate(),
+            cpu_ms_per_call: default_cpu_ms_per_call(),
+            cpu_ms_per_second: default_cpu_ms_per_second(),
             host_memory_bytes: default_host_memory(),
             max_resources: default_max_resources(),
             max_outgoing_requests: default_max_outgoing(),
@@ -216,6 +226,12 @@ fn default_queue() -> u64 {
 }
 fn default_fuel_rate() -> u64 {
     4_000_000_000
+}
+fn default_cpu_ms_per_call() -> u64 {
+    1_000
+}
+fn default_cpu_ms_per_second() -> u64 {
+    1_000
 }
 fn default_host_memory() -> u64 {
     16 << 20

@@ -61,6 +61,12 @@ pub struct HostSection {
     /// How guest code gets the cores: `[host.scheduler]`.
     #[serde(default)]
     pub scheduler: SchedulerSection,
+    /// How a call's CPU is counted and bounded: `"fuel"` (default; per-call `fuel_per_call`,
+    /// per-tenant `fuel_per_second`, deterministic) or `"cpu-time"` (epochs for yields and
+    /// deadlines, the tenants' `cpu_ms_per_call` and `cpu_ms_per_second` from measured CPU
+    /// time; cheaper, not deterministic).
+    #[serde(default)]
+    pub metering: Metering,
 }
 
 /// `[host.scheduler]`: how guest code shares the cores between tenants (read at start; a
@@ -83,6 +89,22 @@ pub struct SchedulerSection {
     /// host has nothing to do) or `normal`.
     #[serde(default)]
     pub priority: GuestPriority,
+}
+
+/// `[host].metering`: what bounds a call's and a tenant's CPU.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Metering {
+    /// Fuel: one unit per Wasm operator, counted in the guest's code; the same call uses the
+    /// same fuel on every machine, so budgets are deterministic.
+    #[default]
+    Fuel,
+    /// Measured CPU time: epochs make guests yield (and deadlines fire), and each call's CPU time
+    /// is read from the thread's CPU clock at every yield; cheaper than fuel, but what a
+    /// budget buys depends on the machine and on what else it runs.
+    CpuTime,
 }
 
 /// `[host.scheduler].mode`.
@@ -185,6 +207,7 @@ impl Default for HostSection {
             max_in_flight: None,
             admin_listen: default_admin_listen(),
             scheduler: SchedulerSection::default(),
+            metering: Metering::default(),
         }
     }
 }

@@ -24,7 +24,8 @@ pub use cluster::{ClusterSection, StorageBounds};
 pub use file::{BundleFile, Limits, ProviderSection, Route, TenantSection};
 pub use greentic_capabilities::{Grants, SectionRefs};
 pub use host::{
-    BreakerSection, Deployment, GuestPriority, HostSection, SchedulerMode, SchedulerSection,
+    BreakerSection, Deployment, GuestPriority, HostSection, Metering, SchedulerMode,
+    SchedulerSection,
 };
 pub use lock::{Lock, LockEntry, LockError};
 pub use schedule::{Missed, Schedule};

@@ -160,6 +160,8 @@ impl BundleFile {
                 ("memory_bytes", l.memory_bytes),
                 ("max_concurrent", u64::from(l.max_concurrent)),
                 ("fuel_per_second", l.fuel_per_second),
+                ("cpu_ms_per_call", l.cpu_ms_per_call),
+                ("cpu_ms_per_second", l.cpu_ms_per_second),
                 ("host_memory_bytes", l.host_memory_bytes),
                 ("max_resources", u64::from(l.max_resources)),
                 ("max_outgoing_requests", u64::from(l.max_outgoing_requests)),
@@ -185,12 +187,6 @@ impl BundleFile {
                 out.push(format!(
                     "tenants.{id}.limits.cpu_weight: {} is not between 1 and 1000",
                     l.cpu_weight
-                ));
-            }
-            if l.fuel_per_second < l.fuel_per_call {
-                out.push(format!(
-                    "tenants.{id}.limits: fuel_per_second ({}) is below fuel_per_call ({}), so no call could ever start; raise fuel_per_second",
-                    l.fuel_per_second, l.fuel_per_call
                 ));
             }
             for provider in t.config.keys() {

@@ -106,6 +106,8 @@ pub struct PoolSizing {
     pub instances: u32,
     /// Largest linear memory any tenant allows.
     pub max_memory_bytes: u64,
+    /// How calls are metered (`[host] metering`): fuel, or CPU time with epochs.
+    pub metering: crate::metering::Metering,
 }
 
 /// The engine and its epoch ticker.
@@ -139,12 +141,14 @@ pub struct EngineOptions {
 }
 
 impl EngineOptions {
-    /// The host's configuration: pooling sized by `pool`, fuel on, epochs off.
+    /// The host's configuration: pooling sized by `pool`; fuel on and epochs off, or with
+    /// `metering = "cpu-time"` the other way round.
     pub fn host(pool: PoolSizing) -> EngineOptions {
+        let cpu_time = pool.metering == crate::metering::Metering::CpuTime;
         EngineOptions {
             pool: Some(pool),
-            fuel: true,
-            epoch: false,
+            fuel: !cpu_time,
+            epoch: cpu_time,
         }
     }
 }
@@ -227,11 +231,17 @@ impl HostEngine {
         }
         let ticker = engine.weak();
         let stop_flag = stop.clone();
+        // Without fuel, epochs are what makes guests yield: tick often.
+        let tick = if fuel {
+            EPOCH_TICK
+        } else {
+            crate::metering::CPU_TIME_TICK
+        };
         std::thread::Builder::new()
             .name("greentic-epoch".into())
             .spawn(move || {
                 while !stop_flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
+                    std::thread::sleep(tick);
                     match ticker.upgrade() {
                         Some(engine) => engine.increment_epoch(),
                         None => break,
@@ -618,6 +628,7 @@ mod tests {
         let pool = |instances| PoolSizing {
             instances,
             max_memory_bytes: 64 << 20,
+            metering: crate::metering::Metering::Fuel,
         };
         assert_eq!(pool(16).keep_resident(), KEEP_RESIDENT);
         let large = pool(10_000).keep_resident();

@@ -42,6 +42,11 @@ pub enum CallError {
         "the call used all of its fuel ({0} units); the provider is looping or the tenant's fuel_per_call is too low"
     )]
     FuelExhausted(u64),
+    /// The call used its CPU time (`[host] metering = "cpu-time"`).
+    #[error(
+        "the call used all of its CPU time ({0} ms); the provider is looping or the tenant's cpu_ms_per_call is too low"
+    )]
+    CpuExhausted(u64),
     /// The call ran past its deadline.
     #[error("the call ran past its {0} ms deadline")]
     DeadlineExceeded(u64),
@@ -169,6 +174,7 @@ impl CallError {
                 ProviderFailure::Internal(_) => "internal",
             },
             CallError::FuelExhausted(_) => "fuel-exhausted",
+            CallError::CpuExhausted(_) => "cpu-exhausted",
             CallError::DeadlineExceeded(_) => "deadline-exceeded",
             CallError::MemoryLimit(_) => "memory-limit",
             CallError::ResourceLimit(_) => "resource-limit",
@@ -202,6 +208,7 @@ impl CallError {
                 ProviderFailure::Internal(_) => 500,
             },
             CallError::FuelExhausted(_)
+            | CallError::CpuExhausted(_)
             | CallError::MemoryLimit(_)
             | CallError::ResourceLimit(_)
             | CallError::GuestTrap(_) => 500,

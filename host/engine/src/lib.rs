@@ -20,6 +20,7 @@ pub mod domains;
 pub mod errors;
 pub mod instance;
 pub mod limits;
+pub mod metering;
 pub mod outcomes;
 pub mod process;
 pub mod provider;

@@ -20,6 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::errors::CallError;
+use crate::metering::{Budget, Metering};
 
 /// A tenant's admission state.
 #[derive(Debug)]
@@ -27,6 +28,8 @@ pub struct TenantGate {
     tenant: String,
     scope: String,
     limits: Limits,
+    /// The bucket's units: fuel, or CPU nanoseconds (`[host] metering`).
+    budget: Budget,
     slots: Arc<Semaphore>,
     bucket: Mutex<Bucket>,
 }
@@ -38,8 +41,8 @@ struct Bucket {
     last: Instant,
 }
 
-/// An admitted call. Charge the fuel it used with [`Permit::settle`]; dropped unsettled, it is
-/// charged its whole `fuel_per_call`.
+/// An admitted call. Charge what it used with [`Permit::settle`]; dropped unsettled, it is
+/// charged its whole per-call budget.
 #[derive(Debug)]
 pub struct Permit {
     _slot: OwnedSemaphorePermit,
@@ -54,15 +57,27 @@ impl TenantGate {
     }
 
     /// A gate for `tenant` that admits one kind of its calls (`scope`, e.g. its deliveries to
-    /// one webhook provider), apart from its others.
+    /// one webhook provider), apart from its others; metered in fuel.
     pub fn scoped(tenant: &str, scope: &str, limits: Limits) -> Arc<TenantGate> {
+        TenantGate::metered(tenant, scope, limits, Metering::Fuel)
+    }
+
+    /// [`TenantGate::scoped`], its bucket in the units of `metering`.
+    pub fn metered(
+        tenant: &str,
+        scope: &str,
+        limits: Limits,
+        metering: Metering,
+    ) -> Arc<TenantGate> {
+        let budget = Budget::of(&limits, metering);
         Arc::new(TenantGate {
             tenant: tenant.to_string(),
             scope: scope.to_string(),
             limits,
+            budget,
             slots: Arc::new(Semaphore::new(limits.max_concurrent as usize)),
             bucket: Mutex::new(Bucket {
-                tokens: clamp(limits.fuel_per_second),
+                tokens: clamp(budget.per_second),
                 last: Instant::now(),
             }),
         })
@@ -82,6 +97,11 @@ impl TenantGate {
     /// The tenant's limits.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The tenant's CPU budget, in the units its bucket counts.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
     }
 
     /// Admits a call, or fails with `tenant-busy` after `queue_timeout_ms`.
@@ -112,7 +132,7 @@ impl TenantGate {
                     // Until the debt is paid and one unit is back.
                     let missing = 1 - b.tokens;
                     Some(Duration::from_secs_f64(
-                        missing as f64 / self.limits.fuel_per_second.max(1) as f64,
+                        missing as f64 / self.budget.per_second.max(1) as f64,
                     ))
                 }
             };
@@ -125,10 +145,16 @@ impl TenantGate {
             };
             let now = Instant::now();
             if now + wait > deadline {
-                return Err(busy(format!(
-                    "fuel budget of {} per second used up",
-                    self.limits.fuel_per_second
-                )));
+                return Err(busy(match self.budget.metering {
+                    Metering::Fuel => format!(
+                        "fuel budget of {} per second used up",
+                        self.budget.per_second
+                    ),
+                    Metering::CpuTime => format!(
+                        "CPU budget of {} ms per second used up",
+                        self.limits.cpu_ms_per_second
+                    ),
+                }));
             }
             tokio::time::sleep(wait).await;
         }
@@ -137,12 +163,12 @@ impl TenantGate {
     fn refill(&self, b: &mut Bucket) {
         let now = Instant::now();
         let elapsed = now.duration_since(b.last).as_secs_f64();
-        let add = (elapsed * self.limits.fuel_per_second as f64) as i64;
+        let add = (elapsed * self.budget.per_second as f64) as i64;
         if add > 0 {
             b.tokens = b
                 .tokens
                 .saturating_add(add)
-                .min(clamp(self.limits.fuel_per_second));
+                .min(clamp(self.budget.per_second));
             b.last = now;
         }
     }
@@ -167,7 +193,8 @@ fn clamp(v: u64) -> i64 {
 }
 
 impl Permit {
-    /// Charges the tenant's bucket with `used`, the fuel the call consumed.
+    /// Charges the tenant's bucket with `used`, what the call consumed (fuel, or CPU
+    /// nanoseconds).
     pub fn settle(mut self, used: u64) {
         self.gate.charge(used);
         self.charged = true;
@@ -177,7 +204,7 @@ impl Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         if !self.charged {
-            self.gate.charge(self.gate.limits.fuel_per_call);
+            self.gate.charge(self.gate.budget.per_call);
         }
     }
 }

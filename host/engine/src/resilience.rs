@@ -323,6 +323,7 @@ pub fn counts_as_failure(error: &CallError) -> bool {
             | CallError::DeadlineExceeded(_)
             | CallError::GuestTrap(_)
             | CallError::FuelExhausted(_)
+            | CallError::CpuExhausted(_)
             | CallError::MemoryLimit(_)
             | CallError::ResourceLimit(_)
     )

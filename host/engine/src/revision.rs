@@ -81,10 +81,15 @@ impl Revision {
             .iter()
             .map(|(id, t)| {
                 let before = previous.and_then(|p| p.tenants.get(id));
+                let metering = bundle.file.host.metering;
                 let keep = |gate: Option<&Arc<TenantGate>>, scope: &str, limits: Limits| match gate
                 {
-                    Some(gate) if *gate.limits() == limits => gate.clone(),
-                    _ => TenantGate::scoped(id, scope, limits),
+                    Some(gate)
+                        if *gate.limits() == limits && gate.budget().metering == metering =>
+                    {
+                        gate.clone()
+                    }
+                    _ => TenantGate::metered(id, scope, limits, metering),
                 };
                 let config = t
                     .config

@@ -200,6 +200,7 @@ pub fn pool_sizing(bundle: &Bundle) -> PoolSizing {
             .unwrap_or_else(|| derived().min(PoolSizing::supported_in_flight(max_memory_bytes)))
             .max(1),
         max_memory_bytes,
+        metering: bundle.file.host.metering,
     }
 }
 

@@ -133,7 +133,9 @@ fn rebuilt_files(bundle: &Bundle, current: &greentic_engine::revision::Revision)
 /// Whether an engine with pool `have` can run a revision that needs `need`.
 fn fits(have: Option<PoolSizing>, need: PoolSizing) -> bool {
     have.is_some_and(|have| {
-        have.instances >= need.instances && have.max_memory_bytes >= need.max_memory_bytes
+        have.instances >= need.instances
+            && have.max_memory_bytes >= need.max_memory_bytes
+            && have.metering == need.metering
     })
 }
 

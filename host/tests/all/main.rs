@@ -18,6 +18,7 @@ mod image;
 mod ingress;
 mod load;
 mod manifest_cli;
+mod metering;
 mod new_provider;
 mod newcomer;
 mod operator;

@@ -17,6 +17,7 @@ use crate::bindings::greentic::types::types::TenantCtx;
 use crate::domain::{Decoded, DomainCx, Output};
 use crate::domains::{Kept, Request};
 use crate::errors::CallError;
+use crate::metering::{CpuMeter, Metered, Metering};
 use crate::resilience::{BreakerState, RetryPolicy, counts_as_failure};
 
 /// How long past its deadline a call waits for the turn that would end it.
@@ -63,10 +64,17 @@ impl Runtime {
             let fleet = match self.fleet_limits.get() {
                 Some(fleet) => {
                     let until = Instant::now() + Duration::from_millis(limits.queue_timeout_ms);
+                    // The fleet's leases count in the units the host meters.
+                    let budget = call.gate.budget();
+                    let metered = Limits {
+                        fuel_per_call: budget.per_call,
+                        fuel_per_second: budget.per_second,
+                        ..limits
+                    };
                     Some(
                         fleet
                             .clone()
-                            .admit(call.gate.scope(), tenant, &limits, until)
+                            .admit(call.gate.scope(), tenant, &metered, until)
                             .await?,
                     )
                 }
@@ -77,11 +85,20 @@ impl Runtime {
             if let Some(admission) = fleet {
                 admission.settle(fuel).await;
             }
-            self.metrics.add(
-                "greentic_fuel_consumed_total",
-                &[("tenant", tenant), ("provider", provider)],
-                fuel as f64,
-            );
+            if call.gate.budget().metering == Metering::Fuel {
+                self.metrics.add(
+                    "greentic_fuel_consumed_total",
+                    &[("tenant", tenant), ("provider", provider)],
+                    fuel as f64,
+                );
+            } else if !self.scheduler.fair() {
+                // The fair scheduler books guest CPU itself.
+                self.metrics.add(
+                    "greentic_guest_cpu_seconds_total",
+                    &[("tenant", tenant)],
+                    fuel as f64 / 1e9,
+                );
+            }
             match result {
                 Err(e)
                     if decoded.retry
@@ -144,6 +161,9 @@ impl Runtime {
                 .await;
         }
         let engine = call.revision.engine.clone();
+        // With `metering = "cpu-time"`, the call's CPU time bounds it (and is what it used).
+        let meter = (!engine.options.fuel).then(|| CpuMeter::new(call.gate.budget().per_call));
+        let inner_meter = meter.clone();
         let scope = call.scope.clone();
         let outbound = call.provider.outbound.clone();
         let prepared = call.provider.prepared.clone();
@@ -153,11 +173,13 @@ impl Runtime {
         // handed on by pointer from now on.
         let work = Box::pin(
             async move {
-                let mut store =
-                    match Runtime::call_store(&engine, scope, &outbound, &limits, deadline) {
-                        Ok(store) => store,
-                        Err(e) => return (Err(e), 0),
-                    };
+                let meter = inner_meter.as_ref();
+                let mut store = match Runtime::call_store(
+                    &engine, scope, &outbound, &limits, deadline, meter,
+                ) {
+                    Ok(store) => store,
+                    Err(e) => return (Err(e), 0),
+                };
                 let cx = DomainCx {
                     ctx: &ctx,
                     max_response_bytes,
@@ -168,10 +190,11 @@ impl Runtime {
                 };
                 let result = tokio::time::timeout_at(deadline.into(), run).await;
                 // The store (and the instance) is dropped here: nothing survives the call.
-                outcome(result, &store, &limits)
+                outcome(result, &store, &limits, meter)
             }
             .in_current_span(),
         );
+        let work = Metered::new(work, meter);
         if !self.scheduler.fair() {
             return work.await;
         }
@@ -192,7 +215,7 @@ impl Runtime {
                 let Ok(ran) = tokio::time::timeout_at(late.into(), turns).await else {
                     return (
                         Err(CallError::DeadlineExceeded(limits.deadline_ms)),
-                        limits.fuel_per_call,
+                        call.gate.budget().per_call,
                     );
                 };
                 ran
@@ -243,6 +266,7 @@ impl Runtime {
                     &call.provider.outbound,
                     limits,
                     deadline,
+                    None,
                 ) {
                     Ok(store) => store,
                     Err(e) => return (Err(e), 0),
@@ -258,14 +282,22 @@ impl Runtime {
         data.imports.outbound.policy = call.provider.outbound.clone();
         data.imports.usage = Default::default();
         data.deadline = deadline;
-        if let Err(e) = kept.store.set_fuel(limits.fuel_per_call) {
+        let options = &call.revision.engine.options;
+        if options.fuel
+            && let Err(e) = kept.store.set_fuel(limits.fuel_per_call)
+        {
             return (Err(CallError::Internal(e.to_string())), 0);
         }
-        yield_regularly(&mut kept.store, &call.revision.engine.options);
+        yield_regularly(&mut kept.store, options);
+        let meter = (!options.fuel).then(|| CpuMeter::new(call.gate.budget().per_call));
+        if let Some(meter) = &meter {
+            meter.install(&mut kept.store);
+        }
         // Kept instances (a conformance mode) run on this task, outside the scheduler.
-        let run = prepared.call(&kept.instance, &mut kept.store, cx, request);
-        let result = tokio::time::timeout_at(deadline.into(), run).await;
-        let (mapped, fuel) = outcome(result, &kept.store, limits);
+        let run = Box::pin(prepared.call(&kept.instance, &mut kept.store, cx, request));
+        let result =
+            tokio::time::timeout_at(deadline.into(), Metered::new(run, meter.clone())).await;
+        let (mapped, fuel) = outcome(result, &kept.store, limits, meter.as_ref());
         // A trapped or interrupted instance is not reused; a provider error leaves it intact.
         if matches!(mapped, Ok(_) | Err(CallError::Provider(_))) {
             *slot = Some(kept);

@@ -15,6 +15,7 @@ use crate::compile::{EngineOptions, HostEngine, YIELD_FUEL};
 use crate::domain::Output;
 use crate::errors::{CallError, clip_guest};
 use crate::instance::{DeadlineHit, InstanceData, MemoryLimitHit};
+use crate::metering::{CpuLimitHit, CpuMeter};
 
 impl Runtime {
     /// A fresh store for one call: the call's scope and outbound policy, the tenant's limits
@@ -26,6 +27,7 @@ impl Runtime {
         outbound: &OutboundPolicy,
         limits: &Limits,
         deadline: Instant,
+        meter: Option<&Arc<CpuMeter>>,
     ) -> Result<Store<InstanceData>, CallError> {
         let mut store = Store::new(
             &engine.engine,
@@ -33,30 +35,40 @@ impl Runtime {
         );
         store.limiter(|s| &mut s.limiter);
         store.call_hook_async(crate::instance::HostCalls);
-        store
-            .set_fuel(limits.fuel_per_call)
-            .map_err(|e| CallError::Internal(e.to_string()))?;
+        if engine.options.fuel {
+            store
+                .set_fuel(limits.fuel_per_call)
+                .map_err(|e| CallError::Internal(e.to_string()))?;
+        }
         yield_regularly(&mut store, &engine.options);
+        if let Some(meter) = meter {
+            meter.install(&mut store);
+        }
         Ok(store)
     }
 }
 
-/// What one attempt in `store` came to, and the fuel it used.
+/// What one attempt in `store` came to, and what it used: fuel, or (metered by `meter`) CPU
+/// nanoseconds.
 pub(super) fn outcome(
     result: Result<wasmtime::Result<Result<Output, CallError>>, tokio::time::error::Elapsed>,
     store: &Store<InstanceData>,
     limits: &Limits,
+    meter: Option<&Arc<CpuMeter>>,
 ) -> (Result<Output, CallError>, u64) {
-    let fuel = limits
-        .fuel_per_call
-        .saturating_sub(store.get_fuel().unwrap_or(0));
+    let used = match meter {
+        Some(meter) => meter.used_now(),
+        None => limits
+            .fuel_per_call
+            .saturating_sub(store.get_fuel().unwrap_or(0)),
+    };
     greentic_capabilities::report_usage(&store.data().imports);
     let mapped = match result {
         Err(_elapsed) => Err(CallError::DeadlineExceeded(limits.deadline_ms)),
         Ok(Ok(answer)) => answer,
         Ok(Err(e)) => Err(classify(&e, store.data())),
     };
-    (mapped, fuel)
+    (mapped, used)
 }
 
 /// Makes the guest yield to the async executor every [`YIELD_FUEL`] units of fuel (and at
@@ -117,6 +129,9 @@ pub(super) fn classify(e: &wasmtime::Error, state: &InstanceData) -> CallError {
             detail: format!("instance pool: {limit}; raise [host] max_in_flight"),
             retry_after_ms: 1_000,
         };
+    }
+    if let Some(CpuLimitHit(ms)) = e.downcast_ref::<CpuLimitHit>() {
+        return CallError::CpuExhausted(*ms);
     }
     if e.downcast_ref::<DeadlineHit>().is_some() {
         return CallError::DeadlineExceeded(limits.deadline_ms);

@@ -20,6 +20,8 @@
 mod os;
 mod queue;
 
+pub(crate) use os::thread_cpu;
+
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
