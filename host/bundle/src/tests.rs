@@ -81,7 +81,7 @@ fn cross_field_problems_are_all_reported() {
         .replace("provider = \"echo\"", "provider = \"nope\"")
         .replace(
             "[tenants.acme]",
-            "[tenants.acme]\nlimits = { fuel_per_call = 10, cpu_ms_per_second = 0 }",
+            "[tenants.acme]\nlimits = { fuel_per_call = 10, fuel_per_second = 5, cpu_ms_per_second = 0 }",
         );
     let e = Bundle::parse("greentic.toml", &text)
         .unwrap_err()
@@ -90,6 +90,10 @@ fn cross_field_problems_are_all_reported() {
     assert!(e.contains("provider `nope` is not defined"), "{e}");
     assert!(
         e.contains("tenants.acme.limits.cpu_ms_per_second: must be greater than 0"),
+        "{e}"
+    );
+    assert!(
+        e.contains("fuel_per_second (5) is below fuel_per_call (10): one call that used its budget would leave the tenant waiting 1 s"),
         "{e}"
     );
 }

@@ -189,6 +189,29 @@ impl BundleFile {
                     l.cpu_weight
                 ));
             }
+            // A call is charged what it used when it ends: one that used a whole per-call
+            // budget larger than a second's would leave its tenant waiting for seconds.
+            for (rate, per_call, rate_key, call_key) in [
+                (
+                    l.fuel_per_second,
+                    l.fuel_per_call,
+                    "fuel_per_second",
+                    "fuel_per_call",
+                ),
+                (
+                    l.cpu_ms_per_second,
+                    l.cpu_ms_per_call,
+                    "cpu_ms_per_second",
+                    "cpu_ms_per_call",
+                ),
+            ] {
+                if rate > 0 && rate < per_call {
+                    out.push(format!(
+                        "tenants.{id}.limits: {rate_key} ({rate}) is below {call_key} ({per_call}): one call that used its budget would leave the tenant waiting {} s for the next; raise {rate_key}",
+                        per_call.div_ceil(rate).saturating_sub(1)
+                    ));
+                }
+            }
             for provider in t.config.keys() {
                 if !self.providers.contains_key(provider) {
                     out.push(format!(
