@@ -194,6 +194,14 @@ for run in $(seq "$RUNS"); do
   echo "both $run $(summary < "$RAW/hello-both-fair-$run.txt" | cut -d' ' -f1) $(summary < "$RAW/hello-both-tokio-$run.txt" | cut -d' ' -f1)" >> "$RESULTS"
 done
 kill "${PIDS[-1]}"
+# What the hosts answered other than ok, by code (wrk counts only the non-2xx answers of its
+# measured runs; this counts every call, warm-ups and run ends included), and their logs.
+for which in "fair $F_APORT" "tokio $T_APORT"; do
+  set -- $which
+  curl -fs "http://127.0.0.1:$2/metrics" | grep '^greentic_calls_total{tenant="web"' | grep -v 'code="ok"' | sed "s/^/$1 host: /" || true
+done | tee "$RAW/hello-not-ok.txt"
+cp "$WORK/fair/host.log" "$RAW/hello-host-fair.log"
+cp "$WORK/tokio/host.log" "$RAW/hello-host-tokio.log"
 fi
 
 # Sections 2-4 run against the host in $SCHEDULER mode; the other one stays idle.

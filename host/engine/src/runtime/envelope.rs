@@ -188,6 +188,15 @@ impl Runtime {
             ("code", code),
         ];
         self.metrics.inc("greentic_calls_total", &labels);
+        // A failure inside the host is the operator's to see, whoever the caller was.
+        if let Err(e @ CallError::Internal(_)) = &result {
+            tracing::error!(
+                tenant = %caller.tenant,
+                provider = %provider.name,
+                error = %e,
+                "a call failed inside the host"
+            );
+        }
         if let Some(failed) = judged(&result) {
             self.stats
                 .record(&revision.digest, &caller.tenant, failed, elapsed);
