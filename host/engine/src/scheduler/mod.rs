@@ -407,14 +407,18 @@ impl<T> Turns<T> {
             lot.queue.depart(&self.task.tenant);
             self.task.status.store(DONE, Ordering::Release);
             drop(lot);
-            return match self.answer(cx) {
-                Poll::Ready(answer) => Poll::Ready(answer),
-                // Finished means it sent (or dropped) its answer.
-                Poll::Pending => {
-                    self.over = true;
-                    Poll::Ready(Err(Lost))
-                }
-            };
+            // Finished means it sent (or dropped) its answer: take it without polling, which
+            // the runtime's cooperative budget could answer `Pending` with the answer there
+            // (every call that ran out of its task's budget was answered "lost").
+            self.over = true;
+            let cpu = Duration::from_nanos(self.task.cpu_ns.load(Ordering::Relaxed));
+            let moved = self.moved;
+            return Poll::Ready(
+                self.rx
+                    .try_recv()
+                    .map(|answer| Ran { answer, cpu, moved })
+                    .map_err(|_| Lost),
+            );
         }
         if cpu_bound {
             // CPU-bound work takes its next turns in the queue's order, on the guest threads,
@@ -484,6 +488,27 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
     use std::time::{Duration, Instant};
+
+    #[tokio::test]
+    async fn a_call_done_in_its_first_turn_is_answered_when_its_task_has_no_budget_left() {
+        let scheduler = Scheduler::new(SchedulerSection::default());
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+        for i in 0..1_000 {
+            tx.send(i).unwrap();
+        }
+        let mut turns = std::pin::pin!(scheduler.run("t", 1, async { 7u32 }));
+        let answer = std::future::poll_fn(|cx| {
+            // Spend the task's cooperative budget: the channel still holds items, yet answers
+            // `Pending` once the budget is spent — as a busy connection's task can.
+            while rx.poll_recv(cx).is_ready() {}
+            Poll::Ready(turns.as_mut().poll(cx))
+        })
+        .await;
+        match answer {
+            Poll::Ready(Ok(ran)) => assert_eq!(ran.answer, 7),
+            other => panic!("the finished call was answered {other:?}"),
+        }
+    }
 
     /// A future that spins for `slice` of CPU time per poll, `turns` times (yielding between),
     /// counting its turns and the CPU microseconds it spent in its polls (CPU time, as the
