@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Keeps the published figures' history and draws it.
 
-  bench-history.py add FILE.jsonl FIGURES_JSON_LINE   appends {commit, date, machine, figures}
+  bench-history.py add FILE.jsonl FIGURES_JSON_LINE   appends {commit, dirty, date, machine, figures}
   bench-history.py svg FILE.jsonl OUT.svg             one small chart per figure, one point per run
 
 Every run is one JSON object per line, so a regression shows as a step in a line.
@@ -47,8 +47,15 @@ def add(path, line):
     commit = subprocess.run(
         ["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
+    # A run of a tree with uncommitted changes measures something no commit holds: say so.
+    dirty = bool(
+        subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+        ).stdout.strip()
+    )
     entry = {
         "commit": commit,
+        "dirty": dirty,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine(),
         "figures": figures,
