@@ -44,13 +44,7 @@ fn past_max_in_flight_calls_wait_then_get_a_retryable_503_and_the_host_says_it_i
         ),
         &[],
     );
-    let file = b.path().join("greentic.toml");
-    let text = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(
-        &file,
-        text.replacen("[host]\n", "[host]\nmax_in_flight = 4\n", 1),
-    )
-    .unwrap();
+    b.set_host("max_in_flight = 4");
     let host = Host::start(b.path());
     let acme = b.token("acme", None);
     let ready = host.admin("GET", "/readyz");
@@ -137,14 +131,8 @@ fn more_than_a_thousand_calls_wait_at_once_and_all_are_answered() {
         ));
     }
     let b = TestBundle::new(&toml, &[]);
-    let file = b.path().join("greentic.toml");
-    let text = std::fs::read_to_string(&file).unwrap();
     // One connection per call.
-    std::fs::write(
-        &file,
-        text.replacen("[host]\n", "[host]\nmax_connections = 4096\n", 1),
-    )
-    .unwrap();
+    b.set_host("max_connections = 4096");
     let host = Host::start(b.path());
     let ready = host.admin("GET", "/readyz").json();
     assert!(

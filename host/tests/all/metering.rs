@@ -36,13 +36,7 @@ provider = "spin"
 #[test]
 fn cpu_time_bounds_a_call_and_a_tenant_and_other_tenants_are_served() {
     let b = TestBundle::new(BUNDLE, &[]);
-    let file = b.path().join("greentic.toml");
-    let text = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(
-        &file,
-        text.replacen("[host]\n", "[host]\nmetering = \"cpu-time\"\n", 1),
-    )
-    .unwrap();
+    b.set_host("metering = \"cpu-time\"");
     let host = Host::start(b.path());
     let spin = b.token("acme", Some("loop"));
     let globex = b.token("globex", None);
@@ -93,13 +87,7 @@ fn cpu_time_bounds_a_call_and_a_tenant_and_other_tenants_are_served() {
 #[test]
 fn check_and_the_schema_know_the_metering_modes() {
     let b = TestBundle::new(BUNDLE, &[]);
-    let file = b.path().join("greentic.toml");
-    let text = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(
-        &file,
-        text.replacen("[host]\n", "[host]\nmetering = \"cpu_time\"\n", 1),
-    )
-    .unwrap();
+    b.set_host("metering = \"cpu_time\"");
     let out = common::run_host(&["check", b.path().to_str().unwrap()]);
     let (_, err) = common::text(&out);
     assert!(!out.status.success());
@@ -117,13 +105,7 @@ fn a_reload_changes_the_metering_on_a_new_engine() {
     let fuel = host.send(&spin, msg.clone());
     assert_eq!(fuel.json()["code"], "fuel-exhausted", "{}", fuel.text());
 
-    let file = b.path().join("greentic.toml");
-    let text = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(
-        &file,
-        text.replacen("[host]\n", "[host]\nmetering = \"cpu-time\"\n", 1),
-    )
-    .unwrap();
+    b.set_host("metering = \"cpu-time\"");
     let reload = host.admin("POST", "/reload");
     assert_eq!(reload.status, 200, "{}", reload.text());
     let cpu = host.send(&spin, msg);

@@ -156,6 +156,18 @@ pub struct TestBundle {
 }
 
 impl TestBundle {
+    /// Adds `line` (e.g. `max_in_flight = 4`) to the bundle's `[host]` section.
+    pub fn set_host(&self, line: &str) {
+        let file = self.path().join("greentic.toml");
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.contains("[host]\n"), "{text}");
+        std::fs::write(
+            &file,
+            text.replacen("[host]\n", &format!("[host]\n{line}\n"), 1),
+        )
+        .unwrap();
+    }
+
     /// Writes `greentic.toml` ([`HEADER`] followed by `toml`, with `{components}` and `{cache}`
     /// substituted), the JWT secret file and the given secret files (`tenant/NAME` → value).
     pub fn new(toml: &str, secrets: &[(&str, &str)]) -> TestBundle {
