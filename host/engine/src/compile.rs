@@ -181,7 +181,11 @@ fn config(pool: Option<PoolSizing>, fuel: bool, epoch: bool) -> Config {
             // Reset a freed slot's first pages with memset instead of madvise: fewer
             // syscalls and TLB-shootdown IPIs per call (BENCHMARKS.md, HTTP hello).
             .linear_memory_keep_resident(p.keep_resident())
-            .table_keep_resident(p.keep_resident());
+            .table_keep_resident(p.keep_resident())
+            // Of those pages, reset only the ones the call wrote (Linux 6.7+'s PAGEMAP_SCAN,
+            // where the kernel has it): a memset of every kept page was ~15% of the host's
+            // CPU under HTTP hello load (BENCHMARKS.md).
+            .pagemap_scan(wasmtime::Enabled::Auto);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
     }
     config

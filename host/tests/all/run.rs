@@ -351,3 +351,68 @@ provider = "hello"
     let r = host.request("GET", "/webhooks/globex/hello/", &[], b"");
     assert_eq!(r.status, 404, "{}", r.text());
 }
+
+/// A provider that keeps what one call read in a static (the `broken` provider's
+/// `caches-first-token` flaw) keeps it only for that call: each call runs in a fresh instance
+/// whose memory the pool has reset — the written pages found by the kernel's page scan where it
+/// has one — so the next tenant's call on the same slot sends its own token, never the last
+/// caller's.
+#[test]
+pub(crate) fn a_static_kept_by_one_call_is_gone_at_the_next() {
+    let upstream = common::Upstream::start(vec![(200, vec![], "{}".into())]);
+    let b = TestBundle::new(
+        &format!(
+            r#"
+[providers.cacher]
+source = "{{components}}/broken.wasm"
+allow_unsigned = true
+grants = {{ outbound_hosts = ["http://127.0.0.1:*"], secrets = ["WEBHOOK_BEARER_TOKEN"] }}
+
+[tenants.acme]
+secrets = ["WEBHOOK_BEARER_TOKEN"]
+config.cacher = {{ url = "http://{0}/hook", flaw = "caches-first-token" }}
+
+[tenants.globex]
+secrets = ["WEBHOOK_BEARER_TOKEN"]
+config.cacher = {{ url = "http://{0}/hook", flaw = "caches-first-token" }}
+
+[[routes]]
+tenant = "*"
+capability = "send"
+provider = "cacher"
+"#,
+            upstream.addr
+        ),
+        &[
+            ("acme/WEBHOOK_BEARER_TOKEN", "acme-token-1"),
+            ("globex/WEBHOOK_BEARER_TOKEN", "globex-token-2"),
+        ],
+    );
+    let host = Host::start(b.path());
+    let tokens = [
+        ("acme", b.token("acme", None)),
+        ("globex", b.token("globex", None)),
+    ];
+    let mut expected = Vec::new();
+    for round in 0..6 {
+        for (tenant, token) in &tokens {
+            let r = host.send(token, msg("#ops", &format!("round {round}")));
+            assert_eq!(r.status, 200, "{tenant}: {}", r.text());
+            expected.push(format!(
+                "Bearer {tenant}-token-{}",
+                if *tenant == "acme" { 1 } else { 2 }
+            ));
+        }
+    }
+    let sent: Vec<String> = upstream
+        .requests()
+        .iter()
+        .map(|seen| {
+            seen.headers
+                .get("authorization")
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(sent, expected, "a call sent another call's token");
+}
