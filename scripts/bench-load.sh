@@ -31,6 +31,10 @@ NOISY_SECS="${NOISY_SECS:-6}"
 SCHEDULER="${SCHEDULER:-fair}"
 SECTIONS=" ${SECTIONS:-hello noisy shares telemetry} "
 WASMTIME_VERSION="48.0.8"
+# Every process measured runs as in production: with RUST_BACKTRACE=1 in the environment each
+# error Wasmtime builds (one per dropped store) walks the stack — greentic-host turns that off
+# for itself, `wasmtime serve` and the benches' in-process hosts would pay it.
+unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 
 ensure_toolchain
 if ! command -v wrk >/dev/null; then

@@ -8,6 +8,10 @@
 # benchmarks/history.svg.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# Every process measured runs as in production: with RUST_BACKTRACE=1 in the environment each
+# error Wasmtime builds (one per dropped store) walks the stack — greentic-host turns that off
+# for itself, `wasmtime serve` and the benches' in-process hosts would pay it.
+unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 
 ensure_toolchain
 ensure_nats_server

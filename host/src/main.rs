@@ -4,6 +4,7 @@ use clap::Parser;
 use greentic_host::cli;
 
 fn main() -> std::process::ExitCode {
+    greentic_engine::process::quiet_library_backtraces();
     let cli = cli::Cli::parse();
     match cli.run() {
         Ok(code) => code,

@@ -2,6 +2,19 @@
 
 #![allow(unsafe_code)]
 
+/// Turns off the backtraces errors capture when they are built (`RUST_LIB_BACKTRACE=0`),
+/// unless the operator set `RUST_LIB_BACKTRACE` themselves; panics still print theirs under
+/// `RUST_BACKTRACE=1`. Wasmtime builds an error on every store it drops, and with
+/// `RUST_BACKTRACE=1` in the environment each one walked the stack: ~30% of the host's CPU
+/// under HTTP load (BENCHMARKS.md). Call first thing in `main`, before any thread starts.
+pub fn quiet_library_backtraces() {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: called at the start of `main`, before the process has a second thread that
+        // could read the environment concurrently.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
+}
+
 /// Raises this process's open-file limit to its hard limit (as Go's runtime does at start);
 /// the soft limit in force afterwards, `None` where it cannot be read.
 pub fn raise_open_file_limit() -> Option<u64> {
