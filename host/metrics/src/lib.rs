@@ -1,8 +1,9 @@
 //! Prometheus metrics: calls, errors by code, latency, fuel, breaker state — per tenant and
 //! provider — and guest-defined counters and histograms (bounded in number).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Mutex;
 
 type Labels = Vec<(String, String)>;
@@ -13,6 +14,9 @@ const BUCKETS: [f64; 12] = [
 ];
 /// Distinct guest metric names accepted per provider.
 pub const MAX_GUEST_METRICS: usize = 64;
+/// Series are spread over this many locks by the hash of name and labels: calls on different
+/// threads (tenants, providers, codes) rarely wait on each other.
+const SHARDS: usize = 16;
 
 #[derive(Debug, Default, Clone)]
 struct Histogram {
@@ -21,19 +25,74 @@ struct Histogram {
     count: u64,
 }
 
-#[derive(Debug, Default)]
-struct Inner {
-    help: BTreeMap<String, (&'static str, &'static str)>,
-    counters: BTreeMap<(String, Labels), f64>,
-    gauges: BTreeMap<(String, Labels), f64>,
-    histograms: BTreeMap<(String, Labels), Histogram>,
-    guest_names: BTreeMap<String, BTreeSet<String>>,
+/// One series: its name, labels and value.
+#[derive(Debug)]
+struct Series<V> {
+    name: String,
+    labels: Labels,
+    value: V,
 }
 
-/// The registry.
+/// Series by the hash of their name and labels; a hash shared by two series keeps both.
+type Table<V> = HashMap<u64, Vec<Series<V>>>;
+
+/// The series of one shard.
+#[derive(Debug, Default)]
+struct Shard {
+    counters: Table<f64>,
+    gauges: Table<f64>,
+    histograms: Table<Histogram>,
+}
+
+/// The registry. Updating a series that exists allocates nothing: it is found by the hash of
+/// the borrowed name and labels (every call updates several, on the hot path).
 #[derive(Debug, Default)]
 pub struct Metrics {
-    inner: Mutex<Inner>,
+    shards: [Mutex<Shard>; SHARDS],
+    guest_names: Mutex<BTreeMap<String, BTreeSet<String>>>,
+}
+
+fn key_hash(name: &str, l: &[(&str, &str)]) -> u64 {
+    let mut h = DefaultHasher::new();
+    name.hash(&mut h);
+    for (k, v) in l {
+        k.hash(&mut h);
+        v.hash(&mut h);
+    }
+    h.finish()
+}
+
+fn same(series_labels: &Labels, l: &[(&str, &str)]) -> bool {
+    series_labels.len() == l.len()
+        && series_labels
+            .iter()
+            .zip(l)
+            .all(|((k, v), (k2, v2))| k == k2 && v == v2)
+}
+
+/// The value of series `name`/`l` in `table`, created (default) if it is new.
+fn slot<'t, V: Default>(
+    table: &'t mut Table<V>,
+    hash: u64,
+    name: &str,
+    l: &[(&str, &str)],
+) -> &'t mut V {
+    let bucket = table.entry(hash).or_default();
+    let at = match bucket
+        .iter()
+        .position(|s| s.name == name && same(&s.labels, l))
+    {
+        Some(at) => at,
+        None => {
+            bucket.push(Series {
+                name: name.to_string(),
+                labels: labels(l),
+                value: V::default(),
+            });
+            bucket.len() - 1
+        }
+    };
+    &mut bucket[at].value
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
@@ -147,66 +206,57 @@ impl Metrics {
 
     /// Adds `value` to counter `name`.
     pub fn add(&self, name: &str, l: &[(&str, &str)], value: f64) {
-        let mut inner = self.inner.lock().expect("metrics lock");
-        inner
-            .help
-            .entry(name.to_string())
-            .or_insert_with(|| help(name));
-        *inner
-            .counters
-            .entry((name.to_string(), labels(l)))
-            .or_default() += value;
+        self.with(name, l, |shard, hash| {
+            *slot(&mut shard.counters, hash, name, l) += value;
+        });
     }
 
     /// Sets gauge `name`.
     pub fn set(&self, name: &str, l: &[(&str, &str)], value: f64) {
-        let mut inner = self.inner.lock().expect("metrics lock");
-        inner
-            .help
-            .entry(name.to_string())
-            .or_insert_with(|| help(name));
-        inner.gauges.insert((name.to_string(), labels(l)), value);
+        self.with(name, l, |shard, hash| {
+            *slot(&mut shard.gauges, hash, name, l) = value;
+        });
     }
 
     /// Adds `delta` (which may be negative) to gauge `name`.
     pub fn gauge_add(&self, name: &str, l: &[(&str, &str)], delta: f64) {
-        let mut inner = self.inner.lock().expect("metrics lock");
-        inner
-            .help
-            .entry(name.to_string())
-            .or_insert_with(|| help(name));
-        *inner
-            .gauges
-            .entry((name.to_string(), labels(l)))
-            .or_default() += delta;
+        self.with(name, l, |shard, hash| {
+            *slot(&mut shard.gauges, hash, name, l) += delta;
+        });
     }
 
     /// Records `value` in histogram `name`.
     pub fn observe(&self, name: &str, l: &[(&str, &str)], value: f64) {
-        let mut inner = self.inner.lock().expect("metrics lock");
-        inner
-            .help
-            .entry(name.to_string())
-            .or_insert_with(|| help(name));
-        let h = inner
-            .histograms
-            .entry((name.to_string(), labels(l)))
-            .or_default();
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if value <= *bound {
-                h.counts[i] += 1;
+        self.with(name, l, |shard, hash| {
+            let h = slot(&mut shard.histograms, hash, name, l);
+            for (i, bound) in BUCKETS.iter().enumerate() {
+                if value <= *bound {
+                    h.counts[i] += 1;
+                }
             }
-        }
-        h.sum += value;
-        h.count += 1;
+            h.sum += value;
+            h.count += 1;
+        });
+    }
+
+    /// Runs `f` on the shard of series `name`/`l`, with the series' hash.
+    fn with<R>(&self, name: &str, l: &[(&str, &str)], f: impl FnOnce(&mut Shard, u64) -> R) -> R {
+        let hash = key_hash(name, l);
+        let mut shard = self.shards[hash as usize % SHARDS]
+            .lock()
+            .expect("metrics lock");
+        f(&mut shard, hash)
     }
 
     fn guest_name_ok(&self, provider: &str, name: &str) -> bool {
         if name.is_empty() || name.len() > 128 {
             return false;
         }
-        let mut inner = self.inner.lock().expect("metrics lock");
-        let names = inner.guest_names.entry(provider.to_string()).or_default();
+        let mut guest_names = self.guest_names.lock().expect("metrics lock");
+        let names = match guest_names.get_mut(provider) {
+            Some(names) => names,
+            None => guest_names.entry(provider.to_string()).or_default(),
+        };
         names.contains(name) || (names.len() < MAX_GUEST_METRICS && names.insert(name.to_string()))
     }
 
@@ -234,17 +284,43 @@ impl Metrics {
 
     /// The value of a counter (for tests).
     pub fn counter(&self, name: &str, l: &[(&str, &str)]) -> f64 {
-        let inner = self.inner.lock().expect("metrics lock");
-        inner
-            .counters
-            .get(&(name.to_string(), labels(l)))
-            .copied()
-            .unwrap_or(0.0)
+        self.with(name, l, |shard, hash| {
+            shard
+                .counters
+                .get(&hash)
+                .and_then(|b| b.iter().find(|s| s.name == name && same(&s.labels, l)))
+                .map_or(0.0, |s| s.value)
+        })
     }
 
-    /// Prometheus text exposition format.
+    /// Prometheus text exposition format: every metric that has a series, by name, its
+    /// series by labels.
     pub fn render(&self) -> String {
-        let inner = self.inner.lock().expect("metrics lock");
+        let mut counters: BTreeMap<(&str, &Labels), f64> = BTreeMap::new();
+        let mut histograms: BTreeMap<(&str, &Labels), &Histogram> = BTreeMap::new();
+        let shards: Vec<_> = self
+            .shards
+            .iter()
+            .map(|s| s.lock().expect("metrics lock"))
+            .collect();
+        for shard in &shards {
+            for s in shard
+                .counters
+                .values()
+                .chain(shard.gauges.values())
+                .flatten()
+            {
+                counters.insert((s.name.as_str(), &s.labels), s.value);
+            }
+            for s in shard.histograms.values().flatten() {
+                histograms.insert((s.name.as_str(), &s.labels), &s.value);
+            }
+        }
+        let help: BTreeMap<&str, (&str, &str)> = counters
+            .keys()
+            .chain(histograms.keys())
+            .map(|(name, _)| (*name, help(name)))
+            .collect();
         let mut out = String::new();
         let fmt_labels = |l: &Labels, extra: Option<(&str, String)>| {
             let mut parts: Vec<String> = l
@@ -260,18 +336,13 @@ impl Metrics {
                 format!("{{{}}}", parts.join(","))
             }
         };
-        for (name, (kind, text)) in &inner.help {
+        for (name, (kind, text)) in help {
             let _ = writeln!(out, "# HELP {name} {text}");
             let _ = writeln!(out, "# TYPE {name} {kind}");
-            for ((n, l), v) in inner.counters.iter().chain(inner.gauges.iter()) {
-                if n == name {
-                    let _ = writeln!(out, "{name}{} {v}", fmt_labels(l, None));
-                }
+            for (_, l, v) in series_of(&counters, name) {
+                let _ = writeln!(out, "{name}{} {v}", fmt_labels(l, None));
             }
-            for ((n, l), h) in &inner.histograms {
-                if n != name {
-                    continue;
-                }
+            for (_, l, h) in series_of(&histograms, name) {
                 for (i, bound) in BUCKETS.iter().enumerate() {
                     let _ = writeln!(
                         out,
@@ -292,6 +363,17 @@ impl Metrics {
         }
         out
     }
+}
+
+/// The series of `name` in `map` (sorted by name, then labels).
+fn series_of<'m, V: Copy>(
+    map: &'m BTreeMap<(&'m str, &'m Labels), V>,
+    name: &'m str,
+) -> impl Iterator<Item = (&'m str, &'m Labels, V)> + 'm {
+    static NONE: Labels = Vec::new();
+    map.range((name, &NONE)..)
+        .take_while(move |((n, _), _)| *n == name)
+        .map(|((n, l), v)| (*n, *l, *v))
 }
 
 fn escape(v: &str) -> String {
@@ -332,6 +414,63 @@ mod tests {
         assert!(
             text.contains("greentic_call_duration_seconds_count{tenant=\"a\"} 1"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn series_render_by_name_then_labels_and_add_up_across_threads() {
+        let m = std::sync::Arc::new(Metrics::default());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let m = m.clone();
+                std::thread::spawn(move || {
+                    for i in 0..1000 {
+                        let tenant = if i % 2 == 0 { "b" } else { "a" };
+                        m.inc(
+                            "greentic_calls_total",
+                            &[("tenant", tenant), ("code", "ok")],
+                        );
+                        m.gauge_add("greentic_calls_in_flight", &[("tenant", tenant)], 1.0);
+                        m.gauge_add("greentic_calls_in_flight", &[("tenant", tenant)], -1.0);
+                    }
+                    m.set(
+                        "greentic_circuit_open",
+                        &[("provider", &format!("p{t}"))],
+                        1.0,
+                    );
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let ok = |tenant| [("tenant", tenant), ("code", "ok")];
+        assert_eq!(m.counter("greentic_calls_total", &ok("a")), 2000.0);
+        assert_eq!(m.counter("greentic_calls_total", &ok("b")), 2000.0);
+        assert_eq!(m.counter("greentic_calls_total", &[("tenant", "a")]), 0.0);
+        let text = m.render();
+        let series: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            series,
+            [
+                r#"greentic_calls_in_flight{tenant="a"} 0"#,
+                r#"greentic_calls_in_flight{tenant="b"} 0"#,
+                r#"greentic_calls_total{tenant="a",code="ok"} 2000"#,
+                r#"greentic_calls_total{tenant="b",code="ok"} 2000"#,
+                r#"greentic_circuit_open{provider="p0"} 1"#,
+                r#"greentic_circuit_open{provider="p1"} 1"#,
+                r#"greentic_circuit_open{provider="p2"} 1"#,
+                r#"greentic_circuit_open{provider="p3"} 1"#,
+            ],
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("# TYPE greentic_calls_total counter").count(),
+            1
+        );
+        assert_eq!(
+            text.matches("# TYPE greentic_circuit_open gauge").count(),
+            1
         );
     }
 

@@ -126,7 +126,8 @@ impl Runtime {
             .span_builder(name)
             .with_kind(opentelemetry::trace::SpanKind::Server)
             .start(&tracer);
-        let trace_id = span.span_context().trace_id().to_string();
+        // The same lowercase hex as its `Display`, without the formatter's padding machinery.
+        let trace_id = hex::encode(span.span_context().trace_id().to_bytes());
         let cx =
             opentelemetry::Context::current().with_remote_span_context(span.span_context().clone());
         let scope = self.scope(
