@@ -48,11 +48,13 @@ pub struct HostSection {
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// Calls the host runs at once, over all tenants (default: the sum of every tenant's
-    /// `max_concurrent`, and `webhook_max_concurrent` per webhook provider routed to it, plus 8).
-    /// Every resource of the instance pool (instances, core instances, memories, tables, async
+    /// `max_concurrent`, and `webhook_max_concurrent` per webhook provider routed to it, plus 8,
+    /// or what this machine can hold if that is less — half its memory at 256 KiB per call).
+    /// At least 1. Every resource of the instance pool (instances, core instances, memories, tables, async
     /// stacks) is sized from it; a call past it waits up to its tenant's `queue_timeout_ms` and
     /// is then answered `503 host-at-capacity`.
     #[serde(default)]
+    #[schemars(range(min = 1))]
     pub max_in_flight: Option<u32>,
     /// Address of the admin listener: `/healthz`, `/readyz`, `/metrics` (`--admin-listen`
     /// overrides). Keep it off public networks.

@@ -43,6 +43,21 @@ fn breaker_settings_default_and_parse() {
 }
 
 #[test]
+fn zero_calls_in_flight_is_refused_not_taken_as_one() {
+    let text = format!("[host]\nmax_in_flight = 0\n{MINIMAL}");
+    let e = Bundle::parse("greentic.toml", &text)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("host.max_in_flight: must be greater than 0"),
+        "{e}"
+    );
+    let text = format!("[host]\nmax_in_flight = 1\n{MINIMAL}");
+    let b = Bundle::parse("greentic.toml", &text).unwrap();
+    assert_eq!(b.host.max_in_flight, Some(1));
+}
+
+#[test]
 fn zero_client_timeouts_are_refused() {
     let text = format!("[host]\nheader_timeout_ms = 0\nbody_timeout_ms = 0\n{MINIMAL}");
     let e = Bundle::parse("greentic.toml", &text)

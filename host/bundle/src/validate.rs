@@ -87,6 +87,9 @@ impl BundleFile {
                 out.push(format!("host.{key}: must be greater than 0"));
             }
         }
+        if self.host.max_in_flight == Some(0) {
+            out.push("host.max_in_flight: must be greater than 0 (0 would admit no call); remove it for the default, derived from the tenants' limits and this machine's memory".into());
+        }
         let a = &self.auth;
         if a.max_token_lifetime_secs == 0 {
             out.push(
