@@ -136,9 +136,9 @@ pub const EXPORTED: &[(&str, &str, &str)] = &[
         "Calls answered 503 host-at-capacity: the host ran [host] max_in_flight calls and none finished within the tenant's queue_timeout_ms.",
     ),
     (
-        "greentic_calls_in_flight",
+        "greentic_host_calls_in_flight",
         "gauge",
-        "Calls running on the active revision's engine now.",
+        "Calls running on the active revision's engine now, over all tenants (against greentic_max_in_flight).",
     ),
     (
         "greentic_max_in_flight",
@@ -472,6 +472,21 @@ mod tests {
             text.matches("# TYPE greentic_circuit_open gauge").count(),
             1
         );
+    }
+
+    #[test]
+    fn every_exported_name_is_one_metric() {
+        let mut names = BTreeSet::new();
+        for (name, kind, _) in EXPORTED {
+            assert!(
+                names.insert(name),
+                "{name} exported twice: one name, one meaning"
+            );
+            assert!(
+                ["counter", "gauge", "histogram"].contains(kind),
+                "{name}: {kind}"
+            );
+        }
     }
 
     #[test]

@@ -255,7 +255,7 @@ pub(crate) async fn metrics(State(app): State<Arc<App>>) -> Response {
     let (in_flight, max_in_flight) = app.runtime.revision().engine.in_flight();
     app.runtime
         .metrics
-        .set("greentic_calls_in_flight", &[], f64::from(in_flight));
+        .set("greentic_host_calls_in_flight", &[], f64::from(in_flight));
     app.runtime
         .metrics
         .set("greentic_max_in_flight", &[], f64::from(max_in_flight));

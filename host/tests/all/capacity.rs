@@ -99,6 +99,17 @@ fn past_max_in_flight_calls_wait_then_get_a_retryable_503_and_the_host_says_it_i
         "{metrics}"
     );
     assert!(metrics.contains("greentic_max_in_flight 4"), "{metrics}");
+    // The host's own count is its own metric: summing the tenants' series counts each call once.
+    assert!(
+        metrics.contains("# TYPE greentic_host_calls_in_flight gauge"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("greentic_calls_in_flight ")),
+        "{metrics}"
+    );
     // Warned about once, not once per call.
     let warnings = host
         .output()
