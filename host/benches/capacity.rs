@@ -354,7 +354,69 @@ async fn in_flight(figures: &mut Figures) {
 
     // 64 streams per connection at most (the host's HTTP/2 limit).
     let senders = connect(port, calls.div_ceil(50)).await;
-    let host_pid = host.pid().to_string();
+    let pid = host.pid();
+    // The first burst lands on pool slots no call has used (every page faulted in, every
+    // slot's protections set); the second, on the same connections, on slots the first left
+    // ready: what a host that has been serving sees.
+    let cold = burst(&senders, port, &tokens, calls, pid).await;
+    let (_, peak) = rss_mib(pid);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (after, _) = rss_mib(pid);
+    let warm = burst(&senders, port, &tokens, calls, pid).await;
+    figures.put("inflight_calls", calls);
+    figures.put("inflight_tenants", tenants);
+    figures.put("inflight_max_in_flight", max_in_flight);
+    for (prefix, b) in [("inflight", &cold), ("inflight_warm", &warm)] {
+        let ok = b.codes.get("200").copied().unwrap_or(0);
+        figures.put(&format!("{prefix}_ok"), ok);
+        figures.put(
+            &format!("{prefix}_answers"),
+            serde_json::to_value(&b.codes).unwrap(),
+        );
+        figures.put(&format!("{prefix}_wall_s"), round(b.last.as_secs_f64(), 2));
+        figures.put(
+            &format!("{prefix}_wall_over_upstream"),
+            round(b.last.as_secs_f64() / delay.as_secs_f64(), 2),
+        );
+        figures.put(
+            &format!("{prefix}_host_cpu_us_per_call"),
+            round(b.host_cpu * 1e6 / calls as f64, 0),
+        );
+        figures.put(
+            &format!("{prefix}_client_cpu_us_per_call"),
+            round(b.own_cpu * 1e6 / calls as f64, 0),
+        );
+    }
+    figures.put("inflight_rss_idle_mib", round(idle, 0));
+    figures.put("inflight_rss_peak_mib", round(peak, 0));
+    figures.put("inflight_rss_after_mib", round(after, 0));
+    figures.put(
+        "inflight_kib_per_call",
+        round((peak - idle).max(0.0) * 1024.0 / calls as f64, 0),
+    );
+}
+
+/// What one burst of calls came to.
+struct Burst {
+    /// Answers by status (and code, when not 200).
+    codes: BTreeMap<String, usize>,
+    /// From the first send to the last answer.
+    last: Duration,
+    /// CPU seconds the host spent on it.
+    host_cpu: f64,
+    /// CPU seconds this process (client and upstream) spent on it.
+    own_cpu: f64,
+}
+
+/// Sends `calls` calls at once over `senders`, tenants in turn, and waits for every answer.
+async fn burst(
+    senders: &[Sender],
+    port: u16,
+    tokens: &Arc<Vec<String>>,
+    calls: usize,
+    pid: u32,
+) -> Burst {
+    let host_pid = pid.to_string();
     let (host_cpu, own_cpu) = (cpu_secs(&host_pid), cpu_secs("self"));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(calls);
@@ -366,7 +428,6 @@ async fn in_flight(figures: &mut Figures) {
             (r, started.elapsed())
         }));
     }
-    let pid = host.pid();
     let mut codes: BTreeMap<String, usize> = BTreeMap::new();
     let mut last = Duration::ZERO;
     for t in tasks {
@@ -380,36 +441,12 @@ async fn in_flight(figures: &mut Figures) {
             })
             .or_default() += 1;
     }
-    let (host_cpu, own_cpu) = (cpu_secs(&host_pid) - host_cpu, cpu_secs("self") - own_cpu);
-    let (_, peak) = rss_mib(pid);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let (after, _) = rss_mib(pid);
-    let ok = codes.get("200").copied().unwrap_or(0);
-    figures.put("inflight_calls", calls);
-    figures.put("inflight_tenants", tenants);
-    figures.put("inflight_max_in_flight", max_in_flight);
-    figures.put("inflight_ok", ok);
-    figures.put("inflight_answers", serde_json::to_value(&codes).unwrap());
-    figures.put("inflight_wall_s", round(last.as_secs_f64(), 2));
-    figures.put(
-        "inflight_wall_over_upstream",
-        round(last.as_secs_f64() / delay.as_secs_f64(), 2),
-    );
-    figures.put("inflight_rss_idle_mib", round(idle, 0));
-    figures.put("inflight_rss_peak_mib", round(peak, 0));
-    figures.put("inflight_rss_after_mib", round(after, 0));
-    figures.put(
-        "inflight_host_cpu_us_per_call",
-        round(host_cpu * 1e6 / calls as f64, 0),
-    );
-    figures.put(
-        "inflight_client_cpu_us_per_call",
-        round(own_cpu * 1e6 / calls as f64, 0),
-    );
-    figures.put(
-        "inflight_kib_per_call",
-        round((peak - idle).max(0.0) * 1024.0 / calls as f64, 0),
-    );
+    Burst {
+        codes,
+        last,
+        host_cpu: cpu_secs(&host_pid) - host_cpu,
+        own_cpu: cpu_secs("self") - own_cpu,
+    }
 }
 
 async fn tenants(figures: &mut Figures) {
