@@ -289,8 +289,9 @@ async fn connect(port: u16, n: usize) -> Vec<Sender> {
     senders
 }
 
-/// One send as `token`: the status and, when not 200, the error code the host answered.
-async fn send(sender: &mut Sender, port: u16, token: &str) -> (u16, String) {
+/// One send as `token`: the status and, when not 200, the error code the host answered and
+/// its message.
+async fn send(sender: &mut Sender, port: u16, token: &str) -> (u16, String, String) {
     sender.ready().await.unwrap();
     let req = hyper::Request::post(format!("http://127.0.0.1:{port}/v1/invoke/send"))
         .header("authorization", format!("Bearer {token}"))
@@ -303,17 +304,18 @@ async fn send(sender: &mut Sender, port: u16, token: &str) -> (u16, String) {
         Ok(resp) => {
             let status = resp.status().as_u16();
             let body = resp.into_body().collect().await.unwrap().to_bytes();
-            let code = if status == 200 {
-                String::new()
-            } else {
-                serde_json::from_slice::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| v["code"].as_str().map(str::to_string))
-                    .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned())
+            if status == 200 {
+                return (status, String::new(), String::new());
+            }
+            let json = serde_json::from_slice::<serde_json::Value>(&body).ok();
+            let field = |f: &str| {
+                json.as_ref()
+                    .and_then(|v| v[f].as_str().map(str::to_string))
             };
-            (status, code)
+            let code = field("code").unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+            (status, code, field("message").unwrap_or_default())
         }
-        Err(e) => (0, format!("transport: {e}")),
+        Err(e) => (0, format!("transport: {e}"), String::new()),
     }
 }
 
@@ -344,7 +346,7 @@ async fn in_flight(figures: &mut Figures) {
     let port = host.port;
     // One call per tenant first: every tenant's first call is behind it.
     let mut warm = connect(port, 1).await.pop().unwrap();
-    let (status, code) = send(&mut warm, port, &tokens[0]).await;
+    let (status, code, _) = send(&mut warm, port, &tokens[0]).await;
     assert_eq!(status, 200, "{code}");
     let (idle, _) = rss_mib(host.pid());
     let (_, body) = get(host.admin, "/readyz").await.unwrap();
@@ -431,15 +433,17 @@ async fn burst(
     let mut codes: BTreeMap<String, usize> = BTreeMap::new();
     let mut last = Duration::ZERO;
     for t in tasks {
-        let ((status, code), at) = t.await.unwrap();
+        let ((status, code, message), at) = t.await.unwrap();
         last = last.max(at);
-        *codes
-            .entry(if status == 200 {
-                "200".into()
-            } else {
-                format!("{status} {code}")
-            })
-            .or_default() += 1;
+        let key = if status == 200 {
+            "200".into()
+        } else {
+            format!("{status} {code}")
+        };
+        if status != 200 && !codes.contains_key(&key) {
+            println!("capacity: first {key}: {message}");
+        }
+        *codes.entry(key).or_default() += 1;
     }
     Burst {
         codes,
@@ -469,7 +473,7 @@ async fn tenants(figures: &mut Figures) {
         let mut times = Vec::with_capacity(2_000);
         for i in 0..2_200 {
             let t = Instant::now();
-            let (status, code) = send(&mut sender, host.port, &token).await;
+            let (status, code, _) = send(&mut sender, host.port, &token).await;
             assert_eq!(status, 200, "{code}");
             if i >= 200 {
                 times.push(t.elapsed());
@@ -520,7 +524,7 @@ async fn cold(figures: &mut Figures) {
             if let Ok(stream) = TcpStream::connect(("127.0.0.1", port)).await {
                 drop(stream);
                 let mut sender = connect(port, 1).await.pop().unwrap();
-                let (status, code) = send(&mut sender, port, &token).await;
+                let (status, code, _) = send(&mut sender, port, &token).await;
                 if status == 200 {
                     break started.elapsed();
                 }
