@@ -44,6 +44,17 @@ pub const MEMORIES_PER_CALL: u32 = 2;
 /// `max_in_flight` divides the host's memory by.
 pub const RESIDENT_PER_CALL: u64 = 256 << 10;
 
+/// Memory mappings one call's slot of the pool holds at most: its async stack and guard
+/// (2, while idle too), and per memory its copy-on-write image, its written pages and its
+/// inaccessible rest (3), plus its tables — 9 for a slot of [`MEMORIES_PER_CALL`] memories
+/// (measured: 2 per idle slot, 6 per busy slot of a one-memory component). Past the process's
+/// `vm.max_map_count` every `mmap` and `mprotect` fails, so the pool must fit under it.
+pub const MAPS_PER_CALL: u64 = 2 + 3 * MEMORIES_PER_CALL as u64 + 1;
+
+/// Memory mappings left to everything but the pool (the binary, libraries, thread stacks, the
+/// heap, the compiled components).
+const MAPS_RESERVED: u64 = 4096;
+
 /// Address space the pool may reserve: x86-64 and aarch64 give a process 128 TiB; the rest is
 /// left to everything else the process maps.
 const POOL_ADDRESS_SPACE: u64 = 96 << 40;
@@ -64,15 +75,28 @@ fn keep_resident_budget(memory: u64) -> u64 {
 
 impl PoolSizing {
     /// Calls this host can hold at once: half its memory (less what the pool keeps resident
-    /// between calls) over [`RESIDENT_PER_CALL`], and no more slots than the address space
-    /// can reserve. `[host] max_in_flight` defaults to the smaller of this and what the
-    /// bundle's tenants may run at once.
+    /// between calls) over [`RESIDENT_PER_CALL`], no more slots than the address space can
+    /// reserve, and no more than the process's memory mappings can hold
+    /// ([`PoolSizing::supported_by_maps`]). `[host] max_in_flight` defaults to the smaller of
+    /// this and what the bundle's tenants may run at once.
     pub fn supported_in_flight(max_memory_bytes: u64) -> u32 {
         let by_address = POOL_ADDRESS_SPACE / slot_address_space(max_memory_bytes);
         let by_memory = crate::process::host_memory_bytes().map_or(u64::MAX, |m| {
             (m / 2).saturating_sub(keep_resident_budget(m)) / RESIDENT_PER_CALL
         });
-        by_address.min(by_memory).clamp(64, u64::from(u32::MAX)) as u32
+        let by_maps = PoolSizing::supported_by_maps().map_or(u64::MAX, u64::from);
+        by_address
+            .min(by_memory)
+            .min(by_maps)
+            .clamp(64, u64::from(u32::MAX)) as u32
+    }
+
+    /// Calls whose slots fit in this process's `vm.max_map_count` ([`MAPS_PER_CALL`] each),
+    /// where it can be read: 6 826 under Linux's default of 65 530.
+    pub fn supported_by_maps() -> Option<u32> {
+        crate::process::max_map_count().map(|maps| {
+            (maps.saturating_sub(MAPS_RESERVED) / MAPS_PER_CALL).min(u64::from(u32::MAX)) as u32
+        })
     }
 
     /// Bytes of each freed memory and table slot reset in place (and so kept resident) rather

@@ -39,6 +39,14 @@ pub fn raise_open_file_limit() -> Option<u64> {
     Some(limit.rlim_cur)
 }
 
+/// How many memory mappings this process may hold (`vm.max_map_count`; Linux's default is
+/// 65 530); `None` where it cannot be read.
+pub fn max_map_count() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// The memory this host may use: its cgroup's limit (`memory.max`) where it has one, else the
 /// machine's (`MemTotal`); `None` where neither can be read.
 pub fn host_memory_bytes() -> Option<u64> {

@@ -109,11 +109,13 @@ impl Run {
         };
         let loaded = crate::loader::load_bundle(&self.bundle, options)?;
         let (_, max_in_flight) = loaded.engine.in_flight();
-        open_file_limit(max_in_flight, loaded.bundle.file.host.max_connections);
         let bundle = loaded.bundle;
         // Written once the host serves (its listeners bound), never by a run that stopped.
         let new_lock = loaded.loaded.lock_changed.then_some(loaded.loaded.lock);
         let _telemetry = telemetry::init_tracing(&bundle.file.telemetry)?;
+        // After the logger, so what they warn of is seen.
+        open_file_limit(max_in_flight, bundle.file.host.max_connections);
+        map_count(max_in_flight);
         let auth = Arc::new(ArcSwap::from_pointee(loaded.auth));
         // The state backend opens (or is reached) now, in the runtime that serves calls: one
         // that cannot be stops the host before it listens.
@@ -446,6 +448,27 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+/// Warns when `max_in_flight` calls' pool slots would not fit in the process's memory
+/// mappings (`vm.max_map_count`): past it every `mmap` and `mprotect` fails, and calls would be
+/// answered `503 host-at-capacity` before the pool is full.
+fn map_count(max_in_flight: u32) {
+    let (Some(max_map_count), Some(supported)) = (
+        greentic_engine::process::max_map_count(),
+        greentic_engine::compile::PoolSizing::supported_by_maps(),
+    ) else {
+        return;
+    };
+    if max_in_flight >= supported {
+        tracing::warn!(
+            max_map_count,
+            max_in_flight,
+            supported,
+            "vm.max_map_count holds the memory mappings of {supported} calls in flight ({} each), and [host] max_in_flight is {max_in_flight}: for more, raise it (sysctl -w vm.max_map_count=262144, or the node's sysctls in Kubernetes)",
+            greentic_engine::compile::MAPS_PER_CALL
+        );
     }
 }
 

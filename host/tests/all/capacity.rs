@@ -182,3 +182,46 @@ fn more_than_a_thousand_calls_wait_at_once_and_all_are_answered() {
         &failed[..failed.len().min(3)]
     );
 }
+
+/// A pool larger than the process's memory mappings can hold (`vm.max_map_count`, 9 per
+/// call) is warned about at start, naming the setting and what it holds; one that fits is not.
+#[test]
+fn a_pool_past_what_the_memory_mappings_hold_is_warned_about() {
+    let max_map_count: u64 = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let holds = (max_map_count - 4096) / 9;
+    let warning = "vm.max_map_count holds the memory mappings of";
+    let start = |max_in_flight: u32| {
+        let b = TestBundle::new(
+            "[providers.noop]\nsource = \"{components}/noop.wasm\"\nallow_unsigned = true\n\n[tenants.acme]\n\n[[routes]]\ntenant = \"*\"\ncapability = \"send\"\nprovider = \"noop\"\n",
+            &[],
+        );
+        b.set_host(&format!("max_in_flight = {max_in_flight}"));
+        let host = Host::start(b.path());
+        let r = host.send(
+            &b.token("acme", None),
+            json!({"to": "#ops", "text": "still served"}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        host.settled_output()
+    };
+    // Past it where the machine keeps Linux's default (65 530: 6 826 calls); within it where
+    // the count was raised.
+    let out = start(7000);
+    let warned = out.contains(warning);
+    assert_eq!(
+        warned,
+        7000 >= holds,
+        "max_map_count {max_map_count}: {out}"
+    );
+    if warned {
+        assert!(out.contains(&format!("{holds} calls in flight")), "{out}");
+        assert!(out.contains("sysctl -w vm.max_map_count"), "{out}");
+    }
+    // One that fits any machine: no warning.
+    let out = start(64);
+    assert!(!out.contains(warning), "{out}");
+}

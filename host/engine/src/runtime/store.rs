@@ -11,7 +11,7 @@ use greentic_capabilities::outbound::OutboundPolicy;
 use wasmtime::{Store, Trap};
 
 use super::Runtime;
-use crate::compile::{EngineOptions, HostEngine, YIELD_FUEL};
+use crate::compile::{EngineOptions, HostEngine, MAPS_PER_CALL, YIELD_FUEL};
 use crate::domain::Output;
 use crate::errors::{CallError, clip_guest};
 use crate::instance::{DeadlineHit, InstanceData, MemoryLimitHit};
@@ -88,6 +88,23 @@ pub(super) fn yield_regularly(store: &mut Store<InstanceData>, options: &EngineO
     }
 }
 
+/// The operating system refused the host memory or a mapping (`ENOMEM`: `vm.max_map_count`
+/// reached — each call in flight holds up to [`MAPS_PER_CALL`] — or memory itself) somewhere
+/// in `e`: the host's condition, as a full pool is, and another host may serve the call.
+fn refused_by_the_system(e: &wasmtime::Error) -> Option<CallError> {
+    let enomem = e.chain().any(|c| {
+        c.downcast_ref::<rustix::io::Errno>() == Some(&rustix::io::Errno::NOMEM)
+            || c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.raw_os_error() == Some(libc::ENOMEM))
+    });
+    enomem.then(|| CallError::HostAtCapacity {
+        detail: format!(
+            "the operating system refused the host memory or a memory mapping (ENOMEM): raise vm.max_map_count (a call in flight holds up to {MAPS_PER_CALL} mappings) or lower [host] max_in_flight"
+        ),
+        retry_after_ms: 1_000,
+    })
+}
+
 /// Maps a wasmtime error (trap or limit) of the call in `state` to a call error.
 pub(super) fn classify(e: &wasmtime::Error, state: &InstanceData) -> CallError {
     let limits = &state.limits;
@@ -130,6 +147,9 @@ pub(super) fn classify(e: &wasmtime::Error, state: &InstanceData) -> CallError {
             retry_after_ms: 1_000,
         };
     }
+    if let Some(refused) = refused_by_the_system(e) {
+        return refused;
+    }
     if let Some(CpuLimitHit(ms)) = e.downcast_ref::<CpuLimitHit>() {
         return CallError::CpuExhausted(*ms);
     }
@@ -144,5 +164,31 @@ pub(super) fn classify(e: &wasmtime::Error, state: &InstanceData) -> CallError {
         }
         Some(trap) => CallError::GuestTrap(trap.to_string()),
         None => CallError::GuestTrap(clip_guest(format!("{e:#}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mapping_the_system_refused_is_the_hosts_condition_not_the_guests() {
+        // As Wasmtime reports an `mmap`/`mprotect` refused past vm.max_map_count.
+        let e = wasmtime::Error::from(rustix::io::Errno::NOMEM).context("making memory accessible");
+        let refused = refused_by_the_system(&e).expect("ENOMEM is the host's condition");
+        assert_eq!(refused.code(), "host-at-capacity");
+        assert!(
+            refused.message().contains("vm.max_map_count"),
+            "{}",
+            refused.message()
+        );
+        let e = wasmtime::Error::from(std::io::Error::from_raw_os_error(libc::ENOMEM));
+        assert!(refused_by_the_system(&e).is_some());
+        // Other refusals and traps are not.
+        let e = wasmtime::Error::from(rustix::io::Errno::ACCESS);
+        assert!(refused_by_the_system(&e).is_none());
+        assert!(
+            refused_by_the_system(&wasmtime::Error::from(Trap::UnreachableCodeReached)).is_none()
+        );
     }
 }
