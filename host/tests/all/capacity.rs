@@ -192,7 +192,7 @@ fn a_pool_past_what_the_memory_mappings_hold_is_warned_about() {
         .trim()
         .parse()
         .unwrap();
-    let holds = (max_map_count - 4096) / 9;
+    let holds = max_map_count.saturating_sub(4096) / 9;
     let warning = "vm.max_map_count holds the memory mappings of";
     let start = |max_in_flight: u32| {
         let b = TestBundle::new(
