@@ -13,8 +13,8 @@ const BUCKETS: [f64; 12] = [
 ];
 /// Distinct guest metric names accepted per provider.
 pub const MAX_GUEST_METRICS: usize = 64;
-/// Series are spread over this many locks by the top bits of the hash of name and labels: calls on different
-/// threads (tenants, providers, codes) rarely wait on each other.
+/// Series are spread over this many locks by the top bits of the hash of their name and
+/// labels: calls on different threads (tenants, providers, codes) rarely wait on each other.
 const SHARDS: usize = 16;
 
 #[derive(Debug, Default, Clone)]
