@@ -4,7 +4,8 @@
 //! - **in flight**: `CALLS` sends of `messaging-webhook` spread over `TENANTS` tenants, all at
 //!   once, each waiting `UPSTREAM_MS` at an upstream before it answers: how many were answered
 //!   200 (and what the others were), the wall time against the upstream's delay, and the host's
-//!   resident memory before and at its peak.
+//!   resident memory before and at its peak. The upstream keeps connections alive, as real
+//!   APIs do (`UPSTREAM_KEEPALIVE=0`: it closes each, so every request connects anew).
 //! - **tenants**: one provider (`noop`) and N tenants (10, 10 000, 100 000): from `run` to ready, resident
 //!   memory idle, a reload of the same bundle, and one tenant's call p50/p99 (sequential sends
 //!   on one connection) — a call's cost should not depend on how many other tenants exist.
@@ -19,7 +20,7 @@
 //! `cargo bench -p greentic-host --bench capacity -- [instantiate] [cold] [tenants] [inflight]`
 //! env: CALLS (10000), TENANTS (100), UPSTREAM_MS (3000), TENANT_COUNTS ("10 10000 100000"),
 //! GREENTIC_HOST_BIN (another host binary to measure), SCHEDULER (`fair`, the default, or
-//! `tokio`).
+//! `tokio`), UPSTREAM_KEEPALIVE (1).
 //! Prints one `capacity <figure> <value>` line per figure, then all of them as one JSON object
 //! (`scripts/bench.sh capacity` keeps it in `benchmarks/history.jsonl`).
 
@@ -90,8 +91,10 @@ fn cpu_secs(pid: &str) -> f64 {
     (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / ticks
 }
 
-/// An upstream that answers every request `200` after `delay`, one task per connection.
-async fn slow_upstream(delay: Duration) -> u16 {
+/// An upstream that answers every request `200` after `delay`, one task per connection. It
+/// keeps connections alive as chat and ticketing APIs do, unless `keep_alive` is false
+/// (`connection: close` on every answer: every request needs a new connection).
+async fn slow_upstream(delay: Duration, keep_alive: bool) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -102,38 +105,41 @@ async fn slow_upstream(delay: Duration) -> u16 {
             tokio::spawn(async move {
                 let mut buf = Vec::with_capacity(2048);
                 let mut chunk = [0u8; 2048];
-                // Headers, then as many body bytes as content-length says.
                 loop {
-                    let Ok(n) = stream.read(&mut chunk).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                        let len = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .and_then(|v| v.trim().parse::<usize>().ok())
-                            .unwrap_or(0);
-                        if buf.len() >= end + 4 + len {
-                            break;
+                    // Headers, then as many body bytes as content-length says.
+                    let whole = loop {
+                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                            let len = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            if buf.len() >= end + 4 + len {
+                                break end + 4 + len;
+                            }
                         }
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    buf.drain(..whole);
+                    tokio::time::sleep(delay).await;
+                    let body = r#"{"ok":true,"id":"slow-1"}"#;
+                    let close = if keep_alive {
+                        ""
+                    } else {
+                        "connection: close\r\n"
+                    };
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{close}\r\n{body}",
+                        body.len()
+                    );
+                    if stream.write_all(answer.as_bytes()).await.is_err() || !keep_alive {
+                        return;
                     }
                 }
-                tokio::time::sleep(delay).await;
-                let body = r#"{"ok":true,"id":"slow-1"}"#;
-                let _ = stream
-                    .write_all(
-                        format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                            body.len()
-                        )
-                        .as_bytes(),
-                    )
-                    .await;
             });
         }
     });
@@ -335,7 +341,8 @@ async fn in_flight(figures: &mut Figures) {
     let calls: usize = env_or("CALLS", 10_000);
     let tenants: usize = env_or("TENANTS", 100);
     let delay = Duration::from_millis(env_or("UPSTREAM_MS", 3_000));
-    let upstream = slow_upstream(delay).await;
+    let keep_alive = env_or("UPSTREAM_KEEPALIVE", 1) != 0;
+    let upstream = slow_upstream(delay, keep_alive).await;
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let per_tenant = calls.div_ceil(tenants) as u32;
@@ -366,6 +373,7 @@ async fn in_flight(figures: &mut Figures) {
     let (after, _) = rss_mib(pid);
     let warm = burst(&senders, port, &tokens, calls, pid).await;
     figures.put("inflight_calls", calls);
+    figures.put("inflight_upstream_keep_alive", keep_alive);
     figures.put("inflight_tenants", tenants);
     figures.put("inflight_max_in_flight", max_in_flight);
     for (prefix, b) in [("inflight", &cold), ("inflight_warm", &warm)] {

@@ -8,7 +8,10 @@
 //! answer differently (rebinding): a `*` grant, or a granted name whose DNS its owner controls,
 //! cannot reach loopback, private ranges, link-local metadata services or the host's own ports.
 //! Each call may have at most `max_outgoing_requests` requests in flight; each in-flight
-//! request carries a charge against the call's host-memory budget until its connection ends.
+//! request carries a charge against the call's host-memory budget until its response ends.
+//! Connections are kept alive for later requests of the same tenant ([`pool`]).
+
+pub mod pool;
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -24,6 +27,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 use crate::budget::Charge;
+use pool::{ConnectionPool, PoolKey};
 
 /// The most bytes one header-fields resource may hold (names, values and their overhead).
 pub const FIELDS_LIMIT_BYTES: usize = 64 << 10;
@@ -50,6 +54,8 @@ pub struct OutboundPolicy {
     /// way, so providers with fixed API hosts can be tested; the grant is still checked against
     /// the host the provider named, and the upstream sees that name in `Host`.
     pub redirect: Option<Arc<str>>,
+    /// The revision's kept-alive connections (see [`pool`]).
+    pub pool: Arc<ConnectionPool>,
 }
 
 impl OutboundPolicy {
@@ -65,6 +71,7 @@ impl OutboundPolicy {
         Ok(OutboundPolicy {
             patterns: Arc::new(parsed),
             redirect: None,
+            pool: Arc::default(),
         })
     }
 
@@ -125,6 +132,8 @@ pub struct OutboundCall {
     pub policy: OutboundPolicy,
     /// The guard of the request being sent.
     pub next: NextInFlight,
+    /// The calling tenant: its requests reuse only connections its own requests opened.
+    pub tenant: Arc<str>,
 }
 
 fn clip_host(host: &str) -> &str {
@@ -166,12 +175,21 @@ impl WasiHttpHooks for OutboundCall {
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
         let policy = self.policy.clone();
+        let tenant = self.tenant.clone();
         Box::new(async move {
             let (request, target) = match &policy.redirect {
                 Some(to) => (redirect(request, to)?, Target::Redirect(to.to_string())),
                 None => (request, Target::Direct { host, port, https }),
             };
-            send(request, options, target, &policy, guard.map(Arc::new)).await
+            send(
+                request,
+                options,
+                target,
+                &policy,
+                tenant,
+                guard.map(Arc::new),
+            )
+            .await
         })
     }
 
@@ -296,13 +314,15 @@ type Connection = (
     Box<dyn Future<Output = Result<(), HttpError>> + Send>,
 );
 
-/// Connects to the first reachable allowed address of `target` and sends `request`; `guard`
-/// (the request's place in flight) lives until both the response body and the connection end.
+/// Sends `request` to the first allowed address of `target`: on a kept-alive connection of
+/// `tenant` to it if the pool has one, otherwise on a new connection to the first address
+/// that answers. `guard` (the request's place in flight) lives until the response body ends.
 async fn send(
     mut request: hyper::Request<WasiBody>,
     options: Option<RequestOptions>,
     target: Target,
     policy: &OutboundPolicy,
+    tenant: Arc<str>,
     guard: Option<Arc<InFlight>>,
 ) -> Result<Connection, HttpError> {
     const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -318,27 +338,65 @@ async fn send(
         .max(Duration::from_nanos(1));
 
     let addrs = addresses(&target, policy, connect_timeout).await?;
+    let tls: Option<Arc<str>> = match &target {
+        Target::Direct {
+            host, https: true, ..
+        } => Some(Arc::from(host.as_str())),
+        _ => None,
+    };
+    // The request line carries the path only (the authority is in `Host`).
+    *request.uri_mut() = hyper::Uri::builder()
+        .path_and_query(request.uri().path_and_query().map_or("/", |p| p.as_str()))
+        .build()
+        .map_err(|_| HttpError::HttpRequestUriInvalid)?;
+
+    // A kept-alive connection to one of the addresses just checked, if the tenant has one.
+    let kept = addrs.iter().find_map(|addr| {
+        let key = PoolKey {
+            tenant: tenant.clone(),
+            addr: *addr,
+            tls: tls.clone(),
+        };
+        policy.pool.checkout(&key).map(|sender| (key, sender))
+    });
+    if let Some((key, mut sender)) = kept {
+        match tokio::time::timeout(first_byte_timeout, sender.try_send_request(request)).await {
+            Err(_) => return Err(HttpError::ConnectionReadTimeout),
+            Ok(Ok(response)) => {
+                return Ok(answered(
+                    response,
+                    between_bytes_timeout,
+                    guard,
+                    Kept::new(&policy.pool, key, sender),
+                ));
+            }
+            // The upstream closed it before the request went out: a new connection.
+            Ok(Err(mut e)) => match e.take_message() {
+                Some(unsent) => request = unsent,
+                None => return Err(HttpError::from(e.into_error())),
+            },
+        }
+    }
+
     let mut last = HttpError::ConnectionRefused;
-    let mut tcp = None;
+    let mut connected = None;
     for addr in addrs {
         match tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(addr)).await {
             Ok(Ok(s)) => {
-                tcp = Some(s);
+                connected = Some((s, addr));
                 break;
             }
             Ok(Err(e)) => last = HttpError::Connect(e),
             Err(_) => last = HttpError::ConnectionTimeout,
         }
     }
-    let tcp = tcp.ok_or(last)?;
+    let (tcp, addr) = connected.ok_or(last)?;
     let _ = tcp.set_nodelay(true);
-    let stream: Box<dyn Stream> = match &target {
-        Target::Direct {
-            host, https: true, ..
-        } => {
+    let stream: Box<dyn Stream> = match &tls {
+        Some(host) => {
             let name = match host.parse::<IpAddr>() {
                 Ok(ip) => rustls::pki_types::ServerName::from(ip),
-                Err(_) => rustls::pki_types::ServerName::try_from(host.clone())
+                Err(_) => rustls::pki_types::ServerName::try_from(host.to_string())
                     .map_err(HttpError::InvalidDnsNameError)?,
             };
             let tls = tokio_rustls::TlsConnector::from(tls_config())
@@ -347,7 +405,7 @@ async fn send(
                 .map_err(HttpError::Tls)?;
             Box::new(tls)
         }
-        _ => Box::new(tcp),
+        None => Box::new(tcp),
     };
     let (mut sender, conn) = tokio::time::timeout(
         connect_timeout,
@@ -357,71 +415,93 @@ async fn send(
     )
     .await
     .map_err(|_| HttpError::ConnectionTimeout)??;
-
-    // The request line carries the path only (the authority is in `Host`).
-    *request.uri_mut() = hyper::Uri::builder()
-        .path_and_query(request.uri().path_and_query().map_or("/", |p| p.as_str()))
-        .build()
-        .map_err(|_| HttpError::HttpRequestUriInvalid)?;
-
-    let mut conn = Box::pin(conn);
-    let mut response = Box::pin(tokio::time::timeout(
-        first_byte_timeout,
-        sender.send_request(request),
-    ));
-    let mut conn_done = false;
-    // Wait for the response while driving the connection.
-    let response = std::future::poll_fn(|cx| {
-        if let Poll::Ready(r) = response.as_mut().poll(cx) {
-            return Poll::Ready(r);
+    // The connection is driven on its own task: it outlives the response when it is kept.
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
         }
-        if !conn_done {
-            let r = ready!(conn.as_mut().poll(cx));
-            conn_done = true;
-            if let Err(e) = r {
-                return Poll::Ready(Ok(Err(e)));
-            }
-            return response.as_mut().poll(cx);
-        }
-        Poll::Pending
-    })
-    .await
-    .map_err(|_| HttpError::ConnectionReadTimeout)?
-    .map_err(HttpError::from)?;
+    });
+    let response = tokio::time::timeout(first_byte_timeout, sender.send_request(request))
+        .await
+        .map_err(|_| HttpError::ConnectionReadTimeout)?
+        .map_err(HttpError::from)?;
+    let key = PoolKey { tenant, addr, tls };
+    Ok(answered(
+        response,
+        between_bytes_timeout,
+        guard,
+        Kept::new(&policy.pool, key, sender),
+    ))
+}
 
+/// The response of a request, its body timed and keeping `guard`, and its connection going
+/// back to the pool when the body has been read to its end.
+fn answered(
+    response: hyper::Response<hyper::body::Incoming>,
+    between_bytes_timeout: Duration,
+    guard: Option<Arc<InFlight>>,
+    kept: Kept,
+) -> Connection {
     let mut timer = tokio::time::interval(between_bytes_timeout);
     timer.reset();
-    let body_guard = guard.clone();
     let response = response.map(|incoming| {
         TimedBody {
             incoming,
             timer,
-            _guard: body_guard,
+            kept: Some(kept),
+            _guard: guard,
         }
         .boxed_unsync()
     });
-    let io = async move {
-        let _guard = guard;
-        if conn_done {
-            return Ok(());
+    // The connection's own task reports its end; nothing is left to drive here.
+    (response, Box::new(std::future::ready(Ok(()))))
+}
+
+/// A connection that goes back to its pool once its response has been read.
+struct Kept {
+    pool: Arc<ConnectionPool>,
+    key: PoolKey,
+    sender: hyper::client::conn::http1::SendRequest<WasiBody>,
+}
+
+impl Kept {
+    fn new(
+        pool: &Arc<ConnectionPool>,
+        key: PoolKey,
+        sender: hyper::client::conn::http1::SendRequest<WasiBody>,
+    ) -> Kept {
+        Kept {
+            pool: pool.clone(),
+            key,
+            sender,
         }
-        conn.await.map_err(|e| {
-            if e.is_timeout() {
-                HttpError::HttpResponseTimeout
-            } else {
-                HttpError::from(e)
-            }
-        })
-    };
-    Ok((response, Box::new(io)))
+    }
 }
 
 /// A response body that fails when the upstream pauses longer than the between-bytes timeout,
-/// and keeps its request's [`InFlight`] guard alive.
+/// keeps its request's [`InFlight`] guard alive, and gives its connection back to the pool
+/// once read to its end (a body dropped before then closes the connection).
 struct TimedBody {
     incoming: hyper::body::Incoming,
     timer: tokio::time::Interval,
+    kept: Option<Kept>,
     _guard: Option<Arc<InFlight>>,
+}
+
+impl TimedBody {
+    fn give_back(&mut self) {
+        if let Some(kept) = self.kept.take() {
+            kept.pool.give_back(kept.key, kept.sender);
+        }
+    }
+}
+
+impl Drop for TimedBody {
+    fn drop(&mut self) {
+        if self.incoming.is_end_stream() {
+            self.give_back();
+        }
+    }
 }
 
 impl Body for TimedBody {
@@ -433,7 +513,10 @@ impl Body for TimedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
         match Pin::new(&mut self.incoming).poll_frame(cx) {
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                self.give_back();
+                Poll::Ready(None)
+            }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(if e.is_timeout() {
                 HttpError::HttpResponseTimeout
             } else {
@@ -503,5 +586,170 @@ mod tests {
         std::thread::spawn(move || drop(b)).join().unwrap();
         assert_eq!(count.load(Ordering::SeqCst), 0);
         assert_eq!(budget.used(), 0);
+    }
+
+    /// A keep-alive HTTP/1.1 server on loopback that answers every request with the number of
+    /// the connection it came on (from 1). `/close` answers with `connection: close`; `/big`
+    /// answers 256 KiB; `/then-close` answers and then closes the connection without saying so.
+    async fn numbered_server() -> (u16, Arc<AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let end = loop {
+                            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break p;
+                            }
+                            match stream.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(r) => buf.extend_from_slice(&chunk[..r]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                        buf.drain(..end + 4);
+                        let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+                        let body = match path.as_str() {
+                            "/big" => "x".repeat(256 << 10),
+                            _ => n.to_string(),
+                        };
+                        let close = if path == "/close" {
+                            "connection: close\r\n"
+                        } else {
+                            ""
+                        };
+                        let reply = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n{close}\r\n{body}",
+                            body.len()
+                        );
+                        if stream.write_all(reply.as_bytes()).await.is_err()
+                            || path == "/close"
+                            || path == "/then-close"
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (port, connections)
+    }
+
+    fn call_of(tenant: &str, policy: &OutboundPolicy) -> OutboundCall {
+        OutboundCall {
+            policy: policy.clone(),
+            next: NextInFlight::default(),
+            tenant: Arc::from(tenant),
+        }
+    }
+
+    /// Sends `GET path` through `call`; reads the whole body unless `read` is false.
+    async fn get(call: &mut OutboundCall, port: u16, path: &str, read: bool) -> String {
+        let request = hyper::Request::get(format!("http://127.0.0.1:{port}{path}"))
+            .header(hyper::header::HOST, format!("127.0.0.1:{port}"))
+            .body(
+                http_body_util::Empty::<Bytes>::new()
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            )
+            .unwrap();
+        let sent = call.send_request(request, None, Box::new(async { Ok(()) }));
+        let (response, _io) = Box::into_pin(sent).await.expect("the request is answered");
+        assert_eq!(response.status(), 200);
+        if !read {
+            return String::new();
+        }
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    /// Waits (up to 5 s) until `pool` holds `n` idle connections.
+    async fn idle(pool: &ConnectionPool, n: usize) {
+        for _ in 0..500 {
+            if pool.idle_count() == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "the pool holds {} idle connections, not {n}",
+            pool.idle_count()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tenants_requests_reuse_its_connection_and_only_its_own() {
+        let (port, connections) = numbered_server().await;
+        let policy = policy(&[&format!("http://127.0.0.1:{port}")]);
+        let mut a = call_of("a", &policy);
+        let mut b = call_of("b", &policy);
+        assert_eq!(get(&mut a, port, "/", true).await, "1");
+        idle(&policy.pool, 1).await;
+        assert_eq!(get(&mut a, port, "/", true).await, "1", "kept alive");
+        idle(&policy.pool, 1).await;
+        // Tenant b never gets tenant a's connection, even when it is idle.
+        assert_eq!(get(&mut b, port, "/", true).await, "2");
+        idle(&policy.pool, 2).await;
+        assert_eq!(get(&mut b, port, "/", true).await, "2");
+        idle(&policy.pool, 2).await;
+        assert_eq!(get(&mut a, port, "/", true).await, "1");
+        // A new call of tenant a (a new set of imports) reuses it too.
+        let mut a_again = call_of("a", &policy);
+        idle(&policy.pool, 2).await;
+        assert_eq!(get(&mut a_again, port, "/", true).await, "1");
+        assert_eq!(connections.load(Ordering::SeqCst), 2);
+        // Another provider (another policy) has its own connections.
+        let other = super::OutboundPolicy::new(&[format!("http://127.0.0.1:{port}")]).unwrap();
+        assert_eq!(get(&mut call_of("a", &other), port, "/", true).await, "3");
+    }
+
+    #[tokio::test]
+    async fn only_a_connection_whose_response_was_read_to_its_end_is_kept() {
+        let (port, connections) = numbered_server().await;
+        let policy = policy(&[&format!("http://127.0.0.1:{port}")]);
+        let mut a = call_of("a", &policy);
+        // A body dropped unread closes its connection.
+        get(&mut a, port, "/big", false).await;
+        assert_eq!(policy.pool.idle_count(), 0);
+        assert_eq!(get(&mut a, port, "/", true).await, "2");
+        idle(&policy.pool, 1).await;
+        // An upstream that asks to close is not reused either.
+        assert_eq!(get(&mut a, port, "/close", true).await, "2");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(policy.pool.idle_count(), 0);
+        assert_eq!(get(&mut a, port, "/", true).await, "3");
+        // One that closes silently after answering is found closed, and a new one is made.
+        idle(&policy.pool, 1).await;
+        assert_eq!(get(&mut a, port, "/then-close", true).await, "3");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(get(&mut a, port, "/", true).await, "4");
+        assert_eq!(connections.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_expires() {
+        let (port, connections) = numbered_server().await;
+        let mut policy = policy(&[&format!("http://127.0.0.1:{port}")]);
+        policy.pool = Arc::new(ConnectionPool::with_idle_timeout(Duration::from_millis(
+            100,
+        )));
+        let mut a = call_of("a", &policy);
+        assert_eq!(get(&mut a, port, "/", true).await, "1");
+        idle(&policy.pool, 1).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(
+            get(&mut a, port, "/", true).await,
+            "2",
+            "an expired connection is not reused"
+        );
+        assert_eq!(connections.load(Ordering::SeqCst), 2);
     }
 }
