@@ -416,3 +416,80 @@ provider = "cacher"
         .collect();
     assert_eq!(sent, expected, "a call sent another call's token");
 }
+
+/// Upstream connections are kept alive between calls, and only for the tenant whose call
+/// opened them: every connection the upstream saw carried one tenant's requests, never both,
+/// while calls of two tenants to the same upstream alternated.
+#[test]
+pub(crate) fn kept_alive_upstream_connections_never_carry_two_tenants() {
+    let upstream = common::Upstream::keep_alive(vec![(200, vec![], "{}".into())]);
+    let b = TestBundle::new(
+        &format!(
+            r#"
+[providers.hook]
+source = "{{components}}/messaging_webhook.wasm"
+allow_unsigned = true
+grants = {{ outbound_hosts = ["http://127.0.0.1:*"], secrets = ["WEBHOOK_BEARER_TOKEN"] }}
+
+[tenants.acme]
+secrets = ["WEBHOOK_BEARER_TOKEN"]
+config.hook = {{ url = "http://{0}/hook" }}
+
+[tenants.globex]
+secrets = ["WEBHOOK_BEARER_TOKEN"]
+config.hook = {{ url = "http://{0}/hook" }}
+
+[[routes]]
+tenant = "*"
+capability = "send"
+provider = "hook"
+"#,
+            upstream.addr
+        ),
+        &[
+            ("acme/WEBHOOK_BEARER_TOKEN", "acme-token"),
+            ("globex/WEBHOOK_BEARER_TOKEN", "globex-token"),
+        ],
+    );
+    let host = Host::start(b.path());
+    let tokens = [
+        ("acme", b.token("acme", None)),
+        ("globex", b.token("globex", None)),
+    ];
+    let rounds = 5;
+    for round in 0..rounds {
+        for (tenant, token) in &tokens {
+            let r = host.send(token, msg("#ops", &format!("round {round}")));
+            assert_eq!(r.status, 200, "{tenant}: {}", r.text());
+        }
+    }
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 2 * rounds);
+    let mut tenant_of: std::collections::BTreeMap<usize, String> = Default::default();
+    for s in &seen {
+        let auth = s.headers.get("authorization").cloned().unwrap_or_default();
+        let first = tenant_of
+            .entry(s.connection)
+            .or_insert_with(|| auth.clone());
+        assert_eq!(
+            *first, auth,
+            "connection {} carried two tenants' requests",
+            s.connection
+        );
+    }
+    // Both tenants were served, and connections were reused (one each, unless a connection
+    // was not yet ready again when the tenant's next call came).
+    assert_eq!(
+        tenant_of
+            .values()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        2
+    );
+    assert!(
+        tenant_of.len() <= rounds,
+        "{} connections for {} requests: none kept alive",
+        tenant_of.len(),
+        seen.len()
+    );
+}

@@ -588,6 +588,8 @@ pub struct Seen {
     pub headers: BTreeMap<String, String>,
     pub body: Vec<u8>,
     pub at: Instant,
+    /// Which connection it came on (numbered from 0 in accept order).
+    pub connection: usize,
 }
 
 /// A scripted HTTP server on loopback: answers each request with the next scripted response
@@ -601,29 +603,60 @@ pub struct Upstream {
 pub type Scripted = (u16, Vec<(String, String)>, String);
 
 impl Upstream {
+    /// An upstream that closes each connection after its answer.
     pub fn start(script: Vec<Scripted>) -> Upstream {
+        Upstream::serve(script, false)
+    }
+
+    /// An upstream that keeps connections alive, as most APIs do: each connection is served on
+    /// its own thread until the client closes it (or sends nothing for 10 s).
+    pub fn keep_alive(script: Vec<Scripted>) -> Upstream {
+        Upstream::serve(script, true)
+    }
+
+    fn serve(script: Vec<Scripted>, keep_alive: bool) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();
+        let script = Arc::new(script);
         std::thread::spawn(move || {
-            for (i, stream) in listener.incoming().enumerate() {
+            for (connection, stream) in listener.incoming().enumerate() {
                 let Ok(mut stream) = stream else { continue };
-                let Some(req) = read_request(&mut stream) else {
-                    continue;
+                let log = log.clone();
+                let script = script.clone();
+                let answer = move |stream: &mut TcpStream| -> bool {
+                    let Some(mut req) = read_request(stream) else {
+                        return false;
+                    };
+                    req.connection = connection;
+                    let i = {
+                        let mut log = log.lock().unwrap();
+                        log.push(req);
+                        log.len() - 1
+                    };
+                    let (status, headers, body) = script[i.min(script.len() - 1)].clone();
+                    let close = if keep_alive {
+                        ""
+                    } else {
+                        "connection: close\r\n"
+                    };
+                    let mut resp = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-length: {}\r\n{close}",
+                        body.len()
+                    );
+                    for (k, v) in headers {
+                        resp.push_str(&format!("{k}: {v}\r\n"));
+                    }
+                    resp.push_str("\r\n");
+                    resp.push_str(&body);
+                    stream.write_all(resp.as_bytes()).is_ok()
                 };
-                log.lock().unwrap().push(req);
-                let (status, headers, body) = script[i.min(script.len() - 1)].clone();
-                let mut resp = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n",
-                    body.len()
-                );
-                for (k, v) in headers {
-                    resp.push_str(&format!("{k}: {v}\r\n"));
+                if keep_alive {
+                    std::thread::spawn(move || while answer(&mut stream) {});
+                } else {
+                    answer(&mut stream);
                 }
-                resp.push_str("\r\n");
-                resp.push_str(&body);
-                let _ = stream.write_all(resp.as_bytes());
             }
         });
         Upstream { addr, seen }
@@ -679,6 +712,7 @@ pub fn read_request(stream: &mut TcpStream) -> Option<Seen> {
         headers,
         body,
         at: Instant::now(),
+        connection: 0,
     })
 }
 
