@@ -131,7 +131,7 @@ impl Imports {
             outbound: OutboundCall {
                 policy: outbound,
                 next: next_in_flight.clone(),
-                tenant: Arc::from(scope.tenant.as_str()),
+                scope: Some(scope.clone()),
             },
             in_flight: Arc::new(AtomicUsize::new(0)),
             next_in_flight,

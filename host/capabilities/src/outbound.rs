@@ -27,6 +27,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 use crate::budget::Charge;
+use crate::call::CallScope;
 use pool::{ConnectionPool, PoolKey};
 
 /// The most bytes one header-fields resource may hold (names, values and their overhead).
@@ -126,14 +127,24 @@ pub type NextInFlight = Arc<Mutex<Option<InFlight>>>;
 /// The outbound side of one call: the provider's policy, and where `outgoing-handler.handle`
 /// leaves the in-flight guard of the request being sent. It is the `wasi:http` hooks of the
 /// call's store.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct OutboundCall {
     /// The provider's grant.
     pub policy: OutboundPolicy,
     /// The guard of the request being sent.
     pub next: NextInFlight,
-    /// The calling tenant: its requests reuse only connections its own requests opened.
-    pub tenant: Arc<str>,
+    /// The call's scope: its tenant's requests reuse only connections its own requests
+    /// opened, and each request is counted in its metrics (new or reused connection).
+    pub scope: Option<Arc<CallScope>>,
+}
+
+impl std::fmt::Debug for OutboundCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboundCall")
+            .field("policy", &self.policy)
+            .field("tenant", &self.scope.as_ref().map(|s| s.tenant.as_str()))
+            .finish_non_exhaustive()
+    }
 }
 
 fn clip_host(host: &str) -> &str {
@@ -175,7 +186,7 @@ impl WasiHttpHooks for OutboundCall {
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
         let policy = self.policy.clone();
-        let tenant = self.tenant.clone();
+        let scope = self.scope.clone();
         Box::new(async move {
             let (request, target) = match &policy.redirect {
                 Some(to) => (redirect(request, to)?, Target::Redirect(to.to_string())),
@@ -186,7 +197,7 @@ impl WasiHttpHooks for OutboundCall {
                 options,
                 target,
                 &policy,
-                tenant,
+                scope,
                 guard.map(Arc::new),
             )
             .await
@@ -322,9 +333,10 @@ async fn send(
     options: Option<RequestOptions>,
     target: Target,
     policy: &OutboundPolicy,
-    tenant: Arc<str>,
+    scope: Option<Arc<CallScope>>,
     guard: Option<Arc<InFlight>>,
 ) -> Result<Connection, HttpError> {
+    let tenant: Arc<str> = Arc::from(scope.as_ref().map_or("", |s| s.tenant.as_str()));
     const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
     let connect_timeout = options
         .and_then(|o| o.connect_timeout)
@@ -363,6 +375,7 @@ async fn send(
         match tokio::time::timeout(first_byte_timeout, sender.try_send_request(request)).await {
             Err(_) => return Err(HttpError::ConnectionReadTimeout),
             Ok(Ok(response)) => {
+                count(scope.as_deref(), "reused");
                 return Ok(answered(
                     response,
                     between_bytes_timeout,
@@ -425,6 +438,7 @@ async fn send(
         .await
         .map_err(|_| HttpError::ConnectionReadTimeout)?
         .map_err(HttpError::from)?;
+    count(scope.as_deref(), "new");
     let key = PoolKey { tenant, addr, tls };
     Ok(answered(
         response,
@@ -432,6 +446,20 @@ async fn send(
         guard,
         Kept::new(&policy.pool, key, sender),
     ))
+}
+
+/// Counts a request answered on a `connection` (`new` or `reused`) in the call's metrics.
+fn count(scope: Option<&CallScope>, connection: &str) {
+    if let Some(scope) = scope {
+        scope.metrics.inc(
+            "greentic_outbound_requests_total",
+            &[
+                ("tenant", scope.tenant.as_str()),
+                ("provider", scope.provider.as_str()),
+                ("connection", connection),
+            ],
+        );
+    }
 }
 
 /// The response of a request, its body timed and keeping `guard`, and its connection going
@@ -647,8 +675,34 @@ mod tests {
         OutboundCall {
             policy: policy.clone(),
             next: NextInFlight::default(),
-            tenant: Arc::from(tenant),
+            scope: Some(Arc::new(CallScope {
+                tenant: tenant.into(),
+                team: None,
+                user: None,
+                provider: "hook".into(),
+                operation: "send".into(),
+                trace_id: String::new(),
+                otel_cx: opentelemetry::Context::new(),
+                metrics: Arc::new(greentic_metrics::Metrics::default()),
+                granted_secrets: Default::default(),
+                bound_secrets: Default::default(),
+                config: Arc::new(serde_json::Value::Null),
+                backends: crate::call::Backends::new(Vec::new()),
+            })),
         }
+    }
+
+    /// Requests of `call` counted on a `connection` (`new` or `reused`).
+    fn counted(call: &OutboundCall, connection: &str) -> f64 {
+        let scope = call.scope.as_ref().unwrap();
+        scope.metrics.counter(
+            "greentic_outbound_requests_total",
+            &[
+                ("tenant", scope.tenant.as_str()),
+                ("provider", "hook"),
+                ("connection", connection),
+            ],
+        )
     }
 
     /// Sends `GET path` through `call`; reads the whole body unless `read` is false.
@@ -706,6 +760,10 @@ mod tests {
         idle(&policy.pool, 2).await;
         assert_eq!(get(&mut a_again, port, "/", true).await, "1");
         assert_eq!(connections.load(Ordering::SeqCst), 2);
+        // Each call's metrics count its requests by connection.
+        assert_eq!((counted(&a, "new"), counted(&a, "reused")), (1.0, 2.0));
+        assert_eq!((counted(&b, "new"), counted(&b, "reused")), (1.0, 1.0));
+        assert_eq!(counted(&a_again, "reused"), 1.0);
         // Another provider (another policy) has its own connections.
         let other = super::OutboundPolicy::new(&[format!("http://127.0.0.1:{port}")]).unwrap();
         assert_eq!(get(&mut call_of("a", &other), port, "/", true).await, "3");

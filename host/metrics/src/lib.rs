@@ -185,6 +185,11 @@ pub const EXPORTED: &[(&str, &str, &str)] = &[
         "Calls being served (including those queued for their tenant's limits).",
     ),
     (
+        "greentic_outbound_requests_total",
+        "counter",
+        "Outgoing HTTP requests of providers by tenant, provider and connection: `new`, or `reused` (kept alive from an earlier request of the same tenant).",
+    ),
+    (
         "greentic_secret_reads_total",
         "counter",
         "Secret reads by result (values are never recorded).",

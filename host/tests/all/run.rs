@@ -492,4 +492,27 @@ provider = "hook"
         tenant_of.len(),
         seen.len()
     );
+    // The host's metrics say the same: per tenant, one request per connection opened, the
+    // rest on kept ones.
+    let metrics = host.admin("GET", "/metrics").text();
+    let count = |tenant: &str, connection: &str| -> usize {
+        let series = format!(
+            "greentic_outbound_requests_total{{tenant=\"{tenant}\",provider=\"hook\",connection=\"{connection}\"}} "
+        );
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    };
+    let mut opened = 0;
+    for tenant in ["acme", "globex"] {
+        let (new, reused) = (count(tenant, "new"), count(tenant, "reused"));
+        assert_eq!(new + reused, rounds, "{tenant}: {metrics}");
+        assert!(
+            new >= 1 && reused >= 1,
+            "{tenant}: {new} new, {reused} reused"
+        );
+        opened += new;
+    }
+    assert_eq!(opened, tenant_of.len(), "connections the upstream saw");
 }
