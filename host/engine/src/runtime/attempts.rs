@@ -81,6 +81,11 @@ impl Runtime {
                 None => None,
             };
             let (result, fuel) = self.attempt(&call, &limits, deadline, &ctx, &request).await;
+            // A short call finishes without ever giving its thread back; the connection task
+            // that runs it would then serve its next request at once, and the next, while
+            // other connections' requests wait on the same thread for milliseconds. One
+            // yield per attempt lets every ready task have its turn first.
+            tokio::task::yield_now().await;
             permit.settle(fuel);
             if let Some(admission) = fleet {
                 admission.settle(fuel).await;
