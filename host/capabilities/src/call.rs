@@ -12,7 +12,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::WasiHttpCtx;
 
 use crate::budget::HostBudget;
-use crate::outbound::{NextInFlight, OutboundCall, OutboundPolicy};
+use crate::outbound::{NextInFlight, OutboundCall, OutboundPolicy, RequestOwner};
 
 /// Who a call is for and what each capability hands it. Shared, read-only, by every instance
 /// of one call.
@@ -42,6 +42,23 @@ pub struct CallScope {
     /// What each capability opened for the revision (used only for those the provider is
     /// granted).
     pub backends: Backends,
+}
+
+impl RequestOwner for CallScope {
+    fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    fn count_request(&self, connection: &str) {
+        self.metrics.inc(
+            "greentic_outbound_requests_total",
+            &[
+                ("tenant", self.tenant.as_str()),
+                ("provider", self.provider.as_str()),
+                ("connection", connection),
+            ],
+        );
+    }
 }
 
 /// The host side of one instance's imports: WASI, `wasi:http`, the call's host-memory budget
@@ -131,7 +148,7 @@ impl Imports {
             outbound: OutboundCall {
                 policy: outbound,
                 next: next_in_flight.clone(),
-                scope: Some(scope.clone()),
+                owner: Some(scope.clone() as Arc<dyn RequestOwner>),
             },
             in_flight: Arc::new(AtomicUsize::new(0)),
             next_in_flight,

@@ -27,7 +27,6 @@ use hyper::body::{Body, Frame, SizeHint};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 use crate::budget::Charge;
-use crate::call::CallScope;
 use pool::{ConnectionPool, PoolKey};
 
 /// The most bytes one header-fields resource may hold (names, values and their overhead).
@@ -133,16 +132,25 @@ pub struct OutboundCall {
     pub policy: OutboundPolicy,
     /// The guard of the request being sent.
     pub next: NextInFlight,
-    /// The call's scope: its tenant's requests reuse only connections its own requests
-    /// opened, and each request is counted in its metrics (new or reused connection).
-    pub scope: Option<Arc<CallScope>>,
+    /// Whose requests these are: the tenant's requests reuse only connections its own
+    /// requests opened, and each request is counted (new or reused connection).
+    pub owner: Option<Arc<dyn RequestOwner>>,
+}
+
+/// Whose requests an [`OutboundCall`] sends: the tenant its connections are kept for, and
+/// where each request is counted (the call's scope).
+pub trait RequestOwner: Send + Sync {
+    /// The calling tenant.
+    fn tenant(&self) -> &str;
+    /// Counts one request answered on a `connection`: `new`, or `reused` from the pool.
+    fn count_request(&self, connection: &str);
 }
 
 impl std::fmt::Debug for OutboundCall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OutboundCall")
             .field("policy", &self.policy)
-            .field("tenant", &self.scope.as_ref().map(|s| s.tenant.as_str()))
+            .field("tenant", &self.owner.as_ref().map(|o| o.tenant()))
             .finish_non_exhaustive()
     }
 }
@@ -186,7 +194,7 @@ impl WasiHttpHooks for OutboundCall {
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
         let policy = self.policy.clone();
-        let scope = self.scope.clone();
+        let owner = self.owner.clone();
         Box::new(async move {
             let (request, target) = match &policy.redirect {
                 Some(to) => (redirect(request, to)?, Target::Redirect(to.to_string())),
@@ -197,7 +205,7 @@ impl WasiHttpHooks for OutboundCall {
                 options,
                 target,
                 &policy,
-                scope,
+                owner,
                 guard.map(Arc::new),
             )
             .await
@@ -333,10 +341,10 @@ async fn send(
     options: Option<RequestOptions>,
     target: Target,
     policy: &OutboundPolicy,
-    scope: Option<Arc<CallScope>>,
+    owner: Option<Arc<dyn RequestOwner>>,
     guard: Option<Arc<InFlight>>,
 ) -> Result<Connection, HttpError> {
-    let tenant: Arc<str> = Arc::from(scope.as_ref().map_or("", |s| s.tenant.as_str()));
+    let tenant: Arc<str> = Arc::from(owner.as_ref().map_or("", |o| o.tenant()));
     const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
     let connect_timeout = options
         .and_then(|o| o.connect_timeout)
@@ -375,7 +383,9 @@ async fn send(
         match tokio::time::timeout(first_byte_timeout, sender.try_send_request(request)).await {
             Err(_) => return Err(HttpError::ConnectionReadTimeout),
             Ok(Ok(response)) => {
-                count(scope.as_deref(), "reused");
+                if let Some(owner) = &owner {
+                    owner.count_request("reused");
+                }
                 return Ok(answered(
                     response,
                     between_bytes_timeout,
@@ -438,7 +448,9 @@ async fn send(
         .await
         .map_err(|_| HttpError::ConnectionReadTimeout)?
         .map_err(HttpError::from)?;
-    count(scope.as_deref(), "new");
+    if let Some(owner) = &owner {
+        owner.count_request("new");
+    }
     let key = PoolKey { tenant, addr, tls };
     Ok(answered(
         response,
@@ -446,20 +458,6 @@ async fn send(
         guard,
         Kept::new(&policy.pool, key, sender),
     ))
-}
-
-/// Counts a request answered on a `connection` (`new` or `reused`) in the call's metrics.
-fn count(scope: Option<&CallScope>, connection: &str) {
-    if let Some(scope) = scope {
-        scope.metrics.inc(
-            "greentic_outbound_requests_total",
-            &[
-                ("tenant", scope.tenant.as_str()),
-                ("provider", scope.provider.as_str()),
-                ("connection", connection),
-            ],
-        );
-    }
 }
 
 /// The response of a request, its body timed and keeping `guard`, and its connection going
@@ -671,38 +669,49 @@ mod tests {
         (port, connections)
     }
 
-    fn call_of(tenant: &str, policy: &OutboundPolicy) -> OutboundCall {
-        OutboundCall {
-            policy: policy.clone(),
-            next: NextInFlight::default(),
-            scope: Some(Arc::new(CallScope {
-                tenant: tenant.into(),
-                team: None,
-                user: None,
-                provider: "hook".into(),
-                operation: "send".into(),
-                trace_id: String::new(),
-                otel_cx: opentelemetry::Context::new(),
-                metrics: Arc::new(greentic_metrics::Metrics::default()),
-                granted_secrets: Default::default(),
-                bound_secrets: Default::default(),
-                config: Arc::new(serde_json::Value::Null),
-                backends: crate::call::Backends::new(Vec::new()),
-            })),
+    /// A tenant's requests, counted by connection.
+    struct Owner {
+        tenant: String,
+        counted: Mutex<std::collections::BTreeMap<String, usize>>,
+    }
+
+    impl RequestOwner for Owner {
+        fn tenant(&self) -> &str {
+            &self.tenant
+        }
+        fn count_request(&self, connection: &str) {
+            *self
+                .counted
+                .lock()
+                .unwrap()
+                .entry(connection.to_string())
+                .or_default() += 1;
         }
     }
 
-    /// Requests of `call` counted on a `connection` (`new` or `reused`).
-    fn counted(call: &OutboundCall, connection: &str) -> f64 {
-        let scope = call.scope.as_ref().unwrap();
-        scope.metrics.counter(
-            "greentic_outbound_requests_total",
-            &[
-                ("tenant", scope.tenant.as_str()),
-                ("provider", "hook"),
-                ("connection", connection),
-            ],
-        )
+    impl Owner {
+        fn counted(&self, connection: &str) -> usize {
+            self.counted
+                .lock()
+                .unwrap()
+                .get(connection)
+                .copied()
+                .unwrap_or(0)
+        }
+    }
+
+    /// A call of `tenant` under `policy`, and what it counts.
+    fn call_of(tenant: &str, policy: &OutboundPolicy) -> (OutboundCall, Arc<Owner>) {
+        let owner = Arc::new(Owner {
+            tenant: tenant.into(),
+            counted: Mutex::default(),
+        });
+        let call = OutboundCall {
+            policy: policy.clone(),
+            next: NextInFlight::default(),
+            owner: Some(owner.clone() as Arc<dyn RequestOwner>),
+        };
+        (call, owner)
     }
 
     /// Sends `GET path` through `call`; reads the whole body unless `read` is false.
@@ -743,8 +752,8 @@ mod tests {
     async fn a_tenants_requests_reuse_its_connection_and_only_its_own() {
         let (port, connections) = numbered_server().await;
         let policy = policy(&[&format!("http://127.0.0.1:{port}")]);
-        let mut a = call_of("a", &policy);
-        let mut b = call_of("b", &policy);
+        let (mut a, a_counts) = call_of("a", &policy);
+        let (mut b, b_counts) = call_of("b", &policy);
         assert_eq!(get(&mut a, port, "/", true).await, "1");
         idle(&policy.pool, 1).await;
         assert_eq!(get(&mut a, port, "/", true).await, "1", "kept alive");
@@ -756,24 +765,30 @@ mod tests {
         idle(&policy.pool, 2).await;
         assert_eq!(get(&mut a, port, "/", true).await, "1");
         // A new call of tenant a (a new set of imports) reuses it too.
-        let mut a_again = call_of("a", &policy);
+        let (mut a_again, again_counts) = call_of("a", &policy);
         idle(&policy.pool, 2).await;
         assert_eq!(get(&mut a_again, port, "/", true).await, "1");
         assert_eq!(connections.load(Ordering::SeqCst), 2);
         // Each call's metrics count its requests by connection.
-        assert_eq!((counted(&a, "new"), counted(&a, "reused")), (1.0, 2.0));
-        assert_eq!((counted(&b, "new"), counted(&b, "reused")), (1.0, 1.0));
-        assert_eq!(counted(&a_again, "reused"), 1.0);
+        assert_eq!(
+            (a_counts.counted("new"), a_counts.counted("reused")),
+            (1, 2)
+        );
+        assert_eq!(
+            (b_counts.counted("new"), b_counts.counted("reused")),
+            (1, 1)
+        );
+        assert_eq!(again_counts.counted("reused"), 1);
         // Another provider (another policy) has its own connections.
         let other = super::OutboundPolicy::new(&[format!("http://127.0.0.1:{port}")]).unwrap();
-        assert_eq!(get(&mut call_of("a", &other), port, "/", true).await, "3");
+        assert_eq!(get(&mut call_of("a", &other).0, port, "/", true).await, "3");
     }
 
     #[tokio::test]
     async fn only_a_connection_whose_response_was_read_to_its_end_is_kept() {
         let (port, connections) = numbered_server().await;
         let policy = policy(&[&format!("http://127.0.0.1:{port}")]);
-        let mut a = call_of("a", &policy);
+        let (mut a, _) = call_of("a", &policy);
         // A body dropped unread closes its connection.
         get(&mut a, port, "/big", false).await;
         assert_eq!(policy.pool.idle_count(), 0);
@@ -799,7 +814,7 @@ mod tests {
         policy.pool = Arc::new(ConnectionPool::with_idle_timeout(Duration::from_millis(
             100,
         )));
-        let mut a = call_of("a", &policy);
+        let (mut a, _) = call_of("a", &policy);
         assert_eq!(get(&mut a, port, "/", true).await, "1");
         idle(&policy.pool, 1).await;
         tokio::time::sleep(Duration::from_millis(150)).await;
