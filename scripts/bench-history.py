@@ -29,6 +29,9 @@ CHARTS = [
     ("instantiate_noop_us", "instantiation of noop (pooling, warm)", "us"),
     ("instantiate_webhook_us", "instantiation of messaging-webhook (pooling, warm)", "us"),
     ("hello_fair_rps_per_core", "HTTP hello req/s per core (fair)", "req/s"),
+    ("hello_fair_p99_ms", "HTTP hello p99 (fair), wrk on the same cores", "ms"),
+    ("hello_split_fair_over_serve", "HTTP hello req/s, fair / serve, server on its own core", "x"),
+    ("hello_split_fair_p99_ms", "HTTP hello p99 (fair), server on its own core", "ms"),
 ]
 
 

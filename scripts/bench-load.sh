@@ -4,7 +4,9 @@
 #     the same file under `wasmtime serve` (wasmtime-cli pinned to the host's Wasmtime), same
 #     load generator (wrk), same concurrency and duration. greentic-host twice, alternating for
 #     RUNS rounds: `[host.scheduler] mode = "fair"` (the default) and `"tokio"` (guest futures
-#     polled by the executor like any task) — what the fair scheduler costs.
+#     polled by the executor like any task) — what the fair scheduler costs. Then the fair
+#     host and serve again with the server on the last core and wrk on the first (`taskset`,
+#     two or more cores): each with a core of its own, no client contention in the figures.
 #  2. Noisy neighbour: a small tenant b (`noop`, one connection, 1 ms between calls) alone,
 #     then while tenant a floods infinite-loop calls at its concurrency cap, for each cap in
 #     CAPS (default 1 4 8 16), RUNS times each (default 3): b's p50/p99/p999.
@@ -197,6 +199,23 @@ for run in $(seq "$RUNS"); do
   wait "$both"
   echo "both $run $(summary < "$RAW/hello-both-fair-$run.txt" | cut -d' ' -f1) $(summary < "$RAW/hello-both-tokio-$run.txt" | cut -d' ' -f1)" >> "$RESULTS"
 done
+# The same hello with the server on the last core and wrk on the first, so neither waits for
+# the other's CPU: what the servers do with a core of their own (client contention aside),
+# and where one connection keeping a thread from the others shows as it is.
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+  LAST=$(($(nproc) - 1))
+  for run in $(seq "$RUNS"); do
+    for which in fair wasmtime; do
+      case $which in
+        fair) url="http://127.0.0.1:$F_PORT/webhooks/web/hello/" pid="$F_PID" ;;
+        wasmtime) url="http://127.0.0.1:$WPORT/" pid="${PIDS[-1]}" ;;
+      esac
+      taskset -a -p -c "$LAST" "$pid" >/dev/null
+      echo "split $which $run $(taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$url" | tee "$RAW/hello-split-$which-$run.txt" | summary)" >> "$RESULTS"
+      taskset -a -p -c "0-$LAST" "$pid" >/dev/null
+    done
+  done
+fi
 kill "${PIDS[-1]}"
 # What the hosts answered other than ok, by code (wrk counts only the non-2xx answers of its
 # measured runs; this counts every call, warm-ups and run ends included), and their logs.
@@ -359,6 +378,24 @@ if any(r[0] == "hello" for r in rows):
     }
     if both:
         figures["hello_both_fair_over_tokio"] = round(med([f / t for f, t in both]), 3)
+    split = {}
+    for r in rows:
+        if r[0] == "split":
+            split.setdefault(r[1], []).append(tuple(map(float, r[3:7])))
+    if split:
+        print(f"\nHTTP hello, server on its own core, wrk -t1 -c{conns} on another")
+        for which, runs in split.items():
+            name = {"fair": "greentic-host (fair)", "wasmtime": "wasmtime serve"}[which]
+            for i, (rps, p50, p99, err) in enumerate(runs, 1):
+                print(f"{name:<26}{i:>4}{rps:>10.0f}{p50:>10.3f}{p99:>10.3f}{err:>10.0f}")
+        s = {k: [med([x[i] for x in v]) for i in range(3)] for k, v in split.items()}
+        print(f"medians: fair/wasmtime req/s {s['fair'][0] / s['wasmtime'][0]:.2f}x, "
+              f"p99 {s['fair'][2]:.2f} ms vs {s['wasmtime'][2]:.2f} ms")
+        figures["hello_split_fair_rps"] = round(s["fair"][0])
+        figures["hello_split_serve_rps"] = round(s["wasmtime"][0])
+        figures["hello_split_fair_over_serve"] = round(s["fair"][0] / s["wasmtime"][0], 3)
+        figures["hello_split_fair_p99_ms"] = s["fair"][2]
+        figures["hello_split_serve_p99_ms"] = s["wasmtime"][2]
     open(os.environ["HELLO_FIGURES"], "w").write(json.dumps(figures))
 
 if any(r[0] == "noisy" for r in rows):
