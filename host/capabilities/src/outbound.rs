@@ -344,7 +344,6 @@ async fn send(
     owner: Option<Arc<dyn RequestOwner>>,
     guard: Option<Arc<InFlight>>,
 ) -> Result<Connection, HttpError> {
-    let tenant: Arc<str> = Arc::from(owner.as_ref().map_or("", |o| o.tenant()));
     const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
     let connect_timeout = options
         .and_then(|o| o.connect_timeout)
@@ -358,6 +357,7 @@ async fn send(
         .max(Duration::from_nanos(1));
 
     let addrs = addresses(&target, policy, connect_timeout).await?;
+    let tenant: Arc<str> = Arc::from(owner.as_ref().map_or("", |o| o.tenant()));
     let tls: Option<Arc<str>> = match &target {
         Target::Direct {
             host, https: true, ..
