@@ -39,7 +39,7 @@ mod signature;
 pub use compat::{WitTarget, WitTargetError};
 pub use error::{FieldProblem, ManifestError, clip_middle, nearest};
 pub use extract::{ExtractError, MANIFEST_SECTION, extract_manifest, extract_manifest_bytes};
-pub use manifest::{Compat, ProviderManifest, SecretSpec};
+pub use manifest::{Compat, Instances, ProviderManifest, SecretSpec};
 pub use outbound::{HostMatch, HostPattern, is_restricted};
 pub use signature::{SIGNATURE_ALGORITHMS, SignatureScheme};
 

@@ -36,6 +36,33 @@ pub struct ProviderManifest {
     /// Hosts the provider calls over `wasi:http` (`*` = whatever the operator grants).
     #[serde(default)]
     pub outbound_hosts: Vec<String>,
+    /// How the host may run its calls: a fresh instance each (the default), or instances kept
+    /// for later calls of the same tenant on the same revision (see [`Instances`]).
+    #[serde(default, skip_serializing_if = "Instances::is_per_call")]
+    pub instances: Instances,
+}
+
+/// What a provider lets the host do with an instance after a call (`"instances"` in
+/// `provider.json`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Instances {
+    /// Every call runs in a fresh instance, dropped when the call ends: nothing a call leaves in
+    /// the instance's memory reaches another call.
+    #[default]
+    PerCall,
+    /// An instance may serve later calls of the same tenant on the same revision, one call at a
+    /// time: what one call leaves in memory (caches, a parsed config, an HTTP client) the next
+    /// call of that tenant may see. Never another tenant's, never another revision's. For
+    /// providers that keep nothing per call in statics, or only what the tenant may share.
+    PerTenant,
+}
+
+impl Instances {
+    /// Whether it is the default, [`Instances::PerCall`].
+    pub fn is_per_call(&self) -> bool {
+        *self == Instances::PerCall
+    }
 }
 
 /// Compatibility declarations.
@@ -334,6 +361,7 @@ fn shape_fix(pointer: &str) -> String {
         "compat" => "set compat.wit to `namespace:package/world@RANGE`, e.g. `greentic:messaging/provider@1.0.x`".into(),
         "secrets" => "list secret names (`[A-Za-z0-9_.-]`, up to 128) or {\"name\", \"required\", \"description\"} objects".into(),
         "outbound_hosts" => "list host patterns such as `api.example.com`, `*.example.com` or `http://127.0.0.1:8080`".into(),
+        "instances" => "say `per-call` (a fresh instance for every call, the default) or `per-tenant` (instances may serve later calls of the same tenant)".into(),
         other => format!("see the `{other}` property in schemas/provider.schema.json"),
     }
 }
