@@ -71,6 +71,10 @@ pub struct ProviderClassSpec {
     /// reach one tenant's systems should name that tenant.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_namespaces: Vec<String>,
+    /// Run every call in a fresh instance even if the provider's manifest lets an instance
+    /// serve later calls of the same tenant (`"instances": "per-tenant"`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fresh_instances: bool,
 }
 
 /// Attestation kinds a class can require.

@@ -91,6 +91,10 @@ pub struct ProviderSection {
     /// Attestations it must carry besides `[trust] require`.
     #[serde(default)]
     pub require: Vec<Kind>,
+    /// Run every call in a fresh instance even if the provider's manifest lets an instance
+    /// serve later calls of the same tenant (`"instances": "per-tenant"`).
+    #[serde(default)]
+    pub fresh_instances: bool,
 }
 
 impl ProviderSection {

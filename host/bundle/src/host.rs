@@ -56,6 +56,12 @@ pub struct HostSection {
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub max_in_flight: Option<u32>,
+    /// Instances of finished calls the host keeps for the next call of the same tenant (only
+    /// of providers whose manifest says `"instances": "per-tenant"`): by default a quarter of
+    /// `max_in_flight`, at most 256; `0` runs every call in a fresh instance. Each idle one holds
+    /// a place of `max_in_flight`, which it gives up to the first call that needs it.
+    #[serde(default)]
+    pub kept_instances: Option<u32>,
     /// Address of the admin listener: `/healthz`, `/readyz`, `/metrics` (`--admin-listen`
     /// overrides). Keep it off public networks.
     #[serde(default = "default_admin_listen")]
@@ -207,6 +213,7 @@ impl Default for HostSection {
             idle_timeout_ms: default_idle_timeout(),
             max_connections: default_max_connections(),
             max_in_flight: None,
+            kept_instances: None,
             admin_listen: default_admin_listen(),
             scheduler: SchedulerSection::default(),
             metering: Metering::default(),

@@ -158,6 +158,16 @@ impl Imports {
             usage: Usage::default(),
         }
     }
+
+    /// Hands an instance that served an earlier call to the next call (of the same tenant, on
+    /// the same revision): who it is for, its outbound grant and whose requests it sends become
+    /// the new call's, and what capabilities counted per call starts again.
+    pub fn rebind(&mut self, scope: Arc<CallScope>, outbound: OutboundPolicy) {
+        self.outbound.policy = outbound;
+        self.outbound.owner = Some(scope.clone() as Arc<dyn RequestOwner>);
+        self.scope = scope;
+        self.usage = Usage::default();
+    }
 }
 
 impl WasiView for Imports {

@@ -18,6 +18,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::errors::CallError;
+use crate::kept::{DEFAULT_MAX_IDLE, KeptInstances};
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
@@ -146,6 +147,8 @@ pub struct HostEngine {
     capacity: Arc<tokio::sync::Semaphore>,
     /// The size of `capacity`.
     max_in_flight: u32,
+    /// Instances kept between calls of one tenant, each holding its place in `capacity`.
+    pub kept: Arc<KeptInstances>,
     stop: Arc<AtomicBool>,
 }
 
@@ -251,6 +254,10 @@ impl HostEngine {
         let stop = Arc::new(AtomicBool::new(false));
         let max_in_flight = pool.map_or(u32::MAX >> 3, |p| p.instances.max(1));
         let capacity = Arc::new(tokio::sync::Semaphore::new(max_in_flight as usize));
+        let kept = Arc::new(KeptInstances::new(
+            (max_in_flight as usize / 4).min(DEFAULT_MAX_IDLE),
+        ));
+        sweep_regularly(&kept, &stop)?;
         if !epoch {
             return Ok(HostEngine {
                 engine,
@@ -258,6 +265,7 @@ impl HostEngine {
                 options,
                 capacity,
                 max_in_flight,
+                kept,
                 stop,
             });
         }
@@ -286,6 +294,7 @@ impl HostEngine {
             options,
             capacity,
             max_in_flight,
+            kept,
             stop,
         })
     }
@@ -294,10 +303,17 @@ impl HostEngine {
     /// host at capacity is its own condition (`503 host-at-capacity`, retryable), never a
     /// failure of the provider that would have run.
     pub async fn admit(&self, until: tokio::time::Instant) -> Result<CapacityPermit, CallError> {
-        if let Ok(permit) = self.capacity.clone().try_acquire_owned() {
-            return Ok(permit);
+        loop {
+            if let Ok(permit) = self.capacity.clone().try_acquire_owned() {
+                return Ok(permit);
+            }
+            // An idle kept instance gives its place to a call that would otherwise wait.
+            if self.kept.evict_oldest().is_none() {
+                break;
+            }
         }
-        match tokio::time::timeout_at(until, self.capacity.clone().acquire_owned()).await {
+        let wait = tokio::time::timeout_at(until, self.capacity.clone().acquire_owned());
+        match self.kept.waiting(wait).await {
             Ok(Ok(permit)) => Ok(permit),
             _ => Err(CallError::HostAtCapacity {
                 detail: format!(
@@ -311,7 +327,8 @@ impl HostEngine {
 
     /// Calls running on this engine now, and how many it admits at once.
     pub fn in_flight(&self) -> (u32, u32) {
-        let free = self.capacity.available_permits() as u32;
+        // An idle kept instance holds a place it gives up to the first call that needs it.
+        let free = (self.capacity.available_permits() + self.kept.idle()) as u32;
         (self.max_in_flight.saturating_sub(free), self.max_in_flight)
     }
 
@@ -321,6 +338,25 @@ impl HostEngine {
         self.engine.precompile_compatibility_hash().hash(&mut h);
         format!("wasmtime-{}-{:016x}", wasmtime_version(), h.finish())
     }
+}
+
+/// Drops idle kept instances past their time every second, on a thread of the engine's own
+/// (so an idle host gives their memory back), until the engine is dropped.
+fn sweep_regularly(kept: &Arc<KeptInstances>, stop: &Arc<AtomicBool>) -> std::io::Result<()> {
+    let kept = Arc::downgrade(kept);
+    let stop = stop.clone();
+    std::thread::Builder::new()
+        .name("greentic-kept".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_secs(1));
+                match kept.upgrade() {
+                    Some(kept) => kept.sweep(|_| false),
+                    None => break,
+                }
+            }
+        })?;
+    Ok(())
 }
 
 impl Drop for HostEngine {

@@ -4,7 +4,8 @@
 //!
 //! Process scope (engine, linkers, compiled components) lives in the runtime; tenant scope
 //! (limits, bindings, validated config) in the [`CallScope`], shared read-only; instance scope
-//! here. Nothing in an `InstanceData` survives the call.
+//! here. Nothing in an `InstanceData` survives the call, unless the provider lets an instance
+//! serve later calls of the same tenant ([`crate::kept`]): its scope is then rebound to each.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -165,6 +166,14 @@ impl InstanceData {
             deadline,
             last_yield: Instant::now(),
         }
+    }
+
+    /// Hands the instance that served an earlier call of the same tenant to the call in
+    /// `scope`, of a provider with `outbound` policy, ending at `deadline`.
+    pub fn rebind(&mut self, scope: Arc<CallScope>, outbound: OutboundPolicy, deadline: Instant) {
+        self.imports.rebind(scope, outbound);
+        self.deadline = deadline;
+        self.last_yield = Instant::now();
     }
 
     /// Fails once the call's deadline has passed. Installed as the store's call hook, it runs

@@ -19,6 +19,7 @@ pub mod domain;
 pub mod domains;
 pub mod errors;
 pub mod instance;
+pub mod kept;
 pub mod limits;
 pub mod metering;
 pub mod outcomes;

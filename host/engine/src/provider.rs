@@ -42,6 +42,10 @@ pub struct LoadedProvider {
     pub cache: CacheOutcome,
     /// The id of the key whose signature was verified (none for an unsigned provider).
     pub signer_key_id: Option<String>,
+    /// Whether an instance may serve later calls of the same tenant: its manifest says
+    /// `"instances": "per-tenant"` and the bundle did not ask for `fresh_instances` (see
+    /// [`crate::kept`]).
+    pub reuse: bool,
 }
 
 impl LoadedProvider {

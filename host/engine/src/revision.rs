@@ -35,6 +35,9 @@ pub struct TenantRuntime {
 
 /// One version of the bundle, as the host serves it.
 pub struct Revision {
+    /// Unique among the revisions of this process: what instances kept between calls are
+    /// keyed by, so no instance serves two revisions (see [`crate::kept`]).
+    pub serial: u64,
     /// `sha256:<hex>` of the bundle text (`greentic.toml`) this revision was built from.
     pub digest: String,
     /// When this revision became active (set when it is swapped in).
@@ -123,7 +126,10 @@ impl Revision {
                 )
             })
             .collect();
+        static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        engine.kept.set_max(bundle.file.host.kept_instances);
         Revision {
+            serial: SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             digest: bundle.digest.clone(),
             since: SystemTime::now(),
             engine,
@@ -200,5 +206,13 @@ impl Revision {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Revision {
+    /// The instances kept for its calls go with it.
+    fn drop(&mut self) {
+        let serial = self.serial;
+        self.engine.kept.sweep(|revision| revision == serial);
     }
 }

@@ -87,6 +87,7 @@ pub(crate) fn load_provider(
         }),
     );
     let circuit = format!("{name}@{}", verified.fetched.digest);
+    let reuse = !report.manifest.instances.is_per_call() && !section.fresh_instances;
     Ok(LoadedProvider {
         name: name.to_string(),
         source: section.source.clone(),
@@ -101,6 +102,7 @@ pub(crate) fn load_provider(
         circuit,
         cache: cache_outcome,
         signer_key_id: verified.signer_key_id,
+        reuse,
     })
 }
 

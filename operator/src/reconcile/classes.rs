@@ -25,6 +25,7 @@ pub fn class_section(class: &ProviderClass) -> ProviderSection {
         trusted_keys: spec.trusted_keys.clone(),
         identities: spec.identities.clone(),
         allow_unsigned: false,
+        fresh_instances: spec.fresh_instances,
         require: spec
             .require
             .iter()

@@ -1,6 +1,6 @@
 //! A decoded call's attempts: the breaker's admission, a slot of the tenant's gate (and the
-//! fleet's), a fresh instance in a turn of the scheduler, and retries while the policy and
-//! the deadline allow.
+//! fleet's), a fresh instance (or one the tenant's earlier call left, see [`crate::kept`]) in
+//! a turn of the scheduler, and retries while the policy and the deadline allow.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -17,6 +17,7 @@ use crate::bindings::greentic::types::types::TenantCtx;
 use crate::domain::{Decoded, DomainCx, Output};
 use crate::domains::{Kept, Request};
 use crate::errors::CallError;
+use crate::kept::{Book, KeptFor, Reusable};
 use crate::metering::{CpuMeter, Metered, Metering};
 use crate::resilience::{BreakerState, RetryPolicy, counts_as_failure};
 
@@ -31,6 +32,7 @@ impl Runtime {
         &self,
         call: Envelope<'_>,
         decoded: Decoded<Request>,
+        seen: &mut Option<Book>,
     ) -> Result<(Output, u32), CallError> {
         let tenant = call.caller.tenant.as_str();
         let provider = call.provider.name.as_str();
@@ -44,6 +46,12 @@ impl Runtime {
         let request = decoded.request;
         let limits = *call.gate.limits();
         let deadline = Instant::now() + Duration::from_millis(limits.deadline_ms);
+        // Whom an instance kept from this call may serve next, if the provider lets it.
+        let whom = (call.provider.reuse && call.revision.engine.kept.enabled()).then(|| KeptFor {
+            revision: call.revision.serial,
+            provider: provider.to_string(),
+            tenant: tenant.to_string(),
+        });
 
         // Settled below; if this future is dropped first (the client went away) or returns
         // early (tenant-busy), dropping the admission gives a half-open probe back.
@@ -51,14 +59,22 @@ impl Runtime {
         let mut attempt = 1;
         let outcome = loop {
             let permit = call.gate.acquire().await?;
-            // The host's own capacity, after the tenant's: a call waits for a place as long as
-            // its tenant lets it queue.
-            let until = Instant::now() + Duration::from_millis(limits.queue_timeout_ms);
-            let _place = match call.revision.engine.admit(until.into()).await {
-                Ok(place) => place,
-                Err(e) => {
-                    self.at_capacity(tenant, &e);
-                    return Err(e);
+            // An instance this tenant's last call of the provider left, with its place on the
+            // engine; else the host's own capacity, after the tenant's: a call waits for a
+            // place as long as its tenant lets it queue.
+            let engine = &call.revision.engine;
+            let reused = whom.as_ref().and_then(|whom| engine.kept.take(whom));
+            let (reused, place) = match reused {
+                Some((reused, place)) => (Some(reused), place),
+                None => {
+                    let until = Instant::now() + Duration::from_millis(limits.queue_timeout_ms);
+                    match engine.admit(until.into()).await {
+                        Ok(place) => (None, place),
+                        Err(e) => {
+                            self.at_capacity(tenant, &e);
+                            return Err(e);
+                        }
+                    }
                 }
             };
             let fleet = match self.fleet_limits.get() {
@@ -80,7 +96,38 @@ impl Runtime {
                 }
                 None => None,
             };
-            let (result, fuel) = self.attempt(&call, &limits, deadline, &ctx, &request).await;
+            let attempted = self
+                .attempt(
+                    &call,
+                    &limits,
+                    deadline,
+                    &ctx,
+                    &request,
+                    reused,
+                    whom.is_some(),
+                )
+                .await;
+            let (result, fuel) = (attempted.result, attempted.used);
+            if let Some(book) = attempted.book {
+                *seen = Some(book);
+                let instance = if book.calls > 1 { "reused" } else { "new" };
+                self.metrics.inc(
+                    "greentic_instances_total",
+                    &[
+                        ("tenant", tenant),
+                        ("provider", provider),
+                        ("instance", instance),
+                    ],
+                );
+            }
+            match (&whom, attempted.back) {
+                (Some(whom), Some(back)) => {
+                    engine
+                        .kept
+                        .put(whom.clone(), back, place, limits.max_concurrent as usize)
+                }
+                _ => drop(place),
+            }
             // A short call finishes without ever giving its thread back; the connection task
             // that runs it would then serve its next request at once, and the next, while
             // other connections' requests wait on the same thread for milliseconds. One
@@ -145,9 +192,12 @@ impl Runtime {
         outcome.map(|output| (output, attempt))
     }
 
-    /// One attempt in a fresh instance, dropped with its store when the attempt ends; the
-    /// outcome and the fuel it used. The guest work (store, instance, call) runs in turns of
+    /// One attempt in a fresh instance, dropped with its store when the attempt ends — or, for
+    /// a provider that lets instances serve later calls of the same tenant (`keep`), in
+    /// `reused` (an instance of the tenant's earlier call) if there is one, and handed back
+    /// when the call ended cleanly. The guest work (store, instance, call) runs in turns of
     /// the [`Scheduler`] (`mode = "fair"`), else on this task.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn attempt(
         &self,
         call: &Envelope<'_>,
@@ -155,15 +205,18 @@ impl Runtime {
         deadline: Instant,
         ctx: &Arc<TenantCtx>,
         request: &Request,
-    ) -> (Result<Output, CallError>, u64) {
+        reused: Option<Reusable>,
+        keep: bool,
+    ) -> Attempted {
         if self.shared.load(Ordering::SeqCst) {
             let cx = DomainCx {
                 ctx,
                 max_response_bytes: call.revision.max_response_bytes,
             };
-            return self
+            let (result, used) = self
                 .attempt_shared(call, limits, deadline, &cx, request)
                 .await;
+            return Attempted::answer(result, used);
         }
         let engine = call.revision.engine.clone();
         // With `metering = "cpu-time"`, the call's CPU time bounds it (and is what it used).
@@ -179,23 +232,68 @@ impl Runtime {
         let work = Box::pin(
             async move {
                 let meter = inner_meter.as_ref();
-                let mut store = match Runtime::call_store(
-                    &engine, scope, &outbound, &limits, deadline, meter,
-                ) {
-                    Ok(store) => store,
-                    Err(e) => return (Err(e), 0),
+                let (mut store, instance, book) = match reused {
+                    Some(Reusable { kept, book }) => {
+                        let Kept {
+                            mut store,
+                            instance,
+                        } = kept;
+                        if let Err(e) = Runtime::rebound_store(
+                            &engine, &mut store, scope, &outbound, &limits, deadline, meter,
+                        ) {
+                            return Attempted::answer(Err(e), 0);
+                        }
+                        (store, Some(instance), Some(book))
+                    }
+                    None => match Runtime::call_store(
+                        &engine, scope, &outbound, &limits, deadline, meter,
+                    ) {
+                        Ok(store) => (store, None, keep.then(Book::new)),
+                        Err(e) => return Attempted::answer(Err(e), 0),
+                    },
                 };
+                let book = book.map(|b| Book {
+                    calls: b.calls + 1,
+                    ..b
+                });
                 let cx = DomainCx {
                     ctx: &ctx,
                     max_response_bytes,
                 };
                 let run = async {
-                    let instance = prepared.instantiate(&mut store).await?;
-                    prepared.call(&instance, &mut store, &cx, &request).await
+                    let instance = match instance {
+                        Some(instance) => instance,
+                        None => prepared.instantiate(&mut store).await?,
+                    };
+                    let answer = prepared.call(&instance, &mut store, &cx, &request).await?;
+                    Ok::<_, wasmtime::Error>((answer, instance))
                 };
-                let result = tokio::time::timeout_at(deadline.into(), run).await;
-                // The store (and the instance) is dropped here: nothing survives the call.
-                outcome(result, &store, &limits, meter)
+                let (result, instance) = match tokio::time::timeout_at(deadline.into(), run).await {
+                    Ok(Ok((answer, instance))) => (Ok(Ok(answer)), Some(instance)),
+                    Ok(Err(e)) => (Ok(Err(e)), None),
+                    Err(elapsed) => (Err(elapsed), None),
+                };
+                let (result, used) = outcome(result, &store, &limits, meter);
+                // Kept only after a clean end: an answer, or the provider's own error. A trap,
+                // a limit or the deadline leaves the instance in a state no call may inherit.
+                let back = match (book, instance) {
+                    (Some(book), Some(instance))
+                        if matches!(result, Ok(_) | Err(CallError::Provider(_))) =>
+                    {
+                        Some(Reusable {
+                            kept: Kept { store, instance },
+                            book,
+                        })
+                    }
+                    // The store (and the instance) is dropped here: nothing survives the call.
+                    _ => None,
+                };
+                Attempted {
+                    result,
+                    used,
+                    book,
+                    back,
+                }
             }
             .in_current_span(),
         );
@@ -218,7 +316,7 @@ impl Runtime {
             Poll::Pending => {
                 let late = deadline + Duration::from_millis(LATE_TURN_MS);
                 let Ok(ran) = tokio::time::timeout_at(late.into(), turns).await else {
-                    return (
+                    return Attempted::answer(
                         Err(CallError::DeadlineExceeded(limits.deadline_ms)),
                         call.gate.budget().per_call,
                     );
@@ -241,7 +339,7 @@ impl Runtime {
                 }
                 ran.answer
             }
-            Err(_lost) => (
+            Err(_lost) => Attempted::answer(
                 Err(CallError::Internal(
                     "the call's guest work ended without an answer (the host is stopping, or it failed inside the host); retry it".into(),
                 )),
@@ -282,11 +380,9 @@ impl Runtime {
                 }
             }
         };
-        let data = kept.store.data_mut();
-        data.imports.scope = call.scope.clone();
-        data.imports.outbound.policy = call.provider.outbound.clone();
-        data.imports.usage = Default::default();
-        data.deadline = deadline;
+        kept.store
+            .data_mut()
+            .rebind(call.scope.clone(), call.provider.outbound.clone(), deadline);
         let options = &call.revision.engine.options;
         if options.fuel
             && let Err(e) = kept.store.set_fuel(limits.fuel_per_call)
@@ -308,6 +404,29 @@ impl Runtime {
             *slot = Some(kept);
         }
         (mapped, fuel)
+    }
+}
+
+/// What one attempt came to.
+pub(super) struct Attempted {
+    /// Its outcome.
+    pub(super) result: Result<Output, CallError>,
+    /// The fuel (or, metered by CPU time, nanoseconds) it used.
+    pub(super) used: u64,
+    /// The instance it ran in, for a provider whose instances serve later calls.
+    pub(super) book: Option<Book>,
+    /// That instance, when the call ended cleanly: for the tenant's next call.
+    pub(super) back: Option<Reusable>,
+}
+
+impl Attempted {
+    fn answer(result: Result<Output, CallError>, used: u64) -> Attempted {
+        Attempted {
+            result,
+            used,
+            book: None,
+            back: None,
+        }
     }
 }
 

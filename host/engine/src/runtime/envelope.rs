@@ -147,10 +147,20 @@ impl Runtime {
             gate,
             trace_id: &trace_id,
         };
+        let mut seen = None;
         let result = match provider.prepared.decode(input) {
-            Ok(decoded) => self.attempts(call, decoded).await,
+            Ok(decoded) => self.attempts(call, decoded, &mut seen).await,
             Err(e) => Err(e),
         };
+        // Which instance served it, for a provider whose instances serve later calls of the
+        // tenant: what shows that no instance served two tenants.
+        if let Some(book) = seen {
+            span.set_attribute(KeyValue::new("greentic.instance.id", book.serial as i64));
+            span.set_attribute(KeyValue::new(
+                "greentic.instance.calls",
+                i64::from(book.calls),
+            ));
+        }
         drop(in_flight);
         let result = result.map(|(output, attempts)| match output {
             Output::Json(serde_json::Value::Object(mut fields)) => {

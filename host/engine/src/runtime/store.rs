@@ -46,6 +46,31 @@ impl Runtime {
         }
         Ok(store)
     }
+
+    /// The store of an instance kept from an earlier call of the same tenant, made ready for
+    /// the next: the call's scope and outbound policy, its fuel and deadline, regular yields.
+    /// The memory cap stays (same tenant, same revision, same limits).
+    pub(super) fn rebound_store(
+        engine: &HostEngine,
+        store: &mut Store<InstanceData>,
+        scope: Arc<CallScope>,
+        outbound: &OutboundPolicy,
+        limits: &Limits,
+        deadline: Instant,
+        meter: Option<&Arc<CpuMeter>>,
+    ) -> Result<(), CallError> {
+        store.data_mut().rebind(scope, outbound.clone(), deadline);
+        if engine.options.fuel {
+            store
+                .set_fuel(limits.fuel_per_call)
+                .map_err(|e| CallError::Internal(e.to_string()))?;
+        }
+        yield_regularly(store, &engine.options);
+        if let Some(meter) = meter {
+            meter.install(store);
+        }
+        Ok(())
+    }
 }
 
 /// What one attempt in `store` came to, and what it used: fuel, or (metered by `meter`) CPU
