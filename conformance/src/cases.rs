@@ -55,6 +55,8 @@ pub enum Check {
     Idempotency,
     /// Interleaved calls of two tenants through one kept instance.
     Tenancy,
+    /// Interleaved calls of two tenants as the host runs them: which instance served each.
+    Instances,
     /// One call (or delivery); the provider's span and its attributes and status.
     Telemetry,
     /// One call with every declared secret bound.

@@ -1,6 +1,6 @@
 //! The common evaluators: what every domain's cases may check.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use greentic_interfaces::{ComponentWorld, disagreements};
 use serde_json::Value;
@@ -119,6 +119,95 @@ pub(crate) async fn tenancy(ctx: &mut Ctx, case: &Case) -> Verdict {
     }
     pass(format!(
         "{calls} interleaved calls through one instance, {requests} upstream request(s); each carried only its own tenant's data ({own_seen} of its own markers seen, {attributed} credential(s) attributed to the calling tenant)"
+    ))
+}
+
+/// Interleaved calls of tenants a and b, as the host runs them (no instance shared by force):
+/// the host's span of each call names the instance that ran it (`greentic.instance.id`, and
+/// `greentic.instance.calls`, the calls it had served). A provider whose manifest says
+/// `"instances": "per-tenant"` passes when no instance served both tenants and at least one
+/// served a tenant's later call (the evidence that instances were reused at all); one that
+/// says `per-call` passes when no span names an instance. Without the host's spans of the
+/// calls there is no evidence either way, which fails.
+pub(crate) async fn instances(ctx: &mut Ctx, case: &Case) -> Verdict {
+    let per_tenant = !ctx.manifest.instances.is_per_call();
+    let mut problems = Vec::new();
+    let mut calls = 0;
+    for round in 0..case.rounds.unwrap_or(3) {
+        for me in ["a", "b"] {
+            let outcome = ctx.drive(case, me, None).await;
+            calls += 1;
+            if outcome.code != "ok" {
+                problems.push(format!(
+                    "round {}, tenant {me}: {}",
+                    round + 1,
+                    describe(&outcome)
+                ));
+            }
+            ctx.upstream.take();
+        }
+    }
+    ctx.collect();
+    let host: Vec<&CapturedSpan> = ctx
+        .case_spans
+        .iter()
+        .filter(|s| !is_guest(s) && s.attributes.contains_key("greentic.tenant"))
+        .collect();
+    if host.len() < calls {
+        return fail(format!(
+            "{calls} calls, but only {} host span(s) of them were seen: the suite cannot tell which instance ran each",
+            host.len()
+        ));
+    }
+    let mut served: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    let mut later = 0;
+    let mut unnamed = 0;
+    for span in &host {
+        let tenant = span.attributes["greentic.tenant"].as_str();
+        match span.attributes.get("greentic.instance.id") {
+            Some(id) => {
+                served.entry(id.as_str()).or_default().insert(tenant);
+                let calls: u32 = span
+                    .attributes
+                    .get("greentic.instance.calls")
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+                later += usize::from(calls >= 2);
+            }
+            None => unnamed += 1,
+        }
+    }
+    for (id, tenants) in &served {
+        if tenants.len() > 1 {
+            problems.push(format!("instance {id} served tenants {tenants:?}"));
+        }
+    }
+    if !problems.is_empty() {
+        return fail(problems.join("; "));
+    }
+    if !per_tenant {
+        if !served.is_empty() {
+            return fail(format!(
+                "the manifest says `per-call`, yet {} call(s) ran in an instance the host kept",
+                host.len() - unnamed
+            ));
+        }
+        return pass(format!("{calls} calls, each in a fresh instance"));
+    }
+    if unnamed > 0 {
+        return fail(format!(
+            "the manifest says `per-tenant`, yet the host's spans of {unnamed} call(s) name no instance"
+        ));
+    }
+    if later == 0 {
+        return fail(format!(
+            "inconclusive: {calls} interleaved calls ran in {} instance(s), none of which served a later call of its tenant; the manifest says `per-tenant`, so the host should have reused them (is `[host] kept_instances` 0, or `fresh_instances` set?)",
+            served.len()
+        ));
+    }
+    pass(format!(
+        "{calls} interleaved calls in {} instance(s), each serving one tenant; {later} call(s) ran in an instance its tenant's earlier call left",
+        served.len()
     ))
 }
 

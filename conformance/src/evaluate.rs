@@ -18,6 +18,7 @@ pub(crate) async fn evaluate(ctx: &mut Ctx, case: &Case) -> Verdict {
     let verdict = match case.check {
         Check::UpstreamAnswer => checks::upstream_answer(ctx, case).await,
         Check::Tenancy => checks::tenancy(ctx, case).await,
+        Check::Instances => checks::instances(ctx, case).await,
         Check::Telemetry => checks::telemetry(ctx, case).await,
         Check::SecretsResolve => checks::secrets_resolve(ctx, case).await,
         Check::SecretsUnbound => checks::secrets_unbound(ctx, case).await,

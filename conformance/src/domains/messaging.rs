@@ -23,6 +23,7 @@ pub(crate) const SUITE: DomainSuite = DomainSuite {
     checks: &[
         Check::UpstreamAnswer,
         Check::Tenancy,
+        Check::Instances,
         Check::Retry,
         Check::Idempotency,
     ],
