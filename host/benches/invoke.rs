@@ -1,7 +1,9 @@
 //! Invoke overhead: one call of a trivial provider (`noop`) through the host's full path vs
 //! bare Wasmtime (`InstancePre` instantiate + typed call of the same component on the same
 //! engine) vs the same work as a native Rust function; and the full path with the fair
-//! scheduler (the default) vs `[host.scheduler] mode = "tokio"`. After criterion's group,
+//! scheduler (the default) vs `[host.scheduler] mode = "tokio"`; and the full path when the
+//! provider's instance serves the tenant's next call (`"instances": "per-tenant"`, which
+//! `noop` declares; the other paths run it with `fresh_instances = true`). After criterion's group,
 //! p50/p99/p999 of single calls and the ratios are printed. `INVOKE_AA=1` makes the second
 //! runtime fair too (an A/A control for the fair/tokio comparison).
 
@@ -30,14 +32,25 @@ struct Setup {
     runtime: Arc<Runtime>,
     /// The same bundle with `[host.scheduler] mode = "tokio"`.
     tokio_mode: Arc<Runtime>,
+    /// The same provider with its instances serving the tenant's later calls.
+    reused: Arc<Runtime>,
     bare: ProviderPre<Bare>,
     _bundle: tempfile::TempDir,
+    _reused_bundle: tempfile::TempDir,
     _cache: tempfile::TempDir,
 }
 
 fn setup() -> Setup {
     let cache = tempfile::tempdir().unwrap();
-    let bundle = common::bundle(&[("noop", "noop", "")], cache.path());
+    let bundle = common::bundle(&[("noop", "noop", "fresh_instances = true")], cache.path());
+    let reused_bundle = common::bundle(&[("noop", "noop", "")], cache.path());
+    let reused_loaded = load_bundle(reused_bundle.path(), LoadOptions::default()).unwrap();
+    let reused = Arc::new(Runtime::new(
+        &reused_loaded.bundle,
+        reused_loaded.engine,
+        reused_loaded.loaded.providers,
+        reused_loaded.backends,
+    ));
     let loaded = load_bundle(bundle.path(), LoadOptions::default()).unwrap();
     // Bare Wasmtime on the host's own engine (same config: pooling, fuel, epochs).
     let engine = loaded.engine.engine.clone();
@@ -76,8 +89,10 @@ fn setup() -> Setup {
         rt,
         runtime,
         tokio_mode,
+        reused,
         bare,
         _bundle: bundle,
+        _reused_bundle: reused_bundle,
         _cache: cache,
     }
 }
@@ -124,6 +139,9 @@ fn invoke(c: &mut Criterion, s: &Setup) {
     group.bench_function("host-tokio-scheduler", |b| {
         b.to_async(&s.rt).iter(|| full(&s.tokio_mode))
     });
+    group.bench_function("host-reused-instance", |b| {
+        b.to_async(&s.rt).iter(|| full(&s.reused))
+    });
     group.bench_function("bare-wasmtime", |b| {
         b.to_async(&s.rt).iter(|| bare(&s.bare, &ctx, &msg))
     });
@@ -143,21 +161,22 @@ fn main() {
     let n = 20_000;
     // Interleaved, so drift over the run (the machine's other work) hits every path alike,
     // and in a rotating order, so none always runs first (or right after another).
-    let mut times = [Vec::new(), Vec::new(), Vec::new()];
+    let mut times = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
     for round in 0..(n + n / 10) {
-        for k in 0..3 {
-            let path = (round + k) % 3;
+        for k in 0..4 {
+            let path = (round + k) % 4;
             let t = match path {
                 0 => common::time(|| s.rt.block_on(full(&s.runtime))),
                 1 => common::time(|| s.rt.block_on(full(&s.tokio_mode))),
-                _ => common::time(|| s.rt.block_on(bare(&s.bare, &ctx, &msg))),
+                2 => common::time(|| s.rt.block_on(bare(&s.bare, &ctx, &msg))),
+                _ => common::time(|| s.rt.block_on(full(&s.reused))),
             };
             if round >= n / 10 {
                 times[path].push(t);
             }
         }
     }
-    let [host, tokio_mode, bare_t] = times.map(common::quantiles);
+    let [host, tokio_mode, bare_t, reused] = times.map(common::quantiles);
     let native_t = common::quantiles(
         (0..n * 10)
             .map(|_| {
@@ -172,6 +191,7 @@ fn main() {
     for (name, q) in [
         ("host-full-path", host),
         ("host-tokio-scheduler", tokio_mode),
+        ("host-reused-instance", reused),
         ("bare-wasmtime", bare_t),
         ("native", native_t),
     ] {
@@ -213,5 +233,12 @@ fn main() {
         r(host.0, tokio_mode.0),
         r(host.1, tokio_mode.1),
         host.0.as_secs_f64() / native_t.0.as_secs_f64().max(1e-9),
+    );
+    println!(
+        "reused instance: host/bare p50 {:.2}x p99 {:.2}x p999 {:.2}x; reused/fresh p50 {:.2}x",
+        r(reused.0, bare_t.0),
+        r(reused.1, bare_t.1),
+        r(reused.2, bare_t.2),
+        r(reused.0, host.0),
     );
 }

@@ -16,6 +16,7 @@ mod fleet;
 mod hostile;
 mod image;
 mod ingress;
+mod instances;
 mod load;
 mod manifest_cli;
 mod metering;

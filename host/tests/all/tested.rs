@@ -12,6 +12,7 @@ pub(crate) use crate::events::a_nats_sink_publishes_each_tenants_events_on_its_o
 pub(crate) use crate::fleet::fuel_per_second_holds_across_the_fleet_within_the_documented_bound as WORKLOADS;
 pub(crate) use crate::hostile::outgoing_requests_in_flight_are_capped_per_call as HOSTILE;
 pub(crate) use crate::ingress::a_flood_of_unsigned_deliveries_leaves_the_tenants_calls_served as SLOW_REFUSER;
+pub(crate) use crate::instances::a_tenants_later_calls_run_in_its_instance_and_no_instance_serves_two_tenants as REMEMBER;
 pub(crate) use crate::registry_cli::a_bundle_and_its_layout_verify_wherever_they_are_copied_and_tags_stay_apart as NOOP;
 pub(crate) use crate::run::the_benchmark_http_handler_answers_through_the_host as HTTP_HELLO;
 pub(crate) use crate::run::two_tenants_are_isolated_and_limits_contain_hostile_guests as ECHO;
