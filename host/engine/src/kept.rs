@@ -3,7 +3,7 @@
 //! the same tenant, of the same provider, on the same revision — never another tenant's,
 //! never another revision's — instead of a fresh one being made for it.
 //!
-//! An idle instance keeps its place on the engine (a [`CapacityPermit`]): the pool slot it
+//! An idle instance keeps its place on the engine (a `CapacityPermit`): the pool slot it
 //! occupies is not free for another call. So idle instances are few (`[host] kept_instances`,
 //! by default a quarter of `max_in_flight` and at most 256), short-lived ([`IDLE_FOR`] idle,
 //! [`LIVE_FOR`] in all, [`CALLS_PER_INSTANCE`] calls), and the first to go: a call that finds
@@ -14,8 +14,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::compile::CapacityPermit;
 use crate::domains::Kept;
+
+/// A call's place on an engine (the engine's `CapacityPermit`), which an idle instance holds.
+type CapacityPermit = tokio::sync::OwnedSemaphorePermit;
 
 /// How long an instance may stay idle before it is dropped.
 pub const IDLE_FOR: Duration = Duration::from_secs(10);
