@@ -415,6 +415,26 @@ mod tests {
     }
 
     #[test]
+    fn instances_default_to_per_call_and_an_unknown_mode_is_named_with_the_fix() {
+        let m = ProviderManifest::from_value("provider.json", &minimal()).unwrap();
+        assert_eq!(m.instances, Instances::PerCall);
+        // The default is not written back, so existing manifests serialise as before.
+        assert!(serde_json::to_value(&m).unwrap().get("instances").is_none());
+        let mut doc = minimal();
+        doc["instances"] = json!("per-tenant");
+        let m = ProviderManifest::from_value("provider.json", &doc).unwrap();
+        assert_eq!(m.instances, Instances::PerTenant);
+        doc["instances"] = json!("shared");
+        let e = ProviderManifest::from_value("provider.json", &doc)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/instances") && e.contains("per-call") && e.contains("per-tenant"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn secrets_accept_both_forms() {
         let mut doc = minimal();
         doc["secrets"] = json!(["API_TOKEN", {"name": "OPTIONAL", "required": false}]);
