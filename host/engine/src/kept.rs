@@ -160,9 +160,8 @@ impl KeptInstances {
                 }
                 stale.push(entry);
             }
-            if list.is_empty() {
-                idle.remove(whom);
-            }
+            // An emptied list stays for the instance's return (no key to copy then); the
+            // sweep removes it if none comes.
             found
         };
         // Stores are dropped outside the lock.
@@ -173,7 +172,7 @@ impl KeptInstances {
     /// Keeps `instance` (whose call ended cleanly) for the next call of `whom`, holding
     /// `place`; dropped instead when it has served its share, or the engine keeps as many
     /// idle instances as it may, or `whom` has `per_key` idle already.
-    pub fn put(&self, whom: KeptFor, instance: Reusable, place: CapacityPermit, per_key: usize) {
+    pub fn put(&self, whom: &KeptFor, instance: Reusable, place: CapacityPermit, per_key: usize) {
         let now = Instant::now();
         if !instance.fresh_enough(now) {
             return;
@@ -191,7 +190,12 @@ impl KeptInstances {
                 // Full: make room from what has been idle too long, else keep none more.
                 self.sweep_locked(&mut idle, now, &mut stale);
             }
-            let list = idle.entry(whom).or_default();
+            if !idle.contains_key(whom) {
+                idle.insert(whom.clone(), Vec::new());
+            }
+            let Some(list) = idle.get_mut(whom) else {
+                return;
+            };
             if self.count.load(Ordering::Relaxed) >= max || list.len() >= per_key.max(1) {
                 refused = Some((instance, place));
             } else {

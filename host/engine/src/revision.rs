@@ -127,7 +127,6 @@ impl Revision {
             })
             .collect();
         static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        engine.kept.set_max(bundle.file.host.kept_instances);
         Revision {
             serial: SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             digest: bundle.digest.clone(),

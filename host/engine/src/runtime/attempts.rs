@@ -124,7 +124,7 @@ impl Runtime {
                 (Some(whom), Some(back)) => {
                     engine
                         .kept
-                        .put(whom.clone(), back, place, limits.max_concurrent as usize)
+                        .put(whom, back, place, limits.max_concurrent as usize)
                 }
                 _ => drop(place),
             }

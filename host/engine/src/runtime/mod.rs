@@ -179,6 +179,11 @@ impl Runtime {
     }
 
     fn record_revision(&self, revision: &Revision) {
+        // `[host] kept_instances` of the revision now serving (a refused reload changes nothing).
+        revision
+            .engine
+            .kept
+            .set_max(revision.bundle.file.host.kept_instances);
         self.metrics.set(
             "greentic_revision_info",
             &[("digest", revision.digest.as_str())],
