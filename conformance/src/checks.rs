@@ -9,6 +9,7 @@ use crate::cases::Case;
 use crate::ctx::Ctx;
 use crate::domain::Drive;
 use crate::host::{CapturedSpan, SpanStatus};
+use crate::outcome::CallOutcome;
 use crate::verdict::{Verdict, describe, fail, is_guest, new_key, pass};
 
 pub(crate) async fn upstream_answer(ctx: &mut Ctx, case: &Case) -> Verdict {
@@ -64,13 +65,7 @@ pub(crate) async fn tenancy(ctx: &mut Ctx, case: &Case) -> Verdict {
         for (me, other) in [("a", "b"), ("b", "a")] {
             let outcome = ctx.drive(case, me, None).await;
             calls += 1;
-            if outcome.code != "ok" {
-                problems.push(format!(
-                    "round {}, tenant {me}: {}",
-                    round + 1,
-                    describe(&outcome)
-                ));
-            }
+            not_ok(&mut problems, round, me, &outcome);
             let seen = ctx.upstream.take();
             let (mine, theirs) = (markers(ctx, me), markers(ctx, other));
             for request in &seen {
@@ -137,13 +132,7 @@ pub(crate) async fn instances(ctx: &mut Ctx, case: &Case) -> Verdict {
         for me in ["a", "b"] {
             let outcome = ctx.drive(case, me, None).await;
             calls += 1;
-            if outcome.code != "ok" {
-                problems.push(format!(
-                    "round {}, tenant {me}: {}",
-                    round + 1,
-                    describe(&outcome)
-                ));
-            }
+            not_ok(&mut problems, round, me, &outcome);
             ctx.upstream.take();
         }
     }
@@ -209,6 +198,17 @@ pub(crate) async fn instances(ctx: &mut Ctx, case: &Case) -> Verdict {
         "{calls} interleaved calls in {} instance(s), each serving one tenant; {later} call(s) ran in an instance its tenant's earlier call left",
         served.len()
     ))
+}
+
+/// Notes a call of an interleaved round that did not succeed.
+fn not_ok(problems: &mut Vec<String>, round: u32, tenant: &str, outcome: &CallOutcome) {
+    if outcome.code != "ok" {
+        problems.push(format!(
+            "round {}, tenant {tenant}: {}",
+            round + 1,
+            describe(outcome)
+        ));
+    }
 }
 
 /// Everything of a request the suite looks in: path, headers (name and value), body.
