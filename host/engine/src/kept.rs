@@ -229,6 +229,9 @@ impl KeptInstances {
 
     /// Drops the instance idle the longest, giving its place back; `None` when none is idle.
     pub fn evict_oldest(&self) -> Option<()> {
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
         let evicted = {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             let key = idle
