@@ -7,6 +7,8 @@
 //! ([`SPAN_QUEUE`]), so an unreachable collector costs nothing but the spans it would have
 //! received. OpenTelemetry's per-span limits are set explicitly ([`SPAN_LIMITS`]).
 
+pub mod json_log;
+
 use opentelemetry::global;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
@@ -16,6 +18,8 @@ pub use greentic_capabilities::telemetry::{SPAN_LIMITS, TelemetrySection};
 
 /// Log lines queued for the writer thread before new ones are dropped.
 pub const LOG_QUEUE_LINES: usize = 16_384;
+/// Bytes of log lines gathered into one write to stdout, at most.
+const LOG_WRITE_BYTES: usize = 64 * 1024;
 /// Spans queued for export before new ones are dropped. With the per-call span budgets
 /// (`imports::telemetry::BUDGETS`), what waits for a slow collector stays within a few MiB.
 pub const SPAN_QUEUE: usize = 512;
@@ -65,12 +69,17 @@ pub fn init_logging() -> LoggingGuard {
         .lossy(true)
         .buffered_lines_limit(LOG_QUEUE_LINES)
         .thread_name("greentic-log")
-        .finish(std::io::stdout());
+        // The writer thread flushes whenever the queue runs empty, so a line waits only for
+        // the lines queued behind it; under load one write carries many lines, not one each.
+        .finish(std::io::BufWriter::with_capacity(
+            LOG_WRITE_BYTES,
+            std::io::stdout(),
+        ));
     let installed = match LOG_FORMAT.get_or_init(|| LogFormat::resolve(None)) {
         LogFormat::Json => tracing_subscriber::fmt()
             .json()
             .with_env_filter(filter)
-            .with_current_span(false)
+            .event_format(json_log::JsonLine::new())
             .with_writer(writer)
             .try_init()
             .is_ok(),
