@@ -27,9 +27,17 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
-# The toolchain pinned by rust-toolchain.toml, with the wasm32-wasip2 target.
+# The toolchain pinned by rust-toolchain.toml, with the wasm32-wasip2 target; and the C
+# compiler and make that native dependencies build with (ring; jemalloc, the host's allocator).
 ensure_toolchain() {
   command -v rustup >/dev/null || { echo "error: rustup is required (https://rustup.rs)" >&2; exit 1; }
+  local missing=()
+  command -v cc >/dev/null || missing+=(gcc libc6-dev)
+  command -v make >/dev/null || missing+=(make)
+  if [ "${#missing[@]}" != 0 ]; then
+    log "installing ${missing[*]} (apt-get)"
+    apt_install "${missing[@]}"
+  fi
   (cd "$ROOT" && rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install)
   local toolchain
   toolchain="$(cd "$ROOT" && rustup show active-toolchain | cut -d' ' -f1)"
