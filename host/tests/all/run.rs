@@ -578,3 +578,37 @@ provider = "noop"
         });
     }
 }
+
+/// The binary allocates with jemalloc, with the background thread that hands freed pages back
+/// (what keeps 100 000 idle tenants under their memory target, BENCHMARKS.md): a running host
+/// has that thread. Without the compiled-in settings jemalloc starts none.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_host_runs_jemalloc_with_its_page_returning_thread() {
+    let b = TestBundle::new(
+        "[providers.noop]\nsource = \"{components}/noop.wasm\"\nallow_unsigned = true\n\n[tenants.acme]\n\n[[routes]]\ntenant = \"*\"\ncapability = \"send\"\nprovider = \"noop\"\n",
+        &[],
+    );
+    let host = Host::start(b.path());
+    let reply = host.send(&b.token("acme", None), msg("#ops", "hi"));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let threads = |pid: u32| -> Vec<String> {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|name| name.trim().to_string())
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let names = threads(host.pid());
+        if names.iter().any(|n| n.starts_with("jemalloc_bg_thd")) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no jemalloc background thread among {names:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
