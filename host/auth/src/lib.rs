@@ -3,7 +3,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use greentic_bundle::{AuthSection, Bundle, JwtAlgorithm};
+use std::collections::HashMap;
+
+use greentic_bundle::{Bundle, CallerAuth, CertificateIdentity, JwtAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -55,6 +57,60 @@ pub enum AuthError {
     /// The key material could not be loaded.
     #[error("auth configuration: {0}")]
     Config(String),
+    /// The credentials verified but do not admit this call: they disagree, name no caller,
+    /// or are not the kind the tenant requires.
+    #[error("{message}")]
+    Refused {
+        /// HTTP status: 401 when other credentials would be admitted, 403 when they conflict.
+        status: u16,
+        /// The error code of the answer.
+        code: &'static str,
+        /// What was wrong and what to do.
+        message: String,
+    },
+}
+
+impl AuthError {
+    /// The HTTP status and error code of the answer to a call refused with this error.
+    pub fn status_and_code(&self) -> (u16, &'static str) {
+        match self {
+            AuthError::Refused { status, code, .. } => (*status, code),
+            _ => (401, "unauthenticated"),
+        }
+    }
+}
+
+/// The identities of a client certificate the listener verified against its client CA.
+#[derive(Debug, Clone, Copy)]
+pub struct Presented<'a> {
+    /// Its URI SANs.
+    pub uris: &'a [String],
+    /// Its DNS SANs.
+    pub dns_names: &'a [String],
+}
+
+impl Presented<'_> {
+    fn describe(&self) -> String {
+        let all: Vec<String> = self
+            .uris
+            .iter()
+            .map(|u| format!("uri:{u}"))
+            .chain(self.dns_names.iter().map(|d| format!("dns:{d}")))
+            .collect();
+        if all.is_empty() {
+            "with no URI or DNS name".into()
+        } else {
+            all.join(", ")
+        }
+    }
+
+    fn carries(&self, c: &CertificateIdentity) -> bool {
+        match (&c.uri, &c.dns) {
+            (Some(uri), _) => self.uris.iter().any(|u| u == uri),
+            (None, Some(dns)) => self.dns_names.iter().any(|d| d.eq_ignore_ascii_case(dns)),
+            (None, None) => false,
+        }
+    }
 }
 
 /// Verifies (and, with the dev key, mints) tokens.
@@ -76,6 +132,10 @@ pub struct Authenticator {
     audience: String,
     max_lifetime_secs: u64,
     leeway_secs: u64,
+    /// `[[auth.certificates]]`.
+    certificates: Vec<CertificateIdentity>,
+    /// Tenants whose `caller_auth` is not the default (`either`).
+    policies: HashMap<String, CallerAuth>,
 }
 
 /// The HS256 key in a secret file or variable: its raw bytes, without the trailing line break
@@ -197,6 +257,52 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// The tenants whose `caller_auth` is not the default, in order.
+fn policies(bundle: &Bundle) -> Vec<(String, CallerAuth)> {
+    bundle
+        .file
+        .tenants
+        .iter()
+        .filter(|(_, t)| t.caller_auth != CallerAuth::Either)
+        .map(|(id, t)| (id.clone(), t.caller_auth))
+        .collect()
+}
+
+/// One caller from a token and a certificate that both name one: the same tenant, and the
+/// same team and user where both say.
+fn agree(
+    token: &Caller,
+    cert: &Caller,
+    certificate: Option<Presented<'_>>,
+) -> Result<Caller, AuthError> {
+    let described = certificate.map(|c| c.describe()).unwrap_or_default();
+    let conflict = |what: &str, t: &str, c: &str| AuthError::Refused {
+        status: 403,
+        code: "credential-mismatch",
+        message: format!(
+            "the token's {what} is `{t}` but the client certificate ({described}) is {what} `{c}`; a call carries one identity — send the token of the certificate's caller, or neither credential of the other"
+        ),
+    };
+    if token.tenant != cert.tenant {
+        return Err(conflict("tenant", &token.tenant, &cert.tenant));
+    }
+    for (what, t, c) in [
+        ("team", &token.team, &cert.team),
+        ("user", &token.user, &cert.user),
+    ] {
+        if let (Some(t), Some(c)) = (t, c)
+            && t != c
+        {
+            return Err(conflict(what, t, c));
+        }
+    }
+    Ok(Caller {
+        tenant: token.tenant.clone(),
+        team: token.team.clone().or_else(|| cert.team.clone()),
+        user: token.user.clone().or_else(|| cert.user.clone()),
+    })
+}
+
 /// The key material `[auth]` names, read into buffers zeroized on drop: the HS256 secret, or
 /// the ES256 public key and optional dev private key (PEM).
 struct Material {
@@ -257,13 +363,16 @@ impl Material {
         }
     }
 
-    /// The fingerprint of `section` resolved to this material.
-    fn fingerprint(&self, section: &AuthSection) -> [u8; 32] {
+    /// The fingerprint of `bundle`'s `[auth]` and tenants' `caller_auth`, resolved to this
+    /// material.
+    fn fingerprint(&self, bundle: &Bundle) -> [u8; 32] {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
-        let settings = serde_json::to_vec(section).unwrap_or_default();
+        let settings = serde_json::to_vec(&bundle.file.auth).unwrap_or_default();
+        let policies = serde_json::to_vec(&policies(bundle)).unwrap_or_default();
         for part in [
             settings.as_slice(),
+            policies.as_slice(),
             self.primary.as_slice(),
             self.dev.as_deref().map_or(&[][..], |d| d.as_slice()),
         ] {
@@ -290,7 +399,7 @@ impl Authenticator {
     ) -> Result<std::sync::Arc<Authenticator>, AuthError> {
         let material = Material::read(bundle)?;
         if let Some(current) = current
-            && current.fingerprint == material.fingerprint(&bundle.file.auth)
+            && current.fingerprint == material.fingerprint(bundle)
         {
             return Ok(current.clone());
         }
@@ -331,7 +440,7 @@ impl Authenticator {
         validation.validate_nbf = true;
         validation.leeway = a.leeway_secs;
         Ok(Authenticator {
-            fingerprint: material.fingerprint(a),
+            fingerprint: material.fingerprint(bundle),
             algorithm,
             decoding,
             encoding,
@@ -340,7 +449,106 @@ impl Authenticator {
             audience: a.audience.clone(),
             max_lifetime_secs: a.max_token_lifetime_secs,
             leeway_secs: a.leeway_secs,
+            certificates: a.certificates.clone(),
+            policies: policies(bundle).into_iter().collect(),
         })
+    }
+
+    /// Authenticates a call from its `Authorization` header and the client certificate the
+    /// listener verified, if any: each credential names a caller (a token by its claims, a
+    /// certificate through `[[auth.certificates]]`); when both do they must agree, and the
+    /// tenant's `caller_auth` says which it requires.
+    pub fn authenticate(
+        &self,
+        header: Option<&str>,
+        certificate: Option<Presented<'_>>,
+    ) -> Result<Caller, AuthError> {
+        let by_token = match header {
+            Some(h) if !h.trim().is_empty() => Some(self.verify_header(Some(h))?),
+            _ => None,
+        };
+        let by_cert = match certificate {
+            Some(c) => self.certificate_caller(c)?,
+            None => None,
+        };
+        let caller = match (&by_token, &by_cert) {
+            (None, None) => {
+                return Err(match certificate {
+                    Some(c) if !self.certificates.is_empty() => AuthError::Refused {
+                        status: 401,
+                        code: "unauthenticated",
+                        message: format!(
+                            "the client certificate ({}) is not listed in [[auth.certificates]]; send `Authorization: Bearer <jwt>`, or present a listed certificate",
+                            c.describe()
+                        ),
+                    },
+                    _ => AuthError::Missing,
+                });
+            }
+            (Some(t), None) => t.clone(),
+            (None, Some(c)) => c.clone(),
+            (Some(t), Some(c)) => agree(t, c, certificate)?,
+        };
+        let policy = self
+            .policies
+            .get(&caller.tenant)
+            .copied()
+            .unwrap_or_default();
+        let missing = match policy {
+            CallerAuth::Either => None,
+            CallerAuth::Token => by_token.is_none().then_some("a bearer token"),
+            CallerAuth::Certificate => by_cert
+                .is_none()
+                .then_some("a client certificate listed for it in [[auth.certificates]]"),
+            CallerAuth::Both => match (&by_token, &by_cert) {
+                (Some(_), Some(_)) => None,
+                (None, _) => Some("a bearer token as well as its client certificate"),
+                (_, None) => Some(
+                    "a client certificate listed for it in [[auth.certificates]] as well as a bearer token",
+                ),
+            },
+        };
+        if let Some(missing) = missing {
+            return Err(AuthError::Refused {
+                status: 401,
+                code: "unauthenticated",
+                message: format!(
+                    "tenant `{}` is called with {missing} (caller_auth = \"{}\")",
+                    caller.tenant,
+                    policy.name()
+                ),
+            });
+        }
+        Ok(caller)
+    }
+
+    /// The caller a verified certificate names, if an `[[auth.certificates]]` entry lists one
+    /// of its identities; refused when its identities name different callers.
+    fn certificate_caller(&self, c: Presented<'_>) -> Result<Option<Caller>, AuthError> {
+        let mut found: Option<(&CertificateIdentity, Caller)> = None;
+        for entry in self.certificates.iter().filter(|e| c.carries(e)) {
+            let caller = Caller {
+                tenant: entry.tenant.clone(),
+                team: entry.team.clone(),
+                user: entry.user.clone(),
+            };
+            match &found {
+                Some((first, other)) if *other != caller => {
+                    return Err(AuthError::Refused {
+                        status: 403,
+                        code: "ambiguous-certificate",
+                        message: format!(
+                            "the client certificate carries {} and {}, which [[auth.certificates]] gives to different callers; issue it one identity",
+                            first.describe(),
+                            entry.describe()
+                        ),
+                    });
+                }
+                Some(_) => {}
+                None => found = Some((entry, caller)),
+            }
+        }
+        Ok(found.map(|(_, caller)| caller))
     }
 
     /// The longest lifetime (`exp - iat`) a token may have, in seconds.
@@ -674,5 +882,172 @@ Fhb3pytKgERHtWZvZQSc79uOm7l85xG98UND0Ja+lVHndY/I032Mg8ObAQ==
         );
         let e = Authenticator::from_bundle(&b).err().unwrap().to_string();
         assert!(e.contains("missing.pub"), "{e}");
+    }
+
+    /// An HS256 authenticator for a bundle with `[host.tls]` asking for client certificates,
+    /// the `[[auth.certificates]]` entries `certificates` and the tenants `tenants` (TOML).
+    fn with_certificates(
+        dir: &std::path::Path,
+        certificates: &str,
+        tenants: &str,
+    ) -> Authenticator {
+        std::fs::write(dir.join("secret"), "0123456789abcdef0123456789abcdef\n").unwrap();
+        let text = format!(
+            "[host.tls]\ncert = \"s.crt\"\nkey = \"s.key\"\nclient_ca = \"ca.crt\"\nclient_auth = \"optional\"\n\n[auth]\nalgorithm = \"HS256\"\nissuer = \"i\"\naudience = \"a\"\nsecret_file = \"secret\"\n\n{certificates}\n[providers.p]\nsource = \"p.wasm\"\n{tenants}\n"
+        );
+        std::fs::write(dir.join("greentic.toml"), text).unwrap();
+        Authenticator::from_bundle(&Bundle::load(dir).unwrap()).unwrap()
+    }
+
+    const CERTS: &str = "[[auth.certificates]]\nuri = \"spiffe://acme.example/team/billing\"\ntenant = \"acme\"\nteam = \"billing\"\n\n[[auth.certificates]]\ndns = \"worker.globex.example\"\ntenant = \"globex\"\nuser = \"worker\"\n";
+
+    fn presented<'a>(uris: &'a [String], dns: &'a [String]) -> Option<Presented<'a>> {
+        Some(Presented {
+            uris,
+            dns_names: dns,
+        })
+    }
+
+    #[test]
+    fn a_listed_certificate_is_a_caller_and_must_agree_with_a_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = with_certificates(dir.path(), CERTS, "[tenants.acme]\n[tenants.globex]\n");
+        let billing = ["spiffe://acme.example/team/billing".to_string()];
+        let worker = ["WORKER.globex.example".to_string()];
+        // The certificate alone: its entry's caller (DNS names compare without case).
+        let c = auth.authenticate(None, presented(&billing, &[])).unwrap();
+        assert_eq!(
+            (c.tenant.as_str(), c.team.as_deref()),
+            ("acme", Some("billing"))
+        );
+        let c = auth.authenticate(None, presented(&[], &worker)).unwrap();
+        assert_eq!(
+            (c.tenant.as_str(), c.user.as_deref()),
+            ("globex", Some("worker"))
+        );
+        // With a token of the same tenant: one caller, the token's fields first.
+        let acme = format!(
+            "Bearer {}",
+            auth.mint("acme", None, Some("ann"), 60).unwrap()
+        );
+        let c = auth
+            .authenticate(Some(&acme), presented(&billing, &[]))
+            .unwrap();
+        assert_eq!(
+            (c.tenant.as_str(), c.team.as_deref(), c.user.as_deref()),
+            ("acme", Some("billing"), Some("ann"))
+        );
+        // globex's certificate with acme's token: refused, both named.
+        let e = auth
+            .authenticate(Some(&acme), presented(&[], &worker))
+            .unwrap_err();
+        assert_eq!(e.status_and_code(), (403, "credential-mismatch"));
+        assert!(
+            e.to_string().contains("`acme`") && e.to_string().contains("`globex`"),
+            "{e}"
+        );
+        // Same tenant, another team.
+        let ops = format!(
+            "Bearer {}",
+            auth.mint("acme", Some("ops"), None, 60).unwrap()
+        );
+        let e = auth
+            .authenticate(Some(&ops), presented(&billing, &[]))
+            .unwrap_err();
+        assert_eq!(e.status_and_code(), (403, "credential-mismatch"));
+        // A certificate nobody listed, without a token: refused, naming what it carries.
+        let stranger = ["spiffe://elsewhere.example/x".to_string()];
+        let e = auth
+            .authenticate(None, presented(&stranger, &[]))
+            .unwrap_err();
+        assert_eq!(e.status_and_code(), (401, "unauthenticated"));
+        assert!(
+            e.to_string().contains("uri:spiffe://elsewhere.example/x"),
+            "{e}"
+        );
+        // … with a token: the token is the caller.
+        let c = auth
+            .authenticate(Some(&acme), presented(&stranger, &[]))
+            .unwrap();
+        assert_eq!(c.tenant, "acme");
+        // A bad token is refused even beside a good certificate.
+        let e = auth
+            .authenticate(Some("Bearer nope"), presented(&billing, &[]))
+            .unwrap_err();
+        assert!(matches!(e, AuthError::Invalid(_)), "{e}");
+        // Nothing at all.
+        assert!(matches!(
+            auth.authenticate(None, None),
+            Err(AuthError::Missing)
+        ));
+    }
+
+    #[test]
+    fn a_certificate_naming_two_callers_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = with_certificates(dir.path(), CERTS, "[tenants.acme]\n[tenants.globex]\n");
+        let e = auth
+            .authenticate(
+                None,
+                presented(
+                    &["spiffe://acme.example/team/billing".to_string()],
+                    &["worker.globex.example".to_string()],
+                ),
+            )
+            .unwrap_err();
+        assert_eq!(e.status_and_code(), (403, "ambiguous-certificate"));
+    }
+
+    #[test]
+    fn a_tenant_says_which_credentials_its_calls_carry() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = with_certificates(
+            dir.path(),
+            CERTS,
+            "[tenants.acme]\ncaller_auth = \"certificate\"\n[tenants.globex]\ncaller_auth = \"both\"\n[tenants.initech]\ncaller_auth = \"token\"\n",
+        );
+        let billing = ["spiffe://acme.example/team/billing".to_string()];
+        let worker = ["worker.globex.example".to_string()];
+        let token = |t: &str| format!("Bearer {}", auth.mint(t, None, None, 60).unwrap());
+        // certificate: a token alone is refused, the certificate admitted.
+        let e = auth.authenticate(Some(&token("acme")), None).unwrap_err();
+        assert_eq!(e.status_and_code(), (401, "unauthenticated"));
+        assert!(
+            e.to_string().contains("caller_auth = \"certificate\""),
+            "{e}"
+        );
+        assert!(auth.authenticate(None, presented(&billing, &[])).is_ok());
+        // both: either alone is refused.
+        assert!(auth.authenticate(Some(&token("globex")), None).is_err());
+        assert!(auth.authenticate(None, presented(&[], &worker)).is_err());
+        assert!(
+            auth.authenticate(Some(&token("globex")), presented(&[], &worker))
+                .is_ok()
+        );
+        // token: fine with a token (no certificate is listed for initech at all).
+        assert!(auth.authenticate(Some(&token("initech")), None).is_ok());
+    }
+
+    #[test]
+    fn a_changed_caller_auth_makes_a_new_authenticator() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = std::sync::Arc::new(with_certificates(
+            dir.path(),
+            CERTS,
+            "[tenants.acme]\n[tenants.globex]\n",
+        ));
+        let text = std::fs::read_to_string(dir.path().join("greentic.toml"))
+            .unwrap()
+            .replace(
+                "[tenants.acme]\n",
+                "[tenants.acme]\ncaller_auth = \"certificate\"\n",
+            );
+        std::fs::write(dir.path().join("greentic.toml"), text).unwrap();
+        let bundle = Bundle::load(dir.path()).unwrap();
+        let second = Authenticator::reuse_or_load(&bundle, Some(&first)).unwrap();
+        assert!(!std::sync::Arc::ptr_eq(&first, &second));
+        let acme = format!("Bearer {}", second.mint("acme", None, None, 60).unwrap());
+        assert!(first.authenticate(Some(&acme), None).is_ok());
+        assert!(second.authenticate(Some(&acme), None).is_err());
     }
 }

@@ -120,6 +120,11 @@ pub struct TenantSection {
     /// Configuration per provider name.
     #[serde(default)]
     pub config: BTreeMap<String, serde_json::Value>,
+    /// Which credentials a call as this tenant must carry: `"either"` (default: a bearer
+    /// token, or a client certificate listed for it in `[[auth.certificates]]`), `"token"`,
+    /// `"certificate"` or `"both"`.
+    #[serde(default)]
+    pub caller_auth: crate::auth::CallerAuth,
 }
 
 /// `[tenants.ID.limits]`.

@@ -75,6 +75,74 @@ pub struct HostSection {
     /// time; cheaper, not deterministic).
     #[serde(default)]
     pub metering: Metering,
+    /// `[host.tls]`: serve the public listener over TLS (and mTLS with `client_ca`); plain
+    /// HTTP when absent.
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
+    /// `[host.admin_tls]`: the same for the admin listener (`/readyz`, `/metrics`,
+    /// `POST /reload`); `client_auth = "required"` keeps it to holders of a certificate from
+    /// `client_ca`.
+    #[serde(default)]
+    pub admin_tls: Option<TlsSection>,
+}
+
+/// `[host.tls]` and `[host.admin_tls]`: a listener's certificate, key and client certificates.
+/// The files are re-read when they change (checked every 2 seconds): a new pair serves new
+/// connections, a broken one is refused and the old one keeps serving.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// The certificate chain (PEM, end-entity first), relative to the bundle.
+    pub cert: PathBuf,
+    /// Its private key (PEM: PKCS#8, RSA or EC; RSA, ECDSA or Ed25519), relative to the bundle.
+    pub key: PathBuf,
+    /// The lowest TLS version accepted: `"1.3"` (default) or `"1.2"`.
+    #[serde(default)]
+    pub min_version: TlsVersion,
+    /// CA certificates (PEM) that client certificates must chain to, relative to the bundle.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Whether clients are asked for a certificate: `"none"`, `"optional"` (one presented must
+    /// verify) or `"required"`. Default: `"required"` when `client_ca` is set, else `"none"`.
+    #[serde(default)]
+    pub client_auth: Option<ClientAuthMode>,
+}
+
+impl TlsSection {
+    /// Whether clients are asked for a certificate, the default applied.
+    pub fn client_auth(&self) -> ClientAuthMode {
+        self.client_auth.unwrap_or(if self.client_ca.is_some() {
+            ClientAuthMode::Required
+        } else {
+            ClientAuthMode::None
+        })
+    }
+}
+
+/// `[host.tls].min_version`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, schemars::JsonSchema,
+)]
+pub enum TlsVersion {
+    /// TLS 1.2 and later.
+    #[serde(rename = "1.2")]
+    Tls12,
+    /// TLS 1.3 only.
+    #[default]
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+/// `[host.tls].client_auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientAuthMode {
+    /// No client certificates are asked for.
+    None,
+    /// A client may present a certificate (verified against `client_ca`) or none.
+    Optional,
+    /// Every connection must present a certificate that chains to `client_ca`.
+    Required,
 }
 
 /// `[host.scheduler]`: how guest code shares the cores between tenants (read at start; a
@@ -217,6 +285,8 @@ impl Default for HostSection {
             admin_listen: default_admin_listen(),
             scheduler: SchedulerSection::default(),
             metering: Metering::default(),
+            tls: None,
+            admin_tls: None,
         }
     }
 }

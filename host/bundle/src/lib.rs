@@ -17,15 +17,15 @@ mod schedule;
 mod trust;
 mod validate;
 
-pub use auth::{AuthSection, JwtAlgorithm};
+pub use auth::{AuthSection, CallerAuth, CertificateIdentity, JwtAlgorithm};
 pub use bundle::{BUNDLE_SCHEMA, Bundle, BundleError, digest_of, schema};
 pub use checks::{ProviderFacts, check_binding, check_routes, check_tenant, routed};
 pub use cluster::{ClusterSection, StorageBounds};
 pub use file::{BundleFile, Limits, ProviderSection, Route, TenantSection};
 pub use greentic_capabilities::{Grants, SectionRefs};
 pub use host::{
-    BreakerSection, Deployment, GuestPriority, HostSection, Metering, SchedulerMode,
-    SchedulerSection,
+    BreakerSection, ClientAuthMode, Deployment, GuestPriority, HostSection, Metering,
+    SchedulerMode, SchedulerSection, TlsSection, TlsVersion,
 };
 pub use lock::{Lock, LockEntry, LockError};
 pub use schedule::{Missed, Schedule};

@@ -227,3 +227,90 @@ fn digests_are_checked() {
         .to_string();
     assert!(e.contains("providers.echo.digest"), "{e}");
 }
+
+#[test]
+fn tls_and_certificate_identities_are_checked_against_each_other() {
+    let text = MINIMAL.replace(
+        "[providers.echo]",
+        r#"[host.tls]
+    cert = "s.crt"
+    key = "s.key"
+    client_auth = "required"
+
+    [[auth.certificates]]
+    uri = "billing.acme.example"
+    tenant = "acme"
+
+    [[auth.certificates]]
+    dns = "*.acme.example"
+    tenant = "nobody"
+
+    [[auth.certificates]]
+    uri = "spiffe://acme.example/a"
+    dns = "a.acme.example"
+    tenant = "acme"
+
+    [[auth.certificates]]
+    dns = "*.acme.example"
+    tenant = "acme"
+
+    [tenants.globex]
+    caller_auth = "both"
+
+    [providers.echo]"#,
+    );
+    let e = Bundle::parse("greentic.toml", &text)
+        .unwrap_err()
+        .to_string();
+    for expected in [
+        "host.tls: client_auth = \"required\" needs client_ca",
+        "auth.certificates[0].uri: `billing.acme.example` is not a URI",
+        "auth.certificates[1].dns: `*.acme.example` must be one exact DNS name",
+        "auth.certificates[1].tenant: no tenant `nobody`",
+        "auth.certificates[2]: name exactly one identity",
+        "auth.certificates[3]: identity dns:*.acme.example is already listed at auth.certificates[1]",
+        "tenants.globex.caller_auth = \"both\": no certificate identity is listed for `globex`",
+    ] {
+        assert!(e.contains(expected), "missing `{expected}` in:\n{e}");
+    }
+    // Identities listed while the listener asks for no certificate.
+    let unasked = MINIMAL.replace(
+        "[providers.echo]",
+        "[host.tls]\n    cert = \"s.crt\"\n    key = \"s.key\"\n\n    [[auth.certificates]]\n    dns = \"a.acme.example\"\n    tenant = \"acme\"\n\n    [providers.echo]",
+    );
+    let e = Bundle::parse("greentic.toml", &unasked)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(
+            "auth.certificates: no certificate reaches the host, because [host.tls] asks for none"
+        ),
+        "{e}"
+    );
+    // Set right, the same sections parse.
+    let good = MINIMAL
+        .replace(
+            "[providers.echo]",
+            r#"[host.tls]
+    cert = "s.crt"
+    key = "s.key"
+    client_ca = "ca.crt"
+    min_version = "1.2"
+
+    [[auth.certificates]]
+    uri = "spiffe://acme.example/team/billing"
+    tenant = "acme"
+    team = "billing"
+
+    [providers.echo]"#,
+        )
+        .replace(
+            "[tenants.acme]",
+            "[tenants.acme]\n    caller_auth = \"certificate\"",
+        );
+    let b = Bundle::parse("greentic.toml", &good).unwrap();
+    let tls = b.host.tls.as_ref().unwrap();
+    assert_eq!(tls.client_auth(), ClientAuthMode::Required);
+    assert_eq!(tls.min_version, TlsVersion::Tls12);
+    assert_eq!(b.tenants["acme"].caller_auth, CallerAuth::Certificate);
+}

@@ -118,6 +118,8 @@ impl BundleFile {
             }
         }
 
+        out.extend(self.tls_problems());
+
         for (name, p) in &self.providers {
             if !kebab(name) {
                 out.push(format!(
@@ -265,6 +267,74 @@ impl BundleFile {
             if !seen.insert(key) {
                 out.push(format!(
                     "routes[{i}]: duplicates an earlier route for the same tenant/team/user/cloud/capability; remove one"
+                ));
+            }
+        }
+        out
+    }
+}
+
+impl BundleFile {
+    /// `[host.tls]`, `[host.admin_tls]`, `[[auth.certificates]]` and the tenants'
+    /// `caller_auth`, against each other.
+    fn tls_problems(&self) -> Vec<String> {
+        use crate::auth::CallerAuth;
+        use crate::host::ClientAuthMode;
+        let mut out = Vec::new();
+        for (key, tls) in [
+            ("host.tls", &self.host.tls),
+            ("host.admin_tls", &self.host.admin_tls),
+        ] {
+            let Some(tls) = tls else { continue };
+            if tls.client_auth() != ClientAuthMode::None && tls.client_ca.is_none() {
+                out.push(format!(
+                    "{key}: client_auth = \"{}\" needs client_ca, the CA certificates (PEM) client certificates must chain to",
+                    if tls.client_auth() == ClientAuthMode::Optional { "optional" } else { "required" }
+                ));
+            }
+        }
+        let public_asks = self
+            .host
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.client_auth() != ClientAuthMode::None);
+        let mut seen = std::collections::BTreeMap::new();
+        for (i, c) in self.auth.certificates.iter().enumerate() {
+            let at = format!("auth.certificates[{i}]");
+            match (&c.uri, &c.dns) {
+                (Some(_), Some(_)) | (None, None) => out.push(format!(
+                    "{at}: name exactly one identity, `uri = \"spiffe://…\"` or `dns = \"name.example\"`"
+                )),
+                (Some(uri), None) if !uri.contains("://") => out.push(format!(
+                    "{at}.uri: `{uri}` is not a URI (such as spiffe://acme.example/team/billing); a DNS name goes in `dns`"
+                )),
+                (None, Some(dns)) if dns.contains('*') || dns.contains("://") => out.push(format!(
+                    "{at}.dns: `{dns}` must be one exact DNS name (no wildcard, no scheme)"
+                )),
+                _ => {}
+            }
+            if !self.tenants.contains_key(&c.tenant) && !self.tenants.is_empty() {
+                out.push(format!(
+                    "{at}.tenant: no tenant `{}` under [tenants]",
+                    c.tenant
+                ));
+            }
+            if let Some(first) = seen.insert(c.describe(), i) {
+                out.push(format!(
+                    "{at}: identity {} is already listed at auth.certificates[{first}]; an identity is one caller",
+                    c.describe()
+                ));
+            }
+        }
+        if !self.auth.certificates.is_empty() && !public_asks {
+            out.push("auth.certificates: no certificate reaches the host, because [host.tls] asks for none; set [host.tls] client_ca (and client_auth)".into());
+        }
+        for (id, t) in &self.tenants {
+            let listed = self.auth.certificates.iter().any(|c| &c.tenant == id);
+            if matches!(t.caller_auth, CallerAuth::Certificate | CallerAuth::Both) && !listed {
+                out.push(format!(
+                    "tenants.{id}.caller_auth = \"{}\": no certificate identity is listed for `{id}`; add an [[auth.certificates]] entry with tenant = \"{id}\"",
+                    t.caller_auth.name()
                 ));
             }
         }

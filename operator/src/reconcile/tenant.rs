@@ -178,6 +178,7 @@ impl<'a> Planner<'a> {
                         .clone()
                         .map(|c| BTreeMap::from([(class.to_string(), c)]))
                         .unwrap_or_default(),
+                    caller_auth: Default::default(),
                 };
                 problems.extend(check_binding(ns, &single, class, u.facts, &self.backend));
             }
