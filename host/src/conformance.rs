@@ -269,6 +269,7 @@ pub async fn start(setup: Setup, capture: &Capture, cache_dir: PathBuf) -> anyho
             router,
             limits,
             connections,
+            None,
             std::future::pending(),
         )
         .await;

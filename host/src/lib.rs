@@ -50,6 +50,8 @@ pub use greentic_metrics as metrics;
 pub use greentic_revisions::{load as loader, reload};
 /// The HTTP server (`greentic-server`).
 pub use greentic_server as server;
+/// TLS: listeners' certificates re-read on change, client-certificate identities, a dev CA.
+pub use greentic_tls as tls;
 /// Trust: sources, signatures and attestations (`greentic-trust`).
 pub use greentic_trust as trust;
 pub mod telemetry;

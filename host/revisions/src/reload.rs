@@ -427,6 +427,13 @@ pub fn build(
             "[host.scheduler] differs from the running host's; its guest threads are fixed for the host's life: restart the host to change it".to_string(),
         );
     }
+    if bundle.file.host.tls != current.bundle.file.host.tls
+        || bundle.file.host.admin_tls != current.bundle.file.host.admin_tls
+    {
+        problems.push(
+            "[host.tls] or [host.admin_tls] differs from the running host's; a listener's TLS settings are fixed for the host's life (the files they name are re-read when they change, without a reload): restart the host to change them".to_string(),
+        );
+    }
     if bundle.file.audit != current.bundle.file.audit {
         problems.push(
             "[audit] differs from the running host's; the audit log's file and key are fixed for the host's life (a chain does not change hands mid-run): restart the host to change it".to_string(),

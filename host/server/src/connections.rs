@@ -13,6 +13,24 @@ use tokio::time::Instant;
 
 use crate::requests::RequestLimits;
 
+/// A listener's TLS: the configuration (re-read when its files change), the listener's name
+/// in metrics, and where handshake failures are counted.
+#[derive(Clone)]
+pub struct Tls {
+    /// The configuration in force.
+    pub server: Arc<greentic_tls::ServerTls>,
+    /// `public` or `admin`: the `listener` label of
+    /// `greentic_tls_handshake_failures_total{listener,reason}`.
+    pub listener: &'static str,
+    /// Where failed handshakes are counted.
+    pub metrics: Arc<greentic_metrics::Metrics>,
+}
+
+/// The identities of the client certificate a connection presented (verified against the
+/// listener's `client_ca`): a request extension every request on that connection carries.
+#[derive(Debug, Clone)]
+pub struct ClientCertificate(pub Arc<greentic_tls::PeerIdentity>);
+
 /// How long connections may stay open without a request, and how many may be open at once.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
@@ -105,6 +123,7 @@ impl Drop for Active {
 struct Tracked {
     inner: hyper_util::service::TowerToHyperService<Router>,
     activity: Arc<Activity>,
+    peer: Option<ClientCertificate>,
 }
 
 impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Tracked {
@@ -114,8 +133,11 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Tracked 
         Box<dyn std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send>,
     >;
 
-    fn call(&self, request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+    fn call(&self, mut request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
         let active = Active::enter(&self.activity);
+        if let Some(peer) = &self.peer {
+            request.extensions_mut().insert(peer.clone());
+        }
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await;
@@ -161,18 +183,18 @@ impl Connections {
 const CLOSE_GRACE: Duration = Duration::from_millis(200);
 
 /// Serves `router` on `listener` until `shutdown` completes, then lets open connections finish
-/// their requests in flight. Every phase of a connection has a deadline: protocol detection
-/// and the first request's headers (`header_timeout`, for HTTP/1, HTTP/2 and bytes that are
-/// neither), later requests (`idle_timeout`), bodies (`body_timeout`, in the router); and at
-/// most `max_connections` are open at once.
+/// their requests in flight. Every phase of a connection has a deadline: the TLS handshake (with
+/// `tls`), protocol detection and the first request's headers together (`header_timeout`, for
+/// HTTP/1, HTTP/2 and bytes that are neither), later requests (`idle_timeout`), bodies
+/// (`body_timeout`, in the router); and at most `max_connections` are open at once.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     limits: RequestLimits,
     connections: ConnectionLimits,
+    tls: Option<Tls>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    use hyper_util::rt::TokioIo;
     let builder = http_builder(&limits);
     let registry = Arc::new(Connections::default());
     let stopping = Arc::new(Notify::new());
@@ -206,12 +228,25 @@ pub async fn serve(
                 next_id += 1;
                 let id = next_id;
                 registry.lock().insert(id, (activity.clone(), close.clone()));
-                let (builder, router, registry, stopping) =
-                    (builder.clone(), router.clone(), registry.clone(), stopping.clone());
+                let (builder, router, registry, stopping, tls) = (
+                    builder.clone(),
+                    router.clone(),
+                    registry.clone(),
+                    stopping.clone(),
+                    tls.clone(),
+                );
                 tokio::spawn(async move {
-                    let io = TokioIo::new(stream);
-                    run_connection(&builder, io, router, &activity, &close, &stopping, &connections)
-                        .await;
+                    let conn = Connection {
+                        builder: &builder,
+                        activity: &activity,
+                        close: &close,
+                        stopping: &stopping,
+                        limits: &connections,
+                    };
+                    match tls {
+                        None => conn.run(stream, router, None).await,
+                        Some(tls) => conn.run_tls(stream, router, &tls).await,
+                    }
                     registry.lock().remove(&id);
                     registry.closed.notify_waiters();
                 });
@@ -263,42 +298,97 @@ pub async fn serve_connection<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
+    serve_connection_tls(io, router, limits, connections, None).await;
+}
+
+/// [`serve_connection`] with the TLS handshake first when `tls` is given: what [`serve`] runs
+/// for each accepted socket of a TLS listener, without the connection cap.
+pub async fn serve_connection_tls<I>(
+    io: I,
+    router: Router,
+    limits: RequestLimits,
+    connections: ConnectionLimits,
+    tls: Option<Tls>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     let builder = http_builder(&limits);
-    let io = hyper_util::rt::TokioIo::new(io);
     let (close, stopping) = (Notify::new(), Notify::new());
-    run_connection(
-        &builder,
-        io,
-        router,
-        &Activity::new(),
-        &close,
-        &stopping,
-        &connections,
-    )
-    .await;
+    let activity = Activity::new();
+    let conn = Connection {
+        builder: &builder,
+        activity: &activity,
+        close: &close,
+        stopping: &stopping,
+        limits: &connections,
+    };
+    match tls {
+        None => conn.run(io, router, None).await,
+        Some(tls) => conn.run_tls(io, router, &tls).await,
+    }
 }
 
 type HttpBuilder = hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>;
 
-/// Serves `router` on `io`, its requests counted in `activity`, until the connection ends, is
-/// idle past its allowance, is asked to `close`, or the server is `stopping`.
-async fn run_connection<I>(
-    builder: &HttpBuilder,
-    io: hyper_util::rt::TokioIo<I>,
-    router: Router,
-    activity: &Arc<Activity>,
-    close: &Notify,
-    stopping: &Notify,
-    connections: &ConnectionLimits,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-{
-    let service = Tracked {
-        inner: hyper_util::service::TowerToHyperService::new(router),
-        activity: activity.clone(),
-    };
-    let conn = builder.serve_connection_with_upgrades(io, service);
-    drive(conn, activity, close, stopping, connections).await;
+/// One accepted connection and what bounds it.
+struct Connection<'a> {
+    builder: &'a HttpBuilder,
+    activity: &'a Arc<Activity>,
+    close: &'a Notify,
+    stopping: &'a Notify,
+    limits: &'a ConnectionLimits,
+}
+
+impl Connection<'_> {
+    /// Completes the TLS handshake within `header_timeout` (the same allowance as a first
+    /// request's headers: a silent or slow client is closed), then serves the connection.
+    async fn run_tls<I>(&self, io: I, router: Router, tls: &Tls)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        let handshake = tokio::time::timeout(self.limits.header_timeout, tls.server.accept(io));
+        let outcome = tokio::select! {
+            outcome = handshake => outcome,
+            // Evicted at the connection cap, or the server stops: a handshake is not a call.
+            _ = self.close.notified() => return,
+            _ = self.stopping.notified() => return,
+        };
+        match outcome {
+            Ok(Ok((stream, peer))) => {
+                let peer = peer.map(|p| ClientCertificate(Arc::new(p)));
+                self.run(stream, router, peer).await;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(listener = tls.listener, reason = e.reason, error = %e.error, "TLS handshake failed");
+                tls.metrics.inc(
+                    "greentic_tls_handshake_failures_total",
+                    &[("listener", tls.listener), ("reason", e.reason)],
+                );
+            }
+            Err(_) => {
+                tls.metrics.inc(
+                    "greentic_tls_handshake_failures_total",
+                    &[("listener", tls.listener), ("reason", "timeout")],
+                );
+            }
+        }
+    }
+
+    /// Serves `router` on `io` until the connection ends, is idle past its allowance, is asked
+    /// to close, or the server is stopping; every request carries `peer`.
+    async fn run<I>(&self, io: I, router: Router, peer: Option<ClientCertificate>)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        let service = Tracked {
+            inner: hyper_util::service::TowerToHyperService::new(router),
+            activity: self.activity.clone(),
+            peer,
+        };
+        let io = hyper_util::rt::TokioIo::new(io);
+        let conn = self.builder.serve_connection_with_upgrades(io, service);
+        drive(conn, self.activity, self.close, self.stopping, self.limits).await;
+    }
 }
 
 /// Drives one connection until it ends, is idle past its allowance, is evicted, or the server

@@ -14,7 +14,9 @@ use greentic_revisions::reload::Outcome;
 use serde_json::json;
 
 use crate::app::{App, TENANT_HEADER};
+use crate::connections::ClientCertificate;
 use crate::requests::error;
+use greentic_auth::Presented;
 
 fn call_error(e: &CallError) -> Response {
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -30,15 +32,23 @@ fn call_error(e: &CallError) -> Response {
 pub(crate) async fn invoke(
     State(app): State<Arc<App>>,
     Path(capability): Path<String>,
+    certificate: Option<axum::Extension<ClientCertificate>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let caller = match app.auth.load().verify_header(auth) {
+    let presented = certificate.as_ref().map(|c| Presented {
+        uris: &c.0.0.uris,
+        dns_names: &c.0.0.dns_names,
+    });
+    let caller = match app.auth.load().authenticate(auth, presented) {
         Ok(caller) => caller,
-        Err(e) => return error(401, "unauthenticated", e.to_string()),
+        Err(e) => {
+            let (status, code) = e.status_and_code();
+            return error(status, code, e.to_string());
+        }
     };
     if let Some(claimed) = headers.get(TENANT_HEADER)
         && claimed.as_bytes() != caller.tenant.as_bytes()
@@ -47,7 +57,7 @@ pub(crate) async fn invoke(
             403,
             "tenant-mismatch",
             format!(
-                "the {TENANT_HEADER} header does not match the token's tenant; the tenant comes from the token only"
+                "the {TENANT_HEADER} header does not match the tenant of the call's credentials; the tenant comes from the verified token or client certificate only"
             ),
         );
     }

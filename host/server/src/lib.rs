@@ -11,7 +11,9 @@ mod handlers;
 pub mod requests;
 
 pub use app::{App, TENANT_HEADER};
-pub use connections::{ConnectionLimits, serve, serve_connection};
+pub use connections::{
+    ClientCertificate, ConnectionLimits, Tls, serve, serve_connection, serve_connection_tls,
+};
 pub use requests::{RequestLimits, bounded};
 
 use std::sync::Arc;

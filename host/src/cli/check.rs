@@ -123,6 +123,15 @@ impl Check {
 /// it trusts, or durable routes on a host that joins none.
 fn serving_problems(bundle: &crate::bundle::Bundle) -> Vec<String> {
     let mut out = Vec::new();
+    // The listeners' certificates and keys, as `run` reads them before it listens.
+    for (section, what) in [
+        (&bundle.file.host.tls, "[host.tls]"),
+        (&bundle.file.host.admin_tls, "[host.admin_tls]"),
+    ] {
+        if let Err(e) = super::run::listener_tls(bundle, section, what) {
+            out.push(format!("{e:#}"));
+        }
+    }
     if bundle.file.cluster.url.is_some() {
         if let Err(e) = crate::fleet::revisions::publisher_keys(bundle) {
             out.push(format!("[cluster]: {e}"));

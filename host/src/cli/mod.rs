@@ -22,6 +22,7 @@ mod attest;
 mod audit;
 mod check;
 mod conformance;
+mod dev_ca;
 mod fleet;
 mod inspect;
 mod manifest;
@@ -54,6 +55,7 @@ enum Command {
     Inspect(inspect::Inspect),
     Manifest(manifest::Manifest),
     Token(token::Token),
+    DevCa(dev_ca::DevCaCommand),
     Push(push::Push),
     Pull(push::Pull),
     Keygen(sign::Keygen),
@@ -81,6 +83,7 @@ impl Cli {
             Command::Inspect(cmd) => cmd.run(),
             Command::Manifest(cmd) => cmd.run(),
             Command::Token(cmd) => cmd.run(),
+            Command::DevCa(cmd) => cmd.run(),
             Command::Push(cmd) => cmd.run(),
             Command::Pull(cmd) => cmd.run(),
             Command::Keygen(cmd) => cmd.run(),

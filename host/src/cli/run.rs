@@ -94,6 +94,10 @@ impl Run {
                 &host.admin_listen,
                 "--admin-listen / [host].admin_listen",
             )?;
+            // Certificates and keys are read now too: a wrong path or pair is said before
+            // anything is compiled.
+            listener_tls(&bundle, &host.tls, "[host.tls]")?;
+            listener_tls(&bundle, &host.admin_tls, "[host.admin_tls]")?;
         }
         // The audit log runs before anything is loaded, so every load decision is in it.
         let audit_host = self
@@ -184,12 +188,26 @@ impl Run {
         let connections = server::ConnectionLimits::from_host(&bundle.file.host);
         let router = server::router(app.clone(), limits);
         let admin_router = server::admin_router(app, limits);
+        let metrics = runtime.metrics.clone();
+        let tls = listener_tls(&bundle, &bundle.file.host.tls, "[host.tls]")?
+            .map(|t| watched(t, "public", &metrics, &background_stop));
+        let admin_tls = listener_tls(&bundle, &bundle.file.host.admin_tls, "[host.admin_tls]")?
+            .map(|t| watched(t, "admin", &metrics, &background_stop));
         {
             // A closed stdout must not stop a server: the lines are for whoever reads them.
             use std::io::Write;
+            let scheme = |t: &Option<server::Tls>| if t.is_some() { "https" } else { "http" };
             let mut stdout = std::io::stdout().lock();
-            let _ = writeln!(stdout, "greentic-host listening on http://{local}");
-            let _ = writeln!(stdout, "greentic-host admin on http://{admin_local}");
+            let _ = writeln!(
+                stdout,
+                "greentic-host listening on {}://{local}",
+                scheme(&tls)
+            );
+            let _ = writeln!(
+                stdout,
+                "greentic-host admin on {}://{admin_local}",
+                scheme(&admin_tls)
+            );
             let _ = stdout.flush();
         }
         let revision = runtime.revision();
@@ -236,7 +254,7 @@ impl Run {
         let grace = Duration::from_secs(bundle.file.host.shutdown_grace_secs);
         let server_stop = stop.clone();
         let ready = runtime.clone();
-        let serve = server::serve(listener, router, limits, connections, async move {
+        let serve = server::serve(listener, router, limits, connections, tls, async move {
             server_stop.notified().await;
             ready.ready.store(false, Ordering::SeqCst);
             tracing::info!("shutting down: no new requests; in-flight calls may finish");
@@ -253,6 +271,7 @@ impl Run {
             admin_router,
             limits,
             admin_connections,
+            admin_tls,
             async move { admin_stopped.notified().await },
         ));
         let stopped = stop.notified();
@@ -275,6 +294,81 @@ impl Run {
         let _ = tokio::time::timeout(Duration::from_secs(1), admin_serve).await;
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// How often a listener's certificate, key and client CA files are looked at for changes.
+const TLS_WATCH: Duration = Duration::from_secs(2);
+
+/// The TLS configuration `section` (`what`) describes, its files read and checked; `None`
+/// for a plain-HTTP listener.
+pub(crate) fn listener_tls(
+    bundle: &crate::bundle::Bundle,
+    section: &Option<crate::bundle::TlsSection>,
+    what: &str,
+) -> anyhow::Result<Option<Arc<crate::tls::ServerTls>>> {
+    use crate::bundle::{ClientAuthMode, TlsVersion};
+    use crate::tls::{ClientAuth, MinVersion, ServerTls, TlsFiles};
+    let Some(section) = section else {
+        return Ok(None);
+    };
+    let files = TlsFiles {
+        cert: bundle.path(&section.cert),
+        key: bundle.path(&section.key),
+        client_ca: section.client_ca.as_ref().map(|p| bundle.path(p)),
+        client_auth: match section.client_auth() {
+            ClientAuthMode::None => ClientAuth::None,
+            ClientAuthMode::Optional => ClientAuth::Optional,
+            ClientAuthMode::Required => ClientAuth::Required,
+        },
+        min_version: match section.min_version {
+            TlsVersion::Tls12 => MinVersion::Tls12,
+            TlsVersion::Tls13 => MinVersion::Tls13,
+        },
+    };
+    let tls = ServerTls::load(files).map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+    Ok(Some(Arc::new(tls)))
+}
+
+/// `tls` for the listener named `listener`, its files looked at every [`TLS_WATCH`] until the
+/// host stops: a good new pair is taken for new connections, a broken one is refused (logged,
+/// counted in `greentic_tls_reloads_total{listener,result}`) while the old one keeps serving.
+fn watched(
+    tls: Arc<crate::tls::ServerTls>,
+    listener: &'static str,
+    metrics: &Arc<crate::metrics::Metrics>,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> server::Tls {
+    use crate::tls::Reloaded;
+    let counted = metrics.clone();
+    let cert = tls.files().cert.display().to_string();
+    tokio::spawn(tls.clone().watch(TLS_WATCH, stop.clone(), move |found| {
+        match found {
+            Reloaded::Replaced => {
+                tracing::info!(listener, cert = %cert, "TLS certificate reloaded: new connections use it");
+                counted.inc(
+                    "greentic_tls_reloads_total",
+                    &[("listener", listener), ("result", "replaced")],
+                );
+                crate::audit::record(
+                    "tls.reloaded",
+                    serde_json::json!({ "listener": listener, "cert": &cert }),
+                );
+            }
+            Reloaded::Refused(why) => {
+                tracing::error!(listener, error = %why, "new TLS files refused; the certificate in use keeps serving");
+                counted.inc(
+                    "greentic_tls_reloads_total",
+                    &[("listener", listener), ("result", "refused")],
+                );
+            }
+            Reloaded::Unchanged => {}
+        }
+    }));
+    server::Tls {
+        server: tls,
+        listener,
+        metrics: metrics.clone(),
     }
 }
 

@@ -32,3 +32,4 @@ mod run;
 mod telemetry;
 mod tested;
 mod timer;
+mod tls;

@@ -528,6 +528,31 @@ fn program_codes() -> BTreeMap<String, BTreeSet<(u16, bool)>> {
                 .insert((status, greentic_host::server::requests::retryable(status)));
         }
     }
+    // Authentication's refusals: `AuthError::Refused { status: N, code: "code", … }`.
+    let auth = std::fs::read_to_string(repo().join("host/auth/src/lib.rs")).unwrap();
+    let mut found = 0;
+    for refusal in auth.split("AuthError::Refused {").skip(1) {
+        let field = |name: &str| {
+            refusal.split_once(&format!("{name}: ")).map(|(_, rest)| {
+                rest.trim_start_matches('"')
+                    .split(['"', ','])
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+        };
+        let (Some(status), Some(code)) = (field("status"), field("code")) else {
+            continue;
+        };
+        let Ok(status) = status.parse::<u16>() else {
+            continue;
+        };
+        found += 1;
+        out.entry(code)
+            .or_default()
+            .insert((status, greentic_host::server::requests::retryable(status)));
+    }
+    assert!(found >= 3, "authentication's refusals were not read");
     out
 }
 

@@ -308,12 +308,17 @@ impl Host {
         std::thread::spawn(move || {
             let mut public = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("greentic-host listening on http://") {
+                // `http://ADDR` or, on a TLS listener, `https://ADDR`.
+                let addr_of = |prefix: &str| {
+                    line.strip_prefix(prefix).and_then(|rest| {
+                        rest.strip_prefix("http://")
+                            .or_else(|| rest.strip_prefix("https://"))
+                    })
+                };
+                if let Some(addr) = addr_of("greentic-host listening on ") {
                     public = Some(addr.to_string());
                 }
-                if let (Some(p), Some(admin)) =
-                    (&public, line.strip_prefix("greentic-host admin on http://"))
-                {
+                if let (Some(p), Some(admin)) = (&public, addr_of("greentic-host admin on ")) {
                     let _ = tx.send((p.clone(), admin.to_string()));
                 }
                 sink.lock().unwrap().push(line);
@@ -533,7 +538,7 @@ pub fn try_http(
     Ok(parse_response(&raw))
 }
 
-fn parse_response(raw: &[u8]) -> Reply {
+pub fn parse_response(raw: &[u8]) -> Reply {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
