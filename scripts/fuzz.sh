@@ -17,7 +17,7 @@ SECONDS_EACH="${1:-10}"
 shift || true
 TARGETS=("$@")
 if [ "${#TARGETS[@]}" = 0 ]; then
-  TARGETS=(bundle provider_manifest oci signature attestation component breaker connection)
+  TARGETS=(bundle provider_manifest oci signature attestation component breaker connection tls_connection)
 fi
 SANITIZER="${FUZZ_SANITIZER:-address}"
 OUT="$CARGO_TARGET_DIR/fuzz"

@@ -72,7 +72,8 @@ pub fn run(data: &[u8]) {
     });
 }
 
-fn split(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+/// `data`'s pieces: split where it has `\xff\xfe`.
+pub(crate) fn split(data: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut rest = data;
     std::iter::from_fn(move || {
         if rest.is_empty() {

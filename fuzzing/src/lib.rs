@@ -18,6 +18,7 @@
 //! | [`component`] | `wasm-smith` guests made messaging components (and raw bytes) to the loader, then one call |
 //! | [`breaker`] | sequences of admitted, settled and abandoned calls and passing time to the circuit breaker |
 //! | [`connection`] | any bytes, in pieces, to one connection of the real server on a paused clock |
+//! | [`tls_connection`] | any bytes, in pieces, to the server's TLS listener: raw (handshake bytes), or inside a session a real client opened |
 
 pub mod attestation;
 pub mod breaker;
@@ -27,6 +28,7 @@ pub mod connection;
 pub mod oci;
 pub mod provider_manifest;
 pub mod signature;
+pub mod tls_connection;
 
 /// A target's body: one input, a panic if a property breaks.
 pub type Body = fn(&[u8]);
@@ -41,6 +43,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("component", component::run),
     ("breaker", breaker::run),
     ("connection", connection::run),
+    ("tls_connection", tls_connection::run),
 ];
 
 /// Longest line an error message may have: values are quoted cut in the middle, never whole.

@@ -81,7 +81,7 @@ fn mutated_seeds_pass_every_target() {
         // real (short) deadlines: fewer rounds of those.
         let rounds = match *target {
             "component" => 40,
-            "connection" => 24,
+            "connection" | "tls_connection" => 24,
             _ => 400,
         };
         let mut rng = fastrand::Rng::with_seed(0x6772_6565_6e74_6963);
