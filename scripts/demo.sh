@@ -63,6 +63,9 @@ log "starting the demo receiver on 127.0.0.1:$receiver_port"
 python3 "$demo/receiver.py" "$receiver_port" &
 pids+=($!)
 
+log "greentic-host dev-ca: a throwaway CA, the host's TLS pair and acme's client certificate (spiffe://acme.example/team/billing)"
+"$host" dev-ca --out "$demo/tls" --force --client acme-billing=spiffe://acme.example/team/billing | sed 's/^/  /'
+
 log "greentic-host check $demo"
 "$host" check "$demo"
 
@@ -73,14 +76,14 @@ pids+=("$host_pid")
 addr=""
 admin=""
 for _ in $(seq 1 600); do
-  addr="$(sed -n 's/^greentic-host listening on http:\/\///p' "$demo/host.log" | head -n1)"
-  admin="$(sed -n 's/^greentic-host admin on http:\/\///p' "$demo/host.log" | head -n1)"
+  addr="$(sed -n 's/^greentic-host listening on https\{0,1\}:\/\///p' "$demo/host.log" | head -n1)"
+  admin="$(sed -n 's/^greentic-host admin on https\{0,1\}:\/\///p' "$demo/host.log" | head -n1)"
   [ -n "$addr" ] && [ -n "$admin" ] && break
   kill -0 "$host_pid" 2>/dev/null || { cat "$demo/host.log" >&2; exit 1; }
   sleep 0.1
 done
 [ -n "$addr" ] || { echo "error: the host did not start" >&2; cat "$demo/host.log" >&2; exit 1; }
-log "serving on http://$addr, admin (readiness, metrics) on http://$admin (logs: $demo/host.log)"
+log "serving on https://$addr (TLS, client certificates optional), admin (readiness, metrics) on http://$admin (logs: $demo/host.log)"
 
 status=0
 python3 "$demo/drive.py" "$host" "$demo" "$addr" "$admin" || status=$?

@@ -1,11 +1,13 @@
-"""Drives the demo host: sends messages for two tenants, delivers a signed GitHub webhook (and
-replays it), watches the host fire acme's heartbeat schedule, shows the host refusing
-cross-tenant access, and changes the bundle live while both tenants keep sending."""
+"""Drives the demo host: sends messages for two tenants — acme with its client certificate,
+globex with a token, both over TLS — delivers a signed GitHub webhook (and replays it), watches
+the host fire acme's heartbeat schedule, shows the host refusing cross-tenant access, and
+changes the bundle live while both tenants keep sending."""
 import hashlib
 import hmac
 import json
 import os
 import re
+import ssl
 import subprocess
 import threading
 import sys
@@ -15,6 +17,14 @@ import urllib.request
 
 host_bin, bundle, addr, admin = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 
+# The public listener serves TLS with the demo CA's certificate (greentic-host dev-ca). Every
+# client trusts that CA; acme's billing service also presents its client certificate.
+tls_dir = os.path.join(bundle, "tls")
+anyone = ssl.create_default_context(cafile=os.path.join(tls_dir, "ca.crt"))
+acme_billing = ssl.create_default_context(cafile=os.path.join(tls_dir, "ca.crt"))
+acme_billing.load_cert_chain(os.path.join(tls_dir, "acme-billing.crt"),
+                             os.path.join(tls_dir, "acme-billing.key"))
+
 
 def token(tenant, team=None):
     args = [host_bin, "token", "--bundle", bundle, "--tenant", tenant]
@@ -23,20 +33,23 @@ def token(tenant, team=None):
     return subprocess.check_output(args, text=True).strip()
 
 
-def request(method, path, body=b"", headers=None, at=None):
-    req = urllib.request.Request(f"http://{at or addr}{path}", data=body or None, method=method,
-                                 headers=headers or {})
+def request(method, path, body=b"", headers=None, at=None, tls=anyone):
+    # The admin listener (at=admin) is plain HTTP on loopback; the public one is TLS.
+    url = f"http://{at}{path}" if at else f"https://{addr}{path}"
+    req = urllib.request.Request(url, data=body or None, method=method, headers=headers or {})
     try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
+        with urllib.request.urlopen(req, timeout=30, context=None if at else tls) as resp:
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
 
 
-def send(tok, payload, extra=None):
-    headers = {"authorization": f"Bearer {tok}", "content-type": "application/json"}
+def send(tok, payload, extra=None, tls=anyone):
+    headers = {"content-type": "application/json"}
+    if tok:
+        headers["authorization"] = f"Bearer {tok}"
     headers.update(extra or {})
-    return request("POST", "/v1/invoke/send", json.dumps(payload).encode(), headers)
+    return request("POST", "/v1/invoke/send", json.dumps(payload).encode(), headers, tls=tls)
 
 
 def show(title, result):
@@ -45,12 +58,18 @@ def show(title, result):
     return status
 
 
-acme, globex = token("acme"), token("globex")
+globex = token("globex")
 ok = True
-ok &= show("acme sends a message (delivered to the receiver with acme's token)",
-           send(acme, {"to": "#ops", "text": "deploy finished", "idempotency_key": "demo-1"})) == 200
-ok &= show("globex sends a message (its own config, its own token)",
+ok &= show("acme's billing service sends a message over mTLS: its client certificate "
+           "(spiffe://acme.example/team/billing) is the credential, no token",
+           send(None, {"to": "#ops", "text": "deploy finished", "idempotency_key": "demo-1"},
+                tls=acme_billing)) == 200
+ok &= show("globex sends a message over TLS with its token (its own config, its own secrets)",
            send(globex, {"to": "#alerts", "text": "disk at 91%"})) == 200
+ok &= show("acme's token without acme's certificate is refused (caller_auth = \"certificate\")",
+           send(token("acme"), {"to": "#ops", "text": "hi"})) == 401
+ok &= show("acme's certificate with globex's token is refused: the credentials disagree",
+           send(globex, {"to": "#ops", "text": "hi"}, tls=acme_billing)) == 403
 
 delivery = json.dumps({"action": "opened", "pull_request": {"number": 7}}).encode()
 sig = "sha256=" + hmac.new(b"acme-demo-github-secret", delivery, hashlib.sha256).hexdigest()
@@ -110,15 +129,15 @@ stop = threading.Event()
 answers = []
 
 
-def keep_sending(tok, to):
+def keep_sending(tok, to, tls):
     while not stop.is_set():
-        status, body = send(tok, {"to": to, "text": "under reload"})
+        status, body = send(tok, {"to": to, "text": "under reload"}, tls=tls)
         revision = json.loads(body).get("revision") if status == 200 else body
         answers.append((status, revision))
 
 
-senders = [threading.Thread(target=keep_sending, args=(acme, "#ops")),
-           threading.Thread(target=keep_sending, args=(globex, "#alerts"))]
+senders = [threading.Thread(target=keep_sending, args=(None, "#ops", acme_billing)),
+           threading.Thread(target=keep_sending, args=(globex, "#alerts", anyone))]
 for t in senders:
     t.start()
 time.sleep(0.5)
