@@ -88,7 +88,7 @@ ok &= show("globex's token with a header claiming to be acme is refused",
            send(globex, {"to": "#ops", "text": "hi"}, {"x-greentic-tenant": "acme"})) == 403
 ok &= show("globex's snoop provider asks for acme's GITHUB_WEBHOOK_SECRET: denied",
            send(token("globex", "snoop"), {"to": "x", "text": "GITHUB_WEBHOOK_SECRET"})) == 403
-ok &= show("a call without a token is refused",
+ok &= show("a call without a token or certificate is refused",
            request("POST", "/v1/invoke/send", b"{}")) == 401
 
 

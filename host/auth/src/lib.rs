@@ -482,6 +482,11 @@ impl Authenticator {
                             c.describe()
                         ),
                     },
+                    None if !self.certificates.is_empty() => AuthError::Refused {
+                        status: 401,
+                        code: "unauthenticated",
+                        message: "no credentials: send `Authorization: Bearer <jwt>`, or present a client certificate listed in [[auth.certificates]]".into(),
+                    },
                     _ => AuthError::Missing,
                 });
             }
@@ -975,11 +980,10 @@ Fhb3pytKgERHtWZvZQSc79uOm7l85xG98UND0Ja+lVHndY/I032Mg8ObAQ==
             .authenticate(Some("Bearer nope"), presented(&billing, &[]))
             .unwrap_err();
         assert!(matches!(e, AuthError::Invalid(_)), "{e}");
-        // Nothing at all.
-        assert!(matches!(
-            auth.authenticate(None, None),
-            Err(AuthError::Missing)
-        ));
+        // Nothing at all: both ways to authenticate are named.
+        let e = auth.authenticate(None, None).unwrap_err();
+        assert_eq!(e.status_and_code(), (401, "unauthenticated"));
+        assert!(e.to_string().contains("client certificate"), "{e}");
     }
 
     #[test]
