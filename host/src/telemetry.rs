@@ -10,7 +10,7 @@
 pub mod json_log;
 
 use opentelemetry::global;
-use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
 
@@ -116,23 +116,55 @@ fn endpoint(section: &TelemetrySection) -> Option<String> {
         .or_else(|| section.otlp_endpoint.clone())
 }
 
+/// The HTTP client of the OTLP exporters when `[telemetry].tls` names a private PKI (paths
+/// relative to `dir`): trusting its CA only and presenting the host's client certificate.
+/// `None`: the exporters' default client (the system's roots).
+pub fn otlp_client(
+    section: &TelemetrySection,
+    dir: &std::path::Path,
+) -> anyhow::Result<Option<reqwest::blocking::Client>> {
+    let Some(tls) = &section.tls else {
+        return Ok(None);
+    };
+    // HTTP/1.1 only: the exporter's client speaks it (a collector serves OTLP/HTTP over it).
+    let config = crate::tls::client_config(&tls.resolved(|p| dir.join(p)), &[b"http/1.1"])
+        .map_err(|e| anyhow::anyhow!("[telemetry].tls: {e}"))?;
+    // A blocking client starts a runtime of its own, which must not happen on an async
+    // worker thread: it is built on a thread of its own (as the exporter builds its default).
+    let client = std::thread::spawn(move || {
+        reqwest::blocking::Client::builder()
+            .tls_backend_preconfigured(std::sync::Arc::unwrap_or_clone(config))
+            .timeout(std::time::Duration::from_secs(3))
+            .build()
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("[telemetry].tls: building the OTLP client failed"))?
+    .map_err(|e| anyhow::anyhow!("[telemetry].tls: building the OTLP client: {e}"))?;
+    Ok(Some(client))
+}
+
 /// A logger provider exporting the audit log's records as OTLP logs (`/v1/logs`), if there
 /// is an endpoint.
 pub fn audit_logs(
     section: &TelemetrySection,
+    dir: &std::path::Path,
 ) -> anyhow::Result<Option<opentelemetry_sdk::logs::SdkLoggerProvider>> {
     let Some(endpoint) = endpoint(section) else {
         return Ok(None);
     };
+    let client = otlp_client(section, dir)?;
     let service = section
         .service_name
         .clone()
         .unwrap_or_else(|| "greentic-host".into());
-    let exporter = opentelemetry_otlp::LogExporter::builder()
+    let mut exporter = opentelemetry_otlp::LogExporter::builder()
         .with_http()
         .with_endpoint(format!("{}/v1/logs", endpoint.trim_end_matches('/')))
-        .with_timeout(std::time::Duration::from_secs(3))
-        .build()?;
+        .with_timeout(std::time::Duration::from_secs(3));
+    if let Some(client) = client {
+        exporter = exporter.with_http_client(client);
+    }
+    let exporter = exporter.build()?;
     Ok(Some(
         opentelemetry_sdk::logs::SdkLoggerProvider::builder()
             .with_resource(Resource::builder().with_service_name(service).build())
@@ -141,8 +173,12 @@ pub fn audit_logs(
     ))
 }
 
-/// Installs the global tracer provider.
-pub fn init_tracing(section: &TelemetrySection) -> anyhow::Result<TelemetryGuard> {
+/// Installs the global tracer provider (`dir`: the bundle's, which `[telemetry].tls` paths
+/// are relative to).
+pub fn init_tracing(
+    section: &TelemetrySection,
+    dir: &std::path::Path,
+) -> anyhow::Result<TelemetryGuard> {
     let endpoint = endpoint(section);
     let service = section
         .service_name
@@ -157,11 +193,14 @@ pub fn init_tracing(section: &TelemetrySection) -> anyhow::Result<TelemetryGuard
         .with_max_attributes_per_event(event_attributes)
         .with_max_links_per_span(links);
     if let Some(endpoint) = &endpoint {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
+        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
-            .with_timeout(std::time::Duration::from_secs(3))
-            .build()?;
+            .with_timeout(std::time::Duration::from_secs(3));
+        if let Some(client) = otlp_client(section, dir)? {
+            exporter = exporter.with_http_client(client);
+        }
+        let exporter = exporter.build()?;
         let batch = BatchSpanProcessor::builder(exporter)
             .with_batch_config(
                 BatchConfigBuilder::default()

@@ -15,6 +15,11 @@ pub struct ClusterSection {
     /// A NATS `.creds` file (user JWT and NKey seed), relative to the bundle.
     #[serde(default)]
     pub credentials: Option<PathBuf>,
+    /// TLS to the NATS server with a private PKI: `{ca, cert, key}` — the CA bundle (PEM) the
+    /// server's certificate must chain to (nothing else is trusted), and this host's client
+    /// certificate and key for a server that verifies clients. Set, the connection must be TLS.
+    #[serde(default)]
+    pub tls: Option<greentic_tls::ClientFiles>,
     /// Prefix of the buckets and streams the fleet keeps (letters, digits, `-`, `_`).
     #[serde(default = "default_prefix")]
     pub prefix: String,
@@ -147,6 +152,7 @@ impl Default for ClusterSection {
         ClusterSection {
             url: None,
             credentials: None,
+            tls: None,
             prefix: default_prefix(),
             publishers: Vec::new(),
             heartbeat_ms: default_heartbeat(),
@@ -167,6 +173,14 @@ impl ClusterSection {
     /// What is wrong with the section, each naming the field.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
+        if let Some(tls) = &self.tls {
+            if tls.ca.is_none() {
+                out.push("[cluster].tls needs `ca`, the CA certificates (PEM) the NATS server's certificate must chain to".into());
+            }
+            if tls.cert.is_some() != tls.key.is_some() {
+                out.push("[cluster].tls: a client certificate needs both `cert` and `key`".into());
+            }
+        }
         if self.prefix.is_empty()
             || self.prefix.len() > 32
             || !self

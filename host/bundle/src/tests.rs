@@ -314,3 +314,30 @@ fn tls_and_certificate_identities_are_checked_against_each_other() {
     assert_eq!(tls.min_version, TlsVersion::Tls12);
     assert_eq!(b.tenants["acme"].caller_auth, CallerAuth::Certificate);
 }
+
+#[test]
+fn outbound_tls_needs_a_ca_and_a_whole_client_pair() {
+    let text = format!(
+        "{MINIMAL}\n    [telemetry]\n    otlp_endpoint = \"http://collector:4318\"\n    tls = {{ cert = \"host.crt\" }}\n\n    [cluster]\n    tls = {{ key = \"host.key\" }}\n"
+    );
+    let e = Bundle::parse("greentic.toml", &text)
+        .unwrap_err()
+        .to_string();
+    for expected in [
+        "[telemetry].tls needs `ca`",
+        "[telemetry].tls: a client certificate needs both `cert` and `key`",
+        "[telemetry].tls is set but otlp_endpoint is not `https://…`",
+        "[cluster].tls needs `ca`",
+        "[cluster].tls: a client certificate needs both `cert` and `key`",
+    ] {
+        assert!(e.contains(expected), "missing `{expected}` in:\n{e}");
+    }
+    let good = format!(
+        "{MINIMAL}\n    [telemetry]\n    otlp_endpoint = \"https://collector:4318\"\n    tls = {{ ca = \"pki/ca.crt\", cert = \"pki/host.crt\", key = \"pki/host.key\" }}\n\n    [cluster]\n    tls = {{ ca = \"pki/ca.crt\" }}\n"
+    );
+    let b = Bundle::parse("greentic.toml", &good).unwrap();
+    assert_eq!(
+        b.cluster.tls.unwrap().ca.as_deref(),
+        Some(std::path::Path::new("pki/ca.crt"))
+    );
+}

@@ -26,7 +26,7 @@ use crate::bindings::greentic::telemetry::tracing::{HostSpan, SpanStatus};
 use crate::bindings::greentic::telemetry::types::{Attribute, Level};
 use crate::bindings::greentic::telemetry::{logs, metrics, tracing as gtracing, types};
 use crate::call::{CallScope, HasImports, Imports};
-use crate::capability::{Capability, Configured};
+use crate::capability::{BundleFacts, Capability, Configured};
 use crate::grants::Grants;
 use crate::text::{MAX_GUEST_TEXT, clip};
 
@@ -58,6 +58,28 @@ impl Configured for Telemetry {
     /// The exporter is the process's, set up once at start (see the host's telemetry setup).
     type Backend = ();
 
+    fn check(section: &TelemetrySection, _: &BundleFacts<'_>) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(tls) = &section.tls {
+            if tls.ca.is_none() {
+                out.push("[telemetry].tls needs `ca`, the CA certificates (PEM) the collector's certificate must chain to".into());
+            }
+            if tls.cert.is_some() != tls.key.is_some() {
+                out.push(
+                    "[telemetry].tls: a client certificate needs both `cert` and `key`".into(),
+                );
+            }
+            if section
+                .otlp_endpoint
+                .as_deref()
+                .is_some_and(|e| !e.starts_with("https://"))
+            {
+                out.push("[telemetry].tls is set but otlp_endpoint is not `https://…`: the spans would go in clear; use https".into());
+            }
+        }
+        out
+    }
+
     fn open(_: &TelemetrySection, _: &std::path::Path) -> anyhow::Result<()> {
         Ok(())
     }
@@ -73,6 +95,11 @@ pub struct TelemetrySection {
     /// `service.name` resource attribute.
     #[serde(default)]
     pub service_name: Option<String>,
+    /// TLS to an `https://` endpoint of a private PKI: `{ca, cert, key}` — the CA bundle (PEM)
+    /// the collector's certificate must chain to (nothing else is trusted) and the host's client
+    /// certificate and key, for a collector that verifies clients. Paths relative to the bundle.
+    #[serde(default)]
+    pub tls: Option<greentic_tls::ClientFiles>,
 }
 
 /// Attributes kept per record (a log line, a span's `set-attribute` calls, an event).

@@ -209,6 +209,14 @@ pub(crate) async fn connect(
             .await
             .with_context(|| format!("reading NATS credentials {}", path.display()))?;
     }
+    if let Some(tls) = &section.tls {
+        let files = tls.resolved(|p| dir.join(p));
+        let config = greentic_tls::client_config(&files, &[])
+            .map_err(|e| anyhow::anyhow!("[cluster].tls: {e}"))?;
+        options = options
+            .tls_client_config(std::sync::Arc::unwrap_or_clone(config))
+            .require_tls(true);
+    }
     options
         .connect(url)
         .await
@@ -231,6 +239,88 @@ mod tests {
         Fleet::connect(&ClusterSection::default(), url, dir.path(), id)
             .await
             .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_host_reaches_a_nats_server_of_a_private_pki_with_its_client_certificate() {
+        use greentic_tls::ClientFiles;
+        use greentic_tls::dev_ca::DevCa;
+        let pki = tempfile::tempdir().unwrap();
+        let ca = DevCa::new("fleet").unwrap();
+        let (ca_cert, _) = ca.write(pki.path()).unwrap();
+        let (cert, key) = ca
+            .server(&["127.0.0.1", "localhost"])
+            .unwrap()
+            .write(pki.path(), "nats")
+            .unwrap();
+        ca.client("host-a.fleet.example")
+            .unwrap()
+            .write(pki.path(), "host")
+            .unwrap();
+        let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+        let (ca_arg, cert_arg, key_arg) = (path(&ca_cert), path(&cert), path(&key));
+        // A server that requires TLS and verifies its clients' certificates.
+        let server = nats_server::Nats::start_with(&[
+            "--tls",
+            "--tlscert",
+            &cert_arg,
+            "--tlskey",
+            &key_arg,
+            "--tlscacert",
+            &ca_arg,
+            "--tlsverify",
+        ]);
+        let section = |tls: ClientFiles| ClusterSection {
+            tls: Some(tls),
+            ..ClusterSection::default()
+        };
+        // Paths relative to the bundle directory, as a bundle names them.
+        let good = ClientFiles {
+            ca: Some("ca.crt".into()),
+            cert: Some("host.crt".into()),
+            key: Some("host.key".into()),
+        };
+        let fleet = Fleet::connect(&section(good.clone()), &server.url, pki.path(), "a")
+            .await
+            .unwrap();
+        // JetStream answers through it: the buckets were made, and a record round-trips.
+        fleet.hosts.put("probe", "up".into()).await.unwrap();
+        let got = fleet.hosts.get("probe").await.unwrap().unwrap();
+        assert_eq!(&got[..], b"up");
+
+        // Without the client certificate the server refuses the host.
+        let anonymous = ClientFiles {
+            cert: None,
+            key: None,
+            ..good.clone()
+        };
+        assert!(
+            Fleet::connect(&section(anonymous), &server.url, pki.path(), "b")
+                .await
+                .is_err()
+        );
+        // Trusting another CA, the host refuses the server.
+        let other = DevCa::new("other").unwrap();
+        std::fs::write(pki.path().join("other.crt"), other.cert_pem()).unwrap();
+        let stranger = ClientFiles {
+            ca: Some("other.crt".into()),
+            ..good.clone()
+        };
+        assert!(
+            Fleet::connect(&section(stranger), &server.url, pki.path(), "c")
+                .await
+                .is_err()
+        );
+        // A CA file that is not there is named.
+        let missing = ClientFiles {
+            ca: Some("missing.crt".into()),
+            ..good
+        };
+        let e = Fleet::connect(&section(missing), &server.url, pki.path(), "d")
+            .await
+            .err()
+            .unwrap();
+        assert!(format!("{e:#}").contains("missing.crt"), "{e:#}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

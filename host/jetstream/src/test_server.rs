@@ -17,6 +17,13 @@ pub struct Nats {
 impl Nats {
     /// Starts one with JetStream in a fresh directory and waits until it listens.
     pub fn start() -> Nats {
+        Self::start_with(&[])
+    }
+
+    /// [`Nats::start`] with more `nats-server` arguments (for instance `--tls`, `--tlscert`,
+    /// `--tlskey`, `--tlscacert`, `--tlsverify`: a server that requires TLS and client
+    /// certificates; it still greets in plain text before the upgrade).
+    pub fn start_with(extra: &[&str]) -> Nats {
         let bin = std::env::var("GREENTIC_NATS_SERVER").unwrap_or_else(|_| {
             let cached = std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
                 .join(".cache/greentic-host/tools/nats-server-2.15.1/nats-server");
@@ -44,6 +51,7 @@ impl Nats {
             let mut child = Command::new(&bin)
                 .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-n", &name, "-sd"])
                 .arg(dir.path())
+                .args(extra)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()

@@ -132,6 +132,15 @@ fn serving_problems(bundle: &crate::bundle::Bundle) -> Vec<String> {
             out.push(format!("{e:#}"));
         }
     }
+    // The outbound private PKIs: files read and checked as when the host connects.
+    if let Err(e) = crate::telemetry::otlp_client(&bundle.file.telemetry, &bundle.dir) {
+        out.push(format!("{e:#}"));
+    }
+    if let Some(tls) = &bundle.file.cluster.tls
+        && let Err(e) = crate::tls::client_config(&tls.resolved(|p| bundle.path(p)), &[])
+    {
+        out.push(format!("[cluster].tls: {e}"));
+    }
     if bundle.file.cluster.url.is_some() {
         if let Err(e) = crate::fleet::revisions::publisher_keys(bundle) {
             out.push(format!("[cluster]: {e}"));

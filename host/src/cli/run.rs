@@ -116,7 +116,7 @@ impl Run {
         let bundle = loaded.bundle;
         // Written once the host serves (its listeners bound), never by a run that stopped.
         let new_lock = loaded.loaded.lock_changed.then_some(loaded.loaded.lock);
-        let _telemetry = telemetry::init_tracing(&bundle.file.telemetry)?;
+        let _telemetry = telemetry::init_tracing(&bundle.file.telemetry, &bundle.dir)?;
         // After the logger, so what they warn of is seen.
         open_file_limit(max_in_flight, bundle.file.host.max_connections);
         map_count(max_in_flight);
@@ -485,7 +485,8 @@ fn start_audit(
     let Some(section) = &bundle.file.audit else {
         return Ok((crate::audit::Exporting { provider: None }, None));
     };
-    let provider = telemetry::audit_logs(&bundle.file.telemetry)?.map(std::sync::Arc::new);
+    let provider =
+        telemetry::audit_logs(&bundle.file.telemetry, &bundle.dir)?.map(std::sync::Arc::new);
     let export = provider
         .as_deref()
         .map(|p| Box::new(crate::audit::OtlpExport::new(p)) as Box<dyn crate::audit::Export>);

@@ -156,6 +156,125 @@ fn spans_carry_tenant_attributes_and_reach_the_collector() {
     assert_eq!(status.code, 2, "STATUS_CODE_ERROR");
 }
 
+/// What a receiver keeps, shared with the test.
+type Kept<T> = Arc<Mutex<Vec<T>>>;
+
+/// An OTLP/HTTP trace receiver over TLS that requires a client certificate from `pki`'s CA
+/// (the collector's pair is `pki/collector.*`): keeps the spans and the DNS names of the client
+/// certificates they came with.
+fn tls_receiver(pki: &std::path::Path) -> (String, Kept<Span>, Kept<String>) {
+    use greentic_host::tls::{ClientAuth, MinVersion, PeerIdentity, ServerTls, TlsFiles};
+    let tls = ServerTls::load(TlsFiles {
+        cert: pki.join("collector.crt"),
+        key: pki.join("collector.key"),
+        client_ca: Some(pki.join("ca.crt")),
+        client_auth: ClientAuth::Required,
+        min_version: MinVersion::Tls13,
+    })
+    .unwrap();
+    let config = tls.config();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (spans, clients) = (
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(Mutex::new(Vec::new())),
+    );
+    let (sink, seen) = (spans.clone(), clients.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut session = rustls::StreamOwned::new(conn, stream);
+            let Some(req) = common::read_request_from(&mut session) else {
+                continue;
+            };
+            if let Some(peer) = session
+                .conn
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(PeerIdentity::from_der)
+            {
+                seen.lock().unwrap().extend(peer.dns_names);
+            }
+            if req.path == "/v1/traces" {
+                let export = ExportTraceServiceRequest::decode(req.body.as_slice()).unwrap();
+                for rs in export.resource_spans {
+                    for ss in rs.scope_spans {
+                        sink.lock().unwrap().extend(ss.spans);
+                    }
+                }
+            }
+            let _ = session.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            session.conn.send_close_notify();
+            let _ = session.flush();
+        }
+    });
+    (addr, spans, clients)
+}
+
+#[test]
+fn spans_reach_a_collector_of_a_private_pki_over_mtls() {
+    use greentic_host::tls::dev_ca::DevCa;
+    let pki = tempfile::tempdir().unwrap();
+    let ca = DevCa::new("telemetry").unwrap();
+    ca.write(pki.path()).unwrap();
+    ca.server(&["127.0.0.1"])
+        .unwrap()
+        .write(pki.path(), "collector")
+        .unwrap();
+    ca.client("host-a.greentic.example")
+        .unwrap()
+        .write(pki.path(), "host")
+        .unwrap();
+    let (addr, spans, clients) = tls_receiver(pki.path());
+    let toml = BUNDLE.replace("ENDPOINT", &format!("https://{addr}")).replace(
+        "service_name = \"greentic-test-host\"",
+        "service_name = \"greentic-test-host\"\ntls = { ca = \"pki/ca.crt\", cert = \"pki/host.crt\", key = \"pki/host.key\" }",
+    );
+    let b = TestBundle::new(&toml, &[]);
+    std::fs::create_dir_all(b.path().join("pki")).unwrap();
+    for file in ["ca.crt", "host.crt", "host.key"] {
+        std::fs::copy(pki.path().join(file), b.path().join("pki").join(file)).unwrap();
+    }
+    let host = Host::start_with_env(b.path(), &[("OTEL_BSP_SCHEDULE_DELAY", "100")]);
+    let token = b.token("acme", None);
+    let r = host.send(&token, json!({"to": "#ops", "text": "traced"}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let trace_id = r.json()["trace_id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !spans
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|s| s.name == "invoke send" && hex(&s.trace_id) == trace_id)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no span reached the collector over mTLS; host output:\n{}",
+            host.output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Every export came with the host's client certificate.
+    let seen = clients.lock().unwrap().clone();
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter().all(|d| d == "host-a.greentic.example"),
+        "{seen:?}"
+    );
+
+    // `check` reads the same files: a missing key is named before anything runs.
+    std::fs::remove_file(b.path().join("pki/host.key")).unwrap();
+    let out = common::run_in(b.path(), &["check", "."]);
+    assert!(!out.status.success());
+    let (_, err) = text(&out);
+    assert!(
+        err.contains("[telemetry].tls") && err.contains("host.key"),
+        "{err}"
+    );
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

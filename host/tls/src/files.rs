@@ -124,6 +124,17 @@ fn versions(min: MinVersion) -> &'static [&'static rustls::SupportedProtocolVers
     }
 }
 
+impl ClientFiles {
+    /// The same files with each path resolved by `resolve` (e.g. against a bundle directory).
+    pub fn resolved(&self, resolve: impl Fn(&Path) -> PathBuf) -> ClientFiles {
+        ClientFiles {
+            ca: self.ca.as_deref().map(&resolve),
+            cert: self.cert.as_deref().map(&resolve),
+            key: self.key.as_deref().map(&resolve),
+        }
+    }
+}
+
 impl TlsFiles {
     /// Reads the files and builds the listener's configuration (ALPN `h2`, `http/1.1`;
     /// stateless session tickets, so clients resume without a full handshake). The key must
@@ -184,14 +195,21 @@ impl TlsFiles {
     }
 }
 
-/// The files of an outbound connection's TLS: whom to trust and, for mTLS, who we are.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The files of an outbound connection's TLS: whom to trust and, for mTLS, who we are (in a
+/// bundle: `tls = { ca, cert, key }`, paths relative to the bundle).
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
+#[serde(deny_unknown_fields)]
 pub struct ClientFiles {
-    /// CA certificates (PEM) the server's certificate must chain to; none: no server is trusted.
+    /// CA certificates (PEM) the server's certificate must chain to (only these are trusted).
+    #[serde(default)]
     pub ca: Option<PathBuf>,
     /// Our certificate chain (PEM), presented when the server asks.
+    #[serde(default)]
     pub cert: Option<PathBuf>,
     /// Its private key (PEM).
+    #[serde(default)]
     pub key: Option<PathBuf>,
 }
 

@@ -677,6 +677,11 @@ pub fn read_request(stream: &mut TcpStream) -> Option<Seen> {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .ok()?;
+    read_request_from(stream)
+}
+
+/// [`read_request`] from any stream (a TLS session, say), without setting a timeout.
+pub fn read_request_from(stream: &mut impl Read) -> Option<Seen> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let split = loop {
