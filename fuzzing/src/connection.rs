@@ -16,10 +16,35 @@ use greentic_host::server::{ConnectionLimits, RequestLimits, bounded, serve_conn
 use tokio::io::AsyncWriteExt;
 
 const HEADER: Duration = Duration::from_millis(100);
-const BODY: Duration = Duration::from_millis(150);
-const IDLE: Duration = Duration::from_millis(200);
+pub(crate) const BODY: Duration = Duration::from_millis(150);
+pub(crate) const IDLE: Duration = Duration::from_millis(200);
 /// Pause between the input's pieces.
-const PAUSE: Duration = Duration::from_millis(20);
+pub(crate) const PAUSE: Duration = Duration::from_millis(20);
+
+/// The server a target drives: `/healthz` and `/slow` (50 ms), a first request's headers due
+/// within `header`, bodies within [`BODY`], idling up to [`IDLE`], one connection.
+pub(crate) fn routes_and_limits(header: Duration) -> (Router, RequestLimits, ConnectionLimits) {
+    let routes = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                "done\n"
+            }),
+        );
+    let limits = RequestLimits {
+        header_timeout: header,
+        body_timeout: BODY,
+        max_body_bytes: 4096,
+    };
+    let connections = ConnectionLimits {
+        header_timeout: header,
+        idle_timeout: IDLE,
+        max_connections: 1,
+    };
+    (bounded(routes, limits), limits, connections)
+}
 
 /// One input: the bytes a client sends.
 pub fn run(data: &[u8]) {
@@ -29,23 +54,7 @@ pub fn run(data: &[u8]) {
         .expect("a runtime");
     rt.block_on(async {
         let (mut client, server) = tokio::io::duplex(64 << 10);
-        let routes = Router::new()
-            .route("/healthz", get(|| async { "ok\n" }))
-            .route("/slow", get(|| async {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                "done\n"
-            }));
-        let limits = RequestLimits {
-            header_timeout: HEADER,
-            body_timeout: BODY,
-            max_body_bytes: 4096,
-        };
-        let router = bounded(routes, limits);
-        let connections = ConnectionLimits {
-            header_timeout: HEADER,
-            idle_timeout: IDLE,
-            max_connections: 1,
-        };
+        let (router, limits, connections) = routes_and_limits(HEADER);
         let served = tokio::spawn(serve_connection(server, router, limits, connections));
         let writer = async {
             for piece in split(data) {

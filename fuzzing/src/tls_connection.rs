@@ -11,20 +11,16 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::Router;
-use axum::routing::get;
-use greentic_host::server::{ConnectionLimits, RequestLimits, Tls, bounded, serve_connection_tls};
+use greentic_host::server::{Tls, serve_connection_tls};
 use greentic_host::tls::dev_ca::DevCa;
 use greentic_host::tls::{ClientAuth, ClientFiles, MinVersion, ServerTls, TlsFiles, client_config};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::connection::split;
+use crate::connection::{BODY, IDLE, PAUSE, routes_and_limits, split};
 
+/// A handshake and the first request's headers are due within this (a little more than the
+/// plain target's: a handshake comes first).
 const HEADER: Duration = Duration::from_millis(150);
-const BODY: Duration = Duration::from_millis(150);
-const IDLE: Duration = Duration::from_millis(200);
-/// Pause between the input's pieces.
-const PAUSE: Duration = Duration::from_millis(20);
 
 /// The listener's configuration and a client's, made once (a dev CA in a temp dir that lives
 /// as long as the process).
@@ -97,18 +93,7 @@ pub fn run(data: &[u8]) {
         .expect("a runtime");
     rt.block_on(async {
         let (client, server) = tokio::io::duplex(64 << 10);
-        let routes = Router::new().route("/healthz", get(|| async { "ok\n" }));
-        let limits = RequestLimits {
-            header_timeout: HEADER,
-            body_timeout: BODY,
-            max_body_bytes: 4096,
-        };
-        let router = bounded(routes, limits);
-        let connections = ConnectionLimits {
-            header_timeout: HEADER,
-            idle_timeout: IDLE,
-            max_connections: 1,
-        };
+        let (router, limits, connections) = routes_and_limits(HEADER);
         let tls = Tls {
             server: keys.server.clone(),
             listener: "fuzz",

@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use std::collections::HashMap;
 
 use greentic_bundle::{Bundle, CallerAuth, CertificateIdentity, JwtAlgorithm};
+use greentic_tls::PeerIdentity;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -80,36 +81,13 @@ impl AuthError {
     }
 }
 
-/// The identities of a client certificate the listener verified against its client CA.
-#[derive(Debug, Clone, Copy)]
-pub struct Presented<'a> {
-    /// Its URI SANs.
-    pub uris: &'a [String],
-    /// Its DNS SANs.
-    pub dns_names: &'a [String],
-}
-
-impl Presented<'_> {
-    fn describe(&self) -> String {
-        let all: Vec<String> = self
-            .uris
-            .iter()
-            .map(|u| format!("uri:{u}"))
-            .chain(self.dns_names.iter().map(|d| format!("dns:{d}")))
-            .collect();
-        if all.is_empty() {
-            "with no URI or DNS name".into()
-        } else {
-            all.join(", ")
-        }
-    }
-
-    fn carries(&self, c: &CertificateIdentity) -> bool {
-        match (&c.uri, &c.dns) {
-            (Some(uri), _) => self.uris.iter().any(|u| u == uri),
-            (None, Some(dns)) => self.dns_names.iter().any(|d| d.eq_ignore_ascii_case(dns)),
-            (None, None) => false,
-        }
+/// Whether the verified client certificate `c` carries the identity `entry` names (a URI
+/// exactly, a DNS name without regard to case).
+fn carries(c: &PeerIdentity, entry: &CertificateIdentity) -> bool {
+    match (&entry.uri, &entry.dns) {
+        (Some(uri), _) => c.uris.iter().any(|u| u == uri),
+        (None, Some(dns)) => c.dns_names.iter().any(|d| d.eq_ignore_ascii_case(dns)),
+        (None, None) => false,
     }
 }
 
@@ -273,7 +251,7 @@ fn policies(bundle: &Bundle) -> Vec<(String, CallerAuth)> {
 fn agree(
     token: &Caller,
     cert: &Caller,
-    certificate: Option<Presented<'_>>,
+    certificate: Option<&PeerIdentity>,
 ) -> Result<Caller, AuthError> {
     let described = certificate.map(|c| c.describe()).unwrap_or_default();
     let conflict = |what: &str, t: &str, c: &str| AuthError::Refused {
@@ -461,7 +439,7 @@ impl Authenticator {
     pub fn authenticate(
         &self,
         header: Option<&str>,
-        certificate: Option<Presented<'_>>,
+        certificate: Option<&PeerIdentity>,
     ) -> Result<Caller, AuthError> {
         let by_token = match header {
             Some(h) if !h.trim().is_empty() => Some(self.verify_header(Some(h))?),
@@ -529,9 +507,9 @@ impl Authenticator {
 
     /// The caller a verified certificate names, if an `[[auth.certificates]]` entry lists one
     /// of its identities; refused when its identities name different callers.
-    fn certificate_caller(&self, c: Presented<'_>) -> Result<Option<Caller>, AuthError> {
+    fn certificate_caller(&self, c: &PeerIdentity) -> Result<Option<Caller>, AuthError> {
         let mut found: Option<(&CertificateIdentity, Caller)> = None;
-        for entry in self.certificates.iter().filter(|e| c.carries(e)) {
+        for entry in self.certificates.iter().filter(|e| carries(c, e)) {
             let caller = Caller {
                 tenant: entry.tenant.clone(),
                 team: entry.team.clone(),
@@ -906,10 +884,10 @@ Fhb3pytKgERHtWZvZQSc79uOm7l85xG98UND0Ja+lVHndY/I032Mg8ObAQ==
 
     const CERTS: &str = "[[auth.certificates]]\nuri = \"spiffe://acme.example/team/billing\"\ntenant = \"acme\"\nteam = \"billing\"\n\n[[auth.certificates]]\ndns = \"worker.globex.example\"\ntenant = \"globex\"\nuser = \"worker\"\n";
 
-    fn presented<'a>(uris: &'a [String], dns: &'a [String]) -> Option<Presented<'a>> {
-        Some(Presented {
-            uris,
-            dns_names: dns,
+    fn presented(uris: &[String], dns: &[String]) -> Option<PeerIdentity> {
+        Some(PeerIdentity {
+            uris: uris.to_vec(),
+            dns_names: dns.to_vec(),
         })
     }
 
@@ -920,12 +898,16 @@ Fhb3pytKgERHtWZvZQSc79uOm7l85xG98UND0Ja+lVHndY/I032Mg8ObAQ==
         let billing = ["spiffe://acme.example/team/billing".to_string()];
         let worker = ["WORKER.globex.example".to_string()];
         // The certificate alone: its entry's caller (DNS names compare without case).
-        let c = auth.authenticate(None, presented(&billing, &[])).unwrap();
+        let c = auth
+            .authenticate(None, presented(&billing, &[]).as_ref())
+            .unwrap();
         assert_eq!(
             (c.tenant.as_str(), c.team.as_deref()),
             ("acme", Some("billing"))
         );
-        let c = auth.authenticate(None, presented(&[], &worker)).unwrap();
+        let c = auth
+            .authenticate(None, presented(&[], &worker).as_ref())
+            .unwrap();
         assert_eq!(
             (c.tenant.as_str(), c.user.as_deref()),
             ("globex", Some("worker"))
@@ -936,7 +918,7 @@ Fhb3pytKgERHtWZvZQSc79uOm7l85xG98UND0Ja+lVHndY/I032Mg8ObAQ==
             auth.mint("acme", None, Some("ann"), 60).unwrap()
         );
         let c = auth
-            .authenticate(Some(&acme), presented(&billing, &[]))
+            .authenticate(Some(&acme), presented(&billing, &[]).as_ref())
             .unwrap();
         assert_eq!(
             (c.tenant.as_str(), c.team.as_deref(), c.user.as_deref()),
@@ -944,7 +926,7 @@ Fhb3pytKgERHtWZvZQSc79uOm7l85xG98UND0Ja+lVHndY/I032Mg8ObAQ==
         );
         // globex's certificate with acme's token: refused, both named.
         let e = auth
-            .authenticate(Some(&acme), presented(&[], &worker))
+            .authenticate(Some(&acme), presented(&[], &worker).as_ref())
             .unwrap_err();
         assert_eq!(e.status_and_code(), (403, "credential-mismatch"));
         assert!(
@@ -957,13 +939,13 @@ Fhb3pytKgERHtWZvZQSc79uOm7l85xG98UND0Ja+lVHndY/I032Mg8ObAQ==
             auth.mint("acme", Some("ops"), None, 60).unwrap()
         );
         let e = auth
-            .authenticate(Some(&ops), presented(&billing, &[]))
+            .authenticate(Some(&ops), presented(&billing, &[]).as_ref())
             .unwrap_err();
         assert_eq!(e.status_and_code(), (403, "credential-mismatch"));
         // A certificate nobody listed, without a token: refused, naming what it carries.
         let stranger = ["spiffe://elsewhere.example/x".to_string()];
         let e = auth
-            .authenticate(None, presented(&stranger, &[]))
+            .authenticate(None, presented(&stranger, &[]).as_ref())
             .unwrap_err();
         assert_eq!(e.status_and_code(), (401, "unauthenticated"));
         assert!(
@@ -972,12 +954,12 @@ Fhb3pytKgERHtWZvZQSc79uOm7l85xG98UND0Ja+lVHndY/I032Mg8ObAQ==
         );
         // … with a token: the token is the caller.
         let c = auth
-            .authenticate(Some(&acme), presented(&stranger, &[]))
+            .authenticate(Some(&acme), presented(&stranger, &[]).as_ref())
             .unwrap();
         assert_eq!(c.tenant, "acme");
         // A bad token is refused even beside a good certificate.
         let e = auth
-            .authenticate(Some("Bearer nope"), presented(&billing, &[]))
+            .authenticate(Some("Bearer nope"), presented(&billing, &[]).as_ref())
             .unwrap_err();
         assert!(matches!(e, AuthError::Invalid(_)), "{e}");
         // Nothing at all: both ways to authenticate are named.
@@ -996,7 +978,8 @@ Fhb3pytKgERHtWZvZQSc79uOm7l85xG98UND0Ja+lVHndY/I032Mg8ObAQ==
                 presented(
                     &["spiffe://acme.example/team/billing".to_string()],
                     &["worker.globex.example".to_string()],
-                ),
+                )
+                .as_ref(),
             )
             .unwrap_err();
         assert_eq!(e.status_and_code(), (403, "ambiguous-certificate"));
@@ -1020,12 +1003,18 @@ Fhb3pytKgERHtWZvZQSc79uOm7l85xG98UND0Ja+lVHndY/I032Mg8ObAQ==
             e.to_string().contains("caller_auth = \"certificate\""),
             "{e}"
         );
-        assert!(auth.authenticate(None, presented(&billing, &[])).is_ok());
+        assert!(
+            auth.authenticate(None, presented(&billing, &[]).as_ref())
+                .is_ok()
+        );
         // both: either alone is refused.
         assert!(auth.authenticate(Some(&token("globex")), None).is_err());
-        assert!(auth.authenticate(None, presented(&[], &worker)).is_err());
         assert!(
-            auth.authenticate(Some(&token("globex")), presented(&[], &worker))
+            auth.authenticate(None, presented(&[], &worker).as_ref())
+                .is_err()
+        );
+        assert!(
+            auth.authenticate(Some(&token("globex")), presented(&[], &worker).as_ref())
                 .is_ok()
         );
         // token: fine with a token (no certificate is listed for initech at all).

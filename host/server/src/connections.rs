@@ -242,17 +242,15 @@ pub async fn serve(
                     tls.clone(),
                 );
                 tokio::spawn(async move {
-                    let conn = Connection {
+                    Connection {
                         builder: &builder,
                         activity: &activity,
                         close: &close,
                         stopping: &stopping,
                         limits: &connections,
-                    };
-                    match tls {
-                        None => conn.run(stream, router, None).await,
-                        Some(tls) => conn.run_tls(stream, router, &tls).await,
                     }
+                    .serve(stream, router, tls.as_ref())
+                    .await;
                     registry.lock().remove(&id);
                     registry.closed.notify_waiters();
                 });
@@ -320,18 +318,15 @@ pub async fn serve_connection_tls<I>(
 {
     let builder = http_builder(&limits);
     let (close, stopping) = (Notify::new(), Notify::new());
-    let activity = Activity::new();
-    let conn = Connection {
+    Connection {
         builder: &builder,
-        activity: &activity,
+        activity: &Activity::new(),
         close: &close,
         stopping: &stopping,
         limits: &connections,
-    };
-    match tls {
-        None => conn.run(io, router, None).await,
-        Some(tls) => conn.run_tls(io, router, &tls).await,
     }
+    .serve(io, router, tls.as_ref())
+    .await;
 }
 
 type HttpBuilder = hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>;
@@ -346,6 +341,17 @@ struct Connection<'a> {
 }
 
 impl Connection<'_> {
+    /// Serves the connection `io`, over TLS when the listener has `tls`.
+    async fn serve<I>(&self, io: I, router: Router, tls: Option<&Tls>)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        match tls {
+            None => self.run(io, router, None).await,
+            Some(tls) => self.run_tls(io, router, tls).await,
+        }
+    }
+
     /// Completes the TLS handshake within `header_timeout` (the same allowance as a first
     /// request's headers: a silent or slow client is closed), then serves the connection.
     async fn run_tls<I>(&self, io: I, router: Router, tls: &Tls)

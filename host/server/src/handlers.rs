@@ -16,7 +16,6 @@ use serde_json::json;
 use crate::app::{App, TENANT_HEADER};
 use crate::connections::ClientCertificate;
 use crate::requests::error;
-use greentic_auth::Presented;
 
 fn call_error(e: &CallError) -> Response {
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -39,10 +38,7 @@ pub(crate) async fn invoke(
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let presented = certificate.as_ref().map(|c| Presented {
-        uris: &c.0.0.uris,
-        dns_names: &c.0.0.dns_names,
-    });
+    let presented = certificate.as_ref().map(|c| &*c.0.0);
     let caller = match app.auth.load().authenticate(auth, presented) {
         Ok(caller) => caller,
         Err(e) => {
