@@ -11,7 +11,8 @@ pub struct HostSection {
     /// Address to listen on (`--listen` overrides).
     #[serde(default = "default_listen")]
     pub listen: String,
-    /// Compiled-artifact cache, relative to the bundle (default `.greentic/cache`).
+    /// Compiled-artifact cache, relative to the bundle (default `.greentic/cache`, or
+    /// `$CACHE_DIRECTORY/compiled` under a service manager that sets it).
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
     /// The key compiled-artifact cache entries are authenticated with, relative to the bundle
@@ -304,34 +305,73 @@ fn default_max_component() -> usize {
     64 << 20
 }
 
-/// `[host.deployment]`.
-#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+/// `[host.deployment]`: where this host runs, for providers (`tenant-ctx.deployment`) and for
+/// routes that name a `cloud`. Each key left out is taken from the platform
+/// ([`Deployment::resolve`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Deployment {
-    /// aws, gcp, azure, hetzner, local, or anything else.
-    #[serde(default = "default_cloud")]
-    pub cloud: String,
-    /// Region, if any.
+    /// aws, gcp, azure, hetzner, local, or anything else (default: `$GREENTIC_CLOUD`, else
+    /// `local`).
+    #[serde(default)]
+    pub cloud: Option<String>,
+    /// Region, if any (default: `$GREENTIC_REGION`, else Nomad's `$NOMAD_REGION`).
     #[serde(default)]
     pub region: Option<String>,
+    /// k8s, nomad, systemd, cf-workers, lambda, baremetal, or anything else (default:
+    /// `$GREENTIC_PLATFORM`, else what the environment shows — Kubernetes, Nomad or a systemd
+    /// service — else `baremetal`).
+    #[serde(default)]
+    pub platform: Option<String>,
+}
+
+/// Where a host runs, every part decided: what providers see in `tenant-ctx.deployment`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeploymentContext {
+    /// aws, gcp, azure, hetzner, local, or anything else.
+    pub cloud: String,
+    /// The region, when one is known.
+    pub region: Option<String>,
     /// k8s, nomad, systemd, cf-workers, lambda, baremetal, or anything else.
-    #[serde(default = "default_platform")]
     pub platform: String,
 }
 
-impl Default for Deployment {
-    fn default() -> Self {
-        Deployment {
-            cloud: default_cloud(),
-            region: None,
-            platform: default_platform(),
+impl Deployment {
+    /// Decides every part, the platform's word first: `$GREENTIC_CLOUD`, `$GREENTIC_REGION` and
+    /// `$GREENTIC_PLATFORM` (which a Kubernetes downward API, a Nomad job or a systemd unit
+    /// set per host), then the bundle's keys (one bundle is shared by every host of a fleet),
+    /// then what the environment shows: `$KUBERNETES_SERVICE_HOST` (k8s), `$NOMAD_ALLOC_ID`
+    /// and `$NOMAD_REGION` (nomad), `$NOTIFY_SOCKET` with `$INVOCATION_ID` (a systemd
+    /// service), then `local` and `baremetal`. `env` looks a variable up; empty counts as unset.
+    pub fn resolve(&self, env: impl Fn(&str) -> Option<String>) -> DeploymentContext {
+        let var = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+        let set = |v: &Option<String>| v.clone().filter(|v| !v.trim().is_empty());
+        let detected = if var("KUBERNETES_SERVICE_HOST").is_some() {
+            "k8s"
+        } else if var("NOMAD_ALLOC_ID").is_some() {
+            "nomad"
+        } else if var("NOTIFY_SOCKET").is_some() && var("INVOCATION_ID").is_some() {
+            "systemd"
+        } else {
+            "baremetal"
+        };
+        let platform = var("GREENTIC_PLATFORM")
+            .or_else(|| set(&self.platform))
+            .unwrap_or_else(|| detected.to_string());
+        let region = var("GREENTIC_REGION")
+            .or_else(|| set(&self.region))
+            .or_else(|| (platform == "nomad").then(|| var("NOMAD_REGION")).flatten());
+        DeploymentContext {
+            cloud: var("GREENTIC_CLOUD")
+                .or_else(|| set(&self.cloud))
+                .unwrap_or_else(|| "local".into()),
+            region,
+            platform,
         }
     }
-}
 
-fn default_cloud() -> String {
-    "local".into()
-}
-fn default_platform() -> String {
-    "baremetal".into()
+    /// [`Deployment::resolve`] with this process's environment.
+    pub fn from_environment(&self) -> DeploymentContext {
+        self.resolve(|name| std::env::var(name).ok())
+    }
 }

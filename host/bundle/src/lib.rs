@@ -24,8 +24,8 @@ pub use cluster::{ClusterSection, StorageBounds};
 pub use file::{BundleFile, Limits, ProviderSection, Route, TenantSection};
 pub use greentic_capabilities::{Grants, SectionRefs};
 pub use host::{
-    BreakerSection, ClientAuthMode, Deployment, GuestPriority, HostSection, Metering,
-    SchedulerMode, SchedulerSection, TlsSection, TlsVersion,
+    BreakerSection, ClientAuthMode, Deployment, DeploymentContext, GuestPriority, HostSection,
+    Metering, SchedulerMode, SchedulerSection, TlsSection, TlsVersion,
 };
 pub use lock::{Lock, LockEntry, LockError};
 pub use schedule::{Missed, Schedule};

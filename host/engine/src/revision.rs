@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use greentic_auth::Caller;
-use greentic_bundle::{Bundle, Deployment, Limits, Route};
+use greentic_bundle::{Bundle, DeploymentContext, Limits, Route};
 use greentic_capabilities::Backends;
 use sha2::{Digest, Sha256};
 
@@ -56,7 +56,7 @@ pub struct Revision {
     pub backends: Backends,
     routes: Vec<Route>,
     /// Where this host runs.
-    pub deployment: Deployment,
+    pub deployment: DeploymentContext,
     /// The largest webhook response body passed on (`[host].max_body_bytes`).
     pub max_response_bytes: usize,
 }
@@ -136,7 +136,7 @@ impl Revision {
             tenants,
             backends,
             routes: bundle.file.routes.clone(),
-            deployment: bundle.file.host.deployment.clone(),
+            deployment: bundle.file.host.deployment.from_environment(),
             max_response_bytes: bundle.file.host.max_body_bytes,
             bundle,
         }
