@@ -233,15 +233,16 @@ impl Bundle {
         }
     }
 
-    /// The compiled-artifact cache directory.
+    /// The compiled-artifact cache directory: `[host].cache_dir`, else `$CACHE_DIRECTORY/compiled`
+    /// under a service manager that sets it, else `.greentic/cache` beside the bundle.
     pub fn cache_dir(&self) -> PathBuf {
-        self.path(
-            self.file
-                .host
-                .cache_dir
-                .as_deref()
-                .unwrap_or(Path::new(".greentic/cache")),
-        )
+        match &self.file.host.cache_dir {
+            Some(dir) => self.path(dir),
+            None => match greentic_capabilities::dirs::service_dir("CACHE_DIRECTORY") {
+                Some(dir) => dir.join("compiled"),
+                None => self.dir.join(".greentic/cache"),
+            },
+        }
     }
 }
 

@@ -53,7 +53,8 @@ pub struct ClusterSection {
     pub delivery_max_attempts: u32,
     /// Where a host keeps what it must remember across restarts — the newest revision it
     /// applied (its high-water mark) and that revision's signed record — relative to the
-    /// bundle (default `.greentic/fleet`). It must be writable.
+    /// bundle (default `.greentic/fleet`, or `$STATE_DIRECTORY/fleet` under a service manager
+    /// that sets it). It must be writable.
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
     /// Seconds a durable delivery may wait in its queue before it is dropped unhandled.

@@ -31,6 +31,7 @@ pub mod budget;
 mod call;
 mod capability;
 pub mod config;
+pub mod dirs;
 pub mod events;
 mod grants;
 pub mod http;

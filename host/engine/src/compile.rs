@@ -418,6 +418,7 @@ impl CacheKey {
     }
 
     /// The default place for the key: `$GREENTIC_CACHE_KEY_FILE`, else
+    /// `$STATE_DIRECTORY/cache.key` (a systemd unit's `StateDirectory=`), else
     /// `$XDG_STATE_HOME/greentic-host/cache.key`, else `~/.local/state/greentic-host/cache.key`.
     pub fn default_path() -> Option<PathBuf> {
         let env = |name: &str| {
@@ -426,6 +427,10 @@ impl CacheKey {
                 .map(PathBuf::from)
         };
         env("GREENTIC_CACHE_KEY_FILE")
+            .or_else(|| {
+                greentic_capabilities::dirs::service_dir("STATE_DIRECTORY")
+                    .map(|d| d.join("cache.key"))
+            })
             .or_else(|| env("XDG_STATE_HOME").map(|d| d.join("greentic-host/cache.key")))
             .or_else(|| env("HOME").map(|d| d.join(".local/state/greentic-host/cache.key")))
     }

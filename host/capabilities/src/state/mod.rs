@@ -80,7 +80,7 @@ pub struct StateSection {
     /// JetStream key-value bucket).
     #[serde(rename = "type", default = "default_type")]
     pub backend: String,
-    /// `redb`: the database file, relative to the bundle (default `.greentic/state.redb`).
+    /// `redb`: the database file, relative to the bundle (default `.greentic/state.redb`, or `$STATE_DIRECTORY/state.redb` under a service manager that sets it).
     #[serde(default)]
     pub path: Option<PathBuf>,
     /// `nats`: the server (`nats://HOST:PORT`, `tls://HOST:PORT`).
@@ -216,12 +216,10 @@ pub const BACKENDS: &[&str] = &["redb", "nats"];
 pub fn open(section: &StateSection, bundle_dir: &Path) -> anyhow::Result<Arc<dyn StateBackend>> {
     match section.backend.as_str() {
         "redb" => {
-            let path = bundle_dir.join(
-                section
-                    .path
-                    .clone()
-                    .unwrap_or_else(|| PathBuf::from(".greentic/state.redb")),
-            );
+            let path = match &section.path {
+                Some(path) => bundle_dir.join(path),
+                None => crate::dirs::state(bundle_dir, "state.redb"),
+            };
             Ok(Arc::new(redb::RedbBackend::new(&path)))
         }
         "nats" => {
