@@ -357,7 +357,8 @@ impl Reconcile {
             greentic_capabilities::secrets::SecretBackendKind::File => {
                 key_names(&base.path(&base.file.secrets.dir))
             }
-            greentic_capabilities::secrets::SecretBackendKind::Env => BTreeMap::new(),
+            // The others are not files the operator can list.
+            _ => BTreeMap::new(),
         };
         let observed = Observed {
             now: now(),

@@ -341,3 +341,89 @@ fn outbound_tls_needs_a_ca_and_a_whole_client_pair() {
         Some(std::path::Path::new("pki/ca.crt"))
     );
 }
+
+#[test]
+fn an_aws_secrets_section_that_would_mix_tenants_or_send_secrets_in_clear_is_refused() {
+    let text = MINIMAL.replace(
+        "[tenants.acme]",
+        "[secrets]\nbackend = \"aws-secrets-manager\"\nregion = \"eu-west-1\"\nname_template = \"shared/{name}\"\nendpoint = \"http://10.0.0.8:4566\"\nttl_secs = 0\n\n[tenants.acme]",
+    );
+    let e = Bundle::parse("greentic.toml", &text)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("must contain both {tenant} and {name}"), "{e}");
+    assert!(e.contains("in clear"), "{e}");
+    assert!(e.contains("ttl_secs is 0"), "{e}");
+    let fine = MINIMAL.replace(
+        "[tenants.acme]",
+        "[secrets]\nbackend = \"aws-secrets-manager\"\nregion = \"eu-west-1\"\n\n[tenants.acme]",
+    );
+    let b = Bundle::parse("greentic.toml", &fine).unwrap();
+    assert_eq!(b.secrets.name_template, "greentic/{tenant}/{name}");
+}
+
+#[test]
+fn the_deployment_is_the_platforms_word_then_the_bundles_then_what_the_environment_shows() {
+    fn env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+    let ctx = |cloud: &str, region: Option<&str>, platform: &str| DeploymentContext {
+        cloud: cloud.into(),
+        region: region.map(str::to_string),
+        platform: platform.into(),
+    };
+    let none = Deployment::default();
+    let bundle = Deployment {
+        cloud: Some("hetzner".into()),
+        region: Some("fsn1".into()),
+        platform: None,
+    };
+    assert_eq!(none.resolve(env(&[])), ctx("local", None, "baremetal"));
+    assert_eq!(
+        bundle.resolve(env(&[])),
+        ctx("hetzner", Some("fsn1"), "baremetal")
+    );
+    // What each platform shows of itself.
+    assert_eq!(
+        none.resolve(env(&[("KUBERNETES_SERVICE_HOST", "10.96.0.1")])),
+        ctx("local", None, "k8s")
+    );
+    assert_eq!(
+        none.resolve(env(&[("NOMAD_ALLOC_ID", "a"), ("NOMAD_REGION", "eu")])),
+        ctx("local", Some("eu"), "nomad")
+    );
+    assert_eq!(
+        none.resolve(env(&[("NOTIFY_SOCKET", "/run/x"), ("INVOCATION_ID", "1")])),
+        ctx("local", None, "systemd")
+    );
+    // A shell in a desktop session has an INVOCATION_ID too: that alone is not a service.
+    assert_eq!(
+        none.resolve(env(&[("INVOCATION_ID", "1")])),
+        ctx("local", None, "baremetal")
+    );
+    // The bundle's region beats what Nomad shows; the platform's explicit word beats both.
+    assert_eq!(
+        bundle.resolve(env(&[("NOMAD_ALLOC_ID", "a"), ("NOMAD_REGION", "eu")])),
+        ctx("hetzner", Some("fsn1"), "nomad")
+    );
+    assert_eq!(
+        bundle.resolve(env(&[
+            ("GREENTIC_REGION", "nbg1"),
+            ("GREENTIC_PLATFORM", "systemd"),
+            ("GREENTIC_CLOUD", "aws"),
+        ])),
+        ctx("aws", Some("nbg1"), "systemd")
+    );
+    // Empty is unset (a downward-API label the node does not have).
+    assert_eq!(
+        bundle.resolve(env(&[
+            ("GREENTIC_REGION", ""),
+            ("KUBERNETES_SERVICE_HOST", "x")
+        ])),
+        ctx("hetzner", Some("fsn1"), "k8s")
+    );
+}

@@ -5,13 +5,15 @@
 //!
 //! The capability is this module: its bundle section ([`SecretsSection`]), the import, and the
 //! backends behind the async [`SecretBackend`] trait, chosen by `[secrets].backend` (`file`,
-//! `env`). A backend that reaches a remote store (Vault, a cloud secret manager) is one file
-//! implementing [`SecretBackend`] and one arm in [`open`]; lookups are awaited, so a slow store
-//! never blocks an executor thread.
+//! `env`, `systemd-credentials`, `aws-secrets-manager`). Another remote store (Vault, another
+//! cloud's secret manager) is one file implementing [`SecretBackend`] and one arm in [`open`];
+//! lookups are awaited, so a slow store never blocks an executor thread.
 
+pub mod aws;
 mod backends;
 
-pub use backends::{EnvBackend, FileBackend};
+pub use aws::AwsSecretsManager;
+pub use backends::{CredentialsBackend, EnvBackend, FileBackend};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -82,15 +84,15 @@ impl Configured for Secrets {
     type Backend = Arc<dyn SecretBackend>;
 
     fn check(section: &SecretsSection, bundle: &BundleFacts<'_>) -> Vec<String> {
-        if section.backend == SecretBackendKind::Env {
-            env_collisions(&section.env_prefix, &bundle.tenants)
-        } else {
-            Vec::new()
+        match section.backend {
+            SecretBackendKind::Env => env_collisions(&section.env_prefix, &bundle.tenants),
+            SecretBackendKind::AwsSecretsManager => aws_problems(section),
+            SecretBackendKind::File | SecretBackendKind::SystemdCredentials => Vec::new(),
         }
     }
 
     fn open(section: &SecretsSection, dir: &Path) -> anyhow::Result<Arc<dyn SecretBackend>> {
-        Ok(open(section, dir))
+        open(section, dir)
     }
 }
 
@@ -127,6 +129,27 @@ fn env_collisions(prefix: &str, tenants: &[(&str, &[String])]) -> Vec<String> {
     out
 }
 
+/// What is wrong with an `aws-secrets-manager` section: a name template that would give two
+/// tenants (or two names) one secret, an endpoint in clear.
+fn aws_problems(section: &SecretsSection) -> Vec<String> {
+    let mut out = Vec::new();
+    let template = &section.name_template;
+    if !template.contains("{tenant}") || !template.contains("{name}") {
+        out.push(format!(
+            "[secrets].name_template `{template}` must contain both {{tenant}} and {{name}}, or tenants would read one another's secrets; e.g. \"greentic/{{tenant}}/{{name}}\""
+        ));
+    }
+    if let Some(problem) = section.endpoint.as_deref().and_then(aws::endpoint_problem) {
+        out.push(format!("[secrets].endpoint: {problem}"));
+    }
+    if section.ttl_secs == 0 {
+        out.push(
+            "[secrets].ttl_secs is 0, which reads AWS on every call; use a positive number of seconds (default 300)".into(),
+        );
+    }
+    out
+}
+
 /// A source of secret values, keyed by tenant and name.
 #[async_trait::async_trait]
 pub trait SecretBackend: Send + Sync {
@@ -150,7 +173,8 @@ pub fn valid_name(name: &str) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecretsSection {
-    /// `file` (a directory per tenant, like a Kubernetes secret mount) or `env`.
+    /// `file` (a directory per tenant, like a Kubernetes secret mount), `env`,
+    /// `systemd-credentials` or `aws-secrets-manager`.
     #[serde(default, alias = "type")]
     pub backend: SecretBackendKind,
     /// `file`: the directory holding `<tenant>/<NAME>` files (relative to the bundle).
@@ -159,6 +183,24 @@ pub struct SecretsSection {
     /// `env`: variables are named `<prefix>_<TENANT>_<NAME>` (upper-cased, `-`/`.` → `_`).
     #[serde(default = "default_env_prefix")]
     pub env_prefix: String,
+    /// `aws-secrets-manager`: the region (default `$AWS_REGION`, else `$AWS_DEFAULT_REGION`).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// `aws-secrets-manager`: the endpoint (default `https://secretsmanager.<region>.amazonaws.com`;
+    /// a VPC endpoint, or `http://` to loopback only).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// `aws-secrets-manager`: the secret's name for a tenant's secret; `{tenant}` and `{name}`
+    /// are replaced.
+    #[serde(default = "default_name_template")]
+    pub name_template: String,
+    /// `aws-secrets-manager`: seconds a value is served from the cache before it is read again.
+    #[serde(default = "default_ttl")]
+    pub ttl_secs: u64,
+    /// `aws-secrets-manager`: seconds a cached value keeps serving while AWS cannot be read
+    /// (throttled, down).
+    #[serde(default = "default_max_stale")]
+    pub max_stale_secs: u64,
 }
 
 impl Default for SecretsSection {
@@ -167,8 +209,23 @@ impl Default for SecretsSection {
             backend: SecretBackendKind::default(),
             dir: default_secrets_dir(),
             env_prefix: default_env_prefix(),
+            region: None,
+            endpoint: None,
+            name_template: default_name_template(),
+            ttl_secs: default_ttl(),
+            max_stale_secs: default_max_stale(),
         }
     }
+}
+
+fn default_name_template() -> String {
+    "greentic/{tenant}/{name}".into()
+}
+fn default_ttl() -> u64 {
+    300
+}
+fn default_max_stale() -> u64 {
+    3_600
 }
 
 fn default_secrets_dir() -> PathBuf {
@@ -182,21 +239,29 @@ fn default_env_prefix() -> String {
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
 )]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum SecretBackendKind {
     /// Files under a directory per tenant.
     #[default]
     File,
     /// Environment variables.
     Env,
+    /// systemd credentials: `$CREDENTIALS_DIRECTORY/<tenant>.<NAME>`.
+    SystemdCredentials,
+    /// AWS Secrets Manager.
+    AwsSecretsManager,
 }
 
 /// Opens the backend `section` names, paths relative to the bundle directory `dir`.
-pub fn open(section: &SecretsSection, dir: &Path) -> Arc<dyn SecretBackend> {
-    match section.backend {
+pub fn open(section: &SecretsSection, dir: &Path) -> anyhow::Result<Arc<dyn SecretBackend>> {
+    Ok(match section.backend {
         SecretBackendKind::File => Arc::new(FileBackend::new(dir.join(&section.dir))),
         SecretBackendKind::Env => Arc::new(EnvBackend::new(section.env_prefix.clone())),
-    }
+        SecretBackendKind::SystemdCredentials => Arc::new(CredentialsBackend::from_environment()?),
+        SecretBackendKind::AwsSecretsManager => Arc::new(AwsSecretsManager::new(
+            aws::AwsConfig::from_section(section)?,
+        )?),
+    })
 }
 
 /// Whether `tenant` has a value for `name`, from synchronous load code (the lookup itself is
