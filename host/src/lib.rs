@@ -54,4 +54,5 @@ pub use greentic_server as server;
 pub use greentic_tls as tls;
 /// Trust: sources, signatures and attestations (`greentic-trust`).
 pub use greentic_trust as trust;
+pub mod systemd;
 pub mod telemetry;

@@ -64,6 +64,8 @@ pub struct Run {
 
 impl Run {
     pub fn run(self) -> anyhow::Result<ExitCode> {
+        // Sockets passed by systemd are taken before any thread starts.
+        let activated = crate::systemd::take_listeners()?;
         telemetry::set_log_format(self.log_format);
         let _logging = telemetry::init_logging();
         let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -75,25 +77,30 @@ impl Run {
             .enable_all()
             .build()
             .context("starting the async runtime")?;
-        runtime.block_on(self.serve())
+        runtime.block_on(self.serve(activated))
     }
 
-    async fn serve(self) -> anyhow::Result<ExitCode> {
+    async fn serve(self, mut activated: crate::systemd::Activated) -> anyhow::Result<ExitCode> {
+        crate::systemd::tell("STATUS=loading the bundle");
         // Flags and listen addresses are checked before anything is compiled: a typo or a
         // port in use is said at once, and leaves nothing behind.
         {
             let bundle = crate::bundle::Bundle::load(&self.bundle)?;
             let host = &bundle.file.host;
-            probe_bind(
-                self.listen.as_deref(),
-                &host.listen,
-                "--listen / [host].listen",
-            )?;
-            probe_bind(
-                self.admin_listen.as_deref(),
-                &host.admin_listen,
-                "--admin-listen / [host].admin_listen",
-            )?;
+            if activated.public.is_none() {
+                probe_bind(
+                    self.listen.as_deref(),
+                    &host.listen,
+                    "--listen / [host].listen",
+                )?;
+            }
+            if activated.admin.is_none() {
+                probe_bind(
+                    self.admin_listen.as_deref(),
+                    &host.admin_listen,
+                    "--admin-listen / [host].admin_listen",
+                )?;
+            }
             // Certificates and keys are read now too: a wrong path or pair is said before
             // anything is compiled.
             listener_tls(&bundle, &host.tls, "[host.tls]")?;
@@ -170,12 +177,23 @@ impl Run {
             }
         };
         let following_fleet = member.is_some();
-        let listener = bind(self.listen.as_deref(), &bundle.file.host.listen).await?;
-        let admin = bind(self.admin_listen.as_deref(), &bundle.file.host.admin_listen).await?;
+        // A socket systemd passed (socket activation) is used as it is; the others are bound.
+        let listener = match activated.public.take() {
+            Some(l) => tokio::net::TcpListener::from_std(l)?,
+            None => bind(self.listen.as_deref(), &bundle.file.host.listen).await?,
+        };
+        let admin = match activated.admin.take() {
+            Some(l) => tokio::net::TcpListener::from_std(l)?,
+            None => bind(self.admin_listen.as_deref(), &bundle.file.host.admin_listen).await?,
+        };
         let local = listener.local_addr()?;
         let admin_local = admin.local_addr()?;
         if let Some(lock) = new_lock {
-            lock.save(&bundle.dir)?;
+            lock.save(&bundle.dir).map_err(|e| {
+                anyhow::anyhow!(
+                    "{e}: a provider resolved to a digest greentic.lock does not hold, and the lock cannot be written beside the bundle; ship the bundle with its greentic.lock (written by a run where the bundle is writable), or make the directory writable"
+                )
+            })?;
             tracing::info!(lock = %crate::bundle::Lock::path(&bundle.dir).display(), "greentic.lock written");
         }
         let app = Arc::new(App {
@@ -211,6 +229,11 @@ impl Run {
             let _ = stdout.flush();
         }
         let revision = runtime.revision();
+        let ready_status = format!(
+            "READY=1\nSTATUS=serving revision {} on {}://{local}",
+            revision.digest,
+            if tls.is_some() { "https" } else { "http" }
+        );
         tracing::info!(%local, admin = %admin_local, providers = revision.providers.len(), tenants = revision.tenants.len(), revision = %revision.digest, "serving");
         crate::audit::record(
             "revision.activated",
@@ -224,6 +247,10 @@ impl Run {
 
         #[cfg(unix)]
         tokio::spawn(reload_on_hangup(reloader.clone(), member));
+        // The watchdog hears from the serving runtime until the process ends.
+        if let Some(interval) = crate::systemd::watchdog_interval() {
+            tokio::spawn(crate::systemd::watchdog(interval));
+        }
         if self.watch && following_fleet {
             tracing::warn!(
                 "--watch is ignored on a fleet member: it follows the fleet's published revisions"
@@ -244,6 +271,7 @@ impl Run {
         let signal_reloader = reloader.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
+            crate::systemd::tell("STOPPING=1\nSTATUS=stopping: in-flight calls may finish");
             crate::audit::record("admin.shutdown", serde_json::json!({ "via": "signal" }));
             let _ = signal_time.set(tokio::time::Instant::now());
             let _ = signal_background.send(true);
@@ -276,6 +304,8 @@ impl Run {
         ));
         let stopped = stop.notified();
         tokio::pin!(stopped);
+        // Listening and serving: a `Type=notify` unit is started.
+        crate::systemd::tell(&ready_status);
         tokio::select! {
             () = serve => {}
             _ = async { (&mut stopped).await; tokio::time::sleep(grace).await } => {
@@ -443,14 +473,10 @@ async fn join_fleet(
     let _ = runtime.idempotency.set(Records::open(&fleet).await?);
     let deliveries = crate::fleet::deliveries::Deliveries::open(&fleet).await?;
     let _ = runtime.deliveries.set(deliveries.clone());
-    let state_dir = bundle.path(
-        bundle
-            .file
-            .cluster
-            .state_dir
-            .as_deref()
-            .unwrap_or(std::path::Path::new(".greentic/fleet")),
-    );
+    let state_dir = match &bundle.file.cluster.state_dir {
+        Some(dir) => bundle.path(dir),
+        None => crate::capabilities::dirs::state(&bundle.dir, "fleet"),
+    };
     let member = Member::new(fleet.clone(), reloader.clone(), options, Some(state_dir));
     match member.sync().await? {
         None => tracing::info!("no revision published yet; serving the local bundle"),
@@ -509,17 +535,26 @@ async fn reload_on_hangup(reloader: Arc<Reloader>, member: Option<Arc<Member>>) 
     };
     while hangup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the bundle");
+        crate::systemd::tell(&crate::systemd::reloading());
         crate::audit::record("admin.reload", serde_json::json!({ "via": "SIGHUP" }));
-        match &member {
-            Some(member) => {
-                if let Err(e) = member.sync().await {
+        let status = match &member {
+            Some(member) => match member.sync().await {
+                Ok(_) => "reloaded from the fleet".to_string(),
+                Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "reading the fleet's revisions");
+                    format!("reload failed: {e}")
                 }
-            }
-            None => {
-                reloader.reload().await;
-            }
-        }
+            },
+            None => match reloader.reload().await {
+                Outcome::Applied { digest, .. } => format!("serving revision {digest}"),
+                Outcome::Unchanged { digest } => format!("serving revision {digest} (unchanged)"),
+                Outcome::Refused { problems, .. } => format!(
+                    "reload refused ({} problem(s), see the log); the active revision keeps serving",
+                    problems.len()
+                ),
+            },
+        };
+        crate::systemd::tell(&format!("READY=1\nSTATUS={status}"));
     }
 }
 
