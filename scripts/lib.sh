@@ -190,3 +190,29 @@ ensure_kubernetes_validate() {
     "import tomllib, yaml, kubernetes_validate.version as v; assert v.__version__ == '$K8S_VALIDATE_VERSION'" \
     "${K8S_VALIDATE_PACKAGES[@]}"
 }
+
+# A Python environment with moto (a local AWS API emulator, server mode, for the AWS Secrets
+# Manager backend's tests; it checks SigV4 signatures) and python-hcl2 (the Nomad job's HCL,
+# parsed offline); exports GREENTIC_PLATFORM_TOOLS (its python). Every package it installs is
+# pinned.
+PLATFORM_TOOLS_PACKAGES=("moto[secretsmanager]==5.2.6" "python-hcl2==8.1.4" "Flask==3.1.3" "flask-cors==6.0.5"
+  "blinker==1.9.0" "boto3==1.44.18" "botocore==1.44.18" "certifi==2026.10.19.post1" "cffi==2.1.1"
+  "charset-normalizer==3.5.3" "click==8.5.1" "cryptography==51.0.1" "idna==3.21" "itsdangerous==2.2.0"
+  "Jinja2==3.1.6" "jmespath==1.1.0" "lark==1.3.1" "MarkupSafe==3.0.4" "pycparser==3.12"
+  "python-dateutil==2.9.0.post0" "PyYAML==6.0.4" "regex==2026.12.2" "requests==2.34.2" "responses==0.26.3"
+  "s3transfer==0.19.3" "six==1.17.0" "urllib3==2.8.0" "Werkzeug==3.1.9" "xmltodict==1.0.4")
+ensure_platform_tools() {
+  local dir="$HOME/.cache/greentic-host/tools/platform-tools-1"
+  export GREENTIC_PLATFORM_TOOLS="$dir/bin/python3"
+  ensure_venv "$dir" \
+    "import hcl2, boto3, flask, moto; assert moto.__version__ == '5.2.6'" \
+    "${PLATFORM_TOOLS_PACKAGES[@]}"
+}
+
+# systemd-analyze, which checks the units in deploy/systemd offline, and systemd-socket-activate,
+# which the tests pass listeners to the host with (Debian's systemd package).
+ensure_systemd_tools() {
+  command -v systemd-analyze >/dev/null && command -v systemd-socket-activate >/dev/null && return
+  log "installing systemd (apt-get) for systemd-analyze and systemd-socket-activate"
+  apt_install systemd
+}

@@ -6,7 +6,9 @@
 # (`greentic-fuzzing`); timed coverage-guided fuzzing is scripts/fuzz.sh, run on its own.
 # Installs what it needs (wasm target, cargo-component, cargo-cyclonedx, docker-registry,
 # skopeo and umoci, nats-server) when missing, the Python DSSE/in-toto verifier the attestation
-# tests check ours with, and kubernetes-validate for the Kubernetes manifests; safe to re-run.
+# tests check ours with, kubernetes-validate for the Kubernetes manifests, moto and python-hcl2
+# for the platforms' tests (AWS Secrets Manager, Nomad), and systemd-analyze for the systemd
+# units; safe to re-run.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -16,6 +18,8 @@ ensure_registry_tools
 ensure_nats_server
 ensure_dsse_verifier
 ensure_kubernetes_validate
+ensure_platform_tools
+ensure_systemd_tools
 ensure_image_tools
 
 log "checking wit/deps against the Wasmtime release it is vendored from"

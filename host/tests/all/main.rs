@@ -23,6 +23,7 @@ mod metering;
 mod new_provider;
 mod newcomer;
 mod operator;
+mod platforms;
 mod providers;
 mod readme;
 mod registry_cli;

@@ -249,6 +249,27 @@ pub fn named_components(toml: &str) -> Vec<String> {
         .collect()
 }
 
+/// Variables a platform sets that the host reads (deployment context, service manager,
+/// socket activation).
+pub const PLATFORM_VARS: &[&str] = &[
+    "GREENTIC_PLATFORM",
+    "GREENTIC_CLOUD",
+    "GREENTIC_REGION",
+    "KUBERNETES_SERVICE_HOST",
+    "NOMAD_ALLOC_ID",
+    "NOMAD_REGION",
+    "NOTIFY_SOCKET",
+    "INVOCATION_ID",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "CREDENTIALS_DIRECTORY",
+    "STATE_DIRECTORY",
+    "CACHE_DIRECTORY",
+];
+
 /// A running `greentic-host run`.
 pub struct Host {
     child: Child,
@@ -290,6 +311,11 @@ impl Host {
         .env("GREENTIC_CACHE_KEY_FILE", cache_key_file())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+        // What the platform would tell the host comes from the test alone, never from the
+        // machine the tests run on (a CI runner in a Kubernetes pod, say).
+        for var in PLATFORM_VARS {
+            cmd.env_remove(var);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
