@@ -48,7 +48,7 @@ pub use digest::{is_sha256_digest, sha256_digest};
 pub use error::RegistryError;
 pub use layout::OciLayout;
 pub use reference::ArtifactRef;
-pub use remote::{RemoteOptions, RemoteRegistry};
+pub use remote::{RemoteOptions, RemoteRegistry, pem_certificates};
 pub use target::{MAX_MANIFEST_BYTES, Target};
 
 /// `application/vnd.oci.image.manifest.v1+json`.

@@ -88,6 +88,24 @@ pub struct RemoteOptions {
     pub require_tls: bool,
 }
 
+/// The PEM certificates in `pem` (a CA bundle may hold several), each as its own PEM block.
+pub fn pem_certificates(pem: &[u8]) -> Vec<Vec<u8>> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let text = String::from_utf8_lossy(pem);
+    let mut out = Vec::new();
+    let mut rest = text.as_ref();
+    while let Some(start) = rest.find(BEGIN) {
+        let Some(len) = rest[start..].find(END) else {
+            break;
+        };
+        let end = start + len + END.len();
+        out.push(format!("{}\n", &rest[start..end]).into_bytes());
+        rest = &rest[end..];
+    }
+    out
+}
+
 /// A registry speaking the OCI distribution API.
 pub struct RemoteRegistry {
     client: Client,
@@ -161,12 +179,14 @@ impl RemoteRegistry {
         }
         let config = ClientConfig {
             protocol: ClientProtocol::HttpsExcept(plain),
+            // One entry per certificate: a CA bundle file holds several.
             extra_root_certificates: options
                 .ca_certificates
                 .iter()
-                .map(|pem| Certificate {
+                .flat_map(|pem| pem_certificates(pem))
+                .map(|data| Certificate {
                     encoding: CertificateEncoding::Pem,
-                    data: pem.clone(),
+                    data,
                 })
                 .collect(),
             connect_timeout: Some(Duration::from_secs(5)),
@@ -413,5 +433,24 @@ impl RemoteRegistry {
         })
         .await
         .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_bundle_is_split_into_its_certificates() {
+        let a = "-----BEGIN CERTIFICATE-----\nQUJD\n-----END CERTIFICATE-----";
+        let b = "-----BEGIN CERTIFICATE-----\nREVG\n-----END CERTIFICATE-----";
+        let bundle = format!("# ours\n{a}\n\nsubject=x\n{b}\ntrailing");
+        let split = pem_certificates(bundle.as_bytes());
+        assert_eq!(
+            split,
+            vec![format!("{a}\n").into_bytes(), format!("{b}\n").into_bytes()]
+        );
+        assert!(pem_certificates(b"not a certificate").is_empty());
+        assert!(pem_certificates(b"-----BEGIN CERTIFICATE-----\nQUJD").is_empty());
     }
 }

@@ -19,6 +19,11 @@ pub struct TrustSection {
     /// for it and about its exact digest.
     #[serde(default)]
     pub require: Vec<crate::attestation::Kind>,
+    /// A PEM file of CA certificates (relative to the bundle) trusted, beside the system's
+    /// roots, for the registries providers are pulled from: a registry behind a private PKI.
+    /// Loopback registries are then reached over TLS too.
+    #[serde(default)]
+    pub registry_ca: Option<std::path::PathBuf>,
 }
 
 /// What a trusted key may vouch for. A key is trusted for its roles only, so a key that

@@ -531,3 +531,69 @@ fn a_broken_tls_setup_stops_the_host_before_it_listens_naming_the_file() {
         "{err}"
     );
 }
+
+#[test]
+fn providers_are_pulled_from_a_registry_behind_a_private_ca() {
+    use greentic_registry::testing::Registry;
+    let pki = tempfile::tempdir().unwrap();
+    let ca = DevCa::new("greentic-registry-test-ca").unwrap();
+    let (cert, key) = ca
+        .server(&["127.0.0.1"])
+        .unwrap()
+        .write(pki.path(), "registry")
+        .unwrap();
+    let registry = Registry::start_with(&format!(
+        "  tls:\n    certificate: {}\n    key: {}\n",
+        cert.display(),
+        key.display()
+    ));
+    std::fs::write(pki.path().join("ca.crt"), ca.cert_pem()).unwrap();
+    let reference = format!("{}/providers/echo:1.0.0", registry.addr);
+    let echo = common::component("wasip2", common::built::ECHO);
+    let out = common::run_host(&[
+        "push",
+        "--ca-cert",
+        pki.path().join("ca.crt").to_str().unwrap(),
+        echo.to_str().unwrap(),
+        &reference,
+    ]);
+    assert!(out.status.success(), "push: {}", common::text(&out).1);
+
+    let toml = |trust: &str| {
+        format!(
+            "{trust}\n[providers.echo]\nsource = \"{reference}\"\nallow_unsigned = true\n\n[tenants.acme]\n\n[[routes]]\ntenant = \"acme\"\ncapability = \"send\"\nprovider = \"echo\"\n"
+        )
+    };
+    let check = |b: &TestBundle| {
+        let out = common::run_host(&["check", b.path().to_str().unwrap()]);
+        let (stdout, stderr) = common::text(&out);
+        (out.status.success(), format!("{stdout}{stderr}"))
+    };
+    // Without the CA the registry cannot be trusted: refused, naming the source.
+    let b = TestBundle::new(&toml(""), &[]);
+    let (ok, log) = check(&b);
+    assert!(
+        !ok && log.contains("provider `echo`") && log.contains(&registry.addr),
+        "{log}"
+    );
+    // With it — a bundle file whose first certificate is another CA's — it is pulled and runs.
+    let b = TestBundle::new(&toml("[trust]\nregistry_ca = \"registry-ca.pem\"\n"), &[]);
+    let other = DevCa::new("unrelated-ca").unwrap();
+    std::fs::write(
+        b.path().join("registry-ca.pem"),
+        format!("{}{}", other.cert_pem(), ca.cert_pem()),
+    )
+    .unwrap();
+    let (ok, log) = check(&b);
+    assert!(ok, "{log}");
+    let host = Host::start(b.path());
+    let r = host.send(&b.token("acme", None), json!({"to": "#ops", "text": "hi"}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    // A file that holds no certificate is named.
+    std::fs::write(b.path().join("registry-ca.pem"), "not a certificate").unwrap();
+    let (ok, log) = check(&b);
+    assert!(
+        !ok && log.contains("[trust].registry_ca") && log.contains("no PEM certificate"),
+        "{log}"
+    );
+}

@@ -18,7 +18,7 @@ use greentic_bundle::{Bundle, KeyRole, LockEntry, ProviderSection};
 use greentic_registry::ArtifactRef;
 use keys::{short_key, trusted_keys};
 use sources::{
-    ComponentSource, Fetched, RegistrySource, SourceRef, artifact_reference, resolve_source,
+    ComponentSource, Fetched, Reach, RegistrySource, SourceRef, artifact_reference, resolve_source,
 };
 
 /// How to fetch.
@@ -56,7 +56,7 @@ pub fn fetch(
     locked: Option<&LockEntry>,
     options: FetchOptions,
 ) -> Result<Verified, String> {
-    let blob_cache = blob_cache_dir(bundle);
+    let reach = reach(bundle, options.offline)?;
     let mut manifest_digest = None;
     let mut signer_key_id = None;
     // The reference pinned to the resolved digest: where attestations are looked up.
@@ -89,7 +89,7 @@ pub fn fetch(
                 "signature.skipped",
                 serde_json::json!({ "provider": name, "source": section.source, "why": "a file source, allow_unsigned = true" }),
             );
-            resolve_source(&bundle.dir, &section.source, &blob_cache)
+            resolve_source(&bundle.dir, &section.source, &reach)
         }
         SourceRef::OciLayout(_) | SourceRef::Registry(_) => {
             let mut reference =
@@ -119,17 +119,9 @@ pub fn fetch(
                     "signature.skipped",
                     serde_json::json!({ "provider": name, "source": section.source, "why": "allow_unsigned = true" }),
                 );
-                resolve_digest(&reference, &blob_cache, options.offline)?
+                resolve_digest(&reference, &reach)?
             } else {
-                match verify_signature(
-                    bundle,
-                    name,
-                    section,
-                    &reference,
-                    &identities,
-                    &blob_cache,
-                    options.offline,
-                ) {
+                match verify_signature(bundle, name, section, &reference, &identities, &reach) {
                     Ok((digest, key_id)) => {
                         greentic_audit::record(
                             "signature.verified",
@@ -162,11 +154,7 @@ pub fn fetch(
             manifest_digest = Some(digest.clone());
             pinned = Some(reference.with_digest(&digest));
             // Fetch exactly what was resolved and verified: by digest, never by tag again.
-            Box::new(RegistrySource::new(
-                reference.with_digest(&digest),
-                blob_cache,
-                options.offline,
-            ))
+            Box::new(RegistrySource::new(reference.with_digest(&digest), reach))
         }
     };
     let mut expected: Vec<(&str, &str)> = Vec::new();
@@ -217,8 +205,7 @@ pub fn check_attestations(
         name,
         section,
         pinned,
-        &blob_cache_dir(bundle),
-        offline,
+        &reach(bundle, offline)?,
         &required,
         &verified.fetched.digest,
     )
@@ -233,14 +220,13 @@ fn verify_attestations(
     name: &str,
     section: &ProviderSection,
     reference: &greentic_registry::ArtifactRef,
-    blob_cache: &std::path::Path,
-    offline: bool,
+    reach: &Reach,
     kinds: &[crate::attestation::Kind],
     component_digest: &str,
 ) -> Result<Vec<String>, String> {
     let keys = trusted_keys(bundle, name, section, KeyRole::Attestation)?;
     greentic_capabilities::blocking::run("the attestation check", |rt| {
-        let target = crate::sources::open_target(reference, blob_cache, offline)?;
+        let target = crate::sources::open_target(reference, reach)?;
         let mut summaries = Vec::new();
         for kind in kinds {
             let found = rt
@@ -317,18 +303,36 @@ fn kind_list(kinds: &[crate::attestation::Kind]) -> String {
 /// Resolves a registry or layout reference to its manifest digest (no signature check).
 fn resolve_digest(
     reference: &greentic_registry::ArtifactRef,
-    blob_cache: &std::path::Path,
-    offline: bool,
+    reach: &Reach,
 ) -> Result<String, String> {
     greentic_capabilities::blocking::run("resolving the reference", |rt| {
-        let target = crate::sources::open_target(reference, blob_cache, offline)?;
+        let target = crate::sources::open_target(reference, reach)?;
         rt.block_on(target.resolve(reference))
             .map_err(|e| e.to_string())
     })
 }
 
-fn blob_cache_dir(bundle: &Bundle) -> std::path::PathBuf {
-    bundle.cache_dir().join("blobs")
+/// How `bundle`'s registry and layout sources are reached: blobs cached beside its compiled
+/// components, and the CA certificates of `[trust].registry_ca` trusted beside the system's.
+pub fn reach(bundle: &Bundle, offline: bool) -> Result<Reach, String> {
+    let mut reach = Reach::new(bundle.cache_dir().join("blobs"), offline);
+    if let Some(path) = &bundle.file.trust.registry_ca {
+        let path = bundle.path(path);
+        let pem = std::fs::read(&path).map_err(|e| {
+            format!(
+                "[trust].registry_ca {}: {e}; name the PEM file of the CA your registry's certificate is issued by",
+                path.display()
+            )
+        })?;
+        if greentic_registry::pem_certificates(&pem).is_empty() {
+            return Err(format!(
+                "[trust].registry_ca {}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it",
+                path.display()
+            ));
+        }
+        reach.remote.ca_certificates = vec![pem];
+    }
+    Ok(reach)
 }
 
 /// Verifies the provider's signature with the keys the bundle trusts for it; returns the
@@ -341,8 +345,7 @@ fn verify_signature(
     section: &ProviderSection,
     reference: &greentic_registry::ArtifactRef,
     own: &[String],
-    blob_cache: &std::path::Path,
-    offline: bool,
+    reach: &Reach,
 ) -> Result<(String, String), String> {
     let keys = trusted_keys(bundle, name, section, KeyRole::Provider)?;
     // The signature must name this source's repository (or a mirror the bundle accepts): a
@@ -353,7 +356,7 @@ fn verify_signature(
         .chain(section.identities.iter().map(String::as_str))
         .collect();
     greentic_capabilities::blocking::run("the signature check", |rt| {
-        let target = crate::sources::open_target(reference, blob_cache, offline)?;
+        let target = crate::sources::open_target(reference, reach)?;
         let verified = rt
             .block_on(greentic_signing::verify(
                 &target,

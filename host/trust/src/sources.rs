@@ -147,41 +147,52 @@ impl ComponentSource for FileSource {
 /// against the bundle's pin and the lock.
 pub struct RegistrySource {
     reference: greentic_registry::ArtifactRef,
-    cache_dir: PathBuf,
-    offline: bool,
+    reach: Reach,
+}
+
+/// How registry and layout sources are reached: where verified blobs are cached, whether that
+/// cache alone may be read, and how registries are spoken to (the CA certificates trusted
+/// beside the system's).
+#[derive(Debug, Clone, Default)]
+pub struct Reach {
+    /// The content-addressed blob cache.
+    pub cache_dir: PathBuf,
+    /// Read only the cache (`run --offline`).
+    pub offline: bool,
+    /// How registries are reached.
+    pub remote: greentic_registry::RemoteOptions,
+}
+
+impl Reach {
+    /// Reaching registries with the system's roots, caching under `cache_dir`.
+    pub fn new(cache_dir: PathBuf, offline: bool) -> Reach {
+        Reach {
+            cache_dir,
+            offline,
+            remote: Default::default(),
+        }
+    }
 }
 
 /// The target for a registry or layout reference: write-through cached online, the cache
 /// alone offline.
 pub fn open_target(
     reference: &greentic_registry::ArtifactRef,
-    cache_dir: &Path,
-    offline: bool,
+    reach: &Reach,
 ) -> Result<greentic_registry::Target, String> {
-    let cache = greentic_registry::BlobCache::new(cache_dir.to_path_buf());
-    if offline {
+    let cache = greentic_registry::BlobCache::new(reach.cache_dir.clone());
+    if reach.offline {
         return Ok(greentic_registry::Target::Offline(cache));
     }
-    Ok(
-        greentic_registry::Target::open(reference, &Default::default())
-            .map_err(|e| e.to_string())?
-            .cached(cache),
-    )
+    Ok(greentic_registry::Target::open(reference, &reach.remote)
+        .map_err(|e| e.to_string())?
+        .cached(cache))
 }
 
 impl RegistrySource {
-    /// A registry source for `reference`, caching blobs under `cache_dir` (or, `offline`,
-    /// reading only from there).
-    pub fn new(
-        reference: greentic_registry::ArtifactRef,
-        cache_dir: PathBuf,
-        offline: bool,
-    ) -> RegistrySource {
-        RegistrySource {
-            reference,
-            cache_dir,
-            offline,
-        }
+    /// A registry source for `reference`, reached as `reach` says.
+    pub fn new(reference: greentic_registry::ArtifactRef, reach: Reach) -> RegistrySource {
+        RegistrySource { reference, reach }
     }
 }
 
@@ -192,7 +203,7 @@ impl ComponentSource for RegistrySource {
 
     fn fetch_unverified(&self, max_bytes: usize) -> Result<Vec<u8>, SourceError> {
         greentic_capabilities::blocking::run("the pull", |rt| {
-            let target = open_target(&self.reference, &self.cache_dir, self.offline)?;
+            let target = open_target(&self.reference, &self.reach)?;
             // The cap applies while the layer streams in, before anything is cached.
             rt.block_on(greentic_registry::pull_component_capped(
                 &target,
@@ -279,21 +290,13 @@ pub fn artifact_reference(
 }
 
 /// The source for a `source = "…"` string of a bundle in `bundle_dir`; registry and layout
-/// pulls cache verified blobs under `blob_cache`.
-pub fn resolve_source(
-    bundle_dir: &Path,
-    source: &str,
-    blob_cache: &Path,
-) -> Box<dyn ComponentSource> {
+/// pulls are reached as `reach` says.
+pub fn resolve_source(bundle_dir: &Path, source: &str, reach: &Reach) -> Box<dyn ComponentSource> {
     match SourceRef::parse(bundle_dir, source) {
         SourceRef::File(path) => Box::new(FileSource::new(path)),
         SourceRef::OciLayout(r) | SourceRef::Registry(r) => {
             match artifact_reference(bundle_dir, &r) {
-                Ok(reference) => Box::new(RegistrySource::new(
-                    reference,
-                    blob_cache.to_path_buf(),
-                    false,
-                )),
+                Ok(reference) => Box::new(RegistrySource::new(reference, reach.clone())),
                 Err(e) => Box::new(Invalid {
                     reference: r,
                     why: e.to_string(),
@@ -353,9 +356,13 @@ mod tests {
             )
             .unwrap_err();
         assert!(e.to_string().contains("pinned in greentic.toml"), "{e}");
-        let e = resolve_source(dir.path(), "oci:x:y", &dir.path().join("cache"))
-            .fetch(10, &[])
-            .unwrap_err();
+        let e = resolve_source(
+            dir.path(),
+            "oci:x:y",
+            &Reach::new(dir.path().join("cache"), false),
+        )
+        .fetch(10, &[])
+        .unwrap_err();
         assert!(e.to_string().contains("not an OCI image layout"), "{e}");
     }
 }

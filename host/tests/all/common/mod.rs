@@ -344,10 +344,12 @@ impl Host {
                 if let Some(addr) = addr_of("greentic-host listening on ") {
                     public = Some(addr.to_string());
                 }
-                if let (Some(p), Some(admin)) = (&public, addr_of("greentic-host admin on ")) {
-                    let _ = tx.send((p.clone(), admin.to_string()));
-                }
+                let admin = addr_of("greentic-host admin on ").map(str::to_string);
+                // Kept before the start is reported: a test reads it as soon as it returns.
                 sink.lock().unwrap().push(line);
+                if let (Some(p), Some(admin)) = (&public, admin) {
+                    let _ = tx.send((p.clone(), admin));
+                }
             }
         });
         match rx.recv_timeout(Duration::from_secs(120)) {
