@@ -24,6 +24,7 @@
 
 mod contracts;
 mod inspect;
+pub mod proto;
 #[cfg(feature = "synth")]
 pub mod synth;
 mod world;
