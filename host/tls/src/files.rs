@@ -228,6 +228,124 @@ pub fn client_config(
         .with_protocol_versions(versions(MinVersion::Tls12))
         .map_err(|e| TlsError(format!("TLS versions: {e}")))?
         .with_root_certificates(store);
+    with_client_pair(builder, files, alpn)
+}
+
+/// A client configuration for a peer that must be `expected`: its chain verified against
+/// `files.ca` (and nothing else), then its certificate held to the identity — a URI SAN (a
+/// SPIFFE id, which names no host) or a DNS name — instead of the address dialled. A peer
+/// whose certificate names someone else is refused at the handshake, and
+/// [`IdentityCheck::found`] says whom it named.
+pub fn identity_client_config(
+    files: &ClientFiles,
+    expected: &str,
+    alpn: &[&[u8]],
+) -> Result<(Arc<rustls::ClientConfig>, IdentityCheck), TlsError> {
+    let ca = files
+        .ca
+        .as_ref()
+        .ok_or_else(|| TlsError("no CA bundle to verify the peer with (ca)".into()))?;
+    let (store, _) = roots(ca, "ca")?;
+    let check = IdentityCheck::default();
+    let verifier = Arc::new(IdentityVerifier {
+        roots: Arc::new(store),
+        expected: expected.to_string(),
+        algorithms: crate::provider().signature_verification_algorithms,
+        found: check.clone(),
+    });
+    let builder = rustls::ClientConfig::builder_with_provider(crate::provider())
+        .with_protocol_versions(versions(MinVersion::Tls12))
+        .map_err(|e| TlsError(format!("TLS versions: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    Ok((with_client_pair(builder, files, alpn)?, check))
+}
+
+/// What the last refused peer's certificate named, for the refusal's message.
+#[derive(Debug, Clone, Default)]
+pub struct IdentityCheck(Arc<std::sync::Mutex<Option<String>>>);
+
+impl IdentityCheck {
+    /// The identities of the last peer refused for naming someone else.
+    pub fn found(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+#[derive(Debug)]
+struct IdentityVerifier {
+    roots: Arc<RootCertStore>,
+    expected: String,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+    found: IdentityCheck,
+}
+
+impl rustls::client::danger::ServerCertVerifier for IdentityVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls_pki_types::CertificateDer<'_>,
+        intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            &self.roots,
+            intermediates,
+            now,
+            self.algorithms.all,
+        )?;
+        let identity = crate::PeerIdentity::from_der(end_entity).unwrap_or_default();
+        let matches = if self.expected.contains("://") {
+            identity.uris.contains(&self.expected)
+        } else {
+            identity
+                .dns_names
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(&self.expected))
+        };
+        if !matches {
+            let found = identity.describe();
+            *self.found.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(found.clone());
+            return Err(rustls::Error::General(format!(
+                "the peer's certificate names {found}, not the expected {}",
+                self.expected
+            )));
+        }
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// `builder` finished with the client pair of `files`, if any, offering `alpn`.
+fn with_client_pair(
+    builder: rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>,
+    files: &ClientFiles,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let mut config = match (&files.cert, &files.key) {
         (Some(cert), Some(key)) => {
             let cert_bytes = read(cert, "cert")?;

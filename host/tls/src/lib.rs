@@ -16,7 +16,10 @@ mod files;
 mod identity;
 mod server;
 
-pub use files::{ClientAuth, ClientFiles, MinVersion, TlsError, TlsFiles, client_config};
+pub use files::{
+    ClientAuth, ClientFiles, IdentityCheck, MinVersion, TlsError, TlsFiles, client_config,
+    identity_client_config,
+};
 pub use identity::PeerIdentity;
 pub use server::{HandshakeError, Reloaded, ServerTls};
 
