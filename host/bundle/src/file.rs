@@ -67,8 +67,24 @@ greentic_capabilities::with_sections!(bundle_file);
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderSection {
-    /// A file path (relative to the bundle), `oci:DIR:TAG`, or `HOST/REPO:TAG`.
+    /// A file path (relative to the bundle), `oci:DIR:TAG`, or `HOST/REPO:TAG`; for a remote
+    /// provider its endpoint, `grpcs://HOST:PORT` (or `grpc://127.0.0.1:PORT` for a sidecar).
     pub source: String,
+    /// `wasm` (a component, the default) or `remote` (a provider outside the host, reached
+    /// over gRPC at `source`: a sidecar or a shared gateway).
+    #[serde(default)]
+    pub form: ProviderForm,
+    /// `remote`: the identity the provider's certificate must carry, a URI SAN
+    /// (`spiffe://…`) or a DNS name.
+    #[serde(default)]
+    pub identity: Option<String>,
+    /// `remote`: the CA bundle its certificate is issued by, and the host's client pair
+    /// (relative to the bundle).
+    #[serde(default)]
+    pub tls: Option<greentic_tls::ClientFiles>,
+    /// `remote`: accept `grpc://` (plaintext), to a loopback sidecar only.
+    #[serde(default)]
+    pub allow_plaintext: bool,
     /// Expected `sha256:<hex>` of the component; a mismatch refuses it.
     #[serde(default)]
     pub digest: Option<String>,
@@ -95,6 +111,19 @@ pub struct ProviderSection {
     /// serve later calls of the same tenant (`"instances": "per-tenant"`).
     #[serde(default)]
     pub fresh_instances: bool,
+}
+
+/// What form a provider takes.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderForm {
+    /// A WebAssembly component, run by the host under the tenant's limits.
+    #[default]
+    Wasm,
+    /// A provider outside the host, over gRPC (`proto/greentic.proto`).
+    Remote,
 }
 
 impl ProviderSection {

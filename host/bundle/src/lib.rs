@@ -21,7 +21,7 @@ pub use auth::{AuthSection, CallerAuth, CertificateIdentity, JwtAlgorithm};
 pub use bundle::{BUNDLE_SCHEMA, Bundle, BundleError, digest_of, schema};
 pub use checks::{ProviderFacts, check_binding, check_routes, check_tenant, routed};
 pub use cluster::{ClusterSection, StorageBounds};
-pub use file::{BundleFile, Limits, ProviderSection, Route, TenantSection};
+pub use file::{BundleFile, Limits, ProviderForm, ProviderSection, Route, TenantSection};
 pub use greentic_capabilities::{Grants, SectionRefs};
 pub use host::{
     BreakerSection, ClientAuthMode, Deployment, DeploymentContext, GuestPriority, HostSection,

@@ -134,6 +134,7 @@ impl BundleFile {
                     "providers.{name}.digest: `{d}` is not `sha256:` followed by 64 lower-case hex digits"
                 ));
             }
+            out.extend(form_problems(name, p, &self.trust));
             for key in &p.trusted_keys {
                 let roles = self.key_roles(key);
                 if !self.trust.keys.contains_key(key) {
@@ -340,4 +341,63 @@ impl BundleFile {
         }
         out
     }
+}
+
+/// What is wrong with how provider `name` says where it runs: a remote endpoint for a
+/// component, a component source for a remote provider, what cannot apply to a remote one.
+fn form_problems(
+    name: &str,
+    p: &crate::ProviderSection,
+    trust: &crate::TrustSection,
+) -> Vec<String> {
+    use crate::ProviderForm;
+    let remote_source = p.source.starts_with("grpc://") || p.source.starts_with("grpcs://");
+    let mut out = Vec::new();
+    match p.form {
+        ProviderForm::Wasm => {
+            if remote_source {
+                out.push(format!(
+                    "providers.{name}: source `{}` is a gRPC endpoint; set `form = \"remote\"` for a provider that runs outside the host",
+                    p.source
+                ));
+            }
+            for (key, set) in [
+                ("identity", p.identity.is_some()),
+                ("tls", p.tls.is_some()),
+                ("allow_plaintext", p.allow_plaintext),
+            ] {
+                if set {
+                    out.push(format!(
+                        "providers.{name}.{key} applies to remote providers only (`form = \"remote\"`); remove it"
+                    ));
+                }
+            }
+        }
+        ProviderForm::Remote => {
+            if !remote_source {
+                out.push(format!(
+                    "providers.{name}: a remote provider's source is its endpoint, `grpcs://HOST:PORT` (or `grpc://127.0.0.1:PORT` for a sidecar), not `{}`",
+                    p.source
+                ));
+            }
+            let required = p.required(trust);
+            if !required.is_empty() {
+                out.push(format!(
+                    "providers.{name}: attestations are required ({}), but a remote provider is no artifact and carries none; remove the requirement for it, or run it as a component",
+                    required.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
+                ));
+            }
+            if !p.trusted_keys.is_empty() || !p.identities.is_empty() || p.allow_unsigned {
+                out.push(format!(
+                    "providers.{name}: trusted_keys, identities and allow_unsigned are about signed artifacts; a remote provider is held to its `identity` (mTLS) and its manifest's digest in greentic.lock instead — remove them"
+                ));
+            }
+            if p.fresh_instances {
+                out.push(format!(
+                    "providers.{name}.fresh_instances: a remote provider has no instances here; remove it"
+                ));
+            }
+        }
+    }
+    out
 }

@@ -384,6 +384,8 @@ pub enum CacheOutcome {
     /// An entry was found that this host did not write (or that is corrupt), discarded, and the
     /// component recompiled.
     Recompiled,
+    /// Nothing compiled: a provider outside the host (`form = "remote"`).
+    Remote,
 }
 
 /// The key compiled-artifact cache entries are authenticated with: only a host holding it can

@@ -68,6 +68,7 @@ pub struct DomainInfo {
     /// [`Domain::ARRIVAL`].
     pub arrival: Arrival,
     prepare: PrepareFn,
+    prepare_remote: fn(&'static DomainInfo) -> Arc<dyn Prepared>,
     check: CheckFn,
     start: StartFn,
     key: KeyFn,
@@ -88,6 +89,7 @@ impl DomainInfo {
             world: D::WORLD,
             arrival: D::ARRIVAL,
             prepare: prepare::<D>,
+            prepare_remote: prepare_remote::<D>,
             check: D::check,
             start: D::start,
             key: D::idempotency_key,
@@ -127,6 +129,21 @@ impl DomainInfo {
     ) -> wasmtime::Result<Arc<dyn Prepared>> {
         (self.prepare)(self, pre)
     }
+}
+
+impl DomainInfo {
+    /// This domain's calls for a provider outside the host (`form = "remote"`).
+    pub fn prepare_remote(&'static self) -> Arc<dyn Prepared> {
+        (self.prepare_remote)(self)
+    }
+}
+
+fn prepare_remote<D: Domain>(info: &'static DomainInfo) -> Arc<dyn Prepared> {
+    Arc::new(Remote::<D> {
+        info,
+        kept: tokio::sync::Mutex::new(None),
+        domain: std::marker::PhantomData,
+    })
 }
 
 fn prepare<D: Domain>(
@@ -183,6 +200,83 @@ pub trait Prepared: Send + Sync {
     ) -> BoxFuture<'a, wasmtime::Result<Result<Output, CallError>>>;
     /// The instance kept across calls while instances are shared.
     fn kept(&self) -> &tokio::sync::Mutex<Option<Kept>>;
+    /// [`Domain::call_remote`]: runs `request` on the remote provider behind `link`.
+    fn call_remote<'a>(
+        &'a self,
+        link: &'a greentic_remote::RemoteLink,
+        meta: &'a greentic_remote::CallMeta,
+        cx: &'a DomainCx<'a>,
+        request: &'a Request,
+    ) -> BoxFuture<'a, Result<Output, CallError>>;
+}
+
+/// A provider of domain `D` outside the host: no component, its calls go over its link.
+pub struct Remote<D: Domain> {
+    info: &'static DomainInfo,
+    kept: tokio::sync::Mutex<Option<Kept>>,
+    domain: std::marker::PhantomData<fn() -> D>,
+}
+
+/// What a remote provider answers when asked for an instance: a bug in the runtime.
+fn no_component() -> wasmtime::Error {
+    wasmtime::Error::msg("a remote provider has no component to instantiate")
+}
+
+impl<D: Domain> Prepared for Remote<D> {
+    fn info(&self) -> &'static DomainInfo {
+        self.info
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn decode(&self, input: Input) -> Result<Decoded<Request>, CallError> {
+        let decoded = D::decode(input)?;
+        Ok(Decoded {
+            request: Arc::new(decoded.request),
+            idempotency_key: decoded.idempotency_key,
+            retry: decoded.retry,
+        })
+    }
+
+    fn instantiate<'a>(
+        &'a self,
+        _store: &'a mut Store<InstanceData>,
+    ) -> BoxFuture<'a, wasmtime::Result<Instance>> {
+        Box::pin(async { Err(no_component()) })
+    }
+
+    fn call<'a>(
+        &'a self,
+        _instance: &'a Instance,
+        _store: &'a mut Store<InstanceData>,
+        _cx: &'a DomainCx<'a>,
+        _request: &'a Request,
+    ) -> BoxFuture<'a, wasmtime::Result<Result<Output, CallError>>> {
+        Box::pin(async { Err(no_component()) })
+    }
+
+    fn kept(&self) -> &tokio::sync::Mutex<Option<Kept>> {
+        &self.kept
+    }
+
+    fn call_remote<'a>(
+        &'a self,
+        link: &'a greentic_remote::RemoteLink,
+        meta: &'a greentic_remote::CallMeta,
+        cx: &'a DomainCx<'a>,
+        request: &'a Request,
+    ) -> BoxFuture<'a, Result<Output, CallError>> {
+        Box::pin(async move {
+            let request = request.downcast_ref::<D::Request>().ok_or_else(|| {
+                CallError::Internal(
+                    "a request of another domain was handed to this provider".into(),
+                )
+            })?;
+            D::call_remote(link, meta, cx, request).await
+        })
+    }
 }
 
 /// A provider of domain `D`: its `*Pre`, and the instance kept while instances are shared.
@@ -248,6 +342,20 @@ impl<D: Domain> Prepared for Typed<D> {
 
     fn kept(&self) -> &tokio::sync::Mutex<Option<Kept>> {
         &self.kept
+    }
+
+    fn call_remote<'a>(
+        &'a self,
+        _link: &'a greentic_remote::RemoteLink,
+        _meta: &'a greentic_remote::CallMeta,
+        _cx: &'a DomainCx<'a>,
+        _request: &'a Request,
+    ) -> BoxFuture<'a, Result<Output, CallError>> {
+        Box::pin(async {
+            Err(CallError::Internal(
+                "a component provider was called as a remote one".into(),
+            ))
+        })
     }
 }
 

@@ -158,6 +158,14 @@ pub enum CallError {
         /// Suggested delay.
         retry_after_ms: u64,
     },
+    /// A remote provider could not be reached: refused, reset, closed mid-answer, its TLS
+    /// refused. The call may not have reached it.
+    #[error("{0}")]
+    RemoteUnreachable(String),
+    /// A remote provider answered outside the wire contract: undecodable, a field missing, an
+    /// error that is not a provider error.
+    #[error("{0}")]
+    RemoteProtocol(String),
 }
 
 impl CallError {
@@ -192,6 +200,8 @@ impl CallError {
             CallError::IdempotencyKeyReused(_) => "idempotency-key-reused",
             CallError::NotServedYet { .. } => "not-served-yet",
             CallError::HostAtCapacity { .. } => "host-at-capacity",
+            CallError::RemoteUnreachable(_) => "remote-unreachable",
+            CallError::RemoteProtocol(_) => "remote-protocol",
         }
     }
 
@@ -226,6 +236,8 @@ impl CallError {
             CallError::IdempotencyKeyReused(_) => 422,
             CallError::NotServedYet { .. } => 503,
             CallError::HostAtCapacity { .. } => 503,
+            CallError::RemoteUnreachable(_) => 503,
+            CallError::RemoteProtocol(_) => 502,
         }
     }
 
@@ -245,6 +257,7 @@ impl CallError {
                 | CallError::StorageFull { .. }
                 | CallError::NotServedYet { .. }
                 | CallError::HostAtCapacity { .. }
+                | CallError::RemoteUnreachable(_)
         )
     }
 

@@ -46,6 +46,8 @@ pub struct LoadedProvider {
     /// `"instances": "per-tenant"` and the bundle did not ask for `fresh_instances` (see
     /// [`crate::kept`]).
     pub reuse: bool,
+    /// For a provider outside the host (`form = "remote"`), its link; `None` for a component.
+    pub remote: Option<Arc<greentic_remote::LazyLink>>,
 }
 
 impl LoadedProvider {

@@ -36,7 +36,7 @@ impl RetryPolicy {
                 error,
                 CallError::Provider(
                     ProviderFailure::Unavailable { .. } | ProviderFailure::RateLimited { .. }
-                )
+                ) | CallError::RemoteUnreachable(_)
             )
     }
 
@@ -326,6 +326,8 @@ pub fn counts_as_failure(error: &CallError) -> bool {
             | CallError::CpuExhausted(_)
             | CallError::MemoryLimit(_)
             | CallError::ResourceLimit(_)
+            | CallError::RemoteUnreachable(_)
+            | CallError::RemoteProtocol(_)
     )
 }
 

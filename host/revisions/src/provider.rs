@@ -36,6 +36,9 @@ pub(crate) fn load_provider(
         .providers
         .get(name)
         .filter(|l| l.source == section.source && !options.update_lock);
+    if section.form == greentic_bundle::ProviderForm::Remote {
+        return load_remote(bundle, contracts, locked, name, section);
+    }
     let fetch = FetchOptions {
         offline: options.offline,
         published: options.published,
@@ -103,6 +106,135 @@ pub(crate) fn load_provider(
         cache: cache_outcome,
         signer_key_id: verified.signer_key_id,
         reuse,
+        remote: None,
+    })
+}
+
+/// Loads remote provider `name`: connected now (its certificate held to `identity`), its
+/// manifest asked for and checked as an embedded one is — parsed, its world one this host
+/// runs, its grants backed by it — and pinned by digest: a manifest that differs from the
+/// lock's (or from `digest`) is refused until `--update-lock`, like a moved tag.
+fn load_remote(
+    bundle: &Bundle,
+    contracts: &Contracts,
+    locked: Option<&greentic_bundle::LockEntry>,
+    name: &str,
+    section: &ProviderSection,
+) -> Result<LoadedProvider, Vec<String>> {
+    let fail = |msg: String| vec![format!("provider `{name}`: {msg}")];
+    let config = greentic_remote::LinkConfig {
+        endpoint: section.source.clone(),
+        tls: section.tls.as_ref().map(|t| t.resolved(|p| bundle.path(p))),
+        identity: section.identity.clone(),
+        allow_plaintext: section.allow_plaintext,
+        max_message_bytes: bundle.file.host.max_body_bytes,
+    };
+    if let Some(problem) = greentic_remote::endpoint_problem(&config) {
+        return Err(fail(problem));
+    }
+    let json = greentic_capabilities::blocking::run("describing the remote provider", |rt| {
+        rt.block_on(async {
+            let link = greentic_remote::RemoteLink::connect(&config).await?;
+            link.describe()
+                .await
+                .map_err(|e| format!("asking {} for its manifest: {e}", section.source))
+        })
+    })
+    .map_err(fail)?;
+    let digest = format!(
+        "sha256:{}",
+        hex::encode(ring::digest::digest(&ring::digest::SHA256, json.as_bytes()))
+    );
+    for (pinned, why) in [
+        (
+            section.digest.as_deref(),
+            "pinned by `digest` in greentic.toml",
+        ),
+        (
+            locked.map(|l| l.digest.as_str()),
+            "recorded in greentic.lock; check the provider's new manifest, then accept it with `run --update-lock` (or `reload --update-lock` on a running host)",
+        ),
+    ] {
+        if let Some(pinned) = pinned
+            && pinned != digest
+        {
+            return Err(fail(format!(
+                "{} describes a manifest of digest {digest}, not {pinned} ({why})",
+                section.source
+            )));
+        }
+    }
+    let manifest = greentic_manifest::ProviderManifest::from_json(&section.source, &json)
+        .map_err(|e| fail(format!("its manifest: {e}")))?;
+    let world = contracts
+        .select(&manifest.compat.wit)
+        .map_err(|e| fail(e.to_string()))?;
+    let world = contracts
+        .world_id_string(world)
+        .ok_or_else(|| fail("its world has no package".into()))?;
+    let info = by_world(&world).map_err(fail)?;
+    if info.name != manifest.domain {
+        return Err(fail(format!(
+            "its manifest says domain `{}` but targets `{world}`",
+            manifest.domain
+        )));
+    }
+    let mut problems: Vec<String> =
+        greentic_capabilities::check_needs(name, &section.grants, [], &manifest)
+            .into_iter()
+            .map(|p| format!("provider `{name}`: {p}"))
+            .collect();
+    let outbound = match OutboundPolicy::new(&section.grants.outbound_hosts) {
+        Ok(policy) => policy,
+        Err(why) => {
+            problems.push(format!("provider `{name}`: grants.outbound_hosts: {why}"));
+            OutboundPolicy::default()
+        }
+    };
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    if !section.grants.outbound_hosts.is_empty() {
+        tracing::warn!(
+            provider = name,
+            "a remote provider's own outbound calls do not pass through the host: grants.outbound_hosts is not enforced for it (use network policy)"
+        );
+    }
+    let granted_secrets: BTreeSet<String> = section
+        .grants
+        .secrets
+        .iter()
+        .filter(|s| manifest.declares_secret(s))
+        .cloned()
+        .collect();
+    tracing::info!(provider = name, endpoint = %section.source, manifest = %digest, %world, "remote provider loaded");
+    greentic_audit::record(
+        "provider.resolved",
+        serde_json::json!({
+            "provider": name,
+            "source": section.source,
+            "form": "remote",
+            "digest": digest,
+            "world": world,
+            "manifest": format!("{} {}", manifest.name, manifest.version),
+        }),
+    );
+    Ok(LoadedProvider {
+        name: name.to_string(),
+        source: section.source.clone(),
+        circuit: format!("{name}@{digest}"),
+        digest,
+        manifest_digest: None,
+        world,
+        manifest,
+        prepared: info.prepare_remote(),
+        outbound,
+        granted_secrets: Arc::new(granted_secrets),
+        linked: Linked::of(&section.grants),
+        cache: greentic_engine::compile::CacheOutcome::Remote,
+        signer_key_id: None,
+        reuse: false,
+        remote: Some(Arc::new(greentic_remote::LazyLink::new(config))),
     })
 }
 

@@ -20,6 +20,11 @@ pub fn class_section(class: &ProviderClass) -> ProviderSection {
     let spec = &class.spec;
     ProviderSection {
         source: spec.source.clone(),
+        // Classes name components; the remote form is the bundle's for now.
+        form: greentic_bundle::ProviderForm::Wasm,
+        identity: None,
+        tls: None,
+        allow_plaintext: false,
         digest: spec.digest.clone(),
         grants: spec.grants.clone(),
         trusted_keys: spec.trusted_keys.clone(),

@@ -4,7 +4,10 @@ use serde::Deserialize;
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
-use super::{Arrival, Decoded, Domain, DomainCx, Input, Output, provider_failure};
+use super::{
+    Arrival, Decoded, Domain, DomainCx, Input, Output, provider_failure, wire_ctx,
+    wire_provider_error,
+};
 use crate::errors::{CallError, MAX_GUEST_TEXT};
 use crate::instance::InstanceData;
 
@@ -124,14 +127,53 @@ impl Domain for Messaging {
             .await?;
         Ok(match sent {
             Err(e) => Err(CallError::Provider(provider_failure(e))),
-            Ok(sent) if sent.id.len() > MAX_RESULT_ID_BYTES => Err(CallError::ResultTooLarge {
-                bytes: sent.id.len(),
-                limit: MAX_RESULT_ID_BYTES,
-            }),
-            Ok(sent) => Ok(Output::Json(serde_json::json!({
-                "id": sent.id,
-                "delivered_at_ms": sent.delivered_at_ms,
-            }))),
+            Ok(sent) => answer(sent.id, sent.delivered_at_ms),
         })
     }
+
+    async fn call_remote(
+        link: &greentic_remote::RemoteLink,
+        meta: &greentic_remote::CallMeta,
+        cx: &DomainCx<'_>,
+        msg: &Message,
+    ) -> Result<Output, CallError> {
+        use greentic_remote::pb;
+        use pb::messaging_send_response::Result as R;
+        let request = pb::MessagingSendRequest {
+            ctx: Some(wire_ctx(cx.ctx)),
+            msg: Some(pb::MessagingMessage {
+                to: msg.to.clone(),
+                text: msg.text.clone(),
+                thread: msg.thread.clone(),
+                idempotency_key: msg.idempotency_key.clone(),
+            }),
+        };
+        let sent = link
+            .unary(request, meta, |mut c, r| async move {
+                c.messaging_send(r).await
+            })
+            .await
+            .map_err(|e| super::remote_failure(e, cx.deadline_ms))?;
+        match sent.result {
+            Some(R::Ok(sent)) => answer(sent.id, sent.delivered_at_ms),
+            Some(R::Err(e)) => Err(wire_provider_error(e)),
+            None => Err(CallError::RemoteProtocol(
+                "the remote provider broke the wire contract: a MessagingSendResponse with neither ok nor err".into(),
+            )),
+        }
+    }
+}
+
+/// A delivery's answer, its id held to [`MAX_RESULT_ID_BYTES`] whatever the form.
+fn answer(id: String, delivered_at_ms: u64) -> Result<Output, CallError> {
+    if id.len() > MAX_RESULT_ID_BYTES {
+        return Err(CallError::ResultTooLarge {
+            bytes: id.len(),
+            limit: MAX_RESULT_ID_BYTES,
+        });
+    }
+    Ok(Output::Json(serde_json::json!({
+        "id": id,
+        "delivered_at_ms": delivered_at_ms,
+    })))
 }

@@ -109,6 +109,8 @@ pub struct DomainCx<'a> {
     pub ctx: &'a TenantCtx,
     /// The largest response body passed on (`[host].max_body_bytes`).
     pub max_response_bytes: usize,
+    /// The call's deadline, in milliseconds (for errors that report it).
+    pub deadline_ms: u64,
 }
 
 /// A domain: a world, how its calls arrive, and how one instance answers one call.
@@ -162,6 +164,24 @@ pub trait Domain: Send + Sync + 'static {
         request: &Self::Request,
     ) -> impl Future<Output = wasmtime::Result<Result<Output, CallError>>> + Send;
 
+    /// Runs `request` on a remote provider over `link` (see `greentic-remote`): the same
+    /// request and answer as [`Domain::call`], over the wire contract. A domain whose world has
+    /// no wire form yet refuses, saying so.
+    fn call_remote(
+        link: &greentic_remote::RemoteLink,
+        meta: &greentic_remote::CallMeta,
+        cx: &DomainCx<'_>,
+        request: &Self::Request,
+    ) -> impl Future<Output = Result<Output, CallError>> + Send {
+        let _ = (link, meta, cx, request);
+        async {
+            Err(CallError::BadRequest(format!(
+                "`{}` providers cannot run remotely yet; run this one as a component",
+                Self::NAME
+            )))
+        }
+    }
+
     /// Problems with the parts of the bundle that concern this domain, once its providers are
     /// loaded (the timer domain checks its schedules here). None by default.
     fn check(
@@ -202,6 +222,95 @@ pub trait Triggers: Send + Sync + 'static {
     fn limits(&self, tenant: &str) -> Option<Limits>;
     /// The host's metrics.
     fn metrics(&self) -> &Metrics;
+}
+
+/// A remote call's failure as the call envelope reports it.
+pub fn remote_failure(e: greentic_remote::RemoteError, deadline_ms: u64) -> CallError {
+    use greentic_remote::RemoteError as R;
+    match e {
+        R::Unreachable(m) => CallError::RemoteUnreachable(format!(
+            "the remote provider is unreachable: {}",
+            clip_guest(m)
+        )),
+        R::Deadline => CallError::DeadlineExceeded(deadline_ms),
+        R::TooLarge { limit } => CallError::ResultTooLarge {
+            bytes: limit + 1,
+            limit,
+        },
+        R::Protocol(m) => CallError::RemoteProtocol(format!(
+            "the remote provider broke the wire contract: {}",
+            clip_guest(m)
+        )),
+    }
+}
+
+/// The wire form of a call's `tenant-ctx`.
+pub fn wire_ctx(ctx: &TenantCtx) -> greentic_remote::pb::TypesTenantCtx {
+    use crate::bindings::greentic::types::types::{Cloud, Platform};
+    use greentic_remote::pb;
+    use pb::types_cloud::Value as C;
+    use pb::types_platform::Value as P;
+    let unit = || pb::Unit {};
+    let d = &ctx.deployment;
+    pb::TypesTenantCtx {
+        tenant: ctx.tenant.clone(),
+        team: ctx.team.clone(),
+        user: ctx.user.clone(),
+        deployment: Some(pb::TypesDeploymentCtx {
+            cloud: Some(pb::TypesCloud {
+                value: Some(match &d.cloud {
+                    Cloud::Aws => C::Aws(unit()),
+                    Cloud::Gcp => C::Gcp(unit()),
+                    Cloud::Azure => C::Azure(unit()),
+                    Cloud::Hetzner => C::Hetzner(unit()),
+                    Cloud::Local => C::Local(unit()),
+                    Cloud::Other(o) => C::Other(o.clone()),
+                }),
+            }),
+            region: d.region.clone(),
+            platform: Some(pb::TypesPlatform {
+                value: Some(match &d.platform {
+                    Platform::K8s => P::K8s(unit()),
+                    Platform::Nomad => P::Nomad(unit()),
+                    Platform::Systemd => P::Systemd(unit()),
+                    Platform::CfWorkers => P::CfWorkers(unit()),
+                    Platform::Lambda => P::Lambda(unit()),
+                    Platform::Baremetal => P::Baremetal(unit()),
+                    Platform::Other(o) => P::Other(o.clone()),
+                }),
+            }),
+            runtime: d.runtime.clone(),
+        }),
+        trace_id: ctx.trace_id.clone(),
+        idempotency_key: ctx.idempotency_key.clone(),
+    }
+}
+
+/// A remote provider's `provider-error`, as the host takes a component's.
+pub fn wire_provider_error(e: greentic_remote::pb::TypesProviderError) -> CallError {
+    use crate::bindings::greentic::types::types::{RateLimit, UnavailableInfo};
+    use greentic_remote::pb::types_provider_error::Value as V;
+    let e = match e.value {
+        Some(V::InvalidInput(m)) => ProviderError::InvalidInput(m),
+        Some(V::Unauthorized(m)) => ProviderError::Unauthorized(m),
+        Some(V::NotFound(m)) => ProviderError::NotFound(m),
+        Some(V::RateLimited(r)) => ProviderError::RateLimited(RateLimit {
+            retry_after_ms: r.retry_after_ms,
+        }),
+        Some(V::Unavailable(u)) => ProviderError::Unavailable(UnavailableInfo {
+            retry_after_ms: u.retry_after_ms,
+            message: u.message,
+        }),
+        Some(V::Timeout(_)) => ProviderError::Timeout,
+        Some(V::Internal(m)) => ProviderError::Internal(m),
+        None => {
+            return CallError::RemoteProtocol(
+                "the remote provider broke the wire contract: a provider-error without a case"
+                    .into(),
+            );
+        }
+    };
+    CallError::Provider(provider_failure(e))
 }
 
 /// The host's view of a provider's error, for every domain (they share `provider-error`):

@@ -200,12 +200,44 @@ impl Domain for Timer {
             .call_on_fire(store, cx.ctx, info)
             .await?;
         Ok(match fired {
-            Ok(()) => Ok(Output::Json(serde_json::json!({
-                "schedule": info.schedule,
-                "scheduled_at_ms": info.scheduled_at_ms,
-            }))),
+            Ok(()) => Ok(fired_output(info)),
             Err(e) => Err(CallError::Provider(provider_failure(e))),
         })
+    }
+
+    async fn call_remote(
+        link: &greentic_remote::RemoteLink,
+        meta: &greentic_remote::CallMeta,
+        cx: &DomainCx<'_>,
+        info: &FireInfo,
+    ) -> Result<Output, CallError> {
+        use greentic_remote::pb;
+        use pb::timer_on_fire_response::Result as R;
+        let request = pb::TimerOnFireRequest {
+            ctx: Some(super::wire_ctx(cx.ctx)),
+            info: Some(pb::TimerFireInfo {
+                schedule: info.schedule.clone(),
+                scheduled_at_ms: info.scheduled_at_ms,
+                fired_at_ms: info.fired_at_ms,
+                missed: info.missed,
+                payload: info.payload.clone(),
+            }),
+        };
+        let fired = link
+            .unary(
+                request,
+                meta,
+                |mut c, r| async move { c.timer_on_fire(r).await },
+            )
+            .await
+            .map_err(|e| super::remote_failure(e, cx.deadline_ms))?;
+        match fired.result {
+            Some(R::Ok(_)) => Ok(fired_output(info)),
+            Some(R::Err(e)) => Err(super::wire_provider_error(e)),
+            None => Err(CallError::RemoteProtocol(
+                "the remote provider broke the wire contract: a TimerOnFireResponse with neither ok nor err".into(),
+            )),
+        }
     }
 
     fn check(
@@ -537,6 +569,14 @@ async fn sleep_or_stop(stop: &mut Stop, wait: Duration) -> bool {
         () = tokio::time::sleep(wait) => *stop.borrow(),
         changed = stop.changed() => changed.is_err() || *stop.borrow(),
     }
+}
+
+/// What a fire that the provider took answers, whatever its form.
+fn fired_output(info: &FireInfo) -> Output {
+    Output::Json(serde_json::json!({
+        "schedule": info.schedule,
+        "scheduled_at_ms": info.scheduled_at_ms,
+    }))
 }
 
 #[cfg(test)]

@@ -62,14 +62,16 @@ impl Runtime {
             // An instance this tenant's last call of the provider left, with its place on the
             // engine; else the host's own capacity, after the tenant's: a call waits for a
             // place as long as its tenant lets it queue.
+            // A remote provider's call holds no place of the instance pool.
             let engine = &call.revision.engine;
             let reused = whom.as_ref().and_then(|whom| engine.kept.take(whom));
             let (reused, place) = match reused {
-                Some((reused, place)) => (Some(reused), place),
+                Some((reused, place)) => (Some(reused), Some(place)),
+                None if call.provider.remote.is_some() => (None, None),
                 None => {
                     let until = Instant::now() + Duration::from_millis(limits.queue_timeout_ms);
                     match engine.admit(until.into()).await {
-                        Ok(place) => (None, place),
+                        Ok(place) => (None, Some(place)),
                         Err(e) => {
                             self.at_capacity(tenant, &e);
                             return Err(e);
@@ -120,13 +122,10 @@ impl Runtime {
                     ],
                 );
             }
-            match (&whom, attempted.back) {
-                (Some(whom), Some(back)) => {
-                    engine
-                        .kept
-                        .put(whom, back, place, limits.max_concurrent as usize)
-                }
-                _ => drop(place),
+            if let (Some(whom), Some(back), Some(place)) = (&whom, attempted.back, place) {
+                engine
+                    .kept
+                    .put(whom, back, place, limits.max_concurrent as usize);
             }
             // A short call finishes without ever giving its thread back; the connection task
             // that runs it would then serve its next request at once, and the next, while
@@ -208,10 +207,16 @@ impl Runtime {
         reused: Option<Reusable>,
         keep: bool,
     ) -> Attempted {
+        if let Some(remote) = &call.provider.remote {
+            return self
+                .attempt_remote(call, remote, limits, deadline, ctx, request)
+                .await;
+        }
         if self.shared.load(Ordering::SeqCst) {
             let cx = DomainCx {
                 ctx,
                 max_response_bytes: call.revision.max_response_bytes,
+                deadline_ms: limits.deadline_ms,
             };
             let (result, used) = self
                 .attempt_shared(call, limits, deadline, &cx, request)
@@ -259,6 +264,7 @@ impl Runtime {
                 let cx = DomainCx {
                     ctx: &ctx,
                     max_response_bytes,
+                    deadline_ms: limits.deadline_ms,
                 };
                 let run = async {
                     let instance = match instance {
@@ -348,6 +354,71 @@ impl Runtime {
         }
     }
 
+    /// One attempt on a remote provider: the call's grant opened in the callback service (its
+    /// scope, the provider's grants, until the deadline or the attempt's end), the request
+    /// sent with the deadline, trace context and credential, the answer (or the link's
+    /// failure) typed as a component's would be. No fuel and no memory cap: those are the
+    /// component form's.
+    async fn attempt_remote(
+        &self,
+        call: &Envelope<'_>,
+        remote: &greentic_remote::LazyLink,
+        limits: &Limits,
+        deadline: Instant,
+        ctx: &Arc<TenantCtx>,
+        request: &Request,
+    ) -> Attempted {
+        let link = match remote.get().await {
+            Ok(link) => link,
+            Err(e) => {
+                return Attempted::answer(
+                    Err(crate::domain::remote_failure(e, limits.deadline_ms)),
+                    0,
+                );
+            }
+        };
+        let callbacks = match greentic_remote::Callbacks::shared().await {
+            Ok(callbacks) => callbacks,
+            Err(e) => {
+                return Attempted::answer(
+                    Err(CallError::Internal(format!(
+                        "the callback service for remote providers cannot listen: {e}"
+                    ))),
+                    0,
+                );
+            }
+        };
+        let imports = greentic_capabilities::Imports::new(
+            call.scope.clone(),
+            call.provider.outbound.clone(),
+            greentic_capabilities::ImportLimits {
+                max_resources: limits.max_resources,
+                host_memory_bytes: limits.host_memory_bytes,
+                max_outgoing_requests: limits.max_outgoing_requests,
+            },
+        );
+        let grant = callbacks.open(imports, call.provider.linked, deadline);
+        let meta = greentic_remote::CallMeta {
+            deadline: Some(deadline),
+            traceparent: Some(traceparent(&call.scope.otel_cx, call.trace_id)),
+            credential: Some(grant.credential().to_string()),
+            callback: Some(callbacks.url()),
+        };
+        let cx = DomainCx {
+            ctx,
+            max_response_bytes: call.revision.max_response_bytes,
+            deadline_ms: limits.deadline_ms,
+        };
+        let result = call
+            .provider
+            .prepared
+            .call_remote(link, &meta, &cx, request)
+            .await;
+        // The grant ends with the attempt: a callback after this is refused.
+        drop(grant);
+        Attempted::answer(result, 0)
+    }
+
     /// [`Runtime::attempt`] in the provider's kept instance, which only this call's scope
     /// (tenant, secrets, config) and outbound policy are swapped into.
     pub(super) async fn attempt_shared(
@@ -404,6 +475,24 @@ impl Runtime {
             *slot = Some(kept);
         }
         (mapped, fuel)
+    }
+}
+
+/// The W3C `traceparent` of the host's span for the call (the provider's spans become its
+/// children), or one naming only the call's trace when no span is recorded.
+fn traceparent(cx: &opentelemetry::Context, trace_id: &str) -> String {
+    use opentelemetry::trace::TraceContextExt;
+    let span = cx.span();
+    let sc = span.span_context();
+    if sc.is_valid() {
+        format!(
+            "00-{}-{}-{:02x}",
+            sc.trace_id(),
+            sc.span_id(),
+            sc.trace_flags().to_u8()
+        )
+    } else {
+        format!("00-{trace_id:0>32}-{:016x}-00", fastrand::u64(1..))
     }
 }
 

@@ -1,0 +1,474 @@
+//! The `Host` service: what a remote provider calls back during a call.
+//!
+//! Each call to a remote provider opens a [`CallGrant`] here and sends its credential (256
+//! random bits, metadata [`CALL_HEADER`]) and this service's address ([`CALLBACK_HEADER`]) with
+//! the call. A callback presenting it is served in that call's scope — its tenant, its
+//! provider's grants and bound secrets, its config — through the very host functions a WASM
+//! provider's imports run (budgets, audit records and metrics included). The grant ends when
+//! the call ends (its guard is dropped) or its deadline passes, whichever is first; a callback
+//! after that, or with a credential never issued, is refused (`PERMISSION_DENIED`), and one
+//! to a capability the provider is not granted too.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use greentic_capabilities::Imports;
+use greentic_capabilities::Linked;
+use greentic_capabilities::bindings::greentic as wit;
+use tonic::{Request, Response, Status};
+
+use crate::pb;
+use crate::pb::host_server::{Host, HostServer};
+
+/// The metadata carrying a call's credential.
+pub const CALL_HEADER: &str = "x-greentic-call";
+/// The metadata carrying the callback service's address.
+pub const CALLBACK_HEADER: &str = "x-greentic-callback";
+
+/// What one call's credential opens.
+pub struct CallGrant {
+    imports: tokio::sync::Mutex<Imports>,
+    linked: Linked,
+    deadline: Instant,
+}
+
+/// The callback service and the grants of the calls in flight.
+pub struct Callbacks {
+    grants: Mutex<HashMap<String, Arc<CallGrant>>>,
+    address: SocketAddr,
+}
+
+/// Ends a call's grant when dropped.
+pub struct Open {
+    callbacks: Arc<Callbacks>,
+    credential: String,
+}
+
+impl Open {
+    /// The credential the provider presents.
+    pub fn credential(&self) -> &str {
+        &self.credential
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.callbacks
+            .grants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.credential);
+    }
+}
+
+/// The process's callback service, started on first use.
+static SHARED: tokio::sync::OnceCell<Arc<Callbacks>> = tokio::sync::OnceCell::const_new();
+
+impl Callbacks {
+    /// The process's callback service, started on first use on `$GREENTIC_CALLBACK_LISTEN`
+    /// (default `127.0.0.1:0`, a free loopback port: sidecars on the same machine or in the
+    /// same pod reach it).
+    pub async fn shared() -> std::io::Result<Arc<Callbacks>> {
+        SHARED
+            .get_or_try_init(|| async {
+                let listen = std::env::var("GREENTIC_CALLBACK_LISTEN")
+                    .ok()
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or_else(|| "127.0.0.1:0".into());
+                let addr: SocketAddr = listen.parse().map_err(|_| {
+                    std::io::Error::other(format!(
+                        "$GREENTIC_CALLBACK_LISTEN `{listen}` is not an address and port"
+                    ))
+                })?;
+                Callbacks::start(addr).await
+            })
+            .await
+            .cloned()
+    }
+
+    /// Starts the service on `listen` (loopback: sidecars reach it on the same machine or pod).
+    pub async fn start(listen: SocketAddr) -> std::io::Result<Arc<Callbacks>> {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let address = listener.local_addr()?;
+        let callbacks = Arc::new(Callbacks {
+            grants: Mutex::new(HashMap::new()),
+            address,
+        });
+        let service = HostServer::new(Service {
+            callbacks: callbacks.clone(),
+        })
+        .max_decoding_message_size(MAX_CALLBACK_BYTES)
+        .max_encoding_message_size(MAX_CALLBACK_BYTES);
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        tokio::spawn(async move {
+            if let Err(e) = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(incoming)
+                .await
+            {
+                tracing::error!(error = %e, "the remote providers' callback service stopped");
+            }
+        });
+        tracing::info!(%address, "callback service for remote providers listening");
+        Ok(callbacks)
+    }
+
+    /// Where providers call back: `http://ADDRESS`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Opens a grant for one call: its scope's `imports`, what is `linked` for its provider,
+    /// until `deadline` or until the returned guard is dropped.
+    pub fn open(self: &Arc<Self>, imports: Imports, linked: Linked, deadline: Instant) -> Open {
+        let mut bytes = [0u8; 32];
+        // A failure of the system's randomness leaves a credential no one can guess either way
+        // only if it did not fail; refuse to open rather than issue a predictable one.
+        let credential =
+            match ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes) {
+                Ok(()) => hex::encode(bytes),
+                Err(_) => String::new(),
+            };
+        if !credential.is_empty() {
+            self.grants
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(
+                    credential.clone(),
+                    Arc::new(CallGrant {
+                        imports: tokio::sync::Mutex::new(imports),
+                        linked,
+                        deadline,
+                    }),
+                );
+        }
+        Open {
+            callbacks: self.clone(),
+            credential,
+        }
+    }
+
+    /// Grants open now (calls in flight to remote providers).
+    pub fn open_grants(&self) -> usize {
+        self.grants.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    fn grant<T>(&self, request: &Request<T>, capability: &str) -> Result<Arc<CallGrant>, Status> {
+        let credential = request
+            .metadata()
+            .get(CALL_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let grant = self
+            .grants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(credential)
+            .cloned();
+        let Some(grant) = grant.filter(|g| Instant::now() < g.deadline) else {
+            return Err(Status::permission_denied(format!(
+                "the {CALL_HEADER} credential is not valid: the call it was issued for has ended, or it never existed"
+            )));
+        };
+        if !grant.linked.has(capability) {
+            return Err(Status::permission_denied(format!(
+                "this provider is not granted `{capability}` by the bundle"
+            )));
+        }
+        Ok(grant)
+    }
+}
+
+/// The largest callback message (a state value, an event payload): above what the host's
+/// own limits on those allow.
+pub const MAX_CALLBACK_BYTES: usize = 4 << 20;
+
+struct Service {
+    callbacks: Arc<Callbacks>,
+}
+
+fn trap(e: wasmtime::Error) -> Status {
+    Status::resource_exhausted(format!("{e:#}"))
+}
+
+fn attributes(a: Vec<pb::TelemetryAttribute>) -> Vec<wit::telemetry::types::Attribute> {
+    a.into_iter()
+        .map(|a| wit::telemetry::types::Attribute {
+            key: a.key,
+            value: a.value,
+        })
+        .collect()
+}
+
+fn state_error(e: wit::state::store::StateError) -> pb::StateStateError {
+    use pb::state_state_error::Value;
+    use wit::state::store::StateError as E;
+    pb::StateStateError {
+        value: Some(match e {
+            E::InvalidKey(m) => Value::InvalidKey(m),
+            E::TooLarge(m) => Value::TooLarge(m),
+            E::Conflict(r) => Value::Conflict(r),
+            E::Unavailable(m) => Value::Unavailable(m),
+        }),
+    }
+}
+
+#[tonic::async_trait]
+impl Host for Service {
+    async fn config_document(
+        &self,
+        request: Request<pb::ConfigDocumentRequest>,
+    ) -> Result<Response<pb::ConfigDocumentResponse>, Status> {
+        let grant = self.callbacks.grant(&request, "config")?;
+        let mut imports = grant.imports.lock().await;
+        let value = wit::config::config::Host::document(&mut *imports).map_err(trap)?;
+        Ok(Response::new(pb::ConfigDocumentResponse { value }))
+    }
+
+    async fn config_get(
+        &self,
+        request: Request<pb::ConfigGetRequest>,
+    ) -> Result<Response<pb::ConfigGetResponse>, Status> {
+        use pb::config_get_response::Result as R;
+        let grant = self.callbacks.grant(&request, "config")?;
+        let pointer = request.into_inner().pointer;
+        let mut imports = grant.imports.lock().await;
+        let got = wit::config::config::Host::get(&mut *imports, pointer).map_err(trap)?;
+        use pb::config_config_error::Value;
+        use wit::config::config::ConfigError as E;
+        Ok(Response::new(pb::ConfigGetResponse {
+            result: Some(match got {
+                Ok(v) => R::Ok(v),
+                Err(e) => R::Err(pb::ConfigConfigError {
+                    value: Some(match e {
+                        E::NotFound(m) => Value::NotFound(m),
+                        E::InvalidKey(m) => Value::InvalidKey(m),
+                    }),
+                }),
+            }),
+        }))
+    }
+
+    async fn events_publish(
+        &self,
+        request: Request<pb::EventsPublishRequest>,
+    ) -> Result<Response<pb::EventsPublishResponse>, Status> {
+        use pb::events_publish_response::Result as R;
+        let grant = self.callbacks.grant(&request, "events")?;
+        let r = request.into_inner();
+        let mut imports = grant.imports.lock().await;
+        let published = wit::events::publish::Host::publish(&mut *imports, r.name, r.payload)
+            .await
+            .map_err(trap)?;
+        use pb::events_event_error::Value;
+        use wit::events::publish::EventError as E;
+        Ok(Response::new(pb::EventsPublishResponse {
+            result: Some(match published {
+                Ok(()) => R::Ok(pb::Unit {}),
+                Err(e) => R::Err(pb::EventsEventError {
+                    value: Some(match e {
+                        E::InvalidName(m) => Value::InvalidName(m),
+                        E::InvalidPayload(m) => Value::InvalidPayload(m),
+                        E::TooMany(n) => Value::TooMany(n),
+                        E::TooLarge(n) => Value::TooLarge(n),
+                        E::Unavailable(m) => Value::Unavailable(m),
+                    }),
+                }),
+            }),
+        }))
+    }
+
+    async fn secrets_get(
+        &self,
+        request: Request<pb::SecretsGetRequest>,
+    ) -> Result<Response<pb::SecretsGetResponse>, Status> {
+        use pb::secrets_get_response::Result as R;
+        let grant = self.callbacks.grant(&request, "secrets")?;
+        let name = request.into_inner().name;
+        let scope = grant.imports.lock().await.scope.clone();
+        // The same resolution, audit record and metric as a WASM provider's read.
+        let got = greentic_capabilities::secrets::get(&scope, name).await;
+        use pb::secrets_secret_error::Value;
+        use wit::secrets::store::SecretError as E;
+        Ok(Response::new(pb::SecretsGetResponse {
+            result: Some(match got {
+                // The message is encoded and the buffer freed by the transport; the host's
+                // own copy is zeroized when dropped.
+                Ok(value) => R::Ok(value.to_vec()),
+                Err(e) => R::Err(pb::SecretsSecretError {
+                    value: Some(match e {
+                        E::NotFound(m) => Value::NotFound(m),
+                        E::Denied(m) => Value::Denied(m),
+                        E::InvalidName(m) => Value::InvalidName(m),
+                    }),
+                }),
+            }),
+        }))
+    }
+
+    async fn state_compare_and_swap(
+        &self,
+        request: Request<pb::StateCompareAndSwapRequest>,
+    ) -> Result<Response<pb::StateCompareAndSwapResponse>, Status> {
+        use pb::state_compare_and_swap_response::Result as R;
+        let grant = self.callbacks.grant(&request, "state")?;
+        let r = request.into_inner();
+        let mut imports = grant.imports.lock().await;
+        let done = wit::state::store::Host::compare_and_swap(
+            &mut *imports,
+            r.key,
+            r.expected,
+            r.value,
+            r.ttl_ms,
+        )
+        .await
+        .map_err(trap)?;
+        Ok(Response::new(pb::StateCompareAndSwapResponse {
+            result: Some(match done {
+                Ok(rev) => R::Ok(rev),
+                Err(e) => R::Err(state_error(e)),
+            }),
+        }))
+    }
+
+    async fn state_delete(
+        &self,
+        request: Request<pb::StateDeleteRequest>,
+    ) -> Result<Response<pb::StateDeleteResponse>, Status> {
+        use pb::state_delete_response::Result as R;
+        let grant = self.callbacks.grant(&request, "state")?;
+        let key = request.into_inner().key;
+        let mut imports = grant.imports.lock().await;
+        let done = wit::state::store::Host::delete(&mut *imports, key)
+            .await
+            .map_err(trap)?;
+        Ok(Response::new(pb::StateDeleteResponse {
+            result: Some(match done {
+                Ok(existed) => R::Ok(existed),
+                Err(e) => R::Err(state_error(e)),
+            }),
+        }))
+    }
+
+    async fn state_get(
+        &self,
+        request: Request<pb::StateGetRequest>,
+    ) -> Result<Response<pb::StateGetResponse>, Status> {
+        use pb::state_get_response::Result as R;
+        let grant = self.callbacks.grant(&request, "state")?;
+        let key = request.into_inner().key;
+        let mut imports = grant.imports.lock().await;
+        let got = wit::state::store::Host::get(&mut *imports, key)
+            .await
+            .map_err(trap)?;
+        Ok(Response::new(pb::StateGetResponse {
+            result: Some(match got {
+                Ok(entry) => R::Ok(pb::StateEntryValue {
+                    value: entry.map(|e| pb::StateEntry {
+                        value: e.value,
+                        revision: e.revision,
+                    }),
+                }),
+                Err(e) => R::Err(state_error(e)),
+            }),
+        }))
+    }
+
+    async fn state_list_keys(
+        &self,
+        request: Request<pb::StateListKeysRequest>,
+    ) -> Result<Response<pb::StateListKeysResponse>, Status> {
+        use pb::state_list_keys_response::Result as R;
+        let grant = self.callbacks.grant(&request, "state")?;
+        let r = request.into_inner();
+        let mut imports = grant.imports.lock().await;
+        let page = wit::state::store::Host::list_keys(&mut *imports, r.prefix, r.after, r.limit)
+            .await
+            .map_err(trap)?;
+        Ok(Response::new(pb::StateListKeysResponse {
+            result: Some(match page {
+                Ok(p) => R::Ok(pb::StatePage {
+                    keys: p.keys,
+                    next: p.next,
+                }),
+                Err(e) => R::Err(state_error(e)),
+            }),
+        }))
+    }
+
+    async fn state_set(
+        &self,
+        request: Request<pb::StateSetRequest>,
+    ) -> Result<Response<pb::StateSetResponse>, Status> {
+        use pb::state_set_response::Result as R;
+        let grant = self.callbacks.grant(&request, "state")?;
+        let r = request.into_inner();
+        let mut imports = grant.imports.lock().await;
+        let done = wit::state::store::Host::set(&mut *imports, r.key, r.value, r.ttl_ms)
+            .await
+            .map_err(trap)?;
+        Ok(Response::new(pb::StateSetResponse {
+            result: Some(match done {
+                Ok(rev) => R::Ok(rev),
+                Err(e) => R::Err(state_error(e)),
+            }),
+        }))
+    }
+
+    async fn telemetry_counter_add(
+        &self,
+        request: Request<pb::TelemetryCounterAddRequest>,
+    ) -> Result<Response<pb::TelemetryCounterAddResponse>, Status> {
+        let grant = self.callbacks.grant(&request, "telemetry")?;
+        let r = request.into_inner();
+        let mut imports = grant.imports.lock().await;
+        wit::telemetry::metrics::Host::counter_add(
+            &mut *imports,
+            r.name,
+            r.value,
+            attributes(r.attributes),
+        )
+        .map_err(trap)?;
+        Ok(Response::new(pb::TelemetryCounterAddResponse {}))
+    }
+
+    async fn telemetry_histogram_record(
+        &self,
+        request: Request<pb::TelemetryHistogramRecordRequest>,
+    ) -> Result<Response<pb::TelemetryHistogramRecordResponse>, Status> {
+        let grant = self.callbacks.grant(&request, "telemetry")?;
+        let r = request.into_inner();
+        let mut imports = grant.imports.lock().await;
+        wit::telemetry::metrics::Host::histogram_record(
+            &mut *imports,
+            r.name,
+            r.value,
+            attributes(r.attributes),
+        )
+        .map_err(trap)?;
+        Ok(Response::new(pb::TelemetryHistogramRecordResponse {}))
+    }
+
+    async fn telemetry_log(
+        &self,
+        request: Request<pb::TelemetryLogRequest>,
+    ) -> Result<Response<pb::TelemetryLogResponse>, Status> {
+        use wit::telemetry::types::Level;
+        let grant = self.callbacks.grant(&request, "telemetry")?;
+        let r = request.into_inner();
+        let level = match pb::TelemetryLevel::try_from(r.level) {
+            Ok(pb::TelemetryLevel::Trace) => Level::Trace,
+            Ok(pb::TelemetryLevel::Debug) => Level::Debug,
+            Ok(pb::TelemetryLevel::Info) => Level::Info,
+            Ok(pb::TelemetryLevel::Warn) => Level::Warn,
+            Ok(pb::TelemetryLevel::Error) | Err(_) => Level::Error,
+        };
+        let mut imports = grant.imports.lock().await;
+        wit::telemetry::logs::Host::log(&mut *imports, level, r.message, attributes(r.attributes))
+            .map_err(trap)?;
+        Ok(Response::new(pb::TelemetryLogResponse {}))
+    }
+}
