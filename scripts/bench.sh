@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs the benchmarks (invoke, engine, verify, fleet, audit, token, log_line, tls; or the ones named) after building the
+# Runs the benchmarks (invoke, engine, verify, fleet, audit, token, log_line, tls, forms; or the ones named) after building the
 # components they load. Numbers and method: BENCHMARKS.md.
-#   scripts/bench.sh [invoke|engine|verify|fleet|audit|token|log_line|tls ...] [-- ARGS]
+#   scripts/bench.sh [invoke|engine|verify|fleet|audit|token|log_line|tls|forms ...] [-- ARGS]
 #   scripts/bench.sh capacity [-- inflight|tenants|cold ...]
 # `capacity` (the published figures: calls in flight, tenants per host, cold start) also
 # appends its figures to benchmarks/history.jsonl (commit, date, machine) and redraws

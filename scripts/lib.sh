@@ -27,13 +27,15 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
-# The toolchain pinned by rust-toolchain.toml, with the wasm32-wasip2 target; and the C
-# compiler and make that native dependencies build with (ring; jemalloc, the host's allocator).
+# The toolchain pinned by rust-toolchain.toml, with the wasm32-wasip2 target; the C compiler
+# and make that native dependencies build with (ring; jemalloc, the host's allocator); and
+# protoc, which compiles the wire contract of remote providers (proto/greentic.proto).
 ensure_toolchain() {
   command -v rustup >/dev/null || { echo "error: rustup is required (https://rustup.rs)" >&2; exit 1; }
   local missing=()
   command -v cc >/dev/null || missing+=(gcc libc6-dev)
   command -v make >/dev/null || missing+=(make)
+  command -v protoc >/dev/null || missing+=(protobuf-compiler)
   if [ "${#missing[@]}" != 0 ]; then
     log "installing ${missing[*]} (apt-get)"
     apt_install "${missing[@]}"
@@ -215,4 +217,14 @@ ensure_systemd_tools() {
   command -v systemd-analyze >/dev/null && command -v systemd-socket-activate >/dev/null && return
   log "installing systemd (apt-get) for systemd-analyze and systemd-socket-activate"
   apt_install systemd
+}
+
+# A Python environment with grpcio and grpcio-tools, for the Python sidecar provider
+# (examples/sidecar-python) the tests run; exports GREENTIC_GRPC_PYTHON (its python). Pinned.
+GRPC_PYTHON_PACKAGES=("grpcio==1.85.4" "grpcio-tools==1.85.4" "protobuf==7.36.2" "typing_extensions==4.16.0")
+ensure_grpc_python() {
+  local dir="$HOME/.cache/greentic-host/tools/grpc-python-1"
+  export GREENTIC_GRPC_PYTHON="$dir/bin/python3"
+  ensure_venv "$dir" "import grpc, grpc_tools; assert grpc.__version__ == '1.85.4'" \
+    "${GRPC_PYTHON_PACKAGES[@]}"
 }

@@ -7,8 +7,8 @@
 # Installs what it needs (wasm target, cargo-component, cargo-cyclonedx, docker-registry,
 # skopeo and umoci, nats-server) when missing, the Python DSSE/in-toto verifier the attestation
 # tests check ours with, kubernetes-validate for the Kubernetes manifests, moto and python-hcl2
-# for the platforms' tests (AWS Secrets Manager, Nomad), and systemd-analyze for the systemd
-# units; safe to re-run.
+# for the platforms' tests (AWS Secrets Manager, Nomad), systemd-analyze for the systemd
+# units and grpcio for the Python sidecar provider; safe to re-run.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -20,6 +20,7 @@ ensure_dsse_verifier
 ensure_kubernetes_validate
 ensure_platform_tools
 ensure_systemd_tools
+ensure_grpc_python
 ensure_image_tools
 
 log "checking wit/deps against the Wasmtime release it is vendored from"

@@ -46,6 +46,8 @@ pub use greentic_fleet as fleet;
 pub use greentic_jetstream as jetstream;
 /// Prometheus metrics (`greentic-metrics`).
 pub use greentic_metrics as metrics;
+/// Providers outside the host: the gRPC link and the callback service (`greentic-remote`).
+pub use greentic_remote as remote;
 /// Loading bundles into revisions, and reloading them (`greentic-revisions`).
 pub use greentic_revisions::{load as loader, reload};
 /// The HTTP server (`greentic-server`).

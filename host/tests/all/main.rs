@@ -13,6 +13,7 @@ mod components;
 mod conformance;
 mod events;
 mod fleet;
+mod forms;
 mod hostile;
 mod image;
 mod ingress;
