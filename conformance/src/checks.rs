@@ -438,7 +438,10 @@ pub(crate) async fn secrets_not_emitted(ctx: &mut Ctx) -> Verdict {
 }
 
 pub(crate) fn manifest_imports(ctx: &mut Ctx) -> Verdict {
-    let world = match ComponentWorld::decode(&ctx.manifest.name, &ctx.wasm) {
+    let Some(wasm) = ctx.subject.wasm().map(<[u8]>::to_vec) else {
+        return remote_manifest(ctx);
+    };
+    let world = match ComponentWorld::decode(&ctx.manifest.name, &wasm) {
         Ok(w) => w,
         Err(e) => return fail(format!("the component's world cannot be read: {e}")),
     };
@@ -466,6 +469,63 @@ pub(crate) fn manifest_imports(ctx: &mut Ctx) -> Verdict {
             "{} import(s), {} export(s); secrets, outbound hosts and capabilities agree",
             world.imports.len(),
             world.exports.len()
+        ))
+    } else {
+        fail(problems.join("; "))
+    }
+}
+
+/// `manifest-truth.imports` for a provider outside the host, which has no imports to read: the
+/// evidence is what it did. Its capabilities must be its domain's, and it must have answered
+/// the domain's calls during the run (an answer that is the provider's own, success or
+/// provider error); a run in which no call reached it saw nothing and fails.
+fn remote_manifest(ctx: &Ctx) -> Verdict {
+    let mut problems = Vec::new();
+    for c in &ctx.manifest.capabilities {
+        if let Some(capabilities) = ctx.suite.capabilities
+            && !capabilities.contains(&c.as_str())
+        {
+            problems.push(format!(
+                "capability `{c}` is not one the {} domain offers ({})",
+                ctx.domain,
+                capabilities.join(", ")
+            ));
+        }
+    }
+    // The provider's own answers: a result, or one of `provider-error`'s codes (the host's
+    // codes — remote-unreachable, deadline-exceeded, … — are not its).
+    const OWN: [&str; 8] = [
+        "ok",
+        "invalid-input",
+        "unauthorized",
+        "not-found",
+        "rate-limited",
+        "unavailable",
+        "timeout",
+        "internal",
+    ];
+    let own = |text: &str| match serde_json::from_str::<Value>(text) {
+        Ok(v) => match v.get("code").and_then(Value::as_str) {
+            Some(code) => OWN.contains(&code),
+            None => v.get("provider").is_some(),
+        },
+        Err(_) => text
+            .split_whitespace()
+            .next()
+            .is_some_and(|code| OWN.contains(&code)),
+    };
+    let answered = ctx.answers.iter().filter(|(_, text)| own(text)).count();
+    if answered == 0 {
+        problems.push(format!(
+            "no call of the run was answered by the provider itself ({} answer(s) captured): nothing shows it implements the {} domain's calls",
+            ctx.answers.len(),
+            ctx.domain
+        ));
+    }
+    if problems.is_empty() {
+        pass(format!(
+            "a remote provider: {answered} answer(s) of its own to the {} domain's calls; its capabilities are the domain's",
+            ctx.domain
         ))
     } else {
         fail(problems.join("; "))

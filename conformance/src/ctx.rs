@@ -23,7 +23,9 @@ pub(crate) struct Ctx {
     pub upstream: Upstream,
     pub client: reqwest::Client,
     pub manifest: ProviderManifest,
-    pub wasm: Vec<u8>,
+
+    /// What is certified (a component, or a remote provider).
+    pub subject: crate::host::Subject,
     pub domain: String,
     /// What the suite knows of the domain.
     pub suite: &'static DomainSuite,

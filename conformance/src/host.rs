@@ -25,11 +25,49 @@ pub struct TenantSetup {
     pub config: serde_json::Value,
 }
 
+/// What the suite certifies: a component, or a provider outside the host. The cases are the
+/// same; only where the evidence of the manifest's truth comes from differs (the component's
+/// imports, or the remote's answers).
+#[derive(Debug, Clone)]
+pub enum Subject {
+    /// A component's bytes (`form = "wasm"`).
+    Component(Vec<u8>),
+    /// A provider outside the host (`form = "remote"`): its endpoint and the manifest it
+    /// describes, as the JSON it sent.
+    Remote {
+        /// `grpc://127.0.0.1:PORT` (a sidecar on loopback).
+        endpoint: String,
+        /// Its manifest.
+        manifest_json: String,
+    },
+}
+
+impl Subject {
+    /// The component's bytes, if it is one.
+    pub fn wasm(&self) -> Option<&[u8]> {
+        match self {
+            Subject::Component(w) => Some(w),
+            Subject::Remote { .. } => None,
+        }
+    }
+
+    /// `sha256:<hex>` of what is certified: the component, or the remote's manifest (what the
+    /// host pins in its lock).
+    pub fn digest(&self) -> String {
+        use sha2::Digest as _;
+        let bytes = match self {
+            Subject::Component(w) => w.as_slice(),
+            Subject::Remote { manifest_json, .. } => manifest_json.as_bytes(),
+        };
+        format!("sha256:{:x}", sha2::Sha256::digest(bytes))
+    }
+}
+
 /// What the host must be set up with.
 #[derive(Debug, Clone)]
 pub struct Setup {
-    /// The component's bytes.
-    pub wasm: Vec<u8>,
+    /// What is certified.
+    pub subject: Subject,
     /// Its embedded manifest.
     pub manifest: ProviderManifest,
     /// The domain whose cases run.

@@ -33,7 +33,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub use cases::{Case, Check};
 pub use domain::{DomainSuite, Drive};
 pub use host::{
-    CapturedSpan, FireOutcome, FireRequest, HostUnderTest, Setup, SpanStatus, TenantSetup,
+    CapturedSpan, FireOutcome, FireRequest, HostUnderTest, Setup, SpanStatus, Subject, TenantSetup,
 };
 pub use profile::Profile;
 pub use report::{CaseResult, Report};

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::ctx::Ctx;
 use crate::domains;
 use crate::evaluate::evaluate;
-use crate::host::{HostUnderTest, Setup, TenantSetup};
+use crate::host::{HostUnderTest, Setup, Subject, TenantSetup};
 use crate::profile::{Profile, instantiate};
 use crate::report::{CaseResult, Report};
 use crate::upstream::Upstream;
@@ -39,7 +39,7 @@ impl Default for Options {
 /// Runs every case of the provider's domain against a host `start` sets up.
 pub async fn run<F, Fut>(
     file: &str,
-    wasm: &[u8],
+    subject: Subject,
     options: Options,
     start: F,
 ) -> anyhow::Result<Report>
@@ -47,7 +47,10 @@ where
     F: FnOnce(Setup) -> Fut,
     Fut: Future<Output = anyhow::Result<Box<dyn HostUnderTest>>>,
 {
-    let manifest = extract_manifest(file, wasm)?;
+    let manifest = match &subject {
+        Subject::Component(wasm) => extract_manifest(file, wasm)?,
+        Subject::Remote { manifest_json, .. } => ProviderManifest::from_json(file, manifest_json)?,
+    };
     let domain = options
         .domain
         .clone()
@@ -60,7 +63,7 @@ where
     let upstream = Upstream::start().await?;
     let tenants = tenants(&manifest, &template, &upstream.base_url());
     let setup = Setup {
-        wasm: wasm.to_vec(),
+        subject: subject.clone(),
         manifest: manifest.clone(),
         domain: domain.clone(),
         tenants: tenants.clone(),
@@ -77,7 +80,7 @@ where
             .timeout(Duration::from_millis(options.deadline_ms * 4 + 10_000))
             .build()?,
         manifest: manifest.clone(),
-        wasm: wasm.to_vec(),
+        subject: subject.clone(),
         suite,
         drive,
         domain: domain.clone(),
@@ -113,15 +116,10 @@ where
         version: manifest.version.to_string(),
         domain,
         file: file.to_string(),
-        digest: greentic_digest(wasm),
+        digest: subject.digest(),
         duration_ms: started.elapsed().as_millis() as u64,
         results,
     })
-}
-
-fn greentic_digest(wasm: &[u8]) -> String {
-    use sha2::Digest as _;
-    format!("sha256:{:x}", sha2::Sha256::digest(wasm))
 }
 
 /// Tenants `a` and `b` (every declared secret bound, distinct values) and `c` (bound at load,

@@ -14,6 +14,7 @@ host's state (scoped to the tenant and this provider) and answered from there wh
 """
 import argparse
 import concurrent.futures
+import http.client
 import json
 import os
 import sys
@@ -41,6 +42,14 @@ def load_stubs(proto):
     import greentic_pb2
     import greentic_pb2_grpc
     return greentic_pb2, greentic_pb2_grpc
+
+
+def retry_after_ms(value):
+    """`Retry-After` in milliseconds, if it is a number of seconds."""
+    try:
+        return max(0, int(value)) * 1000 if value is not None else None
+    except ValueError:
+        return None
 
 
 class Relay:
@@ -95,17 +104,18 @@ class Relay:
                 reply = json.loads(answer.read() or b"{}")
         except urllib.error.HTTPError as e:
             status = e.code
+            retry = retry_after_ms(e.headers.get("retry-after"))
             if status == 429:
-                retry = int(e.headers.get("retry-after", "1") or 1) * 1000
-                return self.error(rate_limited=pb.TypesRateLimit(retry_after_ms=retry))
+                return self.error(rate_limited=pb.TypesRateLimit(retry_after_ms=retry or 1000))
             if status in (401, 403):
                 return self.error(unauthorized=f"the relay refused the token ({status})")
             if status == 404:
                 return self.error(not_found="the relay has no such recipient")
             if 400 <= status < 500:
                 return self.error(invalid_input=f"the relay refused the message ({status})")
-            return self.error(unavailable=pb.TypesUnavailableInfo(message=f"the relay answered {status}"))
-        except (TimeoutError, urllib.error.URLError) as e:
+            return self.error(unavailable=pb.TypesUnavailableInfo(
+                message=f"the relay answered {status}", retry_after_ms=retry))
+        except (TimeoutError, urllib.error.URLError, http.client.HTTPException, OSError) as e:
             if "timed out" in str(e):
                 return self.error(timeout=pb.Unit())
             return self.error(unavailable=pb.TypesUnavailableInfo(message=f"the relay is unreachable: {e}"))

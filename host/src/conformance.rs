@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use greentic_conformance::{
-    CapturedSpan, FireOutcome, FireRequest, HostUnderTest, Setup, SpanStatus, TenantSetup,
+    CapturedSpan, FireOutcome, FireRequest, HostUnderTest, Setup, SpanStatus, Subject, TenantSetup,
 };
 use opentelemetry::global;
 use opentelemetry_sdk::error::OTelSdkResult;
@@ -186,15 +186,35 @@ pub fn bundle_toml(setup: &Setup, cache_dir: &Path) -> anyhow::Result<String> {
     }
     // Every other capability the provider imports is granted (a `true` grant): the suite
     // runs what the provider uses. The state it keeps lives in the suite's own temporary
-    // bundle directory.
-    let mut grants = json!({"secrets": secrets, "outbound_hosts": outbound_hosts});
-    if let Ok(world) = greentic_interfaces::ComponentWorld::decode(&m.name, &setup.wasm) {
-        for c in greentic_capabilities::CAPABILITIES {
-            if grants.get(c.name).is_none() && world.imports.iter().any(|i| c.serves(&i.name)) {
-                grants[c.name] = json!(true);
+    // bundle directory. A remote provider has no imports to read: it gets every capability
+    // the host can call back with (its network is its own: no outbound grant).
+    let mut grants = json!({"secrets": secrets});
+    let provider = match &setup.subject {
+        Subject::Component(wasm) => {
+            grants["outbound_hosts"] = json!(outbound_hosts);
+            if let Ok(world) = greentic_interfaces::ComponentWorld::decode(&m.name, wasm) {
+                for c in greentic_capabilities::CAPABILITIES {
+                    if grants.get(c.name).is_none()
+                        && world.imports.iter().any(|i| c.serves(&i.name))
+                    {
+                        grants[c.name] = json!(true);
+                    }
+                }
             }
+            json!({"source": "provider.wasm", "allow_unsigned": true, "grants": grants})
         }
-    }
+        Subject::Remote { endpoint, .. } => {
+            for c in ["config", "telemetry", "state", "events"] {
+                grants[c] = json!(true);
+            }
+            json!({
+                "form": "remote",
+                "source": endpoint,
+                "allow_plaintext": endpoint.starts_with("grpc://"),
+                "grants": grants,
+            })
+        }
+    };
     let doc = json!({
         "host": {"listen": "127.0.0.1:0", "cache_dir": cache_dir},
         "auth": {
@@ -204,11 +224,7 @@ pub fn bundle_toml(setup: &Setup, cache_dir: &Path) -> anyhow::Result<String> {
             "secret_file": "jwt.secret",
         },
         "secrets": {"backend": "file", "dir": "secrets"},
-        "providers": {m.name.clone(): {
-            "source": "provider.wasm",
-            "allow_unsigned": true,
-            "grants": grants,
-        }},
+        "providers": {m.name.clone(): provider},
         "tenants": tenants,
         "routes": routes,
     });
@@ -221,7 +237,9 @@ pub async fn start(setup: Setup, capture: &Capture, cache_dir: PathBuf) -> anyho
     let root = dir.path();
     std::fs::write(root.join("greentic.toml"), bundle_toml(&setup, &cache_dir)?)?;
     std::fs::write(root.join("jwt.secret"), JWT_SECRET)?;
-    std::fs::write(root.join("provider.wasm"), &setup.wasm)?;
+    if let Some(wasm) = setup.subject.wasm() {
+        std::fs::write(root.join("provider.wasm"), wasm)?;
+    }
     for t in &setup.tenants {
         let tdir = root.join("secrets").join(&t.id);
         std::fs::create_dir_all(&tdir)?;

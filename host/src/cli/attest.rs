@@ -94,7 +94,9 @@ impl Attest {
                         (None, Some(capture)) => {
                             let report = run_suite(
                                 &pinned.to_string(),
-                                &pulled.component,
+                                greentic_conformance::Subject::Component(
+                                    pulled.component.clone(),
+                                ),
                                 &SuiteArgs {
                                     domain: None,
                                     profile: self.profile.clone(),

@@ -6,19 +6,20 @@ use std::process::ExitCode;
 use crate::conformance::{Capture, start};
 use anyhow::Context;
 use clap::Args;
-use greentic_conformance::{HostUnderTest, Options, Profile};
+use greentic_conformance::{HostUnderTest, Options, Profile, Subject};
 use greentic_registry::{ArtifactRef, Target, pull_component};
 
 use super::push::RegistryArgs;
 
-/// Run the conformance suite of the provider's domain against a component: the provider runs
-/// under this host on loopback, calling a scripted upstream the suite runs, as tenants whose
-/// secrets and configuration the suite generates. Prints a table (case, result, why); exits 1
-/// if any case fails.
+/// Run the conformance suite of the provider's domain against a component or a remote
+/// provider: the provider runs under this host on loopback (a remote one reached over gRPC),
+/// calling a scripted upstream the suite runs, as tenants whose secrets and configuration the
+/// suite generates. Prints a table (case, result, why); exits 1 if any case fails.
 #[derive(Debug, Args)]
 pub struct Conformance {
     /// The component: a `.wasm` file, or a reference (`HOST[:PORT]/REPO:TAG`, `…@sha256:…`,
-    /// `oci:DIR:TAG`) pulled and verified by digest.
+    /// `oci:DIR:TAG`) pulled and verified by digest; or a remote provider on loopback,
+    /// `grpc://127.0.0.1:PORT` (a sidecar).
     component: String,
     /// Run this domain's cases instead of the one the manifest names.
     #[arg(long)]
@@ -54,10 +55,16 @@ impl Conformance {
     }
 
     async fn suite(self, capture: Capture) -> anyhow::Result<ExitCode> {
-        let (name, wasm) = self.component_bytes().await?;
+        let (name, subject) =
+            if self.component.starts_with("grpc://") || self.component.starts_with("grpcs://") {
+                (self.component.clone(), self.remote().await?)
+            } else {
+                let (name, wasm) = self.component_bytes().await?;
+                (name, Subject::Component(wasm))
+            };
         let report = run_suite(
             &name,
-            &wasm,
+            subject,
             &SuiteArgs {
                 domain: self.domain.clone(),
                 profile: self.profile.clone(),
@@ -80,6 +87,33 @@ impl Conformance {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(1)
+        })
+    }
+
+    /// A remote provider on loopback, described (its manifest asked for) over its link.
+    async fn remote(&self) -> anyhow::Result<Subject> {
+        let config = crate::remote::LinkConfig {
+            endpoint: self.component.clone(),
+            tls: None,
+            identity: None,
+            allow_plaintext: true,
+            max_message_bytes: 1 << 20,
+        };
+        if let Some(problem) = crate::remote::endpoint_problem(&config) {
+            anyhow::bail!(
+                "{problem} (the suite reaches remote providers on loopback over grpc://: run the sidecar beside it)"
+            );
+        }
+        let link = crate::remote::RemoteLink::connect(&config)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let manifest_json = link
+            .describe()
+            .await
+            .map_err(|e| anyhow::anyhow!("asking {} for its manifest: {e}", self.component))?;
+        Ok(Subject::Remote {
+            endpoint: self.component.clone(),
+            manifest_json,
         })
     }
 
@@ -122,10 +156,10 @@ pub(crate) struct SuiteArgs {
     pub cache_dir: Option<PathBuf>,
 }
 
-/// Runs the conformance suite against `wasm` (named `name` in the report) under this host.
+/// Runs the conformance suite against `subject` (named `name` in the report) under this host.
 pub(crate) async fn run_suite(
     name: &str,
-    wasm: &[u8],
+    subject: Subject,
     args: &SuiteArgs,
     capture: &Capture,
 ) -> anyhow::Result<greentic_conformance::Report> {
@@ -139,7 +173,7 @@ pub(crate) async fn run_suite(
         deadline_ms: args.deadline_ms,
     };
     let cache_dir = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
-    let report = greentic_conformance::run(name, wasm, options, |setup| async move {
+    let report = greentic_conformance::run(name, subject, options, |setup| async move {
         let harness = start(setup, capture, cache_dir).await?;
         Ok(Box::new(harness) as Box<dyn HostUnderTest>)
     })
