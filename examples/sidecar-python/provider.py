@@ -92,6 +92,26 @@ class Relay:
             if seen.WhichOneof("result") == "ok" and seen.ok.HasField("value"):
                 done = json.loads(seen.ok.value.value)
                 return pb.MessagingSendResponse(ok=pb.MessagingSendResult(**done))
+        # The delivery's own span, a child of the host's span for the call.
+        span = host.TelemetrySpanNew(pb.TelemetrySpanNewRequest(name="relay.deliver"),
+                                     metadata=credential, timeout=context.time_remaining()).value
+        host.TelemetrySpanSetAttribute(pb.TelemetrySpanSetAttributeRequest(
+            handle=span, key="to", value=request.msg.to), metadata=credential,
+            timeout=context.time_remaining())
+        try:
+            answer = self.deliver(pb, request, config, token, key, host, credential, context)
+        except Exception as e:  # a bug here must still end the span
+            answer = self.error(internal=f"relay: {e}")
+        err = answer.err if answer.WhichOneof("result") == "err" else None
+        status = (pb.TelemetrySpanStatus(ok=pb.Unit()) if err is None else
+                  pb.TelemetrySpanStatus(error=err.WhichOneof("value") or "error"))
+        host.TelemetrySpanSetStatus(pb.TelemetrySpanSetStatusRequest(handle=span, status=status),
+                                    metadata=credential, timeout=context.time_remaining())
+        host.TelemetrySpanEnd(pb.TelemetrySpanEndRequest(handle=span), metadata=credential,
+                              timeout=context.time_remaining())
+        return answer
+
+    def deliver(self, pb, request, config, token, key, host, credential, context):
         body = json.dumps({"to": request.msg.to, "text": request.msg.text,
                            "thread": request.msg.thread or None}).encode()
         timeout = min(config.get("timeout_ms", 5000) / 1000, max(context.time_remaining() or 5, 0.05))

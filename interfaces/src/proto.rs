@@ -13,8 +13,9 @@
 //! - `service Host`: every function the host offers providers (`greentic:provider/imports`:
 //!   secrets, config, state, events, logs, metrics), as the callbacks a provider makes during a
 //!   call. The tenant is ambient as in WIT: the call's credential (`x-greentic-call` metadata)
-//!   says whose call it is. Resource methods (telemetry spans) are not callbacks: a remote
-//!   provider exports its own spans, joined to the call's trace by `traceparent`.
+//!   says whose call it is. A resource (a telemetry span) is a `uint64` handle the host gives
+//!   out, valid within the call: its constructor is `{Package}{Resource}New`, its methods
+//!   `{Package}{Resource}{Method}` with the handle as `handle`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -178,6 +179,9 @@ impl<'a> Generator<'a> {
                         Ok((Label::Single, self.message_name(id)?))
                     }
                     TypeDefKind::List(Type::U8) => scalar("bytes"),
+                    // A resource handle (`own<span>`, `borrow<span>`): the host's handle for it,
+                    // valid within the call that made it.
+                    TypeDefKind::Handle(_) => scalar("uint64"),
                     TypeDefKind::List(inner) => {
                         let (label, t) = self.field(inner)?;
                         let t = if label == Label::Single {
@@ -319,19 +323,29 @@ impl<'a> Generator<'a> {
         rpcs: &mut String,
         messages: &mut String,
     ) -> Result<(), String> {
-        let rpc = format!("{}{}", pascal(package), pascal(&f.name));
+        // A resource's constructor is `{Resource}New`, its methods `{Resource}{Method}` (their
+        // `self` is the `handle` field).
+        let name = match &f.kind {
+            FunctionKind::Constructor(r) => format!("{}-new", self.resource_name(*r)),
+            FunctionKind::Method(r) => format!(
+                "{}-{}",
+                self.resource_name(*r),
+                f.name.rsplit('.').next().unwrap_or(&f.name)
+            ),
+            _ => f.name.clone(),
+        };
+        let rpc = format!("{}{}", pascal(package), pascal(&name));
         let mut request = String::new();
         Self::docs(&mut request, &f.docs, "");
         let _ = writeln!(request, "message {rpc}Request {{");
         for (i, p) in f.params.iter().enumerate() {
             let (label, t) = self.field(&p.ty)?;
-            let _ = writeln!(
-                request,
-                "  {}{t} {} = {};",
-                label.prefix(),
-                snake(&p.name),
-                i + 1
-            );
+            let field = if p.name == "self" {
+                "handle".to_string()
+            } else {
+                snake(&p.name)
+            };
+            let _ = writeln!(request, "  {}{t} {field} = {};", label.prefix(), i + 1);
         }
         request.push_str("}\n");
         let mut response = format!("message {rpc}Response {{\n");
@@ -371,8 +385,13 @@ impl<'a> Generator<'a> {
         Ok(())
     }
 
+    fn resource_name(&self, id: TypeId) -> String {
+        self.resolve.types[id].name.clone().unwrap_or_default()
+    }
+
     /// The functions of the interfaces `world` imports (or exports), from `greentic:`
-    /// packages, by package.
+    /// packages, by package: freestanding ones, and (for imports) resource constructors and
+    /// methods.
     fn world_functions(&self, world: &str, exports: bool) -> Vec<(String, Function)> {
         let mut out = Vec::new();
         for (_, w) in self.resolve.worlds.iter() {
@@ -398,7 +417,11 @@ impl<'a> Generator<'a> {
                     continue;
                 }
                 for f in interface.functions.values() {
-                    if f.kind == FunctionKind::Freestanding {
+                    let resource = matches!(
+                        f.kind,
+                        FunctionKind::Constructor(_) | FunctionKind::Method(_)
+                    );
+                    if f.kind == FunctionKind::Freestanding || (resource && !exports) {
                         out.push((owner.name.name.clone(), f.clone()));
                     }
                 }

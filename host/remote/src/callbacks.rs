@@ -17,7 +17,9 @@ use std::time::Instant;
 use greentic_capabilities::Imports;
 use greentic_capabilities::Linked;
 use greentic_capabilities::bindings::greentic as wit;
+use greentic_capabilities::telemetry::GuestSpan;
 use tonic::{Request, Response, Status};
+use wasmtime::component::Resource;
 
 use crate::pb;
 use crate::pb::host_server::{Host, HostServer};
@@ -192,6 +194,18 @@ struct Service {
 
 fn trap(e: wasmtime::Error) -> Status {
     Status::resource_exhausted(format!("{e:#}"))
+}
+
+/// The span a handle names, within the call's own table (another call's handles are not in
+/// it: each grant has its own).
+fn span(handle: u64) -> Result<Resource<GuestSpan>, Status> {
+    u32::try_from(handle)
+        .map(Resource::new_borrow)
+        .map_err(|_| Status::invalid_argument(format!("no span {handle} in this call")))
+}
+
+fn bad_handle(e: wasmtime::Error) -> Status {
+    Status::invalid_argument(format!("no such span in this call ({e:#})"))
 }
 
 fn attributes(a: Vec<pb::TelemetryAttribute>) -> Vec<wit::telemetry::types::Attribute> {
@@ -450,6 +464,85 @@ impl Host for Service {
         )
         .map_err(trap)?;
         Ok(Response::new(pb::TelemetryHistogramRecordResponse {}))
+    }
+
+    async fn telemetry_span_new(
+        &self,
+        request: Request<pb::TelemetrySpanNewRequest>,
+    ) -> Result<Response<pb::TelemetrySpanNewResponse>, Status> {
+        let grant = self.callbacks.grant(&request, "telemetry")?;
+        let r = request.into_inner();
+        let parent = r.parent.map(span).transpose()?;
+        let mut imports = grant.imports.lock().await;
+        let made = wit::telemetry::tracing::HostSpan::new(&mut *imports, r.name, parent)
+            .map_err(bad_handle)?;
+        Ok(Response::new(pb::TelemetrySpanNewResponse {
+            value: u64::from(made.rep()),
+        }))
+    }
+
+    async fn telemetry_span_add_event(
+        &self,
+        request: Request<pb::TelemetrySpanAddEventRequest>,
+    ) -> Result<Response<pb::TelemetrySpanAddEventResponse>, Status> {
+        let grant = self.callbacks.grant(&request, "telemetry")?;
+        let r = request.into_inner();
+        let mut imports = grant.imports.lock().await;
+        wit::telemetry::tracing::HostSpan::add_event(
+            &mut *imports,
+            span(r.handle)?,
+            r.name,
+            attributes(r.attributes),
+        )
+        .map_err(bad_handle)?;
+        Ok(Response::new(pb::TelemetrySpanAddEventResponse {}))
+    }
+
+    async fn telemetry_span_end(
+        &self,
+        request: Request<pb::TelemetrySpanEndRequest>,
+    ) -> Result<Response<pb::TelemetrySpanEndResponse>, Status> {
+        let grant = self.callbacks.grant(&request, "telemetry")?;
+        let handle = request.into_inner().handle;
+        let mut imports = grant.imports.lock().await;
+        wit::telemetry::tracing::HostSpan::end(&mut *imports, span(handle)?).map_err(bad_handle)?;
+        Ok(Response::new(pb::TelemetrySpanEndResponse {}))
+    }
+
+    async fn telemetry_span_set_attribute(
+        &self,
+        request: Request<pb::TelemetrySpanSetAttributeRequest>,
+    ) -> Result<Response<pb::TelemetrySpanSetAttributeResponse>, Status> {
+        let grant = self.callbacks.grant(&request, "telemetry")?;
+        let r = request.into_inner();
+        let mut imports = grant.imports.lock().await;
+        wit::telemetry::tracing::HostSpan::set_attribute(
+            &mut *imports,
+            span(r.handle)?,
+            r.key,
+            r.value,
+        )
+        .map_err(bad_handle)?;
+        Ok(Response::new(pb::TelemetrySpanSetAttributeResponse {}))
+    }
+
+    async fn telemetry_span_set_status(
+        &self,
+        request: Request<pb::TelemetrySpanSetStatusRequest>,
+    ) -> Result<Response<pb::TelemetrySpanSetStatusResponse>, Status> {
+        use pb::telemetry_span_status::Value;
+        use wit::telemetry::tracing::SpanStatus;
+        let grant = self.callbacks.grant(&request, "telemetry")?;
+        let r = request.into_inner();
+        let status = match r.status.and_then(|s| s.value) {
+            Some(Value::Ok(_)) => SpanStatus::Ok,
+            Some(Value::Error(m)) => SpanStatus::Error(m),
+            Some(Value::Unset(_)) | None => SpanStatus::Unset,
+        };
+        let mut imports = grant.imports.lock().await;
+        wit::telemetry::tracing::HostSpan::set_status(&mut *imports, span(r.handle)?, status)
+            .map_err(bad_handle)?;
+        Ok(Response::new(pb::TelemetrySpanSetStatusResponse {}))
     }
 
     async fn telemetry_log(

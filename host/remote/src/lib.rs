@@ -52,7 +52,10 @@ impl RemoteError {
         let message = status.message().chars().take(300).collect::<String>();
         let described = describe(status);
         match status.code() {
-            Code::DeadlineExceeded | Code::Cancelled => RemoteError::Deadline,
+            Code::DeadlineExceeded => RemoteError::Deadline,
+            // tonic cancels a request whose connection went away too, not only a late one.
+            Code::Cancelled if described.contains("Timeout expired") => RemoteError::Deadline,
+            Code::Cancelled => RemoteError::Unreachable(described),
             // tonic says `OutOfRange` (or `ResourceExhausted`) for a message over the limit.
             _ if message.contains("message length too large")
                 || message.contains("larger than max") =>
