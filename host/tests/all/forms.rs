@@ -820,3 +820,100 @@ fn a_remote_that_never_answers_its_calls_is_not_certified() {
         .clone();
     assert_eq!(imports["passed"], false, "{imports}");
 }
+
+/// A timer provider outside the host: records every slot the host fires at it.
+mod ticker {
+    use std::sync::{Arc, Mutex};
+
+    use greentic_host::remote::pb::{self, provider_server::Provider, timer_on_fire_response};
+    use tonic::{Request, Response, Status};
+
+    pub const MANIFEST: &str = r#"{"name":"ticker","version":"1.0.0","domain":"timer","capabilities":["tick"],"compat":{"wit":"greentic:timer/scheduled@1.0.x"}}"#;
+
+    pub struct Ticker {
+        pub fired: Arc<Mutex<Vec<(String, String, String)>>>,
+    }
+
+    #[tonic::async_trait]
+    impl Provider for Ticker {
+        async fn describe(
+            &self,
+            _: Request<pb::DescribeRequest>,
+        ) -> Result<Response<pb::DescribeResponse>, Status> {
+            Ok(Response::new(pb::DescribeResponse {
+                manifest_json: MANIFEST.into(),
+            }))
+        }
+
+        async fn messaging_send(
+            &self,
+            _: Request<pb::MessagingSendRequest>,
+        ) -> Result<Response<pb::MessagingSendResponse>, Status> {
+            Err(Status::unimplemented("a timer provider sends nothing"))
+        }
+
+        async fn timer_on_fire(
+            &self,
+            request: Request<pb::TimerOnFireRequest>,
+        ) -> Result<Response<pb::TimerOnFireResponse>, Status> {
+            let r = request.into_inner();
+            let (ctx, info) = (r.ctx.unwrap_or_default(), r.info.unwrap_or_default());
+            self.fired
+                .lock()
+                .unwrap()
+                .push((ctx.tenant, info.schedule, info.payload));
+            Ok(Response::new(pb::TimerOnFireResponse {
+                result: Some(timer_on_fire_response::Result::Ok(pb::Unit {})),
+            }))
+        }
+    }
+}
+
+#[test]
+fn a_remote_timer_provider_gets_each_tenants_slots() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fired = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    rt.spawn(
+        tonic::transport::Server::builder()
+            .add_service(
+                greentic_host::remote::pb::provider_server::ProviderServer::new(ticker::Ticker {
+                    fired: fired.clone(),
+                }),
+            )
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let b = TestBundle::new(
+        &format!(
+            "[providers.ticker]\n{}\n\n[tenants.acme]\n\n[tenants.globex]\n\n[[schedules]]\nname = \"acme-tick\"\ntenant = \"acme\"\nprovider = \"ticker\"\nevery = \"1s\"\npayload = {{ n = 1 }}\n\n[[schedules]]\nname = \"globex-tick\"\ntenant = \"globex\"\nprovider = \"ticker\"\nevery = \"1s\"\n",
+            plaintext(port)
+        ),
+        &[],
+    );
+    let _host = Host::start(b.path());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let seen = fired.lock().unwrap().clone();
+        let tenants: std::collections::BTreeSet<&str> =
+            seen.iter().map(|(t, _, _)| t.as_str()).collect();
+        if tenants.len() == 2 {
+            // Each slot carries its tenant's own schedule (and payload), never the other's.
+            for (tenant, schedule, payload) in &seen {
+                assert_eq!(schedule, &format!("{tenant}-tick"));
+                if tenant == "acme" {
+                    assert!(payload.contains("\"n\":1"), "{payload}");
+                }
+            }
+            break;
+        }
+        assert!(Instant::now() < deadline, "fired: {seen:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
