@@ -173,6 +173,12 @@ fn load_remote(
         .world_id_string(world)
         .ok_or_else(|| fail("its world has no package".into()))?;
     let info = by_world(&world).map_err(fail)?;
+    if info.arrival == greentic_engine::domain::Arrival::Http {
+        return Err(fail(format!(
+            "is a `{}` provider: its world exports wasi:http/incoming-handler, which has no wire form yet, so it cannot run remotely; run it as a component",
+            info.name
+        )));
+    }
     if info.name != manifest.domain {
         return Err(fail(format!(
             "its manifest says domain `{}` but targets `{world}`",

@@ -917,3 +917,27 @@ fn a_remote_timer_provider_gets_each_tenants_slots() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_remote_webhook_provider_is_refused_at_load_saying_why() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let manifest = r#"{"name":"hook","version":"1.0.0","domain":"webhook","capabilities":["receive"],"compat":{"wit":"greentic:webhook/handler@1.0.x"}}"#;
+    rt.spawn(hostile::serve(listener, manifest.to_string()));
+    let b = TestBundle::new(
+        &format!(
+            "[providers.hook]\n{}\n\n[tenants.acme]\n\n[[routes]]\ntenant = \"acme\"\ncapability = \"receive\"\nprovider = \"hook\"\n",
+            plaintext(port)
+        ),
+        &[],
+    );
+    let (ok, log) = check(&b);
+    assert!(!ok, "{log}");
+    assert!(
+        log.contains("provider `hook`") && log.contains("cannot run remotely"),
+        "{log}"
+    );
+}
