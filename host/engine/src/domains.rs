@@ -232,12 +232,7 @@ impl<D: Domain> Prepared for Remote<D> {
     }
 
     fn decode(&self, input: Input) -> Result<Decoded<Request>, CallError> {
-        let decoded = D::decode(input)?;
-        Ok(Decoded {
-            request: Arc::new(decoded.request),
-            idempotency_key: decoded.idempotency_key,
-            retry: decoded.retry,
-        })
+        decode::<D>(input)
     }
 
     fn instantiate<'a>(
@@ -287,6 +282,16 @@ pub struct Typed<D: Domain> {
     kept: tokio::sync::Mutex<Option<Kept>>,
 }
 
+/// [`Domain::decode`], its request type-erased: the same for every form.
+fn decode<D: Domain>(input: Input) -> Result<Decoded<Request>, CallError> {
+    let decoded = D::decode(input)?;
+    Ok(Decoded {
+        request: Arc::new(decoded.request),
+        idempotency_key: decoded.idempotency_key,
+        retry: decoded.retry,
+    })
+}
+
 /// A value handed back to the `Prepared` that did not make it: a bug in the runtime.
 fn foreign(what: &str) -> wasmtime::Error {
     wasmtime::Error::msg(format!(
@@ -304,12 +309,7 @@ impl<D: Domain> Prepared for Typed<D> {
     }
 
     fn decode(&self, input: Input) -> Result<Decoded<Request>, CallError> {
-        let decoded = D::decode(input)?;
-        Ok(Decoded {
-            request: Arc::new(decoded.request),
-            idempotency_key: decoded.idempotency_key,
-            retry: decoded.retry,
-        })
+        decode::<D>(input)
     }
 
     fn instantiate<'a>(

@@ -10,27 +10,12 @@
 use crate::common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Host, TestBundle, Upstream};
+use common::{Host, TestBundle, Upstream, free_port, repo};
 use serde_json::json;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The Python sidecar provider (examples/sidecar-python) on a free loopback port.
 struct Sidecar {
@@ -40,12 +25,7 @@ struct Sidecar {
 
 impl Sidecar {
     fn start(extra: &[&str], manifest: Option<&Path>) -> Sidecar {
-        let python = std::env::var("GREENTIC_GRPC_PYTHON").unwrap_or_else(|_| {
-            format!(
-                "{}/.cache/greentic-host/tools/grpc-python-1/bin/python3",
-                std::env::var("HOME").unwrap()
-            )
-        });
+        let python = common::tool_python("GREENTIC_GRPC_PYTHON", "grpc-python-1");
         let port = free_port();
         let mut cmd = Command::new(&python);
         cmd.arg(repo().join("examples/sidecar-python/provider.py"))

@@ -19,23 +19,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Host, TestBundle, Upstream};
+use common::{Host, TestBundle, Upstream, free_port, repo};
 use serde_json::json;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The `Environment=` assignments of a unit file (commented lines are not).
 fn unit_environment(unit: &str) -> Vec<(String, String)> {
@@ -559,12 +544,7 @@ fn systemd_credentials_outside_systemd_is_a_clear_error() {
 
 /// The job file as JSON, parsed by python-hcl2 (scripts/hcl-to-json.py).
 fn nomad_job() -> serde_json::Value {
-    let python = std::env::var("GREENTIC_PLATFORM_TOOLS").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/greentic-host/tools/platform-tools-1/bin/python3",
-            std::env::var("HOME").unwrap()
-        )
-    });
+    let python = common::tool_python("GREENTIC_PLATFORM_TOOLS", "platform-tools-1");
     let out = Command::new(&python)
         .arg(repo().join("scripts/hcl-to-json.py"))
         .arg(repo().join("deploy/nomad/greentic.nomad.hcl"))
@@ -698,12 +678,7 @@ fn seen_with(env: &[(String, String)], bundle_deployment: Option<&str>) -> Strin
 fn each_platform_example_gives_providers_its_deployment_context() {
     // Kubernetes: the Deployment's env (the downward API's region label resolved as the
     // kubelet would) and the ConfigMap bundle's `deployment`.
-    let python = std::env::var("GREENTIC_PLATFORM_TOOLS").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/greentic-host/tools/platform-tools-1/bin/python3",
-            std::env::var("HOME").unwrap()
-        )
-    });
+    let python = common::tool_python("GREENTIC_PLATFORM_TOOLS", "platform-tools-1");
     let out = Command::new(&python)
         .arg("-c")
         .arg("import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))")
@@ -837,12 +812,7 @@ struct Moto {
 
 impl Moto {
     fn start() -> Moto {
-        let python = std::env::var("GREENTIC_PLATFORM_TOOLS").unwrap_or_else(|_| {
-            format!(
-                "{}/.cache/greentic-host/tools/platform-tools-1/bin/python3",
-                std::env::var("HOME").unwrap()
-            )
-        });
+        let python = common::tool_python("GREENTIC_PLATFORM_TOOLS", "platform-tools-1");
         let server = Path::new(&python).with_file_name("moto_server");
         let port = free_port();
         let child = Command::new(&server)

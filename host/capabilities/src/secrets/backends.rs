@@ -10,6 +10,24 @@ use zeroize::Zeroizing;
 
 use super::{SecretBackend, valid_name};
 
+/// The file a secret is kept in, when `tenant` and `name` are valid names (so no path can
+/// leave the backend's directory); absent when there is no such file.
+async fn read_secret(
+    tenant: &str,
+    name: &str,
+    path: PathBuf,
+) -> std::io::Result<Option<Zeroizing<Vec<u8>>>> {
+    if !valid_name(name) || !valid_name(tenant) {
+        return Ok(None);
+    }
+    // tokio reads on its blocking pool: a slow volume never holds an executor thread.
+    match tokio::fs::read(path).await {
+        Ok(bytes) => Ok(Some(Zeroizing::new(bytes))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Files: `<dir>/<tenant>/<NAME>` — what a Kubernetes secret mounted per tenant looks like.
 #[derive(Debug, Clone)]
 pub struct FileBackend {
@@ -30,15 +48,7 @@ impl FileBackend {
 #[async_trait::async_trait]
 impl SecretBackend for FileBackend {
     async fn get(&self, tenant: &str, name: &str) -> std::io::Result<Option<Zeroizing<Vec<u8>>>> {
-        if !valid_name(name) || !valid_name(tenant) {
-            return Ok(None);
-        }
-        // tokio reads on its blocking pool: a slow volume never holds an executor thread.
-        match tokio::fs::read(self.path(tenant, name)).await {
-            Ok(bytes) => Ok(Some(Zeroizing::new(bytes))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        read_secret(tenant, name, self.path(tenant, name)).await
     }
 
     fn locate(&self, tenant: &str, name: &str) -> String {
@@ -126,14 +136,7 @@ impl CredentialsBackend {
 #[async_trait::async_trait]
 impl SecretBackend for CredentialsBackend {
     async fn get(&self, tenant: &str, name: &str) -> std::io::Result<Option<Zeroizing<Vec<u8>>>> {
-        if !valid_name(name) || !valid_name(tenant) {
-            return Ok(None);
-        }
-        match tokio::fs::read(self.path(tenant, name)).await {
-            Ok(bytes) => Ok(Some(Zeroizing::new(bytes))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        read_secret(tenant, name, self.path(tenant, name)).await
     }
 
     fn locate(&self, tenant: &str, name: &str) -> String {

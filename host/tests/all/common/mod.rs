@@ -770,3 +770,31 @@ pub fn github_signature(key: &[u8], message: &[u8]) -> String {
 }
 
 pub use greentic_jetstream::test_server::Nats;
+
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A port free on 127.0.0.1 now (for a server the test starts next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The python of the Python environment a script installed (`$VAR`, else its place under
+/// `~/.cache/greentic-host/tools/DIR`).
+pub fn tool_python(var: &str, dir: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/greentic-host/tools/{dir}/bin/python3",
+            std::env::var("HOME").unwrap()
+        )
+    })
+}
