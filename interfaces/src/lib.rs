@@ -24,6 +24,8 @@
 
 mod contracts;
 mod inspect;
+#[cfg(feature = "native")]
+pub mod native;
 pub mod proto;
 #[cfg(feature = "synth")]
 pub mod synth;
