@@ -35,6 +35,7 @@ pub mod dirs;
 pub mod events;
 mod grants;
 pub mod http;
+pub mod native;
 pub mod outbound;
 pub mod secrets;
 pub mod state;

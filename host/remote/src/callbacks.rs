@@ -16,11 +16,11 @@ use std::time::Instant;
 
 use greentic_capabilities::Imports;
 use greentic_capabilities::Linked;
-use greentic_capabilities::bindings::greentic as wit;
-use greentic_capabilities::telemetry::GuestSpan;
+use greentic_capabilities::native::Scoped;
+use greentic_interfaces::native::{Host as _, Refused, SpanId};
 use tonic::{Request, Response, Status};
-use wasmtime::component::Resource;
 
+use crate::convert::{attributes, level, span_status};
 use crate::pb;
 use crate::pb::host_server::{Host, HostServer};
 
@@ -29,10 +29,9 @@ pub const CALL_HEADER: &str = "x-greentic-call";
 /// The metadata carrying the callback service's address.
 pub const CALLBACK_HEADER: &str = "x-greentic-callback";
 
-/// What one call's credential opens.
+/// What one call's credential opens: the call's capabilities, until its deadline.
 pub struct CallGrant {
-    imports: tokio::sync::Mutex<Imports>,
-    linked: Linked,
+    scoped: Scoped,
     deadline: Instant,
 }
 
@@ -141,8 +140,7 @@ impl Callbacks {
                 .insert(
                     credential.clone(),
                     Arc::new(CallGrant {
-                        imports: tokio::sync::Mutex::new(imports),
-                        linked,
+                        scoped: Scoped::new(imports, linked, deadline),
                         deadline,
                     }),
                 );
@@ -158,7 +156,7 @@ impl Callbacks {
         self.grants.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    fn grant<T>(&self, request: &Request<T>, capability: &str) -> Result<Arc<CallGrant>, Status> {
+    fn grant<T>(&self, request: &Request<T>) -> Result<Arc<CallGrant>, Status> {
         let credential = request
             .metadata()
             .get(CALL_HEADER)
@@ -175,11 +173,6 @@ impl Callbacks {
                 "the {CALL_HEADER} credential is not valid: the call it was issued for has ended, or it never existed"
             )));
         };
-        if !grant.linked.has(capability) {
-            return Err(Status::permission_denied(format!(
-                "this provider is not granted `{capability}` by the bundle"
-            )));
-        }
         Ok(grant)
     }
 }
@@ -192,54 +185,30 @@ struct Service {
     callbacks: Arc<Callbacks>,
 }
 
-fn trap(e: wasmtime::Error) -> Status {
-    Status::resource_exhausted(format!("{e:#}"))
-}
-
-/// The span a handle names, within the call's own table (another call's handles are not in
-/// it: each grant has its own).
-fn span(handle: u64) -> Result<Resource<GuestSpan>, Status> {
-    u32::try_from(handle)
-        .map(Resource::new_borrow)
-        .map_err(|_| Status::invalid_argument(format!("no span {handle} in this call")))
-}
-
-fn bad_handle(e: wasmtime::Error) -> Status {
-    Status::invalid_argument(format!("no such span in this call ({e:#})"))
-}
-
-fn attributes(a: Vec<pb::TelemetryAttribute>) -> Vec<wit::telemetry::types::Attribute> {
-    a.into_iter()
-        .map(|a| wit::telemetry::types::Attribute {
-            key: a.key,
-            value: a.value,
-        })
-        .collect()
-}
-
-fn state_error(e: wit::state::store::StateError) -> pb::StateStateError {
-    use pb::state_state_error::Value;
-    use wit::state::store::StateError as E;
-    pb::StateStateError {
-        value: Some(match e {
-            E::InvalidKey(m) => Value::InvalidKey(m),
-            E::TooLarge(m) => Value::TooLarge(m),
-            E::Conflict(r) => Value::Conflict(r),
-            E::Unavailable(m) => Value::Unavailable(m),
-        }),
+/// The status a refusal of the host is sent as.
+fn refused(r: Refused) -> Status {
+    match r {
+        Refused::NotGranted(_) | Refused::Ended(_) => Status::permission_denied(r.to_string()),
+        Refused::Trapped(_) => Status::resource_exhausted(r.to_string()),
+        Refused::NoSuchSpan(_) => Status::invalid_argument(r.to_string()),
     }
 }
 
+fn ok<T>(value: T) -> Result<Response<T>, Status> {
+    Ok(Response::new(value))
+}
+
+/// Each rpc: the grant of the call its credential names, then the same [`Scoped`] function a
+/// native provider calls, its answer in the wire's shape.
 #[tonic::async_trait]
 impl Host for Service {
     async fn config_document(
         &self,
         request: Request<pb::ConfigDocumentRequest>,
     ) -> Result<Response<pb::ConfigDocumentResponse>, Status> {
-        let grant = self.callbacks.grant(&request, "config")?;
-        let mut imports = grant.imports.lock().await;
-        let value = wit::config::config::Host::document(&mut *imports).map_err(trap)?;
-        Ok(Response::new(pb::ConfigDocumentResponse { value }))
+        let grant = self.callbacks.grant(&request)?;
+        let value = grant.scoped.config_document().await.map_err(refused)?;
+        ok(pb::ConfigDocumentResponse { value })
     }
 
     async fn config_get(
@@ -247,23 +216,15 @@ impl Host for Service {
         request: Request<pb::ConfigGetRequest>,
     ) -> Result<Response<pb::ConfigGetResponse>, Status> {
         use pb::config_get_response::Result as R;
-        let grant = self.callbacks.grant(&request, "config")?;
+        let grant = self.callbacks.grant(&request)?;
         let pointer = request.into_inner().pointer;
-        let mut imports = grant.imports.lock().await;
-        let got = wit::config::config::Host::get(&mut *imports, pointer).map_err(trap)?;
-        use pb::config_config_error::Value;
-        use wit::config::config::ConfigError as E;
-        Ok(Response::new(pb::ConfigGetResponse {
+        let got = grant.scoped.config_get(&pointer).await.map_err(refused)?;
+        ok(pb::ConfigGetResponse {
             result: Some(match got {
                 Ok(v) => R::Ok(v),
-                Err(e) => R::Err(pb::ConfigConfigError {
-                    value: Some(match e {
-                        E::NotFound(m) => Value::NotFound(m),
-                        E::InvalidKey(m) => Value::InvalidKey(m),
-                    }),
-                }),
+                Err(e) => R::Err(e.into()),
             }),
-        }))
+        })
     }
 
     async fn events_publish(
@@ -271,28 +232,19 @@ impl Host for Service {
         request: Request<pb::EventsPublishRequest>,
     ) -> Result<Response<pb::EventsPublishResponse>, Status> {
         use pb::events_publish_response::Result as R;
-        let grant = self.callbacks.grant(&request, "events")?;
+        let grant = self.callbacks.grant(&request)?;
         let r = request.into_inner();
-        let mut imports = grant.imports.lock().await;
-        let published = wit::events::publish::Host::publish(&mut *imports, r.name, r.payload)
+        let published = grant
+            .scoped
+            .publish(&r.name, &r.payload)
             .await
-            .map_err(trap)?;
-        use pb::events_event_error::Value;
-        use wit::events::publish::EventError as E;
-        Ok(Response::new(pb::EventsPublishResponse {
+            .map_err(refused)?;
+        ok(pb::EventsPublishResponse {
             result: Some(match published {
                 Ok(()) => R::Ok(pb::Unit {}),
-                Err(e) => R::Err(pb::EventsEventError {
-                    value: Some(match e {
-                        E::InvalidName(m) => Value::InvalidName(m),
-                        E::InvalidPayload(m) => Value::InvalidPayload(m),
-                        E::TooMany(n) => Value::TooMany(n),
-                        E::TooLarge(n) => Value::TooLarge(n),
-                        E::Unavailable(m) => Value::Unavailable(m),
-                    }),
-                }),
+                Err(e) => R::Err(e.into()),
             }),
-        }))
+        })
     }
 
     async fn secrets_get(
@@ -300,27 +252,18 @@ impl Host for Service {
         request: Request<pb::SecretsGetRequest>,
     ) -> Result<Response<pb::SecretsGetResponse>, Status> {
         use pb::secrets_get_response::Result as R;
-        let grant = self.callbacks.grant(&request, "secrets")?;
+        let grant = self.callbacks.grant(&request)?;
         let name = request.into_inner().name;
-        let scope = grant.imports.lock().await.scope.clone();
         // The same resolution, audit record and metric as a WASM provider's read.
-        let got = greentic_capabilities::secrets::get(&scope, name).await;
-        use pb::secrets_secret_error::Value;
-        use wit::secrets::store::SecretError as E;
-        Ok(Response::new(pb::SecretsGetResponse {
+        let got = grant.scoped.secret(&name).await.map_err(refused)?;
+        ok(pb::SecretsGetResponse {
             result: Some(match got {
-                // The message is encoded and the buffer freed by the transport; the host's
-                // own copy is zeroized when dropped.
+                // The message is encoded and its buffer freed by the transport; the host's own
+                // copy is zeroized when dropped.
                 Ok(value) => R::Ok(value.to_vec()),
-                Err(e) => R::Err(pb::SecretsSecretError {
-                    value: Some(match e {
-                        E::NotFound(m) => Value::NotFound(m),
-                        E::Denied(m) => Value::Denied(m),
-                        E::InvalidName(m) => Value::InvalidName(m),
-                    }),
-                }),
+                Err(e) => R::Err(e.into()),
             }),
-        }))
+        })
     }
 
     async fn state_compare_and_swap(
@@ -328,24 +271,19 @@ impl Host for Service {
         request: Request<pb::StateCompareAndSwapRequest>,
     ) -> Result<Response<pb::StateCompareAndSwapResponse>, Status> {
         use pb::state_compare_and_swap_response::Result as R;
-        let grant = self.callbacks.grant(&request, "state")?;
+        let grant = self.callbacks.grant(&request)?;
         let r = request.into_inner();
-        let mut imports = grant.imports.lock().await;
-        let done = wit::state::store::Host::compare_and_swap(
-            &mut *imports,
-            r.key,
-            r.expected,
-            r.value,
-            r.ttl_ms,
-        )
-        .await
-        .map_err(trap)?;
-        Ok(Response::new(pb::StateCompareAndSwapResponse {
+        let done = grant
+            .scoped
+            .state_compare_and_swap(&r.key, r.expected, r.value, r.ttl_ms)
+            .await
+            .map_err(refused)?;
+        ok(pb::StateCompareAndSwapResponse {
             result: Some(match done {
                 Ok(rev) => R::Ok(rev),
-                Err(e) => R::Err(state_error(e)),
+                Err(e) => R::Err(e.into()),
             }),
-        }))
+        })
     }
 
     async fn state_delete(
@@ -353,18 +291,15 @@ impl Host for Service {
         request: Request<pb::StateDeleteRequest>,
     ) -> Result<Response<pb::StateDeleteResponse>, Status> {
         use pb::state_delete_response::Result as R;
-        let grant = self.callbacks.grant(&request, "state")?;
+        let grant = self.callbacks.grant(&request)?;
         let key = request.into_inner().key;
-        let mut imports = grant.imports.lock().await;
-        let done = wit::state::store::Host::delete(&mut *imports, key)
-            .await
-            .map_err(trap)?;
-        Ok(Response::new(pb::StateDeleteResponse {
+        let done = grant.scoped.state_delete(&key).await.map_err(refused)?;
+        ok(pb::StateDeleteResponse {
             result: Some(match done {
                 Ok(existed) => R::Ok(existed),
-                Err(e) => R::Err(state_error(e)),
+                Err(e) => R::Err(e.into()),
             }),
-        }))
+        })
     }
 
     async fn state_get(
@@ -372,13 +307,10 @@ impl Host for Service {
         request: Request<pb::StateGetRequest>,
     ) -> Result<Response<pb::StateGetResponse>, Status> {
         use pb::state_get_response::Result as R;
-        let grant = self.callbacks.grant(&request, "state")?;
+        let grant = self.callbacks.grant(&request)?;
         let key = request.into_inner().key;
-        let mut imports = grant.imports.lock().await;
-        let got = wit::state::store::Host::get(&mut *imports, key)
-            .await
-            .map_err(trap)?;
-        Ok(Response::new(pb::StateGetResponse {
+        let got = grant.scoped.state_get(&key).await.map_err(refused)?;
+        ok(pb::StateGetResponse {
             result: Some(match got {
                 Ok(entry) => R::Ok(pb::StateEntryValue {
                     value: entry.map(|e| pb::StateEntry {
@@ -386,9 +318,9 @@ impl Host for Service {
                         revision: e.revision,
                     }),
                 }),
-                Err(e) => R::Err(state_error(e)),
+                Err(e) => R::Err(e.into()),
             }),
-        }))
+        })
     }
 
     async fn state_list_keys(
@@ -396,21 +328,22 @@ impl Host for Service {
         request: Request<pb::StateListKeysRequest>,
     ) -> Result<Response<pb::StateListKeysResponse>, Status> {
         use pb::state_list_keys_response::Result as R;
-        let grant = self.callbacks.grant(&request, "state")?;
+        let grant = self.callbacks.grant(&request)?;
         let r = request.into_inner();
-        let mut imports = grant.imports.lock().await;
-        let page = wit::state::store::Host::list_keys(&mut *imports, r.prefix, r.after, r.limit)
+        let page = grant
+            .scoped
+            .state_list_keys(&r.prefix, r.after, r.limit)
             .await
-            .map_err(trap)?;
-        Ok(Response::new(pb::StateListKeysResponse {
+            .map_err(refused)?;
+        ok(pb::StateListKeysResponse {
             result: Some(match page {
                 Ok(p) => R::Ok(pb::StatePage {
                     keys: p.keys,
                     next: p.next,
                 }),
-                Err(e) => R::Err(state_error(e)),
+                Err(e) => R::Err(e.into()),
             }),
-        }))
+        })
     }
 
     async fn state_set(
@@ -418,150 +351,130 @@ impl Host for Service {
         request: Request<pb::StateSetRequest>,
     ) -> Result<Response<pb::StateSetResponse>, Status> {
         use pb::state_set_response::Result as R;
-        let grant = self.callbacks.grant(&request, "state")?;
+        let grant = self.callbacks.grant(&request)?;
         let r = request.into_inner();
-        let mut imports = grant.imports.lock().await;
-        let done = wit::state::store::Host::set(&mut *imports, r.key, r.value, r.ttl_ms)
+        let done = grant
+            .scoped
+            .state_set(&r.key, r.value, r.ttl_ms)
             .await
-            .map_err(trap)?;
-        Ok(Response::new(pb::StateSetResponse {
+            .map_err(refused)?;
+        ok(pb::StateSetResponse {
             result: Some(match done {
                 Ok(rev) => R::Ok(rev),
-                Err(e) => R::Err(state_error(e)),
+                Err(e) => R::Err(e.into()),
             }),
-        }))
+        })
     }
 
     async fn telemetry_counter_add(
         &self,
         request: Request<pb::TelemetryCounterAddRequest>,
     ) -> Result<Response<pb::TelemetryCounterAddResponse>, Status> {
-        let grant = self.callbacks.grant(&request, "telemetry")?;
+        let grant = self.callbacks.grant(&request)?;
         let r = request.into_inner();
-        let mut imports = grant.imports.lock().await;
-        wit::telemetry::metrics::Host::counter_add(
-            &mut *imports,
-            r.name,
-            r.value,
-            attributes(r.attributes),
-        )
-        .map_err(trap)?;
-        Ok(Response::new(pb::TelemetryCounterAddResponse {}))
+        grant
+            .scoped
+            .counter_add(&r.name, r.value, attributes(r.attributes))
+            .await
+            .map_err(refused)?;
+        ok(pb::TelemetryCounterAddResponse {})
     }
 
     async fn telemetry_histogram_record(
         &self,
         request: Request<pb::TelemetryHistogramRecordRequest>,
     ) -> Result<Response<pb::TelemetryHistogramRecordResponse>, Status> {
-        let grant = self.callbacks.grant(&request, "telemetry")?;
+        let grant = self.callbacks.grant(&request)?;
         let r = request.into_inner();
-        let mut imports = grant.imports.lock().await;
-        wit::telemetry::metrics::Host::histogram_record(
-            &mut *imports,
-            r.name,
-            r.value,
-            attributes(r.attributes),
-        )
-        .map_err(trap)?;
-        Ok(Response::new(pb::TelemetryHistogramRecordResponse {}))
+        grant
+            .scoped
+            .histogram_record(&r.name, r.value, attributes(r.attributes))
+            .await
+            .map_err(refused)?;
+        ok(pb::TelemetryHistogramRecordResponse {})
     }
 
     async fn telemetry_span_new(
         &self,
         request: Request<pb::TelemetrySpanNewRequest>,
     ) -> Result<Response<pb::TelemetrySpanNewResponse>, Status> {
-        let grant = self.callbacks.grant(&request, "telemetry")?;
+        let grant = self.callbacks.grant(&request)?;
         let r = request.into_inner();
-        let parent = r.parent.map(span).transpose()?;
-        let mut imports = grant.imports.lock().await;
-        let made = wit::telemetry::tracing::HostSpan::new(&mut *imports, r.name, parent)
-            .map_err(bad_handle)?;
-        Ok(Response::new(pb::TelemetrySpanNewResponse {
-            value: u64::from(made.rep()),
-        }))
+        let made = grant
+            .scoped
+            .span_new(&r.name, r.parent.map(SpanId))
+            .await
+            .map_err(refused)?;
+        ok(pb::TelemetrySpanNewResponse { value: made.0 })
     }
 
     async fn telemetry_span_add_event(
         &self,
         request: Request<pb::TelemetrySpanAddEventRequest>,
     ) -> Result<Response<pb::TelemetrySpanAddEventResponse>, Status> {
-        let grant = self.callbacks.grant(&request, "telemetry")?;
+        let grant = self.callbacks.grant(&request)?;
         let r = request.into_inner();
-        let mut imports = grant.imports.lock().await;
-        wit::telemetry::tracing::HostSpan::add_event(
-            &mut *imports,
-            span(r.handle)?,
-            r.name,
-            attributes(r.attributes),
-        )
-        .map_err(bad_handle)?;
-        Ok(Response::new(pb::TelemetrySpanAddEventResponse {}))
+        grant
+            .scoped
+            .span_add_event(SpanId(r.handle), &r.name, attributes(r.attributes))
+            .await
+            .map_err(refused)?;
+        ok(pb::TelemetrySpanAddEventResponse {})
     }
 
     async fn telemetry_span_end(
         &self,
         request: Request<pb::TelemetrySpanEndRequest>,
     ) -> Result<Response<pb::TelemetrySpanEndResponse>, Status> {
-        let grant = self.callbacks.grant(&request, "telemetry")?;
+        let grant = self.callbacks.grant(&request)?;
         let handle = request.into_inner().handle;
-        let mut imports = grant.imports.lock().await;
-        wit::telemetry::tracing::HostSpan::end(&mut *imports, span(handle)?).map_err(bad_handle)?;
-        Ok(Response::new(pb::TelemetrySpanEndResponse {}))
+        grant
+            .scoped
+            .span_end(SpanId(handle))
+            .await
+            .map_err(refused)?;
+        ok(pb::TelemetrySpanEndResponse {})
     }
 
     async fn telemetry_span_set_attribute(
         &self,
         request: Request<pb::TelemetrySpanSetAttributeRequest>,
     ) -> Result<Response<pb::TelemetrySpanSetAttributeResponse>, Status> {
-        let grant = self.callbacks.grant(&request, "telemetry")?;
+        let grant = self.callbacks.grant(&request)?;
         let r = request.into_inner();
-        let mut imports = grant.imports.lock().await;
-        wit::telemetry::tracing::HostSpan::set_attribute(
-            &mut *imports,
-            span(r.handle)?,
-            r.key,
-            r.value,
-        )
-        .map_err(bad_handle)?;
-        Ok(Response::new(pb::TelemetrySpanSetAttributeResponse {}))
+        grant
+            .scoped
+            .span_set_attribute(SpanId(r.handle), &r.key, &r.value)
+            .await
+            .map_err(refused)?;
+        ok(pb::TelemetrySpanSetAttributeResponse {})
     }
 
     async fn telemetry_span_set_status(
         &self,
         request: Request<pb::TelemetrySpanSetStatusRequest>,
     ) -> Result<Response<pb::TelemetrySpanSetStatusResponse>, Status> {
-        use pb::telemetry_span_status::Value;
-        use wit::telemetry::tracing::SpanStatus;
-        let grant = self.callbacks.grant(&request, "telemetry")?;
+        let grant = self.callbacks.grant(&request)?;
         let r = request.into_inner();
-        let status = match r.status.and_then(|s| s.value) {
-            Some(Value::Ok(_)) => SpanStatus::Ok,
-            Some(Value::Error(m)) => SpanStatus::Error(m),
-            Some(Value::Unset(_)) | None => SpanStatus::Unset,
-        };
-        let mut imports = grant.imports.lock().await;
-        wit::telemetry::tracing::HostSpan::set_status(&mut *imports, span(r.handle)?, status)
-            .map_err(bad_handle)?;
-        Ok(Response::new(pb::TelemetrySpanSetStatusResponse {}))
+        grant
+            .scoped
+            .span_set_status(SpanId(r.handle), span_status(r.status))
+            .await
+            .map_err(refused)?;
+        ok(pb::TelemetrySpanSetStatusResponse {})
     }
 
     async fn telemetry_log(
         &self,
         request: Request<pb::TelemetryLogRequest>,
     ) -> Result<Response<pb::TelemetryLogResponse>, Status> {
-        use wit::telemetry::types::Level;
-        let grant = self.callbacks.grant(&request, "telemetry")?;
+        let grant = self.callbacks.grant(&request)?;
         let r = request.into_inner();
-        let level = match pb::TelemetryLevel::try_from(r.level) {
-            Ok(pb::TelemetryLevel::Trace) => Level::Trace,
-            Ok(pb::TelemetryLevel::Debug) => Level::Debug,
-            Ok(pb::TelemetryLevel::Info) => Level::Info,
-            Ok(pb::TelemetryLevel::Warn) => Level::Warn,
-            Ok(pb::TelemetryLevel::Error) | Err(_) => Level::Error,
-        };
-        let mut imports = grant.imports.lock().await;
-        wit::telemetry::logs::Host::log(&mut *imports, level, r.message, attributes(r.attributes))
-            .map_err(trap)?;
-        Ok(Response::new(pb::TelemetryLogResponse {}))
+        grant
+            .scoped
+            .log(level(r.level), &r.message, attributes(r.attributes))
+            .await
+            .map_err(refused)?;
+        ok(pb::TelemetryLogResponse {})
     }
 }

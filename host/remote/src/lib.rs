@@ -11,9 +11,14 @@
 //!   credential ([`CallGrant`]) valid for that call alone: its tenant, its provider's grants,
 //!   until the call ends or its deadline passes. Every read goes through the same host code a
 //!   WASM provider's imports do, audited and counted the same way.
+//! - [`sidecar::serve`]: a Rust provider written against the contracts' traits
+//!   (`greentic_interfaces::native`), served as a sidecar — the same crate a host can also
+//!   link in-process as a native provider.
 
 pub mod callbacks;
+mod convert;
 pub mod link;
+pub mod sidecar;
 
 pub use callbacks::{CALL_HEADER, CALLBACK_HEADER, CallGrant, Callbacks, Open};
 pub use link::{CallMeta, LazyLink, LinkConfig, RemoteLink, endpoint_problem};
