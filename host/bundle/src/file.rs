@@ -68,10 +68,12 @@ greentic_capabilities::with_sections!(bundle_file);
 #[serde(deny_unknown_fields)]
 pub struct ProviderSection {
     /// A file path (relative to the bundle), `oci:DIR:TAG`, or `HOST/REPO:TAG`; for a remote
-    /// provider its endpoint, `grpcs://HOST:PORT` (or `grpc://127.0.0.1:PORT` for a sidecar).
+    /// provider its endpoint, `grpcs://HOST:PORT` (or `grpc://127.0.0.1:PORT` for a sidecar);
+    /// for a native provider `native:NAME`, the name it is registered under in this binary.
     pub source: String,
-    /// `wasm` (a component, the default) or `remote` (a provider outside the host, reached
-    /// over gRPC at `source`: a sidecar or a shared gateway).
+    /// `wasm` (a component, the default), `remote` (a provider outside the host, reached
+    /// over gRPC at `source`: a sidecar or a shared gateway) or `native` (a Rust crate
+    /// compiled into the host binary: first-party code only, no sandbox).
     #[serde(default)]
     pub form: ProviderForm,
     /// `remote`: the identity the provider's certificate must carry, a URI SAN
@@ -124,6 +126,19 @@ pub enum ProviderForm {
     Wasm,
     /// A provider outside the host, over gRPC (`proto/greentic.proto`).
     Remote,
+    /// A Rust crate compiled into the host (`greentic_interfaces::native`): no sandbox.
+    Native,
+}
+
+impl ProviderForm {
+    /// The form's name, as bundles write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProviderForm::Wasm => "wasm",
+            ProviderForm::Remote => "remote",
+            ProviderForm::Native => "native",
+        }
+    }
 }
 
 impl ProviderSection {

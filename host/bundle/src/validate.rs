@@ -343,8 +343,9 @@ impl BundleFile {
     }
 }
 
-/// What is wrong with how provider `name` says where it runs: a remote endpoint for a
-/// component, a component source for a remote provider, what cannot apply to a remote one.
+/// What is wrong with how provider `name` says where it runs: a remote endpoint or a native
+/// name for a component, a component source for a remote or native provider, what cannot apply
+/// to a provider that is no artifact.
 fn form_problems(
     name: &str,
     p: &crate::ProviderSection,
@@ -352,7 +353,9 @@ fn form_problems(
 ) -> Vec<String> {
     use crate::ProviderForm;
     let remote_source = p.source.starts_with("grpc://") || p.source.starts_with("grpcs://");
+    let native_source = p.source.starts_with("native:");
     let mut out = Vec::new();
+    let form = p.form.name();
     match p.form {
         ProviderForm::Wasm => {
             if remote_source {
@@ -361,16 +364,11 @@ fn form_problems(
                     p.source
                 ));
             }
-            for (key, set) in [
-                ("identity", p.identity.is_some()),
-                ("tls", p.tls.is_some()),
-                ("allow_plaintext", p.allow_plaintext),
-            ] {
-                if set {
-                    out.push(format!(
-                        "providers.{name}.{key} applies to remote providers only (`form = \"remote\"`); remove it"
-                    ));
-                }
+            if native_source {
+                out.push(format!(
+                    "providers.{name}: source `{}` names a native provider; set `form = \"native\"` for a provider compiled into the host",
+                    p.source
+                ));
             }
         }
         ProviderForm::Remote => {
@@ -380,23 +378,52 @@ fn form_problems(
                     p.source
                 ));
             }
-            let required = p.required(trust);
-            if !required.is_empty() {
+        }
+        ProviderForm::Native => {
+            let registered = p.source.strip_prefix("native:").unwrap_or_default();
+            if registered.is_empty() {
                 out.push(format!(
-                    "providers.{name}: attestations are required ({}), but a remote provider is no artifact and carries none; remove the requirement for it, or run it as a component",
-                    required.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
+                    "providers.{name}: a native provider's source is `native:NAME`, the name it is registered under in the host binary (`greentic-host version` lists them), not `{}`",
+                    p.source
                 ));
             }
-            if !p.trusted_keys.is_empty() || !p.identities.is_empty() || p.allow_unsigned {
+        }
+    }
+    if p.form != ProviderForm::Remote {
+        for (key, set) in [
+            ("identity", p.identity.is_some()),
+            ("tls", p.tls.is_some()),
+            ("allow_plaintext", p.allow_plaintext),
+        ] {
+            if set {
                 out.push(format!(
-                    "providers.{name}: trusted_keys, identities and allow_unsigned are about signed artifacts; a remote provider is held to its `identity` (mTLS) and its manifest's digest in greentic.lock instead — remove them"
+                    "providers.{name}.{key} applies to remote providers only (`form = \"remote\"`); remove it"
                 ));
             }
-            if p.fresh_instances {
-                out.push(format!(
-                    "providers.{name}.fresh_instances: a remote provider has no instances here; remove it"
-                ));
-            }
+        }
+    }
+    if p.form != ProviderForm::Wasm {
+        let required = p.required(trust);
+        if !required.is_empty() {
+            out.push(format!(
+                "providers.{name}: attestations are required ({}), but a {form} provider is no artifact and carries none; remove the requirement for it, or run it as a component",
+                required.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        if !p.trusted_keys.is_empty() || !p.identities.is_empty() || p.allow_unsigned {
+            let held = if p.form == ProviderForm::Remote {
+                "its `identity` (mTLS) and its manifest's digest in greentic.lock"
+            } else {
+                "the host binary it is compiled into and its manifest's digest in greentic.lock"
+            };
+            out.push(format!(
+                "providers.{name}: trusted_keys, identities and allow_unsigned are about signed artifacts; a {form} provider is held to {held} instead — remove them"
+            ));
+        }
+        if p.fresh_instances {
+            out.push(format!(
+                "providers.{name}.fresh_instances: a {form} provider has no instances here; remove it"
+            ));
         }
     }
     out

@@ -386,6 +386,8 @@ pub enum CacheOutcome {
     Recompiled,
     /// Nothing compiled: a provider outside the host (`form = "remote"`).
     Remote,
+    /// Nothing compiled: a native provider, compiled into the host (`form = "native"`).
+    Native,
 }
 
 /// The key compiled-artifact cache entries are authenticated with: only a host holding it can

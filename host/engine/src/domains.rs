@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use greentic_bundle::{Bundle, ProviderFacts};
 use greentic_capabilities::secrets::SecretBackend;
+use greentic_interfaces::native::{Exports, Host};
 use tokio::task::JoinHandle;
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
@@ -69,6 +70,7 @@ pub struct DomainInfo {
     pub arrival: Arrival,
     prepare: PrepareFn,
     prepare_remote: fn(&'static DomainInfo) -> Arc<dyn Prepared>,
+    prepare_native: fn(&'static DomainInfo, Exports) -> Arc<dyn Prepared>,
     check: CheckFn,
     start: StartFn,
     key: KeyFn,
@@ -90,6 +92,7 @@ impl DomainInfo {
             arrival: D::ARRIVAL,
             prepare: prepare::<D>,
             prepare_remote: prepare_remote::<D>,
+            prepare_native: prepare_native::<D>,
             check: D::check,
             start: D::start,
             key: D::idempotency_key,
@@ -136,6 +139,20 @@ impl DomainInfo {
     pub fn prepare_remote(&'static self) -> Arc<dyn Prepared> {
         (self.prepare_remote)(self)
     }
+
+    /// This domain's calls for a native provider (`form = "native"`) exporting `exports`.
+    pub fn prepare_native(&'static self, exports: Exports) -> Arc<dyn Prepared> {
+        (self.prepare_native)(self, exports)
+    }
+}
+
+fn prepare_native<D: Domain>(info: &'static DomainInfo, exports: Exports) -> Arc<dyn Prepared> {
+    Arc::new(Native::<D> {
+        info,
+        exports,
+        kept: tokio::sync::Mutex::new(None),
+        domain: std::marker::PhantomData,
+    })
 }
 
 fn prepare_remote<D: Domain>(info: &'static DomainInfo) -> Arc<dyn Prepared> {
@@ -208,6 +225,18 @@ pub trait Prepared: Send + Sync {
         cx: &'a DomainCx<'a>,
         request: &'a Request,
     ) -> BoxFuture<'a, Result<Output, CallError>>;
+    /// [`Domain::call_native`]: runs `request` in the native provider, handing it `host`.
+    fn call_native<'a>(
+        &'a self,
+        host: &'a dyn Host,
+        cx: &'a DomainCx<'a>,
+        request: &'a Request,
+    ) -> BoxFuture<'a, Result<Output, CallError>>;
+}
+
+/// What a provider of one form answers when called the way of another: a bug in the runtime.
+fn other_form(how: &str) -> CallError {
+    CallError::Internal(format!("a provider of another form was called as {how}"))
 }
 
 /// A provider of domain `D` outside the host: no component, its calls go over its link.
@@ -217,9 +246,10 @@ pub struct Remote<D: Domain> {
     domain: std::marker::PhantomData<fn() -> D>,
 }
 
-/// What a remote provider answers when asked for an instance: a bug in the runtime.
+/// What a provider that is no component answers when asked for an instance: a bug in the
+/// runtime.
 fn no_component() -> wasmtime::Error {
-    wasmtime::Error::msg("a remote provider has no component to instantiate")
+    wasmtime::Error::msg("a remote or native provider has no component to instantiate")
 }
 
 impl<D: Domain> Prepared for Remote<D> {
@@ -270,6 +300,83 @@ impl<D: Domain> Prepared for Remote<D> {
                 )
             })?;
             D::call_remote(link, meta, cx, request).await
+        })
+    }
+
+    fn call_native<'a>(
+        &'a self,
+        _host: &'a dyn Host,
+        _cx: &'a DomainCx<'a>,
+        _request: &'a Request,
+    ) -> BoxFuture<'a, Result<Output, CallError>> {
+        Box::pin(async { Err(other_form("a native one")) })
+    }
+}
+
+/// A native provider of domain `D`: a Rust crate linked into the host, its exports called
+/// in-process.
+pub struct Native<D: Domain> {
+    info: &'static DomainInfo,
+    exports: Exports,
+    kept: tokio::sync::Mutex<Option<Kept>>,
+    domain: std::marker::PhantomData<fn() -> D>,
+}
+
+impl<D: Domain> Prepared for Native<D> {
+    fn info(&self) -> &'static DomainInfo {
+        self.info
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn decode(&self, input: Input) -> Result<Decoded<Request>, CallError> {
+        decode::<D>(input)
+    }
+
+    fn instantiate<'a>(
+        &'a self,
+        _store: &'a mut Store<InstanceData>,
+    ) -> BoxFuture<'a, wasmtime::Result<Instance>> {
+        Box::pin(async { Err(no_component()) })
+    }
+
+    fn call<'a>(
+        &'a self,
+        _instance: &'a Instance,
+        _store: &'a mut Store<InstanceData>,
+        _cx: &'a DomainCx<'a>,
+        _request: &'a Request,
+    ) -> BoxFuture<'a, wasmtime::Result<Result<Output, CallError>>> {
+        Box::pin(async { Err(no_component()) })
+    }
+
+    fn kept(&self) -> &tokio::sync::Mutex<Option<Kept>> {
+        &self.kept
+    }
+
+    fn call_remote<'a>(
+        &'a self,
+        _link: &'a greentic_remote::RemoteLink,
+        _meta: &'a greentic_remote::CallMeta,
+        _cx: &'a DomainCx<'a>,
+        _request: &'a Request,
+    ) -> BoxFuture<'a, Result<Output, CallError>> {
+        Box::pin(async { Err(other_form("a remote one")) })
+    }
+
+    fn call_native<'a>(
+        &'a self,
+        host: &'a dyn Host,
+        cx: &'a DomainCx<'a>,
+        request: &'a Request,
+    ) -> BoxFuture<'a, Result<Output, CallError>> {
+        Box::pin(async move {
+            let request = request
+                .downcast_ref::<D::Request>()
+                .ok_or_else(|| other_form("a provider of another domain"))?;
+            D::call_native(&self.exports, host, cx, request).await
         })
     }
 }
@@ -351,11 +458,16 @@ impl<D: Domain> Prepared for Typed<D> {
         _cx: &'a DomainCx<'a>,
         _request: &'a Request,
     ) -> BoxFuture<'a, Result<Output, CallError>> {
-        Box::pin(async {
-            Err(CallError::Internal(
-                "a component provider was called as a remote one".into(),
-            ))
-        })
+        Box::pin(async { Err(other_form("a remote one")) })
+    }
+
+    fn call_native<'a>(
+        &'a self,
+        _host: &'a dyn Host,
+        _cx: &'a DomainCx<'a>,
+        _request: &'a Request,
+    ) -> BoxFuture<'a, Result<Output, CallError>> {
+        Box::pin(async { Err(other_form("a native one")) })
     }
 }
 

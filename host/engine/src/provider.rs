@@ -48,6 +48,8 @@ pub struct LoadedProvider {
     pub reuse: bool,
     /// For a provider outside the host (`form = "remote"`), its link; `None` for a component.
     pub remote: Option<Arc<greentic_remote::LazyLink>>,
+    /// A native provider (`form = "native"`): its calls run its Rust trait in-process.
+    pub native: bool,
 }
 
 impl LoadedProvider {
@@ -59,6 +61,17 @@ impl LoadedProvider {
             granted_secrets: (*self.granted_secrets).clone(),
             domain: info.name,
             http: info.arrival == Arrival::Http,
+        }
+    }
+
+    /// Its form, as bundles name it: `wasm`, `remote` or `native`.
+    pub fn form(&self) -> &'static str {
+        if self.remote.is_some() {
+            "remote"
+        } else if self.native {
+            "native"
+        } else {
+            "wasm"
         }
     }
 

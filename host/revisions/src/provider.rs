@@ -36,8 +36,8 @@ pub(crate) fn load_provider(
         .providers
         .get(name)
         .filter(|l| l.source == section.source && !options.update_lock);
-    if section.form == greentic_bundle::ProviderForm::Remote {
-        return load_remote(bundle, contracts, locked, name, section);
+    if section.form != greentic_bundle::ProviderForm::Wasm {
+        return load_outside(bundle, contracts, locked, name, section);
     }
     let fetch = FetchOptions {
         offline: options.offline,
@@ -107,14 +107,24 @@ pub(crate) fn load_provider(
         signer_key_id: verified.signer_key_id,
         reuse,
         remote: None,
+        native: false,
     })
 }
 
-/// Loads remote provider `name`: connected now (its certificate held to `identity`), its
-/// manifest asked for and checked as an embedded one is — parsed, its world one this host
-/// runs, its grants backed by it — and pinned by digest: a manifest that differs from the
-/// lock's (or from `digest`) is refused until `--update-lock`, like a moved tag.
-fn load_remote(
+/// A provider that is no component: where its calls go.
+enum Outside {
+    /// Over gRPC, to a sidecar or a gateway.
+    Remote(greentic_remote::LinkConfig),
+    /// In-process, to a Rust crate compiled into this binary.
+    Native(&'static greentic_interfaces::native::Registration),
+}
+
+/// Loads provider `name` that is no component — remote (connected now, its certificate held to
+/// `identity`, asked for its manifest) or native (its registration found in this binary) —
+/// with its manifest checked as an embedded one is (parsed, its world one this host runs, its
+/// grants backed by it) and pinned by digest: a manifest that differs from the lock's (or from
+/// `digest`) is refused until `--update-lock`, like a moved tag.
+fn load_outside(
     bundle: &Bundle,
     contracts: &Contracts,
     locked: Option<&greentic_bundle::LockEntry>,
@@ -122,25 +132,46 @@ fn load_remote(
     section: &ProviderSection,
 ) -> Result<LoadedProvider, Vec<String>> {
     let fail = |msg: String| vec![format!("provider `{name}`: {msg}")];
-    let config = greentic_remote::LinkConfig {
-        endpoint: section.source.clone(),
-        tls: section.tls.as_ref().map(|t| t.resolved(|p| bundle.path(p))),
-        identity: section.identity.clone(),
-        allow_plaintext: section.allow_plaintext,
-        max_message_bytes: bundle.file.host.max_body_bytes,
-    };
-    if let Some(problem) = greentic_remote::endpoint_problem(&config) {
-        return Err(fail(problem));
-    }
-    let json = greentic_capabilities::blocking::run("describing the remote provider", |rt| {
-        rt.block_on(async {
-            let link = greentic_remote::RemoteLink::connect(&config).await?;
-            link.describe()
-                .await
-                .map_err(|e| format!("asking {} for its manifest: {e}", section.source))
+    let form = section.form.name();
+    let (json, outside) = if section.form == greentic_bundle::ProviderForm::Native {
+        let registered = section.source.strip_prefix("native:").unwrap_or_default();
+        let registration = greentic_interfaces::native::find(registered).ok_or_else(|| {
+            let all = greentic_interfaces::native::registered();
+            fail(format!(
+                "no native provider `{registered}` is compiled into this host (it has: {}); build the host with the crate that registers it, or run the provider as a component or a sidecar",
+                if all.is_empty() {
+                    "none".to_string()
+                } else {
+                    all.iter().map(|r| r.name).collect::<Vec<_>>().join(", ")
+                }
+            ))
+        })?;
+        (
+            registration.manifest.to_string(),
+            Outside::Native(registration),
+        )
+    } else {
+        let config = greentic_remote::LinkConfig {
+            endpoint: section.source.clone(),
+            tls: section.tls.as_ref().map(|t| t.resolved(|p| bundle.path(p))),
+            identity: section.identity.clone(),
+            allow_plaintext: section.allow_plaintext,
+            max_message_bytes: bundle.file.host.max_body_bytes,
+        };
+        if let Some(problem) = greentic_remote::endpoint_problem(&config) {
+            return Err(fail(problem));
+        }
+        let json = greentic_capabilities::blocking::run("describing the remote provider", |rt| {
+            rt.block_on(async {
+                let link = greentic_remote::RemoteLink::connect(&config).await?;
+                link.describe()
+                    .await
+                    .map_err(|e| format!("asking {} for its manifest: {e}", section.source))
+            })
         })
-    })
-    .map_err(fail)?;
+        .map_err(fail)?;
+        (json, Outside::Remote(config))
+    };
     let digest = format!(
         "sha256:{}",
         hex::encode(ring::digest::digest(&ring::digest::SHA256, json.as_bytes()))
@@ -159,8 +190,13 @@ fn load_remote(
             && pinned != digest
         {
             return Err(fail(format!(
-                "{} describes a manifest of digest {digest}, not {pinned} ({why})",
-                section.source
+                "{} {} a manifest of digest {digest}, not {pinned} ({why})",
+                section.source,
+                if matches!(outside, Outside::Native(_)) {
+                    "carries"
+                } else {
+                    "describes"
+                }
             )));
         }
     }
@@ -175,8 +211,13 @@ fn load_remote(
     let info = by_world(&world).map_err(fail)?;
     if info.arrival == greentic_engine::domain::Arrival::Http {
         return Err(fail(format!(
-            "is a `{}` provider: its world exports wasi:http/incoming-handler, which has no wire form yet, so it cannot run remotely; run it as a component",
-            info.name
+            "is a `{}` provider: its world exports wasi:http/incoming-handler, which has no {} yet, so it cannot run as a {form} provider; run it as a component",
+            info.name,
+            if matches!(outside, Outside::Native(_)) {
+                "Rust trait"
+            } else {
+                "wire form"
+            }
         )));
     }
     if info.name != manifest.domain {
@@ -203,7 +244,8 @@ fn load_remote(
     if !section.grants.outbound_hosts.is_empty() {
         tracing::warn!(
             provider = name,
-            "a remote provider's own outbound calls do not pass through the host: grants.outbound_hosts is not enforced for it (use network policy)"
+            form,
+            "the outbound calls of a provider that is no component do not pass through the host: grants.outbound_hosts is not enforced for it (use network policy)"
         );
     }
     let granted_secrets: BTreeSet<String> = section
@@ -213,18 +255,42 @@ fn load_remote(
         .filter(|s| manifest.declares_secret(s))
         .cloned()
         .collect();
-    tracing::info!(provider = name, endpoint = %section.source, manifest = %digest, %world, "remote provider loaded");
+    tracing::info!(provider = name, form, source = %section.source, manifest = %digest, %world, "provider loaded");
     greentic_audit::record(
         "provider.resolved",
         serde_json::json!({
             "provider": name,
             "source": section.source,
-            "form": "remote",
+            "form": form,
             "digest": digest,
             "world": world,
             "manifest": format!("{} {}", manifest.name, manifest.version),
         }),
     );
+    let (prepared, remote, cache) = match outside {
+        Outside::Remote(config) => (
+            info.prepare_remote(),
+            Some(Arc::new(greentic_remote::LazyLink::new(config))),
+            greentic_engine::compile::CacheOutcome::Remote,
+        ),
+        Outside::Native(registration) => {
+            let exports = (registration.make)();
+            if exports.domain() != info.name {
+                return Err(fail(format!(
+                    "its manifest says domain `{}` but the crate registered as `{}` exports a `{}` provider",
+                    info.name,
+                    registration.name,
+                    exports.domain()
+                )));
+            }
+            (
+                info.prepare_native(exports),
+                None,
+                greentic_engine::compile::CacheOutcome::Native,
+            )
+        }
+    };
+    let native = remote.is_none();
     Ok(LoadedProvider {
         name: name.to_string(),
         source: section.source.clone(),
@@ -233,14 +299,15 @@ fn load_remote(
         manifest_digest: None,
         world,
         manifest,
-        prepared: info.prepare_remote(),
+        prepared,
         outbound,
         granted_secrets: Arc::new(granted_secrets),
         linked: Linked::of(&section.grants),
-        cache: greentic_engine::compile::CacheOutcome::Remote,
+        cache,
         signer_key_id: None,
         reuse: false,
-        remote: Some(Arc::new(greentic_remote::LazyLink::new(config))),
+        remote,
+        native,
     })
 }
 

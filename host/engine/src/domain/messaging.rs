@@ -162,6 +162,28 @@ impl Domain for Messaging {
             )),
         }
     }
+
+    async fn call_native(
+        exports: &greentic_interfaces::native::Exports,
+        host: &dyn greentic_interfaces::native::Host,
+        cx: &DomainCx<'_>,
+        msg: &Message,
+    ) -> Result<Output, CallError> {
+        use greentic_interfaces::native::{Exports, messaging as n};
+        let Exports::Messaging(provider) = exports else {
+            return Err(super::wrong_exports(Self::NAME, exports));
+        };
+        let msg = n::Message {
+            to: msg.to.clone(),
+            text: msg.text.clone(),
+            thread: msg.thread.clone(),
+            idempotency_key: msg.idempotency_key.clone(),
+        };
+        match provider.send(host, super::native_ctx(cx.ctx), msg).await {
+            Ok(sent) => answer(sent.id, sent.delivered_at_ms),
+            Err(e) => Err(super::native_provider_error(e)),
+        }
+    }
 }
 
 /// A delivery's answer, its id held to [`MAX_RESULT_ID_BYTES`] whatever the form.

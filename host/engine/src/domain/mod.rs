@@ -20,6 +20,7 @@ use bytes::Bytes;
 use greentic_bundle::{Bundle, Limits, ProviderFacts};
 use greentic_capabilities::secrets::SecretBackend;
 use greentic_capabilities::state::StateCtx;
+use greentic_interfaces::native::{self as n, Exports, Host};
 use greentic_metrics::Metrics;
 use tokio::task::JoinHandle;
 use wasmtime::Store;
@@ -182,6 +183,25 @@ pub trait Domain: Send + Sync + 'static {
         }
     }
 
+    /// Runs `request` on a native provider (a Rust crate linked into the host, see
+    /// `greentic_interfaces::native`): the same request and answer as [`Domain::call`], the
+    /// provider's trait called in-process with `host`, the call's capabilities. A domain
+    /// without a native trait refuses, saying so.
+    fn call_native(
+        exports: &Exports,
+        host: &dyn Host,
+        cx: &DomainCx<'_>,
+        request: &Self::Request,
+    ) -> impl Future<Output = Result<Output, CallError>> + Send {
+        let _ = (exports, host, cx, request);
+        async {
+            Err(CallError::BadRequest(format!(
+                "`{}` providers cannot run natively yet; run this one as a component",
+                Self::NAME
+            )))
+        }
+    }
+
     /// Problems with the parts of the bundle that concern this domain, once its providers are
     /// loaded (the timer domain checks its schedules here). None by default.
     fn check(
@@ -246,44 +266,70 @@ pub fn remote_failure(e: greentic_remote::RemoteError, deadline_ms: u64) -> Call
 
 /// The wire form of a call's `tenant-ctx`.
 pub fn wire_ctx(ctx: &TenantCtx) -> greentic_remote::pb::TypesTenantCtx {
+    (&native_ctx(ctx)).into()
+}
+
+/// A call's `tenant-ctx` in the contracts' Rust shape (what a native provider is handed).
+pub fn native_ctx(ctx: &TenantCtx) -> n::TenantCtx {
     use crate::bindings::greentic::types::types::{Cloud, Platform};
-    use greentic_remote::pb;
-    use pb::types_cloud::Value as C;
-    use pb::types_platform::Value as P;
-    let unit = || pb::Unit {};
     let d = &ctx.deployment;
-    pb::TypesTenantCtx {
+    n::TenantCtx {
         tenant: ctx.tenant.clone(),
         team: ctx.team.clone(),
         user: ctx.user.clone(),
-        deployment: Some(pb::TypesDeploymentCtx {
-            cloud: Some(pb::TypesCloud {
-                value: Some(match &d.cloud {
-                    Cloud::Aws => C::Aws(unit()),
-                    Cloud::Gcp => C::Gcp(unit()),
-                    Cloud::Azure => C::Azure(unit()),
-                    Cloud::Hetzner => C::Hetzner(unit()),
-                    Cloud::Local => C::Local(unit()),
-                    Cloud::Other(o) => C::Other(o.clone()),
-                }),
-            }),
+        deployment: n::DeploymentCtx {
+            cloud: match &d.cloud {
+                Cloud::Aws => n::Cloud::Aws,
+                Cloud::Gcp => n::Cloud::Gcp,
+                Cloud::Azure => n::Cloud::Azure,
+                Cloud::Hetzner => n::Cloud::Hetzner,
+                Cloud::Local => n::Cloud::Local,
+                Cloud::Other(o) => n::Cloud::Other(o.clone()),
+            },
             region: d.region.clone(),
-            platform: Some(pb::TypesPlatform {
-                value: Some(match &d.platform {
-                    Platform::K8s => P::K8s(unit()),
-                    Platform::Nomad => P::Nomad(unit()),
-                    Platform::Systemd => P::Systemd(unit()),
-                    Platform::CfWorkers => P::CfWorkers(unit()),
-                    Platform::Lambda => P::Lambda(unit()),
-                    Platform::Baremetal => P::Baremetal(unit()),
-                    Platform::Other(o) => P::Other(o.clone()),
-                }),
-            }),
+            platform: match &d.platform {
+                Platform::K8s => n::Platform::K8s,
+                Platform::Nomad => n::Platform::Nomad,
+                Platform::Systemd => n::Platform::Systemd,
+                Platform::CfWorkers => n::Platform::CfWorkers,
+                Platform::Lambda => n::Platform::Lambda,
+                Platform::Baremetal => n::Platform::Baremetal,
+                Platform::Other(o) => n::Platform::Other(o.clone()),
+            },
             runtime: d.runtime.clone(),
-        }),
+        },
         trace_id: ctx.trace_id.clone(),
         idempotency_key: ctx.idempotency_key.clone(),
     }
+}
+
+/// A native provider's `provider-error`, as the host takes a component's.
+pub fn native_provider_error(e: n::ProviderError) -> CallError {
+    use crate::bindings::greentic::types::types::{RateLimit, UnavailableInfo};
+    let e = match e {
+        n::ProviderError::InvalidInput(m) => ProviderError::InvalidInput(m),
+        n::ProviderError::Unauthorized(m) => ProviderError::Unauthorized(m),
+        n::ProviderError::NotFound(m) => ProviderError::NotFound(m),
+        n::ProviderError::RateLimited(r) => ProviderError::RateLimited(RateLimit {
+            retry_after_ms: r.retry_after_ms,
+        }),
+        n::ProviderError::Unavailable(u) => ProviderError::Unavailable(UnavailableInfo {
+            retry_after_ms: u.retry_after_ms,
+            message: u.message,
+        }),
+        n::ProviderError::Timeout => ProviderError::Timeout,
+        n::ProviderError::Internal(m) => ProviderError::Internal(m),
+    };
+    CallError::Provider(provider_failure(e))
+}
+
+/// What a native provider of domain `name` answers when handed another domain's exports: a
+/// registration whose manifest names one domain and whose exports are another's.
+pub fn wrong_exports(name: &str, exports: &Exports) -> CallError {
+    CallError::Internal(format!(
+        "the native provider registered for `{name}` exports a `{}` provider",
+        exports.domain()
+    ))
 }
 
 /// A remote provider's `provider-error`, as the host takes a component's.

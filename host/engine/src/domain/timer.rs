@@ -240,6 +240,32 @@ impl Domain for Timer {
         }
     }
 
+    async fn call_native(
+        exports: &greentic_interfaces::native::Exports,
+        host: &dyn greentic_interfaces::native::Host,
+        cx: &DomainCx<'_>,
+        info: &FireInfo,
+    ) -> Result<Output, CallError> {
+        use greentic_interfaces::native::{Exports, timer as n};
+        let Exports::Timer(provider) = exports else {
+            return Err(super::wrong_exports(Self::NAME, exports));
+        };
+        let fire = n::FireInfo {
+            schedule: info.schedule.clone(),
+            scheduled_at_ms: info.scheduled_at_ms,
+            fired_at_ms: info.fired_at_ms,
+            missed: info.missed,
+            payload: info.payload.clone(),
+        };
+        match provider
+            .on_fire(host, super::native_ctx(cx.ctx), fire)
+            .await
+        {
+            Ok(()) => Ok(fired_output(info)),
+            Err(e) => Err(super::native_provider_error(e)),
+        }
+    }
+
     fn check(
         bundle: &Bundle,
         providers: &BTreeMap<String, ProviderFacts>,

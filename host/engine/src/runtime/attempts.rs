@@ -212,6 +212,9 @@ impl Runtime {
                 .attempt_remote(call, remote, limits, deadline, ctx, request)
                 .await;
         }
+        if call.provider.native {
+            return attempt_native(call, limits, deadline, ctx, request).await;
+        }
         if self.shared.load(Ordering::SeqCst) {
             let cx = DomainCx {
                 ctx,
@@ -388,16 +391,7 @@ impl Runtime {
                 );
             }
         };
-        let imports = greentic_capabilities::Imports::new(
-            call.scope.clone(),
-            call.provider.outbound.clone(),
-            greentic_capabilities::ImportLimits {
-                max_resources: limits.max_resources,
-                host_memory_bytes: limits.host_memory_bytes,
-                max_outgoing_requests: limits.max_outgoing_requests,
-            },
-        );
-        let grant = callbacks.open(imports, call.provider.linked, deadline);
+        let grant = callbacks.open(imports(call, limits), call.provider.linked, deadline);
         let meta = greentic_remote::CallMeta {
             deadline: Some(deadline),
             traceparent: Some(traceparent(&call.scope.otel_cx, call.trace_id)),
@@ -476,6 +470,68 @@ impl Runtime {
         }
         (mapped, fuel)
     }
+}
+
+/// The host side of the imports of a call to a provider that is no component.
+fn imports(call: &Envelope<'_>, limits: &Limits) -> greentic_capabilities::Imports {
+    greentic_capabilities::Imports::new(
+        call.scope.clone(),
+        call.provider.outbound.clone(),
+        greentic_capabilities::ImportLimits {
+            max_resources: limits.max_resources,
+            host_memory_bytes: limits.host_memory_bytes,
+            max_outgoing_requests: limits.max_outgoing_requests,
+        },
+    )
+}
+
+/// One attempt of a native provider: its trait called on this task with the call's
+/// capabilities ([`Scoped`](greentic_capabilities::native::Scoped)), under the call's
+/// deadline. No instance, no fuel, no memory cap: a native provider is the host's own code.
+/// A panic in it fails the call (`guest-trap`), not the host; a host function that stopped
+/// the call (a budget exhausted) fails it as it would a component's, whatever it answered.
+async fn attempt_native(
+    call: &Envelope<'_>,
+    limits: &Limits,
+    deadline: Instant,
+    ctx: &Arc<TenantCtx>,
+    request: &Request,
+) -> Attempted {
+    use futures_util::FutureExt as _;
+    let host = greentic_capabilities::native::Scoped::new(
+        imports(call, limits),
+        call.provider.linked,
+        deadline,
+    );
+    let cx = DomainCx {
+        ctx,
+        max_response_bytes: call.revision.max_response_bytes,
+        deadline_ms: limits.deadline_ms,
+    };
+    let run = std::panic::AssertUnwindSafe(call.provider.prepared.call_native(&host, &cx, request))
+        .catch_unwind();
+    let result = match tokio::time::timeout_at(deadline.into(), run).await {
+        Err(_) => Err(CallError::DeadlineExceeded(limits.deadline_ms)),
+        Ok(Err(panic)) => Err(CallError::GuestTrap(format!(
+            "the native provider panicked: {}",
+            crate::errors::clip_guest(panic_text(panic.as_ref()))
+        ))),
+        Ok(Ok(result)) => result,
+    };
+    let result = match host.trapped() {
+        Some(why) => Err(CallError::ResourceLimit(why)),
+        None => result,
+    };
+    Attempted::answer(result, 0)
+}
+
+/// A panic's message.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 /// The W3C `traceparent` of the host's span for the call (the provider's spans become its

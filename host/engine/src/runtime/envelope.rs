@@ -136,6 +136,7 @@ impl Runtime {
         for kv in host_attributes(&scope) {
             span.set_attribute(kv);
         }
+        span.set_attribute(KeyValue::new("greentic.provider.form", provider.form()));
 
         // Counted down on drop, so a call whose client went away is not left counted.
         let in_flight = InFlight::enter(&self.metrics, &caller.tenant);
