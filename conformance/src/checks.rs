@@ -524,7 +524,8 @@ fn remote_manifest(ctx: &Ctx) -> Verdict {
     }
     if problems.is_empty() {
         pass(format!(
-            "a remote provider: {answered} answer(s) of its own to the {} domain's calls; its capabilities are the domain's",
+            "a {} provider: {answered} answer(s) of its own to the {} domain's calls; its capabilities are the domain's",
+            ctx.subject.form(),
             ctx.domain
         ))
     } else {

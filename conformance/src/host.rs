@@ -25,9 +25,23 @@ pub struct TenantSetup {
     pub config: serde_json::Value,
 }
 
-/// What the suite certifies: a component, or a provider outside the host. The cases are the
-/// same; only where the evidence of the manifest's truth comes from differs (the component's
-/// imports, or the remote's answers).
+/// How the suite's host reaches a remote provider over `grpcs://` (the bundle's `identity` and
+/// `tls`).
+#[derive(Debug, Clone, Default)]
+pub struct RemoteTls {
+    /// A URI SAN (`spiffe://…`) or DNS name its certificate must carry.
+    pub identity: Option<String>,
+    /// The CA bundle its certificate is issued by.
+    pub ca: Option<std::path::PathBuf>,
+    /// The host's client certificate.
+    pub cert: Option<std::path::PathBuf>,
+    /// Its key.
+    pub key: Option<std::path::PathBuf>,
+}
+
+/// What the suite certifies: a component, a provider outside the host or one compiled into it.
+/// The cases are the same; only where the evidence of the manifest's truth comes from differs
+/// (the component's imports, or the provider's own answers).
 #[derive(Debug, Clone)]
 pub enum Subject {
     /// A component's bytes (`form = "wasm"`).
@@ -35,8 +49,19 @@ pub enum Subject {
     /// A provider outside the host (`form = "remote"`): its endpoint and the manifest it
     /// describes, as the JSON it sent.
     Remote {
-        /// `grpc://127.0.0.1:PORT` (a sidecar on loopback).
+        /// `grpc://127.0.0.1:PORT` (a sidecar on loopback), or `grpcs://HOST:PORT` with `link`.
         endpoint: String,
+        /// Its manifest.
+        manifest_json: String,
+        /// For `grpcs://`: the identity its certificate must carry, the CA it is issued by and
+        /// the client pair the host presents.
+        link: Option<RemoteTls>,
+    },
+    /// A native provider compiled into the host (`form = "native"`): the name it is
+    /// registered under and the manifest it carries.
+    Native {
+        /// `NAME` of `source = "native:NAME"`.
+        name: String,
         /// Its manifest.
         manifest_json: String,
     },
@@ -47,7 +72,16 @@ impl Subject {
     pub fn wasm(&self) -> Option<&[u8]> {
         match self {
             Subject::Component(w) => Some(w),
-            Subject::Remote { .. } => None,
+            Subject::Remote { .. } | Subject::Native { .. } => None,
+        }
+    }
+
+    /// The provider's form, as bundles name it.
+    pub fn form(&self) -> &'static str {
+        match self {
+            Subject::Component(_) => "wasm",
+            Subject::Remote { .. } => "remote",
+            Subject::Native { .. } => "native",
         }
     }
 
@@ -57,7 +91,9 @@ impl Subject {
         use sha2::Digest as _;
         let bytes = match self {
             Subject::Component(w) => w.as_slice(),
-            Subject::Remote { manifest_json, .. } => manifest_json.as_bytes(),
+            Subject::Remote { manifest_json, .. } | Subject::Native { manifest_json, .. } => {
+                manifest_json.as_bytes()
+            }
         };
         format!("sha256:{:x}", sha2::Sha256::digest(bytes))
     }

@@ -33,7 +33,8 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub use cases::{Case, Check};
 pub use domain::{DomainSuite, Drive};
 pub use host::{
-    CapturedSpan, FireOutcome, FireRequest, HostUnderTest, Setup, SpanStatus, Subject, TenantSetup,
+    CapturedSpan, FireOutcome, FireRequest, HostUnderTest, RemoteTls, Setup, SpanStatus, Subject,
+    TenantSetup,
 };
 pub use profile::Profile;
 pub use report::{CaseResult, Report};

@@ -49,7 +49,9 @@ where
 {
     let manifest = match &subject {
         Subject::Component(wasm) => extract_manifest(file, wasm)?,
-        Subject::Remote { manifest_json, .. } => ProviderManifest::from_json(file, manifest_json)?,
+        Subject::Remote { manifest_json, .. } | Subject::Native { manifest_json, .. } => {
+            ProviderManifest::from_json(file, manifest_json)?
+        }
     };
     let domain = options
         .domain

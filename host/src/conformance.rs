@@ -186,8 +186,8 @@ pub fn bundle_toml(setup: &Setup, cache_dir: &Path) -> anyhow::Result<String> {
     }
     // Every other capability the provider imports is granted (a `true` grant): the suite
     // runs what the provider uses. The state it keeps lives in the suite's own temporary
-    // bundle directory. A remote provider has no imports to read: it gets every capability
-    // the host can call back with (its network is its own: no outbound grant).
+    // bundle directory. A remote or native provider has no imports to read: it gets every
+    // capability the host hands it (its network is its own: no outbound grant).
     let mut grants = json!({"secrets": secrets});
     let provider = match &setup.subject {
         Subject::Component(wasm) => {
@@ -203,16 +203,35 @@ pub fn bundle_toml(setup: &Setup, cache_dir: &Path) -> anyhow::Result<String> {
             }
             json!({"source": "provider.wasm", "allow_unsigned": true, "grants": grants})
         }
-        Subject::Remote { endpoint, .. } => {
+        Subject::Native { name, .. } => {
             for c in ["config", "telemetry", "state", "events"] {
                 grants[c] = json!(true);
             }
-            json!({
-                "form": "remote",
-                "source": endpoint,
-                "allow_plaintext": endpoint.starts_with("grpc://"),
-                "grants": grants,
-            })
+            json!({"form": "native", "source": format!("native:{name}"), "grants": grants})
+        }
+        Subject::Remote { endpoint, link, .. } => {
+            for c in ["config", "telemetry", "state", "events"] {
+                grants[c] = json!(true);
+            }
+            let mut section = json!({"form": "remote", "source": endpoint, "grants": grants});
+            match link {
+                // TOML has no null: only what is set is written.
+                Some(link) => {
+                    if let Some(identity) = &link.identity {
+                        section["identity"] = json!(identity);
+                    }
+                    let mut tls = serde_json::Map::new();
+                    for (key, path) in [("ca", &link.ca), ("cert", &link.cert), ("key", &link.key)]
+                    {
+                        if let Some(path) = path {
+                            tls.insert(key.into(), json!(path.display().to_string()));
+                        }
+                    }
+                    section["tls"] = serde_json::Value::Object(tls);
+                }
+                None => section["allow_plaintext"] = json!(endpoint.starts_with("grpc://")),
+            }
+            section
         }
     };
     let doc = json!({

@@ -58,3 +58,24 @@ pub use greentic_tls as tls;
 pub use greentic_trust as trust;
 pub mod systemd;
 pub mod telemetry;
+
+/// The native provider `echo` (`greentic-native-echo`), compiled in with the `native-echo`
+/// feature: linking a native provider's crate registers it.
+#[cfg(feature = "native-echo")]
+pub use greentic_native_echo as native_echo;
+/// The native provider `relay` (`greentic-native-relay`), with the `native-relay` feature.
+#[cfg(feature = "native-relay")]
+pub use greentic_native_relay as native_relay;
+
+/// The names of the native providers compiled into this binary (`source = "native:NAME"`).
+pub fn native_providers() -> Vec<&'static str> {
+    // Named, so the linker keeps each crate's registration.
+    #[cfg(feature = "native-echo")]
+    std::hint::black_box(greentic_native_echo::exports as fn() -> _);
+    #[cfg(feature = "native-relay")]
+    std::hint::black_box(greentic_native_relay::exports as fn() -> _);
+    greentic_interfaces::native::registered()
+        .iter()
+        .map(|r| r.name)
+        .collect()
+}

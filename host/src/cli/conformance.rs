@@ -11,15 +11,17 @@ use greentic_registry::{ArtifactRef, Target, pull_component};
 
 use super::push::RegistryArgs;
 
-/// Run the conformance suite of the provider's domain against a component or a remote
-/// provider: the provider runs under this host on loopback (a remote one reached over gRPC),
+/// Run the conformance suite of the provider's domain against a component, a remote provider
+/// or a native one: the provider runs under this host on loopback (a remote one reached over
+/// gRPC, a native one in-process),
 /// calling a scripted upstream the suite runs, as tenants whose secrets and configuration the
 /// suite generates. Prints a table (case, result, why); exits 1 if any case fails.
 #[derive(Debug, Args)]
 pub struct Conformance {
     /// The component: a `.wasm` file, or a reference (`HOST[:PORT]/REPO:TAG`, `…@sha256:…`,
-    /// `oci:DIR:TAG`) pulled and verified by digest; or a remote provider on loopback,
-    /// `grpc://127.0.0.1:PORT` (a sidecar).
+    /// `oci:DIR:TAG`) pulled and verified by digest; a remote provider on loopback,
+    /// `grpc://127.0.0.1:PORT` (a sidecar); or a native provider compiled into this binary,
+    /// `native:NAME`.
     component: String,
     /// Run this domain's cases instead of the one the manifest names.
     #[arg(long)]
@@ -37,6 +39,19 @@ pub struct Conformance {
     /// Each call's deadline, in milliseconds.
     #[arg(long, default_value_t = 5_000)]
     deadline_ms: u64,
+    /// For a `grpcs://` provider: the identity its certificate must carry (a URI SAN such as
+    /// `spiffe://…`, or a DNS name).
+    #[arg(long)]
+    remote_identity: Option<String>,
+    /// For a `grpcs://` provider: the CA bundle (PEM) its certificate is issued by.
+    #[arg(long)]
+    remote_ca: Option<PathBuf>,
+    /// For a `grpcs://` provider: the client certificate (PEM) the host presents.
+    #[arg(long, requires = "remote_key")]
+    remote_cert: Option<PathBuf>,
+    /// The key of `--remote-cert`.
+    #[arg(long, requires = "remote_cert")]
+    remote_key: Option<PathBuf>,
     /// Where compiled components are cached (default: the user's cache directory).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
@@ -58,6 +73,8 @@ impl Conformance {
         let (name, subject) =
             if self.component.starts_with("grpc://") || self.component.starts_with("grpcs://") {
                 (self.component.clone(), self.remote().await?)
+            } else if let Some(native) = self.component.strip_prefix("native:") {
+                (self.component.clone(), native_subject(native)?)
             } else {
                 let (name, wasm) = self.component_bytes().await?;
                 (name, Subject::Component(wasm))
@@ -90,30 +107,62 @@ impl Conformance {
         })
     }
 
-    /// A remote provider on loopback, described (its manifest asked for) over its link.
+    /// A remote provider — on loopback over `grpc://`, or anywhere over `grpcs://` with its
+    /// identity and CA — described (its manifest asked for) over its link.
     async fn remote(&self) -> anyhow::Result<Subject> {
+        let secure = self.component.starts_with("grpcs://");
+        let absolute = |p: &Option<PathBuf>| -> anyhow::Result<Option<PathBuf>> {
+            p.as_ref()
+                .map(|p| std::path::absolute(p).with_context(|| format!("{}", p.display())))
+                .transpose()
+        };
+        let link = secure
+            .then(|| -> anyhow::Result<_> {
+                Ok(greentic_conformance::RemoteTls {
+                    identity: self.remote_identity.clone(),
+                    ca: absolute(&self.remote_ca)?,
+                    cert: absolute(&self.remote_cert)?,
+                    key: absolute(&self.remote_key)?,
+                })
+            })
+            .transpose()?;
+        if !secure
+            && (self.remote_identity.is_some()
+                || self.remote_ca.is_some()
+                || self.remote_cert.is_some())
+        {
+            anyhow::bail!(
+                "--remote-identity, --remote-ca and --remote-cert are for a grpcs:// provider; `{}` is plaintext",
+                self.component
+            );
+        }
         let config = crate::remote::LinkConfig {
             endpoint: self.component.clone(),
-            tls: None,
-            identity: None,
-            allow_plaintext: true,
+            tls: link.as_ref().map(|l| greentic_tls::ClientFiles {
+                ca: l.ca.clone(),
+                cert: l.cert.clone(),
+                key: l.key.clone(),
+            }),
+            identity: self.remote_identity.clone(),
+            allow_plaintext: !secure,
             max_message_bytes: 1 << 20,
         };
         if let Some(problem) = crate::remote::endpoint_problem(&config) {
             anyhow::bail!(
-                "{problem} (the suite reaches remote providers on loopback over grpc://: run the sidecar beside it)"
+                "{problem} (the suite reaches a sidecar on loopback over grpc://, or a provider anywhere over grpcs:// with --remote-identity and --remote-ca)"
             );
         }
-        let link = crate::remote::RemoteLink::connect(&config)
+        let connected = crate::remote::RemoteLink::connect(&config)
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
-        let manifest_json = link
+        let manifest_json = connected
             .describe()
             .await
             .map_err(|e| anyhow::anyhow!("asking {} for its manifest: {e}", self.component))?;
         Ok(Subject::Remote {
             endpoint: self.component.clone(),
             manifest_json,
+            link,
         })
     }
 
@@ -188,4 +237,19 @@ fn default_cache_dir() -> PathBuf {
         .unwrap_or_else(std::env::temp_dir)
         .join("greentic-host")
         .join("compiled")
+}
+
+/// The native provider registered as `name` in this binary.
+fn native_subject(name: &str) -> anyhow::Result<Subject> {
+    crate::native_providers();
+    let registration = greentic_interfaces::native::find(name).ok_or_else(|| {
+        anyhow::anyhow!(
+            "no native provider `{name}` is compiled into this host (it has: {}); build it with the crate that registers it",
+            crate::native_providers().join(", ")
+        )
+    })?;
+    Ok(Subject::Native {
+        name: name.to_string(),
+        manifest_json: registration.manifest.to_string(),
+    })
 }

@@ -8,8 +8,8 @@ use anyhow::Context;
 use clap::{Args, CommandFactory};
 use greentic_interfaces::Contracts;
 
-/// Print this build's version, its commit, the Wasmtime it runs components on and the WIT
-/// packages and worlds it implements.
+/// Print this build's version, its commit, the Wasmtime it runs components on, the WIT
+/// packages and worlds it implements and the native providers compiled into it.
 #[derive(Debug, Args)]
 pub struct Version {
     /// Print it as JSON.
@@ -31,6 +31,7 @@ impl Version {
             })
             .collect();
         packages.dedup();
+        let natives = crate::native_providers();
         if self.json {
             outln!(
                 "{}",
@@ -40,6 +41,7 @@ impl Version {
                     "wasmtime": env!("GREENTIC_WASMTIME_VERSION"),
                     "wit_packages": packages,
                     "worlds": worlds,
+                    "native_providers": natives,
                 }))?
             );
         } else {
@@ -51,6 +53,14 @@ impl Version {
             outln!("wasmtime {}", env!("GREENTIC_WASMTIME_VERSION"));
             outln!("WIT packages: {}", packages.join(", "));
             outln!("worlds: {}", worlds.join(", "));
+            outln!(
+                "native providers: {}",
+                if natives.is_empty() {
+                    "none".to_string()
+                } else {
+                    natives.join(", ")
+                }
+            );
         }
         Ok(ExitCode::SUCCESS)
     }
