@@ -3,16 +3,12 @@
 //! that `greentic-host audit verify` accepts — and refuses with a record removed, reordered or
 //! edited. The same records reach a real OTLP/HTTP receiver as logs.
 
-use std::io::Write;
-use std::net::TcpListener;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
-use prost::Message;
 use serde_json::{Value, json};
 
 use crate::common::{self, Host, TestBundle, Upstream, built, component, run_in, text};
@@ -56,28 +52,8 @@ provider = "hook"
 
 /// An OTLP/HTTP log receiver: decodes every export request and keeps the records.
 fn receiver() -> (String, Arc<Mutex<Vec<LogRecord>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let records = Arc::new(Mutex::new(Vec::new()));
-    let sink = records.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let Some(req) = common::read_request(&mut stream) else {
-                continue;
-            };
-            if req.path == "/v1/logs" {
-                let export = ExportLogsServiceRequest::decode(req.body.as_slice()).unwrap();
-                for rl in export.resource_logs {
-                    for sl in rl.scope_logs {
-                        sink.lock().unwrap().extend(sl.log_records);
-                    }
-                }
-            }
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-        }
-    });
-    (addr, records)
+    let otlp = common::otlp();
+    (otlp.addr, otlp.logs)
 }
 
 fn attr(record: &LogRecord, key: &str) -> Option<String> {

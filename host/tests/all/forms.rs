@@ -3,7 +3,9 @@
 //! back through the callback service; its manifest pinned in greentic.lock; mTLS with its
 //! identity checked; and a hostile remote of our own — hanging, slow, answering garbage, a
 //! huge message, resetting the stream, dying — each a typed error, the breaker opening on a
-//! dead one, another tenant unaffected.
+//! dead one, another tenant unaffected. And one behaviour in three forms — the echo provider as
+//! a component, as a native crate and as that crate in a Rust sidecar — compared line by line:
+//! answers, error classes, spans, log lines, metrics series, audit records.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
@@ -493,27 +495,65 @@ fn rust_sidecar() -> (u16, tokio::runtime::Runtime) {
     let port = listener.local_addr().unwrap().port();
     rt.spawn(
         tonic::transport::Server::builder()
-            .add_service(greentic_sidecar_echo::service())
+            .add_service(
+                greentic_sidecar_rust::service("echo").expect("the sidecar links the echo crate"),
+            )
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
     );
     (port, rt)
 }
 
-#[test]
-fn one_behaviour_as_a_component_and_as_a_rust_sidecar() {
-    let (port, _sidecar) = rust_sidecar();
-    let bundle = |provider: &str| {
-        TestBundle::new(
-            &format!(
-                "[providers.echo]\n{provider}\n\n[tenants.acme]\nconfig.echo = {{ label = \"blue\" }}\n\n[tenants.globex]\n\n[[routes]]\ntenant = \"*\"\ncapability = \"send\"\nprovider = \"echo\"\n"
-            ),
-            &[],
-        )
-    };
-    let wasm = bundle("source = \"{components}/echo.wasm\"\nallow_unsigned = true");
-    let remote = bundle(&plaintext(port));
-    let hosts = [Host::start(wasm.path()), Host::start(remote.path())];
-    let bundles = [&wasm, &remote];
+/// What one host told about its calls, with what differs by nature (times, ids, which bundle)
+/// taken out: what the three forms of one provider must agree on line by line.
+#[derive(Debug)]
+struct Told {
+    answers: Vec<(u16, serde_json::Value)>,
+    /// The provider's own spans (made through its `greentic:telemetry` capability): name,
+    /// attributes, status.
+    provider_spans: Vec<String>,
+    /// The host's span of each call: name, attributes, status.
+    host_spans: Vec<String>,
+    /// The provider's log lines, as the host writes them.
+    logs: Vec<String>,
+    metrics: std::collections::BTreeSet<String>,
+    audit: Vec<serde_json::Value>,
+}
+
+fn span_line(span: &opentelemetry_proto::tonic::trace::v1::Span, skip: &[&str]) -> String {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    let mut attrs: Vec<String> = span
+        .attributes
+        .iter()
+        .filter(|kv| !skip.contains(&kv.key.as_str()))
+        .map(|kv| {
+            let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(Value::StringValue(s)) => s.clone(),
+                Some(Value::IntValue(i)) => i.to_string(),
+                Some(Value::BoolValue(b)) => b.to_string(),
+                other => format!("{other:?}"),
+            };
+            format!("{}={v}", kv.key)
+        })
+        .collect();
+    attrs.sort();
+    let status = span.status.as_ref().map_or(0, |s| s.code);
+    format!("{} [{}] status={status}", span.name, attrs.join(", "))
+}
+
+/// `value` without the keys in `volatile`, at any depth.
+fn strip(value: &mut serde_json::Value, volatile: &[&str]) {
+    match value {
+        serde_json::Value::Object(o) => {
+            o.retain(|k, _| !volatile.contains(&k.as_str()));
+            o.values_mut().for_each(|v| strip(v, volatile));
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(|v| strip(v, volatile)),
+        _ => {}
+    }
+}
+
+/// The cases every form answers, and what the host told about them.
+fn drive(host: Host, b: &TestBundle, otlp: &common::Otlp) -> Told {
     let cases = [
         ("acme", None, json!({"to": "#ops", "text": "hi"})),
         ("acme", Some("eng"), json!({"to": "#ops", "text": "team"})),
@@ -521,37 +561,227 @@ fn one_behaviour_as_a_component_and_as_a_rust_sidecar() {
         ("acme", None, json!({"to": "", "text": "empty"})),
         ("acme", None, json!({"to": "#ops"})),
     ];
-    for (tenant, team, body) in cases {
-        let answers: Vec<(u16, serde_json::Value)> = hosts
-            .iter()
-            .zip(bundles)
-            .map(|(host, b)| {
-                let r = host.send(&b.token(tenant, team), body.clone());
-                let mut j = r.json();
-                // What differs by nature: when, which trace, which bundle.
-                for volatile in ["delivered_at_ms", "trace_id", "revision"] {
-                    j.as_object_mut().map(|o| o.remove(volatile));
-                }
-                (r.status, j)
-            })
-            .collect();
-        assert_eq!(
-            answers[0], answers[1],
-            "{tenant}/{team:?} {body}: the component and the sidecar answer differently"
-        );
+    let answers = cases
+        .iter()
+        .map(|(tenant, team, body)| {
+            let r = host.send(&b.token(tenant, *team), body.clone());
+            let mut j = r.json();
+            for volatile in ["delivered_at_ms", "trace_id", "revision"] {
+                j.as_object_mut().map(|o| o.remove(volatile));
+            }
+            (r.status, j)
+        })
+        .collect();
+    let metrics = host
+        .admin("GET", "/metrics")
+        .text()
+        .lines()
+        .filter(|l| l.starts_with("greentic_") && !l.starts_with('#'))
+        .filter(|l| l.contains("provider=\"echo\""))
+        .map(|l| l.rsplit_once(' ').unwrap().0.to_string())
+        .filter(|series| !series.contains("_bucket{"))
+        .collect();
+    let output = host.settled_output();
+    assert!(host.terminate().success());
+    // Four calls reached the provider (the fifth is refused by the host before it), each with
+    // its span; wait until the exporter sent them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while otlp
+        .spans
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.name == "echo.send")
+        .count()
+        < 4
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
     }
-    // The same metrics series, per tenant and provider, whatever the form.
-    let series = |host: &Host| -> std::collections::BTreeSet<String> {
-        host.admin("GET", "/metrics")
-            .text()
-            .lines()
-            .filter(|l| l.starts_with("greentic_calls_total{"))
-            .map(|l| l.rsplit_once(' ').unwrap().0.to_string())
-            .collect()
-    };
-    let (a, b) = (series(&hosts[0]), series(&hosts[1]));
-    assert!(!a.is_empty());
-    assert_eq!(a, b, "the call series differ between forms");
+    let spans = otlp.spans.lock().unwrap().clone();
+    let volatile = [
+        "greentic.trace_id",
+        "greentic.instance.id",
+        "greentic.instance.calls",
+    ];
+    let mut provider_spans: Vec<String> = spans
+        .iter()
+        .filter(|s| s.name == "echo.send")
+        .map(|s| span_line(s, &volatile))
+        .collect();
+    let mut host_spans: Vec<String> = spans
+        .iter()
+        .filter(|s| s.name.starts_with("invoke "))
+        .map(|s| span_line(s, &volatile))
+        .collect();
+    provider_spans.sort();
+    host_spans.sort();
+    let mut logs: Vec<String> = output
+        .lines()
+        .filter(|l| l.contains("\"target\":\"greentic::guest\""))
+        .map(|l| {
+            let mut line: serde_json::Value = serde_json::from_str(l).unwrap();
+            strip(
+                &mut line,
+                &[
+                    "timestamp",
+                    "trace_id",
+                    "threadId",
+                    "threadName",
+                    "span",
+                    "spans",
+                ],
+            );
+            line.to_string()
+        })
+        .collect();
+    logs.sort();
+    let audit = std::fs::read_to_string(b.path().join("audit/audit.log"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| {
+            !["audit.opened", "audit.closed", "audit.checkpoint"]
+                .contains(&r["kind"].as_str().unwrap())
+        })
+        .map(|r| json!({"kind": r["kind"], "event": r["event"]}))
+        .collect();
+    Told {
+        answers,
+        provider_spans,
+        host_spans,
+        logs,
+        metrics,
+        audit,
+    }
+}
+
+#[test]
+fn one_behaviour_in_three_forms_line_by_line() {
+    // The echo provider as a component (examples' SDK), and the Rust crate
+    // `greentic-native-echo` in the host (native) and beside it (the Rust sidecar, on loopback).
+    let (port, _sidecar) = rust_sidecar();
+    let forms = [
+        (
+            "wasm",
+            "source = \"{components}/echo.wasm\"\nallow_unsigned = true".to_string(),
+        ),
+        (
+            "native",
+            "form = \"native\"\nsource = \"native:echo\"".to_string(),
+        ),
+        ("remote", plaintext(port)),
+    ];
+    let told: Vec<(&str, Told)> = forms
+        .iter()
+        .map(|(form, provider)| {
+            let otlp = common::otlp();
+            let b = TestBundle::new(
+                &format!(
+                    "[telemetry]\notlp_endpoint = \"http://{}\"\n\n[audit]\nfile = \"audit/audit.log\"\nkey_file = \"audit.key\"\nhost = \"forms\"\n\n[providers.echo]\n{provider}\n\n[tenants.acme]\nconfig.echo = {{ label = \"blue\" }}\n\n[tenants.globex]\n\n[[routes]]\ntenant = \"*\"\ncapability = \"send\"\nprovider = \"echo\"\n",
+                    otlp.addr
+                ),
+                &[],
+            );
+            let out = common::run_in(b.path(), &["keygen", "--output-key-prefix", "audit"]);
+            assert!(out.status.success(), "{}", common::text(&out).1);
+            let host = Host::start_with_env(
+                b.path(),
+                &[
+                    ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+                    ("OTEL_BLRP_SCHEDULE_DELAY", "100"),
+                    ("GREENTIC_AUDIT_KEY_PASSWORD", "correct horse"),
+                ],
+            );
+            (*form, drive(host, &b, &otlp))
+        })
+        .collect();
+    let (_, wasm) = &told[0];
+    // Evidence, so agreement is not agreement on nothing.
+    assert_eq!(wasm.answers[0].0, 200, "{:?}", wasm.answers);
+    assert!(
+        wasm.answers[0].1["id"]
+            .as_str()
+            .unwrap()
+            .ends_with(":#ops:hi@blue"),
+        "{:?}",
+        wasm.answers
+    );
+    assert_eq!(wasm.answers[3].1["code"], "invalid-input");
+    assert_eq!(wasm.answers[4].1["code"], "bad-request");
+    assert_eq!(wasm.provider_spans.len(), 4, "{:#?}", wasm.provider_spans);
+    assert!(
+        wasm.provider_spans
+            .iter()
+            .any(|s| s.contains("greentic.tenant=acme") && s.contains("greentic.team=eng")),
+        "{:#?}",
+        wasm.provider_spans
+    );
+    assert_eq!(wasm.logs.len(), 3, "{:#?}", wasm.logs);
+    assert!(wasm.audit.iter().any(|r| r["kind"] == "provider.resolved"));
+    for (form, other) in &told[1..] {
+        assert_eq!(
+            wasm.answers, other.answers,
+            "answers: wasm and {form} differ"
+        );
+        assert_eq!(
+            wasm.provider_spans, other.provider_spans,
+            "provider spans: wasm and {form} differ"
+        );
+        // The host's span says the form; nothing else differs.
+        let unform = |spans: &[String], form: &str| -> Vec<String> {
+            spans
+                .iter()
+                .map(|s| {
+                    assert!(s.contains(&format!("greentic.provider.form={form}")), "{s}");
+                    s.replace(&format!(", greentic.provider.form={form}"), "")
+                })
+                .collect()
+        };
+        assert_eq!(
+            unform(&wasm.host_spans, "wasm"),
+            unform(&other.host_spans, form),
+            "host spans: wasm and {form} differ beyond the form"
+        );
+        assert_eq!(wasm.logs, other.logs, "logs: wasm and {form} differ");
+        // Fuel is counted for components only; every other series is the same.
+        let no_fuel = |m: &std::collections::BTreeSet<String>| -> Vec<String> {
+            m.iter().filter(|s| !s.contains("fuel")).cloned().collect()
+        };
+        assert_eq!(
+            no_fuel(&wasm.metrics),
+            no_fuel(&other.metrics),
+            "metrics: wasm and {form} differ beyond fuel"
+        );
+        // Audit: the same records but the artifact's signature (a provider that is no artifact
+        // has none), the provider's resolution saying its form.
+        let kinds = |a: &[serde_json::Value]| -> Vec<String> {
+            a.iter()
+                .map(|r| r["kind"].as_str().unwrap().to_string())
+                .filter(|k| !k.starts_with("signature."))
+                .collect()
+        };
+        assert_eq!(
+            kinds(&wasm.audit),
+            kinds(&other.audit),
+            "audit kinds: wasm and {form}"
+        );
+        assert!(
+            !other
+                .audit
+                .iter()
+                .any(|r| r["kind"].as_str().unwrap().starts_with("signature.")),
+            "{:?}",
+            other.audit
+        );
+        let resolved = other
+            .audit
+            .iter()
+            .find(|r| r["kind"] == "provider.resolved")
+            .unwrap();
+        assert_eq!(resolved["event"]["form"], *form, "{resolved}");
+        assert_eq!(resolved["event"]["provider"], "echo");
+    }
 }
 
 /// A remote provider that, during its call, reads config (granted), tries state (not granted),
@@ -673,7 +903,7 @@ fn a_calls_credential_opens_its_grants_only_and_only_while_it_runs() {
     let port = listener.local_addr().unwrap().port();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(prober::Seen::default()));
     let manifest =
-        std::fs::read_to_string(repo().join("examples/sidecar-rust/provider.json")).unwrap();
+        std::fs::read_to_string(repo().join("examples/native-echo/provider.json")).unwrap();
     rt.spawn(
         tonic::transport::Server::builder()
             .add_service(
@@ -917,7 +1147,7 @@ fn a_remote_webhook_provider_is_refused_at_load_saying_why() {
     let (ok, log) = check(&b);
     assert!(!ok, "{log}");
     assert!(
-        log.contains("provider `hook`") && log.contains("cannot run remotely"),
+        log.contains("provider `hook`") && log.contains("cannot run as a remote provider"),
         "{log}"
     );
 }

@@ -21,6 +21,7 @@ mod instances;
 mod load;
 mod manifest_cli;
 mod metering;
+mod native;
 mod new_provider;
 mod newcomer;
 mod operator;

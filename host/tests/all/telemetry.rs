@@ -38,28 +38,8 @@ provider = "echo"
 
 /// An OTLP/HTTP trace receiver: decodes every export request and keeps the spans.
 fn receiver() -> (String, Arc<Mutex<Vec<Span>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let spans = Arc::new(Mutex::new(Vec::new()));
-    let sink = spans.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let Some(req) = common::read_request(&mut stream) else {
-                continue;
-            };
-            if req.path == "/v1/traces" {
-                let export = ExportTraceServiceRequest::decode(req.body.as_slice()).unwrap();
-                for rs in export.resource_spans {
-                    for ss in rs.scope_spans {
-                        sink.lock().unwrap().extend(ss.spans);
-                    }
-                }
-            }
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-        }
-    });
-    (addr, spans)
+    let otlp = common::otlp();
+    (otlp.addr, otlp.spans)
 }
 
 fn attr(span: &Span, key: &str) -> Option<String> {

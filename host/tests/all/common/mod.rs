@@ -798,3 +798,55 @@ pub fn tool_python(var: &str, dir: &str) -> String {
         )
     })
 }
+
+/// What an OTLP/HTTP receiver on loopback was sent: spans and log records, protobuf decoded
+/// with the OpenTelemetry protocol types.
+#[derive(Clone)]
+pub struct Otlp {
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// Every span exported to it.
+    pub spans: std::sync::Arc<std::sync::Mutex<Vec<opentelemetry_proto::tonic::trace::v1::Span>>>,
+    /// Every log record exported to it.
+    pub logs:
+        std::sync::Arc<std::sync::Mutex<Vec<opentelemetry_proto::tonic::logs::v1::LogRecord>>>,
+}
+
+/// An OTLP/HTTP receiver (`/v1/traces`, `/v1/logs`) on a free loopback port.
+pub fn otlp() -> Otlp {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message as _;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let otlp = Otlp {
+        addr: listener.local_addr().unwrap().to_string(),
+        spans: Default::default(),
+        logs: Default::default(),
+    };
+    let sink = otlp.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let Some(req) = read_request(&mut stream) else {
+                continue;
+            };
+            if req.path == "/v1/traces" {
+                let export = ExportTraceServiceRequest::decode(req.body.as_slice()).unwrap();
+                for rs in export.resource_spans {
+                    for ss in rs.scope_spans {
+                        sink.spans.lock().unwrap().extend(ss.spans);
+                    }
+                }
+            } else if req.path == "/v1/logs" {
+                let export = ExportLogsServiceRequest::decode(req.body.as_slice()).unwrap();
+                for rl in export.resource_logs {
+                    for sl in rl.scope_logs {
+                        sink.logs.lock().unwrap().extend(sl.log_records);
+                    }
+                }
+            }
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    otlp
+}

@@ -1,0 +1,340 @@
+//! Native providers (`form = "native"`): Rust crates written against the contracts' traits and
+//! compiled into the host. The relay crate certified by the whole messaging suite in the host
+//! and as a Rust sidecar; and providers of this test binary's own, registered here, that panic,
+//! hang, reach for a capability they are not granted or flood the host with spans — each a
+//! typed error of the call, the host and the other tenant unaffected. A registration whose
+//! manifest and exports disagree, a name no crate registered and a source of the wrong form are
+//! refused at load, naming what to do.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+use crate::common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{TestBundle, repo};
+use greentic_host::errors::CallError;
+use greentic_host::loader::{LoadOptions, load_bundle};
+use greentic_host::runtime::{Caller, Runtime};
+use greentic_interfaces::native::messaging::{Message, Provider, SendResult};
+use greentic_interfaces::native::{Exports, Host, ProviderError, TenantCtx, async_trait};
+use serde_json::json;
+
+const MANIFEST: &str = r#"{"name": "test-native", "version": "1.0.0", "domain": "messaging",
+    "capabilities": ["send"], "compat": {"wit": "greentic:messaging/provider@1.0.x"}}"#;
+const TIMER_MANIFEST: &str = r#"{"name": "test-native-timer", "version": "1.0.0",
+    "domain": "timer", "capabilities": ["fire"], "compat": {"wit": "greentic:timer/scheduled@1.0.x"}}"#;
+
+/// Misbehaves as the message's `to` says: `panic`, `hang`, `state` (a capability it is not
+/// granted), `spans` (opens spans until the host says no, then answers as if nothing
+/// happened); anything else is answered.
+struct Misbehaving;
+
+#[async_trait]
+impl Provider for Misbehaving {
+    async fn send(
+        &self,
+        host: &dyn Host,
+        ctx: TenantCtx,
+        msg: Message,
+    ) -> Result<SendResult, ProviderError> {
+        match msg.to.as_str() {
+            "panic" => panic!("a bug in a native provider"),
+            "hang" => {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+            "state" => {
+                host.state_set("k", b"v".to_vec(), None)
+                    .await?
+                    .map_err(|e| ProviderError::Internal(format!("{e:?}")))?;
+            }
+            "spans" => {
+                for i in 0..100_000 {
+                    if host.span_new(&format!("s{i}"), None).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(SendResult {
+            id: format!("{}:{}", ctx.tenant, msg.to),
+            delivered_at_ms: 0,
+        })
+    }
+}
+
+greentic_interfaces::register_native!("test-misbehaving", MANIFEST, || {
+    Exports::Messaging(Arc::new(Misbehaving))
+});
+// A timer manifest over a messaging provider: a registration that contradicts itself.
+greentic_interfaces::register_native!("test-two-faced", TIMER_MANIFEST, || {
+    Exports::Messaging(Arc::new(Misbehaving))
+});
+
+const BUNDLE: &str = r#"
+[host]
+listen = "127.0.0.1:0"
+
+[auth]
+algorithm = "HS256"
+issuer = "greentic-test"
+audience = "greentic-host"
+secret_file = "jwt.secret"
+
+[providers.odd]
+form = "native"
+source = "native:SOURCE"
+
+[tenants.acme]
+limits.deadline_ms = 500
+limits.max_resources = 64
+
+[tenants.globex]
+
+[[routes]]
+tenant = "*"
+capability = "send"
+provider = "odd"
+"#;
+
+/// The host's runtime, in this process, over a bundle of `toml`.
+fn runtime(toml: &str) -> anyhow::Result<(tempfile::TempDir, Arc<Runtime>)> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("greentic.toml"), toml).unwrap();
+    std::fs::write(
+        dir.path().join("jwt.secret"),
+        "test-secret-0123456789abcdef01234567",
+    )
+    .unwrap();
+    let loaded = load_bundle(dir.path(), LoadOptions::default())?;
+    let runtime = Arc::new(Runtime::new(
+        &loaded.bundle,
+        loaded.engine,
+        loaded.loaded.providers,
+        loaded.backends,
+    ));
+    Ok((dir, runtime))
+}
+
+fn caller(tenant: &str) -> Caller {
+    Caller {
+        tenant: tenant.into(),
+        team: None,
+        user: None,
+    }
+}
+
+#[test]
+fn a_misbehaving_native_provider_fails_its_call_not_the_host() {
+    let (_dir, runtime) = runtime(&BUNDLE.replace("SOURCE", "test-misbehaving")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let send = |tenant: &str, to: &str| {
+        rt.block_on(runtime.invoke(
+            &caller(tenant),
+            "send",
+            json!({"to": to, "text": "x"}),
+            None,
+        ))
+    };
+    // A panic is the call's guest trap, with the panic's message.
+    match send("acme", "panic") {
+        Err(CallError::GuestTrap(m)) => {
+            assert!(m.contains("a bug in a native provider"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // A hang ends at the tenant's deadline (500 ms), not the provider's 30 s.
+    let started = Instant::now();
+    assert!(
+        matches!(send("acme", "hang"), Err(CallError::DeadlineExceeded(500))),
+        "a hanging native provider"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // A capability the bundle does not grant is refused by the host, naming it.
+    match send("acme", "state") {
+        Err(e) => assert!(
+            e.message().contains("not granted `state`"),
+            "{}",
+            e.message()
+        ),
+        Ok(v) => panic!("state without a grant: {v}"),
+    }
+    // Spans past the tenant's resource limit stop the call, whatever the provider answers.
+    match send("acme", "spans") {
+        Err(CallError::ResourceLimit(m)) => assert!(!m.is_empty()),
+        other => panic!("{other:?}"),
+    }
+    // After all that, both tenants are served.
+    for tenant in ["acme", "globex"] {
+        let ok = send(tenant, "#ops").unwrap();
+        assert_eq!(ok["id"], format!("{tenant}:#ops"));
+    }
+}
+
+#[test]
+fn a_native_registration_is_held_to_its_manifest_and_its_name() {
+    let e = runtime(&BUNDLE.replace("SOURCE", "test-two-faced"))
+        .err()
+        .unwrap();
+    let text = format!("{e:#}");
+    assert!(
+        text.contains("domain `timer`") && text.contains("exports a `messaging` provider"),
+        "{text}"
+    );
+    // A name no linked crate registered: the ones that are, named.
+    let b = TestBundle::new(
+        "[providers.nope]\nform = \"native\"\nsource = \"native:nope\"\n\n[tenants.acme]\n\n[[routes]]\ntenant = \"acme\"\ncapability = \"send\"\nprovider = \"nope\"\n",
+        &[],
+    );
+    let out = common::run_host(&["check", b.path().to_str().unwrap()]);
+    let (stdout, stderr) = common::text(&out);
+    assert!(!out.status.success());
+    let said = format!("{stdout}{stderr}");
+    assert!(
+        said.contains("no native provider `nope` is compiled into this host (it has: echo, relay)"),
+        "{said}"
+    );
+    // The wrong source for the form, both ways.
+    for (lines, expected) in [
+        (
+            "form = \"native\"\nsource = \"echo.wasm\"",
+            "a native provider's source is `native:NAME`",
+        ),
+        (
+            "source = \"native:echo\"",
+            "set `form = \"native\"` for a provider compiled into the host",
+        ),
+        (
+            "form = \"native\"\nsource = \"native:echo\"\nallow_unsigned = true",
+            "a native provider is held to the host binary it is compiled into",
+        ),
+    ] {
+        b.rewrite(&format!(
+            "[providers.p]\n{lines}\n\n[tenants.acme]\n\n[[routes]]\ntenant = \"acme\"\ncapability = \"send\"\nprovider = \"p\"\n"
+        ));
+        let out = common::run_host(&["check", b.path().to_str().unwrap()]);
+        let said = format!("{}{}", common::text(&out).0, common::text(&out).1);
+        assert!(!out.status.success(), "{lines}: {said}");
+        assert!(said.contains(expected), "{lines}: {said}");
+    }
+}
+
+/// The whole messaging suite's report for `subject` (with `more` arguments), every group run
+/// and every case passed.
+fn certified(subject: &str, more: &[&str], provider: &str) {
+    let report = tempfile::NamedTempFile::new().unwrap();
+    let profile = repo().join("examples/native-relay/conformance.json");
+    let mut args = vec![
+        "conformance",
+        subject,
+        "--profile",
+        profile.to_str().unwrap(),
+        "--json",
+        report.path().to_str().unwrap(),
+    ];
+    args.extend(more);
+    let out = common::run_host(&args);
+    let (stdout, stderr) = common::text(&out);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.path()).unwrap())
+            .unwrap_or_else(|e| panic!("{e}: {stdout}{stderr}"));
+    let results = report["results"].as_array().unwrap();
+    let groups: std::collections::BTreeSet<&str> = results
+        .iter()
+        .map(|r| r["group"].as_str().unwrap())
+        .collect();
+    for group in [
+        "error-mapping",
+        "tenancy",
+        "idempotency",
+        "retry",
+        "telemetry",
+        "secrets",
+        "manifest-truth",
+    ] {
+        assert!(groups.contains(group), "no `{group}` case ran: {groups:?}");
+    }
+    let failed: Vec<&str> = results
+        .iter()
+        .filter(|r| r["passed"] != true)
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert!(failed.is_empty(), "{subject}: {failed:?}\n{stdout}");
+    assert!(out.status.success(), "{stdout}");
+    assert_eq!(report["provider"], provider);
+    let manifest = std::fs::read(repo().join("examples/native-relay/provider.json")).unwrap();
+    assert_eq!(
+        report["digest"],
+        format!("sha256:{}", {
+            use sha2::Digest as _;
+            hex::encode(sha2::Sha256::digest(&manifest))
+        }),
+        "what was certified is the manifest the crate carries"
+    );
+}
+
+#[test]
+fn the_relay_crate_passes_the_whole_messaging_suite_in_the_host_and_as_a_gateway_over_mtls() {
+    certified("native:relay", &[], "messaging-relay-rs");
+    // The very same crate, served by the Rust sidecar as a gateway: TLS, client certificates
+    // of the CA required, its certificate naming a SPIFFE identity.
+    use greentic_host::tls::dev_ca::DevCa;
+    let pki = tempfile::tempdir().unwrap();
+    let ca = DevCa::new("greentic-gateway-test-ca").unwrap();
+    let (ca_cert, _) = ca.write(pki.path()).unwrap();
+    let (cert, key) = ca
+        .server(&["spiffe://greentic.test/gateway/relay", "127.0.0.1"])
+        .unwrap()
+        .write(pki.path(), "gateway")
+        .unwrap();
+    let (host_cert, host_key) = ca
+        .client("spiffe://greentic.test/host")
+        .unwrap()
+        .write(pki.path(), "host")
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let tls = greentic_sidecar_rust::tls(cert, key, Some(ca_cert.clone())).unwrap();
+    rt.spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(greentic_sidecar_rust::service("relay").unwrap())
+            .serve_with_incoming(greentic_host::remote::sidecar::listen(listener, tls))
+            .await
+    });
+    let endpoint = format!("grpcs://127.0.0.1:{port}");
+    let link = |identity: &'static str| {
+        [
+            "--remote-identity".to_string(),
+            identity.to_string(),
+            "--remote-ca".into(),
+            ca_cert.display().to_string(),
+            "--remote-cert".into(),
+            host_cert.display().to_string(),
+            "--remote-key".into(),
+            host_key.display().to_string(),
+        ]
+    };
+    let args = link("spiffe://greentic.test/gateway/relay");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    certified(&endpoint, &args, "messaging-relay-rs");
+    // Another identity than its certificate's: nothing is certified.
+    let args = link("spiffe://greentic.test/gateway/other");
+    let mut all = vec!["conformance", endpoint.as_str()];
+    all.extend(args.iter().map(String::as_str));
+    let out = common::run_host(&all);
+    let (stdout, stderr) = common::text(&out);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        format!("{stdout}{stderr}").contains("spiffe://greentic.test/gateway/other"),
+        "{stdout}{stderr}"
+    );
+}
