@@ -1,8 +1,9 @@
 //! The custom resources, as Rust types: the CRDs under `deploy/crds/` are generated from these
 //! (`greentic-operator crd`), and a test fails when the committed YAML drifts from them.
 //!
-//! - [`ProviderClass`] (cluster-scoped): a provider the platform team offers — its OCI source,
-//!   the keys that may sign it, the most it may be granted, the versions accepted.
+//! - [`ProviderClass`] (cluster-scoped): a provider the platform team offers — its OCI source
+//!   (or, for a provider outside the hosts, its endpoint and identity), the keys that may sign
+//!   it, the most it may be granted, the versions accepted.
 //! - [`ProviderBinding`] (namespaced; the namespace is the tenant): a tenant's use of a class —
 //!   its configuration, the names of its secrets, its limits, the teams that may reach it.
 //! - [`RoutingPolicy`] (namespaced): the tenant's routes, from capability (and team, user,
@@ -36,11 +37,35 @@ pub const VERSION: &str = "v1alpha1";
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ProviderClassSpec {
+    /// What form the provider takes: `wasm` (the default; a component at `source`), `remote`
+    /// (outside the hosts, at `endpoint`: a sidecar container in the host pods or a shared
+    /// gateway) or `native` (compiled into the hosts' image; `source` is `native:NAME`).
+    #[serde(default, skip_serializing_if = "ClassForm::is_wasm")]
+    pub form: ClassForm,
     /// The provider's OCI artifact: `HOST/REPO:TAG` or `HOST/REPO@sha256:<hex>`. A tag is
     /// resolved to a digest once per check; the revision the operator publishes pins that
-    /// digest, so every host runs the same bytes.
-    #[schemars(length(min = 3, max = 512))]
+    /// digest, so every host runs the same bytes. `native:NAME` for a native provider; none
+    /// for a remote one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 512))]
     pub source: String,
+    /// `remote`: where the hosts reach it, `grpcs://HOST:PORT` (a gateway's Service), or
+    /// `grpc://127.0.0.1:PORT` with `allowPlaintext` (a sidecar container in the host pods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 9, max = 512))]
+    pub endpoint: Option<String>,
+    /// `remote`: the identity its certificate must carry, a URI SAN (`spiffe://…`) or a DNS
+    /// name. Its manifest's digest is pinned in the revision's lock as a component's is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub identity: Option<String>,
+    /// `remote`: the CA bundle its certificate is issued by and the hosts' client pair, as
+    /// paths inside the host pods (mounted from a Secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<greentic_tls::ClientFiles>,
+    /// `remote`: accept `grpc://` (plaintext), to a sidecar on the pod's loopback only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_plaintext: bool,
     /// The digest the artifact must have (`sha256:<hex>` of the component); another one is
     /// refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -75,6 +100,26 @@ pub struct ProviderClassSpec {
     /// serve later calls of the same tenant (`"instances": "per-tenant"`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fresh_instances: bool,
+}
+
+/// The form of a class's provider (the bundle's `form`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassForm {
+    /// A WebAssembly component from the registry.
+    #[default]
+    Wasm,
+    /// A provider outside the hosts, over gRPC.
+    Remote,
+    /// A Rust crate compiled into the hosts' image.
+    Native,
+}
+
+impl ClassForm {
+    /// Whether it is the default form.
+    pub fn is_wasm(&self) -> bool {
+        *self == ClassForm::Wasm
+    }
 }
 
 /// Attestation kinds a class can require.

@@ -313,3 +313,76 @@ fn the_readme_lists_every_operator_command_and_flag_and_nothing_else() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+/// A class of the remote form: the operator asks the provider for its manifest over its link
+/// (the Rust sidecar, on loopback), checks it as the hosts will, and publishes a revision that
+/// reaches it there, its manifest pinned by digest. One without an endpoint, or with an
+/// artifact's fields, is refused naming what to change.
+#[test]
+fn a_remote_class_is_checked_over_its_link_and_published_with_its_manifest_pinned() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    rt.spawn(
+        tonic::transport::Server::builder()
+            .add_service(greentic_sidecar_rust::service("echo").unwrap())
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let resources = |spec: &str| {
+        format!(
+            "{NAMESPACE}apiVersion: greentic.ai/v1alpha1\nkind: ProviderClass\nmetadata: {{ name: echo }}\nspec: {spec}\n---\napiVersion: greentic.ai/v1alpha1\nkind: ProviderBinding\nmetadata: {{ name: echo, namespace: acme }}\nspec: {{ class: echo, config: {{ label: blue }} }}\n---\napiVersion: greentic.ai/v1alpha1\nkind: RoutingPolicy\nmetadata: {{ name: routes, namespace: acme }}\nspec: {{ routes: [{{ capability: send, binding: echo }}] }}\n"
+        )
+    };
+    let (code, stdout, stderr) = reconcile_with_key(&resources(&format!(
+        "{{ form: remote, endpoint: 'grpc://127.0.0.1:{port}', allowPlaintext: true }}"
+    )));
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("# revision sha256:"), "{stdout}");
+    assert!(stdout.contains("form = \"remote\""), "{stdout}");
+    assert!(
+        stdout.contains(&format!("source = \"grpc://127.0.0.1:{port}\"")),
+        "{stdout}"
+    );
+    // The class's status: the manifest the remote described, by digest.
+    let manifest = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples/native-echo/provider.json"),
+    )
+    .unwrap();
+    let digest = {
+        use sha2::Digest as _;
+        format!("sha256:{:x}", sha2::Sha256::digest(&manifest))
+    };
+    assert!(stdout.contains(&digest), "{digest} not in {stdout}");
+    assert!(stdout.contains("echo-rs 1.0.0"), "{stdout}");
+
+    for (spec, words) in [
+        (
+            "{ form: remote, allowPlaintext: true }".to_string(),
+            "spec.endpoint is required for `form: remote`",
+        ),
+        (
+            format!(
+                "{{ form: remote, endpoint: 'grpc://127.0.0.1:{port}', allowPlaintext: true, trustedKeys: [providers] }}"
+            ),
+            "a `form: remote` class is held to spec.identity (mTLS)",
+        ),
+        (
+            "{ source: 'r.example/p/echo:1', identity: 'spiffe://x/y' }".to_string(),
+            "spec.identity applies to `form: remote` classes only",
+        ),
+    ] {
+        let (code, stdout, stderr) = reconcile_with_key(&resources(&spec));
+        assert_eq!(code, Some(1), "{spec}: {stdout}\n{stderr}");
+        assert!(
+            stdout.contains(words),
+            "{spec}: expected `{words}` in {stdout}"
+        );
+    }
+}

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use greentic_bundle::{LockEntry, ProviderFacts, ProviderSection};
 
 use super::{Desired, Observed, Resolved, condition};
-use crate::crd::{Attestation, Condition, ManifestSummary, ProviderClass, ProviderClassStatus};
+use crate::crd::{
+    Attestation, ClassForm, Condition, ManifestSummary, ProviderClass, ProviderClassStatus,
+};
 
 /// A provider the revision can use.
 pub(super) struct Usable<'a> {
@@ -18,13 +20,20 @@ pub(super) struct Usable<'a> {
 /// The section a class's spec asks for (grants are the class's: a tenant cannot widen them).
 pub fn class_section(class: &ProviderClass) -> ProviderSection {
     let spec = &class.spec;
+    let form = match spec.form {
+        ClassForm::Wasm => greentic_bundle::ProviderForm::Wasm,
+        ClassForm::Remote => greentic_bundle::ProviderForm::Remote,
+        ClassForm::Native => greentic_bundle::ProviderForm::Native,
+    };
     ProviderSection {
-        source: spec.source.clone(),
-        // Classes name components; the remote form is the bundle's for now.
-        form: greentic_bundle::ProviderForm::Wasm,
-        identity: None,
-        tls: None,
-        allow_plaintext: false,
+        source: match spec.form {
+            ClassForm::Remote => spec.endpoint.clone().unwrap_or_default(),
+            _ => spec.source.clone(),
+        },
+        form,
+        identity: spec.identity.clone(),
+        tls: spec.tls.clone(),
+        allow_plaintext: spec.allow_plaintext,
         digest: spec.digest.clone(),
         grants: spec.grants.clone(),
         trusted_keys: spec.trusted_keys.clone(),
@@ -88,6 +97,7 @@ pub(super) fn classes<'a>(
                 "the class name `{name}` is not a valid provider name (kebab-case: lower-case letters, digits and single `-`); rename the class"
             ));
         }
+        problems.extend(form_problems(&class.spec));
         let current = match check.map(|c| &c.current) {
             None => {
                 status.conditions.push(Condition {
@@ -125,7 +135,8 @@ pub(super) fn classes<'a>(
                 )),
                 Ok(req) if !req.matches(&r.facts.manifest.version) => problems.push(format!(
                     "version {} of `{}` is outside spec.compat `{req}`; pin a compatible version or widen spec.compat",
-                    r.facts.manifest.version, class.spec.source
+                    r.facts.manifest.version,
+                    class.spec.endpoint.as_deref().unwrap_or(&class.spec.source)
                 )),
                 Ok(_) => {}
             }
@@ -182,6 +193,49 @@ pub(super) fn classes<'a>(
     (usable, statuses)
 }
 
+/// What is wrong with how a class says where its provider runs.
+fn form_problems(spec: &crate::crd::ProviderClassSpec) -> Vec<String> {
+    let mut out = Vec::new();
+    match spec.form {
+        ClassForm::Remote => {
+            if spec.endpoint.is_none() {
+                out.push("spec.endpoint is required for `form: remote`: the gateway's `grpcs://HOST:PORT`, or `grpc://127.0.0.1:PORT` for a sidecar in the host pods".into());
+            }
+            if !spec.source.is_empty() {
+                out.push("spec.source names an artifact; a `form: remote` class is reached at spec.endpoint — remove spec.source".into());
+            }
+            if !spec.trusted_keys.is_empty()
+                || !spec.identities.is_empty()
+                || !spec.require.is_empty()
+            {
+                out.push("spec.trustedKeys, spec.identities and spec.require are about signed artifacts; a `form: remote` class is held to spec.identity (mTLS) and its manifest's digest in the revision's lock — remove them".into());
+            }
+        }
+        ClassForm::Wasm | ClassForm::Native => {
+            if spec.source.is_empty() {
+                out.push(if spec.form == ClassForm::Native {
+                    "spec.source is required: `native:NAME`, the name the provider is registered under in the hosts' image".to_string()
+                } else {
+                    "spec.source is required: the provider's OCI artifact, `HOST/REPO:TAG` or `HOST/REPO@sha256:<hex>`".to_string()
+                });
+            }
+            for (key, set) in [
+                ("endpoint", spec.endpoint.is_some()),
+                ("identity", spec.identity.is_some()),
+                ("tls", spec.tls.is_some()),
+                ("allowPlaintext", spec.allow_plaintext),
+            ] {
+                if set {
+                    out.push(format!(
+                        "spec.{key} applies to `form: remote` classes only; remove it"
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
 fn usable_of(r: &Resolved) -> Usable<'_> {
     let (section, lock) = pinned(r);
     Usable {
@@ -197,10 +251,11 @@ fn usable_of(r: &Resolved) -> Usable<'_> {
 pub fn pinned(r: &Resolved) -> (ProviderSection, LockEntry) {
     let mut section = r.section.clone();
     let mut lock = r.lock.clone();
-    let is_registry = matches!(
-        greentic_trust::sources::SourceRef::parse(std::path::Path::new("."), &section.source),
-        greentic_trust::sources::SourceRef::Registry(_)
-    );
+    let is_registry = section.form == greentic_bundle::ProviderForm::Wasm
+        && matches!(
+            greentic_trust::sources::SourceRef::parse(std::path::Path::new("."), &section.source),
+            greentic_trust::sources::SourceRef::Registry(_)
+        );
     if is_registry
         && let Some(digest) = &r.lock.manifest_digest
         && let Ok(reference) = section.source.parse::<greentic_registry::ArtifactRef>()
