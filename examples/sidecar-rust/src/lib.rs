@@ -25,13 +25,23 @@ pub fn providers() -> Vec<&'static str> {
 }
 
 /// The `Provider` service of the provider registered as `name`, describing itself with the
-/// manifest it carries.
+/// manifest it carries, calling back hosts on loopback or the pod's network.
 pub fn service(name: &str) -> Option<ProviderServer<Sidecar>> {
+    service_with(name, None)
+}
+
+/// [`service`], calling back hosts whose callback service serves TLS with `callback_tls`
+/// (`greentic_remote::sidecar::callback_tls`): a gateway other machines' hosts call.
+pub fn service_with(
+    name: &str,
+    callback_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+) -> Option<ProviderServer<Sidecar>> {
     providers();
     let registration = greentic_interfaces::native::find(name)?;
-    Some(greentic_remote::sidecar::serve(
+    Some(greentic_remote::sidecar::serve_with(
         (registration.make)(),
         registration.manifest,
+        callback_tls,
     ))
 }
 

@@ -38,7 +38,7 @@ pub struct CallGrant {
 /// The callback service and the grants of the calls in flight.
 pub struct Callbacks {
     grants: Mutex<HashMap<String, Arc<CallGrant>>>,
-    address: SocketAddr,
+    url: String,
 }
 
 /// Ends a call's grant when dropped.
@@ -67,59 +67,146 @@ impl Drop for Open {
 /// The process's callback service, started on first use.
 static SHARED: tokio::sync::OnceCell<Arc<Callbacks>> = tokio::sync::OnceCell::const_new();
 
+/// Where the callback service listens, what address providers are told, and its TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackConfig {
+    /// The address it binds (`$GREENTIC_CALLBACK_LISTEN`, default `127.0.0.1:0`).
+    pub listen: SocketAddr,
+    /// The URL providers call back at (`$GREENTIC_CALLBACK_ADVERTISE`); by default the bound
+    /// address, `http://` or `https://`.
+    pub advertise: Option<String>,
+    /// Its certificate and key (`$GREENTIC_CALLBACK_TLS_CERT`, `$GREENTIC_CALLBACK_TLS_KEY`):
+    /// TLS 1.3, required when it listens beyond loopback.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl CallbackConfig {
+    /// The configuration the environment gives, or what is wrong with it: a provider's
+    /// credential must not cross a network in the clear, so listening beyond loopback needs
+    /// TLS, and the advertised URL must say the scheme served.
+    pub fn from_env() -> Result<CallbackConfig, String> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let listen = var("GREENTIC_CALLBACK_LISTEN").unwrap_or_else(|| "127.0.0.1:0".into());
+        let listen: SocketAddr = listen.parse().map_err(|_| {
+            format!("$GREENTIC_CALLBACK_LISTEN `{listen}` is not an address and port, such as 0.0.0.0:50080")
+        })?;
+        let tls = match (
+            var("GREENTIC_CALLBACK_TLS_CERT"),
+            var("GREENTIC_CALLBACK_TLS_KEY"),
+        ) {
+            (Some(cert), Some(key)) => Some((cert.into(), key.into())),
+            (None, None) => None,
+            _ => {
+                return Err(
+                    "$GREENTIC_CALLBACK_TLS_CERT and $GREENTIC_CALLBACK_TLS_KEY go together: set both, or neither".into(),
+                );
+            }
+        };
+        if tls.is_none() && !listen.ip().is_loopback() {
+            return Err(format!(
+                "the callback service for remote providers would listen on {listen}, beyond loopback, in the clear: a call's credential would cross the network readable; set $GREENTIC_CALLBACK_TLS_CERT and $GREENTIC_CALLBACK_TLS_KEY, or listen on loopback"
+            ));
+        }
+        let advertise = var("GREENTIC_CALLBACK_ADVERTISE");
+        if let Some(url) = &advertise {
+            let scheme = if tls.is_some() { "https://" } else { "http://" };
+            if !url.starts_with(scheme) {
+                return Err(format!(
+                    "$GREENTIC_CALLBACK_ADVERTISE `{url}` must start with {scheme}: the callback service serves {}",
+                    if tls.is_some() { "TLS" } else { "plaintext" }
+                ));
+            }
+        }
+        Ok(CallbackConfig {
+            listen,
+            advertise,
+            tls,
+        })
+    }
+}
+
 impl Callbacks {
-    /// The process's callback service, started on first use on `$GREENTIC_CALLBACK_LISTEN`
-    /// (default `127.0.0.1:0`, a free loopback port: sidecars on the same machine or in the
-    /// same pod reach it).
+    /// The process's callback service, started on first use as the environment configures it
+    /// ([`CallbackConfig::from_env`]; by default a free loopback port: sidecars on the same
+    /// machine or in the same pod reach it).
     pub async fn shared() -> std::io::Result<Arc<Callbacks>> {
         SHARED
             .get_or_try_init(|| async {
-                let listen = std::env::var("GREENTIC_CALLBACK_LISTEN")
-                    .ok()
-                    .filter(|v| !v.is_empty())
-                    .unwrap_or_else(|| "127.0.0.1:0".into());
-                let addr: SocketAddr = listen.parse().map_err(|_| {
-                    std::io::Error::other(format!(
-                        "$GREENTIC_CALLBACK_LISTEN `{listen}` is not an address and port"
-                    ))
-                })?;
-                Callbacks::start(addr).await
+                let config = CallbackConfig::from_env().map_err(std::io::Error::other)?;
+                Callbacks::start_with(&config).await
             })
             .await
             .cloned()
     }
 
-    /// Starts the service on `listen` (loopback: sidecars reach it on the same machine or pod).
+    /// Starts the service on `listen`, plaintext (loopback: sidecars reach it on the same
+    /// machine or pod).
     pub async fn start(listen: SocketAddr) -> std::io::Result<Arc<Callbacks>> {
-        let listener = tokio::net::TcpListener::bind(listen).await?;
+        Callbacks::start_with(&CallbackConfig {
+            listen,
+            advertise: None,
+            tls: None,
+        })
+        .await
+    }
+
+    /// Starts the service as `config` says.
+    pub async fn start_with(config: &CallbackConfig) -> std::io::Result<Arc<Callbacks>> {
+        let tls = match &config.tls {
+            Some((cert, key)) => Some(Arc::new(
+                greentic_tls::ServerTls::load(greentic_tls::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: None,
+                    client_auth: greentic_tls::ClientAuth::None,
+                    min_version: greentic_tls::MinVersion::Tls13,
+                })
+                .map_err(|e| std::io::Error::other(format!("the callback service's TLS: {e}")))?,
+            )),
+            None => None,
+        };
+        let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let address = listener.local_addr()?;
+        let url = config.advertise.clone().unwrap_or_else(|| {
+            format!(
+                "{}://{address}",
+                if tls.is_some() { "https" } else { "http" }
+            )
+        });
         let callbacks = Arc::new(Callbacks {
             grants: Mutex::new(HashMap::new()),
-            address,
+            url,
         });
         let service = HostServer::new(Service {
             callbacks: callbacks.clone(),
         })
         .max_decoding_message_size(MAX_CALLBACK_BYTES)
         .max_encoding_message_size(MAX_CALLBACK_BYTES);
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let server = tonic::transport::Server::builder().add_service(service);
         tokio::spawn(async move {
-            if let Err(e) = tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(incoming)
-                .await
-            {
+            let served = match tls {
+                Some(tls) => {
+                    server
+                        .serve_with_incoming(crate::incoming::tls(listener, tls))
+                        .await
+                }
+                None => {
+                    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+                        .with_nodelay(Some(true));
+                    server.serve_with_incoming(incoming).await
+                }
+            };
+            if let Err(e) = served {
                 tracing::error!(error = %e, "the remote providers' callback service stopped");
             }
         });
-        tracing::info!(%address, "callback service for remote providers listening");
+        tracing::info!(%address, url = %callbacks.url, "callback service for remote providers listening");
         Ok(callbacks)
     }
 
-    /// Where providers call back: `http://ADDRESS`.
+    /// Where providers call back: `http://ADDRESS`, `https://ADDRESS`, or the advertised URL.
     pub fn url(&self) -> String {
-        format!("http://{}", self.address)
+        self.url.clone()
     }
 
     /// Opens a grant for one call: its scope's `imports`, what is `linked` for its provider,

@@ -17,6 +17,7 @@
 
 pub mod callbacks;
 mod convert;
+pub mod incoming;
 pub mod link;
 pub mod sidecar;
 

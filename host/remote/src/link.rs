@@ -261,6 +261,33 @@ impl Connector {
     }
 }
 
+/// A channel to `host:port` over TLS with `tls` (its verifier decides whom it accepts),
+/// connected on first use: how a Rust sidecar reaches a host's callback service that serves
+/// TLS (`https://…` in the call's metadata).
+pub fn tls_channel(
+    host: &str,
+    port: u16,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+) -> Result<Channel, String> {
+    let dial = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let connector = Connector {
+        tls: tokio_rustls::TlsConnector::from(tls),
+        address: format!("{host}:{port}"),
+        host: dial,
+    };
+    Ok(Endpoint::from_shared(format!("http://{host}:{port}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true)
+        .connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
+            let connector = connector.clone();
+            async move { connector.connect().await }
+        })))
+}
+
 fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();

@@ -26,15 +26,46 @@ pub struct Sidecar {
     exports: Exports,
     manifest: String,
     hosts: Mutex<HashMap<String, Channel>>,
+    callback_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
-/// The `Provider` service for `exports`, describing itself with `manifest` (its JSON).
+/// The `Provider` service for `exports`, describing itself with `manifest` (its JSON), calling
+/// back hosts whose callback service is on loopback or the pod's network in plaintext
+/// (`http://`).
 pub fn serve(exports: Exports, manifest: impl Into<String>) -> ProviderServer<Sidecar> {
+    serve_with(exports, manifest, None)
+}
+
+/// [`serve`], calling back hosts whose callback service serves TLS (`https://`, a gateway's
+/// case) with `callback_tls` — see [`callback_tls`].
+pub fn serve_with(
+    exports: Exports,
+    manifest: impl Into<String>,
+    callback_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+) -> ProviderServer<Sidecar> {
     ProviderServer::new(Sidecar {
         exports,
         manifest: manifest.into(),
         hosts: Mutex::new(HashMap::new()),
+        callback_tls,
     })
+}
+
+/// How a gateway holds the hosts' callback services to who they must be: their chain verified
+/// against `ca`, their certificate naming `identity` (a URI SAN such as
+/// `spiffe://…/greentic-host`, or a DNS name) whatever address the call gave.
+pub fn callback_tls(
+    ca: std::path::PathBuf,
+    identity: &str,
+) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+    let files = greentic_tls::ClientFiles {
+        ca: Some(ca),
+        cert: None,
+        key: None,
+    };
+    greentic_tls::identity_client_config(&files, identity, &[b"h2"])
+        .map(|(config, _)| config)
+        .map_err(|e| format!("the callback TLS: {e}"))
 }
 
 /// The host's capabilities for one call, over the callback service.
@@ -68,9 +99,7 @@ impl Sidecar {
             match hosts.get(&url) {
                 Some(c) => c.clone(),
                 None => {
-                    let c = Channel::from_shared(url.clone())
-                        .map_err(|e| Status::invalid_argument(format!("{CALLBACK_HEADER}: {e}")))?
-                        .connect_lazy();
+                    let c = self.channel(&url)?;
                     hosts.insert(url, c.clone());
                     c
                 }
@@ -81,6 +110,29 @@ impl Sidecar {
             credential,
             timeout: md.get("grpc-timeout").cloned(),
         })
+    }
+}
+
+impl Sidecar {
+    /// A channel to the callback service at `url`: plaintext for `http://`, TLS held to the
+    /// configured identity for `https://`.
+    fn channel(&self, url: &str) -> Result<Channel, Status> {
+        let bad = |e: String| Status::invalid_argument(format!("{CALLBACK_HEADER} `{url}`: {e}"));
+        if !url.starts_with("https://") {
+            return Ok(Channel::from_shared(url.to_string())
+                .map_err(|e| bad(e.to_string()))?
+                .connect_lazy());
+        }
+        let Some(tls) = &self.callback_tls else {
+            return Err(Status::failed_precondition(format!(
+                "the host calls back over TLS ({url}), and this provider was not given the CA and identity to hold it to (greentic-sidecar --callback-ca FILE --callback-identity ID)"
+            )));
+        };
+        let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+        let (Some(host), Some(port)) = (parsed.host_str(), parsed.port_or_known_default()) else {
+            return Err(bad("no host and port".into()));
+        };
+        crate::link::tls_channel(host, port, tls.clone()).map_err(bad)
     }
 }
 
@@ -463,82 +515,4 @@ impl Host for CallbackHost {
             .map_err(refusal)?;
         Ok(())
     }
-}
-
-/// A TLS connection accepted by [`listen`], as tonic serves it.
-pub struct TlsConnection(tokio_rustls::server::TlsStream<tokio::net::TcpStream>);
-
-impl tonic::transport::server::Connected for TlsConnection {
-    type ConnectInfo = ();
-
-    fn connect_info(&self) -> Self::ConnectInfo {}
-}
-
-impl tokio::io::AsyncRead for TlsConnection {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for TlsConnection {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
-/// The connections of `listener`, each through a TLS handshake with `tls` (a client whose
-/// handshake fails — no certificate when one is required, one of another CA — is dropped and
-/// logged; the others are not held up by it).
-pub fn listen(
-    listener: tokio::net::TcpListener,
-    tls: std::sync::Arc<greentic_tls::ServerTls>,
-) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsConnection>> {
-    let (sender, receiver) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(async move {
-        loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accepting a connection");
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let (handshake, accepted) = (tls.clone(), sender.clone());
-            tokio::spawn(async move {
-                match handshake.accept(tcp).await {
-                    Ok((stream, _)) => {
-                        let _ = accepted.send(Ok(TlsConnection(stream))).await;
-                    }
-                    Err(e) => tracing::warn!(%peer, error = %e, "TLS handshake refused"),
-                }
-            });
-            if sender.is_closed() {
-                return;
-            }
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(receiver)
 }

@@ -161,6 +161,8 @@ fn load_outside(
         if let Some(problem) = greentic_remote::endpoint_problem(&config) {
             return Err(fail(problem));
         }
+        // Where it will call back: refused now, not at its first call.
+        greentic_remote::callbacks::CallbackConfig::from_env().map_err(fail)?;
         let json = greentic_capabilities::blocking::run("describing the remote provider", |rt| {
             rt.block_on(async {
                 let link = greentic_remote::RemoteLink::connect(&config).await?;

@@ -307,7 +307,7 @@ fn the_relay_crate_passes_the_whole_messaging_suite_in_the_host_and_as_a_gateway
     rt.spawn(async move {
         tonic::transport::Server::builder()
             .add_service(greentic_sidecar_rust::service("relay").unwrap())
-            .serve_with_incoming(greentic_host::remote::sidecar::listen(listener, tls))
+            .serve_with_incoming(greentic_host::remote::incoming::tls(listener, tls))
             .await
     });
     let endpoint = format!("grpcs://127.0.0.1:{port}");
@@ -335,6 +335,126 @@ fn the_relay_crate_passes_the_whole_messaging_suite_in_the_host_and_as_a_gateway
     assert!(!out.status.success(), "{stdout}");
     assert!(
         format!("{stdout}{stderr}").contains("spiffe://greentic.test/gateway/other"),
+        "{stdout}{stderr}"
+    );
+}
+
+/// A gateway shared by hosts on other machines: the host's callback service listens beyond
+/// loopback only over TLS and tells providers the address to call back at; the gateway holds it
+/// to the hosts' identity. The relay reads each tenant's config, token and state through it.
+#[test]
+fn a_gateway_calls_back_a_host_on_another_address_over_tls() {
+    use greentic_host::tls::dev_ca::DevCa;
+    let pki = tempfile::tempdir().unwrap();
+    let ca = DevCa::new("greentic-callback-test-ca").unwrap();
+    let (ca_cert, _) = ca.write(pki.path()).unwrap();
+    let (gateway_cert, gateway_key) = ca
+        .server(&["spiffe://greentic.test/gateway/relay", "127.0.0.1"])
+        .unwrap()
+        .write(pki.path(), "gateway")
+        .unwrap();
+    let (callback_cert, callback_key) = ca
+        .server(&["spiffe://greentic.test/host", "127.0.0.1"])
+        .unwrap()
+        .write(pki.path(), "callbacks")
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let serve = |callback_identity: Option<&str>| {
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let tls = greentic_sidecar_rust::tls(
+            gateway_cert.clone(),
+            gateway_key.clone(),
+            Some(ca_cert.clone()),
+        )
+        .unwrap();
+        let callback = callback_identity
+            .map(|id| greentic_host::remote::sidecar::callback_tls(ca_cert.clone(), id).unwrap());
+        let service = greentic_sidecar_rust::service_with("relay", callback).unwrap();
+        rt.spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(greentic_host::remote::incoming::tls(listener, tls))
+                .await
+        });
+        port
+    };
+    let holds_the_host = serve(Some("spiffe://greentic.test/host"));
+    let expects_another = serve(Some("spiffe://greentic.test/other-host"));
+    let no_callback_tls = serve(None);
+    let upstream = common::Upstream::start(vec![(200, vec![], r#"{"id":"r-1"}"#.into())]);
+    let bundle = |port: u16| {
+        let b = TestBundle::new(
+            &format!(
+                "[providers.relay]\nform = \"remote\"\nsource = \"grpcs://127.0.0.1:{port}\"\nidentity = \"spiffe://greentic.test/gateway/relay\"\ntls = {{ ca = \"pki/ca.crt\", cert = \"pki/host.crt\", key = \"pki/host.key\" }}\ngrants = {{ secrets = [\"RELAY_TOKEN\"], state = true }}\n\n[tenants.acme]\nsecrets = [\"RELAY_TOKEN\"]\nconfig.relay = {{ url = \"http://{}/relay\" }}\n\n[[routes]]\ntenant = \"acme\"\ncapability = \"send\"\nprovider = \"relay\"\n",
+                upstream.addr
+            ),
+            &[("acme/RELAY_TOKEN", "acme-relay-token")],
+        );
+        let dir = b.path().join("pki");
+        std::fs::create_dir_all(&dir).unwrap();
+        ca.write(&dir).unwrap();
+        ca.client("spiffe://greentic.test/host")
+            .unwrap()
+            .write(&dir, "host")
+            .unwrap();
+        b
+    };
+    let port = common::free_port();
+    let advertise = format!("https://127.0.0.1:{port}");
+    let (cert, key) = (
+        callback_cert.display().to_string(),
+        callback_key.display().to_string(),
+    );
+    let listen = format!("0.0.0.0:{port}");
+    let env = [
+        ("GREENTIC_CALLBACK_LISTEN", listen.as_str()),
+        ("GREENTIC_CALLBACK_TLS_CERT", cert.as_str()),
+        ("GREENTIC_CALLBACK_TLS_KEY", key.as_str()),
+        ("GREENTIC_CALLBACK_ADVERTISE", advertise.as_str()),
+    ];
+    let b = bundle(holds_the_host);
+    let host = common::Host::start_with_env(b.path(), &env);
+    let r = host.send(&b.token("acme", None), json!({"to": "#ops", "text": "hi"}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["id"], "r-1");
+    let seen = upstream.requests();
+    assert_eq!(
+        seen[0].headers.get("authorization").map(String::as_str),
+        Some("Bearer acme-relay-token"),
+        "the gateway read the tenant's token back over TLS"
+    );
+    drop(host);
+    // A gateway that expects other hosts refuses to call this one back; one not given the
+    // callbacks' CA says what it needs. Either way the call fails, saying why.
+    for (gateway, words) in [
+        (expects_another, "callback"),
+        (no_callback_tls, "--callback-ca"),
+    ] {
+        let b = bundle(gateway);
+        let host = common::Host::start_with_env(b.path(), &env);
+        let r = host.send(&b.token("acme", None), json!({"to": "#ops", "text": "hi"}));
+        assert_ne!(r.status, 200, "{}", r.text());
+        assert!(r.text().contains(words), "{}", r.text());
+    }
+    // Beyond loopback in the clear: refused at load, before any credential is issued.
+    let b = bundle(holds_the_host);
+    let out = std::process::Command::new(common::host_bin())
+        .args(["check", b.path().to_str().unwrap()])
+        .env("GREENTIC_CALLBACK_LISTEN", &listen)
+        .env("GREENTIC_CACHE_KEY_FILE", common::cache_key_file())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = common::text(&out);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        format!("{stdout}{stderr}").contains("beyond loopback, in the clear"),
         "{stdout}{stderr}"
     );
 }
