@@ -40,10 +40,10 @@ vendor-wit:
 inspect FILE:
     cargo run -q -p greentic-host -- inspect {{FILE}}
 
-# The container image (host and operator) as an OCI layout, without a Docker daemon.
+# The container image (host, operator and the Rust sidecar) as an OCI layout, without a Docker daemon.
 image LAYOUT="target/image" TAG="0.1.0":
-    cargo build --release -p greentic-host -p greentic-operator
-    scripts/image.sh {{LAYOUT}} {{TAG}} "${CARGO_TARGET_DIR:-target}/release/greentic-host" "${CARGO_TARGET_DIR:-target}/release/greentic-operator"
+    cargo build --release -p greentic-host -p greentic-operator -p greentic-sidecar-rust
+    scripts/image.sh {{LAYOUT}} {{TAG}} "${CARGO_TARGET_DIR:-target}/release/greentic-host" "${CARGO_TARGET_DIR:-target}/release/greentic-operator" "${CARGO_TARGET_DIR:-target}/release/greentic-sidecar"
 
 # Regenerate deploy/crds from operator/src/crd.rs.
 crds:

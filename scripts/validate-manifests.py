@@ -22,7 +22,12 @@ It checks:
      pipelines name only components it defines; every metric the Grafana dashboard, the HPA and
      the KEDA ScaledObject query is one the host exports (METRICS_FILE: one name a line);
   4. deploy/kubernetes/keda: a kustomize Component with a keda.sh/v1alpha1 ScaledObject
-     scaling the greentic-host Deployment on an exported metric.
+     scaling the greentic-host Deployment on an exported metric;
+  5. deploy/kubernetes/sidecar and gateway (providers outside the host): kustomize Components
+     whose files are all used, whose resources pass 2 and 3, and whose patches, applied to the
+     base's greentic-host Deployment (a strategic merge: lists of named items merged by name),
+     leave a Deployment that still passes 2 and 3; the gateway is reached only from the hosts
+     (and the operator), on its port, by a NetworkPolicy.
 
 Exits 0 when everything passes, 1 listing every problem otherwise (2 on bad usage).
 """
@@ -453,6 +458,106 @@ def check_keda(directory, exported, report):
         report.ok("keda: ScaledObject scales greentic-host on an exported metric")
 
 
+def strategic_merge(base, patch):
+    """`patch` over `base` as kustomize merges a Deployment patch: mappings recursively, lists of
+    mappings that all have a `name` merged item by item by name, anything else replaced."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        out = dict(base)
+        for k, v in patch.items():
+            out[k] = strategic_merge(base[k], v) if k in base else v
+        return out
+    named = lambda items: isinstance(items, list) and all(isinstance(i, dict) and "name" in i for i in items)
+    if named(base) and named(patch):
+        out = [dict(i) for i in base]
+        for item in patch:
+            at = next((n for n, b in enumerate(out) if b["name"] == item["name"]), None)
+            if at is None:
+                out.append(item)
+            else:
+                out[at] = strategic_merge(out[at], item)
+        return out
+    return patch
+
+
+def check_components(directory, objects, version, report):
+    """The Components of providers outside the host: see 5 in the module's doc."""
+    base_host = next((d for _, d in objects if d["kind"] == "Deployment" and d["metadata"]["name"] == HOST), None)
+    for name in ("sidecar", "gateway"):
+        cdir = os.path.join(directory, name)
+        kpath = os.path.join(cdir, "kustomization.yaml")
+        if not os.path.isdir(cdir):
+            report.fail(rel(cdir), "missing: the Component of providers outside the host")
+            continue
+        kdocs = load_yaml_docs(kpath, report) if os.path.isfile(kpath) else None
+        if not kdocs or not isinstance(kdocs[0], dict) or kdocs[0].get("kind") != "Component":
+            report.fail(rel(kpath), f"{name}/ must be a kustomize Component")
+            continue
+        k = kdocs[0]
+        resources = [os.path.normpath(os.path.join(cdir, str(r))) for r in k.get("resources") or []]
+        patches = []
+        for p in k.get("patches") or []:
+            target = p.get("target") or {}
+            if not p.get("path"):
+                report.fail(rel(kpath), "a patch without `path`: keep patches in files, so they are checked")
+                continue
+            if target.get("kind") != "Deployment" or target.get("name") != HOST:
+                report.fail(rel(kpath), f"patch {p['path']}: only the {HOST} Deployment is patched here")
+            patches.append(os.path.normpath(os.path.join(cdir, str(p["path"]))))
+        used = set(resources) | set(patches)
+        for n in sorted(os.listdir(cdir)):
+            full = os.path.join(cdir, n)
+            if n.endswith((".yaml", ".yml")) and n != "kustomization.yaml" and full not in used:
+                report.fail(rel(kpath), f"{n} is neither a resource nor a patch")
+        own = []
+        for path in resources:
+            if not os.path.isfile(path):
+                report.fail(rel(kpath), f"resource `{rel(path)}` is missing")
+                continue
+            docs = load_yaml_docs(path, report) or []
+            schema_check(path, docs, version, report)
+            for doc in docs:
+                if isinstance(doc, dict) and doc.get("kind") in POD_KINDS:
+                    check_pod(f"{rel(path)}: {ident(doc)}", pod_spec(doc), report)
+                if isinstance(doc, dict) and doc.get("kind"):
+                    own.append((path, doc))
+        merged = base_host
+        for path in patches:
+            if not os.path.isfile(path):
+                report.fail(rel(kpath), f"patch `{rel(path)}` is missing")
+                continue
+            for doc in load_yaml_docs(path, report) or []:
+                if merged is not None:
+                    merged = strategic_merge(merged, doc)
+        if merged is not None and patches:
+            where = f"{name}/: {HOST} with its patches"
+            schema_check(os.path.join(cdir, "(patched greentic-host)"), [merged], version, report)
+            check_pod(where, pod_spec(merged), report)
+            containers = [c.get("name") for c in pod_spec(merged).get("containers") or []]
+            if "host" not in containers:
+                report.fail(where, "the patch lost the host container")
+        if name == "gateway":
+            gateways = [d for _, d in own if d["kind"] == "Deployment"]
+            policies = [d for _, d in own if d["kind"] == "NetworkPolicy"]
+            for g in gateways:
+                labels = ((g.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+                guard = [
+                    p for p in policies
+                    if ((p.get("spec") or {}).get("podSelector") or {}).get("matchLabels") == labels
+                ]
+                if not guard:
+                    report.fail(f"{name}/: {ident(g)}", "no NetworkPolicy selects the gateway's pods")
+                for p in guard:
+                    for rule in (p.get("spec") or {}).get("ingress") or []:
+                        froms = rule.get("from") or []
+                        if not froms:
+                            report.fail(f"{name}/: {ident(p)}", "an ingress rule admits every source; admit the hosts only")
+                        for f in froms:
+                            who = ((f.get("podSelector") or {}).get("matchLabels") or {}).get("app.kubernetes.io/name")
+                            if f.get("namespaceSelector") or who not in (HOST, "greentic-operator"):
+                                report.fail(f"{name}/: {ident(p)}", f"ingress from {f}: only the hosts and the operator may reach the gateway")
+        report.ok(f"{name}/: a Component, its resources and its patched {HOST} valid and within the policy checks")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dir", default=os.path.join(ROOT, "deploy", "kubernetes"), help="the kustomize base (default: deploy/kubernetes)")
@@ -495,6 +600,7 @@ def main():
     check_dashboard(directory, exported, report)
     check_hpa_metrics(objects, exported, report)
     check_keda(directory, exported, report)
+    check_components(directory, objects, args.kubernetes_version, report)
 
     for extra in args.also:
         docs = load_yaml_docs(extra, report)

@@ -333,6 +333,18 @@ fn every_built_in_resource_validates_offline_and_meets_the_policy_checks() {
         "replicas: 2",
         "replicas: \"two\"",
     );
+    // The Components of providers outside the host: the sidecar container patched into the host
+    // pod, and who may reach the gateway.
+    edit(
+        "sidecar/host-sidecar.yaml",
+        "readOnlyRootFilesystem: true",
+        "readOnlyRootFilesystem: false",
+    );
+    edit(
+        "gateway/gateway-networkpolicy.yaml",
+        "app.kubernetes.io/name: greentic-operator",
+        "app.kubernetes.io/name: anyone",
+    );
     let (code, text) = run(copy.path());
     assert_eq!(code, Some(1), "{text}");
     assert!(
@@ -340,6 +352,14 @@ fn every_built_in_resource_validates_offline_and_meets_the_policy_checks() {
         "{text}"
     );
     assert!(text.contains("'two' is not of type 'integer'"), "{text}");
+    assert!(
+        text.contains("sidecar/: greentic-host with its patches: container `relay`: securityContext.readOnlyRootFilesystem must be true"),
+        "{text}"
+    );
+    assert!(
+        text.contains("only the hosts and the operator may reach the gateway"),
+        "{text}"
+    );
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
