@@ -10,6 +10,7 @@
 //! | `greentic:types/types` | [`TenantCtx`], [`DeploymentCtx`], [`Cloud`], [`Platform`], [`ProviderError`] |
 //! | `greentic:messaging/outbound` (export) | [`messaging::Provider`], [`messaging::Message`], [`messaging::SendResult`] |
 //! | `greentic:timer/schedule` (export) | [`timer::Provider`], [`timer::FireInfo`] |
+//! | `wasi:http/incoming-handler` (the webhook domain's export) | [`webhook::Provider`], [`webhook::Request`], [`webhook::Response`] |
 //! | `greentic:provider/imports` (secrets, config, state, events, telemetry) | [`Host`] |
 //!
 //! A provider's export takes a [`Host`]: the host's capabilities *scoped to that one call* —
@@ -472,6 +473,46 @@ pub mod timer {
     }
 }
 
+/// `greentic:webhook/handler`'s export (`wasi:http/incoming-handler`): an HTTP delivery in,
+/// an HTTP answer out.
+pub mod webhook {
+    use super::{Host, TenantCtx, async_trait};
+
+    /// A delivery, its body read in full within the host's limits. Its headers are the
+    /// sender's without any `x-greentic-*` one, plus the host's `x-greentic-tenant` and
+    /// `x-greentic-trace-id` — what a component's `incoming-request` shows.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Request {
+        /// `GET`, `POST`, ….
+        pub method: String,
+        /// The path below `/webhooks/{tenant}/{provider}` and the query.
+        pub path_with_query: String,
+        /// Headers, in order, repeated names kept.
+        pub headers: Vec<(String, Vec<u8>)>,
+        /// The body.
+        pub body: Vec<u8>,
+    }
+
+    /// The answer to the sender.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Response {
+        /// The status.
+        pub status: u16,
+        /// Headers.
+        pub headers: Vec<(String, Vec<u8>)>,
+        /// The body (at most the host's `max_body_bytes`).
+        pub body: Vec<u8>,
+    }
+
+    /// `wasi:http/incoming-handler` for a webhook provider.
+    #[async_trait]
+    pub trait Provider: Send + Sync + 'static {
+        /// `handle`: answers the delivery `request` for the tenant of `ctx` (its path names
+        /// the tenant; the host checked the route).
+        async fn handle(&self, host: &dyn Host, ctx: TenantCtx, request: Request) -> Response;
+    }
+}
+
 /// What a native provider exports: one domain's trait object.
 #[derive(Clone)]
 pub enum Exports {
@@ -479,6 +520,8 @@ pub enum Exports {
     Messaging(Arc<dyn messaging::Provider>),
     /// A `greentic:timer/scheduled` provider.
     Timer(Arc<dyn timer::Provider>),
+    /// A `greentic:webhook/handler`.
+    Webhook(Arc<dyn webhook::Provider>),
 }
 
 impl Exports {
@@ -487,6 +530,7 @@ impl Exports {
         match self {
             Exports::Messaging(_) => "messaging",
             Exports::Timer(_) => "timer",
+            Exports::Webhook(_) => "webhook",
         }
     }
 }

@@ -10,6 +10,11 @@
 //!   `rpc {Package}{Function}`: the request holds its parameters, the response its result —
 //!   `result<T, E>` as `oneof result { T ok; E err }`. Plus `Describe`, which returns the
 //!   provider's manifest (JSON) so the host can check it before any call.
+//! - A domain world that exports `wasi:http/incoming-handler` (the webhook domain) gets
+//!   `rpc {Package}Handle`: the delivery as [`HTTP_EXCHANGE`]'s messages — the call's
+//!   `tenant-ctx`, method, path and query, headers (repeated names kept) and the whole body; the
+//!   answer's status, headers and body. (WASI's streams and resources have no wire form; a
+//!   delivery the host has read in full, within its limits, is what crosses.)
 //! - `service Host`: every function the host offers providers (`greentic:provider/imports`:
 //!   secrets, config, state, events, logs, metrics), as the callbacks a provider makes during a
 //!   call. The tenant is ambient as in WIT: the call's credential (`x-greentic-call` metadata)
@@ -30,6 +35,10 @@ use crate::Contracts;
 pub const PACKAGE: &str = "greentic.v1";
 /// The message a variant case without payload, or a function without result, carries.
 pub const UNIT: &str = "Unit";
+/// The messages of an HTTP exchange, for the domain worlds that export
+/// `wasi:http/incoming-handler` (`{Package}HandleRequest` / `Response` are named from them).
+pub const HTTP_EXCHANGE: &str = "wasi:http/incoming-handler";
+
 /// Where the generated contract is committed, relative to the repository.
 pub const PATH: &str = "proto/greentic.proto";
 
@@ -432,6 +441,34 @@ impl<'a> Generator<'a> {
         out
     }
 
+    /// The `greentic:` packages whose worlds export [`HTTP_EXCHANGE`], in order.
+    fn http_exports(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (_, w) in self.resolve.worlds.iter() {
+            let Some(package) = w.package.map(|p| &self.resolve.packages[p]) else {
+                continue;
+            };
+            if package.name.namespace != "greentic" {
+                continue;
+            }
+            let exports_http = w.exports.values().any(|item| {
+                let WorldItem::Interface { id, .. } = item else {
+                    return false;
+                };
+                let interface = &self.resolve.interfaces[*id];
+                let owner = interface.package.map(|p| &self.resolve.packages[p].name);
+                owner.is_some_and(|o| format!("{}:{}", o.namespace, o.name) == "wasi:http")
+                    && interface.name.as_deref() == Some("incoming-handler")
+            });
+            if exports_http {
+                out.push(package.name.name.clone());
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
     fn run(mut self) -> Result<String, String> {
         let mut head = String::new();
         let _ = write!(
@@ -469,6 +506,23 @@ message DescribeResponse {{
         );
         for (package, f) in self.world_functions("*", true) {
             self.rpc(&package, &f, &mut provider, &mut messages)?;
+        }
+        let http = self.http_exports();
+        if !http.is_empty() {
+            messages.push_str(
+                "\n// A header of an HTTP exchange: its name, and its value as bytes (a header may carry\n// any octet but NUL, CR and LF).\nmessage HttpHeader {\n  string name = 1;\n  bytes value = 2;\n}\n",
+            );
+        }
+        for package in http {
+            let rpc = format!("{}Handle", pascal(&package));
+            let _ = write!(
+                messages,
+                "\n// A delivery to a `{package}` provider (its world exports {HTTP_EXCHANGE}), read in full\n// within the host's limits: the headers are the sender's without any `x-greentic-*` one,\n// plus the host's `x-greentic-tenant` and `x-greentic-trace-id`.\nmessage {rpc}Request {{\n  TypesTenantCtx ctx = 1;\n  string method = 2;\n  string path_with_query = 3;\n  repeated HttpHeader headers = 4;\n  bytes body = 5;\n}}\n\n// The provider's answer to the sender.\nmessage {rpc}Response {{\n  uint32 status = 1;\n  repeated HttpHeader headers = 2;\n  bytes body = 3;\n}}\n"
+            );
+            let _ = writeln!(
+                provider,
+                "  // {HTTP_EXCHANGE}.handle: one delivery, answered whole.\n  rpc {rpc}({rpc}Request) returns ({rpc}Response);"
+            );
         }
         provider.push_str("}\n");
         let mut host = String::from(

@@ -1,6 +1,7 @@
 //! The wire contract's messages ([`crate::pb`]) and the contracts' Rust shapes
 //! ([`greentic_interfaces::native`]), each way: what the callback service decodes and answers,
-//! and what the sidecar adapter hands a Rust provider and sends back.
+//! what the sidecar adapter hands a Rust provider and sends back, and a webhook delivery as the
+//! host sends it.
 
 use greentic_interfaces::native as n;
 
@@ -310,6 +311,60 @@ impl From<n::SpanStatus> for pb::TelemetrySpanStatus {
                 n::SpanStatus::Ok => Value::Ok(unit()),
                 n::SpanStatus::Error(m) => Value::Error(m),
             }),
+        }
+    }
+}
+
+/// A webhook delivery on the wire, for the tenant of `ctx`.
+pub fn webhook_request(ctx: &n::TenantCtx, r: n::webhook::Request) -> pb::WebhookHandleRequest {
+    pb::WebhookHandleRequest {
+        ctx: Some(ctx.into()),
+        method: r.method,
+        path_with_query: r.path_with_query,
+        headers: r
+            .headers
+            .into_iter()
+            .map(|(name, value)| pb::HttpHeader { name, value })
+            .collect(),
+        body: r.body,
+    }
+}
+
+/// A webhook delivery as the host sent it, and whose it is.
+pub fn webhook_delivery(r: pb::WebhookHandleRequest) -> (n::TenantCtx, n::webhook::Request) {
+    (
+        r.ctx.unwrap_or_default().into(),
+        n::webhook::Request {
+            method: r.method,
+            path_with_query: r.path_with_query,
+            headers: r.headers.into_iter().map(|h| (h.name, h.value)).collect(),
+            body: r.body,
+        },
+    )
+}
+
+impl From<n::webhook::Response> for pb::WebhookHandleResponse {
+    fn from(r: n::webhook::Response) -> pb::WebhookHandleResponse {
+        pb::WebhookHandleResponse {
+            status: u32::from(r.status),
+            headers: r
+                .headers
+                .into_iter()
+                .map(|(name, value)| pb::HttpHeader { name, value })
+                .collect(),
+            body: r.body,
+        }
+    }
+}
+
+/// A provider's answer as the host takes it; a status past `u16` reads as 0, which no answer
+/// may have (the host refuses it as it refuses any status outside 100–999).
+impl From<pb::WebhookHandleResponse> for n::webhook::Response {
+    fn from(r: pb::WebhookHandleResponse) -> n::webhook::Response {
+        n::webhook::Response {
+            status: u16::try_from(r.status).unwrap_or(0),
+            headers: r.headers.into_iter().map(|h| (h.name, h.value)).collect(),
+            body: r.body,
         }
     }
 }

@@ -16,7 +16,7 @@
 //!   link in-process as a native provider.
 
 pub mod callbacks;
-mod convert;
+pub mod convert;
 pub mod incoming;
 pub mod link;
 pub mod sidecar;

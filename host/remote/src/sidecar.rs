@@ -179,6 +179,19 @@ impl Provider for Sidecar {
         }))
     }
 
+    async fn webhook_handle(
+        &self,
+        request: Request<pb::WebhookHandleRequest>,
+    ) -> Result<Response<pb::WebhookHandleResponse>, Status> {
+        let Exports::Webhook(provider) = &self.exports else {
+            return Err(wrong_domain(&self.exports, "WebhookHandle"));
+        };
+        let host = self.host(&request)?;
+        let (ctx, delivery) = crate::convert::webhook_delivery(request.into_inner());
+        let answer = provider.handle(&host, ctx, delivery).await;
+        Ok(Response::new(answer.into()))
+    }
+
     async fn timer_on_fire(
         &self,
         request: Request<pb::TimerOnFireRequest>,

@@ -211,17 +211,6 @@ fn load_outside(
         .world_id_string(world)
         .ok_or_else(|| fail("its world has no package".into()))?;
     let info = by_world(&world).map_err(fail)?;
-    if info.arrival == greentic_engine::domain::Arrival::Http {
-        return Err(fail(format!(
-            "is a `{}` provider: its world exports wasi:http/incoming-handler, which has no {} yet, so it cannot run as a {form} provider; run it as a component",
-            info.name,
-            if matches!(outside, Outside::Native(_)) {
-                "Rust trait"
-            } else {
-                "wire form"
-            }
-        )));
-    }
     if info.name != manifest.domain {
         return Err(fail(format!(
             "its manifest says domain `{}` but targets `{world}`",

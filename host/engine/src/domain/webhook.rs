@@ -126,6 +126,100 @@ impl Domain for Webhook {
         };
         Ok(Ok(Output::Http(hyper::Response::from_parts(parts, body))))
     }
+
+    async fn call_native(
+        exports: &greentic_interfaces::native::Exports,
+        host: &dyn greentic_interfaces::native::Host,
+        cx: &DomainCx<'_>,
+        request: &hyper::Request<Bytes>,
+    ) -> Result<Output, CallError> {
+        use greentic_interfaces::native::Exports;
+        let Exports::Webhook(provider) = exports else {
+            return Err(super::wrong_exports(Self::NAME, exports));
+        };
+        let answer = provider
+            .handle(host, super::native_ctx(cx.ctx), delivery(request, cx)?)
+            .await;
+        answered(answer, cx.max_response_bytes, "native")
+    }
+
+    async fn call_remote(
+        link: &greentic_remote::RemoteLink,
+        meta: &greentic_remote::CallMeta,
+        cx: &DomainCx<'_>,
+        request: &hyper::Request<Bytes>,
+    ) -> Result<Output, CallError> {
+        let request = greentic_remote::convert::webhook_request(
+            &super::native_ctx(cx.ctx),
+            delivery(request, cx)?,
+        );
+        let answer = link
+            .unary(request, meta, |mut c, r| async move {
+                c.webhook_handle(r).await
+            })
+            .await
+            .map_err(|e| super::remote_failure(e, cx.deadline_ms))?;
+        answered(answer.into(), cx.max_response_bytes, "remote")
+    }
+}
+
+/// The delivery `request` as a provider that is no component is handed it: the headers a
+/// component's `incoming-request` shows.
+fn delivery(
+    request: &hyper::Request<Bytes>,
+    cx: &DomainCx<'_>,
+) -> Result<greentic_interfaces::native::webhook::Request, CallError> {
+    let headers = tenant_headers(request.headers(), cx.ctx)
+        .map_err(|e| CallError::BadRequest(e.to_string()))?;
+    Ok(greentic_interfaces::native::webhook::Request {
+        method: request.method().to_string(),
+        path_with_query: request
+            .uri()
+            .path_and_query()
+            .map_or_else(|| "/".to_string(), |p| p.to_string()),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
+            .collect(),
+        body: request.body().to_vec(),
+    })
+}
+
+/// A native or remote provider's answer as the sender gets it: its body held to the host's
+/// limit, and a status or header no HTTP answer may carry refused as the provider's fault.
+fn answered(
+    answer: greentic_interfaces::native::webhook::Response,
+    max_response_bytes: usize,
+    form: &str,
+) -> Result<Output, CallError> {
+    if answer.body.len() > max_response_bytes {
+        return Err(CallError::ResultTooLarge {
+            bytes: answer.body.len(),
+            limit: max_response_bytes,
+        });
+    }
+    let broken = |what: String| {
+        let message = crate::errors::clip_guest(format!("the {form} provider answered {what}"));
+        if form == "remote" {
+            CallError::RemoteProtocol(message)
+        } else {
+            CallError::GuestTrap(message)
+        }
+    };
+    let status = hyper::StatusCode::from_u16(answer.status)
+        .map_err(|_| broken(format!("status {}, which is no HTTP status", answer.status)))?;
+    let mut response = hyper::Response::builder().status(status);
+    for (name, value) in answer.headers {
+        let name = hyper::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| broken(format!("a header named `{name}`, which is no header name")))?;
+        let value = hyper::header::HeaderValue::from_bytes(&value)
+            .map_err(|_| broken(format!("header `{name}` with a value no header may carry")))?;
+        response = response.header(name, value);
+    }
+    response
+        .body(Bytes::from(answer.body))
+        .map(Output::Http)
+        .map_err(|e| broken(e.to_string()))
 }
 
 #[cfg(test)]
