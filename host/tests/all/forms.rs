@@ -879,6 +879,13 @@ mod prober {
         ) -> Result<Response<pb::TimerOnFireResponse>, Status> {
             Err(Status::unimplemented("no timer"))
         }
+
+        async fn webhook_handle(
+            &self,
+            _: Request<pb::WebhookHandleRequest>,
+        ) -> Result<Response<pb::WebhookHandleResponse>, Status> {
+            Err(Status::unimplemented("no webhook"))
+        }
     }
 
     pub async fn after_the_call(seen: &Seen, credential: &str) -> tonic::Code {
@@ -1062,6 +1069,13 @@ mod ticker {
             Err(Status::unimplemented("a timer provider sends nothing"))
         }
 
+        async fn webhook_handle(
+            &self,
+            _: Request<pb::WebhookHandleRequest>,
+        ) -> Result<Response<pb::WebhookHandleResponse>, Status> {
+            Err(Status::unimplemented("a timer provider has no webhook"))
+        }
+
         async fn timer_on_fire(
             &self,
             request: Request<pb::TimerOnFireRequest>,
@@ -1126,28 +1140,4 @@ fn a_remote_timer_provider_gets_each_tenants_slots() {
         assert!(Instant::now() < deadline, "fired: {seen:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-#[test]
-fn a_remote_webhook_provider_is_refused_at_load_saying_why() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let manifest = r#"{"name":"hook","version":"1.0.0","domain":"webhook","capabilities":["receive"],"compat":{"wit":"greentic:webhook/handler@1.0.x"}}"#;
-    rt.spawn(hostile::serve(listener, manifest.to_string()));
-    let b = TestBundle::new(
-        &format!(
-            "[providers.hook]\n{}\n\n[tenants.acme]\n\n[[routes]]\ntenant = \"acme\"\ncapability = \"receive\"\nprovider = \"hook\"\n",
-            plaintext(port)
-        ),
-        &[],
-    );
-    let (ok, log) = check(&b);
-    assert!(!ok, "{log}");
-    assert!(
-        log.contains("provider `hook`") && log.contains("cannot run as a remote provider"),
-        "{log}"
-    );
 }

@@ -458,3 +458,186 @@ fn a_gateway_calls_back_a_host_on_another_address_over_tls() {
         "{stdout}{stderr}"
     );
 }
+
+/// A native webhook provider: checks the sender's token against the tenant's secret, and says
+/// whom it sees the delivery for.
+struct Hook;
+
+#[async_trait]
+impl greentic_interfaces::native::webhook::Provider for Hook {
+    async fn handle(
+        &self,
+        host: &dyn Host,
+        ctx: TenantCtx,
+        request: greentic_interfaces::native::webhook::Request,
+    ) -> greentic_interfaces::native::webhook::Response {
+        use greentic_interfaces::native::webhook::Response;
+        let header = |name: &str| {
+            request
+                .headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        };
+        let token = match host.secret("HOOK_TOKEN").await {
+            Ok(Ok(token)) => token.to_vec(),
+            other => {
+                return Response {
+                    status: 500,
+                    headers: vec![],
+                    body: format!("{other:?}").into_bytes(),
+                };
+            }
+        };
+        if header("x-token").map(String::into_bytes) != Some(token) {
+            return Response {
+                status: 401,
+                headers: vec![],
+                body: b"bad token".to_vec(),
+            };
+        }
+        let body = json!({
+            "tenant": ctx.tenant,
+            "header_tenant": header("x-greentic-tenant"),
+            "path": request.path_with_query,
+            "body": String::from_utf8_lossy(&request.body),
+        });
+        Response {
+            status: 200,
+            headers: vec![("content-type".into(), b"application/json".to_vec())],
+            body: body.to_string().into_bytes(),
+        }
+    }
+}
+
+greentic_interfaces::register_native!(
+    "test-webhook",
+    r#"{"name": "test-webhook", "version": "1.0.0", "domain": "webhook",
+        "capabilities": ["receive"], "secrets": [{"name": "HOOK_TOKEN", "required": true}],
+        "compat": {"wit": "greentic:webhook/handler@1.0.x"}}"#,
+    || Exports::Webhook(Arc::new(Hook))
+);
+
+#[test]
+fn a_native_webhook_provider_gets_deliveries_with_the_tenant_the_host_verified() {
+    let toml = r#"
+[host]
+listen = "127.0.0.1:0"
+
+[auth]
+algorithm = "HS256"
+issuer = "greentic-test"
+audience = "greentic-host"
+secret_file = "jwt.secret"
+
+[secrets]
+backend = "file"
+dir = "secrets"
+
+[providers.hook]
+form = "native"
+source = "native:test-webhook"
+grants = { secrets = ["HOOK_TOKEN"] }
+
+[tenants.acme]
+secrets = ["HOOK_TOKEN"]
+
+[tenants.globex]
+secrets = ["HOOK_TOKEN"]
+
+[[routes]]
+tenant = "*"
+capability = "receive"
+provider = "hook"
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    for (tenant, token) in [("acme", "acme-hook-token"), ("globex", "globex-hook-token")] {
+        std::fs::create_dir_all(dir.path().join("secrets").join(tenant)).unwrap();
+        std::fs::write(
+            dir.path().join("secrets").join(tenant).join("HOOK_TOKEN"),
+            token,
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.path().join("greentic.toml"), toml).unwrap();
+    std::fs::write(
+        dir.path().join("jwt.secret"),
+        "test-secret-0123456789abcdef01234567",
+    )
+    .unwrap();
+    let loaded = load_bundle(dir.path(), LoadOptions::default()).unwrap();
+    let runtime = Runtime::new(
+        &loaded.bundle,
+        loaded.engine,
+        loaded.loaded.providers,
+        loaded.backends,
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let deliver = |tenant: &str, token: &str| {
+        let request = hyper::Request::post("/events?x=1")
+            .header("x-token", token)
+            // A sender cannot name the tenant the provider sees.
+            .header("x-greentic-tenant", "globex")
+            .body(bytes::Bytes::from_static(b"{\"event\":\"push\"}"))
+            .unwrap();
+        rt.block_on(runtime.webhook(tenant, "hook", request))
+            .unwrap()
+    };
+    let ok = deliver("acme", "acme-hook-token");
+    assert_eq!(ok.status(), 200, "{:?}", ok.body());
+    let seen: serde_json::Value = serde_json::from_slice(ok.body()).unwrap();
+    assert_eq!(
+        seen,
+        json!({"tenant": "acme", "header_tenant": "acme", "path": "/events?x=1", "body": "{\"event\":\"push\"}"})
+    );
+    // Another tenant's token does not open this one's deliveries.
+    assert_eq!(deliver("acme", "globex-hook-token").status(), 401);
+    assert_eq!(deliver("globex", "globex-hook-token").status(), 200);
+}
+
+/// The same webhook crate as a sidecar: deliveries reach it over the wire contract
+/// (`WebhookHandle`) through the real host, and its secret read comes back over the callback
+/// service — the tenant the host verified, never the one a sender names.
+#[test]
+fn a_webhook_provider_as_a_sidecar_gets_deliveries_over_the_wire() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    rt.spawn(
+        tonic::transport::Server::builder()
+            .add_service(greentic_sidecar_rust::service("test-webhook").unwrap())
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let b = TestBundle::new(
+        &format!(
+            "[providers.hook]\nform = \"remote\"\nsource = \"grpc://127.0.0.1:{port}\"\nallow_plaintext = true\ngrants = {{ secrets = [\"HOOK_TOKEN\"] }}\n\n[tenants.acme]\nsecrets = [\"HOOK_TOKEN\"]\n\n[tenants.globex]\nsecrets = [\"HOOK_TOKEN\"]\n\n[[routes]]\ntenant = \"*\"\ncapability = \"receive\"\nprovider = \"hook\"\n"
+        ),
+        &[
+            ("acme/HOOK_TOKEN", "acme-hook-token"),
+            ("globex/HOOK_TOKEN", "globex-hook-token"),
+        ],
+    );
+    let host = common::Host::start(b.path());
+    let deliver = |tenant: &str, token: &str| {
+        host.request(
+            "POST",
+            &format!("/webhooks/{tenant}/hook/events?x=1"),
+            &[("x-token", token), ("x-greentic-tenant", "globex")],
+            b"{\"event\":\"push\"}",
+        )
+    };
+    let ok = deliver("acme", "acme-hook-token");
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(
+        ok.json(),
+        json!({"tenant": "acme", "header_tenant": "acme", "path": "/events?x=1", "body": "{\"event\":\"push\"}"})
+    );
+    assert_eq!(deliver("acme", "globex-hook-token").status, 401);
+    assert_eq!(deliver("globex", "globex-hook-token").status, 200);
+}
