@@ -69,8 +69,7 @@ pub struct DomainInfo {
     /// [`Domain::ARRIVAL`].
     pub arrival: Arrival,
     prepare: PrepareFn,
-    prepare_remote: fn(&'static DomainInfo) -> Arc<dyn Prepared>,
-    prepare_native: fn(&'static DomainInfo, Exports) -> Arc<dyn Prepared>,
+    prepare_outside: fn(&'static DomainInfo, Option<Exports>) -> Arc<dyn Prepared>,
     check: CheckFn,
     start: StartFn,
     key: KeyFn,
@@ -91,8 +90,7 @@ impl DomainInfo {
             world: D::WORLD,
             arrival: D::ARRIVAL,
             prepare: prepare::<D>,
-            prepare_remote: prepare_remote::<D>,
-            prepare_native: prepare_native::<D>,
+            prepare_outside: prepare_outside::<D>,
             check: D::check,
             start: D::start,
             key: D::idempotency_key,
@@ -137,27 +135,22 @@ impl DomainInfo {
 impl DomainInfo {
     /// This domain's calls for a provider outside the host (`form = "remote"`).
     pub fn prepare_remote(&'static self) -> Arc<dyn Prepared> {
-        (self.prepare_remote)(self)
+        (self.prepare_outside)(self, None)
     }
 
     /// This domain's calls for a native provider (`form = "native"`) exporting `exports`.
     pub fn prepare_native(&'static self, exports: Exports) -> Arc<dyn Prepared> {
-        (self.prepare_native)(self, exports)
+        (self.prepare_outside)(self, Some(exports))
     }
 }
 
-fn prepare_native<D: Domain>(info: &'static DomainInfo, exports: Exports) -> Arc<dyn Prepared> {
-    Arc::new(Native::<D> {
+fn prepare_outside<D: Domain>(
+    info: &'static DomainInfo,
+    exports: Option<Exports>,
+) -> Arc<dyn Prepared> {
+    Arc::new(Outside::<D> {
         info,
         exports,
-        kept: tokio::sync::Mutex::new(None),
-        domain: std::marker::PhantomData,
-    })
-}
-
-fn prepare_remote<D: Domain>(info: &'static DomainInfo) -> Arc<dyn Prepared> {
-    Arc::new(Remote::<D> {
-        info,
         kept: tokio::sync::Mutex::new(None),
         domain: std::marker::PhantomData,
     })
@@ -239,20 +232,32 @@ fn other_form(how: &str) -> CallError {
     CallError::Internal(format!("a provider of another form was called as {how}"))
 }
 
-/// A provider of domain `D` outside the host: no component, its calls go over its link.
-pub struct Remote<D: Domain> {
-    info: &'static DomainInfo,
-    kept: tokio::sync::Mutex<Option<Kept>>,
-    domain: std::marker::PhantomData<fn() -> D>,
-}
-
 /// What a provider that is no component answers when asked for an instance: a bug in the
 /// runtime.
 fn no_component() -> wasmtime::Error {
     wasmtime::Error::msg("a remote or native provider has no component to instantiate")
 }
 
-impl<D: Domain> Prepared for Remote<D> {
+/// A provider of domain `D` that is no component: remote (its calls go over its link, which the
+/// runtime holds) or native (`exports`, a Rust crate linked into the host, called in-process).
+pub struct Outside<D: Domain> {
+    info: &'static DomainInfo,
+    /// The native provider's exports; `None` for a remote one.
+    exports: Option<Exports>,
+    kept: tokio::sync::Mutex<Option<Kept>>,
+    domain: std::marker::PhantomData<fn() -> D>,
+}
+
+impl<D: Domain> Outside<D> {
+    /// `request` as this domain's, or the runtime's bug named.
+    fn request<'a>(&self, request: &'a Request) -> Result<&'a D::Request, CallError> {
+        request
+            .downcast_ref::<D::Request>()
+            .ok_or_else(|| other_form("a provider of another domain"))
+    }
+}
+
+impl<D: Domain> Prepared for Outside<D> {
     fn info(&self) -> &'static DomainInfo {
         self.info
     }
@@ -294,76 +299,11 @@ impl<D: Domain> Prepared for Remote<D> {
         request: &'a Request,
     ) -> BoxFuture<'a, Result<Output, CallError>> {
         Box::pin(async move {
-            let request = request.downcast_ref::<D::Request>().ok_or_else(|| {
-                CallError::Internal(
-                    "a request of another domain was handed to this provider".into(),
-                )
-            })?;
-            D::call_remote(link, meta, cx, request).await
+            if self.exports.is_some() {
+                return Err(other_form("a remote one"));
+            }
+            D::call_remote(link, meta, cx, self.request(request)?).await
         })
-    }
-
-    fn call_native<'a>(
-        &'a self,
-        _host: &'a dyn Host,
-        _cx: &'a DomainCx<'a>,
-        _request: &'a Request,
-    ) -> BoxFuture<'a, Result<Output, CallError>> {
-        Box::pin(async { Err(other_form("a native one")) })
-    }
-}
-
-/// A native provider of domain `D`: a Rust crate linked into the host, its exports called
-/// in-process.
-pub struct Native<D: Domain> {
-    info: &'static DomainInfo,
-    exports: Exports,
-    kept: tokio::sync::Mutex<Option<Kept>>,
-    domain: std::marker::PhantomData<fn() -> D>,
-}
-
-impl<D: Domain> Prepared for Native<D> {
-    fn info(&self) -> &'static DomainInfo {
-        self.info
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn decode(&self, input: Input) -> Result<Decoded<Request>, CallError> {
-        decode::<D>(input)
-    }
-
-    fn instantiate<'a>(
-        &'a self,
-        _store: &'a mut Store<InstanceData>,
-    ) -> BoxFuture<'a, wasmtime::Result<Instance>> {
-        Box::pin(async { Err(no_component()) })
-    }
-
-    fn call<'a>(
-        &'a self,
-        _instance: &'a Instance,
-        _store: &'a mut Store<InstanceData>,
-        _cx: &'a DomainCx<'a>,
-        _request: &'a Request,
-    ) -> BoxFuture<'a, wasmtime::Result<Result<Output, CallError>>> {
-        Box::pin(async { Err(no_component()) })
-    }
-
-    fn kept(&self) -> &tokio::sync::Mutex<Option<Kept>> {
-        &self.kept
-    }
-
-    fn call_remote<'a>(
-        &'a self,
-        _link: &'a greentic_remote::RemoteLink,
-        _meta: &'a greentic_remote::CallMeta,
-        _cx: &'a DomainCx<'a>,
-        _request: &'a Request,
-    ) -> BoxFuture<'a, Result<Output, CallError>> {
-        Box::pin(async { Err(other_form("a remote one")) })
     }
 
     fn call_native<'a>(
@@ -373,10 +313,10 @@ impl<D: Domain> Prepared for Native<D> {
         request: &'a Request,
     ) -> BoxFuture<'a, Result<Output, CallError>> {
         Box::pin(async move {
-            let request = request
-                .downcast_ref::<D::Request>()
-                .ok_or_else(|| other_form("a provider of another domain"))?;
-            D::call_native(&self.exports, host, cx, request).await
+            let Some(exports) = &self.exports else {
+                return Err(other_form("a native one"));
+            };
+            D::call_native(exports, host, cx, self.request(request)?).await
         })
     }
 }
