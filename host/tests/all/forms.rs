@@ -417,10 +417,7 @@ mod hostile {
 #[test]
 fn a_hostile_remote_gets_a_typed_error_for_each_trick_and_the_breaker_opens_when_it_dies() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let (listener, port) = common::loopback(&rt);
     let manifest =
         std::fs::read_to_string(repo().join("examples/sidecar-python/provider.json")).unwrap();
     let server = rt.spawn(hostile::serve(listener, manifest));
@@ -484,21 +481,10 @@ fn a_hostile_remote_gets_a_typed_error_for_each_trick_and_the_breaker_opens_when
 /// The Rust sidecar (examples/sidecar-rust) served on a free loopback port, on a runtime of its
 /// own: a real gRPC server, as a sidecar process would run it.
 fn rust_sidecar() -> (u16, tokio::runtime::Runtime) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
-    rt.spawn(
-        tonic::transport::Server::builder()
-            .add_service(
-                greentic_sidecar_rust::service("echo").expect("the sidecar links the echo crate"),
-            )
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    let rt = common::server_runtime();
+    let port = common::serve_provider(
+        &rt,
+        greentic_sidecar_rust::service("echo").expect("the sidecar links the echo crate"),
     );
     (port, rt)
 }
@@ -899,27 +885,16 @@ mod prober {
 
 #[test]
 fn a_calls_credential_opens_its_grants_only_and_only_while_it_runs() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let rt = common::server_runtime();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(prober::Seen::default()));
     let manifest =
         std::fs::read_to_string(repo().join("examples/native-echo/provider.json")).unwrap();
-    rt.spawn(
-        tonic::transport::Server::builder()
-            .add_service(
-                greentic_host::remote::pb::provider_server::ProviderServer::new(prober::Prober {
-                    manifest,
-                    seen: seen.clone(),
-                }),
-            )
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    let port = common::serve_provider(
+        &rt,
+        greentic_host::remote::pb::provider_server::ProviderServer::new(prober::Prober {
+            manifest,
+            seen: seen.clone(),
+        }),
     );
     let b = TestBundle::new(
         &format!(
@@ -952,46 +927,12 @@ fn a_calls_credential_opens_its_grants_only_and_only_while_it_runs() {
 #[test]
 fn the_python_sidecar_passes_the_whole_messaging_suite_as_a_component_would() {
     let sidecar = Sidecar::start(&[], None);
-    let report = tempfile::NamedTempFile::new().unwrap();
-    let out = common::run_host(&[
-        "conformance",
-        &format!("grpc://127.0.0.1:{}", sidecar.port),
-        "--profile",
-        repo()
-            .join("examples/sidecar-python/conformance.json")
-            .to_str()
-            .unwrap(),
-        "--json",
-        report.path().to_str().unwrap(),
-    ]);
-    let (stdout, _) = common::text(&out);
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(report.path()).unwrap()).unwrap();
-    let results = report["results"].as_array().unwrap();
-    // Every group of the messaging suite ran.
-    let groups: std::collections::BTreeSet<&str> = results
-        .iter()
-        .map(|r| r["group"].as_str().unwrap())
-        .collect();
-    for group in [
-        "error-mapping",
-        "tenancy",
-        "idempotency",
-        "retry",
-        "telemetry",
-        "secrets",
-        "manifest-truth",
-    ] {
-        assert!(groups.contains(group), "no `{group}` case ran: {groups:?}");
-    }
     // Every case passes, its spans (made over the callback service) included.
-    let failed: Vec<&str> = results
-        .iter()
-        .filter(|r| r["passed"] != true)
-        .map(|r| r["id"].as_str().unwrap())
-        .collect();
-    assert!(failed.is_empty(), "{failed:?}\n{stdout}");
-    assert!(out.status.success(), "{stdout}");
+    let report = common::certified_messaging(
+        &format!("grpc://127.0.0.1:{}", sidecar.port),
+        &repo().join("examples/sidecar-python/conformance.json"),
+        &[],
+    );
     // What was certified is the manifest the sidecar describes, by digest.
     assert!(report["digest"].as_str().unwrap().starts_with("sha256:"));
     assert_eq!(report["provider"], "messaging-relay-py");
@@ -1002,10 +943,7 @@ fn a_remote_that_never_answers_its_calls_is_not_certified() {
     // The hostile remote describes a manifest but fails every call: no evidence that it
     // implements the domain, so manifest-truth fails with the rest.
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let (listener, port) = common::loopback(&rt);
     let manifest =
         std::fs::read_to_string(repo().join("examples/sidecar-python/provider.json")).unwrap();
     rt.spawn(hostile::serve(listener, manifest));
@@ -1095,24 +1033,13 @@ mod ticker {
 
 #[test]
 fn a_remote_timer_provider_gets_each_tenants_slots() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let rt = common::server_runtime();
     let fired = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    rt.spawn(
-        tonic::transport::Server::builder()
-            .add_service(
-                greentic_host::remote::pb::provider_server::ProviderServer::new(ticker::Ticker {
-                    fired: fired.clone(),
-                }),
-            )
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    let port = common::serve_provider(
+        &rt,
+        greentic_host::remote::pb::provider_server::ProviderServer::new(ticker::Ticker {
+            fired: fired.clone(),
+        }),
     );
     let b = TestBundle::new(
         &format!(

@@ -221,48 +221,14 @@ fn a_native_registration_is_held_to_its_manifest_and_its_name() {
     }
 }
 
-/// The whole messaging suite's report for `subject` (with `more` arguments), every group run
-/// and every case passed.
+/// The whole messaging suite passed by `subject` (with `more` arguments), certifying the relay
+/// crate's manifest by its digest.
 fn certified(subject: &str, more: &[&str], provider: &str) {
-    let report = tempfile::NamedTempFile::new().unwrap();
-    let profile = repo().join("examples/native-relay/conformance.json");
-    let mut args = vec![
-        "conformance",
+    let report = common::certified_messaging(
         subject,
-        "--profile",
-        profile.to_str().unwrap(),
-        "--json",
-        report.path().to_str().unwrap(),
-    ];
-    args.extend(more);
-    let out = common::run_host(&args);
-    let (stdout, stderr) = common::text(&out);
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(report.path()).unwrap())
-            .unwrap_or_else(|e| panic!("{e}: {stdout}{stderr}"));
-    let results = report["results"].as_array().unwrap();
-    let groups: std::collections::BTreeSet<&str> = results
-        .iter()
-        .map(|r| r["group"].as_str().unwrap())
-        .collect();
-    for group in [
-        "error-mapping",
-        "tenancy",
-        "idempotency",
-        "retry",
-        "telemetry",
-        "secrets",
-        "manifest-truth",
-    ] {
-        assert!(groups.contains(group), "no `{group}` case ran: {groups:?}");
-    }
-    let failed: Vec<&str> = results
-        .iter()
-        .filter(|r| r["passed"] != true)
-        .map(|r| r["id"].as_str().unwrap())
-        .collect();
-    assert!(failed.is_empty(), "{subject}: {failed:?}\n{stdout}");
-    assert!(out.status.success(), "{stdout}");
+        &repo().join("examples/native-relay/conformance.json"),
+        more,
+    );
     assert_eq!(report["provider"], provider);
     let manifest = std::fs::read(repo().join("examples/native-relay/provider.json")).unwrap();
     assert_eq!(
@@ -294,15 +260,8 @@ fn the_relay_crate_passes_the_whole_messaging_suite_in_the_host_and_as_a_gateway
         .unwrap()
         .write(pki.path(), "host")
         .unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let rt = common::server_runtime();
+    let (listener, port) = common::loopback(&rt);
     let tls = greentic_sidecar_rust::tls(cert, key, Some(ca_cert.clone())).unwrap();
     rt.spawn(async move {
         tonic::transport::Server::builder()
@@ -358,16 +317,9 @@ fn a_gateway_calls_back_a_host_on_another_address_over_tls() {
         .unwrap()
         .write(pki.path(), "callbacks")
         .unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::server_runtime();
     let serve = |callback_identity: Option<&str>| {
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let (listener, port) = common::loopback(&rt);
         let tls = greentic_sidecar_rust::tls(
             gateway_cert.clone(),
             gateway_key.clone(),
@@ -600,20 +552,8 @@ provider = "hook"
 /// service — the tenant the host verified, never the one a sender names.
 #[test]
 fn a_webhook_provider_as_a_sidecar_gets_deliveries_over_the_wire() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
-    rt.spawn(
-        tonic::transport::Server::builder()
-            .add_service(greentic_sidecar_rust::service("test-webhook").unwrap())
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-    );
+    let rt = common::server_runtime();
+    let port = common::serve_provider(&rt, greentic_sidecar_rust::service("test-webhook").unwrap());
     let b = TestBundle::new(
         &format!(
             "[providers.hook]\nform = \"remote\"\nsource = \"grpc://127.0.0.1:{port}\"\nallow_plaintext = true\ngrants = {{ secrets = [\"HOOK_TOKEN\"] }}\n\n[tenants.acme]\nsecrets = [\"HOOK_TOKEN\"]\n\n[tenants.globex]\nsecrets = [\"HOOK_TOKEN\"]\n\n[[routes]]\ntenant = \"*\"\ncapability = \"receive\"\nprovider = \"hook\"\n"

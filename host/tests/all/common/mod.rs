@@ -850,3 +850,88 @@ pub fn otlp() -> Otlp {
     });
     otlp
 }
+
+/// A runtime of its own for a server a test runs in-process, as a sidecar process beside the
+/// host would run it.
+pub fn server_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A listener on a free loopback port, bound in `rt`, and its port.
+pub fn loopback(rt: &tokio::runtime::Runtime) -> (tokio::net::TcpListener, u16) {
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (listener, port)
+}
+
+/// `server` (a remote provider) served over plaintext gRPC on a free loopback port of `rt`;
+/// returns the port.
+pub fn serve_provider<P>(
+    rt: &tokio::runtime::Runtime,
+    server: greentic_host::remote::pb::provider_server::ProviderServer<P>,
+) -> u16
+where
+    P: greentic_host::remote::pb::provider_server::Provider,
+{
+    let (listener, port) = loopback(rt);
+    rt.spawn(
+        tonic::transport::Server::builder()
+            .add_service(server)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    port
+}
+
+/// Runs the conformance suite on `subject` (with `more` arguments); asserts that every group of
+/// the messaging suite ran, that every case passed and that the run succeeded; returns the JSON
+/// report.
+pub fn certified_messaging(subject: &str, profile: &Path, more: &[&str]) -> serde_json::Value {
+    let report = tempfile::NamedTempFile::new().unwrap();
+    let mut args = vec![
+        "conformance",
+        subject,
+        "--profile",
+        profile.to_str().unwrap(),
+        "--json",
+        report.path().to_str().unwrap(),
+    ];
+    args.extend(more);
+    let out = run_host(&args);
+    let (stdout, stderr) = text(&out);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.path()).unwrap())
+            .unwrap_or_else(|e| panic!("{e}: {stdout}{stderr}"));
+    let results = report["results"].as_array().unwrap();
+    let groups: std::collections::BTreeSet<&str> = results
+        .iter()
+        .map(|r| r["group"].as_str().unwrap())
+        .collect();
+    for group in [
+        "error-mapping",
+        "tenancy",
+        "idempotency",
+        "retry",
+        "telemetry",
+        "secrets",
+        "manifest-truth",
+    ] {
+        assert!(
+            groups.contains(group),
+            "{subject}: no `{group}` case ran: {groups:?}"
+        );
+    }
+    let failed: Vec<&str> = results
+        .iter()
+        .filter(|r| r["passed"] != true)
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert!(failed.is_empty(), "{subject}: {failed:?}\n{stdout}");
+    assert!(out.status.success(), "{stdout}");
+    report
+}
